@@ -1,0 +1,13 @@
+"""The ``memory`` backend: fsspec's in-process filesystem, used by tests and dry experiments.
+
+It keeps no mtime and no hash, so it exercises the planner's most cautious path
+(size alone cannot prove two files equal).
+"""
+
+from __future__ import annotations
+
+from mirror.driver import Capabilities, Driver
+
+
+class MemoryDriver(Driver):
+    capabilities = Capabilities(case_sensitive=True, atomic_rename=False)

@@ -1,0 +1,254 @@
+"""What the engine needs from a target besides fsspec: capabilities, errors, a few hooks.
+
+A backend is an fsspec filesystem plus a :class:`Capabilities` record, wrapped in a
+:class:`Driver`. The default driver works for any fsspec filesystem, so a new backend
+needs only configuration; a backend module subclasses it where its library falls short
+(a missing mtime setter, a broken upload path, library exceptions to classify).
+
+Every path a driver method takes is relative to the target root, ``/``-separated, and
+already checked by :func:`mirror.paths.check_relative`; the driver joins it to its root,
+so no call can reach outside the root. Methods are called from several worker threads at
+once: a driver must be thread-safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import errno
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from fsspec.core import url_to_fs
+from fsspec.spec import AbstractFileSystem
+
+from mirror.errors import FatalError, ItemError, MirrorError, TransientError
+from mirror.hashing import HashKind, file_hash
+from mirror.paths import check_relative
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Facts about a backend that the planner and executor act on."""
+
+    case_sensitive: bool = True
+    hash_kind: HashKind = HashKind.NONE
+    #: the target keeps the mtime we give it, to this precision
+    mtime_settable: bool = False
+    mtime_precision_ns: int = 1_000_000_000
+    #: a put is committed whole by the server (never visible half-written)
+    atomic_put: bool = False
+    #: rename over an existing file is atomic: upload to a temp name, then rename
+    atomic_rename: bool = False
+    #: moves happen on the server, without re-sending the bytes
+    server_side_move: bool = False
+    #: names refused or silently ignored, compared case-insensitively
+    forbidden_names: frozenset[str] = frozenset()
+    forbidden_chars: str = ""
+    #: leading/trailing characters a name may not have (e.g. " ." for Dropbox)
+    forbidden_edges: str = ""
+    max_name_bytes: int = 255
+    max_path_chars: int | None = None
+    max_file_bytes: int | None = None
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Capabilities:
+        """A copy with fields replaced from a config table (values already type-checked)."""
+        values = dict(overrides)
+        if "hash_kind" in values:
+            values["hash_kind"] = HashKind(values["hash_kind"])
+        if "forbidden_names" in values:
+            values["forbidden_names"] = frozenset(n.lower() for n in values["forbidden_names"])
+        return dataclasses.replace(self, **values)
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """One file on a target, as listed: path relative to the target root."""
+
+    path: str
+    size: int
+    mtime_ns: int | None = None
+    hash: str | None = None
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+
+class StateStore(Protocol):
+    """Small persistent key/value store a driver may keep state in (e.g. upload sessions).
+
+    The engine hands each driver the store of its target's index; keys are the driver's.
+    """
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class MemoryState:
+    """A StateStore that forgets everything at exit (until the engine attaches the index)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self._values.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self._values[key] = value
+
+    def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+
+
+class Driver:
+    """Generic fsspec driver; subclass and override what a backend needs."""
+
+    #: capabilities of the plain fsspec filesystem; subclasses and presets refine them
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, fs: AbstractFileSystem, root: str, caps: Capabilities | None = None) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/") or "/"
+        self.caps = caps or self.capabilities
+        self.state: StateStore = MemoryState()
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        """Build the driver for ``url`` (protocol already resolved) with fsspec ``options``."""
+        fs, root = url_to_fs(url, **options)
+        return cls(fs, root, caps)
+
+    # -- paths ----------------------------------------------------------------------
+    def full(self, rel: str) -> str:
+        """The fsspec path of ``rel`` under the root; refuses anything that could escape."""
+        check_relative(rel)
+        return posixpath.join(self.root, rel)
+
+    def relative(self, name: str) -> str | None:
+        """The root-relative path of an fsspec name from a listing, or None if outside."""
+        name = self.fs._strip_protocol(name)
+        root = self.fs._strip_protocol(self.root).rstrip("/")
+        if not name.startswith(root + "/"):
+            return None
+        return name[len(root) + 1 :]
+
+    # -- reading --------------------------------------------------------------------
+    def list(self) -> dict[str, RemoteEntry]:
+        """Every file under the root (recursively), keyed by root-relative path."""
+        if not self.fs.exists(self.root):
+            return {}
+        found = self.fs.find(self.root, detail=True, withdirs=False)
+        result: dict[str, RemoteEntry] = {}
+        for name, info in found.items():
+            rel = self.relative(name)
+            if rel is not None and info.get("type", "file") == "file":
+                result[rel] = self.entry(rel, info)
+        return result
+
+    def stat(self, rel: str) -> RemoteEntry | None:
+        """The file at ``rel``, or None when there is none."""
+        try:
+            info = self.fs.info(self.full(rel))
+        except FileNotFoundError:
+            return None
+        if info.get("type") != "file":
+            return None
+        return self.entry(rel, info)
+
+    def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
+        """Turn an fsspec info dict into a RemoteEntry (override to read a hash)."""
+        return RemoteEntry(path=rel, size=int(info.get("size") or 0), mtime_ns=info_mtime_ns(info))
+
+    # -- writing --------------------------------------------------------------------
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        """Upload one local file to ``rel`` (parent folders exist) and set its mtime.
+
+        Returns what the target now holds when the upload call tells it for free (size,
+        hash), else None. Must replace an existing file, never rename around it.
+        """
+        target = self.full(rel)
+        self.fs.put_file(local_path, target)
+        if self.caps.mtime_settable:
+            self.set_mtime(rel, mtime_ns)
+        return None
+
+    def local_hash(self, local_path: str) -> str | None:
+        """The hash the target would report for this local file (caps.hash_kind), or None."""
+        return file_hash(local_path, self.caps.hash_kind)
+
+    def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        """Set the modification time of ``rel``; only called when caps say it can."""
+        raise NotImplementedError
+
+    def move(self, src: str, dst: str) -> None:
+        """Move ``src`` to ``dst``, replacing ``dst``. Never expands glob characters."""
+        self.fs.cp_file(self.full(src), self.full(dst))
+        self.fs.rm_file(self.full(src))
+
+    def delete(self, rel: str) -> None:
+        self.fs.rm_file(self.full(rel))
+
+    def makedirs(self, rel_dir: str) -> None:
+        """Make the folder ``rel_dir`` and its parents; ``""`` is the root itself."""
+        path = self.root if rel_dir == "" else self.full(rel_dir)
+        self.fs.makedirs(path, exist_ok=True)
+
+    def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        """Remove the folder if it holds nothing; True when it was removed."""
+        path = self.full(rel_dir)
+        try:
+            if self.fs.ls(path, detail=False):
+                return False
+            self.fs.rmdir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError:
+            return False
+        return True
+
+    # -- errors -----------------------------------------------------------------------
+    def classify(self, exc: BaseException) -> MirrorError:
+        """Turn a library exception into one of mirror's errors (see mirror.errors)."""
+        return classify_os_error(exc)
+
+    def close(self) -> None:
+        """Release connections; the driver is not used afterwards."""
+
+
+def classify_os_error(exc: BaseException) -> MirrorError:
+    """The classification every backend shares for plain Python exceptions."""
+    if isinstance(exc, MirrorError):
+        return exc
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, (ConnectionError, TimeoutError, EOFError)):
+        return TransientError(text)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return FatalError(f"target is full ({exc.strerror})")
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return FatalError("target is read-only")
+    return ItemError(text)
+
+
+def info_mtime_ns(info: Mapping[str, Any]) -> int | None:
+    """The modification time in an fsspec info dict, whatever key a backend uses."""
+    for key in ("mtime", "client_modified", "LastModified", "last_modified", "modified", "modifiedTime"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=dt.timezone.utc)
+            return int(value.timestamp() * 1_000_000) * 1000
+        if isinstance(value, (int, float)):
+            return int(value * 1_000_000) * 1000
+        if isinstance(value, str):
+            try:
+                parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return info_mtime_ns({key: parsed})
+    return None

@@ -1,0 +1,36 @@
+"""The one error hierarchy of mirror: what went wrong, and how the engine must react.
+
+Library exceptions are converted into these at the boundary (a backend's ``classify``),
+so the engine only ever decides between: retry (transient), record and go on (per item),
+stop this target (fatal), or stop before starting (configuration).
+"""
+
+from __future__ import annotations
+
+
+class MirrorError(Exception):
+    """Base of every error mirror raises on purpose; its message is meant for users."""
+
+
+class ConfigError(MirrorError):
+    """Bad flags, config file, URL or missing secret: nothing was started (exit 2)."""
+
+
+class TransientError(MirrorError):
+    """Worth retrying: connection reset, timeout, 429/5xx. ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ItemError(MirrorError):
+    """One file cannot be mirrored (refused name, unreadable file): record it, go on."""
+
+
+class FatalError(MirrorError):
+    """The target cannot be used any more (auth revoked, quota full, host key changed)."""
+
+
+class GuardRefused(MirrorError):
+    """A safety guard refused deletions (empty source, too many deletes)."""

@@ -1,0 +1,35 @@
+"""Rules for the relative paths that cross the engine: what a safe target path is."""
+
+from __future__ import annotations
+
+from mirror.errors import ItemError
+
+
+def check_relative(rel: str) -> str:
+    """Return ``rel`` if it is a safe root-relative path, else raise ItemError.
+
+    Safe: not empty, not absolute, ``/``-separated parts that are neither empty,
+    ``.`` nor ``..``, and no NUL. Every path that reaches a target passes here.
+    """
+    if not rel or rel.startswith("/") or "\x00" in rel:
+        raise ItemError(f"unsafe target path {rel!r}")
+    for part in rel.split("/"):
+        if part in ("", ".", ".."):
+            raise ItemError(f"unsafe target path {rel!r}")
+    return rel
+
+
+def parent(rel: str) -> str:
+    """The folder part of a relative path (``""`` for the root)."""
+    head, _, _ = rel.rpartition("/")
+    return head
+
+
+def ancestors(rel: str) -> list[str]:
+    """Every folder above ``rel``, nearest first, without the root."""
+    result = []
+    folder = parent(rel)
+    while folder:
+        result.append(folder)
+        folder = parent(folder)
+    return result

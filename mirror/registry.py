@@ -1,0 +1,189 @@
+"""Which backends exist, and how a target URL becomes a connected driver.
+
+Sources of backends, first match wins: user presets from the config file
+(``[backends.NAME]``), the built-ins below, the ``mirror.backends`` entry-point group
+(third-party packages), and finally any protocol fsspec itself knows, with the generic
+driver. Imports are lazy, so a missing optional package only matters to targets using it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import fsspec.registry
+
+from mirror.driver import Capabilities, Driver
+from mirror.errors import ConfigError
+
+ENTRY_POINT_GROUP = "mirror.backends"
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """A known backend: where its driver lives and what it needs installed."""
+
+    protocol: str
+    summary: str
+    driver: str = "mirror.driver:Driver"
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    def install_hint(self) -> str:
+        if self.extra:
+            return f"pip install 'fsspec-mirror[{self.extra}]'"
+        if self.requires:
+            return "pip install " + " ".join(self.requires)
+        return ""
+
+    def missing(self) -> list[str]:
+        """Import names this backend needs that are not installed."""
+        return [name for name in self.requires if importlib.util.find_spec(name) is None]
+
+
+BUILTINS: tuple[BackendInfo, ...] = (
+    BackendInfo("file", "a local or mounted folder", "mirror.backends.local:LocalDriver", aliases=("local",)),
+    BackendInfo("memory", "in-process memory, for tests", "mirror.backends.memory:MemoryDriver"),
+    BackendInfo(
+        "dropbox",
+        "Dropbox (API v2)",
+        "mirror.backends.dropbox:DropboxDriver",
+        ("dropbox", "dropboxdrivefs"),
+        "dropbox",
+    ),
+    BackendInfo("sftp", "SSH/SFTP server", "mirror.backends.sftp:SFTPDriver", ("paramiko",), "sftp", ("ssh",)),
+    BackendInfo(
+        "webdav",
+        "WebDAV server (Nextcloud, ownCloud, ...)",
+        "mirror.backends.webdav:WebdavDriver",
+        ("webdav4",),
+        "webdav",
+        ("webdavs", "dav", "davs"),
+    ),
+    BackendInfo("s3", "Amazon S3 and S3-compatible storage", "mirror.backends.s3:S3Driver", ("s3fs",), "s3", ("s3a",)),
+    BackendInfo(
+        "gdrive",
+        "Google Drive",
+        "mirror.backends.gdrive:GDriveDriver",
+        ("googleapiclient", "google.oauth2"),
+        "gdrive",
+    ),
+    BackendInfo(
+        "onedrive",
+        "Microsoft OneDrive (personal and business)",
+        "mirror.backends.onedrive:OneDriveDriver",
+        ("msal", "httpx"),
+        "onedrive",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A backend defined in the config file: a protocol plus default options."""
+
+    name: str
+    protocol: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    capabilities: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A target URL resolved to a backend, ready to connect."""
+
+    backend: BackendInfo
+    url: str
+    options: Mapping[str, Any]
+    capability_overrides: Mapping[str, Any]
+
+
+def known_backends() -> list[BackendInfo]:
+    """Built-ins, then entry-point backends, then other fsspec protocols."""
+    result = list(BUILTINS)
+    taken = {name for info in result for name in (info.protocol, *info.aliases)}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in taken:
+            result.append(BackendInfo(ep.name, f"third-party backend ({ep.value})", ep.value))
+            taken.add(ep.name)
+    for name, spec in sorted(fsspec.registry.known_implementations.items()):
+        if name not in taken:
+            module = spec["class"].split(".")[0]
+            result.append(BackendInfo(name, f"fsspec {spec['class']}", requires=(module,)))
+            taken.add(name)
+    return result
+
+
+def _lookup(protocol: str) -> BackendInfo | None:
+    for info in known_backends():
+        if protocol == info.protocol or protocol in info.aliases:
+            return info
+    if protocol in fsspec.registry.registry:
+        return BackendInfo(protocol, "fsspec (registered at run time)")
+    return None
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(protocol, rest) of a target URL; a plain path is protocol ``file``."""
+    if "://" not in url:
+        return "file", os.path.abspath(os.path.expanduser(url))
+    protocol, rest = url.split("://", 1)
+    return protocol.lower(), rest
+
+
+def resolve(url: str, options: Mapping[str, Any], presets: Mapping[str, Preset]) -> Resolved:
+    """Find the backend for ``url``; raises ConfigError naming the fix when there is none."""
+    protocol, rest = split_url(url)
+    overrides: Mapping[str, Any] = {}
+    merged = dict(options)
+    if protocol in presets:
+        preset = presets[protocol]
+        merged = {**preset.options, **options}
+        overrides = preset.capabilities
+        protocol = preset.protocol
+    info = _lookup(protocol)
+    if info is None:
+        names = ", ".join(sorted({b.protocol for b in BUILTINS} | set(presets)))
+        raise ConfigError(
+            f"unknown protocol {protocol!r} in target URL; use one of {names}, "
+            "another fsspec protocol, or define it under [backends.NAME] in the config"
+        )
+    if info.protocol == "file":
+        fsspec_url = rest if rest.startswith("/") else "/" + rest
+    else:
+        fsspec_url = f"{protocol}://{rest}"
+    return Resolved(info, fsspec_url, merged, overrides)
+
+
+def load_driver_class(info: BackendInfo) -> type[Driver]:
+    """Import the driver class of ``info`` or explain how to install what it needs."""
+    missing = info.missing()
+    if missing:
+        hint = info.install_hint()
+        raise ConfigError(
+            f"backend {info.protocol!r} needs {', '.join(missing)}, which is not installed: {hint}"
+        )
+    module_name, _, class_name = info.driver.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"backend {info.protocol!r} could not be loaded: {exc}; {info.install_hint()}") from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise ConfigError(f"backend {info.protocol!r}: {info.driver} is not a mirror Driver class")
+    return cls
+
+
+def connect(resolved: Resolved) -> Driver:
+    """Build the driver (and with it the fsspec filesystem) for a resolved target."""
+    cls = load_driver_class(resolved.backend)
+    caps: Capabilities = cls.capabilities
+    if resolved.capability_overrides:
+        caps = caps.with_overrides(resolved.capability_overrides)
+    return cls.connect(resolved.url, resolved.options, caps)

@@ -1,0 +1,5 @@
+"""Fixtures every test may use; server fixtures live in tests/servers/ (one module each)."""
+
+pytest_plugins = [
+    "tests.servers.local",
+]
