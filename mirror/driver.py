@@ -108,6 +108,8 @@ class Driver:
 
     #: capabilities of the plain fsspec filesystem; subclasses and presets refine them
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: worker threads per target unless the config sets ``concurrency``
+    default_concurrency: ClassVar[int] = 4
 
     def __init__(self, fs: AbstractFileSystem, root: str, caps: Capabilities | None = None) -> None:
         self.fs = fs
@@ -241,7 +243,7 @@ def info_mtime_ns(info: Mapping[str, Any]) -> int | None:
             continue
         if isinstance(value, dt.datetime):
             if value.tzinfo is None:
-                value = value.replace(tzinfo=dt.timezone.utc)
+                value = value.replace(tzinfo=dt.UTC)
             return int(value.timestamp() * 1_000_000) * 1000
         if isinstance(value, (int, float)):
             return int(value * 1_000_000) * 1000

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-import fsspec.registry
+from fsspec.registry import known_implementations
+from fsspec.registry import registry as fsspec_registry
 
 from mirror.driver import Capabilities, Driver
 from mirror.errors import ConfigError
@@ -66,7 +67,9 @@ BUILTINS: tuple[BackendInfo, ...] = (
         "webdav",
         ("webdavs", "dav", "davs"),
     ),
-    BackendInfo("s3", "Amazon S3 and S3-compatible storage", "mirror.backends.s3:S3Driver", ("s3fs",), "s3", ("s3a",)),
+    BackendInfo(
+        "s3", "Amazon S3 and S3-compatible storage", "mirror.backends.s3:S3Driver", ("s3fs",), "s3", ("s3a",)
+    ),
     BackendInfo(
         "gdrive",
         "Google Drive",
@@ -112,7 +115,7 @@ def known_backends() -> list[BackendInfo]:
         if ep.name not in taken:
             result.append(BackendInfo(ep.name, f"third-party backend ({ep.value})", ep.value))
             taken.add(ep.name)
-    for name, spec in sorted(fsspec.registry.known_implementations.items()):
+    for name, spec in sorted(known_implementations.items()):
         if name not in taken:
             module = spec["class"].split(".")[0]
             result.append(BackendInfo(name, f"fsspec {spec['class']}", requires=(module,)))
@@ -124,7 +127,7 @@ def _lookup(protocol: str) -> BackendInfo | None:
     for info in known_backends():
         if protocol == info.protocol or protocol in info.aliases:
             return info
-    if protocol in fsspec.registry.registry:
+    if protocol in fsspec_registry:
         return BackendInfo(protocol, "fsspec (registered at run time)")
     return None
 
@@ -166,9 +169,7 @@ def load_driver_class(info: BackendInfo) -> type[Driver]:
     missing = info.missing()
     if missing:
         hint = info.install_hint()
-        raise ConfigError(
-            f"backend {info.protocol!r} needs {', '.join(missing)}, which is not installed: {hint}"
-        )
+        raise ConfigError(f"backend {info.protocol!r} needs {', '.join(missing)}, which is not installed: {hint}")
     module_name, _, class_name = info.driver.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.servers.local",
+    "tests.servers.dropbox",
+    "tests.servers.sshd",
 ]

@@ -1,0 +1,843 @@
+"""The ``dropbox`` backend: Dropbox API v2 through the official SDK, with our own write path.
+
+dropboxdrivefs is kept for what it does right (metadata dicts with ``content_hash`` and
+``client_modified``); listing, lookups, folders and deletes are re-done here so that they
+raise what fsspec expects (FileNotFoundError instead of a log line or None), and the
+whole upload path is ours, because the library's commits a truncated file for anything
+of 4 MiB or more (see docs/dropbox.md):
+
+- a file up to ``chunk_size`` is read once and committed whole; when the driver is idle
+  that is one ``files/upload``, otherwise it joins a batch: one ``start_batch`` + one
+  ``append_batch`` carry the bytes of every waiting file and one ``finish_batch_v2``
+  commits them together, so thousands of invoices cost a few requests per batch and no
+  ``too_many_write_operations``;
+- a larger file goes through its own upload session in ``chunk_size`` pieces (at most
+  148 MiB, under Dropbox's 150 MiB per request), remembers session id and offset in the
+  driver's StateStore after every piece, and resumes there after a crash; its commit
+  joins the same serialized batches;
+- every commit is ``overwrite`` without autorename, carries ``client_modified`` from the
+  local mtime, and is checked against the local content hash (the SDK also sends a
+  ``content_hash`` with every request body, which Dropbox verifies).
+
+Retries are ours as well (the SDK's are switched off): 429 of either kind waits what
+Retry-After says, 5xx and dropped connections back off exponentially, both bounded, and
+what is left is classified for the engine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import dropbox
+import dropbox.files as dbf
+import requests
+from dropbox.exceptions import (
+    ApiError,
+    AuthError,
+    BadInputError,
+    HttpError,
+    InternalServerError,
+    PathRootError,
+    RateLimitError,
+)
+from dropboxdrivefs import DropboxDriveFileSystem
+from fsspec.spec import AbstractFileSystem
+
+from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error, info_mtime_ns
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.hashing import DROPBOX_BLOCK, HashKind, dropbox_content_hash
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+#: Dropbox refuses request bodies over 150 MiB; keep chunks a multiple of its 4 MiB block
+MAX_CHUNK = 148 * MiB
+DEFAULT_CHUNK = 16 * MiB
+#: upload sessions live 7 days; older saved sessions are not worth a failed request
+SESSION_MAX_AGE_S = 6 * 24 * 3600
+#: names Dropbox refuses or silently never syncs (compared in lower case)
+REFUSED_NAMES = frozenset({"desktop.ini", "thumbs.db", ".ds_store", "icon\r", ".dropbox", ".dropbox.attr"})
+MAX_BATCH = 1000
+STATE_PREFIX = "dropbox.upload:"
+OPTIONS = frozenset(
+    {
+        "token",
+        "refresh_token",
+        "app_key",
+        "app_secret",
+        "token_file",
+        "chunk_size",
+        "retries",
+        "retry_backoff",
+    }
+)
+RELOGIN = "run `mirror auth dropbox --app-key KEY` to log in again"
+
+
+def api_path(path: str) -> str:
+    """Dropbox's spelling of a path: ``""`` for the root, else ``/a/b``."""
+    path = path.strip("/")
+    return "/" + path if path else ""
+
+
+def error_tags(error: Any) -> list[str]:
+    """The chain of union tags in a Dropbox error, e.g. ``["path", "conflict", "file"]``."""
+    tags: list[str] = []
+    while error is not None:
+        tag = getattr(error, "_tag", None)
+        if tag is None:
+            reason = getattr(error, "reason", None)  # UploadWriteFailed wraps a WriteError
+            error = reason if reason is not None and reason is not error else None
+            continue
+        tags.append(tag)
+        error = getattr(error, "_value", None)
+    return tags
+
+
+def check_name(rel: str) -> None:
+    """Refuse, as a per-item error, the names Dropbox would refuse or silently ignore."""
+    for part in rel.split("/"):
+        low = part.lower()
+        if low in REFUSED_NAMES or low.startswith(".dropbox"):
+            raise ItemError(
+                f"Dropbox does not store files named {part!r} (it reserves or ignores them): {rel}"
+            )
+        if part != part.rstrip(" ."):
+            raise ItemError(f"Dropbox refuses names ending in a space or a dot: {rel!r}")
+        if len(part) > 255:
+            raise ItemError(f"Dropbox refuses names longer than 255 characters: {rel}")
+        if "\\" in part:
+            raise ItemError(f"Dropbox refuses backslashes in names: {rel!r}")
+
+
+#: endpoint error tags, most serious first, and what they mean for mirror
+API_ERRORS: tuple[tuple[frozenset[str], Callable[[str, list[str]], MirrorError]], ...] = (
+    (
+        frozenset(
+            {"insufficient_space", "team_folder_insufficient_space", "member_folder_insufficient_space"}
+        ),
+        lambda path, tags: FatalError(
+            "the Dropbox account is full: free some space or upgrade, then run again"
+        ),
+    ),
+    (
+        frozenset({"upload_traffic_limit_reached"}),
+        lambda path, tags: FatalError("the Dropbox team has used up its data transport limit for this month"),
+    ),
+    (
+        frozenset({"too_many_write_operations"}),
+        lambda path, tags: TransientError(
+            "Dropbox is busy with other writes (too_many_write_operations)", 1.0
+        ),
+    ),
+    (
+        frozenset({"content_hash_mismatch"}),
+        lambda path, tags: TransientError(
+            f"data for {path} was corrupted in transit (content_hash_mismatch)"
+        ),
+    ),
+    (
+        frozenset({"disallowed_name"}),
+        lambda path, tags: ItemError(f"Dropbox refuses the name of {path} (a name it reserves or ignores)"),
+    ),
+    (
+        frozenset({"malformed_path"}),
+        lambda path, tags: ItemError(
+            f"Dropbox refuses the path {path!r} (trailing space or dot, too long, or a bad character)"
+        ),
+    ),
+    (
+        frozenset({"conflict"}),
+        lambda path, tags: ItemError(
+            f"{path} conflicts with an existing {tags[-1].replace('_', ' ')} on Dropbox "
+            "(Dropbox compares names ignoring case)"
+        ),
+    ),
+    (
+        frozenset({"no_write_permission", "access_restricted"}),
+        lambda path, tags: ItemError(
+            f"no permission to write {path} on Dropbox (a read-only shared folder?)"
+        ),
+    ),
+)
+
+
+def api_error(exc: ApiError, path: str) -> MirrorError:
+    """A Dropbox endpoint error about ``path`` as one of mirror's errors, with the fix."""
+    tags = error_tags(exc.error)
+    for wanted, make in API_ERRORS:
+        if wanted & set(tags):
+            return make(path, tags)
+    return ItemError(f"Dropbox refused {path}: {'/'.join(tags) or 'unknown error'}")
+
+
+def auth_error(exc: AuthError) -> MirrorError:
+    tags = error_tags(exc.error)
+    what = tags[0] if tags else "invalid_access_token"
+    if what == "missing_scope":
+        return FatalError(
+            "the Dropbox app lacks a permission (files.content.write, files.content.read, "
+            f"files.metadata.read): enable it in the App Console, then {RELOGIN}"
+        )
+    if what == "user_suspended":
+        return FatalError("the Dropbox account is suspended")
+    return FatalError(f"Dropbox refused the login ({what}: token revoked or expired); {RELOGIN}")
+
+
+def http_error(exc: HttpError) -> MirrorError:
+    """Errors the SDK raises from the HTTP status alone."""
+    if isinstance(exc, RateLimitError):
+        tags = error_tags(exc.error) if exc.error is not None else []
+        return TransientError(
+            f"Dropbox rate limit ({tags[-1] if tags else 'too_many_requests'})", exc.backoff
+        )
+    if isinstance(exc, AuthError):
+        return auth_error(exc)
+    if isinstance(exc, InternalServerError):
+        return TransientError(f"Dropbox server error (HTTP {exc.status_code})")
+    if isinstance(exc, BadInputError) and "invalid_client" in (exc.message or ""):
+        return FatalError(f"Dropbox does not know this app key; check app_key or {RELOGIN}")
+    if isinstance(exc, BadInputError):
+        return ItemError(f"Dropbox refused the request: {exc.message}")
+    return ItemError(f"Dropbox answered HTTP {exc.status_code}")
+
+
+def classify_dropbox(exc: BaseException) -> MirrorError:
+    """The classification of every exception the SDK and requests raise."""
+    if isinstance(exc, MirrorError):
+        return exc
+    if isinstance(exc, PathRootError):
+        return FatalError("Dropbox refused the path root (team space changed?)")
+    if isinstance(exc, HttpError):
+        return http_error(exc)
+    if isinstance(exc, ApiError):
+        return api_error(exc, "the item")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return network_error(exc)
+    return classify_os_error(exc)
+
+
+def network_error(exc: requests.exceptions.RequestException) -> MirrorError:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return FatalError("the TLS certificate of the Dropbox server could not be verified")
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ),
+    ):
+        return TransientError(f"connection to Dropbox failed ({type(exc).__name__})")
+    return ItemError(f"request to Dropbox failed ({type(exc).__name__})")
+
+
+class Caller:
+    """Runs SDK calls with bounded retries: Retry-After for 429, backoff for 5xx/resets."""
+
+    def __init__(self, client: dropbox.Dropbox, attempts: int, backoff: float) -> None:
+        self.client = client
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self._refresh = threading.Lock()
+
+    def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        for attempt in range(self.attempts):
+            with self._refresh:
+                # one thread refreshes an expiring access token, the others then reuse it
+                self.client.check_and_refresh_access_token()
+            try:
+                return fn(*args, **kwargs)
+            except RateLimitError as exc:
+                if attempt + 1 >= self.attempts:
+                    raise
+                wait = exc.backoff if exc.backoff is not None else 5.0
+            except (
+                InternalServerError,
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                if attempt + 1 >= self.attempts or isinstance(exc, requests.exceptions.SSLError):
+                    raise
+                wait = self.backoff * 2**attempt * (0.5 + random.random() / 2)  # noqa: S311 - jitter
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+
+class DropboxFS(DropboxDriveFileSystem):  # type: ignore[misc]
+    """dropboxdrivefs with errors raised the fsspec way and every call retried."""
+
+    protocol = "dropbox"
+    cachable = False
+
+    def __init__(self, call: Caller) -> None:
+        AbstractFileSystem.__init__(self)
+        self.call = call
+        self.dbx = call.client
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        if path.startswith("dropbox://"):
+            path = path[len("dropbox://") :]
+        return "/" + path.strip("/")
+
+    def ls(self, path: str, detail: bool = True, recursive: bool = False, **kwargs: Any) -> list[Any]:
+        target = api_path(self._strip_protocol(path))
+        try:
+            page = self.call(self.dbx.files_list_folder, target, recursive=recursive, limit=2000)
+        except ApiError as exc:
+            tags = error_tags(exc.error)
+            if "not_found" in tags:
+                raise FileNotFoundError(path) from None
+            if "not_folder" in tags:
+                raise NotADirectoryError(path) from None
+            raise
+        entries = list(page.entries)
+        while page.has_more:
+            page = self.call(self.dbx.files_list_folder_continue, page.cursor)
+            entries.extend(page.entries)
+        result = [self._refactor_metadata(m) for m in entries if not isinstance(m, dbf.DeletedMetadata)]
+        # a recursive listing includes the folder itself
+        result = [m for m in result if m["name"].lower() != target.lower()]
+        return result if detail else [m["name"] for m in result]
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        target = api_path(self._strip_protocol(path))
+        if target == "":
+            return {"name": "/", "size": 0, "type": "directory"}
+        try:
+            return dict(self._refactor_metadata(self.call(self.dbx.files_get_metadata, target)))
+        except ApiError as exc:
+            if "not_found" in error_tags(exc.error):
+                raise FileNotFoundError(path) from None
+            raise
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        target = api_path(self._strip_protocol(path))
+        if target == "":
+            raise FileExistsError(path)
+        try:
+            self.call(self.dbx.files_create_folder_v2, target, autorename=False)
+        except ApiError as exc:
+            tags = error_tags(exc.error)
+            if "conflict" in tags:
+                if tags[-1] == "folder":
+                    raise FileExistsError(path) from None
+                raise NotADirectoryError(f"a file is in the way of folder {path}") from None
+            raise api_error(exc, path) from None
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        try:
+            self.mkdir(path)
+        except FileExistsError:
+            if not exist_ok:
+                raise
+
+    def rm_file(self, path: str) -> None:
+        self._rm(path)
+
+    def _rm(self, path: str) -> None:
+        try:
+            self.call(self.dbx.files_delete_v2, api_path(self._strip_protocol(path)))
+        except ApiError as exc:
+            if "not_found" in error_tags(exc.error):
+                raise FileNotFoundError(path) from None
+            raise api_error(exc, path) from None
+
+    def rmdir(self, path: str) -> None:
+        if self.ls(path, detail=False):
+            raise OSError(f"folder not empty: {path}")
+        self._rm(path)
+
+    def mv(self, path1: str, path2: str, **kwargs: Any) -> None:
+        src, dst = api_path(self._strip_protocol(path1)), api_path(self._strip_protocol(path2))
+        try:
+            self.call(self.dbx.files_move_v2, src, dst, autorename=False)
+        except ApiError as exc:
+            tags = error_tags(exc.error)
+            if tags[:1] == ["from_lookup"] and "not_found" in tags:
+                raise FileNotFoundError(path1) from None
+            raise api_error(exc, path2) from None
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+        try:
+            _, response = self.call(self.dbx.files_download, api_path(self._strip_protocol(path)))
+        except ApiError as exc:
+            if "not_found" in error_tags(exc.error):
+                raise FileNotFoundError(path) from None
+            raise
+        with response:
+            data: bytes = response.content
+        return data[start:end]
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        raise NotImplementedError("the Dropbox backend writes with put_file and reads with cat_file")
+
+
+@dataclass
+class Pending:
+    """One file waiting for its batch commit."""
+
+    commit: dbf.CommitInfo
+    expected_hash: str
+    data: bytes | None = None  # bytes still to send; None: session already closed
+    session_id: str | None = None
+    offset: int = 0
+    queued_at: float = field(default_factory=time.monotonic)
+    result: dbf.FileMetadata | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class Batcher:
+    """Commits files together, one batch at a time (Dropbox wants batch finishes serial).
+
+    Puts register before they read their file; a batch goes when every registered put is
+    waiting and nothing new arrived for ``quiet`` seconds, when the oldest has waited
+    ``linger`` seconds, or at Dropbox's 1,000 entries.
+    """
+
+    def __init__(self, fs: DropboxFS, max_body: int, quiet: float = 0.02, linger: float = 0.5) -> None:
+        self.fs = fs
+        self.max_body = max_body
+        self.quiet = quiet
+        self.linger = linger
+        self._cond = threading.Condition()
+        self._pending: list[Pending] = []
+        self._registered = 0
+        self._last_event = 0.0
+        self._flushing = False
+
+    def idle(self) -> bool:
+        """True when no put is under way nor was a moment ago: a lone file goes straight up."""
+        with self._cond:
+            return self._registered == 0 and time.monotonic() - self._last_event > 1.0
+
+    @contextmanager
+    def registered(self) -> Iterator[None]:
+        with self._cond:
+            self._registered += 1
+            self._last_event = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._registered -= 1
+                self._last_event = time.monotonic()
+                self._cond.notify_all()
+
+    def submit(self, item: Pending) -> dbf.FileMetadata:
+        """Queue ``item`` and return once its batch is committed (raises its error)."""
+        with self._cond:
+            self._pending.append(item)
+            self._last_event = time.monotonic()
+            self._cond.notify_all()
+            while not item.done:
+                wait = self._due_in()
+                if self._flushing or wait > 0:
+                    self._cond.wait(timeout=wait if not self._flushing and wait > 0 else 0.05)
+                    continue
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                self._flushing = True
+                self._cond.release()
+                try:
+                    self._flush(batch)
+                finally:
+                    self._cond.acquire()
+                    self._flushing = False
+                    self._last_event = time.monotonic()
+                    self._cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def _due_in(self) -> float:
+        """Seconds until the pending batch should go (0: now)."""
+        if not self._pending:
+            return 0.05
+        now = time.monotonic()
+        if len(self._pending) >= MAX_BATCH:
+            return 0.0
+        by_linger = self._pending[0].queued_at + self.linger - now
+        if len(self._pending) >= self._registered:
+            return max(0.0, min(self._last_event + self.quiet - now, by_linger))
+        return max(0.0, by_linger)
+
+    def _flush(self, batch: list[Pending]) -> None:
+        try:
+            self._send_data([i for i in batch if i.data is not None])
+            self._finish([i for i in batch if i.error is None])
+        except BaseException as exc:
+            for item in batch:
+                if not item.done and item.error is None:
+                    item.error = exc
+        finally:
+            for item in batch:
+                item.done = True
+
+    def _send_data(self, items: list[Pending]) -> None:
+        """Open one session per file and send all their bytes in as few requests as fit."""
+        if not items:
+            return
+        started = self.fs.call(self.fs.dbx.files_upload_session_start_batch, len(items))
+        for item, session_id in zip(items, started.session_ids, strict=True):
+            item.session_id = session_id
+        group: list[Pending] = []
+        size = 0
+        for item in items:
+            assert item.data is not None
+            if group and size + len(item.data) > self.max_body:
+                self._append_group(group)
+                group, size = [], 0
+            group.append(item)
+            size += len(item.data)
+        self._append_group(group)
+
+    def _append_group(self, group: list[Pending]) -> None:
+        entries = [
+            dbf.UploadSessionAppendBatchArgEntry(
+                dbf.UploadSessionCursor(i.session_id, 0), len(i.data or b""), close=True
+            )
+            for i in group
+        ]
+        body = b"".join(i.data or b"" for i in group)
+        result = self.fs.call(self.fs.dbx.files_upload_session_append_batch, body, entries)
+        for item, entry in zip(group, result.entries, strict=True):
+            length = len(item.data or b"")
+            item.data, item.offset = None, length
+            if entry.is_failure():
+                failure = entry.get_failure()
+                # a retried request whose first attempt landed: the bytes are there
+                landed = (
+                    failure.is_incorrect_offset() and failure.get_incorrect_offset().correct_offset == length
+                )
+                if not landed:
+                    item.error = api_error(ApiError("", failure, None, None), item.commit.path)
+
+    def _finish(self, items: list[Pending]) -> None:
+        if not items:
+            return
+        args = [
+            dbf.UploadSessionFinishArg(dbf.UploadSessionCursor(i.session_id, i.offset), i.commit)
+            for i in items
+        ]
+        result = self.fs.call(self.fs.dbx.files_upload_session_finish_batch_v2, args)
+        for item, entry in zip(items, result.entries, strict=True):
+            if entry.is_success():
+                item.result = entry.get_success()
+                continue
+            failure = entry.get_failure()
+            if "not_found" in error_tags(failure):
+                # the session is gone: a retried finish whose first attempt committed it?
+                item.result = self._committed(item)
+                if item.result is not None:
+                    continue
+            item.error = api_error(ApiError("", failure, None, None), item.commit.path)
+
+    def _committed(self, item: Pending) -> dbf.FileMetadata | None:
+        try:
+            meta = self.fs.call(self.fs.dbx.files_get_metadata, item.commit.path)
+        except ApiError:
+            return None
+        if isinstance(meta, dbf.FileMetadata) and meta.content_hash == item.expected_hash:
+            return meta
+        return None
+
+
+class DropboxDriver(Driver):
+    capabilities = Capabilities(
+        case_sensitive=False,
+        hash_kind=HashKind.DROPBOX,
+        mtime_settable=True,
+        mtime_precision_ns=1_000_000_000,
+        atomic_put=True,
+        atomic_rename=False,
+        server_side_move=True,
+        forbidden_names=REFUSED_NAMES,
+        forbidden_chars="\\",
+        forbidden_edges=" .",
+        max_name_bytes=255,
+    )
+    #: batches hold one file per worker thread: more workers, fewer commits
+    default_concurrency = 16
+
+    def __init__(
+        self,
+        fs: DropboxFS,
+        root: str,
+        caps: Capabilities | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> None:
+        super().__init__(fs, root, caps)
+        self.fs: DropboxFS = fs
+        self.chunk_size = chunk_size
+        self.batcher = Batcher(fs, max_body=chunk_size)
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        unknown = set(options) - OPTIONS
+        if unknown:
+            raise ConfigError(
+                f"unknown Dropbox option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(OPTIONS))}"
+            )
+        chunk_size = int(options.get("chunk_size", DEFAULT_CHUNK))
+        if chunk_size % DROPBOX_BLOCK or not DROPBOX_BLOCK <= chunk_size <= MAX_CHUNK:
+            raise ConfigError("Dropbox chunk_size must be a multiple of 4 MiB between 4 MiB and 148 MiB")
+        client = dropbox.Dropbox(
+            **credentials(options),
+            max_retries_on_error=0,
+            max_retries_on_rate_limit=0,
+            session=dropbox.create_session(max_connections=64),
+            user_agent="fsspec-mirror",
+        )
+        call = Caller(client, int(options.get("retries", 6)), float(options.get("retry_backoff", 1.0)))
+        root = "/" + url.split("://", 1)[-1].strip("/")
+        return cls(DropboxFS(call), root, caps, chunk_size)
+
+    # -- paths ----------------------------------------------------------------------
+    def relative(self, name: str) -> str | None:
+        # Dropbox answers with the case it stored, which may differ from the configured root
+        root = self.root.rstrip("/")
+        if not name.lower().startswith(root.lower() + "/"):
+            return None
+        return name[len(root) + 1 :]
+
+    # -- reading --------------------------------------------------------------------
+    def list(self) -> dict[str, RemoteEntry]:
+        try:
+            found = self.fs.ls(self.root, detail=True, recursive=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        result: dict[str, RemoteEntry] = {}
+        for info in found:
+            rel = self.relative(info["name"])
+            if rel is not None and info.get("type") == "file":
+                result[rel] = self.entry(rel, info)
+        return result
+
+    def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
+        return RemoteEntry(
+            path=rel,
+            size=int(info.get("size") or 0),
+            mtime_ns=info_mtime_ns({"client_modified": info.get("client_modified")}),
+            hash=info.get("content_hash"),
+        )
+
+    # -- writing --------------------------------------------------------------------
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry:
+        check_name(rel)
+        target = api_path(self.full(rel))
+        commit = dbf.CommitInfo(
+            path=target,
+            mode=dbf.WriteMode.overwrite,
+            autorename=False,
+            client_modified=dt.datetime.fromtimestamp(mtime_ns // 1_000_000_000, dt.UTC).replace(tzinfo=None),
+            mute=True,
+        )
+        size = os.stat(local_path).st_size
+        try:
+            if size > self.chunk_size:
+                expected = dropbox_content_hash(local_path)
+                meta = self._put_large(local_path, commit, size, mtime_ns, expected)
+            else:
+                meta, expected = self._put_small(local_path, commit)
+        except ApiError as exc:
+            raise api_error(exc, rel) from None
+        if meta.content_hash != expected:
+            raise ItemError(f"{rel} changed while it was uploaded; Dropbox holds another version")
+        return RemoteEntry(rel, meta.size, info_mtime_ns({"client_modified": meta.client_modified}), expected)
+
+    def _put_small(self, local_path: str, commit: dbf.CommitInfo) -> tuple[dbf.FileMetadata, str]:
+        if self.batcher.idle():
+            with open(local_path, "rb") as f:
+                data = f.read()
+            expected = _hash_bytes(data)
+            meta = self.fs.call(
+                self.fs.dbx.files_upload,
+                data,
+                commit.path,
+                mode=commit.mode,
+                autorename=False,
+                client_modified=commit.client_modified,
+                mute=True,
+            )
+            return meta, expected
+        with self.batcher.registered():
+            with open(local_path, "rb") as f:
+                data = f.read()
+            expected = _hash_bytes(data)
+            return self.batcher.submit(Pending(commit, expected, data=data)), expected
+
+    def _put_large(
+        self, local_path: str, commit: dbf.CommitInfo, size: int, mtime_ns: int, expected: str
+    ) -> dbf.FileMetadata:
+        key = STATE_PREFIX + commit.path.lower()
+        session_id, offset = self._saved_session(key, size, mtime_ns)
+        restarted = False
+        with open(local_path, "rb") as f:
+            while session_id is None or offset < size:
+                f.seek(offset)
+                data = f.read(self.chunk_size)
+                last = offset + len(data) >= size
+                try:
+                    if session_id is None:
+                        session_id = self.fs.call(self.fs.dbx.files_upload_session_start, data).session_id
+                    else:
+                        cursor = dbf.UploadSessionCursor(session_id, offset)
+                        self.fs.call(self.fs.dbx.files_upload_session_append_v2, data, cursor, close=last)
+                except ApiError as exc:
+                    failure, tags = exc.error, error_tags(exc.error)
+                    if session_id is not None and "incorrect_offset" in tags:
+                        # a piece landed but its answer was lost (or we crashed right after it)
+                        offset = failure.get_incorrect_offset().correct_offset
+                        self._save_session(key, session_id, offset, size, mtime_ns)
+                        continue
+                    if session_id is not None and "not_found" in tags and not restarted:
+                        # the saved session expired or is unknown: start over, once
+                        self.state.delete(key)
+                        session_id, offset, restarted = None, 0, True
+                        continue
+                    raise
+                offset += len(data)
+                assert session_id is not None
+                self._save_session(key, session_id, offset, size, mtime_ns)
+        with self.batcher.registered():
+            try:
+                meta = self.batcher.submit(Pending(commit, expected, session_id=session_id, offset=offset))
+            except BaseException as exc:
+                # a closed session can still be committed later, unless the commit itself was refused
+                if not isinstance(self.classify(exc), TransientError):
+                    self.state.delete(key)
+                raise
+        self.state.delete(key)
+        return meta
+
+    def _saved_session(self, key: str, size: int, mtime_ns: int) -> tuple[str | None, int]:
+        raw = self.state.get(key)
+        if raw is None:
+            return None, 0
+        try:
+            saved = json.loads(raw)
+            fresh = time.time() - float(saved["started"]) < SESSION_MAX_AGE_S
+            if fresh and saved["size"] == size and saved["mtime_ns"] == mtime_ns:
+                return str(saved["session_id"]), int(saved["offset"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        self.state.delete(key)
+        return None, 0
+
+    def _save_session(self, key: str, session_id: str, offset: int, size: int, mtime_ns: int) -> None:
+        raw = self.state.get(key)
+        started = json.loads(raw).get("started", time.time()) if raw else time.time()
+        record = {
+            "session_id": session_id,
+            "offset": offset,
+            "size": size,
+            "mtime_ns": mtime_ns,
+            "started": started,
+        }
+        self.state.set(key, json.dumps(record))
+
+    def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        raise ItemError(
+            f"Dropbox cannot change the time of {rel} without uploading it again (put sets client_modified)"
+        )
+
+    def move(self, src: str, dst: str) -> None:
+        check_name(dst)
+        try:
+            self.fs.mv(self.full(src), self.full(dst))
+        except ItemError:
+            if src.lower() == dst.lower() or self.stat(dst) is None:
+                raise
+            # Dropbox never moves over an existing file: replace it explicitly
+            self.fs.rm_file(self.full(dst))
+            self.fs.mv(self.full(src), self.full(dst))
+
+    def delete(self, rel: str) -> None:
+        self.fs.rm_file(self.full(rel))
+
+    def makedirs(self, rel_dir: str) -> None:
+        if rel_dir == "" and self.root == "/":
+            return
+        path = self.root if rel_dir == "" else self.full(rel_dir)
+        if rel_dir:
+            check_name(rel_dir)
+        self.fs.makedirs(path, exist_ok=True)
+
+    def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        # Dropbox deletes folders recursively: check first, and accept the small race
+        try:
+            self.fs.rmdir(self.full(rel_dir))
+        except OSError:
+            return False
+        return True
+
+    # -- errors -----------------------------------------------------------------------
+    def classify(self, exc: BaseException) -> MirrorError:
+        return classify_dropbox(exc)
+
+    def close(self) -> None:
+        self.fs.dbx.close()
+
+
+def _hash_bytes(data: bytes) -> str:
+    """Dropbox's content hash of bytes already in memory (mirror.hashing reads files)."""
+    outer = hashlib.sha256()
+    for start in range(0, len(data), DROPBOX_BLOCK):
+        outer.update(hashlib.sha256(data[start : start + DROPBOX_BLOCK]).digest())
+    return outer.hexdigest()
+
+
+def credentials(options: Mapping[str, Any]) -> dict[str, Any]:
+    """SDK keyword arguments for the login in ``options``; ConfigError without a usable one."""
+    if options.get("token_file"):
+        stored = read_token_file(str(options["token_file"]))
+        return {"oauth2_refresh_token": stored["refresh_token"], "app_key": stored["app_key"]}
+    if options.get("refresh_token"):
+        if not options.get("app_key"):
+            raise ConfigError("Dropbox refresh_token needs app_key (the key of the app it was issued to)")
+        creds = {"oauth2_refresh_token": str(options["refresh_token"]), "app_key": str(options["app_key"])}
+        if options.get("app_secret"):
+            creds["app_secret"] = str(options["app_secret"])
+        return creds
+    if options.get("token"):
+        return {"oauth2_access_token": str(options["token"])}
+    raise ConfigError(
+        "Dropbox target needs a login: token_file (written by `mirror auth dropbox`), "
+        "refresh_token + app_key, or token (a short-lived access token, for quick tests)"
+    )
+
+
+def read_token_file(path: str) -> dict[str, str]:
+    """The app key and refresh token stored by ``mirror auth dropbox``; refuses loose modes."""
+    path = os.path.expanduser(path)
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"Dropbox token file {path} does not exist; run `mirror auth dropbox`") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Dropbox token file {path} cannot be read ({type(exc).__name__})") from None
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ConfigError(f"Dropbox token file {path} is readable by others; run: chmod 600 {path}")
+    if not isinstance(stored, dict) or not stored.get("refresh_token") or not stored.get("app_key"):
+        raise ConfigError(
+            f"Dropbox token file {path} lacks app_key or refresh_token; run `mirror auth dropbox`"
+        )
+    return {"refresh_token": str(stored["refresh_token"]), "app_key": str(stored["app_key"])}

@@ -1,0 +1,529 @@
+"""The ``onedrive`` backend: OneDrive (personal and business) through Microsoft Graph.
+
+Plain httpx against Graph, with msal for delegated tokens, rather than msgraphfs, whose
+upload reads whole files into memory, ignores Retry-After, does not URL-encode names and
+cannot log in to a personal account (see docs/onedrive.md). This module owns: chunked
+upload sessions (multiples of 320 KiB, resumed where the server stands, remembered in
+the driver state across restarts), quickXorHash computed locally, fileSystemInfo
+mtimes, throttling (429/503 + Retry-After), and names OneDrive refuses, reported per
+item with the reason.
+
+URL: ``onedrive://Folder/Sub`` is a folder of the signed-in user's drive, or of the drive
+``drive_id`` (a SharePoint library, another user's drive). Options: ``token_file``
+(written by ``mirror auth onedrive``), ``client_id``/``authority`` (override the token
+file's), ``chunk_size``, ``max_retries``, ``timeout``, and for tests ``graph_url``/``ca_certs``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import os
+import random
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import msal
+import requests
+
+from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.hashing import HashKind
+
+log = logging.getLogger(__name__)
+
+GRAPH = "https://graph.microsoft.com/v1.0"
+AUTHORITY = "https://login.microsoftonline.com/common"
+SCOPES = ["Files.ReadWrite.All"]
+#: up to this size one PUT carries the file; Graph's limit for a simple upload is 250 MB,
+#: but larger files go through a resumable session so a broken line costs one chunk
+SIMPLE_UPLOAD_MAX = 4 * 1024 * 1024
+#: Graph wants upload-session fragments in multiples of 320 KiB, at most 60 MiB
+CHUNK_UNIT = 320 * 1024
+DEFAULT_CHUNK = 32 * CHUNK_UNIT
+MAX_WAIT = 120.0
+FORBIDDEN_CHARS = '"*:<>?/\\|'
+RESERVED = frozenset(
+    {"con", "prn", "aux", "nul", ".lock", "desktop.ini"}
+    | {f"com{i}" for i in range(10)}
+    | {f"lpt{i}" for i in range(10)}
+)
+MAX_PATH = 400
+SELECT = "id,name,size,file,folder,fileSystemInfo,parentReference"
+
+# -- quickXorHash --------------------------------------------------------------------------
+QX_WIDTH = 160
+QX_SHIFT = 11
+QX_MASK = (1 << QX_WIDTH) - 1
+#: read blocks are multiples of 160 bytes, so byte i of a block sits at shift 11*i mod 160
+QX_BLOCK = 160 * 32768
+
+
+def _fold160(block: bytes) -> int:
+    """XOR of all 160-byte slices of ``block`` (zero-padded), as a little-endian integer."""
+    units = -(-len(block) // 160)
+    value = int.from_bytes(block, "little")
+    while units > 1:
+        half = units // 2
+        bits = half * 160 * 8
+        value = (value & ((1 << bits) - 1)) ^ (value >> bits)
+        units -= half
+    return value
+
+
+def quickxor_hash(path: str) -> str:
+    """OneDrive's quickXorHash of a file, base64 as Graph reports it.
+
+    Byte i is XORed into a 160-bit circular register at bit 11*i mod 160; as 11 and 160
+    are coprime, bytes 160 apart share a position, so whole blocks are folded to 160
+    bytes first (big-integer XOR runs in C) and only 160 shifts remain. The file length
+    is then XORed into the last 8 bytes.
+    """
+    folded = 0
+    length = 0
+    with open(path, "rb") as f:
+        while block := f.read(QX_BLOCK):
+            folded ^= _fold160(block)
+            length += len(block)
+    register = 0
+    lanes = folded.to_bytes(160, "little")
+    for k, byte in enumerate(lanes):
+        if byte:
+            shift = (QX_SHIFT * k) % QX_WIDTH
+            value = byte << shift
+            register ^= (value & QX_MASK) ^ (value >> QX_WIDTH)
+    digest = bytearray(register.to_bytes(20, "little"))
+    for i, b in enumerate(length.to_bytes(8, "little")):
+        digest[12 + i] ^= b
+    return base64.b64encode(bytes(digest)).decode()
+
+
+# -- names ------------------------------------------------------------------------------
+def refusal(full_path: str) -> str | None:
+    """Why OneDrive would refuse this drive path, or None when it is acceptable."""
+    if len(full_path) > MAX_PATH:
+        return f"path is {len(full_path)} characters; OneDrive allows {MAX_PATH}"
+    for name in full_path.split("/"):
+        bad = sorted({c for c in name if c in FORBIDDEN_CHARS})
+        if bad:
+            return f"name {name!r} contains {' '.join(bad)}, which OneDrive refuses"
+        if name != name.strip(" "):
+            return f"name {name!r} starts or ends with a space, which OneDrive refuses"
+        if name.lower() in RESERVED:
+            return f"name {name!r} is reserved on OneDrive"
+        if "_vti_" in name.lower():
+            return f"name {name!r} contains '_vti_', which OneDrive refuses"
+        if name.startswith("~$"):
+            return f"name {name!r} starts with '~$', which OneDrive refuses"
+    return None
+
+
+def iso(mtime_ns: int) -> str:
+    return dt.datetime.fromtimestamp(mtime_ns // 1_000_000_000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str | None) -> int | None:
+    if not value:
+        return None
+    stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return int(stamp.timestamp()) * 1_000_000_000
+
+
+def default_token_file() -> str:
+    from platformdirs import user_config_dir
+
+    return os.path.join(user_config_dir("mirror"), "onedrive-token.json")
+
+
+def write_private(path: str, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by the owner only (mode 0600)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".token-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def msal_http(ca_certs: str | None) -> requests.Session:
+    """A requests session for msal that honours ``ca_certs`` (msal ignores ``verify`` when
+    REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE are set, unless the session ignores the environment)."""
+    session = requests.Session()
+    if ca_certs:
+        session.trust_env = False
+        session.verify = ca_certs
+    return session
+
+
+class TokenSource:
+    """Delegated access tokens from the msal cache kept in the token file (mode 0600)."""
+
+    def __init__(self, token_file: str, client_id: str | None, authority: str | None,
+                 ca_certs: str | None) -> None:
+        try:
+            with open(token_file) as f:
+                saved = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"onedrive: no login: {token_file} does not exist; run `mirror auth onedrive --client-id ID`"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"onedrive: unreadable token file ({type(exc).__name__})") from exc
+        self.token_file = token_file
+        self.cache = msal.SerializableTokenCache()
+        self.cache.deserialize(saved.get("cache") or "{}")
+        self.client_id = client_id or saved.get("client_id")
+        self.authority = authority or saved.get("authority") or AUTHORITY
+        if not self.client_id:
+            raise ConfigError("onedrive: no client_id in the options or the token file")
+        self.app = msal.PublicClientApplication(
+            self.client_id, authority=self.authority, token_cache=self.cache,
+            http_client=msal_http(ca_certs), instance_discovery=not ca_certs,
+        )
+        self._lock = threading.Lock()
+
+    def token(self) -> str:
+        with self._lock:
+            accounts = self.app.get_accounts()
+            result = self.app.acquire_token_silent(SCOPES, account=accounts[0]) if accounts else None
+            if not result or "access_token" not in result:
+                raise FatalError("OneDrive login expired or was revoked; run `mirror auth onedrive` again")
+            if self.cache.has_state_changed:
+                save_login(self.token_file, self.client_id, self.authority, self.cache)
+            return str(result["access_token"])
+
+
+def save_login(token_file: str, client_id: str, authority: str, cache: msal.SerializableTokenCache) -> None:
+    write_private(token_file, json.dumps({"client_id": client_id, "authority": authority,
+                                          "cache": cache.serialize()}))
+    cache.has_state_changed = False
+
+
+class OneDriveDriver(Driver):
+    capabilities = Capabilities(
+        case_sensitive=False,
+        hash_kind=HashKind.QUICKXOR,
+        mtime_settable=True,
+        mtime_precision_ns=1_000_000_000,
+        atomic_put=True,
+        server_side_move=True,
+        forbidden_names=RESERVED,
+        forbidden_chars=FORBIDDEN_CHARS,
+        forbidden_edges=" ",
+        max_name_bytes=255,
+        max_path_chars=MAX_PATH,
+    )
+    default_concurrency = 4
+
+    def __init__(self, tokens: TokenSource, root: str, caps: Capabilities | None = None, *,
+                 drive_id: str | None = None, graph_url: str = GRAPH, ca_certs: str | None = None,
+                 chunk_size: int = DEFAULT_CHUNK, max_retries: int = 5, timeout: float = 60.0) -> None:
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        # the engine never reaches self.fs for this driver; a memory fs keeps the type honest
+        super().__init__(MemoryFileSystem(), root.strip("/"), caps)
+        self.root = root.strip("/")
+        self.tokens = tokens
+        self.drive = f"/drives/{quote(drive_id, safe='')}" if drive_id else "/me/drive"
+        self.chunk_size = max(CHUNK_UNIT, min(60 * 1024 * 1024, chunk_size) // CHUNK_UNIT * CHUNK_UNIT)
+        self.max_retries = max_retries
+        self.http = httpx.Client(base_url=graph_url.rstrip("/"), verify=ca_certs or True, timeout=timeout,
+                                 trust_env=not ca_certs)
+        self._lock = threading.Lock()
+        #: drive paths of folders known to exist (lower-cased: OneDrive ignores case)
+        self._folders: set[str] = set()
+
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        opts = dict(options)
+        known = {"token_file", "client_id", "authority", "drive_id", "graph_url", "ca_certs", "chunk_size",
+                 "max_retries", "timeout"}
+        unknown = sorted(set(opts) - known)
+        if unknown:
+            raise ConfigError(f"onedrive: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        tokens = TokenSource(str(opts.get("token_file") or default_token_file()), opts.get("client_id"),
+                             opts.get("authority"), opts.get("ca_certs"))
+        path = url.split("://", 1)[1] if "://" in url else url
+        return cls(tokens, path, caps, drive_id=opts.get("drive_id"), graph_url=opts.get("graph_url", GRAPH),
+                   ca_certs=opts.get("ca_certs"), chunk_size=int(opts.get("chunk_size", DEFAULT_CHUNK)),
+                   max_retries=int(opts.get("max_retries", 5)), timeout=float(opts.get("timeout", 60.0)))
+
+    # -- addressing -----------------------------------------------------------------------
+    def drive_path(self, rel: str) -> str:
+        return f"{self.root}/{rel}".strip("/") if rel else self.root
+
+    def item_url(self, rel: str) -> str:
+        """The Graph URL of the item at root-relative ``rel`` (``""`` = the root)."""
+        path = self.drive_path(rel)
+        if not path:
+            return f"{self.drive}/root"
+        # every segment encoded: '#', '%' and spaces are legal in OneDrive names
+        return f"{self.drive}/root:/{'/'.join(quote(p, safe='') for p in path.split('/'))}:"
+
+    def check(self, rel: str) -> None:
+        reason = refusal(self.drive_path(rel))
+        if reason:
+            raise ItemError(reason)
+
+    # -- requests -------------------------------------------------------------------------
+    def request(self, method: str, url: str, *, auth: bool = True, ok: tuple[int, ...] = (),
+                **kwargs: Any) -> httpx.Response:
+        """One Graph call, retried on throttling, 5xx and broken connections (Retry-After honoured).
+
+        Statuses in ``ok`` are returned instead of raised.
+        """
+        extra = dict(kwargs.pop("headers", None) or {})
+        attempt = 0
+        while True:
+            headers = dict(extra)
+            if auth:
+                headers["Authorization"] = f"Bearer {self.tokens.token()}"
+            try:
+                response = self.http.request(method, url, headers=headers, **kwargs)
+                if response.status_code not in ok:
+                    response.raise_for_status()
+                return response
+            except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+                attempt = self._wait_or_raise(exc, attempt)
+
+    def _wait_or_raise(self, exc: Exception, attempt: int) -> int:
+        err = self.classify(exc)
+        if not isinstance(err, TransientError) or attempt >= self.max_retries:
+            raise exc
+        delay = err.retry_after if err.retry_after is not None else min(MAX_WAIT, 2**attempt * 0.5)
+        time.sleep(min(MAX_WAIT, delay) + random.uniform(0, 0.1))  # noqa: S311
+        return attempt + 1
+
+    def _item(self, rel: str) -> dict[str, Any] | None:
+        response = self.request("GET", self.item_url(rel), params={"$select": SELECT}, ok=(404,))
+        return None if response.status_code == 404 else dict(response.json())
+
+    def _entry(self, rel: str, item: Mapping[str, Any]) -> RemoteEntry:
+        hashes = (item.get("file") or {}).get("hashes") or {}
+        return RemoteEntry(
+            path=rel,
+            size=int(item.get("size") or 0),
+            mtime_ns=parse_iso((item.get("fileSystemInfo") or {}).get("lastModifiedDateTime")),
+            hash=hashes.get("quickXorHash"),
+            extra=(("id", str(item["id"])),),
+        )
+
+    # -- reading --------------------------------------------------------------------------
+    def list(self) -> dict[str, RemoteEntry]:
+        root = self._item("")
+        if root is None:
+            return {}
+        result: dict[str, RemoteEntry] = {}
+        stack = [("", str(root["id"]))]
+        while stack:
+            rel_dir, item_id = stack.pop()
+            for child in self._children(item_id):
+                rel = f"{rel_dir}/{child['name']}" if rel_dir else str(child["name"])
+                if "folder" in child:
+                    with self._lock:
+                        self._folders.add(self.drive_path(rel).lower())
+                    stack.append((rel, str(child["id"])))
+                elif "file" in child:
+                    result[rel] = self._entry(rel, child)
+        return result
+
+    def _children(self, item_id: str) -> Iterator[dict[str, Any]]:
+        url: str | None = f"{self.drive}/items/{quote(item_id, safe='')}/children"
+        params: dict[str, Any] | None = {"$select": SELECT, "$top": 1000}
+        while url:
+            page = self.request("GET", url, params=params).json()
+            yield from page.get("value", [])
+            url, params = page.get("@odata.nextLink"), None
+
+    def stat(self, rel: str) -> RemoteEntry | None:
+        item = self._item(rel)
+        if item is None or "file" not in item:
+            return None
+        return self._entry(rel, item)
+
+    def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
+        return self._entry(rel, info)
+
+    def local_hash(self, local_path: str) -> str | None:
+        return quickxor_hash(local_path)
+
+    # -- writing --------------------------------------------------------------------------
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        self.check(rel)
+        size = os.path.getsize(local_path)
+        if size <= SIMPLE_UPLOAD_MAX:
+            with open(local_path, "rb") as f:
+                data = f.read()
+            self.request("PUT", f"{self.item_url(rel)}/content",
+                         params={"@microsoft.graph.conflictBehavior": "replace"}, content=data,
+                         headers={"Content-Type": "application/octet-stream"})
+            item = self.request("PATCH", self.item_url(rel), json=self._mtime_body(mtime_ns)).json()
+        else:
+            item = self._upload_session(local_path, rel, size, mtime_ns)
+        return self._entry(rel, item)
+
+    def _mtime_body(self, mtime_ns: int) -> dict[str, Any]:
+        return {"fileSystemInfo": {"lastModifiedDateTime": iso(mtime_ns)}}
+
+    def _upload_session(self, local_path: str, rel: str, size: int, mtime_ns: int) -> dict[str, Any]:
+        """Upload in chunks through a session, resuming one this driver left unfinished."""
+        key = f"onedrive:upload:{self.drive_path(rel)}"
+        saved = self._saved_session(key, size, mtime_ns)
+        upload_url, offset = saved if saved else (None, 0)
+        if upload_url is None:
+            body = {"item": {"@microsoft.graph.conflictBehavior": "replace", **self._mtime_body(mtime_ns)}}
+            upload_url = str(self.request("POST", f"{self.item_url(rel)}/createUploadSession",
+                                          json=body).json()["uploadUrl"])
+            self.state.set(key, json.dumps({"url": upload_url, "size": size, "mtime_ns": mtime_ns}))
+        attempt = 0
+        with open(local_path, "rb") as f:
+            while True:
+                f.seek(offset)
+                chunk = f.read(self.chunk_size)
+                end = offset + len(chunk) - 1
+                try:
+                    # the upload URL carries its own authorization; a bearer token must not be sent
+                    response = self.http.put(upload_url, content=chunk,
+                                             headers={"Content-Range": f"bytes {offset}-{end}/{size}"})
+                    if response.status_code in (200, 201):
+                        self.state.delete(key)
+                        return dict(response.json())
+                    response.raise_for_status()
+                    offset = self._next_offset(response.json())
+                    attempt = 0
+                except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+                    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
+                        # the session expired or was cancelled: start over once
+                        self.state.delete(key)
+                        raise
+                    attempt = self._wait_or_raise(exc, attempt)
+                    offset = self._server_offset(upload_url)
+
+    def _saved_session(self, key: str, size: int, mtime_ns: int) -> tuple[str, int] | None:
+        raw = self.state.get(key)
+        if not raw:
+            return None
+        saved = json.loads(raw)
+        if saved.get("size") == size and saved.get("mtime_ns") == mtime_ns:
+            try:
+                return str(saved["url"]), self._server_offset(str(saved["url"]))
+            except httpx.HTTPError:
+                pass
+        self.state.delete(key)
+        return None
+
+    def _server_offset(self, upload_url: str) -> int:
+        response = self.http.get(upload_url)
+        response.raise_for_status()
+        return self._next_offset(response.json())
+
+    @staticmethod
+    def _next_offset(status: Mapping[str, Any]) -> int:
+        ranges = status.get("nextExpectedRanges") or ["0-"]
+        return int(str(ranges[0]).split("-")[0])
+
+    def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        self.request("PATCH", self.item_url(rel), json=self._mtime_body(mtime_ns))
+
+    def move(self, src: str, dst: str) -> None:
+        self.check(dst)
+        item = self._item(src)
+        if item is None:
+            raise FileNotFoundError(f"no file {src!r} on OneDrive")
+        target_parent = self._item(dst.rpartition("/")[0])
+        if target_parent is None:
+            raise FileNotFoundError(f"no folder for {dst!r} on OneDrive")
+        existing = self._item(dst)
+        # a case-only rename finds the source itself at dst: it must not be deleted
+        if existing is not None and existing["id"] != item["id"]:
+            self.request("DELETE", self.item_url(dst), ok=(404,))
+        self.request("PATCH", f"{self.drive}/items/{quote(str(item['id']), safe='')}",
+                     json={"name": dst.rsplit("/", 1)[-1], "parentReference": {"id": target_parent["id"]}})
+
+    def delete(self, rel: str) -> None:
+        # Graph's DELETE moves the item to the recycle bin
+        response = self.request("DELETE", self.item_url(rel), ok=(404,))
+        if response.status_code == 404:
+            raise FileNotFoundError(f"no file {rel!r} on OneDrive")
+
+    def makedirs(self, rel_dir: str) -> None:
+        if rel_dir:
+            self.check(rel_dir)
+        path = self.drive_path(rel_dir)
+        parts = path.split("/") if path else []
+        for i in range(len(parts)):
+            here = "/".join(parts[: i + 1])
+            with self._lock:
+                if here.lower() in self._folders:
+                    continue
+            parent_path = "/".join(parts[:i])
+            parent_url = (f"{self.drive}/root:/{'/'.join(quote(p, safe='') for p in parent_path.split('/'))}:"
+                          if parent_path else f"{self.drive}/root")
+            self.request("POST", f"{parent_url}/children", ok=(409,),
+                         json={"name": parts[i], "folder": {}, "@microsoft.graph.conflictBehavior": "fail"})
+            with self._lock:
+                self._folders.add(here.lower())
+
+    def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        item = self._item(rel_dir)
+        if item is None or "folder" not in item or (item["folder"] or {}).get("childCount", 1) != 0:
+            return False
+        self.request("DELETE", self.item_url(rel_dir), ok=(404,))
+        with self._lock:
+            prefix = self.drive_path(rel_dir).lower()
+            self._folders = {f for f in self._folders if f != prefix and not f.startswith(prefix + "/")}
+        return True
+
+    # -- errors ---------------------------------------------------------------------------
+    def classify(self, exc: BaseException) -> MirrorError:
+        if isinstance(exc, httpx.HTTPStatusError):
+            status = exc.response.status_code
+            code, message = _graph_error(exc.response)
+            text = f"OneDrive answered {status}" + (f" ({code}: {message})" if code else "")
+            if status in (429, 503, 509) or status >= 500 and status != 507:
+                return TransientError(text, retry_after=_retry_after(exc.response))
+            if status == 507 or code == "quotaLimitReached":
+                return FatalError(text)
+            if status == 401:
+                return FatalError(text + "; run `mirror auth onedrive` again")
+            return ItemError(text)
+        if isinstance(exc, httpx.TransportError):
+            return TransientError(f"OneDrive connection failed: {type(exc).__name__}")
+        if isinstance(exc, FileNotFoundError):
+            return ItemError(str(exc))
+        if isinstance(exc, requests.RequestException):
+            return TransientError(f"Microsoft login service unreachable: {type(exc).__name__}")
+        return classify_os_error(exc)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _graph_error(response: httpx.Response) -> tuple[str, str]:
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        return "", ""
+    # Graph messages name items, never tokens; still keep them short
+    return str(error.get("code", "")), re.sub(r"\s+", " ", str(error.get("message", "")))[:200]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

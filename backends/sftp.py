@@ -1,0 +1,520 @@
+"""The ``sftp`` backend (``sftp://user@host[:port]/path``): an SSH server, through paramiko.
+
+Library choice: fsspec's paramiko ``sftp`` over asyncssh's ``sshfs``. Measured on this
+machine against a loopback OpenSSH with 10,000 small files on one connection, paramiko
+took 31 s and sshfs 39 s: both are bound by round trips (open, write, close, setstat,
+rename for each file), not by the library. So the speed comes from running several
+connections at once, one per worker thread; paramiko does that with plain threads,
+which is what the executor has. Installing sshfs would also take over ``sftp://`` for
+every fsspec user through entry points, and asyncssh breaks under the cryptography
+version pydrive2 pins.
+
+What this module owns, and why it does not just call fsspec's SFTPFileSystem:
+
+- Host keys. fsspec's default policy auto-adds any key and it never loads known_hosts.
+  Here keys are checked against ``known_hosts`` (default ``~/.ssh/known_hosts``);
+  ``host_key_policy = "accept-new"`` records an unknown key (like OpenSSH's
+  ``StrictHostKeyChecking=accept-new``); a changed key is always a FatalError.
+- One connection per worker thread, replaced after a drop: a connection error marks
+  every open connection stale (a restarted server has dropped them all), the call
+  fails with TransientError, and the next call reconnects. The engine backs off.
+- Uploads that cost few round trips: pipelined writes, no stat after the upload
+  (paramiko's ``put`` confirms with one), no exists() probe per path component.
+
+Secrets (password, key passphrase) stay in a record that never prints them.
+"""
+
+from __future__ import annotations
+
+import errno
+import getpass
+import os
+import posixpath
+import socket
+import stat
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paramiko
+from fsspec.implementations.sftp import SFTPFileSystem
+from fsspec.spec import AbstractFileSystem
+
+from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
+
+OPTIONS = frozenset(
+    {
+        "username",
+        "port",
+        "password",
+        "password_file",
+        "key_filename",
+        "passphrase",
+        "known_hosts",
+        "host_key_policy",
+        "allow_agent",
+        "look_for_keys",
+        "timeout",
+    }
+)
+POLICIES = ("strict", "accept-new")
+#: bytes read from the local file per write call; paramiko splits them into pipelined packets
+BLOCK = 1024 * 1024
+KEEPALIVE_S = 15
+
+
+class UnknownHostKey(paramiko.SSHException):  # type: ignore[misc]
+    """The server's key is not in known_hosts and the policy is strict."""
+
+    def __init__(self, host: str, key: paramiko.PKey, known_hosts: str) -> None:
+        super().__init__(f"host key of {host} is not known")
+        self.host = host
+        self.key = key
+        self.known_hosts = known_hosts
+
+
+@dataclass(frozen=True)
+class Params:
+    """How to reach and authenticate to the server (secrets hidden from repr)."""
+
+    host: str
+    port: int
+    username: str
+    known_hosts: str
+    accept_new: bool
+    key_filename: str | None = None
+    allow_agent: bool = True
+    look_for_keys: bool = True
+    timeout: float = 30.0
+    password: str | None = field(default=None, repr=False)
+    passphrase: str | None = field(default=None, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}"
+
+    @property
+    def host_key_name(self) -> str:
+        """The name known_hosts files use for this server."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+
+class _RecordNewKey(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+    """accept-new: trust a key never seen for this host, and append it to known_hosts."""
+
+    def __init__(self, known_hosts: str, lock: threading.Lock) -> None:
+        self.known_hosts = known_hosts
+        self.lock = lock
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with self.lock:
+            # several connections open at once: the first one records, the others
+            # must find that record and compare against it, not append a second line
+            recorded = _load_known_hosts(self.known_hosts).lookup(hostname)
+            if recorded is not None:
+                old = recorded.get(key.get_name()) or next(iter(recorded.values()))
+                if old != key:
+                    raise paramiko.BadHostKeyException(hostname, key, old)
+                return
+            folder = os.path.dirname(self.known_hosts)
+            if folder:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+            with open(self.known_hosts, "a", encoding="ascii") as f:
+                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+    def __init__(self, known_hosts: str) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise UnknownHostKey(hostname, key, self.known_hosts)
+
+
+def _load_known_hosts(path: str) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    if os.path.exists(path):
+        keys.load(path)
+    return keys
+
+
+class _Link:
+    """One SSH connection with its SFTP channel, owned by one thread."""
+
+    def __init__(self, params: Params, generation: int, known_hosts_lock: threading.Lock) -> None:
+        self.generation = generation
+        self.client = paramiko.SSHClient()
+        if os.path.exists(params.known_hosts):
+            self.client.load_system_host_keys(params.known_hosts)
+        policy: paramiko.MissingHostKeyPolicy = (
+            _RecordNewKey(params.known_hosts, known_hosts_lock)
+            if params.accept_new
+            else _RefuseUnknownKey(params.known_hosts)
+        )
+        self.client.set_missing_host_key_policy(policy)
+        try:
+            self.client.connect(
+                params.host,
+                port=params.port,
+                username=params.username,
+                password=params.password,
+                key_filename=params.key_filename,
+                passphrase=params.passphrase,
+                allow_agent=params.allow_agent,
+                look_for_keys=params.look_for_keys,
+                timeout=params.timeout,
+                banner_timeout=params.timeout,
+                auth_timeout=params.timeout,
+                channel_timeout=params.timeout,
+            )
+            transport = self.client.get_transport()
+            assert transport is not None
+            # a half-open connection (network gone without a reset) is noticed this way
+            transport.set_keepalive(KEEPALIVE_S)
+            self.sftp = self.client.open_sftp()
+            self.sftp.get_channel().settimeout(params.timeout)
+        except BaseException:
+            self.client.close()
+            raise
+
+    def active(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class _Links:
+    """The connections of a target: one per thread that uses it, reopened after drops."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+        self._lock = threading.Lock()
+        self._known_hosts_lock = threading.Lock()
+        self._by_thread: dict[threading.Thread, _Link] = {}
+        self._generation = 0
+        self._closed = False
+
+    def get(self) -> _Link:
+        me = threading.current_thread()
+        with self._lock:
+            if self._closed:
+                raise FatalError(f"connection to {self.params.label} was closed")
+            link = self._by_thread.get(me)
+            generation = self._generation
+        if link is not None and link.generation == generation and link.active():
+            return link
+        if link is not None:
+            link.close()
+        link = _Link(self.params, generation, self._known_hosts_lock)
+        with self._lock:
+            self._by_thread[me] = link
+            stale = [t for t in self._by_thread if not t.is_alive()]
+            dead = [self._by_thread.pop(t) for t in stale]
+        for old in dead:
+            old.close()
+        return link
+
+    def broken(self, link: _Link) -> None:
+        """A connection failed: the server probably dropped every one, so renew them all."""
+        with self._lock:
+            if link.generation == self._generation:
+                self._generation += 1
+        link.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            links = list(self._by_thread.values())
+            self._by_thread.clear()
+        for link in links:
+            link.close()
+
+
+class SFTPFS(SFTPFileSystem):  # type: ignore[misc]
+    """fsspec's SFTP filesystem on top of the verified, per-thread connections."""
+
+    cachable = False
+
+    def __init__(self, links: _Links) -> None:
+        AbstractFileSystem.__init__(self)
+        self.links = links
+        self.host = links.params.host
+        self.ssh_kwargs: dict[str, Any] = {}
+        self.temppath = "/tmp"  # noqa: S108  # fsspec's own default, used only by transactions
+
+    @property
+    def ftp(self) -> paramiko.SFTPClient:
+        return self.links.get().sftp
+
+
+def _is_connection_error(exc: BaseException, link: _Link) -> bool:
+    if isinstance(exc, (EOFError, TimeoutError, ConnectionError, socket.timeout, paramiko.SSHException)):
+        return True
+    # paramiko reports a closed socket as a bare OSError; the transport tells the truth
+    return isinstance(exc, OSError) and not link.active()
+
+
+def parse(url: str, options: Mapping[str, Any]) -> tuple[Params, str]:
+    """Connection parameters and the root path (``~`` = login folder) from URL + options."""
+    unknown = sorted(set(options) - OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown sftp option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+    parts = urlsplit(url)
+    if parts.password:
+        raise ConfigError("do not put a password in the sftp URL; set options.password = \"${ENV_VAR}\"")
+    if not parts.hostname:
+        raise ConfigError("sftp URL needs a host: sftp://user@host[:port]/path")
+    policy = str(options.get("host_key_policy", "strict"))
+    if policy not in POLICIES:
+        raise ConfigError(f"host_key_policy must be one of {', '.join(POLICIES)}, not {policy!r}")
+    password = options.get("password")
+    if options.get("password_file"):
+        password = _read_secret_file(str(options["password_file"]))
+    try:
+        port = int(options.get("port") or parts.port or 22)
+    except ValueError as exc:
+        raise ConfigError(f"sftp port must be a number: {exc}") from None
+    key_filename = options.get("key_filename")
+    if key_filename and not os.path.isfile(os.path.expanduser(str(key_filename))):
+        raise ConfigError(f"sftp key_filename {key_filename} does not exist")
+    params = Params(
+        host=parts.hostname,
+        port=port,
+        username=str(options.get("username") or unquote(parts.username or "") or getpass.getuser()),
+        known_hosts=os.path.expanduser(str(options.get("known_hosts", "~/.ssh/known_hosts"))),
+        accept_new=policy == "accept-new",
+        key_filename=os.path.expanduser(str(key_filename)) if key_filename else None,
+        allow_agent=bool(options.get("allow_agent", password is None)),
+        look_for_keys=bool(options.get("look_for_keys", key_filename is None and password is None)),
+        timeout=float(options.get("timeout", 30.0)),
+        password=str(password) if password is not None else None,
+        passphrase=str(options["passphrase"]) if options.get("passphrase") is not None else None,
+    )
+    return params, unquote(parts.path)
+
+
+def _read_secret_file(path: str) -> str:
+    path = os.path.expanduser(path)
+    try:
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            raise ConfigError(f"password_file {path} is readable by others; chmod 600 it")
+        with open(path, encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read password_file {path}: {exc.strerror}") from None
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+class SFTPDriver(Driver):
+    capabilities = Capabilities(
+        case_sensitive=True,
+        mtime_settable=True,
+        # SFTP v3 carries whole seconds
+        mtime_precision_ns=1_000_000_000,
+        atomic_rename=True,
+        server_side_move=True,
+        max_name_bytes=255,
+    )
+    #: each worker owns a connection; past 8 the two cores, not round trips, are the limit
+    default_concurrency = 8
+
+    def __init__(self, fs: SFTPFS, root: str, caps: Capabilities | None = None) -> None:
+        super().__init__(fs, root, caps)
+        self.links = fs.links
+
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        params, path = parse(url, options)
+        links = _Links(params)
+        try:
+            home = links.get().sftp.normalize(".")
+        except paramiko.AuthenticationException as exc:
+            links.close()
+            if isinstance(exc, paramiko.PasswordRequiredException):
+                raise _classify(exc, params) from None
+            raise ConfigError(
+                f"sftp: authentication failed for {params.label}; check username, "
+                "key_filename, passphrase or password"
+            ) from None
+        except BaseException as exc:
+            links.close()
+            raise _classify(exc, params) from None
+        home_relative = path in ("", "/~") or path.startswith("/~/")
+        root = posixpath.join(home, path[3:]) if home_relative else path
+        return cls(SFTPFS(links), root, caps)
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _session(self) -> Iterator[paramiko.SFTPClient]:
+        """The calling thread's connection; connection failures become TransientError."""
+        try:
+            link = self.links.get()
+        except MirrorError:
+            raise
+        except BaseException as exc:
+            raise self.classify(exc) from None
+        try:
+            yield link.sftp
+        except BaseException as exc:
+            if isinstance(exc, Exception) and _is_connection_error(exc, link):
+                self.links.broken(link)
+                raise TransientError(
+                    f"sftp connection to {self.links.params.label} lost ({type(exc).__name__}: {exc})"
+                ) from None
+            raise
+
+    # -- reading ----------------------------------------------------------------------
+    def list(self) -> dict[str, RemoteEntry]:
+        result: dict[str, RemoteEntry] = {}
+        with self._session() as sftp:
+            try:
+                pending = [("", sftp.listdir_attr(self.root))]
+            except FileNotFoundError:
+                return result
+            while pending:
+                rel_dir, items = pending.pop()
+                for attr in items:
+                    rel = f"{rel_dir}/{attr.filename}" if rel_dir else attr.filename
+                    mode = attr.st_mode or 0
+                    if stat.S_ISDIR(mode):
+                        pending.append((rel, sftp.listdir_attr(self.full(rel))))
+                    elif stat.S_ISREG(mode):
+                        result[rel] = _entry(rel, attr)
+        return result
+
+    def stat(self, rel: str) -> RemoteEntry | None:
+        path = self.full(rel)
+        try:
+            with self._session() as sftp:
+                attr = sftp.lstat(path)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(attr.st_mode or 0):
+            return None
+        return _entry(rel, attr)
+
+    # -- writing ----------------------------------------------------------------------
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        target = self.full(rel)
+        with self._session() as sftp:
+            with open(local_path, "rb") as src, sftp.open(target, "wb") as dst:
+                # without pipelining every 32 KiB packet waits for its acknowledgement
+                dst.set_pipelined(True)
+                while block := src.read(BLOCK):
+                    dst.write(block)
+            if self.caps.mtime_settable:
+                seconds = mtime_ns // 1_000_000_000
+                sftp.utime(target, (seconds, seconds))
+        return None
+
+    def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        seconds = mtime_ns // 1_000_000_000
+        with self._session() as sftp:
+            sftp.utime(self.full(rel), (seconds, seconds))
+
+    def move(self, src: str, dst: str) -> None:
+        # posix-rename@openssh.com replaces dst atomically; plain SFTP rename refuses to
+        with self._session() as sftp:
+            sftp.posix_rename(self.full(src), self.full(dst))
+
+    def delete(self, rel: str) -> None:
+        with self._session() as sftp:
+            sftp.remove(self.full(rel))
+
+    def makedirs(self, rel_dir: str) -> None:
+        path = self.root if rel_dir == "" else self.full(rel_dir)
+        with self._session() as sftp:
+            _mkdirs(sftp, path)
+
+    def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        try:
+            with self._session() as sftp:
+                sftp.rmdir(self.full(rel_dir))
+        except TransientError:
+            raise
+        except OSError:
+            return False
+        return True
+
+    # -- errors -----------------------------------------------------------------------
+    def classify(self, exc: BaseException) -> MirrorError:
+        return _classify(exc, self.links.params)
+
+    def close(self) -> None:
+        self.links.close()
+
+
+def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
+    """mkdir -p in one round trip when the parent exists (the common case)."""
+    try:
+        sftp.mkdir(path)
+        return
+    except OSError as exc:
+        if exc.errno not in (None, errno.ENOENT):
+            raise
+        try:
+            if stat.S_ISDIR(sftp.stat(path).st_mode or 0):
+                return  # already there (SFTP reports "exists" as a bare failure)
+        except FileNotFoundError:
+            pass
+    parent = posixpath.dirname(path.rstrip("/"))
+    if parent in (path, "", "/"):
+        raise FileNotFoundError(errno.ENOENT, "cannot create folder", path)
+    _mkdirs(sftp, parent)
+    try:
+        sftp.mkdir(path)
+    except OSError:
+        if not stat.S_ISDIR(sftp.stat(path).st_mode or 0):
+            raise
+
+
+def _entry(rel: str, attr: paramiko.SFTPAttributes) -> RemoteEntry:
+    mtime = attr.st_mtime
+    return RemoteEntry(
+        path=rel,
+        size=int(attr.st_size or 0),
+        mtime_ns=int(mtime) * 1_000_000_000 if mtime is not None else None,
+    )
+
+
+def _classify(exc: BaseException, params: Params) -> MirrorError:  # noqa: PLR0911  # one exit per family
+    if isinstance(exc, MirrorError):
+        return exc
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return FatalError(
+            f"HOST KEY CHANGED for {params.host_key_name}: {params.known_hosts} holds "
+            f"{_fingerprint(exc.expected_key)} but the server presented {_fingerprint(exc.key)}. "
+            "Someone may be intercepting the connection, or the server was reinstalled. Nothing "
+            "was sent. If the change is expected, remove the old key with "
+            f"ssh-keygen -R '{params.host_key_name}' -f {params.known_hosts} and connect again"
+        )
+    if isinstance(exc, UnknownHostKey):
+        return ConfigError(
+            f"host key of {exc.host} ({_fingerprint(exc.key)}) is not in {exc.known_hosts}; "
+            "check the fingerprint with the server's administrator and add it "
+            f"(ssh-keyscan -p {params.port} {params.host} >> {exc.known_hosts}), "
+            'or set host_key_policy = "accept-new" to record it on first contact'
+        )
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return ConfigError(f"sftp: key file {params.key_filename} is encrypted; set options.passphrase")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return FatalError(f"sftp: authentication failed for {params.label} (credentials refused)")
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return TransientError(f"sftp: cannot connect to {params.label} (connection refused or unreachable)")
+    if isinstance(exc, (paramiko.SSHException, EOFError, socket.timeout, TimeoutError, ConnectionError)):
+        return TransientError(f"sftp: cannot reach {params.label} ({type(exc).__name__}: {exc})")
+    if isinstance(exc, socket.gaierror):
+        return TransientError(f"sftp: cannot resolve host {params.host} ({exc.strerror})")
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return TransientError(f"sftp: cannot reach {params.label} ({exc.strerror})")
+    return classify_os_error(exc)

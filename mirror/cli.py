@@ -1,0 +1,518 @@
+"""The ``mirror`` command: parses, calls the library, turns errors into messages and exit codes.
+
+Exit codes: 0 in sync; 1 finished but something failed, a guard refused deletions, or
+verify found differences; 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+
+from mirror import __version__, registry
+from mirror import config as config_mod
+from mirror.config import Config, TargetSettings
+from mirror.driver import Driver
+from mirror.engine import Mirror, human_bytes, index_path, summarize
+from mirror.engine import state_dir as resolve_state_dir
+from mirror.errors import ConfigError, MirrorError
+from mirror.index import iter_index_files
+from mirror.layout import Layout
+from mirror.logs import setup as setup_logging
+from mirror.plan import Plan
+from mirror.policy import DeletePolicy
+from mirror.redact import SecretFilter
+from mirror.scan import scan
+from mirror.status import read as read_status
+from mirror.verify import compare
+
+log = logging.getLogger("mirror")
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"mirror: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def user_errors(scrubber: SecretFilter | None = None) -> Iterator[None]:
+    """Turn mirror's errors into one line and an exit code; never a traceback."""
+    clean = scrubber.scrub if scrubber else (lambda s: s)
+    try:
+        yield
+    except ConfigError as exc:
+        fail(clean(str(exc)))
+    except MirrorError as exc:
+        fail(clean(str(exc)), EXIT_PROBLEM)
+    except KeyboardInterrupt:
+        fail("interrupted", EXIT_PROBLEM)
+    except Exception as exc:
+        log.debug("internal error", exc_info=True)
+        fail(
+            f"internal error: {clean(f'{type(exc).__name__}: {exc}')} (run with -v for details, "
+            "and please report it)",
+            EXIT_PROBLEM,
+        )
+
+
+# -- shared options ----------------------------------------------------------------------
+def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where indexes live (default: the platform state folder, or $MIRROR_STATE_DIR).",
+    )(f)
+    f = click.option("--target", "target_name", metavar="NAME", help="Only this target of the config.")(f)
+    f = click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Config file (TOML) with the source and named targets.",
+    )(f)
+    return f
+
+
+def verbosity_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: one JSON object per line, for services and log collectors.",
+    )(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")(f)
+    f = click.option(
+        "-v", "--verbose", count=True, help="Debug output (-vv: libraries too). Never shows secrets."
+    )(f)
+    return f
+
+
+def build_config(
+    source: str | None,
+    target: str | None,
+    config_path: Path | None,
+    target_name: str | None,
+    state: Path | None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """The config from a file or from SOURCE TARGET, with command-line overrides applied."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if config_path is not None:
+        if source or target:
+            raise ConfigError("give either SOURCE TARGET or -c CONFIG, not both")
+        cfg = config_mod.load(config_path).select(target_name)
+    elif source and target:
+        if target_name:
+            raise ConfigError("--target selects a target of a config file (-c); it needs -c")
+        cfg = config_mod.ad_hoc(source, target, TargetSettings())
+    elif source:
+        raise ConfigError("missing TARGET: mirror run SOURCE TARGET (or -c CONFIG)")
+    else:
+        default = Path("mirror.toml")
+        if not default.exists():
+            raise ConfigError("nothing to mirror: give SOURCE TARGET, or -c CONFIG (mirror init writes one)")
+        cfg = config_mod.load(default).select(target_name)
+    if overrides:
+        cfg = dataclasses.replace(
+            cfg,
+            targets=tuple(
+                dataclasses.replace(t, settings=dataclasses.replace(t.settings, **overrides)) for t in cfg.targets
+            ),
+        )
+    if state is not None:
+        cfg = dataclasses.replace(cfg, state_dir=state.resolve())
+    return cfg
+
+
+def _layout(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Layout | None:
+    if value is None:
+        return None
+    try:
+        return Layout.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+EPILOG = """\b
+Examples:
+  mirror run ./export /mnt/backup           mirror to a local folder, then watch
+  mirror run ./export sftp://me@nas/backup  to an SFTP server
+  mirror run -c mirror.toml                 every target of a config file
+  mirror run -c mirror.toml --once          one full pass (for cron), then exit
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mirror")
+def main() -> None:
+    """Keep targets (Dropbox, SFTP, S3, WebDAV, another disk, any fsspec filesystem)
+    identical to a local folder, one way, within about a second of every change.
+
+    Start with `mirror init` to write a config, or `mirror run SOURCE TARGET`.
+    """
+
+
+@main.command(epilog=EPILOG)
+@click.argument("source", required=False)
+@click.argument("target", required=False)
+@config_options
+@click.option("--once", is_flag=True, help="One full pass, then exit (no watching).")
+@click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
+@click.option(
+    "--layout",
+    callback=_layout,
+    metavar="LAYOUT",
+    help="tree (default), flat, by-year, by-month, or a template like '{year}/{month}/{name}'.",
+)
+@click.option(
+    "--delete",
+    "delete",
+    type=click.Choice([p.value for p in DeletePolicy]),
+    help="When a source file goes: mirror (delete it too, default), keep, or trash "
+    "(move into .mirror-trash/DATE/ on the target).",
+)
+@click.option(
+    "--max-delete",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Refuse a pass that would delete more than N files (default: half of the mirrored files).",
+)
+@click.option("--rescan", is_flag=True, help="List the target too, not only the source and the index.")
+@verbosity_options
+def run(
+    source: str | None,
+    target: str | None,
+    config_path: Path | None,
+    target_name: str | None,
+    state_dir: Path | None,
+    once: bool,
+    dry_run: bool,
+    layout: Layout | None,
+    delete: str | None,
+    max_delete: int | None,
+    rescan: bool,
+    verbose: int,
+    quiet: bool,
+    log_format: str,
+) -> None:
+    """Mirror SOURCE to TARGET (a path or URL), or the targets of a config file.
+
+    Makes one full copy, then keeps every target current until stopped (Ctrl-C or
+    SIGTERM). Only files mirror put on a target are ever deleted from it.
+    """
+    scrubber = setup_logging(1 if verbose else -1 if quiet else 0, log_format)
+    with user_errors(scrubber):
+        cfg = build_config(
+            source,
+            target,
+            config_path,
+            target_name,
+            state_dir,
+            {"layout": layout, "delete": DeletePolicy(delete) if delete else None, "max_delete": max_delete},
+        )
+        for t in cfg.targets:
+            scrubber.add(t.secrets)
+        mirror = Mirror(cfg, dry_run=dry_run)
+        mirror.open()
+        try:
+            code = _run(mirror, once or dry_run, dry_run, rescan, quiet or log_format == "json")
+        finally:
+            clean = mirror.shutdown()
+            mirror.close(clean)
+    sys.exit(code)
+
+
+def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -> int:
+    stopped: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopped.append(signum)
+        mirror.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if not once:
+        log.info(
+            "mirroring %s to %s; press Ctrl-C to stop",
+            mirror.config.source,
+            ", ".join(r.name for r in mirror.runners),
+        )
+        with progress(mirror, quiet):
+            mirror.run_forever()
+        return EXIT_PROBLEM if all(r.dead for r in mirror.runners) and not stopped else EXIT_OK
+    with progress(mirror, quiet or dry_run):
+        reports = mirror.run_once(listing=rescan)
+    for report in reports:
+        if dry_run and report.planned is not None:
+            print_plan(report.target, report.planned)
+        else:
+            click.echo(summarize(report), err=quiet)
+        for src, reason in report.failed:
+            click.echo(f"  failed: {src}: {reason}", err=True)
+        if report.guard:
+            click.echo(f"  deletions withheld: {report.guard}", err=True)
+        if report.fatal or report.down:
+            click.echo(f"  target failed: {report.fatal or report.down}", err=True)
+    if stopped:
+        return EXIT_PROBLEM
+    return EXIT_OK if all(r.ok for r in reports) else EXIT_PROBLEM
+
+
+@contextmanager
+def progress(mirror: Mirror, quiet: bool) -> Iterator[None]:
+    """A progress bar on a terminal for long first copies; nothing otherwise."""
+    if quiet or not sys.stderr.isatty():
+        yield
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(), transient=True
+    )
+    with bar:
+        for runner in mirror.runners:
+            task = bar.add_task(runner.name, total=None)
+            runner.on_plan = lambda total, task=task: bar.update(task, total=total, completed=0)
+            runner.on_done = lambda n, task=task: bar.advance(task, n)
+        yield
+
+
+def print_plan(name: str, plan: Plan) -> None:
+    click.echo(f"{name}: would do {len(plan.moves) + len(plan.transfers) + len(plan.removals)} actions")
+    for c in plan.cleanups:
+        click.echo(f"  remove temp  {c.dst}")
+    for m in plan.moves:
+        click.echo(f"  move         {m.old_dst} -> {m.dst}  ({m.reason})")
+    for t in plan.transfers:
+        verb = "put" if t.__class__.__name__ == "Put" else "adopt"
+        click.echo(f"  {verb:12s} {t.src} -> {t.dst}  ({t.reason})")
+    for r in plan.removals:
+        what = getattr(r, "dst", r.src)
+        click.echo(f"  {r.__class__.__name__.lower():12s} {what}  ({r.reason})")
+    for x in plan.refusals:
+        click.echo(f"  refuse       {x.src}  ({x.reason})")
+    if plan.guard:
+        click.echo(f"  deletions withheld: {plan.guard}")
+
+
+@main.command()
+@click.argument("source", required=False)
+@click.argument("target", required=False)
+@config_options
+@verbosity_options
+def verify(
+    source: str | None,
+    target: str | None,
+    config_path: Path | None,
+    target_name: str | None,
+    state_dir: Path | None,
+    verbose: int,
+    quiet: bool,
+    log_format: str,
+) -> None:
+    """List each target and compare it with the source (size, and hash where the
+    backend offers one). Prints every difference; exit 0 when identical, 1 when not."""
+    scrubber = setup_logging(1 if verbose else -1 if quiet else 0, log_format)
+    differences = 0
+    with user_errors(scrubber):
+        cfg = build_config(source, target, config_path, target_name, state_dir)
+        mirror = Mirror(cfg, dry_run=True)
+        mirror.open()
+        try:
+            snap = scan(cfg.source, mirror.filter)
+            for runner in mirror.runners:
+                driver = runner.connect()
+                local = {p: e for p, e in snap.entries.items() if runner.filter.wants_file(p)}
+                index = runner.index.entries() if runner.index is not None else {}
+                try:
+                    remote = driver.list()
+                except MirrorError:
+                    raise
+                except Exception as exc:
+                    raise driver.classify(exc) from exc
+                found = compare(
+                    local,
+                    index,
+                    remote,
+                    runner.settings.layout,
+                    runner.settings.delete,
+                    driver.caps,
+                    partial(_source_hash, driver, cfg.source),
+                )
+                for diff in found:
+                    click.echo(f"{runner.name}: {diff.dst or diff.src}: {diff.problem}")
+                if not found:
+                    click.echo(f"{runner.name}: identical ({len(local)} files)")
+                differences += len(found)
+        finally:
+            mirror.close()
+    sys.exit(EXIT_PROBLEM if differences else EXIT_OK)
+
+
+def _source_hash(driver: Driver, source: Path, src: str) -> str | None:
+    return driver.local_hash(str(source / src))
+
+
+@main.command()
+@config_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_path: Path | None, target_name: str | None, state_dir: Path | None, as_json: bool) -> None:
+    """Per target: files and bytes mirrored, pending work, failed items with their
+    last error, and the time of the last complete sync. Works while `mirror run` runs."""
+    with user_errors():
+        if config_path is not None:
+            cfg = build_config(None, None, config_path, target_name, state_dir)
+            root = resolve_state_dir(cfg)
+            files = [index_path(root, cfg.source, t) for t in cfg.targets]
+        else:
+            root = state_dir.resolve() if state_dir else state_dir_default()
+            files = list(iter_index_files(root))
+        statuses = [read_status(f) for f in files if f.exists()]
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
+        return
+    if not statuses:
+        click.echo(
+            f"no targets have been mirrored yet (state folder: {root}); start with: mirror run SOURCE TARGET"
+        )
+        return
+    for s in statuses:
+        last = (
+            dt.datetime.fromtimestamp(s.last_complete_sync).strftime("%Y-%m-%d %H:%M:%S")
+            if s.last_complete_sync
+            else "never"
+        )
+        click.echo(f"{s.name}: {s.url}  ({'running' if s.running else 'not running'}, {s.state})")
+        click.echo(f"  source:  {s.source}")
+        click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
+        click.echo(f"  last complete sync: {last}")
+        if s.last_error:
+            click.echo(f"  last error: {s.last_error}")
+        for f in s.failures:
+            click.echo(f"  failed: {f.src}: {f.error} ({f.attempts} attempts)")
+
+
+def state_dir_default() -> Path:
+    return resolve_state_dir(Config(source=Path("."), targets=()))
+
+
+STARTER = """\
+# mirror configuration. Run with: mirror run -c {name}
+# Paths are relative to this file. Secrets: write "${{VAR}}" and set VAR in the environment.
+
+# The folder your program writes documents into. mirror never writes to it.
+source = "./export"
+
+[defaults]
+# layout: tree (as-is), flat, by-year, by-month, or a template such as
+# "{{year}}/{{month}}/{{name}}" (fields: year month day path name stem suffix parent).
+layout = "tree"
+# delete: mirror (remove from targets what leaves the source), keep, or trash.
+delete = "mirror"
+# exclude = ["*.bak", "drafts/"]   # gitignore-style patterns
+# settle = "0.5s"                  # wait until a file stops changing
+# rescan_interval = "1h"           # full comparison as a safety net
+# max_delete = 100                 # refuse passes that would delete more
+
+[targets.backup]
+# A local folder (another disk, a mounted share) ...
+url = "./backup"
+
+# ... or an SFTP server, checked against ~/.ssh/known_hosts:
+# [targets.nas]
+# url = "sftp://me@nas.example/srv/invoices"
+# options = {{ key_filename = "~/.ssh/id_ed25519" }}
+
+# ... or Dropbox (run `mirror auth dropbox --app-key KEY` first):
+# [targets.dropbox]
+# url = "dropbox://Invoices"
+# options = {{ token_file = "~/.config/mirror/dropbox.json" }}
+
+# A backend of your own, by configuration alone:
+# [backends.nextcloud]
+# protocol = "webdav"
+# options = {{ base_url = "https://cloud.example/remote.php/dav/files/me",
+#             auth = ["me", "${{NEXTCLOUD_PASSWORD}}"] }}
+# [targets.cloud]
+# url = "nextcloud://Invoices"
+"""
+
+
+@main.command()
+@click.argument("path", default="mirror.toml", type=click.Path(dir_okay=False, path_type=Path))
+def init(path: Path) -> None:
+    """Write a commented starter config to PATH (default: mirror.toml)."""
+    if path.exists():
+        fail(f"{path} already exists; choose another name or edit it")
+    try:
+        path.write_text(STARTER.format(name=path.name), encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+    click.echo(f"wrote {path}; edit source and targets, then run: mirror run -c {path}")
+
+
+@main.command()
+def backends() -> None:
+    """Every known backend, whether what it needs is installed, and how to install it."""
+    for info in registry.known_backends():
+        missing = info.missing()
+        state = "installed" if not missing else f"missing: {info.install_hint() or ', '.join(missing)}"
+        names = "/".join((info.protocol, *info.aliases))
+        click.echo(f"{names:24s} {info.summary:44s} {state}")
+
+
+class AuthGroup(click.Group):
+    """``mirror auth BACKEND``: each backend module may ship a login command."""
+
+    NAMES = ("dropbox", "gdrive", "onedrive")
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.NAMES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.NAMES:
+            return None
+        try:
+            module = importlib.import_module(f"mirror.backends.{cmd_name}_auth")
+        except ImportError as exc:
+            info = next(b for b in registry.BUILTINS if b.protocol == cmd_name)
+            return _unavailable(cmd_name, f"{exc}; {info.install_hint()}")
+        command = getattr(module, "command", None)
+        return command if isinstance(command, click.Command) else None
+
+
+def _unavailable(name: str, why: str) -> click.Command:
+    @click.command(
+        name=name,
+        help=f"Log in to {name} (not available: {why}).",
+        context_settings={"ignore_unknown_options": True},
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        fail(f"mirror auth {name} is not available: {why}")
+
+    return command
+
+
+@main.group(cls=AuthGroup)
+def auth() -> None:
+    """Log in to a cloud backend and store its token (mode 0600)."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""The configuration: the TOML file and command-line flags turned into frozen records.
+
+Everything a user can get wrong is checked here, before anything runs, and reported as a
+ConfigError naming the file, the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mirror.errors import ConfigError
+from mirror.layout import Layout
+from mirror.policy import DeletePolicy
+from mirror.registry import Preset
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """Per-target behaviour; ``[defaults]`` fills what a target table leaves out."""
+
+    layout: Layout = field(default_factory=lambda: Layout.parse("tree"))
+    delete: DeletePolicy = DeletePolicy.MIRROR
+    max_delete: int | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    settle: float = 0.5
+    rescan_interval: float = 3600.0
+    concurrency: int | None = None
+    poll: bool = False
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One named target: where it is, how to reach it, how to mirror into it."""
+
+    name: str
+    url: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    settings: TargetSettings = field(default_factory=TargetSettings)
+    #: values that came from ``${VAR}``: scrubbed from every log line and message
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: one source, its targets, backend presets, where state lives."""
+
+    source: Path
+    targets: tuple[TargetConfig, ...]
+    presets: Mapping[str, Preset] = field(default_factory=dict)
+    state_dir: Path | None = None
+    origin: str = "command line"
+
+    def select(self, name: str | None) -> Config:
+        """Only the target called ``name`` (all when None)."""
+        if name is None:
+            return self
+        chosen = tuple(t for t in self.targets if t.name == name)
+        if not chosen:
+            known = ", ".join(t.name for t in self.targets) or "none"
+            raise ConfigError(f"{self.origin}: no target named {name!r} (targets: {known})")
+        return replace(self, targets=chosen)
+
+
+SETTING_KEYS = {f.name for f in fields(TargetSettings)}
+TOP_KEYS = {"source", "state_dir", "defaults", "targets", "backends"}
+TARGET_KEYS = {"url", "options"} | SETTING_KEYS
+PRESET_KEYS = {"protocol", "options", "capabilities"}
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Seconds from a number or a string like ``500ms``, ``30s``, ``5m``, ``1h``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration such as 30, '30s', '5m' or '1h', got {value!r}")
+    if isinstance(value, (int, float)) and value >= 0:
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    raise ConfigError(f"{where}: expected a duration such as 30, '30s', '5m' or '1h', got {value!r}")
+
+
+def _strings(value: object, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f'{where}: expected a list of patterns like ["*.pdf"], got {value!r}')
+
+
+def _positive_int(value: object, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def settings_from(table: Mapping[str, Any], base: TargetSettings, where: str) -> TargetSettings:
+    """Apply the setting keys of ``table`` on top of ``base``; ``where`` names the table."""
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        at = f"{where}.{key}"
+        if key == "layout":
+            if not isinstance(value, str):
+                raise ConfigError(f"{at}: expected a layout name or template string, got {value!r}")
+            try:
+                values[key] = Layout.parse(value)
+            except ValueError as exc:
+                raise ConfigError(f"{at}: {exc}") from None
+        elif key == "delete":
+            try:
+                values[key] = DeletePolicy(value)
+            except ValueError:
+                raise ConfigError(f"{at}: expected one of mirror, keep, trash, got {value!r}") from None
+        elif key == "max_delete":
+            values[key] = _positive_int(value, at, 0)
+        elif key in ("include", "exclude"):
+            values[key] = _strings(value, at)
+        elif key in ("settle", "rescan_interval"):
+            values[key] = parse_duration(value, at)
+        elif key == "concurrency":
+            values[key] = _positive_int(value, at, 1)
+        elif key == "poll":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{at}: expected true or false, got {value!r}")
+            values[key] = value
+    return replace(base, **values)
+
+
+def interpolate(value: Any, where: str, secrets: list[str], environ: Mapping[str, str]) -> Any:
+    """Replace ``${VAR}`` in strings (recursively) with the environment; ``$$`` is ``$``."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(f"{where}: environment variable {name} is not set (export {name}=...)")
+            secrets.append(environ[name])
+            return environ[name]
+
+        return _ENV_RE.sub(sub, value)
+    if isinstance(value, list):
+        return [interpolate(v, f"{where}[{i}]", secrets, environ) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: interpolate(v, f"{where}.{k}", secrets, environ) for k, v in value.items()}
+    return value
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _table(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {value!r}")
+    return value
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check a config file."""
+    env = os.environ if environ is None else environ
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: config file not found (create one with: mirror init {where})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read config file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    return from_dict(data, path, env)
+
+
+def from_dict(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
+    """Check a parsed config; relative paths are relative to the config file's folder."""
+    where = str(path)
+    _check_keys(data, TOP_KEYS, where)
+    base_dir = path.parent
+    source = data.get("source")
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f'{where}: source: expected the path of the folder to mirror, e.g. source = "./export"')
+    state_dir = data.get("state_dir")
+    if state_dir is not None and not isinstance(state_dir, str):
+        raise ConfigError(f"{where}: state_dir: expected a folder path, got {state_dir!r}")
+    defaults_table = _table(data.get("defaults", {}), f"{where}: defaults")
+    _check_keys(defaults_table, SETTING_KEYS, f"{where}: defaults")
+    defaults = settings_from(defaults_table, TargetSettings(), f"{where}: defaults")
+
+    presets: dict[str, Preset] = {}
+    for name, raw in _table(data.get("backends", {}), f"{where}: backends").items():
+        at = f"{where}: backends.{name}"
+        table = _table(raw, at)
+        _check_keys(table, PRESET_KEYS, at)
+        protocol = table.get("protocol")
+        if not isinstance(protocol, str) or not protocol:
+            raise ConfigError(f'{at}.protocol: expected the fsspec protocol this preset uses, e.g. "webdav"')
+        caps = _table(table.get("capabilities", {}), f"{at}.capabilities")
+        _check_capabilities(caps, f"{at}.capabilities")
+        options = _table(table.get("options", {}), f"{at}.options")
+        presets[name.lower()] = Preset(name.lower(), protocol, dict(options), dict(caps))
+
+    targets_table = _table(data.get("targets", {}), f"{where}: targets")
+    if not targets_table:
+        raise ConfigError(f"{where}: no targets: add a [targets.NAME] table with a url")
+    targets = []
+    for name, raw in targets_table.items():
+        at = f"{where}: targets.{name}"
+        if not NAME_RE.match(name):
+            raise ConfigError(f"{at}: target names may use letters, digits, '_', '-', '.' only")
+        table = _table(raw, at)
+        _check_keys(table, TARGET_KEYS, at)
+        url = table.get("url")
+        if not isinstance(url, str) or not url:
+            raise ConfigError(f'{at}.url: expected a path or URL such as "/mnt/backup" or "sftp://host/dir"')
+        if "://" not in url:
+            url = str((base_dir / os.path.expanduser(url)).resolve())
+        secrets: list[str] = []
+        raw_options = dict(_table(table.get("options", {}), f"{at}.options"))
+        preset = presets.get(url.split("://", 1)[0].lower()) if "://" in url else None
+        if preset is not None:
+            raw_options = {**preset.options, **raw_options}
+        options = interpolate(raw_options, f"{at}.options", secrets, environ)
+        settings = settings_from(table, defaults, at)
+        targets.append(TargetConfig(name, url, options, settings, tuple(s for s in secrets if s)))
+    resolved_presets = {name: Preset(p.name, p.protocol, {}, p.capabilities) for name, p in presets.items()}
+    return Config(
+        source=(base_dir / os.path.expanduser(source)).resolve(),
+        targets=tuple(targets),
+        presets=resolved_presets,
+        state_dir=(base_dir / os.path.expanduser(state_dir)).resolve() if state_dir else None,
+        origin=where,
+    )
+
+
+_CAPABILITY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "case_sensitive": bool,
+    "hash_kind": str,
+    "mtime_settable": bool,
+    "mtime_precision_ns": int,
+    "atomic_put": bool,
+    "atomic_rename": bool,
+    "server_side_move": bool,
+    "forbidden_names": list,
+    "forbidden_chars": str,
+    "forbidden_edges": str,
+    "max_name_bytes": int,
+    "max_path_chars": int,
+    "max_file_bytes": int,
+}
+
+
+def _check_capabilities(table: Mapping[str, Any], where: str) -> None:
+    from mirror.hashing import HashKind
+
+    _check_keys(table, set(_CAPABILITY_TYPES), where)
+    for key, value in table.items():
+        expected = _CAPABILITY_TYPES[key]
+        if (isinstance(value, bool) and expected is int) or not isinstance(value, expected):
+            raise ConfigError(f"{where}.{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
+    if "hash_kind" in table:
+        kinds = [k.value for k in HashKind]
+        if table["hash_kind"] not in kinds:
+            raise ConfigError(f"{where}.hash_kind: expected one of {', '.join(kinds)}, got {table['hash_kind']!r}")
+
+
+def ad_hoc(source: str, target: str, settings: TargetSettings) -> Config:
+    """The config of ``mirror run SOURCE TARGET``: one target called ``default``."""
+    url = target if "://" in target else str(Path(os.path.expanduser(target)).resolve())
+    return Config(
+        source=Path(os.path.expanduser(source)).resolve(),
+        targets=(TargetConfig("default", url, {}, settings),),
+    )

@@ -1,0 +1,557 @@
+"""The engine: one source, several targets; full reconciles, then live updates.
+
+One scan feeds every target. Each target has its own runner (driver, index, executor,
+thread and queue), so a slow or broken target never stalls the others. This module is
+also the embedding API: build a :class:`Mirror` from a :class:`mirror.config.Config`,
+then call :meth:`Mirror.run_once` or :meth:`Mirror.run_forever`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from mirror import registry
+from mirror.config import Config, TargetConfig
+from mirror.driver import Driver, RemoteEntry, classify_os_error
+from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
+from mirror.execute import Executor, RetryPolicy, RunStats
+from mirror.filters import Filter
+from mirror.index import Index, RunRecord, private_dir
+from mirror.plan import Plan, PlanSettings, plan
+from mirror.redact import redact_url
+from mirror.scan import LocalEntry, Snapshot, check_source, scan, stat_paths
+from mirror.watch import SourceWatcher
+
+log = logging.getLogger("mirror")
+
+
+def state_dir(config: Config) -> Path:
+    """Where indexes live: --state-dir / config, MIRROR_STATE_DIR, or the platform dir."""
+    if config.state_dir is not None:
+        return config.state_dir
+    env = os.environ.get("MIRROR_STATE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_state_dir("mirror", appauthor=False))
+
+
+def index_path(root: Path, source: Path, target: TargetConfig) -> Path:
+    """One index per (source, target URL) pair, named after the target for humans."""
+    key = hashlib.sha256(f"{source}\0{redact_url(target.url)}".encode()).hexdigest()[:12]
+    return root / "targets" / f"{target.name}-{key}.sqlite"
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of one pass over one target, for humans and exit codes."""
+
+    target: str
+    kind: str
+    uploaded: int = 0
+    adopted: int = 0
+    moved: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    failed: tuple[tuple[str, str], ...] = ()
+    guard: str | None = None
+    fatal: str | None = None
+    down: str | None = None
+    seconds: float = 0.0
+    planned: Plan | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.guard or self.fatal or self.down)
+
+
+@dataclass
+class Work:
+    """What a target runner still has to do, merged as it arrives."""
+
+    full: bool = False
+    listing: bool = False
+    changes: dict[str, LocalEntry | None] = field(default_factory=dict)
+    #: paths a full pass must leave alone (still being written at start-up)
+    skip: frozenset[str] = frozenset()
+
+
+class TargetRunner:
+    """Everything about one target: connection, index, executor, its work queue."""
+
+    def __init__(
+        self,
+        config: Config,
+        target: TargetConfig,
+        stop: threading.Event,
+        *,
+        dry_run: bool = False,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.target = target
+        self.name = target.name
+        self.stop = stop
+        self.dry_run = dry_run
+        self.retry = retry or RetryPolicy()
+        self.settings = target.settings
+        self.filter = Filter(self.settings.include, self.settings.exclude)
+        self.log = logging.LoggerAdapter(log, {"target": self.name})
+        self.resolved = registry.resolve(target.url, target.options, config.presets)
+        self.index_file = index_path(state_dir(config), config.source, target)
+        self.driver: Driver | None = None
+        self.index: Index | None = None
+        self.executor: Executor | None = None
+        self._lock_fd: int | None = None
+        self._work = Work()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.dead: str | None = None
+        self.reports: list[Report] = []
+        #: progress hooks: bytes a pass will send, then bytes as each item completes
+        self.on_plan: Callable[[int], None] | None = None
+        self.on_done: Callable[[int], None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the index (taking the per-target lock) and check the backend is installed."""
+        registry.load_driver_class(self.resolved.backend)
+        if self.dry_run:
+            if self.index_file.exists():
+                self.index = Index(self.index_file, readonly=True)
+            return
+        private_dir(self.index_file.parent)
+        fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"target {self.name!r} is already being mirrored by another mirror process "
+                f"(lock {self.index_file}.lock); stop that one first"
+            ) from None
+        self._lock_fd = fd
+        self.index = Index(self.index_file)
+        self.crashed = self.index.get_meta("clean_shutdown") == "0"
+        self.index.set_meta(
+            clean_shutdown=0,
+            pid=os.getpid(),
+            target=self.name,
+            url=redact_url(self.target.url),
+            source=str(self.config.source),
+            started=time.time(),
+            state="starting",
+        )
+
+    def connect(self) -> Driver:
+        if self.driver is None:
+            try:
+                self.driver = registry.connect(self.resolved)
+            except MirrorError:
+                raise
+            except Exception as exc:
+                raise classify_os_error(exc) from exc
+            if self.index is not None and not self.dry_run:
+                self.driver.state = self.index
+            concurrency = self.settings.concurrency or self.driver.default_concurrency
+            if self.index is not None and not self.dry_run:
+                self.executor = Executor(
+                    self.driver,
+                    self.index,
+                    self.config.source,
+                    concurrency,
+                    self.stop,
+                    self.retry,
+                    on_done=lambda n: self.on_done(n) if self.on_done else None,
+                    logger=self.log,
+                )
+        return self.driver
+
+    def close(self, clean: bool = True) -> None:
+        if self.executor is not None:
+            self.executor.remove_temps()
+        if self.index is not None:
+            if not self.dry_run:
+                self.index.set_meta(clean_shutdown=1 if clean else 0, state="stopped", pid=None)
+            self.index.close()
+            self.index = None
+        if self.driver is not None:
+            try:
+                self.driver.close()
+            except Exception:
+                self.log.debug("error while closing the connection", exc_info=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- one pass -------------------------------------------------------------------
+    def needs_listing(self) -> bool:
+        """List the target on the first run, after a crash, and every rescan_interval."""
+        if self.index is None:
+            return True
+        last = self.index.get_meta("last_listing")
+        if last is None or getattr(self, "crashed", False):
+            return True
+        return time.time() - float(last) >= self.settings.rescan_interval
+
+    def pass_(
+        self,
+        local: dict[str, LocalEntry],
+        *,
+        listing: bool,
+        scope: Collection[str] | None,
+        source_empty: bool | None = None,
+        kind: str = "full",
+    ) -> Report:
+        """Plan and execute once; transient connection problems propagate to the caller."""
+        started = time.time()
+        driver = self.connect()
+        index = self.index.entries() if self.index is not None else {}
+        remote: dict[str, RemoteEntry] | None = None
+        if listing:
+            remote = self._call(driver.list)
+        mine = {p: e for p, e in local.items() if self.filter.wants_file(p)}
+        if scope is not None:
+            scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
+        settings = PlanSettings(
+            self.settings.layout, self.settings.delete, driver.caps, self.settings.max_delete, dt.date.today()
+        )
+        actions = plan(mine, index, settings, remote, scope, source_empty)
+        if self.dry_run or self.executor is None:
+            return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
+        if self.index is not None:
+            self.index.set_meta(state="syncing", pending=len(actions.transfers) + len(actions.moves))
+        if self.on_plan and actions.transfers:
+            self.on_plan(sum(t.entry.size for t in actions.transfers))
+        stats = self.executor.run(actions)
+        report = self._report(kind, stats, started)
+        self._after(report, listing)
+        return report
+
+    def _call(self, fn: Callable[[], dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
+        assert self.executor is not None or self.dry_run
+        if self.executor is None:
+            try:
+                return fn()
+            except MirrorError:
+                raise
+            except Exception as exc:
+                raise self.connect().classify(exc) from exc
+        return self.executor.call(fn)
+
+    def _report(self, kind: str, stats: RunStats, started: float) -> Report:
+        return Report(
+            self.name,
+            kind,
+            stats.uploaded,
+            stats.adopted,
+            stats.moved,
+            stats.deleted,
+            stats.bytes,
+            tuple(stats.failed),
+            stats.guard,
+            stats.fatal,
+            stats.down,
+            time.time() - started,
+        )
+
+    def _after(self, report: Report, listing: bool) -> None:
+        assert self.index is not None
+        now = time.time()
+        if report.uploaded or report.deleted or report.moved or report.failed or report.kind != "update":
+            result = "ok" if report.ok else (report.fatal or report.down or report.guard or "some items failed")
+            self.index.add_run(
+                RunRecord(
+                    report.kind,
+                    now - report.seconds,
+                    now,
+                    report.uploaded,
+                    report.bytes,
+                    report.deleted,
+                    len(report.failed),
+                    result,
+                )
+            )
+        values: dict[str, str | float | int | None] = {"pending": 0, "heartbeat": now, "state": "idle"}
+        if listing and not (report.fatal or report.down):
+            values["last_listing"] = now
+            self.crashed = False
+        if report.ok and not self.index.failures():
+            values["last_complete_sync"] = now
+            values["last_error"] = None
+        elif report.fatal or report.down:
+            values["last_error"] = report.fatal or report.down
+            values["state"] = "failing"
+        self.index.set_meta(**values)
+
+    # -- the live loop ------------------------------------------------------------------
+    def submit(
+        self,
+        changes: dict[str, LocalEntry | None] | None = None,
+        *,
+        full: bool = False,
+        listing: bool = False,
+        skip: frozenset[str] = frozenset(),
+    ) -> None:
+        """Queue work for the runner's thread; a full pass absorbs earlier ones."""
+        with self._cv:
+            if full:
+                self._work.full = True
+                self._work.listing |= listing
+                self._work.skip = skip
+            if changes:
+                self._work.changes.update(changes)
+            self._cv.notify()
+
+    def start(self, known: dict[str, LocalEntry], lock: threading.Lock) -> None:
+        self._known = known
+        self._known_lock = lock
+        self._thread = threading.Thread(target=self._loop, name=f"mirror-{self.name}", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _take(self) -> Work | None:
+        with self._cv:
+            while not (self._work.full or self._work.changes) and not self.stop.is_set():
+                self._cv.wait(timeout=60.0)
+                if not (self._work.full or self._work.changes) and self.index and self.index.failures():
+                    self._work.changes.update(
+                        stat_paths(self.config.source, [f.src for f in self.index.failures()], self.filter)
+                    )
+            if self.stop.is_set():
+                return None
+            work, self._work = self._work, Work()
+            return work
+
+    def _loop(self) -> None:
+        backoff = 1.0
+        while (work := self._take()) is not None:
+            try:
+                for report in self._do(work):
+                    self._log_report(report)
+                    if report.down:
+                        raise TransientError(report.down)
+                    if report.fatal:
+                        raise FatalError(report.fatal)
+                backoff = 1.0
+            except TransientError as exc:
+                self.log.warning("target unreachable (%s); retrying in %.0f s", exc, backoff)
+                self.submit(work.changes, full=work.full, listing=work.listing, skip=work.skip)
+                if self.stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 60.0)
+            except (FatalError, ConfigError) as exc:
+                self.dead = str(exc)
+                self.log.error("target stopped: %s", exc)
+                if self.index is not None:
+                    self.index.set_meta(state="failed", last_error=str(exc))
+                return
+            except Exception:
+                self.log.exception("unexpected error; will rescan")
+                self.submit(full=True)
+                if self.stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 60.0)
+
+    def _do(self, work: Work) -> list[Report]:
+        reports = []
+        if work.full:
+            with self._known_lock:
+                local = dict(self._known)
+            scope = None
+            if work.skip and self.index is not None:
+                scope = (set(local) | set(self.index.entries())) - work.skip
+            reports.append(self.pass_(local, listing=work.listing or self.needs_listing(), scope=scope))
+        if work.changes:
+            reports.append(
+                self.pass_(
+                    {p: e for p, e in work.changes.items() if e is not None},
+                    listing=False,
+                    scope=list(work.changes),
+                    kind="update",
+                    source_empty=False,
+                )
+            )
+        return reports
+
+    def _log_report(self, report: Report) -> None:
+        self.reports.append(report)
+        del self.reports[:-20]
+        if report.uploaded or report.moved or report.deleted or report.adopted:
+            self.log.info("%s", summarize(report))
+        if report.guard:
+            self.log.warning("deletions withheld: %s", report.guard)
+
+
+def summarize(report: Report) -> str:
+    parts = [f"{report.uploaded} sent ({human_bytes(report.bytes)})"]
+    if report.adopted:
+        parts.append(f"{report.adopted} already there")
+    if report.moved:
+        parts.append(f"{report.moved} moved")
+    parts.append(f"{report.deleted} deleted")
+    parts.append(f"{len(report.failed)} failed")
+    return f"{report.target}: " + ", ".join(parts) + f" in {report.seconds:.1f} s"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class Mirror:
+    """One source mirrored to the targets of a config: the embedding API."""
+
+    def __init__(self, config: Config, *, dry_run: bool = False, retry: RetryPolicy | None = None) -> None:
+        self.config = config
+        self.stop = threading.Event()
+        self.runners = [TargetRunner(config, t, self.stop, dry_run=dry_run, retry=retry) for t in config.targets]
+        self.filter = Filter()
+
+    def open(self) -> None:
+        check_source(self.config.source)
+        opened = []
+        try:
+            for runner in self.runners:
+                runner.open()
+                opened.append(runner)
+        except BaseException:
+            for runner in opened:
+                runner.close()
+            raise
+
+    def close(self, clean: bool = True) -> None:
+        for runner in self.runners:
+            runner.close(clean)
+
+    def scan(self) -> Snapshot:
+        check_source(self.config.source)
+        snap = scan(self.config.source, self.filter)
+        for skip in snap.skipped:
+            log.info("skipped %s: %s", skip.path, skip.reason)
+        return snap
+
+    def settle(self, snap: Snapshot) -> set[str]:
+        """Wait until recently modified files settle; return those that never did."""
+        limit = max((r.settings.settle for r in self.runners), default=0.5)
+        deadline = time.monotonic() + 30.0
+        young = _young(snap.entries, limit)
+        while young and time.monotonic() < deadline and not self.stop.is_set():
+            self.stop.wait(limit)
+            fresh = stat_paths(self.config.source, young, self.filter)
+            still = set()
+            for rel, entry in fresh.items():
+                if entry is None:
+                    snap.entries.pop(rel, None)
+                    continue
+                if entry != snap.entries.get(rel):
+                    still.add(rel)
+                snap.entries[rel] = entry
+            young = still | _young({r: snap.entries[r] for r in young if r in snap.entries}, limit)
+            young &= set(snap.entries)
+        return young
+
+    def run_once(self, *, listing: bool = False) -> list[Report]:
+        """One full pass for every target (in parallel); the targets' reports."""
+        snap = self.scan()
+        unsettled = self.settle(snap)
+        for rel in sorted(unsettled):
+            log.warning("%s keeps changing; left for the next run", rel)
+        local = {p: e for p, e in snap.entries.items() if p not in unsettled}
+        reports: dict[str, Report] = {}
+
+        def one(runner: TargetRunner) -> None:
+            try:
+                scope = None
+                if unsettled and runner.index is not None:
+                    scope = (set(local) | set(runner.index.entries())) - unsettled
+                reports[runner.name] = runner.pass_(
+                    local,
+                    listing=listing or runner.needs_listing(),
+                    scope=scope,
+                    source_empty=not snap.entries,
+                )
+            except (FatalError, TransientError, ConfigError) as exc:
+                reports[runner.name] = Report(runner.name, "full", fatal=str(exc))
+
+        threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in self.runners]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+        return [reports[r.name] for r in self.runners if r.name in reports]
+
+    def run_forever(self) -> None:
+        """Full pass, then follow changes until :attr:`stop` is set."""
+        snap = self.scan()
+        unsettled = frozenset(self.settle(snap))
+        known = {p: e for p, e in snap.entries.items() if p not in unsettled}
+        lock = threading.Lock()
+        for runner in self.runners:
+            runner.start(known, lock)
+            runner.submit(full=True, listing=runner.needs_listing(), skip=unsettled)
+        watcher = SourceWatcher(
+            self.config.source,
+            self.filter,
+            min(r.settings.settle for r in self.runners),
+            any(r.settings.poll for r in self.runners),
+            self.stop,
+            known,
+        )
+        watcher.expect(unsettled)
+        rescan_every = min(r.settings.rescan_interval for r in self.runners)
+        next_rescan = time.monotonic() + rescan_every
+        for batch in watcher.batches():
+            if batch.rescan or time.monotonic() >= next_rescan:
+                due = time.monotonic() >= next_rescan
+                try:
+                    fresh = self.scan()
+                except ConfigError as exc:
+                    log.warning("%s", exc)
+                    continue
+                with lock:
+                    known.clear()
+                    known.update(fresh.entries)
+                for runner in self.runners:
+                    runner.submit(full=True, listing=due)
+                next_rescan = time.monotonic() + rescan_every
+            elif batch.changes:
+                for runner in self.runners:
+                    runner.submit(batch.changes)
+            if all(r.dead for r in self.runners):
+                log.error("every target has stopped; exiting")
+                self.stop.set()
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Stop the runners; True when every one finished its current action in time."""
+        self.stop.set()
+        deadline = time.monotonic() + timeout
+        clean = all(r.join(max(0.0, deadline - time.monotonic())) for r in self.runners)
+        for runner in self.runners:
+            with runner._cv:
+                runner._cv.notify_all()
+        return clean
+
+
+def _young(entries: dict[str, LocalEntry], settle: float) -> set[str]:
+    cutoff = (time.time() - settle) * 1e9
+    return {p for p, e in entries.items() if e.mtime_ns > cutoff}

@@ -1,0 +1,377 @@
+"""The executor: runs a plan against one target, with bounded concurrency and retries.
+
+It decides nothing about *what* to do (that is the planner's); it owns *how*: atomic puts
+(temp name + rename where the backend's commit is not atomic by itself), re-sending a file
+that changed while it was sent, retries with backoff that honour Retry-After, recording
+each confirmed action in the index, and running removals last and only after a clean run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from mirror.driver import Driver, RemoteEntry
+from mirror.errors import FatalError, ItemError, MirrorError, TransientError
+from mirror.index import Index, IndexEntry
+from mirror.paths import ancestors, parent
+from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
+from mirror.scan import LocalEntry
+
+T = TypeVar("T")
+log = logging.getLogger("mirror")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a transient error is retried before the item fails."""
+
+    attempts: int = 5
+    initial: float = 0.5
+    maximum: float = 30.0
+    #: consecutive items that exhaust their retries before the target counts as down
+    down_after: int = 8
+
+
+@dataclass
+class RunStats:
+    """What one plan's execution did; the engine turns it into a report and exit code."""
+
+    uploaded: int = 0
+    adopted: int = 0
+    moved: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    guard: str | None = None
+    fatal: str | None = None
+    down: str | None = None
+    #: files that changed after the plan was made: the caller plans them again
+    changed: set[str] = field(default_factory=set)
+
+
+class TargetDown(TransientError):
+    """Too many items in a row failed with transient errors: the target is unreachable."""
+
+
+class Executor:
+    def __init__(
+        self,
+        driver: Driver,
+        index: Index,
+        source: Path,
+        concurrency: int,
+        stop: threading.Event,
+        retry: RetryPolicy | None = None,
+        on_done: Callable[[int], None] | None = None,
+        logger: logging.LoggerAdapter[logging.Logger] | None = None,
+    ) -> None:
+        self.driver = driver
+        self.index = index
+        self.source = source
+        self.concurrency = max(1, concurrency)
+        self.stop = stop
+        self.retry = retry or RetryPolicy()
+        self.on_done = on_done or (lambda n: None)
+        self.log = logger or logging.LoggerAdapter(log, {})
+        self._lock = threading.Lock()
+        self._dirs: set[str] = set()
+        self._abort = threading.Event()
+        self._streak = 0
+        self._stats = RunStats()
+        self.temps: set[str] = set()
+
+    # -- public ---------------------------------------------------------------------
+    def run(self, plan: Plan) -> RunStats:
+        stats = self._stats = RunStats(guard=plan.guard)
+        self._abort.clear()
+        for refusal in plan.refusals:
+            self.index.fail(refusal.src, refusal.dst, refusal.reason)
+            stats.failed.append((refusal.src, refusal.reason))
+            self.log.warning("not mirrored: %s: %s", refusal.src, refusal.reason)
+        try:
+            self._parallel(plan.cleanups, self._cleanup)
+            self._parallel(plan.moves, self._move)
+            self._parallel(plan.transfers, self._transfer)
+            transfer_failed = len(stats.failed) > len(plan.refusals)
+            if plan.removals and not self._stopping():
+                if transfer_failed:
+                    self.log.warning("deletions postponed: some transfers failed in this run")
+                else:
+                    self._parallel(plan.removals, self._remove)
+                    self._prune_dirs(plan)
+        except FatalError as exc:
+            stats.fatal = str(exc)
+        except TargetDown as exc:
+            stats.down = str(exc)
+        finally:
+            self.index.flush()
+        return stats
+
+    def remove_temps(self) -> None:
+        """Delete temp files of uploads that were still running (clean shutdown)."""
+        for tmp in list(self.temps):
+            try:
+                self.driver.delete(tmp)
+            except Exception:
+                self.log.debug("could not remove temp file %s at exit", tmp)
+
+    # -- the pool -------------------------------------------------------------------
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self._abort.is_set()
+
+    def _parallel(self, items: Sequence[T], work: Callable[[T], None]) -> None:
+        if not items:
+            return
+        todo = iter(items)
+        raised: list[BaseException] = []
+
+        def worker() -> None:
+            while not self._stopping():
+                with self._lock:
+                    item = next(todo, None)
+                if item is None:
+                    return
+                try:
+                    work(item)
+                except (FatalError, TargetDown) as exc:
+                    raised.append(exc)
+                    self._abort.set()
+                except Exception as exc:
+                    raised.append(exc)
+                    self._abort.set()
+
+        threads = [
+            threading.Thread(target=worker, daemon=True, name="mirror-worker")
+            for _ in range(min(self.concurrency, len(items)))
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+        if raised:
+            raise raised[0]
+
+    # -- calling the driver -----------------------------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), 300.0)
+        return float(wait_exponential_jitter(initial=self.retry.initial, max=self.retry.maximum)(state))
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off, but wake up at once when mirror is stopping."""
+        self.stop.wait(seconds)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run one driver call, classifying its errors and retrying transient ones."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retry.attempts) | stop_when_event_set(self.stop),
+            wait=self._wait,
+            retry=retry_if_exception_type(TransientError),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                try:
+                    return fn()
+                except MirrorError:
+                    raise
+                except Exception as exc:
+                    raise self.driver.classify(exc) from exc
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _item(self, src: str, dst: str | None, work: Callable[[], None]) -> None:
+        """Run the work for one item; record a per-item failure instead of raising."""
+        try:
+            work()
+        except TransientError as exc:
+            self._failed(src, dst, f"gave up after {self.retry.attempts} attempts: {exc}")
+            with self._lock:
+                self._streak += 1
+                down = self._streak >= self.retry.down_after
+            if down:
+                raise TargetDown(f"target unreachable: {exc}") from exc
+            return
+        except ItemError as exc:
+            self._failed(src, dst, str(exc))
+        else:
+            with self._lock:
+                self._streak = 0
+
+    def _failed(self, src: str, dst: str | None, reason: str) -> None:
+        if self._stopping():
+            return
+        self.index.fail(src, dst, reason)
+        with self._lock:
+            self._stats.failed.append((src, reason))
+        self.log.warning("failed: %s: %s", src, reason)
+
+    # -- actions ----------------------------------------------------------------------
+    def _ensure_dir(self, folder: str) -> None:
+        with self._lock:
+            if folder in self._dirs:
+                return
+        self.call(lambda: self.driver.makedirs(folder))
+        with self._lock:
+            self._dirs.add(folder)
+            self._dirs.update(ancestors(folder + "/x") if folder else ())
+
+    def _cleanup(self, action: Cleanup) -> None:
+        self._item(action.dst, action.dst, lambda: self.call(lambda: self.driver.delete(action.dst)))
+        self.log.info("removed leftover temp file %s", action.dst)
+
+    def _transfer(self, action: Put | Adopt) -> None:
+        if isinstance(action, Adopt):
+            self._record(action.src, action.dst, action.entry, action, action.remote_hash)
+            with self._lock:
+                self._stats.adopted += 1
+            self.on_done(0)
+            return
+        self._item(action.src, action.dst, lambda: self._put(action))
+
+    def _local(self, src: str) -> LocalEntry | None:
+        try:
+            st = os.stat(self.source / src, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ItemError(f"cannot read the source file ({exc.strerror})") from None
+        return LocalEntry(src, st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def _put(self, action: Put) -> None:
+        local = str(self.source / action.src)
+        for _ in range(3):
+            before = self._local(action.src)
+            if before is None:
+                with self._lock:
+                    self._stats.changed.add(action.src)
+                return
+            try:
+                with open(local, "rb"):
+                    pass
+            except OSError as exc:
+                raise ItemError(f"cannot read the source file ({exc.strerror})") from None
+            if action.unless_hash and self.driver.local_hash(local) == action.unless_hash:
+                self._record(action.src, action.dst, before, action, action.unless_hash)
+                with self._lock:
+                    self._stats.adopted += 1
+                self.on_done(before.size)
+                return
+            remote = self._send(local, action.dst, before.mtime_ns)
+            if self._local(action.src) == before:
+                self._record(action.src, action.dst, before, action, remote.hash if remote else None)
+                with self._lock:
+                    self._stats.uploaded += 1
+                    self._stats.bytes += before.size
+                self.log.debug("put %s -> %s (%s, %d bytes)", action.src, action.dst, action.reason, before.size)
+                self.on_done(before.size)
+                return
+            self.log.info("%s changed while it was sent; sending it again", action.src)
+        raise ItemError("the file keeps changing while it is sent; it will be sent once it settles")
+
+    def _send(self, local: str, dst: str, mtime_ns: int) -> RemoteEntry | None:
+        self._ensure_dir(parent(dst))
+        caps = self.driver.caps
+        if caps.atomic_put or not caps.atomic_rename:
+            return self.call(lambda: self.driver.put(local, dst, mtime_ns))
+        tmp = temp_name(dst, secrets.token_hex(6))
+        with self._lock:
+            self.temps.add(tmp)
+        try:
+            remote = self.call(lambda: self.driver.put(local, tmp, mtime_ns))
+            self.call(lambda: self.driver.move(tmp, dst))
+        except BaseException:
+            try:
+                self.driver.delete(tmp)
+            except Exception:
+                self.log.debug("could not remove temp file %s", tmp)
+            raise
+        finally:
+            with self._lock:
+                self.temps.discard(tmp)
+        return remote
+
+    def _record(
+        self, src: str, dst: str, entry: LocalEntry, action: Put | Adopt | Move, remote_hash: str | None
+    ) -> None:
+        self.index.record(IndexEntry(src, dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash))
+
+    def _move(self, action: Move) -> None:
+        def work() -> None:
+            self._ensure_dir(parent(action.dst))
+            try:
+                self.call(lambda: self.driver.move(action.old_dst, action.dst))
+            except ItemError:
+                # the old copy is gone or unmovable: send the file again instead
+                self._put(Put(action.src, action.dst, action.entry, action.date, action.reason))
+                if action.old_src:
+                    self.index.forget(action.old_src)
+                return
+            if action.old_src:
+                self.index.forget(action.old_src)
+            self._record(action.src, action.dst, action.entry, action, action.remote_hash)
+            with self._lock:
+                self._stats.moved += 1
+            self.log.debug("moved %s -> %s (%s)", action.old_dst, action.dst, action.reason)
+            self.on_done(0)
+
+        self._item(action.src, action.dst, work)
+
+    def _remove(self, action: Removal) -> None:
+        if isinstance(action, Forget):
+            self.index.forget(action.src)
+            return
+
+        def work() -> None:
+            if isinstance(action, Trash):
+                self._ensure_dir(parent(action.trash_dst))
+                self._gone_ok(action.dst, lambda: self.driver.move(action.dst, action.trash_dst))
+            else:
+                self._gone_ok(action.dst, lambda: self.driver.delete(action.dst))
+            if action.forget:
+                self.index.forget(action.src)
+            with self._lock:
+                self._stats.deleted += 1
+            verb = "moved to trash" if isinstance(action, Trash) else "deleted"
+            self.log.debug("%s %s (%s)", verb, action.dst, action.reason)
+
+        self._item(action.src, action.dst, work)
+
+    def _gone_ok(self, dst: str, fn: Callable[[], None]) -> None:
+        """Run a removal; a file already gone from the target counts as removed."""
+        try:
+            self.call(fn)
+        except ItemError:
+            if self.call(lambda: self.driver.stat(dst)) is not None:
+                raise
+
+    def _prune_dirs(self, plan: Plan) -> None:
+        """Remove folders that our deletes and moves left empty (never the root)."""
+        emptied: Iterable[str] = [r.dst for r in plan.removals if isinstance(r, (Delete, Trash))]
+        emptied = [*emptied, *(m.old_dst for m in plan.moves)]
+        folders = sorted({d for dst in emptied for d in ancestors(dst)}, key=lambda d: -d.count("/"))
+        for folder in folders:
+            try:
+                if self.driver.remove_dir_if_empty(folder):
+                    with self._lock:
+                        self._dirs.discard(folder)
+            except Exception:
+                self.log.debug("could not remove folder %s", folder)

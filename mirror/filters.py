@@ -1,0 +1,48 @@
+"""Which source files are mirrored: default junk names plus gitignore-style patterns."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+
+import pathspec
+
+#: files that applications leave behind while working, or that no target wants
+JUNK_PATTERNS = (
+    "thumbs.db",
+    "desktop.ini",
+    ".ds_store",
+    "~$*",
+    ".~lock.*#",
+    "*.tmp",
+    "*.part",
+    "*.crdownload",
+)
+_JUNK_RE = re.compile("|".join(fnmatch.translate(p) for p in JUNK_PATTERNS))
+
+
+class Filter:
+    """Decides for a source-relative path whether it takes part in the mirror."""
+
+    def __init__(self, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> None:
+        include = list(include)
+        self._include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
+        self._exclude = pathspec.GitIgnoreSpec.from_lines(list(exclude))
+
+    def wants_dir(self, rel: str) -> bool:
+        """False when a folder is excluded as a whole (its contents are not walked)."""
+        return not self._exclude.match_file(rel + "/")
+
+    def wants_file(self, rel: str) -> bool:
+        name = rel.rpartition("/")[2]
+        if _JUNK_RE.match(name.lower()):
+            return False
+        if self._exclude.match_file(rel):
+            return False
+        return self._include is None or bool(self._include.match_file(rel))
+
+
+def is_junk(name: str) -> bool:
+    """True for names in the default junk list (case-insensitive)."""
+    return bool(_JUNK_RE.match(name.lower()))

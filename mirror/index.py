@@ -1,0 +1,280 @@
+"""The per-target index: what mirror put on a target, what failed, and run facts.
+
+One sqlite file per target, in WAL mode so ``mirror status`` can read while a run writes.
+It is a cache, never the only truth: a full reconcile (first run, rescan, ``verify``)
+rebuilds it from the source and the target listing. A row is written only after the
+target confirmed the action, and commits are batched: a crash loses at most the last
+batch of rows, which costs re-sending those few files, never data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    src TEXT PRIMARY KEY,
+    dst TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    date TEXT NOT NULL,
+    remote_hash TEXT
+);
+CREATE TABLE IF NOT EXISTS failures (
+    src TEXT PRIMARY KEY,
+    dst TEXT,
+    error TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS driver_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL NOT NULL,
+    uploaded INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    result TEXT NOT NULL
+);
+"""
+#: rows written between commits while a batch runs
+COMMIT_EVERY = 500
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """A file mirror put on the target (or found there identical)."""
+
+    src: str
+    dst: str
+    size: int
+    mtime_ns: int
+    ino: int
+    date: dt.date
+    remote_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    src: str
+    dst: str | None
+    error: str
+    attempts: int
+    first_at: float
+    last_at: float
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    kind: str
+    started: float
+    finished: float
+    uploaded: int
+    bytes: int
+    deleted: int
+    failed: int
+    result: str
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) readable by the owner only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+
+
+class Index:
+    """Thread-safe access to one target's sqlite index."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._dirty = 0
+        if readonly:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            return
+        private_dir(path.parent)
+        self._db = self._open_or_rebuild(path)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(path, check_same_thread=False, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("quick_check failed")
+        return db
+
+    def _open_or_rebuild(self, path: Path) -> sqlite3.Connection:
+        try:
+            return self._connect(path)
+        except sqlite3.DatabaseError as exc:
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            log.warning("index %s is damaged (%s); moved aside to %s and rebuilding it", path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                old = Path(f"{path}{suffix}")
+                if old.exists():
+                    old.rename(Path(f"{aside}{suffix}"))
+            return self._connect(path)
+
+    # -- files ----------------------------------------------------------------------
+    def entries(self) -> dict[str, IndexEntry]:
+        with self._lock:
+            rows = self._db.execute("SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files")
+            return {
+                r[0]: IndexEntry(r[0], r[1], r[2], r[3], r[4], dt.date.fromisoformat(r[5]), r[6]) for r in rows
+            }
+
+    def record(self, entry: IndexEntry) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.src,
+                    entry.dst,
+                    entry.size,
+                    entry.mtime_ns,
+                    entry.ino,
+                    entry.date.isoformat(),
+                    entry.remote_hash,
+                ),
+            )
+            self._db.execute("DELETE FROM failures WHERE src = ?", (entry.src,))
+            self._wrote()
+
+    def forget(self, src: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE src = ?", (src,))
+            self._db.execute("DELETE FROM failures WHERE src = ?", (src,))
+            self._wrote()
+
+    def totals(self) -> tuple[int, int]:
+        """(files, bytes) the mirror manages on this target."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files").fetchone()
+            return int(row[0]), int(row[1])
+
+    # -- failures -------------------------------------------------------------------
+    def fail(self, src: str, dst: str | None, error: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(src) DO UPDATE SET "
+                "dst = excluded.dst, error = excluded.error, attempts = attempts + 1, last_at = excluded.last_at",
+                (src, dst, error, now, now),
+            )
+            self._wrote()
+
+    def clear_failure(self, src: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM failures WHERE src = ?", (src,))
+            self._wrote()
+
+    def failures(self) -> list[Failure]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT src, dst, error, attempts, first_at, last_at FROM failures ORDER BY src"
+            ).fetchall()
+        return [Failure(*r) for r in rows]
+
+    # -- meta and runs ----------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, **values: str | float | int | None) -> None:
+        with self._lock:
+            for key, value in values.items():
+                if value is None:
+                    self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+            self._db.commit()
+            self._dirty = 0
+
+    def add_run(self, run: RunRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO runs (kind, started, finished, uploaded, bytes, deleted, failed, result) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.kind,
+                    run.started,
+                    run.finished,
+                    run.uploaded,
+                    run.bytes,
+                    run.deleted,
+                    run.failed,
+                    run.result,
+                ),
+            )
+            self._db.execute("DELETE FROM runs WHERE id <= (SELECT MAX(id) FROM runs) - 1000")
+            self._db.commit()
+            self._dirty = 0
+
+    def last_run(self) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT kind, started, finished, uploaded, bytes, deleted, failed, result "
+                "FROM runs ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else RunRecord(*row)
+
+    # -- driver state (a mirror.driver.StateStore) -----------------------------------------
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM driver_state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO driver_state VALUES (?, ?)", (key, value))
+            self._db.commit()
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM driver_state WHERE key = ?", (key,))
+            self._db.commit()
+
+    # -- transactions -----------------------------------------------------------------
+    def _wrote(self) -> None:
+        self._dirty += 1
+        if self._dirty >= COMMIT_EVERY:
+            self._db.commit()
+            self._dirty = 0
+
+    def flush(self) -> None:
+        with self._lock:
+            self._db.commit()
+            self._dirty = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.commit()
+            self._db.close()
+
+
+def iter_index_files(state_dir: Path) -> Iterator[Path]:
+    """Every index file in a state folder, sorted by name."""
+    folder = state_dir / "targets"
+    if folder.is_dir():
+        yield from sorted(folder.glob("*.sqlite"))

@@ -1,0 +1,91 @@
+"""Layouts: where a source file lands on a target (pure; no I/O).
+
+A layout is a template over a few fields of the source path and of the file's date
+(its mtime when first mirrored, remembered in the index so later edits never move it).
+The named layouts are shorthands for templates. Whatever the names and the template, the
+result is a safe relative path or an ItemError: never ``..``, absolute, or empty.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+from dataclasses import dataclass
+
+from mirror.errors import ItemError
+from mirror.paths import check_relative
+
+NAMED = {
+    "tree": "{path}",
+    "flat": "{name}",
+    "by-year": "{year}/{path}",
+    "by-month": "{year}/{month}/{path}",
+}
+FIELDS = ("year", "month", "day", "path", "name", "stem", "suffix", "parent")
+#: a template must name the file somehow, or every file would land on the same name
+NAMING_FIELDS = {"path", "name", "stem"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A checked layout template."""
+
+    template: str
+
+    @classmethod
+    def parse(cls, text: str) -> Layout:
+        """Accept a layout name or a template; ValueError explains what is wrong."""
+        template = NAMED.get(text, text)
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise ValueError(f"bad layout template {text!r}: {exc}") from None
+        used = set()
+        for _literal, field_name, spec, conversion in parsed:
+            if field_name is None:
+                continue
+            if field_name not in FIELDS:
+                raise ValueError(
+                    f"unknown field {{{field_name}}} in layout {text!r}; "
+                    f"use {', '.join('{' + f + '}' for f in FIELDS)} or one of {', '.join(NAMED)}"
+                )
+            if spec or conversion:
+                raise ValueError(f"layout {text!r}: format specs and conversions are not supported")
+            used.add(field_name)
+        if not used & NAMING_FIELDS:
+            raise ValueError(f"layout {text!r} must contain {{path}}, {{name}} or {{stem}}")
+        literals = "".join(literal for literal, *_ in parsed)
+        if (
+            template.startswith("/")
+            or "\\" in literals
+            or any(part in (".", "..") for part in literals.split("/"))
+        ):
+            raise ValueError(f"layout {text!r} must stay inside the target (no leading '/', no '..')")
+        return cls(template)
+
+    def target_path(self, rel: str, date: dt.date) -> str:
+        """The target path of source file ``rel`` (``/``-separated) dated ``date``."""
+        parent, _, name = rel.rpartition("/")
+        dot = name.rfind(".")
+        stem, suffix = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+        result = self.template.format(
+            year=f"{date.year:04d}",
+            month=f"{date.month:02d}",
+            day=f"{date.day:02d}",
+            path=rel,
+            name=name,
+            stem=stem,
+            suffix=suffix,
+            parent=parent,
+        )
+        # an empty {parent} must not leave a leading or doubled slash behind
+        cleaned = "/".join(part for part in result.split("/") if part)
+        try:
+            return check_relative(cleaned)
+        except ItemError:
+            raise ItemError(f"layout {self.template!r} gives an unsafe path {result!r} for {rel!r}") from None
+
+
+def date_of(mtime_ns: int) -> dt.date:
+    """The local calendar date of an mtime, as a user sees it in a file manager."""
+    return dt.datetime.fromtimestamp(mtime_ns / 1e9).date()

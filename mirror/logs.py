@@ -1,0 +1,53 @@
+"""Log output: readable lines for people, JSON lines for services, secrets scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable
+
+from mirror.redact import SecretFilter
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        target = getattr(record, "target", None)
+        where = f" [{target}]" if target else ""
+        line = f"{stamp} {record.levelname.lower():7s}{where} {record.getMessage()}"
+        if record.exc_info and record.levelno <= logging.DEBUG:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        target = getattr(record, "target", None)
+        if target:
+            data["target"] = target
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup(verbosity: int, fmt: str = "text", secrets: Iterable[str] = ()) -> SecretFilter:
+    """Configure the ``mirror`` logger; -v (1) is debug, -q (-1) warnings only."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    scrubber = SecretFilter(secrets)
+    handler.addFilter(scrubber)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    root.setLevel(logging.WARNING)
+    logging.getLogger("mirror").setLevel(level)
+    if verbosity > 1:
+        root.setLevel(logging.DEBUG)
+    return scrubber

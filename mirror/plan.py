@@ -1,0 +1,386 @@
+"""The planner: source entries + index + (optional) target listing -> actions (pure).
+
+Nothing here does I/O, so the whole decision of *what* to do is property-tested. The
+executor runs a plan in phases: cleanups, then moves, then puts/adopts, then (only if
+nothing failed and the guard allows) removals. The planner makes that order safe: a
+path that a move or delete vacates and another file claims is never removed afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+
+from mirror.driver import Capabilities, RemoteEntry
+from mirror.errors import ItemError
+from mirror.index import IndexEntry
+from mirror.layout import Layout, date_of
+from mirror.policy import DeletePolicy
+from mirror.scan import LocalEntry
+
+TRASH_DIR = ".mirror-trash"
+TEMP_RE = re.compile(r"^\.~mirror-[0-9a-f]{12}\.tmp$")
+
+
+def temp_name(dst: str, token: str) -> str:
+    """The hidden name a file is uploaded under before being renamed to ``dst``."""
+    head, _, _ = dst.rpartition("/")
+    name = f".~mirror-{token}.tmp"
+    return f"{head}/{name}" if head else name
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    layout: Layout
+    delete: DeletePolicy
+    caps: Capabilities
+    max_delete: int | None = None
+    today: dt.date = dt.date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Put:
+    src: str
+    dst: str
+    entry: LocalEntry
+    date: dt.date
+    reason: str
+    #: the target already has a file of this size with this hash: skip if ours matches
+    unless_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """The target already holds this file identical: record it, send nothing."""
+
+    src: str
+    dst: str
+    entry: LocalEntry
+    date: dt.date
+    reason: str
+    remote_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Move:
+    src: str
+    old_dst: str
+    dst: str
+    entry: LocalEntry
+    date: dt.date
+    reason: str
+    #: the index row this move takes over (a rename), if not ``src`` itself
+    old_src: str | None = None
+    remote_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    src: str
+    dst: str
+    reason: str
+    #: drop the index row of ``src`` (False when ``src`` lives on at a new path)
+    forget: bool = True
+
+
+@dataclass(frozen=True)
+class Trash:
+    src: str
+    dst: str
+    trash_dst: str
+    reason: str
+    forget: bool = True
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Drop the index row only; the target file stays (policy keep, or replaced)."""
+
+    src: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """A file that cannot be mirrored to this target, and why (a per-item error)."""
+
+    src: str
+    dst: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """A temp file left on the target by an interrupted upload."""
+
+    dst: str
+
+
+Transfer = Put | Adopt | Move
+Removal = Delete | Trash | Forget
+
+
+@dataclass(frozen=True)
+class Plan:
+    cleanups: tuple[Cleanup, ...] = ()
+    moves: tuple[Move, ...] = ()
+    transfers: tuple[Put | Adopt, ...] = ()
+    removals: tuple[Removal, ...] = ()
+    refusals: tuple[Refuse, ...] = ()
+    #: why deletions were withheld (they are then not in ``removals``)
+    guard: str | None = None
+    withheld: int = 0
+
+    def is_empty(self) -> bool:
+        return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals)
+
+
+def refused_name(dst: str, caps: Capabilities) -> str | None:
+    """Why the target would refuse or ignore ``dst``, or None when it accepts it."""
+    if caps.max_path_chars is not None and len(dst) > caps.max_path_chars:
+        return f"path is longer than the target allows ({caps.max_path_chars} characters)"
+    for part in dst.split("/"):
+        if part.lower() in caps.forbidden_names:
+            return f"the target refuses the name {part!r}"
+        bad = sorted({c for c in part if c in caps.forbidden_chars})
+        if bad:
+            return f"the target refuses the character(s) {' '.join(repr(c) for c in bad)} in {part!r}"
+        if caps.forbidden_edges and (part[0] in caps.forbidden_edges or part[-1] in caps.forbidden_edges):
+            return f"the target refuses names starting or ending with {caps.forbidden_edges!r}: {part!r}"
+        if len(part.encode("utf-8")) > caps.max_name_bytes:
+            return f"name is longer than the target allows ({caps.max_name_bytes} bytes)"
+    return None
+
+
+def plan(
+    local: Mapping[str, LocalEntry],
+    index: Mapping[str, IndexEntry],
+    settings: PlanSettings,
+    remote: Mapping[str, RemoteEntry] | None = None,
+    scope: Collection[str] | None = None,
+    source_empty: bool | None = None,
+) -> Plan:
+    """Decide what to do for the source paths in ``scope`` (all known paths when None).
+
+    ``local`` holds the current entries (a path in scope but not in ``local`` is gone);
+    ``remote`` is a full target listing when the caller made one, else the index is
+    trusted. ``source_empty`` tells the guard the whole source is empty (derived from
+    ``local`` for a full plan).
+    """
+    paths = sorted(set(local) | set(index)) if scope is None else sorted(set(scope))
+    if source_empty is None:
+        source_empty = scope is None and not local
+    planner = _Planner(local, index, settings, remote)
+    desired = planner.place(paths)
+    gone = [src for src in paths if src not in local and src in index]
+    moves, transfers = planner.assign(desired, gone)
+    moves = planner.order_moves(moves, transfers)
+    removals = planner.removals(transfers, moves, gone)
+    guard, removals, withheld = _guard(removals, len(index), settings.max_delete, source_empty)
+    cleanups: tuple[Cleanup, ...] = ()
+    if remote is not None:
+        cleanups = tuple(Cleanup(p) for p in sorted(remote) if TEMP_RE.match(p.rpartition("/")[2]))
+    return Plan(
+        cleanups, tuple(moves), tuple(transfers), tuple(removals), tuple(planner.refusals), guard, withheld
+    )
+
+
+class _Planner:
+    """The steps of :func:`plan`, sharing what they know about this target."""
+
+    def __init__(
+        self,
+        local: Mapping[str, LocalEntry],
+        index: Mapping[str, IndexEntry],
+        settings: PlanSettings,
+        remote: Mapping[str, RemoteEntry] | None,
+    ) -> None:
+        self.local = local
+        self.index = index
+        self.settings = settings
+        self.caps = settings.caps
+        self.key: Callable[[str], str] = (lambda p: p) if self.caps.case_sensitive else (lambda p: p.casefold())
+        self.remote = None if remote is None else {self.key(p): r for p, r in remote.items()}
+        self.refusals: list[Refuse] = []
+        #: target path (as compared on this target) -> the source path that gets it
+        self.claimed: dict[str, str] = {}
+
+    def place(self, paths: list[str]) -> dict[str, tuple[str, dt.date]]:
+        """Target path and date of every existing source path the target accepts."""
+        desired: dict[str, tuple[str, dt.date]] = {}
+        for src in paths:
+            entry = self.local.get(src)
+            if entry is None:
+                continue
+            known = self.index.get(src)
+            date = known.date if known else date_of(entry.mtime_ns)
+            try:
+                dst = self.settings.layout.target_path(src, date)
+            except ItemError as exc:
+                self.refusals.append(Refuse(src, None, str(exc)))
+                continue
+            why = refused_name(dst, self.caps)
+            if why is None and self.caps.max_file_bytes is not None and entry.size > self.caps.max_file_bytes:
+                why = f"file is larger than the target allows ({self.caps.max_file_bytes} bytes)"
+            if why:
+                self.refusals.append(Refuse(src, dst, why))
+                continue
+            desired[src] = (dst, date)
+        return desired
+
+    def assign(
+        self, desired: dict[str, tuple[str, dt.date]], gone: list[str]
+    ) -> tuple[list[Move], list[Put | Adopt]]:
+        """Give each target path to one source file (others are refused), and decide."""
+        key, index = self.key, self.index
+        renames = _match_renames(gone, desired, self.local, index) if self.caps.server_side_move else {}
+        # paths whose current occupant leaves in this plan (deleted, renamed, re-laid-out)
+        vacated = {key(index[src].dst) for src in gone}
+        vacated |= {key(index[s].dst) for s in desired if s in index and index[s].dst != desired[s][0]}
+        owner = {key(e.dst): e.src for e in index.values()}
+        moves: list[Move] = []
+        transfers: list[Put | Adopt] = []
+        for src, (dst, date) in desired.items():
+            k = key(dst)
+            holder = self.claimed.get(k) or (owner.get(k) if k not in vacated else None)
+            if holder is not None and holder != src:
+                self.refusals.append(Refuse(src, dst, f"{dst!r} on the target is already taken by {holder!r}"))
+                continue
+            self.claimed[k] = src
+            action = _decide(
+                src, dst, date, self.local[src], index.get(src), renames.get(src), self.remote, key, self.caps
+            )
+            if isinstance(action, Move):
+                moves.append(action)
+            elif action is not None:
+                transfers.append(action)
+        return moves, transfers
+
+    def order_moves(self, moves: list[Move], transfers: list[Put | Adopt]) -> list[Move]:
+        """Moves run before puts; one that would land on a path another move still has to
+        vacate is turned into a put, so no order among moves matters."""
+        leaving = {self.key(m.old_dst) for m in moves}
+        safe = []
+        for move in moves:
+            if self.key(move.dst) in leaving and self.key(move.dst) != self.key(move.old_dst):
+                transfers.append(Put(move.src, move.dst, move.entry, move.date, move.reason + " (re-sent)"))
+            else:
+                safe.append(move)
+        return safe
+
+    def removals(self, transfers: list[Put | Adopt], moves: list[Move], gone: list[str]) -> list[Removal]:
+        """What leaves the target (by policy), never a path another file now claims."""
+        stale: list[tuple[str, str, bool]] = []  # (src, old target path, forget the row)
+        # a file sent to a new layout path (changed, or a move turned into a put) leaves its old copy
+        for action in transfers:
+            known = self.index.get(action.src)
+            if isinstance(action, Put) and known is not None and known.dst != action.dst:
+                stale.append((action.src, known.dst, False))
+        taken_over = {m.old_src for m in moves if m.old_src}
+        stale += [(src, self.index[src].dst, True) for src in sorted(set(gone) - taken_over)]
+        policy = self.settings.delete
+        result: list[Removal] = []
+        for src, dst, forget in stale:
+            if self.key(dst) in self.claimed or policy is DeletePolicy.KEEP:
+                if forget:
+                    why = "replaced by another file" if self.key(dst) in self.claimed else "kept (delete = keep)"
+                    result.append(Forget(src, why))
+            elif policy is DeletePolicy.TRASH:
+                stamp = self.settings.today.isoformat()
+                result.append(Trash(src, dst, f"{TRASH_DIR}/{stamp}/{dst}", "removed from the source", forget))
+            else:
+                result.append(Delete(src, dst, "removed from the source", forget))
+        return result
+
+
+def _decide(
+    src: str,
+    dst: str,
+    date: dt.date,
+    entry: LocalEntry,
+    known: IndexEntry | None,
+    renamed_from: IndexEntry | None,
+    remote: Mapping[str, RemoteEntry] | None,
+    key: Callable[[str], str],
+    caps: Capabilities,
+) -> Transfer | None:
+    there = None if remote is None else remote.get(key(dst))
+    if known is not None and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
+        if known.dst != dst:
+            return Move(src, known.dst, dst, entry, date, "layout changed", remote_hash=known.remote_hash)
+        if remote is None or (there is not None and _same(entry, there, caps, known.remote_hash)):
+            return None
+        return Put(src, dst, entry, date, "missing on the target" if there is None else "differs on the target")
+    if renamed_from is not None:
+        why = f"renamed from {renamed_from.src!r}"
+        return Move(src, renamed_from.dst, dst, entry, date, why, renamed_from.src, renamed_from.remote_hash)
+    reason = "changed" if known is not None else "new"
+    if there is not None and there.size == entry.size:
+        if caps.mtime_settable and there.mtime_ns is not None and _close(there.mtime_ns, entry.mtime_ns, caps):
+            return Adopt(src, dst, entry, date, "already on the target (same size and time)", there.hash)
+        if caps.hash_kind.value != "none" and there.hash:
+            return Put(src, dst, entry, date, reason, unless_hash=there.hash)
+    return Put(src, dst, entry, date, reason)
+
+
+def _close(a: int, b: int, caps: Capabilities) -> bool:
+    return abs(a - b) < max(caps.mtime_precision_ns, 1)
+
+
+def _same(entry: LocalEntry, there: RemoteEntry, caps: Capabilities, known_hash: str | None) -> bool:
+    """Whether the listed target file is still the one we put there."""
+    if there.size != entry.size:
+        return False
+    if known_hash and there.hash:
+        return known_hash == there.hash
+    if caps.mtime_settable and there.mtime_ns is not None:
+        return _close(there.mtime_ns, entry.mtime_ns, caps)
+    return True
+
+
+def _match_renames(
+    gone: list[str],
+    desired: Mapping[str, tuple[str, dt.date]],
+    local: Mapping[str, LocalEntry],
+    index: Mapping[str, IndexEntry],
+) -> dict[str, IndexEntry]:
+    """New paths that are a gone path renamed: same inode, size and mtime."""
+    by_identity: dict[tuple[int, int, int], IndexEntry] = {}
+    for src in gone:
+        old = index[src]
+        if old.ino:
+            by_identity[(old.ino, old.size, old.mtime_ns)] = old
+    result: dict[str, IndexEntry] = {}
+    for src in desired:
+        if src in index:
+            continue
+        e = local[src]
+        match = by_identity.pop((e.ino, e.size, e.mtime_ns), None) if e.ino else None
+        if match is not None:
+            result[src] = match
+    return result
+
+
+def _guard(
+    removals: list[Removal], managed: int, max_delete: int | None, source_empty: bool
+) -> tuple[str | None, list[Removal], int]:
+    """Withhold destructive removals when the source looks gone or too much would go."""
+    destructive = [r for r in removals if not isinstance(r, Forget)]
+    if not destructive:
+        return None, removals, 0
+    count = len(destructive)
+    reason = None
+    if source_empty:
+        reason = f"the source folder is empty but the target holds {managed} mirrored files"
+    elif max_delete is not None and count > max_delete:
+        reason = f"{count} files would be deleted, more than max_delete = {max_delete}"
+    elif max_delete is None and count > 10 and count * 2 > managed:
+        reason = (
+            f"{count} of {managed} mirrored files would be deleted (over half); "
+            "raise max_delete (or --max-delete) if this is intended"
+        )
+    if reason is None:
+        return None, removals, 0
+    return reason, [r for r in removals if isinstance(r, Forget)], count

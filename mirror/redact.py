@@ -1,0 +1,38 @@
+"""Keeping secrets out of everything mirror prints or stores."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:]*):(?P<password>[^/@]*)@")
+
+
+def redact_url(url: str) -> str:
+    """``sftp://user:secret@host/x`` -> ``sftp://user:***@host/x``."""
+    return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+class SecretFilter(logging.Filter):
+    """Replaces known secret values in every log record (defence in depth)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: set[str] = {s for s in secrets if len(s) >= 4}
+
+    def add(self, secrets: Iterable[str]) -> None:
+        self.secrets.update(s for s in secrets if len(s) >= 4)
+
+    def scrub(self, text: str) -> str:
+        text = redact_url(text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = self.scrub(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, None
+        return True

@@ -1,0 +1,134 @@
+"""Walking the source folder: which regular files are there, with size and times.
+
+Only regular files are mirrored. Symlinks are never followed (a link could point outside
+the source); FIFOs, sockets and devices are skipped without being opened; names that are
+not valid UTF-8 cannot be stored on most targets and are skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mirror.errors import ConfigError
+from mirror.filters import Filter
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEntry:
+    """One regular file of the source, relative to the source root."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    ino: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A source item that is not mirrored, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Snapshot:
+    """The source as seen by one walk (or a part of it, for incremental updates)."""
+
+    entries: dict[str, LocalEntry] = field(default_factory=dict)
+    skipped: list[Skip] = field(default_factory=list)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (links are not followed)"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    return "not a regular file"
+
+
+def _valid_name(rel: str) -> bool:
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_source(root: Path) -> None:
+    """Raise ConfigError unless ``root`` is an existing folder."""
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a folder"
+        raise ConfigError(f"source folder {root} {what}; check the path (or mount it) and try again")
+
+
+def scan(root: Path, filt: Filter, start: str = "") -> Snapshot:
+    """Walk ``root`` (or only its subfolder ``start``) and return what to mirror."""
+    snap = Snapshot()
+    stack = [start]
+    base = str(root)
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            it = os.scandir(os.path.join(base, rel_dir) if rel_dir else base)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            snap.skipped.append(Skip(rel_dir or ".", f"folder cannot be read ({exc.strerror})"))
+            continue
+        with it:
+            for item in it:
+                rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
+                _visit(item, rel, filt, snap, stack)
+    return snap
+
+
+def _visit(item: os.DirEntry[str], rel: str, filt: Filter, snap: Snapshot, stack: list[str]) -> None:
+    try:
+        st = item.stat(follow_symlinks=False)
+    except OSError:
+        return  # vanished between listing and stat: the next event or scan sees it
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        if filt.wants_dir(rel):
+            stack.append(rel)
+        return
+    if not filt.wants_file(rel):
+        return
+    if not _valid_name(rel):
+        snap.skipped.append(Skip(rel, "name is not valid UTF-8"))
+    elif stat.S_ISREG(mode):
+        snap.entries[rel] = LocalEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+    else:
+        snap.skipped.append(Skip(rel, _kind(mode)))
+
+
+def stat_paths(root: Path, rels: Iterable[str], filt: Filter) -> dict[str, LocalEntry | None]:
+    """Fresh facts for single paths: an entry, or None when it is gone or not mirrored."""
+    result: dict[str, LocalEntry | None] = {}
+    for rel in rels:
+        try:
+            st = os.stat(root / rel, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            result[rel] = None
+            continue
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and filt.wants_file(rel) and _valid_name(rel) and _dirs_wanted(rel, filt):
+            result[rel] = LocalEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+        else:
+            result[rel] = None
+    return result
+
+
+def _dirs_wanted(rel: str, filt: Filter) -> bool:
+    parts = rel.split("/")[:-1]
+    return all(filt.wants_dir("/".join(parts[: i + 1])) for i in range(len(parts)))

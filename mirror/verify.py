@@ -1,0 +1,66 @@
+"""Comparing a target with the source: what ``mirror verify`` reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from mirror.driver import Capabilities, RemoteEntry
+from mirror.errors import ItemError
+from mirror.hashing import HashKind
+from mirror.index import IndexEntry
+from mirror.layout import Layout, date_of
+from mirror.plan import refused_name
+from mirror.policy import DeletePolicy
+from mirror.scan import LocalEntry
+
+
+@dataclass(frozen=True)
+class Difference:
+    src: str
+    dst: str | None
+    problem: str
+
+
+def compare(
+    local: Mapping[str, LocalEntry],
+    index: Mapping[str, IndexEntry],
+    remote: Mapping[str, RemoteEntry],
+    layout: Layout,
+    delete: DeletePolicy,
+    caps: Capabilities,
+    local_hash: Callable[[str], str | None],
+) -> list[Difference]:
+    """Every way the target differs from what the source says it should hold."""
+    key: Callable[[str], str] = (lambda p: p) if caps.case_sensitive else (lambda p: p.casefold())
+    there = {key(p): r for p, r in remote.items()}
+    found: list[Difference] = []
+    for src, entry in sorted(local.items()):
+        known = index.get(src)
+        date: dt.date = known.date if known else date_of(entry.mtime_ns)
+        try:
+            dst = layout.target_path(src, date)
+        except ItemError:
+            continue
+        if refused_name(dst, caps):
+            continue
+        r = there.get(key(dst))
+        if r is None:
+            found.append(Difference(src, dst, "missing on the target"))
+        elif r.size != entry.size:
+            found.append(Difference(src, dst, f"size differs (source {entry.size}, target {r.size})"))
+        elif caps.hash_kind is not HashKind.NONE and r.hash:
+            if local_hash(src) != r.hash:
+                found.append(Difference(src, dst, "content differs (hash)"))
+        elif (
+            caps.mtime_settable
+            and r.mtime_ns is not None
+            and abs(r.mtime_ns - entry.mtime_ns) >= max(caps.mtime_precision_ns, 1)
+        ):
+            found.append(Difference(src, dst, "modification time differs"))
+    if delete is DeletePolicy.MIRROR:
+        for src, known in sorted(index.items()):
+            if src not in local and key(known.dst) in there:
+                found.append(Difference(src, known.dst, "removed from the source but still on the target"))
+    return found

@@ -1,0 +1,174 @@
+"""Watching the source: watchfiles events become batches of settled, re-stat'ed paths.
+
+Events are hints, not facts: every path an event names is stat'ed again, a new folder is
+scanned whole (inotify can miss files created right after their folder), and a file is
+handed on only once it has settled (size and mtime unchanged for ``settle`` seconds). The
+watcher never uploads anything; it asks for a full rescan when it cannot trust itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import watchfiles
+
+from mirror.filters import Filter
+from mirror.scan import LocalEntry, scan, stat_paths
+
+log = logging.getLogger("mirror")
+
+#: how long watchfiles gathers events after the last one (its default, 1.6 s, is too slow)
+DEBOUNCE_MS = 200
+STEP_MS = 30
+#: wake-up period while idle, to re-check files that are settling
+TICK_MS = 100
+#: a file that never stops changing (a growing log) is sent anyway after this long
+MAX_SETTLE_WAIT = 30.0
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Settled changes: path -> entry (None: gone). ``rescan``: trust nothing, scan all."""
+
+    changes: dict[str, LocalEntry | None]
+    rescan: bool = False
+
+
+Signature = tuple[int, int, int] | None
+
+
+class SourceWatcher:
+    def __init__(
+        self,
+        root: Path,
+        filt: Filter,
+        settle: float,
+        poll: bool,
+        stop: threading.Event,
+        known: dict[str, LocalEntry],
+    ) -> None:
+        self.root = root
+        self.filt = filt
+        self.settle = settle
+        self.poll = poll
+        self.stop = stop
+        #: the source as last handed on; kept current so folder deletes can be expanded
+        self.known = known
+        self._pending: dict[str, tuple[Signature, float, float]] = {}
+
+    def expect(self, paths: Iterable[str]) -> None:
+        """Treat ``paths`` as changed: they are handed on once they settle."""
+        now = time.monotonic()
+        for rel in paths:
+            self._pending.setdefault(rel, (None, now, now))
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield batches until ``stop`` is set; survives watcher errors by rescanning."""
+        while not self.stop.is_set():
+            if not self.root.is_dir():
+                log.warning("source folder %s is missing; waiting for it to come back", self.root)
+                while not self.root.is_dir():
+                    if self.stop.wait(2.0):
+                        return
+                yield Batch({}, rescan=True)
+            try:
+                yield from self._watch()
+            except OSError as exc:
+                if not self.poll and "limit" in str(exc).lower():
+                    log.warning("inotify watch limit reached (%s); falling back to polling", exc)
+                    self.poll = True
+                else:
+                    log.warning("watcher error (%s); rescanning the source", exc)
+                    self.stop.wait(1.0)
+                yield Batch({}, rescan=True)
+
+    def _watch(self) -> Iterator[Batch]:
+        events = watchfiles.watch(
+            self.root,
+            watch_filter=None,
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            rust_timeout=TICK_MS,
+            yield_on_timeout=True,
+            stop_event=self.stop,
+            force_polling=self.poll,
+            poll_delay_ms=300,
+            raise_interrupt=False,
+            ignore_permission_denied=True,
+        )
+        for changes in events:
+            for _change, path in changes:
+                self._note(path)
+            ready = self._settled()
+            if ready:
+                yield Batch(ready)
+            if not self.root.is_dir():
+                return
+
+    def _note(self, path: str) -> None:
+        """Turn one event path into pending source-relative paths."""
+        try:
+            rel = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return
+        if rel in ("", "."):
+            return
+        now = time.monotonic()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            snap = scan(self.root, self.filt, start=rel)
+            for sub in snap.entries:
+                self._pending.setdefault(sub, (None, now, now))
+            self._expand_gone(rel, keep=set(snap.entries))
+            return
+        self._pending.setdefault(rel, (None, now, now))
+        if st is None:
+            self._expand_gone(rel, keep=set())
+
+    def _expand_gone(self, folder: str, keep: set[str]) -> None:
+        """Known files under a folder that vanished (or was renamed away) are pending too."""
+        prefix = folder + "/"
+        now = time.monotonic()
+        for known in [k for k in self.known if k.startswith(prefix) and k not in keep]:
+            self._pending.setdefault(known, (None, now, now))
+
+    def _settled(self) -> dict[str, LocalEntry | None]:
+        if not self._pending:
+            return {}
+        now = time.monotonic()
+        wall = time.time()
+        fresh = stat_paths(self.root, list(self._pending), self.filt)
+        ready: dict[str, LocalEntry | None] = {}
+        for rel, (old_sig, since, first) in list(self._pending.items()):
+            entry = fresh.get(rel)
+            sig: Signature = None if entry is None else (entry.size, entry.mtime_ns, entry.ino)
+            if entry is None:
+                ready[rel] = None
+            elif sig != old_sig:
+                self._pending[rel] = (sig, now, first)
+                continue
+            elif (
+                now - since >= self.settle
+                or (wall - entry.mtime_ns / 1e9 >= self.settle and now - since >= min(self.settle, 0.1))
+                or now - first >= MAX_SETTLE_WAIT
+            ):
+                ready[rel] = entry
+            else:
+                continue
+            del self._pending[rel]
+        for rel, entry in ready.items():
+            if entry is None:
+                self.known.pop(rel, None)
+            else:
+                self.known[rel] = entry
+        return ready

@@ -1,0 +1,432 @@
+"""A local fake of the Google Drive v3 API: the calls GDriveDriver makes, as Drive answers them.
+
+Faithful where the driver's correctness depends on it: several files may share a name in
+one folder (Drive never refuses a duplicate), ``files.create`` always makes a new file,
+media updates keep the file id, ``md5Checksum``/``size``/``modifiedTime`` as Drive
+reports them (size as a string), only the fields asked for (``fields``), resumable
+uploads with 256 KiB chunk granularity and ``308 Range`` answers, trash vs delete,
+shared drives (``supportsAllDrives``), OAuth refresh at ``/token``, and throttling
+(429/403 rateLimitExceeded with Retry-After) injected by tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.parser
+import email.policy
+import hashlib
+import itertools
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from tests.fakes.https import JSONHandler
+
+FOLDER = "application/vnd.google-apps.folder"
+CHUNK_GRANULARITY = 256 * 1024
+DEFAULT_FIELDS = ("kind", "id", "name", "mimeType")
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class DriveFile:
+    id: str
+    name: str
+    mimeType: str
+    parents: list[str]
+    createdTime: str
+    modifiedTime: str
+    content: bytes = b""
+    trashed: bool = False
+    driveId: str | None = None
+
+    def resource(self) -> dict[str, Any]:
+        res: dict[str, Any] = {
+            "kind": "drive#file",
+            "id": self.id,
+            "name": self.name,
+            "mimeType": self.mimeType,
+            "parents": list(self.parents),
+            "createdTime": self.createdTime,
+            "modifiedTime": self.modifiedTime,
+            "trashed": self.trashed,
+        }
+        if self.driveId:
+            res["driveId"] = self.driveId
+        if self.mimeType != FOLDER:
+            res["size"] = str(len(self.content))
+            res["md5Checksum"] = hashlib.md5(self.content).hexdigest()
+        return res
+
+
+@dataclass
+class UploadSession:
+    file_id: str | None
+    metadata: dict[str, Any]
+    total: int | None
+    data: bytearray = field(default_factory=bytearray)
+
+
+class DriveState:
+    """Everything the fake Drive holds; shared by all handler threads under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids = (f"id{n:06d}" for n in itertools.count(1))
+        self.files: dict[str, DriveFile] = {}
+        self.root_id = "rootfolder"
+        self.files[self.root_id] = DriveFile(self.root_id, "My Drive", FOLDER, [], now_rfc3339(), now_rfc3339())
+        self.drives: set[str] = set()
+        self.sessions: dict[str, UploadSession] = {}
+        self.tokens = {"valid-token"}
+        self.refresh_tokens = {"good-refresh-token"}
+        #: (status, reason, retry_after) answered to the next requests, one each
+        self.throttle: list[tuple[int, str, int | None]] = []
+        self.requests: list[tuple[str, str]] = []
+        #: faults for the next data-carrying upload chunks: "reject" (503, nothing stored)
+        #: or "lose_answer" (stored, yet answered 503, as when a proxy drops the reply)
+        self.chunk_faults: list[str] = []
+        self.base_url = ""
+
+    # -- helpers for tests ------------------------------------------------------------
+    def add_shared_drive(self, drive_id: str) -> None:
+        with self.lock:
+            self.drives.add(drive_id)
+            self.files[drive_id] = DriveFile(drive_id, "Shared", FOLDER, [], now_rfc3339(), now_rfc3339(),
+                                             driveId=drive_id)
+
+    def add_file(self, parent: str, name: str, content: bytes = b"", folder: bool = False,
+                 created: str | None = None) -> str:
+        with self.lock:
+            return self._create({"name": name, "parents": [parent],
+                                 "mimeType": FOLDER if folder else "application/octet-stream",
+                                 "createdTime": created}, content).id
+
+    def children(self, parent: str, name: str | None = None, trashed: bool = False) -> list[DriveFile]:
+        with self.lock:
+            return [f for f in self.files.values()
+                    if parent in f.parents and f.trashed == trashed and (name is None or f.name == name)]
+
+    def find(self, path: str, base: str | None = None) -> DriveFile | None:
+        """The single untrashed item at a /-separated path (None if absent, error if ambiguous)."""
+        current = self.files[base or self.root_id]
+        for part in path.split("/"):
+            found = self.children(current.id, part)
+            if not found:
+                return None
+            assert len(found) == 1, f"{len(found)} items named {part!r}"
+            current = found[0]
+        return current
+
+    def count_requests(self, method: str, prefix: str) -> int:
+        with self.lock:
+            return sum(1 for m, p in self.requests if m == method and p.startswith(prefix))
+
+    # -- the model --------------------------------------------------------------------
+    def resolve_id(self, file_id: str) -> str:
+        return self.root_id if file_id == "root" else file_id
+
+    def _create(self, meta: dict[str, Any], content: bytes) -> DriveFile:
+        parents = [self.resolve_id(p) for p in meta.get("parents") or [self.root_id]]
+        parent = self.files.get(parents[0])
+        if parent is None or parent.mimeType != FOLDER:
+            raise ApiError(404, "notFound", f"File not found: {parents[0]}.")
+        stamp = now_rfc3339()
+        item = DriveFile(
+            id=next(self.ids),
+            name=meta.get("name") or "Untitled",
+            mimeType=meta.get("mimeType") or "application/octet-stream",
+            parents=parents,
+            createdTime=meta.get("createdTime") or stamp,
+            modifiedTime=meta.get("modifiedTime") or stamp,
+            content=content,
+            driveId=parent.driveId,
+        )
+        self.files[item.id] = item
+        return item
+
+    def _update(self, file_id: str, meta: dict[str, Any], query: dict[str, str],
+                content: bytes | None) -> DriveFile:
+        item = self.get(file_id)
+        if "name" in meta:
+            item.name = meta["name"]
+        if "trashed" in meta:
+            item.trashed = bool(meta["trashed"])
+        if query.get("addParents") or query.get("removeParents"):
+            removed = {self.resolve_id(p) for p in query.get("removeParents", "").split(",") if p}
+            added = [self.resolve_id(p) for p in query.get("addParents", "").split(",") if p]
+            for pid in added:
+                if pid not in self.files:
+                    raise ApiError(404, "notFound", f"File not found: {pid}.")
+            item.parents = [p for p in item.parents if p not in removed] + added
+        if content is not None:
+            item.content = content
+        item.modifiedTime = meta.get("modifiedTime") or (now_rfc3339() if content is not None
+                                                          else item.modifiedTime)
+        return item
+
+    def get(self, file_id: str) -> DriveFile:
+        item = self.files.get(self.resolve_id(file_id))
+        if item is None:
+            raise ApiError(404, "notFound", f"File not found: {file_id}.")
+        return item
+
+    def _delete(self, item: DriveFile) -> None:
+        for child in [f for f in self.files.values() if item.id in f.parents]:
+            self._delete(child)
+        del self.files[item.id]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+# -- the q language (the subset the driver uses) ---------------------------------------------
+_TOKEN = re.compile(r"\s*('(?:[^'\\]|\\.)*'|\(|\)|!=|=|[A-Za-z]+)")
+
+
+def _tokens(q: str) -> list[str]:
+    result, pos = [], 0
+    while pos < len(q):
+        m = _TOKEN.match(q, pos)
+        if not m:
+            if q[pos:].strip() == "":
+                break
+            raise ApiError(400, "invalid", f"Invalid Value: q at {pos}")
+        result.append(m.group(1))
+        pos = m.end()
+    return result
+
+
+def _literal(tok: str) -> str:
+    return re.sub(r"\\(.)", r"\1", tok[1:-1])
+
+
+def compile_query(q: str) -> Any:
+    """A predicate for q: terms joined by and/or, parentheses, in parents, =, !=."""
+    toks = _tokens(q)
+    pos = 0
+
+    def term() -> Any:
+        nonlocal pos
+        tok = toks[pos]
+        if tok == "(":
+            pos += 1
+            pred = expr()
+            pos += 1  # ")"
+            return pred
+        if tok.startswith("'") and toks[pos + 1] == "in":
+            value = _literal(tok)
+            pos += 3  # 'x' in parents
+            return lambda f, st: st.resolve_id(value) in f.parents
+        key, op, raw = tok, toks[pos + 1], toks[pos + 2]
+        pos += 3
+        value: Any = _literal(raw) if raw.startswith("'") else raw == "true"
+        if key not in ("name", "mimeType", "trashed"):
+            raise ApiError(400, "invalid", f"Invalid Value: q field {key}")
+        if op == "=":
+            return lambda f, st: getattr(f, key) == value
+        return lambda f, st: getattr(f, key) != value
+
+    def expr() -> Any:
+        nonlocal pos
+        preds = [term()]
+        ops = []
+        while pos < len(toks) and toks[pos] in ("and", "or"):
+            ops.append(toks[pos])
+            pos += 1
+            preds.append(term())
+        if "or" in ops and "and" in ops:
+            raise ApiError(400, "invalid", "Invalid Value: mixed and/or without parentheses")
+        if "or" in ops:
+            return lambda f, st: any(p(f, st) for p in preds)
+        return lambda f, st: all(p(f, st) for p in preds)
+
+    return expr()
+
+
+def select_fields(resource: dict[str, Any], spec: str | None) -> dict[str, Any]:
+    wanted = [s.strip() for s in spec.split(",")] if spec else list(DEFAULT_FIELDS)
+    if "*" in wanted:
+        return resource
+    return {k: v for k, v in resource.items() if k in wanted}
+
+
+def list_fields(spec: str | None) -> tuple[str | None, bool]:
+    """(fields of each file, whether nextPageToken was asked) from a files.list spec."""
+    if not spec:
+        return None, True
+    m = re.search(r"files\(([^)]*)\)", spec)
+    return (m.group(1) if m else None), "nextPageToken" in spec
+
+
+class DriveHandler(JSONHandler):
+    state: DriveState
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self.dispatch("PATCH")
+
+    def do_PUT(self) -> None:
+        self.dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
+
+    def fail(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.send(status, {"error": {"code": status, "message": message,
+                                     "errors": [{"domain": "usageLimits" if status in (403, 429) else "global",
+                                                 "reason": reason, "message": message}]}}, headers)
+
+    def dispatch(self, method: str) -> None:
+        st = self.state
+        route = self.route
+        body = self.body()
+        with st.lock:
+            st.requests.append((method, route))
+            throttle = st.throttle.pop(0) if st.throttle and route != "/token" else None
+        if route == "/token":
+            self.token(body)
+            return
+        if throttle:
+            status, reason, retry = throttle
+            self.fail(status, reason, "Rate Limit Exceeded",
+                      {"Retry-After": str(retry)} if retry is not None else None)
+            return
+        auth = self.headers.get("Authorization", "")
+        if not route.startswith("/upload/session/") and auth.removeprefix("Bearer ") not in st.tokens:
+            self.fail(401, "authError", "Invalid Credentials", {"WWW-Authenticate": "Bearer"})
+            return
+        try:
+            with st.lock:
+                status, payload, headers = self.api(method, route, body)
+        except ApiError as exc:
+            self.fail(exc.status, exc.reason, exc.message)
+            return
+        self.send(status, payload, headers)
+
+    def token(self, body: bytes) -> None:
+        form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
+        grant = form.get("grant_type")
+        ok = (grant == "refresh_token" and form.get("refresh_token") in self.state.refresh_tokens) or (
+            grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" and form.get("assertion"))
+        if not ok:
+            self.send(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+            return
+        self.send(200, {"access_token": "valid-token", "expires_in": 3599, "token_type": "Bearer",
+                        "scope": "https://www.googleapis.com/auth/drive"})
+
+    def api(self, method: str, route: str, body: bytes) -> tuple[int, Any, dict[str, str] | None]:
+        st, q = self.state, self.query
+        if route.startswith("/upload/session/"):
+            return self.upload_chunk(route.rsplit("/", 1)[1], body)
+        m = re.fullmatch(r"(/upload)?/drive/v3/files(?:/([^/]+))?", route)
+        if not m:
+            raise ApiError(404, "notFound", f"no route {route}")
+        upload, file_id = bool(m.group(1)), m.group(2)
+        if method == "GET" and file_id is None:
+            return 200, self.list_files(q), None
+        if method == "GET":
+            item = st.get(file_id)
+            return 200, select_fields(item.resource(), q.get("fields")), None
+        if method == "DELETE":
+            assert file_id is not None
+            st._delete(st.get(file_id))
+            return 204, None, None
+        if method in ("POST", "PATCH"):
+            if q.get("uploadType") == "resumable":
+                sid = f"s{len(st.sessions) + 1}"
+                total = self.headers.get("X-Upload-Content-Length")
+                st.sessions[sid] = UploadSession(file_id, json.loads(body or b"{}"),
+                                                 int(total) if total else None)
+                return 200, None, {"Location": f"{st.base_url}/upload/session/{sid}"}
+            meta, content = self.media(body) if upload else (json.loads(body or b"{}"), None)
+            if method == "POST":
+                item = st._create(meta, content or b"")
+            else:
+                assert file_id is not None
+                item = st._update(file_id, meta, q, content)
+            return 200, select_fields(item.resource(), q.get("fields")), None
+        raise ApiError(405, "methodNotAllowed", method)
+
+    def media(self, body: bytes) -> tuple[dict[str, Any], bytes]:
+        ctype = self.headers.get("Content-Type", "")
+        if self.query.get("uploadType") == "media":
+            return {}, body
+        msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+        parts = list(msg.iter_parts())
+        meta = json.loads(parts[0].get_payload(decode=True) or b"{}")
+        return meta, parts[1].get_payload(decode=True) or b""
+
+    def list_files(self, q: dict[str, str]) -> dict[str, Any]:
+        st = self.state
+        if q.get("corpora") == "drive" or q.get("driveId"):
+            if q.get("supportsAllDrives") != "true" or q.get("includeItemsFromAllDrives") != "true":
+                raise ApiError(403, "teamDrivesParameterRequired",
+                               "includeItemsFromAllDrives and supportsAllDrives must be set")
+        pred = compile_query(q["q"]) if q.get("q") else (lambda f, s: True)
+        matches = sorted((f for f in st.files.values() if f.id != st.root_id and pred(f, st)),
+                         key=lambda f: f.id)
+        if not q.get("includeItemsFromAllDrives") == "true":
+            matches = [f for f in matches if f.driveId is None]
+        size = min(int(q.get("pageSize") or 100), 1000)
+        start = int(q.get("pageToken") or 0)
+        page = matches[start:start + size]
+        file_fields, want_token = list_fields(q.get("fields"))
+        result: dict[str, Any] = {"files": [select_fields(f.resource(), file_fields) for f in page]}
+        if start + size < len(matches) and want_token:
+            result["nextPageToken"] = str(start + size)
+        return result
+
+    def upload_chunk(self, sid: str, body: bytes) -> tuple[int, Any, dict[str, str] | None]:
+        st = self.state
+        session = st.sessions.get(sid)
+        if session is None:
+            raise ApiError(404, "notFound", "upload session not found")
+        crange = self.headers.get("Content-Range", "")
+        m = re.fullmatch(r"bytes (\*|(\d+)-(\d+))/(\*|\d+)", crange)
+        if m is None and body:
+            raise ApiError(400, "badContentRange", f"bad Content-Range {crange!r}")
+        total = None if m is None or m.group(4) == "*" else int(m.group(4))
+        if m is not None and m.group(2) is not None:
+            start, end = int(m.group(2)), int(m.group(3))
+            if start != len(session.data) or end - start + 1 != len(body):
+                raise ApiError(400, "badContentRange", "chunk does not continue the upload")
+            if total is None and len(body) % CHUNK_GRANULARITY:
+                raise ApiError(400, "badContentRange", "chunk size must be a multiple of 256 KiB")
+            fault = st.chunk_faults.pop(0) if st.chunk_faults else None
+            if fault != "reject":
+                session.data.extend(body)
+            if fault:
+                raise ApiError(503, "backendError", "Backend Error")
+        elif m is None:
+            total = 0
+        if total is not None and len(session.data) == total:
+            content = bytes(session.data)
+            del st.sessions[sid]
+            if session.file_id is None:
+                item = st._create(session.metadata, content)
+            else:
+                item = st._update(session.file_id, session.metadata, {}, content)
+            return 200, item.resource(), None
+        headers = {"Range": f"bytes=0-{len(session.data) - 1}"} if session.data else {}
+        return 308, None, headers
+
+
+def make_handler(state: DriveState) -> type[DriveHandler]:
+    return type("BoundDriveHandler", (DriveHandler,), {"state": state})
+

@@ -1,0 +1,209 @@
+"""GDriveDriver with the real Google client against the local Drive v3 fake."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mirror.backends.gdrive import GDriveDriver
+from mirror.errors import FatalError, TransientError
+from tests.fakes.drive_api import FOLDER, DriveFile
+from tests.servers.gdrive import DriveFake, write_token_file
+from tests.support import TargetSpec
+
+MTIME = 1_700_000_000_123_000_000
+
+
+@pytest.fixture
+def driver(gdrive_target: TargetSpec) -> GDriveDriver:
+    d = GDriveDriver.connect(gdrive_target.url, gdrive_target.options)
+    assert isinstance(d, GDriveDriver)
+    yield d
+    d.close()
+
+
+def root_folder(fake: DriveFake, spec: TargetSpec) -> DriveFile:
+    folder = fake.state.find(spec.url.removeprefix("gdrive://"))
+    assert folder is not None
+    return folder
+
+
+def local(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_reupload_of_changed_file_keeps_one_file(driver: GDriveDriver, drive_fake: DriveFake,
+                                                 gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver.makedirs("docs")
+    first = driver.put(local(tmp_path, "a", b"version one"), "docs/invoice.pdf", MTIME)
+    second = driver.put(local(tmp_path, "b", b"version two, longer"), "docs/invoice.pdf", MTIME + 10**9)
+    docs = drive_fake.state.find("docs", root_folder(drive_fake, gdrive_target).id)
+    assert docs is not None
+    on_drive = drive_fake.state.children(docs.id, "invoice.pdf")
+    assert len(on_drive) == 1
+    assert on_drive[0].content == b"version two, longer"
+    assert first is not None and second is not None
+    assert dict(first.extra)["id"] == dict(second.extra)["id"] == on_drive[0].id
+    assert second.hash == driver.local_hash(str(tmp_path / "b")) == hashlib.md5(b"version two, longer").hexdigest()
+    assert driver.stat("docs/invoice.pdf").mtime_ns == MTIME + 10**9
+
+
+def test_preexisting_duplicates_resolve_to_the_oldest_with_a_warning(
+        driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    driver.makedirs("")
+    root = root_folder(drive_fake, gdrive_target)
+    newer = drive_fake.state.add_file(root.id, "dup.txt", b"newer", created="2024-05-01T00:00:00.000Z")
+    older = drive_fake.state.add_file(root.id, "dup.txt", b"older", created="2023-01-01T00:00:00.000Z")
+    with caplog.at_level(logging.WARNING, logger="mirror.backends.gdrive"):
+        listed = driver.list()
+    assert listed["dup.txt"].size == len(b"older")
+    assert "2 items named 'dup.txt'" in caplog.text
+    driver.put(local(tmp_path, "x", b"from the source"), "dup.txt", MTIME)
+    files = {f.id: f.content for f in drive_fake.state.children(root.id, "dup.txt")}
+    assert files == {older: b"from the source", newer: b"newer"}
+
+
+def test_parallel_puts_into_new_folders_make_each_folder_once(
+        driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    src = local(tmp_path, "f", b"x" * 100)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(n, 40, 8):
+                driver.makedirs("2024/03")
+                driver.put(src, f"2024/03/doc{i}.pdf", MTIME)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    root = root_folder(drive_fake, gdrive_target)
+    years = drive_fake.state.children(root.id, "2024")
+    assert len(years) == 1 and years[0].mimeType == FOLDER
+    months = drive_fake.state.children(years[0].id, "03")
+    assert len(months) == 1
+    assert len(drive_fake.state.children(months[0].id)) == 40
+    # folders are cached: one existence check per put, not a walk of the whole path
+    lookups = drive_fake.state.count_requests("GET", "/drive/v3/files")
+    assert lookups <= 40 + 12
+
+
+def test_delete_goes_to_trash_by_default(driver: GDriveDriver, drive_fake: DriveFake,
+                                         gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver.put(local(tmp_path, "a", b"keep me recoverable"), "old.txt", MTIME)
+    driver.delete("old.txt")
+    assert "old.txt" not in driver.list()
+    trashed = drive_fake.state.children(root_folder(drive_fake, gdrive_target).id, "old.txt", trashed=True)
+    assert [f.content for f in trashed] == [b"keep me recoverable"]
+
+
+def test_delete_with_trash_false_removes_for_good(drive_fake: DriveFake, gdrive_target: TargetSpec,
+                                                  tmp_path: Path) -> None:
+    driver = GDriveDriver.connect(gdrive_target.url, {**gdrive_target.options, "trash": False})
+    driver.put(local(tmp_path, "a", b"gone"), "old.txt", MTIME)
+    driver.delete("old.txt")
+    root = root_folder(drive_fake, gdrive_target)
+    assert drive_fake.state.children(root.id, "old.txt", trashed=True) == []
+    assert drive_fake.state.children(root.id, "old.txt") == []
+    driver.close()
+
+
+def test_large_file_resumable_upload_resumes_after_failed_chunks(
+        drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver = GDriveDriver.connect(gdrive_target.url, {**gdrive_target.options, "chunk_size": 1024 * 1024})
+    data = os.urandom(13 * 1024 * 1024 + 12345)  # not a multiple of 256 KiB
+    src = local(tmp_path, "big", data)
+    driver.makedirs("")
+    with drive_fake.state.lock:
+        drive_fake.state.chunk_faults.extend(["", "reject", "", "lose_answer", "", "", "reject"])
+    entry = driver.put(src, "scan.tiff", MTIME)
+    on_drive = drive_fake.state.children(root_folder(drive_fake, gdrive_target).id, "scan.tiff")
+    assert len(on_drive) == 1 and on_drive[0].content == data
+    assert entry is not None and entry.hash == hashlib.md5(data).hexdigest() == driver.local_hash(src)
+    # 14 chunks, 3 of them sent twice, plus a status query after each fault
+    assert drive_fake.state.count_requests("PUT", "/upload/session/") == 14 + 2 + 3
+    driver.close()
+
+
+def test_throttling_converges_and_honours_retry_after(driver: GDriveDriver, drive_fake: DriveFake,
+                                                      gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver.makedirs("")
+    with drive_fake.state.lock:
+        drive_fake.state.throttle.extend([(429, "rateLimitExceeded", 1), (403, "userRateLimitExceeded", None),
+                                          (503, "backendError", None)])
+    started = time.monotonic()
+    driver.put(local(tmp_path, "a", b"eventually"), "t.txt", MTIME)
+    assert time.monotonic() - started >= 1.0
+    on_drive = drive_fake.state.children(root_folder(drive_fake, gdrive_target).id, "t.txt")
+    assert [f.content for f in on_drive] == [b"eventually"]
+
+
+def test_throttling_beyond_the_retry_budget_is_transient_with_retry_after(
+        drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver = GDriveDriver.connect(gdrive_target.url, {**gdrive_target.options, "max_retries": 0})
+    driver.makedirs("")
+    with drive_fake.state.lock:
+        drive_fake.state.throttle.append((429, "rateLimitExceeded", 7))
+    with pytest.raises(Exception) as info:
+        driver.put(local(tmp_path, "a", b"x"), "t.txt", MTIME)
+    err = driver.classify(info.value)
+    assert isinstance(err, TransientError) and err.retry_after == 7
+    driver.close()
+
+
+def test_revoked_refresh_token_is_fatal_without_leaking_secrets(
+        drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    token_file = Path(write_token_file(tmp_path, drive_fake))
+    token_file.write_text(token_file.read_text().replace("good-refresh-token", "revoked-token"))
+    driver = GDriveDriver.connect(gdrive_target.url, gdrive_target.options)
+    with pytest.raises(Exception) as info:
+        driver.list()
+    err = driver.classify(info.value)
+    assert isinstance(err, FatalError)
+    assert "revoked-token" not in str(err) and "csecret" not in str(err)
+    driver.close()
+
+
+def test_shared_drive(drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    drive_fake.state.add_shared_drive("shareddrive1")
+    driver = GDriveDriver.connect("gdrive://Team/Invoices", {**gdrive_target.options, "drive_id": "shareddrive1"})
+    driver.makedirs("2024")
+    driver.put(local(tmp_path, "a", b"shared"), "2024/a.pdf", MTIME)
+    assert driver.list()["2024/a.pdf"].hash == hashlib.md5(b"shared").hexdigest()
+    item = drive_fake.state.find("Team/Invoices/2024/a.pdf", "shareddrive1")
+    assert item is not None and item.driveId == "shareddrive1"
+    driver.close()
+
+
+def test_names_with_quotes_and_backslashes(driver: GDriveDriver, tmp_path: Path) -> None:
+    name = "it's a \\ test.txt"
+    driver.put(local(tmp_path, "a", b"q"), name, MTIME)
+    driver.put(local(tmp_path, "b", b"q2"), name, MTIME)
+    assert list(driver.list()) == [name]
+    assert driver.stat(name).size == 2
+
+
+def test_move_replaces_the_destination_and_keeps_the_id(driver: GDriveDriver, drive_fake: DriveFake,
+                                                         gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    moved = driver.put(local(tmp_path, "a", b"moving"), "in/a.txt", MTIME)
+    driver.put(local(tmp_path, "b", b"old dst"), "out/b.txt", MTIME)
+    driver.move("in/a.txt", "out/b.txt")
+    listed = driver.list()
+    assert set(listed) == {"out/b.txt"}
+    assert moved is not None and dict(listed["out/b.txt"].extra)["id"] == dict(moved.extra)["id"]
+    assert driver.remove_dir_if_empty("in") is True
+    assert driver.remove_dir_if_empty("out") is False

@@ -1,0 +1,310 @@
+"""The sftp driver against a real OpenSSH sshd on 127.0.0.1: bytes, host keys, auth, drops."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from mirror.driver import Driver
+from mirror.errors import ConfigError, FatalError, TransientError
+from mirror.backends.sftp import SFTPDriver
+from tests.servers.sshd import SshServer
+
+T = TypeVar("T")
+MTIME_NS = 1_600_000_000_123_456_789
+
+
+def open_driver(url: str, options: dict[str, Any]) -> Driver:
+    return SFTPDriver.connect(url, options)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "remote"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def driver(sshd: SshServer, root: Path) -> Iterator[Driver]:
+    d = open_driver(sshd.url(root), sshd.options())
+    yield d
+    d.close()
+
+
+def write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_put_lands_bytes_and_mtime_then_rename_replaces(driver: Driver, root: Path, tmp_path: Path) -> None:
+    driver.makedirs("a/b")
+    driver.put(write(tmp_path / "one", b"first"), "a/b/.f.mirror-tmp-1", MTIME_NS)
+    driver.move("a/b/.f.mirror-tmp-1", "a/b/f.pdf")
+    driver.put(write(tmp_path / "two", b"second version"), "a/b/.f.mirror-tmp-2", MTIME_NS)
+    driver.move("a/b/.f.mirror-tmp-2", "a/b/f.pdf")  # onto an existing file
+
+    assert (root / "a/b/f.pdf").read_bytes() == b"second version"
+    assert os.listdir(root / "a/b") == ["f.pdf"]
+    assert (root / "a/b/f.pdf").stat().st_mtime_ns == MTIME_NS // 10**9 * 10**9
+    entry = driver.stat("a/b/f.pdf")
+    assert entry is not None
+    assert (entry.size, entry.mtime_ns) == (14, MTIME_NS // 10**9 * 10**9)
+    assert driver.stat("a/b/missing") is None
+    assert driver.stat("a/b") is None  # a folder is not a file
+
+
+def test_list_walks_nested_folders_and_skips_folders(driver: Driver, root: Path) -> None:
+    (root / "x/y").mkdir(parents=True)
+    (root / "x/y/deep.txt").write_bytes(b"12345")
+    (root / "top.txt").write_bytes(b"")
+    (root / "empty").mkdir()
+    listing = driver.list()
+    assert sorted(listing) == ["top.txt", "x/y/deep.txt"]
+    assert listing["x/y/deep.txt"].size == 5
+
+
+def test_list_of_missing_root_is_empty(sshd: SshServer, root: Path) -> None:
+    d = open_driver(sshd.url(root / "not-yet"), sshd.options())
+    try:
+        assert d.list() == {}
+        d.makedirs("")
+        assert (root / "not-yet").is_dir()
+    finally:
+        d.close()
+
+
+def test_put_replaces_a_longer_file_completely(driver: Driver, root: Path, tmp_path: Path) -> None:
+    (root / "f").write_bytes(b"x" * 100_000)
+    driver.put(write(tmp_path / "small", b"short"), "f", MTIME_NS)
+    assert (root / "f").read_bytes() == b"short"
+
+
+def test_large_file_round_trips(driver: Driver, root: Path, tmp_path: Path) -> None:
+    data = os.urandom(5 * 1024 * 1024 + 17)
+    driver.put(write(tmp_path / "big", data), "big.bin", MTIME_NS)
+    assert (root / "big.bin").read_bytes() == data
+
+
+def test_delete_and_remove_empty_dirs(driver: Driver, root: Path) -> None:
+    (root / "d/e").mkdir(parents=True)
+    (root / "d/e/f").write_bytes(b"1")
+    assert driver.remove_dir_if_empty("d/e") is False
+    driver.delete("d/e/f")
+    assert not (root / "d/e/f").exists()
+    assert driver.remove_dir_if_empty("d/e") is True
+    assert driver.remove_dir_if_empty("d") is True
+    assert os.listdir(root) == []
+    with pytest.raises(FileNotFoundError):
+        driver.delete("gone")
+
+
+def test_makedirs_is_idempotent_and_concurrent(driver: Driver, root: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(driver.makedirs, ["p/q/r", "p/q/r", "p/q/s", "p", "p/q/r/t"] * 4))
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == ["p", "p/q", "p/q/r", "p/q/r/t", "p/q/s"]
+
+
+def test_many_threads_upload_without_mixing_files(driver: Driver, root: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [f"d{i % 5}/f{i}.txt" for i in range(200)]
+    for i in range(5):
+        driver.makedirs(f"d{i}")
+
+    def upload(name: str) -> None:
+        local = src / name.replace("/", "_")
+        local.write_bytes(name.encode() * 50)
+        driver.put(str(local), name, MTIME_NS)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(upload, names))
+    for name in names:
+        assert (root / name).read_bytes() == name.encode() * 50
+    assert len(driver.list()) == 200
+
+
+def test_home_relative_root(sshd: SshServer) -> None:
+    home = Path(os.path.expanduser(f"~{sshd.user}"))
+    folder = f"mirror-test-{os.getpid()}-{time.monotonic_ns()}"
+    d = open_driver(f"sftp://{sshd.user}@127.0.0.1:{sshd.port}/~/{folder}", sshd.options())
+    try:
+        assert d.root == f"{home}/{folder}"
+    finally:
+        d.close()
+
+
+# -- host keys ------------------------------------------------------------------------
+
+
+def test_unknown_host_key_is_refused_by_default(sshd: SshServer, root: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    with pytest.raises(ConfigError, match="not in .*known_hosts.*accept-new"):
+        open_driver(sshd.url(root), sshd.options(known_hosts=str(empty)))
+    assert not empty.exists()
+
+
+def test_accept_new_records_the_key_once_then_checks_it(sshd: SshServer, root: Path, tmp_path: Path) -> None:
+    known = tmp_path / "ssh" / "known_hosts"
+    d = open_driver(sshd.url(root), sshd.options(known_hosts=str(known), host_key_policy="accept-new"))
+    try:
+        # several connections opened at once must record the key once
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(lambda i: d.makedirs(f"k{i}"), range(12)))
+    finally:
+        d.close()
+    lines = known.read_text().splitlines()
+    assert lines == [f"[127.0.0.1]:{sshd.port} {sshd.host_key_line.rsplit(' ', 1)[0]}"]
+    # and now strict mode trusts the recorded key
+    d = open_driver(sshd.url(root), sshd.options(known_hosts=str(known)))
+    d.close()
+
+
+def other_host_key_line(tmp_path: Path, port: int) -> str:
+    from tests.servers.sshd import keygen
+
+    line = keygen(tmp_path / "impostor")
+    return f"[127.0.0.1]:{port} {line.rsplit(' ', 1)[0]}\n"
+
+
+@pytest.mark.parametrize("policy", ["strict", "accept-new"])
+def test_changed_host_key_is_fatal_and_nothing_is_written(
+    sshd: SshServer, root: Path, tmp_path: Path, policy: str
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(other_host_key_line(tmp_path, sshd.port))
+    before = known.read_text()
+    with pytest.raises(FatalError) as info:
+        open_driver(sshd.url(root / "dest"), sshd.options(known_hosts=str(known), host_key_policy=policy))
+    message = str(info.value)
+    assert "HOST KEY CHANGED" in message
+    assert "ssh-keygen -R" in message
+    assert not (root / "dest").exists()
+    assert known.read_text() == before  # never silently replaced
+
+
+def test_bad_policy_name_is_a_config_error(sshd: SshServer, root: Path) -> None:
+    with pytest.raises(ConfigError, match="host_key_policy"):
+        open_driver(sshd.url(root), sshd.options(host_key_policy="auto_add"))
+
+
+# -- authentication -------------------------------------------------------------------
+
+
+def password_options(sshd: SshServer, **extra: Any) -> dict[str, Any]:
+    options = sshd.options(**extra)
+    del options["key_filename"]
+    return options
+
+
+def test_wrong_password_is_a_config_error_without_the_password(sshd: SshServer, root: Path) -> None:
+    secret = "Tr0ub4dor&3-not-the-password"
+    with pytest.raises(ConfigError) as info:
+        open_driver(sshd.url(root), password_options(sshd, password=secret))
+    assert "authentication failed" in str(info.value)
+    assert secret not in str(info.value)
+    assert secret not in repr(info.value.__cause__) + repr(info.value.__context__)
+
+
+def test_password_file_must_be_private(sshd: SshServer, root: Path, tmp_path: Path) -> None:
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("s3cret-value\n")
+    secret_file.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        open_driver(sshd.url(root), password_options(sshd, password_file=str(secret_file)))
+    secret_file.chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        open_driver(sshd.url(root), password_options(sshd, password_file=str(secret_file)))
+    assert "s3cret-value" not in str(info.value)
+
+
+def test_password_in_url_and_unknown_options_are_refused(sshd: SshServer, root: Path) -> None:
+    with pytest.raises(ConfigError, match="password"):
+        open_driver(f"sftp://u:hunter2@127.0.0.1:{sshd.port}{root}", sshd.options())
+    with pytest.raises(ConfigError, match="unknown sftp option"):
+        open_driver(sshd.url(root), sshd.options(keyfile="x"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_driver(sshd.url(root), sshd.options(key_filename="/nonexistent/key"))
+
+
+def test_server_down_at_start_is_transient(tmp_path: Path) -> None:
+    server = SshServer(tmp_path / "down")  # never started
+    with pytest.raises(TransientError):
+        open_driver(server.url(tmp_path), server.options(timeout=3))
+
+
+# -- dropped connections --------------------------------------------------------------
+
+
+def with_retries(call: Callable[[], T], errors: list[BaseException], deadline: float) -> T:
+    """What the engine does with TransientError: back off and call again."""
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except TransientError as exc:
+            errors.append(exc)
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def test_server_restart_mid_copy_reconnects_and_converges(tmp_path: Path) -> None:
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    try:
+        root = tmp_path / "remote"
+        root.mkdir()
+        src = tmp_path / "src"
+        src.mkdir()
+        files = {f"f{i:03}.bin": os.urandom(20_000 + i) for i in range(300)}
+        for name, data in files.items():
+            (src / name).write_bytes(data)
+        d = open_driver(server.url(root), server.options(timeout=5))
+        errors: list[BaseException] = []
+        done = 0
+        lock = threading.Lock()
+        restarted = threading.Event()
+        deadline = time.monotonic() + 60
+
+        def copy(name: str) -> None:
+            nonlocal done
+            tmp = f".{name}.mirror-tmp-x"
+            with_retries(lambda: d.put(str(src / name), tmp, MTIME_NS), errors, deadline)
+            with_retries(lambda: d.move(tmp, name), errors, deadline)
+            with lock:
+                done += 1
+
+        def restart_when_busy() -> None:
+            while done < 60:
+                time.sleep(0.005)
+            server.stop()
+            time.sleep(0.5)
+            server.start()
+            restarted.set()
+
+        restarter = threading.Thread(target=restart_when_busy)
+        restarter.start()
+        try:
+            with ThreadPoolExecutor(6) as pool:
+                list(pool.map(copy, files))
+        finally:
+            restarter.join(timeout=30)
+            d.close()
+        assert restarted.is_set()
+        assert errors, "the restart went unnoticed: the test did not exercise a drop"
+        assert all("sftp" in str(e) for e in errors)
+        remaining = {p.name for p in root.iterdir() if not p.name.startswith(".")}
+        assert remaining == set(files)
+        for name, data in files.items():
+            assert (root / name).read_bytes() == data
+    finally:
+        server.stop()

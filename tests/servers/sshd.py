@@ -1,0 +1,171 @@
+"""OpenSSH ``sshd`` on 127.0.0.1 for the sftp backend: ``sshd`` fixture and ``sftp_target``.
+
+The server runs from the Debian package openssh-server with its own config, host key
+and authorized key in a temporary folder, on a free port; no system configuration is
+read or touched. As root, sshd insists on its privilege-separation folder /run/sshd
+(an empty runtime folder the package's service normally creates); it is created if
+missing. ``SshServer.stop`` ends the listener and every per-connection child it forked,
+which is what a server restart looks like to a client.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import TargetSpec
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+START_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def keygen(path: Path) -> str:
+    """Make an ed25519 key pair at ``path``; returns the public line."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True, timeout=30)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def _children(pid: int) -> list[int]:
+    """Every process whose parent chain leads to ``pid`` (sshd's per-connection children)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in parents.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+class SshServer:
+    """One sshd with its own keys; start/stop may be called repeatedly (same port)."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.user = getpass.getuser()
+        self.host_key = workdir / "host_key"
+        self.client_key = workdir / "client_key"
+        self.host_key_line = keygen(self.host_key)
+        (workdir / "authorized_keys").write_text(keygen(self.client_key) + "\n")
+        (workdir / "authorized_keys").chmod(0o600)
+        self.known_hosts = workdir / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {self.host_key_line.rsplit(' ', 1)[0]}\n")
+        self.log = workdir / "sshd.log"
+        self.config = workdir / "sshd_config"
+        self.config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.host_key}",
+                    "PidFile none",
+                    f"AuthorizedKeysFile {workdir / 'authorized_keys'}",
+                    # the temporary folder lives under world-writable /tmp
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PermitRootLogin yes",
+                    "PasswordAuthentication yes",
+                    "KbdInteractiveAuthentication no",
+                    "Subsystem sftp internal-sftp",
+                    # many parallel connections from one client must not be throttled
+                    "MaxStartups 200",
+                    "MaxSessions 200",
+                    "",
+                ]
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stderr=log)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    if s.recv(8).startswith(b"SSH-"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"sshd did not start on port {self.port}")
+
+    def stop(self) -> None:
+        """End sshd and all its connections, as a server restart or crash would."""
+        if self.proc is None:
+            return
+        children = _children(self.proc.pid)
+        self.proc.terminate()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def url(self, root: str | Path) -> str:
+        return f"sftp://{self.user}@127.0.0.1:{self.port}{root}"
+
+    def options(self, **extra: Any) -> dict[str, Any]:
+        """Key authentication with this server's key, and nothing from ~/.ssh or an agent."""
+        base: dict[str, Any] = {
+            "key_filename": str(self.client_key),
+            "known_hosts": str(self.known_hosts),
+            "allow_agent": False,
+            "look_for_keys": False,
+            "timeout": 10,
+        }
+        return {**base, **extra}
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    server = SshServer(tmp_path_factory.mktemp("sshd"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sftp_target(sshd: SshServer, tmp_path: Path) -> TargetSpec:
+    root = tmp_path / "sftp-root"
+    root.mkdir()
+    return TargetSpec("sftp", sshd.url(root), sshd.options())
