@@ -377,6 +377,10 @@ class TargetRunner:
             if work.skip and self.index is not None:
                 scope = (set(local) | set(self.index.entries())) - work.skip
             reports.append(self.pass_(local, listing=work.listing or self.needs_listing(), scope=scope))
+        if work.changes and self.index is not None:
+            # items that failed before get another chance with every batch (failures are few)
+            failed = [f.src for f in self.index.failures() if f.src not in work.changes]
+            work.changes.update(stat_paths(self.config.source, failed, self.filter))
         if work.changes:
             reports.append(
                 self.pass_(

@@ -106,6 +106,7 @@ class Executor:
             self.log.warning("not mirrored: %s: %s", refusal.src, refusal.reason)
         try:
             self._parallel(plan.cleanups, self._cleanup)
+            self._parallel(plan.early, self._remove)
             self._parallel(plan.moves, self._move)
             self._parallel(plan.transfers, self._transfer)
             transfer_failed = len(stats.failed) > len(plan.refusals)

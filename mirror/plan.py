@@ -17,6 +17,7 @@ from mirror.driver import Capabilities, RemoteEntry
 from mirror.errors import ItemError
 from mirror.index import IndexEntry
 from mirror.layout import Layout, date_of
+from mirror.paths import ancestors
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
 
@@ -132,9 +133,12 @@ class Plan:
     #: why deletions were withheld (they are then not in ``removals``)
     guard: str | None = None
     withheld: int = 0
+    #: removals that must happen before moves and puts: they free a name a new file or
+    #: folder needs (a folder replaced by a file of the same name, or the reverse)
+    early: tuple[Removal, ...] = ()
 
     def is_empty(self) -> bool:
-        return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals)
+        return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals or self.early)
 
 
 def refused_name(dst: str, caps: Capabilities) -> str | None:
@@ -176,14 +180,23 @@ def plan(
     desired = planner.place(paths)
     gone = [src for src in paths if src not in local and src in index]
     moves, transfers = planner.assign(desired, gone)
+    moves, transfers = planner.refuse_file_folder_clashes(moves, transfers)
     moves = planner.order_moves(moves, transfers)
     removals = planner.removals(transfers, moves, gone)
     guard, removals, withheld = _guard(removals, len(index), settings.max_delete, source_empty)
+    early, removals = planner.split_early(removals, moves, transfers)
     cleanups: tuple[Cleanup, ...] = ()
     if remote is not None:
         cleanups = tuple(Cleanup(p) for p in sorted(remote) if TEMP_RE.match(p.rpartition("/")[2]))
     return Plan(
-        cleanups, tuple(moves), tuple(transfers), tuple(removals), tuple(planner.refusals), guard, withheld
+        cleanups,
+        tuple(moves),
+        tuple(transfers),
+        tuple(removals),
+        tuple(planner.refusals),
+        guard,
+        withheld,
+        tuple(early),
     )
 
 
@@ -206,6 +219,8 @@ class _Planner:
         self.refusals: list[Refuse] = []
         #: target path (as compared on this target) -> the source path that gets it
         self.claimed: dict[str, str] = {}
+        #: target paths whose current file leaves in this plan
+        self.vacated: set[str] = set()
 
     def place(self, paths: list[str]) -> dict[str, tuple[str, dt.date]]:
         """Target path and date of every existing source path the target accepts."""
@@ -239,6 +254,7 @@ class _Planner:
         # paths whose current occupant leaves in this plan (deleted, renamed, re-laid-out)
         vacated = {key(index[src].dst) for src in gone}
         vacated |= {key(index[s].dst) for s in desired if s in index and index[s].dst != desired[s][0]}
+        self.vacated = vacated
         owner = {key(e.dst): e.src for e in index.values()}
         moves: list[Move] = []
         transfers: list[Put | Adopt] = []
@@ -257,6 +273,47 @@ class _Planner:
             elif action is not None:
                 transfers.append(action)
         return moves, transfers
+
+    def refuse_file_folder_clashes(
+        self, moves: list[Move], transfers: list[Put | Adopt]
+    ) -> tuple[list[Move], list[Put | Adopt]]:
+        """A name cannot be a file and a folder at once: refuse the newcomer.
+
+        After the plan the target holds the claimed paths plus the index's paths that no
+        one vacates; a new path clashing with one of those (as file vs. folder) is refused.
+        """
+        key = self.key
+        established = {key(e.dst) for e in self.index.values()}
+        new = {key(a.dst) for a in [*moves, *transfers]} - established
+        if not new:
+            return moves, transfers
+        files = set(self.claimed) | (established - self.vacated)
+        folders = {a for f in files for a in ancestors(f)}
+
+        def clashes(action: Move | Put | Adopt) -> bool:
+            k = key(action.dst)
+            return k in new and (k in folders or any(a in files for a in ancestors(k)))
+
+        for action in [*moves, *transfers]:
+            if clashes(action):
+                why = f"{action.dst!r} clashes with a file or folder of the same name on the target"
+                self.refusals.append(Refuse(action.src, action.dst, why))
+        return [m for m in moves if not clashes(m)], [t for t in transfers if not clashes(t)]
+
+    def split_early(
+        self, removals: list[Removal], moves: list[Move], transfers: list[Put | Adopt]
+    ) -> tuple[list[Removal], list[Removal]]:
+        """Removals of paths that a new file needs as a folder, or the reverse, go first."""
+        new = [self.key(a.dst) for a in [*moves, *transfers]]
+        new_folders = {a for k in new for a in ancestors(k)}
+        new_set = set(new)
+        early, late = [], []
+        for removal in removals:
+            dst = getattr(removal, "dst", None)
+            k = self.key(dst) if dst else None
+            blocks = k is not None and (k in new_folders or any(a in new_set for a in ancestors(k)))
+            (early if blocks else late).append(removal)
+        return early, late
 
     def order_moves(self, moves: list[Move], transfers: list[Put | Adopt]) -> list[Move]:
         """Moves run before puts; one that would land on a path another move still has to

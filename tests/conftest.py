@@ -4,4 +4,8 @@ pytest_plugins = [
     "tests.servers.local",
     "tests.servers.dropbox",
     "tests.servers.sshd",
+    "tests.servers.webdav",
+    "tests.servers.s3",
+    "tests.servers.gdrive",
+    "tests.servers.onedrive",
 ]

@@ -5,4 +5,9 @@ tests/conftest.py."""
 BACKENDS = [
     "memory",
     "file",
+    "gdrive",
+    "onedrive",
+    "sftp",
+    "webdav",
+    "s3",
 ]

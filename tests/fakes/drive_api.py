@@ -321,6 +321,11 @@ class DriveHandler(JSONHandler):
     def token(self, body: bytes) -> None:
         form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
         grant = form.get("grant_type")
+        if grant == "authorization_code" and form.get("code") == "good-code":
+            self.send(200, {"access_token": "valid-token", "expires_in": 3599, "token_type": "Bearer",
+                            "refresh_token": "good-refresh-token",
+                            "scope": "https://www.googleapis.com/auth/drive"})
+            return
         ok = (grant == "refresh_token" and form.get("refresh_token") in self.state.refresh_tokens) or (
             grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" and form.get("assertion"))
         if not ok:
@@ -374,14 +379,14 @@ class DriveHandler(JSONHandler):
 
     def list_files(self, q: dict[str, str]) -> dict[str, Any]:
         st = self.state
-        if q.get("corpora") == "drive" or q.get("driveId"):
-            if q.get("supportsAllDrives") != "true" or q.get("includeItemsFromAllDrives") != "true":
-                raise ApiError(403, "teamDrivesParameterRequired",
+        if (q.get("corpora") == "drive" or q.get("driveId")) and (
+                q.get("supportsAllDrives") != "true" or q.get("includeItemsFromAllDrives") != "true"):
+            raise ApiError(403, "teamDrivesParameterRequired",
                                "includeItemsFromAllDrives and supportsAllDrives must be set")
         pred = compile_query(q["q"]) if q.get("q") else (lambda f, s: True)
         matches = sorted((f for f in st.files.values() if f.id != st.root_id and pred(f, st)),
                          key=lambda f: f.id)
-        if not q.get("includeItemsFromAllDrives") == "true":
+        if q.get("includeItemsFromAllDrives") != "true":
             matches = [f for f in matches if f.driveId is None]
         size = min(int(q.get("pageSize") or 100), 1000)
         start = int(q.get("pageToken") or 0)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import stat
 import threading
 import time
 from pathlib import Path
 
 import pytest
-
 from mirror.backends.gdrive import GDriveDriver
+
 from mirror.errors import FatalError, TransientError
 from tests.fakes.drive_api import FOLDER, DriveFile
 from tests.servers.gdrive import DriveFake, write_token_file
@@ -207,3 +209,90 @@ def test_move_replaces_the_destination_and_keeps_the_id(driver: GDriveDriver, dr
     assert moved is not None and dict(listed["out/b.txt"].extra)["id"] == dict(moved.extra)["id"]
     assert driver.remove_dir_if_empty("in") is True
     assert driver.remove_dir_if_empty("out") is False
+
+
+def test_auth_command_paste_flow_writes_a_private_token_the_driver_uses(
+        drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+    from mirror.backends.gdrive_auth import command
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", drive_fake.ca_file)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    secrets = tmp_path / "client_secret.json"
+    secrets.write_text(json.dumps({"installed": {
+        "client_id": "cid.apps.googleusercontent.com", "client_secret": "csecret",
+        "auth_uri": f"{drive_fake.url}/auth", "token_uri": f"{drive_fake.url}/token",
+        "redirect_uris": ["http://localhost"]}}))
+    token_file = tmp_path / "conf" / "gdrive-token.json"
+    result = CliRunner().invoke(command, ["--client-secrets", str(secrets), "--token-file", str(token_file),
+                                          "--no-browser"],
+                                input="good-code\n")
+    assert result.exit_code == 0, result.output
+    assert f"{drive_fake.url}/auth?" in result.output
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert json.loads(token_file.read_text())["refresh_token"] == "good-refresh-token"
+    driver = GDriveDriver.connect("gdrive://authed", {"token_file": str(token_file),
+                                                      "token_uri": f"{drive_fake.url}/token",
+                                                      "api_endpoint": f"{drive_fake.url}/drive/v3/",
+                                                      "ca_certs": drive_fake.ca_file})
+    assert driver.list() == {}
+    driver.close()
+
+
+def test_paste_flow_accepts_the_redirected_address_and_checks_its_state(
+        drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from mirror.backends.gdrive_auth import login_paste
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", drive_fake.ca_file)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    secrets = tmp_path / "client_secret.json"
+    secrets.write_text(json.dumps({"installed": {
+        "client_id": "cid", "client_secret": "csecret", "auth_uri": f"{drive_fake.url}/auth",
+        "token_uri": f"{drive_fake.url}/token", "redirect_uris": ["http://localhost"]}}))
+
+    def redirect(state: str) -> str:
+        return f"http://127.0.0.1:1/?state={state}&code=good-code&scope=https://www.googleapis.com/auth/drive"
+
+    with pytest.raises(Exception, match="state"):
+        login_paste(str(secrets), str(tmp_path / "bad.json"), lambda url: redirect("forged"))
+    assert not (tmp_path / "bad.json").exists()
+    login_paste(str(secrets), str(tmp_path / "ok.json"),
+                lambda url: redirect(parse_qs(urlsplit(url).query)["state"][0]))
+    assert json.loads((tmp_path / "ok.json").read_text())["refresh_token"] == "good-refresh-token"
+
+
+def toml_value(value: object) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def test_end_to_end_mirror_run_once_then_verify(gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "export"
+    (source / "2024").mkdir(parents=True)
+    (source / "2024" / "invoice 1.pdf").write_bytes(b"%PDF one")
+    (source / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024 + 3))
+    options = ", ".join(f"{k} = {toml_value(v)}" for k, v in gdrive_target.options.items())
+    config = tmp_path / "mirror.toml"
+    config.write_text(f'source = "{source}"\n\n[targets.cloud]\nurl = "{gdrive_target.url}"\n'
+                      f"options = {{ {options} }}\n")
+
+    def mirror(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mirror.cli", *args, "-c", str(config), "--state-dir",
+                               str(tmp_path / "state")], capture_output=True, text=True, timeout=90)
+
+    first = mirror("run", "--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (source / "2024" / "invoice 1.pdf").write_bytes(b"%PDF two, changed")
+    second = mirror("run", "--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    check = mirror("verify")
+    assert check.returncode == 0, check.stdout + check.stderr
+    driver = GDriveDriver.connect(gdrive_target.url, gdrive_target.options)
+    listed = driver.list()
+    driver.close()
+    assert set(listed) == {"2024/invoice 1.pdf", "big.bin"}
+    assert listed["2024/invoice 1.pdf"].size == len(b"%PDF two, changed")

@@ -43,6 +43,13 @@ class DropboxServer:
     ca_bundle: str
     token: str
 
+    def driver(self, url: str = "dropbox://Mirror", **options: Any) -> Any:
+        """A DropboxDriver logged in to this fake (fast retries unless told otherwise)."""
+        from mirror.registry import connect, resolve
+
+        options = {"token": self.token, "retry_backoff": 0.01, **options}
+        return connect(resolve(url, options, {}))
+
     @property
     def env(self) -> dict[str, str]:
         return {

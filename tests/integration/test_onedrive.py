@@ -1,0 +1,276 @@
+"""OneDriveDriver (httpx + msal) against the local Graph fake, and its quickXorHash."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mirror.backends.onedrive import CHUNK_UNIT, OneDriveDriver, quickxor_hash
+from mirror.backends.onedrive_auth import command as auth_command
+
+from mirror.driver import MemoryState
+from mirror.errors import FatalError, ItemError, TransientError
+from tests.fakes.graph_api import quickxor_reference
+from tests.servers.onedrive import GraphFake
+from tests.support import TargetSpec
+
+MTIME = 1_700_000_000_000_000_000
+# (size, base64 data, quickXorHash) published with Microsoft's reference implementation
+VECTORS = [
+    (0, "", "AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+    (1, "Sg==", "SgAAAAAAAAAAAAAAAQAAAAAAAAA="),
+    (16, "2fuxhBJXtpWFe8dOfdGeHw==", "O9tHLAghgSvYohKFyMMxnNCHaHg="),
+    (17, "XBV6YKU9V7yMakZnFIxIkuU=", "HbplHsBQih5cgReMQYMRzkABRiA="),
+    (20, "T6LYJIfDh81JrAK309H2JMJTXis=", "zBTHrspn3mEcohlJdIUAbjGNaNg="),
+]
+
+
+@pytest.fixture
+def driver(onedrive_target: TargetSpec) -> OneDriveDriver:
+    d = OneDriveDriver.connect(onedrive_target.url, onedrive_target.options)
+    assert isinstance(d, OneDriveDriver)
+    yield d
+    d.close()
+
+
+def local(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def root_path(spec: TargetSpec) -> str:
+    return spec.url.removeprefix("onedrive://")
+
+
+@pytest.mark.parametrize(("size", "data", "expected"), VECTORS)
+def test_quickxor_matches_published_vectors(tmp_path: Path, size: int, data: str, expected: str) -> None:
+    raw = base64.b64decode(data)
+    assert len(raw) == size
+    assert quickxor_hash(local(tmp_path, "v", raw)) == expected == quickxor_reference(raw)
+
+
+def test_quickxor_agrees_with_the_reference_across_block_edges(tmp_path: Path) -> None:
+    rnd = random.Random(5)
+    for size in (159, 160, 161, 4999, 160 * 32768 - 1, 160 * 32768 + 7):
+        data = rnd.randbytes(size)
+        assert quickxor_hash(local(tmp_path, "r", data)) == quickxor_reference(data), size
+
+
+def test_twenty_mib_file_goes_up_through_an_upload_session(driver: OneDriveDriver, graph_fake: GraphFake,
+                                                           onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    data = os.urandom(20 * 1024 * 1024 + 4321)
+    src = local(tmp_path, "big.bin", data)
+    driver.makedirs("scans")
+    entry = driver.put(src, "scans/big.bin", MTIME)
+    item = graph_fake.state.find(f"{root_path(onedrive_target)}/scans/big.bin")
+    assert item is not None and item.content == data
+    assert entry is not None and entry.hash == driver.local_hash(src) and entry.size == len(data)
+    assert entry.mtime_ns == MTIME
+    chunks = [r for r in graph_fake.state.requests if r[0] == "PUT" and r[1].startswith("/upload/")]
+    assert len(chunks) == -(-len(data) // driver.chunk_size) and driver.chunk_size % CHUNK_UNIT == 0
+    assert not any(has_auth for _, _, has_auth in chunks)
+
+
+def test_upload_session_resumes_after_a_broken_chunk_and_after_a_restart(
+        graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    opts = {**onedrive_target.options, "chunk_size": CHUNK_UNIT * 4, "max_retries": 0}
+    data = os.urandom(CHUNK_UNIT * 4 * 5 + 99)
+    src = local(tmp_path, "big", data)
+    state = MemoryState()
+    first = OneDriveDriver.connect(onedrive_target.url, opts)
+    first.state = state
+    first.makedirs("")
+    # the third chunk hits a 503 and the driver gives up (max_retries 0): the session stays
+    calls = {"n": 0}
+    original = first.http.put
+
+    def flaky_put(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            with graph_fake.state.lock:
+                graph_fake.state.throttle.append((503, None))
+        return original(*args, **kwargs)
+
+    first.http.put = flaky_put  # type: ignore[method-assign]
+    with pytest.raises(Exception) as info:
+        first.put(src, "big.bin", MTIME)
+    assert isinstance(first.classify(info.value), TransientError)
+    first.close()
+    second = OneDriveDriver.connect(onedrive_target.url, opts)
+    second.state = state
+    graph_fake.state.requests.clear()
+    second.put(src, "big.bin", MTIME)
+    item = graph_fake.state.find(f"{root_path(onedrive_target)}/big.bin")
+    assert item is not None and item.content == data
+    sent = [r for r in graph_fake.state.requests if r[0] == "PUT" and r[1].startswith("/upload/")]
+    assert len(sent) == 4  # chunks 3..6 only: the first two were not sent again
+    assert not any(r[1].endswith("/createUploadSession") for r in graph_fake.state.requests)
+    second.close()
+
+
+def test_throttling_converges_and_honours_retry_after(driver: OneDriveDriver, graph_fake: GraphFake,
+                                                      onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver.makedirs("")
+    with graph_fake.state.lock:
+        graph_fake.state.throttle.extend([(429, 1), (503, None), (429, None)])
+    started = time.monotonic()
+    driver.put(local(tmp_path, "a", b"after the storm"), "t.txt", MTIME)
+    assert time.monotonic() - started >= 1.0
+    item = graph_fake.state.find(f"{root_path(onedrive_target)}/t.txt")
+    assert item is not None and item.content == b"after the storm"
+
+
+def test_throttling_beyond_the_budget_is_transient_with_retry_after(
+        graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver = OneDriveDriver.connect(onedrive_target.url, {**onedrive_target.options, "max_retries": 0})
+    with graph_fake.state.lock:
+        graph_fake.state.throttle.append((429, 17))
+    with pytest.raises(Exception) as info:
+        driver.list()
+    err = driver.classify(info.value)
+    assert isinstance(err, TransientError) and err.retry_after == 17
+    driver.close()
+
+
+def test_case_insensitive_replace_keeps_one_item(driver: OneDriveDriver, graph_fake: GraphFake,
+                                                 onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver.makedirs("Docs")
+    driver.put(local(tmp_path, "a", b"one"), "Docs/Report.PDF", MTIME)
+    driver.put(local(tmp_path, "b", b"two"), "docs/report.pdf", MTIME)
+    folder = graph_fake.state.find(f"{root_path(onedrive_target)}/Docs")
+    assert folder is not None
+    kids = graph_fake.state.children(folder)
+    assert [(k.name, k.content) for k in kids] == [("Report.PDF", b"two")]
+    assert list(driver.list()) == ["Docs/Report.PDF"]
+
+
+@pytest.mark.parametrize("name", ['a"b.txt', "what?.txt", "CON", "desktop.ini", "x_vti_y", " lead.txt",
+                                  "trail.txt ", ".lock", "a:b", "LPT1", "~$lock.docx"])
+def test_refused_names_are_item_errors_with_the_reason(driver: OneDriveDriver, tmp_path: Path,
+                                                       name: str) -> None:
+    src = local(tmp_path, "a", b"x")
+    with pytest.raises(ItemError, match="OneDrive"):
+        driver.put(src, f"ok/{name}", MTIME)
+
+
+def test_too_long_path_is_an_item_error(driver: OneDriveDriver, tmp_path: Path) -> None:
+    with pytest.raises(ItemError, match="400"):
+        driver.put(local(tmp_path, "a", b"x"), "/".join(["d" * 99] * 4) + "/f.txt", MTIME)
+
+
+def test_server_refusal_is_classified_as_item_error(driver: OneDriveDriver, tmp_path: Path) -> None:
+    # a name the local check lets through reaches the server, which refuses it with a 400
+    driver.check = lambda rel: None  # type: ignore[method-assign]
+    with pytest.raises(Exception) as info:
+        driver.makedirs("bad|name")
+    assert isinstance(driver.classify(info.value), ItemError)
+
+
+def test_special_characters_are_encoded(driver: OneDriveDriver, tmp_path: Path) -> None:
+    names = ["a #1.txt", "100%20 done.txt", "ünïcode €.txt", "semi;colon&amp.txt"]
+    driver.makedirs("sub dir")
+    for i, name in enumerate(names):
+        driver.put(local(tmp_path, f"f{i}", name.encode()), f"sub dir/{name}", MTIME)
+    listed = driver.list()
+    assert sorted(listed) == sorted(f"sub dir/{n}" for n in names)
+    assert driver.stat("sub dir/100%20 done.txt").size == len(b"100%20 done.txt")
+
+
+def test_move_delete_and_case_only_rename(driver: OneDriveDriver, graph_fake: GraphFake,
+                                          onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver.makedirs("in")
+    driver.makedirs("out")
+    driver.put(local(tmp_path, "a", b"moving"), "in/a.txt", MTIME)
+    driver.put(local(tmp_path, "b", b"old"), "out/b.txt", MTIME)
+    driver.move("in/a.txt", "out/b.txt")
+    assert {k: v.size for k, v in driver.list().items()} == {"out/b.txt": 6}
+    driver.move("out/b.txt", "out/B.txt")
+    assert list(driver.list()) == ["out/B.txt"]
+    driver.delete("out/B.txt")
+    assert driver.list() == {}
+    assert any(i.name == "B.txt" for i in graph_fake.state.recycle_bin)
+    assert driver.remove_dir_if_empty("in") is True
+    driver.put(local(tmp_path, "c", b"c"), "out/c.txt", MTIME)
+    assert driver.remove_dir_if_empty("out") is False
+
+
+def test_listing_pages_through_nextlink(driver: OneDriveDriver, tmp_path: Path) -> None:
+    src = local(tmp_path, "a", b"p")
+    driver.makedirs("many")
+    for i in range(230):
+        driver.put(src, f"many/{i:03d}.txt", MTIME)
+    assert len(driver.list()) == 230
+
+
+def test_revoked_login_is_fatal(graph_fake: GraphFake, onedrive_target: TargetSpec) -> None:
+    token_file = Path(str(onedrive_target.options["token_file"]))
+    saved = json.loads(token_file.read_text())
+    cache = json.loads(saved["cache"])
+    cache["AccessToken"] = {}
+    for rt in cache["RefreshToken"].values():
+        rt["secret"] = "revoked"
+    saved["cache"] = json.dumps(cache)
+    token_file.write_text(json.dumps(saved))
+    driver = OneDriveDriver.connect(onedrive_target.url, onedrive_target.options)
+    with pytest.raises(FatalError, match="mirror auth onedrive"):
+        driver.list()
+    driver.close()
+
+
+def test_auth_command_device_code_login_writes_a_private_token_file(graph_fake: GraphFake,
+                                                                     tmp_path: Path) -> None:
+    token_file = tmp_path / "cfg" / "od.json"
+    result = CliRunner().invoke(auth_command, [
+        "--client-id", graph_fake.state.client_id, "--token-file", str(token_file),
+        "--authority-url", graph_fake.url, "--ca-certs", graph_fake.ca_file])
+    assert result.exit_code == 0, result.output
+    assert "ABCD-EFGH" in result.output and "user@example.com" in result.output
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert "refresh-" not in result.output
+    driver = OneDriveDriver.connect("onedrive://fresh", {
+        "token_file": str(token_file), "graph_url": f"{graph_fake.url}/v1.0", "ca_certs": graph_fake.ca_file})
+    assert driver.list() == {}
+    driver.close()
+
+
+def toml_value(value: object) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def test_end_to_end_mirror_run_once_then_verify(onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "export"
+    (source / "2024").mkdir(parents=True)
+    (source / "2024" / "invoice 1.pdf").write_bytes(b"%PDF one")
+    (source / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024 + 3))
+    options = ", ".join(f"{k} = {toml_value(v)}" for k, v in onedrive_target.options.items())
+    config = tmp_path / "mirror.toml"
+    config.write_text(f'source = "{source}"\n\n[targets.cloud]\nurl = "{onedrive_target.url}"\n'
+                      f"options = {{ {options} }}\n")
+
+    def mirror(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mirror.cli", *args, "-c", str(config), "--state-dir",
+                               str(tmp_path / "state")], capture_output=True, text=True, timeout=90)
+
+    first = mirror("run", "--once")
+    assert first.returncode == 0, first.stdout + first.stderr
+    (source / "2024" / "invoice 1.pdf").write_bytes(b"%PDF two, changed")
+    second = mirror("run", "--once")
+    assert second.returncode == 0, second.stdout + second.stderr
+    check = mirror("verify")
+    assert check.returncode == 0, check.stdout + check.stderr
+    driver = OneDriveDriver.connect(onedrive_target.url, onedrive_target.options)
+    listed = driver.list()
+    driver.close()
+    assert set(listed) == {"2024/invoice 1.pdf", "big.bin"}
+    assert listed["2024/invoice 1.pdf"].size == len(b"%PDF two, changed")

@@ -1,0 +1,116 @@
+"""The webdav driver against a real WebDAV server (wsgidav) on 127.0.0.1, and a config-only preset."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mirror.backends.webdav import WebdavDriver
+from mirror.driver import Driver
+from mirror.errors import ConfigError, FatalError, TransientError
+from mirror.registry import Preset
+from tests.servers.webdav import PASSWORD, USER, WebdavServer
+
+
+@pytest.fixture
+def sub(webdav_server: WebdavServer, request: pytest.FixtureRequest) -> str:
+    return f"t-{request.node.name.replace('[', '-').strip(']')}"
+
+
+@pytest.fixture
+def driver(webdav_server: WebdavServer, sub: str) -> Iterator[Driver]:
+    d = WebdavDriver.connect(webdav_server.url(sub), webdav_server.options())
+    yield d
+    d.close()
+
+
+def test_temp_upload_then_move_replaces_and_lists(
+    driver: Driver, webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    on_disk = webdav_server.folder / sub
+    driver.makedirs("a/b")
+    for n, data in enumerate([b"first", b"second, longer"]):
+        local = tmp_path / f"v{n}"
+        local.write_bytes(data)
+        driver.put(str(local), f"a/b/.f.pdf.mirror-tmp-{n}", 1_600_000_000 * 10**9)
+        driver.move(f"a/b/.f.pdf.mirror-tmp-{n}", "a/b/f.pdf")
+    assert (on_disk / "a/b/f.pdf").read_bytes() == b"second, longer"
+    assert os.listdir(on_disk / "a/b") == ["f.pdf"]
+    listing = driver.list()
+    assert list(listing) == ["a/b/f.pdf"]
+    assert listing["a/b/f.pdf"].size == 14
+    entry = driver.stat("a/b/f.pdf")
+    assert entry is not None and entry.size == 14
+    assert driver.stat("a/b/none") is None
+
+
+def test_names_with_spaces_hash_and_percent_land_verbatim(
+    driver: Driver, webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    local = tmp_path / "x"
+    local.write_bytes(b"x")
+    driver.makedirs("Rechnung 2024")
+    for name in ["Rechnung 2024/Nr #1.pdf", "Rechnung 2024/50% off.pdf", "Rechnung 2024/ä ö.pdf"]:
+        driver.put(str(local), name, 0)
+    assert sorted(os.listdir(webdav_server.folder / sub / "Rechnung 2024")) == [
+        "50% off.pdf",
+        "Nr #1.pdf",
+        "ä ö.pdf",
+    ]
+    assert sorted(driver.list()) == ["Rechnung 2024/50% off.pdf", "Rechnung 2024/Nr #1.pdf", "Rechnung 2024/ä ö.pdf"]
+
+
+def test_delete_and_remove_empty_folders(driver: Driver, webdav_server: WebdavServer, sub: str, tmp_path: Path) -> None:
+    local = tmp_path / "x"
+    local.write_bytes(b"x")
+    driver.makedirs("d/e")
+    driver.put(str(local), "d/e/f", 0)
+    assert driver.remove_dir_if_empty("d/e") is False
+    driver.delete("d/e/f")
+    assert driver.remove_dir_if_empty("d/e") is True
+    assert not (webdav_server.folder / sub / "d/e").exists()
+    with pytest.raises(FileNotFoundError):
+        driver.delete("d/gone")
+
+
+def test_wrong_password_is_a_config_error_without_the_password(webdav_server: WebdavServer) -> None:
+    with pytest.raises(ConfigError, match="401") as info:
+        WebdavDriver.connect(webdav_server.url("x"), webdav_server.options(password="wrong-pw-4242"))
+    assert "wrong-pw-4242" not in str(info.value)
+
+
+def test_unreachable_server_is_transient() -> None:
+    from tests.servers.sshd import free_port
+
+    with pytest.raises(TransientError):
+        WebdavDriver.connect(f"webdav://127.0.0.1:{free_port()}/x", {"timeout": 3})
+
+
+def test_classify_maps_quota_and_auth_to_fatal(driver: Driver) -> None:
+    from webdav4.client import InsufficientStorage
+
+    assert isinstance(driver.classify(InsufficientStorage("/x")), FatalError)
+
+
+def test_preset_with_base_url_is_config_only(webdav_server: WebdavServer, tmp_path: Path) -> None:
+    """A [backends.nextcloud] preset (as in examples/nextcloud.toml) works without code."""
+    from mirror.registry import connect, resolve
+
+    (webdav_server.folder / "remote.php/dav/files/alice").mkdir(parents=True, exist_ok=True)
+    preset = Preset(
+        "nextcloud",
+        "webdav",
+        {"base_url": f"{webdav_server.base}/remote.php/dav/files/alice", "username": USER, "password": PASSWORD},
+    )
+    driver = connect(resolve("nextcloud://Invoices", {}, {"nextcloud": preset}))
+    assert isinstance(driver, WebdavDriver)
+    local = tmp_path / "inv.pdf"
+    local.write_bytes(b"%PDF")
+    driver.makedirs("")
+    driver.makedirs("2024")
+    driver.put(str(local), "2024/inv.pdf", 0)
+    assert (webdav_server.folder / "remote.php/dav/files/alice/Invoices/2024/inv.pdf").read_bytes() == b"%PDF"
+    assert list(driver.list()) == ["2024/inv.pdf"]

@@ -1,0 +1,72 @@
+"""Layouts: every accepted template maps every source path inside the target root."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mirror.errors import ItemError
+from mirror.layout import FIELDS, NAMED, Layout
+from mirror.paths import check_relative
+
+NAME_CHARS = st.characters(
+    codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",)
+)
+names = st.text(NAME_CHARS, min_size=1, max_size=12).filter(lambda n: n not in (".", ".."))
+rel_paths = st.lists(names, min_size=1, max_size=4).map("/".join)
+dates = st.dates(min_value=dt.date(1980, 1, 1), max_value=dt.date(2100, 12, 31))
+literal = st.text(st.sampled_from("ab-_/. x"), max_size=4)
+templates = st.lists(
+    st.one_of(literal, st.sampled_from([f"{{{f}}}" for f in FIELDS])), min_size=1, max_size=6
+).map("".join)
+
+
+@given(rel_paths, dates, st.sampled_from(sorted(NAMED)))
+def test_named_layouts_keep_the_name_and_stay_inside(rel: str, date: dt.date, name: str) -> None:
+    out = Layout.parse(name).target_path(rel, date)
+    assert check_relative(out) == out
+    assert out.rpartition("/")[2] == rel.rpartition("/")[2]
+
+
+@given(rel_paths, dates)
+def test_tree_is_identity_and_by_month_prefixes_the_date(rel: str, date: dt.date) -> None:
+    assert Layout.parse("tree").target_path(rel, date) == rel
+    assert Layout.parse("by-month").target_path(rel, date) == f"{date.year:04d}/{date.month:02d}/{rel}"
+
+
+@given(templates, rel_paths, dates)
+def test_any_accepted_template_never_escapes(template: str, rel: str, date: dt.date) -> None:
+    try:
+        layout = Layout.parse(template)
+    except ValueError:
+        return
+    try:
+        out = layout.target_path(rel, date)
+    except ItemError:
+        return
+    assert out and not out.startswith("/")
+    assert all(part not in ("", ".", "..") for part in out.split("/"))
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["../{path}", "/{path}", "{year}/../{name}", "{year}", "{nope}/{name}", "{name:>10}", "{path!r}", "{"],
+)
+def test_bad_templates_are_refused_with_a_reason(template: str) -> None:
+    with pytest.raises(ValueError, match="layout|field|template"):
+        Layout.parse(template)
+
+
+def test_template_fields() -> None:
+    layout = Layout.parse("{year}/{month}/{day}/{parent}/{stem}-copy{suffix}")
+    assert layout.target_path("a/b/Invoice 7.pdf", dt.date(2026, 2, 3)) == "2026/02/03/a/b/Invoice 7-copy.pdf"
+    assert layout.target_path("top.txt", dt.date(2026, 2, 3)) == "2026/02/03/top-copy.txt"
+
+
+def test_a_name_that_would_become_dot_dot_is_an_item_error() -> None:
+    layout = Layout.parse("{stem}")
+    with pytest.raises(ItemError):
+        layout.target_path("dir/...", dt.date(2026, 1, 1))

@@ -1,0 +1,304 @@
+"""The planner, property-tested: plans applied by the real executor to a memory target
+reproduce the source under the layout, planning again yields nothing, nothing outside
+the target root is touched, and the deletion guard holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backends.memory import MemoryDriver
+from mirror.driver import Capabilities
+from mirror.execute import Executor
+from mirror.filters import Filter
+from mirror.index import Index, IndexEntry
+from mirror.layout import Layout, date_of
+from mirror.plan import Delete, Forget, Move, PlanSettings, Put, Refuse, plan
+from mirror.policy import DeletePolicy
+from mirror.scan import LocalEntry, scan
+
+NAME_CHARS = st.sampled_from(list("abcXYZ019 _-.#%[]*?é中") + ["\u0301"])
+names = st.text(NAME_CHARS, min_size=1, max_size=8).filter(lambda n: n not in (".", "..") and n.strip("."))
+paths = st.lists(names, min_size=1, max_size=3).map("/".join)
+layouts = st.sampled_from(["tree", "flat", "by-year", "by-month", "{year}/{stem}{suffix}", "x/{parent}/{name}"])
+
+
+def _prefix_free(rels: list[str]) -> list[str]:
+    """Drop paths that are a folder of another path (a name cannot be both)."""
+    chosen: list[str] = []
+    for rel in rels:
+        parts = rel.split("/")
+        prefixes = {"/".join(parts[:i]) for i in range(1, len(parts))}
+        if rel in chosen or prefixes & set(chosen) or any(c.startswith(rel + "/") for c in chosen):
+            continue
+        chosen.append(rel)
+    return chosen
+
+
+trees = st.lists(st.tuples(paths, st.binary(max_size=40)), max_size=12).map(
+    lambda items: dict((p, data) for p, data in items if p in _prefix_free([q for q, _ in items]))
+)
+
+
+class Rig:
+    """A real source folder, a memory target, an index and an executor."""
+
+    def __init__(self, base: Path, caps: Capabilities | None = None) -> None:
+        self.source = base / "src"
+        self.source.mkdir()
+        self.root = f"/rig-{uuid.uuid4().hex}"
+        self.driver = MemoryDriver(fsspec.filesystem("memory"), self.root, caps)
+        self.index = Index(base / "index.sqlite")
+        self.executor = Executor(self.driver, self.index, self.source, 3, threading.Event())
+
+    def write(self, tree: dict[str, bytes]) -> None:
+        for rel, data in tree.items():
+            path = self.source / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+    def local(self) -> dict[str, LocalEntry]:
+        return scan(self.source, Filter()).entries
+
+    def settings(self, layout: str, delete: DeletePolicy = DeletePolicy.MIRROR, max_delete: int | None = None):
+        return PlanSettings(Layout.parse(layout), delete, self.driver.caps, max_delete, dt.date(2026, 1, 2))
+
+    def target(self) -> dict[str, bytes]:
+        fs = self.driver.fs
+        return {rel: fs.cat_file(f"{self.root}/{rel}") for rel in self.driver.list()}
+
+    def close(self) -> None:
+        self.index.close()
+
+
+@pytest.fixture
+def base() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp())
+    yield folder
+    shutil.rmtree(folder)
+
+
+def _store_keys_outside(root: str) -> set[str]:
+    fs = fsspec.filesystem("memory")
+    keys = set(fs.store) | set(fs.pseudo_dirs)
+    return {k for k in keys if k and not (k == root or k.startswith(root + "/"))}
+
+
+def expected(tree: dict[str, bytes], layout: str, refused: set[str], rig: Rig) -> dict[str, bytes]:
+    lay = Layout.parse(layout)
+    local = rig.local()
+    return {lay.target_path(rel, date_of(local[rel].mtime_ns)): data for rel, data in tree.items() if rel not in refused}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=trees, layout=layouts)
+def test_first_copy_reproduces_the_source_and_a_second_plan_is_empty(tree: dict[str, bytes], layout: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(Path(tmp))
+        outside_before = _store_keys_outside(rig.root)
+        rig.write(tree)
+        first = plan(rig.local(), {}, rig.settings(layout), remote={})
+        stats = rig.executor.run(first)
+        refused = {r.src for r in first.refusals}
+        # only genuine collisions of the layout are refused, each naming who holds the path
+        assert all("already taken" in r.reason for r in first.refusals)
+        assert len(refused) == len(tree) - len({Layout.parse(layout).target_path(p, date_of(e.mtime_ns))
+                                                for p, e in rig.local().items()})
+        assert stats.uploaded == len(tree) - len(refused)
+        assert rig.target() == expected(tree, layout, refused, rig)
+        again = plan(rig.local(), rig.index.entries(), rig.settings(layout), remote=rig.driver.list())
+        assert again.transfers == again.moves == again.removals == ()
+        assert {r.src for r in again.refusals} == refused
+        assert _store_keys_outside(rig.root) == outside_before
+        rig.close()
+
+
+edits = st.lists(st.tuples(st.sampled_from(["delete", "edit", "rename", "add"]), st.integers(0, 50), paths), max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tree=trees, layout=layouts, changes=edits, incremental=st.booleans())
+def test_after_edits_the_target_follows_the_source(
+    tree: dict[str, bytes], layout: str, changes: list[tuple[str, int, str]], incremental: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(Path(tmp), Capabilities(server_side_move=True))
+        rig.write(tree)
+        rig.executor.run(plan(rig.local(), {}, rig.settings(layout), remote={}))
+        current = dict(tree)
+        touched: set[str] = set()
+
+        def free(new: str) -> bool:
+            """``new`` can be created: no file or folder there, no file above it."""
+            parts = new.split("/")
+            above = ("/".join(parts[:i]) for i in range(1, len(parts)))
+            return not (rig.source / new).exists() and not any((rig.source / a).is_file() for a in above)
+
+        for kind, n, new in changes:
+            existing = sorted(current)
+            if kind == "add" or not existing:
+                if free(new):
+                    current[new] = b"added %d" % n
+                    rig.write({new: current[new]})
+                    touched.add(new)
+                continue
+            rel = existing[n % len(existing)]
+            if kind == "delete":
+                del current[rel]
+                os.unlink(rig.source / rel)
+            elif kind == "edit":
+                current[rel] = current[rel] + b"+edit"
+                rig.write({rel: current[rel]})
+            elif free(new):
+                (rig.source / new).parent.mkdir(parents=True, exist_ok=True)
+                os.rename(rig.source / rel, rig.source / new)
+                current[new] = current.pop(rel)
+                touched.add(new)
+            touched.add(rel)
+        local = rig.local()
+        settings_ = rig.settings(layout, max_delete=1000)
+        if incremental:
+            # as the engine does: the changed paths plus the items that failed before
+            touched |= {f.src for f in rig.index.failures()}
+            step = plan({p: e for p, e in local.items() if p in touched}, rig.index.entries(), settings_,
+                        scope=touched)
+        else:
+            step = plan(local, rig.index.entries(), settings_)
+        stats = rig.executor.run(step)
+        assert not [f for f in stats.failed if "already taken" not in f[1] and "clashes" not in f[1]]
+        refused = {f.src for f in rig.index.failures()}
+        # what the index says we manage is exactly what the target holds, byte for byte
+        index = rig.index.entries()
+        target = rig.target()
+        kept = set(index) - set(current)
+        if step.guard:
+            # the guard withheld deletions: the removed files stay, and stay managed
+            assert kept and step.withheld
+        else:
+            assert not kept
+        assert {e.dst: current[e.src] for e in index.values() if e.src in current} == {
+            dst: data for dst, data in target.items() if dst not in {index[s].dst for s in kept}
+        }
+        assert set(index) - kept == set(current) - refused
+        rig.close()
+
+
+def entry(path: str, size: int = 1, mtime_ns: int = 1_700_000_000 * 10**9, ino: int = 0) -> LocalEntry:
+    return LocalEntry(path, size, mtime_ns, ino)
+
+
+def known(path: str, dst: str | None = None, size: int = 1, ino: int = 0) -> IndexEntry:
+    return IndexEntry(path, dst or path, size, 1_700_000_000 * 10**9, ino, dt.date(2023, 11, 14))
+
+
+SETTINGS = PlanSettings(Layout.parse("tree"), DeletePolicy.MIRROR, Capabilities(), None)
+
+
+def test_guard_withholds_deletes_when_the_source_is_empty() -> None:
+    index = {f"f{i}": known(f"f{i}") for i in range(3)}
+    result = plan({}, index, SETTINGS)
+    assert result.removals == () and result.withheld == 3
+    assert "empty" in (result.guard or "")
+
+
+def test_guard_withholds_deleting_more_than_half_by_default_and_honours_max_delete() -> None:
+    index = {f"f{i}": known(f"f{i}") for i in range(30)}
+    local = {f"f{i}": entry(f"f{i}") for i in range(14)}
+    result = plan(local, index, SETTINGS)
+    assert result.removals == () and result.withheld == 16 and "half" in (result.guard or "")
+    allowed = plan(local, index, PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, Capabilities(), 20))
+    assert len([r for r in allowed.removals if isinstance(r, Delete)]) == 16 and allowed.guard is None
+    fewer = plan({f"f{i}": entry(f"f{i}") for i in range(20)}, index, SETTINGS)
+    assert len(fewer.removals) == 10 and fewer.guard is None
+
+
+def test_keep_policy_never_deletes_and_trash_moves_into_a_dated_folder() -> None:
+    index = {"a.pdf": known("a.pdf")}
+    keep = plan({"b": entry("b")}, index, PlanSettings(SETTINGS.layout, DeletePolicy.KEEP, Capabilities()))
+    assert all(isinstance(r, Forget) for r in keep.removals)
+    trash = plan(
+        {"b": entry("b")}, index,
+        PlanSettings(SETTINGS.layout, DeletePolicy.TRASH, Capabilities(), today=dt.date(2026, 5, 6)),
+    )
+    assert [r.trash_dst for r in trash.removals] == [".mirror-trash/2026-05-06/a.pdf"]  # type: ignore[union-attr]
+
+
+def test_only_files_in_the_index_are_ever_deleted() -> None:
+    remote_only = {"theirs.pdf": __import__("mirror.driver").driver.RemoteEntry("theirs.pdf", 5)}
+    result = plan({"mine": entry("mine")}, {}, SETTINGS, remote=remote_only)
+    assert result.removals == ()
+
+
+def test_flat_collisions_are_refused_not_overwritten() -> None:
+    flat = PlanSettings(Layout.parse("flat"), DeletePolicy.MIRROR, Capabilities())
+    result = plan({"a/x.pdf": entry("a/x.pdf"), "b/x.pdf": entry("b/x.pdf")}, {}, flat)
+    assert [t.src for t in result.transfers] == ["a/x.pdf"]
+    assert [(r.src, r.dst) for r in result.refusals] == [("b/x.pdf", "x.pdf")]
+
+
+def test_the_established_owner_of_a_path_keeps_it() -> None:
+    flat = PlanSettings(Layout.parse("flat"), DeletePolicy.MIRROR, Capabilities())
+    result = plan({"a/x.pdf": entry("a/x.pdf"), "b/x.pdf": entry("b/x.pdf")}, {"b/x.pdf": known("b/x.pdf", "x.pdf")}, flat)
+    assert result.transfers == ()
+    assert [r.src for r in result.refusals] == ["a/x.pdf"]
+
+
+def test_case_twins_conflict_on_a_case_insensitive_target() -> None:
+    caps = Capabilities(case_sensitive=False)
+    result = plan({"Inv.pdf": entry("Inv.pdf"), "inv.pdf": entry("inv.pdf")}, {},
+                  PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps))
+    assert len(result.transfers) == 1 and len(result.refusals) == 1
+    sensitive = plan({"Inv.pdf": entry("Inv.pdf"), "inv.pdf": entry("inv.pdf")}, {}, SETTINGS)
+    assert len(sensitive.transfers) == 2
+
+
+def test_refused_names_are_per_item_errors_with_a_reason() -> None:
+    caps = Capabilities(forbidden_names=frozenset({"desktop.ini"}), forbidden_chars=":", forbidden_edges=" .",
+                        max_name_bytes=10)
+    local = {p: entry(p) for p in ["Desktop.ini", "a:b", "trail. ", "x" * 11, "ok.pdf"]}
+    result = plan(local, {}, PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps))
+    assert [t.src for t in result.transfers] == ["ok.pdf"]
+    reasons = {r.src: r.reason for r in result.refusals}
+    assert set(reasons) == {"Desktop.ini", "a:b", "trail. ", "x" * 11}
+    assert all(reason for reason in reasons.values())
+
+
+def test_a_rename_becomes_a_move_when_the_target_can_move() -> None:
+    caps = Capabilities(server_side_move=True)
+    index = {"old.pdf": known("old.pdf", ino=7)}
+    local = {"new.pdf": entry("new.pdf", ino=7)}
+    result = plan(local, index, PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps))
+    assert result.moves == (Move("new.pdf", "old.pdf", "new.pdf", local["new.pdf"], dt.date(2023, 11, 14),
+                                 "renamed from 'old.pdf'", "old.pdf"),)
+    assert result.transfers == () and result.removals == ()
+
+
+def test_a_same_size_edit_is_seen_through_the_mtime() -> None:
+    index = {"a": known("a")}
+    result = plan({"a": entry("a", mtime_ns=1_700_000_000 * 10**9 + 1)}, index, SETTINGS)
+    assert [type(t) for t in result.transfers] == [Put]
+
+
+def test_a_file_replaced_at_the_same_path_is_not_deleted_afterwards() -> None:
+    flat = PlanSettings(Layout.parse("flat"), DeletePolicy.MIRROR, Capabilities())
+    index = {"a/x.pdf": known("a/x.pdf", "x.pdf")}
+    result = plan({"b/x.pdf": entry("b/x.pdf", size=2)}, index, flat)
+    assert [t.dst for t in result.transfers] == ["x.pdf"]
+    assert all(isinstance(r, Forget) for r in result.removals)
+
+
+def test_unsafe_layout_results_are_refused() -> None:
+    lay = PlanSettings(Layout.parse("{stem}"), DeletePolicy.MIRROR, Capabilities())
+    result = plan({"a/...": entry("a/...")}, {}, lay)
+    assert isinstance(result.refusals[0], Refuse) and result.transfers == ()
