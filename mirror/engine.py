@@ -130,6 +130,7 @@ class TargetRunner:
             if self.index_file.exists():
                 self.index = Index(self.index_file, readonly=True)
             return
+        private_dir(self.index_file.parent.parent)
         private_dir(self.index_file.parent)
         fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -319,6 +320,11 @@ class TargetRunner:
         self._thread = threading.Thread(target=self._loop, name=f"mirror-{self.name}", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Let the runner's thread notice :attr:`stop` at once."""
+        with self._cv:
+            self._cv.notify_all()
+
     def join(self, timeout: float) -> bool:
         if self._thread is None:
             return True
@@ -329,6 +335,8 @@ class TargetRunner:
         with self._cv:
             while not (self._work.full or self._work.changes) and not self.stop.is_set():
                 self._cv.wait(timeout=60.0)
+                if self.stop.is_set():
+                    break
                 if not (self._work.full or self._work.changes) and self.index and self.index.failures():
                     self._work.changes.update(
                         stat_paths(self.config.source, [f.src for f in self.index.failures()], self.filter)
@@ -397,12 +405,12 @@ class TargetRunner:
         self.reports.append(report)
         del self.reports[:-20]
         if report.uploaded or report.moved or report.deleted or report.adopted:
-            self.log.info("%s", summarize(report))
+            self.log.info("%s", summarize(report, named=False))
         if report.guard:
             self.log.warning("deletions withheld: %s", report.guard)
 
 
-def summarize(report: Report) -> str:
+def summarize(report: Report, named: bool = True) -> str:
     parts = [f"{report.uploaded} sent ({human_bytes(report.bytes)})"]
     if report.adopted:
         parts.append(f"{report.adopted} already there")
@@ -410,7 +418,8 @@ def summarize(report: Report) -> str:
         parts.append(f"{report.moved} moved")
     parts.append(f"{report.deleted} deleted")
     parts.append(f"{len(report.failed)} failed")
-    return f"{report.target}: " + ", ".join(parts) + f" in {report.seconds:.1f} s"
+    text = ", ".join(parts) + f" in {report.seconds:.1f} s"
+    return f"{report.target}: {text}" if named else text
 
 
 def human_bytes(n: float) -> str:
@@ -548,12 +557,10 @@ class Mirror:
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the runners; True when every one finished its current action in time."""
         self.stop.set()
-        deadline = time.monotonic() + timeout
-        clean = all(r.join(max(0.0, deadline - time.monotonic())) for r in self.runners)
         for runner in self.runners:
-            with runner._cv:
-                runner._cv.notify_all()
-        return clean
+            runner.wake()
+        deadline = time.monotonic() + timeout
+        return all(r.join(max(0.0, deadline - time.monotonic())) for r in self.runners)
 
 
 def _young(entries: dict[str, LocalEntry], settle: float) -> set[str]:

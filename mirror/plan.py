@@ -307,7 +307,8 @@ class _Planner:
         new = [self.key(a.dst) for a in [*moves, *transfers]]
         new_folders = {a for k in new for a in ancestors(k)}
         new_set = set(new)
-        early, late = [], []
+        early: list[Removal] = []
+        late: list[Removal] = []
         for removal in removals:
             dst = getattr(removal, "dst", None)
             k = self.key(dst) if dst else None

@@ -142,6 +142,17 @@ class SourceWatcher:
         for known in [k for k in self.known if k.startswith(prefix) and k not in keep]:
             self._pending.setdefault(known, (None, now, now))
 
+    def _hold_renames(self, ready: dict[str, LocalEntry | None], fresh: dict[str, LocalEntry | None]) -> None:
+        """Keep a vanished path back while its inode still settles under a new name, so
+        both halves of a rename travel in one batch and become a move on the target."""
+        waiting = {e.ino for rel, e in fresh.items() if e is not None and rel in self._pending}
+        for rel in [r for r, e in ready.items() if e is None]:
+            old = self.known.get(rel)
+            if old is not None and old.ino in waiting:
+                del ready[rel]
+                now = time.monotonic()
+                self._pending[rel] = (None, now, now)
+
     def _settled(self) -> dict[str, LocalEntry | None]:
         if not self._pending:
             return {}
@@ -166,6 +177,7 @@ class SourceWatcher:
             else:
                 continue
             del self._pending[rel]
+        self._hold_renames(ready, fresh)
         for rel, entry in ready.items():
             if entry is None:
                 self.known.pop(rel, None)

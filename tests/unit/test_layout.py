@@ -12,9 +12,7 @@ from mirror.errors import ItemError
 from mirror.layout import FIELDS, NAMED, Layout
 from mirror.paths import check_relative
 
-NAME_CHARS = st.characters(
-    codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",)
-)
+NAME_CHARS = st.characters(codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",))
 names = st.text(NAME_CHARS, min_size=1, max_size=12).filter(lambda n: n not in (".", ".."))
 rel_paths = st.lists(names, min_size=1, max_size=4).map("/".join)
 dates = st.dates(min_value=dt.date(1980, 1, 1), max_value=dt.date(2100, 12, 31))
@@ -56,7 +54,7 @@ def test_any_accepted_template_never_escapes(template: str, rel: str, date: dt.d
     ["../{path}", "/{path}", "{year}/../{name}", "{year}", "{nope}/{name}", "{name:>10}", "{path!r}", "{"],
 )
 def test_bad_templates_are_refused_with_a_reason(template: str) -> None:
-    with pytest.raises(ValueError, match="layout|field|template"):
+    with pytest.raises(ValueError, match=r"layout|field|template"):
         Layout.parse(template)
 
 

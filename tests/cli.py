@@ -1,0 +1,58 @@
+"""Running the real ``mirror`` command in a subprocess, as users do."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+MIRROR = [sys.executable, "-m", "mirror.cli"]
+
+
+def run(
+    *args: str, state: Path, env: Mapping[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``mirror ARGS`` to completion, with its own state folder."""
+    full_env = {**os.environ, "MIRROR_STATE_DIR": str(state), **(env or {})}
+    return subprocess.run(
+        [*MIRROR, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def start(
+    *args: str, state: Path, env: Mapping[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[str]:
+    """``mirror ARGS`` in the background (watch mode); output goes to ``log``."""
+    full_env = {**os.environ, "MIRROR_STATE_DIR": str(state), **(env or {})}
+    out = open(log or os.devnull, "w")  # noqa: SIM115 - closed when the process is reaped
+    return subprocess.Popen(
+        [*MIRROR, *args], stdout=out, stderr=subprocess.STDOUT, text=True, env=full_env, stdin=subprocess.DEVNULL
+    )
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> float:
+    """Poll until ``check()`` holds; returns the seconds it took, fails after ``timeout``."""
+    start_at = time.monotonic()
+    while True:
+        if check():
+            return time.monotonic() - start_at
+        if time.monotonic() - start_at > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Every file below ``root`` with its content, by relative path."""
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}

@@ -1,0 +1,219 @@
+"""The command line as users meet it: help, exit codes, one-line errors, the guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.cli import files, run, start, wait_for
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    folder = tmp_path / "export"
+    (folder / "2026").mkdir(parents=True)
+    for i in range(12):
+        (folder / "2026" / f"invoice [{i}] #%.pdf").write_bytes(b"%PDF " + bytes([i]) * (100 + i))
+    (folder / "Thumbs.db").write_bytes(b"junk")
+    return folder
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+def assert_one_line_error(result, code: int, *words: str) -> None:
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mirror: error:") or "Error:" in line]
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["verify"], ["status"], ["init"], ["backends"], ["auth"], ["auth", "dropbox"]]
+)
+def test_every_command_has_help(command: list[str], state: Path) -> None:
+    result = run(*command, "--help", state=state)
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_first_copy_then_nothing_to_do_then_verify(src: Path, tmp_path: Path, state: Path) -> None:
+    target = tmp_path / "backup"
+    first = run("run", str(src), str(target), "--once", state=state)
+    assert first.returncode == 0, first.stderr
+    expected = {k: v for k, v in files(src).items() if k != "Thumbs.db"}
+    assert files(target) == expected
+    for rel in expected:
+        assert (target / rel).stat().st_mtime_ns == (src / rel).stat().st_mtime_ns
+    again = run("run", str(src), str(target), "--once", state=state)
+    assert again.returncode == 0 and "0 sent" in again.stdout
+    assert run("verify", str(src), str(target), state=state).returncode == 0
+    (target / "2026" / "invoice [3] #%.pdf").write_bytes(b"tampered")
+    verify = run("verify", str(src), str(target), state=state)
+    assert verify.returncode == 1 and "invoice [3] #%.pdf: size differs" in verify.stdout
+
+
+def test_a_prefilled_target_is_adopted_not_copied_again(src: Path, tmp_path: Path, state: Path) -> None:
+    target = tmp_path / "backup"
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    fresh_state = tmp_path / "other-state"
+    result = run("run", str(src), str(target), "--once", state=fresh_state)
+    assert result.returncode == 0 and "0 sent" in result.stdout and "12 already there" in result.stdout
+
+
+def test_emptied_source_is_refused_by_the_guard(src: Path, tmp_path: Path, state: Path) -> None:
+    target = tmp_path / "backup"
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    for f in (src / "2026").iterdir():
+        f.unlink()
+    result = run("run", str(src), str(target), "--once", state=state)
+    assert result.returncode == 1
+    assert "deletions withheld" in result.stderr and "empty" in result.stderr
+    assert len(files(target)) == 12
+
+
+def test_too_many_deletes_are_refused_unless_allowed(src: Path, tmp_path: Path, state: Path) -> None:
+    target = tmp_path / "backup"
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    for f in sorted((src / "2026").iterdir())[:11]:
+        f.unlink()
+    refused = run("run", str(src), str(target), "--once", state=state)
+    assert refused.returncode == 1 and "11 of 12" in refused.stderr
+    assert len(files(target)) == 12
+    allowed = run("run", str(src), str(target), "--once", "--max-delete", "11", state=state)
+    assert allowed.returncode == 0, allowed.stderr
+    assert len(files(target)) == 1
+
+
+def test_delete_keep_and_trash(src: Path, tmp_path: Path, state: Path) -> None:
+    keep, trash = tmp_path / "keep", tmp_path / "trash"
+    for target, policy in ((keep, "keep"), (trash, "trash")):
+        assert run("run", str(src), str(target), "--once", "--delete", policy, state=state).returncode == 0
+    (src / "2026" / "invoice [0] #%.pdf").unlink()
+    for target, policy in ((keep, "keep"), (trash, "trash")):
+        assert run("run", str(src), str(target), "--once", "--delete", policy, state=state).returncode == 0
+    assert (keep / "2026" / "invoice [0] #%.pdf").exists()
+    assert not (trash / "2026" / "invoice [0] #%.pdf").exists()
+    assert [p.name for p in trash.glob(".mirror-trash/*/2026/*")] == ["invoice [0] #%.pdf"]
+
+
+def test_layout_flag_and_dry_run(src: Path, tmp_path: Path, state: Path) -> None:
+    target = tmp_path / "flat"
+    dry = run("run", str(src), str(target), "--once", "--dry-run", "--layout", "flat", state=state)
+    assert dry.returncode == 0 and "put" in dry.stdout and "-> invoice [5] #%.pdf" in dry.stdout
+    assert not target.exists() and not state.exists()
+    assert run("run", str(src), str(target), "--once", "--layout", "flat", state=state).returncode == 0
+    assert sorted(files(target)) == sorted(f"invoice [{i}] #%.pdf" for i in range(12))
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "/no/such/folder", "/tmp/x", "--once"], ["/no/such/folder", "does not exist"]),
+        (["run", "{src}", "nosuch://bucket", "--once"], ["unknown protocol 'nosuch'"]),
+        (["run", "{src}", "{tmp}/t", "--once", "--layout", "../{{path}}"], ["--layout"]),
+        (["run", "{src}", "{tmp}/t", "-c", "{tmp}/x.toml"], ["not both"]),
+        (["run", "{src}", "--once"], ["missing TARGET"]),
+        (["run", "-c", "{tmp}/missing.toml"], ["missing.toml", "mirror init"]),
+        (["run", "{src}", "{tmp}/t", "--frobnicate"], ["--frobnicate"]),
+        (["verify", "-c", "{tmp}/bad.toml"], ["bad.toml", "invalid TOML"]),
+        (["run", "-c", "{tmp}/secret.toml", "--once"], ["secret.toml", "MIRROR_TEST_TOKEN is not set"]),
+    ],
+)
+def test_usage_and_config_errors_exit_2_with_one_line(
+    args: list[str], words: list[str], src: Path, tmp_path: Path, state: Path
+) -> None:
+    (tmp_path / "bad.toml").write_text("source = [")
+    (tmp_path / "secret.toml").write_text(
+        f'source = "{src}"\n[targets.m]\nurl = "memory://x"\noptions = {{ token = "${{MIRROR_TEST_TOKEN}}" }}\n'
+    )
+    result = run(
+        *(a.format(src=src, tmp=tmp_path) for a in args),
+        state=state,
+        env={"MIRROR_TEST_TOKEN": ""} if False else None,
+    )
+    assert_one_line_error(result, 2, *words)
+
+
+def test_secrets_never_reach_output_or_index(src: Path, tmp_path: Path, state: Path) -> None:
+    secret = "s3cr3t-T0ken-value"
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.mem]\nurl = "memory://box"\noptions = {{ token = "${{TOK}}" }}\n'
+        f'[targets.disk]\nurl = "{tmp_path}/disk"\n'
+    )
+    result = run("run", "-c", str(cfg), "--once", "-vv", state=state, env={"TOK": secret})
+    assert result.returncode == 0, result.stderr
+    assert "debug" in result.stderr
+    assert secret not in result.stdout + result.stderr
+    status = run("status", "-c", str(cfg), "--json", state=state, env={"TOK": secret})
+    assert secret not in status.stdout
+    for db in state.rglob("*.sqlite*"):
+        assert secret.encode() not in db.read_bytes()
+
+
+def test_state_files_are_private(src: Path, tmp_path: Path, state: Path) -> None:
+    assert run("run", str(src), str(tmp_path / "t"), "--once", state=state).returncode == 0
+    assert oct(os.stat(state).st_mode & 0o777) == "0o700"
+    for db in (state / "targets").glob("*.sqlite"):
+        assert oct(os.stat(db).st_mode & 0o777) == "0o600"
+
+
+def test_status_reports_files_failures_and_last_sync(src: Path, tmp_path: Path, state: Path) -> None:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.flat]\nurl = "{tmp_path}/flat"\nlayout = "flat"\n')
+    (src / "other").mkdir()
+    (src / "other" / "invoice [1] #%.pdf").write_bytes(b"same name, other folder")
+    result = run("run", "-c", str(cfg), "--once", state=state)
+    assert result.returncode == 1 and "already taken" in result.stderr
+    data = json.loads(run("status", "-c", str(cfg), "--json", state=state).stdout)
+    assert [(d["name"], d["files"], d["running"]) for d in data] == [("flat", 12, False)]
+    assert [f["src"] for f in data[0]["failures"]] == ["other/invoice [1] #%.pdf"]
+    text = run("status", "-c", str(cfg), state=state).stdout
+    assert "flat:" in text and "failed: other/invoice [1] #%.pdf" in text
+
+
+def test_init_writes_a_config_that_runs(tmp_path: Path, state: Path) -> None:
+    cfg = tmp_path / "mirror.toml"
+    assert run("init", str(cfg), state=state).returncode == 0
+    assert_one_line_error(run("init", str(cfg), state=state), 2, "already exists")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "a.pdf").write_text("a")
+    result = run("run", "-c", str(cfg), "--once", state=state)
+    assert result.returncode == 0, result.stderr
+    assert files(tmp_path / "backup") == {"a.pdf": b"a"}
+
+
+def test_backends_lists_every_builtin_with_install_hints(state: Path) -> None:
+    out = run("backends", state=state).stdout
+    for name in ("file/local", "memory", "dropbox", "sftp", "webdav", "s3", "gdrive", "onedrive"):
+        assert name in out
+    assert "installed" in out
+
+
+def test_two_processes_cannot_mirror_the_same_target(src: Path, tmp_path: Path, state: Path) -> None:
+    target = tmp_path / "t"
+    proc = start("run", str(src), str(target), state=state)
+    try:
+        wait_for(lambda: len(files(target)) == 12, what="first copy")
+        second = run("run", str(src), str(target), "--once", state=state)
+        assert_one_line_error(second, 2, "already being mirrored")
+        running = json.loads(run("status", "--json", state=state).stdout)
+        assert running[0]["running"] is True
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_database_reading_does_not_need_a_lock(src: Path, tmp_path: Path, state: Path) -> None:
+    assert run("run", str(src), str(tmp_path / "t"), "--once", state=state).returncode == 0
+    db = next((state / "targets").glob("*.sqlite"))
+    rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM files").fetchone()
+    assert rows == (12,)

@@ -1,0 +1,106 @@
+"""Watch mode as a real subprocess: every kind of change reaches the target, and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import files, run, start, wait_for
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """A source with two files, mirrored by ``mirror run`` in watch mode."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"A" * 100)
+    (src / "keep.pdf").write_bytes(b"K")
+    proc = start("run", str(src), str(dst), state=state, log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        yield src, dst, state
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(15)
+            log = (tmp_path / "mirror.log").read_text()
+            assert code == 0, log
+            assert "Traceback" not in log, log
+        assert not [p for p in dst.rglob(".~mirror-*")], "temp files left on the target"
+
+
+def same(src: Path, dst: Path) -> bool:
+    return files(src) == files(dst)
+
+
+def test_create_modify_delete_rename(live: tuple[Path, Path, Path]) -> None:
+    src, dst, _ = live
+    (src / "new.pdf").write_bytes(b"new")
+    wait_for(lambda: files(dst).get("new.pdf") == b"new", what="a new file")
+    (src / "a.pdf").write_bytes(b"B" * 100)  # same size, same second
+    wait_for(lambda: files(dst).get("a.pdf") == b"B" * 100, what="a same-size edit")
+    (src / "new.pdf").unlink()
+    wait_for(lambda: "new.pdf" not in files(dst), what="a delete")
+    os.rename(src / "a.pdf", src / "renamed.pdf")
+    wait_for(lambda: same(src, dst), what="a rename")
+    (src / "sub" / "deeper").mkdir(parents=True)
+    (src / "sub" / "deeper" / "x.pdf").write_bytes(b"x")
+    wait_for(lambda: same(src, dst), what="a file in a new nested folder")
+    os.rename(src / "sub", src / "moved")
+    wait_for(lambda: same(src, dst), what="a renamed folder")
+    for f in (src / "moved" / "deeper").iterdir():
+        f.unlink()
+    wait_for(lambda: same(src, dst), what="a file deleted in a folder")
+
+
+def test_a_new_folder_with_hundreds_of_files(live: tuple[Path, Path, Path]) -> None:
+    src, dst, _ = live
+    folder = src / "batch"
+    folder.mkdir()
+    for i in range(400):
+        (folder / f"scan {i:03d}.pdf").write_bytes(b"%d" % i)
+    wait_for(lambda: same(src, dst), timeout=30, what="400 files in a brand-new folder")
+
+
+def test_a_slowly_written_file_never_shows_partially(live: tuple[Path, Path, Path]) -> None:
+    src, dst, _ = live
+    final = b"".join(b"chunk %02d\n" % i for i in range(12))
+    seen: set[bytes] = set()
+    with open(src / "slow.pdf", "wb") as f:
+        for i in range(12):
+            f.write(b"chunk %02d\n" % i)
+            f.flush()
+            deadline = time.monotonic() + 0.2
+            while time.monotonic() < deadline:
+                if (dst / "slow.pdf").exists():
+                    seen.add((dst / "slow.pdf").read_bytes())
+                time.sleep(0.01)
+    wait_for(lambda: files(dst).get("slow.pdf") == final, what="the finished slow file")
+    assert seen <= {final}, f"a partial file was visible on the target: {sorted(seen)[:2]}"
+
+
+def test_status_works_while_running(live: tuple[Path, Path, Path]) -> None:
+    _, _, state = live
+    data = json.loads(run("status", "--json", state=state).stdout)
+    assert data[0]["running"] is True and data[0]["files"] == 2
+
+
+def test_changes_made_while_stopped_are_picked_up_on_restart(tmp_path: Path) -> None:
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    (src / "b.pdf").write_bytes(b"b")
+    (src / "a.pdf").unlink()
+    proc = start("run", str(src), str(dst), state=state)
+    try:
+        wait_for(lambda: files(dst) == {"b.pdf": b"b"}, what="changes made while stopped")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0

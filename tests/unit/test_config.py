@@ -1,0 +1,115 @@
+"""The config loader: good files load, bad ones give one line naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mirror import config
+from mirror.errors import ConfigError
+from mirror.policy import DeletePolicy
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mirror.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_full_config_loads_with_defaults_presets_and_secrets(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+source = "export"
+[defaults]
+layout = "by-month"
+settle = "250ms"
+rescan_interval = "2h"
+exclude = ["*.bak"]
+[backends.nextcloud]
+protocol = "webdav"
+options = { base_url = "https://cloud.example/dav", auth = ["me", "${NC_PASS}"] }
+capabilities = { atomic_rename = true }
+[targets.disk]
+url = "backup"
+delete = "trash"
+max_delete = 5
+[targets.cloud]
+url = "nextcloud://Invoices"
+concurrency = 2
+""",
+    )
+    cfg = config.load(path, {"NC_PASS": "s3cret-pass"})
+    assert cfg.source == tmp_path / "export"
+    disk, cloud = cfg.targets
+    assert disk.url == str(tmp_path / "backup")
+    assert disk.settings.delete is DeletePolicy.TRASH and disk.settings.max_delete == 5
+    assert disk.settings.layout.template == "{year}/{month}/{path}"
+    assert disk.settings.settle == 0.25 and disk.settings.rescan_interval == 7200
+    assert cloud.options == {"base_url": "https://cloud.example/dav", "auth": ["me", "s3cret-pass"]}
+    assert cloud.secrets == ("s3cret-pass",)
+    assert cloud.settings.concurrency == 2 and cloud.settings.exclude == ("*.bak",)
+    assert cfg.presets["nextcloud"].protocol == "webdav"
+    assert cfg.select("cloud").targets == (cloud,)
+
+
+BAD = [
+    ("source = ", "invalid TOML"),
+    ('source = "x"\n[targets.a]\nurl = "/t"\nlayuot = "flat"\n', "targets.a: unknown key 'layuot'"),
+    ('source = "x"\n[targets.a]\nurl = "/t"\ndelete = "maybe"\n', "targets.a.delete: expected one of mirror"),
+    ('source = "x"\n[targets.a]\nurl = "/t"\nmax_delete = -1\n', "targets.a.max_delete"),
+    ('source = "x"\n[targets.a]\nurl = "/t"\nsettle = "soon"\n', "targets.a.settle: expected a duration"),
+    ('source = "x"\n[targets.a]\nurl = "/t"\nlayout = "../{path}"\n', "targets.a.layout"),
+    ('source = "x"\n[targets.a]\nurl = "/t"\noptions = { password = "${NOPE}" }\n', "NOPE is not set"),
+    ('source = "x"\n[targets.a]\nurl = 3\n', "targets.a.url"),
+    ('source = "x"\n', "no targets"),
+    ('[targets.a]\nurl = "/t"\n', "source"),
+    ('source = "x"\n[targets."a b"]\nurl = "/t"\n', "target names"),
+    ('source = "x"\n[backends.n]\noptions = {}\n[targets.a]\nurl = "/t"\n', "backends.n.protocol"),
+    (
+        'source = "x"\n[backends.n]\nprotocol = "webdav"\ncapabilities = { hash_kind = "crc" }\n'
+        '[targets.a]\nurl = "/t"\n',
+        "hash_kind",
+    ),
+    ('source = "x"\nbogus = 1\n[targets.a]\nurl = "/t"\n', "unknown key 'bogus'"),
+    ('source = "x"\n[targets.a]\nurl = "/t"\nconcurrency = true\n', "targets.a.concurrency"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_bad_configs_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        config.load(path, {})
+    text_of_error = str(err.value)
+    assert str(path) in text_of_error and message in text_of_error
+    assert "\n" not in text_of_error
+
+
+def test_a_missing_config_file_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mirror init"):
+        config.load(tmp_path / "nope.toml")
+
+
+toml_values = st.recursive(
+    st.one_of(st.booleans(), st.integers(-5, 5), st.text(max_size=6), st.floats(allow_nan=False)),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+keys = st.sampled_from(sorted(config.TARGET_KEYS | {"x"}))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(keys, toml_values, max_size=5),
+    st.dictionaries(st.sampled_from(sorted(config.TOP_KEYS)), toml_values, max_size=3),
+)
+def test_fuzzed_configs_load_or_raise_config_error(target: dict[str, object], top: dict[str, object]) -> None:
+    data = {"source": "x", **top, "targets": {"a": target}}
+    try:
+        config.from_dict(data, Path("/cfg/mirror.toml"), {})
+    except ConfigError as exc:
+        assert "/cfg/mirror.toml" in str(exc)

@@ -1,0 +1,83 @@
+"""Scanning the source: junk, special files, links and hostile names."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from mirror.filters import Filter
+from mirror.scan import scan, stat_paths
+
+HOSTILE = ["a [1].pdf", "b*?.pdf", "c #%20 d.pdf", "-leading.pdf", "trailing. ", "ünïcödé €.pdf", "x" * 255]
+
+
+def test_regular_files_are_found_with_size_and_mtime(tmp_path: Path) -> None:
+    (tmp_path / "sub" / "deep").mkdir(parents=True)
+    for name in HOSTILE:
+        (tmp_path / "sub" / name).write_bytes(b"12345")
+    (tmp_path / "sub" / "deep" / "f.txt").write_text("hi")
+    os.utime(tmp_path / "sub" / "deep" / "f.txt", ns=(10**18, 1_234_567_891_234_567_891))
+    snap = scan(tmp_path, Filter())
+    assert set(snap.entries) == {f"sub/{n}" for n in HOSTILE} | {"sub/deep/f.txt"}
+    assert snap.entries["sub/deep/f.txt"].mtime_ns == 1_234_567_891_234_567_891
+    assert snap.entries["sub/a [1].pdf"].size == 5
+
+
+def test_junk_is_skipped_by_default(tmp_path: Path) -> None:
+    junk = [
+        "Thumbs.db",
+        "desktop.ini",
+        ".DS_Store",
+        "~$invoice.docx",
+        ".~lock.x.odt#",
+        "a.tmp",
+        "b.part",
+        "c.crdownload",
+        "THUMBS.DB",
+    ]
+    for name in [*junk, "keep.pdf"]:
+        (tmp_path / name).write_text("x")
+    assert set(scan(tmp_path, Filter()).entries) == {"keep.pdf"}
+
+
+def test_include_and_exclude_patterns_are_gitignore_style(tmp_path: Path) -> None:
+    for rel in ["a.pdf", "b.txt", "drafts/c.pdf", "x/drafts/d.pdf", "x/e.pdf"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    only_pdf = Filter(include=["*.pdf"], exclude=["drafts/"])
+    assert set(scan(tmp_path, only_pdf).entries) == {"a.pdf", "x/e.pdf"}
+    assert stat_paths(tmp_path, ["drafts/c.pdf", "x/e.pdf"], only_pdf) == {
+        "drafts/c.pdf": None,
+        "x/e.pdf": scan(tmp_path, only_pdf).entries["x/e.pdf"],
+    }
+
+
+def test_links_fifos_and_sockets_are_skipped_without_being_opened(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    outside = tmp_path / "secret.txt"
+    outside.write_text("outside the source")
+    (src / "link-out").symlink_to(outside)
+    (src / "link-dir").symlink_to(tmp_path)
+    (src / "real.pdf").write_text("x")
+    (src / "link-in").symlink_to(src / "real.pdf")
+    os.mkfifo(src / "fifo")  # opening it would block forever: a hang would fail the test by timeout
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(src / "sock"))
+    try:
+        snap = scan(src, Filter())
+    finally:
+        sock.close()
+    assert set(snap.entries) == {"real.pdf"}
+    reasons = {s.path: s.reason for s in snap.skipped}
+    assert set(reasons) == {"link-out", "link-dir", "link-in", "fifo", "sock"}
+    assert "link" in reasons["link-out"] and "FIFO" in reasons["fifo"] and "socket" in reasons["sock"]
+
+
+def test_names_that_are_not_utf8_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    os.close(os.open(os.path.join(os.fsencode(tmp_path), b"bad-\xff.pdf"), os.O_CREAT | os.O_WRONLY, 0o644))
+    (tmp_path / "good.pdf").write_text("x")
+    snap = scan(tmp_path, Filter())
+    assert set(snap.entries) == {"good.pdf"}
+    assert [s.reason for s in snap.skipped] == ["name is not valid UTF-8"]
