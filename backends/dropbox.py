@@ -110,9 +110,7 @@ def check_name(rel: str) -> None:
     for part in rel.split("/"):
         low = part.lower()
         if low in REFUSED_NAMES or low.startswith(".dropbox"):
-            raise ItemError(
-                f"Dropbox does not store files named {part!r} (it reserves or ignores them): {rel}"
-            )
+            raise ItemError(f"Dropbox does not store files named {part!r} (it reserves or ignores them): {rel}")
         if part != part.rstrip(" ."):
             raise ItemError(f"Dropbox refuses names ending in a space or a dot: {rel!r}")
         if len(part) > 255:
@@ -124,12 +122,8 @@ def check_name(rel: str) -> None:
 #: endpoint error tags, most serious first, and what they mean for mirror
 API_ERRORS: tuple[tuple[frozenset[str], Callable[[str, list[str]], MirrorError]], ...] = (
     (
-        frozenset(
-            {"insufficient_space", "team_folder_insufficient_space", "member_folder_insufficient_space"}
-        ),
-        lambda path, tags: FatalError(
-            "the Dropbox account is full: free some space or upgrade, then run again"
-        ),
+        frozenset({"insufficient_space", "team_folder_insufficient_space", "member_folder_insufficient_space"}),
+        lambda path, tags: FatalError("the Dropbox account is full: free some space or upgrade, then run again"),
     ),
     (
         frozenset({"upload_traffic_limit_reached"}),
@@ -137,15 +131,11 @@ API_ERRORS: tuple[tuple[frozenset[str], Callable[[str, list[str]], MirrorError]]
     ),
     (
         frozenset({"too_many_write_operations"}),
-        lambda path, tags: TransientError(
-            "Dropbox is busy with other writes (too_many_write_operations)", 1.0
-        ),
+        lambda path, tags: TransientError("Dropbox is busy with other writes (too_many_write_operations)", 1.0),
     ),
     (
         frozenset({"content_hash_mismatch"}),
-        lambda path, tags: TransientError(
-            f"data for {path} was corrupted in transit (content_hash_mismatch)"
-        ),
+        lambda path, tags: TransientError(f"data for {path} was corrupted in transit (content_hash_mismatch)"),
     ),
     (
         frozenset({"disallowed_name"}),
@@ -166,9 +156,7 @@ API_ERRORS: tuple[tuple[frozenset[str], Callable[[str, list[str]], MirrorError]]
     ),
     (
         frozenset({"no_write_permission", "access_restricted"}),
-        lambda path, tags: ItemError(
-            f"no permission to write {path} on Dropbox (a read-only shared folder?)"
-        ),
+        lambda path, tags: ItemError(f"no permission to write {path} on Dropbox (a read-only shared folder?)"),
     ),
 )
 
@@ -199,9 +187,7 @@ def http_error(exc: HttpError) -> MirrorError:
     """Errors the SDK raises from the HTTP status alone."""
     if isinstance(exc, RateLimitError):
         tags = error_tags(exc.error) if exc.error is not None else []
-        return TransientError(
-            f"Dropbox rate limit ({tags[-1] if tags else 'too_many_requests'})", exc.backoff
-        )
+        return TransientError(f"Dropbox rate limit ({tags[-1] if tags else 'too_many_requests'})", exc.backoff)
     if isinstance(exc, AuthError):
         return auth_error(exc)
     if isinstance(exc, InternalServerError):
@@ -417,13 +403,22 @@ class Batcher:
         self._cond = threading.Condition()
         self._pending: list[Pending] = []
         self._registered = 0
+        self._direct = 0
         self._last_event = 0.0
         self._flushing = False
 
-    def idle(self) -> bool:
-        """True when no put is under way nor was a moment ago: a lone file goes straight up."""
+    @contextmanager
+    def alone(self) -> Iterator[bool]:
+        """Yields True when no other put is under way and no batch went a moment ago: a
+        lone file then goes straight up in one request. Inside, the put counts as busy."""
         with self._cond:
-            return self._registered == 0 and time.monotonic() - self._last_event > 1.0
+            quiet = self._registered == 0 and self._direct == 0 and time.monotonic() - self._last_event > 0.25
+            self._direct += 1
+        try:
+            yield quiet
+        finally:
+            with self._cond:
+                self._direct -= 1
 
     @contextmanager
     def registered(self) -> Iterator[None]:
@@ -521,9 +516,7 @@ class Batcher:
             if entry.is_failure():
                 failure = entry.get_failure()
                 # a retried request whose first attempt landed: the bytes are there
-                landed = (
-                    failure.is_incorrect_offset() and failure.get_incorrect_offset().correct_offset == length
-                )
+                landed = failure.is_incorrect_offset() and failure.get_incorrect_offset().correct_offset == length
                 if not landed:
                     item.error = api_error(ApiError("", failure, None, None), item.commit.path)
 
@@ -531,8 +524,7 @@ class Batcher:
         if not items:
             return
         args = [
-            dbf.UploadSessionFinishArg(dbf.UploadSessionCursor(i.session_id, i.offset), i.commit)
-            for i in items
+            dbf.UploadSessionFinishArg(dbf.UploadSessionCursor(i.session_id, i.offset), i.commit) for i in items
         ]
         result = self.fs.call(self.fs.dbx.files_upload_session_finish_batch_v2, args)
         for item, entry in zip(items, result.entries, strict=True):
@@ -568,7 +560,7 @@ class DropboxDriver(Driver):
         server_side_move=True,
         forbidden_names=REFUSED_NAMES,
         forbidden_chars="\\",
-        forbidden_edges=" .",
+        forbidden_trailing=" .",
         max_name_bytes=255,
     )
     #: batches hold one file per worker thread: more workers, fewer commits
@@ -662,20 +654,20 @@ class DropboxDriver(Driver):
         return RemoteEntry(rel, meta.size, info_mtime_ns({"client_modified": meta.client_modified}), expected)
 
     def _put_small(self, local_path: str, commit: dbf.CommitInfo) -> tuple[dbf.FileMetadata, str]:
-        if self.batcher.idle():
-            with open(local_path, "rb") as f:
-                data = f.read()
-            expected = _hash_bytes(data)
-            meta = self.fs.call(
-                self.fs.dbx.files_upload,
-                data,
-                commit.path,
-                mode=commit.mode,
-                autorename=False,
-                client_modified=commit.client_modified,
-                mute=True,
-            )
-            return meta, expected
+        with self.batcher.alone() as alone:
+            if alone:
+                with open(local_path, "rb") as f:
+                    data = f.read()
+                meta = self.fs.call(
+                    self.fs.dbx.files_upload,
+                    data,
+                    commit.path,
+                    mode=commit.mode,
+                    autorename=False,
+                    client_modified=commit.client_modified,
+                    mute=True,
+                )
+                return meta, _hash_bytes(data)
         with self.batcher.registered():
             with open(local_path, "rb") as f:
                 data = f.read()
@@ -837,7 +829,5 @@ def read_token_file(path: str) -> dict[str, str]:
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise ConfigError(f"Dropbox token file {path} is readable by others; run: chmod 600 {path}")
     if not isinstance(stored, dict) or not stored.get("refresh_token") or not stored.get("app_key"):
-        raise ConfigError(
-            f"Dropbox token file {path} lacks app_key or refresh_token; run `mirror auth dropbox`"
-        )
+        raise ConfigError(f"Dropbox token file {path} lacks app_key or refresh_token; run `mirror auth dropbox`")
     return {"refresh_token": str(stored["refresh_token"]), "app_key": str(stored["app_key"])}

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import google.auth.exceptions
-import httplib2  # type: ignore[import-untyped]
+import httplib2
 from fsspec.implementations.memory import MemoryFileSystem
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
@@ -110,7 +110,10 @@ def pick(items: list[dict[str, Any]], where: str) -> dict[str, Any]:
     if len(items) > 1:
         log.warning(
             "Google Drive: %d items named %r in %s; using the oldest (id %s) and leaving the others alone",
-            len(items), chosen["name"], where or "the target root", chosen["id"],
+            len(items),
+            chosen["name"],
+            where or "the target root",
+            chosen["id"],
         )
     return chosen
 
@@ -127,10 +130,21 @@ class GDriveDriver(Driver):
     )
     default_concurrency = 4
 
-    def __init__(self, credentials: Any, root: str, caps: Capabilities | None = None, *,
-                 drive_id: str | None = None, root_folder_id: str | None = None,
-                 api_endpoint: str | None = None, ca_certs: str | None = None, trash: bool = True,
-                 chunk_size: int = DEFAULT_CHUNK, max_retries: int = 5, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        credentials: Any,
+        root: str,
+        caps: Capabilities | None = None,
+        *,
+        drive_id: str | None = None,
+        root_folder_id: str | None = None,
+        api_endpoint: str | None = None,
+        ca_certs: str | None = None,
+        trash: bool = True,
+        chunk_size: int = DEFAULT_CHUNK,
+        max_retries: int = 5,
+        timeout: float = 60.0,
+    ) -> None:
         # the engine never reaches self.fs for this driver; a memory fs keeps the type honest
         super().__init__(MemoryFileSystem(), root.strip("/"), caps)
         self.root = root.strip("/")
@@ -154,17 +168,35 @@ class GDriveDriver(Driver):
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         opts = dict(options)
         path = url.split("://", 1)[1] if "://" in url else url
-        known = {"service_account_file", "subject", "token_file", "token_uri", "drive_id", "root_folder_id",
-                 "api_endpoint", "ca_certs", "trash", "chunk_size", "max_retries", "timeout"}
+        known = {
+            "service_account_file",
+            "subject",
+            "token_file",
+            "token_uri",
+            "drive_id",
+            "root_folder_id",
+            "api_endpoint",
+            "ca_certs",
+            "trash",
+            "chunk_size",
+            "max_retries",
+            "timeout",
+        }
         unknown = sorted(set(opts) - known)
         if unknown:
             raise ConfigError(f"gdrive: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(
-            load_credentials(opts), path, caps,
-            drive_id=opts.get("drive_id"), root_folder_id=opts.get("root_folder_id"),
-            api_endpoint=opts.get("api_endpoint"), ca_certs=opts.get("ca_certs"),
-            trash=bool(opts.get("trash", True)), chunk_size=int(opts.get("chunk_size", DEFAULT_CHUNK)),
-            max_retries=int(opts.get("max_retries", 5)), timeout=float(opts.get("timeout", 60.0)),
+            load_credentials(opts),
+            path,
+            caps,
+            drive_id=opts.get("drive_id"),
+            root_folder_id=opts.get("root_folder_id"),
+            api_endpoint=opts.get("api_endpoint"),
+            ca_certs=opts.get("ca_certs"),
+            trash=bool(opts.get("trash", True)),
+            chunk_size=int(opts.get("chunk_size", DEFAULT_CHUNK)),
+            max_retries=int(opts.get("max_retries", 5)),
+            timeout=float(opts.get("timeout", 60.0)),
         )
 
     # -- the client, one per thread (httplib2 is not thread-safe) ------------------------
@@ -179,8 +211,14 @@ class GDriveDriver(Driver):
                 self._https.append(http)
             authed = AuthorizedHttp(self._credentials, http=http)
             client_options = {"api_endpoint": self._endpoint} if self._endpoint else None
-            service = build("drive", "v3", http=authed, client_options=client_options,
-                            static_discovery=True, cache_discovery=False)
+            service = build(
+                "drive",
+                "v3",
+                http=authed,
+                client_options=client_options,
+                static_discovery=True,
+                cache_discovery=False,
+            )
             self._local.service = service
         return service.files()
 
@@ -209,16 +247,26 @@ class GDriveDriver(Driver):
 
     def _list_args(self) -> dict[str, Any]:
         if self._drive_id:
-            return {"supportsAllDrives": True, "includeItemsFromAllDrives": True,
-                    "corpora": "drive", "driveId": self._drive_id}
+            return {
+                "supportsAllDrives": True,
+                "includeItemsFromAllDrives": True,
+                "corpora": "drive",
+                "driveId": self._drive_id,
+            }
         return {"supportsAllDrives": True, "includeItemsFromAllDrives": True}
 
     def _query(self, q: str, page_size: int = 1000) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
-            page = self._call(lambda: self._files.list(
-                q=q, fields=f"nextPageToken,files({FILE_FIELDS})", pageSize=page_size,
-                pageToken=token, **self._list_args()))
+            page = self._call(
+                lambda token=token: self._files.list(  # type: ignore[misc]
+                    q=q,
+                    fields=f"nextPageToken,files({FILE_FIELDS})",
+                    pageSize=page_size,
+                    pageToken=token,
+                    **self._list_args(),
+                )
+            )
             yield from page.get("files", [])
             token = page.get("nextPageToken")
             if not token:
@@ -271,8 +319,11 @@ class GDriveDriver(Driver):
             return str(pick(found, where)["id"])
         if not create:
             return None
-        made = self._call(lambda: self._files.create(
-            body={"name": name, "mimeType": FOLDER, "parents": [parent_id]}, fields="id", **self._drive_args()))
+        made = self._call(
+            lambda: self._files.create(
+                body={"name": name, "mimeType": FOLDER, "parents": [parent_id]}, fields="id", **self._drive_args()
+            )
+        )
         return str(made["id"])
 
     def _forget_folders(self, rel_dir: str) -> None:
@@ -344,16 +395,24 @@ class GDriveDriver(Driver):
             existing = self._file(rel)
             try:
                 with open(local_path, "rb") as stream:
-                    media = MediaIoBaseUpload(stream, mimetype=mimetype, chunksize=self.chunk_size,
-                                              resumable=size > SIMPLE_UPLOAD_MAX)
+                    media = MediaIoBaseUpload(
+                        stream, mimetype=mimetype, chunksize=self.chunk_size, resumable=size > SIMPLE_UPLOAD_MAX
+                    )
                     if existing is not None:
                         request = self._files.update(
-                            fileId=existing["id"], body={"modifiedTime": rfc3339(mtime_ns)},
-                            media_body=media, fields=FILE_FIELDS, **self._drive_args())
+                            fileId=existing["id"],
+                            body={"modifiedTime": rfc3339(mtime_ns)},
+                            media_body=media,
+                            fields=FILE_FIELDS,
+                            **self._drive_args(),
+                        )
                     else:
                         request = self._files.create(
                             body={"name": name, "parents": [parent_id], "modifiedTime": rfc3339(mtime_ns)},
-                            media_body=media, fields=FILE_FIELDS, **self._drive_args())
+                            media_body=media,
+                            fields=FILE_FIELDS,
+                            **self._drive_args(),
+                        )
                     item = self._upload(request) if size > SIMPLE_UPLOAD_MAX else request.execute()
                 return self._entry(rel, item)
             except Exception as exc:
@@ -377,8 +436,11 @@ class GDriveDriver(Driver):
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
         item = self._require(rel)
-        self._call(lambda: self._files.update(fileId=item["id"], body={"modifiedTime": rfc3339(mtime_ns)},
-                                              fields="id", **self._drive_args()))
+        self._call(
+            lambda: self._files.update(
+                fileId=item["id"], body={"modifiedTime": rfc3339(mtime_ns)}, fields="id", **self._drive_args()
+            )
+        )
 
     def _require(self, rel: str) -> dict[str, Any]:
         item = self._file(rel)
@@ -397,16 +459,22 @@ class GDriveDriver(Driver):
         args: dict[str, Any] = {}
         if new_parent != old_parent:
             args = {"addParents": new_parent, "removeParents": old_parent}
-        self._call(lambda: self._files.update(fileId=item["id"], body={"name": dst.rsplit("/", 1)[-1]},
-                                              fields="id", **args, **self._drive_args()))
+        self._call(
+            lambda: self._files.update(
+                fileId=item["id"], body={"name": dst.rsplit("/", 1)[-1]}, fields="id", **args, **self._drive_args()
+            )
+        )
 
     def delete(self, rel: str) -> None:
         self._dispose(self._require(rel)["id"])
 
     def _dispose(self, file_id: str) -> None:
         if self.trash:
-            self._call(lambda: self._files.update(fileId=file_id, body={"trashed": True}, fields="id",
-                                                  **self._drive_args()))
+            self._call(
+                lambda: self._files.update(
+                    fileId=file_id, body={"trashed": True}, fields="id", **self._drive_args()
+                )
+            )
         else:
             self._call(lambda: self._files.delete(fileId=file_id, **self._drive_args()))
 
@@ -417,9 +485,14 @@ class GDriveDriver(Driver):
         folder_id = self._folder_id(rel_dir, create=False)
         if folder_id is None:
             return False
-        page = self._call(lambda: self._files.list(
-            q=f"{quote_q(folder_id)} in parents and trashed = false", fields="files(id)", pageSize=1,
-            **self._list_args()))
+        page = self._call(
+            lambda: self._files.list(
+                q=f"{quote_q(folder_id)} in parents and trashed = false",
+                fields="files(id)",
+                pageSize=1,
+                **self._list_args(),
+            )
+        )
         if page.get("files"):
             return False
         self._dispose(folder_id)
@@ -448,8 +521,8 @@ class GDriveDriver(Driver):
     def close(self) -> None:
         with self._lock:
             https, self._https = self._https, []
-        for http in https:
-            http.close()
+        for conn in https:
+            conn.close()
 
 
 def classify_transport_error(exc: BaseException) -> MirrorError:
@@ -468,7 +541,8 @@ def load_credentials(opts: Mapping[str, Any]) -> Any:
     try:
         if sa_file:
             creds = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
-                str(sa_file), scopes=SCOPES)
+                str(sa_file), scopes=SCOPES
+            )
             if opts.get("subject"):
                 creds = creds.with_subject(opts["subject"])
             return creds.with_token_uri(opts["token_uri"]) if opts.get("token_uri") else creds
@@ -479,7 +553,8 @@ def load_credentials(opts: Mapping[str, Any]) -> Any:
                 "--client-secrets FILE` or set service_account_file"
             )
         creds = user_credentials.Credentials.from_authorized_user_file(  # type: ignore[no-untyped-call]
-            token_file, scopes=SCOPES)
+            token_file, scopes=SCOPES
+        )
         # google-auth ignores the file's token_uri; a proxy or a test server needs it set
         return creds.with_token_uri(opts["token_uri"]) if opts.get("token_uri") else creds
     except (ValueError, KeyError, OSError) as exc:

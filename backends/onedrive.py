@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import re
+import ssl
 import tempfile
 import threading
 import time
@@ -171,8 +172,9 @@ def msal_http(ca_certs: str | None) -> requests.Session:
 class TokenSource:
     """Delegated access tokens from the msal cache kept in the token file (mode 0600)."""
 
-    def __init__(self, token_file: str, client_id: str | None, authority: str | None,
-                 ca_certs: str | None) -> None:
+    def __init__(
+        self, token_file: str, client_id: str | None, authority: str | None, ca_certs: str | None
+    ) -> None:
         try:
             with open(token_file) as f:
                 saved = json.load(f)
@@ -190,8 +192,11 @@ class TokenSource:
         if not self.client_id:
             raise ConfigError("onedrive: no client_id in the options or the token file")
         self.app = msal.PublicClientApplication(
-            self.client_id, authority=self.authority, token_cache=self.cache,
-            http_client=msal_http(ca_certs), instance_discovery=not ca_certs,
+            self.client_id,
+            authority=self.authority,
+            token_cache=self.cache,
+            http_client=msal_http(ca_certs),
+            instance_discovery=not ca_certs,
         )
         self._lock = threading.Lock()
 
@@ -207,8 +212,9 @@ class TokenSource:
 
 
 def save_login(token_file: str, client_id: str, authority: str, cache: msal.SerializableTokenCache) -> None:
-    write_private(token_file, json.dumps({"client_id": client_id, "authority": authority,
-                                          "cache": cache.serialize()}))
+    write_private(
+        token_file, json.dumps({"client_id": client_id, "authority": authority, "cache": cache.serialize()})
+    )
     cache.has_state_changed = False
 
 
@@ -222,15 +228,26 @@ class OneDriveDriver(Driver):
         server_side_move=True,
         forbidden_names=RESERVED,
         forbidden_chars=FORBIDDEN_CHARS,
-        forbidden_edges=" ",
+        forbidden_leading=" ",
+        forbidden_trailing=" ",
         max_name_bytes=255,
         max_path_chars=MAX_PATH,
     )
     default_concurrency = 4
 
-    def __init__(self, tokens: TokenSource, root: str, caps: Capabilities | None = None, *,
-                 drive_id: str | None = None, graph_url: str = GRAPH, ca_certs: str | None = None,
-                 chunk_size: int = DEFAULT_CHUNK, max_retries: int = 5, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        tokens: TokenSource,
+        root: str,
+        caps: Capabilities | None = None,
+        *,
+        drive_id: str | None = None,
+        graph_url: str = GRAPH,
+        ca_certs: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+        max_retries: int = 5,
+        timeout: float = 60.0,
+    ) -> None:
         from fsspec.implementations.memory import MemoryFileSystem
 
         # the engine never reaches self.fs for this driver; a memory fs keeps the type honest
@@ -240,8 +257,10 @@ class OneDriveDriver(Driver):
         self.drive = f"/drives/{quote(drive_id, safe='')}" if drive_id else "/me/drive"
         self.chunk_size = max(CHUNK_UNIT, min(60 * 1024 * 1024, chunk_size) // CHUNK_UNIT * CHUNK_UNIT)
         self.max_retries = max_retries
-        self.http = httpx.Client(base_url=graph_url.rstrip("/"), verify=ca_certs or True, timeout=timeout,
-                                 trust_env=not ca_certs)
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_certs) if ca_certs else True
+        self.http = httpx.Client(
+            base_url=graph_url.rstrip("/"), verify=verify, timeout=timeout, trust_env=not ca_certs
+        )
         self._lock = threading.Lock()
         #: drive paths of folders known to exist (lower-cased: OneDrive ignores case)
         self._folders: set[str] = set()
@@ -249,17 +268,40 @@ class OneDriveDriver(Driver):
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         opts = dict(options)
-        known = {"token_file", "client_id", "authority", "drive_id", "graph_url", "ca_certs", "chunk_size",
-                 "max_retries", "timeout"}
+        known = {
+            "token_file",
+            "client_id",
+            "authority",
+            "drive_id",
+            "graph_url",
+            "ca_certs",
+            "chunk_size",
+            "max_retries",
+            "timeout",
+        }
         unknown = sorted(set(opts) - known)
         if unknown:
-            raise ConfigError(f"onedrive: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        tokens = TokenSource(str(opts.get("token_file") or default_token_file()), opts.get("client_id"),
-                             opts.get("authority"), opts.get("ca_certs"))
+            raise ConfigError(
+                f"onedrive: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        tokens = TokenSource(
+            str(opts.get("token_file") or default_token_file()),
+            opts.get("client_id"),
+            opts.get("authority"),
+            opts.get("ca_certs"),
+        )
         path = url.split("://", 1)[1] if "://" in url else url
-        return cls(tokens, path, caps, drive_id=opts.get("drive_id"), graph_url=opts.get("graph_url", GRAPH),
-                   ca_certs=opts.get("ca_certs"), chunk_size=int(opts.get("chunk_size", DEFAULT_CHUNK)),
-                   max_retries=int(opts.get("max_retries", 5)), timeout=float(opts.get("timeout", 60.0)))
+        return cls(
+            tokens,
+            path,
+            caps,
+            drive_id=opts.get("drive_id"),
+            graph_url=opts.get("graph_url", GRAPH),
+            ca_certs=opts.get("ca_certs"),
+            chunk_size=int(opts.get("chunk_size", DEFAULT_CHUNK)),
+            max_retries=int(opts.get("max_retries", 5)),
+            timeout=float(opts.get("timeout", 60.0)),
+        )
 
     # -- addressing -----------------------------------------------------------------------
     def drive_path(self, rel: str) -> str:
@@ -279,8 +321,7 @@ class OneDriveDriver(Driver):
             raise ItemError(reason)
 
     # -- requests -------------------------------------------------------------------------
-    def request(self, method: str, url: str, *, auth: bool = True, ok: tuple[int, ...] = (),
-                **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, url: str, *, ok: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
         """One Graph call, retried on throttling, 5xx and broken connections (Retry-After honoured).
 
         Statuses in ``ok`` are returned instead of raised.
@@ -288,9 +329,7 @@ class OneDriveDriver(Driver):
         extra = dict(kwargs.pop("headers", None) or {})
         attempt = 0
         while True:
-            headers = dict(extra)
-            if auth:
-                headers["Authorization"] = f"Bearer {self.tokens.token()}"
+            headers = {**extra, "Authorization": f"Bearer {self.tokens.token()}"}
             try:
                 response = self.http.request(method, url, headers=headers, **kwargs)
                 if response.status_code not in ok:
@@ -367,9 +406,13 @@ class OneDriveDriver(Driver):
         if size <= SIMPLE_UPLOAD_MAX:
             with open(local_path, "rb") as f:
                 data = f.read()
-            self.request("PUT", f"{self.item_url(rel)}/content",
-                         params={"@microsoft.graph.conflictBehavior": "replace"}, content=data,
-                         headers={"Content-Type": "application/octet-stream"})
+            self.request(
+                "PUT",
+                f"{self.item_url(rel)}/content",
+                params={"@microsoft.graph.conflictBehavior": "replace"},
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
             item = self.request("PATCH", self.item_url(rel), json=self._mtime_body(mtime_ns)).json()
         else:
             item = self._upload_session(local_path, rel, size, mtime_ns)
@@ -385,8 +428,9 @@ class OneDriveDriver(Driver):
         upload_url, offset = saved if saved else (None, 0)
         if upload_url is None:
             body = {"item": {"@microsoft.graph.conflictBehavior": "replace", **self._mtime_body(mtime_ns)}}
-            upload_url = str(self.request("POST", f"{self.item_url(rel)}/createUploadSession",
-                                          json=body).json()["uploadUrl"])
+            upload_url = str(
+                self.request("POST", f"{self.item_url(rel)}/createUploadSession", json=body).json()["uploadUrl"]
+            )
             self.state.set(key, json.dumps({"url": upload_url, "size": size, "mtime_ns": mtime_ns}))
         attempt = 0
         with open(local_path, "rb") as f:
@@ -396,8 +440,9 @@ class OneDriveDriver(Driver):
                 end = offset + len(chunk) - 1
                 try:
                     # the upload URL carries its own authorization; a bearer token must not be sent
-                    response = self.http.put(upload_url, content=chunk,
-                                             headers={"Content-Range": f"bytes {offset}-{end}/{size}"})
+                    response = self.http.put(
+                        upload_url, content=chunk, headers={"Content-Range": f"bytes {offset}-{end}/{size}"}
+                    )
                     if response.status_code in (200, 201):
                         self.state.delete(key)
                         return dict(response.json())
@@ -406,7 +451,8 @@ class OneDriveDriver(Driver):
                     attempt = 0
                 except (httpx.HTTPStatusError, httpx.TransportError) as exc:
                     if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
-                        # the session expired or was cancelled: start over once
+                        # the session expired or was cancelled: forget it, so the engine's
+                        # retry of this put starts a new one
                         self.state.delete(key)
                         raise
                     attempt = self._wait_or_raise(exc, attempt)
@@ -450,8 +496,11 @@ class OneDriveDriver(Driver):
         # a case-only rename finds the source itself at dst: it must not be deleted
         if existing is not None and existing["id"] != item["id"]:
             self.request("DELETE", self.item_url(dst), ok=(404,))
-        self.request("PATCH", f"{self.drive}/items/{quote(str(item['id']), safe='')}",
-                     json={"name": dst.rsplit("/", 1)[-1], "parentReference": {"id": target_parent["id"]}})
+        self.request(
+            "PATCH",
+            f"{self.drive}/items/{quote(str(item['id']), safe='')}",
+            json={"name": dst.rsplit("/", 1)[-1], "parentReference": {"id": target_parent["id"]}},
+        )
 
     def delete(self, rel: str) -> None:
         # Graph's DELETE moves the item to the recycle bin
@@ -470,10 +519,17 @@ class OneDriveDriver(Driver):
                 if here.lower() in self._folders:
                     continue
             parent_path = "/".join(parts[:i])
-            parent_url = (f"{self.drive}/root:/{'/'.join(quote(p, safe='') for p in parent_path.split('/'))}:"
-                          if parent_path else f"{self.drive}/root")
-            self.request("POST", f"{parent_url}/children", ok=(409,),
-                         json={"name": parts[i], "folder": {}, "@microsoft.graph.conflictBehavior": "fail"})
+            parent_url = (
+                f"{self.drive}/root:/{'/'.join(quote(p, safe='') for p in parent_path.split('/'))}:"
+                if parent_path
+                else f"{self.drive}/root"
+            )
+            self.request(
+                "POST",
+                f"{parent_url}/children",
+                ok=(409,),
+                json={"name": parts[i], "folder": {}, "@microsoft.graph.conflictBehavior": "fail"},
+            )
             with self._lock:
                 self._folders.add(here.lower())
 
@@ -493,7 +549,7 @@ class OneDriveDriver(Driver):
             status = exc.response.status_code
             code, message = _graph_error(exc.response)
             text = f"OneDrive answered {status}" + (f" ({code}: {message})" if code else "")
-            if status in (429, 503, 509) or status >= 500 and status != 507:
+            if status in (429, 503, 509) or (status >= 500 and status != 507):
                 return TransientError(text, retry_after=_retry_after(exc.response))
             if status == 507 or code == "quotaLimitReached":
                 return FatalError(text)

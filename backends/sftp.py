@@ -267,7 +267,7 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[Params, str]:
         raise ConfigError(f"unknown sftp option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
     parts = urlsplit(url)
     if parts.password:
-        raise ConfigError("do not put a password in the sftp URL; set options.password = \"${ENV_VAR}\"")
+        raise ConfigError('do not put a password in the sftp URL; set options.password = "${ENV_VAR}"')
     if not parts.hostname:
         raise ConfigError("sftp URL needs a host: sftp://user@host[:port]/path")
     policy = str(options.get("host_key_policy", "strict"))

@@ -47,8 +47,9 @@ class Capabilities:
     #: names refused or silently ignored, compared case-insensitively
     forbidden_names: frozenset[str] = frozenset()
     forbidden_chars: str = ""
-    #: leading/trailing characters a name may not have (e.g. " ." for Dropbox)
-    forbidden_edges: str = ""
+    #: characters a name may not start / end with (e.g. trailing " ." for Dropbox)
+    forbidden_leading: str = ""
+    forbidden_trailing: str = ""
     max_name_bytes: int = 255
     max_path_chars: int | None = None
     max_file_bytes: int | None = None

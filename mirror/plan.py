@@ -151,8 +151,10 @@ def refused_name(dst: str, caps: Capabilities) -> str | None:
         bad = sorted({c for c in part if c in caps.forbidden_chars})
         if bad:
             return f"the target refuses the character(s) {' '.join(repr(c) for c in bad)} in {part!r}"
-        if caps.forbidden_edges and (part[0] in caps.forbidden_edges or part[-1] in caps.forbidden_edges):
-            return f"the target refuses names starting or ending with {caps.forbidden_edges!r}: {part!r}"
+        if part[0] in caps.forbidden_leading:
+            return f"the target refuses names starting with {part[0]!r}: {part!r}"
+        if part[-1] in caps.forbidden_trailing:
+            return f"the target refuses names ending with {part[-1]!r}: {part!r}"
         if len(part.encode("utf-8")) > caps.max_name_bytes:
             return f"name is longer than the target allows ({caps.max_name_bytes} bytes)"
     return None

@@ -5,6 +5,7 @@ tests/conftest.py."""
 BACKENDS = [
     "memory",
     "file",
+    "dropbox",
     "gdrive",
     "onedrive",
     "sftp",

@@ -98,20 +98,31 @@ class DriveState:
     def add_shared_drive(self, drive_id: str) -> None:
         with self.lock:
             self.drives.add(drive_id)
-            self.files[drive_id] = DriveFile(drive_id, "Shared", FOLDER, [], now_rfc3339(), now_rfc3339(),
-                                             driveId=drive_id)
+            self.files[drive_id] = DriveFile(
+                drive_id, "Shared", FOLDER, [], now_rfc3339(), now_rfc3339(), driveId=drive_id
+            )
 
-    def add_file(self, parent: str, name: str, content: bytes = b"", folder: bool = False,
-                 created: str | None = None) -> str:
+    def add_file(
+        self, parent: str, name: str, content: bytes = b"", folder: bool = False, created: str | None = None
+    ) -> str:
         with self.lock:
-            return self._create({"name": name, "parents": [parent],
-                                 "mimeType": FOLDER if folder else "application/octet-stream",
-                                 "createdTime": created}, content).id
+            return self._create(
+                {
+                    "name": name,
+                    "parents": [parent],
+                    "mimeType": FOLDER if folder else "application/octet-stream",
+                    "createdTime": created,
+                },
+                content,
+            ).id
 
     def children(self, parent: str, name: str | None = None, trashed: bool = False) -> list[DriveFile]:
         with self.lock:
-            return [f for f in self.files.values()
-                    if parent in f.parents and f.trashed == trashed and (name is None or f.name == name)]
+            return [
+                f
+                for f in self.files.values()
+                if parent in f.parents and f.trashed == trashed and (name is None or f.name == name)
+            ]
 
     def find(self, path: str, base: str | None = None) -> DriveFile | None:
         """The single untrashed item at a /-separated path (None if absent, error if ambiguous)."""
@@ -151,8 +162,9 @@ class DriveState:
         self.files[item.id] = item
         return item
 
-    def _update(self, file_id: str, meta: dict[str, Any], query: dict[str, str],
-                content: bytes | None) -> DriveFile:
+    def _update(
+        self, file_id: str, meta: dict[str, Any], query: dict[str, str], content: bytes | None
+    ) -> DriveFile:
         item = self.get(file_id)
         if "name" in meta:
             item.name = meta["name"]
@@ -167,8 +179,9 @@ class DriveState:
             item.parents = [p for p in item.parents if p not in removed] + added
         if content is not None:
             item.content = content
-        item.modifiedTime = meta.get("modifiedTime") or (now_rfc3339() if content is not None
-                                                          else item.modifiedTime)
+        item.modifiedTime = meta.get("modifiedTime") or (
+            now_rfc3339() if content is not None else item.modifiedTime
+        )
         return item
 
     def get(self, file_id: str) -> DriveFile:
@@ -287,9 +300,23 @@ class DriveHandler(JSONHandler):
         self.dispatch("DELETE")
 
     def fail(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
-        self.send(status, {"error": {"code": status, "message": message,
-                                     "errors": [{"domain": "usageLimits" if status in (403, 429) else "global",
-                                                 "reason": reason, "message": message}]}}, headers)
+        self.send(
+            status,
+            {
+                "error": {
+                    "code": status,
+                    "message": message,
+                    "errors": [
+                        {
+                            "domain": "usageLimits" if status in (403, 429) else "global",
+                            "reason": reason,
+                            "message": message,
+                        }
+                    ],
+                }
+            },
+            headers,
+        )
 
     def dispatch(self, method: str) -> None:
         st = self.state
@@ -303,8 +330,9 @@ class DriveHandler(JSONHandler):
             return
         if throttle:
             status, reason, retry = throttle
-            self.fail(status, reason, "Rate Limit Exceeded",
-                      {"Retry-After": str(retry)} if retry is not None else None)
+            self.fail(
+                status, reason, "Rate Limit Exceeded", {"Retry-After": str(retry)} if retry is not None else None
+            )
             return
         auth = self.headers.get("Authorization", "")
         if not route.startswith("/upload/session/") and auth.removeprefix("Bearer ") not in st.tokens:
@@ -322,17 +350,32 @@ class DriveHandler(JSONHandler):
         form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
         grant = form.get("grant_type")
         if grant == "authorization_code" and form.get("code") == "good-code":
-            self.send(200, {"access_token": "valid-token", "expires_in": 3599, "token_type": "Bearer",
-                            "refresh_token": "good-refresh-token",
-                            "scope": "https://www.googleapis.com/auth/drive"})
+            self.send(
+                200,
+                {
+                    "access_token": "valid-token",
+                    "expires_in": 3599,
+                    "token_type": "Bearer",
+                    "refresh_token": "good-refresh-token",
+                    "scope": "https://www.googleapis.com/auth/drive",
+                },
+            )
             return
         ok = (grant == "refresh_token" and form.get("refresh_token") in self.state.refresh_tokens) or (
-            grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" and form.get("assertion"))
+            grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" and form.get("assertion")
+        )
         if not ok:
             self.send(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
             return
-        self.send(200, {"access_token": "valid-token", "expires_in": 3599, "token_type": "Bearer",
-                        "scope": "https://www.googleapis.com/auth/drive"})
+        self.send(
+            200,
+            {
+                "access_token": "valid-token",
+                "expires_in": 3599,
+                "token_type": "Bearer",
+                "scope": "https://www.googleapis.com/auth/drive",
+            },
+        )
 
     def api(self, method: str, route: str, body: bytes) -> tuple[int, Any, dict[str, str] | None]:
         st, q = self.state, self.query
@@ -355,8 +398,7 @@ class DriveHandler(JSONHandler):
             if q.get("uploadType") == "resumable":
                 sid = f"s{len(st.sessions) + 1}"
                 total = self.headers.get("X-Upload-Content-Length")
-                st.sessions[sid] = UploadSession(file_id, json.loads(body or b"{}"),
-                                                 int(total) if total else None)
+                st.sessions[sid] = UploadSession(file_id, json.loads(body or b"{}"), int(total) if total else None)
                 return 200, None, {"Location": f"{st.base_url}/upload/session/{sid}"}
             meta, content = self.media(body) if upload else (json.loads(body or b"{}"), None)
             if method == "POST":
@@ -372,7 +414,8 @@ class DriveHandler(JSONHandler):
         if self.query.get("uploadType") == "media":
             return {}, body
         msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body)
+            b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + body
+        )
         parts = list(msg.iter_parts())
         meta = json.loads(parts[0].get_payload(decode=True) or b"{}")
         return meta, parts[1].get_payload(decode=True) or b""
@@ -380,17 +423,18 @@ class DriveHandler(JSONHandler):
     def list_files(self, q: dict[str, str]) -> dict[str, Any]:
         st = self.state
         if (q.get("corpora") == "drive" or q.get("driveId")) and (
-                q.get("supportsAllDrives") != "true" or q.get("includeItemsFromAllDrives") != "true"):
-            raise ApiError(403, "teamDrivesParameterRequired",
-                               "includeItemsFromAllDrives and supportsAllDrives must be set")
+            q.get("supportsAllDrives") != "true" or q.get("includeItemsFromAllDrives") != "true"
+        ):
+            raise ApiError(
+                403, "teamDrivesParameterRequired", "includeItemsFromAllDrives and supportsAllDrives must be set"
+            )
         pred = compile_query(q["q"]) if q.get("q") else (lambda f, s: True)
-        matches = sorted((f for f in st.files.values() if f.id != st.root_id and pred(f, st)),
-                         key=lambda f: f.id)
+        matches = sorted((f for f in st.files.values() if f.id != st.root_id and pred(f, st)), key=lambda f: f.id)
         if q.get("includeItemsFromAllDrives") != "true":
             matches = [f for f in matches if f.driveId is None]
         size = min(int(q.get("pageSize") or 100), 1000)
         start = int(q.get("pageToken") or 0)
-        page = matches[start:start + size]
+        page = matches[start : start + size]
         file_fields, want_token = list_fields(q.get("fields"))
         result: dict[str, Any] = {"files": [select_fields(f.resource(), file_fields) for f in page]}
         if start + size < len(matches) and want_token:
@@ -434,4 +478,3 @@ class DriveHandler(JSONHandler):
 
 def make_handler(state: DriveState) -> type[DriveHandler]:
     return type("BoundDriveHandler", (DriveHandler,), {"state": state})
-

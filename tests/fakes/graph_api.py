@@ -29,8 +29,11 @@ from tests.fakes.https import JSONHandler
 FRAGMENT_UNIT = 320 * 1024
 PAGE = 200
 FORBIDDEN = set('"*:<>?/\\|')
-RESERVED = {"con", "prn", "aux", "nul", ".lock", "desktop.ini"} | {f"com{i}" for i in range(10)} | {
-    f"lpt{i}" for i in range(10)}
+RESERVED = (
+    {"con", "prn", "aux", "nul", ".lock", "desktop.ini"}
+    | {f"com{i}" for i in range(10)}
+    | {f"lpt{i}" for i in range(10)}
+)
 
 
 def quickxor_reference(data: bytes) -> str:
@@ -52,8 +55,9 @@ def quickxor_reference(data: bytes) -> str:
         if bit > width - 8:
             cells[(index + 1) % 3] ^= b >> (width - bit)
         shift = (shift + 11) % 160
-    digest = bytearray(cells[0].to_bytes(8, "little") + cells[1].to_bytes(8, "little")
-                       + cells[2].to_bytes(4, "little"))
+    digest = bytearray(
+        cells[0].to_bytes(8, "little") + cells[1].to_bytes(8, "little") + cells[2].to_bytes(4, "little")
+    )
     for i, lb in enumerate(len(data).to_bytes(8, "little")):
         digest[12 + i] ^= lb
     return base64.b64encode(bytes(digest)).decode()
@@ -123,8 +127,14 @@ class GraphState:
         return item
 
     def _check_name(self, name: str) -> None:
-        if (set(name) & FORBIDDEN or name != name.strip(" ") or name.lower() in RESERVED
-                or "_vti_" in name.lower() or name.startswith("~$") or not name):
+        if (
+            set(name) & FORBIDDEN
+            or name != name.strip(" ")
+            or name.lower() in RESERVED
+            or "_vti_" in name.lower()
+            or name.startswith("~$")
+            or not name
+        ):
             raise GraphError(400, "invalidRequest", "The name contains invalid characters or is reserved.")
 
     def _path_of(self, item: Item) -> str:
@@ -136,7 +146,8 @@ class GraphState:
 
     def resource(self, item: Item) -> dict[str, Any]:
         res: dict[str, Any] = {
-            "id": item.id, "name": item.name,
+            "id": item.id,
+            "name": item.name,
             "fileSystemInfo": {"lastModifiedDateTime": item.modified},
             "parentReference": {"id": item.parent, "driveId": "drive1"} if item.parent else {"driveId": "drive1"},
         }
@@ -206,9 +217,11 @@ class GraphHandler(JSONHandler):
         if throttle:
             status, retry = throttle
             code = "activityLimitReached" if status == 429 else "serviceNotAvailable"
-            self.send(status, {"error": {"code": code,
-                                         "message": "Throttled"}},
-                      {"Retry-After": str(retry)} if retry is not None else None)
+            self.send(
+                status,
+                {"error": {"code": code, "message": "Throttled"}},
+                {"Retry-After": str(retry)} if retry is not None else None,
+            )
             return
         try:
             if raw.startswith("/upload/"):
@@ -251,17 +264,25 @@ class GraphHandler(JSONHandler):
             st._check_name(name)
             sid = f"u{len(st.sessions) + 1}x{int(time.time() * 1000)}"
             meta = json.loads(body or b"{}").get("item", {})
-            st.sessions[sid] = {"parent": parent.id, "name": name, "data": bytearray(), "size": None,
-                                "modified": (meta.get("fileSystemInfo") or {}).get("lastModifiedDateTime")}
-            return 200, {"uploadUrl": f"{st.base_url}/upload/{sid}",
-                         "expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": ["0-"]}
+            st.sessions[sid] = {
+                "parent": parent.id,
+                "name": name,
+                "data": bytearray(),
+                "size": None,
+                "modified": (meta.get("fileSystemInfo") or {}).get("lastModifiedDateTime"),
+            }
+            return 200, {
+                "uploadUrl": f"{st.base_url}/upload/{sid}",
+                "expirationDateTime": "2099-01-01T00:00:00Z",
+                "nextExpectedRanges": ["0-"],
+            }
         if item is None:
             raise GraphError(404, "itemNotFound", "The resource could not be found.")
         if action == "children" and method == "GET":
             kids = sorted((i for i in st.items.values() if i.parent == item.id), key=lambda i: i.id)
             top = int(q.get("$top") or PAGE)
             start = int(q.get("$skiptoken") or 0)
-            result: dict[str, Any] = {"value": [st.resource(i) for i in kids[start:start + min(top, PAGE)]]}
+            result: dict[str, Any] = {"value": [st.resource(i) for i in kids[start : start + min(top, PAGE)]]}
             if start + min(top, PAGE) < len(kids):
                 result["@odata.nextLink"] = f"{st.base_url}{raw}?$skiptoken={start + min(top, PAGE)}"
             return 200, result
@@ -336,22 +357,32 @@ class GraphHandler(JSONHandler):
         tenant = raw.split("/")[1]
         base = f"{st.base_url}/{tenant}"
         if raw.endswith("/.well-known/openid-configuration"):
-            self.send(200, {
-                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                "token_endpoint": f"{base}/oauth2/v2.0/token",
-                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-                "issuer": f"{st.base_url}/{{tenantid}}/v2.0",
-            })
+            self.send(
+                200,
+                {
+                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                    "token_endpoint": f"{base}/oauth2/v2.0/token",
+                    "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    "issuer": f"{st.base_url}/{{tenantid}}/v2.0",
+                },
+            )
             return
         form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
         if raw.endswith("/devicecode"):
             code = f"dc{len(st.device_codes) + 1}"
             with st.lock:
                 st.device_codes[code] = 0
-            self.send(200, {"device_code": code, "user_code": "ABCD-EFGH",
-                            "verification_uri": "https://microsoft.com/devicelogin", "expires_in": 900,
-                            "interval": 0, "message": "To sign in, open https://microsoft.com/devicelogin "
-                                                      "and enter the code ABCD-EFGH."})
+            self.send(
+                200,
+                {
+                    "device_code": code,
+                    "user_code": "ABCD-EFGH",
+                    "verification_uri": "https://microsoft.com/devicelogin",
+                    "expires_in": 900,
+                    "interval": 0,
+                    "message": "To sign in, open https://microsoft.com/devicelogin and enter the code ABCD-EFGH.",
+                },
+            )
             return
         if raw.endswith("/token"):
             grant = form.get("grant_type", "")
@@ -373,12 +404,36 @@ class GraphHandler(JSONHandler):
                 st.access_tokens.add(access)
                 st.refresh_tokens.add(refresh)
             now = int(time.time())
-            id_token = ".".join([_b64({"alg": "none"}), _b64({
-                "aud": form.get("client_id"), "iss": f"{st.base_url}/tid/v2.0", "tid": "tid", "oid": "oid",
-                "sub": "sub", "preferred_username": "user@example.com", "iat": now, "exp": now + 3600}), ""])
-            self.send(200, {"token_type": "Bearer", "scope": "Files.ReadWrite.All", "expires_in": 3600,
-                            "access_token": access, "refresh_token": refresh, "id_token": id_token,
-                            "client_info": _b64({"uid": "oid", "utid": "tid"})})
+            id_token = ".".join(
+                [
+                    _b64({"alg": "none"}),
+                    _b64(
+                        {
+                            "aud": form.get("client_id"),
+                            "iss": f"{st.base_url}/tid/v2.0",
+                            "tid": "tid",
+                            "oid": "oid",
+                            "sub": "sub",
+                            "preferred_username": "user@example.com",
+                            "iat": now,
+                            "exp": now + 3600,
+                        }
+                    ),
+                    "",
+                ]
+            )
+            self.send(
+                200,
+                {
+                    "token_type": "Bearer",
+                    "scope": "Files.ReadWrite.All",
+                    "expires_in": 3600,
+                    "access_token": access,
+                    "refresh_token": refresh,
+                    "id_token": id_token,
+                    "client_info": _b64({"uid": "oid", "utid": "tid"}),
+                },
+            )
             return
         self.send(404, {"error": "not_found"})
 

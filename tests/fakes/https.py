@@ -87,9 +87,7 @@ def serve(handler: type[JSONHandler], ca: TestCA) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     # the handshake runs in the handler thread, so one stalled client cannot block accept()
-    server.socket = ca.server_context().wrap_socket(
-        server.socket, server_side=True, do_handshake_on_connect=False
-    )
+    server.socket = ca.server_context().wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

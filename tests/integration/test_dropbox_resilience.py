@@ -17,7 +17,7 @@ import pytest
 
 from mirror.errors import TransientError
 from mirror.hashing import dropbox_content_hash
-from tests.fakes.dropbox_api import Fault
+from tests.fakes.dropbox_api import Fault, FileState
 from tests.servers.dropbox import DropboxServer
 
 MiB = 1024 * 1024
@@ -50,7 +50,7 @@ def test_429_storm_and_5xx_run_converge(dropbox_server: DropboxServer, tmp_path:
     files = {f"inv/{i:03d}.pdf": os.urandom(300 + i) for i in range(150)}
     files["big/scan.tif"] = os.urandom(9 * MiB)
     locals_ = {rel: write(tmp_path / rel, data) for rel, data in files.items()}
-    fake.inject(Fault("429", count=12, retry_after=1))
+    fake.inject(Fault("429", count=6, retry_after=1))
     fake.inject(Fault("429_write", route="finish_batch_v2", count=2, retry_after=1))
     fake.inject(Fault("503", count=8))
     fake.inject(Fault("500", route="append_v2", count=2))
@@ -61,7 +61,7 @@ def test_429_storm_and_5xx_run_converge(dropbox_server: DropboxServer, tmp_path:
 
     assert all(f.count == 0 for f in fake.faults)
     assert {k: n.data for k, n in fake.state.files.items()} == {f"/mirror/{k}": v for k, v in files.items()}
-    assert len([r for r in fake.log if r.status == 429]) == 14
+    assert len([r for r in fake.log if r.status == 429]) == 8
     assert len([r for r in fake.log if r.status >= 500]) == 10
     assert time.monotonic() - start >= 1.0  # Retry-After: 1 was waited out
 
@@ -111,35 +111,11 @@ def test_a_lost_answer_is_not_a_duplicate_nor_a_failure(
     assert {k: n.data for k, n in fake.state.files.items()} == {f"/mirror/{k}": v for k, v in files.items()}
 
 
-class FileState:
-    """A StateStore in a JSON file: what the engine's index gives the driver, across processes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _load(self) -> dict[str, str]:
-        try:
-            return dict(json.loads(self.path.read_text()))
-        except FileNotFoundError:
-            return {}
-
-    def get(self, key: str) -> str | None:
-        return self._load().get(key)
-
-    def set(self, key: str, value: str) -> None:
-        self.path.write_text(json.dumps({**self._load(), key: value}))
-
-    def delete(self, key: str) -> None:
-        data = self._load()
-        data.pop(key, None)
-        self.path.write_text(json.dumps(data))
-
-
 CHILD = """
 import sys
 from pathlib import Path
 from mirror.registry import connect, resolve
-from tests.integration.test_dropbox_resilience import FileState
+from tests.fakes.dropbox_api import FileState
 
 local, state, token, mtime = sys.argv[1:5]
 driver = connect(resolve("dropbox://Mirror", {"token": token, "chunk_size": 4 * 1024 * 1024}, {}))
@@ -170,7 +146,7 @@ def test_a_crash_mid_upload_resumes_the_session(dropbox_server: DropboxServer, t
         cwd=Path(__file__).parents[2],
     )
     try:
-        assert arrived.wait(20), "the child never reached its third append"
+        assert arrived.wait(20), f"the child never reached its third append: {fake.routes()}"
         child.send_signal(signal.SIGKILL)
         child.wait(30)
     finally:

@@ -42,8 +42,9 @@ def local(tmp_path: Path, name: str, data: bytes) -> str:
     return str(path)
 
 
-def test_reupload_of_changed_file_keeps_one_file(driver: GDriveDriver, drive_fake: DriveFake,
-                                                 gdrive_target: TargetSpec, tmp_path: Path) -> None:
+def test_reupload_of_changed_file_keeps_one_file(
+    driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver.makedirs("docs")
     first = driver.put(local(tmp_path, "a", b"version one"), "docs/invoice.pdf", MTIME)
     second = driver.put(local(tmp_path, "b", b"version two, longer"), "docs/invoice.pdf", MTIME + 10**9)
@@ -59,8 +60,12 @@ def test_reupload_of_changed_file_keeps_one_file(driver: GDriveDriver, drive_fak
 
 
 def test_preexisting_duplicates_resolve_to_the_oldest_with_a_warning(
-        driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path,
-        caplog: pytest.LogCaptureFixture) -> None:
+    driver: GDriveDriver,
+    drive_fake: DriveFake,
+    gdrive_target: TargetSpec,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     driver.makedirs("")
     root = root_folder(drive_fake, gdrive_target)
     newer = drive_fake.state.add_file(root.id, "dup.txt", b"newer", created="2024-05-01T00:00:00.000Z")
@@ -75,7 +80,8 @@ def test_preexisting_duplicates_resolve_to_the_oldest_with_a_warning(
 
 
 def test_parallel_puts_into_new_folders_make_each_folder_once(
-        driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     src = local(tmp_path, "f", b"x" * 100)
     errors: list[BaseException] = []
 
@@ -104,8 +110,9 @@ def test_parallel_puts_into_new_folders_make_each_folder_once(
     assert lookups <= 40 + 12
 
 
-def test_delete_goes_to_trash_by_default(driver: GDriveDriver, drive_fake: DriveFake,
-                                         gdrive_target: TargetSpec, tmp_path: Path) -> None:
+def test_delete_goes_to_trash_by_default(
+    driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver.put(local(tmp_path, "a", b"keep me recoverable"), "old.txt", MTIME)
     driver.delete("old.txt")
     assert "old.txt" not in driver.list()
@@ -113,8 +120,9 @@ def test_delete_goes_to_trash_by_default(driver: GDriveDriver, drive_fake: Drive
     assert [f.content for f in trashed] == [b"keep me recoverable"]
 
 
-def test_delete_with_trash_false_removes_for_good(drive_fake: DriveFake, gdrive_target: TargetSpec,
-                                                  tmp_path: Path) -> None:
+def test_delete_with_trash_false_removes_for_good(
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver = GDriveDriver.connect(gdrive_target.url, {**gdrive_target.options, "trash": False})
     driver.put(local(tmp_path, "a", b"gone"), "old.txt", MTIME)
     driver.delete("old.txt")
@@ -125,7 +133,8 @@ def test_delete_with_trash_false_removes_for_good(drive_fake: DriveFake, gdrive_
 
 
 def test_large_file_resumable_upload_resumes_after_failed_chunks(
-        drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver = GDriveDriver.connect(gdrive_target.url, {**gdrive_target.options, "chunk_size": 1024 * 1024})
     data = os.urandom(13 * 1024 * 1024 + 12345)  # not a multiple of 256 KiB
     src = local(tmp_path, "big", data)
@@ -141,12 +150,14 @@ def test_large_file_resumable_upload_resumes_after_failed_chunks(
     driver.close()
 
 
-def test_throttling_converges_and_honours_retry_after(driver: GDriveDriver, drive_fake: DriveFake,
-                                                      gdrive_target: TargetSpec, tmp_path: Path) -> None:
+def test_throttling_converges_and_honours_retry_after(
+    driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver.makedirs("")
     with drive_fake.state.lock:
-        drive_fake.state.throttle.extend([(429, "rateLimitExceeded", 1), (403, "userRateLimitExceeded", None),
-                                          (503, "backendError", None)])
+        drive_fake.state.throttle.extend(
+            [(429, "rateLimitExceeded", 1), (403, "userRateLimitExceeded", None), (503, "backendError", None)]
+        )
     started = time.monotonic()
     driver.put(local(tmp_path, "a", b"eventually"), "t.txt", MTIME)
     assert time.monotonic() - started >= 1.0
@@ -155,7 +166,8 @@ def test_throttling_converges_and_honours_retry_after(driver: GDriveDriver, driv
 
 
 def test_throttling_beyond_the_retry_budget_is_transient_with_retry_after(
-        drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver = GDriveDriver.connect(gdrive_target.url, {**gdrive_target.options, "max_retries": 0})
     driver.makedirs("")
     with drive_fake.state.lock:
@@ -168,7 +180,8 @@ def test_throttling_beyond_the_retry_budget_is_transient_with_retry_after(
 
 
 def test_revoked_refresh_token_is_fatal_without_leaking_secrets(
-        drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     token_file = Path(write_token_file(tmp_path, drive_fake))
     token_file.write_text(token_file.read_text().replace("good-refresh-token", "revoked-token"))
     driver = GDriveDriver.connect(gdrive_target.url, gdrive_target.options)
@@ -199,8 +212,9 @@ def test_names_with_quotes_and_backslashes(driver: GDriveDriver, tmp_path: Path)
     assert driver.stat(name).size == 2
 
 
-def test_move_replaces_the_destination_and_keeps_the_id(driver: GDriveDriver, drive_fake: DriveFake,
-                                                         gdrive_target: TargetSpec, tmp_path: Path) -> None:
+def test_move_replaces_the_destination_and_keeps_the_id(
+    driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
     moved = driver.put(local(tmp_path, "a", b"moving"), "in/a.txt", MTIME)
     driver.put(local(tmp_path, "b", b"old dst"), "out/b.txt", MTIME)
     driver.move("in/a.txt", "out/b.txt")
@@ -212,35 +226,53 @@ def test_move_replaces_the_destination_and_keeps_the_id(driver: GDriveDriver, dr
 
 
 def test_auth_command_paste_flow_writes_a_private_token_the_driver_uses(
-        drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from click.testing import CliRunner
     from mirror.backends.gdrive_auth import command
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", drive_fake.ca_file)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     secrets = tmp_path / "client_secret.json"
-    secrets.write_text(json.dumps({"installed": {
-        "client_id": "cid.apps.googleusercontent.com", "client_secret": "csecret",
-        "auth_uri": f"{drive_fake.url}/auth", "token_uri": f"{drive_fake.url}/token",
-        "redirect_uris": ["http://localhost"]}}))
+    secrets.write_text(
+        json.dumps(
+            {
+                "installed": {
+                    "client_id": "cid.apps.googleusercontent.com",
+                    "client_secret": "csecret",
+                    "auth_uri": f"{drive_fake.url}/auth",
+                    "token_uri": f"{drive_fake.url}/token",
+                    "redirect_uris": ["http://localhost"],
+                }
+            }
+        )
+    )
     token_file = tmp_path / "conf" / "gdrive-token.json"
-    result = CliRunner().invoke(command, ["--client-secrets", str(secrets), "--token-file", str(token_file),
-                                          "--no-browser"],
-                                input="good-code\n")
+    result = CliRunner().invoke(
+        command,
+        ["--client-secrets", str(secrets), "--token-file", str(token_file), "--no-browser"],
+        input="good-code\n",
+    )
     assert result.exit_code == 0, result.output
     assert f"{drive_fake.url}/auth?" in result.output
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert json.loads(token_file.read_text())["refresh_token"] == "good-refresh-token"
-    driver = GDriveDriver.connect("gdrive://authed", {"token_file": str(token_file),
-                                                      "token_uri": f"{drive_fake.url}/token",
-                                                      "api_endpoint": f"{drive_fake.url}/drive/v3/",
-                                                      "ca_certs": drive_fake.ca_file})
+    driver = GDriveDriver.connect(
+        "gdrive://authed",
+        {
+            "token_file": str(token_file),
+            "token_uri": f"{drive_fake.url}/token",
+            "api_endpoint": f"{drive_fake.url}/drive/v3/",
+            "ca_certs": drive_fake.ca_file,
+        },
+    )
     assert driver.list() == {}
     driver.close()
 
 
 def test_paste_flow_accepts_the_redirected_address_and_checks_its_state(
-        drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from urllib.parse import parse_qs, urlsplit
 
     from mirror.backends.gdrive_auth import login_paste
@@ -248,9 +280,19 @@ def test_paste_flow_accepts_the_redirected_address_and_checks_its_state(
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", drive_fake.ca_file)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     secrets = tmp_path / "client_secret.json"
-    secrets.write_text(json.dumps({"installed": {
-        "client_id": "cid", "client_secret": "csecret", "auth_uri": f"{drive_fake.url}/auth",
-        "token_uri": f"{drive_fake.url}/token", "redirect_uris": ["http://localhost"]}}))
+    secrets.write_text(
+        json.dumps(
+            {
+                "installed": {
+                    "client_id": "cid",
+                    "client_secret": "csecret",
+                    "auth_uri": f"{drive_fake.url}/auth",
+                    "token_uri": f"{drive_fake.url}/token",
+                    "redirect_uris": ["http://localhost"],
+                }
+            }
+        )
+    )
 
     def redirect(state: str) -> str:
         return f"http://127.0.0.1:1/?state={state}&code=good-code&scope=https://www.googleapis.com/auth/drive"
@@ -258,8 +300,9 @@ def test_paste_flow_accepts_the_redirected_address_and_checks_its_state(
     with pytest.raises(Exception, match="state"):
         login_paste(str(secrets), str(tmp_path / "bad.json"), lambda url: redirect("forged"))
     assert not (tmp_path / "bad.json").exists()
-    login_paste(str(secrets), str(tmp_path / "ok.json"),
-                lambda url: redirect(parse_qs(urlsplit(url).query)["state"][0]))
+    login_paste(
+        str(secrets), str(tmp_path / "ok.json"), lambda url: redirect(parse_qs(urlsplit(url).query)["state"][0])
+    )
     assert json.loads((tmp_path / "ok.json").read_text())["refresh_token"] == "good-refresh-token"
 
 
@@ -277,12 +320,17 @@ def test_end_to_end_mirror_run_once_then_verify(gdrive_target: TargetSpec, tmp_p
     (source / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024 + 3))
     options = ", ".join(f"{k} = {toml_value(v)}" for k, v in gdrive_target.options.items())
     config = tmp_path / "mirror.toml"
-    config.write_text(f'source = "{source}"\n\n[targets.cloud]\nurl = "{gdrive_target.url}"\n'
-                      f"options = {{ {options} }}\n")
+    config.write_text(
+        f'source = "{source}"\n\n[targets.cloud]\nurl = "{gdrive_target.url}"\noptions = {{ {options} }}\n'
+    )
 
     def mirror(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mirror.cli", *args, "-c", str(config), "--state-dir",
-                               str(tmp_path / "state")], capture_output=True, text=True, timeout=90)
+        return subprocess.run(
+            [sys.executable, "-m", "mirror.cli", *args, "-c", str(config), "--state-dir", str(tmp_path / "state")],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
 
     first = mirror("run", "--once")
     assert first.returncode == 0, first.stdout + first.stderr

@@ -64,8 +64,9 @@ def test_quickxor_agrees_with_the_reference_across_block_edges(tmp_path: Path) -
         assert quickxor_hash(local(tmp_path, "r", data)) == quickxor_reference(data), size
 
 
-def test_twenty_mib_file_goes_up_through_an_upload_session(driver: OneDriveDriver, graph_fake: GraphFake,
-                                                           onedrive_target: TargetSpec, tmp_path: Path) -> None:
+def test_twenty_mib_file_goes_up_through_an_upload_session(
+    driver: OneDriveDriver, graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
     data = os.urandom(20 * 1024 * 1024 + 4321)
     src = local(tmp_path, "big.bin", data)
     driver.makedirs("scans")
@@ -80,7 +81,8 @@ def test_twenty_mib_file_goes_up_through_an_upload_session(driver: OneDriveDrive
 
 
 def test_upload_session_resumes_after_a_broken_chunk_and_after_a_restart(
-        graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
     opts = {**onedrive_target.options, "chunk_size": CHUNK_UNIT * 4, "max_retries": 0}
     data = os.urandom(CHUNK_UNIT * 4 * 5 + 99)
     src = local(tmp_path, "big", data)
@@ -116,8 +118,9 @@ def test_upload_session_resumes_after_a_broken_chunk_and_after_a_restart(
     second.close()
 
 
-def test_throttling_converges_and_honours_retry_after(driver: OneDriveDriver, graph_fake: GraphFake,
-                                                      onedrive_target: TargetSpec, tmp_path: Path) -> None:
+def test_throttling_converges_and_honours_retry_after(
+    driver: OneDriveDriver, graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver.makedirs("")
     with graph_fake.state.lock:
         graph_fake.state.throttle.extend([(429, 1), (503, None), (429, None)])
@@ -129,7 +132,8 @@ def test_throttling_converges_and_honours_retry_after(driver: OneDriveDriver, gr
 
 
 def test_throttling_beyond_the_budget_is_transient_with_retry_after(
-        graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path) -> None:
+    graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver = OneDriveDriver.connect(onedrive_target.url, {**onedrive_target.options, "max_retries": 0})
     with graph_fake.state.lock:
         graph_fake.state.throttle.append((429, 17))
@@ -140,8 +144,9 @@ def test_throttling_beyond_the_budget_is_transient_with_retry_after(
     driver.close()
 
 
-def test_case_insensitive_replace_keeps_one_item(driver: OneDriveDriver, graph_fake: GraphFake,
-                                                 onedrive_target: TargetSpec, tmp_path: Path) -> None:
+def test_case_insensitive_replace_keeps_one_item(
+    driver: OneDriveDriver, graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver.makedirs("Docs")
     driver.put(local(tmp_path, "a", b"one"), "Docs/Report.PDF", MTIME)
     driver.put(local(tmp_path, "b", b"two"), "docs/report.pdf", MTIME)
@@ -152,10 +157,23 @@ def test_case_insensitive_replace_keeps_one_item(driver: OneDriveDriver, graph_f
     assert list(driver.list()) == ["Docs/Report.PDF"]
 
 
-@pytest.mark.parametrize("name", ['a"b.txt', "what?.txt", "CON", "desktop.ini", "x_vti_y", " lead.txt",
-                                  "trail.txt ", ".lock", "a:b", "LPT1", "~$lock.docx"])
-def test_refused_names_are_item_errors_with_the_reason(driver: OneDriveDriver, tmp_path: Path,
-                                                       name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        'a"b.txt',
+        "what?.txt",
+        "CON",
+        "desktop.ini",
+        "x_vti_y",
+        " lead.txt",
+        "trail.txt ",
+        ".lock",
+        "a:b",
+        "LPT1",
+        "~$lock.docx",
+    ],
+)
+def test_refused_names_are_item_errors_with_the_reason(driver: OneDriveDriver, tmp_path: Path, name: str) -> None:
     src = local(tmp_path, "a", b"x")
     with pytest.raises(ItemError, match="OneDrive"):
         driver.put(src, f"ok/{name}", MTIME)
@@ -184,8 +202,9 @@ def test_special_characters_are_encoded(driver: OneDriveDriver, tmp_path: Path) 
     assert driver.stat("sub dir/100%20 done.txt").size == len(b"100%20 done.txt")
 
 
-def test_move_delete_and_case_only_rename(driver: OneDriveDriver, graph_fake: GraphFake,
-                                          onedrive_target: TargetSpec, tmp_path: Path) -> None:
+def test_move_delete_and_case_only_rename(
+    driver: OneDriveDriver, graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
     driver.makedirs("in")
     driver.makedirs("out")
     driver.put(local(tmp_path, "a", b"moving"), "in/a.txt", MTIME)
@@ -225,18 +244,29 @@ def test_revoked_login_is_fatal(graph_fake: GraphFake, onedrive_target: TargetSp
     driver.close()
 
 
-def test_auth_command_device_code_login_writes_a_private_token_file(graph_fake: GraphFake,
-                                                                     tmp_path: Path) -> None:
+def test_auth_command_device_code_login_writes_a_private_token_file(graph_fake: GraphFake, tmp_path: Path) -> None:
     token_file = tmp_path / "cfg" / "od.json"
-    result = CliRunner().invoke(auth_command, [
-        "--client-id", graph_fake.state.client_id, "--token-file", str(token_file),
-        "--authority-url", graph_fake.url, "--ca-certs", graph_fake.ca_file])
+    result = CliRunner().invoke(
+        auth_command,
+        [
+            "--client-id",
+            graph_fake.state.client_id,
+            "--token-file",
+            str(token_file),
+            "--authority-url",
+            graph_fake.url,
+            "--ca-certs",
+            graph_fake.ca_file,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "ABCD-EFGH" in result.output and "user@example.com" in result.output
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     assert "refresh-" not in result.output
-    driver = OneDriveDriver.connect("onedrive://fresh", {
-        "token_file": str(token_file), "graph_url": f"{graph_fake.url}/v1.0", "ca_certs": graph_fake.ca_file})
+    driver = OneDriveDriver.connect(
+        "onedrive://fresh",
+        {"token_file": str(token_file), "graph_url": f"{graph_fake.url}/v1.0", "ca_certs": graph_fake.ca_file},
+    )
     assert driver.list() == {}
     driver.close()
 
@@ -255,12 +285,17 @@ def test_end_to_end_mirror_run_once_then_verify(onedrive_target: TargetSpec, tmp
     (source / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024 + 3))
     options = ", ".join(f"{k} = {toml_value(v)}" for k, v in onedrive_target.options.items())
     config = tmp_path / "mirror.toml"
-    config.write_text(f'source = "{source}"\n\n[targets.cloud]\nurl = "{onedrive_target.url}"\n'
-                      f"options = {{ {options} }}\n")
+    config.write_text(
+        f'source = "{source}"\n\n[targets.cloud]\nurl = "{onedrive_target.url}"\noptions = {{ {options} }}\n'
+    )
 
     def mirror(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mirror.cli", *args, "-c", str(config), "--state-dir",
-                               str(tmp_path / "state")], capture_output=True, text=True, timeout=90)
+        return subprocess.run(
+            [sys.executable, "-m", "mirror.cli", *args, "-c", str(config), "--state-dir", str(tmp_path / "state")],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
 
     first = mirror("run", "--once")
     assert first.returncode == 0, first.stdout + first.stderr

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from mirror.backends import s3 as s3_backend
 from mirror.backends.s3 import S3Driver, s3_etag
+
 from mirror.driver import Driver
 from mirror.errors import ConfigError, TransientError
 from tests.servers.s3 import S3Server
@@ -101,4 +101,5 @@ def test_unreachable_endpoint_is_transient(bucket: str) -> None:
     from tests.servers.sshd import free_port
 
     with pytest.raises(TransientError):
-        S3Driver.connect(f"s3://{bucket}/x", {"endpoint_url": f"http://127.0.0.1:{free_port()}", "key": "k", "secret": "s"})
+        dead = f"http://127.0.0.1:{free_port()}"
+        S3Driver.connect(f"s3://{bucket}/x", {"endpoint_url": dead, "key": "k", "secret": "s"})

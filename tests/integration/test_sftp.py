@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from mirror.backends.sftp import SFTPDriver
 
 from mirror.driver import Driver
 from mirror.errors import ConfigError, FatalError, TransientError
-from mirror.backends.sftp import SFTPDriver
 from tests.servers.sshd import SshServer
 
 T = TypeVar("T")
@@ -146,7 +146,7 @@ def test_home_relative_root(sshd: SshServer) -> None:
 
 def test_unknown_host_key_is_refused_by_default(sshd: SshServer, root: Path, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
-    with pytest.raises(ConfigError, match="not in .*known_hosts.*accept-new"):
+    with pytest.raises(ConfigError, match=r"not in .*known_hosts.*accept-new"):
         open_driver(sshd.url(root), sshd.options(known_hosts=str(empty)))
     assert not empty.exists()
 
@@ -287,7 +287,11 @@ def test_server_restart_mid_copy_reconnects_and_converges(tmp_path: Path) -> Non
             while done < 60:
                 time.sleep(0.005)
             server.stop()
-            time.sleep(0.5)
+            # stay down until a worker has met the outage (a loaded machine may
+            # otherwise let every worker sleep through a short one)
+            down_until = time.monotonic() + 10
+            while not errors and time.monotonic() < down_until:
+                time.sleep(0.02)
             server.start()
             restarted.set()
 

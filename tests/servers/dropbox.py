@@ -28,7 +28,7 @@ from tests.support import TargetSpec
 _SOCKET = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 _SOCKET.bind(("127.0.0.1", 0))
 _SOCKET.listen(128)
-HOST = "127.0.0.1:%d" % _SOCKET.getsockname()[1]
+HOST = f"127.0.0.1:{_SOCKET.getsockname()[1]}"
 os.environ["DROPBOX_API_HOST"] = HOST
 os.environ["DROPBOX_API_CONTENT_HOST"] = HOST
 os.environ["DROPBOX_API_NOTIFY_HOST"] = HOST

@@ -27,8 +27,13 @@ class DriveFake:
     ca_file: str
 
     def options(self, token_file: str) -> dict[str, object]:
-        return {"token_file": token_file, "api_endpoint": f"{self.url}/drive/v3/", "ca_certs": self.ca_file,
-                "token_uri": f"{self.url}/token", "max_retries": 5}
+        return {
+            "token_file": token_file,
+            "api_endpoint": f"{self.url}/drive/v3/",
+            "ca_certs": self.ca_file,
+            "token_uri": f"{self.url}/token",
+            "max_retries": 5,
+        }
 
 
 @pytest.fixture(scope="session")
@@ -59,10 +64,17 @@ def drive_fake(_drive_server: DriveFake) -> Iterator[DriveFake]:
 def write_token_file(folder: Path, fake: DriveFake) -> str:
     """An authorized-user file as `mirror auth gdrive` writes it, pointing at the fake."""
     path = folder / "gdrive-token.json"
-    path.write_text(json.dumps({
-        "type": "authorized_user", "client_id": "cid.apps.googleusercontent.com", "client_secret": "csecret",
-        "refresh_token": "good-refresh-token", "token_uri": f"{fake.url}/token",
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "authorized_user",
+                "client_id": "cid.apps.googleusercontent.com",
+                "client_secret": "csecret",
+                "refresh_token": "good-refresh-token",
+                "token_uri": f"{fake.url}/token",
+            }
+        )
+    )
     path.chmod(0o600)
     return str(path)
 

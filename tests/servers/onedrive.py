@@ -29,8 +29,12 @@ class GraphFake:
     token_file: str
 
     def options(self, token_file: str) -> dict[str, object]:
-        return {"token_file": token_file, "graph_url": f"{self.url}/v1.0", "ca_certs": self.ca_file,
-                "max_retries": 5}
+        return {
+            "token_file": token_file,
+            "graph_url": f"{self.url}/v1.0",
+            "ca_certs": self.ca_file,
+            "max_retries": 5,
+        }
 
 
 @pytest.fixture(scope="session")

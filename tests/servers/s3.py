@@ -20,7 +20,7 @@ from tests.servers.sshd import free_port
 from tests.support import TargetSpec
 
 KEY = "mirror-test-key"
-SECRET = "mirror-test-secret-91c2"  # noqa: S105  # a throwaway local test server
+SECRET = "mirror-test-secret-91c2"  # a throwaway local test server
 
 
 @dataclass

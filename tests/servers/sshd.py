@@ -10,6 +10,7 @@ which is what a server restart looks like to a client.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -128,10 +129,8 @@ class SshServer:
         children = _children(self.proc.pid)
         self.proc.terminate()
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:

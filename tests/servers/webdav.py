@@ -22,7 +22,7 @@ from tests.servers.sshd import free_port
 from tests.support import TargetSpec
 
 USER = "alice"
-PASSWORD = "webdav-test-password-7d1f"  # noqa: S105  # a throwaway local test server
+PASSWORD = "webdav-test-password-7d1f"  # a throwaway local test server
 
 
 @dataclass

@@ -279,7 +279,7 @@ def test_case_twins_conflict_on_a_case_insensitive_target() -> None:
 
 def test_refused_names_are_per_item_errors_with_a_reason() -> None:
     caps = Capabilities(
-        forbidden_names=frozenset({"desktop.ini"}), forbidden_chars=":", forbidden_edges=" .", max_name_bytes=10
+        forbidden_names=frozenset({"desktop.ini"}), forbidden_chars=":", forbidden_trailing=" .", max_name_bytes=10
     )
     local = {p: entry(p) for p in ["Desktop.ini", "a:b", "trail. ", "x" * 11, "ok.pdf"]}
     result = plan(local, {}, PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps))

@@ -1,0 +1,103 @@
+"""``mirror auth gdrive``: a user OAuth login for Google Drive (installed-app flow).
+
+With a browser on this machine, a loopback redirect (google-auth-oauthlib's local
+server) receives the code. Without one (``--no-browser``: a server, a NAS), the user
+opens the printed address anywhere, signs in, and pastes back the address the browser
+was sent to (it fails to load; its ``code`` parameter is what counts). The resulting
+authorized-user credentials (refresh token included) are written with mode 0600 to the
+token file that GDriveDriver reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import click
+from google_auth_oauthlib.flow import InstalledAppFlow  # type: ignore[import-untyped]
+from oauthlib.oauth2.rfc6749.errors import OAuth2Error  # type: ignore[import-untyped]
+
+from .gdrive import SCOPES, default_token_file
+
+#: loopback address for the paste-back mode: nothing listens there, the browser shows an
+#: error page, and its address bar holds the code
+PASTE_REDIRECT = "http://127.0.0.1:1/"
+
+
+def login_paste(client_secrets: str, token_file: str, ask: Callable[[str], str]) -> None:
+    """Paste-back flow: ``ask`` shows the sign-in address and returns what the user pastes."""
+    flow = InstalledAppFlow.from_client_secrets_file(client_secrets, scopes=SCOPES, redirect_uri=PASTE_REDIRECT)
+    url, _ = flow.authorization_url(access_type="offline", prompt="consent")
+    answer = ask(url).strip()
+    if answer.startswith("http"):
+        # oauthlib insists on https for the response it parses; the loopback one is http
+        flow.fetch_token(authorization_response=answer.replace("http://", "https://", 1))
+    else:
+        flow.fetch_token(code=answer)
+    save(flow.credentials, token_file)
+
+
+def login_browser(client_secrets: str, token_file: str) -> None:
+    flow = InstalledAppFlow.from_client_secrets_file(client_secrets, scopes=SCOPES)
+    save(flow.run_local_server(host="127.0.0.1", port=0, access_type="offline", prompt="consent"), token_file)
+
+
+def write_private(path: str, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by the owner only (mode 0600 from the start)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".token-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save(credentials: Any, token_file: str) -> None:
+    info = json.loads(credentials.to_json())
+    if not info.get("refresh_token"):
+        raise click.ClickException(
+            "Google returned no refresh token; remove mirror's access at "
+            "myaccount.google.com/permissions and run the login again"
+        )
+    write_private(token_file, json.dumps(info))
+
+
+@click.command("gdrive")
+@click.option(
+    "--client-secrets",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="OAuth client JSON (type 'Desktop app') downloaded from the Google Cloud console.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Where to keep the login (mode 0600). Default: the user config folder.",
+)
+@click.option("--no-browser", is_flag=True, help="Print the address and paste the result back (headless).")
+def command(client_secrets: str, token_file: str | None, no_browser: bool) -> None:
+    """Sign in to Google Drive and store the refresh token."""
+    path = token_file or default_token_file()
+
+    def ask(url: str) -> str:
+        click.echo(f"Open this address in a browser, sign in and allow access:\n\n  {url}\n")
+        click.echo("The browser then fails to open a 127.0.0.1 page: copy that page's full address.")
+        return str(click.prompt("Paste the address (or the code)"))
+
+    try:
+        if no_browser:
+            login_paste(client_secrets, path, ask)
+        else:
+            login_browser(client_secrets, path)
+    except (ValueError, OSError, OAuth2Error) as exc:
+        raise click.ClickException(f"Google login failed: {type(exc).__name__}: {exc}") from exc
+    click.echo(f"Google Drive login saved to {path}")
+    click.echo('Use it in a target:  url = "gdrive://Folder"  (options: token_file if not the default)')

@@ -1,0 +1,177 @@
+"""The ``s3`` backend (``s3://bucket/prefix``): Amazon S3 and S3-compatible servers, on s3fs.
+
+``endpoint_url`` points it at MinIO, Ceph, Wasabi, Backblaze, Garage and the like.
+
+Change detection uses the ETag, which S3 computes from the bytes: the MD5 of the object
+for a single-part upload, and for a multipart upload the MD5 of the concatenated part
+MD5s followed by ``-<parts>``. This module decides the part size itself (a function of
+the file size only), so :func:`s3_etag` reproduces the ETag of every file it uploads
+and the planner can skip files the bucket already holds. Objects written by other tools
+with other part sizes simply do not match and are uploaded again; servers whose ETags
+are not MD5-based (SSE-KMS, SSE-C) need ``hash_kind = "none"`` in the target's
+capabilities.
+
+A PUT is committed whole, so no temp name is needed. S3 cannot set LastModified: the
+source mtime is kept in the object metadata as ``mtime`` (seconds, the key rclone
+reads), for restores. There are no folders: ``makedirs`` does nothing and the listing
+cache of s3fs is off, because another writer may change the bucket between calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import botocore.exceptions
+import s3fs
+
+from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.errors import ConfigError, MirrorError, TransientError
+from mirror.hashing import HashKind
+
+OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify"})
+MIN_PART = 16 * 1024 * 1024
+MAX_PARTS = 10_000
+#: one request carries at most 5 GiB
+MAX_SINGLE = 5 * 1024**3
+READ = 1024 * 1024
+
+
+def part_size(size: int) -> int:
+    """Bytes per part for a file of ``size`` bytes (deterministic: s3_etag relies on it)."""
+    return max(MIN_PART, -(-size // MAX_PARTS))
+
+
+def single_part(size: int) -> bool:
+    """Whether s3fs sends this file in one PUT (its rule, with our part size)."""
+    return size < min(MAX_SINGLE, 2 * part_size(size))
+
+
+def s3_etag(path: str) -> str:
+    """The ETag S3 gives this file when S3Driver uploads it."""
+    size = os.path.getsize(path)
+    whole = hashlib.md5(usedforsecurity=False)
+    if single_part(size):
+        with open(path, "rb") as f:
+            while block := f.read(READ):
+                whole.update(block)
+        return whole.hexdigest()
+    chunk = part_size(size)
+    digests = b""
+    parts = 0
+    with open(path, "rb") as f:
+        while True:
+            part = hashlib.md5(usedforsecurity=False)
+            left = chunk
+            while left and (block := f.read(min(READ, left))):
+                part.update(block)
+                left -= len(block)
+            if left == chunk:
+                break
+            digests += part.digest()
+            parts += 1
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{parts}"
+
+
+class S3Driver(Driver):
+    capabilities = Capabilities(
+        case_sensitive=True,
+        hash_kind=HashKind.MD5,
+        atomic_put=True,
+        server_side_move=True,
+        max_name_bytes=1024,
+        max_path_chars=1024,
+        max_file_bytes=5 * 1024**4,
+    )
+    default_concurrency = 8
+
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown s3 option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+        root = url.split("://", 1)[1].strip("/")
+        bucket = root.split("/", 1)[0]
+        if not bucket:
+            raise ConfigError("s3 URL needs a bucket: s3://bucket/prefix")
+        client_kwargs: dict[str, Any] = {}
+        if options.get("region"):
+            client_kwargs["region_name"] = options["region"]
+        if "verify" in options:
+            client_kwargs["verify"] = options["verify"]
+        fs = s3fs.S3FileSystem(
+            key=options.get("key"),
+            secret=options.get("secret"),
+            token=options.get("token"),
+            endpoint_url=options.get("endpoint_url"),
+            profile=options.get("profile"),
+            anon=bool(options.get("anon", False)),
+            client_kwargs=client_kwargs,
+            use_listings_cache=False,
+            skip_instance_cache=True,
+        )
+        try:
+            fs.call_s3("head_bucket", Bucket=bucket)
+        except (PermissionError, botocore.exceptions.NoCredentialsError):
+            raise ConfigError(
+                f"s3: access to bucket {bucket!r} refused; check key, secret (or profile) and the bucket policy"
+            ) from None
+        except FileNotFoundError:
+            raise ConfigError(f"s3: bucket {bucket!r} does not exist; create it first") from None
+        except Exception as exc:
+            raise classify_s3_error(exc) from None
+        return cls(fs, root, caps)
+
+    def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
+        base = super().entry(rel, info)
+        etag = str(info.get("ETag") or "").strip('"') or None
+        return RemoteEntry(path=rel, size=base.size, mtime_ns=base.mtime_ns, hash=etag)
+
+    def local_hash(self, local_path: str) -> str | None:
+        if self.caps.hash_kind is HashKind.NONE:
+            return None
+        return s3_etag(local_path)
+
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        size = os.path.getsize(local_path)
+        self.fs.put_file(
+            local_path,
+            self.full(rel),
+            chunksize=part_size(size),
+            Metadata={"mtime": f"{mtime_ns // 1_000_000_000}.{mtime_ns % 1_000_000_000:09d}"},
+        )
+        return None
+
+    def makedirs(self, rel_dir: str) -> None:
+        """S3 has no folders; a key's prefix needs nothing made."""
+
+    def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        try:
+            return not self.fs.ls(self.full(rel_dir), detail=False)
+        except FileNotFoundError:
+            return True
+
+    def classify(self, exc: BaseException) -> MirrorError:
+        return classify_s3_error(exc)
+
+
+def classify_s3_error(exc: BaseException) -> MirrorError:
+    if isinstance(exc, MirrorError):
+        return exc
+    transient = (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectTimeoutError,
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.ConnectionClosedError,
+    )
+    if isinstance(exc, transient):
+        return TransientError(f"s3: connection problem ({type(exc).__name__})")
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.get("Code", "")
+        if status in (429, 500, 502, 503, 504) or code in ("SlowDown", "RequestTimeout", "Throttling"):
+            return TransientError(f"s3: server busy ({code or status})")
+    return classify_os_error(exc)

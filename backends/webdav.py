@@ -1,0 +1,225 @@
+"""The ``webdav`` backend (Nextcloud, ownCloud, Apache, ...) on webdav4 and httpx.
+
+URLs: ``webdav://host[:port]/path`` (http) and ``webdavs://host[:port]/path`` (https);
+or, with a ``base_url`` option (usually from a ``[backends.NAME]`` preset such as a
+Nextcloud account's ``https://cloud.example.com/remote.php/dav/files/alice``), the URL
+after ``webdav://`` is a folder under that base. Basic auth from ``username`` and
+``password`` (``${ENV}`` in the config).
+
+What this module changes from webdav4's fsspec filesystem: uploads go straight to one
+PUT (fsspec's ``put_file`` first probes every parent folder); a move replaces its
+destination (``Overwrite: T``), which is how a temp upload is committed; folders are
+made with one MKCOL when the parent exists; webdav4's own retries are off, so the
+engine's backoff (which honours Retry-After) is the only one. A plain WebDAV PUT is not
+atomic on every server (some write in place), so the executor uploads to a temp name
+and moves it. WebDAV cannot set a file's mtime, nor report a content hash, portably.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import httpx
+from webdav4.client import (
+    ClientError,
+    HTTPError,
+    InsufficientStorage,
+    ResourceAlreadyExists,
+    ResourceConflict,
+    ResourceNotFound,
+)
+from webdav4.fsspec import WebdavFileSystem
+
+from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.paths import parent
+
+OPTIONS = frozenset({"base_url", "username", "password", "verify", "timeout"})
+SCHEMES = {"webdav": "http", "dav": "http", "webdavs": "https", "davs": "https"}
+
+
+def parse(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
+    """(base URL of the server, root folder under it) from a target URL and options."""
+    unknown = sorted(set(options) - OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown webdav option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+    scheme, _, rest = url.partition("://")
+    if options.get("base_url"):
+        base = str(options["base_url"]).rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise ConfigError(f"webdav base_url must start with http:// or https://, not {base!r}")
+        return base, "/" + unquote(rest).strip("/")
+    if scheme not in SCHEMES:
+        raise ConfigError(f"webdav URL must start with one of {', '.join(SCHEMES)}://")
+    parts = urlsplit(f"{SCHEMES[scheme]}://{rest}")
+    if parts.password or parts.username:
+        raise ConfigError("do not put credentials in the webdav URL; set options.username and options.password")
+    if not parts.hostname:
+        raise ConfigError("webdav URL needs a host: webdav://host[:port]/path")
+    return f"{parts.scheme}://{parts.netloc}", unquote(parts.path) or "/"
+
+
+class WebdavDriver(Driver):
+    capabilities = Capabilities(
+        case_sensitive=True,
+        atomic_rename=True,
+        server_side_move=True,
+        max_name_bytes=255,
+    )
+    default_concurrency = 4
+
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        base_url, root = parse(url, options)
+        auth = None
+        if options.get("username") is not None:
+            auth = (str(options["username"]), str(options.get("password") or ""))
+        fs = WebdavFileSystem(
+            base_url,
+            auth=auth,
+            retry=False,
+            verify=options.get("verify", True),
+            timeout=float(options.get("timeout", 60)),
+        )
+        driver = cls(fs, root, caps)
+        try:
+            fs.client.propfind("/", headers={"Depth": "0"})
+        except HTTPError as exc:
+            if exc.status_code == HTTPStatus.UNAUTHORIZED:
+                raise ConfigError(
+                    f"webdav: {base_url} refused the credentials of user {options.get('username')!r} (401); "
+                    "check username and password"
+                ) from None
+            raise driver.classify(exc) from None
+        except Exception as exc:
+            raise driver.classify(exc) from None
+        return driver
+
+    @property
+    def client(self) -> Any:
+        return self.fs.client
+
+    def _dav(self, rel: str) -> str:
+        """The path as webdav4 must get it: percent-encoded, since it builds URLs verbatim
+        (a raw ``#`` or ``%`` in a name is otherwise refused or cut)."""
+        return quote(self.root if rel == "" else self.full(rel))
+
+    def list(self) -> dict[str, RemoteEntry]:
+        # names in webdav4 listings are relative to base_url, so paths are rebuilt
+        # from the folder being walked rather than matched against the root
+        result: dict[str, RemoteEntry] = {}
+        try:
+            pending = [("", self.client.ls(self._dav(""), detail=True, allow_listing_resource=False))]
+        except ResourceNotFound:
+            return result
+        while pending:
+            rel_dir, items = pending.pop()
+            for info in items:
+                name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                if info.get("type") == "directory":
+                    pending.append((rel, self.client.ls(self._dav(rel), detail=True)))
+                else:
+                    result[rel] = self.entry(rel, {**info, "size": info.get("content_length")})
+        return result
+
+    def stat(self, rel: str) -> RemoteEntry | None:
+        try:
+            info = self.client.info(self._dav(rel))
+        except ResourceNotFound:
+            return None
+        if info.get("type") != "file":
+            return None
+        return self.entry(rel, {**info, "size": info.get("content_length")})
+
+    def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
+        mtime = info.get("modified")
+        if isinstance(mtime, str):
+            mtime = email.utils.parsedate_to_datetime(mtime)
+        return super().entry(rel, {"size": info.get("size"), "modified": mtime})
+
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        with open(local_path, "rb") as f:
+            self.client.upload_fileobj(f, self._dav(rel), overwrite=True)
+        return None
+
+    def move(self, src: str, dst: str) -> None:
+        self.client.move(self._dav(src), self._dav(dst), overwrite=True)
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.client.remove(self._dav(rel))
+        except ResourceNotFound:
+            raise FileNotFoundError(rel) from None
+
+    def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        path = self._dav(rel_dir)
+        try:
+            if self.client.ls(path, detail=False):
+                return False
+            self.client.remove(path)
+        except ResourceNotFound:
+            return False
+        return True
+
+    def makedirs(self, rel_dir: str) -> None:
+        self._mkcol(self._dav(rel_dir))
+
+    def _mkcol(self, path: str) -> None:
+        try:
+            self.client.mkdir(path)
+        except ResourceAlreadyExists:
+            return
+        except ResourceConflict:
+            # 409: the parent is missing; make it, then try again
+            above = parent(path.strip("/"))
+            if not above:
+                raise
+            self._mkcol("/" + above)
+            try:
+                self.client.mkdir(path)
+            except ResourceAlreadyExists:
+                return
+
+    def classify(self, exc: BaseException) -> MirrorError:
+        return classify_webdav_error(exc)
+
+
+def classify_webdav_error(exc: BaseException) -> MirrorError:  # noqa: PLR0911  # one exit per family
+    if isinstance(exc, MirrorError):
+        return exc
+    if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
+        return TransientError(f"webdav: connection problem ({type(exc).__name__})")
+    if isinstance(exc, InsufficientStorage):
+        return FatalError("webdav: the server is out of space or over quota (507)")
+    if isinstance(exc, HTTPError):
+        status = exc.status_code
+        if status in (HTTPStatus.UNAUTHORIZED,):
+            return FatalError("webdav: the server no longer accepts the credentials (401)")
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= 500:
+            return TransientError(f"webdav: server answered {status}", retry_after=_retry_after(exc.response))
+        return ItemError(f"webdav: server answered {status}")
+    if isinstance(exc, ResourceNotFound):
+        return ItemError(f"webdav: {exc.path} not found")
+    if isinstance(exc, ClientError):
+        return ItemError(f"webdav: {exc}")
+    return classify_os_error(exc)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

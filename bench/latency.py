@@ -1,0 +1,173 @@
+"""``python -m bench.latency``: time from a write (close) to the file on the target.
+
+Starts ``mirror run SOURCE TARGET`` in watch mode with default settings, waits for the
+first full copy, then makes ``--changes`` changes ``--gap`` seconds apart (alternately a
+new file and an edit of an existing one), while a poller reads each expected target file
+every few milliseconds until its content matches. Ends with SIGTERM and checks exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import places, sshd, trees
+from bench.tools import Target, mirror_command, mirror_sftp_config
+
+POLL_S = 0.002
+
+
+@dataclass
+class Poller:
+    """Watches the target for expected contents; records write-to-visible delays."""
+
+    target: Path
+    pending: dict[str, tuple[bytes, float]] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def expect(self, rel: str, content: bytes, written: float) -> None:
+        with self.lock:
+            self.pending[rel] = (content, written)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            with self.lock:
+                todo = list(self.pending.items())
+            for rel, (content, written) in todo:
+                try:
+                    data = (self.target / rel).read_bytes()
+                except OSError:
+                    continue
+                if data == content:
+                    seen = time.perf_counter()
+                    with self.lock:
+                        if self.pending.get(rel, (None, 0.0))[1] == written:
+                            del self.pending[rel]
+                            self.delays[f"{rel}@{written}"] = seen - written
+            time.sleep(POLL_S)
+
+
+def write(path: Path, content: bytes) -> float:
+    """Write and close; the clock starts at close (when a watcher can see the whole file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content)
+    return time.perf_counter()
+
+
+def change_path(spec: trees.TreeSpec, i: int) -> str:
+    """Even changes create files (new folders every 20), odd ones edit existing files."""
+    if i % 2 == 0:
+        return f"new/{i // 20:02d}/n{i:04d}.txt"
+    return trees.rel_path(spec, (i * 7919) % spec.files)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def wait_for_count(path: Path, files: int, timeout: float) -> float:
+    started = time.perf_counter()
+    while places.count_files(path) < files:
+        if time.perf_counter() - started > timeout:
+            raise SystemExit(f"bench: the first copy did not finish within {timeout:.0f} s")
+        time.sleep(0.2)
+    return time.perf_counter() - started
+
+
+def measure(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> str:
+    spec = trees.SPECS[args.workload]
+    work = places.fresh(trees.cache_dir() / "latency" / kind)
+    src = work / "source"
+    subprocess.run(["cp", "-a", f"{trees.tree(spec)}/.", f"{src}/"], check=True)
+    target = Target(kind, places.fresh(places.target_root() / f"latency-{kind}"), server)
+    env = dict(os.environ, MIRROR_STATE_DIR=str(work / "state"))
+    if server is None:
+        cmd = [*mirror_command(), "run", str(src), str(target.path), "-q"]
+    else:
+        config = work / "mirror.toml"
+        config.write_text(mirror_sftp_config(src, target))
+        cmd = [*mirror_command(), "run", "-c", str(config), "-q"]
+    log = open(work / "mirror.log", "wb")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+    poller = Poller(target.path)
+    watcher = threading.Thread(target=poller.run, daemon=True)
+    try:
+        first = wait_for_count(target.path, spec.files, 600)
+        time.sleep(1.0)  # let the watcher settle after the first copy
+        watcher.start()
+        for i in range(args.changes):
+            rel = change_path(spec, i)
+            content = f"change {i} at {time.time()}\n".encode() * 64
+            poller.expect(rel, content, write(src / rel, content))
+            time.sleep(args.gap)
+        deadline = time.perf_counter() + 15
+        while poller.pending and time.perf_counter() < deadline:
+            time.sleep(0.05)
+    finally:
+        poller.stop.set()
+        proc.send_signal(signal.SIGTERM)
+        stop_started = time.perf_counter()
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        stop_s = time.perf_counter() - stop_started
+        log.close()
+    delays = list(poller.delays.values())
+    missing = len(poller.pending)
+    if not delays:
+        return f"| {kind} | {first:.1f} s | no change arrived | | | {missing} | {code} |"
+    return (
+        f"| {kind} | {first:.1f} s | {statistics.median(delays):.3f} s | {percentile(delays, 0.99):.3f} s "
+        f"| {max(delays):.3f} s | {len(delays)}/{args.changes} ({missing} missing) | {code} ({stop_s:.1f} s) |"
+    )
+
+
+@contextlib.contextmanager
+def maybe_sshd(kinds: list[str]) -> Iterator[sshd.Server | None]:
+    if "sftp" in kinds:
+        with sshd.loopback(trees.cache_dir() / "sshd") as server:
+            yield server
+    else:
+        yield None
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__)
+    p.add_argument("--targets", default="local", help="comma list of: local,sftp")
+    p.add_argument("--workload", default="small", help="tree the source starts from")
+    p.add_argument("--changes", type=int, default=100)
+    p.add_argument("--gap", type=float, default=0.3, help="seconds between changes")
+    args = p.parse_args(argv)
+    kinds = args.targets.split(",")
+    rows = []
+    with maybe_sshd(kinds) as server:
+        for kind in kinds:
+            rows.append(measure(kind, server if kind == "sftp" else None, args))
+    print(
+        f"\n`python -m bench.latency {' '.join(sys.argv[1:] if argv is None else argv)}` "
+        f"({time.strftime('%Y-%m-%d %H:%M')}; source {args.workload}, default settings)\n"
+    )
+    print("| target | first copy | p50 | p99 | max | arrived | exit code (stop time) |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

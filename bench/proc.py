@@ -1,0 +1,59 @@
+"""Running one tool as a child process: wall time, exit code, peak RSS of its process tree.
+
+The peak RSS comes from GNU time (``/usr/bin/time -f %M``), not from our own ``wait4``:
+a child forked from this Python process starts with Python's pages, and ``ru_maxrss``
+would bill those (about 18 MiB) to ``cp``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run. ``rss_kib`` is the largest RSS of the child or any descendant it waited for."""
+
+    seconds: float
+    rss_kib: int
+    returncode: int
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+TIME = "/usr/bin/time"
+
+
+class ToolFailed(RuntimeError):
+    """A benchmarked command exited with an error: its figures would mean nothing."""
+
+
+def timed(cmd: Sequence[str], env: Mapping[str, str] | None = None, *, check: bool = True) -> Sample:
+    """``sync``, then run ``cmd`` and measure it (wait4's rusage, as /usr/bin/time -v does)."""
+    os.sync()
+    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
+        started = time.perf_counter()
+        returncode = subprocess.call(
+            [TIME, "-f", "%M", "-o", rss.name, *cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=dict(env or os.environ),
+        )
+        seconds = time.perf_counter() - started
+        err.seek(0)
+        text = err.read().decode(errors="replace")[-4000:]
+        lines = rss.read().split()
+    rss_kib = int(lines[-1]) if lines and lines[-1].isdigit() else 0
+    sample = Sample(seconds, rss_kib, returncode, text)
+    if check and not sample.ok:
+        raise ToolFailed(f"{' '.join(cmd)} exited with {sample.returncode}:\n{text}")
+    return sample

@@ -1,0 +1,220 @@
+"""The contract every backend keeps, run against each name in tests/contract/targets.py.
+
+Driver level: hostile names round-trip, puts replace, moves replace, glob characters are
+never expanded, hashes and mtimes are what the capabilities promise. Engine level: a first
+copy, a no-change pass, an edit, a rename and a delete converge and verify clean.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mirror import config as config_mod
+from mirror import registry
+from mirror.driver import Driver
+from mirror.engine import Mirror
+from mirror.filters import Filter
+from mirror.hashing import HashKind
+from mirror.plan import refused_name
+from mirror.scan import scan
+from mirror.verify import compare
+from tests.contract.targets import BACKENDS
+from tests.support import TargetSpec
+
+HOSTILE = [
+    "plain.pdf",
+    "with space.pdf",
+    "brackets [1].pdf",
+    "star*and?.pdf",
+    "hash #1 % 20.pdf",
+    "ünïcödé €.pdf",
+    "-dash.pdf",
+    "deep/er/still/nested.pdf",
+    "n" * 200 + ".pdf",
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def spec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> TargetSpec:
+    target: TargetSpec = request.getfixturevalue(f"{request.param}_target")
+    for key, value in target.env.items():
+        monkeypatch.setenv(key, value)
+    return target
+
+
+def make_config(spec: TargetSpec, source: Path, state: Path, **settings: object) -> config_mod.Config:
+    data = {
+        "source": str(source),
+        "state_dir": str(state),
+        "targets": {"t": {"url": spec.url, "options": spec.options, **settings}},
+        "backends": spec.presets,
+    }
+    return config_mod.from_dict(data, state / "contract.toml", os.environ)
+
+
+@pytest.fixture
+def driver(spec: TargetSpec, tmp_path: Path) -> Iterator[Driver]:
+    cfg = make_config(spec, tmp_path, tmp_path / "state")
+    target = cfg.targets[0]
+    d = registry.connect(registry.resolve(target.url, target.options, cfg.presets))
+    d.makedirs("")
+    yield d
+    d.close()
+
+
+def local_file(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / "local" / name.replace("/", "_")
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def put(driver: Driver, tmp_path: Path, rel: str, data: bytes, mtime_ns: int = 1_700_000_000 * 10**9) -> Path:
+    path = local_file(tmp_path, rel, data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    if "/" in rel:
+        driver.makedirs(rel.rpartition("/")[0])
+    driver.put(str(path), rel, mtime_ns)
+    return path
+
+
+def test_hostile_names_round_trip_with_size_hash_and_mtime(driver: Driver, tmp_path: Path) -> None:
+    names = [n for n in HOSTILE if refused_name(n, driver.caps) is None]
+    locals_ = {
+        n: put(driver, tmp_path, n, n.encode() * 3, 1_700_000_000 * 10**9 + i * 10**9) for i, n in enumerate(names)
+    }
+    listed = driver.list()
+    assert sorted(listed) == sorted(names)
+    for name in names:
+        entry = listed[name]
+        assert entry.size == len(name.encode()) * 3
+        assert driver.stat(name) is not None and driver.stat(name).size == entry.size  # type: ignore[union-attr]
+        if driver.caps.hash_kind is not HashKind.NONE:
+            assert entry.hash == driver.local_hash(str(locals_[name]))
+        if driver.caps.mtime_settable:
+            assert entry.mtime_ns is not None
+            assert abs(entry.mtime_ns - os.stat(locals_[name]).st_mtime_ns) < max(
+                driver.caps.mtime_precision_ns, 1
+            )
+    assert driver.stat("no such file.pdf") is None
+
+
+def test_put_replaces_an_existing_file(driver: Driver, tmp_path: Path) -> None:
+    put(driver, tmp_path, "inv.pdf", b"first version")
+    second = put(driver, tmp_path, "inv.pdf", b"second, longer version")
+    listed = driver.list()
+    assert list(listed) == ["inv.pdf"]
+    assert listed["inv.pdf"].size == len(b"second, longer version")
+    if driver.caps.hash_kind is not HashKind.NONE:
+        assert listed["inv.pdf"].hash == driver.local_hash(str(second))
+
+
+def test_move_replaces_and_delete_removes(driver: Driver, tmp_path: Path) -> None:
+    put(driver, tmp_path, "a.pdf", b"aaaa")
+    put(driver, tmp_path, "b.pdf", b"bb")
+    driver.makedirs("sub")
+    driver.move("a.pdf", "sub/b.pdf")
+    driver.move("b.pdf", "sub/c.pdf")
+    driver.move("sub/c.pdf", "sub/b.pdf")
+    assert {p: e.size for p, e in driver.list().items()} == {"sub/b.pdf": 2}
+    driver.delete("sub/b.pdf")
+    assert driver.list() == {}
+    assert driver.remove_dir_if_empty("sub") is True
+
+
+def test_glob_characters_are_never_expanded(driver: Driver, tmp_path: Path) -> None:
+    for name in ("a1.pdf", "a[1].pdf", "a*.pdf", "ab.pdf"):
+        if refused_name(name, driver.caps) is None:
+            put(driver, tmp_path, name, name.encode())
+    survivors = set(driver.list())
+    for name in ("a[1].pdf", "a*.pdf"):
+        if name in survivors:
+            driver.delete(name)
+            survivors.discard(name)
+            assert set(driver.list()) == survivors
+
+
+def test_makedirs_is_idempotent_and_only_empty_folders_are_removed(driver: Driver, tmp_path: Path) -> None:
+    driver.makedirs("x/y")
+    driver.makedirs("x/y")
+    put(driver, tmp_path, "x/y/z.pdf", b"z")
+    assert driver.remove_dir_if_empty("x/y") is False
+    assert "x/y/z.pdf" in driver.list()
+
+
+def test_the_engine_converges_on_every_change(spec: TargetSpec, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "2026" / "03").mkdir(parents=True)
+    for i in range(25):
+        (source / "2026" / "03" / f"invoice {i:02d} [x].pdf").write_bytes(b"PDF-%d " % i * (i + 1))
+    (source / "top.pdf").write_bytes(b"top")
+    cfg = make_config(spec, source, tmp_path / "state", max_delete=100)
+
+    def once() -> list:
+        mirror = Mirror(cfg)
+        mirror.open()
+        try:
+            return mirror.run_once()
+        finally:
+            mirror.close()
+
+    def differences() -> list:
+        mirror = Mirror(cfg, dry_run=True)
+        mirror.open()
+        runner = mirror.runners[0]
+        try:
+            driver = runner.connect()
+            index = runner.index.entries() if runner.index else {}
+            local = scan(source, Filter()).entries
+            return compare(
+                local,
+                index,
+                driver.list(),
+                runner.settings.layout,
+                runner.settings.delete,
+                driver.caps,
+                lambda src: driver.local_hash(str(source / src)),
+            )
+        finally:
+            mirror.close()
+
+    (first,) = once()
+    assert first.ok and first.uploaded == 26, first
+    assert differences() == []
+    (second,) = once()
+    assert second.ok and second.uploaded == 0 and second.deleted == 0
+    (source / "top.pdf").write_bytes(b"TOP")
+    os.rename(source / "2026" / "03" / "invoice 07 [x].pdf", source / "2026" / "renamed [7].pdf")
+    (source / "2026" / "03" / "invoice 08 [x].pdf").unlink()
+    (third,) = once()
+    assert third.ok, third
+    # the rename is a server-side move where the backend can, else a put plus a delete
+    assert third.uploaded + third.moved == 2 and third.deleted == (1 if third.moved else 2)
+    assert third.moved == (1 if spec.backend in ("file", "sftp") else third.moved)
+    assert differences() == []
+
+
+def test_the_stop_flag_stops_a_long_first_copy_cleanly(spec: TargetSpec, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(60):
+        (source / f"f{i:02d}.pdf").write_bytes(b"x" * 1000)
+    cfg = make_config(spec, source, tmp_path / "state", concurrency=1)
+    mirror = Mirror(cfg)
+    mirror.open()
+    threading.Timer(0.05, mirror.stop.set).start()
+    try:
+        mirror.run_once()
+    finally:
+        mirror.close(clean=mirror.shutdown())
+    runner_driver = registry.connect(registry.resolve(cfg.targets[0].url, cfg.targets[0].options, cfg.presets))
+    try:
+        leftovers = [p for p in runner_driver.list() if ".~mirror-" in p]
+    finally:
+        runner_driver.close()
+    assert leftovers == []

@@ -1,0 +1,130 @@
+"""``mirror auth dropbox`` (PKCE without redirect) and refresh-token logins, against the fake."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from click.testing import CliRunner
+
+from mirror.errors import ConfigError, FatalError
+from tests.servers.dropbox import DropboxServer
+
+
+def approve(server: DropboxServer, url: str) -> str:
+    """What the user does with the printed URL: sign in, click Allow, copy the code."""
+    query = parse_qs(urlparse(url).query)
+    assert query["code_challenge_method"] == ["S256"]
+    assert query["token_access_type"] == ["offline"]
+    assert query["client_id"] == [server.fake.app_key]
+    return server.fake.authorize(query["code_challenge"][0])
+
+
+def login(server: DropboxServer, token_file: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    import dropbox
+    from mirror.backends.dropbox_auth import command
+
+    printed: list[str] = []
+    original = dropbox.DropboxOAuth2FlowNoRedirect.start
+
+    def start(self: object) -> str:
+        printed.append(original(self))
+        return printed[-1]
+
+    monkeypatch.setattr(dropbox.DropboxOAuth2FlowNoRedirect, "start", start)
+    # the terminal: the code typed at the prompt is the one Dropbox showed for that URL
+    monkeypatch.setattr("click.prompt", lambda *a, **k: approve(server, printed[-1]))
+    result = CliRunner().invoke(
+        command, ["--app-key", server.fake.app_key, "--token-file", str(token_file), "--folder", "Invoices"]
+    )
+    assert result.exit_code == 0, result.output
+    assert printed[-1] in result.output
+    return result.output
+
+
+def test_auth_stores_a_private_refresh_token_and_prints_the_config(
+    dropbox_server: DropboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "conf" / "dropbox.json"
+    output = login(dropbox_server, token_file, monkeypatch)
+
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    stored = json.loads(token_file.read_text())
+    assert stored["refresh_token"] in dropbox_server.fake.refresh_tokens
+    assert stored["app_key"] == dropbox_server.fake.app_key
+    assert stored["refresh_token"] not in output
+    assert 'url = "dropbox://Invoices"' in output
+    assert f'token_file = "{token_file}"' in output
+
+    # the stored login works without any access token in the config
+    driver = dropbox_server.driver("dropbox://Invoices", token=None, token_file=str(token_file))
+    local = tmp_path / "a.pdf"
+    local.write_bytes(b"invoice")
+    driver.put(str(local), "a.pdf", time.time_ns())
+    assert dropbox_server.fake.file_bytes("/Invoices/a.pdf") == b"invoice"
+
+
+def test_a_wrong_code_fails_cleanly(dropbox_server: DropboxServer, tmp_path: Path) -> None:
+    from mirror.backends.dropbox_auth import command
+
+    result = CliRunner().invoke(
+        command,
+        ["--app-key", dropbox_server.fake.app_key, "--token-file", str(tmp_path / "t.json")],
+        input="bad\n",
+    )
+    assert result.exit_code != 0
+    assert "did not accept the code" in result.output
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_expired_access_tokens_are_renewed_from_the_refresh_token(
+    dropbox_server: DropboxServer, tmp_path: Path
+) -> None:
+    fake = dropbox_server.fake
+    refresh = fake.issue_refresh_token()
+    driver = dropbox_server.driver(token=None, refresh_token=refresh, app_key=fake.app_key)
+    local = tmp_path / "a.pdf"
+    local.write_bytes(b"a")
+    driver.put(str(local), "a.pdf", time.time_ns())
+    for token in fake.access_tokens:  # hours later: every access token has expired
+        fake.access_tokens[token] = 0.0
+    time.sleep(0.3)
+    driver.put(str(local), "b.pdf", time.time_ns())
+    assert sorted(driver.list()) == ["a.pdf", "b.pdf"]
+
+
+def test_a_revoked_refresh_token_is_fatal(dropbox_server: DropboxServer, tmp_path: Path) -> None:
+    fake = dropbox_server.fake
+    refresh = fake.issue_refresh_token()
+    driver = dropbox_server.driver(token=None, refresh_token=refresh, app_key=fake.app_key)
+    fake.refresh_tokens.clear()
+    local = tmp_path / "a.pdf"
+    local.write_bytes(b"a")
+    with pytest.raises(Exception) as caught:
+        driver.put(str(local), "a.pdf", time.time_ns())
+    error = driver.classify(caught.value)
+    assert isinstance(error, FatalError)
+    assert "mirror auth dropbox" in str(error)
+    assert refresh not in str(error)
+
+
+def test_token_file_must_be_private(dropbox_server: DropboxServer, tmp_path: Path) -> None:
+    token_file = tmp_path / "t.json"
+    token_file.write_text(json.dumps({"app_key": "k", "refresh_token": "r"}))
+    os.chmod(token_file, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        dropbox_server.driver(token=None, token_file=str(token_file))
+
+
+def test_missing_login_and_unknown_options_are_config_errors(dropbox_server: DropboxServer) -> None:
+    with pytest.raises(ConfigError, match="needs a login"):
+        dropbox_server.driver(token=None)
+    with pytest.raises(ConfigError, match="needs app_key"):
+        dropbox_server.driver(token=None, refresh_token="r")
+    with pytest.raises(ConfigError, match="unknown Dropbox option"):
+        dropbox_server.driver(tokn="x")
