@@ -260,7 +260,7 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -
     for report in reports:
         if dry_run and report.planned is not None:
             print_plan(report.target, report.planned)
-        else:
+        elif not quiet or not report.ok:
             click.echo(summarize(report), err=quiet)
         for src, reason in report.failed:
             click.echo(f"  failed: {src}: {reason}", err=True)
