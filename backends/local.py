@@ -32,6 +32,10 @@ class LocalDriver(Driver):
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         return cls(LocalFileSystem(), url, caps)
 
+    @classmethod
+    def local_folder(cls, url: str) -> str | None:
+        return url
+
     def list(self) -> dict[str, RemoteEntry]:
         result: dict[str, RemoteEntry] = {}
         if not os.path.isdir(self.root):

@@ -263,11 +263,11 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -
         elif not quiet or not report.ok:
             click.echo(summarize(report), err=quiet)
         for src, reason in report.failed:
-            click.echo(f"  failed: {src}: {reason}", err=True)
+            click.echo(f"{report.target}: failed: {src}: {reason}", err=True)
         if report.guard:
-            click.echo(f"  deletions withheld: {report.guard}", err=True)
+            click.echo(f"{report.target}: deletions withheld: {report.guard}", err=True)
         if report.fatal or report.down:
-            click.echo(f"  target failed: {report.fatal or report.down}", err=True)
+            click.echo(f"{report.target}: target failed: {report.fatal or report.down}", err=True)
     if stopped:
         return EXIT_PROBLEM
     return EXIT_OK if all(r.ok for r in reports) else EXIT_PROBLEM

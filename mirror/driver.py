@@ -213,6 +213,11 @@ class Driver:
             return False
         return True
 
+    @classmethod
+    def local_folder(cls, url: str) -> str | None:
+        """The local folder a target URL writes into, if it is one (checked against the source)."""
+        return None
+
     # -- errors -----------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:
         """Turn a library exception into one of mirror's errors (see mirror.errors)."""

@@ -125,7 +125,7 @@ class TargetRunner:
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
         """Open the index (taking the per-target lock) and check the backend is installed."""
-        registry.load_driver_class(self.resolved.backend)
+        self._check_overlap(registry.load_driver_class(self.resolved.backend))
         if self.dry_run:
             if self.index_file.exists():
                 self.index = Index(self.index_file, readonly=True)
@@ -162,6 +162,7 @@ class TargetRunner:
                 raise
             except Exception as exc:
                 raise classify_os_error(exc) from exc
+
             if self.index is not None and not self.dry_run:
                 self.driver.state = self.index
             concurrency = self.settings.concurrency or self.driver.default_concurrency
@@ -177,6 +178,22 @@ class TargetRunner:
                     logger=self.log,
                 )
         return self.driver
+
+    def _check_overlap(self, cls: type[Driver]) -> None:
+        """A local target or the state inside the source (or around it) would mirror itself."""
+        source = self.config.source.resolve()
+        folder = cls.local_folder(self.resolved.url)
+        if folder is not None and _overlaps(Path(folder).resolve(), source):
+            raise ConfigError(
+                f"target {self.name!r} ({folder}) overlaps the source folder {source}; "
+                "choose a target outside the source"
+            )
+        state = self.index_file.parent.parent.resolve()
+        if state == source or source in state.parents:
+            raise ConfigError(
+                f"the state folder {self.index_file.parent.parent} lies inside the source folder {source}; "
+                "use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
+            )
 
     def close(self, clean: bool = True) -> None:
         if self.executor is not None:
@@ -561,6 +578,10 @@ class Mirror:
             runner.wake()
         deadline = time.monotonic() + timeout
         return all(r.join(max(0.0, deadline - time.monotonic())) for r in self.runners)
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
 
 
 def _young(entries: dict[str, LocalEntry], settle: float) -> set[str]:

@@ -217,3 +217,39 @@ def test_database_reading_does_not_need_a_lock(src: Path, tmp_path: Path, state:
     db = next((state / "targets").glob("*.sqlite"))
     rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM files").fetchone()
     assert rows == (12,)
+
+
+def test_a_target_or_state_inside_the_source_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
+    assert_one_line_error(run("run", str(src), str(src / "backup"), "--once", state=state), 2, "overlaps")
+    assert_one_line_error(run("run", str(src), str(tmp_path), "--once", state=state), 2, "overlaps")
+    inside = run("run", str(src), str(tmp_path / "t"), "--once", "--state-dir", str(src / ".state"), state=state)
+    assert_one_line_error(inside, 2, "state folder")
+    assert not (src / "backup").exists() and not (src / ".state").exists()
+
+
+def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Path) -> None:
+    (src / "link").symlink_to(src / "Thumbs.db")
+    result = run("run", str(src), str(tmp_path / "t"), "--once", "--log-format", "json", state=state)
+    assert result.returncode == 0
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    assert any(r["message"].startswith("skipped link") and r["level"] == "info" for r in records)
+
+
+def test_a_broken_target_does_not_stop_the_others(src: Path, tmp_path: Path, state: Path) -> None:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.good]\nurl = "{tmp_path}/good"\n'
+        '[targets.broken]\nurl = "sftp://nobody@127.0.0.1:1/x"\n'
+    )
+    once = run("run", "-c", str(cfg), "--once", state=state)
+    assert once.returncode == 1 and "broken" in once.stderr
+    assert len(files(tmp_path / "good")) == 12
+    proc = start("run", "-c", str(cfg), state=state, log=tmp_path / "log")
+    try:
+        (src / "late.pdf").write_bytes(b"late")
+        wait_for(lambda: (tmp_path / "good" / "late.pdf").exists(), what="the healthy target to keep syncing")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
+    assert "unreachable" in (tmp_path / "log").read_text()
