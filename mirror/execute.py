@@ -176,6 +176,11 @@ class Executor:
             return min(max(exc.retry_after, 0.0), 300.0)
         return float(wait_exponential_jitter(initial=self.retry.initial, max=self.retry.maximum)(state))
 
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self.log.info("retrying in %.1f s (attempt %d): %s", delay, state.attempt_number + 1, exc)
+
     def _sleep(self, seconds: float) -> None:
         """Back off, but wake up at once when mirror is stopping."""
         self.stop.wait(seconds)
@@ -187,6 +192,7 @@ class Executor:
             wait=self._wait,
             retry=retry_if_exception_type(TransientError),
             sleep=self._sleep,
+            before_sleep=self._log_retry,
             reraise=True,
         )
         for attempt in retrying:

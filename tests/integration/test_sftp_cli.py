@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from tests.cli import files, start, wait_for
 from tests.servers.sshd import SshServer
 
 
@@ -45,3 +47,47 @@ def test_run_once_then_verify_over_sftp(sshd: SshServer, tmp_path: Path) -> None
     # a changed file is found by verify, and the next run fixes it
     (remote / expected[0]).write_bytes(b"tampered")
     assert mirror("verify", "-c", str(config)).returncode == 1
+
+
+def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path) -> Path:
+    config = tmp_path / "restart.toml"
+    config.write_text(
+        f'source = "{source}"\n'
+        f'state_dir = "{tmp_path / "state"}"\n'
+        "[targets.box]\n"
+        f'url = "{server.url(remote)}"\n'
+        f'options = {{ key_filename = "{server.client_key}", known_hosts = "{server.known_hosts}", '
+        "allow_agent = false, look_for_keys = false, timeout = 5 }\n"
+    )
+    return config
+
+
+def test_sshd_restarted_during_watch_mode_converges_without_restarting_mirror(tmp_path: Path) -> None:
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    source, remote = tmp_path / "export", tmp_path / "remote"
+    source.mkdir()
+    remote.mkdir()
+    for i in range(600):
+        (source / f"scan {i:03}.pdf").write_bytes(os.urandom(3000))
+    config = _config(server, source, remote, tmp_path)
+    proc = start("run", "-c", str(config), state=tmp_path / "state", log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: len(list(remote.iterdir())) >= 60, timeout=60, what="the copy to get going")
+        server.stop()
+        (source / "written while down.pdf").write_bytes(b"while the server was down")
+        time.sleep(3)
+        server.start()
+        wait_for(lambda: files(remote) == files(source), timeout=90, what="the mirror to converge")
+        assert proc.poll() is None, "mirror must survive the outage"
+    finally:
+        proc.terminate()
+        code = proc.wait(20)
+    assert code == 0, (tmp_path / "mirror.log").read_text()[-3000:]
+    try:
+        verify = mirror("verify", "-c", str(config))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        server.stop()
+    log = (tmp_path / "mirror.log").read_text()
+    assert "retrying in" in log or "unreachable" in log, "the outage went unnoticed: the test exercised nothing"
