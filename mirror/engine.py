@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +25,11 @@ from mirror import registry
 from mirror.config import Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
+from mirror.events import Observer, Observers, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.index import Index, RunRecord, private_dir
-from mirror.plan import Plan, PlanSettings, plan
+from mirror.plan import PlanSettings, plan
 from mirror.redact import redact_url
 from mirror.scan import LocalEntry, Snapshot, check_source, scan, stat_paths
 from mirror.watch import SourceWatcher
@@ -50,29 +51,6 @@ def index_path(root: Path, source: Path, target: TargetConfig) -> Path:
     """One index per (source, target URL) pair, named after the target for humans."""
     key = hashlib.sha256(f"{source}\0{redact_url(target.url)}".encode()).hexdigest()[:12]
     return root / "targets" / f"{target.name}-{key}.sqlite"
-
-
-@dataclass(frozen=True)
-class Report:
-    """The outcome of one pass over one target, for humans and exit codes."""
-
-    target: str
-    kind: str
-    uploaded: int = 0
-    adopted: int = 0
-    moved: int = 0
-    deleted: int = 0
-    bytes: int = 0
-    failed: tuple[tuple[str, str], ...] = ()
-    guard: str | None = None
-    fatal: str | None = None
-    down: str | None = None
-    seconds: float = 0.0
-    planned: Plan | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not (self.failed or self.guard or self.fatal or self.down)
 
 
 @dataclass
@@ -97,6 +75,7 @@ class TargetRunner:
         *,
         dry_run: bool = False,
         retry: RetryPolicy | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         self.target = target
@@ -117,7 +96,7 @@ class TargetRunner:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self.dead: str | None = None
-        self.reports: list[Report] = []
+        self.observer = observer or Observer()
         #: progress hooks: bytes a pass will send, then bytes as each item completes
         self.on_plan: Callable[[int], None] | None = None
         self.on_done: Callable[[int], None] | None = None
@@ -175,6 +154,7 @@ class TargetRunner:
                     self.stop,
                     self.retry,
                     on_done=lambda n: self.on_done(n) if self.on_done else None,
+                    on_retry=lambda error: self.observer.on_retry(self.name, error),
                     logger=self.log,
                 )
         return self.driver
@@ -249,6 +229,7 @@ class TargetRunner:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
         if self.index is not None:
             self.index.set_meta(state="syncing", pending=len(actions.transfers) + len(actions.moves))
+        self.observer.on_state(self.name, "syncing", None)
         if self.on_plan and actions.transfers:
             self.on_plan(sum(t.entry.size for t in actions.transfers))
         stats = self.executor.run(actions)
@@ -311,6 +292,8 @@ class TargetRunner:
             values["last_error"] = report.fatal or report.down
             values["state"] = "failing"
         self.index.set_meta(**values)
+        self.observer.on_report(report)
+        self.observer.on_state(self.name, str(values["state"]), report.fatal or report.down)
 
     # -- the live loop ------------------------------------------------------------------
     def submit(
@@ -376,6 +359,7 @@ class TargetRunner:
                 backoff = 1.0
             except TransientError as exc:
                 self.log.warning("target unreachable (%s); retrying in %.0f s", exc, backoff)
+                self.observer.on_state(self.name, "failing", str(exc))
                 self.submit(work.changes, full=work.full, listing=work.listing, skip=work.skip)
                 if self.stop.wait(backoff):
                     return
@@ -385,6 +369,7 @@ class TargetRunner:
                 self.log.error("target stopped: %s", exc)
                 if self.index is not None:
                     self.index.set_meta(state="failed", last_error=str(exc))
+                self.observer.on_state(self.name, "failed", str(exc))
                 return
             except Exception:
                 self.log.exception("unexpected error; will rescan")
@@ -419,8 +404,6 @@ class TargetRunner:
         return reports
 
     def _log_report(self, report: Report) -> None:
-        self.reports.append(report)
-        del self.reports[:-20]
         if report.uploaded or report.moved or report.deleted or report.adopted:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
@@ -450,10 +433,21 @@ def human_bytes(n: float) -> str:
 class Mirror:
     """One source mirrored to the targets of a config: the embedding API."""
 
-    def __init__(self, config: Config, *, dry_run: bool = False, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dry_run: bool = False,
+        retry: RetryPolicy | None = None,
+        observers: Iterable[Observer] = (),
+    ) -> None:
         self.config = config
         self.stop = threading.Event()
-        self.runners = [TargetRunner(config, t, self.stop, dry_run=dry_run, retry=retry) for t in config.targets]
+        self.observer = Observers(observers)
+        self.runners = [
+            TargetRunner(config, t, self.stop, dry_run=dry_run, retry=retry, observer=self.observer)
+            for t in config.targets
+        ]
         self.filter = Filter()
 
     def open(self) -> None:
@@ -521,6 +515,8 @@ class Mirror:
                 )
             except (FatalError, TransientError, ConfigError) as exc:
                 reports[runner.name] = Report(runner.name, "full", fatal=str(exc))
+                self.observer.on_report(reports[runner.name])
+                self.observer.on_state(runner.name, "failed", str(exc))
 
         threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in self.runners]
         for t in threads:
@@ -565,6 +561,7 @@ class Mirror:
                     runner.submit(full=True, listing=due)
                 next_rescan = time.monotonic() + rescan_every
             elif batch.changes:
+                self.observer.on_changes(len(batch.changes))
                 for runner in self.runners:
                     runner.submit(batch.changes)
             if all(r.dead for r in self.runners):

@@ -79,6 +79,7 @@ class Executor:
         stop: threading.Event,
         retry: RetryPolicy | None = None,
         on_done: Callable[[int], None] | None = None,
+        on_retry: Callable[[str], None] | None = None,
         logger: logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         self.driver = driver
@@ -88,6 +89,7 @@ class Executor:
         self.stop = stop
         self.retry = retry or RetryPolicy()
         self.on_done = on_done or (lambda n: None)
+        self.on_retry = on_retry or (lambda error: None)
         self.log = logger or logging.LoggerAdapter(log, {})
         self._lock = threading.Lock()
         self._dirs: set[str] = set()
@@ -129,7 +131,7 @@ class Executor:
         for tmp in list(self.temps):
             try:
                 self.driver.delete(tmp)
-            except Exception:
+            except Exception:  # best effort at exit: an unclean stop makes the next run list and clean
                 self.log.debug("could not remove temp file %s at exit", tmp)
 
     # -- the pool -------------------------------------------------------------------
@@ -153,7 +155,7 @@ class Executor:
                 except (FatalError, TargetDown) as exc:
                     raised.append(exc)
                     self._abort.set()
-                except Exception as exc:
+                except Exception as exc:  # a bug must stop the pass loudly, not kill a worker silently
                     raised.append(exc)
                     self._abort.set()
 
@@ -180,6 +182,7 @@ class Executor:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
         self.log.info("retrying in %.1f s (attempt %d): %s", delay, state.attempt_number + 1, exc)
+        self.on_retry(str(exc))
 
     def _sleep(self, seconds: float) -> None:
         """Back off, but wake up at once when mirror is stopping."""

@@ -1,0 +1,80 @@
+"""What the engine tells the world while it runs: pass reports and target states.
+
+Observers (alerts, metrics, a host program embedding mirror) receive these; they must
+return quickly and never raise (an observer's error is logged and ignored).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mirror.plan import Plan
+
+log = logging.getLogger("mirror")
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of one pass over one target, for humans and exit codes."""
+
+    target: str
+    kind: str
+    uploaded: int = 0
+    adopted: int = 0
+    moved: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    failed: tuple[tuple[str, str], ...] = ()
+    guard: str | None = None
+    fatal: str | None = None
+    down: str | None = None
+    seconds: float = 0.0
+    planned: Plan | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.guard or self.fatal or self.down)
+
+
+class Observer:
+    """Base class with no-op hooks; override the ones you need."""
+
+    def on_report(self, report: Report) -> None:
+        """A pass over a target finished (full or incremental)."""
+
+    def on_state(self, target: str, state: str, error: str | None) -> None:
+        """A target changed state: ``syncing``, ``idle``, ``failing`` (retrying) or ``failed``."""
+
+    def on_retry(self, target: str, error: str) -> None:
+        """One call to a target failed transiently and will be retried."""
+
+    def on_changes(self, count: int) -> None:
+        """The watcher handed on ``count`` settled changes."""
+
+
+class Observers(Observer):
+    """Fans every event out to several observers, shielding the engine from their errors."""
+
+    def __init__(self, observers: Iterable[Observer] = ()) -> None:
+        self.observers = list(observers)
+
+    def _each(self, name: str, *args: object) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, name)(*args)
+            except Exception:  # a broken observer must not stop the mirror
+                log.warning("observer %s failed in %s", type(observer).__name__, name, exc_info=True)
+
+    def on_report(self, report: Report) -> None:
+        self._each("on_report", report)
+
+    def on_state(self, target: str, state: str, error: str | None) -> None:
+        self._each("on_state", target, state, error)
+
+    def on_retry(self, target: str, error: str) -> None:
+        self._each("on_retry", target, error)
+
+    def on_changes(self, count: int) -> None:
+        self._each("on_changes", count)
