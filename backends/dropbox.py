@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import random
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -57,6 +56,7 @@ from fsspec.spec import AbstractFileSystem
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error, info_mtime_ns
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import DROPBOX_BLOCK, HashKind, dropbox_content_hash
+from mirror.private_files import read_private
 
 T = TypeVar("T")
 
@@ -818,16 +818,11 @@ def credentials(options: Mapping[str, Any]) -> dict[str, Any]:
 def read_token_file(path: str) -> dict[str, str]:
     """The app key and refresh token stored by ``mirror auth dropbox``; refuses loose modes."""
     path = os.path.expanduser(path)
+    text = read_private(path, "Dropbox token file", "run `mirror auth dropbox`")
     try:
-        st = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            stored = json.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"Dropbox token file {path} does not exist; run `mirror auth dropbox`") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"Dropbox token file {path} cannot be read ({type(exc).__name__})") from None
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        raise ConfigError(f"Dropbox token file {path} is readable by others; run: chmod 600 {path}")
+        stored = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"Dropbox token file {path} is not valid JSON; run `mirror auth dropbox`") from None
     if not isinstance(stored, dict) or not stored.get("refresh_token") or not stored.get("app_key"):
         raise ConfigError(f"Dropbox token file {path} lacks app_key or refresh_token; run `mirror auth dropbox`")
     return {"refresh_token": str(stored["refresh_token"]), "app_key": str(stored["app_key"])}

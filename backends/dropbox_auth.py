@@ -10,32 +10,16 @@ renews them from the refresh token by itself.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
 import platformdirs
 
+from mirror.private_files import write_private
+
 
 def default_token_file(app_key: str) -> Path:
     return Path(platformdirs.user_config_dir("mirror")) / f"dropbox-{app_key}.json"
-
-
-def write_private(path: Path, payload: dict[str, str]) -> None:
-    """Write ``payload`` as JSON readable by the owner only, replacing ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @click.command("dropbox")
@@ -68,7 +52,7 @@ def command(app_key: str, token_file: Path | None, folder: str) -> None:
         raise click.ClickException("Dropbox returned no refresh token; start again")
     path = (token_file or default_token_file(app_key)).expanduser()
     stored = {"app_key": app_key, "refresh_token": result.refresh_token, "account_id": result.account_id}
-    write_private(path, stored)
+    write_private(path, json.dumps(stored, indent=2) + "\n")
     click.echo(f"Logged in; refresh token stored in {path} (mode 0600).")
     click.echo("Add a target like this to your config:")
     click.echo("")

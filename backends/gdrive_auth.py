@@ -11,14 +11,14 @@ token file that GDriveDriver reads.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import click
 from google_auth_oauthlib.flow import InstalledAppFlow  # type: ignore[import-untyped]
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error  # type: ignore[import-untyped]
+
+from mirror.private_files import write_private
 
 from .gdrive import SCOPES, default_token_file
 
@@ -43,20 +43,6 @@ def login_paste(client_secrets: str, token_file: str, ask: Callable[[str], str])
 def login_browser(client_secrets: str, token_file: str) -> None:
     flow = InstalledAppFlow.from_client_secrets_file(client_secrets, scopes=SCOPES)
     save(flow.run_local_server(host="127.0.0.1", port=0, access_type="offline", prompt="consent"), token_file)
-
-
-def write_private(path: str, text: str) -> None:
-    """Replace ``path`` with ``text``, readable by the owner only (mode 0600 from the start)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".token-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def save(credentials: Any, token_file: str) -> None:

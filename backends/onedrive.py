@@ -24,7 +24,6 @@ import os
 import random
 import re
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -38,6 +37,7 @@ import requests
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind
+from mirror.private_files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -142,21 +142,6 @@ def default_token_file() -> str:
     from platformdirs import user_config_dir
 
     return os.path.join(user_config_dir("mirror"), "onedrive-token.json")
-
-
-def write_private(path: str, text: str) -> None:
-    """Replace ``path`` with ``text``, readable by the owner only (mode 0600)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".token-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def msal_http(ca_certs: str | None) -> requests.Session:

@@ -45,6 +45,7 @@ from fsspec.spec import AbstractFileSystem
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
+from mirror.private_files import read_private
 
 OPTIONS = frozenset(
     {
@@ -300,15 +301,7 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[Params, str]:
 
 
 def _read_secret_file(path: str) -> str:
-    path = os.path.expanduser(path)
-    try:
-        mode = os.stat(path).st_mode
-        if mode & 0o077:
-            raise ConfigError(f"password_file {path} is readable by others; chmod 600 it")
-        with open(path, encoding="utf-8") as f:
-            return f.read().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"cannot read password_file {path}: {exc.strerror}") from None
+    return read_private(path, "password_file").rstrip("\r\n")
 
 
 def _fingerprint(key: paramiko.PKey) -> str:

@@ -1,0 +1,44 @@
+"""Files only their owner may read: tokens and passwords on disk."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from mirror.errors import ConfigError
+
+
+def write_private(path: str | Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, mode 0600, in a folder made 0700."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_private(path: str | Path, what: str, hint: str = "") -> str:
+    """The text of a secret file; ConfigError if it is missing, unreadable or not private.
+
+    ``what`` names the file for the message ("Dropbox token file"); ``hint`` says how to
+    create it when it is missing.
+    """
+    path = Path(path).expanduser()
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_IMODE(mode) & 0o077:
+            raise ConfigError(f"{what} {path} is readable by others; run: chmod 600 {path}")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist{'; ' + hint if hint else ''}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read ({type(exc).__name__})") from None
