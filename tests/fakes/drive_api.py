@@ -284,21 +284,6 @@ def list_fields(spec: str | None) -> tuple[str | None, bool]:
 class DriveHandler(JSONHandler):
     state: DriveState
 
-    def do_GET(self) -> None:
-        self.dispatch("GET")
-
-    def do_POST(self) -> None:
-        self.dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self.dispatch("PATCH")
-
-    def do_PUT(self) -> None:
-        self.dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self.dispatch("DELETE")
-
     def fail(self, status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
         self.send(
             status,

@@ -187,21 +187,6 @@ def _b64(data: dict[str, Any]) -> str:
 class GraphHandler(JSONHandler):
     state: GraphState
 
-    def do_GET(self) -> None:
-        self.dispatch("GET")
-
-    def do_POST(self) -> None:
-        self.dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self.dispatch("PATCH")
-
-    def do_PUT(self) -> None:
-        self.dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self.dispatch("DELETE")
-
     def dispatch(self, method: str) -> None:
         st = self.state
         raw = self.path.split("?", 1)[0]

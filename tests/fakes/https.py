@@ -51,6 +51,25 @@ class JSONHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pytest shows failures, not every request."""
 
+    def dispatch(self, method: str) -> None:
+        """Answer one request; each fake routes by method and path."""
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self.dispatch("PATCH")
+
+    def do_PUT(self) -> None:
+        self.dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
+
     # -- reading ----------------------------------------------------------------------
     @property
     def route(self) -> str:
