@@ -1,0 +1,61 @@
+"""The same user story on every backend, through the real command line: a first copy,
+an edit, a no-change pass, then ``mirror verify`` — as a subprocess configured only by a
+TOML file and the environment, exactly as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.cli import run
+from tests.contract.test_contract import spec  # noqa: F401 - the parametrized fixture
+from tests.support import TargetSpec
+
+
+def toml_value(value: object) -> str:
+    """An inline TOML value for the plain data a TargetSpec holds."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def config_file(spec: TargetSpec, source: Path, path: Path) -> Path:  # noqa: F811
+    lines = [f"source = {toml_value(str(source))}", "", "[targets.t]", f"url = {toml_value(spec.url)}"]
+    lines.append(f"options = {toml_value(spec.options)}")
+    for name, preset in spec.presets.items():
+        lines += ["", f"[backends.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in preset.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_run_edit_run_verify_through_the_cli(spec: TargetSpec, tmp_path: Path) -> None:  # noqa: F811
+    if spec.backend == "memory":
+        pytest.skip("a memory target does not outlive the process that wrote it")
+    source = tmp_path / "export"
+    (source / "2026" / "04").mkdir(parents=True)
+    for i in range(8):
+        (source / "2026" / "04" / f"invoice #{i} [draft].pdf").write_bytes(os.urandom(500 + i))
+    (source / "big scan.tif").write_bytes(os.urandom(5 * 1024 * 1024 + 11))
+    config = config_file(spec, source, tmp_path / "mirror.toml")
+    state = tmp_path / "state"
+
+    first = run("run", "-c", str(config), "--once", state=state, env=spec.env, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "9 sent" in first.stdout
+    (source / "2026" / "04" / "invoice #3 [draft].pdf").write_bytes(b"corrected")
+    second = run("run", "-c", str(config), "--once", state=state, env=spec.env, cwd=tmp_path)
+    assert second.returncode == 0 and "1 sent" in second.stdout, second.stdout + second.stderr
+    third = run("run", "-c", str(config), "--once", state=state, env=spec.env, cwd=tmp_path)
+    assert third.returncode == 0 and "0 sent" in third.stdout, third.stdout + third.stderr
+    verify = run("verify", "-c", str(config), state=state, env=spec.env, cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for secret in spec.env.values():
+        if len(secret) >= 8 and not secret.startswith(("/", "http")):
+            assert secret not in first.stdout + first.stderr + verify.stdout + verify.stderr
