@@ -574,9 +574,13 @@ class DropboxDriver(Driver):
         chunk_size: int = DEFAULT_CHUNK,
     ) -> None:
         super().__init__(fs, root, caps)
-        self.fs: DropboxFS = fs
+        self._dropbox_fs = fs
         self.chunk_size = chunk_size
         self.batcher = Batcher(fs, max_body=chunk_size)
+
+    @property
+    def fs(self) -> DropboxFS:
+        return self._dropbox_fs
 
     # -- construction ---------------------------------------------------------------
     @classmethod

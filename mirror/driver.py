@@ -19,14 +19,14 @@ import errno
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
-
-from fsspec.core import url_to_fs
-from fsspec.spec import AbstractFileSystem
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mirror.errors import FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import check_relative
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,8 @@ class Driver:
     #: worker threads per target unless the config sets ``concurrency``
     default_concurrency: ClassVar[int] = 4
 
-    def __init__(self, fs: AbstractFileSystem, root: str, caps: Capabilities | None = None) -> None:
-        self.fs = fs
+    def __init__(self, fs: AbstractFileSystem | None, root: str, caps: Capabilities | None = None) -> None:
+        self._fs = fs
         self.root = root.rstrip("/") or "/"
         self.caps = caps or self.capabilities
         self.state: StateStore = MemoryState()
@@ -122,8 +122,21 @@ class Driver:
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         """Build the driver for ``url`` (protocol already resolved) with fsspec ``options``."""
+        from fsspec.core import url_to_fs
+
         fs, root = url_to_fs(url, **options)
         return cls(fs, root, caps)
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        """The fsspec filesystem behind this target (built on first use where it can be)."""
+        if self._fs is None:
+            self._fs = self.make_fs()
+        return self._fs
+
+    def make_fs(self) -> AbstractFileSystem:
+        """The filesystem of a driver constructed without one (see LocalDriver)."""
+        raise NotImplementedError
 
     # -- paths ----------------------------------------------------------------------
     def full(self, rel: str) -> str:

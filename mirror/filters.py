@@ -5,8 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-
-import pathspec
+from typing import Any
 
 #: files that applications leave behind while working, or that no target wants
 JUNK_PATTERNS = (
@@ -26,21 +25,28 @@ class Filter:
     """Decides for a source-relative path whether it takes part in the mirror."""
 
     def __init__(self, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> None:
-        include = list(include)
-        self._include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
-        self._exclude = pathspec.GitIgnoreSpec.from_lines(list(exclude))
+        include, exclude = list(include), list(exclude)
+        # pathspec is only loaded (and consulted) when there are patterns
+        self._include = _spec(include) if include else None
+        self._exclude = _spec(exclude) if exclude else None
 
     def wants_dir(self, rel: str) -> bool:
         """False when a folder is excluded as a whole (its contents are not walked)."""
-        return not self._exclude.match_file(rel + "/")
+        return self._exclude is None or not self._exclude.match_file(rel + "/")
 
     def wants_file(self, rel: str) -> bool:
         name = rel.rpartition("/")[2]
         if _JUNK_RE.match(name.lower()):
             return False
-        if self._exclude.match_file(rel):
+        if self._exclude is not None and self._exclude.match_file(rel):
             return False
         return self._include is None or bool(self._include.match_file(rel))
+
+
+def _spec(patterns: list[str]) -> Any:
+    import pathspec
+
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
 
 
 def is_junk(name: str) -> bool:

@@ -105,11 +105,15 @@ class Index:
         self.path = path
         self._lock = threading.Lock()
         self._dirty = 0
+        #: sources with a failure row, so recording a success costs no DELETE when there is none
+        self._failed: set[str] = set()
+        self._rows: list[tuple[str, str, int, int, int, str, str | None]] = []
         if readonly:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             return
         private_dir(path.parent)
         self._db = self._open_or_rebuild(path)
+        self._failed = {row[0] for row in self._db.execute("SELECT src FROM failures")}
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -137,38 +141,49 @@ class Index:
 
     # -- files ----------------------------------------------------------------------
     def entries(self) -> dict[str, IndexEntry]:
+        dates: dict[str, dt.date] = {}
+        result: dict[str, IndexEntry] = {}
         with self._lock:
+            self._drain()
             rows = self._db.execute("SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files")
-            return {
-                r[0]: IndexEntry(r[0], r[1], r[2], r[3], r[4], dt.date.fromisoformat(r[5]), r[6]) for r in rows
-            }
+            for src, dst, size, mtime_ns, ino, day, remote_hash in rows:
+                # most rows share a handful of dates, and (layout tree) have dst == src: share them
+                date = dates.get(day) or dates.setdefault(day, dt.date.fromisoformat(day))
+                result[src] = IndexEntry(src, src if dst == src else dst, size, mtime_ns, ino, date, remote_hash)
+        return result
 
     def record(self, entry: IndexEntry) -> None:
+        row = (
+            entry.src,
+            entry.dst,
+            entry.size,
+            entry.mtime_ns,
+            entry.ino,
+            entry.date.isoformat(),
+            entry.remote_hash,
+        )
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.src,
-                    entry.dst,
-                    entry.size,
-                    entry.mtime_ns,
-                    entry.ino,
-                    entry.date.isoformat(),
-                    entry.remote_hash,
-                ),
-            )
-            self._db.execute("DELETE FROM failures WHERE src = ?", (entry.src,))
+            # rows are written in batches (one executemany) before anything else touches the db
+            self._rows.append(row)
+            self._clear_failure(entry.src)
             self._wrote()
 
     def forget(self, src: str) -> None:
         with self._lock:
+            self._drain()
             self._db.execute("DELETE FROM files WHERE src = ?", (src,))
-            self._db.execute("DELETE FROM failures WHERE src = ?", (src,))
+            self._clear_failure(src)
             self._wrote()
+
+    def _clear_failure(self, src: str) -> None:
+        if src in self._failed:
+            self._db.execute("DELETE FROM failures WHERE src = ?", (src,))
+            self._failed.discard(src)
 
     def totals(self) -> tuple[int, int]:
         """(files, bytes) the mirror manages on this target."""
         with self._lock:
+            self._drain()
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files").fetchone()
             return int(row[0]), int(row[1])
 
@@ -176,20 +191,18 @@ class Index:
     def fail(self, src: str, dst: str | None, error: str) -> None:
         now = time.time()
         with self._lock:
+            self._drain()
             self._db.execute(
                 "INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(src) DO UPDATE SET "
                 "dst = excluded.dst, error = excluded.error, attempts = attempts + 1, last_at = excluded.last_at",
                 (src, dst, error, now, now),
             )
-            self._wrote()
-
-    def clear_failure(self, src: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM failures WHERE src = ?", (src,))
+            self._failed.add(src)
             self._wrote()
 
     def failures(self) -> list[Failure]:
         with self._lock:
+            self._drain()
             rows = self._db.execute(
                 "SELECT src, dst, error, attempts, first_at, last_at FROM failures ORDER BY src"
             ).fetchall()
@@ -198,11 +211,13 @@ class Index:
     # -- meta and runs ----------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
         with self._lock:
+            self._drain()
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, **values: str | float | int | None) -> None:
         with self._lock:
+            self._drain()
             for key, value in values.items():
                 if value is None:
                     self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
@@ -213,6 +228,7 @@ class Index:
 
     def add_run(self, run: RunRecord) -> None:
         with self._lock:
+            self._drain()
             self._db.execute(
                 "INSERT INTO runs (kind, started, finished, uploaded, bytes, deleted, failed, result) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -233,6 +249,7 @@ class Index:
 
     def last_run(self) -> RunRecord | None:
         with self._lock:
+            self._drain()
             row = self._db.execute(
                 "SELECT kind, started, finished, uploaded, bytes, deleted, failed, result "
                 "FROM runs ORDER BY id DESC LIMIT 1"
@@ -242,16 +259,19 @@ class Index:
     # -- driver state (a mirror.driver.StateStore) -----------------------------------------
     def get(self, key: str) -> str | None:
         with self._lock:
+            self._drain()
             row = self._db.execute("SELECT value FROM driver_state WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set(self, key: str, value: str) -> None:
         with self._lock:
+            self._drain()
             self._db.execute("INSERT OR REPLACE INTO driver_state VALUES (?, ?)", (key, value))
             self._db.commit()
 
     def delete(self, key: str) -> None:
         with self._lock:
+            self._drain()
             self._db.execute("DELETE FROM driver_state WHERE key = ?", (key,))
             self._db.commit()
 
@@ -259,16 +279,25 @@ class Index:
     def _wrote(self) -> None:
         self._dirty += 1
         if self._dirty >= COMMIT_EVERY:
+            self._drain()
             self._db.commit()
             self._dirty = 0
 
+    def _drain(self) -> None:
+        """Write buffered file rows (caller holds the lock)."""
+        if self._rows:
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self._rows)
+            self._rows.clear()
+
     def flush(self) -> None:
         with self._lock:
+            self._drain()
             self._db.commit()
             self._dirty = 0
 
     def close(self) -> None:
         with self._lock:
+            self._drain()
             self._db.commit()
             self._db.close()
 

@@ -65,6 +65,8 @@ class Layout:
 
     def target_path(self, rel: str, date: dt.date) -> str:
         """The target path of source file ``rel`` (``/``-separated) dated ``date``."""
+        if self.template == "{path}":
+            return check_relative(rel)
         parent, _, name = rel.rpartition("/")
         dot = name.rfind(".")
         stem, suffix = (name[:dot], name[dot:]) if dot > 0 else (name, "")

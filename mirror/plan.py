@@ -238,6 +238,9 @@ class _Planner:
             except ItemError as exc:
                 self.refusals.append(Refuse(src, None, str(exc)))
                 continue
+            if known is not None and known.dst == dst and known.size == entry.size:
+                desired[src] = (dst, date)  # the target accepted this path before
+                continue
             why = refused_name(dst, self.caps)
             if why is None and self.caps.max_file_bytes is not None and entry.size > self.caps.max_file_bytes:
                 why = f"file is larger than the target allows ({self.caps.max_file_bytes} bytes)"

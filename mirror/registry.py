@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from fsspec.registry import known_implementations
-from fsspec.registry import registry as fsspec_registry
-
 from mirror.driver import Capabilities, Driver
 from mirror.errors import ConfigError
 
@@ -115,6 +112,8 @@ def known_backends() -> list[BackendInfo]:
         if ep.name not in taken:
             result.append(BackendInfo(ep.name, f"third-party backend ({ep.value})", ep.value))
             taken.add(ep.name)
+    from fsspec.registry import known_implementations
+
     for name, spec in sorted(known_implementations.items()):
         if name not in taken:
             module = spec["class"].split(".")[0]
@@ -124,9 +123,13 @@ def known_backends() -> list[BackendInfo]:
 
 
 def _lookup(protocol: str) -> BackendInfo | None:
-    for info in known_backends():
-        if protocol == info.protocol or protocol in info.aliases:
-            return info
+    # built-ins first: resolving them must not import fsspec or scan entry points
+    for infos in (BUILTINS, known_backends()):
+        for info in infos:
+            if protocol == info.protocol or protocol in info.aliases:
+                return info
+    from fsspec.registry import registry as fsspec_registry
+
     if protocol in fsspec_registry:
         return BackendInfo(protocol, "fsspec (registered at run time)")
     return None
