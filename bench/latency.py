@@ -80,9 +80,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def wait_for_count(path: Path, files: int, timeout: float) -> float:
+def wait_for_count(path: Path, files: int, timeout: float, proc: subprocess.Popen[bytes]) -> float:
+    """Wait for the first copy; fail fast when mirror has exited (see its log)."""
     started = time.perf_counter()
     while places.count_files(path) < files:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench: mirror exited with {proc.returncode} before the first copy finished")
         if time.perf_counter() - started > timeout:
             raise SystemExit(f"bench: the first copy did not finish within {timeout:.0f} s")
         time.sleep(0.2)
@@ -107,7 +110,7 @@ def measure(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> 
     poller = Poller(target.path)
     watcher = threading.Thread(target=poller.run, daemon=True)
     try:
-        first = wait_for_count(target.path, spec.files, 600)
+        first = wait_for_count(target.path, spec.files, 600, proc)
         time.sleep(1.0)  # let the watcher settle after the first copy
         watcher.start()
         for i in range(args.changes):

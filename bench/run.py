@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import places, sshd, trees
-from bench.proc import timed
+from bench.proc import ToolFailed, timed
 from bench.table import Record, render
 from bench.tools import TOOLS, Target, Tool, ensure_installed
 
@@ -58,6 +59,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.records: list[Record] = []
+        self.failures: list[str] = []
         self.scratch = trees.cache_dir() / "scratch"
         self.edit_round = int(time.time())
 
@@ -107,7 +109,12 @@ class Bench:
             base = Target(kind, root / kind, servers.get(kind))
             for repeat in range(self.args.repeat):
                 for tool in rotated(tools, repeat):
-                    self.one_tool(name, src, files, base, tool, repeat)
+                    try:
+                        self.one_tool(name, src, files, base, tool, repeat)
+                    except ToolFailed as exc:
+                        # one broken run (a tree mid-edit, a crash) must not lose the others
+                        self.failures.append(f"{name} {kind} {tool.name} repeat {repeat}: {exc}".splitlines()[0])
+                        print(f"bench: {exc}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -117,6 +124,18 @@ def servers_for(kinds: list[str], workdir: Path) -> Iterator[dict[str, sshd.Serv
         return
     with sshd.loopback(workdir) as server:
         yield {"local": None, "sftp": server}
+
+
+def revision() -> str:
+    """The commit measured (read-only git), with ``+dirty`` for uncommitted changes."""
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], check=False, cwd=Path(__file__).parent, capture_output=True, text=True
+        )
+        return done.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--", "mirror", "backends") else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,11 +155,14 @@ def main(argv: list[str] | None = None) -> None:
     tools = [t for t in TOOLS if t in args.tools.split(",")]
     print(
         f"\n`python -m bench.run {' '.join(sys.argv[1:] if argv is None else argv)}` "
-        f"({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load {load_before:.1f} -> "
+        f"(mirror {revision()}, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+        f"load {load_before:.1f} -> "
         f"{os.getloadavg()[0]:.1f}, {time.time() - started:.0f} s; "
         f"median time · largest peak RSS, targets on tmpfs)\n"
     )
     print(render(bench.records, tools))
+    for failure in bench.failures:
+        print(f"\nfailed (left out of the table): {failure}")
     out = args.json or trees.cache_dir() / "results" / time.strftime("run-%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([asdict(r) for r in bench.records], indent=1))
