@@ -124,10 +124,12 @@ def known_backends() -> list[BackendInfo]:
 
 def _lookup(protocol: str) -> BackendInfo | None:
     # built-ins first: resolving them must not import fsspec or scan entry points
-    for infos in (BUILTINS, known_backends()):
-        for info in infos:
-            if protocol == info.protocol or protocol in info.aliases:
-                return info
+    for info in BUILTINS:
+        if protocol == info.protocol or protocol in info.aliases:
+            return info
+    for info in known_backends():
+        if protocol == info.protocol or protocol in info.aliases:
+            return info
     from fsspec.registry import registry as fsspec_registry
 
     if protocol in fsspec_registry:
