@@ -13,7 +13,6 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any
 
 from mirror.driver import Capabilities, Driver
@@ -106,6 +105,8 @@ class Resolved:
 
 def known_backends() -> list[BackendInfo]:
     """Built-ins, then entry-point backends, then other fsspec protocols."""
+    from importlib.metadata import entry_points
+
     result = list(BUILTINS)
     taken = {name for info in result for name in (info.protocol, *info.aliases)}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
