@@ -30,6 +30,11 @@ class Filter:
         self._include = _spec(include) if include else None
         self._exclude = _spec(exclude) if exclude else None
 
+    @property
+    def narrows(self) -> bool:
+        """True when patterns narrow the set beyond the default junk filter."""
+        return self._include is not None or self._exclude is not None
+
     def wants_dir(self, rel: str) -> bool:
         """False when a folder is excluded as a whole (its contents are not walked)."""
         return self._exclude is None or not self._exclude.match_file(rel + "/")

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,11 @@ CREATE TABLE IF NOT EXISTS runs (
 COMMIT_EVERY = 500
 
 
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
-    """A file mirror put on the target (or found there identical)."""
+class IndexEntry(NamedTuple):
+    """A file mirror put on the target (or found there identical).
+
+    A NamedTuple for the same reason as LocalEntry: one per mirrored file, every pass.
+    """
 
     src: str
     dst: str

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from mirror.errors import ItemError
+
+#: empty, absolute, an empty / "." / ".." part, or a NUL anywhere
+_UNSAFE = re.compile(r"\A\Z|\A/|//|/\Z|(?:\A|/)\.{1,2}(?:/|\Z)|\x00")
 
 
 def check_relative(rel: str) -> str:
@@ -11,11 +16,8 @@ def check_relative(rel: str) -> str:
     Safe: not empty, not absolute, ``/``-separated parts that are neither empty,
     ``.`` nor ``..``, and no NUL. Every path that reaches a target passes here.
     """
-    if not rel or rel.startswith("/") or "\x00" in rel:
+    if _UNSAFE.search(rel):
         raise ItemError(f"unsafe target path {rel!r}")
-    for part in rel.split("/"):
-        if part in ("", ".", ".."):
-            raise ItemError(f"unsafe target path {rel!r}")
     return rel
 
 

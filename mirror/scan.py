@@ -12,14 +12,18 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from mirror.errors import ConfigError
 from mirror.filters import Filter
 
 
-@dataclass(frozen=True, slots=True)
-class LocalEntry:
-    """One regular file of the source, relative to the source root."""
+class LocalEntry(NamedTuple):
+    """One regular file of the source, relative to the source root.
+
+    A NamedTuple rather than a frozen dataclass: a pass builds one per source file
+    (hundreds of thousands), and a tuple is built several times faster and smaller.
+    """
 
     path: str
     size: int
