@@ -22,20 +22,25 @@ from typing import Any, NoReturn
 
 import click
 
-from mirror import __version__, registry
+from mirror import __version__, api, registry
 from mirror import config as config_mod
+from mirror.alerts import Alerts
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver
-from mirror.engine import Mirror, human_bytes, index_path, summarize
+from mirror.engine import Mirror, human_bytes, summarize
 from mirror.engine import state_dir as resolve_state_dir
 from mirror.errors import ConfigError, MirrorError
 from mirror.index import iter_index_files
 from mirror.layout import Layout
+from mirror.logs import printable
 from mirror.logs import setup as setup_logging
+from mirror.metrics import Metrics
+from mirror.metrics import parse_addr as parse_metrics_addr
 from mirror.plan import Plan
 from mirror.policy import DeletePolicy
 from mirror.redact import SecretFilter
 from mirror.scan import scan
+from mirror.service import service as service_group
 from mirror.status import read as read_status
 from mirror.verify import compare
 
@@ -193,6 +198,11 @@ def main() -> None:
     help="Refuse a pass that would delete more than N files (default: half of the mirrored files).",
 )
 @click.option("--rescan", is_flag=True, help="List the target too, not only the source and the index.")
+@click.option(
+    "--metrics-addr",
+    metavar="HOST:PORT",
+    help="Serve Prometheus/OpenMetrics metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9108).",
+)
 @verbosity_options
 def run(
     source: str | None,
@@ -206,6 +216,7 @@ def run(
     delete: str | None,
     max_delete: int | None,
     rescan: bool,
+    metrics_addr: str | None,
     verbose: int,
     quiet: bool,
     log_format: str,
@@ -227,13 +238,21 @@ def run(
         )
         for t in cfg.targets:
             scrubber.add(t.secrets)
-        mirror = Mirror(cfg, dry_run=dry_run)
-        mirror.open()
+        addr = parse_metrics_addr(metrics_addr) if metrics_addr else None
+        alerts = None if dry_run else Alerts(cfg)
+        metrics = Metrics() if addr else None
+        observers = [o for o in (alerts, metrics) if o is not None]
         try:
-            code = _run(mirror, once or dry_run, dry_run, rescan, quiet or log_format == "json")
+            with api.running(cfg, observers=observers, dry_run=dry_run) as mirror:
+                if metrics is not None and addr is not None:
+                    metrics.attach(mirror)
+                    metrics.serve(*addr)
+                code = _run(mirror, once or dry_run, dry_run, rescan, quiet or log_format == "json")
         finally:
-            clean = mirror.shutdown()
-            mirror.close(clean)
+            if alerts is not None:
+                alerts.close()
+            if metrics is not None:
+                metrics.close()
     sys.exit(code)
 
 
@@ -263,7 +282,7 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -
         elif not quiet or not report.ok:
             click.echo(summarize(report), err=quiet)
         for src, reason in report.failed:
-            click.echo(f"{report.target}: failed: {src}: {reason}", err=True)
+            click.echo(f"{report.target}: failed: {printable(src)}: {printable(reason)}", err=True)
         if report.guard:
             click.echo(f"{report.target}: deletions withheld: {report.guard}", err=True)
         if report.fatal or report.down:
@@ -355,7 +374,7 @@ def verify(
                     partial(_source_hash, driver, cfg.source),
                 )
                 for diff in found:
-                    click.echo(f"{runner.name}: {diff.dst or diff.src}: {diff.problem}")
+                    click.echo(f"{runner.name}: {printable(diff.dst or diff.src)}: {diff.problem}")
                 if not found:
                     click.echo(f"{runner.name}: identical ({len(local)} files)")
                 differences += len(found)
@@ -378,11 +397,10 @@ def status(config_path: Path | None, target_name: str | None, state_dir: Path | 
         if config_path is not None:
             cfg = build_config(None, None, config_path, target_name, state_dir)
             root = resolve_state_dir(cfg)
-            files = [index_path(root, cfg.source, t) for t in cfg.targets]
+            statuses = api.status(cfg)
         else:
             root = state_dir.resolve() if state_dir else state_dir_default()
-            files = list(iter_index_files(root))
-        statuses = [read_status(f) for f in files if f.exists()]
+            statuses = [read_status(f) for f in iter_index_files(root)]
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
         return
@@ -400,11 +418,18 @@ def status(config_path: Path | None, target_name: str | None, state_dir: Path | 
         click.echo(f"{s.name}: {s.url}  ({'running' if s.running else 'not running'}, {s.state})")
         click.echo(f"  source:  {s.source}")
         click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
-        click.echo(f"  last complete sync: {last}")
+        late = f"  OLDER THAN EXPECTED (every {human_duration(s.expected_every)})" if s.stale else ""
+        click.echo(f"  last complete sync: {last}{late}")
         if s.last_error:
             click.echo(f"  last error: {s.last_error}")
         for f in s.failures:
-            click.echo(f"  failed: {f.src}: {f.error} ({f.attempts} attempts)")
+            click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} ({f.attempts} attempts)")
+
+
+def human_duration(seconds: float) -> str:
+    if seconds >= 7200:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def state_dir_default() -> Path:
@@ -428,6 +453,10 @@ delete = "mirror"
 # settle = "0.5s"                  # wait until a file stops changing
 # rescan_interval = "1h"           # full comparison as a safety net
 # max_delete = 100                 # refuse passes that would delete more
+# Alerts when a target stays broken (see "Alerts" in the README):
+# on_failure = 'echo "$MIRROR_REASON" | mail -s "mirror: $MIRROR_TARGET $MIRROR_EVENT" me@example.com'
+# healthcheck_url = "https://hc-ping.com/your-check-uuid"
+# alert_after = "15m"
 
 [targets.backup]
 # A local folder (another disk, a mounted share) ...
@@ -513,6 +542,8 @@ def _unavailable(name: str, why: str) -> click.Command:
 def auth() -> None:
     """Log in to a cloud backend and store its token (mode 0600)."""
 
+
+main.add_command(service_group, name="service")
 
 if __name__ == "__main__":
     main()

@@ -33,6 +33,10 @@ class TargetSettings:
     rescan_interval: float = 3600.0
     concurrency: int | None = None
     poll: bool = False
+    #: alerts (mirror.alerts): a command run when the target stays broken, and a ping URL
+    on_failure: str | tuple[str, ...] | None = None
+    healthcheck_url: str | None = None
+    alert_after: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def _positive_int(value: object, where: str, minimum: int) -> int:
 
 def settings_from(table: Mapping[str, Any], base: TargetSettings, where: str) -> TargetSettings:
     """Apply the setting keys of ``table`` on top of ``base``; ``where`` names the table."""
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {k: _alert_setting(k, v, f"{where}.{k}") for k, v in table.items() if k in ALERT_KEYS}
     for key, value in table.items():
         at = f"{where}.{key}"
         if key == "layout":
@@ -133,6 +137,31 @@ def settings_from(table: Mapping[str, Any], base: TargetSettings, where: str) ->
                 raise ConfigError(f"{at}: expected true or false, got {value!r}")
             values[key] = value
     return replace(base, **values)
+
+
+ALERT_KEYS = {"on_failure", "healthcheck_url", "alert_after"}
+
+
+def _alert_setting(key: str, value: object, at: str) -> object:
+    if key == "alert_after":
+        return parse_duration(value, at)
+    if key == "healthcheck_url":
+        if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+", value):
+            raise ConfigError(f'{at}: expected an http(s) URL such as "https://hc-ping.com/UUID", got {value!r}')
+        return value.rstrip("/")
+    return _command(value, at)
+
+
+def _command(value: object, where: str) -> str | tuple[str, ...]:
+    """A shell command line, or a list of arguments run without a shell."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise ConfigError(
+        f'{where}: expected a command such as "notify-send mirror" or ["/usr/local/bin/alert", "mirror"], '
+        f"got {value!r}"
+    )
 
 
 def interpolate(value: Any, where: str, secrets: list[str], environ: Mapping[str, str]) -> Any:

@@ -32,7 +32,6 @@ from mirror.index import Index, RunRecord, private_dir
 from mirror.plan import PlanSettings, plan
 from mirror.redact import redact_url
 from mirror.scan import LocalEntry, Snapshot, check_source, scan, stat_paths
-from mirror.watch import SourceWatcher
 
 log = logging.getLogger("mirror")
 
@@ -131,6 +130,7 @@ class TargetRunner:
             source=str(self.config.source),
             started=time.time(),
             state="starting",
+            rescan_interval=self.settings.rescan_interval,
         )
 
     def connect(self) -> Driver:
@@ -156,6 +156,7 @@ class TargetRunner:
                     on_done=lambda n: self.on_done(n) if self.on_done else None,
                     on_retry=lambda error: self.observer.on_retry(self.name, error),
                     logger=self.log,
+                    on_transfer=lambda size, seconds: self.observer.on_transfer(self.name, size, seconds),
                 )
         return self.driver
 
@@ -218,7 +219,8 @@ class TargetRunner:
         remote: dict[str, RemoteEntry] | None = None
         if listing:
             remote = self._call(driver.list)
-        mine = {p: e for p, e in local.items() if self.filter.wants_file(p)}
+        # the scan already dropped junk; only a target's own patterns can narrow further
+        mine = {p: e for p, e in local.items() if self.filter.wants_file(p)} if self.filter.narrows else local
         if scope is not None:
             scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
         settings = PlanSettings(
@@ -392,13 +394,16 @@ class TargetRunner:
             failed = [f.src for f in self.index.failures() if f.src not in work.changes]
             work.changes.update(stat_paths(self.config.source, failed, self.filter))
         if work.changes:
+            # the guard must see an emptied source in watch mode too, not only in full passes
+            with self._known_lock:
+                source_empty = not self._known
             reports.append(
                 self.pass_(
                     {p: e for p, e in work.changes.items() if e is not None},
                     listing=False,
                     scope=list(work.changes),
                     kind="update",
-                    source_empty=False,
+                    source_empty=source_empty,
                 )
             )
         return reports
@@ -499,7 +504,7 @@ class Mirror:
         unsettled = self.settle(snap)
         for rel in sorted(unsettled):
             log.warning("%s keeps changing; left for the next run", rel)
-        local = {p: e for p, e in snap.entries.items() if p not in unsettled}
+        local = {p: e for p, e in snap.entries.items() if p not in unsettled} if unsettled else snap.entries
         reports: dict[str, Report] = {}
 
         def one(runner: TargetRunner) -> None:
@@ -513,7 +518,12 @@ class Mirror:
                     scope=scope,
                     source_empty=not snap.entries,
                 )
-            except (FatalError, TransientError, ConfigError) as exc:
+            except Exception as exc:
+                # any error, even a per-item one from connecting, fails this target's report:
+                # a target without a report would count as in sync
+                if not isinstance(exc, MirrorError):
+                    log.debug("internal error on target %s", runner.name, exc_info=True)
+                    exc = MirrorError(f"internal error: {type(exc).__name__}: {exc}")
                 reports[runner.name] = Report(runner.name, "full", fatal=str(exc))
                 self.observer.on_report(reports[runner.name])
                 self.observer.on_state(runner.name, "failed", str(exc))
@@ -528,8 +538,12 @@ class Mirror:
 
     def run_forever(self) -> None:
         """Full pass, then follow changes until :attr:`stop` is set."""
+        from mirror.watch import SourceWatcher
+
         snap = self.scan()
-        unsettled = frozenset(self.settle(snap))
+        # files still being written go to the watcher, which sends each once it settles: a
+        # file that never settles (a growing log) must not hold up the first pass
+        unsettled = frozenset(_young(snap.entries, max(r.settings.settle for r in self.runners)))
         known = {p: e for p, e in snap.entries.items() if p not in unsettled}
         lock = threading.Lock()
         for runner in self.runners:

@@ -53,6 +53,9 @@ class Observer:
     def on_changes(self, count: int) -> None:
         """The watcher handed on ``count`` settled changes."""
 
+    def on_transfer(self, target: str, size: int, seconds: float) -> None:
+        """One file of ``size`` bytes reached the target in ``seconds`` (retries included)."""
+
 
 class Observers(Observer):
     """Fans every event out to several observers, shielding the engine from their errors."""
@@ -78,3 +81,6 @@ class Observers(Observer):
 
     def on_changes(self, count: int) -> None:
         self._each("on_changes", count)
+
+    def on_transfer(self, target: str, size: int, seconds: float) -> None:
+        self._each("on_transfer", target, size, seconds)

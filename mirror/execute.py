@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
-
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_when_event_set,
-    wait_exponential_jitter,
-)
+from typing import TYPE_CHECKING, TypeVar
 
 from mirror.driver import Driver, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, TransientError
@@ -33,7 +25,12 @@ from mirror.paths import ancestors, parent
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
 from mirror.scan import LocalEntry
 
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
 T = TypeVar("T")
+#: temp-name tokens: unique enough among concurrent uploads, and cheap (no syscall each)
+_TOKENS = random.Random()  # noqa: S311 - names, not secrets
 log = logging.getLogger("mirror")
 
 
@@ -81,15 +78,18 @@ class Executor:
         on_done: Callable[[int], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
         logger: logging.LoggerAdapter[logging.Logger] | None = None,
+        on_transfer: Callable[[int, float], None] | None = None,
     ) -> None:
         self.driver = driver
         self.index = index
         self.source = source
+        self._root = str(source)
         self.concurrency = max(1, concurrency)
         self.stop = stop
         self.retry = retry or RetryPolicy()
         self.on_done = on_done or (lambda n: None)
         self.on_retry = on_retry or (lambda error: None)
+        self.on_transfer = on_transfer or (lambda size, seconds: None)
         self.log = logger or logging.LoggerAdapter(log, {})
         self._lock = threading.Lock()
         self._dirs: set[str] = set()
@@ -176,12 +176,14 @@ class Executor:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             return min(max(exc.retry_after, 0.0), 300.0)
+        from tenacity import wait_exponential_jitter
+
         return float(wait_exponential_jitter(initial=self.retry.initial, max=self.retry.maximum)(state))
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
-        self.log.info("retrying in %.1f s (attempt %d): %s", delay, state.attempt_number + 1, exc)
+        self.log.info("retrying in %.1f s (attempt %d): %s", delay, state.attempt_number + 2, exc)
         self.on_retry(str(exc))
 
     def _sleep(self, seconds: float) -> None:
@@ -190,8 +192,20 @@ class Executor:
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run one driver call, classifying its errors and retrying transient ones."""
+        try:
+            return self._classified(fn)
+        except TransientError as first:
+            # the retry machinery is only built once a call has failed: most calls succeed
+            if self.retry.attempts <= 1 or self._stopping():
+                raise
+            delay = first.retry_after if first.retry_after is not None else self.retry.initial
+            self.log.info("retrying in %.1f s (attempt 2): %s", delay, first)
+            self.on_retry(str(first))
+            self._sleep(min(max(delay, 0.0), 300.0))
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set
+
         retrying = Retrying(
-            stop=stop_after_attempt(self.retry.attempts) | stop_when_event_set(self.stop),
+            stop=stop_after_attempt(self.retry.attempts - 1) | stop_when_event_set(self.stop),
             wait=self._wait,
             retry=retry_if_exception_type(TransientError),
             sleep=self._sleep,
@@ -200,13 +214,16 @@ class Executor:
         )
         for attempt in retrying:
             with attempt:
-                try:
-                    return fn()
-                except MirrorError:
-                    raise
-                except Exception as exc:
-                    raise self.driver.classify(exc) from exc
+                return self._classified(fn)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _classified(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except MirrorError:
+            raise
+        except Exception as exc:
+            raise self.driver.classify(exc) from exc
 
     def _item(self, src: str, dst: str | None, work: Callable[[], None]) -> None:
         """Run the work for one item; record a per-item failure instead of raising."""
@@ -259,7 +276,7 @@ class Executor:
 
     def _local(self, src: str) -> LocalEntry | None:
         try:
-            st = os.stat(self.source / src, follow_symlinks=False)
+            st = os.stat(os.path.join(self._root, src), follow_symlinks=False)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -267,26 +284,32 @@ class Executor:
         return LocalEntry(src, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def _put(self, action: Put) -> None:
-        local = str(self.source / action.src)
+        local = os.path.join(self._root, action.src)
+        # the scan's stat stands for the content until the stat after sending says otherwise
+        before: LocalEntry | None = action.entry
         for _ in range(3):
-            before = self._local(action.src)
             if before is None:
                 with self._lock:
                     self._stats.changed.add(action.src)
                 return
-            try:
-                with open(local, "rb"):
-                    pass
-            except OSError as exc:
-                raise ItemError(f"cannot read the source file ({exc.strerror})") from None
-            if action.unless_hash and self.driver.local_hash(local) == action.unless_hash:
+            if action.unless_hash and self._source_hash(local) == action.unless_hash:
                 self._record(action.src, action.dst, before, action, action.unless_hash)
                 with self._lock:
                     self._stats.adopted += 1
                 self.on_done(before.size)
                 return
-            remote = self._send(local, action.dst, before.mtime_ns)
-            if self._local(action.src) == before:
+            sending = time.monotonic()
+            try:
+                remote = self._send(local, action.dst, before.mtime_ns)
+            except ItemError:
+                if not self._readable(local):
+                    with self._lock:
+                        self._stats.changed.add(action.src)
+                    return
+                raise
+            self.on_transfer(before.size, time.monotonic() - sending)
+            after = self._local(action.src)
+            if after == before:
                 self._record(action.src, action.dst, before, action, remote.hash if remote else None)
                 with self._lock:
                     self._stats.uploaded += 1
@@ -294,15 +317,37 @@ class Executor:
                 self.log.debug("put %s -> %s (%s, %d bytes)", action.src, action.dst, action.reason, before.size)
                 self.on_done(before.size)
                 return
-            self.log.info("%s changed while it was sent; sending it again", action.src)
+            if after is not None:
+                self.log.info("%s changed while it was sent; sending it again", action.src)
+            before = after
         raise ItemError("the file keeps changing while it is sent; it will be sent once it settles")
+
+    def _source_hash(self, local: str) -> str | None:
+        try:
+            return self.driver.local_hash(local)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ItemError(f"cannot read the source file ({exc.strerror})") from None
+
+    @staticmethod
+    def _readable(local: str) -> bool:
+        """After a failed send: False if the source file is gone (the next pass sees that);
+        ItemError if it cannot be read; True if the problem was the target's."""
+        try:
+            with open(local, "rb"):
+                return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ItemError(f"cannot read the source file ({exc.strerror})") from None
 
     def _send(self, local: str, dst: str, mtime_ns: int) -> RemoteEntry | None:
         self._ensure_dir(parent(dst))
         caps = self.driver.caps
         if caps.atomic_put or not caps.atomic_rename:
             return self.call(lambda: self.driver.put(local, dst, mtime_ns))
-        tmp = temp_name(dst, secrets.token_hex(6))
+        tmp = temp_name(dst, f"{_TOKENS.getrandbits(48):012x}")
         with self._lock:
             self.temps.add(tmp)
         try:
@@ -343,7 +388,17 @@ class Executor:
             self.log.debug("moved %s -> %s (%s)", action.old_dst, action.dst, action.reason)
             self.on_done(0)
 
-        self._item(action.src, action.dst, work)
+        def tracked() -> None:
+            try:
+                work()
+            except (TransientError, ItemError) as exc:
+                if action.old_src and not self._stopping():
+                    # retried by path, the new half alone would become a put and the old
+                    # copy would stay on the target until the next full pass
+                    self.index.fail(action.old_src, action.old_dst, str(exc))
+                raise
+
+        self._item(action.src, action.dst, tracked)
 
     def _remove(self, action: Removal) -> None:
         if isinstance(action, Forget):

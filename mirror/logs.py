@@ -10,13 +10,21 @@ from collections.abc import Iterable
 
 from mirror.redact import SecretFilter
 
+#: control characters are legal in file names; printed raw, a name could forge log lines
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so one message stays one line."""
+    return text.translate(_CONTROL)
+
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
         target = getattr(record, "target", None)
         where = f" [{target}]" if target else ""
-        line = f"{stamp} {record.levelname.lower():7s}{where} {record.getMessage()}"
+        line = f"{stamp} {record.levelname.lower():7s}{where} {printable(record.getMessage())}"
         if record.exc_info and record.levelno <= logging.DEBUG:
             line += "\n" + self.formatException(record.exc_info)
         return line

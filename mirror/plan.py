@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from mirror.driver import Capabilities, RemoteEntry
@@ -175,12 +175,17 @@ def plan(
     trusted. ``source_empty`` tells the guard the whole source is empty (derived from
     ``local`` for a full plan).
     """
-    paths = sorted(set(local) | set(index)) if scope is None else sorted(set(scope))
+    if scope is None:
+        candidates: Iterable[str] = local
+        gone = sorted(src for src in index if src not in local)
+    else:
+        wanted = set(scope)
+        candidates = [src for src in wanted if src in local]
+        gone = sorted(src for src in wanted if src not in local and src in index)
     if source_empty is None:
         source_empty = scope is None and not local
     planner = _Planner(local, index, settings, remote)
-    desired = planner.place(paths)
-    gone = [src for src in paths if src not in local and src in index]
+    desired = planner.place(candidates)
     moves, transfers = planner.assign(desired, gone)
     moves, transfers = planner.refuse_file_folder_clashes(moves, transfers)
     moves = planner.order_moves(moves, transfers)
@@ -224,13 +229,12 @@ class _Planner:
         #: target paths whose current file leaves in this plan
         self.vacated: set[str] = set()
 
-    def place(self, paths: list[str]) -> dict[str, tuple[str, dt.date]]:
-        """Target path and date of every existing source path the target accepts."""
+    def place(self, paths: Iterable[str]) -> dict[str, tuple[str, dt.date]]:
+        """Target path and date of every source path that may need an action, in path
+        order (the order decides who gets a contested target path)."""
         desired: dict[str, tuple[str, dt.date]] = {}
         for src in paths:
-            entry = self.local.get(src)
-            if entry is None:
-                continue
+            entry = self.local[src]
             known = self.index.get(src)
             date = known.date if known else date_of(entry.mtime_ns)
             try:
@@ -239,6 +243,8 @@ class _Planner:
                 self.refusals.append(Refuse(src, None, str(exc)))
                 continue
             if known is not None and known.dst == dst and known.size == entry.size:
+                if known.mtime_ns == entry.mtime_ns and self.remote is None:
+                    continue  # unchanged, and no listing to check it against: nothing to do
                 desired[src] = (dst, date)  # the target accepted this path before
                 continue
             why = refused_name(dst, self.caps)
@@ -248,7 +254,7 @@ class _Planner:
                 self.refusals.append(Refuse(src, dst, why))
                 continue
             desired[src] = (dst, date)
-        return desired
+        return dict(sorted(desired.items()))
 
     def assign(
         self, desired: dict[str, tuple[str, dt.date]], gone: list[str]
@@ -260,7 +266,7 @@ class _Planner:
         vacated = {key(index[src].dst) for src in gone}
         vacated |= {key(index[s].dst) for s in desired if s in index and index[s].dst != desired[s][0]}
         self.vacated = vacated
-        owner = {key(e.dst): e.src for e in index.values()}
+        owner = {key(e.dst): e.src for e in index.values()} if desired else {}
         moves: list[Move] = []
         transfers: list[Put | Adopt] = []
         for src, (dst, date) in desired.items():
@@ -288,6 +294,8 @@ class _Planner:
         one vacates; a new path clashing with one of those (as file vs. folder) is refused.
         """
         key = self.key
+        if not (moves or transfers):
+            return moves, transfers
         established = {key(e.dst) for e in self.index.values()}
         new = {key(a.dst) for a in [*moves, *transfers]} - established
         if not new:

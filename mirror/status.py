@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mirror.index import Failure, Index
+
+#: the rescan interval of indexes written before it was recorded
+DEFAULT_RESCAN = 3600.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,11 @@ class TargetStatus:
     last_error: str | None
     failures: tuple[Failure, ...]
     index: str
+    #: the last complete sync is older than the rescan schedule allows (or never happened
+    #: long after the start): something keeps this target from getting in sync
+    stale: bool = False
+    #: how often a complete sync is expected (twice the rescan interval)
+    expected_every: float = 2 * DEFAULT_RESCAN
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -54,6 +63,8 @@ def read(index_file: Path) -> TargetStatus:
         running = is_running(index_file)
         last = index.get_meta("last_complete_sync")
         state = index.get_meta("state") or "unknown"
+        expected = 2 * float(index.get_meta("rescan_interval") or DEFAULT_RESCAN)
+        since = float(last or index.get_meta("started") or 0) or None
         return TargetStatus(
             name=index.get_meta("target") or index_file.stem,
             url=index.get_meta("url") or "",
@@ -67,6 +78,8 @@ def read(index_file: Path) -> TargetStatus:
             last_error=index.get_meta("last_error"),
             failures=tuple(index.failures()),
             index=str(index_file),
+            stale=since is not None and time.time() - since > expected,
+            expected_every=expected,
         )
     finally:
         index.close()

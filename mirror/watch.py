@@ -62,6 +62,9 @@ class SourceWatcher:
         #: the source as last handed on; kept current so folder deletes can be expanded
         self.known = known
         self._pending: dict[str, tuple[Signature, float, float]] = {}
+        #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
+        #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
+        self._skip_denied = False
 
     def expect(self, paths: Iterable[str]) -> None:
         """Treat ``paths`` as changed: they are handed on once they settle."""
@@ -81,7 +84,10 @@ class SourceWatcher:
             try:
                 yield from self._watch()
             except OSError as exc:
-                if not self.poll and "limit" in str(exc).lower():
+                if isinstance(exc, PermissionError) and not self._skip_denied:
+                    log.warning("%s; watching the rest of the source", exc)
+                    self._skip_denied = True
+                elif not self.poll and "limit" in str(exc).lower():
                     log.warning("inotify watch limit reached (%s); falling back to polling", exc)
                     self.poll = True
                 else:
@@ -90,6 +96,7 @@ class SourceWatcher:
                 yield Batch({}, rescan=True)
 
     def _watch(self) -> Iterator[Batch]:
+        root_id = _identity(self.root)
         events = watchfiles.watch(
             self.root,
             watch_filter=None,
@@ -101,15 +108,20 @@ class SourceWatcher:
             force_polling=self.poll,
             poll_delay_ms=300,
             raise_interrupt=False,
-            ignore_permission_denied=True,
+            ignore_permission_denied=self._skip_denied,
         )
         for changes in events:
             for _change, path in changes:
                 self._note(path)
-            ready = self._settled()
-            if ready:
-                yield Batch(ready)
-            if not self.root.is_dir():
+            # an empty batch on an idle tick lets the engine run its rescan schedule
+            yield Batch(self._settled())
+            now_id = _identity(self.root)
+            if now_id != root_id:
+                # unmounted or mounted again: the watches died with the old folder, and
+                # a folder that is still there (a mount point) sends no event to say so
+                if now_id is not None:
+                    log.warning("source folder %s was replaced (unmounted or remounted); rescanning", self.root)
+                    yield Batch({}, rescan=True)
                 return
 
     def _note(self, path: str) -> None:
@@ -184,3 +196,12 @@ class SourceWatcher:
             else:
                 self.known[rel] = entry
         return ready
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, None when it is missing: tells a remount apart."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None

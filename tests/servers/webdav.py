@@ -43,8 +43,9 @@ class WebdavServer:
         return {"username": USER, "password": PASSWORD, **extra}
 
 
-def start_webdav(folder: Path) -> WebdavServer:
-    port = free_port()
+def start_webdav(folder: Path, port: int | None = None) -> WebdavServer:
+    """Serve ``folder``; on ``port`` when given (a test that brings a server back)."""
+    port = port or free_port()
     app = WsgiDAVApp(
         {
             "host": "127.0.0.1",

@@ -1,0 +1,87 @@
+"""Mirror several folders to several targets from inside one Python program.
+
+    python examples/embed.py BASE [--once] [--metrics-addr 127.0.0.1:9108]
+
+mirrors BASE/invoices to BASE/backup/invoices and to an in-memory target, and
+BASE/scans to BASE/backup/scans, each folder with its own :class:`mirror.api.Mirror` in
+its own thread, all sharing one metrics endpoint. Without ``--once`` it keeps mirroring
+until Ctrl-C or SIGTERM. A real host would build the configs from its own settings, or
+load them with ``api.load_config(path)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from mirror import api
+from mirror.metrics import parse_addr
+
+
+class PrintReports(api.Observer):
+    """A host's own observer: here it prints what each pass did."""
+
+    def on_report(self, report: api.Report) -> None:
+        what = "in sync" if report.ok else f"problem: {report.fatal or report.down or report.failed}"
+        print(f"{report.target}: {report.uploaded} sent, {report.deleted} deleted, {what}", flush=True)
+
+
+def configs(base: Path) -> list[api.Config]:
+    invoices, scans = base / "invoices", base / "scans"
+    return [
+        api.Config(
+            source=invoices,
+            targets=(
+                api.TargetConfig("invoices-disk", str(base / "backup" / "invoices")),
+                api.TargetConfig("invoices-memory", "memory://invoices", settings=api.TargetSettings(settle=0.2)),
+            ),
+        ),
+        api.Config(source=scans, targets=(api.TargetConfig("scans-disk", str(base / "backup" / "scans")),)),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base", type=Path)
+    parser.add_argument("--once", action="store_true")
+    parser.add_argument("--metrics-addr")
+    args = parser.parse_args()
+    cfgs = configs(args.base.resolve())
+    metrics = api.Metrics()
+    ok = True
+    with ExitStack() as stack:
+        # each Mirror: its own source, targets, indexes and threads
+        mirrors = [stack.enter_context(api.running(c, observers=[metrics, PrintReports()])) for c in cfgs]
+        for m in mirrors:
+            metrics.attach(m)
+        if args.metrics_addr:
+            metrics.serve(*parse_addr(args.metrics_addr))
+            stack.callback(metrics.close)
+        if args.once:
+            ok = all(r.ok for m in mirrors for r in m.run_once())
+        else:
+
+            def stop(_signum: int, _frame: FrameType | None) -> None:
+                for m in mirrors:
+                    m.stop.set()
+
+            signal.signal(signal.SIGINT, stop)
+            signal.signal(signal.SIGTERM, stop)
+            threads = [threading.Thread(target=m.run_forever, name=f"mirror {m.config.source}") for m in mirrors]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    for c in cfgs:
+        for s in api.status(c):
+            print(f"status {s.name}: {s.files} files, {s.bytes} bytes, {len(s.failures)} failed", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

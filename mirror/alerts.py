@@ -1,0 +1,304 @@
+"""Alerts: tell someone when a target stays broken, and again when it heals.
+
+An :class:`Alerts` observer turns target states into *incidents*. An incident opens when a
+target starts failing (unreachable, fatal error) and closes with the next pass that reaches
+it. Once an incident has lasted ``alert_after``, it is announced exactly once: the target's
+``on_failure`` command runs (``MIRROR_EVENT=failure``) and its ``healthcheck_url`` gets a
+``/fail`` ping; when it heals, the command runs again with ``MIRROR_EVENT=recovery`` and
+the URL gets a plain ping (the healthchecks.io convention). Every complete sync pings the
+URL too (at most once a minute), and a healthy, idle mirror pings every five minutes, so a
+stopped service shows up as a missed ping.
+
+Incidents are kept in the state folder (``alerts/<target>.json``), so a restart or a cron
+run of ``mirror run --once`` neither forgets an incident nor announces it twice. All I/O
+(commands, pings) runs on one worker thread, in order, never on the engine's threads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from mirror.config import Config, TargetConfig
+from mirror.engine import index_path, state_dir
+from mirror.events import Observer, Report
+from mirror.index import private_dir
+from mirror.redact import SecretFilter
+
+log = logging.getLogger("mirror")
+
+#: a complete sync pings at most this often (busy folders pass many times a minute)
+PING_EVERY = 60.0
+#: a healthy mirror with nothing to do still pings this often
+KEEPALIVE = 300.0
+#: how long an on_failure command may run
+COMMAND_TIMEOUT = 60.0
+PING_TIMEOUT = 10.0
+PING_ATTEMPTS = 3
+FAILING = frozenset({"failing", "failed"})
+
+
+@dataclass
+class Incident:
+    """A target that has been failing since ``since``; ``alerted`` once announced."""
+
+    since: float
+    reason: str
+    alerted: bool = False
+
+
+class Alerts(Observer):
+    """The ``on_failure`` / ``healthcheck_url`` / ``alert_after`` settings of a config, at work."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.targets = {t.name: t for t in config.targets if t.settings.on_failure or t.settings.healthcheck_url}
+        root = state_dir(config) / "alerts"
+        self.files = {
+            name: root / f"{index_path(root, config.source, t).stem}.json" for name, t in self.targets.items()
+        }
+        self.scrub = {name: SecretFilter(t.secrets).scrub for name, t in self.targets.items()}
+        #: incidents, some carried over from an earlier run (``alerts/*.json``)
+        self.incidents: dict[str, Incident] = {name: i for name in self.targets if (i := self._load(name))}
+        #: targets seen failing by this process: a carried-over incident is announced only
+        #: once the target fails again, never because of an earlier run's failure alone
+        self._confirmed: set[str] = set()
+        self._lock = threading.Lock()
+        self._last_ping: dict[str, float] = {}
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._closing = False
+        self._worker: threading.Thread | None = None
+        if self.targets:
+            self._worker = threading.Thread(target=self._work, name="mirror-alerts", daemon=True)
+            self._worker.start()
+
+    # -- observer hooks (engine threads: decide and queue, never block) -------------------
+    def on_state(self, target: str, state: str, error: str | None) -> None:
+        if target in self.targets and state in FAILING:
+            self._open(target, error or f"target {state}")
+
+    def on_report(self, report: Report) -> None:
+        name = report.target
+        if name not in self.targets:
+            return
+        if report.fatal or report.down:
+            self._open(name, report.fatal or report.down or "target failed")
+            return
+        with self._lock:
+            incident = self.incidents.pop(name, None)
+            self._confirmed.discard(name)
+            if incident is not None:
+                self._save(name, None)
+            url = self.targets[name].settings.healthcheck_url
+            healthy = url is not None and not self._url_down(url)
+            if incident is not None and incident.alerted:
+                self._jobs.put(lambda: self._recovered(name, incident, url if healthy else None))
+            elif report.ok and healthy and url is not None and self._ping_due(url, PING_EVERY):
+                self._jobs.put(lambda: self._ping(url, f"{name}: {_one_line(_summary(report))}"))
+        self._jobs.put(None)  # let the worker reconsider its deadlines
+
+    # -- lifecycle --------------------------------------------------------------------
+    def close(self, timeout: float = 15.0) -> None:
+        """Announce incidents that are due, finish queued alerts (up to ``timeout``), stop."""
+        if self._worker is None:
+            return
+        self._closing = True
+        self._jobs.put(None)
+        self._worker.join(timeout)
+
+    # -- incidents ----------------------------------------------------------------------
+    def _open(self, name: str, reason: str) -> None:
+        reason = _one_line(self.scrub[name](reason))
+        with self._lock:
+            incident = self.incidents.get(name)
+            if incident is None:
+                incident = self.incidents[name] = Incident(self.clock(), reason)
+                log.info("%s: failing (%s); alerting if it lasts %s", name, reason, _duration(self._after(name)))
+            else:
+                incident.reason = reason
+            self._confirmed.add(name)
+            self._save(name, incident)
+        self._jobs.put(None)
+
+    def _after(self, name: str) -> float:
+        return self.targets[name].settings.alert_after
+
+    def _url_down(self, url: str) -> bool:
+        """A URL shared by several targets stays down while any of them is alerted."""
+        return any(i.alerted for n, i in self.incidents.items() if self.targets[n].settings.healthcheck_url == url)
+
+    def _ping_due(self, url: str, every: float) -> bool:
+        now = self.clock()
+        if now - self._last_ping.get(url, float("-inf")) < every:
+            return False
+        self._last_ping[url] = now
+        return True
+
+    def _due(self) -> tuple[list[tuple[str, Incident, bool]], list[str], float]:
+        """Incidents to announce now (each with whether its URL still needs a /fail), URLs
+        owed a keep-alive ping, and the seconds until the next deadline."""
+        now = self.clock()
+        due: list[tuple[str, Incident, bool]] = []
+        keepalive: list[str] = []
+        wait = KEEPALIVE
+        with self._lock:
+            for name, incident in self.incidents.items():
+                if incident.alerted or name not in self._confirmed:
+                    continue
+                left = incident.since + self._after(name) - now
+                if left <= 0:
+                    url = self.targets[name].settings.healthcheck_url
+                    first = url is not None and not self._url_down(url)
+                    incident.alerted = True
+                    self._save(name, incident)
+                    due.append((name, incident, first))
+                else:
+                    wait = min(wait, left)
+            urls = {t.settings.healthcheck_url for t in self.targets.values()}
+            for url in sorted(u for u in urls if u in self._last_ping and not self._url_down(u)):
+                if self._ping_due(url, KEEPALIVE):
+                    keepalive.append(url)
+                else:
+                    wait = min(wait, self._last_ping[url] + KEEPALIVE - now)
+        return due, keepalive, max(wait, 0.05)
+
+    # -- the worker: every side effect, in order ---------------------------------------------
+    def _work(self) -> None:
+        while True:
+            due, keepalive, wait = self._due()
+            for name, incident, first in due:
+                self._alert(name, incident, first)
+            for url in keepalive:
+                self._ping(url, "healthy; nothing to mirror")
+            if self._closing and self._jobs.empty():
+                return
+            try:
+                job = self._jobs.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if job is not None:
+                try:
+                    job()
+                except Exception:  # an alert channel's failure must never stop the next alert
+                    log.warning("alert failed", exc_info=True)
+
+    def _alert(self, name: str, incident: Incident, first: bool) -> None:
+        since = _stamp(incident.since)
+        log.error("%s: failing since %s: %s", name, since, incident.reason)
+        settings = self.targets[name].settings
+        if settings.healthcheck_url and first:
+            self._ping(f"{settings.healthcheck_url}/fail", f"{name}: failing since {since}: {incident.reason}")
+        self._command(self.targets[name], "failure", incident)
+
+    def _recovered(self, name: str, incident: Incident, url: str | None) -> None:
+        log.info("%s: recovered (failing since %s)", name, _stamp(incident.since))
+        if url is not None:
+            self._ping(url, f"{name}: recovered; failing since {_stamp(incident.since)}")
+        self._command(self.targets[name], "recovery", incident)
+
+    def _command(self, target: TargetConfig, event: str, incident: Incident) -> None:
+        command = target.settings.on_failure
+        if command is None:
+            return
+        env = {
+            **os.environ,
+            "MIRROR_EVENT": event,
+            "MIRROR_TARGET": target.name,
+            "MIRROR_REASON": incident.reason,
+            "MIRROR_SINCE": _stamp(incident.since),
+        }
+        try:
+            done = subprocess.run(
+                command if isinstance(command, str) else list(command),
+                shell=isinstance(command, str),  # the user's own command line, by design
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("%s: on_failure command could not run: %s", target.name, exc)
+            return
+        if done.returncode != 0:
+            log.warning(
+                "%s: on_failure command exited with %d: %s",
+                target.name,
+                done.returncode,
+                _one_line(done.stderr or done.stdout or ""),
+            )
+
+    def _ping(self, url: str, body: str) -> None:
+        where = _redact_ping(url)
+        for attempt in range(PING_ATTEMPTS):
+            request = urllib.request.Request(url, data=body.encode()[:10_000], method="POST")  # noqa: S310 - config allows http(s) only
+            try:
+                with urllib.request.urlopen(request, timeout=PING_TIMEOUT) as response:  # noqa: S310
+                    response.read()
+                log.debug("pinged %s", where)
+                self._last_ping.setdefault(url, self.clock())
+                return
+            except (urllib.error.URLError, OSError) as exc:
+                if attempt + 1 == PING_ATTEMPTS:
+                    log.warning("healthcheck ping to %s failed: %s", where, exc)
+                    return
+                time.sleep(2**attempt)
+
+    # -- persistence ---------------------------------------------------------------------
+    def _load(self, name: str) -> Incident | None:
+        try:
+            data = json.loads(self.files[name].read_text(encoding="utf-8"))
+            return Incident(float(data["since"]), str(data["reason"]), bool(data["alerted"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable alert state %s", self.files[name])
+            return None
+
+    def _save(self, name: str, incident: Incident | None) -> None:
+        path = self.files[name]
+        try:
+            if incident is None:
+                path.unlink(missing_ok=True)
+                return
+            private_dir(path.parent)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(incident)), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("cannot keep alert state in %s: %s", path, exc)
+
+
+def _summary(report: Report) -> str:
+    return f"in sync: {report.uploaded} sent, {report.deleted} deleted ({report.kind} pass)"
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _stamp(when: float) -> str:
+    return dt.datetime.fromtimestamp(when).astimezone().isoformat(timespec="seconds")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def _redact_ping(url: str) -> str:
+    """A ping URL's path is its secret (the check's UUID): log the host only."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}/…"

@@ -1,0 +1,76 @@
+"""The embedding API: what a host program needs to mirror folders from inside itself.
+
+The ``mirror`` command is built on exactly these names, so whatever it can do, a host
+program can do too::
+
+    from mirror import api
+
+    cfg = api.load_config(Path("mirror.toml"))       # or api.Config(...) built in code
+    with api.running(cfg, observers=[MyObserver()]) as m:
+        reports = m.run_once()                       # one full pass per target
+        # or: m.run_forever() until m.stop is set (m.shutdown() from another thread)
+    for s in api.status(cfg):                        # also while another process runs it
+        print(s.name, s.files, s.last_complete_sync, s.stale)
+
+One :class:`Mirror` mirrors one source to its targets with its own threads; a host may
+run several, each in its own thread, and share one :class:`Metrics` or :class:`Alerts`
+per config between them (examples/embed.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from mirror.alerts import Alerts
+from mirror.config import Config, TargetConfig, TargetSettings, ad_hoc
+from mirror.config import load as load_config
+from mirror.engine import Mirror, index_path, state_dir
+from mirror.events import Observer, Report
+from mirror.execute import RetryPolicy
+from mirror.metrics import Metrics
+from mirror.status import TargetStatus
+from mirror.status import read as _read_status
+
+__all__ = [
+    "Alerts",
+    "Config",
+    "Metrics",
+    "Mirror",
+    "Observer",
+    "Report",
+    "RetryPolicy",
+    "TargetConfig",
+    "TargetSettings",
+    "TargetStatus",
+    "ad_hoc",
+    "load_config",
+    "running",
+    "status",
+]
+
+
+@contextmanager
+def running(
+    config: Config,
+    *,
+    observers: Iterable[Observer] = (),
+    dry_run: bool = False,
+    retry: RetryPolicy | None = None,
+) -> Iterator[Mirror]:
+    """An opened :class:`Mirror` (indexes locked, source checked); on exit it stops its
+    threads and closes, recording a clean shutdown only when every target stopped in time."""
+    mirror = Mirror(config, dry_run=dry_run, retry=retry, observers=observers)
+    mirror.open()
+    try:
+        yield mirror
+    finally:
+        clean = mirror.shutdown()
+        mirror.close(clean)
+
+
+def status(config: Config) -> list[TargetStatus]:
+    """What ``mirror status -c`` shows, for the targets of ``config`` mirrored so far."""
+    root = state_dir(config)
+    files = [index_path(root, config.source, t) for t in config.targets]
+    return [_read_status(f) for f in files if f.exists()]

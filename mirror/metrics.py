@@ -1,0 +1,197 @@
+"""Prometheus/OpenMetrics exporter: ``mirror run --metrics-addr HOST:PORT``.
+
+Two kinds of numbers, both labelled by target:
+
+* counters and histograms fed by engine events (a :class:`Metrics` is an Observer):
+  uploads, moves, deletes, bytes, failed items, retries, passes, per-file transfer
+  durations, pass durations, watcher events;
+* gauges read from each target's index at scrape time (files and bytes managed, pending
+  work, failed items, last complete sync, state): the same facts ``mirror status`` shows.
+
+Each exporter has its own registry, so a host program may run several mirrors in one
+process and serve them all from one endpoint (:meth:`Metrics.attach` each).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from mirror.errors import ConfigError
+from mirror.events import Observer, Report
+
+if TYPE_CHECKING:
+    from mirror.engine import Mirror
+
+log = logging.getLogger("mirror")
+
+STATES = ("starting", "syncing", "idle", "failing", "failed", "stopped")
+#: per-file transfer times: documents are small, a few are large
+TRANSFER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+
+def parse_addr(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9108`` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--metrics-addr: expected HOST:PORT such as 127.0.0.1:9108, got {value!r}")
+    return host, int(port)
+
+
+class Metrics(Observer):
+    """Counters fed by engine events, gauges read from the indexes, and the HTTP endpoint."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self._mirrors: list[Mirror] = []
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self.port: int | None = None
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ("target",)) -> Any:
+            return Counter(name, doc, labels, registry=self.registry)
+
+        self.uploads = counter("mirror_uploads", "Files sent to the target.")
+        self.uploaded_bytes = counter("mirror_uploaded_bytes", "Bytes sent to the target.")
+        self.moves = counter("mirror_moves", "Files moved or renamed on the target.")
+        self.deletes = counter("mirror_deletes", "Files deleted from the target (or moved to its trash).")
+        self.item_failures = counter("mirror_item_failures", "Items that failed in a pass.")
+        self.retries = counter("mirror_retries", "Calls to the target that failed transiently and were retried.")
+        self.passes = counter(
+            "mirror_passes", "Passes over the target, by kind and result.", ("target", "kind", "result")
+        )
+        self.watcher_events = Counter(
+            "mirror_watcher_events", "Settled source changes the watcher handed on.", registry=self.registry
+        )
+        self.transfer_seconds = Histogram(
+            "mirror_transfer_duration_seconds",
+            "Time to send one file (retries included).",
+            ("target",),
+            buckets=TRANSFER_BUCKETS,
+            registry=self.registry,
+        )
+        self.pass_seconds = Histogram(
+            "mirror_pass_duration_seconds",
+            "Time of one pass over a target.",
+            ("target",),
+            buckets=PASS_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_IndexCollector(self))
+
+    # -- wiring ---------------------------------------------------------------------
+    def attach(self, mirror: Mirror) -> None:
+        """Read this mirror's indexes at every scrape (its targets' gauges)."""
+        with self._lock:
+            self._mirrors.append(mirror)
+        per_target = (
+            self.uploads,
+            self.uploaded_bytes,
+            self.moves,
+            self.deletes,
+            self.item_failures,
+            self.retries,
+            self.transfer_seconds,
+            self.pass_seconds,
+        )
+        for runner in mirror.runners:
+            for family in per_target:
+                family.labels(runner.name)  # a series at 0 from the start, not after the first event
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP endpoint in a thread; the port it listens on."""
+        from prometheus_client import start_http_server
+
+        try:
+            server, _thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"--metrics-addr {host}:{port}: cannot listen ({exc.strerror or exc}); choose a free port"
+            ) from None
+        self._server = server
+        self.port = int(server.server_address[1])
+        log.info("metrics at http://%s:%d/metrics", host, self.port)
+        return self.port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- observer hooks ------------------------------------------------------------------
+    def on_report(self, report: Report) -> None:
+        t = report.target
+        self.uploads.labels(t).inc(report.uploaded)
+        self.uploaded_bytes.labels(t).inc(report.bytes)
+        self.moves.labels(t).inc(report.moved)
+        self.deletes.labels(t).inc(report.deleted)
+        self.item_failures.labels(t).inc(len(report.failed))
+        result = "ok" if report.ok else "failed" if report.fatal or report.down else "partial"
+        self.passes.labels(t, report.kind, result).inc()
+        self.pass_seconds.labels(t).observe(report.seconds)
+
+    def on_retry(self, target: str, error: str) -> None:
+        self.retries.labels(target).inc()
+
+    def on_changes(self, count: int) -> None:
+        self.watcher_events.inc(count)
+
+    def on_transfer(self, target: str, size: int, seconds: float) -> None:
+        self.transfer_seconds.labels(target).observe(seconds)
+
+
+class _IndexCollector:
+    """Gauges read from each attached mirror's indexes when Prometheus scrapes."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []  # the metric names depend on no target; nothing to check at registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        files = GaugeMetricFamily("mirror_files", "Files mirror manages on the target.", labels=["target"])
+        size = GaugeMetricFamily("mirror_bytes", "Bytes mirror manages on the target.", labels=["target"])
+        pending = GaugeMetricFamily("mirror_pending", "Actions left in the current pass.", labels=["target"])
+        failed = GaugeMetricFamily(
+            "mirror_failed_items", "Items that failed and will be tried again.", labels=["target"]
+        )
+        last = GaugeMetricFamily(
+            "mirror_last_complete_sync_timestamp_seconds",
+            "When the target was last completely in sync (Unix time).",
+            labels=["target"],
+        )
+        state = GaugeMetricFamily(
+            "mirror_target_state", "1 for the target's current state.", labels=["target", "state"]
+        )
+        with self.metrics._lock:
+            mirrors = list(self.metrics._mirrors)
+        for mirror in mirrors:
+            for runner in mirror.runners:
+                index = runner.index
+                if index is None:
+                    continue
+                try:
+                    n, total = index.totals()
+                    now_state = index.get_meta("state") or "starting"
+                    stamp = index.get_meta("last_complete_sync")
+                    files.add_metric([runner.name], n)
+                    size.add_metric([runner.name], total)
+                    pending.add_metric([runner.name], float(index.get_meta("pending") or 0))
+                    failed.add_metric([runner.name], len(index.failures()))
+                    if stamp:
+                        last.add_metric([runner.name], float(stamp))
+                    for s in STATES:
+                        state.add_metric([runner.name, s], 1.0 if s == now_state else 0.0)
+                except Exception:  # a closing index must not break the scrape of the others
+                    log.debug("metrics: cannot read the index of %s", runner.name, exc_info=True)
+        yield from (files, size, pending, failed, last, state)

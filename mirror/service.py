@@ -1,0 +1,309 @@
+"""``mirror service install|uninstall|status|print``: running ``mirror run -c CONFIG`` under systemd.
+
+Owns the unit text (one function, also the source of examples/systemd/mirror.service:
+``python -m mirror.service > examples/systemd/mirror.service``), where units live (user:
+``~/.config/systemd/user``, system: ``/etc/systemd/system``, or ``--unit-dir``), and the
+few ``systemctl`` calls. Where systemd is not running, nothing is enabled: the unit is
+printed (or written to ``--unit-dir``) for the user to place by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from mirror import config as config_mod
+from mirror.errors import ConfigError
+
+#: what examples/systemd/mirror.service is generated with
+EXAMPLE_EXEC = "%h/.local/bin/mirror"
+EXAMPLE_CONFIG = "%h/.config/mirror/mirror.toml"
+NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]+$")
+
+UNIT = """\
+# Written by `mirror service install` (by hand: copy it into {unit_dir}/, then
+# systemctl {ctl}daemon-reload && systemctl {ctl}enable --now {name}); removed by `mirror service uninstall`.
+#   {log_hint}
+#   mirror service status{status_flag}                # its state and how each target is doing
+[Unit]
+Description=mirror: keep the targets of {description} identical to its source
+After=network-online.target
+Wants=network-online.target
+# never give up restarting: a target may be unreachable for hours
+StartLimitIntervalSec=0
+
+[Service]
+Type=simple
+ExecStart={exec_start}
+Restart=on-failure
+RestartSec=10
+# SIGTERM stops mirror cleanly (exit 0) within a few seconds
+KillSignal=SIGTERM
+TimeoutStopSec=30
+Environment=PYTHONUNBUFFERED=1
+# Secrets such as NEXTCLOUD_PASSWORD (config: "${{NEXTCLOUD_PASSWORD}}") from a private file:
+# EnvironmentFile={env_file}
+{user_line}
+[Install]
+WantedBy={wanted_by}
+"""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """User or system units: where they live and how systemctl/journalctl address them."""
+
+    user: bool
+
+    @property
+    def flag(self) -> list[str]:
+        return ["--user"] if self.user else []
+
+    def default_dir(self) -> Path:
+        if not self.user:
+            return Path("/etc/systemd/system")
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        return Path(base) / "systemd" / "user"
+
+    def log_hint(self, unit: str) -> str:
+        return f"journalctl {'--user ' if self.user else ''}-u {unit} -f   # its log"
+
+
+def _quote(arg: str, specifiers: bool) -> str:
+    """One ExecStart argument: ``%`` escaped unless it is a specifier, quoted when needed."""
+    if not specifiers:
+        arg = arg.replace("%", "%%")
+    if re.search(r"[\s\"'\\;$]", arg):
+        return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return arg
+
+
+def unit_text(
+    executable: list[str], config: str, user: bool, specifiers: bool = False, name: str = "mirror"
+) -> str:
+    """The unit that runs ``EXECUTABLE run -c CONFIG --log-format json``.
+
+    ``specifiers``: the paths contain systemd specifiers such as ``%h`` (the example);
+    otherwise every ``%`` is literal and escaped.
+    """
+    args = [*executable, "run", "-c", config, "--log-format", "json"]
+    scope = Scope(user)
+    return UNIT.format(
+        unit_dir="~/.config/systemd/user" if user else "/etc/systemd/system",
+        ctl="--user " if user else "",
+        name=name,
+        log_hint=scope.log_hint(name),
+        status_flag="" if user else " --system",
+        description=config if specifiers else config.replace("%", "%%"),
+        exec_start=" ".join(_quote(a, specifiers) for a in args),
+        env_file="%h/.config/mirror/secrets.env" if user else "/etc/mirror/secrets.env",
+        user_line="" if user else "# run as an unprivileged user that can read the source:\n# User=mirror\n",
+        wanted_by="default.target" if user else "multi-user.target",
+    )
+
+
+def example() -> str:
+    """The text of examples/systemd/mirror.service."""
+    return unit_text([EXAMPLE_EXEC], EXAMPLE_CONFIG, user=True, specifiers=True)
+
+
+def mirror_executable() -> list[str]:
+    """How the unit starts this very installation of mirror."""
+    script = Path(sys.executable).parent / "mirror"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("mirror")
+    if found:
+        return [str(Path(found).resolve())]
+    return [sys.executable, "-m", "mirror.cli"]
+
+
+def systemctl(scope: Scope, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["systemctl", *scope.flag, *args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def systemd_running(scope: Scope) -> bool:
+    """True when ``systemctl`` exists and can talk to the (user or system) manager."""
+    if shutil.which("systemctl") is None:
+        return False
+    try:
+        return systemctl(scope, "show-environment").returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _checked(scope: Scope, *args: str) -> None:
+    done = systemctl(scope, *args)
+    if done.returncode != 0:
+        why = " ".join((done.stderr or done.stdout).split()) or f"exit {done.returncode}"
+        raise click.ClickException(f"systemctl {' '.join([*scope.flag, *args])} failed: {why}")
+
+
+def _unit_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise click.BadParameter("letters, digits, '_', '-', '.', '@' only", param_hint="--name")
+    return f"{name}.service"
+
+
+# -- the commands ---------------------------------------------------------------------------
+scope_option = click.option(
+    "--user/--system",
+    "user",
+    default=True,
+    show_default=True,
+    help="A user unit (runs as you, ~/.config/systemd/user) or a system unit (/etc/systemd/system).",
+)
+name_option = click.option("--name", default="mirror", show_default=True, help="Unit name (one per config).")
+dir_option = click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the unit here instead of systemd's folder (packaging, tests).",
+)
+
+
+@click.group()
+def service() -> None:
+    """Run mirror as a systemd service that starts at boot and restarts on failure."""
+
+
+@service.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("mirror.toml"),
+    show_default=True,
+    help="The config the service runs.",
+)
+@scope_option
+@name_option
+@dir_option
+def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> None:
+    """Write and enable a unit that runs `mirror run -c CONFIG`, and start it."""
+    unit = _unit_name(name)
+    config = config_path.expanduser().resolve()
+    try:
+        config_mod.load(config)
+    except ConfigError as exc:
+        click.echo(f"mirror: error: {exc}", err=True)
+        sys.exit(2)
+    scope = Scope(user)
+    text = unit_text(mirror_executable(), str(config), user, name=name)
+    running = systemd_running(scope)
+    if unit_dir is None and not running:
+        click.echo(
+            "systemd is not running on this machine, so nothing was installed. Place this unit where your "
+            f"service manager expects it (for systemd: {scope.default_dir() / unit}), or have your init "
+            "system run its ExecStart line:",
+            err=True,
+        )
+        click.echo(text, nl=False)
+        sys.exit(1)
+    folder = unit_dir or scope.default_dir()
+    path = folder / unit
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        hint = " (a system unit needs root: sudo, or --user)" if not user else ""
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}{hint}") from None
+    click.echo(f"wrote {path}")
+    if not running:
+        click.echo("systemd is not running here, so the unit was not enabled; place it by hand")
+        return
+    _checked(scope, "daemon-reload")
+    _checked(scope, "enable", "--now", unit)
+    click.echo(f"enabled and started {unit}; it starts at {'login' if user else 'boot'} and restarts on failure")
+    click.echo(f"  its log:    {scope.log_hint(name).split('#')[0].strip()}")
+    click.echo(f"  its status: mirror service status --name {name}{'' if user else ' --system'}")
+    if user:
+        click.echo('  to keep it running while you are logged out: loginctl enable-linger "$USER"')
+
+
+@service.command()
+@scope_option
+@name_option
+@dir_option
+def uninstall(user: bool, name: str, unit_dir: Path | None) -> None:
+    """Stop and disable the unit, and remove its file (indexes and config stay)."""
+    unit = _unit_name(name)
+    scope = Scope(user)
+    path = (unit_dir or scope.default_dir()) / unit
+    running = systemd_running(scope)
+    if running and path.exists():
+        _checked(scope, "disable", "--now", unit)
+    if not path.exists():
+        click.echo(f"{unit} is not installed ({path} does not exist)")
+        return
+    try:
+        path.unlink()
+    except OSError as exc:
+        raise click.ClickException(f"cannot remove {path}: {exc.strerror}") from None
+    if running:
+        _checked(scope, "daemon-reload")
+    click.echo(f"removed {path}; the mirrored files, indexes and config are left as they are")
+
+
+@service.command()
+@scope_option
+@name_option
+@dir_option
+@click.pass_context
+def status(ctx: click.Context, user: bool, name: str, unit_dir: Path | None) -> None:
+    """Whether the unit is installed and running, then `mirror status` for its config."""
+    unit = _unit_name(name)
+    scope = Scope(user)
+    path = (unit_dir or scope.default_dir()) / unit
+    if not path.exists():
+        click.echo(f"{unit} is not installed ({path} does not exist); install it with: mirror service install")
+        sys.exit(1)
+    if systemd_running(scope):
+        state = systemctl(scope, "is-active", unit).stdout.strip() or "unknown"
+        enabled = systemctl(scope, "is-enabled", unit).stdout.strip() or "unknown"
+        click.echo(f"{unit}: {state} ({enabled}); unit file {path}")
+    else:
+        click.echo(f"{unit}: unit file {path}; systemd is not running here")
+    config = config_of(path.read_text(encoding="utf-8"))
+    if config is None:
+        click.echo(f"cannot find `-c CONFIG` in the ExecStart line of {path}")
+        sys.exit(1)
+    from mirror.cli import status as status_command
+
+    ctx.invoke(status_command, config_path=Path(config))
+
+
+def config_of(unit: str) -> str | None:
+    """The CONFIG of ``ExecStart=... run -c CONFIG ...`` in a unit written by install."""
+    import shlex
+
+    for line in unit.splitlines():
+        if line.startswith("ExecStart="):
+            args = shlex.split(line.removeprefix("ExecStart="))
+            if "-c" in args[:-1]:
+                return args[args.index("-c") + 1].replace("%%", "%")
+    return None
+
+
+@service.command(name="print")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@scope_option
+def print_unit(config_path: Path | None, user: bool) -> None:
+    """Print the unit install would write (to place it by hand)."""
+    if config_path is None:
+        click.echo(example(), nl=False)
+        return
+    click.echo(unit_text(mirror_executable(), str(config_path.expanduser().resolve()), user), nl=False)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(example())

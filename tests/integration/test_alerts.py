@@ -1,0 +1,156 @@
+"""Alerts from the real ``mirror run``: a WebDAV target on a closed port fails, one
+``on_failure`` call and one ``/fail`` ping follow after ``alert_after``, nothing more while
+it stays down, and one recovery ping (and recovery call) once the server comes up."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.cli import files, run, start, wait_for
+from tests.servers.sshd import free_port
+from tests.servers.webdav import PASSWORD, USER, WebdavServer, start_webdav
+
+
+class Pings:
+    """A healthchecks-style endpoint on 127.0.0.1 that records every request."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str]] = []
+        pings = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                pings.seen.append((self.command, self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            do_GET = do_POST
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/ping/8f2c"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def paths(self) -> list[str]:
+        return [path for _, path, _ in self.seen]
+
+
+@pytest.fixture
+def pings() -> Iterator[Pings]:
+    p = Pings()
+    yield p
+    p.server.shutdown()
+    p.server.server_close()
+
+
+@pytest.fixture
+def webdav_later(tmp_path: Path) -> Iterator[tuple[int, Path, list[WebdavServer]]]:
+    """A port where nothing listens yet, the folder a server will serve there, and the
+    servers started (stopped at the end)."""
+    folder = tmp_path / "dav"
+    folder.mkdir()
+    started: list[WebdavServer] = []
+    yield free_port(), folder, started
+    for server in started:
+        server.server.stop()
+        server.thread.join(timeout=10)
+
+
+def config(tmp_path: Path, port: int, pings: Pings, alert_after: str) -> tuple[Path, Path, Path]:
+    src = tmp_path / "export"
+    src.mkdir(exist_ok=True)
+    (src / "invoice 1.pdf").write_bytes(b"%PDF one")
+    calls = tmp_path / "calls.txt"
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(
+        f"""
+source = "{src}"
+[defaults]
+on_failure = 'printf "%s %s %s\\n" "$MIRROR_EVENT" "$MIRROR_TARGET" "$MIRROR_REASON" >> "{calls}"'
+healthcheck_url = "{pings.url}"
+alert_after = "{alert_after}"
+[targets.dav]
+url = "webdav://127.0.0.1:{port}/backup"
+options = {{ username = "{USER}", password = "${{DAV_PASSWORD}}" }}
+"""
+    )
+    return cfg, src, calls
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_one_alert_while_down_then_one_recovery(
+    tmp_path: Path, pings: Pings, webdav_later: tuple[int, Path, list[WebdavServer]]
+) -> None:
+    port, folder, started = webdav_later
+    cfg, src, calls = config(tmp_path, port, pings, "1s")
+    log = tmp_path / "mirror.log"
+    env = {"DAV_PASSWORD": PASSWORD}
+    proc = start("run", "-c", str(cfg), state=tmp_path / "state", env=env, log=log)
+    try:
+        wait_for(lambda: "/ping/8f2c/fail" in pings.paths(), what="the /fail ping")
+        wait_for(lambda: len(lines(calls)) == 1, what="the on_failure call")
+        assert lines(calls)[0].startswith("failure dav ")
+        assert "webdav" in lines(calls)[0]  # the one-line reason
+        _, _, body = pings.seen[0]
+        assert "dav: failing since" in body
+
+        # it stays down through another reconnection attempt: no further alert
+        tries = len(re.findall("target unreachable", log.read_text()))
+        wait_for(
+            lambda: len(re.findall("target unreachable", log.read_text())) > tries,
+            what="another reconnection attempt",
+        )
+        assert pings.paths() == ["/ping/8f2c/fail"]
+        assert len(lines(calls)) == 1
+
+        started.append(start_webdav(folder, port))
+        wait_for(lambda: files(folder / "backup") == files(src), timeout=30, what="the copy after recovery")
+        wait_for(lambda: len(pings.seen) == 2 and len(lines(calls)) == 2, what="the recovery notices")
+        assert pings.paths() == ["/ping/8f2c/fail", "/ping/8f2c"]
+        assert "recovered" in pings.seen[1][2]
+        assert lines(calls)[1].startswith("recovery dav ")
+        assert PASSWORD not in log.read_text() + calls.read_text() + "".join(b for _, _, b in pings.seen)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+    assert code == 0, log.read_text()
+
+
+def test_cron_runs_alert_once_per_incident_and_ping_each_sync(
+    tmp_path: Path, pings: Pings, webdav_later: tuple[int, Path, list[WebdavServer]]
+) -> None:
+    port, folder, started = webdav_later
+    cfg, src, calls = config(tmp_path, port, pings, "0s")
+    state, env = tmp_path / "state", {"DAV_PASSWORD": PASSWORD}
+
+    for _ in range(2):  # two runs of `mirror run --once` from cron, both failing
+        done = run("run", "-c", str(cfg), "--once", state=state, env=env)
+        assert done.returncode == 1
+    assert pings.paths() == ["/ping/8f2c/fail"]
+    assert [c.split()[0] for c in lines(calls)] == ["failure"]
+
+    started.append(start_webdav(folder, port))
+    for _ in range(2):
+        done = run("run", "-c", str(cfg), "--once", state=state, env=env)
+        assert done.returncode == 0, done.stderr
+    assert files(folder / "backup") == files(src)
+    # the first good run heals the incident; the second is an ordinary complete sync
+    assert pings.paths() == ["/ping/8f2c/fail", "/ping/8f2c", "/ping/8f2c"]
+    assert "recovered" in pings.seen[1][2] and "in sync" in pings.seen[2][2]
+    assert [c.split()[0] for c in lines(calls)] == ["failure", "recovery"]

@@ -1,0 +1,100 @@
+"""``mirror run --metrics-addr``: scrape the real endpoint while files sync and watch the
+numbers move; a bad or busy address is a one-line usage error."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.cli import files, run, start, wait_for
+from tests.servers.sshd import free_port
+
+
+def scrape(port: int, openmetrics: bool = False) -> str:
+    accept = "application/openmetrics-text; version=1.0.0" if openmetrics else "text/plain"
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(response.read().decode())
+
+
+def samples(port: int) -> dict[str, float]:
+    """``name{label="v",...}`` -> value, for the target and the process-wide series."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(scrape(port)):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+def reachable(port: int) -> bool:
+    try:
+        scrape(port)
+    except OSError:
+        return False
+    return True
+
+
+def test_counters_and_gauges_follow_a_real_run(tmp_path: Path) -> None:
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"A" * 1000)
+    (src / "b.pdf").write_bytes(b"B" * 500)
+    port = free_port()
+    log = tmp_path / "mirror.log"
+    proc = start("run", str(src), str(dst), "--metrics-addr", f"127.0.0.1:{port}", state=state, log=log)
+    t = 'target="default"'
+    try:
+        wait_for(lambda: reachable(port) and files(dst) == files(src), what="the first copy and the endpoint")
+        wait_for(lambda: samples(port).get(f'mirror_target_state{{state="idle",{t}}}') == 1, what="idle")
+        first = samples(port)
+        assert first[f"mirror_uploads_total{{{t}}}"] == 2
+        assert first[f"mirror_uploaded_bytes_total{{{t}}}"] == 1500
+        assert first[f"mirror_files{{{t}}}"] == 2 and first[f"mirror_bytes{{{t}}}"] == 1500
+        assert first[f"mirror_transfer_duration_seconds_count{{{t}}}"] == 2
+        assert first[f"mirror_pending{{{t}}}"] == 0 and first[f"mirror_failed_items{{{t}}}"] == 0
+        assert first[f"mirror_last_complete_sync_timestamp_seconds{{{t}}}"] > 1.7e9
+        assert first[f"mirror_retries_total{{{t}}}"] == 0
+        assert first[f'mirror_passes_total{{kind="full",result="ok",{t}}}'] >= 1
+
+        for i in range(3):
+            (src / f"scan {i}.pdf").write_bytes(b"S" * 100)
+        (src / "b.pdf").unlink()
+        wait_for(lambda: files(dst) == files(src), what="three new files and a delete")
+        wait_for(lambda: samples(port)[f"mirror_deletes_total{{{t}}}"] == 1, what="the delete counted")
+        later = samples(port)
+        assert later[f"mirror_uploads_total{{{t}}}"] == 5
+        assert later[f"mirror_uploaded_bytes_total{{{t}}}"] == 1800
+        assert later[f"mirror_transfer_duration_seconds_count{{{t}}}"] == 5
+        assert later[f"mirror_files{{{t}}}"] == 4 and later[f"mirror_bytes{{{t}}}"] == 1300
+        assert later["mirror_watcher_events_total"] >= 4
+        assert (
+            later[f"mirror_last_complete_sync_timestamp_seconds{{{t}}}"]
+            >= first[f"mirror_last_complete_sync_timestamp_seconds{{{t}}}"]
+        )
+        assert scrape(port, openmetrics=True).rstrip().endswith("# EOF")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+    assert code == 0, log.read_text()
+    assert not reachable(port), "the endpoint must close with mirror"
+
+
+def test_bad_and_busy_metrics_addresses_are_usage_errors(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    bad = run("run", str(src), str(tmp_path / "dst"), "--metrics-addr", "localhost", state=tmp_path / "s")
+    assert bad.returncode == 2 and "--metrics-addr: expected HOST:PORT" in bad.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = run(
+            "run", str(src), str(tmp_path / "dst"), "--metrics-addr", f"127.0.0.1:{port}", state=tmp_path / "s"
+        )
+    assert taken.returncode == 2 and "cannot listen" in taken.stderr
+    assert len(taken.stderr.strip().splitlines()) == 1

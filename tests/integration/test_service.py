@@ -1,0 +1,163 @@
+"""``mirror service``: the unit it writes is valid and runs mirror; install, status and
+uninstall talk to systemctl as they should; without systemd it says so and prints the unit.
+
+systemd is not PID 1 in CI containers, so ``systemctl`` is a small script on PATH that
+records its arguments (and answers like a running or an absent systemd); the unit file
+itself is checked by the real ``systemd-analyze verify`` where installed, and its
+ExecStart line is run for real.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mirror import service
+from tests.cli import files, run, wait_for
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "systemd" / "mirror.service"
+
+
+def fake_systemctl(tmp_path: Path, running: bool) -> tuple[dict[str, str], Path]:
+    """PATH with a ``systemctl`` that logs each call; ``running``: whether systemd answers."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "systemctl.calls"
+    bin_dir.mkdir()
+    script = bin_dir / "systemctl"
+    answer = (
+        'case "$*" in *is-active*) echo active;; *is-enabled*) echo enabled;; esac\nexit 0'
+        if running
+        else 'echo "System has not been booted with systemd as init system (PID 1)." >&2\nexit 1'
+    )
+    script.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(calls))}\n{answer}\n')
+    script.chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    return env, calls
+
+
+def write_config(tmp_path: Path, name: str = "mirror.toml") -> tuple[Path, Path, Path]:
+    src, dst = tmp_path / "export", tmp_path / "backup"
+    src.mkdir(exist_ok=True)
+    (src / "invoice.pdf").write_bytes(b"%PDF invoice")
+    cfg = tmp_path / name
+    cfg.write_text(f'source = "{src}"\n[targets.disk]\nurl = "{dst}"\n')
+    return cfg, src, dst
+
+
+def test_the_example_unit_is_what_install_writes() -> None:
+    assert EXAMPLE.read_text() == service.example(), (
+        "examples/systemd/mirror.service is stale: python -m mirror.service > examples/systemd/mirror.service"
+    )
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("user", [True, False])
+def test_systemd_analyze_accepts_the_unit(tmp_path: Path, user: bool) -> None:
+    awkward = tmp_path / "my config 100%.toml"  # spaces and % must be quoted and escaped
+    unit = tmp_path / "mirror.service"
+    unit.write_text(service.unit_text(service.mirror_executable(), str(awkward), user))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    assert service.config_of(unit.read_text()) == str(awkward)
+
+
+def test_install_status_uninstall_with_systemd(tmp_path: Path) -> None:
+    env, calls = fake_systemctl(tmp_path, running=True)
+    cfg, src, dst = write_config(tmp_path)
+    units = tmp_path / "units"
+    state = tmp_path / "state"
+
+    done = run("service", "install", "-c", str(cfg), "--unit-dir", str(units), state=state, env=env)
+    assert done.returncode == 0, done.stderr
+    unit = units / "mirror.service"
+    assert unit.is_file()
+    assert "journalctl --user -u mirror -f" in done.stdout
+    assert calls.read_text().splitlines() == [
+        "--user show-environment",
+        "--user daemon-reload",
+        "--user enable --now mirror.service",
+    ]
+    text = unit.read_text()
+    assert "Restart=on-failure" in text and "WantedBy=default.target" in text
+
+    # the ExecStart line runs this mirror on this config: the unit really works
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    args = [a.replace("%%", "%") for a in shlex.split(exec_start.removeprefix("ExecStart="))]
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, "MIRROR_STATE_DIR": str(state)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the service's first copy")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert '"level": "info"' in err  # --log-format json, as journald collectors want
+
+    calls.unlink()
+    shown = run("service", "status", "--unit-dir", str(units), state=state, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "mirror.service: active (enabled)" in shown.stdout
+    assert "disk:" in shown.stdout and "files:   1" in shown.stdout
+
+    gone = run("service", "uninstall", "--unit-dir", str(units), state=state, env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert not unit.exists()
+    assert calls.read_text().splitlines()[-2:] == ["--user disable --now mirror.service", "--user daemon-reload"]
+    assert files(dst) == files(src), "uninstall must leave the mirrored files alone"
+
+
+def test_a_system_unit_with_its_own_name(tmp_path: Path) -> None:
+    env, calls = fake_systemctl(tmp_path, running=True)
+    cfg, _, _ = write_config(tmp_path, "office.toml")
+    units = tmp_path / "units"
+    done = run(
+        "service",
+        "install",
+        "-c",
+        str(cfg),
+        "--system",
+        "--name",
+        "mirror-office",
+        "--unit-dir",
+        str(units),
+        state=tmp_path / "state",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    text = (units / "mirror-office.service").read_text()
+    assert "WantedBy=multi-user.target" in text and "journalctl -u mirror-office -f" in text
+    assert "enable --now mirror-office.service" in calls.read_text()
+    assert "--user" not in calls.read_text()
+
+
+def test_without_systemd_it_says_so_and_prints_the_unit(tmp_path: Path) -> None:
+    env, _ = fake_systemctl(tmp_path, running=False)
+    cfg, _, _ = write_config(tmp_path)
+    done = run("service", "install", "-c", str(cfg), state=tmp_path / "state", env=env)
+    assert done.returncode == 1
+    assert "systemd is not running" in done.stderr
+    assert done.stdout.startswith("# Written by `mirror service install`")
+    assert f"run -c {cfg} --log-format json" in done.stdout
+    assert not (tmp_path / "xdg").exists(), "nothing may be installed without systemd"
+
+
+def test_a_broken_config_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    env, calls = fake_systemctl(tmp_path, running=True)
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text('source = "x"\n[targets.a]\nurl = "/t"\nalert_after = "soon"\n')
+    done = run("service", "install", "-c", str(cfg), "--unit-dir", str(tmp_path / "u"), state=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "alert_after" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "u").exists() and not calls.exists()

@@ -1,0 +1,66 @@
+"""A corpus of bad configs (tests/corpus/configs): one line naming file and key, exit 2.
+
+Each file's first line says what the error must mention (``# expect: a | b``). Every
+config goes through the real ``mirror run`` command (in-process with click's runner, so
+the corpus stays fast); nothing may be created in the state folder. A target that cannot
+even be opened is not a config error but must still fail the run: exit 1, never 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mirror.cli import main
+from tests.cli import run
+
+CORPUS = Path(__file__).parent.parent / "corpus" / "configs"
+CASES = sorted(CORPUS.glob("*.toml"))
+
+
+def expectations(path: Path) -> list[str]:
+    first = path.read_bytes().split(b"\n", 1)[0].decode()
+    assert first.startswith("# expect:"), f"{path.name} must start with '# expect: ...'"
+    return [word.strip() for word in first.removeprefix("# expect:").split("|")]
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_a_bad_config_is_one_line_naming_file_and_key_exit_2(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "export").mkdir()
+    config = tmp_path / path.name
+    config.write_bytes(path.read_bytes())
+    env = {"MIRROR_STATE_DIR": str(tmp_path / "state")}
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["run", "-c", str(config), "--once"], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mirror: error: "), result.stderr
+    if "unknown protocol" not in lines[0] and "nosuch" not in lines[0]:
+        assert str(config) in lines[0], lines[0]
+    for word in expectations(path):
+        assert word in lines[0], f"{word!r} missing from: {lines[0]}"
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").rglob("*.sqlite"))
+
+
+def test_the_corpus_covers_every_family() -> None:
+    names = {p.stem for p in CASES}
+    for family in ("syntax", "unknown", "wrong_type", "protocol", "secret", "template"):
+        assert any(family in n for n in names), family
+
+
+def test_a_target_that_cannot_be_opened_fails_the_run(tmp_path: Path) -> None:
+    """Opening this target raises an unexpected error inside the connect; before the fix
+    the run printed a thread traceback and exited 0 with nothing mirrored."""
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "a.pdf").write_bytes(b"a")
+    config = tmp_path / "m.toml"
+    config.write_text('source = "export"\n[targets.z]\nurl = "zip://no-such.zip"\n')
+    result = run("run", "-c", str(config), "--once", state=tmp_path / "state", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "z: target failed:" in result.stderr

@@ -1,0 +1,275 @@
+"""Faults around a running mirror: full targets, vanishing sources, busy files, watch limits.
+
+Everything runs the real ``mirror`` command as a subprocess against real folders, a real
+tmpfs (as root; skipped with the reason otherwise) and the Dropbox fake. Each test says
+what a user would see: exit codes, messages, and the files on the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import MIRROR, files, run, start, wait_for
+from tests.reliability.common import hashes, landed, temp_files, write_config
+from tests.servers.dropbox import DropboxServer
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A small tmpfs at ``where``; skips the test when mounting is not permitted here."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+def remount(where: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(where)], check=True, timeout=30)
+
+
+def stop(proc: subprocess.Popen[str], log: Path) -> str:
+    """SIGTERM, as systemd does; mirror must exit 0. Returns the log."""
+    proc.terminate()
+    code = proc.wait(30)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    return text
+
+
+# -- target full ------------------------------------------------------------------------------
+def test_a_full_local_target_is_fatal_corrupts_nothing_and_resumes_when_space_returns(tmp_path: Path) -> None:
+    source = tmp_path / "export"
+    source.mkdir()
+    for i in range(12):
+        (source / f"scan {i:02}.tif").write_bytes(os.urandom(300_000))
+    state = tmp_path / "state"
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        target = disk / "backup"
+        full = run("run", str(source), str(target), "--once", state=state)
+        assert full.returncode == 1, full.stdout + full.stderr
+        assert "Traceback" not in full.stderr
+        assert "target failed: target is full (No space left on device)" in full.stderr
+        # nothing half-written under a final name, no temp file left taking the space
+        expected = hashes(source)
+        landed = hashes(target)
+        assert landed and all(expected[rel] == h for rel, h in landed.items())
+        assert len(landed) < len(expected)
+        assert temp_files(target) == []
+        assert hashes(source) == expected
+
+        remount(disk, "16m")
+        resumed = run("run", str(source), str(target), "--once", state=state)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert hashes(target) == expected
+        assert run("verify", str(source), str(target), state=state).returncode == 0
+
+
+def test_a_full_dropbox_quota_is_fatal_and_resumes_when_space_returns(
+    dropbox_server: DropboxServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "export"
+    source.mkdir()
+    data = {f"scan {i:02}.tif": os.urandom(50_000) for i in range(10)}
+    for rel, blob in data.items():
+        (source / rel).write_bytes(blob)
+    fake = dropbox_server.fake
+    fake.state.quota_bytes = 260_000
+    config = write_config(tmp_path / "m.toml", source, {"box": ("dropbox://Scans", {"token": "${DROPBOX_TOKEN}"})})
+    env = {**dropbox_server.env, "DROPBOX_TOKEN": dropbox_server.token}
+    state = tmp_path / "state"
+
+    full = run("run", "-c", str(config), "--once", state=state, env=env)
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "box: target failed:" in full.stderr and "full" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr
+    stored = {n.display.removeprefix("/Scans/"): n.data for n in fake.state.files.values()}
+    assert stored and all(data[rel] == blob for rel, blob in stored.items())
+
+    fake.state.quota_bytes = None
+    resumed = run("run", "-c", str(config), "--once", state=state, env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert {n.display.removeprefix("/Scans/"): n.data for n in fake.state.files.values()} == data
+
+
+# -- the source goes away ---------------------------------------------------------------------
+def test_an_unmounted_source_deletes_nothing_in_once_and_watch_mode(tmp_path: Path) -> None:
+    target, state, log = tmp_path / "backup", tmp_path / "state", tmp_path / "mirror.log"
+    contents = {f"invoice {i}.pdf": os.urandom(2000) for i in range(12)}
+    with tmpfs(tmp_path / "export", "4m") as source:
+        for rel, blob in contents.items():
+            (source / rel).write_bytes(blob)
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    # the mount point is still there, empty, as after an unmount or a failed mount
+    empty = run("run", str(source), str(target), "--once", state=state)
+    assert empty.returncode == 1, empty.stdout + empty.stderr
+    assert "deletions withheld: the source folder is empty" in empty.stderr
+    assert files(target) == contents
+
+    with tmpfs(tmp_path / "export", "4m"):
+        for rel, blob in contents.items():
+            (source / rel).write_bytes(blob)
+        proc = start("run", str(source), str(target), state=state, log=log)
+        try:
+            wait_for(lambda: "mirroring" in log.read_text(), timeout=30, what="mirror to start")
+            time.sleep(1)
+        except BaseException:
+            proc.kill()
+            raise
+    try:
+        # unmounted under a running mirror: nothing may be deleted
+        time.sleep(3)
+        assert landed(target) == contents
+        with tmpfs(tmp_path / "export", "4m"):
+            for rel, blob in contents.items():
+                (source / rel).write_bytes(blob)
+            (source / "after remount.pdf").write_bytes(b"new after the remount")
+            expected = {**contents, "after remount.pdf": b"new after the remount"}
+            wait_for(lambda: landed(target) == expected, timeout=30, what="a file written after the remount")
+            assert proc.poll() is None
+            stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_missing_source_is_a_clear_error_and_watch_mode_waits_for_it(tmp_path: Path) -> None:
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    contents = {f"invoice {i}.pdf": os.urandom(1000) for i in range(5)}
+    for rel, blob in contents.items():
+        (source / rel).write_bytes(blob)
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    source.rename(tmp_path / "elsewhere")
+    missing = run("run", str(source), str(target), "--once", state=state)
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.count("\n") == 1 and f"source folder {source} does not exist" in missing.stderr
+    assert files(target) == contents
+
+    (tmp_path / "elsewhere").rename(source)
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "mirroring" in log.read_text(), timeout=30, what="mirror to start")
+        time.sleep(1)
+        source.rename(tmp_path / "elsewhere")
+        wait_for(lambda: "is missing; waiting" in log.read_text(), timeout=30, what="the missing-source message")
+        time.sleep(1)
+        assert landed(target) == contents and proc.poll() is None
+        (tmp_path / "elsewhere").rename(source)
+        (source / "back.pdf").write_bytes(b"back again")
+        expected = {**contents, "back.pdf": b"back again"}
+        wait_for(lambda: landed(target) == expected, timeout=30, what="a file after the source came back")
+        stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_an_emptied_source_in_watch_mode_deletes_nothing(tmp_path: Path) -> None:
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    contents = {f"invoice {i}.pdf": os.urandom(1000) for i in range(5)}
+    for rel, blob in contents.items():
+        (source / rel).write_bytes(blob)
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: landed(target) == contents, timeout=30, what="the first copy")
+        for rel in contents:
+            (source / rel).unlink()
+        wait_for(
+            lambda: "deletions withheld: the source folder is empty" in log.read_text(),
+            timeout=30,
+            what="the guard",
+        )
+        assert landed(target) == contents
+        stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+# -- busy files -------------------------------------------------------------------------------
+def test_a_file_that_keeps_changing_never_blocks_the_rest(tmp_path: Path) -> None:
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    (source / "before.pdf").write_bytes(b"before")
+    done = threading.Event()
+
+    def append() -> None:
+        with open(source / "app.log", "a") as f:
+            while not done.is_set():
+                f.write(f"{time.time()} a line of the log\n")
+                f.flush()
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "before.pdf" in landed(target), timeout=20, what="a quiet file while the log grows")
+        for i in range(20):
+            (source / f"invoice {i}.pdf").write_bytes(os.urandom(500))
+        wait_for(
+            lambda: all(f"invoice {i}.pdf" in landed(target) for i in range(20)),
+            timeout=20,
+            what="new files while the log grows",
+        )
+        done.set()
+        writer.join(5)
+        wait_for(lambda: landed(target) == files(source), timeout=60, what="the log once it stopped changing")
+        stop(proc, log)
+    finally:
+        done.set()
+        if proc.poll() is None:
+            proc.kill()
+
+
+# -- inotify watch limit ----------------------------------------------------------------------
+def _can_limit_watches() -> bool:
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "sh", "-c", "echo 20 > /proc/sys/user/max_inotify_watches"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def test_the_inotify_watch_limit_falls_back_to_polling_with_a_warning(tmp_path: Path) -> None:
+    """The limit is lowered in a user namespace of its own (/proc/sys/user/max_inotify_watches),
+    so the machine's fs.inotify.max_user_watches, shared with everything else, is not touched."""
+    if not _can_limit_watches():
+        pytest.skip("user namespaces are not available to lower the inotify limit for one process")
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    for i in range(60):
+        (source / f"client {i:02}").mkdir(parents=True)
+        (source / f"client {i:02}" / "first.pdf").write_bytes(b"first")
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
+    limited = 'echo 20 > /proc/sys/user/max_inotify_watches && exec "$@"'
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "sh", "-c", limited, "sh", *MIRROR, "run", str(source),
+             str(target)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: len(landed(target)) == 60, timeout=30, what="the first copy")
+        for i in range(60):
+            (source / f"client {i:02}" / "second.pdf").write_bytes(b"second")
+        # every folder is still followed, not only the ones that got a watch
+        wait_for(lambda: len(landed(target)) == 120, timeout=30, what="changes in every folder")
+        stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "inotify watch limit reached" in log.read_text() and "falling back to polling" in log.read_text()

@@ -1,0 +1,89 @@
+"""A damaged or lost index is rebuilt from a listing: no crash, no mass re-upload.
+
+The index is a cache. Whatever happens to the sqlite file (deleted, overwritten with
+garbage, cut in half, its WAL mangled), the next ``mirror run --once`` must exit 0, send
+nothing the target already holds identically, and leave a target that ``verify`` passes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cli import run
+from tests.reliability.common import hashes, make_source, sent
+
+
+def _delete(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def _garbage(db: Path) -> None:
+    db.write_bytes(os.urandom(db.stat().st_size or 4096))
+
+
+def _truncate(db: Path) -> None:
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 2])
+
+
+def _zero_pages(db: Path) -> None:
+    """Keep the header (so sqlite opens it) but wipe pages in the middle: quick_check fails."""
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big") or 65536
+    for start in range(page, len(data), 2 * page):
+        data[start : start + page] = os.urandom(min(page, len(data) - start))
+    db.write_bytes(bytes(data))
+
+
+def _bad_wal(db: Path) -> None:
+    Path(f"{db}-wal").write_bytes(os.urandom(8192))
+
+
+#: how the index is damaged, and whether its rows are lost (else sqlite shrugs it off)
+DAMAGE: dict[str, tuple[Callable[[Path], None], bool]] = {
+    "deleted": (_delete, True),
+    "garbage": (_garbage, True),
+    "truncated": (_truncate, True),
+    "pages wiped": (_zero_pages, True),
+    # a WAL with a bad header is ignored by sqlite: the checkpointed rows are still there
+    "wal mangled": (_bad_wal, False),
+}
+
+
+SLOW_DAMAGE = ("truncated", "wal mangled")
+
+
+@pytest.mark.parametrize(
+    "damage", [pytest.param(d, marks=[pytest.mark.slow] if d in SLOW_DAMAGE else []) for d in DAMAGE]
+)
+def test_a_damaged_index_is_rebuilt_without_sending_again(damage: str, tmp_path: Path) -> None:
+    source = make_source(tmp_path / "export", small=80, large=1, large_bytes=2 * 1024 * 1024)
+    target, state = tmp_path / "backup", tmp_path / "state"
+    first = run("run", str(source), str(target), "--once", state=state)
+    assert first.returncode == 0, first.stderr
+    assert sent(first.stdout) == 81
+    (db,) = (state / "targets").glob("*.sqlite")
+    spoil, rows_lost = DAMAGE[damage]
+    spoil(db)
+
+    again = run("run", str(source), str(target), "--once", state=state)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Traceback" not in again.stderr
+    assert sent(again.stdout) == 0, again.stdout
+    if rows_lost:
+        assert "81 already there" in again.stdout
+    assert hashes(target) == hashes(source)
+    assert run("verify", str(source), str(target), state=state).returncode == 0
+    # the rebuilt index is complete, so the next restart needs neither listing nor upload
+    with sqlite3.connect(db) as check:
+        assert check.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 81
+        assert check.execute("SELECT value FROM meta WHERE key = 'clean_shutdown'").fetchone()[0] == "1"
+    if damage in ("garbage", "pages wiped"):
+        assert "damaged" in again.stderr, again.stderr
+        assert list((state / "targets").glob("*.corrupt-*")), "the damaged index was not kept for inspection"

@@ -1,0 +1,99 @@
+"""A target down in the middle of watch mode, then back: converges without a restart.
+
+sshd is stopped and the Dropbox fake answers 503 to everything for the outage; a third,
+local target stays healthy. While the two are down, files are created, changed, renamed
+and deleted: the local target must follow at once, and once the others return they must
+end identical to the source with no change lost (lsyncd loses them: its issues #381 and
+#566), with the same ``mirror`` process still running.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli import files, start, wait_for
+from tests.fakes.dropbox_api import Fault
+from tests.reliability.common import landed, sftp_options, write_config
+from tests.servers.dropbox import DropboxServer
+from tests.servers.sshd import SshServer
+
+
+def dropbox_files(server: DropboxServer, root: str) -> dict[str, bytes]:
+    prefix = f"/{root}/"
+    return {n.display.removeprefix(prefix): n.data for n in server.fake.state.files.values()}
+
+
+@pytest.mark.parametrize(
+    "outage", [pytest.param(4.0, id="4s"), pytest.param(30.0, id="30s", marks=pytest.mark.slow)]
+)
+@pytest.mark.timeout(400)
+def test_targets_down_in_watch_mode_converge_and_lose_nothing(
+    outage: float, tmp_path: Path, dropbox_server: DropboxServer
+) -> None:
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    source, remote, disk = tmp_path / "export", tmp_path / "remote", tmp_path / "disk"
+    source.mkdir()
+    remote.mkdir()
+    for i in range(20):
+        (source / f"invoice {i:02}.pdf").write_bytes(os.urandom(2000))
+    config = write_config(
+        tmp_path / "m.toml",
+        source,
+        {
+            "nas": (server.url(remote), sftp_options(server)),
+            "box": ("dropbox://Down", {"token": "${DROPBOX_TOKEN}"}),
+            "disk": (str(disk), {}),
+        },
+        settle="0.2s",
+    )
+    env = {**dropbox_server.env, "DROPBOX_TOKEN": dropbox_server.token}
+    log = tmp_path / "mirror.log"
+    proc = start("run", "-c", str(config), state=tmp_path / "state", env=env, log=log)
+    fault = None
+    try:
+        wait_for(
+            lambda: landed(remote) == files(source) == dropbox_files(dropbox_server, "Down") == landed(disk),
+            timeout=60,
+            what="the first copy on all three targets",
+        )
+        server.stop()
+        fault = dropbox_server.fake.inject(Fault("503", count=10**9))
+        down_at = time.monotonic()
+        (source / "new while down.pdf").write_bytes(b"created during the outage")
+        (source / "invoice 00.pdf").write_bytes(b"changed during the outage")
+        (source / "invoice 01.pdf").rename(source / "invoice 01 renamed.pdf")
+        (source / "invoice 02.pdf").unlink()
+        (source / "sub").mkdir()
+        (source / "sub" / "nested.pdf").write_bytes(b"in a new folder")
+        # the healthy target keeps syncing while the others are down
+        wait_for(lambda: landed(disk) == files(source), timeout=30, what="the healthy target during the outage")
+        time.sleep(max(0.0, outage / 2 - (time.monotonic() - down_at)))
+        (source / "late while down.pdf").write_bytes(b"written in the second half of the outage")
+        wait_for(lambda: landed(disk) == files(source), timeout=30, what="the healthy target, second change")
+        time.sleep(max(0.0, outage - (time.monotonic() - down_at)))
+        assert proc.poll() is None, "mirror must survive the outage"
+        server.start()
+        fault.count = 0
+        expected = files(source)
+        # after the outage the runner's backoff (at most 60 s) must still bring both back
+        wait_for(lambda: landed(remote) == expected, timeout=120, what="the SFTP target after the outage")
+        wait_for(
+            lambda: dropbox_files(dropbox_server, "Down") == expected, timeout=120, what="Dropbox after the outage"
+        )
+        assert landed(disk) == expected
+        assert proc.poll() is None
+        proc.terminate()
+        assert proc.wait(30) == 0
+    finally:
+        if fault is not None:
+            fault.count = 0
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    text = log.read_text()
+    assert "unreachable" in text or "retrying" in text, "the outage went unnoticed: the test exercised nothing"

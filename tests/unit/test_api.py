@@ -1,0 +1,121 @@
+"""The embedding API: a host builds a config in code, runs once or forever, reads status;
+examples/embed.py (several folders, several targets, one process) really works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mirror import api
+from tests.cli import files, wait_for
+
+EMBED = Path(__file__).resolve().parents[2] / "examples" / "embed.py"
+
+
+class Recorder(api.Observer):
+    def __init__(self) -> None:
+        self.reports: list[api.Report] = []
+        self.states: list[tuple[str, str]] = []
+
+    def on_report(self, report: api.Report) -> None:
+        self.reports.append(report)
+
+    def on_state(self, target: str, state: str, error: str | None) -> None:
+        self.states.append((target, state))
+
+
+def setup(tmp_path: Path, rescan: float = 3600.0) -> tuple[api.Config, Path, Path]:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a" * 10)
+    settings = api.TargetSettings(settle=0.1, rescan_interval=rescan)
+    cfg = api.Config(
+        source=src, targets=(api.TargetConfig("disk", str(dst), settings=settings),), state_dir=tmp_path / "s"
+    )
+    return cfg, src, dst
+
+
+def test_run_once_then_status(tmp_path: Path) -> None:
+    cfg, src, dst = setup(tmp_path)
+    seen = Recorder()
+    with api.running(cfg, observers=[seen]) as m:
+        reports = m.run_once()
+    assert [(r.target, r.uploaded, r.ok) for r in reports] == [("disk", 1, True)]
+    assert files(dst) == files(src)
+    assert seen.reports == reports and ("disk", "idle") in seen.states
+    (status,) = api.status(cfg)
+    assert (status.name, status.files, status.bytes, status.running, status.stale) == ("disk", 1, 10, False, False)
+    assert status.last_complete_sync is not None and status.last_complete_sync > time.time() - 60
+
+
+def test_run_forever_in_a_thread_rescans_while_idle(tmp_path: Path) -> None:
+    """With nothing changing in the source, the rescan schedule still runs: a file removed
+    from the target behind mirror's back comes back, and the last complete sync advances."""
+    cfg, src, dst = setup(tmp_path, rescan=0.5)
+    with api.running(cfg) as m:
+        thread = threading.Thread(target=m.run_forever)
+        thread.start()
+        try:
+            wait_for(lambda: files(dst) == files(src), what="the first copy")
+            (first,) = api.status(cfg)
+            assert first.running
+            (dst / "a.pdf").unlink()
+            wait_for(lambda: files(dst) == files(src), what="the rescan to restore the file")
+            wait_for(
+                lambda: (api.status(cfg)[0].last_complete_sync or 0) > (first.last_complete_sync or 0),
+                what="a later complete sync",
+            )
+        finally:
+            m.shutdown()
+            thread.join(15)
+    assert not thread.is_alive()
+
+
+def test_status_flags_a_target_whose_last_sync_is_too_old(tmp_path: Path) -> None:
+    cfg, _, _ = setup(tmp_path, rescan=0.2)
+    with api.running(cfg) as m:
+        m.run_once()
+    assert not api.status(cfg)[0].stale
+    time.sleep(0.5)  # two rescan intervals pass without a complete sync
+    (status,) = api.status(cfg)
+    assert status.stale and status.expected_every == 0.4
+
+
+def test_the_embedding_example_mirrors_two_folders_in_one_process(tmp_path: Path) -> None:
+    for folder in ("invoices", "scans"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{folder}-1.pdf").write_bytes(folder.encode())
+    env = {**os.environ, "MIRROR_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run(
+        [sys.executable, str(EMBED), str(tmp_path), "--once"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert files(tmp_path / "backup") == {"invoices/invoices-1.pdf": b"invoices", "scans/scans-1.pdf": b"scans"}
+    assert "status invoices-memory: 1 files" in done.stdout
+
+    proc = subprocess.Popen(
+        [sys.executable, str(EMBED), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        time.sleep(0.5)  # let the watchers start; a file written before is found by the first pass anyway
+        (tmp_path / "scans" / "scans-2.pdf").write_bytes(b"two")
+        wait_for(lambda: files(tmp_path / "backup" / "scans").get("scans-2.pdf") == b"two", what="a live change")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "status scans-disk: 2 files" in out
