@@ -24,9 +24,7 @@ import queue
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -241,6 +239,10 @@ class Alerts(Observer):
             )
 
     def _ping(self, url: str, body: str) -> None:
+        # urllib.request is slow to import and only needed by configs that ping
+        import urllib.error
+        import urllib.request
+
         where = _redact_ping(url)
         for attempt in range(PING_ATTEMPTS):
             request = urllib.request.Request(url, data=body.encode()[:10_000], method="POST")  # noqa: S310 - config allows http(s) only

@@ -178,7 +178,7 @@ class Executor:
             return min(max(exc.retry_after, 0.0), 300.0)
         from tenacity import wait_exponential_jitter
 
-        return float(wait_exponential_jitter(initial=self.retry.initial, max=self.retry.maximum)(state))
+        return float(wait_exponential_jitter(multiplier=self.retry.initial, max=self.retry.maximum)(state))
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
