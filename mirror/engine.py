@@ -86,6 +86,7 @@ class TargetRunner:
         self.filter = Filter(self.settings.include, self.settings.exclude)
         self.log = logging.LoggerAdapter(log, {"target": self.name})
         self.resolved = registry.resolve(target.url, target.options, config.presets)
+        self.caps = registry.capabilities(self.resolved)
         self.index_file = index_path(state_dir(config), config.source, target)
         self.driver: Driver | None = None
         self.index: Index | None = None
@@ -212,23 +213,32 @@ class TargetRunner:
         source_empty: bool | None = None,
         kind: str = "full",
     ) -> Report:
-        """Plan and execute once; transient connection problems propagate to the caller."""
+        """Plan and execute once; transient connection problems propagate to the caller.
+
+        The target is only contacted when it is listed or the plan has something to do,
+        so a pass that finds nothing changed works offline.
+        """
         started = time.time()
-        driver = self.connect()
         index = self.index.entries() if self.index is not None else {}
         remote: dict[str, RemoteEntry] | None = None
         if listing:
-            remote = self._call(driver.list)
+            remote = self._call(self.connect().list)
         # the scan already dropped junk; only a target's own patterns can narrow further
         mine = {p: e for p, e in local.items() if self.filter.wants_file(p)} if self.filter.narrows else local
         if scope is not None:
             scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
         settings = PlanSettings(
-            self.settings.layout, self.settings.delete, driver.caps, self.settings.max_delete, dt.date.today()
+            self.settings.layout, self.settings.delete, self.caps, self.settings.max_delete, dt.date.today()
         )
         actions = plan(mine, index, settings, remote, scope, source_empty)
-        if self.dry_run or self.executor is None:
+        if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
+        if actions.is_empty():
+            report = self._report(kind, RunStats(guard=actions.guard), started)
+            self._after(report, listing)
+            return report
+        self.connect()
+        assert self.executor is not None
         if self.index is not None:
             self.index.set_meta(state="syncing", pending=len(actions.transfers) + len(actions.moves))
         self.observer.on_state(self.name, "syncing", None)

@@ -187,10 +187,15 @@ def load_driver_class(info: BackendInfo) -> type[Driver]:
     return cls
 
 
+def capabilities(resolved: Resolved) -> Capabilities:
+    """What the target's backend promises, with the preset's overrides; no connection made."""
+    caps: Capabilities = load_driver_class(resolved.backend).capabilities
+    if resolved.capability_overrides:
+        caps = caps.with_overrides(resolved.capability_overrides)
+    return caps
+
+
 def connect(resolved: Resolved) -> Driver:
     """Build the driver (and with it the fsspec filesystem) for a resolved target."""
     cls = load_driver_class(resolved.backend)
-    caps: Capabilities = cls.capabilities
-    if resolved.capability_overrides:
-        caps = caps.with_overrides(resolved.capability_overrides)
-    return cls.connect(resolved.url, resolved.options, caps)
+    return cls.connect(resolved.url, resolved.options, capabilities(resolved))
