@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mirror.driver import Capabilities, Driver, RemoteEntry
+from mirror.errors import ItemError
 
 if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
@@ -93,7 +94,28 @@ class LocalDriver(Driver):
         os.unlink(self.full(rel))
 
     def makedirs(self, rel_dir: str) -> None:
-        os.makedirs(self.full(rel_dir) if rel_dir else self.root, exist_ok=True)
+        os.makedirs(self.root, exist_ok=True)
+        if not rel_dir:
+            return
+        # folder by folder, never through a symbolic link: a link planted in the target
+        # would otherwise carry writes outside the target root
+        self.full(rel_dir)  # validates the path
+        path = self.root
+        for part in rel_dir.split("/"):
+            path = os.path.join(path, part)
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                try:
+                    os.mkdir(path)
+                except FileExistsError:
+                    mode = os.lstat(path).st_mode
+                else:
+                    continue
+            if stat.S_ISLNK(mode):
+                raise ItemError(f"{path} on the target is a symbolic link; mirror does not write through it")
+            if not stat.S_ISDIR(mode):
+                raise ItemError(f"{path} on the target is a file where a folder is needed")
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         try:

@@ -24,7 +24,7 @@ import platformdirs
 from mirror import registry
 from mirror.config import Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
-from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, GuardRefused, MirrorError, TransientError
 from mirror.events import Observer, Observers, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
@@ -466,7 +466,17 @@ class Mirror:
         self.filter = Filter()
 
     def open(self) -> None:
-        check_source(self.config.source)
+        try:
+            check_source(self.config.source)
+        except ConfigError:
+            mirrored = [r.name for r in self.runners if _holds_files(r.index_file)]
+            if mirrored:
+                # a source that was there before is more likely unmounted than mistyped
+                raise GuardRefused(
+                    f"source folder {self.config.source} is missing (not mounted?); nothing was changed "
+                    f"on {', '.join(mirrored)}; mount it and run again"
+                ) from None
+            raise
         opened = []
         try:
             for runner in self.runners:
@@ -599,6 +609,16 @@ class Mirror:
             runner.wake()
         deadline = time.monotonic() + timeout
         return all(r.join(max(0.0, deadline - time.monotonic())) for r in self.runners)
+
+
+def _holds_files(index_file: Path) -> bool:
+    if not index_file.exists():
+        return False
+    index = Index(index_file, readonly=True)
+    try:
+        return index.totals()[0] > 0
+    finally:
+        index.close()
 
 
 def _overlaps(a: Path, b: Path) -> bool:

@@ -2,8 +2,9 @@
 
 Events are hints, not facts: every path an event names is stat'ed again, a new folder is
 scanned whole (inotify can miss files created right after their folder), and a file is
-handed on only once it has settled (size and mtime unchanged for ``settle`` seconds). The
-watcher never uploads anything; it asks for a full rescan when it cannot trust itself.
+handed on only once it has settled (size and mtime unchanged for ``settle`` seconds); a
+file that never stops changing waits, without holding up any other. The watcher never
+uploads anything; it asks for a full rescan when it cannot trust itself.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ DEBOUNCE_MS = 200
 STEP_MS = 30
 #: wake-up period while idle, to re-check files that are settling
 TICK_MS = 100
-#: a file that never stops changing (a growing log) is sent anyway after this long
-MAX_SETTLE_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class SourceWatcher:
         self.stop = stop
         #: the source as last handed on; kept current so folder deletes can be expanded
         self.known = known
-        self._pending: dict[str, tuple[Signature, float, float]] = {}
+        self._pending: dict[str, tuple[Signature, float]] = {}
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
@@ -70,7 +69,7 @@ class SourceWatcher:
         """Treat ``paths`` as changed: they are handed on once they settle."""
         now = time.monotonic()
         for rel in paths:
-            self._pending.setdefault(rel, (None, now, now))
+            self._pending.setdefault(rel, (None, now))
 
     def batches(self) -> Iterator[Batch]:
         """Yield batches until ``stop`` is set; survives watcher errors by rescanning."""
@@ -140,10 +139,10 @@ class SourceWatcher:
         if st is not None and stat.S_ISDIR(st.st_mode):
             snap = scan(self.root, self.filt, start=rel)
             for sub in snap.entries:
-                self._pending.setdefault(sub, (None, now, now))
+                self._pending.setdefault(sub, (None, now))
             self._expand_gone(rel, keep=set(snap.entries))
             return
-        self._pending.setdefault(rel, (None, now, now))
+        self._pending.setdefault(rel, (None, now))
         if st is None:
             self._expand_gone(rel, keep=set())
 
@@ -152,7 +151,7 @@ class SourceWatcher:
         prefix = folder + "/"
         now = time.monotonic()
         for known in [k for k in self.known if k.startswith(prefix) and k not in keep]:
-            self._pending.setdefault(known, (None, now, now))
+            self._pending.setdefault(known, (None, now))
 
     def _hold_renames(self, ready: dict[str, LocalEntry | None], fresh: dict[str, LocalEntry | None]) -> None:
         """Keep a vanished path back while its inode still settles under a new name, so
@@ -163,7 +162,7 @@ class SourceWatcher:
             if old is not None and old.ino in waiting:
                 del ready[rel]
                 now = time.monotonic()
-                self._pending[rel] = (None, now, now)
+                self._pending[rel] = (None, now)
 
     def _settled(self) -> dict[str, LocalEntry | None]:
         if not self._pending:
@@ -172,18 +171,17 @@ class SourceWatcher:
         wall = time.time()
         fresh = stat_paths(self.root, list(self._pending), self.filt)
         ready: dict[str, LocalEntry | None] = {}
-        for rel, (old_sig, since, first) in list(self._pending.items()):
+        for rel, (old_sig, since) in list(self._pending.items()):
             entry = fresh.get(rel)
             sig: Signature = None if entry is None else (entry.size, entry.mtime_ns, entry.ino)
             if entry is None:
                 ready[rel] = None
             elif sig != old_sig:
-                self._pending[rel] = (sig, now, first)
+                self._pending[rel] = (sig, now)
                 continue
             elif (
                 now - since >= self.settle
                 or (wall - entry.mtime_ns / 1e9 >= self.settle and now - since >= min(self.settle, 0.1))
-                or now - first >= MAX_SETTLE_WAIT
             ):
                 ready[rel] = entry
             else:

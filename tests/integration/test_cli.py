@@ -253,3 +253,13 @@ def test_a_broken_target_does_not_stop_the_others(src: Path, tmp_path: Path, sta
         proc.terminate()
         assert proc.wait(15) == 0
     assert "unreachable" in (tmp_path / "log").read_text()
+
+
+def test_a_symlinked_folder_in_a_local_target_is_not_written_through(src: Path, tmp_path: Path, state: Path) -> None:
+    target, elsewhere = tmp_path / "backup", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target.mkdir()
+    (target / "2026").symlink_to(elsewhere)
+    result = run("run", str(src), str(target), "--once", state=state)
+    assert result.returncode == 1 and "symbolic link" in result.stderr
+    assert list(elsewhere.iterdir()) == []

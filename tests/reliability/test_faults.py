@@ -153,9 +153,12 @@ def test_a_missing_source_is_a_clear_error_and_watch_mode_waits_for_it(tmp_path:
     assert run("run", str(source), str(target), "--once", state=state).returncode == 0
     source.rename(tmp_path / "elsewhere")
     missing = run("run", str(source), str(target), "--once", state=state)
-    assert missing.returncode == 2, missing.stderr
-    assert missing.stderr.count("\n") == 1 and f"source folder {source} does not exist" in missing.stderr
+    # it was mirrored before, so it has gone missing (exit 1); a never-seen path is a usage error (2)
+    assert missing.returncode == 1, missing.stderr
+    assert missing.stderr.count("\n") == 1 and f"source folder {source} is missing" in missing.stderr
     assert files(target) == contents
+    typo = run("run", str(tmp_path / "exprot"), str(target), "--once", state=state)
+    assert typo.returncode == 2 and "does not exist" in typo.stderr
 
     (tmp_path / "elsewhere").rename(source)
     proc = start("run", str(source), str(target), state=state, log=log)
