@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 import google.auth.exceptions
 import httplib2
-from fsspec.implementations.memory import MemoryFileSystem
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 from google_auth_httplib2 import AuthorizedHttp  # type: ignore[import-untyped]
@@ -145,8 +144,8 @@ class GDriveDriver(Driver):
         max_retries: int = 5,
         timeout: float = 60.0,
     ) -> None:
-        # the engine never reaches self.fs for this driver; a memory fs keeps the type honest
-        super().__init__(MemoryFileSystem(), root.strip("/"), caps)
+        # every method the engine calls is implemented on the API client: no fsspec filesystem
+        super().__init__(None, root.strip("/"), caps)
         self.root = root.strip("/")
         self._credentials = credentials
         self._drive_id = drive_id

@@ -233,10 +233,9 @@ class OneDriveDriver(Driver):
         max_retries: int = 5,
         timeout: float = 60.0,
     ) -> None:
-        from fsspec.implementations.memory import MemoryFileSystem
 
-        # the engine never reaches self.fs for this driver; a memory fs keeps the type honest
-        super().__init__(MemoryFileSystem(), root.strip("/"), caps)
+        # every method the engine calls is implemented on the API client: no fsspec filesystem
+        super().__init__(None, root.strip("/"), caps)
         self.root = root.strip("/")
         self.tokens = tokens
         self.drive = f"/drives/{quote(drive_id, safe='')}" if drive_id else "/me/drive"

@@ -255,7 +255,9 @@ def test_a_broken_target_does_not_stop_the_others(src: Path, tmp_path: Path, sta
     assert "unreachable" in (tmp_path / "log").read_text()
 
 
-def test_a_symlinked_folder_in_a_local_target_is_not_written_through(src: Path, tmp_path: Path, state: Path) -> None:
+def test_a_symlinked_folder_in_a_local_target_is_not_written_through(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
     target, elsewhere = tmp_path / "backup", tmp_path / "elsewhere"
     elsewhere.mkdir()
     target.mkdir()
