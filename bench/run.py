@@ -128,6 +128,7 @@ def servers_for(kinds: list[str], workdir: Path) -> Iterator[dict[str, sshd.Serv
 
 def revision() -> str:
     """The commit measured (read-only git), with ``+dirty`` for uncommitted changes."""
+
     def git(*args: str) -> str:
         done = subprocess.run(
             ["git", *args], check=False, cwd=Path(__file__).parent, capture_output=True, text=True

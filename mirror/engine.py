@@ -96,6 +96,8 @@ class TargetRunner:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self.dead: str | None = None
+        #: the last run did not stop cleanly: list the target to find its leftovers
+        self.crashed = False
         self.observer = observer or Observer()
         #: progress hooks: bytes a pass will send, then bytes as each item completes
         self.on_plan: Callable[[int], None] | None = None
@@ -200,7 +202,7 @@ class TargetRunner:
         if self.index is None:
             return True
         last = self.index.get_meta("last_listing")
-        if last is None or getattr(self, "crashed", False):
+        if last is None or self.crashed:
             return True
         return time.time() - float(last) >= self.settings.rescan_interval
 

@@ -58,8 +58,6 @@ class RunStats:
     guard: str | None = None
     fatal: str | None = None
     down: str | None = None
-    #: files that changed after the plan was made: the caller plans them again
-    changed: set[str] = field(default_factory=set)
 
 
 class TargetDown(TransientError):
@@ -289,9 +287,7 @@ class Executor:
         before: LocalEntry | None = action.entry
         for _ in range(3):
             if before is None:
-                with self._lock:
-                    self._stats.changed.add(action.src)
-                return
+                return  # gone since the scan: the watcher or the next pass plans its removal
             if action.unless_hash and self._source_hash(local) == action.unless_hash:
                 self._record(action.src, action.dst, before, action, action.unless_hash)
                 with self._lock:
@@ -303,9 +299,7 @@ class Executor:
                 remote = self._send(local, action.dst, before.mtime_ns)
             except ItemError:
                 if not self._readable(local):
-                    with self._lock:
-                        self._stats.changed.add(action.src)
-                    return
+                    return  # gone while it was being sent: planned again like any removal
                 raise
             self.on_transfer(before.size, time.monotonic() - sending)
             after = self._local(action.src)

@@ -52,8 +52,3 @@ def _spec(patterns: list[str]) -> Any:
     import pathspec
 
     return pathspec.GitIgnoreSpec.from_lines(patterns)
-
-
-def is_junk(name: str) -> bool:
-    """True for names in the default junk list (case-insensitive)."""
-    return bool(_JUNK_RE.match(name.lower()))

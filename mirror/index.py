@@ -250,15 +250,6 @@ class Index:
             self._db.commit()
             self._dirty = 0
 
-    def last_run(self) -> RunRecord | None:
-        with self._lock:
-            self._drain()
-            row = self._db.execute(
-                "SELECT kind, started, finished, uploaded, bytes, deleted, failed, result "
-                "FROM runs ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-        return None if row is None else RunRecord(*row)
-
     # -- driver state (a mirror.driver.StateStore) -----------------------------------------
     def get(self, key: str) -> str | None:
         with self._lock:

@@ -179,9 +179,8 @@ class SourceWatcher:
             elif sig != old_sig:
                 self._pending[rel] = (sig, now)
                 continue
-            elif (
-                now - since >= self.settle
-                or (wall - entry.mtime_ns / 1e9 >= self.settle and now - since >= min(self.settle, 0.1))
+            elif now - since >= self.settle or (
+                wall - entry.mtime_ns / 1e9 >= self.settle and now - since >= min(self.settle, 0.1)
             ):
                 ready[rel] = entry
             else:
