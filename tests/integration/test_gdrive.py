@@ -225,28 +225,29 @@ def test_move_replaces_the_destination_and_keeps_the_id(
     assert driver.remove_dir_if_empty("out") is False
 
 
+def client_secrets(drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_id: str) -> Path:
+    """An installed-app client secrets file pointing at the fake, which the CA bundle trusts."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", drive_fake.ca_file)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    path = tmp_path / "client_secret.json"
+    installed = {
+        "client_id": client_id,
+        "client_secret": "csecret",
+        "auth_uri": f"{drive_fake.url}/auth",
+        "token_uri": f"{drive_fake.url}/token",
+        "redirect_uris": ["http://localhost"],
+    }
+    path.write_text(json.dumps({"installed": installed}))
+    return path
+
+
 def test_auth_command_paste_flow_writes_a_private_token_the_driver_uses(
     drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from click.testing import CliRunner
     from mirror.backends.gdrive_auth import command
 
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", drive_fake.ca_file)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    secrets = tmp_path / "client_secret.json"
-    secrets.write_text(
-        json.dumps(
-            {
-                "installed": {
-                    "client_id": "cid.apps.googleusercontent.com",
-                    "client_secret": "csecret",
-                    "auth_uri": f"{drive_fake.url}/auth",
-                    "token_uri": f"{drive_fake.url}/token",
-                    "redirect_uris": ["http://localhost"],
-                }
-            }
-        )
-    )
+    secrets = client_secrets(drive_fake, tmp_path, monkeypatch, "cid.apps.googleusercontent.com")
     token_file = tmp_path / "conf" / "gdrive-token.json"
     result = CliRunner().invoke(
         command,
@@ -277,22 +278,7 @@ def test_paste_flow_accepts_the_redirected_address_and_checks_its_state(
 
     from mirror.backends.gdrive_auth import login_paste
 
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", drive_fake.ca_file)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    secrets = tmp_path / "client_secret.json"
-    secrets.write_text(
-        json.dumps(
-            {
-                "installed": {
-                    "client_id": "cid",
-                    "client_secret": "csecret",
-                    "auth_uri": f"{drive_fake.url}/auth",
-                    "token_uri": f"{drive_fake.url}/token",
-                    "redirect_uris": ["http://localhost"],
-                }
-            }
-        )
-    )
+    secrets = client_secrets(drive_fake, tmp_path, monkeypatch, "cid")
 
     def redirect(state: str) -> str:
         return f"http://127.0.0.1:1/?state={state}&code=good-code&scope=https://www.googleapis.com/auth/drive"
