@@ -559,18 +559,19 @@ class Mirror:
         return [reports[r.name] for r in self.runners if r.name in reports]
 
     def run_forever(self) -> None:
-        """Full pass, then follow changes until :attr:`stop` is set."""
+        """Full pass, then follow changes until :attr:`stop` is set.
+
+        The full passes (the first, after a watcher restart, and every rescan_interval)
+        start from the watcher's rescan requests: the first comes once its watches are in
+        place, so nothing that changes while mirror starts up can slip between scan and watch.
+        """
         from mirror.watch import SourceWatcher
 
-        snap = self.scan()
-        # files still being written go to the watcher, which sends each once it settles: a
-        # file that never settles (a growing log) must not hold up the first pass
-        unsettled = frozenset(_young(snap.entries, max(r.settings.settle for r in self.runners)))
-        known = {p: e for p, e in snap.entries.items() if p not in unsettled}
+        settle = max(r.settings.settle for r in self.runners)
+        known: dict[str, LocalEntry] = {}
         lock = threading.Lock()
         for runner in self.runners:
             runner.start(known, lock)
-            runner.submit(full=True, listing=runner.needs_listing(), skip=unsettled)
         watcher = SourceWatcher(
             self.config.source,
             self.filter,
@@ -579,7 +580,6 @@ class Mirror:
             self.stop,
             known,
         )
-        watcher.expect(unsettled)
         rescan_every = min(r.settings.rescan_interval for r in self.runners)
         next_rescan = time.monotonic() + rescan_every
         for batch in watcher.batches():
@@ -590,11 +590,15 @@ class Mirror:
                 except ConfigError as exc:
                     log.warning("%s", exc)
                     continue
+                # files still being written go to the watcher, which hands each on once it
+                # settles: a file that never settles (a growing log) must hold up nothing
+                young = frozenset(_young(fresh.entries, settle))
                 with lock:
                     known.clear()
-                    known.update(fresh.entries)
+                    known.update((p, e) for p, e in fresh.entries.items() if p not in young)
+                watcher.expect(young)
                 for runner in self.runners:
-                    runner.submit(full=True, listing=due)
+                    runner.submit(full=True, listing=due, skip=young)
                 next_rescan = time.monotonic() + rescan_every
             elif batch.changes:
                 self.observer.on_changes(len(batch.changes))

@@ -72,14 +72,14 @@ class SourceWatcher:
             self._pending.setdefault(rel, (None, now))
 
     def batches(self) -> Iterator[Batch]:
-        """Yield batches until ``stop`` is set; survives watcher errors by rescanning."""
+        """Yield batches until ``stop`` is set; survives watcher errors by rescanning
+        (every start of the watcher asks for a rescan once its watches are in place)."""
         while not self.stop.is_set():
             if not self.root.is_dir():
                 log.warning("source folder %s is missing; waiting for it to come back", self.root)
                 while not self.root.is_dir():
                     if self.stop.wait(2.0):
                         return
-                yield Batch({}, rescan=True)
             try:
                 yield from self._watch()
             except OSError as exc:
@@ -92,7 +92,6 @@ class SourceWatcher:
                 else:
                     log.warning("watcher error (%s); rescanning the source", exc)
                     self.stop.wait(1.0)
-                yield Batch({}, rescan=True)
 
     def _watch(self) -> Iterator[Batch]:
         root_id = _identity(self.root)
@@ -109,7 +108,13 @@ class SourceWatcher:
             raise_interrupt=False,
             ignore_permission_denied=self._skip_denied,
         )
+        watching = False
         for changes in events:
+            if not watching:
+                # the watches exist only from the first tick on: whatever changed between
+                # the caller's scan and now sent no event, so one more scan catches it
+                watching = True
+                yield Batch({}, rescan=True)
             for _change, path in changes:
                 self._note(path)
             # an empty batch on an idle tick lets the engine run its rescan schedule

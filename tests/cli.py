@@ -52,7 +52,15 @@ def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "cond
 
 
 def files(root: Path) -> dict[str, bytes]:
-    """Every file below ``root`` with its content, by relative path."""
+    """Every file below ``root`` with its content, by relative path (a temp file renamed
+    away while this reads is simply not there)."""
+    found: dict[str, bytes] = {}
     if not root.exists():
-        return {}
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        return found
+    for path in root.rglob("*"):
+        try:
+            if path.is_file():
+                found[path.relative_to(root).as_posix()] = path.read_bytes()
+        except FileNotFoundError:
+            continue
+    return found
