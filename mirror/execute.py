@@ -150,10 +150,7 @@ class Executor:
                     return
                 try:
                     work(item)
-                except (FatalError, TargetDown) as exc:
-                    raised.append(exc)
-                    self._abort.set()
-                except Exception as exc:  # a bug must stop the pass loudly, not kill a worker silently
+                except Exception as exc:  # fatal, target down, or a bug: stop the pass, loudly
                     raised.append(exc)
                     self._abort.set()
 
@@ -256,8 +253,7 @@ class Executor:
                 return
         self.call(lambda: self.driver.makedirs(folder))
         with self._lock:
-            self._dirs.add(folder)
-            self._dirs.update(ancestors(folder + "/x") if folder else ())
+            self._dirs.update((folder, *ancestors(folder)))
 
     def _cleanup(self, action: Cleanup) -> None:
         self._item(action.dst, action.dst, lambda: self.call(lambda: self.driver.delete(action.dst)))
