@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import errno
+import functools
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -62,6 +64,21 @@ class Capabilities:
         if "forbidden_names" in values:
             values["forbidden_names"] = frozenset(n.lower() for n in values["forbidden_names"])
         return dataclasses.replace(self, **values)
+
+    @functools.cached_property
+    def refused_pattern(self) -> re.Pattern[str]:
+        """Finds any part of a path refused by name or character (one search per path)."""
+        rules = ["(?!)"]  # matches nothing, for a target that refuses nothing
+        if self.forbidden_chars:
+            rules.append(f"[{re.escape(self.forbidden_chars)}]")
+        if self.forbidden_leading:
+            rules.append(f"(?:^|/)[{re.escape(self.forbidden_leading)}]")
+        if self.forbidden_trailing:
+            rules.append(f"[{re.escape(self.forbidden_trailing)}](?:/|$)")
+        if self.forbidden_names:
+            names = "|".join(re.escape(n) for n in sorted(self.forbidden_names))
+            rules.append(f"(?:^|/)(?:{names})(?:/|$)")
+        return re.compile("|".join(rules), re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -109,8 +126,9 @@ class Driver:
 
     #: capabilities of the plain fsspec filesystem; subclasses and presets refine them
     capabilities: ClassVar[Capabilities] = Capabilities()
-    #: worker threads per target unless the config sets ``concurrency``
-    default_concurrency: ClassVar[int] = 4
+    #: worker threads per target unless the config sets ``concurrency`` (a driver may
+    #: refine it once it knows where its target is)
+    default_concurrency: int = 4
 
     def __init__(self, fs: AbstractFileSystem | None, root: str, caps: Capabilities | None = None) -> None:
         self._fs = fs

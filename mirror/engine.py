@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +28,8 @@ from mirror.errors import ConfigError, FatalError, GuardRefused, MirrorError, Tr
 from mirror.events import Observer, Observers, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
-from mirror.index import Index, RunRecord, private_dir
-from mirror.plan import PlanSettings, plan
+from mirror.index import Index, IndexEntry, RunRecord, private_dir
+from mirror.plan import KnownFiles, PlanSettings, narrow, plan
 from mirror.redact import redact_url
 from mirror.scan import LocalEntry, Snapshot, check_source, scan, stat_paths
 
@@ -214,14 +214,15 @@ class TargetRunner:
         scope: Collection[str] | None,
         source_empty: bool | None = None,
         kind: str = "full",
+        skip: Collection[str] = (),
     ) -> Report:
         """Plan and execute once; transient connection problems propagate to the caller.
 
         The target is only contacted when it is listed or the plan has something to do,
-        so a pass that finds nothing changed works offline.
+        so a pass that finds nothing changed works offline. ``skip`` names paths left to
+        a later pass (files still being written).
         """
         started = time.time()
-        index = self.index.entries() if self.index is not None else {}
         remote: dict[str, RemoteEntry] | None = None
         if listing:
             remote = self._call(self.connect().list)
@@ -229,6 +230,11 @@ class TargetRunner:
         mine = {p: e for p, e in local.items() if self.filter.wants_file(p)} if self.filter.narrows else local
         if scope is not None:
             scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
+        if scope is None and source_empty is None:
+            source_empty = not mine and not skip  # files still being written count as there
+        index, scope = self._index_for(mine, scope, listing)
+        if skip:
+            scope = set(scope if scope is not None else (*mine, *index)).difference(skip)
         settings = PlanSettings(
             self.settings.layout, self.settings.delete, self.caps, self.settings.max_delete, dt.date.today()
         )
@@ -250,6 +256,26 @@ class TargetRunner:
         report = self._report(kind, stats, started)
         self._after(report, listing)
         return report
+
+    def _index_for(
+        self, local: Mapping[str, LocalEntry], scope: Collection[str] | None, listing: bool
+    ) -> tuple[Mapping[str, IndexEntry], Collection[str] | None]:
+        """The index rows this pass plans with, and its scope.
+
+        A pass that checks a listing compares every file, so it loads every row. Otherwise
+        only the paths in scope can need an action; for a full pass those are found by
+        streaming the index past the scan, so unchanged files never become objects.
+        """
+        if self.index is None:
+            return {}, scope
+        if listing:
+            return self.index.entries(), scope
+        if scope is None:
+            loaded, scope, total = narrow(local, self.index.rows(), self.settings.layout)
+        else:
+            loaded = {src: row for src in scope if (row := self.index.lookup(src)) is not None}
+            total = self.index.count()
+        return KnownFiles(loaded, scope, total, self.index.rows, self.index.lookup), scope
 
     def _call(self, fn: Callable[[], dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
         assert self.executor is not None or self.dry_run
@@ -397,10 +423,8 @@ class TargetRunner:
         if work.full:
             with self._known_lock:
                 local = dict(self._known)
-            scope = None
-            if work.skip and self.index is not None:
-                scope = (set(local) | set(self.index.entries())) - work.skip
-            reports.append(self.pass_(local, listing=work.listing or self.needs_listing(), scope=scope))
+            listing = work.listing or self.needs_listing()
+            reports.append(self.pass_(local, listing=listing, scope=None, skip=work.skip))
         if work.changes and self.index is not None:
             # items that failed before get another chance with every batch (failures are few)
             failed = [f.src for f in self.index.failures() if f.src not in work.changes]

@@ -39,9 +39,9 @@ class Filter:
         """False when a folder is excluded as a whole (its contents are not walked)."""
         return self._exclude is None or not self._exclude.match_file(rel + "/")
 
-    def wants_file(self, rel: str) -> bool:
-        name = rel.rpartition("/")[2]
-        if _JUNK_RE.match(name.lower()):
+    def wants_file(self, rel: str, name: str | None = None) -> bool:
+        """``name``: the last part of ``rel``, when the caller has it at hand."""
+        if _JUNK_RE.match((rel.rpartition("/")[2] if name is None else name).lower()):
             return False
         if self._exclude is not None and self._exclude.match_file(rel):
             return False

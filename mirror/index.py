@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 #: rows written between commits while a batch runs
 COMMIT_EVERY = 500
+#: rows read per query when streaming the index
+_BATCH = 2000
+_SELECT = "SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files"
 
 
 class IndexEntry(NamedTuple):
@@ -144,16 +147,35 @@ class Index:
 
     # -- files ----------------------------------------------------------------------
     def entries(self) -> dict[str, IndexEntry]:
+        """Every row in memory: for passes that compare each file with a target listing."""
+        return {row.src: row for row in self.rows()}
+
+    def rows(self) -> Iterator[IndexEntry]:
+        """Every row in path order, read in batches, so the whole index never has to sit in
+        memory (each batch is its own query: other threads may use the index in between)."""
         dates: dict[str, dt.date] = {}
-        result: dict[str, IndexEntry] = {}
+        after = ""
+        while True:
+            with self._lock:
+                self._drain()
+                query = f"{_SELECT} WHERE src > ? ORDER BY src LIMIT ?"
+                batch = self._db.execute(query, (after, _BATCH)).fetchall()
+            for row in batch:
+                yield _entry(row, dates)
+            if len(batch) < _BATCH:
+                return
+            after = batch[-1][0]
+
+    def lookup(self, src: str) -> IndexEntry | None:
         with self._lock:
             self._drain()
-            rows = self._db.execute("SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files")
-            for src, dst, size, mtime_ns, ino, day, remote_hash in rows:
-                # most rows share a handful of dates, and (layout tree) have dst == src: share them
-                date = dates.get(day) or dates.setdefault(day, dt.date.fromisoformat(day))
-                result[src] = IndexEntry(src, src if dst == src else dst, size, mtime_ns, ino, date, remote_hash)
-        return result
+            row = self._db.execute(f"{_SELECT} WHERE src = ?", (src,)).fetchone()
+        return None if row is None else _entry(row, {})
+
+    def count(self) -> int:
+        with self._lock:
+            self._drain()
+            return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
 
     def record(self, entry: IndexEntry) -> None:
         row = (
@@ -294,6 +316,13 @@ class Index:
             self._drain()
             self._db.commit()
             self._db.close()
+
+
+def _entry(row: tuple[str, str, int, int, int, str, str | None], dates: dict[str, dt.date]) -> IndexEntry:
+    src, dst, size, mtime_ns, ino, day, remote_hash = row
+    # most rows share a handful of dates, and (layout tree) have dst == src: share them
+    date = dates.get(day) or dates.setdefault(day, dt.date.fromisoformat(day))
+    return IndexEntry(src, src if dst == src else dst, size, mtime_ns, ino, date, remote_hash)
 
 
 def iter_index_files(state_dir: Path) -> Iterator[Path]:

@@ -30,8 +30,8 @@ def parent(rel: str) -> str:
 def ancestors(rel: str) -> list[str]:
     """Every folder above ``rel``, nearest first, without the root."""
     result = []
-    folder = parent(rel)
-    while folder:
-        result.append(folder)
-        folder = parent(folder)
+    cut = rel.rfind("/")
+    while cut > 0:
+        result.append(rel[:cut])
+        cut = rel.rfind("/", 0, cut)
     return result

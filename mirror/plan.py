@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
 
 from mirror.driver import Capabilities, RemoteEntry
@@ -141,10 +141,109 @@ class Plan:
         return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals or self.early)
 
 
+class KnownFiles(Mapping[str, IndexEntry]):
+    """The index as a plan sees it: the rows of the paths in ``scope`` in memory, every
+    other row read on demand.
+
+    Holding a whole index costs hundreds of bytes per file and rarely helps: a plan only
+    acts on the paths in its scope. The other rows are still counted (the delete guard
+    needs the total) and streamed where a plan needs all of them (to keep a new file off
+    a target path that another file holds).
+    """
+
+    def __init__(
+        self,
+        loaded: Mapping[str, IndexEntry],
+        scope: Collection[str],
+        total: int,
+        rows: Callable[[], Iterator[IndexEntry]],
+        lookup: Callable[[str], IndexEntry | None],
+    ) -> None:
+        self._loaded = loaded
+        self._scope = scope
+        self._total = total
+        self._rows = rows
+        self._lookup = lookup
+
+    def __getitem__(self, src: str) -> IndexEntry:
+        row = self._loaded.get(src)
+        if row is None and src not in self._scope:
+            row = self._lookup(src)
+        if row is None:
+            raise KeyError(src)
+        return row
+
+    def __len__(self) -> int:
+        return self._total
+
+    def __iter__(self) -> Iterator[str]:
+        return (row.src for row in self._rows())
+
+    def values(self) -> ValuesView[IndexEntry]:
+        return _StreamedRows(self, self._rows)
+
+
+class _StreamedRows(ValuesView[IndexEntry]):
+    """All rows in one stream instead of a lookup per path."""
+
+    def __init__(self, known: KnownFiles, rows: Callable[[], Iterator[IndexEntry]]) -> None:
+        super().__init__(known)
+        self._rows = rows
+
+    def __iter__(self) -> Iterator[IndexEntry]:
+        return self._rows()
+
+
+def unchanged(entry: LocalEntry, known: IndexEntry, layout: Layout) -> bool:
+    """Whether the file is as the index recorded it, at the path the layout gives it."""
+    if entry.size != known.size or entry.mtime_ns != known.mtime_ns:
+        return False
+    try:
+        return layout.target_path(known.src, known.date) == known.dst
+    except ItemError:
+        return False  # planned, so the planner can say why the path is refused
+
+
+def narrow(
+    local: Mapping[str, LocalEntry], rows: Iterable[IndexEntry], layout: Layout
+) -> tuple[dict[str, IndexEntry], set[str], int]:
+    """Split the index against a scan, for a full pass that trusts the index.
+
+    ``rows`` must come in path order (as :meth:`Index.rows` gives them): the scan's paths
+    are sorted and merged with them, which needs far less memory than a set of either.
+    Returns the rows that may need an action, the scope to plan (new, changed and gone
+    paths) and the number of rows. Unchanged files, usually nearly all, are only counted.
+    """
+    kept: dict[str, IndexEntry] = {}
+    scope: set[str] = set()
+    total = 0
+    paths = iter(sorted(local))
+    path = next(paths, None)
+    for row in rows:
+        total += 1
+        while path is not None and path < row.src:
+            scope.add(path)  # no row: new
+            path = next(paths, None)
+        if path == row.src:
+            path = next(paths, None)
+            if unchanged(local[row.src], row, layout):
+                continue
+        kept[row.src] = row
+    if path is not None:
+        scope.add(path)
+        scope.update(paths)
+    scope.update(kept)
+    return kept, scope, total
+
+
 def refused_name(dst: str, caps: Capabilities) -> str | None:
     """Why the target would refuse or ignore ``dst``, or None when it accepts it."""
     if caps.max_path_chars is not None and len(dst) > caps.max_path_chars:
         return f"path is longer than the target allows ({caps.max_path_chars} characters)"
+    # nearly every path passes: one search and one length decide that; the loop below
+    # only runs to say why a path is refused
+    if len(dst.encode("utf-8", "surrogatepass")) <= caps.max_name_bytes and not caps.refused_pattern.search(dst):
+        return None
     for part in dst.split("/"):
         if part.lower() in caps.forbidden_names:
             return f"the target refuses the name {part!r}"
@@ -244,7 +343,7 @@ class _Planner:
                 continue
             if known is not None and known.dst == dst and known.size == entry.size:
                 if known.mtime_ns == entry.mtime_ns and self.remote is None:
-                    continue  # unchanged, and no listing to check it against: nothing to do
+                    continue  # unchanged (see unchanged()), and no listing to check it against
                 desired[src] = (dst, date)  # the target accepted this path before
                 continue
             why = refused_name(dst, self.caps)
@@ -302,16 +401,16 @@ class _Planner:
             return moves, transfers
         files = set(self.claimed) | (established - self.vacated)
         folders = {a for f in files for a in ancestors(f)}
-
-        def clashes(action: Move | Put | Adopt) -> bool:
-            k = key(action.dst)
-            return k in new and (k in folders or any(a in files for a in ancestors(k)))
-
+        clashing = set()
         for action in [*moves, *transfers]:
-            if clashes(action):
+            k = key(action.dst)
+            if k in new and (k in folders or any(a in files for a in ancestors(k))):
                 why = f"{action.dst!r} clashes with a file or folder of the same name on the target"
                 self.refusals.append(Refuse(action.src, action.dst, why))
-        return [m for m in moves if not clashes(m)], [t for t in transfers if not clashes(t)]
+                clashing.add(action.src)
+        if not clashing:
+            return moves, transfers
+        return [m for m in moves if m.src not in clashing], [t for t in transfers if t.src not in clashing]
 
     def split_early(
         self, removals: list[Removal], moves: list[Move], transfers: list[Put | Adopt]
@@ -423,6 +522,8 @@ def _match_renames(
         old = index[src]
         if old.ino:
             by_identity[(old.ino, old.size, old.mtime_ns)] = old
+    if not by_identity:
+        return {}
     result: dict[str, IndexEntry] = {}
     for src in desired:
         if src in index:

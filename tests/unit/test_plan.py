@@ -4,6 +4,7 @@ the target root is touched, and the deletion guard holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -24,7 +25,7 @@ from mirror.execute import Executor
 from mirror.filters import Filter
 from mirror.index import Index, IndexEntry
 from mirror.layout import Layout, date_of
-from mirror.plan import Delete, Forget, Move, PlanSettings, Put, Refuse, plan
+from mirror.plan import Delete, Forget, KnownFiles, Move, Plan, PlanSettings, Put, Refuse, narrow, plan
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry, scan
 
@@ -135,9 +136,9 @@ edits = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(tree=trees, layout=layouts, changes=edits, incremental=st.booleans())
+@given(tree=trees, layout=layouts, changes=edits, incremental=st.booleans(), relayout=st.booleans())
 def test_after_edits_the_target_follows_the_source(
-    tree: dict[str, bytes], layout: str, changes: list[tuple[str, int, str]], incremental: bool
+    tree: dict[str, bytes], layout: str, changes: list[tuple[str, int, str]], incremental: bool, relayout: bool
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rig = Rig(Path(tmp), Capabilities(server_side_move=True))
@@ -174,7 +175,7 @@ def test_after_edits_the_target_follows_the_source(
                 touched.add(new)
             touched.add(rel)
         local = rig.local()
-        settings_ = rig.settings(layout, max_delete=1000)
+        settings_ = rig.settings("by-year" if relayout else layout, max_delete=1000)
         if incremental:
             # as the engine does: the changed paths plus the items that failed before
             touched |= {f.src for f in rig.index.failures()}
@@ -183,6 +184,7 @@ def test_after_edits_the_target_follows_the_source(
             )
         else:
             step = plan(local, rig.index.entries(), settings_)
+            assert same_plan(narrowed_plan(rig, local, settings_), step)
         stats = rig.executor.run(step)
         assert not [f for f in stats.failed if "already taken" not in f[1] and "clashes" not in f[1]]
         refused = {f.src for f in rig.index.failures()}
@@ -200,6 +202,24 @@ def test_after_edits_the_target_follows_the_source(
         }
         assert set(index) - kept == set(current) - refused
         rig.close()
+
+
+def narrowed_plan(rig: Rig, local: dict[str, LocalEntry], settings_: PlanSettings) -> Plan:
+    """The plan as the engine makes it for a full pass: unchanged rows only counted."""
+    kept, scope, total = narrow(local, rig.index.rows(), settings_.layout)
+    known_files = KnownFiles(kept, scope, total, rig.index.rows, rig.index.lookup)
+    return plan(local, known_files, settings_, scope=scope, source_empty=not local)
+
+
+def same_plan(a: Plan, b: Plan) -> bool:
+    """Equal up to the order refusals are reported in."""
+
+    def order(r: Refuse) -> tuple[str, str, str]:
+        return (r.src, r.dst or "", r.reason)
+
+    return dataclasses.replace(a, refusals=tuple(sorted(a.refusals, key=order))) == dataclasses.replace(
+        b, refusals=tuple(sorted(b.refusals, key=order))
+    )
 
 
 def entry(path: str, size: int = 1, mtime_ns: int = 1_700_000_000 * 10**9, ino: int = 0) -> LocalEntry:
@@ -326,3 +346,37 @@ def test_unsafe_layout_results_are_refused() -> None:
     lay = PlanSettings(Layout.parse("{stem}"), DeletePolicy.MIRROR, Capabilities())
     result = plan({"a/...": entry("a/...")}, {}, lay)
     assert isinstance(result.refusals[0], Refuse) and result.transfers == ()
+
+
+WIDE_NAMES = st.text(
+    st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="/"), min_size=1, max_size=6
+).filter(lambda n: n not in (".", ".."))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    indexed=st.sets(st.lists(WIDE_NAMES, min_size=1, max_size=3).map("/".join), max_size=25),
+    fresh=st.sets(st.lists(WIDE_NAMES, min_size=1, max_size=3).map("/".join), max_size=10),
+    changed_every=st.integers(min_value=1, max_value=5),
+)
+def test_narrowing_keeps_exactly_the_new_changed_and_gone_paths(
+    indexed: set[str], fresh: set[str], changed_every: int
+) -> None:
+    """The merge of a scan with the index (sqlite's order) never loses or invents a path."""
+    tree = Layout.parse("tree")
+    rows = sorted(indexed)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index(Path(tmp) / "index.sqlite")
+        for src in rows:
+            index.record(known(src))
+        index.flush()
+        present = rows[::2]
+        changed = set(present[::changed_every])
+        local = {src: entry(src, size=2 if src in changed else 1) for src in present}
+        local.update({src: entry(src) for src in fresh - indexed})
+        kept, scope, total = narrow(local, index.rows(), tree)
+        index.close()
+    gone = indexed - set(present)
+    assert total == len(indexed)
+    assert set(kept) == changed | gone
+    assert scope == (fresh - indexed) | changed | gone
