@@ -31,7 +31,7 @@ from mirror.filters import Filter
 from mirror.index import Index, IndexEntry, RunRecord, private_dir
 from mirror.plan import KnownFiles, PlanSettings, narrow, plan
 from mirror.redact import redact_url
-from mirror.scan import LocalEntry, Snapshot, check_source, scan, stat_paths
+from mirror.scan import Entries, LocalEntry, Snapshot, check_source, scan, stat_paths
 
 log = logging.getLogger("mirror")
 
@@ -208,7 +208,7 @@ class TargetRunner:
 
     def pass_(
         self,
-        local: dict[str, LocalEntry],
+        local: Mapping[str, LocalEntry],
         *,
         listing: bool,
         scope: Collection[str] | None,
@@ -227,7 +227,9 @@ class TargetRunner:
         if listing:
             remote = self._call(self.connect().list)
         # the scan already dropped junk; only a target's own patterns can narrow further
-        mine = {p: e for p, e in local.items() if self.filter.wants_file(p)} if self.filter.narrows else local
+        mine = local
+        if self.filter.narrows:
+            mine = Entries((p, e) for p, e in local.items() if self.filter.wants_file(p))
         if scope is not None:
             scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
         if scope is None and source_empty is None:
@@ -354,7 +356,7 @@ class TargetRunner:
                 self._work.changes.update(changes)
             self._cv.notify()
 
-    def start(self, known: dict[str, LocalEntry], lock: threading.Lock) -> None:
+    def start(self, known: Entries, lock: threading.Lock) -> None:
         self._known = known
         self._known_lock = lock
         self._thread = threading.Thread(target=self._loop, name=f"mirror-{self.name}", daemon=True)
@@ -422,7 +424,7 @@ class TargetRunner:
         reports = []
         if work.full:
             with self._known_lock:
-                local = dict(self._known)
+                local = self._known.copy()
             listing = work.listing or self.needs_listing()
             reports.append(self.pass_(local, listing=listing, scope=None, skip=work.skip))
         if work.changes and self.index is not None:
@@ -550,19 +552,19 @@ class Mirror:
         unsettled = self.settle(snap)
         for rel in sorted(unsettled):
             log.warning("%s keeps changing; left for the next run", rel)
-        local = {p: e for p, e in snap.entries.items() if p not in unsettled} if unsettled else snap.entries
+        local = snap.entries
+        if unsettled:
+            local = Entries((p, e) for p, e in snap.entries.items() if p not in unsettled)
         reports: dict[str, Report] = {}
 
         def one(runner: TargetRunner) -> None:
             try:
-                scope = None
-                if unsettled and runner.index is not None:
-                    scope = (set(local) | set(runner.index.entries())) - unsettled
                 reports[runner.name] = runner.pass_(
                     local,
                     listing=listing or runner.needs_listing(),
-                    scope=scope,
+                    scope=None,
                     source_empty=not snap.entries,
+                    skip=unsettled,
                 )
             except Exception as exc:
                 # any error, even a per-item one from connecting, fails this target's report:
@@ -592,7 +594,7 @@ class Mirror:
         from mirror.watch import SourceWatcher
 
         settle = max(r.settings.settle for r in self.runners)
-        known: dict[str, LocalEntry] = {}
+        known = Entries()
         lock = threading.Lock()
         for runner in self.runners:
             runner.start(known, lock)
@@ -655,6 +657,6 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
-def _young(entries: dict[str, LocalEntry], settle: float) -> set[str]:
+def _young(entries: Mapping[str, LocalEntry], settle: float) -> set[str]:
     cutoff = (time.time() - settle) * 1e9
     return {p for p, e in entries.items() if e.mtime_ns > cutoff}

@@ -14,7 +14,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +51,7 @@ class SourceWatcher:
         settle: float,
         poll: bool,
         stop: threading.Event,
-        known: dict[str, LocalEntry],
+        known: MutableMapping[str, LocalEntry],
     ) -> None:
         self.root = root
         self.filt = filt
