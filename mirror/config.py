@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -199,6 +198,8 @@ def _table(value: object, where: str) -> Mapping[str, Any]:
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and check a config file."""
+    import tomllib  # a run without a config file never pays for the parser
+
     env = os.environ if environ is None else environ
     where = str(path)
     try:
