@@ -542,7 +542,7 @@ class Mirror:
                 if entry != snap.entries.get(rel):
                     still.add(rel)
                 snap.entries[rel] = entry
-            young = still | _young({r: snap.entries[r] for r in young if r in snap.entries}, limit)
+            young = still | (young & _young(snap.entries, limit))
             young &= set(snap.entries)
         return young
 
@@ -657,6 +657,5 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
-def _young(entries: Mapping[str, LocalEntry], settle: float) -> set[str]:
-    cutoff = (time.time() - settle) * 1e9
-    return {p for p, e in entries.items() if e.mtime_ns > cutoff}
+def _young(entries: Entries, settle: float) -> set[str]:
+    return entries.modified_after(time.time_ns() - int(settle * 1e9))

@@ -43,6 +43,7 @@ class Skip:
 
 #: size, mtime_ns, inode
 _RECORD = struct.Struct("<qqQ")
+_MTIME = struct.Struct("<q")
 
 
 class Entries(MutableMapping[str, LocalEntry]):
@@ -83,6 +84,11 @@ class Entries(MutableMapping[str, LocalEntry]):
 
     def items(self) -> ItemsView[str, LocalEntry]:
         return _Items(self)
+
+    def modified_after(self, mtime_ns: int) -> set[str]:
+        """Paths of the files modified after ``mtime_ns`` (one check per record, no entries built)."""
+        after = _MTIME.unpack_from
+        return {rel for rel, record in self._records.items() if after(record, 8)[0] > mtime_ns}
 
     def copy(self) -> Entries:
         clone = Entries()

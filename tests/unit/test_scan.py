@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from mirror.filters import Filter
-from mirror.scan import scan, stat_paths
+from mirror.scan import Entries, LocalEntry, scan, stat_paths
 
 HOSTILE = ["a [1].pdf", "b*?.pdf", "c #%20 d.pdf", "-leading.pdf", "trailing. ", "ünïcödé €.pdf", "x" * 255]
 
@@ -81,3 +81,18 @@ def test_names_that_are_not_utf8_are_skipped_with_a_reason(tmp_path: Path) -> No
     snap = scan(tmp_path, Filter())
     assert set(snap.entries) == {"good.pdf"}
     assert [s.reason for s in snap.skipped] == ["name is not valid UTF-8"]
+
+
+def test_packed_entries_keep_every_value_and_find_recent_files() -> None:
+    """Pre-1970 times, 64-bit inodes and large sizes survive the packing."""
+    entries = Entries()
+    old = LocalEntry("old.pdf", 5 * 2**40, -86_400 * 10**9, 2**64 - 1)
+    new = LocalEntry("dir/new.pdf", 0, 1_800_000_000 * 10**9, 7)
+    entries["old.pdf"], entries["dir/new.pdf"] = old, new
+    assert entries == {"old.pdf": old, "dir/new.pdf": new}
+    assert dict(entries.items()) == {"old.pdf": old, "dir/new.pdf": new}
+    assert entries.modified_after(0) == {"dir/new.pdf"}
+    assert entries.modified_after(-(10**18)) == {"old.pdf", "dir/new.pdf"}
+    clone = entries.copy()
+    del clone["old.pdf"]
+    assert "old.pdf" in entries and "old.pdf" not in clone
