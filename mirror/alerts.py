@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import queue
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -216,6 +215,8 @@ class Alerts(Observer):
             "MIRROR_REASON": incident.reason,
             "MIRROR_SINCE": _stamp(incident.since),
         }
+        import subprocess  # only configs with on_failure run commands
+
         try:
             done = subprocess.run(
                 command if isinstance(command, str) else list(command),

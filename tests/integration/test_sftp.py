@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -91,6 +92,21 @@ def test_large_file_round_trips(driver: Driver, root: Path, tmp_path: Path) -> N
     data = os.urandom(5 * 1024 * 1024 + 17)
     driver.put(write(tmp_path / "big", data), "big.bin", MTIME_NS)
     assert (root / "big.bin").read_bytes() == data
+
+
+def test_a_refused_write_fails_the_put(sshd: SshServer, tmp_path: Path) -> None:
+    # /dev/full refuses every write (ENOSPC) like a full disk; paramiko's pipelined file
+    # writes dropped that reply, so a short temp file would have been renamed into place
+    caps = dataclasses.replace(SFTPDriver.capabilities, mtime_settable=False)  # leave the device's times alone
+    d = SFTPDriver.connect(sshd.url("/dev"), sshd.options(), caps)
+    try:
+        with pytest.raises(OSError):
+            d.put(write(tmp_path / "data", os.urandom(3 * 1024 * 1024)), "full", MTIME_NS)
+        with pytest.raises(OSError):
+            d.put(write(tmp_path / "small", b"x"), "full", MTIME_NS)
+        assert d.stat("null") is None  # the connection still answers
+    finally:
+        d.close()
 
 
 def test_delete_and_remove_empty_dirs(driver: Driver, root: Path) -> None:
