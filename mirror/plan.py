@@ -12,6 +12,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
+from typing import Any
 
 from mirror.driver import Capabilities, RemoteEntry
 from mirror.errors import ItemError
@@ -166,12 +167,24 @@ class KnownFiles(Mapping[str, IndexEntry]):
         self._lookup = lookup
 
     def __getitem__(self, src: str) -> IndexEntry:
-        row = self._loaded.get(src)
-        if row is None and src not in self._scope:
-            row = self._lookup(src)
+        row = self.find(src)
         if row is None:
             raise KeyError(src)
         return row
+
+    def find(self, src: str) -> IndexEntry | None:
+        row = self._loaded.get(src)
+        if row is None and src not in self._scope:
+            row = self._lookup(src)
+        return row
+
+    # get() and ``in`` without raising KeyError: a first copy asks both of every file
+    def get(self, src: str, default: object = None) -> IndexEntry | Any:
+        row = self.find(src)
+        return default if row is None else row
+
+    def __contains__(self, src: object) -> bool:
+        return isinstance(src, str) and self.find(src) is not None
 
     def __len__(self) -> int:
         return self._total
@@ -401,6 +414,8 @@ class _Planner:
             return moves, transfers
         files = set(self.claimed) | (established - self.vacated)
         folders = {a for f in files for a in ancestors(f)}
+        if files.isdisjoint(folders):
+            return moves, transfers  # every new path's folders are in folders, none is a file
         clashing = set()
         for action in [*moves, *transfers]:
             k = key(action.dst)

@@ -297,6 +297,15 @@ def test_case_twins_conflict_on_a_case_insensitive_target() -> None:
     assert len(sensitive.transfers) == 2
 
 
+def test_a_file_named_like_a_folder_on_the_target_is_refused() -> None:
+    """On a case-insensitive target, a file ``docs`` and a folder ``Docs`` cannot both exist."""
+    caps = Capabilities(case_sensitive=False)
+    settings_ = PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps)
+    local = {"Docs/x.pdf": entry("Docs/x.pdf"), "docs": entry("docs")}
+    established = plan(local, {"Docs/x.pdf": known("Docs/x.pdf")}, settings_)
+    assert [r.src for r in established.refusals] == ["docs"] and not established.transfers
+
+
 def test_refused_names_are_per_item_errors_with_a_reason() -> None:
     caps = Capabilities(
         forbidden_names=frozenset({"desktop.ini"}), forbidden_chars=":", forbidden_trailing=" .", max_name_bytes=10
