@@ -42,7 +42,7 @@ class PlanSettings:
     today: dt.date = dt.date(1970, 1, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Put:
     src: str
     dst: str
@@ -53,7 +53,7 @@ class Put:
     unless_hash: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Adopt:
     """The target already holds this file identical: record it, send nothing."""
 
@@ -65,7 +65,7 @@ class Adopt:
     remote_hash: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Move:
     src: str
     old_dst: str
@@ -78,7 +78,7 @@ class Move:
     remote_hash: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delete:
     src: str
     dst: str
@@ -87,7 +87,7 @@ class Delete:
     forget: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Trash:
     src: str
     dst: str
@@ -96,7 +96,7 @@ class Trash:
     forget: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Forget:
     """Drop the index row only; the target file stays (policy keep, or replaced)."""
 
@@ -104,7 +104,7 @@ class Forget:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Refuse:
     """A file that cannot be mirrored to this target, and why (a per-item error)."""
 
@@ -113,7 +113,7 @@ class Refuse:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Cleanup:
     """A temp file left on the target by an interrupted upload."""
 
