@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mirror.driver import Capabilities, RemoteEntry
 from mirror.errors import ItemError
@@ -42,8 +42,13 @@ class PlanSettings:
     today: dt.date = dt.date(1970, 1, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class Put:
+# The actions are NamedTuples, as LocalEntry is: a plan holds one per file that needs
+# work (a million in a first copy), and a tuple class costs a tenth of a frozen dataclass
+# to define at start-up and to build per file. Being tuples, a Put and an Adopt with equal
+# fields compare equal: tell kinds apart with isinstance.
+
+
+class Put(NamedTuple):
     src: str
     dst: str
     entry: LocalEntry
@@ -53,8 +58,7 @@ class Put:
     unless_hash: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Adopt:
+class Adopt(NamedTuple):
     """The target already holds this file identical: record it, send nothing."""
 
     src: str
@@ -65,8 +69,7 @@ class Adopt:
     remote_hash: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Move:
+class Move(NamedTuple):
     src: str
     old_dst: str
     dst: str
@@ -78,8 +81,7 @@ class Move:
     remote_hash: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Delete:
+class Delete(NamedTuple):
     src: str
     dst: str
     reason: str
@@ -87,8 +89,7 @@ class Delete:
     forget: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Trash:
+class Trash(NamedTuple):
     src: str
     dst: str
     trash_dst: str
@@ -96,16 +97,14 @@ class Trash:
     forget: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Forget:
+class Forget(NamedTuple):
     """Drop the index row only; the target file stays (policy keep, or replaced)."""
 
     src: str
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Refuse:
+class Refuse(NamedTuple):
     """A file that cannot be mirrored to this target, and why (a per-item error)."""
 
     src: str
@@ -113,8 +112,7 @@ class Refuse:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Cleanup:
+class Cleanup(NamedTuple):
     """A temp file left on the target by an interrupted upload."""
 
     dst: str
