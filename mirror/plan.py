@@ -376,7 +376,10 @@ class _Planner:
         vacated = {key(index[src].dst) for src in gone}
         vacated |= {key(index[s].dst) for s in desired if s in index and index[s].dst != desired[s][0]}
         self.vacated = vacated
-        owner = {key(e.dst): e.src for e in index.values()} if desired else {}
+        # who holds each target path: only needed (and the whole index only read) when
+        # some file goes to a path that is not already its own
+        relocating = any(self._relocates(src, dst) for src, (dst, _) in desired.items())
+        owner = {key(e.dst): e.src for e in index.values()} if relocating else {}
         moves: list[Move] = []
         transfers: list[Put | Adopt] = []
         for src, (dst, date) in desired.items():
@@ -395,6 +398,11 @@ class _Planner:
                 transfers.append(action)
         return moves, transfers
 
+    def _relocates(self, src: str, dst: str) -> bool:
+        """Whether ``src`` goes to a target path other than the one the index has for it."""
+        known = self.index.get(src)
+        return known is None or self.key(known.dst) != self.key(dst)
+
     def refuse_file_folder_clashes(
         self, moves: list[Move], transfers: list[Put | Adopt]
     ) -> tuple[list[Move], list[Put | Adopt]]:
@@ -406,8 +414,12 @@ class _Planner:
         key = self.key
         if not (moves or transfers):
             return moves, transfers
+        # a path a file already holds is established: only the others can be new
+        candidates = {key(a.dst) for a in [*moves, *transfers] if self._relocates(a.src, a.dst)}
+        if not candidates:
+            return moves, transfers
         established = {key(e.dst) for e in self.index.values()}
-        new = {key(a.dst) for a in [*moves, *transfers]} - established
+        new = candidates - established
         if not new:
             return moves, transfers
         files = set(self.claimed) | (established - self.vacated)
