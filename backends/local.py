@@ -35,7 +35,6 @@ class LocalDriver(Driver):
         server_side_move=True,
         max_name_bytes=255,
     )
-    default_concurrency = 4
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
