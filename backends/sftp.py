@@ -32,6 +32,10 @@ What this module owns, and why it does not just call fsspec's SFTPFileSystem:
   file object. Every failed reply counts: paramiko's pipelined writes register no
   owner for their replies, so a refused write (a full disk) went unnoticed and the
   short file would have been renamed into place.
+- Small files in batches (:meth:`SFTPDriver.send_batch`): 64 files take three round
+  trips together, every OPEN in one write, then every file's writes, FSETSTAT and
+  CLOSE, then every rename, so per-packet and per-reply costs are shared (a first copy
+  of 10,000 files of 4 KiB: 4.1 s against 11.9 s one file at a time).
 - paramiko (~0.3 s to import) and fsspec are imported on first connection: a run that
   finds nothing to send never connects, and then never pays for them.
 
@@ -49,15 +53,15 @@ import socket
 import stat
 import struct
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
-from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
+from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.private_files import read_private
 
 if TYPE_CHECKING:
@@ -381,6 +385,10 @@ class SFTPDriver(Driver):
     #: each worker owns a connection; on 2 cores, 8 were slower than 4 (small files 5-10 %,
     #: 64 MiB files 20 %): the threads fight over the GIL, and round trips are few now
     default_concurrency = 4
+    #: small files go 64 to a batch: three round trips and a few SSH packets for all of
+    #: them (measured on 2,000 files of 4 KiB: 0.15 ms of client CPU each against 0.63 ms
+    #: one by one)
+    batch_files = 64
 
     def __init__(self, links: _Links, root: str, caps: Capabilities | None = None) -> None:
         super().__init__(None, root, caps)
@@ -472,6 +480,21 @@ class SFTPDriver(Driver):
             _upload(sftp, src, os.fstat(src.fileno()).st_size, target, mtime_s)
         return None
 
+    def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
+        settable = self.caps.mtime_settable
+        jobs = [
+            (
+                item.local_path,
+                self.full(item.tmp),
+                self.full(item.dst),
+                item.mtime_ns // 1_000_000_000 if settable else None,
+            )
+            for item in items
+        ]
+        with self._session() as sftp:
+            outcomes = _send_batch(sftp, jobs)
+        return [None if outcome is None else self.classify(outcome) for outcome in outcomes]
+
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
         seconds = mtime_ns // 1_000_000_000
         with self._session() as sftp:
@@ -534,21 +557,9 @@ class _Replies:
                 self.error = exc
 
     def send(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> None:
-        """Send requests (type, payload pieces) in one channel write: one SSH packet when
-        they fit, and the pieces copied once."""
-        sftp = self.sftp
-        out: list[bytes | memoryview] = []
-        with sftp._lock:
-            for kind, payload in requests:
-                num = sftp.request_number
-                sftp.request_number += 1
-                sftp._expecting[num] = self
-                out.append(struct.pack(">IBI", sum(map(len, payload)) + 5, kind, num))
-                out.extend(payload)
+        """Send requests (type, payload pieces) in one channel write."""
+        _send_requests(self.sftp, self, requests)
         self.waiting += len(requests)
-        # a view, because paramiko's sendall slices what is left after each packet: a
-        # bytes object would be copied whole each time (quadratic in the batch size)
-        sftp.sock.sendall(memoryview(b"".join(out)))
 
     def wait(self, most: int = 0) -> None:
         """Read replies until at most ``most`` are outstanding; raise the first failure."""
@@ -556,6 +567,175 @@ class _Replies:
             self.sftp._read_response()
         if self.error is not None:
             raise self.error
+
+
+class _Answers:
+    """The replies to a batch of pipelined requests, kept by request number."""
+
+    def __init__(self, sftp: paramiko.SFTPClient) -> None:
+        self.sftp = sftp
+        self.got: dict[int, tuple[int, paramiko.Message]] = {}
+        self.waiting = 0
+
+    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
+        self.got[num] = (kind, msg)
+        self.waiting -= 1
+
+    def ask(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> list[int]:
+        """Send the requests in one channel write and wait for every reply; their numbers."""
+        numbers = _send_requests(self.sftp, self, requests)
+        self.waiting += len(requests)
+        while self.waiting:
+            self.sftp._read_response()
+        return numbers
+
+    def handle(self, num: int) -> bytes | BaseException:
+        """The handle an OPEN got (length-prefixed, ready to send), or its failure."""
+        from paramiko.sftp import CMD_HANDLE, SFTPError
+
+        kind, msg = self.got.pop(num)
+        if kind == CMD_HANDLE:
+            raw = msg.get_binary()
+            return struct.pack(">I", len(raw)) + raw
+        return self.status(kind, msg) or SFTPError("Expected handle")
+
+    def failure(self, num: int) -> BaseException | None:
+        """The failure a request's status reply reports, if any."""
+        return self.status(*self.got.pop(num))
+
+    def status(self, kind: int, msg: paramiko.Message) -> BaseException | None:
+        from paramiko.sftp import CMD_STATUS, SFTPError
+
+        if kind != CMD_STATUS:
+            return SFTPError("Expected status")
+        try:
+            self.sftp._convert_status(msg)  # raises the OSError paramiko raises for a failed call
+        except Exception as exc:
+            return exc
+        return None
+
+
+def _send_requests(
+    sftp: paramiko.SFTPClient, owner: object, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]
+) -> list[int]:
+    """Send requests (type, payload pieces) in one channel write, their replies going to
+    ``owner._async_response``: one SSH packet when they fit, and the pieces copied once."""
+    out: list[bytes | memoryview] = []
+    numbers = []
+    with sftp._lock:
+        for kind, payload in requests:
+            num = sftp.request_number
+            sftp.request_number += 1
+            sftp._expecting[num] = owner
+            numbers.append(num)
+            out.append(struct.pack(">IBI", sum(map(len, payload)) + 5, kind, num))
+            out.extend(payload)
+    # a view, because paramiko's sendall slices what is left after each packet: a
+    # bytes object would be copied whole each time (quadratic in the batch size)
+    sftp.sock.sendall(memoryview(b"".join(out)))
+    return numbers
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return struct.pack(">I", len(raw)) + raw
+
+
+def _send_batch(
+    sftp: paramiko.SFTPClient, jobs: list[tuple[str, str, str, int | None]]
+) -> list[BaseException | None]:
+    """Upload small files (local path, temp path, final path, mtime in seconds) and rename
+    each into place, in three round trips for the whole batch: every OPEN, then every
+    file's writes, FSETSTAT and CLOSE, then every rename. A file whose step fails skips
+    the steps after it; the others go on. One outcome per file."""
+    from paramiko.sftp import CMD_EXTENDED
+
+    outcomes: list[BaseException | None] = [None] * len(jobs)
+    contents = _read_small(jobs, outcomes)
+    answers = _Answers(sftp)
+    handles = _open_all(answers, jobs, contents, outcomes)
+    _write_all(answers, jobs, contents, handles, outcomes)
+    done = [i for i in handles if outcomes[i] is None]
+    rename = _string("posix-rename@openssh.com")
+    numbers = answers.ask([(CMD_EXTENDED, (rename, _string(jobs[i][1]), _string(jobs[i][2]))) for i in done])
+    for i, num in zip(done, numbers, strict=True):
+        outcomes[i] = answers.failure(num)
+    return outcomes
+
+
+def _read_small(
+    jobs: list[tuple[str, str, str, int | None]], outcomes: list[BaseException | None]
+) -> dict[int, bytes]:
+    """The content of each job's local file, read before anything is sent (a file that
+    cannot be read never leaves a file on the target)."""
+    contents: dict[int, bytes] = {}
+    for i, (local, _, _, _) in enumerate(jobs):
+        try:
+            with open(local, "rb") as src:
+                data = src.read(READ_SIZE + 1)
+        except OSError as exc:
+            outcomes[i] = exc
+            continue
+        if len(data) > READ_SIZE:
+            outcomes[i] = ItemError("the file grew past the size sent in batches; it is sent on its own")
+        else:
+            contents[i] = data
+    return contents
+
+
+def _open_all(
+    answers: _Answers,
+    jobs: list[tuple[str, str, str, int | None]],
+    contents: dict[int, bytes],
+    outcomes: list[BaseException | None],
+) -> dict[int, bytes]:
+    """Open every temp file for writing; the handles by job."""
+    from paramiko.sftp import CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
+
+    flags_and_no_attrs = struct.pack(">II", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, 0)
+    order = list(contents)
+    numbers = answers.ask([(CMD_OPEN, (_string(jobs[i][1]), flags_and_no_attrs)) for i in order])
+    handles: dict[int, bytes] = {}
+    for i, num in zip(order, numbers, strict=True):
+        got = answers.handle(num)
+        if isinstance(got, bytes):
+            handles[i] = got
+        else:
+            outcomes[i] = got
+    return handles
+
+
+def _write_all(
+    answers: _Answers,
+    jobs: list[tuple[str, str, str, int | None]],
+    contents: dict[int, bytes],
+    handles: dict[int, bytes],
+    outcomes: list[BaseException | None],
+) -> None:
+    """Write every opened file, set its mtime and close it; every handle is closed, even
+    after a refused write."""
+    from paramiko.sftp import CMD_CLOSE, CMD_FSETSTAT, CMD_WRITE
+    from paramiko.sftp_attr import SFTPAttributes
+
+    requests: list[tuple[int, tuple[bytes | memoryview, ...]]] = []
+    owners: list[int] = []
+    for i, handle in handles.items():
+        content = memoryview(contents[i])
+        for at in range(0, len(content), WRITE_SIZE):
+            chunk = content[at : at + WRITE_SIZE]
+            requests.append((CMD_WRITE, (handle, struct.pack(">QI", at, len(chunk)), chunk)))
+            owners.append(i)
+        mtime_s = jobs[i][3]
+        if mtime_s is not None:
+            times = struct.pack(">III", SFTPAttributes.FLAG_AMTIME, mtime_s, mtime_s)
+            requests.append((CMD_FSETSTAT, (handle, times)))
+            owners.append(i)
+        requests.append((CMD_CLOSE, (handle,)))
+        owners.append(i)
+    for i, num in zip(owners, answers.ask(requests), strict=True):
+        failure = answers.failure(num)
+        if outcomes[i] is None:
+            outcomes[i] = failure
 
 
 def _upload(

@@ -15,10 +15,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from mirror.driver import Driver, RemoteEntry
+from mirror.driver import BatchPut, Driver, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, TransientError
 from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, parent
@@ -32,6 +33,10 @@ T = TypeVar("T")
 #: temp-name tokens: unique enough among concurrent uploads, and cheap (no syscall each)
 _TOKENS = random.Random()  # noqa: S311 - names, not secrets
 log = logging.getLogger("mirror")
+#: files at least this large go one at a time (a batch holds its files in memory)
+BATCH_FILE_BYTES = 1 << 20
+#: bytes of file content one batch holds at most
+BATCH_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,9 @@ class Executor:
             self._parallel(plan.cleanups, self._cleanup)
             self._parallel(plan.early, self._remove)
             self._parallel(plan.moves, self._move)
-            self._parallel(plan.transfers, self._transfer)
+            batches, singles = self._batches(plan.transfers)
+            self._parallel(batches, self._put_batch)
+            self._parallel(singles, self._transfer)
             transfer_failed = len(stats.failed) > len(plan.refusals)
             if plan.removals and not self._stopping():
                 if transfer_failed:
@@ -116,6 +123,8 @@ class Executor:
                 else:
                     self._parallel(plan.removals, self._remove)
                     self._prune_dirs(plan)
+            if self.temps and not self._stopping():
+                self.remove_temps()
         except FatalError as exc:
             stats.fatal = str(exc)
         except TargetDown as exc:
@@ -125,12 +134,10 @@ class Executor:
         return stats
 
     def remove_temps(self) -> None:
-        """Delete temp files of uploads that were still running (clean shutdown)."""
+        """Delete the temp files this executor knows of: those of uploads still running
+        (at a clean shutdown), and those a lost connection kept it from removing."""
         for tmp in list(self.temps):
-            try:
-                self.driver.delete(tmp)
-            except Exception:  # best effort at exit: an unclean stop makes the next run list and clean
-                self.log.debug("could not remove temp file %s at exit", tmp)
+            self._drop_temp(tmp)
 
     # -- the pool -------------------------------------------------------------------
     def _stopping(self) -> bool:
@@ -300,17 +307,120 @@ class Executor:
             self.on_transfer(before.size, time.monotonic() - sending)
             after = self._local(action.src)
             if after == before:
-                self._record(action.src, action.dst, before, action, remote.hash if remote else None)
-                with self._lock:
-                    self._stats.uploaded += 1
-                    self._stats.bytes += before.size
-                self.log.debug("put %s -> %s (%s, %d bytes)", action.src, action.dst, action.reason, before.size)
-                self.on_done(before.size)
+                self._uploaded(action, before, remote.hash if remote else None)
                 return
             if after is not None:
                 self.log.info("%s changed while it was sent; sending it again", action.src)
             before = after
         raise ItemError("the file keeps changing while it is sent; it will be sent once it settles")
+
+    def _uploaded(self, action: Put, entry: LocalEntry, remote_hash: str | None) -> None:
+        self._record(action.src, action.dst, entry, action, remote_hash)
+        with self._lock:
+            self._stats.uploaded += 1
+            self._stats.bytes += entry.size
+        self.log.debug("put %s -> %s (%s, %d bytes)", action.src, action.dst, action.reason, entry.size)
+        self.on_done(entry.size)
+
+    def _batches(self, transfers: Sequence[Put | Adopt]) -> tuple[list[list[Put]], list[Put | Adopt]]:
+        """Small plain uploads grouped for :meth:`Driver.send_batch`; everything else alone."""
+        caps, most = self.driver.caps, self.driver.batch_files
+        if most <= 1 or caps.atomic_put or not caps.atomic_rename:
+            return [], list(transfers)
+        batches: list[list[Put]] = []
+        singles: list[Put | Adopt] = []
+        batch: list[Put] = []
+        size = 0
+        for action in transfers:
+            if isinstance(action, Adopt) or action.unless_hash or action.entry.size >= BATCH_FILE_BYTES:
+                singles.append(action)
+                continue
+            if len(batch) == most or size + action.entry.size > BATCH_BYTES:
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(action)
+            size += action.entry.size
+        if len(batch) > 1:
+            batches.append(batch)
+        else:
+            singles.extend(batch)
+        return batches, singles
+
+    def _put_batch(self, actions: list[Put]) -> None:
+        """Send small files together; any file that did not arrive cleanly, or changed
+        while it was sent, takes the one-at-a-time path with its retries."""
+        try:
+            for folder in sorted({parent(a.dst) for a in actions}):
+                self._ensure_dir(folder)
+        except (TransientError, ItemError):
+            again = actions  # each one alone reports its own failure
+        else:
+            sending = time.monotonic()
+            outcomes = self._send_batch(actions)
+            seconds = (time.monotonic() - sending) / len(actions)
+            again = []
+            for action, outcome in zip(actions, outcomes, strict=True):
+                if outcome is None:
+                    self.on_transfer(action.entry.size, seconds)
+                    self._item(action.src, action.dst, partial(self._confirm, action))
+                else:
+                    again.append(action)
+        for action in again:
+            if self._stopping():
+                return
+            self._transfer(action)
+
+    def _send_batch(self, actions: list[Put]) -> list[MirrorError | None]:
+        """One :meth:`Driver.send_batch` call (no retries: a failed file is sent again alone)."""
+        items = [
+            BatchPut(
+                os.path.join(self._root, a.src),
+                temp_name(a.dst, f"{_TOKENS.getrandbits(48):012x}"),
+                a.dst,
+                a.entry.mtime_ns,
+            )
+            for a in actions
+        ]
+        with self._lock:
+            self.temps.update(item.tmp for item in items)
+        try:
+            try:
+                outcomes = self._classified(lambda: self.driver.send_batch(items))
+            except (TransientError, ItemError) as exc:
+                outcomes = [exc] * len(items)
+        except BaseException:
+            for item in items:
+                self._drop_temp(item.tmp)
+            raise
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome is None:
+                with self._lock:
+                    self.temps.discard(item.tmp)
+            else:
+                self._drop_temp(item.tmp)
+        return list(outcomes)
+
+    def _confirm(self, action: Put) -> None:
+        """After a batch put ``action`` in place: record it, or send it again if it changed."""
+        after = self._local(action.src)
+        if after == action.entry:
+            self._uploaded(action, action.entry, None)
+        elif after is not None:
+            self.log.info("%s changed while it was sent; sending it again", action.src)
+            self._put(action._replace(entry=after))
+
+    def _drop_temp(self, tmp: str) -> None:
+        """Remove a temp file that did not become its final file. One the target cannot
+        remove now (the connection is down) stays in :attr:`temps`, for the end of the pass."""
+        try:
+            self._classified(lambda: self.driver.delete(tmp))
+        except (TransientError, FatalError):
+            self.log.debug("could not remove temp file %s yet", tmp)
+            return
+        except ItemError:
+            pass  # never created, or already gone
+        with self._lock:
+            self.temps.discard(tmp)
 
     def _source_hash(self, local: str) -> str | None:
         try:
@@ -344,14 +454,10 @@ class Executor:
             remote = self.call(lambda: self.driver.put(local, tmp, mtime_ns))
             self.call(lambda: self.driver.move(tmp, dst))
         except BaseException:
-            try:
-                self.driver.delete(tmp)
-            except Exception:
-                self.log.debug("could not remove temp file %s", tmp)
+            self._drop_temp(tmp)
             raise
-        finally:
-            with self._lock:
-                self.temps.discard(tmp)
+        with self._lock:
+            self.temps.discard(tmp)
         return remote
 
     def _record(

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from mirror.backends.sftp import SFTPDriver
+from mirror.backends.sftp import SFTPDriver, _send_batch
 
-from mirror.driver import Driver
-from mirror.errors import ConfigError, FatalError, TransientError
+from mirror.driver import BatchPut, Driver
+from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
 from tests.servers.sshd import SshServer
 
 T = TypeVar("T")
@@ -105,6 +105,63 @@ def test_a_refused_write_fails_the_put(sshd: SshServer, tmp_path: Path) -> None:
         with pytest.raises(OSError):
             d.put(write(tmp_path / "small", b"x"), "full", MTIME_NS)
         assert d.stat("null") is None  # the connection still answers
+    finally:
+        d.close()
+
+
+def test_a_batch_lands_every_file_whole_with_its_mtime(driver: Driver, root: Path, tmp_path: Path) -> None:
+    contents = {"a/empty.pdf": b"", "a/small.pdf": b"invoice", "a/multi.tif": os.urandom(100_000)}
+    contents |= {f"b/{i:03}.pdf": os.urandom(i * 97) for i in range(70)}
+    driver.makedirs("a")
+    driver.makedirs("b")
+    (root / "a/small.pdf").write_bytes(b"an older, longer version of the invoice")
+    items = [
+        BatchPut(write(tmp_path / f"src{n}", data), f"{rel}.~tmp", rel, MTIME_NS)
+        for n, (rel, data) in enumerate(contents.items())
+    ]
+    assert list(driver.send_batch(items)) == [None] * len(items)
+    for rel, data in contents.items():
+        assert (root / rel).read_bytes() == data
+        assert (root / rel).stat().st_mtime_ns == MTIME_NS // 10**9 * 10**9
+    assert not [p for p in root.rglob("*.~tmp")]
+
+
+def test_a_batch_keeps_each_failure_with_its_file(driver: Driver, root: Path, tmp_path: Path) -> None:
+    driver.makedirs("a")
+    items = [
+        BatchPut(write(tmp_path / "one", b"one"), "a/one.~tmp", "a/one.pdf", MTIME_NS),
+        BatchPut(str(tmp_path / "vanished"), "a/gone.~tmp", "a/gone.pdf", MTIME_NS),
+        BatchPut(write(tmp_path / "two", b"two"), "no-such-folder/two.~tmp", "no-such-folder/two.pdf", MTIME_NS),
+        BatchPut(write(tmp_path / "three", b"three"), "a/three.~tmp", "a/three.pdf", MTIME_NS),
+    ]
+    outcomes = list(driver.send_batch(items))
+    assert outcomes[0] is None and outcomes[3] is None
+    assert isinstance(outcomes[1], MirrorError) and isinstance(outcomes[2], MirrorError)
+    assert sorted(p.name for p in (root / "a").iterdir()) == [
+        "one.pdf",
+        "three.pdf",
+    ]  # nothing for the vanished file
+    assert not (root / "no-such-folder").exists()
+    assert driver.stat("a/one.pdf") is not None  # the connection still answers
+
+
+def test_a_refused_write_in_a_batch_is_never_renamed_into_place(
+    sshd: SshServer, root: Path, tmp_path: Path
+) -> None:
+    # /dev/full takes the open and refuses the write (ENOSPC), like a full disk; its
+    # rename target is in a folder that does not exist, so a wrong rename cannot move it
+    d = SFTPDriver.connect(sshd.url(root), sshd.options())
+    assert isinstance(d, SFTPDriver)
+    try:
+        jobs = [
+            (write(tmp_path / "full", b"x" * 5000), "/dev/full", f"{root}/missing/full.pdf", None),
+            (write(tmp_path / "fine", b"fine"), f"{root}/fine.~tmp", f"{root}/fine.pdf", None),
+        ]
+        with d._session() as sftp:
+            outcomes = _send_batch(sftp, jobs)
+        assert isinstance(outcomes[0], OSError) and not isinstance(outcomes[0], FileNotFoundError)
+        assert outcomes[1] is None
+        assert (root / "fine.pdf").read_bytes() == b"fine"
     finally:
         d.close()
 

@@ -52,14 +52,24 @@ trees = st.lists(st.tuples(paths, st.binary(max_size=40)), max_size=12).map(
 )
 
 
+class BatchingMemoryDriver(MemoryDriver):
+    """Takes small files three at a time, through the Driver's own send_batch."""
+
+    batch_files = 3
+
+
 class Rig:
     """A real source folder, a memory target, an index and an executor."""
 
-    def __init__(self, base: Path, caps: Capabilities | None = None) -> None:
+    def __init__(self, base: Path, caps: Capabilities | None = None, batched: bool = False) -> None:
         self.source = base / "src"
         self.source.mkdir()
         self.root = f"/rig-{uuid.uuid4().hex}"
-        self.driver = MemoryDriver(fsspec.filesystem("memory"), self.root, caps)
+        if batched:
+            # batches are for targets that upload to a temp name and rename it into place
+            caps = dataclasses.replace(caps or MemoryDriver.capabilities, atomic_rename=True)
+        driver_class = BatchingMemoryDriver if batched else MemoryDriver
+        self.driver = driver_class(fsspec.filesystem("memory"), self.root, caps)
         self.index = Index(base / "index.sqlite")
         self.executor = Executor(self.driver, self.index, self.source, 3, threading.Event())
 
@@ -107,10 +117,12 @@ def expected(tree: dict[str, bytes], layout: str, refused: set[str], rig: Rig) -
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(tree=trees, layout=layouts)
-def test_first_copy_reproduces_the_source_and_a_second_plan_is_empty(tree: dict[str, bytes], layout: str) -> None:
+@given(tree=trees, layout=layouts, batched=st.booleans())
+def test_first_copy_reproduces_the_source_and_a_second_plan_is_empty(
+    tree: dict[str, bytes], layout: str, batched: bool
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        rig = Rig(Path(tmp))
+        rig = Rig(Path(tmp), batched=batched)
         outside_before = _store_keys_outside(rig.root)
         rig.write(tree)
         first = plan(rig.local(), {}, rig.settings(layout), remote={})
@@ -136,12 +148,24 @@ edits = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(tree=trees, layout=layouts, changes=edits, incremental=st.booleans(), relayout=st.booleans())
+@given(
+    tree=trees,
+    layout=layouts,
+    changes=edits,
+    incremental=st.booleans(),
+    relayout=st.booleans(),
+    batched=st.booleans(),
+)
 def test_after_edits_the_target_follows_the_source(
-    tree: dict[str, bytes], layout: str, changes: list[tuple[str, int, str]], incremental: bool, relayout: bool
+    tree: dict[str, bytes],
+    layout: str,
+    changes: list[tuple[str, int, str]],
+    incremental: bool,
+    relayout: bool,
+    batched: bool,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        rig = Rig(Path(tmp), Capabilities(server_side_move=True))
+        rig = Rig(Path(tmp), Capabilities(server_side_move=True), batched=batched)
         rig.write(tree)
         rig.executor.run(plan(rig.local(), {}, rig.settings(layout), remote={}))
         current = dict(tree)

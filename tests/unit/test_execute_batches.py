@@ -1,0 +1,147 @@
+"""Small files sent in batches (Driver.send_batch): what fails in a batch is sent again
+alone, a file that changes while its batch is out is sent again, nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from mirror.driver import BatchPut
+from mirror.errors import ItemError, MirrorError, TransientError
+from mirror.execute import BATCH_FILE_BYTES, RunStats
+from mirror.plan import plan
+from tests.unit.test_plan import BatchingMemoryDriver, Rig
+
+TREE = {f"invoices/{i:02}.pdf": b"invoice %d" % i for i in range(8)}
+
+
+class Rigged(BatchingMemoryDriver):
+    """Runs ``before_batch`` on each batch, and may answer for its items."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.batches: list[list[str]] = []
+        #: deletes that fail as if the connection were down
+        self.deletes_refused = 0
+        self.hook: Callable[[Sequence[BatchPut]], Sequence[MirrorError | None] | None] = lambda items: None
+
+    def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
+        self.batches.append([item.dst for item in items])
+        forced = self.hook(items)
+        return forced if forced is not None else super().send_batch(items)
+
+    def delete(self, rel: str) -> None:
+        if self.deletes_refused:
+            self.deletes_refused -= 1
+            raise ConnectionResetError("connection lost")
+        super().delete(rel)
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    with tempfile.TemporaryDirectory() as tmp:
+        made = Rig(Path(tmp), batched=True)
+        made.driver = Rigged(made.driver.fs, made.root, made.driver.caps)
+        made.executor.driver = made.driver
+        made.write(TREE)
+        yield made
+        made.close()
+
+
+def first_copy(rig: Rig) -> RunStats:
+    return rig.executor.run(plan(rig.local(), {}, rig.settings("tree"), remote={}))
+
+
+def test_small_files_go_in_batches_and_land_whole(rig: Rig) -> None:
+    stats = first_copy(rig)
+    assert stats.uploaded == len(TREE) and not stats.failed
+    assert rig.target() == TREE
+    assert [len(b) for b in rig.driver.batches] == [3, 3, 2]
+    assert set(rig.index.entries()) == set(TREE)
+
+
+def test_a_file_that_fails_in_its_batch_is_sent_again_alone(rig: Rig) -> None:
+    def refuse_one(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
+        # the temp file is written, then the rename is refused
+        refused = [item for item in items if item.dst == "invoices/04.pdf"]
+        for item in refused:
+            rig.driver.put(item.local_path, item.tmp, item.mtime_ns)
+        rest = BatchingMemoryDriver.send_batch(rig.driver, [item for item in items if item not in refused])
+        outcomes = iter(rest)
+        return [ItemError("refused") if item in refused else next(outcomes) for item in items]
+
+    rig.driver.hook = refuse_one
+    stats = first_copy(rig)
+    assert stats.uploaded == len(TREE) and not stats.failed
+    assert rig.target() == TREE  # sent alone on the second try, and no temp file left
+    assert rig.index.failures() == []
+
+
+def test_a_batch_that_fails_whole_sends_each_file_alone(rig: Rig) -> None:
+    def drop(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
+        raise TransientError("connection lost")
+
+    rig.driver.hook = drop
+    stats = first_copy(rig)
+    assert stats.uploaded == len(TREE) and not stats.failed
+    assert rig.target() == TREE
+
+
+def test_a_file_changed_while_its_batch_was_out_is_sent_again(rig: Rig) -> None:
+    changed = rig.source / "invoices/01.pdf"
+
+    def edit_once(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
+        outcomes = BatchingMemoryDriver.send_batch(rig.driver, items)
+        if any(item.dst == "invoices/01.pdf" for item in items):
+            changed.write_bytes(b"invoice 1, corrected and longer")
+            rig.driver.hook = lambda items: None
+        return outcomes
+
+    rig.driver.hook = edit_once
+    stats = first_copy(rig)
+    assert not stats.failed
+    assert rig.target()["invoices/01.pdf"] == b"invoice 1, corrected and longer"
+    recorded = rig.index.entries()["invoices/01.pdf"]
+    assert recorded.size == len(b"invoice 1, corrected and longer")
+
+
+def test_a_file_gone_while_its_batch_was_out_is_neither_recorded_nor_failed(rig: Rig) -> None:
+    gone = rig.source / "invoices/02.pdf"
+
+    def delete(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
+        outcomes = BatchingMemoryDriver.send_batch(rig.driver, items)
+        if gone.exists() and any(item.dst == "invoices/02.pdf" for item in items):
+            os.unlink(gone)
+        return outcomes
+
+    rig.driver.hook = delete
+    stats = first_copy(rig)
+    assert not stats.failed
+    assert "invoices/02.pdf" not in rig.index.entries()
+
+
+def test_large_files_and_single_leftovers_are_not_batched(rig: Rig) -> None:
+    (rig.source / "scan.tif").write_bytes(b"x" * BATCH_FILE_BYTES)
+    stats = first_copy(rig)
+    assert not stats.failed
+    assert all("scan.tif" not in dst for batch in rig.driver.batches for dst in batch)
+    assert rig.target()["scan.tif"] == b"x" * BATCH_FILE_BYTES
+
+
+def test_temp_files_a_lost_connection_kept_are_removed_by_the_end_of_the_pass(rig: Rig) -> None:
+    def drop_after_writing(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
+        for item in items:
+            rig.driver.put(item.local_path, item.tmp, item.mtime_ns)
+        rig.driver.deletes_refused = len(items)  # the connection is down for the cleanup too
+        rig.driver.hook = lambda items: None
+        raise TransientError("connection lost")
+
+    rig.driver.hook = drop_after_writing
+    stats = first_copy(rig)
+    assert stats.uploaded == len(TREE) and not stats.failed
+    assert rig.target() == TREE
+    assert not rig.executor.temps
