@@ -94,6 +94,10 @@ READ_SIZE = 32 * WRITE_SIZE
 #: write requests awaiting their reply before an upload waits (OpenSSH sftp's default)
 IN_FLIGHT = 64
 KEEPALIVE_S = 15
+#: length, type and request number: the start of every SFTP reply
+_REPLY_HEAD = struct.Struct(">IBI")
+#: the status code SSH_FX_OK, as the first four bytes of a status reply
+_OK = bytes(4)
 
 
 class UnknownHostKey(Exception):
@@ -570,63 +574,87 @@ class _Replies:
 
 
 class _Answers:
-    """The replies to a batch of pipelined requests, kept by request number."""
+    """The replies to a batch of pipelined requests, read straight off the channel.
+
+    paramiko's reader costs about 40 µs a reply: two channel reads, a Message and a
+    weak reference each. Here one channel read takes every reply that has arrived and
+    each is sliced out with struct. The connection belongs to one thread and nothing
+    else is in flight on it, so the replies read are exactly those asked for.
+    """
 
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self.sftp = sftp
-        self.got: dict[int, tuple[int, paramiko.Message]] = {}
-        self.waiting = 0
-
-    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
-        self.got[num] = (kind, msg)
-        self.waiting -= 1
+        self.got: dict[int, tuple[int, bytes]] = {}
 
     def ask(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> list[int]:
         """Send the requests in one channel write and wait for every reply; their numbers."""
-        numbers = _send_requests(self.sftp, self, requests)
-        self.waiting += len(requests)
-        while self.waiting:
-            self.sftp._read_response()
+        from paramiko import SSHException
+
+        numbers = _send_requests(self.sftp, None, requests)
+        waiting = set(numbers)
+        channel = self.sftp.sock
+        buffer = b""
+        while waiting:
+            chunk = channel.recv(1 << 16)
+            if not chunk:
+                raise EOFError("the server closed the SFTP channel")
+            buffer += chunk
+            at = 0
+            while len(buffer) - at >= 9:
+                length, kind, num = _REPLY_HEAD.unpack_from(buffer, at)
+                end = at + 4 + length
+                if end > len(buffer):
+                    break
+                if num not in waiting:
+                    raise SSHException(f"SFTP reply to request {num}, which was not asked")
+                waiting.discard(num)
+                self.got[num] = (kind, buffer[at + 9 : end])
+                at = end
+            buffer = buffer[at:]
         return numbers
 
     def handle(self, num: int) -> bytes | BaseException:
         """The handle an OPEN got (length-prefixed, ready to send), or its failure."""
         from paramiko.sftp import CMD_HANDLE, SFTPError
 
-        kind, msg = self.got.pop(num)
+        kind, payload = self.got.pop(num)
         if kind == CMD_HANDLE:
-            raw = msg.get_binary()
-            return struct.pack(">I", len(raw)) + raw
-        return self.status(kind, msg) or SFTPError("Expected handle")
+            return payload
+        return self.status(kind, payload) or SFTPError("Expected handle")
 
     def failure(self, num: int) -> BaseException | None:
         """The failure a request's status reply reports, if any."""
         return self.status(*self.got.pop(num))
 
-    def status(self, kind: int, msg: paramiko.Message) -> BaseException | None:
+    def status(self, kind: int, payload: bytes) -> BaseException | None:
+        from paramiko import Message
         from paramiko.sftp import CMD_STATUS, SFTPError
 
         if kind != CMD_STATUS:
             return SFTPError("Expected status")
+        if payload[:4] == _OK:
+            return None  # the common case, without building a Message
         try:
-            self.sftp._convert_status(msg)  # raises the OSError paramiko raises for a failed call
+            self.sftp._convert_status(Message(payload))  # raises the OSError paramiko raises for a failed call
         except Exception as exc:
             return exc
         return None
 
 
 def _send_requests(
-    sftp: paramiko.SFTPClient, owner: object, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]
+    sftp: paramiko.SFTPClient, owner: object | None, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]
 ) -> list[int]:
-    """Send requests (type, payload pieces) in one channel write, their replies going to
-    ``owner._async_response``: one SSH packet when they fit, and the pieces copied once."""
+    """Send requests (type, payload pieces) in one channel write: one SSH packet when they
+    fit, and the pieces copied once. ``owner._async_response`` gets their replies from
+    paramiko's reader; without an owner, the caller reads them."""
     out: list[bytes | memoryview] = []
     numbers = []
     with sftp._lock:
         for kind, payload in requests:
             num = sftp.request_number
             sftp.request_number += 1
-            sftp._expecting[num] = owner
+            if owner is not None:
+                sftp._expecting[num] = owner
             numbers.append(num)
             out.append(struct.pack(">IBI", sum(map(len, payload)) + 5, kind, num))
             out.extend(payload)
