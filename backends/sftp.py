@@ -537,80 +537,63 @@ class SFTPDriver(Driver):
 
 
 class _Replies:
-    """Collects the replies to pipelined requests, in whatever order the server sends them.
-
-    paramiko hands a reply to the object registered with its request through
-    ``_async_response``, as it does for its own pipelined writes.
-    """
-
-    def __init__(self, sftp: paramiko.SFTPClient) -> None:
-        self.sftp = sftp
-        self.waiting = 0
-        self.error: BaseException | None = None
-
-    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
-        from paramiko.sftp import CMD_STATUS, SFTPError
-
-        self.waiting -= 1
-        try:
-            if kind != CMD_STATUS:
-                raise SFTPError("Expected status")
-            self.sftp._convert_status(msg)  # raises the OSError paramiko raises for a failed call
-        except Exception as exc:
-            if self.error is None:
-                self.error = exc
-
-    def send(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> None:
-        """Send requests (type, payload pieces) in one channel write."""
-        _send_requests(self.sftp, self, requests)
-        self.waiting += len(requests)
-
-    def wait(self, most: int = 0) -> None:
-        """Read replies until at most ``most`` are outstanding; raise the first failure."""
-        while self.waiting > most:
-            self.sftp._read_response()
-        if self.error is not None:
-            raise self.error
-
-
-class _Answers:
-    """The replies to a batch of pipelined requests, read straight off the channel.
+    """The replies to pipelined requests, read straight off the channel.
 
     paramiko's reader costs about 40 µs a reply: two channel reads, a Message and a
     weak reference each. Here one channel read takes every reply that has arrived and
-    each is sliced out with struct. The connection belongs to one thread and nothing
-    else is in flight on it, so the replies read are exactly those asked for.
+    each is sliced out with struct. A connection belongs to one thread, so the replies
+    on it answer this object's requests, or requests an earlier upload gave up waiting
+    for (those are dropped).
     """
 
     def __init__(self, sftp: paramiko.SFTPClient) -> None:
         self.sftp = sftp
         self.got: dict[int, tuple[int, bytes]] = {}
+        self.waiting: set[int] = set()
+        self._buffer = b""
 
-    def ask(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> list[int]:
-        """Send the requests in one channel write and wait for every reply; their numbers."""
-        from paramiko import SSHException
+    def send(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> list[int]:
+        """Send requests (type, payload pieces) in one channel write: one SSH packet when
+        they fit, and the pieces copied once. Their request numbers."""
+        sftp = self.sftp
+        out: list[bytes | memoryview] = []
+        numbers = []
+        with sftp._lock:
+            for kind, payload in requests:
+                num = sftp.request_number
+                sftp.request_number += 1
+                numbers.append(num)
+                out.append(_REPLY_HEAD.pack(sum(map(len, payload)) + 5, kind, num))
+                out.extend(payload)
+        self.waiting.update(numbers)
+        # a view, because paramiko's sendall slices what is left after each packet: a
+        # bytes object would be copied whole each time (quadratic in the batch size)
+        sftp.sock.sendall(memoryview(b"".join(out)))
+        return numbers
 
-        numbers = _send_requests(self.sftp, None, requests)
-        waiting = set(numbers)
-        channel = self.sftp.sock
-        buffer = b""
-        while waiting:
-            chunk = channel.recv(1 << 16)
+    def wait(self, most: int = 0) -> None:
+        """Read replies until at most ``most`` requests are unanswered."""
+        while len(self.waiting) > most:
+            chunk = self.sftp.sock.recv(1 << 16)
             if not chunk:
                 raise EOFError("the server closed the SFTP channel")
-            buffer += chunk
+            buffer = self._buffer + chunk
             at = 0
-            while len(buffer) - at >= 9:
+            while len(buffer) - at >= _REPLY_HEAD.size:
                 length, kind, num = _REPLY_HEAD.unpack_from(buffer, at)
                 end = at + 4 + length
                 if end > len(buffer):
                     break
-                if num not in waiting:
-                    raise SSHException(f"SFTP reply to request {num}, which was not asked")
-                waiting.discard(num)
-                self.got[num] = (kind, buffer[at + 9 : end])
+                if num in self.waiting:
+                    self.waiting.discard(num)
+                    self.got[num] = (kind, buffer[at + _REPLY_HEAD.size : end])
                 at = end
-            buffer = buffer[at:]
+            self._buffer = buffer[at:]
+
+    def ask(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> list[int]:
+        """Send the requests and wait for every reply; their request numbers."""
+        numbers = self.send(requests)
+        self.wait()
         return numbers
 
     def handle(self, num: int) -> bytes | BaseException:
@@ -620,13 +603,18 @@ class _Answers:
         kind, payload = self.got.pop(num)
         if kind == CMD_HANDLE:
             return payload
-        return self.status(kind, payload) or SFTPError("Expected handle")
+        return self._status(kind, payload) or SFTPError("Expected handle")
 
     def failure(self, num: int) -> BaseException | None:
         """The failure a request's status reply reports, if any."""
-        return self.status(*self.got.pop(num))
+        return self._status(*self.got.pop(num))
 
-    def status(self, kind: int, payload: bytes) -> BaseException | None:
+    def first_failure(self) -> BaseException | None:
+        """The first failure among the replies read so far (all of them are consumed)."""
+        failures = [self.failure(num) for num in sorted(self.got)]
+        return next((f for f in failures if f is not None), None)
+
+    def _status(self, kind: int, payload: bytes) -> BaseException | None:
         from paramiko import Message
         from paramiko.sftp import CMD_STATUS, SFTPError
 
@@ -639,29 +627,6 @@ class _Answers:
         except Exception as exc:
             return exc
         return None
-
-
-def _send_requests(
-    sftp: paramiko.SFTPClient, owner: object | None, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]
-) -> list[int]:
-    """Send requests (type, payload pieces) in one channel write: one SSH packet when they
-    fit, and the pieces copied once. ``owner._async_response`` gets their replies from
-    paramiko's reader; without an owner, the caller reads them."""
-    out: list[bytes | memoryview] = []
-    numbers = []
-    with sftp._lock:
-        for kind, payload in requests:
-            num = sftp.request_number
-            sftp.request_number += 1
-            if owner is not None:
-                sftp._expecting[num] = owner
-            numbers.append(num)
-            out.append(struct.pack(">IBI", sum(map(len, payload)) + 5, kind, num))
-            out.extend(payload)
-    # a view, because paramiko's sendall slices what is left after each packet: a
-    # bytes object would be copied whole each time (quadratic in the batch size)
-    sftp.sock.sendall(memoryview(b"".join(out)))
-    return numbers
 
 
 def _string(text: str) -> bytes:
@@ -680,14 +645,14 @@ def _send_batch(
 
     outcomes: list[BaseException | None] = [None] * len(jobs)
     contents = _read_small(jobs, outcomes)
-    answers = _Answers(sftp)
-    handles = _open_all(answers, jobs, contents, outcomes)
-    _write_all(answers, jobs, contents, handles, outcomes)
+    replies = _Replies(sftp)
+    handles = _open_all(replies, jobs, contents, outcomes)
+    _write_all(replies, jobs, contents, handles, outcomes)
     done = [i for i in handles if outcomes[i] is None]
     rename = _string("posix-rename@openssh.com")
-    numbers = answers.ask([(CMD_EXTENDED, (rename, _string(jobs[i][1]), _string(jobs[i][2]))) for i in done])
+    numbers = replies.ask([(CMD_EXTENDED, (rename, _string(jobs[i][1]), _string(jobs[i][2]))) for i in done])
     for i, num in zip(done, numbers, strict=True):
-        outcomes[i] = answers.failure(num)
+        outcomes[i] = replies.failure(num)
     return outcomes
 
 
@@ -712,7 +677,7 @@ def _read_small(
 
 
 def _open_all(
-    answers: _Answers,
+    replies: _Replies,
     jobs: list[tuple[str, str, str, int | None]],
     contents: dict[int, bytes],
     outcomes: list[BaseException | None],
@@ -722,10 +687,10 @@ def _open_all(
 
     flags_and_no_attrs = struct.pack(">II", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, 0)
     order = list(contents)
-    numbers = answers.ask([(CMD_OPEN, (_string(jobs[i][1]), flags_and_no_attrs)) for i in order])
+    numbers = replies.ask([(CMD_OPEN, (_string(jobs[i][1]), flags_and_no_attrs)) for i in order])
     handles: dict[int, bytes] = {}
     for i, num in zip(order, numbers, strict=True):
-        got = answers.handle(num)
+        got = replies.handle(num)
         if isinstance(got, bytes):
             handles[i] = got
         else:
@@ -734,7 +699,7 @@ def _open_all(
 
 
 def _write_all(
-    answers: _Answers,
+    replies: _Replies,
     jobs: list[tuple[str, str, str, int | None]],
     contents: dict[int, bytes],
     handles: dict[int, bytes],
@@ -760,8 +725,8 @@ def _write_all(
             owners.append(i)
         requests.append((CMD_CLOSE, (handle,)))
         owners.append(i)
-    for i, num in zip(owners, answers.ask(requests), strict=True):
-        failure = answers.failure(num)
+    for i, num in zip(owners, replies.ask(requests), strict=True):
+        failure = replies.failure(num)
         if outcomes[i] is None:
             outcomes[i] = failure
 
@@ -820,6 +785,9 @@ def _upload(
             replies.send(requests)
             closed = last
             replies.wait(0 if last else IN_FLIGHT)
+            failure = replies.first_failure()
+            if failure is not None:
+                raise failure
     except BaseException:
         if not closed:
             # the handle would stay open on the server until the connection ends
