@@ -572,8 +572,11 @@ class _Replies:
         return numbers
 
     def wait(self, most: int = 0) -> None:
-        """Read replies until at most ``most`` requests are unanswered."""
-        while len(self.waiting) > most:
+        """Read replies until at most ``most`` requests are unanswered.
+
+        Never returns halfway through a reply: the next reader of the channel (paramiko's,
+        after an upload that failed) must start at the start of one."""
+        while len(self.waiting) > most or self._buffer:
             chunk = self.sftp.sock.recv(1 << 16)
             if not chunk:
                 raise EOFError("the server closed the SFTP channel")
