@@ -60,7 +60,7 @@ class Alerts(Observer):
 
     def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self.targets = {t.name: t for t in config.targets if t.settings.on_failure or t.settings.healthcheck_url}
+        self.targets = {t.name: t for t in config.targets if t.settings.alerts}
         root = state_dir(config) / "alerts"
         self.files = {
             name: root / f"{index_path(root, config.source, t).stem}.json" for name, t in self.targets.items()

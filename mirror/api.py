@@ -21,16 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-from mirror.alerts import Alerts
 from mirror.config import Config, TargetConfig, TargetSettings, ad_hoc
 from mirror.config import load as load_config
 from mirror.engine import Mirror, index_path, state_dir
 from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
-from mirror.metrics import Metrics
-from mirror.status import TargetStatus
-from mirror.status import read as _read_status
+
+if TYPE_CHECKING:
+    from mirror.alerts import Alerts
+    from mirror.metrics import Metrics
+    from mirror.status import TargetStatus
 
 __all__ = [
     "Alerts",
@@ -69,8 +71,28 @@ def running(
         mirror.close(clean)
 
 
+def __getattr__(name: str) -> Any:
+    """Alerts, Metrics and TargetStatus load on first use: ``mirror run`` needs them only
+    when configured, and every start would pay for their imports."""
+    if name == "Alerts":
+        from mirror.alerts import Alerts
+
+        return Alerts
+    if name == "Metrics":
+        from mirror.metrics import Metrics
+
+        return Metrics
+    if name == "TargetStatus":
+        from mirror.status import TargetStatus
+
+        return TargetStatus
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def status(config: Config) -> list[TargetStatus]:
     """What ``mirror status -c`` shows, for the targets of ``config`` mirrored so far."""
+    from mirror.status import read as _read_status
+
     root = state_dir(config)
     files = [index_path(root, config.source, t) for t in config.targets]
     return [_read_status(f) for f in files if f.exists()]

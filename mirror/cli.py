@@ -7,9 +7,7 @@ verify found differences; 2 usage or configuration error.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import importlib
-import json
 import logging
 import signal
 import sys
@@ -18,31 +16,29 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from mirror import __version__, api, registry
 from mirror import config as config_mod
-from mirror.alerts import Alerts
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver
 from mirror.engine import Mirror, human_bytes, summarize
 from mirror.engine import state_dir as resolve_state_dir
 from mirror.errors import ConfigError, MirrorError
-from mirror.index import iter_index_files
 from mirror.layout import Layout
 from mirror.logs import printable
 from mirror.logs import setup as setup_logging
-from mirror.metrics import Metrics
-from mirror.metrics import parse_addr as parse_metrics_addr
-from mirror.plan import Plan
 from mirror.policy import DeletePolicy
 from mirror.redact import SecretFilter
-from mirror.scan import scan
-from mirror.service import service as service_group
-from mirror.status import read as read_status
-from mirror.verify import compare
+
+if TYPE_CHECKING:
+    # what only some commands need is imported by them: every start of `mirror run`
+    # (from cron, say) would otherwise pay for it
+    from mirror.alerts import Alerts
+    from mirror.metrics import Metrics
+    from mirror.plan import Plan
 
 log = logging.getLogger("mirror")
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -162,7 +158,21 @@ Examples:
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class MainGroup(click.Group):
+    """The top-level commands; ``mirror service`` (and what it imports) loads on use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "service"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "service":
+            from mirror.service import service
+
+            return service
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=MainGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mirror")
 def main() -> None:
     """Keep targets (Dropbox, SFTP, S3, WebDAV, another disk, any fsspec filesystem)
@@ -238,9 +248,18 @@ def run(
         )
         for t in cfg.targets:
             scrubber.add(t.secrets)
-        addr = parse_metrics_addr(metrics_addr) if metrics_addr else None
-        alerts = None if dry_run else Alerts(cfg)
-        metrics = Metrics() if addr else None
+        alerts: Alerts | None = None
+        if not dry_run and any(t.settings.alerts for t in cfg.targets):
+            from mirror.alerts import Alerts
+
+            alerts = Alerts(cfg)
+        metrics: Metrics | None = None
+        addr = None
+        if metrics_addr:
+            from mirror.metrics import Metrics, parse_addr
+
+            addr = parse_addr(metrics_addr)
+            metrics = Metrics()
         observers = [o for o in (alerts, metrics) if o is not None]
         try:
             with api.running(cfg, observers=observers, dry_run=dry_run) as mirror:
@@ -346,6 +365,9 @@ def verify(
 ) -> None:
     """List each target and compare it with the source (size, and hash where the
     backend offers one). Prints every difference; exit 0 when identical, 1 when not."""
+    from mirror.scan import scan
+    from mirror.verify import compare
+
     scrubber = setup_logging(1 if verbose else -1 if quiet else 0, log_format)
     differences = 0
     with user_errors(scrubber):
@@ -393,6 +415,12 @@ def _source_hash(driver: Driver, source: Path, src: str) -> str | None:
 def status(config_path: Path | None, target_name: str | None, state_dir: Path | None, as_json: bool) -> None:
     """Per target: files and bytes mirrored, pending work, failed items with their
     last error, and the time of the last complete sync. Works while `mirror run` runs."""
+    import datetime as dt
+    import json
+
+    from mirror.index import iter_index_files
+    from mirror.status import read as read_status
+
     with user_errors():
         if config_path is not None:
             cfg = build_config(None, None, config_path, target_name, state_dir)
@@ -542,8 +570,6 @@ def _unavailable(name: str, why: str) -> click.Command:
 def auth() -> None:
     """Log in to a cloud backend and store its token (mode 0600)."""
 
-
-main.add_command(service_group, name="service")
 
 if __name__ == "__main__":
     main()

@@ -37,6 +37,11 @@ class TargetSettings:
     healthcheck_url: str | None = None
     alert_after: float = 900.0
 
+    @property
+    def alerts(self) -> bool:
+        """Whether anyone is told when this target stays broken."""
+        return bool(self.on_failure or self.healthcheck_url)
+
 
 @dataclass(frozen=True)
 class TargetConfig:
