@@ -273,7 +273,9 @@ class TargetRunner:
         if listing:
             return self.index.entries(), scope
         if scope is None:
-            loaded, scope, total = narrow(local, self.index.rows(), self.settings.layout)
+            entries = local if isinstance(local, Entries) else Entries(local.items())
+            changed, scope, total = narrow(entries, self.index.stamps(), self.settings.layout)
+            loaded = self.index.lookup_many(changed)
         else:
             loaded = {src: row for src in scope if (row := self.index.lookup(src)) is not None}
             total = self.index.count()

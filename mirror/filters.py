@@ -39,13 +39,19 @@ class Filter:
         """False when a folder is excluded as a whole (its contents are not walked)."""
         return self._exclude is None or not self._exclude.match_file(rel + "/")
 
-    def wants_file(self, rel: str, name: str | None = None) -> bool:
-        """``name``: the last part of ``rel``, when the caller has it at hand."""
-        if _JUNK_RE.match((rel.rpartition("/")[2] if name is None else name).lower()):
-            return False
+    def wants_file(self, rel: str) -> bool:
+        return not is_junk(rel.rpartition("/")[2]) and self.wants_by_pattern(rel)
+
+    def wants_by_pattern(self, rel: str) -> bool:
+        """The include/exclude patterns alone (the scan tests junk names itself)."""
         if self._exclude is not None and self._exclude.match_file(rel):
             return False
         return self._include is None or bool(self._include.match_file(rel))
+
+
+def is_junk(name: str) -> bool:
+    """A name applications leave behind while working (JUNK_PATTERNS, any case)."""
+    return _JUNK_RE.match(name.lower()) is not None
 
 
 def _spec(patterns: list[str]) -> Any:

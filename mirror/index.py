@@ -15,10 +15,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,13 @@ CREATE TABLE IF NOT EXISTS runs (
 COMMIT_EVERY = 500
 #: rows read per query when streaming the index
 _BATCH = 2000
+#: paths per ``IN (...)`` query (SQLite allows at least 999 parameters)
+_IN_BATCH = 500
 _SELECT = "SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files"
+_SELECT_STAMPS = "SELECT src, size, mtime_ns, NULLIF(dst, src), date FROM files"
+#: what a full pass compares for each row: src, size, mtime_ns, dst (None when it is
+#: src, as with the tree layout) and the date (ISO)
+Stamp = tuple[str, int, int, "str | None", str]
 
 
 class IndexEntry(NamedTuple):
@@ -152,19 +158,42 @@ class Index:
 
     def rows(self) -> Iterator[IndexEntry]:
         """Every row in path order, read in batches, so the whole index never has to sit in
-        memory (each batch is its own query: other threads may use the index in between)."""
+        memory."""
         dates: dict[str, dt.date] = {}
+        for row in self._paged(_SELECT):
+            yield _entry(row, dates)
+
+    def stamps(self) -> Iterator[Stamp]:
+        """Every row's :data:`Stamp`, in path order: the little a full pass compares per
+        file, with no entry built for the (usually nearly all) unchanged ones."""
+        return self._paged(_SELECT_STAMPS)
+
+    def _paged(self, select: str) -> Iterator[Any]:
+        # each batch is its own query: other threads may use the index in between
         after = ""
         while True:
             with self._lock:
                 self._drain()
-                query = f"{_SELECT} WHERE src > ? ORDER BY src LIMIT ?"
+                query = f"{select} WHERE src > ? ORDER BY src LIMIT ?"
                 batch = self._db.execute(query, (after, _BATCH)).fetchall()
-            for row in batch:
-                yield _entry(row, dates)
+            yield from batch
             if len(batch) < _BATCH:
                 return
             after = batch[-1][0]
+
+    def lookup_many(self, srcs: Collection[str]) -> dict[str, IndexEntry]:
+        """The rows of ``srcs`` that exist, a few hundred per query."""
+        found: dict[str, IndexEntry] = {}
+        wanted = list(srcs)
+        dates: dict[str, dt.date] = {}
+        for at in range(0, len(wanted), _IN_BATCH):
+            chunk = wanted[at : at + _IN_BATCH]
+            with self._lock:
+                self._drain()
+                query = f"{_SELECT} WHERE src IN ({','.join('?' * len(chunk))})"
+                rows = self._db.execute(query, chunk).fetchall()
+            found.update((row[0], _entry(row, dates)) for row in rows)
+        return found
 
     def lookup(self, src: str) -> IndexEntry | None:
         with self._lock:

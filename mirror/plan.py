@@ -16,11 +16,11 @@ from typing import Any, NamedTuple
 
 from mirror.driver import Capabilities, RemoteEntry
 from mirror.errors import ItemError
-from mirror.index import IndexEntry
+from mirror.index import IndexEntry, Stamp
 from mirror.layout import Layout, date_of
 from mirror.paths import ancestors
 from mirror.policy import DeletePolicy
-from mirror.scan import LocalEntry
+from mirror.scan import Entries, LocalEntry
 
 TRASH_DIR = ".mirror-trash"
 TEMP_RE = re.compile(r"^\.~mirror-[0-9a-f]{12}\.tmp$")
@@ -205,41 +205,41 @@ class _StreamedRows(ValuesView[IndexEntry]):
         return self._rows()
 
 
-def unchanged(entry: LocalEntry, known: IndexEntry, layout: Layout) -> bool:
-    """Whether the file is as the index recorded it, at the path the layout gives it."""
-    if entry.size != known.size or entry.mtime_ns != known.mtime_ns:
-        return False
+def _placed(layout: Layout, src: str, dst: str, date: dt.date) -> bool:
+    """Whether the layout still puts ``src`` (of ``date``) at ``dst``."""
     try:
-        return layout.target_path(known.src, known.date) == known.dst
+        return layout.target_path(src, date) == dst
     except ItemError:
         return False  # planned, so the planner can say why the path is refused
 
 
-def narrow(
-    local: Mapping[str, LocalEntry], rows: Iterable[IndexEntry], layout: Layout
-) -> tuple[dict[str, IndexEntry], set[str], int]:
+def narrow(local: Entries, stamps: Iterable[Stamp], layout: Layout) -> tuple[set[str], set[str], int]:
     """Split the index against a scan, for a full pass that trusts the index.
 
-    ``rows`` must come in path order (as :meth:`Index.rows` gives them): the scan's paths
-    are sorted and merged with them, which needs far less memory than a set of either.
-    Returns the rows that may need an action, the scope to plan (new, changed and gone
-    paths) and the number of rows. Unchanged files, usually nearly all, are only counted.
+    ``stamps`` must come in path order (as :meth:`Index.stamps` gives them): the scan's
+    paths are sorted and merged with them, which needs far less memory than a set of
+    either. Returns the paths whose rows may need an action (changed, gone, or moved by
+    a new layout), the scope to plan (those and the new paths) and the number of rows.
+    Unchanged files, usually nearly all, are only counted.
     """
-    kept: dict[str, IndexEntry] = {}
+    kept: set[str] = set()
     scope: set[str] = set()
+    dates: dict[str, dt.date] = {}
     total = 0
+    same = local.same
     paths = iter(sorted(local))
     path = next(paths, None)
-    for row in rows:
+    for src, size, mtime_ns, dst, day in stamps:
         total += 1
-        while path is not None and path < row.src:
+        while path is not None and path < src:
             scope.add(path)  # no row: new
             path = next(paths, None)
-        if path == row.src:
+        if path == src:
             path = next(paths, None)
-            if unchanged(local[row.src], row, layout):
+            date = dates.get(day) or dates.setdefault(day, dt.date.fromisoformat(day))
+            if same(src, size, mtime_ns) and _placed(layout, src, dst or src, date):
                 continue
-        kept[row.src] = row
+        kept.add(src)
     if path is not None:
         scope.add(path)
         scope.update(paths)
@@ -354,7 +354,7 @@ class _Planner:
                 continue
             if known is not None and known.dst == dst and known.size == entry.size:
                 if known.mtime_ns == entry.mtime_ns and self.remote is None:
-                    continue  # unchanged (see unchanged()), and no listing to check it against
+                    continue  # unchanged (as narrow() tells), and no listing to check it against
                 desired[src] = (dst, date)  # the target accepted this path before
                 continue
             why = refused_name(dst, self.caps)

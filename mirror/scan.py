@@ -17,7 +17,7 @@ from stat import S_ISDIR, S_ISREG
 from typing import NamedTuple
 
 from mirror.errors import ConfigError
-from mirror.filters import Filter
+from mirror.filters import Filter, is_junk
 
 
 class LocalEntry(NamedTuple):
@@ -44,6 +44,8 @@ class Skip:
 #: size, mtime_ns, inode
 _RECORD = struct.Struct("<qqQ")
 _MTIME = struct.Struct("<q")
+#: the start of a record: size, mtime_ns
+_SIZE_MTIME = struct.Struct("<qq")
 
 
 class Entries(MutableMapping[str, LocalEntry]):
@@ -84,6 +86,11 @@ class Entries(MutableMapping[str, LocalEntry]):
 
     def items(self) -> ItemsView[str, LocalEntry]:
         return _Items(self)
+
+    def same(self, rel: str, size: int, mtime_ns: int) -> bool:
+        """Whether ``rel`` is here with this size and mtime (no entry built to tell)."""
+        record = self._records.get(rel)
+        return record is not None and record[:16] == _SIZE_MTIME.pack(size, mtime_ns)
 
     def modified_after(self, mtime_ns: int) -> set[str]:
         """Paths of the files modified after ``mtime_ns`` (one check per record, no entries built)."""
@@ -150,6 +157,7 @@ def scan(root: Path, filt: Filter, start: str = "") -> Snapshot:
     records, skipped, pack = snap.entries._records, snap.skipped, _RECORD.pack
     stack = [start]
     base = str(root)
+    narrows = filt.narrows
     # one loop body for every file: at a few microseconds per file, calls add up
     while stack:
         rel_dir = stack.pop()
@@ -174,7 +182,7 @@ def scan(root: Path, filt: Filter, start: str = "") -> Snapshot:
                 if S_ISDIR(mode):
                     if filt.wants_dir(rel):
                         stack.append(rel)
-                elif not filt.wants_file(rel, name):
+                elif is_junk(name) or (narrows and not filt.wants_by_pattern(rel)):
                     continue
                 elif not (valid_dir and (name.isascii() or _valid_name(name))):
                     skipped.append(Skip(rel, "name is not valid UTF-8"))

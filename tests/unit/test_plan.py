@@ -27,7 +27,7 @@ from mirror.index import Index, IndexEntry
 from mirror.layout import Layout, date_of
 from mirror.plan import Delete, Forget, KnownFiles, Move, Plan, PlanSettings, Put, Refuse, narrow, plan
 from mirror.policy import DeletePolicy
-from mirror.scan import LocalEntry, scan
+from mirror.scan import Entries, LocalEntry, scan
 
 NAME_CHARS = st.sampled_from([*list("abcXYZ019 _-.#%[]*?é中"), "́"])
 names = st.text(NAME_CHARS, min_size=1, max_size=8).filter(lambda n: n not in (".", "..") and n.strip("."))
@@ -230,8 +230,8 @@ def test_after_edits_the_target_follows_the_source(
 
 def narrowed_plan(rig: Rig, local: dict[str, LocalEntry], settings_: PlanSettings) -> Plan:
     """The plan as the engine makes it for a full pass: unchanged rows only counted."""
-    kept, scope, total = narrow(local, rig.index.rows(), settings_.layout)
-    known_files = KnownFiles(kept, scope, total, rig.index.rows, rig.index.lookup)
+    kept, scope, total = narrow(Entries(local.items()), rig.index.stamps(), settings_.layout)
+    known_files = KnownFiles(rig.index.lookup_many(kept), scope, total, rig.index.rows, rig.index.lookup)
     return plan(local, known_files, settings_, scope=scope, source_empty=not local)
 
 
@@ -407,9 +407,23 @@ def test_narrowing_keeps_exactly_the_new_changed_and_gone_paths(
         changed = set(present[::changed_every])
         local = {src: entry(src, size=2 if src in changed else 1) for src in present}
         local.update({src: entry(src) for src in fresh - indexed})
-        kept, scope, total = narrow(local, index.rows(), tree)
+        kept, scope, total = narrow(Entries(local.items()), index.stamps(), tree)
         index.close()
     gone = indexed - set(present)
     assert total == len(indexed)
     assert set(kept) == changed | gone
     assert scope == (fresh - indexed) | changed | gone
+
+
+def test_lookup_many_finds_exactly_the_rows_asked_for_across_query_batches() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index(Path(tmp) / "index.sqlite")
+        for i in range(1200):
+            index.record(known(f"d{i % 7}/f{i:04}.pdf"))
+        index.flush()
+        present = [f"d{i % 7}/f{i:04}.pdf" for i in range(1100)]
+        found = index.lookup_many([*present, "nowhere.pdf", "d1/f9999.pdf"])
+        assert set(found) == set(present)
+        assert all(found[src] == index.lookup(src) for src in present[::97])
+        assert index.lookup_many([]) == {}
+        index.close()
