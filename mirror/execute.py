@@ -123,21 +123,33 @@ class Executor:
                 else:
                     self._parallel(plan.removals, self._remove)
                     self._prune_dirs(plan)
-            if self.temps and not self._stopping():
-                self.remove_temps()
         except FatalError as exc:
             stats.fatal = str(exc)
         except TargetDown as exc:
             stats.down = str(exc)
         finally:
             self.index.flush()
+        if not self._stopping():
+            self._leftover_temps(reachable=not (stats.fatal or stats.down))
         return stats
 
     def remove_temps(self) -> None:
         """Delete the temp files this executor knows of: those of uploads still running
-        (at a clean shutdown), and those a lost connection kept it from removing."""
+        (at a clean shutdown), and those a lost connection kept it from removing. Stops at
+        the first the target cannot be reached for: the rest would only wait for it too."""
         for tmp in list(self.temps):
-            self._drop_temp(tmp)
+            if not self._drop_temp(tmp):
+                return
+
+    def _leftover_temps(self, reachable: bool) -> None:
+        """After a pass, nothing is being uploaded: temp files still listed are ones a lost
+        connection kept from being removed. Try once more if the target answered in this
+        pass; what still fails is left to a listing pass (which removes every leftover
+        temp file), so the list never grows while a target stays down."""
+        if self.temps and reachable:
+            self.remove_temps()
+        with self._lock:
+            self.temps.clear()
 
     # -- the pool -------------------------------------------------------------------
     def _stopping(self) -> bool:
@@ -409,18 +421,19 @@ class Executor:
             self.log.info("%s changed while it was sent; sending it again", action.src)
             self._put(action._replace(entry=after))
 
-    def _drop_temp(self, tmp: str) -> None:
-        """Remove a temp file that did not become its final file. One the target cannot
-        remove now (the connection is down) stays in :attr:`temps`, for the end of the pass."""
+    def _drop_temp(self, tmp: str) -> bool:
+        """Remove a temp file that did not become its final file; False when the target
+        cannot be reached (the name stays in :attr:`temps`, for the end of the pass)."""
         try:
             self._classified(lambda: self.driver.delete(tmp))
         except (TransientError, FatalError):
             self.log.debug("could not remove temp file %s yet", tmp)
-            return
+            return False
         except ItemError:
             pass  # never created, or already gone
         with self._lock:
             self.temps.discard(tmp)
+        return True
 
     def _source_hash(self, local: str) -> str | None:
         try:

@@ -27,6 +27,7 @@ class Rigged(BatchingMemoryDriver):
         self.batches: list[list[str]] = []
         #: deletes that fail as if the connection were down
         self.deletes_refused = 0
+        self.delete_attempts = 0
         self.hook: Callable[[Sequence[BatchPut]], Sequence[MirrorError | None] | None] = lambda items: None
 
     def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
@@ -35,6 +36,7 @@ class Rigged(BatchingMemoryDriver):
         return forced if forced is not None else super().send_batch(items)
 
     def delete(self, rel: str) -> None:
+        self.delete_attempts += 1
         if self.deletes_refused:
             self.deletes_refused -= 1
             raise ConnectionResetError("connection lost")
@@ -145,3 +147,19 @@ def test_temp_files_a_lost_connection_kept_are_removed_by_the_end_of_the_pass(ri
     assert stats.uploaded == len(TREE) and not stats.failed
     assert rig.target() == TREE
     assert not rig.executor.temps
+
+
+def test_cleaning_up_temp_files_stops_at_the_first_the_target_cannot_be_reached_for(rig: Rig) -> None:
+    # at shutdown with the target gone, each attempt could wait for a connection timeout
+    rig.executor.temps.update({"a/.~mirror-1.tmp", "b/.~mirror-2.tmp", "c/.~mirror-3.tmp"})
+    rig.driver.deletes_refused = 100
+    rig.executor.remove_temps()
+    assert rig.driver.delete_attempts == 1
+    assert len(rig.executor.temps) == 3  # still listed, for a later try
+
+
+def test_temp_files_the_target_cannot_remove_are_left_to_a_listing_pass(rig: Rig) -> None:
+    rig.executor.temps.add("a/.~mirror-1.tmp")
+    rig.driver.deletes_refused = 100  # unreachable for the whole pass
+    first_copy(rig)
+    assert not rig.executor.temps  # the list does not grow while a target stays down
