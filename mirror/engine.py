@@ -279,7 +279,7 @@ class TargetRunner:
         else:
             loaded = {src: row for src in scope if (row := self.index.lookup(src)) is not None}
             total = self.index.count()
-        return KnownFiles(loaded, scope, total, self.index.rows, self.index.lookup), scope
+        return KnownFiles(loaded, scope, total, self.index.rows, self.index.lookup, self.index.targets), scope
 
     def _call(self, fn: Callable[[], dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
         assert self.executor is not None or self.dry_run

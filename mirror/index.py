@@ -62,6 +62,7 @@ _BATCH = 2000
 _IN_BATCH = 500
 _SELECT = "SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files"
 _SELECT_STAMPS = "SELECT src, size, mtime_ns, NULLIF(dst, src), date FROM files"
+_SELECT_TARGETS = "SELECT src, dst FROM files"
 #: what a full pass compares for each row: src, size, mtime_ns, dst (None when it is
 #: src, as with the tree layout) and the date (ISO)
 Stamp = tuple[str, int, int, "str | None", str]
@@ -167,6 +168,10 @@ class Index:
         """Every row's :data:`Stamp`, in path order: the little a full pass compares per
         file, with no entry built for the (usually nearly all) unchanged ones."""
         return self._paged(_SELECT_STAMPS)
+
+    def targets(self) -> Iterator[tuple[str, str]]:
+        """(src, dst) of every row, in path order: who holds which target path."""
+        return self._paged(_SELECT_TARGETS)
 
     def _paged(self, select: str) -> Iterator[Any]:
         # each batch is its own query: other threads may use the index in between

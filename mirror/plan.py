@@ -157,12 +157,21 @@ class KnownFiles(Mapping[str, IndexEntry]):
         total: int,
         rows: Callable[[], Iterator[IndexEntry]],
         lookup: Callable[[str], IndexEntry | None],
+        targets: Callable[[], Iterator[tuple[str, str]]] | None = None,
     ) -> None:
         self._loaded = loaded
         self._scope = scope
         self._total = total
         self._rows = rows
         self._lookup = lookup
+        self._targets = targets
+
+    def targets(self) -> Iterator[tuple[str, str]]:
+        """(src, dst) of every row: all a plan needs to know who holds which target path,
+        streamed without building entries when the index can (:meth:`Index.targets`)."""
+        if self._targets is not None:
+            return self._targets()
+        return ((row.src, row.dst) for row in self._rows())
 
     def __getitem__(self, src: str) -> IndexEntry:
         row = self.find(src)
@@ -338,6 +347,7 @@ class _Planner:
         self.claimed: dict[str, str] = {}
         #: target paths whose current file leaves in this plan
         self.vacated: set[str] = set()
+        self._holders: dict[str, str] | None = None
 
     def place(self, paths: Iterable[str]) -> dict[str, tuple[str, dt.date]]:
         """Target path and date of every source path that may need an action, in path
@@ -379,7 +389,7 @@ class _Planner:
         # who holds each target path: only needed (and the whole index only read) when
         # some file goes to a path that is not already its own
         relocating = any(self._relocates(src, dst) for src, (dst, _) in desired.items())
-        owner = {key(e.dst): e.src for e in index.values()} if relocating else {}
+        owner = self._owners() if relocating else {}
         moves: list[Move] = []
         transfers: list[Put | Adopt] = []
         for src, (dst, date) in desired.items():
@@ -397,6 +407,18 @@ class _Planner:
             elif action is not None:
                 transfers.append(action)
         return moves, transfers
+
+    def _owners(self) -> dict[str, str]:
+        """Who holds each target path (by key), from one read of the whole index, shared by
+        the steps that need it."""
+        if self._holders is None:
+            index = self.index
+            pairs = index.targets() if isinstance(index, KnownFiles) else ((e.src, e.dst) for e in index.values())
+            if self.caps.case_sensitive:
+                self._holders = {dst: src for src, dst in pairs}
+            else:
+                self._holders = {dst.casefold(): src for src, dst in pairs}
+        return self._holders
 
     def _relocates(self, src: str, dst: str) -> bool:
         """Whether ``src`` goes to a target path other than the one the index has for it."""
@@ -418,12 +440,15 @@ class _Planner:
         candidates = {key(a.dst) for a in [*moves, *transfers] if self._relocates(a.src, a.dst)}
         if not candidates:
             return moves, transfers
-        established = {key(e.dst) for e in self.index.values()}
+        established = self._owners().keys()
         new = candidates - established
         if not new:
             return moves, transfers
         files = set(self.claimed) | (established - self.vacated)
-        folders = {a for f in files for a in ancestors(f)}
+        # every folder on the target: the files' parents and theirs (far fewer than files)
+        parents = {f.rpartition("/")[0] for f in files}
+        parents.discard("")
+        folders = parents.union(*(ancestors(p) for p in parents))
         if files.isdisjoint(folders):
             return moves, transfers  # every new path's folders are in folders, none is a file
         clashing = set()

@@ -155,6 +155,7 @@ edits = st.lists(
     incremental=st.booleans(),
     relayout=st.booleans(),
     batched=st.booleans(),
+    folded=st.booleans(),
 )
 def test_after_edits_the_target_follows_the_source(
     tree: dict[str, bytes],
@@ -163,9 +164,11 @@ def test_after_edits_the_target_follows_the_source(
     incremental: bool,
     relayout: bool,
     batched: bool,
+    folded: bool,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        rig = Rig(Path(tmp), Capabilities(server_side_move=True), batched=batched)
+        caps = Capabilities(server_side_move=True, case_sensitive=not folded)
+        rig = Rig(Path(tmp), caps, batched=batched)
         rig.write(tree)
         rig.executor.run(plan(rig.local(), {}, rig.settings(layout), remote={}))
         current = dict(tree)
@@ -231,7 +234,9 @@ def test_after_edits_the_target_follows_the_source(
 def narrowed_plan(rig: Rig, local: dict[str, LocalEntry], settings_: PlanSettings) -> Plan:
     """The plan as the engine makes it for a full pass: unchanged rows only counted."""
     kept, scope, total = narrow(Entries(local.items()), rig.index.stamps(), settings_.layout)
-    known_files = KnownFiles(rig.index.lookup_many(kept), scope, total, rig.index.rows, rig.index.lookup)
+    known_files = KnownFiles(
+        rig.index.lookup_many(kept), scope, total, rig.index.rows, rig.index.lookup, rig.index.targets
+    )
     return plan(local, known_files, settings_, scope=scope, source_empty=not local)
 
 
