@@ -311,7 +311,7 @@ class Executor:
                 return
             sending = time.monotonic()
             try:
-                remote = self._send(local, action.dst, before.mtime_ns)
+                remote = self._send(local, action.dst, before.mtime_ns, before.size)
             except ItemError:
                 if not self._readable(local):
                     return  # gone while it was being sent: planned again like any removal
@@ -455,7 +455,7 @@ class Executor:
         except OSError as exc:
             raise ItemError(f"cannot read the source file ({exc.strerror})") from None
 
-    def _send(self, local: str, dst: str, mtime_ns: int) -> RemoteEntry | None:
+    def _send(self, local: str, dst: str, mtime_ns: int, size: int) -> RemoteEntry | None:
         self._ensure_dir(parent(dst))
         caps = self.driver.caps
         if caps.atomic_put or not caps.atomic_rename:
@@ -465,13 +465,33 @@ class Executor:
             self.temps.add(tmp)
         try:
             remote = self.call(lambda: self.driver.put(local, tmp, mtime_ns))
-            self.call(lambda: self.driver.move(tmp, dst))
+            self.call(self._rename_into_place(tmp, dst, size))
         except BaseException:
             self._drop_temp(tmp)
             raise
         with self._lock:
             self.temps.discard(tmp)
         return remote
+
+    def _rename_into_place(self, tmp: str, dst: str, size: int) -> Callable[[], None]:
+        """The last step of an upload, for :meth:`call`. A retry that finds the temp file
+        gone and a file of the size sent in place counts as done: the connection dropped
+        after the server renamed, before its reply came."""
+        tries = 0
+
+        def rename() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                self.driver.move(tmp, dst)
+            except Exception:
+                if tries > 1 and self.driver.stat(tmp) is None:
+                    landed = self.driver.stat(dst)
+                    if landed is not None and landed.size == size:
+                        return
+                raise
+
+        return rename
 
     def _record(
         self, src: str, dst: str, entry: LocalEntry, action: Put | Adopt | Move, remote_hash: str | None

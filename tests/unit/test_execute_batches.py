@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from mirror.driver import BatchPut
+from backends.memory import MemoryDriver
+from mirror.driver import BatchPut, Capabilities
 from mirror.errors import ItemError, MirrorError, TransientError
-from mirror.execute import BATCH_FILE_BYTES, RunStats
+from mirror.execute import BATCH_FILE_BYTES, RetryPolicy, RunStats
 from mirror.plan import plan
 from tests.unit.test_plan import BatchingMemoryDriver, Rig
 
@@ -163,3 +164,30 @@ def test_temp_files_the_target_cannot_remove_are_left_to_a_listing_pass(rig: Rig
     rig.driver.deletes_refused = 100  # unreachable for the whole pass
     first_copy(rig)
     assert not rig.executor.temps  # the list does not grow while a target stays down
+
+
+class ReplyLost(MemoryDriver):
+    """Renames, then loses the reply once, as a connection that drops at that moment."""
+
+    lost = False
+
+    def move(self, src: str, dst: str) -> None:
+        super().move(src, dst)
+        if not self.lost:
+            self.lost = True
+            raise ConnectionResetError("connection lost before the reply")
+
+
+def test_a_rename_whose_reply_was_lost_counts_as_done() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(Path(tmp), Capabilities(atomic_rename=True))
+        rig.driver = ReplyLost(rig.driver.fs, rig.root, rig.driver.caps)
+        rig.executor.driver = rig.driver
+        rig.executor.retry = RetryPolicy(initial=0.01)
+        rig.write({"invoice.pdf": b"paid"})
+        stats = first_copy(rig)
+        assert rig.driver.lost
+        assert stats.uploaded == 1 and not stats.failed
+        assert rig.target() == {"invoice.pdf": b"paid"}
+        assert rig.index.failures() == []
+        rig.close()
