@@ -17,7 +17,6 @@ import dataclasses
 import datetime as dt
 import errno
 import functools
-import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -173,7 +172,9 @@ class Driver:
     def full(self, rel: str) -> str:
         """The fsspec path of ``rel`` under the root; refuses anything that could escape."""
         check_relative(rel)
-        return posixpath.join(self.root, rel)
+        # posixpath.join for a relative path, without its cost (this runs for every action)
+        root = self.root
+        return f"{root}/{rel}" if root and root[-1] != "/" else root + rel
 
     def relative(self, name: str) -> str | None:
         """The root-relative path of an fsspec name from a listing, or None if outside."""

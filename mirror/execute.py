@@ -87,6 +87,8 @@ class Executor:
         self.index = index
         self.source = source
         self._root = str(source)
+        #: joined with a source path by concatenation: this runs several times per file
+        self._prefix = self._root if self._root.endswith("/") else self._root + "/"
         self.concurrency = max(1, concurrency)
         self.stop = stop
         self.retry = retry or RetryPolicy()
@@ -289,7 +291,7 @@ class Executor:
 
     def _local(self, src: str) -> LocalEntry | None:
         try:
-            st = os.stat(os.path.join(self._root, src), follow_symlinks=False)
+            st = os.stat(self._prefix + src, follow_symlinks=False)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -297,7 +299,7 @@ class Executor:
         return LocalEntry(src, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def _put(self, action: Put) -> None:
-        local = os.path.join(self._root, action.src)
+        local = self._prefix + action.src
         # the scan's stat stands for the content until the stat after sending says otherwise
         before: LocalEntry | None = action.entry
         for _ in range(3):
@@ -386,7 +388,7 @@ class Executor:
         """One :meth:`Driver.send_batch` call (no retries: a failed file is sent again alone)."""
         items = [
             BatchPut(
-                os.path.join(self._root, a.src),
+                self._prefix + a.src,
                 temp_name(a.dst, f"{_TOKENS.getrandbits(48):012x}"),
                 a.dst,
                 a.entry.mtime_ns,
