@@ -57,7 +57,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry, classify_os_error
@@ -98,6 +98,8 @@ KEEPALIVE_S = 15
 _REPLY_HEAD = struct.Struct(">IBI")
 #: the status code SSH_FX_OK, as the first four bytes of a status reply
 _OK = bytes(4)
+#: an SFTP request: its type, and its payload in pieces (sent without joining them first)
+Request = tuple[int, tuple[bytes | memoryview, ...]]
 
 
 class UnknownHostKey(Exception):
@@ -487,7 +489,7 @@ class SFTPDriver(Driver):
     def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
         settable = self.caps.mtime_settable
         jobs = [
-            (
+            _Job(
                 item.local_path,
                 self.full(item.tmp),
                 self.full(item.dst),
@@ -496,7 +498,7 @@ class SFTPDriver(Driver):
             for item in items
         ]
         with self._session() as sftp:
-            outcomes = _send_batch(sftp, jobs)
+            outcomes = _Batch(sftp, jobs).run()
         return [None if outcome is None else self.classify(outcome) for outcome in outcomes]
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
@@ -552,7 +554,7 @@ class _Replies:
         self.waiting: set[int] = set()
         self._buffer = b""
 
-    def send(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> list[int]:
+    def send(self, requests: list[Request]) -> list[int]:
         """Send requests (type, payload pieces) in one channel write: one SSH packet when
         they fit, and the pieces copied once. Their request numbers."""
         sftp = self.sftp
@@ -593,7 +595,7 @@ class _Replies:
                 at = end
             self._buffer = buffer[at:]
 
-    def ask(self, requests: list[tuple[int, tuple[bytes | memoryview, ...]]]) -> list[int]:
+    def ask(self, requests: list[Request]) -> list[int]:
         """Send the requests and wait for every reply; their request numbers."""
         numbers = self.send(requests)
         self.wait()
@@ -632,106 +634,119 @@ class _Replies:
         return None
 
 
+class _Job(NamedTuple):
+    """One file of a batch: full paths on the server, mtime in seconds (None: not set)."""
+
+    local_path: str
+    tmp: str
+    dst: str
+    mtime_s: int | None
+
+
 def _string(text: str) -> bytes:
     raw = text.encode("utf-8")
     return struct.pack(">I", len(raw)) + raw
 
 
-def _send_batch(
-    sftp: paramiko.SFTPClient, jobs: list[tuple[str, str, str, int | None]]
-) -> list[BaseException | None]:
-    """Upload small files (local path, temp path, final path, mtime in seconds) and rename
-    each into place, in three round trips for the whole batch: every OPEN, then every
-    file's writes, FSETSTAT and CLOSE, then every rename. A file whose step fails skips
-    the steps after it; the others go on. One outcome per file."""
-    from paramiko.sftp import CMD_EXTENDED
-
-    outcomes: list[BaseException | None] = [None] * len(jobs)
-    contents = _read_small(jobs, outcomes)
-    replies = _Replies(sftp)
-    handles = _open_all(replies, jobs, contents, outcomes)
-    _write_all(replies, jobs, contents, handles, outcomes)
-    done = [i for i in handles if outcomes[i] is None]
-    rename = _string("posix-rename@openssh.com")
-    numbers = replies.ask([(CMD_EXTENDED, (rename, _string(jobs[i][1]), _string(jobs[i][2]))) for i in done])
-    for i, num in zip(done, numbers, strict=True):
-        outcomes[i] = replies.failure(num)
-    return outcomes
-
-
-def _read_small(
-    jobs: list[tuple[str, str, str, int | None]], outcomes: list[BaseException | None]
-) -> dict[int, bytes]:
-    """The content of each job's local file, read before anything is sent (a file that
-    cannot be read never leaves a file on the target)."""
-    contents: dict[int, bytes] = {}
-    for i, (local, _, _, _) in enumerate(jobs):
-        try:
-            with open(local, "rb") as src:
-                data = src.read(READ_SIZE + 1)
-        except OSError as exc:
-            outcomes[i] = exc
-            continue
-        if len(data) > READ_SIZE:
-            outcomes[i] = ItemError("the file grew past the size sent in batches; it is sent on its own")
-        else:
-            contents[i] = data
-    return contents
-
-
-def _open_all(
-    replies: _Replies,
-    jobs: list[tuple[str, str, str, int | None]],
-    contents: dict[int, bytes],
-    outcomes: list[BaseException | None],
-) -> dict[int, bytes]:
-    """Open every temp file for writing; the handles by job."""
+def _opening(path: str) -> Request:
+    """OPEN ``path`` for writing, created or truncated, with no attributes."""
     from paramiko.sftp import CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
 
-    flags_and_no_attrs = struct.pack(">II", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, 0)
-    order = list(contents)
-    numbers = replies.ask([(CMD_OPEN, (_string(jobs[i][1]), flags_and_no_attrs)) for i in order])
-    handles: dict[int, bytes] = {}
-    for i, num in zip(order, numbers, strict=True):
-        got = replies.handle(num)
-        if isinstance(got, bytes):
-            handles[i] = got
-        else:
-            outcomes[i] = got
-    return handles
+    return CMD_OPEN, (_string(path), struct.pack(">II", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, 0))
 
 
-def _write_all(
-    replies: _Replies,
-    jobs: list[tuple[str, str, str, int | None]],
-    contents: dict[int, bytes],
-    handles: dict[int, bytes],
-    outcomes: list[BaseException | None],
-) -> None:
-    """Write every opened file, set its mtime and close it; every handle is closed, even
-    after a refused write."""
-    from paramiko.sftp import CMD_CLOSE, CMD_FSETSTAT, CMD_WRITE
+def _writes(handle: bytes, block: memoryview, offset: int) -> list[Request]:
+    """WRITEs of ``block`` at ``offset``, one per WRITE_SIZE."""
+    from paramiko.sftp import CMD_WRITE
+
+    requests: list[Request] = []
+    for at in range(0, len(block), WRITE_SIZE):
+        chunk = block[at : at + WRITE_SIZE]
+        requests.append((CMD_WRITE, (handle, struct.pack(">QI", offset + at, len(chunk)), chunk)))
+    return requests
+
+
+def _closing(handle: bytes, mtime_s: int | None) -> list[Request]:
+    """FSETSTAT of the mtime (when it is set) and CLOSE: after the writes, in that order."""
+    from paramiko.sftp import CMD_CLOSE, CMD_FSETSTAT
     from paramiko.sftp_attr import SFTPAttributes
 
-    requests: list[tuple[int, tuple[bytes | memoryview, ...]]] = []
-    owners: list[int] = []
-    for i, handle in handles.items():
-        content = memoryview(contents[i])
-        for at in range(0, len(content), WRITE_SIZE):
-            chunk = content[at : at + WRITE_SIZE]
-            requests.append((CMD_WRITE, (handle, struct.pack(">QI", at, len(chunk)), chunk)))
-            owners.append(i)
-        mtime_s = jobs[i][3]
-        if mtime_s is not None:
-            times = struct.pack(">III", SFTPAttributes.FLAG_AMTIME, mtime_s, mtime_s)
-            requests.append((CMD_FSETSTAT, (handle, times)))
-            owners.append(i)
-        requests.append((CMD_CLOSE, (handle,)))
-        owners.append(i)
-    for i, num in zip(owners, replies.ask(requests), strict=True):
-        failure = replies.failure(num)
-        if outcomes[i] is None:
-            outcomes[i] = failure
+    requests: list[Request] = []
+    if mtime_s is not None:
+        times = struct.pack(">III", SFTPAttributes.FLAG_AMTIME, mtime_s, mtime_s)
+        requests.append((CMD_FSETSTAT, (handle, times)))
+    requests.append((CMD_CLOSE, (handle,)))
+    return requests
+
+
+class _Batch:
+    """Small files uploaded and renamed into place in three round trips for the whole
+    batch: every OPEN, then every file's writes, FSETSTAT and CLOSE, then every rename.
+    A file whose step fails skips the steps after it; the others go on."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, jobs: Sequence[_Job]) -> None:
+        self.jobs = jobs
+        self.replies = _Replies(sftp)
+        #: per job: None while it goes well, else what failed
+        self.outcomes: list[BaseException | None] = [None] * len(jobs)
+        self.contents: dict[int, bytes] = {}
+        self.handles: dict[int, bytes] = {}
+
+    def run(self) -> list[BaseException | None]:
+        """One outcome per job: None when the file is in place."""
+        self._read()
+        self._open()
+        self._write()
+        self._rename()
+        return self.outcomes
+
+    def _read(self) -> None:
+        # before anything is sent: a file that cannot be read never leaves one on the target
+        for i, job in enumerate(self.jobs):
+            try:
+                with open(job.local_path, "rb") as src:
+                    data = src.read(READ_SIZE + 1)
+            except OSError as exc:
+                self.outcomes[i] = exc
+                continue
+            if len(data) > READ_SIZE:
+                self.outcomes[i] = ItemError("the file grew past the size sent in batches; it is sent on its own")
+            else:
+                self.contents[i] = data
+
+    def _open(self) -> None:
+        order = list(self.contents)
+        numbers = self.replies.ask([_opening(self.jobs[i].tmp) for i in order])
+        for i, num in zip(order, numbers, strict=True):
+            got = self.replies.handle(num)
+            if isinstance(got, bytes):
+                self.handles[i] = got
+            else:
+                self.outcomes[i] = got
+
+    def _write(self) -> None:
+        # every handle is closed, even after a refused write
+        requests: list[Request] = []
+        owners: list[int] = []
+        for i, handle in self.handles.items():
+            mine = [*_writes(handle, memoryview(self.contents[i]), 0), *_closing(handle, self.jobs[i].mtime_s)]
+            requests += mine
+            owners += [i] * len(mine)
+        for i, num in zip(owners, self.replies.ask(requests), strict=True):
+            failure = self.replies.failure(num)
+            if self.outcomes[i] is None:
+                self.outcomes[i] = failure
+
+    def _rename(self) -> None:
+        from paramiko.sftp import CMD_EXTENDED
+
+        done = [i for i in self.handles if self.outcomes[i] is None]
+        rename = _string("posix-rename@openssh.com")
+        requests: list[Request] = [
+            (CMD_EXTENDED, (rename, _string(self.jobs[i].tmp), _string(self.jobs[i].dst))) for i in done
+        ]
+        for i, num in zip(done, self.replies.ask(requests), strict=True):
+            self.outcomes[i] = self.replies.failure(num)
 
 
 def _upload(
@@ -746,26 +761,13 @@ def _upload(
     and two packets; every reply is checked before this returns, and a failure raises
     the same exception paramiko's file object would.
     """
-    from paramiko.sftp import (
-        CMD_CLOSE,
-        CMD_FSETSTAT,
-        CMD_HANDLE,
-        CMD_OPEN,
-        CMD_WRITE,
-        SFTP_FLAG_CREATE,
-        SFTP_FLAG_TRUNC,
-        SFTP_FLAG_WRITE,
-        SFTPError,
-    )
-    from paramiko.sftp_attr import SFTPAttributes
+    from paramiko.sftp import CMD_CLOSE
 
-    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-    kind, msg = sftp._request(CMD_OPEN, target, flags, SFTPAttributes())
-    if kind != CMD_HANDLE:
-        raise SFTPError("Expected handle")
-    raw = msg.get_binary()
-    handle = struct.pack(">I", len(raw)) + raw
     replies = _Replies(sftp)
+    (num,) = replies.ask([_opening(target)])
+    handle = replies.handle(num)
+    if isinstance(handle, BaseException):
+        raise handle
     closed = last = False
     try:
         offset = 0
@@ -774,17 +776,11 @@ def _upload(
             # see the end), not 1 MiB; a file that grew since it was opened is read on
             want = min(READ_SIZE, size - offset + 1) if offset <= size else READ_SIZE
             block = memoryview(src.read(want))
-            requests: list[tuple[int, tuple[bytes | memoryview, ...]]] = []
-            for at in range(0, len(block), WRITE_SIZE):
-                chunk = block[at : at + WRITE_SIZE]
-                requests.append((CMD_WRITE, (handle, struct.pack(">QI", offset + at, len(chunk)), chunk)))
+            requests = _writes(handle, block, offset)
             offset += len(block)
             last = len(block) < want
             if last:
-                if mtime_s is not None:
-                    times = struct.pack(">III", SFTPAttributes.FLAG_AMTIME, mtime_s, mtime_s)
-                    requests.append((CMD_FSETSTAT, (handle, times)))
-                requests.append((CMD_CLOSE, (handle,)))
+                requests += _closing(handle, mtime_s)
             replies.send(requests)
             closed = last
             replies.wait(0 if last else IN_FLIGHT)

@@ -7,7 +7,9 @@ verify found differences; 2 usage or configuration error.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import importlib
+import json
 import logging
 import signal
 import sys
@@ -415,9 +417,6 @@ def _source_hash(driver: Driver, source: Path, src: str) -> str | None:
 def status(config_path: Path | None, target_name: str | None, state_dir: Path | None, as_json: bool) -> None:
     """Per target: files and bytes mirrored, pending work, failed items with their
     last error, and the time of the last complete sync. Works while `mirror run` runs."""
-    import datetime as dt
-    import json
-
     from mirror.index import iter_index_files
     from mirror.status import read as read_status
 

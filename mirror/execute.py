@@ -386,15 +386,7 @@ class Executor:
 
     def _send_batch(self, actions: list[Put]) -> list[MirrorError | None]:
         """One :meth:`Driver.send_batch` call (no retries: a failed file is sent again alone)."""
-        items = [
-            BatchPut(
-                self._prefix + a.src,
-                temp_name(a.dst, f"{_TOKENS.getrandbits(48):012x}"),
-                a.dst,
-                a.entry.mtime_ns,
-            )
-            for a in actions
-        ]
+        items = [BatchPut(self._prefix + a.src, self._temp_for(a.dst), a.dst, a.entry.mtime_ns) for a in actions]
         with self._lock:
             self.temps.update(item.tmp for item in items)
         try:
@@ -406,12 +398,14 @@ class Executor:
             for item in items:
                 self._drop_temp(item.tmp)
             raise
+        landed = []
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome is None:
-                with self._lock:
-                    self.temps.discard(item.tmp)
+                landed.append(item.tmp)
             else:
                 self._drop_temp(item.tmp)
+        with self._lock:
+            self.temps.difference_update(landed)
         return list(outcomes)
 
     def _confirm(self, action: Put) -> None:
@@ -462,7 +456,7 @@ class Executor:
         caps = self.driver.caps
         if caps.atomic_put or not caps.atomic_rename:
             return self.call(lambda: self.driver.put(local, dst, mtime_ns))
-        tmp = temp_name(dst, f"{_TOKENS.getrandbits(48):012x}")
+        tmp = self._temp_for(dst)
         with self._lock:
             self.temps.add(tmp)
         try:
@@ -474,6 +468,10 @@ class Executor:
         with self._lock:
             self.temps.discard(tmp)
         return remote
+
+    @staticmethod
+    def _temp_for(dst: str) -> str:
+        return temp_name(dst, f"{_TOKENS.getrandbits(48):012x}")
 
     def _rename_into_place(self, tmp: str, dst: str, size: int) -> Callable[[], None]:
         """The last step of an upload, for :meth:`call`. A retry that finds the temp file

@@ -157,7 +157,7 @@ class KnownFiles(Mapping[str, IndexEntry]):
         total: int,
         rows: Callable[[], Iterator[IndexEntry]],
         lookup: Callable[[str], IndexEntry | None],
-        targets: Callable[[], Iterator[tuple[str, str]]] | None = None,
+        targets: Callable[[], Iterator[tuple[str, str]]],
     ) -> None:
         self._loaded = loaded
         self._scope = scope
@@ -168,10 +168,8 @@ class KnownFiles(Mapping[str, IndexEntry]):
 
     def targets(self) -> Iterator[tuple[str, str]]:
         """(src, dst) of every row: all a plan needs to know who holds which target path,
-        streamed without building entries when the index can (:meth:`Index.targets`)."""
-        if self._targets is not None:
-            return self._targets()
-        return ((row.src, row.dst) for row in self._rows())
+        streamed without building entries (:meth:`Index.targets`)."""
+        return self._targets()
 
     def __getitem__(self, src: str) -> IndexEntry:
         row = self.find(src)
@@ -412,12 +410,9 @@ class _Planner:
         """Who holds each target path (by key), from one read of the whole index, shared by
         the steps that need it."""
         if self._holders is None:
-            index = self.index
+            index, key = self.index, self.key
             pairs = index.targets() if isinstance(index, KnownFiles) else ((e.src, e.dst) for e in index.values())
-            if self.caps.case_sensitive:
-                self._holders = {dst: src for src, dst in pairs}
-            else:
-                self._holders = {dst.casefold(): src for src, dst in pairs}
+            self._holders = {key(dst): src for src, dst in pairs}
         return self._holders
 
     def _relocates(self, src: str, dst: str) -> bool:

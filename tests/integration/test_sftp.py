@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from mirror.backends.sftp import SFTPDriver, _send_batch
+from mirror.backends.sftp import SFTPDriver, _Batch, _Job
 
 from mirror.driver import BatchPut, Driver
 from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
@@ -154,11 +154,11 @@ def test_a_refused_write_in_a_batch_is_never_renamed_into_place(
     assert isinstance(d, SFTPDriver)
     try:
         jobs = [
-            (write(tmp_path / "full", b"x" * 5000), "/dev/full", f"{root}/missing/full.pdf", None),
-            (write(tmp_path / "fine", b"fine"), f"{root}/fine.~tmp", f"{root}/fine.pdf", None),
+            _Job(write(tmp_path / "full", b"x" * 5000), "/dev/full", f"{root}/missing/full.pdf", None),
+            _Job(write(tmp_path / "fine", b"fine"), f"{root}/fine.~tmp", f"{root}/fine.pdf", None),
         ]
         with d._session() as sftp:
-            outcomes = _send_batch(sftp, jobs)
+            outcomes = _Batch(sftp, jobs).run()
         assert isinstance(outcomes[0], OSError) and not isinstance(outcomes[0], FileNotFoundError)
         assert outcomes[1] is None
         assert (root / "fine.pdf").read_bytes() == b"fine"
@@ -353,7 +353,7 @@ def test_server_restart_mid_copy_reconnects_and_converges(tmp_path: Path) -> Non
                 d.move(tmp, name)
             except FileNotFoundError:
                 # the server renamed, then the connection dropped before its reply came:
-                # the retry finds no temp file (the executor re-sends such a file)
+                # the retry finds no temp file (the executor counts such a file as done)
                 if not errors or not (root / name).exists():
                     raise
 

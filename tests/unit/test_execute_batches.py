@@ -21,7 +21,8 @@ TREE = {f"invoices/{i:02}.pdf": b"invoice %d" % i for i in range(8)}
 
 
 class Rigged(BatchingMemoryDriver):
-    """Runs ``before_batch`` on each batch, and may answer for its items."""
+    """Records each batch and runs ``hook`` on it, which may answer for its items; deletes
+    fail while ``deletes_refused`` lasts."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -127,7 +128,7 @@ def test_a_file_gone_while_its_batch_was_out_is_neither_recorded_nor_failed(rig:
     assert "invoices/02.pdf" not in rig.index.entries()
 
 
-def test_large_files_and_single_leftovers_are_not_batched(rig: Rig) -> None:
+def test_large_files_are_not_batched(rig: Rig) -> None:
     (rig.source / "scan.tif").write_bytes(b"x" * BATCH_FILE_BYTES)
     stats = first_copy(rig)
     assert not stats.failed
