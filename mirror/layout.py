@@ -32,6 +32,11 @@ class Layout:
 
     template: str
 
+    @property
+    def keeps_paths(self) -> bool:
+        """Whether every file lands on its own source path (the ``tree`` layout)."""
+        return self.template == "{path}"
+
     @classmethod
     def parse(cls, text: str) -> Layout:
         """Accept a layout name or a template; ValueError explains what is wrong."""
@@ -65,7 +70,7 @@ class Layout:
 
     def target_path(self, rel: str, date: dt.date) -> str:
         """The target path of source file ``rel`` (``/``-separated) dated ``date``."""
-        if self.template == "{path}":
+        if self.keeps_paths:
             return check_relative(rel)
         parent, _, name = rel.rpartition("/")
         dot = name.rfind(".")

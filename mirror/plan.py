@@ -234,6 +234,9 @@ def narrow(local: Entries, stamps: Iterable[Stamp], layout: Layout) -> tuple[set
     dates: dict[str, dt.date] = {}
     total = 0
     same = local.same
+    # a row stored at its own path (dst NULL) was checked safe when placed, and the tree
+    # layout puts it there again: no layout call for the usual case
+    keeps_paths = layout.keeps_paths
     paths = iter(sorted(local))
     path = next(paths, None)
     for src, size, mtime_ns, dst, day in stamps:
@@ -243,9 +246,12 @@ def narrow(local: Entries, stamps: Iterable[Stamp], layout: Layout) -> tuple[set
             path = next(paths, None)
         if path == src:
             path = next(paths, None)
-            date = dates.get(day) or dates.setdefault(day, dt.date.fromisoformat(day))
-            if same(src, size, mtime_ns) and _placed(layout, src, dst or src, date):
-                continue
+            if same(src, size, mtime_ns):
+                if dst is None and keeps_paths:
+                    continue
+                date = dates.get(day) or dates.setdefault(day, dt.date.fromisoformat(day))
+                if _placed(layout, src, dst or src, date):
+                    continue
         kept.add(src)
     if path is not None:
         scope.add(path)

@@ -420,6 +420,20 @@ def test_narrowing_keeps_exactly_the_new_changed_and_gone_paths(
     assert scope == (fresh - indexed) | changed | gone
 
 
+@pytest.mark.parametrize("layout", ["tree", "by-year"])
+def test_narrowing_keeps_unchanged_files_the_layout_now_puts_elsewhere(layout: str) -> None:
+    """Back to the tree layout (or to another one), a file laid out elsewhere must move."""
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index(Path(tmp) / "index.sqlite")
+        index.record(known("a/in-place.pdf", "2023/a/in-place.pdf" if layout == "by-year" else None))
+        index.record(known("a/moved.pdf", "a/moved.pdf" if layout == "by-year" else "2023/a/moved.pdf"))
+        index.flush()
+        local = {src: entry(src) for src in ("a/in-place.pdf", "a/moved.pdf")}
+        kept, scope, total = narrow(Entries(local.items()), index.stamps(), Layout.parse(layout))
+        index.close()
+    assert (kept, scope, total) == ({"a/moved.pdf"}, {"a/moved.pdf"}, 2)
+
+
 def test_lookup_many_finds_exactly_the_rows_asked_for_across_query_batches() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         index = Index(Path(tmp) / "index.sqlite")
