@@ -308,9 +308,15 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -
             click.echo(f"{report.target}: deletions withheld: {report.guard}", err=True)
         if report.fatal or report.down:
             click.echo(f"{report.target}: target failed: {report.fatal or report.down}", err=True)
+    if mirror.unreadable:
+        click.echo(
+            f"{len(mirror.unreadable)} source folder(s) or file(s) could not be read; "
+            "their copies stay on the targets until they can (see the warnings above)",
+            err=True,
+        )
     if stopped:
         return EXIT_PROBLEM
-    return EXIT_OK if all(r.ok for r in reports) else EXIT_PROBLEM
+    return EXIT_OK if all(r.ok for r in reports) and not mirror.unreadable else EXIT_PROBLEM
 
 
 @contextmanager

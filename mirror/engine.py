@@ -59,7 +59,8 @@ class Work:
     full: bool = False
     listing: bool = False
     changes: dict[str, LocalEntry | None] = field(default_factory=dict)
-    #: paths a full pass must leave alone (still being written at start-up)
+    #: paths a full pass must leave alone: files still being written at start-up, and
+    #: files and folders that could not be read
     skip: frozenset[str] = frozenset()
 
 
@@ -220,7 +221,8 @@ class TargetRunner:
 
         The target is only contacted when it is listed or the plan has something to do,
         so a pass that finds nothing changed works offline. ``skip`` names paths left to
-        a later pass (files still being written).
+        a later pass: files still being written, and unreadable files and folders (with
+        every file the index has below them, which a read error must not delete).
         """
         started = time.time()
         remote: dict[str, RemoteEntry] | None = None
@@ -234,6 +236,8 @@ class TargetRunner:
             scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
         if scope is None and source_empty is None:
             source_empty = not mine and not skip  # files still being written count as there
+        if skip and self.index is not None:
+            skip = {*skip, *self.index.under(skip)}
         index, scope = self._index_for(mine, scope, listing)
         if skip:
             scope = set(scope if scope is not None else (*mine, *index)).difference(skip)
@@ -494,6 +498,8 @@ class Mirror:
             for t in config.targets
         ]
         self.filter = Filter()
+        #: what the last full scan could not read (so a run that held it back is not "in sync")
+        self.unreadable: frozenset[str] = frozenset()
 
     def open(self) -> None:
         try:
@@ -525,7 +531,12 @@ class Mirror:
         check_source(self.config.source)
         snap = scan(self.config.source, self.filter)
         for skip in snap.skipped:
-            log.info("skipped %s: %s", skip.path, skip.reason)
+            if skip.unreadable:
+                log.warning(
+                    "skipped %s: %s; its copies on the targets stay until it can be read", skip.path, skip.reason
+                )
+            else:
+                log.info("skipped %s: %s", skip.path, skip.reason)
         return snap
 
     def settle(self, snap: Snapshot) -> set[str]:
@@ -551,6 +562,7 @@ class Mirror:
     def run_once(self, *, listing: bool = False) -> list[Report]:
         """One full pass for every target (in parallel); the targets' reports."""
         snap = self.scan()
+        self.unreadable = frozenset(snap.unreadable)
         unsettled = self.settle(snap)
         for rel in sorted(unsettled):
             log.warning("%s keeps changing; left for the next run", rel)
@@ -566,7 +578,7 @@ class Mirror:
                     listing=listing or runner.needs_listing(),
                     scope=None,
                     source_empty=not snap.entries,
-                    skip=unsettled,
+                    skip=unsettled | snap.unreadable,
                 )
             except Exception as exc:
                 # any error, even a per-item one from connecting, fails this target's report:
@@ -626,7 +638,7 @@ class Mirror:
                     known.update((p, e) for p, e in fresh.entries.items() if p not in young)
                 watcher.expect(young)
                 for runner in self.runners:
-                    runner.submit(full=True, listing=due, skip=young)
+                    runner.submit(full=True, listing=due, skip=young | fresh.unreadable)
                 next_rescan = time.monotonic() + rescan_every
             elif batch.changes:
                 self.observer.on_changes(len(batch.changes))

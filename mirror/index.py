@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -205,6 +205,21 @@ class Index:
             self._drain()
             row = self._db.execute(f"{_SELECT} WHERE src = ?", (src,)).fetchone()
         return None if row is None else _entry(row, {})
+
+    def under(self, paths: Iterable[str]) -> set[str]:
+        """The source paths of the rows at or below each of ``paths`` (``""``: every row)."""
+        found: set[str] = set()
+        with self._lock:
+            self._drain()
+            for path in paths:
+                if not path:
+                    return {row[0] for row in self._db.execute("SELECT src FROM files")}
+                # "/" and "0" are neighbours in byte order: the range holds exactly path/...
+                rows = self._db.execute(
+                    "SELECT src FROM files WHERE src = ? OR (src > ? AND src < ?)", (path, f"{path}/", f"{path}0")
+                )
+                found.update(row[0] for row in rows)
+        return found
 
     def count(self) -> int:
         with self._lock:

@@ -7,6 +7,7 @@ not valid UTF-8 cannot be stored on most targets and are skipped with a reason.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import struct
@@ -39,6 +40,8 @@ class Skip:
 
     path: str
     reason: str
+    #: it is there but cannot be read: its copies on the targets stay
+    unreadable: bool = False
 
 
 #: size, mtime_ns, inode
@@ -46,6 +49,8 @@ _RECORD = struct.Struct("<qqQ")
 _MTIME = struct.Struct("<q")
 #: the start of a record: size, mtime_ns
 _SIZE_MTIME = struct.Struct("<qq")
+_ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_SUBDIR = _ROOT | os.O_NOFOLLOW
 
 
 class Entries(MutableMapping[str, LocalEntry]):
@@ -122,6 +127,9 @@ class Snapshot:
 
     entries: Entries = field(default_factory=Entries)
     skipped: list[Skip] = field(default_factory=list)
+    #: folders and files that are there but could not be read ("" for the root): what
+    #: the targets hold of them is neither gone nor changed, and stays
+    unreadable: set[str] = field(default_factory=set)
 
 
 def _kind(mode: int) -> str:
@@ -161,40 +169,63 @@ def scan(root: Path, filt: Filter, start: str = "") -> Snapshot:
     # one loop body for every file: at a few microseconds per file, calls add up
     while stack:
         rel_dir = stack.pop()
-        try:
-            it = os.scandir(os.path.join(base, rel_dir) if rel_dir else base)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            skipped.append(Skip(rel_dir or ".", f"folder cannot be read ({exc.strerror})"))
+        fd = _open_folder(base, rel_dir, snap)
+        if fd is None:
             continue
         prefix = f"{rel_dir}/" if rel_dir else ""
         valid_dir = _valid_name(rel_dir)
-        with it:
-            for item in it:
-                name = item.name
-                rel = prefix + name
-                try:
-                    st = item.stat(follow_symlinks=False)
-                except OSError:
-                    continue  # vanished between listing and stat: the next event or scan sees it
-                mode = st.st_mode
-                if S_ISDIR(mode):
-                    if filt.wants_dir(rel):
-                        stack.append(rel)
-                elif is_junk(name) or (narrows and not filt.wants_by_pattern(rel)):
-                    continue
-                elif not (valid_dir and (name.isascii() or _valid_name(name))):
-                    skipped.append(Skip(rel, "name is not valid UTF-8"))
-                elif S_ISREG(mode):
-                    records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)
-                else:
-                    skipped.append(Skip(rel, _kind(mode)))
+        try:
+            # the entries stat through this descriptor: it stays open until they are done
+            with os.scandir(fd) as it:
+                for item in it:
+                    name = item.name
+                    rel = prefix + name
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # vanished between listing and stat: the next event or scan sees it
+                    except OSError as exc:
+                        skipped.append(Skip(rel, f"cannot be read ({exc.strerror})", unreadable=True))
+                        snap.unreadable.add(rel)
+                        continue
+                    mode = st.st_mode
+                    if S_ISDIR(mode):
+                        if filt.wants_dir(rel):
+                            stack.append(rel)
+                    elif is_junk(name) or (narrows and not filt.wants_by_pattern(rel)):
+                        continue
+                    elif not (valid_dir and (name.isascii() or _valid_name(name))):
+                        skipped.append(Skip(rel, "name is not valid UTF-8"))
+                    elif S_ISREG(mode):
+                        records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)
+                    else:
+                        skipped.append(Skip(rel, _kind(mode)))
+        finally:
+            os.close(fd)
     return snap
 
 
+def _open_folder(base: str, rel_dir: str, snap: Snapshot) -> int | None:
+    """A descriptor of the folder to list, or None (and why in ``snap``) when there is none.
+
+    A subfolder is opened without following a symlink: a folder swapped for a link since
+    it was seen (by anyone who may write to the source) must not lead the scan, and so
+    the targets, to files outside the source.
+    """
+    try:
+        return os.open(os.path.join(base, rel_dir), _SUBDIR) if rel_dir else os.open(base, _ROOT)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # ELOOP: now a symlink, which the next scan reports
+            snap.skipped.append(Skip(rel_dir or ".", f"folder cannot be read ({exc.strerror})", unreadable=True))
+            snap.unreadable.add(rel_dir)
+        return None
+
+
 def stat_paths(root: Path, rels: Iterable[str], filt: Filter) -> dict[str, LocalEntry | None]:
-    """Fresh facts for single paths: an entry, or None when it is gone or not mirrored."""
+    """Fresh facts for single paths: an entry, or None when it is gone or not mirrored;
+    a path that cannot be read (permissions, I/O errors) is left out."""
     result: dict[str, LocalEntry | None] = {}
     for rel in rels:
         try:

@@ -177,7 +177,12 @@ class SourceWatcher:
         fresh = stat_paths(self.root, list(self._pending), self.filt)
         ready: dict[str, LocalEntry | None] = {}
         for rel, (old_sig, since) in list(self._pending.items()):
-            entry = fresh.get(rel)
+            if rel not in fresh:
+                # it could not be read (a folder's permissions changed, an I/O error): that
+                # is neither a change nor a deletion; the next full scan looks again
+                del self._pending[rel]
+                continue
+            entry = fresh[rel]
             sig: Signature = None if entry is None else (entry.size, entry.mtime_ns, entry.ino)
             if entry is None:
                 ready[rel] = None

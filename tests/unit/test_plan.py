@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from backends.memory import MemoryDriver
@@ -432,6 +432,23 @@ def test_narrowing_keeps_unchanged_files_the_layout_now_puts_elsewhere(layout: s
         kept, scope, total = narrow(Entries(local.items()), index.stamps(), Layout.parse(layout))
         index.close()
     assert (kept, scope, total) == ({"a/moved.pdf"}, {"a/moved.pdf"}, 2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.sets(st.lists(WIDE_NAMES, min_size=1, max_size=3).map("/".join), max_size=20),
+    held=st.lists(st.lists(WIDE_NAMES, min_size=0, max_size=2).map("/".join), max_size=3),
+)
+@example(rows={"a/b", "a/b/c.pdf", "a/b c.pdf", "a/b0", "a/b0/x.pdf", "a/b-/y.pdf", "a/bc"}, held=["a/b"])
+def test_rows_under_held_paths_are_exactly_those_at_or_below_them(rows: set[str], held: list[str]) -> None:
+    """What an unreadable folder holds back: neither a neighbour like "a/b c" nor "a/b0"."""
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index(Path(tmp) / "index.sqlite")
+        for src in rows:
+            index.record(known(src))
+        found = index.under(held)
+        index.close()
+    assert found == {r for r in rows for h in held if not h or r == h or r.startswith(h + "/")}
 
 
 def test_lookup_many_finds_exactly_the_rows_asked_for_across_query_batches() -> None:

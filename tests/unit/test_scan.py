@@ -96,3 +96,28 @@ def test_packed_entries_keep_every_value_and_find_recent_files() -> None:
     clone = entries.copy()
     del clone["old.pdf"]
     assert "old.pdf" in entries and "old.pdf" not in clone
+
+
+class _SwapOnSight(Filter):
+    """Replaces a folder with a symlink to ``outside`` right after the scan has seen it."""
+
+    def __init__(self, root: Path, folder: str, outside: Path) -> None:
+        super().__init__()
+        self.root, self.folder, self.outside = root, folder, outside
+
+    def wants_dir(self, rel: str) -> bool:
+        if rel == self.folder:
+            (self.root / rel).rename(self.root / f"{rel}.old")
+            (self.root / rel).symlink_to(self.outside, target_is_directory=True)
+        return super().wants_dir(rel)
+
+
+def test_a_folder_swapped_for_a_symlink_while_scanning_is_not_followed(tmp_path: Path) -> None:
+    source, outside = tmp_path / "source", tmp_path / "outside"
+    (source / "scans").mkdir(parents=True)
+    (source / "scans" / "mine.pdf").write_bytes(b"mine")
+    outside.mkdir()
+    (outside / "secret.key").write_bytes(b"not for the targets")
+    snap = scan(source, _SwapOnSight(source, "scans", outside))
+    assert "scans/secret.key" not in snap.entries
+    assert set(snap.entries) <= {"scans.old/mine.pdf"}

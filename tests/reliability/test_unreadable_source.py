@@ -1,0 +1,105 @@
+"""A source folder that cannot be read is not a deletion: its copies stay on the target.
+
+Permissions changed by a program, a backup tool or an admin, or a network share answering
+"permission denied" for a while, must never empty the mirror of that folder. Root reads
+everything, so mirror runs in a user namespace of its own (``unshare --user``), where it
+keeps its user id but loses the power to override permissions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli import MIRROR, files, run, wait_for
+from tests.reliability.common import landed
+
+TREE = {"2025/a.pdf": b"a", "2025/b.pdf": b"b", "2026/c.pdf": b"c", "2026/d.pdf": b"d", "e.pdf": b"e"}
+
+
+@pytest.fixture
+def mirrored(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
+    """A source whose first copy is done, and the environment of later runs."""
+    source, target, state = tmp_path / "export", tmp_path / "backup", tmp_path / "state"
+    for rel, data in TREE.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(data)
+    probe = source / "2025" / "a.pdf"
+    probe.chmod(0o000)
+    check = subprocess.run(["unshare", "--user", "cat", str(probe)], capture_output=True, check=False)
+    probe.chmod(0o644)
+    if check.returncode == 0 or b"Permission denied" not in check.stderr:
+        pytest.skip("cannot run a process that file permissions apply to")
+    first = run("run", str(source), str(target), "--once", state=state)
+    assert first.returncode == 0, first.stderr
+    assert landed(target) == TREE
+    try:
+        yield source, target, {**os.environ, "MIRROR_STATE_DIR": str(state)}
+    finally:
+        (source / "2025").chmod(0o755)
+
+
+def once(source: Path, target: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["unshare", "--user", *MIRROR, "run", str(source), str(target), "--once"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_an_unreadable_folder_keeps_its_copies_until_it_can_be_read(
+    mirrored: tuple[Path, Path, dict[str, str]],
+) -> None:
+    source, target, env = mirrored
+    (source / "2025").chmod(0o000)
+    (source / "2026" / "d.pdf").unlink()  # a real deletion next to it still goes through
+    result = once(source, target, env)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert landed(target) == {k: v for k, v in TREE.items() if k != "2026/d.pdf"}, output
+    assert "2025: folder cannot be read (Permission denied); its copies on the targets stay" in output
+    assert result.returncode == 1, output  # not "in sync": a run from cron must tell
+
+    (source / "2025").chmod(0o755)
+    (source / "2025" / "b.pdf").unlink()
+    again = once(source, target, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert landed(target) == {"2025/a.pdf": b"a", "2026/c.pdf": b"c", "e.pdf": b"e"}
+
+
+def test_an_unlisted_but_searchable_folder_keeps_its_copies(mirrored: tuple[Path, Path, dict[str, str]]) -> None:
+    """Execute without read permission: names cannot be listed, yet each file can be stat'ed."""
+    source, target, env = mirrored
+    (source / "2025").chmod(0o100)
+    result = once(source, target, env)
+    assert landed(target) == TREE, result.stdout + result.stderr
+
+
+def test_a_folder_turning_unreadable_in_watch_mode_keeps_its_copies(
+    mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    source, target, env = mirrored
+    log = tmp_path / "watch.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["unshare", "--user", *MIRROR, "run", str(source), str(target)],
+            stdout=out, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        (source / "late.pdf").write_bytes(b"late")
+        wait_for(lambda: files(target).get("late.pdf") == b"late", what="the watcher's first change")
+        (source / "2025").chmod(0o000)
+        (source / "later.pdf").write_bytes(b"later")
+        wait_for(lambda: files(target).get("later.pdf") == b"later", what="a change after the chmod")
+        # the chmod's event was handled in the same or an earlier batch than the new file
+        assert landed(target) == {**TREE, "late.pdf": b"late", "later.pdf": b"later"}, log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+    output = log.read_text()
+    assert code == 0, output
+    assert "Traceback" not in output, output
