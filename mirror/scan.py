@@ -162,47 +162,59 @@ def check_source(root: Path) -> None:
 def scan(root: Path, filt: Filter, start: str = "") -> Snapshot:
     """Walk ``root`` (or only its subfolder ``start``) and return what to mirror."""
     snap = Snapshot()
-    records, skipped, pack = snap.entries._records, snap.skipped, _RECORD.pack
     stack = [start]
     base = str(root)
-    narrows = filt.narrows
-    # one loop body for every file: at a few microseconds per file, calls add up
     while stack:
         rel_dir = stack.pop()
         fd = _open_folder(base, rel_dir, snap)
         if fd is None:
             continue
-        prefix = f"{rel_dir}/" if rel_dir else ""
-        valid_dir = _valid_name(rel_dir)
         try:
-            # the entries stat through this descriptor: it stays open until they are done
-            with os.scandir(fd) as it:
-                for item in it:
-                    name = item.name
-                    rel = prefix + name
-                    try:
-                        st = item.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # vanished between listing and stat: the next event or scan sees it
-                    except OSError as exc:
-                        skipped.append(Skip(rel, f"cannot be read ({exc.strerror})", unreadable=True))
-                        snap.unreadable.add(rel)
-                        continue
-                    mode = st.st_mode
-                    if S_ISDIR(mode):
-                        if filt.wants_dir(rel):
-                            stack.append(rel)
-                    elif is_junk(name) or (narrows and not filt.wants_by_pattern(rel)):
-                        continue
-                    elif not (valid_dir and (name.isascii() or _valid_name(name))):
-                        skipped.append(Skip(rel, "name is not valid UTF-8"))
-                    elif S_ISREG(mode):
-                        records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)
-                    else:
-                        skipped.append(Skip(rel, _kind(mode)))
+            stack += _list_folder(fd, rel_dir, filt, snap)
+        except OSError as exc:
+            # listing broke off (an I/O error, a share gone stale): the files not yet seen
+            # are not gone, so the whole folder is held back like an unreadable one
+            snap.skipped.append(Skip(rel_dir or ".", f"folder cannot be read ({exc.strerror})", unreadable=True))
+            snap.unreadable.add(rel_dir)
         finally:
             os.close(fd)
     return snap
+
+
+def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[str]:
+    """Record the files of one open folder in ``snap``; return its subfolders to walk."""
+    records, skipped, pack = snap.entries._records, snap.skipped, _RECORD.pack
+    narrows = filt.narrows
+    prefix = f"{rel_dir}/" if rel_dir else ""
+    valid_dir = _valid_name(rel_dir)
+    folders = []
+    # one loop body for every file: at a few microseconds per file, calls add up; the
+    # entries stat through ``fd``, which stays open until they are done
+    with os.scandir(fd) as it:
+        for item in it:
+            name = item.name
+            rel = prefix + name
+            try:
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished between listing and stat: the next event or scan sees it
+            except OSError as exc:
+                skipped.append(Skip(rel, f"cannot be read ({exc.strerror})", unreadable=True))
+                snap.unreadable.add(rel)
+                continue
+            mode = st.st_mode
+            if S_ISDIR(mode):
+                if filt.wants_dir(rel):
+                    folders.append(rel)
+            elif is_junk(name) or (narrows and not filt.wants_by_pattern(rel)):
+                continue
+            elif not (valid_dir and (name.isascii() or _valid_name(name))):
+                skipped.append(Skip(rel, "name is not valid UTF-8"))
+            elif S_ISREG(mode):
+                records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)
+            else:
+                skipped.append(Skip(rel, _kind(mode)))
+    return folders
 
 
 def _open_folder(base: str, rel_dir: str, snap: Snapshot) -> int | None:
