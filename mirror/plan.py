@@ -378,7 +378,8 @@ class _Planner:
                 self.refusals.append(Refuse(src, dst, why))
                 continue
             desired[src] = (dst, date)
-        return dict(sorted(desired.items()))
+        # sorting the keys alone: a list of (key, value) pairs costs a million tuples more
+        return {src: desired[src] for src in sorted(desired)}
 
     def assign(
         self, desired: dict[str, tuple[str, dt.date]], gone: list[str]
@@ -442,10 +443,11 @@ class _Planner:
         if not candidates:
             return moves, transfers
         established = self._owners().keys()
-        new = candidates - established
+        new = candidates - established if established else candidates
         if not new:
             return moves, transfers
-        files = set(self.claimed) | (established - self.vacated)
+        # no copies of a million keys when nothing is established yet (a first copy)
+        files = self.claimed.keys() | (established - self.vacated) if established else self.claimed.keys()
         # every folder on the target: the files' parents and theirs (far fewer than files)
         parents = {f.rpartition("/")[0] for f in files}
         parents.discard("")
@@ -467,6 +469,8 @@ class _Planner:
         self, removals: list[Removal], moves: list[Move], transfers: list[Put | Adopt]
     ) -> tuple[list[Removal], list[Removal]]:
         """Removals of paths that a new file needs as a folder, or the reverse, go first."""
+        if not removals:
+            return [], []  # a first copy: no folder of a million new paths needs working out
         new = [self.key(a.dst) for a in [*moves, *transfers]]
         new_folders = {a for k in new for a in ancestors(k)}
         new_set = set(new)
