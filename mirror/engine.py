@@ -283,7 +283,10 @@ class TargetRunner:
         else:
             loaded = {src: row for src in scope if (row := self.index.lookup(src)) is not None}
             total = self.index.count()
-        return KnownFiles(loaded, scope, total, self.index.rows, self.index.lookup, self.index.targets), scope
+        index = self.index
+        return KnownFiles(
+            loaded, scope, total, index.rows, index.lookup, index.targets, index.holders, index.held_below
+        ), scope
 
     def _call(self, fn: Callable[[], dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
         assert self.executor is not None or self.dry_run

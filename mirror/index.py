@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS runs (
     failed INTEGER NOT NULL,
     result TEXT NOT NULL
 );
+-- who holds a target path, asked for every new file in watch mode; builds without it
+-- keep writing (sqlite maintains an index it was not told of)
+CREATE INDEX IF NOT EXISTS files_dst ON files(dst);
 """
 #: rows written between commits while a batch runs
 COMMIT_EVERY = 500
@@ -63,6 +66,7 @@ _IN_BATCH = 500
 _SELECT = "SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files"
 _SELECT_STAMPS = "SELECT src, size, mtime_ns, NULLIF(dst, src), date FROM files"
 _SELECT_TARGETS = "SELECT src, dst FROM files"
+_SELECT_HOLDERS = "SELECT dst, src FROM files"
 #: what a full pass compares for each row: src, size, mtime_ns, dst (None when it is
 #: src, as with the tree layout) and the date (ISO)
 Stamp = tuple[str, int, int, "str | None", str]
@@ -205,6 +209,28 @@ class Index:
             self._drain()
             row = self._db.execute(f"{_SELECT} WHERE src = ?", (src,)).fetchone()
         return None if row is None else _entry(row, {})
+
+    def holders(self, dsts: Collection[str]) -> dict[str, str]:
+        """The source path of the row holding each of the target paths ``dsts`` that one holds."""
+        found: dict[str, str] = {}
+        wanted = list(dsts)
+        for at in range(0, len(wanted), _IN_BATCH):
+            chunk = wanted[at : at + _IN_BATCH]
+            with self._lock:
+                self._drain()
+                query = f"{_SELECT_HOLDERS} WHERE dst IN ({','.join('?' * len(chunk))}) ORDER BY src"
+                found.update(self._db.execute(query, chunk).fetchall())
+        return found
+
+    def held_below(self, folder: str, limit: int) -> list[str]:
+        """Up to ``limit`` target paths of rows below ``folder`` (not the root), in order."""
+        with self._lock:
+            self._drain()
+            rows = self._db.execute(
+                "SELECT dst FROM files WHERE dst > ? AND dst < ? ORDER BY dst LIMIT ?",
+                (f"{folder}/", f"{folder}0", limit),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def under(self, paths: Iterable[str]) -> set[str]:
         """The source paths of the rows at or below each of ``paths`` (``""``: every row)."""

@@ -158,6 +158,8 @@ class KnownFiles(Mapping[str, IndexEntry]):
         rows: Callable[[], Iterator[IndexEntry]],
         lookup: Callable[[str], IndexEntry | None],
         targets: Callable[[], Iterator[tuple[str, str]]],
+        holders: Callable[[Collection[str]], dict[str, str]] | None = None,
+        held_below: Callable[[str, int], list[str]] | None = None,
     ) -> None:
         self._loaded = loaded
         self._scope = scope
@@ -165,11 +167,29 @@ class KnownFiles(Mapping[str, IndexEntry]):
         self._rows = rows
         self._lookup = lookup
         self._targets = targets
+        self._holders = holders
+        self._held_below = held_below
 
     def targets(self) -> Iterator[tuple[str, str]]:
         """(src, dst) of every row: all a plan needs to know who holds which target path,
         streamed without building entries (:meth:`Index.targets`)."""
         return self._targets()
+
+    @property
+    def answers_by_path(self) -> bool:
+        """Whether :meth:`holders` and :meth:`held_below` ask the index (by exact path)
+        instead of a plan reading every row to know who holds what."""
+        return self._holders is not None and self._held_below is not None
+
+    def holders(self, dsts: Collection[str]) -> dict[str, str]:
+        """The source path holding each of the target paths ``dsts`` that a row holds."""
+        assert self._holders is not None
+        return self._holders(dsts)
+
+    def held_below(self, folder: str, limit: int) -> list[str]:
+        """Up to ``limit`` target paths that rows hold below ``folder``, in path order."""
+        assert self._held_below is not None
+        return self._held_below(folder, limit)
 
     def __getitem__(self, src: str) -> IndexEntry:
         row = self.find(src)
@@ -352,6 +372,11 @@ class _Planner:
         #: target paths whose current file leaves in this plan
         self.vacated: set[str] = set()
         self._holders: dict[str, str] | None = None
+        #: the index answers "who holds this path?" itself (exact paths, so only where
+        #: the target tells case apart): no plan reads every row for a few new files
+        self._asks: KnownFiles | None = None
+        if isinstance(index, KnownFiles) and index.answers_by_path and self.caps.case_sensitive:
+            self._asks = index
 
     def place(self, paths: Iterable[str]) -> dict[str, tuple[str, dt.date]]:
         """Target path and date of every source path that may need an action, in path
@@ -394,7 +419,7 @@ class _Planner:
         # who holds each target path: only needed (and the whole index only read) when
         # some file goes to a path that is not already its own
         relocating = any(self._relocates(src, dst) for src, (dst, _) in desired.items())
-        owner = self._owners() if relocating else {}
+        owner = self._owners_of([key(dst) for dst, _ in desired.values()]) if relocating else {}
         moves: list[Move] = []
         transfers: list[Put | Adopt] = []
         for src, (dst, date) in desired.items():
@@ -422,6 +447,13 @@ class _Planner:
             self._holders = {key(dst): src for src, dst in pairs}
         return self._holders
 
+    def _owners_of(self, keys: Collection[str]) -> dict[str, str]:
+        """Who holds each of these target paths (by key), asked of the index where it can."""
+        if self._asks is not None:
+            return self._asks.holders(keys)
+        owners = self._owners()
+        return {k: owners[k] for k in keys if k in owners}
+
     def _relocates(self, src: str, dst: str) -> bool:
         """Whether ``src`` goes to a target path other than the one the index has for it."""
         known = self.index.get(src)
@@ -442,6 +474,8 @@ class _Planner:
         candidates = {key(a.dst) for a in [*moves, *transfers] if self._relocates(a.src, a.dst)}
         if not candidates:
             return moves, transfers
+        if self._asks is not None:
+            return self._refuse_clashes_asking(self._asks, candidates, moves, transfers)
         established = self._owners().keys()
         new = candidates - established if established else candidates
         if not new:
@@ -454,10 +488,38 @@ class _Planner:
         folders = parents.union(*(ancestors(p) for p in parents))
         if files.isdisjoint(folders):
             return moves, transfers  # every new path's folders are in folders, none is a file
+        return self._refuse(new, lambda k: k in folders or any(a in files for a in ancestors(k)), moves, transfers)
+
+    def _refuse_clashes_asking(
+        self, index: KnownFiles, candidates: set[str], moves: list[Move], transfers: list[Put | Adopt]
+    ) -> tuple[list[Move], list[Put | Adopt]]:
+        """:meth:`refuse_file_folder_clashes` with the index asked about the new paths'
+        surroundings instead of working out every folder on the target (exact paths)."""
+        new = candidates - index.holders(candidates).keys()
+        if not new:
+            return moves, transfers
+        vacated, claimed = self.vacated, self.claimed
+        above = {a for k in new for a in ancestors(k)}
+        held_above = {a for a in index.holders(above) if a not in vacated}
+        claimed_folders = {a for k in claimed for a in ancestors(k)}
+
+        def clashes(k: str) -> bool:
+            if any(a in claimed or a in held_above for a in ancestors(k)):
+                return True  # a file stays or lands where this path needs a folder
+            if k in claimed_folders:
+                return True  # a file of this plan lands below this path
+            # among the first len(vacated) + 1 rows below it, one stays if any does
+            return any(d not in vacated for d in index.held_below(k, len(vacated) + 1))
+
+        return self._refuse(new, clashes, moves, transfers)
+
+    def _refuse(
+        self, new: set[str], clashes: Callable[[str], bool], moves: list[Move], transfers: list[Put | Adopt]
+    ) -> tuple[list[Move], list[Put | Adopt]]:
+        """Refuse the actions to a new path that ``clashes`` as file vs. folder."""
         clashing = set()
         for action in [*moves, *transfers]:
-            k = key(action.dst)
-            if k in new and (k in folders or any(a in files for a in ancestors(k))):
+            if self.key(action.dst) in new and clashes(self.key(action.dst)):
                 why = f"{action.dst!r} clashes with a file or folder of the same name on the target"
                 self.refusals.append(Refuse(action.src, action.dst, why))
                 clashing.add(action.src)

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import fsspec
@@ -206,9 +206,10 @@ def test_after_edits_the_target_follows_the_source(
         if incremental:
             # as the engine does: the changed paths plus the items that failed before
             touched |= {f.src for f in rig.index.failures()}
-            step = plan(
-                {p: e for p, e in local.items() if p in touched}, rig.index.entries(), settings_, scope=touched
-            )
+            mine = {p: e for p, e in local.items() if p in touched}
+            step = plan(mine, rig.index.entries(), settings_, scope=touched)
+            asked = known_files(rig, touched, touched, rig.index.count())
+            assert same_plan(plan(mine, asked, settings_, scope=touched), step)
         else:
             step = plan(local, rig.index.entries(), settings_)
             assert same_plan(narrowed_plan(rig, local, settings_), step)
@@ -234,10 +235,16 @@ def test_after_edits_the_target_follows_the_source(
 def narrowed_plan(rig: Rig, local: dict[str, LocalEntry], settings_: PlanSettings) -> Plan:
     """The plan as the engine makes it for a full pass: unchanged rows only counted."""
     kept, scope, total = narrow(Entries(local.items()), rig.index.stamps(), settings_.layout)
-    known_files = KnownFiles(
-        rig.index.lookup_many(kept), scope, total, rig.index.rows, rig.index.lookup, rig.index.targets
+    return plan(local, known_files(rig, kept, scope, total), settings_, scope=scope, source_empty=not local)
+
+
+def known_files(rig: Rig, kept: Collection[str], scope: Collection[str], total: int) -> KnownFiles:
+    """The index as the engine hands it to a plan: asked, not read whole."""
+    index = rig.index
+    loaded = index.lookup_many(kept)
+    return KnownFiles(
+        loaded, scope, total, index.rows, index.lookup, index.targets, index.holders, index.held_below
     )
-    return plan(local, known_files, settings_, scope=scope, source_empty=not local)
 
 
 def same_plan(a: Plan, b: Plan) -> bool:
@@ -418,6 +425,40 @@ def test_narrowing_keeps_exactly_the_new_changed_and_gone_paths(
     assert total == len(indexed)
     assert set(kept) == changed | gone
     assert scope == (fresh - indexed) | changed | gone
+
+
+@pytest.mark.parametrize(
+    ("held", "new", "gone", "refused"),
+    [
+        ({"old.pdf": "x/a"}, "x/a/b.pdf", [], True),  # a file stays where a folder is needed
+        ({"old.pdf": "x/a/b.pdf"}, "x/a", [], True),  # a file stays below the new path
+        ({"old.pdf": "x/a/b.pdf"}, "x/a", ["old.pdf"], False),  # ... unless it leaves
+        ({"old.pdf": "x/a/b.pdf", "old2.pdf": "x/a/c.pdf"}, "x/a", ["old.pdf"], True),
+        ({"old.pdf": "x/a b/c.pdf", "old2.pdf": "x/a0/c.pdf"}, "x/a", [], False),  # neighbours only
+        ({"old.pdf": "x"}, "x/a/b.pdf", [], True),  # any folder above
+    ],
+)
+def test_an_asked_index_refuses_file_folder_clashes_as_a_read_one(
+    held: dict[str, str], new: str, gone: list[str], refused: bool
+) -> None:
+    """Watch mode asks the index about a new file's surroundings; a full read must agree."""
+    settings_ = PlanSettings(Layout.parse("tree"), DeletePolicy.MIRROR, Capabilities(), None)
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index(Path(tmp) / "index.sqlite")
+        for src, dst in held.items():
+            index.record(known(src, dst))
+        local = {src: entry(src) for src in held if src not in gone} | {new: entry(new)}
+        scope = {new, *gone}
+        read = plan(local, index.entries(), settings_, scope=scope)
+        asked = KnownFiles(
+            index.lookup_many(scope), scope, index.count(), index.rows, index.lookup, index.targets,
+            index.holders, index.held_below,
+        )  # fmt: skip
+        assert asked.answers_by_path
+        same = plan(local, asked, settings_, scope=scope)
+        index.close()
+    assert same_plan(same, read)
+    assert [r.src for r in same.refusals if "clashes" in r.reason] == ([new] if refused else [])
 
 
 @pytest.mark.parametrize("layout", ["tree", "by-year"])
