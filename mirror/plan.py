@@ -519,7 +519,8 @@ class _Planner:
         """Refuse the actions to a new path that ``clashes`` as file vs. folder."""
         clashing = set()
         for action in [*moves, *transfers]:
-            if self.key(action.dst) in new and clashes(self.key(action.dst)):
+            k = self.key(action.dst)
+            if k in new and clashes(k):
                 why = f"{action.dst!r} clashes with a file or folder of the same name on the target"
                 self.refusals.append(Refuse(action.src, action.dst, why))
                 clashing.add(action.src)
