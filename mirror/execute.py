@@ -25,6 +25,7 @@ from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, parent
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
 from mirror.scan import LocalEntry
+from mirror.source_files import SourceFiles
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -299,25 +300,31 @@ class Executor:
         return LocalEntry(src, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def _put(self, action: Put) -> None:
-        local = self._prefix + action.src
         # the scan's stat stands for the content until the stat after sending says otherwise
         before: LocalEntry | None = action.entry
         for _ in range(3):
             if before is None:
                 return  # gone since the scan: the watcher or the next pass plans its removal
-            if action.unless_hash and self._source_hash(local) == action.unless_hash:
-                self._record(action.src, action.dst, before, action, action.unless_hash)
-                with self._lock:
-                    self._stats.adopted += 1
-                self.on_done(before.size)
-                return
-            sending = time.monotonic()
-            try:
-                remote = self._send(local, action.dst, before.mtime_ns, before.size)
-            except ItemError:
-                if not self._readable(local):
-                    return  # gone while it was being sent: planned again like any removal
-                raise
+            with SourceFiles(self._root) as files:
+                try:
+                    local = files.path(action.src)
+                except FileNotFoundError:
+                    return
+                except OSError as exc:
+                    raise ItemError(f"cannot read the source file ({exc.strerror})") from None
+                if action.unless_hash and self._source_hash(local) == action.unless_hash:
+                    self._record(action.src, action.dst, before, action, action.unless_hash)
+                    with self._lock:
+                        self._stats.adopted += 1
+                    self.on_done(before.size)
+                    return
+                sending = time.monotonic()
+                try:
+                    remote = self._send(local, action.dst, before.mtime_ns, before.size)
+                except ItemError:
+                    if not self._readable(action.src):
+                        return  # gone while it was being sent: planned again like any removal
+                    raise
             self.on_transfer(before.size, time.monotonic() - sending)
             after = self._local(action.src)
             if after == before:
@@ -386,7 +393,25 @@ class Executor:
 
     def _send_batch(self, actions: list[Put]) -> list[MirrorError | None]:
         """One :meth:`Driver.send_batch` call (no retries: a failed file is sent again alone)."""
-        items = [BatchPut(self._prefix + a.src, self._temp_for(a.dst), a.dst, a.entry.mtime_ns) for a in actions]
+        with SourceFiles(self._root) as files:
+            outcomes: list[MirrorError | None] = []
+            opened: list[tuple[int, BatchPut]] = []
+            for at, action in enumerate(actions):
+                try:
+                    local = files.path(action.src)
+                except OSError as exc:
+                    # sent alone, where a file that is gone is told from one that cannot be read
+                    outcomes.append(ItemError(f"cannot read the source file ({exc.strerror})"))
+                    continue
+                outcomes.append(None)
+                opened.append((at, BatchPut(local, self._temp_for(action.dst), action.dst, action.entry.mtime_ns)))
+            for (at, _), outcome in zip(opened, self._send_opened([item for _, item in opened]), strict=True):
+                outcomes[at] = outcome
+        return outcomes
+
+    def _send_opened(self, items: list[BatchPut]) -> list[MirrorError | None]:
+        if not items:
+            return []
         with self._lock:
             self.temps.update(item.tmp for item in items)
         try:
@@ -439,12 +464,12 @@ class Executor:
         except OSError as exc:
             raise ItemError(f"cannot read the source file ({exc.strerror})") from None
 
-    @staticmethod
-    def _readable(local: str) -> bool:
+    def _readable(self, src: str) -> bool:
         """After a failed send: False if the source file is gone (the next pass sees that);
         ItemError if it cannot be read; True if the problem was the target's."""
         try:
-            with open(local, "rb"):
+            with SourceFiles(self._root) as files:
+                files.path(src)
                 return True
         except FileNotFoundError:
             return False
