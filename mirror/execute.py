@@ -306,12 +306,9 @@ class Executor:
             if before is None:
                 return  # gone since the scan: the watcher or the next pass plans its removal
             with SourceFiles(self._root) as files:
-                try:
-                    local = files.path(action.src)
-                except FileNotFoundError:
+                local = self._open(files, action.src)
+                if local is None:
                     return
-                except OSError as exc:
-                    raise ItemError(f"cannot read the source file ({exc.strerror})") from None
                 if action.unless_hash and self._source_hash(local) == action.unless_hash:
                     self._record(action.src, action.dst, before, action, action.unless_hash)
                     with self._lock:
@@ -467,12 +464,16 @@ class Executor:
     def _readable(self, src: str) -> bool:
         """After a failed send: False if the source file is gone (the next pass sees that);
         ItemError if it cannot be read; True if the problem was the target's."""
+        with SourceFiles(self._root) as files:
+            return self._open(files, src) is not None
+
+    @staticmethod
+    def _open(files: SourceFiles, src: str) -> str | None:
+        """The name to send ``src`` by; None when it is gone, ItemError when it cannot be read."""
         try:
-            with SourceFiles(self._root) as files:
-                files.path(src)
-                return True
+            return files.path(src)
         except FileNotFoundError:
-            return False
+            return None
         except OSError as exc:
             raise ItemError(f"cannot read the source file ({exc.strerror})") from None
 

@@ -372,6 +372,8 @@ class _Planner:
         #: target paths whose current file leaves in this plan
         self.vacated: set[str] = set()
         self._holders: dict[str, str] | None = None
+        #: who holds each target path of this plan (by key), found by :meth:`assign`
+        self.owner: dict[str, str] = {}
         #: the index answers "who holds this path?" itself (exact paths, so only where
         #: the target tells case apart): no plan reads every row for a few new files
         self._asks: KnownFiles | None = None
@@ -420,6 +422,7 @@ class _Planner:
         # some file goes to a path that is not already its own
         relocating = any(self._relocates(src, dst) for src, (dst, _) in desired.items())
         owner = self._owners_of([key(dst) for dst, _ in desired.values()]) if relocating else {}
+        self.owner = owner
         moves: list[Move] = []
         transfers: list[Put | Adopt] = []
         for src, (dst, date) in desired.items():
@@ -495,7 +498,7 @@ class _Planner:
     ) -> tuple[list[Move], list[Put | Adopt]]:
         """:meth:`refuse_file_folder_clashes` with the index asked about the new paths'
         surroundings instead of working out every folder on the target (exact paths)."""
-        new = candidates - index.holders(candidates).keys()
+        new = candidates - self.owner.keys()  # a candidate relocates, so assign asked about it
         if not new:
             return moves, transfers
         vacated, claimed = self.vacated, self.claimed

@@ -131,6 +131,11 @@ class Snapshot:
     #: the targets hold of them is neither gone nor changed, and stays
     unreadable: set[str] = field(default_factory=set)
 
+    def hold(self, rel: str, reason: str) -> None:
+        """``rel`` is there but cannot be read (``""``: the root): skipped, and held back."""
+        self.skipped.append(Skip(rel or ".", reason, unreadable=True))
+        self.unreadable.add(rel)
+
 
 def _kind(mode: int) -> str:
     if stat.S_ISLNK(mode):
@@ -174,8 +179,7 @@ def scan(root: Path, filt: Filter, start: str = "") -> Snapshot:
         except OSError as exc:
             # listing broke off (an I/O error, a share gone stale): the files not yet seen
             # are not gone, so the whole folder is held back like an unreadable one
-            snap.skipped.append(Skip(rel_dir or ".", f"folder cannot be read ({exc.strerror})", unreadable=True))
-            snap.unreadable.add(rel_dir)
+            snap.hold(rel_dir, f"folder cannot be read ({exc.strerror})")
         finally:
             os.close(fd)
     return snap
@@ -199,8 +203,7 @@ def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[st
             except FileNotFoundError:
                 continue  # vanished between listing and stat: the next event or scan sees it
             except OSError as exc:
-                skipped.append(Skip(rel, f"cannot be read ({exc.strerror})", unreadable=True))
-                snap.unreadable.add(rel)
+                snap.hold(rel, f"cannot be read ({exc.strerror})")
                 continue
             mode = st.st_mode
             if S_ISDIR(mode):
@@ -230,8 +233,7 @@ def _open_folder(base: str, rel_dir: str, snap: Snapshot) -> int | None:
         return None
     except OSError as exc:
         if exc.errno != errno.ELOOP:  # ELOOP: now a symlink, which the next scan reports
-            snap.skipped.append(Skip(rel_dir or ".", f"folder cannot be read ({exc.strerror})", unreadable=True))
-            snap.unreadable.add(rel_dir)
+            snap.hold(rel_dir, f"folder cannot be read ({exc.strerror})")
         return None
 
 
