@@ -64,7 +64,7 @@ def test_small_files_go_in_batches_and_land_whole(rig: Rig) -> None:
     stats = first_copy(rig)
     assert stats.uploaded == len(TREE) and not stats.failed
     assert rig.target() == TREE
-    assert [len(b) for b in rig.driver.batches] == [3, 3, 2]
+    assert sorted(len(b) for b in rig.driver.batches) == [2, 3, 3]  # batches go out in parallel
     assert set(rig.index.entries()) == set(TREE)
 
 
