@@ -27,11 +27,13 @@ What this module owns, and why it does not just call fsspec's SFTPFileSystem:
   setstat and the close follow the writes (draft-ietf-secsh-filexfer, "Request
   Synchronization and Reordering").
   No stat after the upload (paramiko's ``put`` confirms with one), no exists() probe
-  per path component. Large files go out 1 MiB at a time with 64 writes in flight:
+  per path component. Large files go out about 1 MiB at a time with 2 MiB in flight:
   measured side by side on one connection, 203 MiB/s against 107 MiB/s for paramiko's
-  file object. Every failed reply counts: paramiko's pipelined writes register no
-  owner for their replies, so a refused write (a full disk) went unnoticed and the
-  short file would have been renamed into place.
+  file object. Writes are as large as the server takes (255 KiB on OpenSSH, asked
+  through limits@openssh.com), so there are 8 times fewer replies to read. Every
+  failed reply counts: paramiko's pipelined writes register no owner for their
+  replies, so a refused write (a full disk) went unnoticed and the short file would
+  have been renamed into place.
 - Small files in batches (:meth:`SFTPDriver.send_batch`): 64 files take three round
   trips together, every OPEN in one write, then every file's writes, FSETSTAT and
   CLOSE, then every rename, so per-packet and per-reply costs are shared (a first copy
@@ -87,12 +89,16 @@ OPTIONS = frozenset(
     }
 )
 POLICIES = ("strict", "accept-new")
-#: bytes per SFTP write request: the size paramiko and most servers agree on
+#: bytes per SFTP write request when the server does not say what it takes: the size
+#: paramiko and most servers agree on
 WRITE_SIZE = 32 * 1024
-#: bytes read from the local file at once, sent as one batch of write requests
-READ_SIZE = 32 * WRITE_SIZE
-#: write requests awaiting their reply before an upload waits (OpenSSH sftp's default)
-IN_FLIGHT = 64
+#: the largest write asked for even when a server takes more (OpenSSH takes 255 KiB)
+WRITE_SIZE_MAX = 255 * 1024
+#: bytes read from the local file at once (at most), sent as one batch of write requests
+READ_SIZE = 1024 * 1024
+#: bytes written but not yet acknowledged before an upload waits (OpenSSH sftp's default
+#: of 64 requests of 32 KiB)
+IN_FLIGHT_BYTES = 64 * 32 * 1024
 KEEPALIVE_S = 15
 #: length, type and request number: the start of every SFTP reply
 _REPLY_HEAD = struct.Struct(">IBI")
@@ -237,6 +243,7 @@ class _Link:
             transport.set_keepalive(KEEPALIVE_S)
             self.sftp = self.client.open_sftp()
             self.sftp.get_channel().settimeout(params.timeout)
+            self.write_size = _write_size(self.sftp)
         except BaseException:
             self.client.close()
             raise
@@ -247,6 +254,29 @@ class _Link:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _write_size(sftp: paramiko.SFTPClient) -> int:
+    """The write size to use on this connection: the server's largest, up to WRITE_SIZE_MAX.
+
+    Each write request costs the client a reply to read and parse in Python. OpenSSH
+    takes writes of 255 KiB and says so through its limits@openssh.com extension: with
+    those, a first copy of 8 files of 64 MiB to a loopback OpenSSH took 4.4 s instead
+    of 5.2 s (medians of 3) and 20 % less client CPU. A server without the extension
+    answers "unsupported" and gets the 32 KiB every server takes.
+    """
+    from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
+
+    try:
+        kind, reply = sftp._request(CMD_EXTENDED, "limits@openssh.com")
+    except (OSError, EOFError):
+        return WRITE_SIZE
+    if kind != CMD_EXTENDED_REPLY or reply is None:
+        return WRITE_SIZE
+    max_packet, _max_read, max_write = reply.get_int64(), reply.get_int64(), reply.get_int64()
+    # 0 means "no limit"; a write request carries about 1 KiB besides its data
+    limits = [n for n in (max_write, max_packet - 1024) if n > 0]
+    return max(WRITE_SIZE, min([WRITE_SIZE_MAX, *limits]))
 
 
 class _Links:
@@ -428,7 +458,7 @@ class SFTPDriver(Driver):
 
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
-    def _session(self) -> Iterator[paramiko.SFTPClient]:
+    def _session(self) -> Iterator[_Link]:
         """The calling thread's connection; connection failures become TransientError."""
         try:
             link = self.links.get()
@@ -437,7 +467,7 @@ class SFTPDriver(Driver):
         except BaseException as exc:
             raise self.classify(exc) from None
         try:
-            yield link.sftp
+            yield link
         except BaseException as exc:
             if isinstance(exc, Exception) and _is_connection_error(exc, link):
                 self.links.broken(link)
@@ -449,7 +479,8 @@ class SFTPDriver(Driver):
     # -- reading ----------------------------------------------------------------------
     def list(self) -> dict[str, RemoteEntry]:
         result: dict[str, RemoteEntry] = {}
-        with self._session() as sftp:
+        with self._session() as link:
+            sftp = link.sftp
             try:
                 pending = [("", sftp.listdir_attr(self.root))]
             except FileNotFoundError:
@@ -468,8 +499,8 @@ class SFTPDriver(Driver):
     def stat(self, rel: str) -> RemoteEntry | None:
         path = self.full(rel)
         try:
-            with self._session() as sftp:
-                attr = sftp.lstat(path)
+            with self._session() as link:
+                attr = link.sftp.lstat(path)
         except FileNotFoundError:
             return None
         if not stat.S_ISREG(attr.st_mode or 0):
@@ -482,8 +513,8 @@ class SFTPDriver(Driver):
         mtime_s = mtime_ns // 1_000_000_000 if self.caps.mtime_settable else None
         # buffered: its read(n) returns n bytes unless at the end, where a raw read may
         # return fewer (the upload takes a short read for the end of the file)
-        with open(local_path, "rb") as src, self._session() as sftp:
-            _upload(sftp, src, os.fstat(src.fileno()).st_size, target, mtime_s)
+        with open(local_path, "rb") as src, self._session() as link:
+            _upload(link.sftp, src, os.fstat(src.fileno()).st_size, target, mtime_s, link.write_size)
         return None
 
     def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
@@ -497,33 +528,33 @@ class SFTPDriver(Driver):
             )
             for item in items
         ]
-        with self._session() as sftp:
-            outcomes = _Batch(sftp, jobs).run()
+        with self._session() as link:
+            outcomes = _Batch(link.sftp, jobs, link.write_size).run()
         return [None if outcome is None else self.classify(outcome) for outcome in outcomes]
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
         seconds = mtime_ns // 1_000_000_000
-        with self._session() as sftp:
-            sftp.utime(self.full(rel), (seconds, seconds))
+        with self._session() as link:
+            link.sftp.utime(self.full(rel), (seconds, seconds))
 
     def move(self, src: str, dst: str) -> None:
         # posix-rename@openssh.com replaces dst atomically; plain SFTP rename refuses to
-        with self._session() as sftp:
-            sftp.posix_rename(self.full(src), self.full(dst))
+        with self._session() as link:
+            link.sftp.posix_rename(self.full(src), self.full(dst))
 
     def delete(self, rel: str) -> None:
-        with self._session() as sftp:
-            sftp.remove(self.full(rel))
+        with self._session() as link:
+            link.sftp.remove(self.full(rel))
 
     def makedirs(self, rel_dir: str) -> None:
         path = self.root if rel_dir == "" else self.full(rel_dir)
-        with self._session() as sftp:
-            _mkdirs(sftp, path)
+        with self._session() as link:
+            _mkdirs(link.sftp, path)
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         try:
-            with self._session() as sftp:
-                sftp.rmdir(self.full(rel_dir))
+            with self._session() as link:
+                link.sftp.rmdir(self.full(rel_dir))
         except TransientError:
             raise
         except OSError:
@@ -655,13 +686,13 @@ def _opening(path: str) -> Request:
     return CMD_OPEN, (_string(path), struct.pack(">II", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, 0))
 
 
-def _writes(handle: bytes, block: memoryview, offset: int) -> list[Request]:
-    """WRITEs of ``block`` at ``offset``, one per WRITE_SIZE."""
+def _writes(handle: bytes, block: memoryview, offset: int, size: int) -> list[Request]:
+    """WRITEs of ``block`` at ``offset``, ``size`` bytes each (the last one less)."""
     from paramiko.sftp import CMD_WRITE
 
     requests: list[Request] = []
-    for at in range(0, len(block), WRITE_SIZE):
-        chunk = block[at : at + WRITE_SIZE]
+    for at in range(0, len(block), size):
+        chunk = block[at : at + size]
         requests.append((CMD_WRITE, (handle, struct.pack(">QI", offset + at, len(chunk)), chunk)))
     return requests
 
@@ -684,8 +715,9 @@ class _Batch:
     batch: every OPEN, then every file's writes, FSETSTAT and CLOSE, then every rename.
     A file whose step fails skips the steps after it; the others go on."""
 
-    def __init__(self, sftp: paramiko.SFTPClient, jobs: Sequence[_Job]) -> None:
+    def __init__(self, sftp: paramiko.SFTPClient, jobs: Sequence[_Job], write_size: int) -> None:
         self.jobs = jobs
+        self.write_size = write_size
         self.replies = _Replies(sftp)
         #: per job: None while it goes well, else what failed
         self.outcomes: list[BaseException | None] = [None] * len(jobs)
@@ -729,7 +761,8 @@ class _Batch:
         requests: list[Request] = []
         owners: list[int] = []
         for i, handle in self.handles.items():
-            mine = [*_writes(handle, memoryview(self.contents[i]), 0), *_closing(handle, self.jobs[i].mtime_s)]
+            writes = _writes(handle, memoryview(self.contents[i]), 0, self.write_size)
+            mine = [*writes, *_closing(handle, self.jobs[i].mtime_s)]
             requests += mine
             owners += [i] * len(mine)
         for i, num in zip(owners, self.replies.ask(requests), strict=True):
@@ -750,7 +783,7 @@ class _Batch:
 
 
 def _upload(
-    sftp: paramiko.SFTPClient, src: io.BufferedReader, size: int, target: str, mtime_s: int | None
+    sftp: paramiko.SFTPClient, src: io.BufferedReader, size: int, target: str, mtime_s: int | None, write_size: int
 ) -> None:
     """Write ``src`` (``size`` bytes when opened) to ``target``, set its mtime on the open
     handle, and close it.
@@ -768,22 +801,25 @@ def _upload(
     handle = replies.handle(num)
     if isinstance(handle, BaseException):
         raise handle
+    # whole writes per read, and about the same bytes in flight whatever the write size
+    read_size = write_size * max(1, READ_SIZE // write_size)
+    in_flight = max(1, IN_FLIGHT_BYTES // write_size)
     closed = last = False
     try:
         offset = 0
         while not last:
             # a read allocates all it asks for: a small file is asked for its size (+1 to
             # see the end), not 1 MiB; a file that grew since it was opened is read on
-            want = min(READ_SIZE, size - offset + 1) if offset <= size else READ_SIZE
+            want = min(read_size, size - offset + 1) if offset <= size else read_size
             block = memoryview(src.read(want))
-            requests = _writes(handle, block, offset)
+            requests = _writes(handle, block, offset, write_size)
             offset += len(block)
             last = len(block) < want
             if last:
                 requests += _closing(handle, mtime_s)
             replies.send(requests)
             closed = last
-            replies.wait(0 if last else IN_FLIGHT)
+            replies.wait(0 if last else in_flight)
             failure = replies.first_failure()
             if failure is not None:
                 raise failure

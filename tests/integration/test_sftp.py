@@ -88,10 +88,52 @@ def test_put_replaces_a_longer_file_completely(driver: Driver, root: Path, tmp_p
     assert (root / "f").read_bytes() == b"short"
 
 
-def test_large_file_round_trips(driver: Driver, root: Path, tmp_path: Path) -> None:
+def requests_for_put(driver: Driver, local: str, rel: str) -> int:
+    """SFTP requests a put sent (each costs the client a reply to read)."""
+    assert isinstance(driver, SFTPDriver)
+    with driver._session() as link:
+        before = link.sftp.request_number
+        driver.put(local, rel, MTIME_NS)
+        return link.sftp.request_number - before
+
+
+def test_large_file_round_trips_in_the_servers_largest_writes(driver: Driver, root: Path, tmp_path: Path) -> None:
     data = os.urandom(5 * 1024 * 1024 + 17)
-    driver.put(write(tmp_path / "big", data), "big.bin", MTIME_NS)
+    sent = requests_for_put(driver, write(tmp_path / "big", data), "big.bin")
     assert (root / "big.bin").read_bytes() == data
+    # OpenSSH takes 255 KiB a write: 21 writes, where 32 KiB writes would take 161
+    assert sent <= 25
+
+
+@pytest.fixture(scope="module")
+def sshd_without_limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """An SFTP server that answers "unsupported" to limits@openssh.com, as servers
+    without the extension do."""
+    server = SshServer(tmp_path_factory.mktemp("sshd-no-limits"), sftp_flags="-P limits")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_server_without_the_limits_extension_gets_32_kib_writes(
+    sshd_without_limits: SshServer, root: Path, tmp_path: Path
+) -> None:
+    d = open_driver(sshd_without_limits.url(root), sshd_without_limits.options())
+    try:
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        sent = requests_for_put(d, write(tmp_path / "big", data), "big.bin")
+        small = [
+            BatchPut(write(tmp_path / f"s{i}", bytes([i]) * 70_000), f".s{i}.tmp", f"s{i}", MTIME_NS)
+            for i in range(3)
+        ]
+        assert d.send_batch(small) == [None] * 3
+    finally:
+        d.close()
+    assert (root / "big.bin").read_bytes() == data
+    assert 3 * 1024 // 32 <= sent <= 3 * 1024 // 32 + 4
+    assert [(root / f"s{i}").read_bytes() for i in range(3)] == [bytes([i]) * 70_000 for i in range(3)]
 
 
 def test_a_refused_write_fails_the_put(sshd: SshServer, tmp_path: Path) -> None:
@@ -157,8 +199,8 @@ def test_a_refused_write_in_a_batch_is_never_renamed_into_place(
             _Job(write(tmp_path / "full", b"x" * 5000), "/dev/full", f"{root}/missing/full.pdf", None),
             _Job(write(tmp_path / "fine", b"fine"), f"{root}/fine.~tmp", f"{root}/fine.pdf", None),
         ]
-        with d._session() as sftp:
-            outcomes = _Batch(sftp, jobs).run()
+        with d._session() as link:
+            outcomes = _Batch(link.sftp, jobs, link.write_size).run()
         assert isinstance(outcomes[0], OSError) and not isinstance(outcomes[0], FileNotFoundError)
         assert outcomes[1] is None
         assert (root / "fine.pdf").read_bytes() == b"fine"

@@ -66,7 +66,8 @@ def _children(pid: int) -> list[int]:
 class SshServer:
     """One sshd with its own keys; start/stop may be called repeatedly (same port)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, sftp_flags: str = "") -> None:
+        """``sftp_flags``: options of the SFTP server (OpenSSH's sftp-server flags)."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -94,7 +95,7 @@ class SshServer:
                     "PermitRootLogin yes",
                     "PasswordAuthentication yes",
                     "KbdInteractiveAuthentication no",
-                    "Subsystem sftp internal-sftp",
+                    f"Subsystem sftp internal-sftp {sftp_flags}".rstrip(),
                     # many parallel connections from one client must not be throttled
                     "MaxStartups 200",
                     "MaxSessions 200",
