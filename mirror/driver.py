@@ -137,6 +137,10 @@ class Driver:
     #: worker threads per target unless the config sets ``concurrency`` (a driver may
     #: refine it once it knows where its target is)
     default_concurrency: int = 4
+    #: large files (``execute.BULK_FILE_BYTES`` and up) sent at once at most, unless the
+    #: config sets ``concurrency``; None: as many as any other transfer. For drivers
+    #: whose transfers spend their CPU in Python, where more threads fight over the GIL
+    bulk_concurrency: int | None = None
     #: small files the executor hands to :meth:`send_batch` at once; 1 sends each on its
     #: own. Worth more than 1 where each request costs a round trip and per-request CPU
     #: that a batch pays once (SFTP)

@@ -161,6 +161,8 @@ class TargetRunner:
                     on_retry=lambda error: self.observer.on_retry(self.name, error),
                     logger=self.log,
                     on_transfer=lambda size, seconds: self.observer.on_transfer(self.name, size, seconds),
+                    # a concurrency the user chose holds for large files too
+                    bulk_concurrency=None if self.settings.concurrency else self.driver.bulk_concurrency,
                 )
         return self.driver
 

@@ -38,6 +38,9 @@ log = logging.getLogger("mirror")
 BATCH_FILE_BYTES = 1 << 20
 #: bytes of file content one batch holds at most
 BATCH_BYTES = 8 << 20
+#: files at least this large are sent at most ``Driver.bulk_concurrency`` at a time:
+#: their transfer time is spent moving bytes, not waiting on round trips
+BULK_FILE_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,15 @@ class TargetDown(TransientError):
     """Too many items in a row failed with transient errors: the target is unreachable."""
 
 
+def _bulk_apart(transfers: Sequence[Put | Adopt]) -> tuple[list[Put | Adopt], list[Put | Adopt]]:
+    """(the other transfers, uploads of BULK_FILE_BYTES and more), each in plan order."""
+    others: list[Put | Adopt] = []
+    bulk: list[Put | Adopt] = []
+    for action in transfers:
+        (bulk if isinstance(action, Put) and action.entry.size >= BULK_FILE_BYTES else others).append(action)
+    return others, bulk
+
+
 class Executor:
     def __init__(
         self,
@@ -83,7 +95,10 @@ class Executor:
         on_retry: Callable[[str], None] | None = None,
         logger: logging.LoggerAdapter[logging.Logger] | None = None,
         on_transfer: Callable[[int, float], None] | None = None,
+        bulk_concurrency: int | None = None,
     ) -> None:
+        """``bulk_concurrency``: how many large files (BULK_FILE_BYTES and up) at once at
+        most; None: ``concurrency``."""
         self.driver = driver
         self.index = index
         self.source = source
@@ -91,6 +106,7 @@ class Executor:
         #: joined with a source path by concatenation: this runs several times per file
         self._prefix = self._root if self._root.endswith("/") else self._root + "/"
         self.concurrency = max(1, concurrency)
+        self.bulk_concurrency = min(self.concurrency, max(1, bulk_concurrency or self.concurrency))
         self.stop = stop
         self.retry = retry or RetryPolicy()
         self.on_done = on_done or (lambda n: None)
@@ -118,7 +134,9 @@ class Executor:
             self._parallel(plan.moves, self._move)
             batches, singles = self._batches(plan.transfers)
             self._parallel(batches, self._put_batch)
-            self._parallel(singles, self._transfer)
+            others, bulk = _bulk_apart(singles)
+            self._parallel(others, self._transfer)
+            self._parallel(bulk, self._transfer, self.bulk_concurrency)
             transfer_failed = len(stats.failed) > len(plan.refusals)
             if plan.removals and not self._stopping():
                 if transfer_failed:
@@ -158,7 +176,7 @@ class Executor:
     def _stopping(self) -> bool:
         return self.stop.is_set() or self._abort.is_set()
 
-    def _parallel(self, items: Sequence[T], work: Callable[[T], None]) -> None:
+    def _parallel(self, items: Sequence[T], work: Callable[[T], None], workers: int | None = None) -> None:
         if not items:
             return
         todo = iter(items)
@@ -178,7 +196,7 @@ class Executor:
 
         threads = [
             threading.Thread(target=worker, daemon=True, name="mirror-worker")
-            for _ in range(min(self.concurrency, len(items)))
+            for _ in range(min(workers or self.concurrency, len(items)))
         ]
         for t in threads:
             t.start()
