@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,6 +106,21 @@ def test_large_file_round_trips_in_the_servers_largest_writes(driver: Driver, ro
     assert (root / "big.bin").read_bytes() == data
     # OpenSSH takes 255 KiB a write: 21 writes, where 32 KiB writes would take 161
     assert sent <= 25
+
+
+def test_connecting_leaves_invoke_unloaded(sshd: SshServer, root: Path) -> None:
+    # paramiko would import invoke (about 0.09 s and 6 MiB a run) for ssh_config
+    # features this backend never uses
+    code = (
+        "import sys, json\n"
+        "from mirror.backends.sftp import SFTPDriver\n"
+        f"d = SFTPDriver.connect({sshd.url(root)!r}, json.loads({json.dumps(json.dumps(sshd.options()))}))\n"
+        "d.list()\n"
+        "d.close()\n"
+        "print(sorted(m for m in ('paramiko', 'invoke', 'asyncio') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["['paramiko']"]
 
 
 @pytest.fixture(scope="module")
