@@ -19,11 +19,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 from bench import places, sshd, trees
 from bench.proc import ToolFailed, timed
 from bench.table import Record, render
 from bench.tools import TOOLS, Target, Tool, ensure_installed
+
+T = TypeVar("T")
 
 #: edited files must be older than mirror's settle time (0.5 s), or it waits for them
 EDIT_PAUSE = 1.0
@@ -49,9 +52,9 @@ def warm(path: Path) -> None:
                     pass
 
 
-def rotated(tools: list[Tool], shift: int) -> list[Tool]:
-    shift %= len(tools)
-    return tools[shift:] + tools[:shift]
+def rotated(items: list[T], shift: int) -> list[T]:
+    shift %= len(items)
+    return items[shift:] + items[:shift]
 
 
 class Bench:
