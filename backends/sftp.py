@@ -185,7 +185,8 @@ _IMPORTING = threading.Lock()
 
 
 def _load_paramiko() -> None:
-    """Import paramiko without invoke, before anything else here imports it.
+    """Import paramiko without invoke; :meth:`SFTPDriver.connect` calls this before
+    anything else here imports paramiko.
 
     paramiko imports invoke (and with it asyncio and unittest.mock) only to run ``Match
     exec`` lines of ssh_config files, which this backend never reads: that cost every
@@ -296,7 +297,7 @@ def _write_size(sftp: paramiko.SFTPClient) -> int:
         kind, reply = sftp._request(CMD_EXTENDED, "limits@openssh.com")
     except (OSError, EOFError):
         return WRITE_SIZE
-    if kind != CMD_EXTENDED_REPLY or reply is None:
+    if kind != CMD_EXTENDED_REPLY:
         return WRITE_SIZE
     max_packet, _max_read, max_write = reply.get_int64(), reply.get_int64(), reply.get_int64()
     # 0 means "no limit"; a write request carries about 1 KiB besides its data
@@ -898,7 +899,6 @@ def _entry(rel: str, attr: paramiko.SFTPAttributes) -> RemoteEntry:
 def _classify(exc: BaseException, params: Params) -> MirrorError:  # noqa: PLR0911  # one exit per family
     if isinstance(exc, MirrorError):
         return exc
-    _load_paramiko()
     import paramiko
 
     if isinstance(exc, paramiko.BadHostKeyException):

@@ -54,6 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def venv_python() -> Path:
+    """The Python of the bench venv (created by :func:`bench.tools.mirror_command`)."""
+    return Path(mirror_command()[0]).parent / "python"
+
+
 def install(rev: str) -> Build:
     """``rev`` installed once into the bench cache (reused while the commit is the same)."""
     commit = subprocess.run(
@@ -62,7 +67,7 @@ def install(rev: str) -> Build:
     out = trees.cache_dir() / "ab" / commit
     if (out / ".done").exists():
         return Build(rev, commit, out)
-    python = Path(mirror_command()[0]).parent / "python"
+    python = venv_python()
     shutil.rmtree(out, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(["git", "archive", commit], cwd=TOP, check=True, capture_output=True).stdout
@@ -75,8 +80,7 @@ def install(rev: str) -> Build:
 
 def command(build: Build, src: Path, target: Target, scratch: Path) -> list[str]:
     # -P: the working folder (maybe this checkout) must not shadow the build on sys.path
-    python = Path(mirror_command()[0]).parent / "python"
-    head = [str(python), "-P", "-c", "from mirror.cli import main; main()", "run"]
+    head = [str(venv_python()), "-P", "-c", "from mirror.cli import main; main()", "run"]
     if target.server is None:
         return [*head, str(src), str(target.path), "--once", "-q"]
     config = scratch / "mirror.toml"
