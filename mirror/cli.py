@@ -11,10 +11,11 @@ import datetime as dt
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -576,5 +577,26 @@ def auth() -> None:
     """Log in to a cloud backend and store its token (mode 0600)."""
 
 
+def entry() -> NoReturn:
+    """The ``mirror`` command: :func:`main`, then an exit without the interpreter's teardown.
+
+    Once a command has returned, everything that matters is closed: the indexes
+    committed and unlocked, the connections shut. Tearing down the interpreter after
+    that (every module, the SSH transports, the cryptography bindings) only costs time:
+    about 30 ms after a local run and 80 ms after an SFTP one, a tenth of a no-change
+    run. Only the output buffers are left to write out, and this writes them.
+    """
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(bool(exc.code))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a closed pipe (mirror status | head)
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    entry()
