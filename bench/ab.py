@@ -14,6 +14,7 @@ of each build and its ratio of medians to the first revision named.
 from __future__ import annotations
 
 import argparse
+import configparser
 import contextlib
 import os
 import shutil
@@ -78,9 +79,17 @@ def install(rev: str) -> Build:
     return Build(rev, commit, out)
 
 
+def console_script(build: Build) -> str:
+    """What the build's ``mirror`` script calls, as ``module:function`` (it changed over time)."""
+    parser = configparser.ConfigParser()
+    parser.read(next(build.path.glob("*.dist-info/entry_points.txt")))
+    return parser["console_scripts"]["mirror"].strip()
+
+
 def command(build: Build, src: Path, target: Target, scratch: Path) -> list[str]:
+    module, function = console_script(build).split(":")
     # -P: the working folder (maybe this checkout) must not shadow the build on sys.path
-    head = [str(venv_python()), "-P", "-c", "from mirror.cli import main; main()", "run"]
+    head = [str(venv_python()), "-P", "-c", f"from {module} import {function}; {function}()", "run"]
     if target.server is None:
         return [*head, str(src), str(target.path), "--once", "-q"]
     config = scratch / "mirror.toml"
