@@ -101,8 +101,12 @@ READ_SIZE = 1024 * 1024
 #: of 64 requests of 32 KiB)
 IN_FLIGHT_BYTES = 64 * 32 * 1024
 KEEPALIVE_S = 15
-#: length, type and request number: the start of every SFTP reply
+#: length, type and request number: the start of every SFTP request and reply
 _REPLY_HEAD = struct.Struct(">IBI")
+_NUMBER = struct.Struct(">I")
+_NOTHING = memoryview(b"")
+#: a WRITE's offset and data length
+_OFFSET_LENGTH = struct.Struct(">QI")
 #: the status code SSH_FX_OK, as the first four bytes of a status reply
 _OK = bytes(4)
 #: an SFTP request: its type, and its payload in pieces (sent without joining them first)
@@ -617,23 +621,29 @@ class _Replies:
         self.waiting: set[int] = set()
         self._buffer = b""
 
-    def send(self, requests: list[Request]) -> list[int]:
-        """Send requests (type, payload pieces) in one channel write: one SSH packet when
-        they fit, and the pieces copied once. Their request numbers."""
+    def send(
+        self, requests: list[Request], laid_out: memoryview = _NOTHING, starts: Sequence[int] = ()
+    ) -> list[int]:
+        """Send requests in one channel write (one SSH packet when they fit): first those
+        laid out in ``laid_out``, each starting at one of ``starts`` (see
+        :func:`_read_writes`), then ``requests`` (type, payload pieces). With no
+        ``requests`` the laid-out ones go as they are, else everything is copied once.
+        Their request numbers."""
         sftp = self.sftp
-        out: list[bytes | memoryview] = []
-        numbers = []
         with sftp._lock:
-            for kind, payload in requests:
-                num = sftp.request_number
-                sftp.request_number += 1
-                numbers.append(num)
-                out.append(_REPLY_HEAD.pack(sum(map(len, payload)) + 5, kind, num))
-                out.extend(payload)
+            first = sftp.request_number
+            sftp.request_number += len(starts) + len(requests)
+        numbers = list(range(first, first + len(starts) + len(requests)))
+        for number, at in zip(numbers, starts, strict=False):
+            _NUMBER.pack_into(laid_out, at + _REPLY_HEAD.size - _NUMBER.size, number)
+        out: list[bytes | memoryview] = [laid_out]
+        for number, (kind, payload) in zip(numbers[len(starts) :], requests, strict=True):
+            out.append(_REPLY_HEAD.pack(sum(map(len, payload)) + 5, kind, number))
+            out.extend(payload)
         self.waiting.update(numbers)
         # a view, because paramiko's sendall slices what is left after each packet: a
         # bytes object would be copied whole each time (quadratic in the batch size)
-        sftp.sock.sendall(memoryview(b"".join(out)))
+        sftp.sock.sendall(memoryview(b"".join(out)) if requests else laid_out)
         return numbers
 
     def wait(self, most: int = 0) -> None:
@@ -718,6 +728,39 @@ def _opening(path: str) -> Request:
     return CMD_OPEN, (_string(path), struct.pack(">II", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, 0))
 
 
+def _read_writes(
+    src: io.BufferedReader, handle: bytes, offset: int, want: int, size: int
+) -> tuple[memoryview, list[int], int]:
+    """Read up to ``want`` bytes of ``src`` straight into WRITEs of ``size`` bytes (the
+    last one less), laid out end to end in one buffer, ready to send as they are.
+
+    Returns the buffer, where each request starts (its number still to be set) and how
+    many bytes were read. Reading into place spares a copy of every byte sent: joined
+    from pieces, a large upload spent a tenth of its CPU copying.
+    """
+    from paramiko.sftp import CMD_WRITE
+
+    head = _REPLY_HEAD.size + len(handle) + _OFFSET_LENGTH.size
+    buffer = bytearray(head * -(-want // size) + want)
+    view = memoryview(buffer)
+    starts: list[int] = []
+    at = got = 0
+    while got < want:
+        wanted = min(size, want - got)
+        read = src.readinto(view[at + head : at + head + wanted])
+        if not read:
+            break
+        _REPLY_HEAD.pack_into(buffer, at, head - 4 + read, CMD_WRITE, 0)
+        view[at + _REPLY_HEAD.size : at + _REPLY_HEAD.size + len(handle)] = handle
+        _OFFSET_LENGTH.pack_into(buffer, at + head - _OFFSET_LENGTH.size, offset + got, read)
+        starts.append(at)
+        at += head + read
+        got += read
+        if read < wanted:
+            break
+    return view[:at], starts, got
+
+
 def _writes(handle: bytes, block: memoryview, offset: int, size: int) -> list[Request]:
     """WRITEs of ``block`` at ``offset``, ``size`` bytes each (the last one less)."""
     from paramiko.sftp import CMD_WRITE
@@ -725,7 +768,7 @@ def _writes(handle: bytes, block: memoryview, offset: int, size: int) -> list[Re
     requests: list[Request] = []
     for at in range(0, len(block), size):
         chunk = block[at : at + size]
-        requests.append((CMD_WRITE, (handle, struct.pack(">QI", offset + at, len(chunk)), chunk)))
+        requests.append((CMD_WRITE, (handle, _OFFSET_LENGTH.pack(offset + at, len(chunk)), chunk)))
     return requests
 
 
@@ -840,16 +883,13 @@ def _upload(
     try:
         offset = 0
         while not last:
-            # a read allocates all it asks for: a small file is asked for its size (+1 to
-            # see the end), not 1 MiB; a file that grew since it was opened is read on
+            # a small file is asked for its size (+1 to see the end), not 1 MiB; a file
+            # that grew since it was opened is read on
             want = min(read_size, size - offset + 1) if offset <= size else read_size
-            block = memoryview(src.read(want))
-            requests = _writes(handle, block, offset, write_size)
-            offset += len(block)
-            last = len(block) < want
-            if last:
-                requests += _closing(handle, mtime_s)
-            replies.send(requests)
+            block, starts, got = _read_writes(src, handle, offset, want, write_size)
+            offset += got
+            last = got < want
+            replies.send(_closing(handle, mtime_s) if last else [], block, starts)
             closed = last
             replies.wait(0 if last else in_flight)
             failure = replies.first_failure()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from mirror.backends.sftp import SFTPDriver, _Batch, _Job
+from mirror.backends.sftp import SFTPDriver, _Batch, _Job, _upload
 
 from mirror.driver import BatchPut, Driver
 from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
@@ -454,3 +454,27 @@ def test_server_restart_mid_copy_reconnects_and_converges(tmp_path: Path) -> Non
             assert (root / name).read_bytes() == data
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("length", "told"),
+    [
+        (0, 0),
+        (1, 1),
+        (255 * 1024, 255 * 1024),  # exactly one write
+        (1020 * 1024, 1020 * 1024),  # exactly one read of four writes
+        (3 * 1024 * 1024 + 7, 3 * 1024 * 1024 + 7),
+        (2 * 1024 * 1024 + 5, 1024 * 1024),  # grew after it was opened: read on to the end
+        (300 * 1024, 2 * 1024 * 1024),  # shrank: what is there is sent, no more
+    ],
+)
+def test_put_sends_every_byte_whatever_the_size(
+    driver: Driver, root: Path, tmp_path: Path, length: int, told: int
+) -> None:
+    """Writes are read straight into their requests: a boundary off by one would cut or
+    shift bytes, or make the server refuse the request."""
+    assert isinstance(driver, SFTPDriver)
+    data = os.urandom(length)
+    with open(write(tmp_path / "f", data), "rb") as src, driver._session() as link:
+        _upload(link.sftp, src, told, driver.full("f.bin"), None, link.write_size)
+    assert (root / "f.bin").read_bytes() == data
