@@ -56,6 +56,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -239,7 +240,7 @@ class _Link:
     """One SSH connection with its SFTP channel, owned by one thread."""
 
     def __init__(self, params: Params, generation: int, known_hosts_lock: threading.Lock) -> None:
-        from paramiko import SSHClient
+        from paramiko import AuthenticationException, BadAuthenticationType, PasswordRequiredException, SSHClient
 
         self.generation = generation
         self.client = SSHClient()
@@ -251,6 +252,7 @@ class _Link:
             else _RefuseUnknownKey(params.known_hosts)
         )
         self.client.set_missing_host_key_policy(policy)
+        started = time.monotonic()
         try:
             self.client.connect(
                 params.host,
@@ -274,6 +276,18 @@ class _Link:
             self.sftp = self.client.open_sftp()
             self.sftp.get_channel().settimeout(params.timeout)
             self.write_size = _write_size(self.sftp)
+        except AuthenticationException as exc:
+            transport = self.client.get_transport()
+            unanswered = (
+                transport is None or not transport.is_active() or time.monotonic() - started >= params.timeout
+            )
+            self.client.close()
+            if unanswered and not isinstance(exc, (BadAuthenticationType, PasswordRequiredException)):
+                # the server went away or stopped answering halfway through the login (a
+                # restart at that moment): that says nothing of the credentials, and a
+                # target stopped for "credentials refused" would stay stopped
+                raise ConnectionError(f"the server did not finish the login ({exc})") from exc
+            raise
         except BaseException:
             self.client.close()
             raise

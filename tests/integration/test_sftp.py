@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -478,3 +480,24 @@ def test_put_sends_every_byte_whatever_the_size(
     with open(write(tmp_path / "f", data), "rb") as src, driver._session() as link:
         _upload(link.sftp, src, told, driver.full("f.bin"), None, link.write_size)
     assert (root / "f.bin").read_bytes() == data
+
+
+def test_a_login_the_server_never_finishes_is_retried_not_refused(tmp_path: Path) -> None:
+    """A server that stops answering halfway through the login (restarting at that very
+    moment, overloaded) has not refused the credentials: a failure to retry, not one
+    that stops the target for good."""
+    server = SshServer(
+        tmp_path / "sshd",
+        # the key is looked up by a command that never answers in time
+        extra_config=[
+            f"AuthorizedKeysCommand {shutil.which('sleep')} 20",
+            f"AuthorizedKeysCommandUser {getpass.getuser()}",
+        ],
+    )
+    (server.workdir / "authorized_keys").write_text("")
+    server.start()
+    try:
+        with pytest.raises(TransientError, match="did not finish the login"):
+            open_driver(server.url(tmp_path / "r"), server.options(timeout=1))
+    finally:
+        server.stop()

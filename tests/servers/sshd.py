@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,11 @@ def _children(pid: int) -> list[int]:
 class SshServer:
     """One sshd with its own keys; start/stop may be called repeatedly (same port)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, sftp_flags: str = "") -> None:
-        """``sftp_flags``: options of the SFTP server (OpenSSH's sftp-server flags)."""
+    def __init__(
+        self, workdir: Path, port: int | None = None, sftp_flags: str = "", extra_config: Sequence[str] = ()
+    ) -> None:
+        """``sftp_flags``: options of the SFTP server (OpenSSH's sftp-server flags);
+        ``extra_config``: more sshd_config lines."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -99,6 +102,7 @@ class SshServer:
                     # many parallel connections from one client must not be throttled
                     "MaxStartups 200",
                     "MaxSessions 200",
+                    *extra_config,
                     "",
                 ]
             )
