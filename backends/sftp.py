@@ -14,9 +14,12 @@ What this module owns, and why it does not just call fsspec's SFTPFileSystem:
   Here keys are checked against ``known_hosts`` (default ``~/.ssh/known_hosts``);
   ``host_key_policy = "accept-new"`` records an unknown key (like OpenSSH's
   ``StrictHostKeyChecking=accept-new``); a changed key is always a FatalError.
-- One connection per worker thread, replaced after a drop: a connection error marks
-  every open connection stale (a restarted server has dropped them all), the call
-  fails with TransientError, and the next call reconnects. The engine backs off.
+- Connections shared out one thread at a time, replaced after a drop: a thread takes an
+  idle connection for each operation (the one the listing has just used, say) and
+  opens one only when none is free, so a run with one thing to send opens one. A
+  connection error marks every open connection stale (a restarted server has dropped
+  them all), the call fails with TransientError, and the next call reconnects. The
+  engine backs off.
 - Uploads that cost few round trips and little CPU. Once round trips are few, the
   client's CPU is the limit (paramiko spends ~0.2 ms of it per request and reply, in
   Python). A put sends OPEN, then the writes, an FSETSTAT (the mtime) and the CLOSE in
@@ -237,7 +240,7 @@ def _gcm_first_transport(sock: socket.socket, **kwargs: Any) -> paramiko.Transpo
 
 
 class _Link:
-    """One SSH connection with its SFTP channel, owned by one thread."""
+    """One SSH connection with its SFTP channel, used by one thread at a time."""
 
     def __init__(self, params: Params, generation: int, known_hosts_lock: threading.Lock) -> None:
         from paramiko import AuthenticationException, BadAuthenticationType, PasswordRequiredException, SSHClient
@@ -324,34 +327,61 @@ def _write_size(sftp: paramiko.SFTPClient) -> int:
 
 
 class _Links:
-    """The connections of a target: one per thread that uses it, reopened after drops."""
+    """The connections of a target, each used by one thread at a time and kept open for
+    the next: a worker takes the connection the listing has just finished with, rather
+    than opening its own (about 0.14 s each). Reopened after drops.
+    """
 
     def __init__(self, params: Params) -> None:
         self.params = params
         self._lock = threading.Lock()
         self._known_hosts_lock = threading.Lock()
-        self._by_thread: dict[threading.Thread, _Link] = {}
+        self._idle: list[_Link] = []
+        #: fsspec's filesystem keeps what it opens across calls: a connection of its own per thread
+        self._pinned: dict[threading.Thread, _Link] = {}
+        self._every: set[_Link] = set()
         self._generation = 0
         self._closed = False
 
-    def get(self) -> _Link:
+    def take(self) -> _Link:
+        """A connection for the calling thread alone until it hands it back with :meth:`give_back`."""
+        with self._lock:
+            generation = self._check_open()
+            while self._idle:
+                link = self._idle.pop()
+                if link.generation == generation and link.active():
+                    return link
+                self._every.discard(link)
+                link.close()
+        return self._opened(generation)
+
+    def give_back(self, link: _Link) -> None:
+        with self._lock:
+            if not self._closed and link.generation == self._generation:
+                self._idle.append(link)
+                return
+            self._every.discard(link)
+        link.close()
+
+    def pinned(self) -> _Link:
+        """The calling thread's own connection, for fsspec's filesystem."""
         me = threading.current_thread()
         with self._lock:
-            if self._closed:
-                raise FatalError(f"connection to {self.params.label} was closed")
-            link = self._by_thread.get(me)
-            generation = self._generation
-        if link is not None and link.generation == generation and link.active():
-            return link
-        if link is not None:
-            link.close()
-        link = _Link(self.params, generation, self._known_hosts_lock)
-        with self._lock:
-            self._by_thread[me] = link
-            stale = [t for t in self._by_thread if not t.is_alive()]
-            dead = [self._by_thread.pop(t) for t in stale]
-        for old in dead:
+            generation = self._check_open()
+            link = self._pinned.pop(me, None)
+            gone = [self._pinned.pop(t) for t in list(self._pinned) if not t.is_alive()]
+            if link is not None and (link.generation != generation or not link.active()):
+                gone.append(link)
+                link = None
+            if link is not None:
+                self._pinned[me] = link
+            self._every.difference_update(gone)
+        for old in gone:
             old.close()
+        if link is None:
+            link = self._opened(generation)
+            with self._lock:
+                self._pinned[me] = link
         return link
 
     def broken(self, link: _Link) -> None:
@@ -359,20 +389,40 @@ class _Links:
         with self._lock:
             if link.generation == self._generation:
                 self._generation += 1
+            self._every.discard(link)
         link.close()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            links = list(self._by_thread.values())
-            self._by_thread.clear()
+            links = list(self._every)
+            self._every.clear()
+            self._idle.clear()
+            self._pinned.clear()
         for link in links:
             link.close()
+
+    def _check_open(self) -> int:
+        """The current generation (the lock held); raises once closed."""
+        if self._closed:
+            raise FatalError(f"connection to {self.params.label} was closed")
+        return self._generation
+
+    def _opened(self, generation: int) -> _Link:
+        link = _Link(self.params, generation, self._known_hosts_lock)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._every.add(link)
+        if closed:
+            link.close()
+            raise FatalError(f"connection to {self.params.label} was closed")
+        return link
 
 
 @cache
 def _filesystem_class() -> type[AbstractFileSystem]:
-    """fsspec's SFTP filesystem on top of the verified, per-thread connections.
+    """fsspec's SFTP filesystem on top of the verified connections (one per thread).
 
     Built on first use: the driver does its work without fsspec, which is slow to import.
     """
@@ -391,7 +441,7 @@ def _filesystem_class() -> type[AbstractFileSystem]:
 
         @property
         def ftp(self) -> paramiko.SFTPClient:
-            return self.links.get().sftp
+            return self.links.pinned().sftp
 
     return SFTPFS
 
@@ -487,7 +537,9 @@ class SFTPDriver(Driver):
         params, path = parse(url, options)
         links = _Links(params)
         try:
-            home = links.get().sftp.normalize(".")
+            link = links.take()
+            home = link.sftp.normalize(".")
+            links.give_back(link)
         except AuthenticationException as exc:
             links.close()
             if isinstance(exc, PasswordRequiredException):
@@ -509,22 +561,27 @@ class SFTPDriver(Driver):
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
     def _session(self) -> Iterator[_Link]:
-        """The calling thread's connection; connection failures become TransientError."""
+        """A connection for one operation; connection failures become TransientError."""
         try:
-            link = self.links.get()
+            link = self.links.take()
         except MirrorError:
             raise
         except BaseException as exc:
             raise self.classify(exc) from None
         try:
             yield link
-        except BaseException as exc:
-            if isinstance(exc, Exception) and _is_connection_error(exc, link):
+        except Exception as exc:
+            if _is_connection_error(exc, link):
                 self.links.broken(link)
                 raise TransientError(
                     f"sftp connection to {self.links.params.label} lost ({type(exc).__name__}: {exc})"
                 ) from None
+            self.links.give_back(link)  # a refusal (no such file, permission) leaves it fine
             raise
+        except BaseException:
+            self.links.broken(link)  # interrupted halfway through a request: not for reuse
+            raise
+        self.links.give_back(link)
 
     # -- reading ----------------------------------------------------------------------
     def list(self) -> dict[str, RemoteEntry]:
@@ -624,7 +681,7 @@ class _Replies:
 
     paramiko's reader costs about 40 µs a reply: two channel reads, a Message and a
     weak reference each. Here one channel read takes every reply that has arrived and
-    each is sliced out with struct. A connection belongs to one thread, so the replies
+    each is sliced out with struct. A connection serves one thread at a time, so the replies
     on it answer this object's requests, or requests an earlier upload gave up waiting
     for (those are dropped).
     """

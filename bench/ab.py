@@ -9,6 +9,7 @@ of each build and its ratio of medians to the first revision named.
 
     python -m bench.ab 8dddf74 HEAD --workload large --target sftp --rounds 5
     python -m bench.ab HEAD~1 HEAD --run again        # the no-change re-run
+    python -m bench.ab HEAD~1 HEAD --target sftp --run edits   # the re-run after 10 edits
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench import places, sshd, trees
 from bench.proc import timed
-from bench.run import rotated, warm
+from bench.run import EDIT_PAUSE, rotated, warm
 from bench.tools import Target, mirror_command, mirror_sftp_config
 
 TOP = Path(__file__).resolve().parent.parent
@@ -50,7 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("revs", nargs="+", help="git revisions to compare (the first is the base)")
     p.add_argument("--workload", default="small", choices=sorted(trees.SPECS))
     p.add_argument("--target", default="local", choices=["local", "sftp"])
-    p.add_argument("--run", default="first", choices=["first", "again"], help="first copy, or no-change re-run")
+    p.add_argument(
+        "--run",
+        default="first",
+        choices=["first", "again", "edits"],
+        help="first copy, no-change re-run, or re-run after 10 edits",
+    )
     p.add_argument("--rounds", type=int, default=5)
     return p.parse_args(argv)
 
@@ -120,12 +127,18 @@ def main(argv: list[str] | None = None) -> None:
                 target = Target(args.target, places.fresh(places.target_root() / "ab"), server)
                 cmd = command(build, src, target, scratch)
                 env = dict(os.environ, PYTHONPATH=str(build.path), MIRROR_STATE_DIR=str(scratch / "state"))
-                if args.run == "again":
+                edited: list[str] = []
+                if args.run != "first":
                     timed(cmd, env)
+                if args.run == "edits":
+                    edited = trees.edit(spec, src, int(time.time() * 1000))
+                    time.sleep(EDIT_PAUSE)
                 warm(src)
                 seconds = timed(cmd, env).seconds
                 if places.count_files(target.path) != spec.files:
                     raise SystemExit(f"bench: {build.rev} left the target incomplete")
+                if any((src / rel).read_bytes() != (target.path / rel).read_bytes() for rel in edited):
+                    raise SystemExit(f"bench: {build.rev} did not copy the edits")
                 times[build].append(seconds)
                 print(f"  round {round_ + 1} {build.rev} ({build.commit}) {seconds:.2f} s", file=sys.stderr)
     base = statistics.median(times[builds[0]])

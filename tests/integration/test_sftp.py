@@ -94,12 +94,13 @@ def test_put_replaces_a_longer_file_completely(driver: Driver, root: Path, tmp_p
 
 
 def requests_for_put(driver: Driver, local: str, rel: str) -> int:
-    """SFTP requests a put sent (each costs the client a reply to read)."""
+    """SFTP requests a put sent (each costs the client a reply to read), on the connection
+    the driver has idle, which the put takes."""
     assert isinstance(driver, SFTPDriver)
     with driver._session() as link:
         before = link.sftp.request_number
-        driver.put(local, rel, MTIME_NS)
-        return link.sftp.request_number - before
+    driver.put(local, rel, MTIME_NS)
+    return link.sftp.request_number - before
 
 
 def test_large_file_round_trips_in_the_servers_largest_writes(driver: Driver, root: Path, tmp_path: Path) -> None:
@@ -501,3 +502,16 @@ def test_a_login_the_server_never_finishes_is_retried_not_refused(tmp_path: Path
             open_driver(server.url(tmp_path / "r"), server.options(timeout=1))
     finally:
         server.stop()
+
+
+def test_the_fsspec_filesystem_works_beside_the_driver(driver: Driver, root: Path, tmp_path: Path) -> None:
+    """fsspec's filesystem keeps its connections (one per thread) apart from those the
+    driver shares out between threads, so both can be used at once."""
+    (root / "a.txt").write_bytes(b"abc")
+    fs = driver.fs
+    with ThreadPoolExecutor(2) as pool:
+        read = pool.submit(fs.cat_file, driver.full("a.txt"))
+        driver.put(write(tmp_path / "b", b"credit note"), "b.txt", MTIME_NS)
+        assert read.result(timeout=30) == b"abc"
+    assert fs.cat_file(driver.full("b.txt")) == b"credit note"
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(driver.root, detail=False)) == ["a.txt", "b.txt"]

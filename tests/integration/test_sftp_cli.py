@@ -49,6 +49,24 @@ def test_run_once_then_verify_over_sftp(sshd: SshServer, tmp_path: Path) -> None
     assert mirror("verify", "-c", str(config)).returncode == 1
 
 
+def test_a_run_with_one_change_logs_in_once(sshd: SshServer, tmp_path: Path) -> None:
+    """Each login is a process on the server (and counts against MaxStartups): the worker
+    that sends the file takes the connection the run opened, rather than its own."""
+    source = tmp_path / "export"
+    source.mkdir()
+    for i in range(5):
+        (source / f"invoice {i}.pdf").write_bytes(os.urandom(2000))
+    remote = tmp_path / "remote"
+    config = _config(sshd, source, remote, tmp_path)
+    assert mirror("run", "--once", "-c", str(config)).returncode == 0
+    (source / "invoice 3.pdf").write_bytes(b"credit note")
+    logins = sshd.log.read_text().count("Accepted publickey")
+    run = mirror("run", "--once", "-c", str(config))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (remote / "invoice 3.pdf").read_bytes() == b"credit note"
+    assert sshd.log.read_text().count("Accepted publickey") == logins + 1
+
+
 def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path) -> Path:
     config = tmp_path / "restart.toml"
     config.write_text(
