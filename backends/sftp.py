@@ -345,15 +345,20 @@ class _Links:
 
     def take(self) -> _Link:
         """A connection for the calling thread alone until it hands it back with :meth:`give_back`."""
+        stale: list[_Link] = []
+        found = None
         with self._lock:
             generation = self._check_open()
-            while self._idle:
+            while self._idle and found is None:
                 link = self._idle.pop()
                 if link.generation == generation and link.active():
-                    return link
-                self._every.discard(link)
-                link.close()
-        return self._opened(generation)
+                    found = link
+                else:
+                    stale.append(link)
+            self._every.difference_update(stale)
+        for old in stale:
+            old.close()  # outside the lock: closing waits on the socket
+        return found if found is not None else self._opened(generation)
 
     def give_back(self, link: _Link) -> None:
         with self._lock:
