@@ -41,7 +41,15 @@ class BackendInfo:
 
     def missing(self) -> list[str]:
         """Import names this backend needs that are not installed."""
-        return [name for name in self.requires if importlib.util.find_spec(name) is None]
+        return [name for name in self.requires if not _installed(name)]
+
+
+def _installed(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it (only its parent package)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False  # "google.oauth2" without google: find_spec imports the parent, and fails
 
 
 BUILTINS: tuple[BackendInfo, ...] = (
