@@ -373,14 +373,13 @@ class _Links:
         me = threading.current_thread()
         with self._lock:
             generation = self._check_open()
-            link = self._pinned.pop(me, None)
-            gone = [self._pinned.pop(t) for t in list(self._pinned) if not t.is_alive()]
+            link = self._pinned.get(me)
+            owners = [t for t in self._pinned if not t.is_alive()]
             if link is not None and (link.generation != generation or not link.active()):
-                gone.append(link)
-                link = None
-            if link is not None:
-                self._pinned[me] = link
+                owners.append(me)
+            gone = [self._pinned.pop(t) for t in owners]
             self._every.difference_update(gone)
+            link = self._pinned.get(me)
         for old in gone:
             old.close()
         if link is None:
@@ -410,7 +409,7 @@ class _Links:
     def _check_open(self) -> int:
         """The current generation (the lock held); raises once closed."""
         if self._closed:
-            raise FatalError(f"connection to {self.params.label} was closed")
+            raise self._closed_error()
         return self._generation
 
     def _opened(self, generation: int) -> _Link:
@@ -421,8 +420,11 @@ class _Links:
                 self._every.add(link)
         if closed:
             link.close()
-            raise FatalError(f"connection to {self.params.label} was closed")
+            raise self._closed_error()
         return link
+
+    def _closed_error(self) -> FatalError:
+        return FatalError(f"connection to {self.params.label} was closed")
 
 
 @cache
@@ -517,8 +519,9 @@ class SFTPDriver(Driver):
         server_side_move=True,
         max_name_bytes=255,
     )
-    #: each worker owns a connection; on 2 cores, 8 were slower than 4 (small files 5-10 %,
-    #: 64 MiB files 20 %): the threads fight over the GIL, and round trips are few now
+    #: each worker uses a connection of its own while it works; on 2 cores, 8 were slower
+    #: than 4 (small files 5-10 %, 64 MiB files 20 %): the threads fight over the GIL, and
+    #: round trips are few now
     default_concurrency = 4
     #: paramiko encrypts every 32 KiB packet in Python, so large uploads are CPU-bound on
     #: a fast link and four of them only fight over the GIL: a first copy of 8 files of

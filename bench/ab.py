@@ -38,11 +38,13 @@ TOP = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class Build:
-    """One revision, installed under ``path`` (a folder for PYTHONPATH)."""
+    """One revision, installed under ``path`` (a folder for PYTHONPATH); ``script`` is
+    what its ``mirror`` command calls, as ``module:function`` (it changed over time)."""
 
     rev: str
     commit: str
     path: Path
+    script: str
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,7 +76,7 @@ def install(rev: str) -> Build:
     ).stdout.strip()
     out = trees.cache_dir() / "ab" / commit
     if (out / ".done").exists():
-        return Build(rev, commit, out)
+        return Build(rev, commit, out, console_script(out))
     python = venv_python()
     shutil.rmtree(out, ignore_errors=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,18 +85,18 @@ def install(rev: str) -> Build:
         subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--target", out, tmp], check=True)
     subprocess.run([python, "-m", "compileall", "-q", out], check=True, stdout=subprocess.DEVNULL)
     (out / ".done").touch()
-    return Build(rev, commit, out)
+    return Build(rev, commit, out, console_script(out))
 
 
-def console_script(build: Build) -> str:
-    """What the build's ``mirror`` script calls, as ``module:function`` (it changed over time)."""
+def console_script(installed: Path) -> str:
+    """What the ``mirror`` script of the build installed at ``installed`` calls."""
     parser = configparser.ConfigParser()
-    parser.read(next(build.path.glob("*.dist-info/entry_points.txt")))
+    parser.read(next(installed.glob("*.dist-info/entry_points.txt")))
     return parser["console_scripts"]["mirror"].strip()
 
 
 def command(build: Build, src: Path, target: Target, scratch: Path) -> list[str]:
-    module, function = console_script(build).split(":")
+    module, function = build.script.split(":")
     # -P: the working folder (maybe this checkout) must not shadow the build on sys.path
     head = [str(venv_python()), "-P", "-c", f"from {module} import {function}; {function}()", "run"]
     if target.server is None:
