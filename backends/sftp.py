@@ -36,7 +36,8 @@ What this module owns, and why it does not just call fsspec's SFTPFileSystem:
   through limits@openssh.com), so there are 8 times fewer replies to read. Every
   failed reply counts: paramiko's pipelined writes register no owner for their
   replies, so a refused write (a full disk) went unnoticed and the short file would
-  have been renamed into place.
+  have been renamed into place. The requests go out through :mod:`ssh_data`, which
+  seals the SSH packets many at a time instead of one by one in paramiko.
 - Small files in batches (:meth:`SFTPDriver.send_batch`): 64 files take three round
   trips together, every OPEN in one write, then every file's writes, FSETSTAT and
   CLOSE, then every rename, so per-packet and per-reply costs are shared (a first copy
@@ -70,6 +71,8 @@ from urllib.parse import unquote, urlsplit
 from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.private_files import read_private
+
+from . import ssh_data
 
 if TYPE_CHECKING:
     # paramiko (~0.3 s) and fsspec are imported on first connection, not with this
@@ -277,8 +280,11 @@ class _Link:
             # a half-open connection (network gone without a reset) is noticed this way
             transport.set_keepalive(KEEPALIVE_S)
             self.sftp = self.client.open_sftp()
-            self.sftp.get_channel().settimeout(params.timeout)
+            channel = self.sftp.get_channel()
+            channel.settimeout(params.timeout)
             self.write_size = _write_size(self.sftp)
+            #: how uploads send their requests (past paramiko's per-packet path where it can)
+            self.send = ssh_data.sender(channel)
         except AuthenticationException as exc:
             transport = self.client.get_transport()
             unanswered = (
@@ -629,7 +635,7 @@ class SFTPDriver(Driver):
         # buffered: its read(n) returns n bytes unless at the end, where a raw read may
         # return fewer (the upload takes a short read for the end of the file)
         with open(local_path, "rb") as src, self._session() as link:
-            _upload(link.sftp, src, os.fstat(src.fileno()).st_size, target, mtime_s, link.write_size)
+            _upload(link, src, os.fstat(src.fileno()).st_size, target, mtime_s)
         return None
 
     def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
@@ -644,7 +650,7 @@ class SFTPDriver(Driver):
             for item in items
         ]
         with self._session() as link:
-            outcomes = _Batch(link.sftp, jobs, link.write_size).run()
+            outcomes = _Batch(link, jobs).run()
         return [None if outcome is None else self.classify(outcome) for outcome in outcomes]
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
@@ -694,8 +700,9 @@ class _Replies:
     for (those are dropped).
     """
 
-    def __init__(self, sftp: paramiko.SFTPClient) -> None:
-        self.sftp = sftp
+    def __init__(self, link: _Link) -> None:
+        self.sftp = link.sftp
+        self._send = link.send
         self.got: dict[int, tuple[int, bytes]] = {}
         self.waiting: set[int] = set()
         self._buffer = b""
@@ -722,7 +729,7 @@ class _Replies:
         self.waiting.update(numbers)
         # a view, because paramiko's sendall slices what is left after each packet: a
         # bytes object would be copied whole each time (quadratic in the batch size)
-        sftp.sock.sendall(memoryview(b"".join(out)) if requests else laid_out)
+        self._send(memoryview(b"".join(out)) if requests else laid_out)
         return numbers
 
     def wait(self, most: int = 0) -> None:
@@ -808,19 +815,24 @@ def _opening(path: str) -> Request:
 
 
 def _read_writes(
-    src: io.BufferedReader, handle: bytes, offset: int, want: int, size: int
-) -> tuple[memoryview, list[int], int]:
+    src: io.BufferedReader, handle: bytes, offset: int, want: int, size: int, buffer: bytearray
+) -> tuple[memoryview, list[int], int, bytearray]:
     """Read up to ``want`` bytes of ``src`` straight into WRITEs of ``size`` bytes (the
-    last one less), laid out end to end in one buffer, ready to send as they are.
+    last one less), laid out end to end in ``buffer`` (or a new one when it is too
+    small), ready to send as they are.
 
-    Returns the buffer, where each request starts (its number still to be set) and how
-    many bytes were read. Reading into place spares a copy of every byte sent: joined
-    from pieces, a large upload spent a tenth of its CPU copying.
+    Returns the part of the buffer used, where each request starts (its number still to
+    be set), how many bytes were read, and the buffer to pass next time. Reading into
+    place spares a copy of every byte sent: joined from pieces, a large upload spent a
+    tenth of its CPU copying. One buffer serves a whole upload: a fresh one per block
+    cost page faults and zeroing.
     """
     from paramiko.sftp import CMD_WRITE
 
     head = _REPLY_HEAD.size + len(handle) + _OFFSET_LENGTH.size
-    buffer = bytearray(head * -(-want // size) + want)
+    needed = head * -(-want // size) + want
+    if len(buffer) < needed:
+        buffer = bytearray(needed)
     view = memoryview(buffer)
     starts: list[int] = []
     at = got = 0
@@ -837,7 +849,7 @@ def _read_writes(
         got += read
         if read < wanted:
             break
-    return view[:at], starts, got
+    return view[:at], starts, got, buffer
 
 
 def _writes(handle: bytes, block: memoryview, offset: int, size: int) -> list[Request]:
@@ -869,10 +881,10 @@ class _Batch:
     batch: every OPEN, then every file's writes, FSETSTAT and CLOSE, then every rename.
     A file whose step fails skips the steps after it; the others go on."""
 
-    def __init__(self, sftp: paramiko.SFTPClient, jobs: Sequence[_Job], write_size: int) -> None:
+    def __init__(self, link: _Link, jobs: Sequence[_Job]) -> None:
         self.jobs = jobs
-        self.write_size = write_size
-        self.replies = _Replies(sftp)
+        self.write_size = link.write_size
+        self.replies = _Replies(link)
         #: per job: None while it goes well, else what failed
         self.outcomes: list[BaseException | None] = [None] * len(jobs)
         self.contents: dict[int, bytes] = {}
@@ -936,9 +948,7 @@ class _Batch:
             self.outcomes[i] = self.replies.failure(num)
 
 
-def _upload(
-    sftp: paramiko.SFTPClient, src: io.BufferedReader, size: int, target: str, mtime_s: int | None, write_size: int
-) -> None:
+def _upload(link: _Link, src: io.BufferedReader, size: int, target: str, mtime_s: int | None) -> None:
     """Write ``src`` (``size`` bytes when opened) to ``target``, set its mtime on the open
     handle, and close it.
 
@@ -950,7 +960,8 @@ def _upload(
     """
     from paramiko.sftp import CMD_CLOSE
 
-    replies = _Replies(sftp)
+    replies = _Replies(link)
+    write_size = link.write_size
     (num,) = replies.ask([_opening(target)])
     handle = replies.handle(num)
     if isinstance(handle, BaseException):
@@ -959,13 +970,14 @@ def _upload(
     read_size = write_size * max(1, READ_SIZE // write_size)
     in_flight = max(1, IN_FLIGHT_BYTES // write_size)
     closed = last = False
+    buffer = bytearray()
     try:
         offset = 0
         while not last:
             # a small file is asked for its size (+1 to see the end), not 1 MiB; a file
             # that grew since it was opened is read on
             want = min(read_size, size - offset + 1) if offset <= size else read_size
-            block, starts, got = _read_writes(src, handle, offset, want, write_size)
+            block, starts, got, buffer = _read_writes(src, handle, offset, want, write_size, buffer)
             offset += got
             last = got < want
             replies.send(_closing(handle, mtime_s) if last else [], block, starts)

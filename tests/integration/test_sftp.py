@@ -221,7 +221,7 @@ def test_a_refused_write_in_a_batch_is_never_renamed_into_place(
             _Job(write(tmp_path / "fine", b"fine"), f"{root}/fine.~tmp", f"{root}/fine.pdf", None),
         ]
         with d._session() as link:
-            outcomes = _Batch(link.sftp, jobs, link.write_size).run()
+            outcomes = _Batch(link, jobs).run()
         assert isinstance(outcomes[0], OSError) and not isinstance(outcomes[0], FileNotFoundError)
         assert outcomes[1] is None
         assert (root / "fine.pdf").read_bytes() == b"fine"
@@ -479,7 +479,7 @@ def test_put_sends_every_byte_whatever_the_size(
     assert isinstance(driver, SFTPDriver)
     data = os.urandom(length)
     with open(write(tmp_path / "f", data), "rb") as src, driver._session() as link:
-        _upload(link.sftp, src, told, driver.full("f.bin"), None, link.write_size)
+        _upload(link, src, told, driver.full("f.bin"), None)
     assert (root / "f.bin").read_bytes() == data
 
 
