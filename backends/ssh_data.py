@@ -12,10 +12,11 @@ It takes paramiko's own locks and keeps its books, as ``Channel.send`` and
 ``Packetizer.send_message`` do: the channel's send window, waiting out a key exchange,
 the write lock (the transport's thread sends window adjustments and keepalives between
 batches), the cipher's invocation counter, the sequence number, and the byte and
-packet counts that trigger a rekey. Those are paramiko's private attributes, so each
-batch first checks they are all there and that the outgoing cipher is AES-GCM (mirror
-asks for it first; every OpenSSH since 6.2 offers it); otherwise that batch goes through
-``Channel.sendall``, slower but the same bytes. A mistake here cannot go unnoticed:
+packet counts that trigger a rekey. Those are paramiko's private attributes, so the
+connection first checks they are all there, and each batch that the outgoing cipher is
+AES-GCM, by its name and its engine (mirror asks for it first; every OpenSSH since 6.2
+offers it); otherwise that batch goes through ``Channel.sendall``, slower but the same
+bytes. A mistake here cannot go unnoticed:
 the server checks every packet's tag and drops the connection on the first bad one.
 """
 
@@ -56,7 +57,10 @@ _STATE = (
     "received_bytes_overflow",
     "received_packets_overflow",
 )
-_TRANSPORT = ("clear_to_send", "clear_to_send_lock", "clear_to_send_timeout", "active")
+_TRANSPORT = ("clear_to_send", "clear_to_send_lock", "clear_to_send_timeout", "active", "local_cipher")
+#: the ciphers sealed here: RFC 5647's construction (the length as associated data, a
+#: 12-byte nonce counting packets); another AEAD (chacha20-poly1305) works differently
+SEALED = frozenset({"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"})
 
 Sender = Callable[[memoryview], None]
 
@@ -92,6 +96,10 @@ class _Sealer:
         self.channel = channel
         self.transport = transport
         self.p = packetizer
+        # imported with paramiko, not with this module: a run that never connects skips both
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aes_gcm = AESGCM
         #: kept for the connection: two fresh 2 MiB buffers a batch cost page faults and zeroing
         self._out = bytearray()
         self._plain = bytearray()
@@ -137,8 +145,10 @@ class _Sealer:
             with p["write_lock"]:
                 engine = p["block_engine_out"]
                 if (
-                    not p["aead_out"]
+                    self.transport.local_cipher not in SEALED
+                    or not isinstance(engine, self._aes_gcm)
                     or not hasattr(engine, "encrypt_into")
+                    or not p["aead_out"]
                     or p["compress_engine_out"] is not None
                     or p["dump_packets"]
                 ):

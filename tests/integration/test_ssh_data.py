@@ -62,7 +62,9 @@ def packets_through_paramiko(driver: SFTPDriver) -> list[Any]:
     return sent
 
 
-def test_a_large_upload_goes_out_past_paramikos_packet_path(driver: SFTPDriver, root: Path, tmp_path: Path) -> None:
+def test_a_large_upload_goes_out_past_paramikos_packet_path(
+    driver: SFTPDriver, root: Path, tmp_path: Path
+) -> None:
     """8 MiB is about 260 channel packets; paramiko's path would send each as a message
     of its own (if this fails, a paramiko upgrade has switched the fast path off)."""
     sent = packets_through_paramiko(driver)
@@ -107,6 +109,18 @@ def test_a_cipher_other_than_aes_gcm_uploads_through_paramiko(tmp_path: Path, ro
             driver.close()
     finally:
         server.stop()
+
+
+def test_a_cipher_not_sealed_here_goes_through_paramiko(driver: SFTPDriver, root: Path, tmp_path: Path) -> None:
+    """The sender seals only what it knows by name: a connection that says it uses
+    another cipher (chacha20-poly1305, say, were paramiko to add it) is left to paramiko."""
+    with driver._session() as link:
+        link.client.get_transport().local_cipher = "chacha20-poly1305@openssh.com"
+    sent = packets_through_paramiko(driver)
+    data = os.urandom(2 * MiB)
+    put(driver, tmp_path, "credit-note.pdf", data)
+    assert (root / "credit-note.pdf").read_bytes() == data
+    assert len(sent) > 50
 
 
 def test_many_small_files_in_batches_arrive_whole(driver: SFTPDriver, root: Path, tmp_path: Path) -> None:
