@@ -1,7 +1,7 @@
 """Channel data sent in bulk: the SSH packets of an upload sealed here, many at a time.
 
 paramiko sends channel data one packet (at most 32 KiB on OpenSSH) at a time: a
-Message, about six copies of the data and some forty Python calls for each. A large
+Message, about six copies of the data and some thirty Python calls for each. A large
 upload spent most of the client's CPU there, not in the cipher: with 8 files of 64 MiB
 to a loopback OpenSSH, the client used 3.4 s of CPU, 0.24 s of it in AES-GCM, 0.56 s in
 memmove. Here up to 64 packets are laid out in one buffer kept for the connection, each
@@ -16,8 +16,8 @@ packet counts that trigger a rekey. Those are paramiko's private attributes, so 
 connection first checks they are all there, and each batch that the outgoing cipher is
 AES-GCM, by its name and its engine (mirror asks for it first; every OpenSSH since 6.2
 offers it); otherwise that batch goes through ``Channel.sendall``, slower but the same
-bytes. A mistake here cannot go unnoticed:
-the server checks every packet's tag and drops the connection on the first bad one.
+bytes. A mistake here cannot go unnoticed: the server checks every packet's tag and
+drops the connection on the first bad one.
 """
 
 from __future__ import annotations
