@@ -92,6 +92,9 @@ class _Private:
 
 
 class _Sealer:
+    """Sends one connection's channel data; used by one thread at a time, as the
+    connection is."""
+
     def __init__(self, channel: paramiko.Channel, transport: paramiko.Transport, packetizer: _Private) -> None:
         self.channel = channel
         self.transport = transport

@@ -92,6 +92,27 @@ def test_uploads_stay_whole_across_key_exchanges(
     assert transport.is_active()
 
 
+def test_a_server_that_takes_only_aes256_gcm_gets_sealed_packets(tmp_path: Path, root: Path) -> None:
+    """Hardened servers often allow AES-GCM with 256-bit keys only: same construction,
+    longer key."""
+    server = SshServer(tmp_path / "sshd", extra_config=["Ciphers aes256-gcm@openssh.com"])
+    server.start()
+    try:
+        driver = connect(server, root)
+        try:
+            with driver._session() as link:
+                assert link.client.get_transport().local_cipher == "aes256-gcm@openssh.com"
+            sent = packets_through_paramiko(driver)
+            data = os.urandom(4 * MiB + 1)
+            put(driver, tmp_path, "payroll.pdf", data)
+            assert (root / "payroll.pdf").read_bytes() == data
+            assert len(sent) < 20
+        finally:
+            driver.close()
+    finally:
+        server.stop()
+
+
 def test_a_cipher_other_than_aes_gcm_uploads_through_paramiko(tmp_path: Path, root: Path) -> None:
     """A server without AES-GCM: the sender hands every batch to paramiko, with the
     window it took given back (a window counted twice would stall the upload)."""
