@@ -111,7 +111,8 @@ class _Sealer:
         view = data.cast("B")
         while view:
             sizes = self._take_window(len(view))
-            batch, view = view[: sum(sizes)], view[sum(sizes) :]
+            taken = sum(sizes)
+            batch, view = view[:taken], view[taken:]
             if not self._seal_and_send(batch, sizes):
                 with self.channel.lock:
                     # paramiko's path takes its window again

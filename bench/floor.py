@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import places, proc, tools, trees
+from bench.run import rotated
 
 #: a first copy and nothing else: temp name, mtime, rename, an index row per file
 COPY = """
@@ -92,21 +93,15 @@ def main(argv: list[str] | None = None) -> None:
     again: dict[str, list[float]] = {name: [] for name in [*commands, "python -c pass"]}
     for round_ in range(args.rounds):
         places.fresh(work)
-        for name, cmd in _rotated(commands, round_):
+        for name, cmd in rotated(list(commands.items()), round_):
             first[name].append(proc.timed(cmd, env).seconds)
         rerun = {**commands, "bare Python": check, "python -c pass": [python, "-c", "pass"]}
-        for name, cmd in _rotated(rerun, round_):
+        for name, cmd in rotated(list(rerun.items()), round_):
             again[name].append(proc.timed(cmd, env).seconds)
     print(f"\n`python -m bench.floor --rounds {args.rounds}` (small tree: 10,000 files of 4 KiB)\n")
     print("| | first copy | nothing changed |\n|---|---|---|")
     for name, samples in again.items():
         print(f"| {name} | {_median(first.get(name, []))} | {_median(samples)} |")
-
-
-def _rotated(commands: dict[str, list[str]], shift: int) -> list[tuple[str, list[str]]]:
-    items = list(commands.items())
-    shift %= len(items)
-    return items[shift:] + items[:shift]
 
 
 def _median(samples: Sequence[float]) -> str:

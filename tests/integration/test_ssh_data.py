@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from mirror.backends.sftp import SFTPDriver
 
+from mirror.driver import BatchPut
 from tests.servers.sshd import SshServer
 
 MTIME_NS = 1_600_000_000_000_000_000
@@ -82,7 +83,7 @@ def test_uploads_stay_whole_across_key_exchanges(
     with driver._session() as link:
         transport = link.client.get_transport()
         transport.packetizer.REKEY_BYTES = MiB
-    files = {f"export-{i}.csv": os.urandom(3 * MiB + i) for i in range(3)}
+    files = {f"export-{i}.csv": os.urandom(4 * MiB + i) for i in range(4)}
     with caplog.at_level(logging.DEBUG, logger="paramiko.transport"):
         for name, data in files.items():
             put(driver, tmp_path, name, data)
@@ -147,8 +148,6 @@ def test_a_cipher_not_sealed_here_goes_through_paramiko(driver: SFTPDriver, root
 def test_many_small_files_in_batches_arrive_whole(driver: SFTPDriver, root: Path, tmp_path: Path) -> None:
     """Batches of small files make many short requests in one channel write, and packets
     that end mid-request."""
-    from mirror.driver import BatchPut
-
     files = {f"n{i:03}.txt": os.urandom(i * 37 % 5000) for i in range(150)}
     items = []
     for name, data in files.items():
