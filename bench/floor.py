@@ -7,8 +7,14 @@ the tree and copy each file to a temp name (sendfile), set its mtime, rename it 
 place, and write one index row per file; for the run with nothing changed, walk and stat
 every file, read every index row, compare. The interpreter's start alone is timed too.
 
+The same script runs a second time after importing every module a no-change ``mirror
+run`` loads, other than mirror's own (click, dataclasses, logging, sqlite3, tomllib,
+platformdirs and what they pull in; listed from a real run). That is the floor for a
+Python program built on mirror's libraries.
+
 What the bare Python takes, against rsync, is the floor for any Python program that
-starts on each run; what mirror takes above it is its own work per file and per start.
+starts on each run; what mirror takes above the second script is its own work per file
+and per start.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +80,35 @@ changed = sum(1 for src, size, mtime in rows if seen.get(src) != (size, mtime))
 sys.exit(1 if changed or len(seen) < 10000 else 0)
 """
 
+#: run as the mirror command: the modules a run loaded that are not mirror's, on stdout
+MODULES = """
+import sys
+from mirror.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(" ".join(sorted(m for m in sys.modules if m.partition(".")[0] not in ("mirror", "__main__"))))
+"""
+
+
+def with_imports(script: str, modules: list[str]) -> str:
+    """``script``, after importing ``modules`` (those a fresh interpreter can import by name)."""
+    return f"""
+import importlib
+for name in {modules!r}:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
+{script}"""
+
+
+def mirror_modules(python: str, cmd: list[str], env: dict[str, str]) -> list[str]:
+    """The modules ``mirror`` + ``cmd`` (a no-change run) loads that are not its own."""
+    done = subprocess.run([python, "-c", MODULES, *cmd], env=env, capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
@@ -89,13 +125,25 @@ def main(argv: list[str] | None = None) -> None:
         "bare Python": [python, "-c", COPY, str(src), str(work / "python"), str(work / "python.sqlite")],
     }
     check = [python, "-c", CHECK, str(src), str(work / "python.sqlite")]
+    places.fresh(work)
+    proc.timed(commands["mirror run --once"], env)
+    modules = mirror_modules(python, commands["mirror run --once"][1:], env)
+    print(f"bench.floor: a no-change mirror run loads {len(modules)} modules that are not mirror's")
+    libs_copy = [python, "-c", with_imports(COPY, modules), str(src), str(work / "libs"), str(work / "libs.sqlite")]
+    commands["bare Python + mirror's imports"] = libs_copy
+    libs_check = [python, "-c", with_imports(CHECK, modules), str(src), str(work / "libs.sqlite")]
     first: dict[str, list[float]] = {name: [] for name in commands}
     again: dict[str, list[float]] = {name: [] for name in [*commands, "python -c pass"]}
     for round_ in range(args.rounds):
         places.fresh(work)
         for name, cmd in rotated(list(commands.items()), round_):
             first[name].append(proc.timed(cmd, env).seconds)
-        rerun = {**commands, "bare Python": check, "python -c pass": [python, "-c", "pass"]}
+        rerun = {
+            **commands,
+            "bare Python": check,
+            "bare Python + mirror's imports": libs_check,
+            "python -c pass": [python, "-c", "pass"],
+        }
         for name, cmd in rotated(list(rerun.items()), round_):
             again[name].append(proc.timed(cmd, env).seconds)
     print(f"\n`python -m bench.floor --rounds {args.rounds}` (small tree: 10,000 files of 4 KiB)\n")

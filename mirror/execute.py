@@ -343,20 +343,31 @@ class Executor:
             self.on_transfer(before.size, time.monotonic() - sending)
             after = self._local(action.src)
             if after == before:
-                self._uploaded(action, before, remote.hash if remote else None)
+                self._uploaded([(action, before, remote.hash if remote else None)])
                 return
             if after is not None:
                 self.log.info("%s changed while it was sent; sending it again", action.src)
             before = after
         raise ItemError("the file keeps changing while it is sent; it will be sent once it settles")
 
-    def _uploaded(self, action: Put, entry: LocalEntry, remote_hash: str | None) -> None:
-        self._record(action.src, action.dst, entry, action, remote_hash)
+    def _uploaded(self, done: Sequence[tuple[Put, LocalEntry, str | None]]) -> None:
+        """Record uploads that reached the target: each file as it was sent, with the hash
+        the target gave for it, if any."""
+        if not done:
+            return
+        self.index.record_many(
+            IndexEntry(action.src, action.dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash)
+            for action, entry, remote_hash in done
+        )
+        size = sum(entry.size for _, entry, _ in done)
         with self._lock:
-            self._stats.uploaded += 1
-            self._stats.bytes += entry.size
-        self.log.debug("put %s -> %s (%s, %d bytes)", action.src, action.dst, action.reason, entry.size)
-        self.on_done(entry.size)
+            self._stats.uploaded += len(done)
+            self._stats.bytes += size
+            self._streak = 0
+        if self.log.isEnabledFor(logging.DEBUG):  # a first copy has tens of thousands
+            for action, entry, _ in done:
+                self.log.debug("put %s -> %s (%s, %d bytes)", action.src, action.dst, action.reason, entry.size)
+        self.on_done(size)
 
     def _batches(self, transfers: Sequence[Put | Adopt]) -> tuple[list[list[Put]], list[Put | Adopt]]:
         """Small plain uploads grouped for :meth:`Driver.send_batch`; everything else alone."""
@@ -395,12 +406,14 @@ class Executor:
             outcomes = self._send_batch(actions)
             seconds = (time.monotonic() - sending) / len(actions)
             again = []
+            landed = []
             for action, outcome in zip(actions, outcomes, strict=True):
                 if outcome is None:
                     self.on_transfer(action.entry.size, seconds)
-                    self._item(action.src, action.dst, partial(self._confirm, action))
+                    landed.append(action)
                 else:
                     again.append(action)
+            self._confirm(landed)
         for action in again:
             if self._stopping():
                 return
@@ -448,14 +461,27 @@ class Executor:
             self.temps.difference_update(landed)
         return list(outcomes)
 
-    def _confirm(self, action: Put) -> None:
-        """After a batch put ``action`` in place: record it, or send it again if it changed."""
-        after = self._local(action.src)
-        if after == action.entry:
-            self._uploaded(action, action.entry, None)
-        elif after is not None:
+    def _confirm(self, actions: list[Put]) -> None:
+        """After a batch put ``actions`` in place: record the files unchanged since the
+        scan, all at once, then send again, one at a time, those that changed meanwhile."""
+        unchanged: list[tuple[Put, LocalEntry, str | None]] = []
+        changed: list[Put] = []
+        for action in actions:
+            try:
+                after = self._local(action.src)
+            except ItemError as exc:
+                self._failed(action.src, action.dst, str(exc))
+                continue
+            if after == action.entry:
+                unchanged.append((action, after, None))
+            elif after is not None:
+                changed.append(action._replace(entry=after))
+        # recorded before any file is sent again: that may fail the pass, and what is on
+        # the target must be in the index even then
+        self._uploaded(unchanged)
+        for action in changed:
             self.log.info("%s changed while it was sent; sending it again", action.src)
-            self._put(action._replace(entry=after))
+            self._item(action.src, action.dst, partial(self._put, action))
 
     def _drop_temp(self, tmp: str) -> bool:
         """Remove a temp file that did not become its final file; False when the target

@@ -253,20 +253,18 @@ class Index:
             return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
 
     def record(self, entry: IndexEntry) -> None:
-        row = (
-            entry.src,
-            entry.dst,
-            entry.size,
-            entry.mtime_ns,
-            entry.ino,
-            entry.date.isoformat(),
-            entry.remote_hash,
-        )
+        self.record_many([entry])
+
+    def record_many(self, entries: Iterable[IndexEntry]) -> None:
+        """Record files mirror put on the target; a failure recorded for one is cleared."""
+        rows = [(e.src, e.dst, e.size, e.mtime_ns, e.ino, e.date.isoformat(), e.remote_hash) for e in entries]
         with self._lock:
             # rows are written in batches (one executemany) before anything else touches the db
-            self._rows.append(row)
-            self._clear_failure(entry.src)
-            self._wrote()
+            self._rows.extend(rows)
+            if self._failed:
+                for row in rows:
+                    self._clear_failure(row[0])
+            self._wrote(len(rows))
 
     def forget(self, src: str) -> None:
         with self._lock:
@@ -367,8 +365,8 @@ class Index:
             self._db.commit()
 
     # -- transactions -----------------------------------------------------------------
-    def _wrote(self) -> None:
-        self._dirty += 1
+    def _wrote(self, count: int = 1) -> None:
+        self._dirty += count
         if self._dirty >= COMMIT_EVERY:
             self._drain()
             self._db.commit()

@@ -12,7 +12,7 @@ import pytest
 
 from backends.memory import MemoryDriver
 from mirror.driver import BatchPut, Capabilities
-from mirror.errors import ItemError, MirrorError, TransientError
+from mirror.errors import FatalError, ItemError, MirrorError, TransientError
 from mirror.execute import BATCH_FILE_BYTES, RetryPolicy, RunStats
 from mirror.plan import plan
 from tests.unit.test_plan import BatchingMemoryDriver, Rig
@@ -111,6 +111,56 @@ def test_a_file_changed_while_its_batch_was_out_is_sent_again(rig: Rig) -> None:
     assert rig.target()["invoices/01.pdf"] == b"invoice 1, corrected and longer"
     recorded = rig.index.entries()["invoices/01.pdf"]
     assert recorded.size == len(b"invoice 1, corrected and longer")
+
+
+def test_a_batch_is_in_the_index_even_when_sending_one_of_its_files_again_fails_the_pass(rig: Rig) -> None:
+    corrected = b"invoice 1, corrected and longer"
+
+    def edit_once(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
+        outcomes = BatchingMemoryDriver.send_batch(rig.driver, items)
+        if any(item.dst == "invoices/01.pdf" for item in items):
+            (rig.source / "invoices/01.pdf").write_bytes(corrected)
+            rig.driver.hook = lambda items: None
+        return outcomes
+
+    put = rig.driver.put
+
+    def put_unless_corrected(local_path: str, rel: str, mtime_ns: int) -> None:
+        if Path(local_path).read_bytes() == corrected:
+            raise FatalError("the target's storage is full")
+        put(local_path, rel, mtime_ns)
+
+    rig.driver.hook = edit_once
+    rig.driver.put = put_unless_corrected  # type: ignore[method-assign]
+    stats = first_copy(rig)
+    assert stats.fatal == "the target's storage is full"
+    batch = next(b for b in rig.driver.batches if "invoices/01.pdf" in b)
+    recorded = rig.index.entries()
+    # its other files are on the target: they must be known, or no later pass owns them
+    assert {dst for dst in batch if dst != "invoices/01.pdf"} <= set(recorded)
+    assert "invoices/01.pdf" not in recorded
+
+
+def test_a_file_unreadable_after_its_batch_fails_alone(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    unreadable = str(rig.source / "invoices/03.pdf")
+    stat = os.stat
+
+    def deny(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", path)
+        return stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    def lock_after_sending(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
+        outcomes = BatchingMemoryDriver.send_batch(rig.driver, items)
+        if any(item.dst == "invoices/03.pdf" for item in items):
+            monkeypatch.setattr(os, "stat", deny)
+        return outcomes
+
+    rig.driver.hook = lock_after_sending
+    stats = first_copy(rig)
+    assert stats.failed == [("invoices/03.pdf", "cannot read the source file (Permission denied)")]
+    assert set(rig.index.entries()) == set(TREE) - {"invoices/03.pdf"}
+    assert [f.src for f in rig.index.failures()] == ["invoices/03.pdf"]
 
 
 def test_a_file_gone_while_its_batch_was_out_is_neither_recorded_nor_failed(rig: Rig) -> None:
