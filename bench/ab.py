@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     src = trees.tree(spec)
     warm(src)
     times: dict[Build, list[float]] = {b: [] for b in builds}
+    cpu: dict[Build, list[float]] = {b: [] for b in builds}
     with server_for(args.target) as server:
         for round_ in range(args.rounds):
             for build in rotated(builds, round_):
@@ -136,20 +137,30 @@ def main(argv: list[str] | None = None) -> None:
                     edited = trees.edit(spec, src, int(time.time() * 1000))
                     time.sleep(EDIT_PAUSE)
                 warm(src)
-                seconds = timed(cmd, env).seconds
+                sample = timed(cmd, env)
+                seconds = sample.seconds
                 if places.count_files(target.path) != spec.files:
                     raise SystemExit(f"bench: {build.rev} left the target incomplete")
                 if any((src / rel).read_bytes() != (target.path / rel).read_bytes() for rel in edited):
                     raise SystemExit(f"bench: {build.rev} did not copy the edits")
                 times[build].append(seconds)
-                print(f"  round {round_ + 1} {build.rev} ({build.commit}) {seconds:.2f} s", file=sys.stderr)
+                cpu[build].append(sample.cpu_seconds)
+                name = f"{build.rev} ({build.commit})"
+                used = f"CPU {sample.cpu_seconds:.2f} s"
+                print(f"  round {round_ + 1} {name} {seconds:.2f} s, {used}", file=sys.stderr)
     base = statistics.median(times[builds[0]])
+    base_cpu = statistics.median(cpu[builds[0]]) or 1.0
     print(f"\n`python -m bench.ab {' '.join(sys.argv[1:] if argv is None else argv)}`\n")
-    print("| build | median | min | ratio to the first | runs |\n|---|---|---|---|---|")
+    print("| build | median | min | ratio to the first | CPU median | CPU ratio | runs |")
+    print("|---|---|---|---|---|---|---|")
     for build, samples in times.items():
         median = statistics.median(samples)
+        used = statistics.median(cpu[build])
         name = f"{build.rev} ({build.commit})"
-        print(f"| {name} | {median:.2f} s | {min(samples):.2f} s | {median / base:.2f}x | {len(samples)} |")
+        print(
+            f"| {name} | {median:.2f} s | {min(samples):.2f} s | {median / base:.2f}x "
+            f"| {used:.2f} s | {used / base_cpu:.2f}x | {len(samples)} |"
+        )
 
 
 if __name__ == "__main__":

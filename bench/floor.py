@@ -129,9 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     proc.timed(commands["mirror run --once"], env)
     modules = mirror_modules(python, commands["mirror run --once"][1:], env)
     print(f"bench.floor: a no-change mirror run loads {len(modules)} modules that are not mirror's")
-    libs_copy = [python, "-c", with_imports(COPY, modules), str(src), str(work / "libs"), str(work / "libs.sqlite")]
+    libs, libs_index = str(work / "libs"), str(work / "libs.sqlite")
+    libs_copy = [python, "-c", with_imports(COPY, modules), str(src), libs, libs_index]
     commands["bare Python + mirror's imports"] = libs_copy
-    libs_check = [python, "-c", with_imports(CHECK, modules), str(src), str(work / "libs.sqlite")]
+    libs_check = [python, "-c", with_imports(CHECK, modules), str(src), libs_index]
     first: dict[str, list[float]] = {name: [] for name in commands}
     again: dict[str, list[float]] = {name: [] for name in [*commands, "python -c pass"]}
     for round_ in range(args.rounds):

@@ -23,6 +23,9 @@ class Sample:
     rss_kib: int
     returncode: int
     stderr: str = ""
+    #: user + system CPU time of the command and the children it waited for: less
+    #: swayed than wall time by a busy host, for telling small changes apart
+    cpu_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -42,7 +45,7 @@ def timed(cmd: Sequence[str], env: Mapping[str, str] | None = None, *, check: bo
     with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as rss:
         started = time.perf_counter()
         returncode = subprocess.call(
-            [TIME, "-f", "%M", "-o", rss.name, *cmd],
+            [TIME, "-f", "%M %U %S", "-o", rss.name, *cmd],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -51,9 +54,13 @@ def timed(cmd: Sequence[str], env: Mapping[str, str] | None = None, *, check: bo
         seconds = time.perf_counter() - started
         err.seek(0)
         text = err.read().decode(errors="replace")[-4000:]
-        lines = rss.read().split()
-    rss_kib = int(lines[-1]) if lines and lines[-1].isdigit() else 0
-    sample = Sample(seconds, rss_kib, returncode, text)
+        # the last line; a command killed by a signal gets a line about that before it
+        lines = rss.read().splitlines()
+    fields = lines[-1].split() if lines else []
+    rss_kib, cpu = 0, 0.0
+    if len(fields) == 3 and fields[0].isdigit():
+        rss_kib, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
+    sample = Sample(seconds, rss_kib, returncode, text, cpu)
     if check and not sample.ok:
         raise ToolFailed(f"{' '.join(cmd)} exited with {sample.returncode}:\n{text}")
     return sample
