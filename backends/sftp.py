@@ -297,13 +297,23 @@ class _Link:
                 # target stopped for "credentials refused" would stay stopped
                 raise ConnectionError(f"the server did not finish the login ({exc})") from exc
             raise
+        except OSError as exc:
+            transport = self.client.get_transport()
+            self.client.close()
+            if exc.errno is None and transport is not None and not transport.is_active():
+                # paramiko's word for a channel the dropped connection closed ("Socket is
+                # closed"): a server restarting just after the login, not a file's fault
+                raise ConnectionError(f"the server closed the connection as it opened ({exc})") from exc
+            raise
         except BaseException:
             self.client.close()
             raise
 
     def active(self) -> bool:
+        """Whether the connection is up and its SFTP channel open (the server may close
+        the channel alone, when its SFTP process dies)."""
         transport = self.client.get_transport()
-        return transport is not None and transport.is_active()
+        return transport is not None and transport.is_active() and not self.sftp.get_channel().closed
 
     def close(self) -> None:
         self.client.close()
@@ -464,7 +474,7 @@ def _is_connection_error(exc: BaseException, link: _Link) -> bool:
 
     if isinstance(exc, (EOFError, TimeoutError, ConnectionError, socket.timeout, SSHException)):
         return True
-    # paramiko reports a closed socket as a bare OSError; the transport tells the truth
+    # paramiko reports a closed channel as a bare OSError; the link tells the truth
     return isinstance(exc, OSError) and not link.active()
 
 

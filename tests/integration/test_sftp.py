@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -502,6 +503,43 @@ def test_a_login_the_server_never_finishes_is_retried_not_refused(tmp_path: Path
             open_driver(server.url(tmp_path / "r"), server.options(timeout=1))
     finally:
         server.stop()
+
+
+def test_a_connection_dropped_as_its_sftp_session_opens_is_retried(
+    sshd: SshServer, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server restarting just after the login: paramiko reports the channel it
+    closed as a bare OSError ("Socket is closed"), which says nothing about any file."""
+    import paramiko
+
+    invoke = paramiko.Channel.invoke_subsystem
+
+    def invoke_then_drop(channel: paramiko.Channel, subsystem: str) -> None:
+        invoke(channel, subsystem)
+        transport = channel.get_transport()
+        transport.sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + 5
+        while transport.is_active() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(paramiko.Channel, "invoke_subsystem", invoke_then_drop)
+    with pytest.raises(TransientError, match="closed the connection"):
+        open_driver(sshd.url(root), sshd.options())
+
+
+def test_a_connection_whose_sftp_channel_closed_is_not_used_again(
+    driver: Driver, root: Path, tmp_path: Path
+) -> None:
+    """The server's SFTP process can die while the SSH connection stays up: the next
+    operation takes a fresh connection instead of failing on the dead channel."""
+    assert isinstance(driver, SFTPDriver)
+    driver.put(write(tmp_path / "a", b"first"), "a.txt", MTIME_NS)
+    idle = list(driver.links._idle)
+    assert idle, "the put gave its connection back for reuse"
+    for link in idle:
+        link.sftp.get_channel().close()
+    driver.put(write(tmp_path / "b", b"second"), "b.txt", MTIME_NS)
+    assert (root / "b.txt").read_bytes() == b"second"
 
 
 def test_the_fsspec_filesystem_works_beside_the_driver(driver: Driver, root: Path, tmp_path: Path) -> None:
