@@ -23,8 +23,8 @@ class Sample:
     rss_kib: int
     returncode: int
     stderr: str = ""
-    #: user + system CPU time of the command and the children it waited for: less
-    #: swayed than wall time by a busy host, for telling small changes apart
+    #: user + system CPU time of the command and the children it waited for: it leaves
+    #: out the time spent waiting for a core, which a busy host adds to wall time
     cpu_seconds: float = 0.0
 
     @property
