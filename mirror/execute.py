@@ -570,15 +570,19 @@ class Executor:
 
     def _move(self, action: Move) -> None:
         def work() -> None:
-            self._ensure_dir(parent(action.dst))
-            try:
-                self.call(lambda: self.driver.move(action.old_dst, action.dst))
-            except ItemError:
-                # the old copy is gone or unmovable: send the file again instead
-                self._put(Put(action.src, action.dst, action.entry, action.date, action.reason))
-                if action.old_src:
-                    self.index.forget(action.old_src)
-                return
+            # a rename that keeps its target path (flat layout: a/x.pdf -> x.pdf) only
+            # changes the row; asked to, fsspec's generic move copies the file onto itself
+            # and then deletes it
+            if action.old_dst != action.dst:
+                self._ensure_dir(parent(action.dst))
+                try:
+                    self.call(lambda: self.driver.move(action.old_dst, action.dst))
+                except ItemError:
+                    # the old copy is gone or unmovable: send the file again instead
+                    self._put(Put(action.src, action.dst, action.entry, action.date, action.reason))
+                    if action.old_src:
+                        self.index.forget(action.old_src)
+                    return
             if action.old_src:
                 self.index.forget(action.old_src)
             self._record(action.src, action.dst, action.entry, action, action.remote_hash)

@@ -53,9 +53,6 @@ CREATE TABLE IF NOT EXISTS runs (
     failed INTEGER NOT NULL,
     result TEXT NOT NULL
 );
--- who holds a target path, asked for every new file in watch mode; builds without it
--- keep writing (sqlite maintains an index it was not told of)
-CREATE INDEX IF NOT EXISTS files_dst ON files(dst);
 """
 #: rows written between commits while a batch runs
 COMMIT_EVERY = 500
@@ -142,6 +139,7 @@ class Index:
         db.executescript(SCHEMA)
         if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise sqlite3.DatabaseError("quick_check failed")
+        _one_row_per_target_path(db)
         return db
 
     def _open_or_rebuild(self, path: Path) -> sqlite3.Connection:
@@ -389,6 +387,23 @@ class Index:
             self._drain()
             self._db.commit()
             self._db.close()
+
+
+def _one_row_per_target_path(db: sqlite3.Connection) -> None:
+    """A unique index on ``dst``, which also answers who holds a target path.
+
+    Recording a file then drops the row of the file it replaced there (INSERT OR REPLACE):
+    a stale row, its removal postponed by a failed transfer or cut off by a stop, would
+    have a later pass delete the new file. Indexes from before it may hold such rows; the
+    newest row of a path is the file there (a replaced row gets a new rowid). Older
+    builds can still write to the file: sqlite maintains an index it was not told of.
+    """
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'files_dst_one'").fetchone():
+        return
+    db.execute("DELETE FROM files WHERE rowid NOT IN (SELECT MAX(rowid) FROM files GROUP BY dst)")
+    db.execute("DROP INDEX IF EXISTS files_dst")
+    db.execute("CREATE UNIQUE INDEX files_dst_one ON files(dst)")
+    db.commit()
 
 
 def _entry(row: tuple[str, str, int, int, int, str, str | None], dates: dict[str, dt.date]) -> IndexEntry:

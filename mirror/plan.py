@@ -572,18 +572,35 @@ class _Planner:
         taken_over = {m.old_src for m in moves if m.old_src}
         stale += [(src, self.index[src].dst, True) for src in sorted(set(gone) - taken_over)]
         policy = self.settings.delete
+        held = self._held_by_others(stale, gone)
         result: list[Removal] = []
         for src, dst, forget in stale:
-            if self.key(dst) in self.claimed or policy is DeletePolicy.KEEP:
+            taken = self.key(dst) in self.claimed or self.key(dst) in held
+            if taken or policy is DeletePolicy.KEEP:
                 if forget:
-                    why = "replaced by another file" if self.key(dst) in self.claimed else "kept (delete = keep)"
-                    result.append(Forget(src, why))
+                    result.append(Forget(src, "replaced by another file" if taken else "kept (delete = keep)"))
             elif policy is DeletePolicy.TRASH:
                 stamp = self.settings.today.isoformat()
                 result.append(Trash(src, dst, f"{TRASH_DIR}/{stamp}/{dst}", "removed from the source", forget))
             else:
                 result.append(Delete(src, dst, "removed from the source", forget))
         return result
+
+    def _held_by_others(self, stale: list[tuple[str, str, bool]], gone: list[str]) -> set[str]:
+        """Keys of the ``stale`` target paths that a row staying in the index still holds.
+
+        Only a target that ignores case needs asking: the index keeps one row per exact
+        target path, but can hold 'Inv.pdf' and 'inv.pdf' for one file there (the row of
+        the replaced file left behind by a failed pass), and deleting the one deletes the
+        other.
+        """
+        if self.caps.case_sensitive or not stale:
+            return set()
+        keys = {self.key(dst) for _, dst, _ in stale}
+        leaving = {*gone, *(src for src, _, _ in stale)}
+        index = self.index
+        pairs = index.targets() if isinstance(index, KnownFiles) else ((e.src, e.dst) for e in index.values())
+        return {k for src, dst in pairs if src not in leaving and (k := self.key(dst)) in keys}
 
 
 def _decide(

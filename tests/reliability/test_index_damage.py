@@ -87,3 +87,37 @@ def test_a_damaged_index_is_rebuilt_without_sending_again(damage: str, tmp_path:
     if damage in ("garbage", "pages wiped"):
         assert "damaged" in again.stderr, again.stderr
         assert list((state / "targets").glob("*.corrupt-*")), "the damaged index was not kept for inspection"
+
+
+def test_an_index_with_two_rows_for_one_target_path_keeps_the_file_that_is_there(tmp_path: Path) -> None:
+    """Earlier builds could leave the row of a replaced file behind (its removal postponed
+    by a failed transfer); the next pass then deleted the new file at that path."""
+    source, target, state = tmp_path / "export", tmp_path / "backup", tmp_path / "state"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "x.pdf").write_bytes(b"old")
+    assert run("run", str(source), str(target), "--once", "--layout", "flat", state=state).returncode == 0
+    (db,) = (state / "targets").glob("*.sqlite")
+    # what such a build left: b/x.pdf replaced a/x.pdf at x.pdf, a/x.pdf's row stayed
+    (source / "a" / "x.pdf").unlink()
+    (source / "b").mkdir()
+    new = source / "b" / "x.pdf"
+    new.write_bytes(b"new")
+    (target / "x.pdf").write_bytes(b"new")
+    st = new.stat()
+    os.utime(target / "x.pdf", ns=(st.st_atime_ns, st.st_mtime_ns))
+    with sqlite3.connect(db) as old:
+        old.execute("DROP INDEX IF EXISTS files_dst_one")
+        old.execute("CREATE INDEX IF NOT EXISTS files_dst ON files(dst)")
+        day = old.execute("SELECT date FROM files").fetchone()[0]
+        old.execute(
+            "INSERT INTO files VALUES ('b/x.pdf', 'x.pdf', ?, ?, ?, ?, NULL)", (3, st.st_mtime_ns, st.st_ino, day)
+        )
+    old.close()
+
+    again = run("run", str(source), str(target), "--once", "--layout", "flat", state=state)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (target / "x.pdf").read_bytes() == b"new"
+    assert sent(again.stdout) == 0, again.stdout
+    with sqlite3.connect(db) as check:
+        assert check.execute("SELECT src, dst FROM files").fetchall() == [("b/x.pdf", "x.pdf")]
+    check.close()

@@ -148,6 +148,16 @@ edits = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
+# a rename that keeps its target path (flat: 0/00 -> 00) once deleted the target's copy
+@example(
+    tree={"0/00": b""},
+    layout="flat",
+    changes=[("rename", 0, "00")],
+    incremental=False,
+    relayout=False,
+    batched=False,
+    folded=False,
+)
 @given(
     tree=trees,
     layout=layouts,
@@ -385,6 +395,50 @@ def test_a_file_replaced_at_the_same_path_is_not_deleted_afterwards() -> None:
     result = plan({"b/x.pdf": entry("b/x.pdf", size=2)}, index, flat)
     assert [t.dst for t in result.transfers] == ["x.pdf"]
     assert all(isinstance(r, Forget) for r in result.removals)
+
+
+def test_a_file_moved_to_another_folder_under_the_flat_layout_stays_on_the_target(base: Path) -> None:
+    rig = Rig(base, Capabilities(server_side_move=True))
+    rig.write({"inbox/x.pdf": b"invoice"})
+    rig.executor.run(plan(rig.local(), {}, rig.settings("flat"), remote={}))
+    (rig.source / "done").mkdir()
+    os.rename(rig.source / "inbox/x.pdf", rig.source / "done/x.pdf")
+    step = plan(rig.local(), rig.index.entries(), rig.settings("flat"))
+    assert [(m.old_dst, m.dst) for m in step.moves] == [("x.pdf", "x.pdf")]
+    stats = rig.executor.run(step)
+    assert rig.target() == {"x.pdf": b"invoice"}
+    assert [(e.src, e.dst) for e in rig.index.entries().values()] == [("done/x.pdf", "x.pdf")]
+    assert stats.uploaded == 0 and not stats.failed
+    rig.close()
+
+
+def test_a_replaced_file_survives_a_pass_whose_deletions_were_postponed(base: Path) -> None:
+    rig = Rig(base, Capabilities(server_side_move=True))
+    rig.write({"a/x.pdf": b"old"})
+    rig.executor.run(plan(rig.local(), {}, rig.settings("flat"), remote={}))
+    os.unlink(rig.source / "a/x.pdf")
+    rig.write({"b/x.pdf": b"new"})
+    replaced = plan(rig.local(), rig.index.entries(), rig.settings("flat"))
+    assert [type(r) for r in replaced.removals] == [Forget]
+    # as when another transfer of the pass failed: the executor postpones every removal
+    rig.executor.run(dataclasses.replace(replaced, removals=()))
+    following = plan(rig.local(), rig.index.entries(), rig.settings("flat"))
+    rig.executor.run(following)
+    assert not any(isinstance(r, Delete) for r in following.removals)
+    assert rig.target() == {"x.pdf": b"new"}
+    assert [(e.src, e.dst) for e in rig.index.entries().values()] == [("b/x.pdf", "x.pdf")]
+    rig.close()
+
+
+def test_a_row_left_for_the_same_file_on_a_target_that_ignores_case_is_forgotten_not_deleted() -> None:
+    # the index holds one row per exact path: Inv.pdf and inv.pdf are one file on this target
+    flat = PlanSettings(Layout.parse("flat"), DeletePolicy.MIRROR, Capabilities(case_sensitive=False))
+    index = {"a/Inv.pdf": known("a/Inv.pdf", "Inv.pdf"), "b/inv.pdf": known("b/inv.pdf", "inv.pdf")}
+    result = plan({"b/inv.pdf": entry("b/inv.pdf")}, index, flat)
+    assert result.removals == (Forget("a/Inv.pdf", "replaced by another file"),)
+    # where case tells files apart, the other row is another file: the gone one is deleted
+    sensitive = plan({"b/inv.pdf": entry("b/inv.pdf")}, index, dataclasses.replace(flat, caps=Capabilities()))
+    assert [type(r) for r in sensitive.removals] == [Delete]
 
 
 def test_unsafe_layout_results_are_refused() -> None:
