@@ -14,6 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -574,9 +575,8 @@ class Executor:
             # changes the row; asked to, fsspec's generic move copies the file onto itself
             # and then deletes it
             if action.old_dst != action.dst:
-                self._ensure_dir(parent(action.dst))
                 try:
-                    self.call(lambda: self.driver.move(action.old_dst, action.dst))
+                    self._relocate(action.old_dst, action.dst)
                 except ItemError:
                     # the old copy is gone or unmovable: send the file again instead
                     self._put(Put(action.src, action.dst, action.entry, action.date, action.reason))
@@ -630,6 +630,29 @@ class Executor:
         except ItemError:
             if self.call(lambda: self.driver.stat(dst)) is not None:
                 raise
+
+    def _relocate(self, old: str, new: str) -> None:
+        """Move a target file, through a temp name when one path lies below the other: a
+        new layout can put a file under its own old path, or onto the folder holding it."""
+        if not (new.startswith(f"{old}/") or old.startswith(f"{new}/")):
+            self._ensure_dir(parent(new))
+            self.call(lambda: self.driver.move(old, new))
+            return
+        tmp = self._temp_for(old if new.startswith(f"{old}/") else new)
+        self.call(lambda: self.driver.move(old, tmp))
+        try:
+            # the folders from the file's old place up to its new path, which it now leaves empty
+            for folder in [f for f in ancestors(old) if f == new or f.startswith(f"{new}/")]:
+                self.call(partial(self.driver.remove_dir_if_empty, folder))
+                with self._lock:
+                    self._dirs.discard(folder)
+            self._ensure_dir(parent(new))
+            self.call(lambda: self.driver.move(tmp, new))
+        except MirrorError:
+            with suppress(MirrorError):  # put back; else a listing finds the temp name and removes it
+                self._ensure_dir(parent(old))
+                self.call(lambda: self.driver.move(tmp, old))
+            raise
 
     def _prune_dirs(self, plan: Plan) -> None:
         """Remove folders that our deletes and moves left empty (never the root)."""

@@ -114,6 +114,31 @@ def test_layout_flag_and_dry_run(src: Path, tmp_path: Path, state: Path) -> None
 
 
 @pytest.mark.parametrize(
+    ("before", "after", "old", "new"),
+    [
+        # the file's new path lies below its old one, then the reverse: its old path's folder
+        ("{year}/{stem}{suffix}", "by-year", "2024/scans", "2024/scans/scans"),
+        ("by-year", "{year}/{stem}{suffix}", "2024/scans/scans", "2024/scans"),
+    ],
+)
+def test_a_new_layout_can_put_a_file_below_its_old_path_or_onto_its_folder(
+    tmp_path: Path, state: Path, before: str, after: str, old: str, new: str
+) -> None:
+    source, target = tmp_path / "export", tmp_path / "backup"
+    (source / "scans").mkdir(parents=True)
+    scan = source / "scans" / "scans"
+    scan.write_bytes(b"scanned")
+    os.utime(scan, (1_714_521_600, 1_714_521_600))  # 2024-05-01
+    assert run("run", str(source), str(target), "--once", "--layout", before, state=state).returncode == 0
+    assert files(target) == {old: b"scanned"}
+    moved = run("run", str(source), str(target), "--once", "--layout", after, state=state)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert files(target) == {new: b"scanned"}
+    again = run("run", str(source), str(target), "--once", "--layout", after, state=state)
+    assert again.returncode == 0 and "0 sent (0 B), 0 deleted, 0 failed" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize(
     ("args", "words"),
     [
         (["run", "/no/such/folder", "/tmp/x", "--once"], ["/no/such/folder", "does not exist"]),

@@ -158,6 +158,16 @@ edits = st.lists(
     batched=False,
     folded=False,
 )
+# a new layout that puts a file below its own old path (2026/0 -> 2026/0/0/0) once failed every pass
+@example(
+    tree={"0/0/0": b""},
+    layout="{year}/{stem}{suffix}",
+    changes=[],
+    incremental=False,
+    relayout=True,
+    batched=False,
+    folded=False,
+)
 @given(
     tree=trees,
     layout=layouts,
