@@ -330,6 +330,7 @@ def plan(
     planner = _Planner(local, index, settings, remote)
     desired = planner.place(candidates)
     moves, transfers = planner.assign(desired, gone)
+    del desired  # a first copy's million entries: freed before the next steps build sets of paths
     moves, transfers = planner.refuse_file_folder_clashes(moves, transfers)
     moves = planner.order_moves(moves, transfers)
     removals = planner.removals(transfers, moves, gone)
