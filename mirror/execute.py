@@ -634,11 +634,12 @@ class Executor:
     def _relocate(self, old: str, new: str) -> None:
         """Move a target file, through a temp name when one path lies below the other: a
         new layout can put a file under its own old path, or onto the folder holding it."""
-        if not (new.startswith(f"{old}/") or old.startswith(f"{new}/")):
+        below, above = new.startswith(f"{old}/"), old.startswith(f"{new}/")
+        if not (below or above):
             self._ensure_dir(parent(new))
             self.call(lambda: self.driver.move(old, new))
             return
-        tmp = self._temp_for(old if new.startswith(f"{old}/") else new)
+        tmp = self._temp_for(old if below else new)
         self.call(lambda: self.driver.move(old, tmp))
         try:
             # the folders from the file's old place up to its new path, which it now leaves empty

@@ -446,10 +446,14 @@ class _Planner:
         """Who holds each target path (by key), from one read of the whole index, shared by
         the steps that need it."""
         if self._holders is None:
-            index, key = self.index, self.key
-            pairs = index.targets() if isinstance(index, KnownFiles) else ((e.src, e.dst) for e in index.values())
-            self._holders = {key(dst): src for src, dst in pairs}
+            key = self.key
+            self._holders = {key(dst): src for src, dst in self._targets()}
         return self._holders
+
+    def _targets(self) -> Iterable[tuple[str, str]]:
+        """(src, dst) of every index row, streamed where the index can."""
+        index = self.index
+        return index.targets() if isinstance(index, KnownFiles) else ((e.src, e.dst) for e in index.values())
 
     def _owners_of(self, keys: Collection[str]) -> dict[str, str]:
         """Who holds each of these target paths (by key), asked of the index where it can."""
@@ -599,9 +603,7 @@ class _Planner:
             return set()
         keys = {self.key(dst) for _, dst, _ in stale}
         leaving = {*gone, *(src for src, _, _ in stale)}
-        index = self.index
-        pairs = index.targets() if isinstance(index, KnownFiles) else ((e.src, e.dst) for e in index.values())
-        return {k for src, dst in pairs if src not in leaving and (k := self.key(dst)) in keys}
+        return {k for src, dst in self._targets() if src not in leaving and (k := self.key(dst)) in keys}
 
 
 def _decide(
