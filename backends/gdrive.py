@@ -26,7 +26,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import google.auth.exceptions
 import httplib2
@@ -39,7 +39,7 @@ from googleapiclient.http import MediaIoBaseUpload
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
-from mirror.hashing import HashKind
+from mirror.hashing import HashKind, file_hash
 from mirror.paths import parent
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,22 @@ def parse_rfc3339(value: str | None) -> int | None:
 def quote_q(value: str) -> str:
     """A string literal for Drive's q language."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def ends_with_cr(stream: BinaryIO) -> bool:
+    """Whether the file's last byte is a CR; the stream is left at its start.
+
+    The client separates a multipart upload's parts with a bare LF, so such a file reads
+    as ending in the CRLF that RFC 2046 makes part of the next delimiter, and a parser
+    that follows the RFC drops its last byte. A resumable upload sends the bytes bare.
+    """
+    stream.seek(0, os.SEEK_END)
+    if stream.tell() == 0:
+        return False
+    stream.seek(-1, os.SEEK_END)
+    last = stream.read(1)
+    stream.seek(0)
+    return last == b"\r"
 
 
 def _reason(exc: HttpError) -> str:
@@ -387,6 +403,7 @@ class GDriveDriver(Driver):
         name = rel.rsplit("/", 1)[-1]
         size = os.path.getsize(local_path)
         mimetype = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        expected = file_hash(local_path, HashKind.MD5)
         attempt = 0
         while True:
             # looked up again on every attempt: a create whose answer was lost has
@@ -394,8 +411,9 @@ class GDriveDriver(Driver):
             existing = self._file(rel)
             try:
                 with open(local_path, "rb") as stream:
+                    resumable = size > SIMPLE_UPLOAD_MAX or ends_with_cr(stream)
                     media = MediaIoBaseUpload(
-                        stream, mimetype=mimetype, chunksize=self.chunk_size, resumable=size > SIMPLE_UPLOAD_MAX
+                        stream, mimetype=mimetype, chunksize=self.chunk_size, resumable=resumable
                     )
                     if existing is not None:
                         request = self._files.update(
@@ -412,10 +430,17 @@ class GDriveDriver(Driver):
                             fields=FILE_FIELDS,
                             **self._drive_args(),
                         )
-                    item = self._upload(request) if size > SIMPLE_UPLOAD_MAX else request.execute()
-                return self._entry(rel, item)
+                    item = self._upload(request) if resumable else request.execute()
             except Exception as exc:
                 attempt = self._wait_or_raise(exc, attempt)
+                continue
+            landed = item.get("md5Checksum")
+            if landed is not None and landed != expected:
+                raise ItemError(
+                    f"Google Drive holds other bytes than were sent for {rel} (changed while it was sent, "
+                    "or damaged on the way); it is sent again on the next pass"
+                )
+            return self._entry(rel, item)
 
     def _upload(self, request: Any) -> dict[str, Any]:
         """Drive a resumable upload to the end, resuming where the server stands after errors.

@@ -344,6 +344,12 @@ class Executor:
             self.on_transfer(before.size, time.monotonic() - sending)
             after = self._local(action.src)
             if after == before:
+                if remote is not None and remote.size != before.size:
+                    # recorded, it would stand as a good copy until the source changes
+                    raise ItemError(
+                        f"the target holds {remote.size} bytes after {before.size} were sent; "
+                        "it is sent again on the next pass"
+                    )
                 self._uploaded([(action, before, remote.hash if remote else None)])
                 return
             if after is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mirror.backends.gdrive import GDriveDriver
 
-from mirror.errors import FatalError, TransientError
+from mirror.errors import FatalError, ItemError, TransientError
 from tests.fakes.drive_api import FOLDER, DriveFile
 from tests.servers.gdrive import DriveFake, write_token_file
 from tests.support import TargetSpec
@@ -57,6 +57,31 @@ def test_reupload_of_changed_file_keeps_one_file(
     assert dict(first.extra)["id"] == dict(second.extra)["id"] == on_drive[0].id
     assert second.hash == driver.local_hash(str(tmp_path / "b")) == hashlib.md5(b"version two, longer").hexdigest()
     assert driver.stat("docs/invoice.pdf").mtime_ns == MTIME + 10**9
+
+
+@pytest.mark.parametrize("ending", [b"\r", b"\n\r", b"\r\n", b"\n", b"%%EOF"])
+def test_a_file_arrives_whole_whatever_its_last_bytes(
+    driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path, ending: bytes
+) -> None:
+    # the client's multipart body puts a bare LF before each delimiter: a file ending in
+    # CR would lose that byte to a parser that takes CRLF as the delimiter's
+    driver.makedirs("")
+    root = root_folder(drive_fake, gdrive_target)
+    for version in (b"%PDF-1.4 first" + ending, b"%PDF-1.4 second, longer" + ending):
+        landed = driver.put(local(tmp_path, "scan", version), "scan.pdf", MTIME)
+        assert landed is not None and landed.size == len(version)
+        [on_drive] = drive_fake.state.children(root.id, "scan.pdf")
+        assert on_drive.content == version
+
+
+def test_an_upload_drive_stores_other_bytes_of_is_an_error_for_that_file(
+    driver: GDriveDriver, drive_fake: DriveFake, tmp_path: Path
+) -> None:
+    drive_fake.state.damaged_uploads = 1
+    with pytest.raises(ItemError, match=r"holds other bytes than were sent for invoice\.pdf"):
+        driver.put(local(tmp_path, "a", b"total 100.00"), "invoice.pdf", MTIME)
+    landed = driver.put(local(tmp_path, "a", b"total 100.00"), "invoice.pdf", MTIME)
+    assert landed is not None and landed.size == len(b"total 100.00")
 
 
 def test_preexisting_duplicates_resolve_to_the_oldest_with_a_warning(

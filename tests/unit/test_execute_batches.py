@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backends.memory import MemoryDriver
-from mirror.driver import BatchPut, Capabilities
+from mirror.driver import BatchPut, Capabilities, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, TransientError
 from mirror.execute import BATCH_FILE_BYTES, RetryPolicy, RunStats
 from mirror.plan import plan
@@ -241,4 +241,36 @@ def test_a_rename_whose_reply_was_lost_counts_as_done() -> None:
         assert stats.uploaded == 1 and not stats.failed
         assert rig.target() == {"invoice.pdf": b"paid"}
         assert rig.index.failures() == []
+        rig.close()
+
+
+class Truncating(MemoryDriver):
+    """Stores one byte less than it is sent and says so, as a target that damages uploads."""
+
+    damaging = True
+
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        super().put(local_path, rel, mtime_ns)
+        if not self.damaging:
+            return None
+        data = self.fs.cat_file(self.full(rel))[:-1]
+        self.fs.pipe_file(self.full(rel), data)
+        return RemoteEntry(rel, len(data))
+
+
+def test_a_file_the_target_holds_short_after_sending_fails_and_is_sent_again() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(Path(tmp))
+        rig.driver = Truncating(rig.driver.fs, rig.root, rig.driver.caps)
+        rig.executor.driver = rig.driver
+        rig.write({"invoice.pdf": b"total 100.00\r"})
+        stats = first_copy(rig)
+        assert stats.uploaded == 0
+        [(src, reason)] = stats.failed
+        assert src == "invoice.pdf" and "holds 12 bytes after 13 were sent" in reason
+        assert "invoice.pdf" not in rig.index.entries()
+        rig.driver.damaging = False
+        again = rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("tree")))
+        assert again.uploaded == 1
+        assert rig.target() == {"invoice.pdf": b"total 100.00\r"}
         rig.close()
