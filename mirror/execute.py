@@ -638,10 +638,13 @@ class Executor:
                 raise
 
     def _relocate(self, old: str, new: str) -> None:
-        """Move a target file, through a temp name when one path lies below the other: a
-        new layout can put a file under its own old path, or onto the folder holding it."""
-        below, above = new.startswith(f"{old}/"), old.startswith(f"{new}/")
-        if not (below or above):
+        """Move a target file, through a temp name when one path lies below the other (a
+        new layout can put a file under its own old path, or onto the folder holding it),
+        or when both name one file on a target that ignores case; there fsspec's generic
+        move would copy the file onto itself, then delete it."""
+        key = str if self.driver.caps.case_sensitive else str.casefold
+        below, above = key(new).startswith(f"{key(old)}/"), key(old).startswith(f"{key(new)}/")
+        if not (below or above or key(old) == key(new)):
             self._ensure_dir(parent(new))
             self.call(lambda: self.driver.move(old, new))
             return
@@ -649,7 +652,7 @@ class Executor:
         self.call(lambda: self.driver.move(old, tmp))
         try:
             # the folders from the file's old place up to its new path, which it now leaves empty
-            for folder in [f for f in ancestors(old) if f == new or f.startswith(f"{new}/")]:
+            for folder in [f for f in ancestors(old) if f"{key(f)}/".startswith(f"{key(new)}/")]:
                 self.call(partial(self.driver.remove_dir_if_empty, folder))
                 with self._lock:
                     self._dirs.discard(folder)

@@ -13,9 +13,11 @@ import threading
 import uuid
 from collections.abc import Collection, Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import fsspec
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -419,6 +421,41 @@ def test_a_file_moved_to_another_folder_under_the_flat_layout_stays_on_the_targe
     assert rig.target() == {"x.pdf": b"invoice"}
     assert [(e.src, e.dst) for e in rig.index.entries().values()] == [("done/x.pdf", "x.pdf")]
     assert stats.uploaded == 0 and not stats.failed
+    rig.close()
+
+
+class FoldingMemory(MemoryFileSystem):
+    """A store that ignores case, as Windows shares, macOS disks and most clouds do."""
+
+    cachable = False
+    store: ClassVar[dict[str, Any]] = {}
+    pseudo_dirs: ClassVar[list[str]] = [""]
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return str(super()._strip_protocol(path)).lower()
+
+
+@pytest.mark.parametrize(("old", "new"), [("Inv.pdf", "inv.pdf"), ("Scans/a.pdf", "scans/a.pdf")])
+def test_a_rename_that_changes_only_case_keeps_the_file_on_a_target_that_ignores_case(
+    base: Path, old: str, new: str
+) -> None:
+    # a backend set up by hand with server_side_move and no move of its own: fsspec's
+    # generic move copies the file onto itself, then deletes it
+    caps = Capabilities(case_sensitive=False, server_side_move=True)
+    rig = Rig(base, caps)
+    rig.driver = MemoryDriver(FoldingMemory(), rig.root.lower(), caps)
+    rig.executor.driver = rig.driver
+    rig.write({old: b"invoice"})
+    rig.executor.run(plan(rig.local(), {}, rig.settings("tree"), remote={}))
+    (rig.source / old).rename(base / "moved")
+    (rig.source / new).parent.mkdir(exist_ok=True)
+    (base / "moved").rename(rig.source / new)
+    step = plan(rig.local(), rig.index.entries(), rig.settings("tree"))
+    assert [(m.old_dst, m.dst) for m in step.moves] == [(old, new)]
+    stats = rig.executor.run(step)
+    assert rig.target() == {new.lower(): b"invoice"}
+    assert stats.moved == 1 and not stats.failed
     rig.close()
 
 
