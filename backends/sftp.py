@@ -42,6 +42,10 @@ What this module owns, and why it does not just call fsspec's SFTPFileSystem:
   trips together, every OPEN in one write, then every file's writes, FSETSTAT and
   CLOSE, then every rename, so per-packet and per-reply costs are shared (a first copy
   of 10,000 files of 4 KiB: 4.1 s against 11.9 s one file at a time).
+- Logins the server ends. paramiko only logs why a server disconnected; the transport
+  here keeps it, so OpenSSH's "Too many authentication failures" (every key from an
+  agent and ~/.ssh counts against MaxAuthTries) is a refused login with that reason and
+  the options to fix it, not a connection to retry forever.
 - paramiko (~0.3 s to import) and fsspec are imported on first connection: a run that
   finds nothing to send never connects, and then never pays for them.
 
@@ -128,6 +132,24 @@ class UnknownHostKey(Exception):
         self.host = host
         self.key = key
         self.known_hosts = known_hosts
+
+
+class LoginEnded(Exception):
+    """The server ended the connection during the login, giving a reason: it refused."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the server ended the login: {reason}")
+        self.reason = reason
+
+
+def _login_refused(params: Params, exc: LoginEnded) -> str:
+    hint = (
+        # OpenSSH counts every key offered, from an agent and ~/.ssh, against MaxAuthTries
+        "offer only the right key: set key_filename, allow_agent = false and look_for_keys = false"
+        if "too many" in exc.reason.lower()
+        else "check username, key_filename, passphrase or password"
+    )
+    return f'sftp: authentication failed for {params.label}: the server ended the login ("{exc.reason}"); {hint}'
 
 
 @dataclass(frozen=True)
@@ -226,13 +248,31 @@ def _load_known_hosts(path: str) -> paramiko.HostKeys:
     return keys
 
 
+@cache
+def _transport_class() -> type[paramiko.Transport]:
+    from paramiko import Transport
+
+    class _Transport(Transport):  # type: ignore[misc]  # paramiko has no type hints
+        """Keeps what the server said when it ended the connection: paramiko only logs it,
+        and "Too many authentication failures" would read as a dropped connection."""
+
+        server_said: str | None = None
+
+        def _parse_disconnect(self, m: paramiko.Message) -> None:
+            at = m.packet.tell()
+            m.get_int()
+            self.server_said = m.get_text()
+            m.packet.seek(at)
+            super()._parse_disconnect(m)
+
+    return _Transport
+
+
 def _gcm_first_transport(sock: socket.socket, **kwargs: Any) -> paramiko.Transport:
     """A Transport offering AES-GCM first: paramiko's default AES-CTR pays for a separate
     HMAC-SHA2 per packet in Python, which made large uploads CPU-bound (measured 40 MiB/s
     against 65-72 MiB/s with GCM on one connection). Servers without GCM still get CTR."""
-    from paramiko import Transport
-
-    transport = Transport(sock, **kwargs)
+    transport = _transport_class()(sock, **kwargs)
     options = transport.get_security_options()
     ciphers = tuple(options.ciphers)
     options.ciphers = (
@@ -287,10 +327,14 @@ class _Link:
             self.send = ssh_data.sender(channel)
         except AuthenticationException as exc:
             transport = self.client.get_transport()
+            said = getattr(transport, "server_said", None)
             unanswered = (
                 transport is None or not transport.is_active() or time.monotonic() - started >= params.timeout
             )
             self.client.close()
+            if said is not None:
+                # the server ended the login itself, as OpenSSH does past MaxAuthTries
+                raise LoginEnded(said) from exc
             if unanswered and not isinstance(exc, (BadAuthenticationType, PasswordRequiredException)):
                 # the server went away or stopped answering halfway through the login (a
                 # restart at that moment): that says nothing of the credentials, and a
@@ -565,6 +609,9 @@ class SFTPDriver(Driver):
             link = links.take()
             home = link.sftp.normalize(".")
             links.give_back(link)
+        except LoginEnded as exc:
+            links.close()
+            raise ConfigError(_login_refused(params, exc)) from None
         except AuthenticationException as exc:
             links.close()
             if isinstance(exc, PasswordRequiredException):
@@ -1060,6 +1107,8 @@ def _classify(exc: BaseException, params: Params) -> MirrorError:  # noqa: PLR09
         )
     if isinstance(exc, paramiko.PasswordRequiredException):
         return ConfigError(f"sftp: key file {params.key_filename} is encrypted; set options.passphrase")
+    if isinstance(exc, LoginEnded):
+        return FatalError(_login_refused(params, exc))
     if isinstance(exc, paramiko.AuthenticationException):
         return FatalError(f"sftp: authentication failed for {params.label} (credentials refused)")
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):

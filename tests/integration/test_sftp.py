@@ -22,7 +22,7 @@ from mirror.backends.sftp import SFTPDriver, _Batch, _Job, _upload
 
 from mirror.driver import BatchPut, Driver
 from mirror.errors import ConfigError, FatalError, MirrorError, TransientError
-from tests.servers.sshd import SshServer
+from tests.servers.sshd import SshServer, keygen
 
 T = TypeVar("T")
 MTIME_NS = 1_600_000_000_123_456_789
@@ -369,6 +369,46 @@ def test_password_in_url_and_unknown_options_are_refused(sshd: SshServer, root: 
         open_driver(sshd.url(root), sshd.options(keyfile="x"))
     with pytest.raises(ConfigError, match="does not exist"):
         open_driver(sshd.url(root), sshd.options(key_filename="/nonexistent/key"))
+
+
+@pytest.fixture
+def keys_at_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder with two keys the server does not know, as ~/.ssh often holds."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    for name in ("id_ed25519", "id_ecdsa"):
+        keygen(home / ".ssh" / name)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_a_login_ended_for_too_many_keys_says_so_and_how_to_fix_it(tmp_path: Path, keys_at_home: Path) -> None:
+    server = SshServer(tmp_path / "sshd", extra_config=["MaxAuthTries 2"])
+    server.start()
+    try:
+        options = server.options(look_for_keys=True, key_filename=str(keys_at_home / ".ssh" / "id_ed25519"))
+        with pytest.raises(ConfigError) as info:
+            open_driver(server.url(tmp_path), options)
+    finally:
+        server.stop()
+    assert "Too many authentication failures" in str(info.value)
+    assert "allow_agent = false and look_for_keys = false" in str(info.value)
+
+
+def test_a_login_the_server_ends_on_reconnecting_stops_the_target(tmp_path: Path, keys_at_home: Path) -> None:
+    # retried, it would read as a server that cannot be reached, for as long as it runs
+    server = SshServer(tmp_path / "sshd", extra_config=["MaxAuthTries 2"])
+    server.start()
+    try:
+        driver = open_driver(server.url(tmp_path), server.options(look_for_keys=True))
+        (server.workdir / "authorized_keys").write_text("")  # the key is revoked
+        server.stop()
+        server.start()
+        with pytest.raises(FatalError, match="Too many authentication failures"):
+            driver.list()
+        driver.close()
+    finally:
+        server.stop()
 
 
 def test_server_down_at_start_is_transient(tmp_path: Path) -> None:
