@@ -152,6 +152,26 @@ def _layout(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(exc)) from None
 
 
+def placement_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Where files go on a target and what happens to those gone from the source: run
+    needs them to act, verify to know what the target should hold."""
+    f = click.option(
+        "--delete",
+        "delete",
+        type=click.Choice([p.value for p in DeletePolicy]),
+        callback=lambda _ctx, _param, value: DeletePolicy(value) if value else None,
+        help="When a source file goes: mirror (delete it too, default), keep, or trash "
+        "(move into .mirror-trash/DATE/ on the target).",
+    )(f)
+    f = click.option(
+        "--layout",
+        callback=_layout,
+        metavar="LAYOUT",
+        help="tree (default), flat, by-year, by-month, or a template like '{year}/{month}/{name}'.",
+    )(f)
+    return f
+
+
 EPILOG = """\b
 Examples:
   mirror run ./export /mnt/backup           mirror to a local folder, then watch
@@ -191,19 +211,7 @@ def main() -> None:
 @config_options
 @click.option("--once", is_flag=True, help="One full pass, then exit (no watching).")
 @click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
-@click.option(
-    "--layout",
-    callback=_layout,
-    metavar="LAYOUT",
-    help="tree (default), flat, by-year, by-month, or a template like '{year}/{month}/{name}'.",
-)
-@click.option(
-    "--delete",
-    "delete",
-    type=click.Choice([p.value for p in DeletePolicy]),
-    help="When a source file goes: mirror (delete it too, default), keep, or trash "
-    "(move into .mirror-trash/DATE/ on the target).",
-)
+@placement_options
 @click.option(
     "--max-delete",
     type=click.IntRange(min=0),
@@ -226,7 +234,7 @@ def run(
     once: bool,
     dry_run: bool,
     layout: Layout | None,
-    delete: str | None,
+    delete: DeletePolicy | None,
     max_delete: int | None,
     rescan: bool,
     metrics_addr: str | None,
@@ -241,14 +249,8 @@ def run(
     """
     scrubber = setup_logging(1 if verbose else -1 if quiet else 0, log_format)
     with user_errors(scrubber):
-        cfg = build_config(
-            source,
-            target,
-            config_path,
-            target_name,
-            state_dir,
-            {"layout": layout, "delete": DeletePolicy(delete) if delete else None, "max_delete": max_delete},
-        )
+        placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
+        cfg = build_config(source, target, config_path, target_name, state_dir, placement)
         for t in cfg.targets:
             scrubber.add(t.secrets)
         alerts: Alerts | None = None
@@ -361,6 +363,7 @@ def print_plan(name: str, plan: Plan) -> None:
 @click.argument("source", required=False)
 @click.argument("target", required=False)
 @config_options
+@placement_options
 @verbosity_options
 def verify(
     source: str | None,
@@ -368,19 +371,25 @@ def verify(
     config_path: Path | None,
     target_name: str | None,
     state_dir: Path | None,
+    layout: Layout | None,
+    delete: DeletePolicy | None,
     verbose: int,
     quiet: bool,
     log_format: str,
 ) -> None:
     """List each target and compare it with the source (size, and hash where the
-    backend offers one). Prints every difference; exit 0 when identical, 1 when not."""
+    backend offers one). Prints every difference; exit 0 when identical, 1 when not.
+
+    With SOURCE TARGET, give the --layout and --delete that `mirror run` had.
+    """
     from mirror.scan import scan
     from mirror.verify import compare
 
     scrubber = setup_logging(1 if verbose else -1 if quiet else 0, log_format)
     differences = 0
     with user_errors(scrubber):
-        cfg = build_config(source, target, config_path, target_name, state_dir)
+        placement = {"layout": layout, "delete": delete}
+        cfg = build_config(source, target, config_path, target_name, state_dir, placement)
         mirror = Mirror(cfg, dry_run=True)
         mirror.open()
         try:

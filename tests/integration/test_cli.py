@@ -60,6 +60,20 @@ def test_first_copy_then_nothing_to_do_then_verify(src: Path, tmp_path: Path, st
     assert verify.returncode == 1 and "invoice [3] #%.pdf: size differs" in verify.stdout
 
 
+def test_verify_checks_a_target_mirrored_with_another_layout_when_told_it(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    target = tmp_path / "backup"
+    first = run("run", str(src), str(target), "--once", "--layout", "flat", state=state)
+    assert first.returncode == 0, first.stderr
+    as_placed = run("verify", str(src), str(target), "--layout", "flat", state=state)
+    assert as_placed.returncode == 0 and "identical" in as_placed.stdout, as_placed.stdout + as_placed.stderr
+    as_tree = run("verify", str(src), str(target), state=state)
+    assert as_tree.returncode == 1 and "missing on the target" in as_tree.stdout
+    bad = run("verify", str(src), str(target), "--layout", "{nope}", state=state)
+    assert bad.returncode == 2 and "--layout" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_a_prefilled_target_is_adopted_not_copied_again(src: Path, tmp_path: Path, state: Path) -> None:
     target = tmp_path / "backup"
     assert run("run", str(src), str(target), "--once", state=state).returncode == 0
