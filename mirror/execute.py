@@ -321,51 +321,66 @@ class Executor:
     def _put(self, action: Put) -> None:
         # the scan's stat stands for the content until the stat after sending says otherwise
         before: LocalEntry | None = action.entry
-        for _ in range(3):
-            if before is None:
-                return  # gone since the scan: the watcher or the next pass plans its removal
-            with SourceFiles(self._root) as files:
-                local = self._open(files, action.src)
-                if local is None:
+        #: a version on the target that the source has since changed or lost
+        superseded: tuple[Put, LocalEntry, str | None] | None = None
+        try:
+            for _ in range(3):
+                if before is None:
+                    return  # gone: the watcher or the next pass plans its removal
+                with SourceFiles(self._root) as files:
+                    local = self._open(files, action.src)
+                    if local is None:
+                        return
+                    if action.unless_hash and self._source_hash(local) == action.unless_hash:
+                        self._record(action.src, action.dst, before, action, action.unless_hash)
+                        with self._lock:
+                            self._stats.adopted += 1
+                        self.on_done(before.size)
+                        return
+                    sending = time.monotonic()
+                    try:
+                        remote = self._send(local, action.dst, before.mtime_ns, before.size)
+                    except ItemError:
+                        if not self._readable(action.src):
+                            return  # gone while it was being sent: planned again like any removal
+                        raise
+                self.on_transfer(before.size, time.monotonic() - sending)
+                after = self._local(action.src)
+                if after == before:
+                    if remote is not None and remote.size != before.size:
+                        # recorded, it would stand as a good copy until the source changes
+                        raise ItemError(
+                            f"the target holds {remote.size} bytes after {before.size} were sent; "
+                            "it is sent again on the next pass"
+                        )
+                    superseded = None
+                    self._uploaded([(action, before, remote.hash if remote else None)])
                     return
-                if action.unless_hash and self._source_hash(local) == action.unless_hash:
-                    self._record(action.src, action.dst, before, action, action.unless_hash)
-                    with self._lock:
-                        self._stats.adopted += 1
-                    self.on_done(before.size)
-                    return
-                sending = time.monotonic()
-                try:
-                    remote = self._send(local, action.dst, before.mtime_ns, before.size)
-                except ItemError:
-                    if not self._readable(action.src):
-                        return  # gone while it was being sent: planned again like any removal
-                    raise
-            self.on_transfer(before.size, time.monotonic() - sending)
-            after = self._local(action.src)
-            if after == before:
-                if remote is not None and remote.size != before.size:
-                    # recorded, it would stand as a good copy until the source changes
-                    raise ItemError(
-                        f"the target holds {remote.size} bytes after {before.size} were sent; "
-                        "it is sent again on the next pass"
-                    )
-                self._uploaded([(action, before, remote.hash if remote else None)])
-                return
-            if after is not None:
-                self.log.info("%s changed while it was sent; sending it again", action.src)
-            before = after
-        raise ItemError("the file keeps changing while it is sent; it will be sent once it settles")
+                superseded = (action, before, remote.hash if remote else None)
+                if after is not None:
+                    self.log.info("%s changed while it was sent; sending it again", action.src)
+                before = after
+            raise ItemError("the file keeps changing while it is sent; it will be sent once it settles")
+        finally:
+            if superseded is not None:
+                self._landed([superseded])
 
-    def _uploaded(self, done: Sequence[tuple[Put, LocalEntry, str | None]]) -> None:
-        """Record uploads that reached the target: each file as it was sent, with the hash
-        the target gave for it, if any."""
-        if not done:
-            return
+    def _landed(self, landed: Sequence[tuple[Put, LocalEntry, str | None]]) -> None:
+        """Record versions that reached the target: each file as it was sent, with the hash
+        the target gave for it, if any. That includes versions the source has moved on
+        from while they were sent: unrecorded, a file gone from the source meanwhile would
+        stay on the target for good; recorded, the pass that finds it gone removes it, or
+        finds it changed and sends it again."""
         self.index.record_many(
             IndexEntry(action.src, action.dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash)
-            for action, entry, remote_hash in done
+            for action, entry, remote_hash in landed
         )
+
+    def _uploaded(self, done: Sequence[tuple[Put, LocalEntry, str | None]]) -> None:
+        """Record uploads that the source still matches, and count them as sent."""
+        if not done:
+            return
+        self._landed(done)
         size = sum(entry.size for _, entry, _ in done)
         with self._lock:
             self._stats.uploaded += len(done)
@@ -472,6 +487,7 @@ class Executor:
         """After a batch put ``actions`` in place: record the files unchanged since the
         scan, all at once, then send again, one at a time, those that changed meanwhile."""
         unchanged: list[tuple[Put, LocalEntry, str | None]] = []
+        superseded: list[tuple[Put, LocalEntry, str | None]] = []
         changed: list[Put] = []
         for action in actions:
             try:
@@ -481,11 +497,14 @@ class Executor:
                 continue
             if after == action.entry:
                 unchanged.append((action, after, None))
-            elif after is not None:
-                changed.append(action._replace(entry=after))
+            else:
+                superseded.append((action, action.entry, None))
+                if after is not None:
+                    changed.append(action._replace(entry=after))
         # recorded before any file is sent again: that may fail the pass, and what is on
         # the target must be in the index even then
         self._uploaded(unchanged)
+        self._landed(superseded)
         for action in changed:
             self.log.info("%s changed while it was sent; sending it again", action.src)
             self._item(action.src, action.dst, partial(self._put, action))

@@ -138,7 +138,10 @@ def test_a_batch_is_in_the_index_even_when_sending_one_of_its_files_again_fails_
     recorded = rig.index.entries()
     # its other files are on the target: they must be known, or no later pass owns them
     assert {dst for dst in batch if dst != "invoices/01.pdf"} <= set(recorded)
-    assert "invoices/01.pdf" not in recorded
+    # known as the version that landed: the next pass sees the edit and sends it again
+    assert recorded["invoices/01.pdf"].size == len(TREE["invoices/01.pdf"])
+    following = plan(rig.local(), recorded, rig.settings("tree"))
+    assert "invoices/01.pdf" in {a.src for a in following.transfers}
 
 
 def test_a_file_unreadable_after_its_batch_fails_alone(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,7 +166,7 @@ def test_a_file_unreadable_after_its_batch_fails_alone(rig: Rig, monkeypatch: py
     assert [f.src for f in rig.index.failures()] == ["invoices/03.pdf"]
 
 
-def test_a_file_gone_while_its_batch_was_out_is_neither_recorded_nor_failed(rig: Rig) -> None:
+def test_a_file_gone_while_its_batch_was_out_is_taken_off_the_target_by_the_next_pass(rig: Rig) -> None:
     gone = rig.source / "invoices/02.pdf"
 
     def delete(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
@@ -174,8 +177,39 @@ def test_a_file_gone_while_its_batch_was_out_is_neither_recorded_nor_failed(rig:
 
     rig.driver.hook = delete
     stats = first_copy(rig)
-    assert not stats.failed
+    assert not stats.failed and "invoices/02.pdf" in rig.target()
+    rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("tree")))
+    assert rig.target() == {rel: data for rel, data in TREE.items() if rel != "invoices/02.pdf"}
     assert "invoices/02.pdf" not in rig.index.entries()
+
+
+class MovedAway(MemoryDriver):
+    """Moves the source file away once it has been sent, as a program that writes a file
+    and then files it elsewhere."""
+
+    def __init__(self, *args: object, source: Path) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.source: Path | None = source
+
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        landed = super().put(local_path, rel, mtime_ns)
+        if self.source is not None:
+            (self.source / "filed").mkdir(exist_ok=True)
+            os.rename(self.source / rel, self.source / "filed" / Path(rel).name)
+        return landed
+
+
+def test_a_file_moved_away_while_it_was_sent_alone_ends_up_only_at_its_new_path() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(Path(tmp), Capabilities(server_side_move=True))
+        rig.driver = MovedAway(rig.driver.fs, rig.root, rig.driver.caps, source=rig.source)
+        rig.executor.driver = rig.driver
+        rig.write({"invoice.pdf": b"total 100.00"})
+        first_copy(rig)
+        rig.driver.source = None
+        rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("tree")))
+        assert rig.target() == {"filed/invoice.pdf": b"total 100.00"}
+        rig.close()
 
 
 def test_large_files_are_not_batched(rig: Rig) -> None:
