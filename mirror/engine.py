@@ -24,7 +24,7 @@ import platformdirs
 from mirror import registry
 from mirror.config import Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
-from mirror.errors import ConfigError, FatalError, GuardRefused, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, GuardRefused, MirrorError, StateError, TransientError
 from mirror.events import Observer, Observers, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
@@ -424,9 +424,15 @@ class TargetRunner:
                     self.index.set_meta(state="failed", last_error=str(exc))
                 self.observer.on_state(self.name, "failed", str(exc))
                 return
-            except Exception:
-                self.log.exception("unexpected error; will rescan")
-                self.submit(full=True)
+            except Exception as exc:
+                if isinstance(exc, StateError):
+                    self.log.error("%s; retrying in %.0f s", exc, backoff)
+                    self.observer.on_state(self.name, "failing", str(exc))
+                else:
+                    self.log.exception("unexpected error; will rescan")
+                # rows of the failed pass may have gone with its transaction: listed, the
+                # target gives them back
+                self.submit(full=True, listing=True)
                 if self.stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 60.0)

@@ -32,5 +32,11 @@ class FatalError(MirrorError):
     """The target cannot be used any more (auth revoked, quota full, host key changed)."""
 
 
+class StateError(MirrorError):
+    """mirror's own state (a target's index in the state folder) cannot be read or
+    written: a full or read-only disk. Nothing is wrong with the target; the pass stops
+    and is tried again, listing the target to recover what the index lost."""
+
+
 class GuardRefused(MirrorError):
     """A safety guard refused deletions (empty source, too many deletes)."""

@@ -12,13 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from mirror.errors import StateError
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +127,25 @@ class Index:
         self._failed: set[str] = set()
         self._rows: list[tuple[str, str, int, int, int, str, str | None]] = []
         if readonly:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            try:
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise state_error(path, exc) from exc
             return
         private_dir(path.parent)
         self._db = self._open_or_rebuild(path)
-        self._failed = {row[0] for row in self._db.execute("SELECT src FROM failures")}
+        with self._using():
+            self._failed = {row[0] for row in self._db.execute("SELECT src FROM failures")}
+
+    @contextmanager
+    def _using(self) -> Iterator[None]:
+        """The lock, with sqlite's errors turned into mirror's: a full disk under the state
+        folder is no bug, and the message says where and what to do."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise state_error(self.path, exc) from exc
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -145,14 +163,19 @@ class Index:
     def _open_or_rebuild(self, path: Path) -> sqlite3.Connection:
         try:
             return self._connect(path)
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
+            if not damaged(exc):
+                raise state_error(path, exc) from exc
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             log.warning("index %s is damaged (%s); moved aside to %s and rebuilding it", path, exc, aside)
             for suffix in ("", "-wal", "-shm"):
                 old = Path(f"{path}{suffix}")
                 if old.exists():
                     old.rename(Path(f"{aside}{suffix}"))
+        try:
             return self._connect(path)
+        except sqlite3.Error as exc:
+            raise state_error(path, exc) from exc
 
     # -- files ----------------------------------------------------------------------
     def entries(self) -> dict[str, IndexEntry]:
@@ -179,7 +202,7 @@ class Index:
         # each batch is its own query: other threads may use the index in between
         after = ""
         while True:
-            with self._lock:
+            with self._using():
                 self._drain()
                 query = f"{select} WHERE src > ? ORDER BY src LIMIT ?"
                 batch = self._db.execute(query, (after, _BATCH)).fetchall()
@@ -195,7 +218,7 @@ class Index:
         dates: dict[str, dt.date] = {}
         for at in range(0, len(wanted), _IN_BATCH):
             chunk = wanted[at : at + _IN_BATCH]
-            with self._lock:
+            with self._using():
                 self._drain()
                 query = f"{_SELECT} WHERE src IN ({','.join('?' * len(chunk))})"
                 rows = self._db.execute(query, chunk).fetchall()
@@ -203,7 +226,7 @@ class Index:
         return found
 
     def lookup(self, src: str) -> IndexEntry | None:
-        with self._lock:
+        with self._using():
             self._drain()
             row = self._db.execute(f"{_SELECT} WHERE src = ?", (src,)).fetchone()
         return None if row is None else _entry(row, {})
@@ -214,7 +237,7 @@ class Index:
         wanted = list(dsts)
         for at in range(0, len(wanted), _IN_BATCH):
             chunk = wanted[at : at + _IN_BATCH]
-            with self._lock:
+            with self._using():
                 self._drain()
                 query = f"{_SELECT_HOLDERS} WHERE dst IN ({','.join('?' * len(chunk))}) ORDER BY src"
                 found.update(self._db.execute(query, chunk).fetchall())
@@ -222,7 +245,7 @@ class Index:
 
     def held_below(self, folder: str, limit: int) -> list[str]:
         """Up to ``limit`` target paths of rows below ``folder`` (not the root), in order."""
-        with self._lock:
+        with self._using():
             self._drain()
             rows = self._db.execute(
                 "SELECT dst FROM files WHERE dst > ? AND dst < ? ORDER BY dst LIMIT ?",
@@ -233,7 +256,7 @@ class Index:
     def under(self, paths: Iterable[str]) -> set[str]:
         """The source paths of the rows at or below each of ``paths`` (``""``: every row)."""
         found: set[str] = set()
-        with self._lock:
+        with self._using():
             self._drain()
             for path in paths:
                 if not path:
@@ -246,7 +269,7 @@ class Index:
         return found
 
     def count(self) -> int:
-        with self._lock:
+        with self._using():
             self._drain()
             return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
 
@@ -256,7 +279,7 @@ class Index:
     def record_many(self, entries: Iterable[IndexEntry]) -> None:
         """Record files mirror put on the target; a failure recorded for one is cleared."""
         rows = [(e.src, e.dst, e.size, e.mtime_ns, e.ino, e.date.isoformat(), e.remote_hash) for e in entries]
-        with self._lock:
+        with self._using():
             # rows are written in batches (one executemany) before anything else touches the db
             self._rows.extend(rows)
             if self._failed:
@@ -265,7 +288,7 @@ class Index:
             self._wrote(len(rows))
 
     def forget(self, src: str) -> None:
-        with self._lock:
+        with self._using():
             self._drain()
             self._db.execute("DELETE FROM files WHERE src = ?", (src,))
             self._clear_failure(src)
@@ -278,7 +301,7 @@ class Index:
 
     def totals(self) -> tuple[int, int]:
         """(files, bytes) the mirror manages on this target."""
-        with self._lock:
+        with self._using():
             self._drain()
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files").fetchone()
             return int(row[0]), int(row[1])
@@ -286,7 +309,7 @@ class Index:
     # -- failures -------------------------------------------------------------------
     def fail(self, src: str, dst: str | None, error: str) -> None:
         now = time.time()
-        with self._lock:
+        with self._using():
             self._drain()
             self._db.execute(
                 "INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(src) DO UPDATE SET "
@@ -297,7 +320,7 @@ class Index:
             self._wrote()
 
     def failures(self) -> list[Failure]:
-        with self._lock:
+        with self._using():
             self._drain()
             rows = self._db.execute(
                 "SELECT src, dst, error, attempts, first_at, last_at FROM failures ORDER BY src"
@@ -306,13 +329,13 @@ class Index:
 
     # -- meta and runs ----------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
+        with self._using():
             self._drain()
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, **values: str | float | int | None) -> None:
-        with self._lock:
+        with self._using():
             self._drain()
             for key, value in values.items():
                 if value is None:
@@ -323,7 +346,7 @@ class Index:
             self._dirty = 0
 
     def add_run(self, run: RunRecord) -> None:
-        with self._lock:
+        with self._using():
             self._drain()
             self._db.execute(
                 "INSERT INTO runs (kind, started, finished, uploaded, bytes, deleted, failed, result) "
@@ -345,19 +368,19 @@ class Index:
 
     # -- driver state (a mirror.driver.StateStore) -----------------------------------------
     def get(self, key: str) -> str | None:
-        with self._lock:
+        with self._using():
             self._drain()
             row = self._db.execute("SELECT value FROM driver_state WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set(self, key: str, value: str) -> None:
-        with self._lock:
+        with self._using():
             self._drain()
             self._db.execute("INSERT OR REPLACE INTO driver_state VALUES (?, ?)", (key, value))
             self._db.commit()
 
     def delete(self, key: str) -> None:
-        with self._lock:
+        with self._using():
             self._drain()
             self._db.execute("DELETE FROM driver_state WHERE key = ?", (key,))
             self._db.commit()
@@ -377,16 +400,48 @@ class Index:
             self._rows.clear()
 
     def flush(self) -> None:
-        with self._lock:
+        with self._using():
             self._drain()
             self._db.commit()
             self._dirty = 0
 
     def close(self) -> None:
-        with self._lock:
+        with self._using():
             self._drain()
             self._db.commit()
             self._db.close()
+
+
+def damaged(exc: sqlite3.Error) -> bool:
+    """Whether the index file itself is broken (rebuilt), not the disk under it (retried)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return isinstance(exc, sqlite3.DatabaseError)  # quick_check's verdict
+    return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def state_error(path: Path, exc: sqlite3.Error) -> StateError:
+    """What an index error means for the user, and where to act."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    # a full disk can also surface as an I/O error (the shared-memory file cannot grow)
+    if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and _nearly_full(path.parent)):
+        return StateError(
+            f"the disk holding mirror's state ({path.parent}) is full; free space there, or set "
+            "state_dir to a folder on another disk"
+        )
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return StateError(
+            f"cannot write mirror's state in {path.parent} ({exc}); check the folder's owner and "
+            "permissions, or set state_dir"
+        )
+    return StateError(f"cannot use the index {path} ({exc})")
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1024 * 1024
+    except OSError:
+        return False
 
 
 def _one_row_per_target_path(db: sqlite3.Connection) -> None:

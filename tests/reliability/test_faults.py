@@ -103,6 +103,54 @@ def test_a_full_dropbox_quota_is_fatal_and_resumes_when_space_returns(
     assert {n.display.removeprefix("/Scans/"): n.data for n in fake.state.files.values()} == data
 
 
+# -- mirror's own state disk full ------------------------------------------------------------
+def test_a_full_state_disk_is_named_and_watch_mode_carries_on_once_space_returns(tmp_path: Path) -> None:
+    source = tmp_path / "export"
+    for i in range(3000):
+        folder = source / f"{i % 30:02}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"invoice with a long descriptive name, number {i:05}.pdf").write_bytes(b"%PDF" * 25)
+    target = tmp_path / "backup"
+    full_disk = "the disk holding mirror's state"
+    with tmpfs(tmp_path / "state", "256k") as state:
+        once = run("run", str(source), str(target), "--once", state=state)
+        assert once.returncode == 1, once.stdout + once.stderr
+        assert full_disk in once.stderr and "is full; free space there" in once.stderr
+        assert "Traceback" not in once.stderr and "please report" not in once.stderr
+        log = tmp_path / "watch.log"
+        proc = start("run", str(source), str(target), state=state, log=log)
+        try:
+            wait_for(lambda: full_disk in log.read_text(), what="the full disk to be reported")
+            remount(state, "16m")
+            wait_for(lambda: files(target) == files(source), timeout=60, what="the copy to finish")
+        finally:
+            output = stop(proc, log)
+        assert "retrying in" in output and "Traceback" not in output
+        assert run("verify", str(source), str(target), state=state).returncode == 0
+
+
+def test_an_index_whose_disk_fills_up_is_kept_not_rebuilt(tmp_path: Path) -> None:
+    source = tmp_path / "export"
+    source.mkdir()
+    for i in range(200):
+        (source / f"invoice {i:03}.pdf").write_bytes(b"%PDF" * 25)
+    target = tmp_path / "backup"
+    with tmpfs(tmp_path / "state", "2m") as state:
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+        for shm in state.rglob("*-shm"):
+            shm.unlink()  # as after a reboot: opening the index has to make it again
+        filler = state / "filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            f.write(bytes(4 * 1024 * 1024))
+        full = run("run", str(source), str(target), "--once", state=state)
+        assert full.returncode == 1 and "is full; free space there" in full.stderr, full.stderr
+        # a rebuilt index would list the target and compare every file again
+        assert not list(state.rglob("*.corrupt-*"))
+        filler.unlink()
+        again = run("run", str(source), str(target), "--once", state=state)
+        assert again.returncode == 0 and "0 sent" in again.stdout and "already there" not in again.stdout
+
+
 # -- the source goes away ---------------------------------------------------------------------
 def test_an_unmounted_source_deletes_nothing_in_once_and_watch_mode(tmp_path: Path) -> None:
     target, state, log = tmp_path / "backup", tmp_path / "state", tmp_path / "mirror.log"
