@@ -573,8 +573,9 @@ class SFTPDriver(Driver):
     capabilities = Capabilities(
         case_sensitive=True,
         mtime_settable=True,
-        # SFTP v3 carries whole seconds
+        # SFTP v3 carries whole seconds, unsigned 32-bit: 1970 to 2106
         mtime_precision_ns=1_000_000_000,
+        mtime_range_ns=(0, (2**32 - 1) * 1_000_000_000),
         atomic_rename=True,
         server_side_move=True,
         max_name_bytes=255,
@@ -689,7 +690,7 @@ class SFTPDriver(Driver):
     # -- writing ----------------------------------------------------------------------
     def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
         target = self.full(rel)
-        mtime_s = mtime_ns // 1_000_000_000 if self.caps.mtime_settable else None
+        mtime_s = self._wire_seconds(mtime_ns) if self.caps.mtime_settable else None
         # buffered: its read(n) returns n bytes unless at the end, where a raw read may
         # return fewer (the upload takes a short read for the end of the file)
         with open(local_path, "rb") as src, self._session() as link:
@@ -703,7 +704,7 @@ class SFTPDriver(Driver):
                 item.local_path,
                 self.full(item.tmp),
                 self.full(item.dst),
-                item.mtime_ns // 1_000_000_000 if settable else None,
+                self._wire_seconds(item.mtime_ns) if settable else None,
             )
             for item in items
         ]
@@ -711,8 +712,13 @@ class SFTPDriver(Driver):
             outcomes = _Batch(link, jobs).run()
         return [None if outcome is None else self.classify(outcome) for outcome in outcomes]
 
+    def _wire_seconds(self, mtime_ns: int) -> int:
+        """An mtime as SFTP v3 carries it; a date it cannot (a file from 1960, a camera
+        clock set to 2200) gets the nearest it can, so the file is still sent."""
+        return self.caps.kept_mtime(mtime_ns) // 1_000_000_000
+
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
-        seconds = mtime_ns // 1_000_000_000
+        seconds = self._wire_seconds(mtime_ns)
         with self._session() as link:
             link.sftp.utime(self.full(rel), (seconds, seconds))
 

@@ -39,6 +39,8 @@ class Capabilities:
     #: the target keeps the mtime we give it, to this precision
     mtime_settable: bool = False
     mtime_precision_ns: int = 1_000_000_000
+    #: the mtimes it can hold (None: any); one outside is kept as the nearest of them
+    mtime_range_ns: tuple[int, int] | None = None
     #: a put is committed whole by the server (never visible half-written)
     atomic_put: bool = False
     #: rename over an existing file is atomic: upload to a temp name, then rename
@@ -63,6 +65,13 @@ class Capabilities:
         if "forbidden_names" in values:
             values["forbidden_names"] = frozenset(n.lower() for n in values["forbidden_names"])
         return dataclasses.replace(self, **values)
+
+    def kept_mtime(self, mtime_ns: int) -> int:
+        """The mtime the target holds after being given ``mtime_ns``."""
+        if self.mtime_range_ns is None:
+            return mtime_ns
+        low, high = self.mtime_range_ns
+        return min(max(mtime_ns, low), high)
 
     @functools.cached_property
     def refused_pattern(self) -> re.Pattern[str]:

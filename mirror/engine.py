@@ -551,7 +551,12 @@ class Mirror:
         return snap
 
     def settle(self, snap: Snapshot) -> set[str]:
-        """Wait until recently modified files settle; return those that never did."""
+        """Wait until recently modified files settle; return those that never did.
+
+        A file has settled once a stat ``limit`` seconds after the last shows no change,
+        whatever its mtime says: a date in the future (a camera's wrong clock, an archive
+        with odd dates) stays "recent" for years.
+        """
         limit = max((r.settings.settle for r in self.runners), default=0.5)
         deadline = time.monotonic() + 30.0
         young = _young(snap.entries, limit)
@@ -566,8 +571,7 @@ class Mirror:
                 if entry != snap.entries.get(rel):
                     still.add(rel)
                 snap.entries[rel] = entry
-            young = still | (young & _young(snap.entries, limit))
-            young &= set(snap.entries)
+            young = still
         return young
 
     def run_once(self, *, listing: bool = False) -> list[Report]:

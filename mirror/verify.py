@@ -56,7 +56,7 @@ def compare(
         elif (
             caps.mtime_settable
             and r.mtime_ns is not None
-            and abs(r.mtime_ns - entry.mtime_ns) >= max(caps.mtime_precision_ns, 1)
+            and abs(r.mtime_ns - caps.kept_mtime(entry.mtime_ns)) >= max(caps.mtime_precision_ns, 1)
         ):
             found.append(Difference(src, dst, "modification time differs"))
     if delete is DeletePolicy.MIRROR:

@@ -59,3 +59,28 @@ def test_run_edit_run_verify_through_the_cli(spec: TargetSpec, tmp_path: Path) -
     for secret in spec.env.values():
         if len(secret) >= 8 and not secret.startswith(("/", "http")):
             assert secret not in first.stdout + first.stderr + verify.stdout + verify.stderr
+
+
+#: mtimes outside what some targets hold (SFTP v3: unsigned 32-bit seconds) or in the future
+ODD_DATES = {"1938.pdf": -1_000_000_000, "epoch.pdf": 0, "2100.pdf": 4_102_444_800, "2200.pdf": 7_258_118_400}
+
+
+def test_files_dated_far_in_the_past_or_future_are_sent_once(spec: TargetSpec, tmp_path: Path) -> None:  # noqa: F811
+    if spec.backend == "memory":
+        pytest.skip("a memory target does not outlive the process that wrote it")
+    source = tmp_path / "export"
+    source.mkdir()
+    for name, seconds in ODD_DATES.items():
+        (source / name).write_bytes(name.encode() * 10)
+        os.utime(source / name, ns=(seconds * 10**9, seconds * 10**9))
+    config = config_file(spec, source, tmp_path / "mirror.toml")
+    state = tmp_path / "state"
+    first = run("run", "-c", str(config), "--once", state=state, env=spec.env, cwd=tmp_path)
+    # a date in the future is no sign of a file still being written
+    assert first.returncode == 0 and "4 sent" in first.stdout, first.stdout + first.stderr
+    assert "keeps changing" not in first.stderr
+    # a target that keeps the nearest date it can hold has not changed since
+    listed = run("run", "-c", str(config), "--once", "--rescan", state=state, env=spec.env, cwd=tmp_path)
+    assert listed.returncode == 0 and "0 sent" in listed.stdout, listed.stdout + listed.stderr
+    verify = run("verify", "-c", str(config), state=state, env=spec.env, cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
