@@ -155,11 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|")
     for build, samples in times.items():
         median = statistics.median(samples)
-        used = statistics.median(cpu[build])
+        cpu_median = statistics.median(cpu[build])
         name = f"{build.rev} ({build.commit})"
         print(
             f"| {name} | {median:.2f} s | {min(samples):.2f} s | {median / base:.2f}x "
-            f"| {used:.2f} s | {used / base_cpu:.2f}x | {len(samples)} |"
+            f"| {cpu_median:.2f} s | {cpu_median / base_cpu:.2f}x | {len(samples)} |"
         )
 
 

@@ -4,6 +4,7 @@ Starts ``mirror run SOURCE TARGET`` in watch mode with default settings, waits f
 first full copy, then makes ``--changes`` changes ``--gap`` seconds apart (alternately a
 new file and an edit of an existing one), while a poller reads each expected target file
 every few milliseconds until its content matches. Ends with SIGTERM and checks exit 0.
+With ``--burst N``, writes N new files at once instead and times their arrival.
 """
 
 from __future__ import annotations
@@ -92,8 +93,23 @@ def wait_for_count(path: Path, files: int, timeout: float, proc: subprocess.Pope
     return time.perf_counter() - started
 
 
-def measure(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> str:
-    spec = trees.SPECS[args.workload]
+@dataclass
+class Live:
+    """A ``mirror run`` in watch mode whose first copy is done."""
+
+    source: Path
+    target: Path
+    proc: subprocess.Popen[bytes]
+    first: float
+    code: int | None = None
+    stop_s: float = 0.0
+
+
+@contextlib.contextmanager
+def live_mirror(kind: str, server: sshd.Server | None, workload: str) -> Iterator[Live]:
+    """Watch mode from a copy of ``workload`` to a fresh target; SIGTERM at the end (the
+    exit code and stop time are filled in on the way out)."""
+    spec = trees.SPECS[workload]
     work = places.fresh(trees.cache_dir() / "latency" / kind)
     src = work / "source"
     subprocess.run(["cp", "-a", f"{trees.tree(spec)}/.", f"{src}/"], check=True)
@@ -107,38 +123,69 @@ def measure(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> 
         cmd = [*mirror_command(), "run", "-c", str(config), "-q"]
     log = open(work / "mirror.log", "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
-    poller = Poller(target.path)
-    watcher = threading.Thread(target=poller.run, daemon=True)
+    live = Live(src, target.path, proc, 0.0)
     try:
-        first = wait_for_count(target.path, spec.files, 600, proc)
+        live.first = wait_for_count(target.path, spec.files, 600, proc)
         time.sleep(1.0)  # let the watcher settle after the first copy
-        watcher.start()
-        for i in range(args.changes):
-            rel = change_path(spec, i)
-            content = f"change {i} at {time.time()}\n".encode() * 64
-            poller.expect(rel, content, write(src / rel, content))
-            time.sleep(args.gap)
-        deadline = time.perf_counter() + 15
-        while poller.pending and time.perf_counter() < deadline:
-            time.sleep(0.05)
+        yield live
     finally:
-        poller.stop.set()
         proc.send_signal(signal.SIGTERM)
         stop_started = time.perf_counter()
         try:
-            code = proc.wait(30)
+            live.code = proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            code = proc.wait()
-        stop_s = time.perf_counter() - stop_started
+            live.code = proc.wait()
+        live.stop_s = time.perf_counter() - stop_started
         log.close()
+
+
+def measure(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> str:
+    spec = trees.SPECS[args.workload]
+    poller = Poller(Path())
+    with live_mirror(kind, server, args.workload) as live:
+        poller.target = live.target
+        watcher = threading.Thread(target=poller.run, daemon=True)
+        watcher.start()
+        try:
+            for i in range(args.changes):
+                rel = change_path(spec, i)
+                content = f"change {i} at {time.time()}\n".encode() * 64
+                poller.expect(rel, content, write(live.source / rel, content))
+                time.sleep(args.gap)
+            deadline = time.perf_counter() + 15
+            while poller.pending and time.perf_counter() < deadline:
+                time.sleep(0.05)
+        finally:
+            poller.stop.set()
     delays = list(poller.delays.values())
     missing = len(poller.pending)
     if not delays:
-        return f"| {kind} | {first:.1f} s | no change arrived | | | {missing} | {code} |"
+        return f"| {kind} | {live.first:.1f} s | no change arrived | | | {missing} | {live.code} |"
     return (
-        f"| {kind} | {first:.1f} s | {statistics.median(delays):.3f} s | {percentile(delays, 0.99):.3f} s "
-        f"| {max(delays):.3f} s | {len(delays)}/{args.changes} ({missing} missing) | {code} ({stop_s:.1f} s) |"
+        f"| {kind} | {live.first:.1f} s | {statistics.median(delays):.3f} s | {percentile(delays, 0.99):.3f} s "
+        f"| {max(delays):.3f} s | {len(delays)}/{args.changes} ({missing} missing) "
+        f"| {live.code} ({live.stop_s:.1f} s) |"
+    )
+
+
+def burst(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> str:
+    """``--burst`` new files of 1 KiB written at once (an export of a whole year), 500 to a
+    folder: how long after the last write until all are on the target."""
+    with live_mirror(kind, server, args.workload) as live:
+        started = time.perf_counter()
+        for i in range(args.burst):
+            write(live.source / "burst" / f"{i // 500:03d}" / f"b{i:06d}.pdf", bytes(1024))
+        written = time.perf_counter()
+        deadline = written + 600
+        arrived = 0
+        while arrived < args.burst and time.perf_counter() < deadline:
+            time.sleep(0.2)
+            arrived = places.count_files(live.target / "burst")
+        done = time.perf_counter()
+    return (
+        f"| {kind} | {args.burst} | {written - started:.1f} s | {done - written:.1f} s "
+        f"| {arrived / (done - started):.0f} | {arrived}/{args.burst} | {live.code} ({live.stop_s:.1f} s) |"
     )
 
 
@@ -157,17 +204,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workload", default="small", help="tree the source starts from")
     p.add_argument("--changes", type=int, default=100)
     p.add_argument("--gap", type=float, default=0.3, help="seconds between changes")
+    p.add_argument("--burst", type=int, default=0, metavar="N", help="instead: N new files written at once")
     args = p.parse_args(argv)
     kinds = args.targets.split(",")
+    run = burst if args.burst else measure
     rows = []
     with maybe_sshd(kinds) as server:
         for kind in kinds:
-            rows.append(measure(kind, server if kind == "sftp" else None, args))
+            rows.append(run(kind, server if kind == "sftp" else None, args))
     print(
         f"\n`python -m bench.latency {' '.join(sys.argv[1:] if argv is None else argv)}` "
         f"({time.strftime('%Y-%m-%d %H:%M')}; source {args.workload}, default settings)\n"
     )
-    print("| target | first copy | p50 | p99 | max | arrived | exit code (stop time) |")
+    if args.burst:
+        print("| target | files | writing them | then until all arrived | files/s overall | arrived | exit code |")
+    else:
+        print("| target | first copy | p50 | p99 | max | arrived | exit code (stop time) |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 

@@ -283,7 +283,7 @@ class TargetRunner:
             changed, scope, total = narrow(entries, self.index.stamps(), self.settings.layout)
             loaded = self.index.lookup_many(changed)
         else:
-            loaded = {src: row for src in scope if (row := self.index.lookup(src)) is not None}
+            loaded = self.index.lookup_many(scope)
             total = self.index.count()
         index = self.index
         return KnownFiles(
