@@ -35,6 +35,9 @@ def compare(
     """Every way the target differs from what the source says it should hold."""
     key: Callable[[str], str] = (lambda p: p) if caps.case_sensitive else (lambda p: p.casefold())
     there = {key(p): r for p, r in remote.items()}
+    # two source files can want one target path (the flat layout, or names that differ
+    # only in case on a target that ignores case): the one with the row holds it
+    holders = {key(row.dst): src for src, row in index.items() if src in local}
     found: list[Difference] = []
     for src, entry in sorted(local.items()):
         known = index.get(src)
@@ -44,6 +47,10 @@ def compare(
         except ItemError:
             continue
         if refused_name(dst, caps):
+            continue
+        holder = holders.get(key(dst), src)
+        if holder != src:
+            found.append(Difference(src, dst, f"not mirrored: {holder!r} holds that target path"))
             continue
         r = there.get(key(dst))
         if r is None:
