@@ -4,7 +4,8 @@ Starts ``mirror run SOURCE TARGET`` in watch mode with default settings, waits f
 first full copy, then makes ``--changes`` changes ``--gap`` seconds apart (alternately a
 new file and an edit of an existing one), while a poller reads each expected target file
 every few milliseconds until its content matches. Ends with SIGTERM and checks exit 0.
-With ``--burst N``, writes N new files at once instead and times their arrival.
+With ``--burst N``, writes N new files at once instead and times their arrival, then
+deletes them all at once and times their removal from the target.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -187,9 +189,20 @@ def burst(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> st
             arrived = places.count_files(live.target / "burst")
         done = time.perf_counter()
         cpu = cpu_seconds(live.proc.pid) - cpu_before
+        # then the whole export deleted at once (a year's folder cleaned up)
+        cpu_before = cpu_seconds(live.proc.pid)
+        shutil.rmtree(live.source / "burst")
+        removed = time.perf_counter()
+        left = arrived
+        while left and time.perf_counter() < removed + 600:
+            time.sleep(0.2)
+            left = places.count_files(live.target / "burst")
+        gone = time.perf_counter() - removed
+        delete_cpu = cpu_seconds(live.proc.pid) - cpu_before
     return (
         f"| {kind} | {args.burst} | {written - started:.1f} s | {done - written:.1f} s "
-        f"| {arrived / (done - started):.0f} | {cpu:.1f} s | {arrived}/{args.burst} | {live.code} |"
+        f"| {arrived / (done - started):.0f} | {cpu:.1f} s | {arrived}/{args.burst} "
+        f"| {gone:.1f} s, CPU {delete_cpu:.1f} s, {left} left | {live.code} |"
     )
 
 
@@ -227,8 +240,11 @@ def main(argv: list[str] | None = None) -> None:
         f"({time.strftime('%Y-%m-%d %H:%M')}; source {args.workload}, default settings)\n"
     )
     if args.burst:
-        print("| target | files | writing them | then until all arrived | files/s | mirror CPU | arrived | exit |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(
+            "| target | files | writing them | then until all arrived | files/s | mirror CPU | arrived "
+            "| all deleted at once: until gone | exit |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
     else:
         print("| target | first copy | p50 | p99 | max | arrived | exit code (stop time) |")
         print("|---|---|---|---|---|---|---|")

@@ -97,6 +97,10 @@ class TargetRunner:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self.dead: str | None = None
+        #: sources whose removal a failed transfer held back: planned again with the next
+        #: changes, so one failure cannot hold every deletion until the next full pass (a
+        #: file that took a folder's name waits for the files below it to go)
+        self.postponed: set[str] = set()
         #: the last run did not stop cleanly: list the target to find its leftovers
         self.crashed = False
         self.observer = observer or Observer()
@@ -261,6 +265,7 @@ class TargetRunner:
         if self.on_plan and actions.transfers:
             self.on_plan(sum(t.entry.size for t in actions.transfers))
         stats = self.executor.run(actions)
+        self.postponed.update(stats.postponed)
         report = self._report(kind, stats, started)
         self._after(report, listing)
         return report
@@ -439,11 +444,14 @@ class TargetRunner:
 
     def _do(self, work: Work) -> list[Report]:
         reports = []
+        retry, self.postponed = self.postponed, set()
         if work.full:
             with self._known_lock:
                 local = self._known.copy()
             listing = work.listing or self.needs_listing()
             reports.append(self.pass_(local, listing=listing, scope=None, skip=work.skip))
+        elif retry:
+            work.changes.update(stat_paths(self.config.source, retry - work.changes.keys(), self.filter))
         if work.changes and self.index is not None:
             # items that failed before get another chance with every batch (failures are few)
             failed = [f.src for f in self.index.failures() if f.src not in work.changes]

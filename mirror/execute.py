@@ -65,6 +65,8 @@ class RunStats:
     deleted: int = 0
     bytes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: sources whose removal a failed transfer held back, to plan again
+    postponed: list[str] = field(default_factory=list)
     guard: str | None = None
     fatal: str | None = None
     down: str | None = None
@@ -132,6 +134,8 @@ class Executor:
         try:
             self._parallel(plan.cleanups, self._cleanup)
             self._parallel(plan.early, self._remove)
+            # a file taking the place of a folder needs the folders these emptied gone too
+            self._prune_dirs(r.dst for r in plan.early if isinstance(r, (Delete, Trash)))
             self._parallel(plan.moves, self._move)
             batches, singles = self._batches(plan.transfers)
             self._parallel(batches, self._put_batch)
@@ -139,12 +143,17 @@ class Executor:
             self._parallel(others, self._transfer)
             self._parallel(bulk, self._transfer, self.bulk_concurrency)
             transfer_failed = len(stats.failed) > len(plan.refusals)
+            removed: tuple[Removal, ...] = ()
             if plan.removals and not self._stopping():
                 if transfer_failed:
                     self.log.warning("deletions postponed: some transfers failed in this run")
+                    stats.postponed = [r.src for r in plan.removals]
                 else:
                     self._parallel(plan.removals, self._remove)
-                    self._prune_dirs(plan)
+                    removed = plan.removals
+            emptied = [r.dst for r in removed if isinstance(r, (Delete, Trash))]
+            moved_away = [m.old_dst for m in plan.moves if parent(m.old_dst) != parent(m.dst)]
+            self._prune_dirs([*emptied, *moved_away])
         except FatalError as exc:
             stats.fatal = str(exc)
         except TargetDown as exc:
@@ -312,7 +321,7 @@ class Executor:
     def _local(self, src: str) -> LocalEntry | None:
         try:
             st = os.stat(self._prefix + src, follow_symlinks=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the latter: a file took a folder's name
             return None
         except OSError as exc:
             raise ItemError(f"cannot read the source file ({exc.strerror})") from None
@@ -339,7 +348,7 @@ class Executor:
                         return
                     sending = time.monotonic()
                     try:
-                        remote = self._send(local, action.dst, before.mtime_ns, before.size)
+                        remote = self._send_in_place(local, action.dst, before.mtime_ns, before.size)
                     except ItemError:
                         if not self._readable(action.src):
                             return  # gone while it was being sent: planned again like any removal
@@ -489,11 +498,13 @@ class Executor:
         unchanged: list[tuple[Put, LocalEntry, str | None]] = []
         superseded: list[tuple[Put, LocalEntry, str | None]] = []
         changed: list[Put] = []
+        unreadable: list[tuple[Put, str]] = []
         for action in actions:
             try:
                 after = self._local(action.src)
             except ItemError as exc:
-                self._failed(action.src, action.dst, str(exc))
+                superseded.append((action, action.entry, None))
+                unreadable.append((action, str(exc)))
                 continue
             if after == action.entry:
                 unchanged.append((action, after, None))
@@ -505,6 +516,8 @@ class Executor:
         # the target must be in the index even then
         self._uploaded(unchanged)
         self._landed(superseded)
+        for action, reason in unreadable:  # after the rows, which clear a file's failure
+            self._failed(action.src, action.dst, reason)
         for action in changed:
             self.log.info("%s changed while it was sent; sending it again", action.src)
             self._item(action.src, action.dst, partial(self._put, action))
@@ -546,6 +559,20 @@ class Executor:
             return None
         except OSError as exc:
             raise ItemError(f"cannot read the source file ({exc.strerror})") from None
+
+    def _send_in_place(self, local: str, dst: str, mtime_ns: int, size: int) -> RemoteEntry | None:
+        """:meth:`_send`; when that fails because an empty folder stands on the path (one a
+        pass cut short left behind, where a file has since taken the folder's name), the
+        folder is removed and the file sent again."""
+        try:
+            return self._send(local, dst, mtime_ns, size)
+        except ItemError:
+            if not self.call(lambda: self.driver.remove_dir_if_empty(dst)):
+                raise
+        with self._lock:
+            self._dirs.discard(dst)
+        self.log.info("removed an empty folder that stood where %s goes", dst)
+        return self._send(local, dst, mtime_ns, size)
 
     def _send(self, local: str, dst: str, mtime_ns: int, size: int) -> RemoteEntry | None:
         self._ensure_dir(parent(dst))
@@ -683,11 +710,12 @@ class Executor:
                 self.call(lambda: self.driver.move(tmp, old))
             raise
 
-    def _prune_dirs(self, plan: Plan) -> None:
-        """Remove folders that our deletes and moves left empty (never the root)."""
-        emptied: Iterable[str] = [r.dst for r in plan.removals if isinstance(r, (Delete, Trash))]
-        emptied = [*emptied, *(m.old_dst for m in plan.moves)]
-        folders = sorted({d for dst in emptied for d in ancestors(dst)}, key=lambda d: -d.count("/"))
+    def _prune_dirs(self, vacated: Iterable[str]) -> None:
+        """Remove the folders of files deleted or moved away that are empty now (never the
+        root): a renamed folder leaves none behind, and a file can take a folder's name."""
+        if self._stopping():
+            return
+        folders = sorted({d for dst in vacated for d in ancestors(dst)}, key=lambda d: -d.count("/"))
         for folder in folders:
             try:
                 if self.driver.remove_dir_if_empty(folder):

@@ -146,9 +146,14 @@ class SourceWatcher:
             for sub in snap.entries:
                 self._pending.setdefault(sub, (None, now))
             self._expand_gone(rel, keep=set(snap.entries))
+            if rel in self.known:
+                # a file replaced by a folder of its name: the file is gone
+                self._pending.setdefault(rel, (None, now))
             return
         self._pending.setdefault(rel, (None, now))
-        if st is None:
+        if st is None and rel not in self.known:
+            # a folder that vanished (a file that did has nothing below it: with thousands
+            # deleted at once, looking below each took minutes)
             self._expand_gone(rel, keep=set())
 
     def _expand_gone(self, folder: str, keep: set[str]) -> None:

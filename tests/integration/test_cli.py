@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -72,6 +73,47 @@ def test_verify_checks_a_target_mirrored_with_another_layout_when_told_it(
     assert as_tree.returncode == 1 and "missing on the target" in as_tree.stdout
     bad = run("verify", str(src), str(target), "--layout", "{nope}", state=state)
     assert bad.returncode == 2 and "--layout" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_renamed_folder_leaves_no_empty_folder_behind(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "drafts" / "march").mkdir(parents=True)
+    (src / "drafts" / "march" / "invoice.pdf").write_bytes(b"paid")
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    (src / "drafts").rename(src / "final")
+    moved = run("run", str(src), str(target), "--once", state=state)
+    assert moved.returncode == 0 and "1 moved" in moved.stdout, moved.stdout + moved.stderr
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "final",
+        "final/march",
+        "final/march/invoice.pdf",
+    ]
+
+
+def test_a_folder_replaced_by_a_file_of_its_name_is_mirrored_in_one_pass(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "scans" / "2026").mkdir(parents=True)
+    (src / "scans" / "2026" / "a.tif").write_bytes(b"scan")
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    shutil.rmtree(src / "scans")
+    (src / "scans").write_bytes(b"now a file")
+    swapped = run("run", str(src), str(target), "--once", state=state)
+    assert swapped.returncode == 0, swapped.stdout + swapped.stderr
+    assert files(target) == {"scans": b"now a file"}
+
+
+def test_an_empty_folder_left_where_a_file_goes_is_removed(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "scans").write_bytes(b"a file named like a folder that was")
+    (target / "scans").mkdir(parents=True)  # as a pass cut short between a delete and its folder
+    result = run("run", str(src), str(target), "--once", state=state)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert files(target) == {"scans": b"a file named like a folder that was"}
+    (target / "scans").unlink()
+    (target / "scans" / "2026").mkdir(parents=True)  # not empty: left alone, the file fails
+    kept = run("run", str(src), str(target), "--once", "--rescan", state=state)
+    assert kept.returncode == 1 and (target / "scans" / "2026").is_dir()
 
 
 def test_a_prefilled_target_is_adopted_not_copied_again(src: Path, tmp_path: Path, state: Path) -> None:

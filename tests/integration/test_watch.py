@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -57,6 +58,13 @@ def test_create_modify_delete_rename(live: tuple[Path, Path, Path]) -> None:
     for f in (src / "moved" / "deeper").iterdir():
         f.unlink()
     wait_for(lambda: same(src, dst), what="a file deleted in a folder")
+    (src / "renamed.pdf").unlink()
+    (src / "renamed.pdf").mkdir()
+    (src / "renamed.pdf" / "inside.pdf").write_bytes(b"in")
+    wait_for(lambda: same(src, dst), what="a file replaced by a folder of its name")
+    shutil.rmtree(src / "moved")
+    (src / "moved").write_bytes(b"a file now")
+    wait_for(lambda: same(src, dst), what="a folder replaced by a file of its name")
 
 
 def test_a_new_folder_with_hundreds_of_files(live: tuple[Path, Path, Path]) -> None:
