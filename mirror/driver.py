@@ -73,6 +73,10 @@ class Capabilities:
         low, high = self.mtime_range_ns
         return min(max(mtime_ns, low), high)
 
+    def mtime_matches(self, there_ns: int, local_ns: int) -> bool:
+        """Whether a target file's mtime is the one it keeps for the local file's."""
+        return abs(there_ns - self.kept_mtime(local_ns)) < max(self.mtime_precision_ns, 1)
+
     @functools.cached_property
     def refused_pattern(self) -> re.Pattern[str]:
         """Finds any part of a path refused by name or character (one search per path)."""

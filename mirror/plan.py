@@ -630,16 +630,15 @@ def _decide(
         return Move(src, renamed_from.dst, dst, entry, date, why, renamed_from.src, renamed_from.remote_hash)
     reason = "changed" if known is not None else "new"
     if there is not None and there.size == entry.size:
-        if caps.mtime_settable and there.mtime_ns is not None and _close(there.mtime_ns, entry, caps):
+        if (
+            caps.mtime_settable
+            and there.mtime_ns is not None
+            and caps.mtime_matches(there.mtime_ns, entry.mtime_ns)
+        ):
             return Adopt(src, dst, entry, date, "already on the target (same size and time)", there.hash)
         if caps.hash_kind.value != "none" and there.hash:
             return Put(src, dst, entry, date, reason, unless_hash=there.hash)
     return Put(src, dst, entry, date, reason)
-
-
-def _close(there_ns: int, entry: LocalEntry, caps: Capabilities) -> bool:
-    """Whether the target's mtime is the one it would keep for the local file's."""
-    return abs(there_ns - caps.kept_mtime(entry.mtime_ns)) < max(caps.mtime_precision_ns, 1)
 
 
 def _same(entry: LocalEntry, there: RemoteEntry, caps: Capabilities, known_hash: str | None) -> bool:
@@ -649,7 +648,7 @@ def _same(entry: LocalEntry, there: RemoteEntry, caps: Capabilities, known_hash:
     if known_hash and there.hash:
         return known_hash == there.hash
     if caps.mtime_settable and there.mtime_ns is not None:
-        return _close(there.mtime_ns, entry, caps)
+        return caps.mtime_matches(there.mtime_ns, entry.mtime_ns)
     return True
 
 

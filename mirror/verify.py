@@ -60,11 +60,7 @@ def compare(
         elif caps.hash_kind is not HashKind.NONE and r.hash:
             if local_hash(src) != r.hash:
                 found.append(Difference(src, dst, "content differs (hash)"))
-        elif (
-            caps.mtime_settable
-            and r.mtime_ns is not None
-            and abs(r.mtime_ns - caps.kept_mtime(entry.mtime_ns)) >= max(caps.mtime_precision_ns, 1)
-        ):
+        elif caps.mtime_settable and r.mtime_ns is not None and not caps.mtime_matches(r.mtime_ns, entry.mtime_ns):
             found.append(Difference(src, dst, "modification time differs"))
     if delete is DeletePolicy.MIRROR:
         for src, known in sorted(index.items()):
