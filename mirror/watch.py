@@ -115,8 +115,8 @@ class SourceWatcher:
                 # the caller's scan and now sent no event, so one more scan catches it
                 watching = True
                 yield Batch({}, rescan=True)
-            for _change, path in changes:
-                self._note(path)
+            for change, path in changes:
+                self._note(path, deleted=change == watchfiles.Change.deleted)
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
             now_id = _identity(self.root)
@@ -128,8 +128,9 @@ class SourceWatcher:
                     yield Batch({}, rescan=True)
                 return
 
-    def _note(self, path: str) -> None:
-        """Turn one event path into pending source-relative paths."""
+    def _note(self, path: str, deleted: bool) -> None:
+        """Turn one event path into pending source-relative paths (``deleted``: the event
+        said the path went away, whatever is there now)."""
         try:
             rel = Path(path).relative_to(self.root).as_posix()
         except ValueError:
@@ -151,9 +152,10 @@ class SourceWatcher:
                 self._pending.setdefault(rel, (None, now))
             return
         self._pending.setdefault(rel, (None, now))
-        if st is None and rel not in self.known:
-            # a folder that vanished (a file that did has nothing below it: with thousands
-            # deleted at once, looking below each took minutes)
+        if (st is None or deleted) and rel not in self.known:
+            # a folder that vanished, or was renamed away with a file made in its place
+            # within one debounce. A known file has nothing below it: with thousands
+            # deleted at once, looking below each took minutes
             self._expand_gone(rel, keep=set())
 
     def _expand_gone(self, folder: str, keep: set[str]) -> None:

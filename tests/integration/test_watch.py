@@ -67,6 +67,19 @@ def test_create_modify_delete_rename(live: tuple[Path, Path, Path]) -> None:
     wait_for(lambda: same(src, dst), what="a folder replaced by a file of its name")
 
 
+def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[Path, Path, Path]) -> None:
+    # the watcher sees both within one debounce: the old folder's files must still leave
+    # the target now, not at the next hourly rescan
+    src, dst, _ = live
+    (src / "inbox").mkdir()
+    for i in range(3):
+        (src / "inbox" / f"scan {i}.pdf").write_bytes(b"%d" % i)
+    wait_for(lambda: same(src, dst), what="the folder")
+    os.rename(src / "inbox", src / "filed")
+    (src / "inbox").write_bytes(b"a file where the folder was")
+    wait_for(lambda: same(src, dst), what="the folder's files to move and the file to take its name")
+
+
 def test_a_new_folder_with_hundreds_of_files(live: tuple[Path, Path, Path]) -> None:
     src, dst, _ = live
     folder = src / "batch"
