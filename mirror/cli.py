@@ -414,7 +414,11 @@ def verify(
                     partial(_source_hash, driver, cfg.source),
                 )
                 for diff in found:
-                    click.echo(f"{runner.name}: {printable(diff.dst or diff.src)}: {diff.problem}")
+                    # under a layout a user knows the source path, and needs the target's too
+                    where = printable(diff.src)
+                    if diff.dst is not None and diff.dst != diff.src:
+                        where += f" -> {printable(diff.dst)}"
+                    click.echo(f"{runner.name}: {where}: {diff.problem}")
                 if not found:
                     click.echo(f"{runner.name}: identical ({len(local)} files)")
                 differences += len(found)

@@ -71,6 +71,16 @@ def test_verify_checks_a_target_mirrored_with_another_layout_when_told_it(
     assert as_placed.returncode == 0 and "identical" in as_placed.stdout, as_placed.stdout + as_placed.stderr
     as_tree = run("verify", str(src), str(target), state=state)
     assert as_tree.returncode == 1 and "missing on the target" in as_tree.stdout
+    (src / "2025").mkdir()
+    (src / "2025" / "invoice [1] #%.pdf").write_bytes(b"a year older, same name")
+    second = run("run", str(src), str(target), "--once", "--layout", "flat", state=state)
+    assert second.returncode == 1, second.stdout + second.stderr
+    clash = run("verify", str(src), str(target), "--layout", "flat", state=state)
+    assert clash.returncode == 1
+    # the source file left out is named, and where it would have gone
+    left_out = "2025/invoice [1] #%.pdf -> invoice [1] #%.pdf"
+    holder = "'2026/invoice [1] #%.pdf'"
+    assert f"{left_out}: not mirrored: {holder} holds that target path" in clash.stdout, clash.stdout
     bad = run("verify", str(src), str(target), "--layout", "{nope}", state=state)
     assert bad.returncode == 2 and "--layout" in bad.stderr and "Traceback" not in bad.stderr
 
