@@ -172,15 +172,15 @@ def measure(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> 
 
 
 def burst(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> str:
-    """``--burst`` new files of 1 KiB written at once (an export of a whole year), 500 to a
-    folder: how long after the last write until all are on the target. The source is on
+    """``--burst`` new files of 1 KiB written at once (an export of a whole year),
+    ``--per-folder`` to a new folder: how long after the last write until all are on the target. The source is on
     the tmpfs too, so the writes come faster than a disk lets them and the passes get
     large; mirror's CPU time shows what the passes cost."""
     with live_mirror(kind, server, args.workload, places.target_root()) as live:
         started = time.perf_counter()
         cpu_before = cpu_seconds(live.proc.pid)
         for i in range(args.burst):
-            write(live.source / "burst" / f"{i // 500:03d}" / f"b{i:06d}.pdf", bytes(1024))
+            write(live.source / "burst" / f"{i // args.per_folder:05d}" / f"b{i:06d}.pdf", bytes(1024))
         written = time.perf_counter()
         deadline = written + 600
         arrived = 0
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--changes", type=int, default=100)
     p.add_argument("--gap", type=float, default=0.3, help="seconds between changes")
     p.add_argument("--burst", type=int, default=0, metavar="N", help="instead: N new files written at once")
+    p.add_argument("--per-folder", type=int, default=500, metavar="N", help="with --burst: files per new folder")
     args = p.parse_args(argv)
     kinds = args.targets.split(",")
     run = burst if args.burst else measure

@@ -30,6 +30,9 @@ DEBOUNCE_MS = 200
 STEP_MS = 30
 #: wake-up period while idle, to re-check files that are settling
 TICK_MS = 100
+#: up to this many folders to look below at once, one prefix test per known file is
+#: quickest; beyond it, one look-up per parent folder of each known file
+FEW_FOLDERS = 16
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ class SourceWatcher:
         #: the source as last handed on; kept current so folder deletes can be expanded
         self.known = known
         self._pending: dict[str, tuple[Signature, float]] = {}
+        #: folders of this event batch whose known files may be gone, and the files the
+        #: batch's scans found (see :meth:`_expand_gone`)
+        self._look_below: set[str] = set()
+        self._found: set[str] = set()
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
@@ -117,6 +124,7 @@ class SourceWatcher:
                 yield Batch({}, rescan=True)
             for change, path in changes:
                 self._note(path, deleted=change == watchfiles.Change.deleted)
+            self._expand_gone()
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
             now_id = _identity(self.root)
@@ -146,7 +154,8 @@ class SourceWatcher:
             snap = scan(self.root, self.filt, start=rel)
             for sub in snap.entries:
                 self._pending.setdefault(sub, (None, now))
-            self._expand_gone(rel, keep=set(snap.entries))
+            self._found.update(snap.entries)
+            self._look_below.add(rel)
             if rel in self.known:
                 # a file replaced by a folder of its name: the file is gone
                 self._pending.setdefault(rel, (None, now))
@@ -156,14 +165,25 @@ class SourceWatcher:
             # a folder that vanished, or was renamed away with a file made in its place
             # within one debounce. A known file has nothing below it: with thousands
             # deleted at once, looking below each took minutes
-            self._expand_gone(rel, keep=set())
+            self._look_below.add(rel)
 
-    def _expand_gone(self, folder: str, keep: set[str]) -> None:
-        """Known files under a folder that vanished (or was renamed away) are pending too."""
-        prefix = folder + "/"
+    def _expand_gone(self) -> None:
+        """Known files below the folders of this event batch that vanished, were renamed
+        away or were scanned again are pending too, unless a scan found them. One pass
+        over the known files for all those folders: a pass per folder took minutes when
+        thousands of new folders arrived at once in a large tree."""
+        folders, found = self._look_below, self._found
+        self._look_below, self._found = set(), set()
+        if not folders:
+            return
+        if len(folders) <= FEW_FOLDERS:
+            prefixes = tuple(f"{folder}/" for folder in folders)
+            gone = [k for k in self.known if k.startswith(prefixes) and k not in found]
+        else:
+            gone = [k for k in self.known if _below_any(k, folders) and k not in found]
         now = time.monotonic()
-        for known in [k for k in self.known if k.startswith(prefix) and k not in keep]:
-            self._pending.setdefault(known, (None, now))
+        for rel in gone:
+            self._pending.setdefault(rel, (None, now))
 
     def _hold_renames(self, ready: dict[str, LocalEntry | None], fresh: dict[str, LocalEntry | None]) -> None:
         """Keep a vanished path back while its inode still settles under a new name, so
@@ -210,6 +230,16 @@ class SourceWatcher:
             else:
                 self.known[rel] = entry
         return ready
+
+
+def _below_any(rel: str, folders: set[str]) -> bool:
+    """Whether ``rel`` lies below one of ``folders``: a set look-up per folder it is in."""
+    cut = rel.rfind("/")
+    while cut > 0:
+        if rel[:cut] in folders:
+            return True
+        cut = rel.rfind("/", 0, cut)
+    return False
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:

@@ -1,0 +1,43 @@
+"""The watcher's bookkeeping: which known files an event batch's folder events put in doubt."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mirror.filters import Filter
+from mirror.scan import LocalEntry
+from mirror.watch import FEW_FOLDERS, SourceWatcher
+
+#: short names from a small alphabet, so that paths share folders and prefixes ("a" and "ab")
+NAMES = st.text(alphabet="ab.", min_size=1, max_size=3).filter(lambda n: n not in (".", ".."))
+PATHS = st.lists(NAMES, min_size=1, max_size=4).map("/".join)
+
+
+@given(
+    known=st.sets(PATHS, max_size=40),
+    folders=st.sets(PATHS, max_size=8),
+    many=st.booleans(),
+    data=st.data(),
+)
+def test_known_files_below_an_event_batch_s_folders_become_pending(
+    known: set[str], folders: set[str], many: bool, data: st.DataObject
+) -> None:
+    # what the batch's scans found: known files still there, and new ones
+    found = data.draw(st.sets(st.sampled_from(sorted(known))) if known else st.just(set())) | data.draw(
+        st.sets(PATHS, max_size=5)
+    )
+    if many:  # more folders than FEW_FOLDERS: the other way of looking below them
+        folders |= {f"c{i}" for i in range(FEW_FOLDERS + 1)}
+    watcher = SourceWatcher(
+        Path("/nonexistent"), Filter(), 0.5, False, threading.Event(), {k: LocalEntry(k, 1, 1) for k in known}
+    )
+    watcher._look_below, watcher._found = set(folders), set(found)
+    watcher._expand_gone()
+    # below a folder means below it at a "/" boundary: "ab/x" is not below "a"
+    expected = {k for k in known if any(k.startswith(f"{f}/") for f in folders) and k not in found}
+    assert set(watcher._pending) == expected
+    assert not watcher._look_below and not watcher._found
