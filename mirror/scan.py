@@ -241,9 +241,11 @@ def stat_paths(root: Path, rels: Iterable[str], filt: Filter) -> dict[str, Local
     """Fresh facts for single paths: an entry, or None when it is gone or not mirrored;
     a path that cannot be read (permissions, I/O errors) is left out."""
     result: dict[str, LocalEntry | None] = {}
+    # joined as strings: a pathlib join per path was half the time of stat'ing a large batch
+    base = os.fspath(root)
     for rel in rels:
         try:
-            st = os.stat(root / rel, follow_symlinks=False)
+            st = os.stat(f"{base}/{rel}", follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             result[rel] = None
             continue
