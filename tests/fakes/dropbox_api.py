@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.fakes.https import dropping_partial_requests, read_body
+
 MAX_REQUEST_BYTES = 150 * 1024 * 1024
 BLOCK = 4 * 1024 * 1024
 REFUSED_NAMES = {"desktop.ini", "thumbs.db", ".ds_store", "icon\r"}
@@ -661,9 +663,10 @@ def make_handler(fake: FakeDropbox) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+        handle_one_request = dropping_partial_requests(BaseHTTPRequestHandler.handle_one_request)
+
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = read_body(self)
             if self.path == "/oauth2/token":
                 form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
                 status, payload = fake.token_endpoint(form)

@@ -22,6 +22,36 @@ from urllib.parse import parse_qs, urlsplit
 import trustme
 
 
+class ClientGone(Exception):
+    """The client hung up before its request body had all arrived."""
+
+
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request body; ClientGone when the connection ends before Content-Length bytes.
+
+    A real service never acts on part of a body (a killed client's upload must not
+    become a short file), so a fake must not either.
+    """
+    length = int(handler.headers.get("Content-Length") or 0)
+    data = handler.rfile.read(length) if length else b""
+    if len(data) < length:
+        handler.close_connection = True
+        raise ClientGone
+    return data
+
+
+def dropping_partial_requests(handle_one_request: Any) -> Any:
+    """Wraps a handler's ``handle_one_request``: a request whose client left is dropped, quietly."""
+
+    def handle(self: BaseHTTPRequestHandler) -> None:
+        try:
+            handle_one_request(self)
+        except ClientGone:
+            self.close_connection = True
+
+    return handle
+
+
 class TestCA:
     """A certificate authority for 127.0.0.1, with its PEM written to ``ca_file``."""
 
@@ -50,6 +80,8 @@ class JSONHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: pytest shows failures, not every request."""
+
+    handle_one_request = dropping_partial_requests(BaseHTTPRequestHandler.handle_one_request)
 
     def dispatch(self, method: str) -> None:
         """Answer one request; each fake routes by method and path."""
@@ -80,8 +112,7 @@ class JSONHandler(BaseHTTPRequestHandler):
         return {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query, keep_blank_values=True).items()}
 
     def body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return read_body(self)
 
     def json_body(self) -> dict[str, Any]:
         raw = self.body()
