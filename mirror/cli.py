@@ -379,11 +379,13 @@ def verify(
 ) -> None:
     """List each target and compare it with the source (size, and hash where the
     backend offers one). Prints every difference; exit 0 when identical, 1 when not.
+    Files on a target that no source file accounts for are named too; mirror leaves
+    them alone, so they are no difference.
 
     With SOURCE TARGET, give the --layout and --delete that `mirror run` had.
     """
     from mirror.scan import scan
-    from mirror.verify import compare
+    from mirror.verify import accounted_for, compare, others
 
     scrubber = setup_logging(1 if verbose else -1 if quiet else 0, log_format)
     differences = 0
@@ -422,6 +424,13 @@ def verify(
                 if not found:
                     click.echo(f"{runner.name}: identical ({len(local)} files)")
                 differences += len(found)
+                extra = others(remote, accounted_for(local, index, runner.settings.layout), driver.caps)
+                if extra:
+                    shown = ", ".join(printable(p) for p in extra[:5]) + (", ..." if len(extra) > 5 else "")
+                    click.echo(
+                        f"{runner.name}: {len(extra)} other file(s) on the target, from no file of the source "
+                        f"(mirror leaves them alone): {shown}"
+                    )
         finally:
             mirror.close()
     sys.exit(EXIT_PROBLEM if differences else EXIT_OK)

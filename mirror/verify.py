@@ -11,7 +11,7 @@ from mirror.errors import ItemError
 from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import Layout, date_of
-from mirror.plan import refused_name
+from mirror.plan import TRASH_DIR, refused_name
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
 
@@ -41,12 +41,8 @@ def compare(
     found: list[Difference] = []
     for src, entry in sorted(local.items()):
         known = index.get(src)
-        date: dt.date = known.date if known else date_of(entry.mtime_ns)
-        try:
-            dst = layout.target_path(src, date)
-        except ItemError:
-            continue
-        if refused_name(dst, caps):
+        dst = _placed(src, entry, known, layout)
+        if dst is None or refused_name(dst, caps):
             continue
         holder = holders.get(key(dst), src)
         if holder != src:
@@ -67,3 +63,33 @@ def compare(
             if src not in local and key(known.dst) in there:
                 found.append(Difference(src, known.dst, "removed from the source but still on the target"))
     return found
+
+
+def accounted_for(local: Mapping[str, LocalEntry], index: Mapping[str, IndexEntry], layout: Layout) -> set[str]:
+    """The target paths the source's files belong at, and those the index holds."""
+    paths = {row.dst for row in index.values()}
+    for src, entry in local.items():
+        dst = _placed(src, entry, index.get(src), layout)
+        if dst is not None:
+            paths.add(dst)
+    return paths
+
+
+def others(remote: Mapping[str, RemoteEntry], accounted: set[str], caps: Capabilities) -> list[str]:
+    """Files on the target that nothing in ``accounted`` (:func:`accounted_for`) covers:
+    put there by someone else, or kept after their source went (``delete = "keep"``).
+    mirror leaves them alone, and a target holding them is still a faithful mirror; but
+    a user asking whether the target is identical should hear of them."""
+    if not caps.case_sensitive:
+        accounted = {p.casefold() for p in accounted}
+    key: Callable[[str], str] = (lambda p: p) if caps.case_sensitive else (lambda p: p.casefold())
+    return sorted(p for p in remote if key(p) not in accounted and not p.startswith(f"{TRASH_DIR}/"))
+
+
+def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str | None:
+    """Where ``src`` belongs on the target (None: its layout gives no safe path)."""
+    date: dt.date = known.date if known else date_of(entry.mtime_ns)
+    try:
+        return layout.target_path(src, date)
+    except ItemError:
+        return None

@@ -56,6 +56,8 @@ def test_run_edit_run_verify_through_the_cli(spec: TargetSpec, tmp_path: Path) -
     assert third.returncode == 0 and "0 sent" in third.stdout, third.stdout + third.stderr
     verify = run("verify", "-c", str(config), state=state, env=spec.env, cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # no temp file or other leftover beside the mirrored files
+    assert "other file" not in verify.stdout, verify.stdout
     for secret in spec.env.values():
         if len(secret) >= 8 and not secret.startswith(("/", "http")):
             assert secret not in first.stdout + first.stderr + verify.stdout + verify.stderr

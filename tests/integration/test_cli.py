@@ -56,6 +56,11 @@ def test_first_copy_then_nothing_to_do_then_verify(src: Path, tmp_path: Path, st
     again = run("run", str(src), str(target), "--once", state=state)
     assert again.returncode == 0 and "0 sent" in again.stdout
     assert run("verify", str(src), str(target), state=state).returncode == 0
+    (target / "notes from the accountant.txt").write_text("not from the source")
+    extra = run("verify", str(src), str(target), state=state)
+    # still a faithful mirror, but not silently "identical" to the source
+    assert extra.returncode == 0 and "identical (12 files)" in extra.stdout
+    assert "1 other file(s) on the target" in extra.stdout and "notes from the accountant.txt" in extra.stdout
     (target / "2026" / "invoice [3] #%.pdf").write_bytes(b"tampered")
     verify = run("verify", str(src), str(target), state=state)
     assert verify.returncode == 1 and "invoice [3] #%.pdf: size differs" in verify.stdout

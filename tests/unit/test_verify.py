@@ -9,7 +9,7 @@ from mirror.index import IndexEntry
 from mirror.layout import Layout
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
-from mirror.verify import Difference, compare
+from mirror.verify import Difference, accounted_for, compare, others
 
 MTIME = 1_772_323_200 * 10**9
 
@@ -36,3 +36,23 @@ def test_names_that_differ_only_in_case_on_a_target_that_ignores_case() -> None:
         ("INVOICE.pdf", "not mirrored: 'Invoice.pdf' holds that target path")
     ]
     assert differences({"Invoice.pdf": 3}, {"Invoice.pdf": "Invoice.pdf"}, "tree", ignores_case) == []
+
+
+def test_files_on_the_target_that_no_source_file_accounts_for_are_listed() -> None:
+    entries = {
+        "2026/a.pdf": LocalEntry("2026/a.pdf", 3, MTIME, 1),
+        "2026/new.pdf": LocalEntry("2026/new.pdf", 4, MTIME, 2),
+    }
+    day = dt.date(2026, 3, 1)
+    # a row whose source is gone still accounts for its file (delete may be pending)
+    index = {
+        "2026/a.pdf": IndexEntry("2026/a.pdf", "a.pdf", 3, MTIME, 0, day, None),
+        "2025/gone.pdf": IndexEntry("2025/gone.pdf", "gone.pdf", 1, MTIME, 0, day, None),
+    }
+    remote = {
+        p: RemoteEntry(p, 1)
+        for p in ["a.pdf", "new.pdf", "gone.pdf", "README.txt", "Old/x.pdf", ".mirror-trash/2026-03-01/b.pdf"]
+    }
+    accounted = accounted_for(entries, index, Layout.parse("flat"))
+    assert others(remote, accounted, Capabilities()) == ["Old/x.pdf", "README.txt"]
+    assert others({"A.PDF": RemoteEntry("A.PDF", 3)}, accounted, Capabilities(case_sensitive=False)) == []
