@@ -173,9 +173,9 @@ def measure(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> 
 
 def burst(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> str:
     """``--burst`` new files of 1 KiB written at once (an export of a whole year),
-    ``--per-folder`` to a new folder: how long after the last write until all are on the target. The source is on
-    the tmpfs too, so the writes come faster than a disk lets them and the passes get
-    large; mirror's CPU time shows what the passes cost."""
+    ``--per-folder`` to a new folder: how long after the last write until all are on the
+    target. The source is on the tmpfs too, so the writes come faster than a disk lets
+    them and the passes get large; mirror's CPU time shows what the passes cost."""
     with live_mirror(kind, server, args.workload, places.target_root()) as live:
         started = time.perf_counter()
         cpu_before = cpu_seconds(live.proc.pid)
