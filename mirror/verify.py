@@ -33,7 +33,7 @@ def compare(
     local_hash: Callable[[str], str | None],
 ) -> list[Difference]:
     """Every way the target differs from what the source says it should hold."""
-    key: Callable[[str], str] = (lambda p: p) if caps.case_sensitive else (lambda p: p.casefold())
+    key = _path_key(caps)
     there = {key(p): r for p, r in remote.items()}
     # two source files can want one target path (the flat layout, or names that differ
     # only in case on a target that ignores case): the one with the row holds it
@@ -80,10 +80,14 @@ def others(remote: Mapping[str, RemoteEntry], accounted: set[str], caps: Capabil
     put there by someone else, or kept after their source went (``delete = "keep"``).
     mirror leaves them alone, and a target holding them is still a faithful mirror; but
     a user asking whether the target is identical should hear of them."""
-    if not caps.case_sensitive:
-        accounted = {p.casefold() for p in accounted}
-    key: Callable[[str], str] = (lambda p: p) if caps.case_sensitive else (lambda p: p.casefold())
+    key = _path_key(caps)
+    accounted = {key(p) for p in accounted}
     return sorted(p for p in remote if key(p) not in accounted and not p.startswith(f"{TRASH_DIR}/"))
+
+
+def _path_key(caps: Capabilities) -> Callable[[str], str]:
+    """How the target tells paths apart: as they are, or ignoring case."""
+    return (lambda p: p) if caps.case_sensitive else str.casefold
 
 
 def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str | None:

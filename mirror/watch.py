@@ -21,6 +21,7 @@ from pathlib import Path
 import watchfiles
 
 from mirror.filters import Filter
+from mirror.paths import ancestors
 from mirror.scan import LocalEntry, scan, stat_paths
 
 log = logging.getLogger("mirror")
@@ -180,7 +181,7 @@ class SourceWatcher:
             prefixes = tuple(f"{folder}/" for folder in folders)
             gone = [k for k in self.known if k.startswith(prefixes) and k not in found]
         else:
-            gone = [k for k in self.known if _below_any(k, folders) and k not in found]
+            gone = [k for k in self.known if not folders.isdisjoint(ancestors(k)) and k not in found]
         now = time.monotonic()
         for rel in gone:
             self._pending.setdefault(rel, (None, now))
@@ -230,16 +231,6 @@ class SourceWatcher:
             else:
                 self.known[rel] = entry
         return ready
-
-
-def _below_any(rel: str, folders: set[str]) -> bool:
-    """Whether ``rel`` lies below one of ``folders``: a set look-up per folder it is in."""
-    cut = rel.rfind("/")
-    while cut > 0:
-        if rel[:cut] in folders:
-            return True
-        cut = rel.rfind("/", 0, cut)
-    return False
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
