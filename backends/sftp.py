@@ -731,6 +731,22 @@ class SFTPDriver(Driver):
         with self._session() as link:
             link.sftp.remove(self.full(rel))
 
+    def move_batch(self, moves: Sequence[tuple[str, str]]) -> Sequence[MirrorError | None]:
+        return self._pipelined([_renaming(self.full(src), self.full(dst)) for src, dst in moves])
+
+    def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
+        from paramiko.sftp import CMD_REMOVE
+
+        return self._pipelined([(CMD_REMOVE, (_string(self.full(rel)),)) for rel in rels])
+
+    def _pipelined(self, requests: Sequence[Request]) -> Sequence[MirrorError | None]:
+        """Requests that each get a status reply, sent at once: one round trip, and none
+        of paramiko's per-reply CPU (a move or delete at a time cost 0.3-0.6 ms of it)."""
+        with self._session() as link:
+            replies = _Replies(link)
+            failures = [replies.failure(num) for num in replies.ask(list(requests))]
+        return [None if failure is None else self.classify(failure) for failure in failures]
+
     def makedirs(self, rel_dir: str) -> None:
         path = self.root if rel_dir == "" else self.full(rel_dir)
         with self._session() as link:
@@ -871,6 +887,13 @@ def _string(text: str) -> bytes:
     return struct.pack(">I", len(raw)) + raw
 
 
+def _renaming(src: str, dst: str) -> Request:
+    """Move ``src`` to ``dst``, replacing it atomically (plain SFTP rename refuses to)."""
+    from paramiko.sftp import CMD_EXTENDED
+
+    return CMD_EXTENDED, (_string("posix-rename@openssh.com"), _string(src), _string(dst))
+
+
 def _opening(path: str) -> Request:
     """OPEN ``path`` for writing, created or truncated, with no attributes."""
     from paramiko.sftp import CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
@@ -1001,13 +1024,8 @@ class _Batch:
                 self.outcomes[i] = failure
 
     def _rename(self) -> None:
-        from paramiko.sftp import CMD_EXTENDED
-
         done = [i for i in self.handles if self.outcomes[i] is None]
-        rename = _string("posix-rename@openssh.com")
-        requests: list[Request] = [
-            (CMD_EXTENDED, (rename, _string(self.jobs[i].tmp), _string(self.jobs[i].dst))) for i in done
-        ]
+        requests = [_renaming(self.jobs[i].tmp, self.jobs[i].dst) for i in done]
         for i, num in zip(done, self.replies.ask(requests), strict=True):
             self.outcomes[i] = self.replies.failure(num)
 

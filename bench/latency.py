@@ -5,6 +5,7 @@ first full copy, then makes ``--changes`` changes ``--gap`` seconds apart (alter
 new file and an edit of an existing one), while a poller reads each expected target file
 every few milliseconds until its content matches. Ends with SIGTERM and checks exit 0.
 With ``--burst N``, writes N new files at once instead and times their arrival, then
+moves their folder into another in one rename and times the move on the target, then
 deletes them all at once and times their removal from the target.
 """
 
@@ -189,19 +190,31 @@ def burst(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> st
             arrived = places.count_files(live.target / "burst")
         done = time.perf_counter()
         cpu = cpu_seconds(live.proc.pid) - cpu_before
-        # then the whole export deleted at once (a year's folder cleaned up)
+        # then the export filed away in one rename (into an archive folder) ...
         cpu_before = cpu_seconds(live.proc.pid)
-        shutil.rmtree(live.source / "burst")
+        (live.source / "archive").mkdir()
+        (live.source / "burst").rename(live.source / "archive" / "burst")
+        renamed = time.perf_counter()
+        moved = 0
+        while moved < arrived and time.perf_counter() < renamed + 600:
+            time.sleep(0.2)
+            moved = places.count_files(live.target / "archive")
+        move_s = time.perf_counter() - renamed
+        move_cpu = cpu_seconds(live.proc.pid) - cpu_before
+        # ... and deleted at once (a year's archive cleaned up)
+        cpu_before = cpu_seconds(live.proc.pid)
+        shutil.rmtree(live.source / "archive")
         removed = time.perf_counter()
-        left = arrived
+        left = moved
         while left and time.perf_counter() < removed + 600:
             time.sleep(0.2)
-            left = places.count_files(live.target / "burst")
+            left = places.count_files(live.target / "archive")
         gone = time.perf_counter() - removed
         delete_cpu = cpu_seconds(live.proc.pid) - cpu_before
     return (
         f"| {kind} | {args.burst} | {written - started:.1f} s | {done - written:.1f} s "
         f"| {arrived / (done - started):.0f} | {cpu:.1f} s | {arrived}/{args.burst} "
+        f"| {move_s:.1f} s, CPU {move_cpu:.1f} s, {moved} moved "
         f"| {gone:.1f} s, CPU {delete_cpu:.1f} s, {left} left | {live.code} |"
     )
 
@@ -247,9 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.burst:
         print(
             "| target | files | writing them | then until all arrived | files/s | mirror CPU | arrived "
-            "| all deleted at once: until gone | exit |"
+            "| moved in one folder rename: until moved | then deleted at once: until gone | exit |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
     else:
         print("| target | first copy | p50 | p99 | max | arrived | exit code (stop time) |")
         print("|---|---|---|---|---|---|---|")

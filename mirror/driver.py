@@ -18,9 +18,9 @@ import datetime as dt
 import errno
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from mirror.errors import FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind, file_hash
@@ -28,6 +28,8 @@ from mirror.paths import check_relative
 
 if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,9 @@ class Driver:
     #: config sets ``concurrency``; None: as many as any other transfer. For drivers
     #: whose transfers spend their CPU in Python, where more threads fight over the GIL
     bulk_concurrency: int | None = None
-    #: small files the executor hands to :meth:`send_batch` at once; 1 sends each on its
-    #: own. Worth more than 1 where each request costs a round trip and per-request CPU
-    #: that a batch pays once (SFTP)
+    #: files the executor hands to :meth:`send_batch`, :meth:`move_batch` or
+    #: :meth:`delete_batch` at once; 1 handles each on its own. Worth more than 1 where
+    #: each request costs a round trip and per-request CPU that a batch pays once (SFTP)
     batch_files: int = 1
 
     def __init__(self, fs: AbstractFileSystem | None, root: str, caps: Capabilities | None = None) -> None:
@@ -249,15 +251,37 @@ class Driver:
         itself, such as a lost connection, counts for every item. This version sends the
         items one by one; a backend overrides it to pipeline them.
         """
+
+        def send(item: BatchPut) -> None:
+            self.put(item.local_path, item.tmp, item.mtime_ns)
+            self.move(item.tmp, item.dst)
+
+        return self._one_by_one(send, items)
+
+    def move_batch(self, moves: Sequence[tuple[str, str]]) -> Sequence[MirrorError | None]:
+        """:meth:`move` each ``(src, dst)`` (parent folders exist); one outcome per move,
+        as :meth:`send_batch` gives them. This version moves them one by one."""
+        return self._one_by_one(lambda move: self.move(*move), moves)
+
+    def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
+        """:meth:`delete` each file; one outcome per file, as :meth:`send_batch` gives
+        them (a file already gone is done or an ItemError, as :meth:`delete` has it). This
+        version deletes them one by one."""
+        return self._one_by_one(self.delete, rels)
+
+    def _one_by_one(self, work: Callable[[T], None], items: Sequence[T]) -> Sequence[MirrorError | None]:
+        """The outcome of ``work`` on each item. After a transient failure (most often a
+        target gone) the rest are not tried: each would wait for it in turn, and the
+        executor tries them again with its retries."""
         outcomes: list[MirrorError | None] = []
         for item in items:
             try:
-                self.put(item.local_path, item.tmp, item.mtime_ns)
-                self.move(item.tmp, item.dst)
-            except MirrorError as exc:
-                outcomes.append(exc)
+                work(item)
             except Exception as exc:
-                outcomes.append(self.classify(exc))
+                error = exc if isinstance(exc, MirrorError) else self.classify(exc)
+                outcomes.append(error)
+                if isinstance(error, TransientError):
+                    return outcomes + [error] * (len(items) - len(outcomes))
             else:
                 outcomes.append(None)
         return outcomes

@@ -133,10 +133,10 @@ class Executor:
             self.log.warning("not mirrored: %s: %s", refusal.src, refusal.reason)
         try:
             self._parallel(plan.cleanups, self._cleanup)
-            self._parallel(plan.early, self._remove)
+            self._remove_all(plan.early)
             # a file taking the place of a folder needs the folders these emptied gone too
             self._prune_dirs(r.dst for r in plan.early if isinstance(r, (Delete, Trash)))
-            self._parallel(plan.moves, self._move)
+            self._move_all(plan.moves)
             batches, singles = self._batches(plan.transfers)
             self._parallel(batches, self._put_batch)
             others, bulk = _bulk_apart(singles)
@@ -149,7 +149,7 @@ class Executor:
                     self.log.warning("deletions postponed: some transfers failed in this run")
                     stats.postponed = [r.src for r in plan.removals]
                 else:
-                    self._parallel(plan.removals, self._remove)
+                    self._remove_all(plan.removals)
                     removed = plan.removals
             emptied = [r.dst for r in removed if isinstance(r, (Delete, Trash))]
             moved_away = [m.old_dst for m in plan.moves if parent(m.old_dst) != parent(m.dst)]
@@ -424,6 +424,30 @@ class Executor:
             singles.extend(batch)
         return batches, singles
 
+    def _grouped(self, items: Sequence[T]) -> tuple[list[list[T]], list[T]]:
+        """``items`` in groups for one batch call each, and those to handle alone: all of
+        them where the driver takes one at a time, else a last group of one."""
+        most = self.driver.batch_files
+        if most <= 1:
+            return [], list(items)
+        groups = [list(items[at : at + most]) for at in range(0, len(items), most)]
+        if groups and len(groups[-1]) == 1:
+            return groups[:-1], groups[-1]
+        return groups, []
+
+    def _in_one_call(
+        self, folders: Iterable[str], batch: Callable[[], Sequence[MirrorError | None]], count: int
+    ) -> Sequence[MirrorError | None]:
+        """One batch call after making ``folders``, without retries (what failed is
+        handled again alone); a failure of the call itself, or of a folder, is every
+        item's outcome."""
+        try:
+            for folder in folders:
+                self._ensure_dir(folder)
+            return self._classified(batch)
+        except (TransientError, ItemError) as exc:
+            return [exc] * count
+
     def _put_batch(self, actions: list[Put]) -> None:
         """Send small files together; any file that did not arrive cleanly, or changed
         while it was sent, takes the one-at-a-time path with its retries."""
@@ -621,6 +645,54 @@ class Executor:
     ) -> None:
         self.index.record(IndexEntry(src, dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash))
 
+    def _plain(self, old: str, new: str) -> bool:
+        """Whether the target moves ``old`` to ``new`` in one rename: ``new`` is neither
+        ``old`` (in any case), nor below it, nor above it (see :meth:`_relocate`)."""
+        key = str if self.driver.caps.case_sensitive else str.casefold
+        return (
+            key(old) != key(new)
+            and not key(new).startswith(f"{key(old)}/")
+            and not key(old).startswith(f"{key(new)}/")
+        )
+
+    def _move_all(self, moves: Sequence[Move]) -> None:
+        """Moves the target makes in one rename go in batches; the others, which go
+        through a temp name, alone."""
+        plain = [m for m in moves if self._plain(m.old_dst, m.dst)]
+        batches, alone = self._grouped(plain)
+        self._parallel(batches, self._move_batch)
+        self._parallel([*alone, *(m for m in moves if not self._plain(m.old_dst, m.dst))], self._move)
+
+    def _move_batch(self, actions: list[Move]) -> None:
+        """Plain moves in one :meth:`Driver.move_batch` call; any that did not go through
+        takes the one-at-a-time path, with its retries, and sends the file again if its
+        old copy is gone."""
+        outcomes = self._in_one_call(
+            sorted({parent(a.dst) for a in actions}),
+            lambda: self.driver.move_batch([(a.old_dst, a.dst) for a in actions]),
+            len(actions),
+        )
+        self._moved([a for a, outcome in zip(actions, outcomes, strict=True) if outcome is None])
+        for action, outcome in zip(actions, outcomes, strict=True):
+            if outcome is not None and not self._stopping():
+                self._move(action)
+
+    def _moved(self, actions: Sequence[Move]) -> None:
+        """Record moves made on the target: each row taken over goes, the new one comes."""
+        if not actions:
+            return
+        self.index.forget_many(a.old_src for a in actions if a.old_src)
+        self.index.record_many(
+            IndexEntry(a.src, a.dst, a.entry.size, a.entry.mtime_ns, a.entry.ino, a.date, a.remote_hash)
+            for a in actions
+        )
+        with self._lock:
+            self._stats.moved += len(actions)
+            self._streak = 0
+        for action in actions:
+            self.log.debug("moved %s -> %s (%s)", action.old_dst, action.dst, action.reason)
+            self.on_done(0)
+
     def _move(self, action: Move) -> None:
         def work() -> None:
             # a rename that keeps its target path (flat layout: a/x.pdf -> x.pdf) only
@@ -635,13 +707,7 @@ class Executor:
                     if action.old_src:
                         self.index.forget(action.old_src)
                     return
-            if action.old_src:
-                self.index.forget(action.old_src)
-            self._record(action.src, action.dst, action.entry, action, action.remote_hash)
-            with self._lock:
-                self._stats.moved += 1
-            self.log.debug("moved %s -> %s (%s)", action.old_dst, action.dst, action.reason)
-            self.on_done(0)
+            self._moved([action])
 
         def tracked() -> None:
             try:
@@ -654,6 +720,42 @@ class Executor:
                 raise
 
         self._item(action.src, action.dst, tracked)
+
+    def _remove_all(self, removals: Sequence[Removal]) -> None:
+        delete_batches, deletes = self._grouped([r for r in removals if isinstance(r, Delete)])
+        trash_batches, trash = self._grouped([r for r in removals if isinstance(r, Trash)])
+        self._parallel(delete_batches, self._delete_batch)
+        self._parallel(trash_batches, self._trash_batch)
+        alone: list[Removal] = [*deletes, *trash, *(r for r in removals if isinstance(r, Forget))]
+        self._parallel(alone, self._remove)
+
+    def _delete_batch(self, actions: list[Delete]) -> None:
+        outcomes = self._in_one_call((), lambda: self.driver.delete_batch([a.dst for a in actions]), len(actions))
+        self._removed(actions, outcomes)
+
+    def _trash_batch(self, actions: list[Trash]) -> None:
+        outcomes = self._in_one_call(
+            sorted({parent(a.trash_dst) for a in actions}),
+            lambda: self.driver.move_batch([(a.dst, a.trash_dst) for a in actions]),
+            len(actions),
+        )
+        self._removed(actions, outcomes)
+
+    def _removed(self, actions: Sequence[Delete | Trash], outcomes: Sequence[MirrorError | None]) -> None:
+        """Record what a batch call removed; the rest is removed again alone, where a file
+        already gone from the target counts as removed."""
+        done = [a for a, outcome in zip(actions, outcomes, strict=True) if outcome is None]
+        self.index.forget_many(a.src for a in done if a.forget)
+        with self._lock:
+            self._stats.deleted += len(done)
+            if done:
+                self._streak = 0
+        for action in done:
+            verb = "moved to trash" if isinstance(action, Trash) else "deleted"
+            self.log.debug("%s %s (%s)", verb, action.dst, action.reason)
+        for action, outcome in zip(actions, outcomes, strict=True):
+            if outcome is not None and not self._stopping():
+                self._remove(action)
 
     def _remove(self, action: Removal) -> None:
         if isinstance(action, Forget):
@@ -688,13 +790,12 @@ class Executor:
         new layout can put a file under its own old path, or onto the folder holding it),
         or when both name one file on a target that ignores case; there fsspec's generic
         move would copy the file onto itself, then delete it."""
-        key = str if self.driver.caps.case_sensitive else str.casefold
-        below, above = key(new).startswith(f"{key(old)}/"), key(old).startswith(f"{key(new)}/")
-        if not (below or above or key(old) == key(new)):
+        if self._plain(old, new):
             self._ensure_dir(parent(new))
             self.call(lambda: self.driver.move(old, new))
             return
-        tmp = self._temp_for(old if below else new)
+        key = str if self.driver.caps.case_sensitive else str.casefold
+        tmp = self._temp_for(old if key(new).startswith(f"{key(old)}/") else new)
         self.call(lambda: self.driver.move(old, tmp))
         try:
             # the folders from the file's old place up to its new path, which it now leaves empty

@@ -288,11 +288,20 @@ class Index:
             self._wrote(len(rows))
 
     def forget(self, src: str) -> None:
+        self.forget_many([src])
+
+    def forget_many(self, srcs: Iterable[str]) -> None:
+        """Drop the rows of files no longer on the target (or no longer mirror's)."""
+        gone = list(srcs)
+        if not gone:
+            return
         with self._using():
             self._drain()
-            self._db.execute("DELETE FROM files WHERE src = ?", (src,))
-            self._clear_failure(src)
-            self._wrote()
+            self._db.executemany("DELETE FROM files WHERE src = ?", [(src,) for src in gone])
+            if self._failed:
+                for src in gone:
+                    self._clear_failure(src)
+            self._wrote(len(gone))
 
     def _clear_failure(self, src: str) -> None:
         if src in self._failed:

@@ -53,14 +53,15 @@ def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "cond
 
 def files(root: Path) -> dict[str, bytes]:
     """Every file below ``root`` with its content, by relative path (a temp file renamed
-    away while this reads is simply not there)."""
+    away while this reads is simply not there, nor is a folder removed meanwhile: os.walk
+    skips it, where Path.rglob raises)."""
     found: dict[str, bytes] = {}
-    if not root.exists():
-        return found
-    for path in root.rglob("*"):
-        try:
-            if path.is_file():
-                found[path.relative_to(root).as_posix()] = path.read_bytes()
-        except FileNotFoundError:
-            continue
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder, name)
+            try:
+                if path.is_file():
+                    found[path.relative_to(root).as_posix()] = path.read_bytes()
+            except FileNotFoundError:
+                continue
     return found

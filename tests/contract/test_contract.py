@@ -19,6 +19,7 @@ from mirror import config as config_mod
 from mirror import registry
 from mirror.driver import Driver
 from mirror.engine import Mirror
+from mirror.errors import ItemError
 from mirror.filters import Filter
 from mirror.hashing import HashKind
 from mirror.plan import refused_name
@@ -151,6 +152,19 @@ def test_move_replaces_and_delete_removes(driver: Driver, tmp_path: Path) -> Non
     driver.delete("sub/b.pdf")
     assert driver.list() == {}
     assert driver.remove_dir_if_empty("sub") is True
+
+
+def test_moves_and_deletes_in_batches_report_each_file_and_skip_none(driver: Driver, tmp_path: Path) -> None:
+    for name in ("a.pdf", "b.pdf", "c.pdf"):
+        put(driver, tmp_path, name, name.encode())
+    driver.makedirs("sub")
+    moved = driver.move_batch([("a.pdf", "sub/a.pdf"), ("gone.pdf", "sub/gone.pdf"), ("b.pdf", "sub/c.pdf")])
+    assert moved[0] is None and isinstance(moved[1], ItemError) and moved[2] is None
+    assert sorted(driver.list()) == ["c.pdf", "sub/a.pdf", "sub/c.pdf"]
+    deleted = driver.delete_batch(["sub/a.pdf", "gone.pdf", "c.pdf"])
+    # a file already gone: done for some targets (S3), refused for others, never worse
+    assert deleted[0] is None and (deleted[1] is None or isinstance(deleted[1], ItemError)) and deleted[2] is None
+    assert sorted(driver.list()) == ["sub/c.pdf"]
 
 
 def test_glob_characters_are_never_expanded(driver: Driver, tmp_path: Path) -> None:

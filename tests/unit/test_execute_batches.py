@@ -1,8 +1,11 @@
 """Small files sent in batches (Driver.send_batch): what fails in a batch is sent again
-alone, a file that changes while its batch is out is sent again, nothing is left behind."""
+alone, a file that changes while its batch is out is sent again, nothing is left behind.
+Moves and deletes in batches (Driver.move_batch, delete_batch): what fails in a batch is
+done again alone, with the single path's fallbacks."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +18,7 @@ from mirror.driver import BatchPut, Capabilities, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, TransientError
 from mirror.execute import BATCH_FILE_BYTES, RetryPolicy, RunStats
 from mirror.plan import plan
+from mirror.policy import DeletePolicy
 from tests.unit.test_plan import BatchingMemoryDriver, Rig
 
 TREE = {f"invoices/{i:02}.pdf": b"invoice %d" % i for i in range(8)}
@@ -43,6 +47,14 @@ class Rigged(BatchingMemoryDriver):
             self.deletes_refused -= 1
             raise ConnectionResetError("connection lost")
         super().delete(rel)
+
+    def move_batch(self, moves: Sequence[tuple[str, str]]) -> Sequence[MirrorError | None]:
+        self.batches.append([f"move {dst}" for _, dst in moves])
+        return super().move_batch(moves)
+
+    def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
+        self.batches.append([f"delete {rel}" for rel in rels])
+        return super().delete_batch(rels)
 
 
 @pytest.fixture
@@ -309,3 +321,92 @@ def test_a_file_the_target_holds_short_after_sending_fails_and_is_sent_again() -
         assert again.uploaded == 1
         assert rig.target() == {"invoice.pdf": b"total 100.00\r"}
         rig.close()
+
+
+def batched(rig: Rig, verb: str) -> list[int]:
+    return sorted(len(b) for b in rig.driver.batches if b[0].startswith(f"{verb} "))
+
+
+@pytest.fixture
+def movable(rig: Rig) -> Rig:
+    """A rig whose target moves files itself (renames become moves), and a source file
+    that stays, so that deleting the rest is no empty source for the delete guard."""
+    rig.driver.caps = dataclasses.replace(rig.driver.caps, server_side_move=True)
+    rig.write({"keep.pdf": b"stays"})
+    return rig
+
+
+def delete_tree(rig: Rig, policy: DeletePolicy = DeletePolicy.MIRROR) -> RunStats:
+    """Delete every file of TREE from the source and run the pass that follows."""
+    for rel in TREE:
+        (rig.source / rel).unlink()
+    settings = rig.settings("tree", delete=policy, max_delete=100)
+    return rig.executor.run(plan(rig.local(), rig.index.entries(), settings))
+
+
+def test_a_renamed_folder_is_moved_and_a_deleted_one_removed_in_batches(movable: Rig) -> None:
+    rig = movable
+    first_copy(rig)
+    os.rename(rig.source / "invoices", rig.source / "filed")
+    stats = rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("tree")))
+    assert stats.moved == len(TREE) and stats.uploaded == 0 and not stats.failed
+    assert batched(rig, "move") == [2, 3, 3]
+    moved = {rel.replace("invoices/", "filed/"): data for rel, data in TREE.items()} | {"keep.pdf": b"stays"}
+    assert rig.target() == moved
+    assert set(rig.index.entries()) == set(moved)
+    for path in (rig.source / "filed").iterdir():
+        path.unlink()
+    stats = rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("tree", max_delete=100)))
+    assert stats.deleted == len(TREE) and not stats.failed
+    assert batched(rig, "delete") == [2, 3, 3]
+    assert rig.target() == {"keep.pdf": b"stays"} and set(rig.index.entries()) == {"keep.pdf"}
+
+
+def test_deleted_files_go_to_the_trash_folder_in_batches(movable: Rig) -> None:
+    rig = movable
+    first_copy(rig)
+    stats = delete_tree(rig, DeletePolicy.TRASH)
+    assert stats.deleted == len(TREE) and not stats.failed
+    assert batched(rig, "move") == [2, 3, 3]
+    trashed = {f".mirror-trash/2026-01-02/{rel}": data for rel, data in TREE.items()}
+    assert rig.target() == trashed | {"keep.pdf": b"stays"}
+    assert set(rig.index.entries()) == {"keep.pdf"}
+
+
+def test_a_move_whose_old_copy_vanished_from_the_target_sends_the_file_again(movable: Rig) -> None:
+    rig = movable
+    first_copy(rig)
+    rig.driver.delete("invoices/05.pdf")  # behind mirror's back
+    os.rename(rig.source / "invoices", rig.source / "filed")
+    stats = rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("tree")))
+    assert stats.moved == len(TREE) - 1 and stats.uploaded == 1 and not stats.failed
+    assert rig.target() == {rel.replace("invoices/", "filed/"): data for rel, data in TREE.items()} | {
+        "keep.pdf": b"stays"
+    }
+
+
+def test_a_delete_of_a_file_already_gone_from_the_target_counts_as_done(movable: Rig) -> None:
+    rig = movable
+    first_copy(rig)
+    rig.driver.delete("invoices/05.pdf")
+    stats = delete_tree(rig)
+    assert stats.deleted == len(TREE) and not stats.failed
+    assert rig.target() == {"keep.pdf": b"stays"} and set(rig.index.entries()) == {"keep.pdf"}
+
+
+def test_a_delete_lost_to_a_dropped_connection_is_made_again_alone(movable: Rig) -> None:
+    rig = movable
+    first_copy(rig)
+    rig.driver.deletes_refused = 1
+    stats = delete_tree(rig)
+    assert stats.deleted == len(TREE) and not stats.failed
+    assert rig.target() == {"keep.pdf": b"stays"}
+
+
+def test_a_batch_tries_no_further_file_once_the_target_seems_down(rig: Rig) -> None:
+    first_copy(rig)
+    rig.driver.deletes_refused = 100
+    outcomes = rig.driver.delete_batch(list(TREE))
+    assert len(outcomes) == len(TREE) and all(isinstance(o, TransientError) for o in outcomes)
+    # on a target that is gone, each file would wait out a timeout of its own
+    assert rig.driver.delete_attempts == 1
