@@ -28,6 +28,7 @@ from mirror.errors import ConfigError, FatalError, GuardRefused, MirrorError, St
 from mirror.events import Observer, Observers, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
+from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir
 from mirror.plan import KnownFiles, PlanSettings, narrow, plan
 from mirror.redact import redact_url
@@ -101,6 +102,8 @@ class TargetRunner:
         #: changes, so one failure cannot hold every deletion until the next full pass (a
         #: file that took a folder's name waits for the files below it to go)
         self.postponed: set[str] = set()
+        #: deletions a watch pass left for later (see mirror.held)
+        self.held = HeldDeletions()
         #: the last run did not stop cleanly: list the target to find its leftovers
         self.crashed = False
         self.observer = observer or Observer()
@@ -222,6 +225,7 @@ class TargetRunner:
         source_empty: bool | None = None,
         kind: str = "full",
         skip: Collection[str] = (),
+        hold_gone: bool = False,
     ) -> Report:
         """Plan and execute once; transient connection problems propagate to the caller.
 
@@ -229,6 +233,8 @@ class TargetRunner:
         so a pass that finds nothing changed works offline. ``skip`` names paths left to
         a later pass: files still being written, and unreadable files and folders (with
         every file the index has below them, which a read error must not delete).
+        ``hold_gone``: files gone from the source join :attr:`held` instead of being
+        deleted now.
         """
         started = time.time()
         remote: dict[str, RemoteEntry] | None = None
@@ -250,9 +256,12 @@ class TargetRunner:
         settings = PlanSettings(
             self.settings.layout, self.settings.delete, self.caps, self.settings.max_delete, dt.date.today()
         )
-        actions = plan(mine, index, settings, remote, scope, source_empty)
+        actions = plan(mine, index, settings, remote, scope, source_empty, hold_gone)
         if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
+        if actions.held:
+            self.held.hold(actions.held, time.monotonic())
+            self.log.debug("%d deletions wait until the source stops losing files", len(self.held.paths))
         if actions.is_empty():
             report = self._report(kind, RunStats(guard=actions.guard), started)
             self._after(report, listing)
@@ -390,9 +399,13 @@ class TargetRunner:
         return not self._thread.is_alive()
 
     def _take(self) -> Work | None:
+        """The next work; empty when all there is to do is plan the held deletions."""
         with self._cv:
             while not (self._work.full or self._work.changes) and not self.stop.is_set():
-                self._cv.wait(timeout=60.0)
+                due = self.held.due_in(time.monotonic())
+                if due == 0:
+                    break
+                self._cv.wait(timeout=60.0 if due is None else min(due, 60.0))
                 if self.stop.is_set():
                     break
                 if not (self._work.full or self._work.changes) and self.index and self.index.failures():
@@ -445,6 +458,12 @@ class TargetRunner:
     def _do(self, work: Work) -> list[Report]:
         reports = []
         retry, self.postponed = self.postponed, set()
+        hold = self.held.holding(time.monotonic())
+        if work.full or not hold:
+            # a full pass plans every deletion itself; otherwise the held ones are due
+            released = self.held.release()
+            if not work.full:
+                work.changes.update(stat_paths(self.config.source, released - work.changes.keys(), self.filter))
         if work.full:
             with self._known_lock:
                 local = self._known.copy()
@@ -467,6 +486,7 @@ class TargetRunner:
                     scope=list(work.changes),
                     kind="update",
                     source_empty=source_empty,
+                    hold_gone=hold,
                 )
             )
         return reports

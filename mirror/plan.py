@@ -135,6 +135,8 @@ class Plan:
     #: removals that must happen before moves and puts: they free a name a new file or
     #: folder needs (a folder replaced by a file of the same name, or the reverse)
     early: tuple[Removal, ...] = ()
+    #: source paths gone whose removal the caller asked to leave for a later plan
+    held: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
         return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals or self.early)
@@ -311,13 +313,16 @@ def plan(
     remote: Mapping[str, RemoteEntry] | None = None,
     scope: Collection[str] | None = None,
     source_empty: bool | None = None,
+    hold_gone: bool = False,
 ) -> Plan:
     """Decide what to do for the source paths in ``scope`` (all known paths when None).
 
     ``local`` holds the current entries (a path in scope but not in ``local`` is gone);
     ``remote`` is a full target listing when the caller made one, else the index is
     trusted. ``source_empty`` tells the guard the whole source is empty (derived from
-    ``local`` for a full plan).
+    ``local`` for a full plan). With ``hold_gone``, files gone from the source are not
+    removed but listed in ``held``, unless a new file needs their place; the delete
+    guard then judges them with those of a later plan.
     """
     if scope is None:
         candidates: Iterable[str] = local
@@ -335,6 +340,11 @@ def plan(
     moves, transfers = planner.refuse_file_folder_clashes(moves, transfers)
     moves = planner.order_moves(moves, transfers)
     removals = planner.removals(transfers, moves, gone)
+    held: tuple[str, ...] = ()
+    if hold_gone:
+        needed, late = planner.split_early(removals, moves, transfers)  # a new file's place: now
+        held = tuple(r.src for r in late if not isinstance(r, Forget) and r.forget)
+        removals = [*needed, *(r for r in late if isinstance(r, Forget) or not r.forget)]
     guard, removals, withheld = _guard(removals, len(index), settings.max_delete, source_empty)
     early, removals = planner.split_early(removals, moves, transfers)
     cleanups: tuple[Cleanup, ...] = ()
@@ -349,6 +359,7 @@ def plan(
         guard,
         withheld,
         tuple(early),
+        held,
     )
 
 

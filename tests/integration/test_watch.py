@@ -80,6 +80,28 @@ def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[
     wait_for(lambda: same(src, dst), what="the folder's files to move and the file to take its name")
 
 
+def test_a_folder_emptied_in_steps_meets_the_delete_guard_as_one(
+    live: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    # each step alone deletes under half of the mirrored files, all three together over
+    # half: the backup must not lose the first steps' files before the guard sees the rest
+    src, dst, _ = live
+    (src / "export").mkdir()
+    for i in range(30):
+        (src / "export" / f"invoice {i:02d}.pdf").write_bytes(b"%d" % i)
+    wait_for(lambda: same(src, dst), what="the export")
+    for step in range(3):
+        for i in range(step * 7, step * 7 + 7):
+            (src / "export" / f"invoice {i:02d}.pdf").unlink()
+        time.sleep(0.6)
+    log = tmp_path / "mirror.log"
+    wait_for(lambda: "deletions withheld: 21 of 32 mirrored files" in log.read_text(), what="the guard")
+    assert len(files(dst)) == 32
+    (src / "export" / "invoice 29.pdf").unlink()  # a deletion the guard allows, later on
+    wait_for(lambda: "invoice 29.pdf" not in " ".join(files(dst)), what="a later deletion")
+    assert len(files(dst)) == 31
+
+
 def test_a_new_folder_with_hundreds_of_files(live: tuple[Path, Path, Path]) -> None:
     src, dst, _ = live
     folder = src / "batch"

@@ -156,6 +156,7 @@ edits = st.lists(
     layout="flat",
     changes=[("rename", 0, "00")],
     incremental=False,
+    hold=False,
     relayout=False,
     batched=False,
     folded=False,
@@ -166,6 +167,7 @@ edits = st.lists(
     layout="{year}/{stem}{suffix}",
     changes=[],
     incremental=False,
+    hold=False,
     relayout=True,
     batched=False,
     folded=False,
@@ -175,6 +177,7 @@ edits = st.lists(
     layout=layouts,
     changes=edits,
     incremental=st.booleans(),
+    hold=st.booleans(),
     relayout=st.booleans(),
     batched=st.booleans(),
     folded=st.booleans(),
@@ -184,6 +187,7 @@ def test_after_edits_the_target_follows_the_source(
     layout: str,
     changes: list[tuple[str, int, str]],
     incremental: bool,
+    hold: bool,
     relayout: bool,
     batched: bool,
     folded: bool,
@@ -229,13 +233,23 @@ def test_after_edits_the_target_follows_the_source(
             # as the engine does: the changed paths plus the items that failed before
             touched |= {f.src for f in rig.index.failures()}
             mine = {p: e for p, e in local.items() if p in touched}
-            step = plan(mine, rig.index.entries(), settings_, scope=touched)
+            step = plan(mine, rig.index.entries(), settings_, scope=touched, hold_gone=hold)
             asked = known_files(rig, touched, touched, rig.index.count())
-            assert same_plan(plan(mine, asked, settings_, scope=touched), step)
+            assert same_plan(plan(mine, asked, settings_, scope=touched, hold_gone=hold), step)
         else:
             step = plan(local, rig.index.entries(), settings_)
             assert same_plan(narrowed_plan(rig, local, settings_), step)
         stats = rig.executor.run(step)
+        if step.held:
+            # as the engine does once the source stops losing files: the held paths again
+            released = set(step.held)
+            later = plan(
+                {p: e for p, e in local.items() if p in released}, rig.index.entries(), settings_, scope=released
+            )
+            stats.failed += rig.executor.run(later).failed
+            step = dataclasses.replace(
+                step, guard=step.guard or later.guard, withheld=step.withheld + later.withheld
+            )
         assert not [f for f in stats.failed if "already taken" not in f[1] and "clashes" not in f[1]]
         refused = {f.src for f in rig.index.failures()}
         # what the index says we manage is exactly what the target holds, byte for byte
@@ -307,6 +321,32 @@ def test_guard_withholds_deleting_more_than_half_by_default_and_honours_max_dele
     assert len([r for r in allowed.removals if isinstance(r, Delete)]) == 16 and allowed.guard is None
     fewer = plan({f"f{i}": entry(f"f{i}") for i in range(20)}, index, SETTINGS)
     assert len(fewer.removals) == 10 and fewer.guard is None
+
+
+def test_held_deletions_wait_and_the_guard_judges_them_with_the_rest() -> None:
+    # watch mode: deletions of files gone from the source wait for a later plan
+    index = {f"f{i}": known(f"f{i}") for i in range(30)}
+    index["old.pdf"] = known("old.pdf", ino=7)
+    local = {f"f{i}": entry(f"f{i}") for i in range(6, 30)} | {"new.pdf": entry("new.pdf", ino=7)}
+    caps = Capabilities(server_side_move=True)
+    settings = PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps)
+    step = [*(f"f{i}" for i in range(6)), "old.pdf", "new.pdf"]
+    held = plan(local, index, settings, scope=step, hold_gone=True)
+    assert held.removals == () and held.guard is None
+    assert sorted(held.held) == [f"f{i}" for i in range(6)]
+    assert [(m.old_dst, m.dst) for m in held.moves] == [("old.pdf", "new.pdf")]  # renames still move
+    # 6 more gone: judged alone, still under half; judged with the held 6, over half
+    for i in range(6, 18):
+        local.pop(f"f{i}")
+    later = plan(local, index, settings, scope=[f"f{i}" for i in range(18)])
+    assert later.removals == () and later.withheld == 18 and "over half" in (later.guard or "")
+
+
+def test_a_held_file_whose_place_a_new_one_needs_is_deleted_at_once() -> None:
+    index = {"scans": known("scans")}
+    local = {"scans/2026.pdf": entry("scans/2026.pdf")}
+    result = plan(local, index, SETTINGS, scope=["scans", "scans/2026.pdf"], hold_gone=True)
+    assert result.held == () and [r.dst for r in result.early] == ["scans"]
 
 
 def test_keep_policy_never_deletes_and_trash_moves_into_a_dated_folder() -> None:
