@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import botocore.exceptions
 import s3fs
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
-from mirror.errors import ConfigError, MirrorError, TransientError
+from mirror.errors import ConfigError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind
 
 OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify"})
@@ -86,6 +86,9 @@ class S3Driver(Driver):
         max_file_bytes=5 * 1024**4,
     )
     default_concurrency = 8
+    #: deletions go up to 64 to a DeleteObjects request, where one at a time each costs a
+    #: round trip (uploads are not batched: each is one atomic PUT already)
+    batch_files = 64
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
@@ -144,6 +147,22 @@ class S3Driver(Driver):
         )
         return None
 
+    def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
+        bucket = self.root.split("/", 1)[0]
+        at = {self.full(rel).split("/", 1)[1]: i for i, rel in enumerate(rels)}
+        try:
+            # quiet: the reply lists only the keys that could not be deleted
+            reply = self.fs.call_s3(
+                "delete_objects", Bucket=bucket, Delete={"Objects": [{"Key": key} for key in at], "Quiet": True}
+            )
+        except Exception as exc:
+            return [self.classify(exc)] * len(rels)
+        outcomes: list[MirrorError | None] = [None] * len(rels)
+        for refused in reply.get("Errors", []):
+            if refused.get("Key") in at:
+                outcomes[at[refused["Key"]]] = _refused_delete(refused.get("Code", ""), refused.get("Message", ""))
+        return outcomes
+
     def makedirs(self, rel_dir: str) -> None:
         """S3 has no folders; a key's prefix needs nothing made."""
 
@@ -155,6 +174,13 @@ class S3Driver(Driver):
 
     def classify(self, exc: BaseException) -> MirrorError:
         return classify_s3_error(exc)
+
+
+def _refused_delete(code: str, message: str) -> MirrorError:
+    """A key DeleteObjects could not delete (the executor tries it again on its own)."""
+    if code in ("SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout"):
+        return TransientError(f"s3: server busy ({code})")
+    return ItemError(f"s3 refused to delete it ({code}: {message})")
 
 
 def classify_s3_error(exc: BaseException) -> MirrorError:

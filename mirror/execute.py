@@ -426,8 +426,10 @@ class Executor:
 
     def _grouped(self, items: Sequence[T]) -> tuple[list[list[T]], list[T]]:
         """``items`` in groups for one batch call each, and those to handle alone: all of
-        them where the driver takes one at a time, else a last group of one."""
-        most = self.driver.batch_files
+        them where the driver takes one at a time, else a last group of one. Groups are
+        small enough to give every worker one (a target that takes a batch one item at a
+        time keeps its parallel requests)."""
+        most = min(self.driver.batch_files, -(-len(items) // self.concurrency))
         if most <= 1:
             return [], list(items)
         groups = [list(items[at : at + most]) for at in range(0, len(items), most)]

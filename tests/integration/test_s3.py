@@ -90,6 +90,23 @@ def test_put_replaces_and_move_and_delete(
     assert driver.remove_dir_if_empty("sub") is True
 
 
+def test_a_batch_of_deletions_is_one_request(
+    driver: Driver, s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = s3_server.client()
+    for i in range(40):
+        client.put_object(Bucket=bucket, Key=f"backup/2024/{i:02d}.pdf", Body=b"%d" % i)
+    client.put_object(Bucket=bucket, Key="backup/keep.pdf", Body=b"kept")
+    calls: list[str] = []
+    real = driver.fs.call_s3
+    monkeypatch.setattr(
+        driver.fs, "call_s3", lambda method, *a, **kw: calls.append(method) or real(method, *a, **kw)
+    )
+    outcomes = driver.delete_batch([f"2024/{i:02d}.pdf" for i in range(40)])
+    assert outcomes == [None] * 40 and calls == ["delete_objects"]
+    assert sorted(driver.list()) == ["keep.pdf"]
+
+
 def test_missing_bucket_and_bad_credentials_are_config_errors(s3_server: S3Server) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         S3Driver.connect("s3://no-such-bucket-here/x", s3_server.options())

@@ -362,6 +362,17 @@ def test_a_renamed_folder_is_moved_and_a_deleted_one_removed_in_batches(movable:
     assert rig.target() == {"keep.pdf": b"stays"} and set(rig.index.entries()) == {"keep.pdf"}
 
 
+def test_a_few_moves_are_spread_over_every_worker(movable: Rig) -> None:
+    # one batch of 8 would take one worker, and a target that moves a batch one file at
+    # a time would lose its parallel requests
+    rig = movable
+    rig.driver.batch_files = 64
+    first_copy(rig)
+    os.rename(rig.source / "invoices", rig.source / "filed")
+    stats = rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("tree")))
+    assert stats.moved == len(TREE) and batched(rig, "move") == [2, 3, 3]
+
+
 def test_deleted_files_go_to_the_trash_folder_in_batches(movable: Rig) -> None:
     rig = movable
     first_copy(rig)
