@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.plan import TEMP_RE
+from tests.cli import files
 from tests.servers.sshd import SshServer
 
 MIB = 1024 * 1024
@@ -53,16 +54,7 @@ def hashes(root: Path) -> dict[str, str]:
 
 def landed(root: Path) -> dict[str, bytes]:
     """Files under final names below ``root`` while a mirror may still be writing there."""
-    result: dict[str, bytes] = {}
-    for path in root.rglob("*") if root.exists() else ():
-        if TEMP_RE.match(path.name):
-            continue
-        try:
-            if path.is_file():
-                result[path.relative_to(root).as_posix()] = path.read_bytes()
-        except FileNotFoundError:
-            continue  # renamed or removed while we looked
-    return result
+    return {rel: data for rel, data in files(root).items() if not TEMP_RE.match(rel.rpartition("/")[2])}
 
 
 def temp_files(root: Path) -> list[str]:
