@@ -33,7 +33,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -69,6 +69,8 @@ SESSION_MAX_AGE_S = 6 * 24 * 3600
 #: names Dropbox refuses or silently never syncs (compared in lower case)
 REFUSED_NAMES = frozenset({"desktop.ini", "thumbs.db", ".ds_store", "icon\r", ".dropbox", ".dropbox.attr"})
 MAX_BATCH = 1000
+#: how long a background batch job (moves, deletions) may run before its items are retried
+JOB_TIMEOUT_S = 300.0
 STATE_PREFIX = "dropbox.upload:"
 OPTIONS = frozenset(
     {
@@ -163,7 +165,11 @@ API_ERRORS: tuple[tuple[frozenset[str], Callable[[str, list[str]], MirrorError]]
 
 def api_error(exc: ApiError, path: str) -> MirrorError:
     """A Dropbox endpoint error about ``path`` as one of mirror's errors, with the fix."""
-    tags = error_tags(exc.error)
+    return tagged_error(error_tags(exc.error), path)
+
+
+def tagged_error(tags: list[str], path: str) -> MirrorError:
+    """A Dropbox error union's chain of tags as one of mirror's errors, with the fix."""
     for wanted, make in API_ERRORS:
         if wanted & set(tags):
             return make(path, tags)
@@ -565,6 +571,10 @@ class DropboxDriver(Driver):
     )
     #: batches hold one file per worker thread: more workers, fewer commits
     default_concurrency = 16
+    #: moves and deletions go up to 64 to a batch route (files/move_batch_v2,
+    #: files/delete_batch): each single call takes the account's write lock, and many at
+    #: once get too_many_write_operations (uploads are batched by the Batcher instead)
+    batch_files = 64
 
     def __init__(
         self,
@@ -766,6 +776,66 @@ class DropboxDriver(Driver):
 
     def delete(self, rel: str) -> None:
         self.fs.rm_file(self.full(rel))
+
+    def move_batch(self, moves: Sequence[tuple[str, str]]) -> Sequence[MirrorError | None]:
+        def launch(paths: Sequence[tuple[str, str]]) -> Sequence[Any]:
+            entries = [dbf.RelocationPath(src, dst) for src, dst in paths]
+            started = self.fs.call(self.fs.dbx.files_move_batch_v2, entries, autorename=False)
+            if started.is_complete():
+                return list(started.get_complete().entries)
+            done = self._job(self.fs.dbx.files_move_batch_check_v2, started.get_async_job_id())
+            return list(done.entries)
+
+        return self._batch(moves, launch)
+
+    def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
+        def launch(paths: Sequence[tuple[str, str]]) -> Sequence[Any]:
+            started = self.fs.call(self.fs.dbx.files_delete_batch, [dbf.DeleteArg(path) for path, _ in paths])
+            if started.is_complete():
+                return list(started.get_complete().entries)
+            done = self._job(self.fs.dbx.files_delete_batch_check, started.get_async_job_id())
+            return list(done.entries)
+
+        return self._batch([(rel, rel) for rel in rels], launch)
+
+    def _batch(
+        self, pairs: Sequence[tuple[str, str]], launch: Callable[[Sequence[tuple[str, str]]], Sequence[Any]]
+    ) -> Sequence[MirrorError | None]:
+        """One batch route for ``(src, dst)`` pairs (a delete names its file twice): the
+        outcome of each, at its place in the results as Dropbox promises. A name Dropbox
+        would refuse is not sent."""
+        outcomes: list[MirrorError | None] = [None] * len(pairs)
+        sent: list[int] = []
+        for i, (_, dst) in enumerate(pairs):
+            try:
+                check_name(dst)
+            except ItemError as exc:
+                outcomes[i] = exc
+                continue
+            sent.append(i)
+        if not sent:
+            return outcomes
+        paths = [(api_path(self.full(pairs[i][0])), api_path(self.full(pairs[i][1]))) for i in sent]
+        results: Sequence[Any] = launch(paths)
+        for i, result in zip(sent, results, strict=True):
+            if result.is_failure():
+                outcomes[i] = tagged_error(error_tags(result.get_failure()), pairs[i][1])
+        return outcomes
+
+    def _job(self, check: Callable[[str], Any], job: str) -> Any:
+        """The result of a batch job Dropbox runs in the background, polled until it ends
+        (a job that failed whole fails every item)."""
+        wait, deadline = 0.05, time.monotonic() + JOB_TIMEOUT_S
+        while True:
+            status = self.fs.call(check, job)
+            if status.is_complete():
+                return status.get_complete()
+            if not status.is_in_progress():  # failed whole: too_many_write_operations, other
+                raise tagged_error(error_tags(status), "a batch")
+            if time.monotonic() > deadline:
+                raise TransientError(f"a Dropbox batch job did not end within {JOB_TIMEOUT_S:.0f} s")
+            time.sleep(wait)
+            wait = min(wait * 2, 1.0)
 
     def makedirs(self, rel_dir: str) -> None:
         if rel_dir == "" and self.root == "/":

@@ -46,6 +46,8 @@ from urllib.parse import parse_qs
 from tests.fakes.https import dropping_partial_requests, read_body
 
 MAX_REQUEST_BYTES = 150 * 1024 * 1024
+#: entries one batch route takes (delete_batch, move_batch_v2, finish_batch_v2)
+MAX_BATCH_ENTRIES = 1000
 BLOCK = 4 * 1024 * 1024
 REFUSED_NAMES = {"desktop.ini", "thumbs.db", ".ds_store", "icon\r"}
 
@@ -349,6 +351,10 @@ class FakeDropbox:
         self.faults: list[Fault] = []
         self.log: list[LoggedRequest] = []
         self._lock = threading.Lock()
+        #: background batch jobs: id -> [checks answered "in_progress" before done, result]
+        self.jobs: dict[str, list[Any]] = {}
+        #: how many checks of a new job answer "in_progress" (a real job takes a while)
+        self.job_checks = 1
 
     # -- test controls ------------------------------------------------------------
     def issue_token(self, lifetime: float = 4 * 3600) -> str:
@@ -550,7 +556,7 @@ class FakeDropbox:
 
     def r_files__upload_session__finish_batch_v2(self, arg: dict[str, Any], body: bytes) -> Any:
         entries = arg["entries"]
-        if len(entries) > 1000:
+        if len(entries) > MAX_BATCH_ENTRIES:
             raise ApiFailure({".tag": "other"}, "too many entries", status=400)
         results: list[dict[str, Any]] = []
         for entry in entries:
@@ -609,6 +615,60 @@ class FakeDropbox:
 
     def r_files__move_v2(self, arg: dict[str, Any], body: bytes) -> Any:
         return {"metadata": self.state.move(arg["from_path"], arg["to_path"])}
+
+    # batch routes: each entry on its own (move_batch_v2 is not all-or-nothing), results in
+    # the order of the entries, the work done as a background job the client polls
+    def r_files__delete_batch(self, arg: dict[str, Any], body: bytes) -> Any:
+        results = []
+        for entry in self._batch_entries(arg):
+            try:
+                results.append({".tag": "success", "metadata": self.state.delete(entry["path"])})
+            except ApiFailure as exc:
+                results.append({".tag": "failure", "failure": exc.error})
+        return self._launch(results)
+
+    def r_files__delete_batch__check(self, arg: dict[str, Any], body: bytes) -> Any:
+        return self._check(arg)
+
+    def r_files__move_batch_v2(self, arg: dict[str, Any], body: bytes) -> Any:
+        if arg.get("autorename"):
+            raise ApiFailure({".tag": "other"}, "autorename is not faked", status=400)
+        results = []
+        for entry in self._batch_entries(arg):
+            try:
+                results.append(
+                    {".tag": "success", "success": self.state.move(entry["from_path"], entry["to_path"])}
+                )
+            except ApiFailure as exc:
+                results.append(
+                    {".tag": "failure", "failure": {".tag": "relocation_error", "relocation_error": exc.error}}
+                )
+        return self._launch(results)
+
+    def r_files__move_batch__check_v2(self, arg: dict[str, Any], body: bytes) -> Any:
+        return self._check(arg)
+
+    def _batch_entries(self, arg: dict[str, Any]) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = arg["entries"]
+        if len(entries) > MAX_BATCH_ENTRIES:
+            raise ApiFailure({".tag": "other"}, "too many entries", status=400)
+        return entries
+
+    def _launch(self, results: list[dict[str, Any]]) -> Any:
+        job = "dbjid:" + secrets.token_urlsafe(16)
+        with self._lock:
+            self.jobs[job] = [self.job_checks, results]
+        return {".tag": "async_job_id", "async_job_id": job}
+
+    def _check(self, arg: dict[str, Any]) -> Any:
+        with self._lock:
+            job = self.jobs.get(arg["async_job_id"])
+            if job is None:
+                raise ApiFailure({".tag": "invalid_async_job_id"}, "invalid_async_job_id/")
+            if job[0] > 0:
+                job[0] -= 1
+                return {".tag": "in_progress"}
+        return {".tag": "complete", "entries": job[1]}
 
     def r_files__download(self, arg: dict[str, Any], body: bytes) -> Any:
         path = self.state.check_path(arg["path"])

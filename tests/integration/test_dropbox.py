@@ -239,3 +239,20 @@ def test_throughput_of_large_files(dropbox_server: DropboxServer, tmp_path: Path
     print(f"\nthroughput: {3 * 24 / elapsed:.0f} MiB/s ({3 * 24} MiB in {elapsed:.2f} s, 3 threads)")
     for i in range(3):
         assert dropbox_server.fake.state.files[f"/mirror/big{i}.bin"].hash == dropbox_content_hash(files[i])
+
+
+def test_batch_moves_and_deletes_report_each_entry_in_order(dropbox_server: DropboxServer, tmp_path: Path) -> None:
+    driver = dropbox_server.driver()
+    for name in ("a.pdf", "b.pdf", "taken.pdf"):
+        driver.put(write(tmp_path / name, name.encode()), name, MTIME_NS)
+    dropbox_server.fake.job_checks = 3  # a job still running for the first checks
+    moved = driver.move_batch([("a.pdf", "x/a.pdf"), ("b.pdf", "taken.pdf"), ("gone.pdf", "x/gone.pdf")])
+    assert moved[0] is None
+    # Dropbox never moves onto a file: the executor then moves it alone, replacing it
+    assert isinstance(moved[1], ItemError) and "conflict" in str(moved[1])
+    assert isinstance(moved[2], ItemError)
+    assert sorted(driver.list()) == ["b.pdf", "taken.pdf", "x/a.pdf"]
+    deleted = driver.delete_batch(["x/a.pdf", "nothing.pdf", "b.pdf"])
+    assert deleted[0] is None and isinstance(deleted[1], ItemError) and deleted[2] is None
+    assert sorted(driver.list()) == ["taken.pdf"]
+    assert dropbox_server.fake.routes().count("files/delete_batch/check") == 4

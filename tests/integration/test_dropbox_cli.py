@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.servers.dropbox import DropboxServer
@@ -12,16 +13,13 @@ from tests.servers.dropbox import DropboxServer
 MiB = 1024 * 1024
 
 
-def test_mirror_run_once_then_verify(dropbox_server: DropboxServer, tmp_path: Path) -> None:
-    source = tmp_path / "export"
-    (source / "2024").mkdir(parents=True)
-    invoices = {f"2024/inv-{i:03d}.pdf": os.urandom(200 + i) for i in range(60)}
-    invoices["big scan.tif"] = os.urandom(20 * MiB + 7)
-    for rel, data in invoices.items():
-        (source / rel).write_bytes(data)
+def cli(
+    dropbox_server: DropboxServer, tmp_path: Path, source: Path, settings: str = ""
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``mirror ARGS`` as a subprocess, with a config mirroring ``source`` to the fake."""
     config = tmp_path / "mirror.toml"
     config.write_text(
-        f'source = "{source}"\n\n[targets.dropbox]\nurl = "dropbox://Invoices"\n'
+        f'source = "{source}"\n\n[targets.dropbox]\nurl = "dropbox://Invoices"\n{settings}'
         'options = { token = "${DROPBOX_TOKEN}" }\n'
     )
     env = {**os.environ, **dropbox_server.env, "DROPBOX_TOKEN": dropbox_server.token}
@@ -35,6 +33,18 @@ def test_mirror_run_once_then_verify(dropbox_server: DropboxServer, tmp_path: Pa
             env=env,
             cwd=tmp_path,
         )
+
+    return mirror
+
+
+def test_mirror_run_once_then_verify(dropbox_server: DropboxServer, tmp_path: Path) -> None:
+    source = tmp_path / "export"
+    (source / "2024").mkdir(parents=True)
+    invoices = {f"2024/inv-{i:03d}.pdf": os.urandom(200 + i) for i in range(60)}
+    invoices["big scan.tif"] = os.urandom(20 * MiB + 7)
+    for rel, data in invoices.items():
+        (source / rel).write_bytes(data)
+    mirror = cli(dropbox_server, tmp_path, source)
 
     first = mirror("run", "--once")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -52,5 +62,38 @@ def test_mirror_run_once_then_verify(dropbox_server: DropboxServer, tmp_path: Pa
     uploads = [r for r in fake.log[before:] if r.body_bytes]
     assert sum(r.body_bytes for r in uploads) == len(b"corrected invoice")
 
+    check = mirror("verify")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_renamed_folder_moves_and_a_deleted_one_goes_in_batch_routes(
+    dropbox_server: DropboxServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "export"
+    for year in ("2023", "2024"):
+        (source / year).mkdir(parents=True)
+        for i in range(100):
+            (source / year / f"inv-{i:03d}.pdf").write_bytes(b"%s %d" % (year.encode(), i))
+    mirror = cli(dropbox_server, tmp_path, source, "max_delete = 150\n")
+
+    assert mirror("run", "--once").returncode == 0
+    fake = dropbox_server.fake
+    (source / "archive").mkdir()
+    (source / "2023").rename(source / "archive" / "2023")
+    for path in (source / "2024").iterdir():
+        path.unlink()
+    before = len(fake.log)
+    done = mirror("run", "--once")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "100 moved, 100 deleted" in done.stdout + done.stderr
+    assert {n.display for n in fake.state.files.values()} == {
+        f"/Invoices/archive/2023/inv-{i:03d}.pdf" for i in range(100)
+    }
+    routes = [r.route for r in fake.log[before:]]
+    # 16 workers: 100 files go in groups of 7, each one batch route and its checks
+    assert routes.count("files/move_batch_v2") == 15 and routes.count("files/delete_batch") == 15, routes
+    assert "files/move_batch/check_v2" in routes and "files/delete_batch/check" in routes
+    # one at a time: only the two folders left empty (2023 moved away, 2024 emptied)
+    assert "files/move_v2" not in routes and routes.count("files/delete_v2") == 2, routes
     check = mirror("verify")
     assert check.returncode == 0, check.stdout + check.stderr
