@@ -355,6 +355,8 @@ class FakeDropbox:
         self.jobs: dict[str, list[Any]] = {}
         #: how many checks of a new job answer "in_progress" (a real job takes a while)
         self.job_checks = 1
+        #: the next delete_batch job fails whole with this reason (the files stay)
+        self.fail_next_delete_job: str | None = None
 
     # -- test controls ------------------------------------------------------------
     def issue_token(self, lifetime: float = 4 * 3600) -> str:
@@ -619,6 +621,9 @@ class FakeDropbox:
     # batch routes: each entry on its own (move_batch_v2 is not all-or-nothing), results in
     # the order of the entries, the work done as a background job the client polls
     def r_files__delete_batch(self, arg: dict[str, Any], body: bytes) -> Any:
+        if self.fail_next_delete_job is not None:
+            reason, self.fail_next_delete_job = self.fail_next_delete_job, None
+            return self._launch({".tag": "failed", "failed": {".tag": reason}})
         results = []
         for entry in self._batch_entries(arg):
             try:
@@ -654,10 +659,11 @@ class FakeDropbox:
             raise ApiFailure({".tag": "other"}, "too many entries", status=400)
         return entries
 
-    def _launch(self, results: list[dict[str, Any]]) -> Any:
+    def _launch(self, outcome: list[dict[str, Any]] | dict[str, Any]) -> Any:
+        """A job id for ``outcome``: the entries' results, or a job status of failure."""
         job = "dbjid:" + secrets.token_urlsafe(16)
         with self._lock:
-            self.jobs[job] = [self.job_checks, results]
+            self.jobs[job] = [self.job_checks, outcome]
         return {".tag": "async_job_id", "async_job_id": job}
 
     def _check(self, arg: dict[str, Any]) -> Any:
@@ -668,7 +674,7 @@ class FakeDropbox:
             if job[0] > 0:
                 job[0] -= 1
                 return {".tag": "in_progress"}
-        return {".tag": "complete", "entries": job[1]}
+        return {".tag": "complete", "entries": job[1]} if isinstance(job[1], list) else job[1]
 
     def r_files__download(self, arg: dict[str, Any], body: bytes) -> Any:
         path = self.state.check_path(arg["path"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mirror.errors import FatalError, ItemError
+from mirror.errors import FatalError, ItemError, TransientError
 from mirror.hashing import dropbox_content_hash
 from tests.servers.dropbox import DropboxServer
 
@@ -256,3 +256,16 @@ def test_batch_moves_and_deletes_report_each_entry_in_order(dropbox_server: Drop
     assert deleted[0] is None and isinstance(deleted[1], ItemError) and deleted[2] is None
     assert sorted(driver.list()) == ["taken.pdf"]
     assert dropbox_server.fake.routes().count("files/delete_batch/check") == 4
+
+
+def test_a_delete_job_that_fails_whole_is_a_transient_failure_of_the_call(
+    dropbox_server: DropboxServer, tmp_path: Path
+) -> None:
+    driver = dropbox_server.driver()
+    for name in ("a.pdf", "b.pdf"):
+        driver.put(write(tmp_path / name, name.encode()), name, MTIME_NS)
+    dropbox_server.fake.fail_next_delete_job = "too_many_write_operations"
+    # the executor counts it for every file of the batch, and deletes them again alone
+    with pytest.raises(TransientError, match="too_many_write_operations"):
+        driver.delete_batch(["a.pdf", "b.pdf"])
+    assert sorted(driver.list()) == ["a.pdf", "b.pdf"]
