@@ -216,7 +216,10 @@ def main() -> None:
     "--max-delete",
     type=click.IntRange(min=0),
     metavar="N",
-    help="Refuse a pass that would delete more than N files (default: half of the mirrored files).",
+    help=(
+        "Refuse a pass that would delete more than N files (default: half of the mirrored "
+        "files). While watching, files that go within 2 s of each other count together."
+    ),
 )
 @click.option("--rescan", is_flag=True, help="List the target too, not only the source and the index.")
 @click.option(
