@@ -778,49 +778,37 @@ class DropboxDriver(Driver):
         self.fs.rm_file(self.full(rel))
 
     def move_batch(self, moves: Sequence[tuple[str, str]]) -> Sequence[MirrorError | None]:
-        def launch(paths: Sequence[tuple[str, str]]) -> Sequence[Any]:
-            entries = [dbf.RelocationPath(src, dst) for src, dst in paths]
-            started = self.fs.call(self.fs.dbx.files_move_batch_v2, entries, autorename=False)
-            if started.is_complete():
-                return list(started.get_complete().entries)
-            done = self._job(self.fs.dbx.files_move_batch_check_v2, started.get_async_job_id())
-            return list(done.entries)
-
-        return self._batch(moves, launch)
-
-    def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
-        def launch(paths: Sequence[tuple[str, str]]) -> Sequence[Any]:
-            started = self.fs.call(self.fs.dbx.files_delete_batch, [dbf.DeleteArg(path) for path, _ in paths])
-            if started.is_complete():
-                return list(started.get_complete().entries)
-            done = self._job(self.fs.dbx.files_delete_batch_check, started.get_async_job_id())
-            return list(done.entries)
-
-        return self._batch([(rel, rel) for rel in rels], launch)
-
-    def _batch(
-        self, pairs: Sequence[tuple[str, str]], launch: Callable[[Sequence[tuple[str, str]]], Sequence[Any]]
-    ) -> Sequence[MirrorError | None]:
-        """One batch route for ``(src, dst)`` pairs (a delete names its file twice): the
-        outcome of each, at its place in the results as Dropbox promises. A name Dropbox
-        would refuse is not sent."""
-        outcomes: list[MirrorError | None] = [None] * len(pairs)
+        outcomes: list[MirrorError | None] = [None] * len(moves)
         sent: list[int] = []
-        for i, (_, dst) in enumerate(pairs):
+        for i, (_, dst) in enumerate(moves):
             try:
-                check_name(dst)
+                check_name(dst)  # a name Dropbox would refuse is not sent
             except ItemError as exc:
                 outcomes[i] = exc
                 continue
             sent.append(i)
         if not sent:
             return outcomes
-        paths = [(api_path(self.full(pairs[i][0])), api_path(self.full(pairs[i][1]))) for i in sent]
-        results: Sequence[Any] = launch(paths)
-        for i, result in zip(sent, results, strict=True):
-            if result.is_failure():
-                outcomes[i] = tagged_error(error_tags(result.get_failure()), pairs[i][1])
+        entries = [
+            dbf.RelocationPath(api_path(self.full(moves[i][0])), api_path(self.full(moves[i][1]))) for i in sent
+        ]
+        started = self.fs.call(self.fs.dbx.files_move_batch_v2, entries, autorename=False)
+        for i, result in zip(sent, self._results(started, self.fs.dbx.files_move_batch_check_v2), strict=True):
+            outcomes[i] = _entry_outcome(result, moves[i][1])
         return outcomes
+
+    def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
+        started = self.fs.call(
+            self.fs.dbx.files_delete_batch, [dbf.DeleteArg(api_path(self.full(r))) for r in rels]
+        )
+        results = self._results(started, self.fs.dbx.files_delete_batch_check)
+        return [_entry_outcome(result, rel) for result, rel in zip(results, rels, strict=True)]
+
+    def _results(self, started: Any, check: Callable[[str], Any]) -> Sequence[Any]:
+        """The result of each entry of a batch route, at its place as Dropbox promises:
+        at once, or once the background job it started has ended."""
+        done = started.get_complete() if started.is_complete() else self._job(check, started.get_async_job_id())
+        return list(done.entries)
 
     def _job(self, check: Callable[[str], Any], job: str) -> Any:
         """The result of a batch job Dropbox runs in the background, polled until it ends
@@ -859,6 +847,11 @@ class DropboxDriver(Driver):
 
     def close(self) -> None:
         self.fs.dbx.close()
+
+
+def _entry_outcome(result: Any, path: str) -> MirrorError | None:
+    """One entry's result of a batch route: None, or why Dropbox refused it."""
+    return tagged_error(error_tags(result.get_failure()), path) if result.is_failure() else None
 
 
 def _hash_bytes(data: bytes) -> str:

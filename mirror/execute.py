@@ -647,23 +647,26 @@ class Executor:
     ) -> None:
         self.index.record(IndexEntry(src, dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash))
 
+    def _key(self, path: str) -> str:
+        """``path`` as the target compares paths: as it is, or ignoring case."""
+        return path if self.driver.caps.case_sensitive else path.casefold()
+
     def _plain(self, old: str, new: str) -> bool:
         """Whether the target moves ``old`` to ``new`` in one rename: ``new`` is neither
         ``old`` (in any case), nor below it, nor above it (see :meth:`_relocate`)."""
-        key = str if self.driver.caps.case_sensitive else str.casefold
-        return (
-            key(old) != key(new)
-            and not key(new).startswith(f"{key(old)}/")
-            and not key(old).startswith(f"{key(new)}/")
-        )
+        old, new = self._key(old), self._key(new)
+        return old != new and not new.startswith(f"{old}/") and not old.startswith(f"{new}/")
 
     def _move_all(self, moves: Sequence[Move]) -> None:
         """Moves the target makes in one rename go in batches; the others, which go
         through a temp name, alone."""
-        plain = [m for m in moves if self._plain(m.old_dst, m.dst)]
-        batches, alone = self._grouped(plain)
+        plain: list[Move] = []
+        alone: list[Move] = []
+        for move in moves:
+            (plain if self._plain(move.old_dst, move.dst) else alone).append(move)
+        batches, leftover = self._grouped(plain)
         self._parallel(batches, self._move_batch)
-        self._parallel([*alone, *(m for m in moves if not self._plain(m.old_dst, m.dst))], self._move)
+        self._parallel([*leftover, *alone], self._move)
 
     def _move_batch(self, actions: list[Move]) -> None:
         """Plain moves in one :meth:`Driver.move_batch` call; any that did not go through
@@ -733,7 +736,7 @@ class Executor:
 
     def _delete_batch(self, actions: list[Delete]) -> None:
         outcomes = self._in_one_call((), lambda: self.driver.delete_batch([a.dst for a in actions]), len(actions))
-        self._removed(actions, outcomes)
+        self._batch_removed(actions, outcomes)
 
     def _trash_batch(self, actions: list[Trash]) -> None:
         outcomes = self._in_one_call(
@@ -741,23 +744,27 @@ class Executor:
             lambda: self.driver.move_batch([(a.dst, a.trash_dst) for a in actions]),
             len(actions),
         )
-        self._removed(actions, outcomes)
+        self._batch_removed(actions, outcomes)
 
-    def _removed(self, actions: Sequence[Delete | Trash], outcomes: Sequence[MirrorError | None]) -> None:
+    def _batch_removed(self, actions: Sequence[Delete | Trash], outcomes: Sequence[MirrorError | None]) -> None:
         """Record what a batch call removed; the rest is removed again alone, where a file
         already gone from the target counts as removed."""
-        done = [a for a, outcome in zip(actions, outcomes, strict=True) if outcome is None]
-        self.index.forget_many(a.src for a in done if a.forget)
-        with self._lock:
-            self._stats.deleted += len(done)
-            if done:
-                self._streak = 0
-        for action in done:
-            verb = "moved to trash" if isinstance(action, Trash) else "deleted"
-            self.log.debug("%s %s (%s)", verb, action.dst, action.reason)
+        self._removed([a for a, outcome in zip(actions, outcomes, strict=True) if outcome is None])
         for action, outcome in zip(actions, outcomes, strict=True):
             if outcome is not None and not self._stopping():
                 self._remove(action)
+
+    def _removed(self, actions: Sequence[Delete | Trash]) -> None:
+        """Record removals made on the target: rows of files gone from the source go."""
+        if not actions:
+            return
+        self.index.forget_many(a.src for a in actions if a.forget)
+        with self._lock:
+            self._stats.deleted += len(actions)
+            self._streak = 0
+        for action in actions:
+            verb = "moved to trash" if isinstance(action, Trash) else "deleted"
+            self.log.debug("%s %s (%s)", verb, action.dst, action.reason)
 
     def _remove(self, action: Removal) -> None:
         if isinstance(action, Forget):
@@ -770,12 +777,7 @@ class Executor:
                 self._gone_ok(action.dst, lambda: self.driver.move(action.dst, action.trash_dst))
             else:
                 self._gone_ok(action.dst, lambda: self.driver.delete(action.dst))
-            if action.forget:
-                self.index.forget(action.src)
-            with self._lock:
-                self._stats.deleted += 1
-            verb = "moved to trash" if isinstance(action, Trash) else "deleted"
-            self.log.debug("%s %s (%s)", verb, action.dst, action.reason)
+            self._removed([action])
 
         self._item(action.src, action.dst, work)
 
@@ -796,7 +798,7 @@ class Executor:
             self._ensure_dir(parent(new))
             self.call(lambda: self.driver.move(old, new))
             return
-        key = str if self.driver.caps.case_sensitive else str.casefold
+        key = self._key
         tmp = self._temp_for(old if key(new).startswith(f"{key(old)}/") else new)
         self.call(lambda: self.driver.move(old, tmp))
         try:
