@@ -16,11 +16,11 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mirror.driver import Capabilities, Driver, RemoteEntry
-from mirror.errors import ItemError
+from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry
+from mirror.errors import ItemError, MirrorError
 
 if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
@@ -83,18 +83,33 @@ class LocalDriver(Driver):
             return None
         return RemoteEntry(rel, st.st_size, st.st_mtime_ns)
 
+    def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
+        return self._one_by_one(self._send, items)
+
+    def _send(self, item: BatchPut) -> None:
+        if item.fd < 0:
+            self.put(item.local_path, item.tmp, item.mtime_ns)
+        else:
+            # from the executor's descriptor: opening its /proc/self/fd name again would
+            # cost an open and a close more per file, a tenth of the copy of a small one
+            self._write(item.fd, item.tmp, item.mtime_ns)
+        self.move(item.tmp, item.dst)
+
     def put(self, local_path: str, rel: str, mtime_ns: int) -> None:
         # raw descriptors: Python's buffered file objects cost more than the copy of a small file
         src = os.open(local_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            dst = os.open(self.full(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-            try:
-                _copy(src, dst)
-                os.utime(dst, ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(dst)
+            self._write(src, rel, mtime_ns)
         finally:
             os.close(src)
+
+    def _write(self, src: int, rel: str, mtime_ns: int) -> None:
+        dst = os.open(self.full(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            _copy(src, dst)
+            os.utime(dst, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(dst)
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
         os.utime(self.full(rel), ns=(mtime_ns, mtime_ns))

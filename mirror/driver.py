@@ -113,6 +113,9 @@ class BatchPut(NamedTuple):
     tmp: str
     dst: str
     mtime_ns: int
+    #: ``local_path`` already open at its start, for a driver that reads it in place
+    #: rather than by name (it may move the offset; the caller closes it); -1 for none
+    fd: int = -1
 
 
 class StateStore(Protocol):

@@ -483,13 +483,14 @@ class Executor:
             opened: list[tuple[int, BatchPut]] = []
             for at, action in enumerate(actions):
                 try:
-                    local = files.path(action.src)
+                    local, fd = files.opened(action.src)
                 except OSError as exc:
                     # sent alone, where a file that is gone is told from one that cannot be read
                     outcomes.append(ItemError(f"cannot read the source file ({exc.strerror})"))
                     continue
                 outcomes.append(None)
-                opened.append((at, BatchPut(local, self._temp_for(action.dst), action.dst, action.entry.mtime_ns)))
+                tmp = self._temp_for(action.dst)
+                opened.append((at, BatchPut(local, tmp, action.dst, action.entry.mtime_ns, fd)))
             for (at, _), outcome in zip(opened, self._send_opened([item for _, item in opened]), strict=True):
                 outcomes[at] = outcome
         return outcomes

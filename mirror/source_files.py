@@ -54,8 +54,13 @@ class SourceFiles:
         stands on its path (the scan would not see it there either); other OSErrors
         when it cannot be read.
         """
+        return self.opened(rel)[0]
+
+    def opened(self, rel: str) -> tuple[str, int]:
+        """:meth:`path`, and the descriptor that name stands for (-1 where files are read
+        by their path), open at the start of the file until this closes."""
         if not self._by_fd:
-            return os.path.join(self._root, rel)
+            return os.path.join(self._root, rel), -1
         folder, _, name = rel.rpartition("/")
         try:
             fd = os.open(name, _FILE, dir_fd=self._folder(folder))
@@ -64,7 +69,7 @@ class SourceFiles:
         self._files.append(fd)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise FileNotFoundError(errno.ENOENT, "not a regular file any more", rel)
-        return f"{FD_DIR}/{fd}"
+        return f"{FD_DIR}/{fd}", fd
 
     def _folder(self, rel: str) -> int:
         fd = self._folders.get(rel)

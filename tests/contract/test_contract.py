@@ -17,13 +17,14 @@ import pytest
 
 from mirror import config as config_mod
 from mirror import registry
-from mirror.driver import Driver
+from mirror.driver import BatchPut, Driver
 from mirror.engine import Mirror
 from mirror.errors import ItemError
 from mirror.filters import Filter
 from mirror.hashing import HashKind
 from mirror.plan import refused_name
 from mirror.scan import scan
+from mirror.source_files import SourceFiles
 from mirror.verify import compare
 from tests.contract.targets import BACKENDS
 from tests.support import TargetSpec
@@ -129,6 +130,32 @@ def test_content_with_awkward_bytes_arrives_whole(driver: Driver, tmp_path: Path
         assert {name: entry.hash for name, entry in listed.items()} == {
             name: driver.local_hash(str(path)) for name, path in locals_.items()
         }
+
+
+def test_a_batch_of_small_files_arrives_whole_under_its_final_names(driver: Driver, tmp_path: Path) -> None:
+    # as the executor hands them over: opened below the source root, by name and descriptor
+    source = tmp_path / "source"
+    (source / "in").mkdir(parents=True)
+    for name, data in AWKWARD_CONTENT.items():
+        (source / "in" / name).write_bytes(data)
+    driver.makedirs("out")
+    mtime_ns = 1_600_000_000 * 10**9
+    with SourceFiles(str(source)) as files:
+        items = []
+        for name in AWKWARD_CONTENT:
+            local, fd = files.opened(f"in/{name}")
+            items.append(BatchPut(local, f"out/.{name}.~tmp", f"out/{name}", mtime_ns, fd))
+        assert list(driver.send_batch(items)) == [None] * len(items)
+    listed = driver.list()
+    assert {path: entry.size for path, entry in listed.items()} == {
+        f"out/{name}": len(data) for name, data in AWKWARD_CONTENT.items()
+    }
+    if driver.caps.hash_kind is not HashKind.NONE:
+        assert {path: entry.hash for path, entry in listed.items()} == {
+            f"out/{name}": driver.local_hash(str(source / "in" / name)) for name in AWKWARD_CONTENT
+        }
+    if driver.caps.mtime_settable:
+        assert {entry.mtime_ns for entry in listed.values()} == {mtime_ns}
 
 
 def test_put_replaces_an_existing_file(driver: Driver, tmp_path: Path) -> None:
