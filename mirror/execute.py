@@ -118,6 +118,9 @@ class Executor:
         self.log = logger or logging.LoggerAdapter(log, {})
         self._lock = threading.Lock()
         self._dirs: set[str] = set()
+        #: a lock for each folder being made, so workers sending into one new folder at
+        #: once make it once (on a cloud target each call is a request, and a write)
+        self._making: dict[str, threading.Lock] = {}
         self._abort = threading.Event()
         self._streak = 0
         self._stats = RunStats()
@@ -301,9 +304,16 @@ class Executor:
         with self._lock:
             if folder in self._dirs:
                 return
-        self.call(lambda: self.driver.makedirs(folder))
-        with self._lock:
-            self._dirs.update((folder, *ancestors(folder)))
+            making = self._making.setdefault(folder, threading.Lock())
+        with making:
+            # whoever waited finds the folder made, or tries itself if it could not be
+            with self._lock:
+                if folder in self._dirs:
+                    return
+            self.call(lambda: self.driver.makedirs(folder))
+            with self._lock:
+                self._dirs.update((folder, *ancestors(folder)))
+                del self._making[folder]
 
     def _cleanup(self, action: Cleanup) -> None:
         self._item(action.dst, action.dst, lambda: self.call(lambda: self.driver.delete(action.dst)))

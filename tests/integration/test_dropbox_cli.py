@@ -95,5 +95,7 @@ def test_a_renamed_folder_moves_and_a_deleted_one_goes_in_batch_routes(
     assert "files/move_batch/check_v2" in routes and "files/delete_batch/check" in routes
     # one at a time: only the two folders left empty (2023 moved away, 2024 emptied)
     assert "files/move_v2" not in routes and routes.count("files/delete_v2") == 2, routes
+    # the workers moving into archive/2023 at once wait for one of them to make it
+    assert routes.count("files/create_folder_v2") == 1, routes
     check = mirror("verify")
     assert check.returncode == 0, check.stdout + check.stderr
