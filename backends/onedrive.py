@@ -248,6 +248,8 @@ class OneDriveDriver(Driver):
         self._lock = threading.Lock()
         #: drive paths of folders known to exist (lower-cased: OneDrive ignores case)
         self._folders: set[str] = set()
+        #: item ids of folders moved into, by lower-cased drive path
+        self._folder_ids: dict[str, str] = {}
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
@@ -470,6 +472,35 @@ class OneDriveDriver(Driver):
 
     def move(self, src: str, dst: str) -> None:
         self.check(dst)
+        folder = dst.rpartition("/")[0]
+        folder_id = self._folder_id(folder)
+        if folder_id is not None:
+            # one PATCH by path in the common case, instead of three lookups and the PATCH
+            response = self.request("PATCH", self.item_url(src), ok=(404, 409), json=_move(dst, folder_id))
+            if response.status_code < 400:
+                return
+            if response.status_code == 404:  # the file, or the folder as remembered, is gone
+                with self._lock:
+                    self._folder_ids.pop(self.drive_path(folder).lower(), None)
+        # a file at dst to replace (Graph moves onto no existing name), or something gone:
+        # the lookups tell which
+        self._move_looking(src, dst)
+
+    def _folder_id(self, rel_dir: str) -> str | None:
+        """The item id of the folder at ``rel_dir``, remembered; None if there is none."""
+        key = self.drive_path(rel_dir).lower()
+        with self._lock:
+            known = self._folder_ids.get(key)
+        if known is not None:
+            return known
+        item = self._item(rel_dir)
+        if item is None or "folder" not in item:
+            return None
+        with self._lock:
+            self._folder_ids[key] = str(item["id"])
+        return str(item["id"])
+
+    def _move_looking(self, src: str, dst: str) -> None:
         item = self._item(src)
         if item is None:
             raise FileNotFoundError(f"no file {src!r} on OneDrive")
@@ -480,11 +511,8 @@ class OneDriveDriver(Driver):
         # a case-only rename finds the source itself at dst: it must not be deleted
         if existing is not None and existing["id"] != item["id"]:
             self.request("DELETE", self.item_url(dst), ok=(404,))
-        self.request(
-            "PATCH",
-            f"{self.drive}/items/{quote(str(item['id']), safe='')}",
-            json={"name": dst.rsplit("/", 1)[-1], "parentReference": {"id": target_parent["id"]}},
-        )
+        item_url = f"{self.drive}/items/{quote(str(item['id']), safe='')}"
+        self.request("PATCH", item_url, json=_move(dst, str(target_parent["id"])))
 
     def delete(self, rel: str) -> None:
         # Graph's DELETE moves the item to the recycle bin
@@ -525,6 +553,9 @@ class OneDriveDriver(Driver):
         with self._lock:
             prefix = self.drive_path(rel_dir).lower()
             self._folders = {f for f in self._folders if f != prefix and not f.startswith(prefix + "/")}
+            self._folder_ids = {
+                f: i for f, i in self._folder_ids.items() if f != prefix and not f.startswith(prefix + "/")
+            }
         return True
 
     # -- errors ---------------------------------------------------------------------------
@@ -550,6 +581,11 @@ class OneDriveDriver(Driver):
 
     def close(self) -> None:
         self.http.close()
+
+
+def _move(dst: str, folder_id: str) -> dict[str, Any]:
+    """The PATCH body that moves an item to ``dst``, in the folder with that id."""
+    return {"name": dst.rsplit("/", 1)[-1], "parentReference": {"id": folder_id}}
 
 
 def _graph_error(response: httpx.Response) -> tuple[str, str]:

@@ -221,6 +221,22 @@ def test_move_delete_and_case_only_rename(
     assert driver.remove_dir_if_empty("out") is False
 
 
+def test_moves_into_one_folder_take_one_request_each(
+    driver: OneDriveDriver, graph_fake: GraphFake, tmp_path: Path
+) -> None:
+    driver.makedirs("2024")
+    driver.makedirs("archive/2024")
+    for i in range(10):
+        driver.put(local(tmp_path, f"f{i}", b"%d" % i), f"2024/inv-{i}.pdf", MTIME)
+    graph_fake.state.requests.clear()
+    for i in range(10):
+        driver.move(f"2024/inv-{i}.pdf", f"archive/2024/inv-{i}.pdf")
+    made = [method for method, _, _ in graph_fake.state.requests]
+    assert sorted(driver.list()) == sorted(f"archive/2024/inv-{i}.pdf" for i in range(10))
+    # a PATCH per file, and one lookup of the folder they go to
+    assert made == ["GET"] + ["PATCH"] * 10, made
+
+
 def test_listing_pages_through_nextlink(driver: OneDriveDriver, tmp_path: Path) -> None:
     src = local(tmp_path, "a", b"p")
     driver.makedirs("many")
