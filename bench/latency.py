@@ -6,7 +6,10 @@ new file and an edit of an existing one), while a poller reads each expected tar
 every few milliseconds until its content matches. Ends with SIGTERM and checks exit 0.
 With ``--burst N``, writes N new files at once instead and times their arrival, then
 moves their folder into another in one rename and times the move on the target, then
-deletes them all at once and times their removal from the target.
+deletes them all at once and times their removal from the target. With ``--soak
+MINUTES``, changes the source without pause for that long (every quarter second 5 new
+files, 5 edits, 2 renames and 5 deletions), samples mirror's memory, descriptors and
+threads every 15 s, then times how long the target takes to match the source.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -219,6 +223,99 @@ def burst(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> st
     )
 
 
+#: --soak: seconds between samples of mirror's process, and between rounds of changes
+SAMPLE_S = 15.0
+TICK_S = 0.25
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    """What a long-running mirror holds, read from /proc."""
+
+    at: float
+    rss_kib: int
+    fds: int
+    threads: int
+
+
+def proc_sample(pid: int, at: float) -> ProcSample:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return ProcSample(
+        at, int(status["VmRSS"].split()[0]), len(os.listdir(f"/proc/{pid}/fd")), int(status["Threads"])
+    )
+
+
+def files_of(root: Path) -> dict[str, tuple[int, int]]:
+    """Size and mtime (whole seconds, as SFTP keeps it) of every file below ``root``."""
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            st = os.stat(os.path.join(folder, name))
+            found[os.path.relpath(os.path.join(folder, name), root)] = (st.st_size, st.st_mtime_ns // 10**9)
+    return found
+
+
+def churn(source: Path, names: list[str], rng: random.Random, round_: int) -> int:
+    """One round of changes to the source: new files, edits, renames, deletions."""
+    for i in range(5):
+        rel = f"soak/{round_ // 40:05d}/s{round_:06d}-{i}.pdf"
+        write(source / rel, rng.randbytes(rng.randrange(200, 6000)))
+        names.append(rel)
+    for rel in rng.sample(names, 5):
+        with open(source / rel, "ab") as f:
+            f.write(b"edited")
+    for _ in range(2):
+        old = names.pop(rng.randrange(len(names)))
+        new = f"renamed/{round_ // 40:05d}/{old.replace('/', '-')}"
+        (source / new).parent.mkdir(parents=True, exist_ok=True)
+        (source / old).rename(source / new)
+        names.append(new)
+    for _ in range(5):
+        (source / names.pop(rng.randrange(len(names)))).unlink()
+    return 17
+
+
+def growth_per_hour(samples: list[ProcSample]) -> float:
+    """RSS growth in MiB per hour: the least-squares slope over the samples after the first minute."""
+    late = [s for s in samples if s.at >= samples[0].at + 60] or samples
+    if len(late) < 2:
+        return 0.0
+    slope = statistics.linear_regression([s.at for s in late], [s.rss_kib / 1024 for s in late]).slope
+    return slope * 3600
+
+
+def soak(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> str:
+    """``--soak`` minutes of changes with no pause: does mirror's memory, or its count of
+    open files or threads, grow with the work it has done, and does it keep up?"""
+    rng = random.Random(7)
+    with live_mirror(kind, server, args.workload, places.target_root()) as live:
+        names = sorted(files_of(live.source))
+        started = time.perf_counter()
+        samples = [proc_sample(live.proc.pid, 0.0)]
+        changes = round_ = 0
+        while (elapsed := time.perf_counter() - started) < args.soak * 60:
+            changes += churn(live.source, names, rng, round_)
+            round_ += 1
+            if elapsed - samples[-1].at >= SAMPLE_S:
+                samples.append(proc_sample(live.proc.pid, elapsed))
+            time.sleep(TICK_S)
+        stopped = time.perf_counter()
+        matched = False
+        while not matched and time.perf_counter() < stopped + 120:
+            time.sleep(0.5)
+            matched = files_of(live.source) == files_of(live.target)
+        caught_up = time.perf_counter() - stopped
+        samples.append(proc_sample(live.proc.pid, time.perf_counter() - started))
+    one_minute = next((s for s in samples if s.at >= 60), samples[-1])
+    fds = [s.fds for s in samples]
+    return (
+        f"| {kind} | {args.soak:g} min | {changes} | {one_minute.rss_kib / 1024:.1f} MiB "
+        f"| {samples[-1].rss_kib / 1024:.1f} MiB | {growth_per_hour(samples):+.2f} MiB/h "
+        f"| {min(fds)}-{max(fds)} | {max(s.threads for s in samples)} "
+        f"| {'matched' if matched else 'DIFFERS'} after {caught_up:.1f} s | {live.code} |"
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU a running process has used (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -242,13 +339,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--gap", type=float, default=0.3, help="seconds between changes")
     p.add_argument("--burst", type=int, default=0, metavar="N", help="instead: N new files written at once")
     p.add_argument("--per-folder", type=int, default=500, metavar="N", help="with --burst: files per new folder")
+    p.add_argument("--soak", type=float, default=0, metavar="MINUTES", help="instead: change the source that long")
     args = p.parse_args(argv)
     if args.burst and args.burst >= trees.SPECS[args.workload].files:
         # deleting the burst would be over half the mirrored files: mirror's delete guard
         # withholds it, and the bench would time the guard instead of the deletes
         p.error(f"--burst must be fewer files than --workload {args.workload} has; take a larger workload")
     kinds = args.targets.split(",")
-    run = burst if args.burst else measure
+    run = burst if args.burst else soak if args.soak else measure
     rows = []
     with maybe_sshd(kinds) as server:
         for kind in kinds:
@@ -257,7 +355,13 @@ def main(argv: list[str] | None = None) -> None:
         f"\n`python -m bench.latency {' '.join(sys.argv[1:] if argv is None else argv)}` "
         f"({time.strftime('%Y-%m-%d %H:%M')}; source {args.workload}, default settings)\n"
     )
-    if args.burst:
+    if args.soak:
+        print(
+            "| target | changing for | changes | RSS after 1 min | RSS at the end | RSS growth "
+            "| open descriptors | threads | target, once the changes stop | exit |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+    elif args.burst:
         print(
             "| target | files | writing them | then until all arrived | files/s | mirror CPU | arrived "
             "| moved in one folder rename: until moved | then deleted at once: until gone | exit |"
