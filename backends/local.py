@@ -90,8 +90,8 @@ class LocalDriver(Driver):
         if item.fd < 0:
             self.put(item.local_path, item.tmp, item.mtime_ns)
         else:
-            # from the executor's descriptor: opening its /proc/self/fd name again would
-            # cost an open and a close more per file, a tenth of the copy of a small one
+            # from the executor's descriptor: opening its /proc/self/fd name again costs
+            # an open and a close more, 5 % of a first copy of small files
             self._write(item.fd, item.tmp, item.mtime_ns)
         self.move(item.tmp, item.dst)
 

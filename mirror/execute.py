@@ -313,7 +313,7 @@ class Executor:
             self.call(lambda: self.driver.makedirs(folder))
             with self._lock:
                 self._dirs.update((folder, *ancestors(folder)))
-                del self._making[folder]
+                self._making.pop(folder, None)  # gone already if the folder was pruned and made again
 
     def _cleanup(self, action: Cleanup) -> None:
         self._item(action.dst, action.dst, lambda: self.call(lambda: self.driver.delete(action.dst)))
