@@ -89,8 +89,8 @@ class Alerts(Observer):
         name = report.target
         if name not in self.targets:
             return
-        if report.fatal or report.down:
-            self._open(name, report.fatal or report.down or "target failed")
+        if report.error:
+            self._open(name, report.error)
             return
         with self._lock:
             incident = self.incidents.pop(name, None)

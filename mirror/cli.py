@@ -312,8 +312,8 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -
             click.echo(f"{report.target}: failed: {printable(src)}: {printable(reason)}", err=True)
         if report.guard:
             click.echo(f"{report.target}: deletions withheld: {report.guard}", err=True)
-        if report.fatal or report.down:
-            click.echo(f"{report.target}: target failed: {report.fatal or report.down}", err=True)
+        if report.error:
+            click.echo(f"{report.target}: target failed: {report.error}", err=True)
     if mirror.unreadable:
         click.echo(
             f"{len(mirror.unreadable)} source folder(s) or file(s) could not be read; "

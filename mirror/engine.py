@@ -276,6 +276,10 @@ class TargetRunner:
         stats = self.executor.run(actions)
         self.postponed.update(stats.postponed)
         report = self._report(kind, stats, started)
+        if report.state_error:
+            # the index cannot take the run record: report what was sent, and stop here
+            self.observer.on_report(report)
+            return report
         self._after(report, listing)
         return report
 
@@ -329,13 +333,14 @@ class TargetRunner:
             stats.fatal,
             stats.down,
             time.time() - started,
+            state_error=stats.state_error,
         )
 
     def _after(self, report: Report, listing: bool) -> None:
         assert self.index is not None
         now = time.time()
         if report.uploaded or report.deleted or report.moved or report.failed or report.kind != "update":
-            result = "ok" if report.ok else (report.fatal or report.down or report.guard or "some items failed")
+            result = "ok" if report.ok else (report.error or report.guard or "some items failed")
             self.index.add_run(
                 RunRecord(
                     report.kind,
@@ -349,18 +354,18 @@ class TargetRunner:
                 )
             )
         values: dict[str, str | float | int | None] = {"pending": 0, "heartbeat": now, "state": "idle"}
-        if listing and not (report.fatal or report.down):
+        if listing and not report.error:
             values["last_listing"] = now
             self.crashed = False
         if report.ok and not self.index.failures():
             values["last_complete_sync"] = now
             values["last_error"] = None
-        elif report.fatal or report.down:
-            values["last_error"] = report.fatal or report.down
+        elif report.error:
+            values["last_error"] = report.error
             values["state"] = "failing"
         self.index.set_meta(**values)
         self.observer.on_report(report)
-        self.observer.on_state(self.name, str(values["state"]), report.fatal or report.down)
+        self.observer.on_state(self.name, str(values["state"]), report.error)
 
     # -- the live loop ------------------------------------------------------------------
     def submit(
@@ -423,10 +428,7 @@ class TargetRunner:
             try:
                 for report in self._do(work):
                     self._log_report(report)
-                    if report.down:
-                        raise TransientError(report.down)
-                    if report.fatal:
-                        raise FatalError(report.fatal)
+                    raise_failure(report)
                 backoff = 1.0
             except TransientError as exc:
                 self.log.warning("target unreachable (%s); retrying in %.0f s", exc, backoff)
@@ -496,6 +498,16 @@ class TargetRunner:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
             self.log.warning("deletions withheld: %s", report.guard)
+
+
+def raise_failure(report: Report) -> None:
+    """A pass that failed as a whole, as the error the live loop reacts to."""
+    if report.down:
+        raise TransientError(report.down)
+    if report.fatal:
+        raise FatalError(report.fatal)
+    if report.state_error:
+        raise StateError(report.state_error)
 
 
 def summarize(report: Report, named: bool = True) -> str:

@@ -32,10 +32,17 @@ class Report:
     down: str | None = None
     seconds: float = 0.0
     planned: Plan | None = None
+    #: mirror's own state could not be written; what was sent before that is counted
+    state_error: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """Why the pass failed as a whole, if it did (beyond single items and the guard)."""
+        return self.fatal or self.down or self.state_error
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.guard or self.fatal or self.down)
+        return not (self.failed or self.guard or self.error)
 
 
 class Observer:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from mirror.driver import BatchPut, Driver, RemoteEntry
-from mirror.errors import FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import FatalError, ItemError, MirrorError, StateError, TransientError
 from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, parent
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
@@ -70,6 +70,8 @@ class RunStats:
     guard: str | None = None
     fatal: str | None = None
     down: str | None = None
+    #: mirror's own state could not be written (a full disk): the pass stopped there
+    state_error: str | None = None
 
 
 class TargetDown(TransientError):
@@ -161,8 +163,13 @@ class Executor:
             stats.fatal = str(exc)
         except TargetDown as exc:
             stats.down = str(exc)
+        except StateError as exc:
+            stats.state_error = str(exc)
         finally:
-            self.index.flush()
+            try:
+                self.index.flush()
+            except StateError as exc:
+                stats.state_error = stats.state_error or str(exc)
         if not self._stopping():
             self._leftover_temps(reachable=not (stats.fatal or stats.down))
         return stats
@@ -399,12 +406,14 @@ class Executor:
         """Record uploads that the source still matches, and count them as sent."""
         if not done:
             return
-        self._landed(done)
         size = sum(entry.size for _, entry, _ in done)
+        # counted before they are recorded: a state disk that fails to record them does
+        # not take them off the target, and the report must say they were sent
         with self._lock:
             self._stats.uploaded += len(done)
             self._stats.bytes += size
             self._streak = 0
+        self._landed(done)
         if self.log.isEnabledFor(logging.DEBUG):  # a first copy has tens of thousands
             for action, entry, _ in done:
                 self.log.debug("put %s -> %s (%s, %d bytes)", action.src, action.dst, action.reason, entry.size)

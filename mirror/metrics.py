@@ -133,7 +133,7 @@ class Metrics(Observer):
         self.moves.labels(t).inc(report.moved)
         self.deletes.labels(t).inc(report.deleted)
         self.item_failures.labels(t).inc(len(report.failed))
-        result = "ok" if report.ok else "failed" if report.fatal or report.down else "partial"
+        result = "ok" if report.ok else "failed" if report.error else "partial"
         self.passes.labels(t, report.kind, result).inc()
         self.pass_seconds.labels(t).observe(report.seconds)
 

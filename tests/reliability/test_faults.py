@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import threading
 import time
@@ -117,6 +118,10 @@ def test_a_full_state_disk_is_named_and_watch_mode_carries_on_once_space_returns
         assert once.returncode == 1, once.stdout + once.stderr
         assert full_disk in once.stderr and "is full; free space there" in once.stderr
         assert "Traceback" not in once.stderr and "please report" not in once.stderr
+        # the files that landed before the disk filled up are counted, not "0 sent"
+        sent = re.search(r"default: (\d+) sent", once.stdout)
+        assert sent, once.stdout
+        assert 0 < int(sent[1]) == len(files(target)) < len(files(source)), once.stdout
         log = tmp_path / "watch.log"
         proc = start("run", str(source), str(target), state=state, log=log)
         try:
