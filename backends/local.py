@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry
 from mirror.errors import ItemError, MirrorError
+from mirror.mounts import mount_of
 
 if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
@@ -43,8 +43,8 @@ class LocalDriver(Driver):
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         # plain os calls do the work: fsspec (slow to import) is only loaded if asked for
         driver = cls(None, url, caps)
-        fs_type = filesystem_type(url)
-        if fs_type is not None and not is_network_filesystem(fs_type):
+        mount = mount_of(url)
+        if mount is not None and not mount.networked:
             driver.default_concurrency = 1
         return driver
 
@@ -150,39 +150,6 @@ class LocalDriver(Driver):
         except OSError:
             return False
         return True
-
-
-#: kernel filesystems reached over a network; every FUSE filesystem counts too
-NETWORK_FILESYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "lustre", "gpfs", "ocfs2", "davfs"}
-)
-
-
-def is_network_filesystem(fs_type: str) -> bool:
-    return fs_type in NETWORK_FILESYSTEMS or fs_type.startswith("fuse")
-
-
-def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """The type of the filesystem ``path`` (or its nearest existing parent) is on, from
-    the kernel's mount table; None where there is none to read (not Linux)."""
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            table = f.read()
-    except OSError:
-        return None
-    target = os.path.realpath(path)
-    best, best_type = "", None
-    for line in table.splitlines():
-        fields, _, rest = line.partition(" - ")
-        parts = fields.split(" ")
-        if len(parts) < 5 or not rest:
-            continue
-        # mountinfo escapes space, tab, newline and backslash in octal
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), parts[4])
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, best_type = point, rest.split(" ", 1)[0]
-    return best_type
 
 
 def _copy(src: int, dst: int) -> None:

@@ -30,6 +30,7 @@ from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir
+from mirror.mounts import mount_of
 from mirror.plan import KnownFiles, PlanSettings, narrow, plan
 from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, Snapshot, check_source, scan, stat_paths
@@ -90,6 +91,8 @@ class TargetRunner:
         self.resolved = registry.resolve(target.url, target.options, config.presets)
         self.caps = registry.capabilities(self.resolved)
         self.index_file = index_path(state_dir(config), config.source, target)
+        source_mount = mount_of(str(config.source))
+        self.stable_inodes = source_mount is None or source_mount.stable_inodes
         self.driver: Driver | None = None
         self.index: Index | None = None
         self.executor: Executor | None = None
@@ -254,7 +257,12 @@ class TargetRunner:
         if skip:
             scope = set(scope if scope is not None else (*mine, *index)).difference(skip)
         settings = PlanSettings(
-            self.settings.layout, self.settings.delete, self.caps, self.settings.max_delete, dt.date.today()
+            self.settings.layout,
+            self.settings.delete,
+            self.caps,
+            self.settings.max_delete,
+            dt.date.today(),
+            self.stable_inodes,
         )
         actions = plan(mine, index, settings, remote, scope, source_empty, hold_gone)
         if self.dry_run:
@@ -298,7 +306,7 @@ class TargetRunner:
             return self.index.entries(), scope
         if scope is None:
             entries = local if isinstance(local, Entries) else Entries(local.items())
-            changed, scope, total = narrow(entries, self.index.stamps(), self.settings.layout)
+            changed, scope, total = narrow(entries, self.index.stamps(), self.settings.layout, self.stable_inodes)
             loaded = self.index.lookup_many(changed)
         else:
             loaded = self.index.lookup_many(scope)

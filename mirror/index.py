@@ -65,12 +65,12 @@ _BATCH = 2000
 #: paths per ``IN (...)`` query (SQLite allows at least 999 parameters)
 _IN_BATCH = 500
 _SELECT = "SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files"
-_SELECT_STAMPS = "SELECT src, size, mtime_ns, NULLIF(dst, src), date FROM files"
+_SELECT_STAMPS = "SELECT src, size, mtime_ns, ino, NULLIF(dst, src), date FROM files"
 _SELECT_TARGETS = "SELECT src, dst FROM files"
 _SELECT_HOLDERS = "SELECT dst, src FROM files"
-#: what a full pass compares for each row: src, size, mtime_ns, dst (None when it is
-#: src, as with the tree layout) and the date (ISO)
-Stamp = tuple[str, int, int, "str | None", str]
+#: what a full pass compares for each row: src, size, mtime_ns, inode, dst (None when
+#: it is src, as with the tree layout) and the date (ISO)
+Stamp = tuple[str, int, int, int, "str | None", str]
 
 
 class IndexEntry(NamedTuple):

@@ -40,6 +40,9 @@ class PlanSettings:
     caps: Capabilities
     max_delete: int | None = None
     today: dt.date = dt.date(1970, 1, 1)
+    #: the source's filesystem keeps inode numbers (mirror.mounts): a file of unchanged
+    #: size and mtime with another inode is another file put in its place
+    stable_inodes: bool = True
 
 
 # The actions are NamedTuples, as LocalEntry is: a plan holds one per file that needs
@@ -243,7 +246,9 @@ def _placed(layout: Layout, src: str, dst: str, date: dt.date) -> bool:
         return False  # planned, so the planner can say why the path is refused
 
 
-def narrow(local: Entries, stamps: Iterable[Stamp], layout: Layout) -> tuple[set[str], set[str], int]:
+def narrow(
+    local: Entries, stamps: Iterable[Stamp], layout: Layout, stable_inodes: bool = True
+) -> tuple[set[str], set[str], int]:
     """Split the index against a scan, for a full pass that trusts the index.
 
     ``stamps`` must come in path order (as :meth:`Index.stamps` gives them): the scan's
@@ -262,14 +267,14 @@ def narrow(local: Entries, stamps: Iterable[Stamp], layout: Layout) -> tuple[set
     keeps_paths = layout.keeps_paths
     paths = iter(sorted(local))
     path = next(paths, None)
-    for src, size, mtime_ns, dst, day in stamps:
+    for src, size, mtime_ns, ino, dst, day in stamps:
         total += 1
         while path is not None and path < src:
             scope.add(path)  # no row: new
             path = next(paths, None)
         if path == src:
             path = next(paths, None)
-            if same(src, size, mtime_ns):
+            if same(src, size, mtime_ns, ino if stable_inodes else 0):
                 if dst is None and keeps_paths:
                     continue
                 date = dates.get(day) or dates.setdefault(day, dt.date.fromisoformat(day))
@@ -407,7 +412,7 @@ class _Planner:
                 self.refusals.append(Refuse(src, None, str(exc)))
                 continue
             if known is not None and known.dst == dst and known.size == entry.size:
-                if known.mtime_ns == entry.mtime_ns and self.remote is None:
+                if self.remote is None and _unchanged(known, entry, self.settings.stable_inodes):
                     continue  # unchanged (as narrow() tells), and no listing to check it against
                 desired[src] = (dst, date)  # the target accepted this path before
                 continue
@@ -446,7 +451,7 @@ class _Planner:
                 continue
             self.claimed[k] = src
             action = _decide(
-                src, dst, date, self.local[src], index.get(src), renames.get(src), self.remote, key, self.caps
+                src, dst, date, self.local[src], index.get(src), renames.get(src), self.remote, key, self.settings
             )
             if isinstance(action, Move):
                 moves.append(action)
@@ -627,10 +632,13 @@ def _decide(
     renamed_from: IndexEntry | None,
     remote: Mapping[str, RemoteEntry] | None,
     key: Callable[[str], str],
-    caps: Capabilities,
+    settings: PlanSettings,
 ) -> Transfer | None:
+    caps = settings.caps
     there = None if remote is None else remote.get(key(dst))
     if known is not None and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
+        if not _unchanged(known, entry, settings.stable_inodes):
+            return _replaced(src, dst, date, entry, known, remote, there, caps)
         if known.dst != dst:
             return Move(src, known.dst, dst, entry, date, "layout changed", remote_hash=known.remote_hash)
         if remote is None or (there is not None and _same(entry, there, caps, known.remote_hash)):
@@ -650,6 +658,32 @@ def _decide(
         if caps.hash_kind.value != "none" and there.hash:
             return Put(src, dst, entry, date, reason, unless_hash=there.hash)
     return Put(src, dst, entry, date, reason)
+
+
+def _unchanged(known: IndexEntry, entry: LocalEntry, stable_inodes: bool) -> bool:
+    """Whether the source file is the one the index row records: same size and mtime,
+    and the same inode where the source keeps them (0 is an inode not known)."""
+    if known.size != entry.size or known.mtime_ns != entry.mtime_ns:
+        return False
+    return not (stable_inodes and known.ino and entry.ino and known.ino != entry.ino)
+
+
+def _replaced(
+    src: str,
+    dst: str,
+    date: dt.date,
+    entry: LocalEntry,
+    known: IndexEntry,
+    remote: Mapping[str, RemoteEntry] | None,
+    there: RemoteEntry | None,
+    caps: Capabilities,
+) -> Put:
+    """Another file of the same size and mtime now stands at ``src`` (two files swapped
+    by renames, or one copied over another with its times): its content may differ, so
+    it is sent, unless the target's hash of what is there shows it equal."""
+    target_hash = known.remote_hash if remote is None else there.hash if there is not None else None
+    unless = target_hash if caps.hash_kind.value != "none" else None
+    return Put(src, dst, entry, date, "another file took its place", unless_hash=unless)
 
 
 def _same(entry: LocalEntry, there: RemoteEntry, caps: Capabilities, known_hash: str | None) -> bool:

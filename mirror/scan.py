@@ -49,6 +49,9 @@ _RECORD = struct.Struct("<qqQ")
 _MTIME = struct.Struct("<q")
 #: the start of a record: size, mtime_ns
 _SIZE_MTIME = struct.Struct("<qq")
+#: the end of a record: the inode, 0 when not known
+_INO = struct.Struct("<Q")
+_NO_INO = _INO.pack(0)
 _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _SUBDIR = _ROOT | os.O_NOFOLLOW
 
@@ -92,10 +95,13 @@ class Entries(MutableMapping[str, LocalEntry]):
     def items(self) -> ItemsView[str, LocalEntry]:
         return _Items(self)
 
-    def same(self, rel: str, size: int, mtime_ns: int) -> bool:
-        """Whether ``rel`` is here with this size and mtime (no entry built to tell)."""
+    def same(self, rel: str, size: int, mtime_ns: int, ino: int = 0) -> bool:
+        """Whether ``rel`` is here with this size and mtime, and this inode unless either
+        inode is 0 (not known). No entry is built to tell."""
         record = self._records.get(rel)
-        return record is not None and record[:16] == _SIZE_MTIME.pack(size, mtime_ns)
+        if record is None or record[:16] != _SIZE_MTIME.pack(size, mtime_ns):
+            return False
+        return not ino or record[16:] in (_INO.pack(ino), _NO_INO)
 
     def modified_after(self, mtime_ns: int) -> set[str]:
         """Paths of the files modified after ``mtime_ns`` (one check per record, no entries built)."""

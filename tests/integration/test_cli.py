@@ -117,6 +117,23 @@ def test_a_folder_replaced_by_a_file_of_its_name_is_mirrored_in_one_pass(tmp_pat
     assert files(target) == {"scans": b"now a file"}
 
 
+def test_two_files_of_one_size_and_time_swapped_by_renames_swap_on_the_target(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    for name, text in (("001.pdf", b"invoice A"), ("002.pdf", b"invoice B")):
+        (src / name).write_bytes(text)
+        os.utime(src / name, ns=(1_709_294_400 * 10**9,) * 2)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    os.rename(src / "001.pdf", src / "swap.tmp")
+    os.rename(src / "002.pdf", src / "001.pdf")
+    os.rename(src / "swap.tmp", src / "002.pdf")
+    swapped = run("run", str(src), str(target), "--once", state=state)
+    assert swapped.returncode == 0 and "2 sent" in swapped.stdout, swapped.stdout + swapped.stderr
+    assert files(target) == {"001.pdf": b"invoice B", "002.pdf": b"invoice A"}
+    again = run("run", str(src), str(target), "--once", state=state)
+    assert "0 sent" in again.stdout, again.stdout
+
+
 def test_an_empty_folder_left_where_a_file_goes_is_removed(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()

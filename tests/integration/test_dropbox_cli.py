@@ -99,3 +99,37 @@ def test_a_renamed_folder_moves_and_a_deleted_one_goes_in_batch_routes(
     assert routes.count("files/create_folder_v2") == 1, routes
     check = mirror("verify")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_files_copied_to_a_new_disk_with_their_times_are_checked_by_hash_not_sent_again(
+    dropbox_server: DropboxServer, tmp_path: Path
+) -> None:
+    """New inodes with the same sizes and times (the source folder restored or copied to
+    another disk) could hide a swap, so each file is compared with Dropbox's hash of it:
+    equal files are not uploaded again, and a swapped pair is."""
+    source = tmp_path / "export"
+    source.mkdir()
+    invoices = {f"inv-{i:02d}.pdf": b"invoice %02d" % i for i in range(20)}
+    for rel, data in invoices.items():
+        (source / rel).write_bytes(data)
+        os.utime(source / rel, ns=(1_709_294_400 * 10**9,) * 2)
+    mirror = cli(dropbox_server, tmp_path, source)
+    assert mirror("run", "--once").returncode == 0
+    fake = dropbox_server.fake
+
+    for rel in invoices:
+        copy = source / f"{rel}.copy"
+        copy.write_bytes((source / rel).read_bytes())
+        os.utime(copy, ns=(1_709_294_400 * 10**9,) * 2)
+        copy.replace(source / rel)
+    (source / "inv-00.pdf").rename(source / "swap")
+    (source / "inv-01.pdf").rename(source / "inv-00.pdf")
+    (source / "swap").rename(source / "inv-01.pdf")
+    before = len(fake.log)
+    again = mirror("run", "--once")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 sent" in again.stdout and "18 already there" in again.stdout, again.stdout
+    assert sum(r.body_bytes for r in fake.log[before:]) == len(b"invoice 00") * 2
+    assert fake.file_bytes("/Invoices/inv-00.pdf") == b"invoice 01"
+    assert fake.file_bytes("/Invoices/inv-01.pdf") == b"invoice 00"
+    assert "0 sent" in mirror("run", "--once").stdout

@@ -67,6 +67,20 @@ def test_create_modify_delete_rename(live: tuple[Path, Path, Path]) -> None:
     wait_for(lambda: same(src, dst), what="a folder replaced by a file of its name")
 
 
+def test_two_files_of_one_size_and_time_swapped_by_renames(live: tuple[Path, Path, Path]) -> None:
+    src, dst, _ = live
+    (src / "001.pdf").write_bytes(b"invoice A")
+    (src / "002.pdf").write_bytes(b"invoice B")
+    for name in ("001.pdf", "002.pdf"):
+        os.utime(src / name, ns=(1_709_294_400 * 10**9,) * 2)
+    wait_for(lambda: same(src, dst), what="the two files")
+    os.rename(src / "001.pdf", src / "swap.tmp")
+    os.rename(src / "002.pdf", src / "001.pdf")
+    os.rename(src / "swap.tmp", src / "002.pdf")
+    # until the swap arrives, each path on the target holds the other's content
+    wait_for(lambda: same(src, dst), what="the swap")
+
+
 def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[Path, Path, Path]) -> None:
     # the watcher sees both within one debounce: the old folder's files must still leave
     # the target now, not at the next hourly rescan

@@ -1,48 +1,82 @@
-"""The local backend picks its worker count from what the target folder sits on."""
+"""What a folder sits on (mirror.mounts), and the worker count the local backend picks from it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from mirror.backends.local import filesystem_type, is_network_filesystem
 
 from mirror import registry
+from mirror.mounts import mount_of
 
 MOUNTINFO = """\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 30 22 0:25 / /mnt/nas rw,relatime shared:2 - nfs4 nas:/export rw,vers=4.2
 31 30 0:26 / /mnt/nas/local\\040copy rw shared:3 - tmpfs tmpfs rw
 32 22 0:27 / /home/me/Dropbox rw shared:4 - fuse.rclone remote: rw
+33 22 0:28 / /mnt/old-nas rw shared:5 - cifs //old/share rw,vers=1.0,noserverino
+34 22 0:29 / /mnt/share rw shared:6 - cifs //new/share rw,vers=3.1.1,serverino
+35 22 8:17 / /media/usb rw shared:7 - fuseblk /dev/sdb1 rw,user_id=0
 """
 
 
 def test_the_deepest_mount_containing_the_path_decides(tmp_path: Path) -> None:
     table = tmp_path / "mountinfo"
     table.write_text(MOUNTINFO)
-    assert filesystem_type("/srv/backup/invoices", str(table)) == "ext4"
-    assert filesystem_type("/mnt/nas/invoices", str(table)) == "nfs4"
-    assert filesystem_type("/mnt/nas/local copy/2026", str(table)) == "tmpfs"
-    assert filesystem_type("/mnt/nasty", str(table)) == "ext4"
-    assert filesystem_type("/home/me/Dropbox/Invoices", str(table)) == "fuse.rclone"
+
+    def fs_type(path: str) -> str | None:
+        mount = mount_of(path, str(table))
+        return mount.fs_type if mount else None
+
+    assert fs_type("/srv/backup/invoices") == "ext4"
+    assert fs_type("/mnt/nas/invoices") == "nfs4"
+    assert fs_type("/mnt/nas/local copy/2026") == "tmpfs"
+    assert fs_type("/mnt/nasty") == "ext4"
+    assert fs_type("/home/me/Dropbox/Invoices") == "fuse.rclone"
 
 
 def test_no_mount_table_means_unknown(tmp_path: Path) -> None:
-    assert filesystem_type("/srv", str(tmp_path / "missing")) is None
+    assert mount_of("/srv", str(tmp_path / "missing")) is None
 
 
-def test_network_and_fuse_mounts_count_as_network() -> None:
-    assert is_network_filesystem("nfs4")
-    assert is_network_filesystem("cifs")
-    assert is_network_filesystem("fuse.sshfs")
-    assert not is_network_filesystem("ext4")
-    assert not is_network_filesystem("tmpfs")
+def test_network_and_fuse_mounts_count_as_network(tmp_path: Path) -> None:
+    table = tmp_path / "mountinfo"
+    table.write_text(MOUNTINFO)
+    networked = {
+        p: m.networked
+        for p in ("/", "/mnt/nas", "/mnt/nas/local copy", "/home/me/Dropbox", "/mnt/share")
+        if (m := mount_of(p, str(table)))
+    }
+    assert networked == {
+        "/": False,
+        "/mnt/nas": True,
+        "/mnt/nas/local copy": False,
+        "/home/me/Dropbox": True,
+        "/mnt/share": True,
+    }
+
+
+def test_inode_numbers_are_trusted_where_the_filesystem_keeps_them(tmp_path: Path) -> None:
+    """A swap of two files of one size and time is only seen through inode numbers;
+    where the filesystem may renumber a file, trusting them would send it again."""
+    table = tmp_path / "mountinfo"
+    table.write_text(MOUNTINFO)
+    paths = ("/srv", "/mnt/nas", "/home/me/Dropbox", "/mnt/old-nas", "/mnt/share", "/media/usb")
+    stable = {p: m.stable_inodes for p in paths if (m := mount_of(p, str(table)))}
+    assert stable == {
+        "/srv": True,
+        "/mnt/nas": True,
+        "/home/me/Dropbox": False,
+        "/mnt/old-nas": False,
+        "/mnt/share": True,
+        "/media/usb": True,
+    }
 
 
 def test_a_folder_on_a_local_disk_gets_one_worker(tmp_path: Path) -> None:
     """Threads only contend for the GIL when each file costs microseconds."""
-    fs_type = filesystem_type(str(tmp_path))
-    if fs_type is None or is_network_filesystem(fs_type):
-        pytest.skip(f"the test folder is not on a local disk ({fs_type})")
+    mount = mount_of(str(tmp_path))
+    if mount is None or mount.networked:
+        pytest.skip(f"the test folder is not on a local disk ({mount})")
     driver = registry.connect(registry.resolve(str(tmp_path / "target"), {}, {}))
     assert driver.default_concurrency == 1

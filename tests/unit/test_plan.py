@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from backends.memory import MemoryDriver
-from mirror.driver import Capabilities
+from mirror.driver import Capabilities, RemoteEntry
 from mirror.execute import Executor
 from mirror.filters import Filter
+from mirror.hashing import HashKind
 from mirror.index import Index, IndexEntry
 from mirror.layout import Layout, date_of
 from mirror.plan import Delete, Forget, KnownFiles, Move, Plan, PlanSettings, Put, Refuse, narrow, plan
@@ -441,6 +442,41 @@ def test_a_same_size_edit_is_seen_through_the_mtime() -> None:
     assert [type(t) for t in result.transfers] == [Put]
 
 
+def test_two_files_swapped_by_renames_are_sent_again_though_size_and_time_match() -> None:
+    """A program that swaps two files of one size and time through renames leaves every
+    stat but the inode as it was: the inode says each path now holds another file."""
+    index = {"001.pdf": known("001.pdf", ino=11), "002.pdf": known("002.pdf", ino=12)}
+    swapped = {"001.pdf": entry("001.pdf", ino=12), "002.pdf": entry("002.pdf", ino=11)}
+    result = plan(swapped, index, SETTINGS)
+    assert [(type(t), t.src, t.reason) for t in result.transfers] == [
+        (Put, "001.pdf", "another file took its place"),
+        (Put, "002.pdf", "another file took its place"),
+    ]
+    assert not result.removals and not result.moves
+    # where the source's filesystem may renumber files (FUSE), the numbers prove nothing
+    assert plan(swapped, index, dataclasses.replace(SETTINGS, stable_inodes=False)).is_empty()
+    # nor does an inode not known on either side
+    assert plan({"a": entry("a")}, {"a": known("a", ino=5)}, SETTINGS).is_empty()
+    assert plan({"a": entry("a", ino=5)}, {"a": known("a")}, SETTINGS).is_empty()
+
+
+def test_a_renumbered_file_is_checked_against_the_targets_hash_before_it_is_sent() -> None:
+    """A folder copied to a new disk keeps sizes and times but not inodes: where the
+    target keeps hashes, the hash it gave last spares sending an unchanged file again."""
+    hashed = dataclasses.replace(SETTINGS, caps=Capabilities(hash_kind=HashKind.SHA256))
+    row = IndexEntry("a.pdf", "a.pdf", 1, 1_700_000_000 * 10**9, 7, dt.date(2023, 11, 14), "abc")
+    renumbered = {"a.pdf": entry("a.pdf", ino=8)}
+    (put,) = plan(renumbered, {"a.pdf": row}, hashed).transfers
+    assert isinstance(put, Put) and put.unless_hash == "abc"
+    # a listing shows the target's own hash, which wins over the one remembered
+    listed = {"a.pdf": RemoteEntry("a.pdf", 1, None, "def")}
+    (put,) = plan(renumbered, {"a.pdf": row}, hashed, remote=listed).transfers
+    assert isinstance(put, Put) and put.unless_hash == "def"
+    # and a target file gone is sent whatever the index remembers
+    (put,) = plan(renumbered, {"a.pdf": row}, hashed, remote={}).transfers
+    assert isinstance(put, Put) and put.unless_hash is None
+
+
 def test_a_file_replaced_at_the_same_path_is_not_deleted_afterwards() -> None:
     flat = PlanSettings(Layout.parse("flat"), DeletePolicy.MIRROR, Capabilities())
     index = {"a/x.pdf": known("a/x.pdf", "x.pdf")}
@@ -566,6 +602,20 @@ def test_narrowing_keeps_exactly_the_new_changed_and_gone_paths(
     assert total == len(indexed)
     assert set(kept) == changed | gone
     assert scope == (fresh - indexed) | changed | gone
+
+
+def test_narrowing_keeps_the_files_another_file_took_the_place_of() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index(Path(tmp) / "index.sqlite")
+        for src, ino in (("a", 1), ("b", 2), ("c", 3), ("d", 0)):
+            index.record(known(src, ino=ino))
+        index.flush()
+        local = Entries((src, entry(src, ino=ino)) for src, ino in (("a", 2), ("b", 1), ("c", 3), ("d", 9)))
+        kept, scope, _ = narrow(local, index.stamps(), Layout.parse("tree"))
+        renumbered, _, _ = narrow(local, index.stamps(), Layout.parse("tree"), stable_inodes=False)
+        index.close()
+    assert kept == scope == {"a", "b"}
+    assert renumbered == set()
 
 
 @pytest.mark.parametrize(

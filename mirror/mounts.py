@@ -1,0 +1,68 @@
+"""What the kernel's mount table says about a folder: the filesystem it is on, whether
+that is reached over a network, and whether its inode numbers tell files apart.
+
+Read from ``/proc/self/mountinfo`` on each call (a mount can change while mirror runs);
+where there is no such table (not Linux), nothing is known and callers assume a local
+disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import NamedTuple
+
+#: kernel filesystems reached over a network; every FUSE filesystem counts too
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "lustre", "gpfs", "ocfs2", "davfs"}
+)
+
+
+class Mount(NamedTuple):
+    """The filesystem a folder is on."""
+
+    point: str
+    fs_type: str
+    #: the filesystem's own options (mountinfo's last field), such as ``noserverino``
+    options: frozenset[str]
+
+    @property
+    def networked(self) -> bool:
+        return self.fs_type in NETWORK_FILESYSTEMS or self.fs_type.startswith("fuse")
+
+    @property
+    def stable_inodes(self) -> bool:
+        """Whether a file keeps its inode number while it exists, and only it has it.
+
+        FUSE filesystems number files as they are looked up unless the filesystem brings
+        its own numbers (ntfs-3g, as ``fuseblk``, does), and CIFS without server inode
+        numbers makes them up on the client: either may give one file another number on
+        the next look. Local disks, NFS and CIFS with server numbers keep them.
+        """
+        if self.fs_type.startswith("fuse"):
+            return self.fs_type == "fuseblk"
+        return not (self.fs_type in ("cifs", "smb3") and "noserverino" in self.options)
+
+
+def mount_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> Mount | None:
+    """The mount ``path`` (or its nearest existing parent) is on; None without a table."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            table = f.read()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best: Mount | None = None
+    for line in table.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split(" ")
+        after = rest.split(" ")
+        if len(parts) < 5 or not rest:
+            continue
+        # mountinfo escapes space, tab, newline and backslash in octal
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), parts[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best.point)):
+            options = frozenset(after[2].split(",")) if len(after) > 2 else frozenset()
+            best = Mount(point, after[0], options)
+    return best
