@@ -77,7 +77,7 @@ class LocalDriver(Driver):
     def stat(self, rel: str) -> RemoteEntry | None:
         try:
             st = os.stat(self.full(rel), follow_symlinks=False)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the latter: a file stands above it
             return None
         if not stat.S_ISREG(st.st_mode):
             return None

@@ -194,6 +194,13 @@ def test_moves_and_deletes_in_batches_report_each_file_and_skip_none(driver: Dri
     assert sorted(driver.list()) == ["sub/c.pdf"]
 
 
+def test_a_path_below_a_file_is_no_file(driver: Driver, tmp_path: Path) -> None:
+    """After a run cut short, the index can remember ``d/x.pdf`` where the target now
+    holds a file ``d``: removing ``d/x.pdf`` must then count as done, not fail forever."""
+    put(driver, tmp_path, "d", b"a file where a folder was")
+    assert driver.stat("d/x.pdf") is None
+
+
 def test_glob_characters_are_never_expanded(driver: Driver, tmp_path: Path) -> None:
     for name in ("a1.pdf", "a[1].pdf", "a*.pdf", "ab.pdf"):
         if refused_name(name, driver.caps) is None:

@@ -134,6 +134,22 @@ def test_two_files_of_one_size_and_time_swapped_by_renames_swap_on_the_target(tm
     assert "0 sent" in again.stdout, again.stdout
 
 
+def test_a_run_cut_short_after_a_folder_became_a_file_leaves_nothing_failing(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "scans").mkdir(parents=True)
+    (src / "scans" / "a.tif").write_bytes(b"scan")
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    shutil.rmtree(src / "scans")
+    (src / "scans").write_bytes(b"now a file")
+    # as a run killed after sending the file, before its index rows were committed
+    shutil.rmtree(target / "scans")
+    (target / "scans").write_bytes(b"now a file")
+    resumed = run("run", str(src), str(target), "--once", state=state)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert files(target) == {"scans": b"now a file"}
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+
+
 def test_an_empty_folder_left_where_a_file_goes_is_removed(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
