@@ -117,7 +117,11 @@ def test_files_copied_to_a_new_disk_with_their_times_are_checked_by_hash_not_sen
     assert mirror("run", "--once").returncode == 0
     fake = dropbox_server.fake
 
+    # the old files stay linked elsewhere, as on the old disk: a freed inode number could
+    # otherwise come back for another file, and hide the swap below from any inode check
+    (tmp_path / "old disk").mkdir()
     for rel in invoices:
+        os.link(source / rel, tmp_path / "old disk" / rel)
         copy = source / f"{rel}.copy"
         copy.write_bytes((source / rel).read_bytes())
         os.utime(copy, ns=(1_709_294_400 * 10**9,) * 2)
