@@ -349,7 +349,9 @@ class DropboxFS(DropboxDriveFileSystem):  # type: ignore[misc]
             raise api_error(exc, path) from None
 
     def rmdir(self, path: str) -> None:
-        if self.ls(path, detail=False):
+        """Remove a folder that holds no file; empty folders below it go with it (Dropbox
+        deletes a folder whole, so what is below is looked at first)."""
+        if any(info.get("type") != "directory" for info in self.ls(path, detail=True, recursive=True)):
             raise OSError(f"folder not empty: {path}")
         self._rm(path)
 

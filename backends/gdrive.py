@@ -293,6 +293,10 @@ class GDriveDriver(Driver):
             q += f" and name = {quote_q(name)}"
         return list(self._query(q))
 
+    def _holds_files(self, folder_id: str) -> bool:
+        """Whether a file lies anywhere below folder ``folder_id``."""
+        return any(f["mimeType"] != FOLDER or self._holds_files(f["id"]) for f in self._children(folder_id))
+
     # -- folders ----------------------------------------------------------------------
     def _folder_id(self, rel_dir: str, create: bool) -> str | None:
         """The id of folder ``rel_dir`` under the root ("" = the root), made if asked."""
@@ -507,18 +511,9 @@ class GDriveDriver(Driver):
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         folder_id = self._folder_id(rel_dir, create=False)
-        if folder_id is None:
+        if folder_id is None or self._holds_files(folder_id):
             return False
-        page = self._call(
-            lambda: self._files.list(
-                q=f"{quote_q(folder_id)} in parents and trashed = false",
-                fields="files(id)",
-                pageSize=1,
-                **self._list_args(),
-            )
-        )
-        if page.get("files"):
-            return False
+        # a folder goes with everything below it: only empty folders are left there
         self._dispose(folder_id)
         self._forget_folders(rel_dir)
         return True

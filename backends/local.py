@@ -145,8 +145,15 @@ class LocalDriver(Driver):
                 raise ItemError(f"{path} on the target is a file where a folder is needed")
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        top = self.full(rel_dir)
+        if os.path.islink(top) or not os.path.isdir(top):
+            return False
         try:
-            os.rmdir(self.full(rel_dir))
+            # deepest first; a file, or a link (never followed), anywhere below stops it
+            for folder, _, names in os.walk(top, topdown=False):
+                if names:
+                    return False
+                os.rmdir(folder)
         except OSError:
             return False
         return True

@@ -365,6 +365,11 @@ class OneDriveDriver(Driver):
                     result[rel] = self._entry(rel, child)
         return result
 
+    def _holds_files(self, item_id: str) -> bool:
+        """Whether a file lies anywhere below folder ``item_id``."""
+        children = self._children(item_id)
+        return any("folder" not in child or self._holds_files(str(child["id"])) for child in children)
+
     def _children(self, item_id: str) -> Iterator[dict[str, Any]]:
         url: str | None = f"{self.drive}/items/{quote(item_id, safe='')}/children"
         params: dict[str, Any] | None = {"$select": SELECT, "$top": 1000}
@@ -547,8 +552,11 @@ class OneDriveDriver(Driver):
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         item = self._item(rel_dir)
-        if item is None or "folder" not in item or (item["folder"] or {}).get("childCount", 1) != 0:
+        if item is None or "folder" not in item:
             return False
+        if (item["folder"] or {}).get("childCount", 1) != 0 and self._holds_files(str(item["id"])):
+            return False
+        # a folder goes with everything below it: only empty folders are left there
         self.request("DELETE", self.item_url(rel_dir), ok=(404,))
         with self._lock:
             prefix = self.drive_path(rel_dir).lower()

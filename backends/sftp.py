@@ -753,9 +753,17 @@ class SFTPDriver(Driver):
             _mkdirs(link.sftp, path)
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        path = self.full(rel_dir)
         try:
             with self._session() as link:
-                link.sftp.rmdir(self.full(rel_dir))
+                below = link.sftp.listdir_attr(path)
+            # each folder below in a session of its own: the pool may have no second link
+            if any(not stat.S_ISDIR(a.st_mode or 0) for a in below) or not all(
+                self.remove_dir_if_empty(f"{rel_dir}/{a.filename}") for a in below
+            ):
+                return False
+            with self._session() as link:
+                link.sftp.rmdir(path)
         except TransientError:
             raise
         except OSError:

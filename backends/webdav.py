@@ -158,14 +158,22 @@ class WebdavDriver(Driver):
             raise FileNotFoundError(rel) from None
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
-        path = self._dav(rel_dir)
         try:
-            if self.client.ls(path, detail=False):
+            if self._holds_files(rel_dir):
                 return False
-            self.client.remove(path)
+            # DELETE takes a collection whole: only empty ones are left below it
+            self.client.remove(self._dav(rel_dir))
         except ResourceNotFound:
             return False
         return True
+
+    def _holds_files(self, rel_dir: str) -> bool:
+        """Whether a file lies anywhere below ``rel_dir`` (or it is a file itself)."""
+        for info in self.client.ls(self._dav(rel_dir), detail=True):
+            name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
+            if info.get("type") != "directory" or self._holds_files(f"{rel_dir}/{name}"):
+                return True
+        return False
 
     def makedirs(self, rel_dir: str) -> None:
         self._mkcol(self._dav(rel_dir))

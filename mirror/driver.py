@@ -311,15 +311,17 @@ class Driver:
         self.fs.makedirs(path, exist_ok=True)
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
-        """Remove the folder if it holds nothing; True when it was removed."""
+        """Remove the folder if it holds no file, with the empty folders below it; True
+        when it was removed. A run cut short between deleting a folder's files and
+        pruning its folders leaves such a tree, and a file may need its name."""
         path = self.full(rel_dir)
         try:
-            if self.fs.ls(path, detail=False):
-                return False
+            for child in self.fs.ls(path, detail=True):
+                name = child["name"].rstrip("/").rsplit("/", 1)[-1]
+                if child.get("type") != "directory" or not self.remove_dir_if_empty(f"{rel_dir}/{name}"):
+                    return False
             self.fs.rmdir(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        except OSError:
+        except OSError:  # gone, not a folder, or not removable: not removed
             return False
         return True
 

@@ -615,8 +615,7 @@ class Executor:
         except ItemError:
             if not self.call(lambda: self.driver.remove_dir_if_empty(dst)):
                 raise
-        with self._lock:
-            self._dirs.discard(dst)
+        self._forget_dirs(dst)
         self.log.info("removed an empty folder that stood where %s goes", dst)
         return self._send(local, dst, mtime_ns, size)
 
@@ -825,8 +824,7 @@ class Executor:
             # the folders from the file's old place up to its new path, which it now leaves empty
             for folder in [f for f in ancestors(old) if f"{key(f)}/".startswith(f"{key(new)}/")]:
                 self.call(partial(self.driver.remove_dir_if_empty, folder))
-                with self._lock:
-                    self._dirs.discard(folder)
+                self._forget_dirs(folder)
             self._ensure_dir(parent(new))
             self.call(lambda: self.driver.move(tmp, new))
         except MirrorError:
@@ -834,6 +832,11 @@ class Executor:
                 self._ensure_dir(parent(old))
                 self.call(lambda: self.driver.move(tmp, old))
             raise
+
+    def _forget_dirs(self, folder: str) -> None:
+        """A removed folder takes the empty folders below it along: none is known made."""
+        with self._lock:
+            self._dirs = {d for d in self._dirs if d != folder and not d.startswith(f"{folder}/")}
 
     def _prune_dirs(self, vacated: Iterable[str]) -> None:
         """Remove the folders of files deleted or moved away that are empty now (never the
@@ -844,7 +847,6 @@ class Executor:
         for folder in folders:
             try:
                 if self.driver.remove_dir_if_empty(folder):
-                    with self._lock:
-                        self._dirs.discard(folder)
+                    self._forget_dirs(folder)
             except Exception:
                 self.log.debug("could not remove folder %s", folder)

@@ -221,6 +221,16 @@ def test_makedirs_is_idempotent_and_only_empty_folders_are_removed(driver: Drive
     assert "x/y/z.pdf" in driver.list()
 
 
+def test_a_tree_of_empty_folders_is_removed_as_empty(driver: Driver, tmp_path: Path) -> None:
+    """A run cut short between deleting a folder's files and pruning its folders leaves a
+    tree of empty folders; a file that takes the folder's name needs it gone."""
+    driver.makedirs("x/y/z")
+    driver.makedirs("x/w")
+    assert driver.remove_dir_if_empty("x") is True
+    put(driver, tmp_path, "x", b"a file where the folders were")
+    assert {p: e.size for p, e in driver.list().items()} == {"x": len(b"a file where the folders were")}
+
+
 def test_the_engine_converges_on_every_change(spec: TargetSpec, tmp_path: Path) -> None:
     source = tmp_path / "src"
     (source / "2026" / "03").mkdir(parents=True)

@@ -159,9 +159,16 @@ def test_an_empty_folder_left_where_a_file_goes_is_removed(tmp_path: Path, state
     assert result.returncode == 0, result.stdout + result.stderr
     assert files(target) == {"scans": b"a file named like a folder that was"}
     (target / "scans").unlink()
-    (target / "scans" / "2026").mkdir(parents=True)  # not empty: left alone, the file fails
+    (target / "scans" / "2026" / "03").mkdir(parents=True)  # a run cut short before pruning
+    (target / "scans" / "2025").mkdir()
+    tree = run("run", str(src), str(target), "--once", "--rescan", state=state)
+    assert tree.returncode == 0, tree.stdout + tree.stderr
+    assert files(target) == {"scans": b"a file named like a folder that was"}
+    (target / "scans").unlink()
+    (target / "scans" / "2026").mkdir(parents=True)
+    (target / "scans" / "2026" / "someone else's.pdf").write_bytes(b"not mirror's")
     kept = run("run", str(src), str(target), "--once", "--rescan", state=state)
-    assert kept.returncode == 1 and (target / "scans" / "2026").is_dir()
+    assert kept.returncode == 1 and files(target) == {"scans/2026/someone else's.pdf": b"not mirror's"}
 
 
 def test_a_prefilled_target_is_adopted_not_copied_again(src: Path, tmp_path: Path, state: Path) -> None:
