@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from mirror.driver import BatchPut, Driver, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, StateError, TransientError
 from mirror.index import Index, IndexEntry
-from mirror.paths import ancestors, parent
+from mirror.paths import ancestors, numbered, parent
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
 from mirror.scan import LocalEntry
 from mirror.source_files import SourceFiles
@@ -758,6 +758,7 @@ class Executor:
         self._batch_removed(actions, outcomes)
 
     def _trash_batch(self, actions: list[Trash]) -> None:
+        actions = [self._in_free_place(a) for a in actions]
         outcomes = self._in_one_call(
             sorted({parent(a.trash_dst) for a in actions}),
             lambda: self.driver.move_batch([(a.dst, a.trash_dst) for a in actions]),
@@ -792,13 +793,23 @@ class Executor:
 
         def work() -> None:
             if isinstance(action, Trash):
-                self._ensure_dir(parent(action.trash_dst))
-                self._gone_ok(action.dst, lambda: self.driver.move(action.dst, action.trash_dst))
+                trash_dst = self._in_free_place(action).trash_dst
+                self._ensure_dir(parent(trash_dst))
+                self._gone_ok(action.dst, lambda: self.driver.move(action.dst, trash_dst))
             else:
                 self._gone_ok(action.dst, lambda: self.driver.delete(action.dst))
             self._removed([action])
 
         self._item(action.src, action.dst, work)
+
+    def _in_free_place(self, action: Trash) -> Trash:
+        """``action`` with a trash path no earlier trashed file holds (``inv (2).pdf``, ...):
+        a file trashed twice in one day must not take the place of its first copy."""
+        path, n = action.trash_dst, 1
+        while self.call(partial(self.driver.stat, path)) is not None:
+            n += 1
+            path = numbered(action.trash_dst, n)
+        return action._replace(trash_dst=path)
 
     def _gone_ok(self, dst: str, fn: Callable[[], None]) -> None:
         """Run a removal; a file already gone from the target counts as removed."""

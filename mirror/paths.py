@@ -43,3 +43,12 @@ def ancestors(rel: str) -> list[str]:
         result.append(rel[:cut])
         cut = rel.rfind("/", 0, cut)
     return result
+
+
+def numbered(rel: str, n: int) -> str:
+    """``rel`` with `` (n)`` before its extension: ``a/inv.pdf`` -> ``a/inv (2).pdf``."""
+    folder, slash, name = rel.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a name that starts with its only dot (".env")
+        stem, dot, ext = name, "", ""
+    return f"{folder}{slash}{stem} ({n}){dot}{ext}"

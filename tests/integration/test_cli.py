@@ -215,6 +215,33 @@ def test_delete_keep_and_trash(src: Path, tmp_path: Path, state: Path) -> None:
     assert [p.name for p in trash.glob(".mirror-trash/*/2026/*")] == ["invoice [0] #%.pdf"]
 
 
+def test_a_file_trashed_again_on_the_same_day_keeps_its_earlier_copies(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "other.pdf").write_bytes(b"stays")
+
+    def mirror() -> None:
+        done = run("run", str(src), str(target), "--once", "--delete", "trash", "--max-delete", "9", state=state)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    # two at once go in one batch move on this target; one alone, by itself
+    for version, names in ((1, ("a.pdf", "b")), (2, ("a.pdf", "b")), (3, ("a.pdf",))):
+        for name in names:
+            (src / name).write_bytes(b"%s version %d" % (name.encode(), version))
+        mirror()
+        for name in names:
+            (src / name).unlink()
+        mirror()
+    trashed = {p.name: p.read_bytes() for p in target.glob(".mirror-trash/*/*")}
+    assert trashed == {
+        "a.pdf": b"a.pdf version 1",
+        "a (2).pdf": b"a.pdf version 2",
+        "a (3).pdf": b"a.pdf version 3",
+        "b": b"b version 1",
+        "b (2)": b"b version 2",
+    }
+
+
 def test_layout_flag_and_dry_run(src: Path, tmp_path: Path, state: Path) -> None:
     target = tmp_path / "flat"
     dry = run("run", str(src), str(target), "--once", "--dry-run", "--layout", "flat", state=state)

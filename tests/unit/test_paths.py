@@ -1,12 +1,13 @@
-"""The one gate every target path passes: check_relative."""
+"""The one gate every target path passes (check_relative), and the numbered names of trashed copies."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mirror.errors import ItemError
-from mirror.paths import check_relative
+from mirror.paths import check_relative, numbered
 
 paths = st.text(st.sampled_from(list("ab./\x00")), max_size=8)
 
@@ -24,3 +25,17 @@ def test_check_relative_accepts_exactly_the_safe_paths(rel: str) -> None:
         assert not safe(rel)
     else:
         assert safe(rel)
+
+
+@pytest.mark.parametrize(
+    ("rel", "numbered_"),
+    [
+        ("inv.pdf", "inv (2).pdf"),
+        ("2026/03/inv.final.pdf", "2026/03/inv.final (2).pdf"),
+        ("README", "README (2)"),
+        ("a.b/c", "a.b/c (2)"),
+        (".env", ".env (2)"),
+    ],
+)
+def test_a_numbered_name_keeps_its_folder_and_extension(rel: str, numbered_: str) -> None:
+    assert numbered(rel, 2) == numbered_
