@@ -176,6 +176,15 @@ class TargetRunner:
                 )
         return self.driver
 
+    def place(self) -> tuple[str, ...]:
+        """Where this target writes: its folder, resolved, when it is a local one; else its
+        URL with the options that pick the account (the same URL with another account is
+        another place)."""
+        folder = registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
+        if folder is not None:
+            return ("folder", str(Path(folder).resolve()))
+        return ("url", self.resolved.url.rstrip("/"), repr(sorted(self.resolved.options.items())))
+
     def _check_overlap(self, cls: type[Driver]) -> None:
         """A local target or the state inside the source (or around it) would mirror itself."""
         source = self.config.source.resolve()
@@ -572,6 +581,7 @@ class Mirror:
                     f"on {', '.join(mirrored)}; mount it and run again"
                 ) from None
             raise
+        self._check_distinct()
         opened = []
         try:
             for runner in self.runners:
@@ -581,6 +591,20 @@ class Mirror:
             for runner in opened:
                 runner.close()
             raise
+
+    def _check_distinct(self) -> None:
+        """Two targets writing to one place would undo each other: one's deletions would
+        defeat another's ``keep``, and each would count the other's files as strangers."""
+        seen: dict[tuple[str, ...], str] = {}
+        for runner in self.runners:
+            place = runner.place()
+            if place in seen:
+                where = place[1] if place[0] == "folder" else redact_url(place[1])
+                raise ConfigError(
+                    f"targets {seen[place]!r} and {runner.name!r} both write to {where}; "
+                    "give each target a folder of its own"
+                )
+            seen[place] = runner.name
 
     def close(self, clean: bool = True) -> None:
         for runner in self.runners:

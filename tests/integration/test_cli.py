@@ -390,6 +390,25 @@ def test_a_target_or_state_inside_the_source_is_refused(src: Path, tmp_path: Pat
     assert not (src / "backup").exists() and not (src / ".state").exists()
 
 
+def test_two_targets_writing_to_one_place_are_refused(src: Path, tmp_path: Path, state: Path) -> None:
+    """One target's ``keep`` would lose to the other's deletions."""
+    cfg = tmp_path / "mirror.toml"
+    (tmp_path / "link").symlink_to(tmp_path)
+    cfg.write_text(
+        f'source = "{src}"\n[targets.archive]\nurl = "{tmp_path}/backup"\ndelete = "keep"\n'
+        f'[targets.usb]\nurl = "{tmp_path}/link/backup/"\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'archive' and 'usb'", "backup")
+    assert not (tmp_path / "backup").exists()
+    # the same URL with another account is another place
+    cfg.write_text(
+        f'source = "{src}"\n[targets.me]\nurl = "memory://box"\noptions = {{ user = "me" }}\n'
+        f'[targets.you]\nurl = "memory://box"\noptions = {{ user = "you" }}\n'
+        f'[targets.me_again]\nurl = "memory://box/"\noptions = {{ user = "me" }}\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'me' and 'me_again'")
+
+
 def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Path) -> None:
     (src / "link").symlink_to(src / "Thumbs.db")
     result = run("run", str(src), str(tmp_path / "t"), "--once", "--log-format", "json", state=state)
