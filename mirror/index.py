@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mirror.errors import StateError
+from mirror.errors import ConfigError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,14 @@ class RunRecord:
 
 def private_dir(path: Path) -> None:
     """Create ``path`` (and parents) readable by the owner only."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use {path} for mirror's state ({exc.strerror or exc}); "
+            "set --state-dir or MIRROR_STATE_DIR to a folder mirror can write"
+        ) from None
 
 
 class Index:

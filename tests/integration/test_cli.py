@@ -409,6 +409,14 @@ def test_two_targets_writing_to_one_place_are_refused(src: Path, tmp_path: Path,
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'me' and 'me_again'")
 
 
+def test_a_state_folder_that_cannot_be_made_is_a_one_line_error(src: Path, tmp_path: Path) -> None:
+    (tmp_path / "a file").write_bytes(b"")
+    for state in (tmp_path / "a file", tmp_path / "a file" / "below"):
+        result = run("run", str(src), str(tmp_path / "t"), "--once", state=state)
+        assert_one_line_error(result, 2, str(tmp_path / "a file"), "--state-dir or MIRROR_STATE_DIR")
+    assert not (tmp_path / "t").exists()
+
+
 def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Path) -> None:
     (src / "link").symlink_to(src / "Thumbs.db")
     result = run("run", str(src), str(tmp_path / "t"), "--once", "--log-format", "json", state=state)
