@@ -30,7 +30,7 @@ from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir
-from mirror.mounts import mount_of
+from mirror.mounts import mount_of, place_of
 from mirror.plan import KnownFiles, PlanSettings, narrow, plan
 from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, Snapshot, check_source, scan, stat_paths
@@ -109,6 +109,9 @@ class TargetRunner:
         self.held = HeldDeletions()
         #: the last run did not stop cleanly: list the target to find its leftovers
         self.crashed = False
+        #: a local target folder now on another mount is taken as moved on purpose (asked
+        #: for with --rescan), not as a disk that is not mounted
+        self.accept_new_place = False
         self.observer = observer or Observer()
         #: progress hooks: bytes a pass will send, then bytes as each item completes
         self.on_plan: Callable[[int], None] | None = None
@@ -249,6 +252,7 @@ class TargetRunner:
         deleted now.
         """
         started = time.time()
+        self._check_place()
         remote: dict[str, RemoteEntry] | None = None
         if listing:
             remote = self._call(self.connect().list)
@@ -299,6 +303,29 @@ class TargetRunner:
             return report
         self._after(report, listing)
         return report
+
+    def _place(self) -> str | None:
+        """Where a local target folder is (mirror.mounts.place_of); None for other targets."""
+        folder = registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
+        return None if folder is None else place_of(folder)
+
+    def _check_place(self) -> None:
+        """Refuse a local target folder that is gone, or on another mount than the one mirror
+        filled: a USB disk or a NAS share that is not mounted. Written to, the folder below
+        the mount point would get a whole new copy on the system disk, and status would say
+        all is in sync."""
+        if self.index is None or self.dry_run or self.accept_new_place:
+            return
+        recorded = self.index.get_meta("target_place")
+        place = self._place()
+        if recorded is None or place is None or place == recorded or not self.index.count():
+            return
+        where = self.resolved.url
+        now = "missing" if place == "" else f"on {place}"
+        raise TransientError(
+            f"target folder {where} is {now}, but mirror filled it on {recorded}: is the disk mounted? "
+            "Mount it and mirror carries on; if the folder moved on purpose, run once with --rescan"
+        )
 
     def _index_for(
         self, local: Mapping[str, LocalEntry], scope: Collection[str] | None, listing: bool
@@ -377,6 +404,8 @@ class TargetRunner:
         if report.ok and not self.index.failures():
             values["last_complete_sync"] = now
             values["last_error"] = None
+        if not report.error and (place := self._place()):
+            values["target_place"] = place
         elif report.error:
             values["last_error"] = report.error
             values["state"] = "failing"
@@ -647,7 +676,8 @@ class Mirror:
         return young
 
     def run_once(self, *, listing: bool = False) -> list[Report]:
-        """One full pass for every target (in parallel); the targets' reports."""
+        """One full pass for every target (in parallel); the targets' reports. A listing
+        asked for also accepts a local target folder that moved to another disk."""
         snap = self.scan()
         self.unreadable = frozenset(snap.unreadable)
         unsettled = self.settle(snap)
@@ -657,6 +687,8 @@ class Mirror:
         if unsettled:
             local = Entries((p, e) for p, e in snap.entries.items() if p not in unsettled)
         reports: dict[str, Report] = {}
+        for runner in self.runners:
+            runner.accept_new_place = listing
 
         def one(runner: TargetRunner) -> None:
             try:

@@ -66,3 +66,13 @@ def mount_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> Mount | None
             options = frozenset(after[2].split(",")) if len(after) > 2 else frozenset()
             best = Mount(point, after[0], options)
     return best
+
+
+def place_of(folder: str) -> str | None:
+    """The mount a folder is on, as ``/mnt/usb (ext4)``; ``""`` when the folder is missing,
+    None without a mount table. A disk that is not mounted shows as another place: the
+    folder missing, or the mount point's own folder on the disk below."""
+    if not os.path.isdir(folder):
+        return ""
+    mount = mount_of(folder)
+    return None if mount is None else f"{mount.point} ({mount.fs_type})"

@@ -156,6 +156,52 @@ def test_an_index_whose_disk_fills_up_is_kept_not_rebuilt(tmp_path: Path) -> Non
         assert again.returncode == 0 and "0 sent" in again.stdout and "already there" not in again.stdout
 
 
+# -- a target disk that is not mounted ---------------------------------------------------------
+@contextlib.contextmanager
+def bind(disk: Path, where: Path) -> Iterator[None]:
+    """``disk`` mounted at ``where`` (a bind mount, as root; skips the test otherwise)."""
+    done = subprocess.run(["mount", "--bind", str(disk), str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({done.stderr.decode().strip()})")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+def test_a_target_disk_that_is_not_mounted_gets_no_copy_on_the_disk_below(tmp_path: Path) -> None:
+    source, disk, usb, state = tmp_path / "export", tmp_path / "disk", tmp_path / "usb", tmp_path / "state"
+    for folder in (source, disk, usb):
+        folder.mkdir()
+    (source / "invoice 1.pdf").write_bytes(b"one")
+    target = usb / "backup"
+    with bind(disk, usb):
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    (source / "invoice 2.pdf").write_bytes(b"two")
+    missing = run("run", str(source), str(target), "--once", state=state)
+    assert missing.returncode == 1 and "is the disk mounted?" in missing.stderr, missing.stdout + missing.stderr
+    target.mkdir()  # the mount point's own folder, on the system disk
+    below = run("run", str(source), str(target), "--once", state=state)
+    assert below.returncode == 1 and "is the disk mounted?" in below.stderr, below.stdout + below.stderr
+    assert files(usb) == {}
+
+    log = tmp_path / "watch.log"
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "is the disk mounted?" in log.read_text(), what="the missing disk to be reported")
+        with bind(disk, usb):
+            wait_for(lambda: files(target) == files(source), what="the copy once the disk is back")
+            output = stop(proc, log)
+    finally:
+        proc.kill()
+    assert "Traceback" not in output and files(disk / "backup") == files(source)
+
+    # moved on purpose: a listing asked for accepts the folder where it is now
+    moved = run("run", str(source), str(target), "--once", "--rescan", state=state)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+
+
 # -- the source goes away ---------------------------------------------------------------------
 def test_an_unmounted_source_deletes_nothing_in_once_and_watch_mode(tmp_path: Path) -> None:
     target, state, log = tmp_path / "backup", tmp_path / "state", tmp_path / "mirror.log"
