@@ -320,9 +320,15 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -
             "their copies stay on the targets until they can (see the warnings above)",
             err=True,
         )
+    if mirror.unmirrorable:
+        click.echo(
+            f"{len(mirror.unmirrorable)} source file(s) cannot be mirrored as they are (see the warnings above)",
+            err=True,
+        )
     if stopped:
         return EXIT_PROBLEM
-    return EXIT_OK if all(r.ok for r in reports) and not mirror.unreadable else EXIT_PROBLEM
+    problems = mirror.unreadable or mirror.unmirrorable
+    return EXIT_OK if all(r.ok for r in reports) and not problems else EXIT_PROBLEM
 
 
 @contextmanager

@@ -597,6 +597,8 @@ class Mirror:
         self.filter = Filter()
         #: what the last full scan could not read (so a run that held it back is not "in sync")
         self.unreadable: frozenset[str] = frozenset()
+        #: source files the last full scan found but no target can take (see Skip.fix)
+        self.unmirrorable: frozenset[str] = frozenset()
 
     def open(self) -> None:
         try:
@@ -647,6 +649,9 @@ class Mirror:
                 log.warning(
                     "skipped %s: %s; its copies on the targets stay until it can be read", skip.path, skip.reason
                 )
+            elif skip.fix:
+                shown = skip.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                log.warning("not mirrored: %s: %s; %s", shown, skip.reason, skip.fix)
             else:
                 log.info("skipped %s: %s", skip.path, skip.reason)
         return snap
@@ -680,6 +685,7 @@ class Mirror:
         asked for also accepts a local target folder that moved to another disk."""
         snap = self.scan()
         self.unreadable = frozenset(snap.unreadable)
+        self.unmirrorable = frozenset(skip.path for skip in snap.skipped if skip.fix)
         unsettled = self.settle(snap)
         for rel in sorted(unsettled):
             log.warning("%s keeps changing; left for the next run", rel)

@@ -42,6 +42,9 @@ class Skip:
     reason: str
     #: it is there but cannot be read: its copies on the targets stay
     unreadable: bool = False
+    #: what the user can do about it: a file that should be mirrored and cannot be, as
+    #: against one mirror leaves out by design (a symlink, a FIFO)
+    fix: str | None = None
 
 
 #: size, mtime_ns, inode
@@ -218,7 +221,7 @@ def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[st
             elif is_junk(name) or (narrows and not filt.wants_by_pattern(rel)):
                 continue
             elif not (valid_dir and (name.isascii() or _valid_name(name))):
-                skipped.append(Skip(rel, "name is not valid UTF-8"))
+                skipped.append(Skip(rel, "its name is not valid UTF-8", fix="rename it"))
             elif S_ISREG(mode):
                 records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)
             else:

@@ -417,6 +417,22 @@ def test_a_state_folder_that_cannot_be_made_is_a_one_line_error(src: Path, tmp_p
     assert not (tmp_path / "t").exists()
 
 
+def test_a_file_whose_name_is_not_utf8_fails_the_run_until_renamed(src: Path, tmp_path: Path, state: Path) -> None:
+    """Legacy software may write Latin-1 names; such a file is not backed up, so the run
+    must not look clean."""
+    target = tmp_path / "t"
+    latin1 = os.path.join(os.fsencode(src), b"Rechnung M\xfcller.pdf")
+    with open(latin1, "wb") as f:
+        f.write(b"%PDF")
+    result = run("run", str(src), str(target), "--once", "-q", state=state)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "not mirrored: Rechnung M\\xfcller.pdf: its name is not valid UTF-8; rename it" in result.stderr
+    assert "1 source file(s) cannot be mirrored" in result.stderr
+    os.rename(latin1, src / "Rechnung Müller.pdf")
+    renamed = run("run", str(src), str(target), "--once", state=state)
+    assert renamed.returncode == 0 and (target / "Rechnung Müller.pdf").read_bytes() == b"%PDF"
+
+
 def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Path) -> None:
     (src / "link").symlink_to(src / "Thumbs.db")
     result = run("run", str(src), str(tmp_path / "t"), "--once", "--log-format", "json", state=state)

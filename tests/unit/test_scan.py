@@ -80,7 +80,7 @@ def test_names_that_are_not_utf8_are_skipped_with_a_reason(tmp_path: Path) -> No
     (tmp_path / "good.pdf").write_text("x")
     snap = scan(tmp_path, Filter())
     assert set(snap.entries) == {"good.pdf"}
-    assert [s.reason for s in snap.skipped] == ["name is not valid UTF-8"]
+    assert [(s.reason, s.fix) for s in snap.skipped] == [("its name is not valid UTF-8", "rename it")]
 
 
 def test_packed_entries_keep_every_value_and_find_recent_files() -> None:
