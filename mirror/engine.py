@@ -227,7 +227,7 @@ class TargetRunner:
         if self.index is None:
             return True
         last = self.index.get_meta("last_listing")
-        if last is None or self.crashed:
+        if last is None or self.crashed or self.index.in_flight():
             return True
         return time.time() - float(last) >= self.settings.rescan_interval
 
@@ -256,6 +256,7 @@ class TargetRunner:
         remote: dict[str, RemoteEntry] | None = None
         if listing:
             remote = self._call(self.connect().list)
+            self._recover_in_flight(remote)
         # the scan already dropped junk; only a target's own patterns can narrow further
         mine = local
         if self.filter.narrows:
@@ -303,6 +304,24 @@ class TargetRunner:
             return report
         self._after(report, listing)
         return report
+
+    def _recover_in_flight(self, remote: Mapping[str, RemoteEntry]) -> None:
+        """Record the files a pass cut short sent but did not record (Index.sending), as the
+        listing shows them: the plan then treats them as mirror's own, to replace, keep or
+        delete like any other. A file whose row already names another target path is
+        left to the plan, which finds it there and adopts it."""
+        if self.index is None or self.dry_run:
+            return
+        found = []
+        for src, dst, date in self.index.in_flight():
+            there = remote.get(dst)
+            known = self.index.lookup(src)
+            if there is not None and (known is None or known.dst == dst):
+                found.append(IndexEntry(src, dst, there.size, there.mtime_ns or 0, 0, date, there.hash))
+        if found:
+            self.log.info("%d file(s) sent by a pass that was cut short are recorded now", len(found))
+        self.index.record_many(found)
+        self.index.clear_in_flight()
 
     def _place(self) -> str | None:
         """Where a local target folder is (mirror.mounts.place_of); None for other targets."""

@@ -345,6 +345,13 @@ class Executor:
         return LocalEntry(src, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def _put(self, action: Put) -> None:
+        """:meth:`_send_one`, journaled (Index.sending): after an error the entry stays,
+        and the next listing pass looks for the file on the target."""
+        token = self.index.sending([(action.src, action.dst, action.date)])
+        self._send_one(action)
+        self.index.sent(token)
+
+    def _send_one(self, action: Put) -> None:
         # the scan's stat stands for the content until the stat after sending says otherwise
         before: LocalEntry | None = action.entry
         #: a version on the target that the source has since changed or lost
@@ -478,6 +485,7 @@ class Executor:
         except (TransientError, ItemError):
             again = actions  # each one alone reports its own failure
         else:
+            token = self.index.sending([(a.src, a.dst, a.date) for a in actions])
             sending = time.monotonic()
             outcomes = self._send_batch(actions)
             seconds = (time.monotonic() - sending) / len(actions)
@@ -490,6 +498,7 @@ class Executor:
                 else:
                     again.append(action)
             self._confirm(landed)
+            self.index.sent(token)  # those that did not land are journaled again when resent
         for action in again:
             if self._stopping():
                 return

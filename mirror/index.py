@@ -10,6 +10,7 @@ batch of rows, which costs re-sending those few files, never data.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import shutil
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS failures (
     first_at REAL NOT NULL,
     last_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sending (id INTEGER PRIMARY KEY, items TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS driver_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -132,6 +134,8 @@ class Index:
         #: sources with a failure row, so recording a success costs no DELETE when there is none
         self._failed: set[str] = set()
         self._rows: list[tuple[str, str, int, int, int, str, str | None]] = []
+        #: journal entries whose files are recorded: dropped in the same transaction
+        self._sent: list[int] = []
         if readonly:
             try:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
@@ -293,6 +297,43 @@ class Index:
                     self._clear_failure(row[0])
             self._wrote(len(rows))
 
+    # -- the journal of files being sent -------------------------------------------------
+    # A file can land on the target and its row be lost with the transaction a kill or a
+    # power cut ends. Unrecorded, it would stay on the target for good once its source
+    # goes: mirror only removes files it knows it put there. So what is about to be sent
+    # is written down (and committed) first, and dropped together with the rows.
+    def sending(self, items: Iterable[tuple[str, str, dt.date]]) -> int:
+        """Journal (src, dst, date) of files about to be sent; the entry's id."""
+        text = json.dumps([(src, dst, date.isoformat()) for src, dst, date in items])
+        with self._using():
+            self._drain()
+            token = self._db.execute("INSERT INTO sending (items) VALUES (?)", (text,)).lastrowid
+            self._db.commit()
+            self._dirty = 0
+        assert token is not None
+        return token
+
+    def sent(self, token: int) -> None:
+        """The files of a journal entry are recorded (or did not land): the entry goes
+        with the rows' transaction."""
+        with self._using():
+            self._sent.append(token)
+
+    def in_flight(self) -> list[tuple[str, str, dt.date]]:
+        """Files journaled by sends that never finished: a pass was cut short."""
+        with self._using():
+            self._drain()
+            entries = self._db.execute("SELECT items FROM sending").fetchall()
+        items = [item for (text,) in entries for item in json.loads(text)]
+        return [(src, dst, dt.date.fromisoformat(day)) for src, dst, day in items]
+
+    def clear_in_flight(self) -> None:
+        with self._using():
+            self._drain()
+            self._db.execute("DELETE FROM sending")
+            self._db.commit()
+            self._dirty = 0
+
     def forget(self, src: str) -> None:
         self.forget_many([src])
 
@@ -413,6 +454,9 @@ class Index:
         if self._rows:
             self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self._rows)
             self._rows.clear()
+        if self._sent:
+            self._db.executemany("DELETE FROM sending WHERE id = ?", [(token,) for token in self._sent])
+            self._sent.clear()
 
     def flush(self) -> None:
         with self._using():

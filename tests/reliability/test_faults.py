@@ -134,6 +134,28 @@ def test_a_full_state_disk_is_named_and_watch_mode_carries_on_once_space_returns
         assert run("verify", str(source), str(target), state=state).returncode == 0
 
 
+def test_files_sent_but_never_recorded_are_still_mirrors_own(tmp_path: Path) -> None:
+    """The state disk fills up while rows are written: files are on the target that the
+    index lost. Once their sources are deleted, they must go from the target too."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    for i in range(3000):
+        folder = source / f"{i % 30:02}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"invoice with a long descriptive name, number {i:05}.pdf").write_bytes(b"%PDF" * 25)
+    with tmpfs(tmp_path / "state", "256k") as state:
+        cut_short = run("run", str(source), str(target), "--once", state=state)
+        assert cut_short.returncode == 1, cut_short.stdout + cut_short.stderr
+        landed = files(target)
+        assert landed
+        remount(state, "16m")
+        for rel in landed:
+            (source / rel).unlink()
+        again = run("run", str(source), str(target), "--once", "--max-delete", "3000", state=state)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert files(target) == files(source)
+        assert run("verify", str(source), str(target), state=state).returncode == 0
+
+
 def test_an_index_whose_disk_fills_up_is_kept_not_rebuilt(tmp_path: Path) -> None:
     source = tmp_path / "export"
     source.mkdir()
