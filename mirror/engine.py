@@ -312,11 +312,13 @@ class TargetRunner:
         left to the plan, which finds it there and adopts it."""
         if self.index is None or self.dry_run:
             return
+        journal = self.index.in_flight()
+        landed = [(src, dst, date, there) for src, dst, date in journal if (there := remote.get(dst)) is not None]
+        known = self.index.lookup_many([src for src, _, _, _ in landed])
         found = []
-        for src, dst, date in self.index.in_flight():
-            there = remote.get(dst)
-            known = self.index.lookup(src)
-            if there is not None and (known is None or known.dst == dst):
+        for src, dst, date, there in landed:
+            row = known.get(src)
+            if row is None or (row.dst == dst and (row.size, row.mtime_ns) != (there.size, there.mtime_ns)):
                 found.append(IndexEntry(src, dst, there.size, there.mtime_ns or 0, 0, date, there.hash))
         if found:
             self.log.info("%d file(s) sent by a pass that was cut short are recorded now", len(found))

@@ -142,11 +142,15 @@ class Executor:
             # a file taking the place of a folder needs the folders these emptied gone too
             self._prune_dirs(r.dst for r in plan.early if isinstance(r, (Delete, Trash)))
             self._move_all(plan.moves)
+            # journaled (Index.sending): after an error the entries stay, and the next
+            # listing pass looks for the files on the target
+            journal = self.index.sending((t.src, t.dst, t.date) for t in plan.transfers if isinstance(t, Put))
             batches, singles = self._batches(plan.transfers)
             self._parallel(batches, self._put_batch)
             others, bulk = _bulk_apart(singles)
             self._parallel(others, self._transfer)
             self._parallel(bulk, self._transfer, self.bulk_concurrency)
+            self.index.sent(journal)
             transfer_failed = len(stats.failed) > len(plan.refusals)
             removed: tuple[Removal, ...] = ()
             if plan.removals and not self._stopping():
@@ -345,13 +349,6 @@ class Executor:
         return LocalEntry(src, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def _put(self, action: Put) -> None:
-        """:meth:`_send_one`, journaled (Index.sending): after an error the entry stays,
-        and the next listing pass looks for the file on the target."""
-        token = self.index.sending([(action.src, action.dst, action.date)])
-        self._send_one(action)
-        self.index.sent(token)
-
-    def _send_one(self, action: Put) -> None:
         # the scan's stat stands for the content until the stat after sending says otherwise
         before: LocalEntry | None = action.entry
         #: a version on the target that the source has since changed or lost
@@ -485,7 +482,6 @@ class Executor:
         except (TransientError, ItemError):
             again = actions  # each one alone reports its own failure
         else:
-            token = self.index.sending([(a.src, a.dst, a.date) for a in actions])
             sending = time.monotonic()
             outcomes = self._send_batch(actions)
             seconds = (time.monotonic() - sending) / len(actions)
@@ -498,7 +494,6 @@ class Executor:
                 else:
                     again.append(action)
             self._confirm(landed)
-            self.index.sent(token)  # those that did not land are journaled again when resent
         for action in again:
             if self._stopping():
                 return
