@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry
-from mirror.errors import ItemError, MirrorError
+from mirror.errors import FatalError, ItemError, MirrorError
 from mirror.mounts import mount_of
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class LocalDriver(Driver):
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        if os.path.lexists(url) and not os.path.isdir(url):
+            raise FatalError(f"the target {url} is a file, not a folder; choose a folder (a missing one is made)")
         # plain os calls do the work: fsspec (slow to import) is only loaded if asked for
         driver = cls(None, url, caps)
         mount = mount_of(url)

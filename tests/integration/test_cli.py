@@ -433,6 +433,14 @@ def test_a_file_whose_name_is_not_utf8_fails_the_run_until_renamed(src: Path, tm
     assert renamed.returncode == 0 and (target / "Rechnung Müller.pdf").read_bytes() == b"%PDF"
 
 
+def test_a_target_that_is_a_file_fails_once_not_once_per_file(src: Path, tmp_path: Path, state: Path) -> None:
+    (tmp_path / "backup").write_bytes(b"not a folder")
+    result = run("run", str(src), str(tmp_path / "backup"), "--once", state=state)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "is a file, not a folder" in result.stderr and "failed: 2026/" not in result.stderr, result.stderr
+    assert (tmp_path / "backup").read_bytes() == b"not a folder"
+
+
 def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Path) -> None:
     (src / "link").symlink_to(src / "Thumbs.db")
     result = run("run", str(src), str(tmp_path / "t"), "--once", "--log-format", "json", state=state)
