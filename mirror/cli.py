@@ -423,6 +423,7 @@ def verify(
                     runner.settings.delete,
                     driver.caps,
                     partial(_source_hash, driver, cfg.source),
+                    snap.unreadable,
                 )
                 for diff in found:
                     # under a layout a user knows the source path, and needs the target's too

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from mirror.driver import Capabilities, RemoteEntry
@@ -31,8 +31,11 @@ def compare(
     delete: DeletePolicy,
     caps: Capabilities,
     local_hash: Callable[[str], str | None],
+    unreadable: Collection[str] = (),
 ) -> list[Difference]:
-    """Every way the target differs from what the source says it should hold."""
+    """Every way the target differs from what the source says it should hold.
+    ``unreadable``: source files and folders the scan could not read; what the index
+    holds below them is not known to be gone, so it is reported as not compared."""
     key = _path_key(caps)
     there = {key(p): r for p, r in remote.items()}
     # two source files can want one target path (the flat layout, or names that differ
@@ -58,10 +61,14 @@ def compare(
                 found.append(Difference(src, dst, "content differs (hash)"))
         elif caps.mtime_settable and r.mtime_ns is not None and not caps.mtime_matches(r.mtime_ns, entry.mtime_ns):
             found.append(Difference(src, dst, "modification time differs"))
-    if delete is DeletePolicy.MIRROR:
-        for src, known in sorted(index.items()):
-            if src not in local and key(known.dst) in there:
-                found.append(Difference(src, known.dst, "removed from the source but still on the target"))
+    held = tuple(f"{u}/" for u in unreadable if u)
+    for src, known in sorted(index.items()):
+        if src in local:
+            continue
+        if "" in unreadable or src in unreadable or src.startswith(held):
+            found.append(Difference(src, known.dst, "cannot be read in the source, so it was not compared"))
+        elif delete is DeletePolicy.MIRROR and key(known.dst) in there:
+            found.append(Difference(src, known.dst, "removed from the source but still on the target"))
     return found
 
 

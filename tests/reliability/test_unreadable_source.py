@@ -103,3 +103,18 @@ def test_a_folder_turning_unreadable_in_watch_mode_keeps_its_copies(
     output = log.read_text()
     assert code == 0, output
     assert "Traceback" not in output, output
+
+
+def test_verify_does_not_call_files_in_an_unreadable_folder_removed(
+    mirrored: tuple[Path, Path, dict[str, str]],
+) -> None:
+    source, target, env = mirrored
+    (source / "2025").chmod(0o000)
+    result = subprocess.run(
+        ["unshare", "--user", *MIRROR, "verify", str(source), str(target)],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "removed from the source" not in output, output
+    assert "2025/a.pdf: cannot be read in the source, so it was not compared" in output, output
