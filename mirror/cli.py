@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from mirror.alerts import Alerts
     from mirror.metrics import Metrics
     from mirror.plan import Plan
+    from mirror.status import TargetStatus
 
 log = logging.getLogger("mirror")
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -455,7 +456,8 @@ def _source_hash(driver: Driver, source: Path, src: str) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config_path: Path | None, target_name: str | None, state_dir: Path | None, as_json: bool) -> None:
     """Per target: files and bytes mirrored, pending work, failed items with their
-    last error, and the time of the last complete sync. Works while `mirror run` runs."""
+    last error, withheld deletions, and the time of the last complete sync. Works while
+    `mirror run` runs. Exit 0 when every target is in sync, 1 when one needs a look."""
     from mirror.index import iter_index_files
     from mirror.status import read as read_status
 
@@ -469,7 +471,12 @@ def status(config_path: Path | None, target_name: str | None, state_dir: Path | 
             statuses = [read_status(f) for f in iter_index_files(root)]
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
-        return
+    else:
+        print_status(statuses, root)
+    sys.exit(EXIT_OK if all(s.in_sync for s in statuses) else EXIT_PROBLEM)
+
+
+def print_status(statuses: list[TargetStatus], root: Path) -> None:
     if not statuses:
         click.echo(
             f"no targets have been mirrored yet (state folder: {root}); start with: mirror run SOURCE TARGET"
@@ -488,6 +495,8 @@ def status(config_path: Path | None, target_name: str | None, state_dir: Path | 
         click.echo(f"  last complete sync: {last}{late}")
         if s.last_error:
             click.echo(f"  last error: {s.last_error}")
+        if s.withheld:
+            click.echo(f"  deletions withheld: {s.withheld}")
         for f in s.failures:
             click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} ({f.attempts} attempts)")
 

@@ -427,6 +427,8 @@ class TargetRunner:
             values["last_error"] = None
         if not report.error and (place := self._place()):
             values["target_place"] = place
+        if report.guard or report.kind == "full" or report.deleted:
+            values["withheld"] = report.guard
         elif report.error:
             values["last_error"] = report.error
             values["state"] = "failing"

@@ -34,6 +34,14 @@ class TargetStatus:
     stale: bool = False
     #: how often a complete sync is expected (twice the rescan interval)
     expected_every: float = 2 * DEFAULT_RESCAN
+    #: why the last pass that had deletions to make withheld them (the delete guard)
+    withheld: str | None = None
+
+    @property
+    def in_sync(self) -> bool:
+        """Nothing for a user to look into: no error, failed item, withheld deletion, and
+        a complete sync as recent as the rescan schedule promises."""
+        return not (self.last_error or self.failures or self.withheld or self.stale or self.state == "failed")
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -80,6 +88,7 @@ def read(index_file: Path) -> TargetStatus:
             index=str(index_file),
             stale=since is not None and time.time() - since > expected,
             expected_every=expected,
+            withheld=index.get_meta("withheld"),
         )
     finally:
         index.close()

@@ -339,8 +339,28 @@ def test_status_reports_files_failures_and_last_sync(src: Path, tmp_path: Path, 
     data = json.loads(run("status", "-c", str(cfg), "--json", state=state).stdout)
     assert [(d["name"], d["files"], d["running"]) for d in data] == [("flat", 12, False)]
     assert [f["src"] for f in data[0]["failures"]] == ["other/invoice [1] #%.pdf"]
-    text = run("status", "-c", str(cfg), state=state).stdout
-    assert "flat:" in text and "failed: other/invoice [1] #%.pdf" in text
+    shown = run("status", "-c", str(cfg), state=state)
+    assert "flat:" in shown.stdout and "failed: other/invoice [1] #%.pdf" in shown.stdout
+    assert shown.returncode == 1  # a monitoring script needs no parsing to hear of it
+
+
+def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    for i in range(30):
+        (src / f"invoice {i:02}.pdf").write_bytes(b"%PDF")
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    assert run("status", state=state).returncode == 0
+    for i in range(20):
+        (src / f"invoice {i:02}.pdf").unlink()
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 1
+    shown = run("status", state=state)
+    assert shown.returncode == 1 and "deletions withheld: 20 of 30 mirrored files" in shown.stdout, shown.stdout
+    (data,) = json.loads(run("status", "--json", state=state).stdout)
+    assert data["withheld"].startswith("20 of 30 mirrored files would be deleted")
+    assert run("run", str(src), str(target), "--once", "--max-delete", "20", state=state).returncode == 0
+    cleared = run("status", state=state)
+    assert cleared.returncode == 0 and "deletions withheld" not in cleared.stdout, cleared.stdout
 
 
 def test_init_writes_a_config_that_runs(tmp_path: Path, state: Path) -> None:
