@@ -252,19 +252,33 @@ def stat_paths(root: Path, rels: Iterable[str], filt: Filter) -> dict[str, Local
     result: dict[str, LocalEntry | None] = {}
     # joined as strings: a pathlib join per path was half the time of stat'ing a large batch
     base = os.fspath(root)
+    folders: dict[str, bool] = {"": True}
     for rel in rels:
         try:
             st = os.stat(f"{base}/{rel}", follow_symlinks=False)
+            # the stat followed any link above the file: a folder swapped for a link to
+            # elsewhere must leave its files gone, as the scan (which never follows one) does
+            inside = _real_folder(base, rel.rpartition("/")[0], folders)
         except (FileNotFoundError, NotADirectoryError):
             result[rel] = None
             continue
         except OSError:
             continue
-        if stat.S_ISREG(st.st_mode) and filt.wants_file(rel) and _valid_name(rel) and _dirs_wanted(rel, filt):
+        wanted = filt.wants_file(rel) and _valid_name(rel) and _dirs_wanted(rel, filt)
+        if stat.S_ISREG(st.st_mode) and inside and wanted:
             result[rel] = LocalEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino)
         else:
             result[rel] = None
     return result
+
+
+def _real_folder(base: str, rel_dir: str, known: dict[str, bool]) -> bool:
+    """Whether each part of ``rel_dir`` is a folder, not a link to one (``known`` caches)."""
+    found = known.get(rel_dir)
+    if found is None:
+        above = _real_folder(base, rel_dir.rpartition("/")[0], known)
+        found = known[rel_dir] = above and stat.S_ISDIR(os.lstat(f"{base}/{rel_dir}").st_mode)
+    return found
 
 
 def _dirs_wanted(rel: str, filt: Filter) -> bool:

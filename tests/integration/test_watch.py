@@ -81,6 +81,22 @@ def test_two_files_of_one_size_and_time_swapped_by_renames(live: tuple[Path, Pat
     wait_for(lambda: same(src, dst), what="the swap")
 
 
+def test_a_folder_swapped_for_a_link_to_elsewhere_leaves_no_stale_copy(
+    live: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    src, dst, _ = live
+    (src / "d").mkdir()
+    (src / "d" / "f.pdf").write_bytes(b"mine")
+    wait_for(lambda: same(src, dst), what="the folder")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.pdf").write_bytes(b"someone else's")
+    os.rename(src / "d", src / "d.old")
+    (src / "d").symlink_to(outside)
+    expected = {"a.pdf": b"A" * 100, "keep.pdf": b"K", "d.old/f.pdf": b"mine"}
+    wait_for(lambda: files(dst) == expected, what="the folder's files under its new name only")
+
+
 def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[Path, Path, Path]) -> None:
     # the watcher sees both within one debounce: the old folder's files must still leave
     # the target now, not at the next hourly rescan

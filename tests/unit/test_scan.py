@@ -121,3 +121,18 @@ def test_a_folder_swapped_for_a_symlink_while_scanning_is_not_followed(tmp_path:
     snap = scan(source, _SwapOnSight(source, "scans", outside))
     assert "scans/secret.key" not in snap.entries
     assert set(snap.entries) <= {"scans.old/mine.pdf"}
+
+
+def test_a_file_below_a_folder_swapped_for_a_link_is_gone(tmp_path: Path) -> None:
+    """os.stat follows links above the file; stat_paths must not, as the scan never does."""
+    root, outside = tmp_path / "source", tmp_path / "outside"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f.pdf").write_bytes(b"mine")
+    outside.mkdir()
+    (outside / "f.pdf").write_bytes(b"someone else's")
+    assert stat_paths(root, ["d/f.pdf"], Filter())["d/f.pdf"] is not None
+    (root / "d").rename(root / "d.old")
+    (root / "d").symlink_to(outside)
+    fresh = stat_paths(root, ["d/f.pdf", "d.old/f.pdf"], Filter())
+    assert fresh["d/f.pdf"] is None and fresh["d.old/f.pdf"] is not None
+    assert set(scan(root, Filter()).entries) == {"d.old/f.pdf"}
