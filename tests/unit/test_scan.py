@@ -112,12 +112,18 @@ class _SwapOnSight(Filter):
         return super().wants_dir(rel)
 
 
-def test_a_folder_swapped_for_a_symlink_while_scanning_is_not_followed(tmp_path: Path) -> None:
+def source_and_outside(tmp_path: Path, folder: str, theirs: str) -> tuple[Path, Path]:
+    """A source holding ``folder/mine.pdf``, and a folder outside it holding ``theirs``."""
     source, outside = tmp_path / "source", tmp_path / "outside"
-    (source / "scans").mkdir(parents=True)
-    (source / "scans" / "mine.pdf").write_bytes(b"mine")
+    (source / folder).mkdir(parents=True)
+    (source / folder / "mine.pdf").write_bytes(b"mine")
     outside.mkdir()
-    (outside / "secret.key").write_bytes(b"not for the targets")
+    (outside / theirs).write_bytes(b"not for the targets")
+    return source, outside
+
+
+def test_a_folder_swapped_for_a_symlink_while_scanning_is_not_followed(tmp_path: Path) -> None:
+    source, outside = source_and_outside(tmp_path, "scans", "secret.key")
     snap = scan(source, _SwapOnSight(source, "scans", outside))
     assert "scans/secret.key" not in snap.entries
     assert set(snap.entries) <= {"scans.old/mine.pdf"}
@@ -125,14 +131,10 @@ def test_a_folder_swapped_for_a_symlink_while_scanning_is_not_followed(tmp_path:
 
 def test_a_file_below_a_folder_swapped_for_a_link_is_gone(tmp_path: Path) -> None:
     """os.stat follows links above the file; stat_paths must not, as the scan never does."""
-    root, outside = tmp_path / "source", tmp_path / "outside"
-    (root / "d").mkdir(parents=True)
-    (root / "d" / "f.pdf").write_bytes(b"mine")
-    outside.mkdir()
-    (outside / "f.pdf").write_bytes(b"someone else's")
-    assert stat_paths(root, ["d/f.pdf"], Filter())["d/f.pdf"] is not None
+    root, outside = source_and_outside(tmp_path, "d", "mine.pdf")
+    assert stat_paths(root, ["d/mine.pdf"], Filter())["d/mine.pdf"] is not None
     (root / "d").rename(root / "d.old")
     (root / "d").symlink_to(outside)
-    fresh = stat_paths(root, ["d/f.pdf", "d.old/f.pdf"], Filter())
-    assert fresh["d/f.pdf"] is None and fresh["d.old/f.pdf"] is not None
-    assert set(scan(root, Filter()).entries) == {"d.old/f.pdf"}
+    fresh = stat_paths(root, ["d/mine.pdf", "d.old/mine.pdf"], Filter())
+    assert fresh["d/mine.pdf"] is None and fresh["d.old/mine.pdf"] is not None
+    assert set(scan(root, Filter()).entries) == {"d.old/mine.pdf"}
