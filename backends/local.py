@@ -94,7 +94,7 @@ class LocalDriver(Driver):
         else:
             # from the executor's descriptor: opening its /proc/self/fd name again costs
             # an open and a close more, 5 % of a first copy of small files
-            self._write(item.fd, item.tmp, item.mtime_ns)
+            self._write(item.fd, item.tmp, item.mtime_ns, item.mode)
         self.move(item.tmp, item.dst)
 
     def put(self, local_path: str, rel: str, mtime_ns: int) -> None:
@@ -105,8 +105,11 @@ class LocalDriver(Driver):
         finally:
             os.close(src)
 
-    def _write(self, src: int, rel: str, mtime_ns: int) -> None:
-        dst = os.open(self.full(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    def _write(self, src: int, rel: str, mtime_ns: int, mode: int = -1) -> None:
+        # the copy is no more open than the source: a file only its owner may read stays so
+        if mode < 0:
+            mode = os.fstat(src).st_mode & 0o777
+        dst = os.open(self.full(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
             _copy(src, dst)
             os.utime(dst, ns=(mtime_ns, mtime_ns))

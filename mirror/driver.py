@@ -116,6 +116,8 @@ class BatchPut(NamedTuple):
     #: ``local_path`` already open at its start, for a driver that reads it in place
     #: rather than by name (it may move the offset; the caller closes it); -1 for none
     fd: int = -1
+    #: the source file's permission bits, for a driver that can keep them; -1: not known
+    mode: int = -1
 
 
 class StateStore(Protocol):

@@ -506,14 +506,14 @@ class Executor:
             opened: list[tuple[int, BatchPut]] = []
             for at, action in enumerate(actions):
                 try:
-                    local, fd = files.opened(action.src)
+                    local, fd, mode = files.opened(action.src)
                 except OSError as exc:
                     # sent alone, where a file that is gone is told from one that cannot be read
                     outcomes.append(ItemError(f"cannot read the source file ({exc.strerror})"))
                     continue
                 outcomes.append(None)
                 tmp = self._temp_for(action.dst)
-                opened.append((at, BatchPut(local, tmp, action.dst, action.entry.mtime_ns, fd)))
+                opened.append((at, BatchPut(local, tmp, action.dst, action.entry.mtime_ns, fd, mode)))
             for (at, _), outcome in zip(opened, self._send_opened([item for _, item in opened]), strict=True):
                 outcomes[at] = outcome
         return outcomes

@@ -56,20 +56,22 @@ class SourceFiles:
         """
         return self.opened(rel)[0]
 
-    def opened(self, rel: str) -> tuple[str, int]:
-        """:meth:`path`, and the descriptor that name stands for (-1 where files are read
-        by their path), open at the start of the file until this closes."""
+    def opened(self, rel: str) -> tuple[str, int, int]:
+        """:meth:`path`, the descriptor that name stands for and the file's permission
+        bits (-1 and -1 where files are read by their path), open at the start of the file
+        until this closes."""
         if not self._by_fd:
-            return os.path.join(self._root, rel), -1
+            return os.path.join(self._root, rel), -1, -1
         folder, _, name = rel.rpartition("/")
         try:
             fd = os.open(name, _FILE, dir_fd=self._folder(folder))
         except OSError as exc:
             raise _gone_if_linked(exc, rel) from None
         self._files.append(fd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
             raise FileNotFoundError(errno.ENOENT, "not a regular file any more", rel)
-        return f"{FD_DIR}/{fd}", fd
+        return f"{FD_DIR}/{fd}", fd, stat.S_IMODE(mode) & 0o777
 
     def _folder(self, rel: str) -> int:
         fd = self._folders.get(rel)

@@ -143,8 +143,8 @@ def test_a_batch_of_small_files_arrives_whole_under_its_final_names(driver: Driv
     with SourceFiles(str(source)) as files:
         items = []
         for name in AWKWARD_CONTENT:
-            local, fd = files.opened(f"in/{name}")
-            items.append(BatchPut(local, f"out/.{name}.~tmp", f"out/{name}", mtime_ns, fd))
+            local, fd, mode = files.opened(f"in/{name}")
+            items.append(BatchPut(local, f"out/.{name}.~tmp", f"out/{name}", mtime_ns, fd, mode))
         assert list(driver.send_batch(items)) == [None] * len(items)
     listed = driver.list()
     assert {path: entry.size for path, entry in listed.items()} == {

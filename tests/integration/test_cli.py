@@ -461,6 +461,20 @@ def test_a_target_that_is_a_file_fails_once_not_once_per_file(src: Path, tmp_pat
     assert (tmp_path / "backup").read_bytes() == b"not a folder"
 
 
+def test_a_private_file_stays_private_on_a_local_target(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    for i in range(5):  # several: sent in one batch; the large one alone
+        (src / f"salary {i}.pdf").write_bytes(b"%PDF")
+    (src / "large salary scan.tif").write_bytes(bytes(2 << 20))
+    for path in src.iterdir():
+        path.chmod(0o600)
+    (src / "salary 0.pdf").chmod(0o640)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    modes = {p.name: p.stat().st_mode & 0o777 for p in target.iterdir()}
+    assert modes == {p.name: p.stat().st_mode & 0o777 for p in src.iterdir()}, modes
+
+
 def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Path) -> None:
     (src / "link").symlink_to(src / "Thumbs.db")
     result = run("run", str(src), str(tmp_path / "t"), "--once", "--log-format", "json", state=state)
