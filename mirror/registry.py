@@ -172,7 +172,15 @@ def resolve(url: str, options: Mapping[str, Any], presets: Mapping[str, Preset])
             "another fsspec protocol, or define it under [backends.NAME] in the config"
         )
     if info.protocol == "file":
-        fsspec_url = rest if rest.startswith("/") else "/" + rest
+        host, slash, path = rest.partition("/")
+        if host not in ("", "localhost"):
+            # file://relative/x names the host "relative"; taken as /relative/x, files
+            # would land far from where the user meant
+            raise ConfigError(
+                f"target URL {url!r} names a host ({host!r}); "
+                "a local folder is file:///absolute/path or a plain path"
+            )
+        fsspec_url = slash + path if slash else "/"
     else:
         fsspec_url = f"{protocol}://{rest}"
     return Resolved(info, fsspec_url, merged, overrides)

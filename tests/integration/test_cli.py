@@ -402,6 +402,13 @@ def test_database_reading_does_not_need_a_lock(src: Path, tmp_path: Path, state:
     assert rows == (12,)
 
 
+def test_a_file_url_with_a_host_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
+    assert_one_line_error(run("run", str(src), "file://backup/2026", "--once", state=state), 2, "names a host")
+    assert not Path("/backup").exists()
+    here = run("run", str(src), f"file://localhost{tmp_path}/t", "--once", state=state)
+    assert here.returncode == 0 and (tmp_path / "t" / "2026").is_dir(), here.stdout + here.stderr
+
+
 def test_a_target_or_state_inside_the_source_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
     assert_one_line_error(run("run", str(src), str(src / "backup"), "--once", state=state), 2, "overlaps")
     assert_one_line_error(run("run", str(src), str(tmp_path), "--once", state=state), 2, "overlaps")
