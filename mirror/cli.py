@@ -126,7 +126,9 @@ def build_config(
             raise ConfigError("--target selects a target of a config file (-c); it needs -c")
         cfg = config_mod.ad_hoc(source, target, TargetSettings())
     elif source:
-        raise ConfigError("missing TARGET: mirror run SOURCE TARGET (or -c CONFIG)")
+        ctx = click.get_current_context(silent=True)
+        command = ctx.command_path if ctx is not None else "mirror run"
+        raise ConfigError(f"missing TARGET: {command} SOURCE TARGET (or -c CONFIG)")
     else:
         default = Path("mirror.toml")
         if not default.exists():
@@ -479,7 +481,8 @@ def status(config_path: Path | None, target_name: str | None, state_dir: Path | 
 def print_status(statuses: list[TargetStatus], root: Path) -> None:
     if not statuses:
         click.echo(
-            f"no targets have been mirrored yet (state folder: {root}); start with: mirror run SOURCE TARGET"
+            f"no targets have been mirrored yet (state folder: {root}); start with: mirror run SOURCE TARGET, "
+            "or mirror run -c CONFIG"
         )
         return
     for s in statuses:
