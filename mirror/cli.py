@@ -127,8 +127,8 @@ def build_config(
         cfg = config_mod.ad_hoc(source, target, TargetSettings())
     elif source:
         ctx = click.get_current_context(silent=True)
-        command = ctx.command_path if ctx is not None else "mirror run"
-        raise ConfigError(f"missing TARGET: {command} SOURCE TARGET (or -c CONFIG)")
+        command = ctx.info_name if ctx is not None else "run"
+        raise ConfigError(f"missing TARGET: mirror {command} SOURCE TARGET (or -c CONFIG)")
     else:
         default = Path("mirror.toml")
         if not default.exists():
