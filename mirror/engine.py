@@ -425,13 +425,13 @@ class TargetRunner:
         if report.ok and not self.index.failures():
             values["last_complete_sync"] = now
             values["last_error"] = None
+        elif report.error:
+            values["last_error"] = report.error
+            values["state"] = "failing"
         if not report.error and (place := self._place()):
             values["target_place"] = place
         if report.guard or report.kind == "full" or report.deleted:
             values["withheld"] = report.guard
-        elif report.error:
-            values["last_error"] = report.error
-            values["state"] = "failing"
         self.index.set_meta(**values)
         self.observer.on_report(report)
         self.observer.on_state(self.name, str(values["state"]), report.error)

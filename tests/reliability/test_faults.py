@@ -62,6 +62,8 @@ def test_a_full_local_target_is_fatal_corrupts_nothing_and_resumes_when_space_re
         assert full.returncode == 1, full.stdout + full.stderr
         assert "Traceback" not in full.stderr
         assert "target failed: target is full (No space left on device)" in full.stderr
+        shown = run("status", state=state)
+        assert shown.returncode == 1 and "last error: target is full" in shown.stdout, shown.stdout
         # nothing half-written under a final name, no temp file left taking the space
         expected = hashes(source)
         landed = hashes(target)
