@@ -107,6 +107,13 @@ def verbosity_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def verbosity(verbose: int, quiet: bool) -> int:
+    """-v (debug) or -q (warnings only) as a log level step; both at once is a usage error."""
+    if verbose and quiet:
+        raise click.UsageError("give -v or -q, not both")
+    return 1 if verbose else -1 if quiet else 0
+
+
 def build_config(
     source: str | None,
     target: str | None,
@@ -253,7 +260,7 @@ def run(
     Makes one full copy, then keeps every target current until stopped (Ctrl-C or
     SIGTERM). Only files mirror put on a target are ever deleted from it.
     """
-    scrubber = setup_logging(1 if verbose else -1 if quiet else 0, log_format)
+    scrubber = setup_logging(verbosity(verbose, quiet), log_format)
     with user_errors(scrubber):
         placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
         cfg = build_config(source, target, config_path, target_name, state_dir, placement)
@@ -399,7 +406,7 @@ def verify(
     from mirror.scan import scan
     from mirror.verify import accounted_for, compare, others
 
-    scrubber = setup_logging(1 if verbose else -1 if quiet else 0, log_format)
+    scrubber = setup_logging(verbosity(verbose, quiet), log_format)
     differences = 0
     with user_errors(scrubber):
         placement = {"layout": layout, "delete": delete}
