@@ -600,6 +600,10 @@ class SFTPDriver(Driver):
         self.links = links
 
     @classmethod
+    def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
+        parse(url, options)
+
+    @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         _load_paramiko()
         from paramiko import AuthenticationException, PasswordRequiredException

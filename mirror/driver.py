@@ -328,6 +328,11 @@ class Driver:
         return True
 
     @classmethod
+    def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
+        """Raise ConfigError for a URL or options this backend can never use, without
+        connecting: a mistake in the config stops the run before any target is touched."""
+
+    @classmethod
     def local_folder(cls, url: str) -> str | None:
         """The local folder a target URL writes into, if it is one (checked against the source)."""
         return None

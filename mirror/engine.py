@@ -120,7 +120,9 @@ class TargetRunner:
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
         """Open the index (taking the per-target lock) and check the backend is installed."""
-        self._check_overlap(registry.load_driver_class(self.resolved.backend))
+        driver_class = registry.load_driver_class(self.resolved.backend)
+        driver_class.check_target(self.resolved.url, self.resolved.options)
+        self._check_overlap(driver_class)
         if self.dry_run:
             if self.index_file.exists():
                 self.index = Index(self.index_file, readonly=True)

@@ -288,6 +288,7 @@ def test_a_new_layout_can_put_a_file_below_its_old_path_or_onto_its_folder(
         (["run", "-c", "{tmp}/missing.toml"], ["missing.toml", "mirror init"]),
         (["run", "{src}", "{tmp}/t", "--frobnicate"], ["--frobnicate"]),
         (["run", "{src}", "{tmp}/t", "--once", "-v", "-q"], ["-v or -q"]),
+        (["run", "{src}", "sftp:///backup", "--once"], ["sftp URL needs a host"]),
         (["verify", "-c", "{tmp}/bad.toml"], ["bad.toml", "invalid TOML"]),
         (["run", "-c", "{tmp}/secret.toml", "--once"], ["secret.toml", "MIRROR_TEST_TOKEN is not set"]),
     ],
