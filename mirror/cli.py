@@ -361,7 +361,7 @@ def progress(mirror: Mirror, quiet: bool) -> Iterator[None]:
 
 
 def print_plan(name: str, plan: Plan) -> None:
-    click.echo(f"{name}: would do {len(plan.moves) + len(plan.transfers) + len(plan.removals)} actions")
+    click.echo(f"{name}: would do {counted(len(plan.moves) + len(plan.transfers) + len(plan.removals), 'action')}")
     for c in plan.cleanups:
         click.echo(f"  remove temp  {c.dst}")
     for m in plan.moves:
@@ -442,7 +442,7 @@ def verify(
                         where += f" -> {printable(diff.dst)}"
                     click.echo(f"{runner.name}: {where}: {diff.problem}")
                 if not found:
-                    click.echo(f"{runner.name}: identical ({len(local)} files)")
+                    click.echo(f"{runner.name}: identical ({counted(len(local), 'file')})")
                 differences += len(found)
                 extra = others(remote, accounted_for(local, index, runner.settings.layout), driver.caps)
                 if extra:
@@ -508,7 +508,12 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         if s.withheld:
             click.echo(f"  deletions withheld: {s.withheld}")
         for f in s.failures:
-            click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} ({f.attempts} attempts)")
+            click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} ({counted(f.attempts, 'attempt')})")
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def human_duration(seconds: float) -> str:

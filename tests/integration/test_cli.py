@@ -485,6 +485,15 @@ def test_a_private_file_stays_private_on_a_local_target(tmp_path: Path, state: P
     assert modes == {p.name: p.stat().st_mode & 0o777 for p in src.iterdir()}, modes
 
 
+def test_counts_of_one_read_as_english(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"%PDF")
+    assert "would do 1 action\n" in run("run", str(src), str(target), "--once", "--dry-run", state=state).stdout
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    assert "identical (1 file)" in run("verify", str(src), str(target), state=state).stdout
+
+
 def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Path) -> None:
     (src / "link").symlink_to(src / "Thumbs.db")
     result = run("run", str(src), str(tmp_path / "t"), "--once", "--log-format", "json", state=state)
