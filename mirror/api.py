@@ -90,9 +90,17 @@ def __getattr__(name: str) -> Any:
 
 
 def status(config: Config) -> list[TargetStatus]:
-    """What ``mirror status -c`` shows, for the targets of ``config`` mirrored so far."""
+    """What ``mirror status -c`` shows for each target of ``config``, also those never run."""
+    from mirror.redact import redact_url
+    from mirror.status import never_run
     from mirror.status import read as _read_status
 
     root = state_dir(config)
-    files = [index_path(root, config.source, t) for t in config.targets]
-    return [_read_status(f) for f in files if f.exists()]
+    result = []
+    for target in config.targets:
+        index = index_path(root, config.source, target)
+        if index.exists():
+            result.append(_read_status(index))
+        else:
+            result.append(never_run(target.name, redact_url(target.url), str(config.source), index))
+    return result

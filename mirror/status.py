@@ -13,6 +13,8 @@ from mirror.index import Failure, Index
 
 #: the rescan interval of indexes written before it was recorded
 DEFAULT_RESCAN = 3600.0
+#: the state of a configured target that has no index yet
+NEVER_RUN = "never run"
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,8 @@ class TargetStatus:
     def in_sync(self) -> bool:
         """Nothing for a user to look into: no error, failed item, withheld deletion, and
         a complete sync as recent as the rescan schedule promises."""
-        return not (self.last_error or self.failures or self.withheld or self.stale or self.state == "failed")
+        problem = self.last_error or self.failures or self.withheld or self.stale
+        return not problem and self.state not in ("failed", NEVER_RUN)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,3 +95,8 @@ def read(index_file: Path) -> TargetStatus:
         )
     finally:
         index.close()
+
+
+def never_run(name: str, url: str, source: str, index_file: Path) -> TargetStatus:
+    """The status of a configured target mirror has not run for yet."""
+    return TargetStatus(name, url, source, False, NEVER_RUN, 0, 0, 0, None, None, (), str(index_file))

@@ -347,6 +347,21 @@ def test_status_reports_files_failures_and_last_sync(src: Path, tmp_path: Path, 
     assert shown.returncode == 1  # a monitoring script needs no parsing to hear of it
 
 
+def test_status_of_a_config_names_targets_never_run(src: Path, tmp_path: Path, state: Path) -> None:
+    cfg = tmp_path / "m.toml"
+    targets = f'[targets.usb]\nurl = "{tmp_path}/usb"\n[targets.nas]\nurl = "{tmp_path}/nas"\n'
+    cfg.write_text(f'source = "{src}"\n{targets}')
+    assert run("run", "-c", str(cfg), "--target", "usb", "--once", state=state).returncode == 0
+    shown = run("status", "-c", str(cfg), "--json", state=state)
+    assert [(d["name"], d["state"], d["files"]) for d in json.loads(shown.stdout)] == [
+        ("usb", "stopped", 12),
+        ("nas", "never run", 0),
+    ]
+    assert shown.returncode == 1
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    assert run("status", "-c", str(cfg), state=state).returncode == 0
+
+
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
