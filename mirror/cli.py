@@ -478,6 +478,10 @@ def status(config_path: Path | None, target_name: str | None, state_dir: Path | 
         else:
             root = state_dir.resolve() if state_dir else state_dir_default()
             statuses = [read_status(f) for f in iter_index_files(root)]
+            if target_name is not None:
+                statuses = [s for s in statuses if s.name == target_name]
+                if not statuses:
+                    raise ConfigError(f"no target named {target_name!r} has been mirrored (state folder: {root})")
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
     else:

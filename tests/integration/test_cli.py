@@ -360,6 +360,10 @@ def test_status_of_a_config_names_targets_never_run(src: Path, tmp_path: Path, s
     assert shown.returncode == 1
     assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
     assert run("status", "-c", str(cfg), state=state).returncode == 0
+    # without the config, --target picks from what the state folder holds
+    one = run("status", "--target", "nas", "--json", state=state)
+    assert [d["name"] for d in json.loads(one.stdout)] == ["nas"]
+    assert_one_line_error(run("status", "--target", "nope", state=state), 2, "'nope'")
 
 
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
