@@ -284,7 +284,7 @@ def run(
                 if metrics is not None and addr is not None:
                     metrics.attach(mirror)
                     metrics.serve(*addr)
-                code = _run(mirror, once or dry_run, dry_run, rescan, quiet or log_format == "json")
+                code = _run(mirror, once or dry_run, dry_run, rescan, quiet, log_format == "json")
         finally:
             if alerts is not None:
                 alerts.close()
@@ -293,8 +293,16 @@ def run(
     sys.exit(code)
 
 
-def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -> int:
+def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool, as_log: bool) -> int:
+    """``as_log``: the outcome goes out as log records (JSON logs), not as plain lines,
+    so a log collector reads every line of it."""
     stopped: list[int] = []
+
+    def problem(text: str) -> None:
+        if as_log:
+            log.warning("%s", text)
+        else:
+            click.echo(text, err=True)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stopped.append(signum)
@@ -308,32 +316,32 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool) -
             mirror.config.source,
             ", ".join(r.name for r in mirror.runners),
         )
-        with progress(mirror, quiet):
+        with progress(mirror, quiet or as_log):
             mirror.run_forever()
         return EXIT_PROBLEM if all(r.dead for r in mirror.runners) and not stopped else EXIT_OK
-    with progress(mirror, quiet or dry_run):
+    with progress(mirror, quiet or dry_run or as_log):
         reports = mirror.run_once(listing=rescan)
     for report in reports:
         if dry_run and report.planned is not None:
             print_plan(report.target, report.planned)
+        elif as_log:
+            (log.info if report.ok else log.warning)("%s", summarize(report))
         elif not quiet or not report.ok:
             click.echo(summarize(report), err=quiet)
-        for src, reason in report.failed:
-            click.echo(f"{report.target}: failed: {printable(src)}: {printable(reason)}", err=True)
+        for src, reason in report.failed if not as_log else ():  # logged as they failed
+            problem(f"{report.target}: failed: {printable(src)}: {printable(reason)}")
         if report.guard:
-            click.echo(f"{report.target}: deletions withheld: {report.guard}", err=True)
+            problem(f"{report.target}: deletions withheld: {report.guard}")
         if report.error:
-            click.echo(f"{report.target}: target failed: {report.error}", err=True)
+            problem(f"{report.target}: target failed: {report.error}")
     if mirror.unreadable:
-        click.echo(
+        problem(
             f"{len(mirror.unreadable)} source folder(s) or file(s) could not be read; "
-            "their copies stay on the targets until they can (see the warnings above)",
-            err=True,
+            "their copies stay on the targets until they can (see the warnings above)"
         )
     if mirror.unmirrorable:
-        click.echo(
-            f"{len(mirror.unmirrorable)} source file(s) cannot be mirrored as they are (see the warnings above)",
-            err=True,
+        problem(
+            f"{len(mirror.unmirrorable)} source file(s) cannot be mirrored as they are (see the warnings above)"
         )
     if stopped:
         return EXIT_PROBLEM

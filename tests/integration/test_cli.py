@@ -519,6 +519,14 @@ def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Pat
     assert result.returncode == 0
     records = [json.loads(line) for line in result.stderr.splitlines()]
     assert any(r["message"].startswith("skipped link") and r["level"] == "info" for r in records)
+    # the outcome too, for a log collector: every line of output is a record
+    assert result.stdout == ""
+    assert records[-1]["message"].startswith("default: 12 sent") and records[-1]["level"] == "info"
+    (tmp_path / "file").write_bytes(b"")
+    failed = run("run", str(src), str(tmp_path / "file"), "--once", "--log-format", "json", state=state)
+    assert failed.returncode == 1 and failed.stdout == ""
+    last = json.loads(failed.stderr.splitlines()[-1])
+    assert last["level"] == "warning" and "target failed" in last["message"]
 
 
 def test_a_broken_target_does_not_stop_the_others(src: Path, tmp_path: Path, state: Path) -> None:
