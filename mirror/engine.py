@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -120,15 +121,20 @@ class TargetRunner:
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
         """Open the index (taking the per-target lock) and check the backend is installed."""
-        driver_class = registry.load_driver_class(self.resolved.backend)
-        driver_class.check_target(self.resolved.url, self.resolved.options)
-        self._check_overlap(driver_class)
+        registry.load_driver_class(self.resolved.backend).check_target(self.resolved.url, self.resolved.options)
+        self._check_overlap()
         if self.dry_run:
             if self.index_file.exists():
                 self.index = Index(self.index_file, readonly=True)
             return
-        private_dir(self.index_file.parent.parent)
-        private_dir(self.index_file.parent)
+        try:
+            private_dir(self.index_file.parent.parent)
+            private_dir(self.index_file.parent)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot use {self.index_file.parent.parent} for mirror's state ({exc.strerror or exc}); "
+                "set --state-dir or MIRROR_STATE_DIR to a folder mirror can write"
+            ) from None
         fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -181,19 +187,23 @@ class TargetRunner:
                 )
         return self.driver
 
+    @functools.cached_property
+    def local_folder(self) -> str | None:
+        """The local folder this target writes into, if it is one (Driver.local_folder)."""
+        return registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
+
     def place(self) -> tuple[str, ...]:
         """Where this target writes: its folder, resolved, when it is a local one; else its
         URL with the options that pick the account (the same URL with another account is
         another place)."""
-        folder = registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
-        if folder is not None:
-            return ("folder", str(Path(folder).resolve()))
+        if self.local_folder is not None:
+            return ("folder", str(Path(self.local_folder).resolve()))
         return ("url", self.resolved.url.rstrip("/"), repr(sorted(self.resolved.options.items())))
 
-    def _check_overlap(self, cls: type[Driver]) -> None:
+    def _check_overlap(self) -> None:
         """A local target or the state inside the source (or around it) would mirror itself."""
         source = self.config.source.resolve()
-        folder = cls.local_folder(self.resolved.url)
+        folder = self.local_folder
         if folder is not None and _overlaps(Path(folder).resolve(), source):
             raise ConfigError(
                 f"target {self.name!r} ({folder}) overlaps the source folder {source}; "
@@ -229,7 +239,7 @@ class TargetRunner:
         if self.index is None:
             return True
         last = self.index.get_meta("last_listing")
-        if last is None or self.crashed or self.index.in_flight():
+        if last is None or self.crashed or self.index.has_in_flight():
             return True
         return time.time() - float(last) >= self.settings.rescan_interval
 
@@ -329,8 +339,7 @@ class TargetRunner:
 
     def _place(self) -> str | None:
         """Where a local target folder is (mirror.mounts.place_of); None for other targets."""
-        folder = registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
-        return None if folder is None else place_of(folder)
+        return None if self.local_folder is None else place_of(self.local_folder)
 
     def _check_place(self) -> None:
         """Refuse a local target folder that is gone, or on another mount than the one mirror
@@ -430,6 +439,7 @@ class TargetRunner:
         elif report.error:
             values["last_error"] = report.error
             values["state"] = "failing"
+        # looked at again, not taken from the check before the pass: a first copy makes the folder
         if not report.error and (place := self._place()):
             values["target_place"] = place
         if report.guard or report.kind == "full" or report.deleted:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mirror.errors import ConfigError, StateError
+from mirror.errors import StateError
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +117,8 @@ class RunRecord:
 
 def private_dir(path: Path) -> None:
     """Create ``path`` (and parents) readable by the owner only."""
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path, 0o700)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot use {path} for mirror's state ({exc.strerror or exc}); "
-            "set --state-dir or MIRROR_STATE_DIR to a folder mirror can write"
-        ) from None
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
 
 
 class Index:
@@ -326,6 +320,10 @@ class Index:
         go in the transaction of the last rows."""
         with self._using():
             self._sent.extend(tokens)
+
+    def has_in_flight(self) -> bool:
+        with self._using():
+            return self._db.execute("SELECT 1 FROM sending LIMIT 1").fetchone() is not None
 
     def in_flight(self) -> list[tuple[str, str, dt.date]]:
         """Files journaled by a pass that never finished sending them: it was cut short."""

@@ -52,9 +52,8 @@ _RECORD = struct.Struct("<qqQ")
 _MTIME = struct.Struct("<q")
 #: the start of a record: size, mtime_ns
 _SIZE_MTIME = struct.Struct("<qq")
-#: the end of a record: the inode, 0 when not known
-_INO = struct.Struct("<Q")
-_NO_INO = _INO.pack(0)
+#: the end of a record whose inode is not known
+_NO_INO = bytes(8)
 _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _SUBDIR = _ROOT | os.O_NOFOLLOW
 
@@ -102,9 +101,11 @@ class Entries(MutableMapping[str, LocalEntry]):
         """Whether ``rel`` is here with this size and mtime, and this inode unless either
         inode is 0 (not known). No entry is built to tell."""
         record = self._records.get(rel)
-        if record is None or record[:16] != _SIZE_MTIME.pack(size, mtime_ns):
+        if record is None:
             return False
-        return not ino or record[16:] in (_INO.pack(ino), _NO_INO)
+        if ino and record == _RECORD.pack(size, mtime_ns, ino):
+            return True  # nearly every file of a full pass: one pack, one compare
+        return record[:16] == _SIZE_MTIME.pack(size, mtime_ns) and (not ino or record[16:] == _NO_INO)
 
     def modified_after(self, mtime_ns: int) -> set[str]:
         """Paths of the files modified after ``mtime_ns`` (one check per record, no entries built)."""

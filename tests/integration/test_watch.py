@@ -40,6 +40,14 @@ def same(src: Path, dst: Path) -> bool:
     return files(src) == files(dst)
 
 
+def mirrored(src: Path, dst: Path, tree: dict[str, bytes], what: str) -> None:
+    """Write ``tree`` into the source, then wait until the target holds it too."""
+    for rel, data in tree.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    wait_for(lambda: same(src, dst), what=what)
+
+
 def test_create_modify_delete_rename(live: tuple[Path, Path, Path]) -> None:
     src, dst, _ = live
     (src / "new.pdf").write_bytes(b"new")
@@ -85,9 +93,7 @@ def test_a_folder_swapped_for_a_link_to_elsewhere_leaves_no_stale_copy(
     live: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     src, dst, _ = live
-    (src / "d").mkdir()
-    (src / "d" / "f.pdf").write_bytes(b"mine")
-    wait_for(lambda: same(src, dst), what="the folder")
+    mirrored(src, dst, {"d/f.pdf": b"mine"}, what="the folder")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "f.pdf").write_bytes(b"someone else's")
@@ -101,10 +107,7 @@ def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[
     # the watcher sees both within one debounce: the old folder's files must still leave
     # the target now, not at the next hourly rescan
     src, dst, _ = live
-    (src / "inbox").mkdir()
-    for i in range(3):
-        (src / "inbox" / f"scan {i}.pdf").write_bytes(b"%d" % i)
-    wait_for(lambda: same(src, dst), what="the folder")
+    mirrored(src, dst, {f"inbox/scan {i}.pdf": b"%d" % i for i in range(3)}, what="the folder")
     os.rename(src / "inbox", src / "filed")
     (src / "inbox").write_bytes(b"a file where the folder was")
     wait_for(lambda: same(src, dst), what="the folder's files to move and the file to take its name")
@@ -116,10 +119,7 @@ def test_a_folder_emptied_in_steps_meets_the_delete_guard_as_one(
     # each step alone deletes under half of the mirrored files, all three together over
     # half: the backup must not lose the first steps' files before the guard sees the rest
     src, dst, _ = live
-    (src / "export").mkdir()
-    for i in range(30):
-        (src / "export" / f"invoice {i:02d}.pdf").write_bytes(b"%d" % i)
-    wait_for(lambda: same(src, dst), what="the export")
+    mirrored(src, dst, {f"export/invoice {i:02d}.pdf": b"%d" % i for i in range(30)}, what="the export")
     for step in range(3):
         for i in range(step * 7, step * 7 + 7):
             (src / "export" / f"invoice {i:02d}.pdf").unlink()
