@@ -682,14 +682,43 @@ class Executor:
 
     def _move_all(self, moves: Sequence[Move]) -> None:
         """Moves the target makes in one rename go in batches; the others, which go
-        through a temp name, alone."""
+        through a temp name, alone. Parked moves (:attr:`Move.park`) first go aside, and
+        the folders they leave empty go, so the other moves and the puts find their
+        paths free."""
+        aside = self._park([m for m in moves if m.park])
+        self._prune_dirs(m.old_dst for m, _ in aside)
         plain: list[Move] = []
         alone: list[Move] = []
         for move in moves:
-            (plain if self._plain(move.old_dst, move.dst) else alone).append(move)
+            if not move.park:
+                (plain if self._plain(move.old_dst, move.dst) else alone).append(move)
         batches, leftover = self._grouped(plain)
         self._parallel(batches, self._move_batch)
         self._parallel([*leftover, *alone], self._move)
+        self._parallel(aside, lambda parked: self._move(parked[0], parked[1], lost=parked[1] is None))
+
+    def _park(self, moves: Sequence[Move]) -> list[tuple[Move, str | None]]:
+        """Move each file to a temp name at the target's root, where no folder it leaves
+        can be needed: (move, temp name) of each, the name None when its old copy is
+        gone or cannot be moved (its move then sends the file again: a folder another
+        move makes may soon stand on the old path). One the target did not answer for
+        failed, and is left out."""
+        aside: list[tuple[Move, str | None]] = []
+
+        def park(move: Move) -> None:
+            tmp = self._temp_for("")
+            try:
+                self.call(lambda: self.driver.move(move.old_dst, tmp))
+            except ItemError:
+                with self._lock:
+                    aside.append((move, None))
+                return
+            with self._lock:
+                self.temps.add(tmp)  # removed at the end of the pass if it does not leave
+                aside.append((move, tmp))
+
+        self._parallel(moves, lambda move: self._item(move.src, move.dst, partial(park, move)))
+        return aside
 
     def _move_batch(self, actions: list[Move]) -> None:
         """Plain moves in one :meth:`Driver.move_batch` call; any that did not go through
@@ -721,20 +750,21 @@ class Executor:
             self.log.debug("moved %s -> %s (%s)", action.old_dst, action.dst, action.reason)
             self.on_done(0)
 
-    def _move(self, action: Move) -> None:
+    def _move(self, action: Move, parked: str | None = None, lost: bool = False) -> None:
+        """Make ``action`` on the target: move the file from its old path, or from
+        ``parked`` (where :meth:`_park` put it); when its old copy is ``lost``, or
+        proves gone or unmovable, send the file instead."""
+
         def work() -> None:
+            where = parked or action.old_dst
             # a rename that keeps its target path (flat layout: a/x.pdf -> x.pdf) only
             # changes the row; asked to, fsspec's generic move copies the file onto itself
             # and then deletes it
-            if action.old_dst != action.dst:
-                try:
-                    self._relocate(action.old_dst, action.dst)
-                except ItemError:
-                    # the old copy is gone or unmovable: send the file again instead
-                    self._put(Put(action.src, action.dst, action.entry, action.date, action.reason))
-                    if action.old_src:
-                        self.index.forget(action.old_src)
-                    return
+            if where != action.dst and (lost or not self._relocated(where, action.dst)):
+                self._put(Put(action.src, action.dst, action.entry, action.date, action.reason))
+                if action.old_src:
+                    self.index.forget(action.old_src)
+                return
             self._moved([action])
 
         def tracked() -> None:
@@ -822,6 +852,16 @@ class Executor:
         except ItemError:
             if self.call(lambda: self.driver.stat(dst)) is not None:
                 raise
+
+    def _relocated(self, old: str, new: str) -> bool:
+        """:meth:`_relocate`; False when the file at ``old`` is gone or cannot be moved."""
+        try:
+            self._relocate(old, new)
+        except ItemError:
+            return False
+        with self._lock:
+            self.temps.discard(old)  # a parked file that left its temp name
+        return True
 
     def _relocate(self, old: str, new: str) -> None:
         """Move a target file, through a temp name when one path lies below the other (a

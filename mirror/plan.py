@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -82,6 +83,9 @@ class Move(NamedTuple):
     #: the index row this move takes over (a rename), if not ``src`` itself
     old_src: str | None = None
     remote_hash: str | None = None
+    #: another file of the plan needs ``old_dst`` gone first (as a folder, or from a
+    #: folder it takes the name of): the executor moves it aside before any other move
+    park: bool = False
 
 
 class Delete(NamedTuple):
@@ -572,8 +576,9 @@ class _Planner:
         return early, late
 
     def order_moves(self, moves: list[Move], transfers: list[Put | Adopt]) -> list[Move]:
-        """Moves run before puts; one that would land on a path another move still has to
-        vacate is turned into a put, so no order among moves matters."""
+        """Moves run at once, before puts, so no order among them may matter: one that
+        would land on a path another move still has to vacate is turned into a put, and
+        one whose old path stands in the way of another new path is parked."""
         leaving = {self.key(m.old_dst) for m in moves}
         safe = []
         for move in moves:
@@ -581,7 +586,30 @@ class _Planner:
                 transfers.append(Put(move.src, move.dst, move.entry, move.date, move.reason + " (re-sent)"))
             else:
                 safe.append(move)
-        return safe
+        return self._park(safe, transfers) if safe else safe
+
+    def _park(self, moves: list[Move], transfers: list[Put | Adopt]) -> list[Move]:
+        """Mark the moves whose old path another move's new path needs as a folder, or
+        which lie below another new path (a folder that must go for a file to take its
+        name). A new layout does this: x/a.pdf leaves 2026/a.pdf for 2026/x/a.pdf while
+        a.pdf/b.pdf arrives at 2026/a.pdf/b.pdf. A move's own new path does not count:
+        :meth:`Executor._relocate` handles a file moving below or above itself."""
+        key = self.key
+        olds = [key(m.old_dst) for m in moves]
+        dsts = [key(m.dst) for m in moves]
+        new = set(dsts).union(key(t.dst) for t in transfers)
+        needed: Counter[str] = Counter()  # how many moves need each folder (puts come after every move)
+        for dst in dsts:
+            needed.update(ancestors(dst))
+        parked = set()
+        for i, (old, dst) in enumerate(zip(olds, dsts, strict=True)):
+            needs = needed.get(old, 0)
+            if old != dst and (
+                (needs and needs > (1 if old in ancestors(dst) else 0))
+                or any(f in new and f != dst for f in ancestors(old))
+            ):
+                parked.add(i)
+        return [m._replace(park=True) if i in parked else m for i, m in enumerate(moves)] if parked else moves
 
     def removals(self, transfers: list[Put | Adopt], moves: list[Move], gone: list[str]) -> list[Removal]:
         """What leaves the target (by policy), never a path another file now claims."""
@@ -601,11 +629,13 @@ class _Planner:
             if taken or policy is DeletePolicy.KEEP:
                 if forget:
                     result.append(Forget(src, "replaced by another file" if taken else "kept (delete = keep)"))
-            elif policy is DeletePolicy.TRASH:
+                continue
+            why = "removed from the source" if forget else "the file was sent to its new path"
+            if policy is DeletePolicy.TRASH:
                 stamp = self.settings.today.isoformat()
-                result.append(Trash(src, dst, f"{TRASH_DIR}/{stamp}/{dst}", "removed from the source", forget))
+                result.append(Trash(src, dst, f"{TRASH_DIR}/{stamp}/{dst}", why, forget))
             else:
-                result.append(Delete(src, dst, "removed from the source", forget))
+                result.append(Delete(src, dst, why, forget))
         return result
 
     def _held_by_others(self, stale: list[tuple[str, str, bool]], gone: list[str]) -> set[str]:
@@ -640,13 +670,15 @@ def _decide(
         if not _unchanged(known, entry, settings.stable_inodes):
             return _replaced(src, dst, date, entry, known, remote, there, caps)
         if known.dst != dst:
-            return Move(src, known.dst, dst, entry, date, "layout changed", remote_hash=known.remote_hash)
+            return _move_or_put(Move(src, known.dst, dst, entry, date, "layout changed"), known, remote, key, caps)
         if remote is None or (there is not None and _same(entry, there, caps, known.remote_hash)):
             return None
         return Put(src, dst, entry, date, "missing on the target" if there is None else "differs on the target")
     if renamed_from is not None:
         why = f"renamed from {renamed_from.src!r}"
-        return Move(src, renamed_from.dst, dst, entry, date, why, renamed_from.src, renamed_from.remote_hash)
+        return _move_or_put(
+            Move(src, renamed_from.dst, dst, entry, date, why, renamed_from.src), renamed_from, remote, key, caps
+        )
     reason = "changed" if known is not None else "new"
     if there is not None and there.size == entry.size:
         if (
@@ -658,6 +690,21 @@ def _decide(
         if caps.hash_kind.value != "none" and there.hash:
             return Put(src, dst, entry, date, reason, unless_hash=there.hash)
     return Put(src, dst, entry, date, reason)
+
+
+def _move_or_put(
+    move: Move,
+    known: IndexEntry,
+    remote: Mapping[str, RemoteEntry] | None,
+    key: Callable[[str], str],
+    caps: Capabilities,
+) -> Move | Put:
+    """``move``, of the copy the row ``known`` records, if that copy is still the file:
+    without a listing the index is trusted; a listed target must hold it unchanged."""
+    there = None if remote is None else remote.get(key(move.old_dst))
+    if remote is None or (there is not None and _same(move.entry, there, caps, known.remote_hash)):
+        return move._replace(remote_hash=known.remote_hash)
+    return Put(move.src, move.dst, move.entry, move.date, f"{move.reason}, and the old copy is missing or differs")
 
 
 def _unchanged(known: IndexEntry, entry: LocalEntry, stable_inodes: bool) -> bool:

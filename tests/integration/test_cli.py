@@ -277,6 +277,61 @@ def test_a_new_layout_can_put_a_file_below_its_old_path_or_onto_its_folder(
 
 
 @pytest.mark.parametrize(
+    ("before", "first", "after"),
+    [
+        # z/q leaves 2024/q, which q/w/v needs as a folder
+        (
+            "{year}/{stem}{suffix}",
+            {"z/q": "2024/q", "q/w/v": "2024/v"},
+            {"z/q": "2024/z/q", "q/w/v": "2024/q/w/v"},
+        ),
+        # each needs the other's old path as a folder
+        ("{year}/{stem}{suffix}", {"b/a": "2024/a", "a/b": "2024/b"}, {"b/a": "2024/b/a", "a/b": "2024/a/b"}),
+        # 05 takes the name of the folder r leaves
+        ("by-month", {"r": "2024/05/r", "05": "2024/05/05"}, {"r": "2024/r", "05": "2024/05"}),
+    ],
+)
+def test_a_new_layout_whose_files_stand_in_each_others_way_lands_in_one_run(
+    tmp_path: Path, state: Path, before: str, first: dict[str, str], after: dict[str, str]
+) -> None:
+    source, target = tmp_path / "export", tmp_path / "backup"
+    for rel in first:
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_text(rel)
+        os.utime(source / rel, (1_714_521_600, 1_714_521_600))  # 2024-05-01
+    assert run("run", str(source), str(target), "--once", "--layout", before, state=state).returncode == 0
+    assert files(target) == {dst: rel.encode() for rel, dst in first.items()}
+    moved = run("run", str(source), str(target), "--once", "--layout", "by-year", state=state)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert files(target) == {dst: rel.encode() for rel, dst in after.items()}
+    assert "Traceback" not in moved.stderr
+
+
+@pytest.mark.parametrize("rescan", [True, False])
+def test_a_copy_gone_from_the_target_when_the_layout_changes_is_sent_and_no_folder_moves(
+    tmp_path: Path, state: Path, rescan: bool
+) -> None:
+    """z/q's copy at 2024/q is gone (a pass killed while it stood aside, or a hand on the
+    target); q/w/v's move makes 2024/q a folder. Moving "2024/q" for z/q after that
+    once moved the folder, v and all, and called the result mirrored."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    for rel in ("z/q", "q/w/v"):
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_text(rel)
+        os.utime(source / rel, (1_714_521_600, 1_714_521_600))  # 2024-05-01
+    first = run("run", str(source), str(target), "--once", "--layout", "{year}/{stem}{suffix}", state=state)
+    assert first.returncode == 0, first.stderr
+    (target / "2024" / "q").rename(target / ".~mirror-0123456789ab.tmp")
+    flags = ["--rescan"] if rescan else []
+    moved = run("run", str(source), str(target), "--once", "--layout", "by-year", *flags, state=state)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    leftover = {} if rescan else {".~mirror-0123456789ab.tmp": b"z/q"}  # only a listing finds it
+    assert files(target) == {"2024/z/q": b"z/q", "2024/q/w/v": b"q/w/v", **leftover}
+    verify = run("verify", str(source), str(target), "--layout", "by-year", state=state)
+    assert verify.returncode == 0, verify.stdout
+
+
+@pytest.mark.parametrize(
     ("args", "words"),
     [
         (["run", "/no/such/folder", "/tmp/x", "--once"], ["/no/such/folder", "does not exist"]),

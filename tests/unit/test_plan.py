@@ -173,6 +173,18 @@ edits = st.lists(
     batched=False,
     folded=False,
 )
+# a new layout where one file's old path is another's new folder once failed a pass
+# (2026/1%0X%X?0 leaves for 2026/a?9%[/X*́/1%0X%X?0 while 2026/1%0X%X?0/?/... arrives)
+@example(
+    tree={"a?9%[/X*́/1%0X%X?0": b"\xf1", "1%0X%X?0/?/1_é1.0?_": b"\x94", "́[/#́/?": b"r"},
+    layout="{year}/{stem}{suffix}",
+    changes=[],
+    incremental=False,
+    hold=True,
+    relayout=True,
+    batched=False,
+    folded=False,
+)
 @given(
     tree=trees,
     layout=layouts,
@@ -434,6 +446,41 @@ def test_a_rename_becomes_a_move_when_the_target_can_move() -> None:
         ),
     )
     assert result.transfers == () and result.removals == ()
+
+
+def test_a_copy_the_listing_lacks_or_shows_changed_is_sent_not_moved() -> None:
+    """A move takes whatever stands at the old path: with that copy gone (or another file
+    there), the file is sent to its new path instead, and the old path is cleared."""
+    caps = Capabilities(server_side_move=True)
+    year = PlanSettings(Layout.parse("by-year"), DeletePolicy.MIRROR, caps)
+    index = {"a.pdf": known("a.pdf")}
+    local = {"a.pdf": entry("a.pdf")}
+    listed = {"a.pdf": RemoteEntry("a.pdf", 1, None, None)}
+    assert [m.dst for m in plan(local, index, year, remote=listed).moves] == ["2023/a.pdf"]
+    for remote in ({}, {"a.pdf": RemoteEntry("a.pdf", 2, None, None)}):
+        relaid = plan(local, index, year, remote=remote)
+        assert not relaid.moves
+        assert [(type(t), t.dst) for t in relaid.transfers] == [(Put, "2023/a.pdf")]
+        assert [(type(r), r.dst, r.reason) for r in relaid.removals] == [
+            (Delete, "a.pdf", "the file was sent to its new path")
+        ]
+        renamed = plan({"b.pdf": entry("b.pdf")}, index, dataclasses.replace(SETTINGS, caps=caps), remote=remote)
+        assert not renamed.moves and [(type(t), t.dst) for t in renamed.transfers] == [(Put, "b.pdf")]
+
+
+def test_a_move_whose_old_path_another_new_path_needs_is_parked() -> None:
+    """Moves run at once: one whose old path must be gone before another file lands
+    (as a folder of it, or a file taking the name of its folder) is moved aside first."""
+    caps = Capabilities(server_side_move=True)
+    index = {"z/q": known("z/q", "2023/q"), "q/w/v": known("q/w/v", "2023/v"), "a/b": known("a/b", "2023/b")}
+    local = {src: entry(src) for src in index}
+    result = plan(local, index, PlanSettings(Layout.parse("by-year"), DeletePolicy.MIRROR, caps))
+    assert {m.src: m.park for m in result.moves} == {"z/q": True, "q/w/v": False, "a/b": False}
+    index = {"r": known("r", "2023/11/r"), "11": known("11", "2023/11/11")}
+    local = {src: entry(src) for src in index}
+    result = plan(local, index, PlanSettings(Layout.parse("by-year"), DeletePolicy.MIRROR, caps))
+    # r leaves the folder 11 takes the name of; 11 itself moves up out of it alone
+    assert {m.src: m.park for m in result.moves} == {"r": True, "11": False}
 
 
 def test_a_same_size_edit_is_seen_through_the_mtime() -> None:
