@@ -621,10 +621,14 @@ class _Planner:
                 stale.append((action.src, known.dst, False))
         taken_over = {m.old_src for m in moves if m.old_src}
         stale += [(src, self.index[src].dst, True) for src in sorted(set(gone) - taken_over)]
-        policy = self.settings.delete
+        policy, remote = self.settings.delete, self.remote
         held = self._held_by_others(stale, gone)
         result: list[Removal] = []
         for src, dst, forget in stale:
+            if remote is not None and self.key(dst) not in remote:
+                if forget:  # a listing shows nothing there: nothing to delete, nor to guard
+                    result.append(Forget(src, "gone from the target already"))
+                continue
             taken = self.key(dst) in self.claimed or self.key(dst) in held
             if taken or policy is DeletePolicy.KEEP:
                 if forget:
@@ -698,12 +702,19 @@ def _move_or_put(
     remote: Mapping[str, RemoteEntry] | None,
     key: Callable[[str], str],
     caps: Capabilities,
-) -> Move | Put:
+) -> Move | Put | Adopt:
     """``move``, of the copy the row ``known`` records, if that copy is still the file:
-    without a listing the index is trusted; a listed target must hold it unchanged."""
-    there = None if remote is None else remote.get(key(move.old_dst))
-    if remote is None or (there is not None and _same(move.entry, there, caps, known.remote_hash)):
+    without a listing the index is trusted; a listed target must hold it unchanged. Else
+    the file is sent, unless it is at its new path already (a pass cut short after the
+    move, before recording it)."""
+    if remote is None:
         return move._replace(remote_hash=known.remote_hash)
+    there = remote.get(key(move.old_dst))
+    if there is not None and _same(move.entry, there, caps, known.remote_hash):
+        return move._replace(remote_hash=known.remote_hash)
+    landed = remote.get(key(move.dst))
+    if landed is not None and _same(move.entry, landed, caps, known.remote_hash):
+        return Adopt(move.src, move.dst, move.entry, move.date, "already at its new path", landed.hash)
     return Put(move.src, move.dst, move.entry, move.date, f"{move.reason}, and the old copy is missing or differs")
 
 
@@ -772,8 +783,10 @@ def _match_renames(
 def _guard(
     removals: list[Removal], managed: int, max_delete: int | None, source_empty: bool
 ) -> tuple[str | None, list[Removal], int]:
-    """Withhold destructive removals when the source looks gone or too much would go."""
-    destructive = [r for r in removals if not isinstance(r, Forget)]
+    """Withhold destructive removals when the source looks gone or too much would go.
+    The old copy of a file sent to its new path is not counted: the file stays on the
+    target (removals only run once every transfer landed)."""
+    destructive = [r for r in removals if not isinstance(r, Forget) and r.forget]
     if not destructive:
         return None, removals, 0
     count = len(destructive)
@@ -789,4 +802,4 @@ def _guard(
         )
     if reason is None:
         return None, removals, 0
-    return reason, [r for r in removals if isinstance(r, Forget)], count
+    return reason, [r for r in removals if isinstance(r, Forget) or not r.forget], count

@@ -28,7 +28,7 @@ from mirror.filters import Filter
 from mirror.hashing import HashKind
 from mirror.index import Index, IndexEntry
 from mirror.layout import Layout, date_of
-from mirror.plan import Delete, Forget, KnownFiles, Move, Plan, PlanSettings, Put, Refuse, narrow, plan
+from mirror.plan import Adopt, Delete, Forget, KnownFiles, Move, Plan, PlanSettings, Put, Refuse, narrow, plan
 from mirror.policy import DeletePolicy
 from mirror.scan import Entries, LocalEntry, scan
 
@@ -336,6 +336,21 @@ def test_guard_withholds_deleting_more_than_half_by_default_and_honours_max_dele
     assert len(fewer.removals) == 10 and fewer.guard is None
 
 
+def test_old_copies_of_files_sent_to_a_new_layout_do_not_count_as_deletions() -> None:
+    """Files edited while the layout changed are sent to their new paths and their old
+    copies removed: no file leaves the target, so the guard has nothing to withhold."""
+    index = {f"f{i}": known(f"f{i}") for i in range(20)}
+    local = {src: entry(src, size=2) for src in index}
+    by_year = dataclasses.replace(SETTINGS, layout=Layout.parse("by-year"))
+    relaid = plan(local, index, by_year)
+    assert relaid.guard is None and relaid.withheld == 0
+    assert len(relaid.transfers) == 20 and {r.dst for r in relaid.removals} == set(index)
+    # with a file gone from the source too, the guard judges that one alone
+    del local["f0"]
+    relaid = plan(local, index, dataclasses.replace(by_year, max_delete=0))
+    assert relaid.withheld == 1 and {r.dst for r in relaid.removals} == set(index) - {"f0"}
+
+
 def test_held_deletions_wait_and_the_guard_judges_them_with_the_rest() -> None:
     # watch mode: deletions of files gone from the source wait for a later plan
     index = {f"f{i}": known(f"f{i}") for i in range(30)}
@@ -461,11 +476,29 @@ def test_a_copy_the_listing_lacks_or_shows_changed_is_sent_not_moved() -> None:
         relaid = plan(local, index, year, remote=remote)
         assert not relaid.moves
         assert [(type(t), t.dst) for t in relaid.transfers] == [(Put, "2023/a.pdf")]
-        assert [(type(r), r.dst, r.reason) for r in relaid.removals] == [
-            (Delete, "a.pdf", "the file was sent to its new path")
-        ]
+        # what stands at the old path goes; where nothing does, nothing is deleted
+        removed = [(Delete, "a.pdf", "the file was sent to its new path")] if remote else []
+        assert [(type(r), r.dst, r.reason) for r in relaid.removals] == removed
         renamed = plan({"b.pdf": entry("b.pdf")}, index, dataclasses.replace(SETTINGS, caps=caps), remote=remote)
         assert not renamed.moves and [(type(t), t.dst) for t in renamed.transfers] == [(Put, "b.pdf")]
+    # a pass cut short after moving the file, before recording it: the file is where it goes
+    landed = {"2023/a.pdf": RemoteEntry("2023/a.pdf", 1, None, None)}
+    relaid = plan(local, index, year, remote=landed)
+    assert [(type(t), t.dst) for t in relaid.transfers] == [(Adopt, "2023/a.pdf")]
+    assert not relaid.moves and not relaid.removals
+
+
+def test_files_gone_from_both_sides_are_forgotten_not_deleted_nor_guarded() -> None:
+    """A listing that lacks a removed file's copy leaves nothing to delete: the row goes,
+    and the guard is not asked about copies that are not there."""
+    index = {f"f{i}": known(f"f{i}") for i in range(20)}
+    local = {"f0": entry("f0")}
+    listed = {"f0": RemoteEntry("f0", 1, None, None), "f1": RemoteEntry("f1", 1, None, None)}
+    result = plan(local, index, SETTINGS, remote=listed)
+    assert result.guard is None
+    assert [(type(r), r.src) for r in result.removals] == [(Delete, "f1")] + [
+        (Forget, f"f{i}") for i in sorted(range(2, 20), key=str)
+    ]
 
 
 def test_a_move_whose_old_path_another_new_path_needs_is_parked() -> None:
