@@ -27,9 +27,10 @@ from mirror import __version__, api, registry
 from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver
-from mirror.engine import Mirror, human_bytes, summarize
+from mirror.engine import Mirror, TargetRunner, human_bytes, summarize
 from mirror.engine import state_dir as resolve_state_dir
 from mirror.errors import ConfigError, MirrorError
+from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.layout import Layout
 from mirror.logs import printable
 from mirror.logs import setup as setup_logging
@@ -409,7 +410,8 @@ def verify(
     Files on a target that no source file accounts for are named too; mirror leaves
     them alone, so they are no difference.
 
-    With SOURCE TARGET, give the --layout and --delete that `mirror run` had.
+    With SOURCE TARGET, the layout is the one `mirror run` last used on the target
+    (--layout checks another); give the --delete it had.
     """
     from mirror.scan import scan
     from mirror.verify import accounted_for, compare, others
@@ -427,6 +429,9 @@ def verify(
                 driver = runner.connect()
                 local = {p: e for p, e in snap.entries.items() if runner.filter.wants_file(p)}
                 index = runner.index.entries() if runner.index is not None else {}
+                placed = runner.settings.layout
+                if config_path is None and source and layout is None:
+                    placed = _layout_last_run(runner, placed)
                 try:
                     remote = driver.list()
                 except MirrorError:
@@ -437,7 +442,7 @@ def verify(
                     local,
                     index,
                     remote,
-                    runner.settings.layout,
+                    placed,
                     runner.settings.delete,
                     driver.caps,
                     partial(_source_hash, driver, cfg.source),
@@ -452,7 +457,7 @@ def verify(
                 if not found:
                     click.echo(f"{runner.name}: identical ({counted(len(local), 'file')})")
                 differences += len(found)
-                extra = others(remote, accounted_for(local, index, runner.settings.layout), driver.caps)
+                extra = others(remote, accounted_for(local, index, placed), driver.caps)
                 if extra:
                     shown = ", ".join(printable(p) for p in extra[:5]) + (", ..." if len(extra) > 5 else "")
                     click.echo(
@@ -462,6 +467,22 @@ def verify(
         finally:
             mirror.close()
     sys.exit(EXIT_PROBLEM if differences else EXIT_OK)
+
+
+def _layout_last_run(runner: TargetRunner, default: Layout) -> Layout:
+    """The layout ``mirror run`` last used on this target, for a verify of SOURCE TARGET
+    given no --layout: checked against the default, a target made by year would show
+    every file missing."""
+    recorded = runner.index.get_meta("layout") if runner.index is not None else None
+    if not recorded or recorded == default.template:
+        return default
+    try:
+        layout = Layout.parse(recorded)
+    except ValueError:
+        return default
+    shown = next((name for name, template in NAMED_LAYOUTS.items() if template == recorded), recorded)
+    click.echo(f"{runner.name}: layout {shown}, which mirror run last used here (--layout checks another)")
+    return layout
 
 
 def _source_hash(driver: Driver, source: Path, src: str) -> str | None:

@@ -156,6 +156,7 @@ class TargetRunner:
             started=time.time(),
             state="starting",
             rescan_interval=self.settings.rescan_interval,
+            layout=self.settings.layout.template,
         )
 
     def connect(self) -> Driver:

@@ -66,7 +66,7 @@ def test_first_copy_then_nothing_to_do_then_verify(src: Path, tmp_path: Path, st
     assert verify.returncode == 1 and "invoice [3] #%.pdf: size differs" in verify.stdout
 
 
-def test_verify_checks_a_target_mirrored_with_another_layout_when_told_it(
+def test_verify_checks_a_target_with_the_layout_it_was_mirrored_with(
     src: Path, tmp_path: Path, state: Path
 ) -> None:
     target = tmp_path / "backup"
@@ -74,7 +74,11 @@ def test_verify_checks_a_target_mirrored_with_another_layout_when_told_it(
     assert first.returncode == 0, first.stderr
     as_placed = run("verify", str(src), str(target), "--layout", "flat", state=state)
     assert as_placed.returncode == 0 and "identical" in as_placed.stdout, as_placed.stdout + as_placed.stderr
-    as_tree = run("verify", str(src), str(target), state=state)
+    # without --layout, the one the last run used, said out loud (was: every file "missing")
+    as_run = run("verify", str(src), str(target), state=state)
+    assert as_run.returncode == 0 and "identical (12 files)" in as_run.stdout, as_run.stdout + as_run.stderr
+    assert "default: layout flat, which mirror run last used here" in as_run.stdout
+    as_tree = run("verify", str(src), str(target), "--layout", "tree", state=state)
     assert as_tree.returncode == 1 and "missing on the target" in as_tree.stdout
     (src / "2025").mkdir()
     (src / "2025" / "invoice [1] #%.pdf").write_bytes(b"a year older, same name")
