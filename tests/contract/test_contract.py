@@ -231,6 +231,37 @@ def test_a_tree_of_empty_folders_is_removed_as_empty(driver: Driver, tmp_path: P
     assert {p: e.size for p, e in driver.list().items()} == {"x": len(b"a file where the folders were")}
 
 
+def run_once(cfg: config_mod.Config) -> list:
+    mirror = Mirror(cfg)
+    mirror.open()
+    try:
+        return mirror.run_once()
+    finally:
+        mirror.close()
+
+
+def differences(cfg: config_mod.Config) -> list:
+    """What verify finds between the source and the target, as the config places files."""
+    mirror = Mirror(cfg, dry_run=True)
+    mirror.open()
+    runner = mirror.runners[0]
+    try:
+        driver = runner.connect()
+        index = runner.index.entries() if runner.index else {}
+        local = scan(cfg.source, Filter()).entries
+        return compare(
+            local,
+            index,
+            driver.list(),
+            runner.settings.layout,
+            runner.settings.delete,
+            driver.caps,
+            lambda src: driver.local_hash(str(cfg.source / src)),
+        )
+    finally:
+        mirror.close()
+
+
 def test_the_engine_converges_on_every_change(spec: TargetSpec, tmp_path: Path) -> None:
     source = tmp_path / "src"
     (source / "2026" / "03").mkdir(parents=True)
@@ -240,36 +271,11 @@ def test_the_engine_converges_on_every_change(spec: TargetSpec, tmp_path: Path) 
     cfg = make_config(spec, source, tmp_path / "state", max_delete=100)
 
     def once() -> list:
-        mirror = Mirror(cfg)
-        mirror.open()
-        try:
-            return mirror.run_once()
-        finally:
-            mirror.close()
-
-    def differences() -> list:
-        mirror = Mirror(cfg, dry_run=True)
-        mirror.open()
-        runner = mirror.runners[0]
-        try:
-            driver = runner.connect()
-            index = runner.index.entries() if runner.index else {}
-            local = scan(source, Filter()).entries
-            return compare(
-                local,
-                index,
-                driver.list(),
-                runner.settings.layout,
-                runner.settings.delete,
-                driver.caps,
-                lambda src: driver.local_hash(str(source / src)),
-            )
-        finally:
-            mirror.close()
+        return run_once(cfg)
 
     (first,) = once()
     assert first.ok and first.uploaded == 26, first
-    assert differences() == []
+    assert differences(cfg) == []
     (second,) = once()
     assert second.ok and second.uploaded == 0 and second.deleted == 0
     (source / "top.pdf").write_bytes(b"TOP")
@@ -280,7 +286,34 @@ def test_the_engine_converges_on_every_change(spec: TargetSpec, tmp_path: Path) 
     # the rename is a server-side move where the backend can, else a put plus a delete
     assert third.uploaded + third.moved == 2 and third.deleted == (1 if third.moved else 2)
     assert third.moved == (1 if spec.backend in ("file", "sftp") else third.moved)
-    assert differences() == []
+    assert differences(cfg) == []
+
+
+def test_a_new_layout_whose_files_stand_in_each_others_way_converges(spec: TargetSpec, tmp_path: Path) -> None:
+    """Old paths that are folders of new ones: 2024/a.pdf must go before 2024/a.pdf/b.pdf
+    can land and 2024/b.pdf before 2024/b.pdf/a.pdf (each waits for the other), and
+    2024/q.pdf before 2024/q.pdf/w/v.pdf. Parked aside first, then moved into place."""
+    source = tmp_path / "src"
+    for rel in ("b.pdf/a.pdf", "a.pdf/b.pdf", "z/q.pdf", "q.pdf/w/v.pdf"):
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(rel.encode())
+        os.utime(source / rel, (1_714_521_600, 1_714_521_600))  # 2024-05-01
+    (first,) = run_once(make_config(spec, source, tmp_path / "state", layout="{year}/{stem}{suffix}"))
+    assert first.ok and first.uploaded == 4, first
+    cfg = make_config(spec, source, tmp_path / "state", layout="by-year")
+    (relaid,) = run_once(cfg)
+    assert relaid.ok and relaid.uploaded + relaid.moved == 4, relaid
+    assert differences(cfg) == []
+    driver = registry.connect(registry.resolve(cfg.targets[0].url, cfg.targets[0].options, cfg.presets))
+    try:
+        assert sorted(driver.list()) == [
+            "2024/a.pdf/b.pdf",
+            "2024/b.pdf/a.pdf",
+            "2024/q.pdf/w/v.pdf",
+            "2024/z/q.pdf",
+        ]
+    finally:
+        driver.close()
 
 
 def test_the_stop_flag_stops_a_long_first_copy_cleanly(spec: TargetSpec, tmp_path: Path) -> None:
