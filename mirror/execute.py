@@ -771,7 +771,13 @@ class Executor:
             try:
                 work()
             except (TransientError, ItemError) as exc:
-                if action.old_src and not self._stopping():
+                if self._stopping():
+                    raise
+                if parked or lost:
+                    # the file left its old path, and its temp name goes at the end of the
+                    # pass: no row may say it is on the target, so the next pass sends it
+                    self.index.forget_many(s for s in (action.src, action.old_src) if s)
+                elif action.old_src:
                     # retried by path, the new half alone would become a put and the old
                     # copy would stay on the target until the next full pass
                     self.index.fail(action.old_src, action.old_dst, str(exc))

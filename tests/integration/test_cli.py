@@ -311,6 +311,22 @@ def test_a_new_layout_whose_files_stand_in_each_others_way_lands_in_one_run(
     assert "Traceback" not in moved.stderr
 
 
+def test_a_file_moved_aside_that_cannot_land_is_sent_again_by_the_next_run(tmp_path: Path, state: Path) -> None:
+    """Under flat, c.txt/x must leave the folder c.txt (q/c.txt takes its name), but its
+    new name x is a folder the refused x/2020/03 keeps. Its copy went with its temp name
+    while its row still named c.txt/x: back in the tree layout, no run sent it again."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    for rel, data in {"c.txt/x": "precious", "q/c.txt": "other", "03": "a", "x/2020/03": "b"}.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_text(data)
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    flat = run("run", str(source), str(target), "--once", "--layout", "flat", state=state)
+    assert flat.returncode == 1 and "Traceback" not in flat.stderr, flat.stdout + flat.stderr
+    back = run("run", str(source), str(target), "--once", state=state)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert files(target) == {"c.txt/x": b"precious", "q/c.txt": b"other", "03": b"a", "x/2020/03": b"b"}
+
+
 @pytest.mark.parametrize("rescan", [True, False])
 def test_a_copy_gone_from_the_target_when_the_layout_changes_is_sent_and_no_folder_moves(
     tmp_path: Path, state: Path, rescan: bool
