@@ -461,6 +461,8 @@ class _Planner:
                 moves.append(action)
             elif action is not None:
                 transfers.append(action)
+        # a file refused its new path keeps its old copy, and with it the copy's folders
+        self.vacated -= {key(index[r.src].dst) for r in self.refusals if r.src in index}
         return moves, transfers
 
     def _owners(self) -> dict[str, str]:

@@ -450,6 +450,31 @@ def test_a_file_named_like_a_folder_on_the_target_is_refused() -> None:
     assert [r.src for r in established.refusals] == ["docs"] and not established.transfers
 
 
+def test_a_file_refused_its_new_path_keeps_its_folders_from_newcomers() -> None:
+    """Under flat, a.pdf/x is refused (03/x holds x) and stays in the folder a.pdf: a new
+    file q/a.pdf wanting the name a.pdf is refused too, not sent to fail on every pass
+    (and hold back every deletion with it)."""
+    index = {"03/x": known("03/x", "x"), "a.pdf/x": known("a.pdf/x")}
+    local = {src: entry(src) for src in [*index, "q/a.pdf"]}
+    result = plan(local, index, dataclasses.replace(SETTINGS, layout=Layout.parse("flat")))
+    assert not result.transfers and not result.moves and not result.removals
+    assert [(r.src, "already taken" in r.reason or "clashes" in r.reason) for r in result.refusals] == [
+        ("a.pdf/x", True),
+        ("q/a.pdf", True),
+    ]
+    # and so does a plan that asks the index about the new paths (watch mode)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Index(Path(tmp) / "index.sqlite")
+        db.record_many(index.values())
+        scope = set(local)
+        asked = KnownFiles(
+            db.lookup_many(scope), scope, db.count(), db.rows, db.lookup, db.targets, db.holders, db.held_below
+        )
+        flat = dataclasses.replace(SETTINGS, layout=Layout.parse("flat"))
+        assert sorted(r.src for r in plan(local, asked, flat, scope=scope).refusals) == ["a.pdf/x", "q/a.pdf"]
+        db.close()
+
+
 def test_refused_names_are_per_item_errors_with_a_reason() -> None:
     caps = Capabilities(
         forbidden_names=frozenset({"desktop.ini"}), forbidden_chars=":", forbidden_trailing=" .", max_name_bytes=10
