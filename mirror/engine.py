@@ -33,6 +33,7 @@ from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir
 from mirror.mounts import mount_of, place_of
 from mirror.plan import KnownFiles, PlanSettings, narrow, plan
+from mirror.policy import DeletePolicy
 from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, Snapshot, check_source, scan, stat_paths
 
@@ -291,7 +292,7 @@ class TargetRunner:
             dt.date.today(),
             self.stable_inodes,
         )
-        actions = plan(mine, index, settings, remote, scope, source_empty, hold_gone)
+        actions = plan(mine, index, settings, remote, scope, source_empty, hold_gone, self._leftovers(remote))
         if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
         if actions.held:
@@ -317,6 +318,21 @@ class TargetRunner:
             return report
         self._after(report, listing)
         return report
+
+    def _leftovers(self, remote: Mapping[str, RemoteEntry] | None) -> dict[str, str]:
+        """Old copies earlier passes left (Index.leftovers) that are still mirror's to
+        remove: not a path a row holds now, nor gone from a listing; none under keep."""
+        if self.index is None:
+            return {}
+        found = self.index.leftovers()
+        if not found:
+            return found
+        held = self.index.holders(list(found))
+        keep = self.settings.delete is DeletePolicy.KEEP
+        done = [dst for dst in found if keep or dst in held or (remote is not None and dst not in remote)]
+        if done and not self.dry_run:
+            self.index.left(done)
+        return {dst: src for dst, src in found.items() if dst not in done}
 
     def _recover_in_flight(self, remote: Mapping[str, RemoteEntry]) -> None:
         """Record the files a pass cut short sent but did not record (Index.sending), as the

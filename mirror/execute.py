@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from mirror.driver import BatchPut, Driver, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, StateError, TransientError
 from mirror.index import Index, IndexEntry
-from mirror.paths import ancestors, numbered, parent
+from mirror.paths import ancestors, numbered, numbered_top, parent
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
 from mirror.scan import LocalEntry
 from mirror.source_files import SourceFiles
@@ -42,6 +42,8 @@ BATCH_BYTES = 8 << 20
 #: files at least this large are sent at most ``Driver.bulk_concurrency`` at a time:
 #: their transfer time is spent moving bytes, not waiting on round trips
 BULK_FILE_BYTES = 8 << 20
+#: numbered places tried for a file whose trash path a trashed file or folder blocks
+_TRASH_TRIES = 20
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,9 @@ class Executor:
             stats.failed.append((refusal.src, refusal.reason))
             self.log.warning("not mirrored: %s: %s", refusal.src, refusal.reason)
         try:
+            # old copies of files sent to a new path: known until removed (Index.leave)
+            removals = (*plan.early, *plan.removals)
+            self.index.leave((r.src, r.dst) for r in removals if isinstance(r, (Delete, Trash)) and not r.forget)
             self._parallel(plan.cleanups, self._cleanup)
             self._remove_all(plan.early)
             # a file taking the place of a folder needs the folders these emptied gone too
@@ -764,6 +769,8 @@ class Executor:
                 self._put(Put(action.src, action.dst, action.entry, action.date, action.reason))
                 if action.old_src:
                     self.index.forget(action.old_src)
+                if not (lost or parked):
+                    self.index.leave([(action.src, action.old_dst)])  # the copy the move left: next pass
                 return
             self._moved([action])
 
@@ -819,6 +826,7 @@ class Executor:
         if not actions:
             return
         self.index.forget_many(a.src for a in actions if a.forget)
+        self.index.left(a.dst for a in actions if not a.forget)
         with self._lock:
             self._stats.deleted += len(actions)
             self._streak = 0
@@ -833,14 +841,29 @@ class Executor:
 
         def work() -> None:
             if isinstance(action, Trash):
-                trash_dst = self._in_free_place(action).trash_dst
-                self._ensure_dir(parent(trash_dst))
-                self._gone_ok(action.dst, lambda: self.driver.move(action.dst, trash_dst))
+                self._trash(self._in_free_place(action))
             else:
                 self._gone_ok(action.dst, lambda: self.driver.delete(action.dst))
             self._removed([action])
 
         self._item(action.src, action.dst, work)
+
+    def _trash(self, action: Trash) -> None:
+        """Move a file into the trash. Where the trash already holds its name the other
+        way round (``a`` trashed as a folder and ``a`` as a file on one day), it goes below
+        a numbered top folder instead: ``.mirror-trash/DAY/a (2)/b.txt``."""
+        trash_dst, n = action.trash_dst, 1
+        head = trash_dst[: len(trash_dst) - len(action.dst)]
+        while True:
+            try:
+                self._ensure_dir(parent(trash_dst))
+                self._gone_ok(action.dst, partial(self.driver.move, action.dst, trash_dst))
+                return
+            except ItemError:
+                n += 1
+                if n > _TRASH_TRIES:
+                    raise
+                trash_dst = head + numbered_top(action.dst, n)
 
     def _in_free_place(self, action: Trash) -> Trash:
         """``action`` with a trash path no earlier trashed file holds (``inv (2).pdf``, ...):

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS failures (
     last_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sending (id INTEGER PRIMARY KEY, items TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leftovers (dst TEXT PRIMARY KEY, src TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS driver_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -374,6 +375,36 @@ class Index:
             return int(row[0]), int(row[1])
 
     # -- failures -------------------------------------------------------------------
+    # -- old copies of files sent to a new path ----------------------------------------
+    # A file sent to its new path (a new layout with an edit, a move that had to become a
+    # put) has its row pointed there at once; its old copy goes later in the pass, or not
+    # at all when the pass is cut short or its deletions are postponed. Written down first,
+    # the old copy stays known until it is removed.
+    def leave(self, copies: Iterable[tuple[str, str]]) -> None:
+        """Journal (src, old target path) of copies about to be left behind (committed)."""
+        pairs = [(dst, src) for src, dst in copies]
+        if not pairs:
+            return
+        with self._using():
+            self._drain()
+            self._db.executemany("INSERT OR REPLACE INTO leftovers VALUES (?, ?)", pairs)
+            self._db.commit()
+
+    def leftovers(self) -> dict[str, str]:
+        """The old copies still on the target: target path -> the source file it was."""
+        with self._using():
+            self._drain()
+            return dict(self._db.execute("SELECT dst, src FROM leftovers").fetchall())
+
+    def left(self, dsts: Iterable[str]) -> None:
+        """These old copies are removed (or no longer mirror's to remove)."""
+        gone = [(dst,) for dst in dsts]
+        if gone:
+            with self._using():
+                self._drain()
+                self._db.executemany("DELETE FROM leftovers WHERE dst = ?", gone)
+                self._wrote(len(gone))
+
     def fail(self, src: str, dst: str | None, error: str) -> None:
         now = time.time()
         with self._using():

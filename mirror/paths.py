@@ -52,3 +52,10 @@ def numbered(rel: str, n: int) -> str:
     if not stem:  # no extension, or a name that starts with its only dot (".env")
         stem, dot, ext = name, "", ""
     return f"{folder}{slash}{stem} ({n}){dot}{ext}"
+
+
+def numbered_top(rel: str, n: int) -> str:
+    """``rel`` with its top folder numbered (``a/b.txt`` -> ``a (2)/b.txt``), or the file
+    itself if it has none (:func:`numbered`)."""
+    top, slash, rest = rel.partition("/")
+    return f"{top} ({n}){slash}{rest}" if slash else numbered(rel, n)

@@ -323,6 +323,7 @@ def plan(
     scope: Collection[str] | None = None,
     source_empty: bool | None = None,
     hold_gone: bool = False,
+    leftovers: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide what to do for the source paths in ``scope`` (all known paths when None).
 
@@ -331,7 +332,8 @@ def plan(
     trusted. ``source_empty`` tells the guard the whole source is empty (derived from
     ``local`` for a full plan). With ``hold_gone``, files gone from the source are not
     removed but listed in ``held``, unless a new file needs their place; the delete
-    guard then judges them with those of a later plan.
+    guard then judges them with those of a later plan. ``leftovers``: old copies of files
+    sent to a new path that earlier passes did not remove (:meth:`Index.leftovers`).
     """
     if scope is None:
         candidates: Iterable[str] = local
@@ -348,7 +350,7 @@ def plan(
     del desired  # a first copy's million entries: freed before the next steps build sets of paths
     moves, transfers = planner.refuse_file_folder_clashes(moves, transfers)
     moves = planner.order_moves(moves, transfers)
-    removals = planner.removals(transfers, moves, gone)
+    removals = planner.removals(transfers, moves, gone, leftovers or {})
     held: tuple[str, ...] = ()
     if hold_gone:
         needed, late = planner.split_early(removals, moves, transfers)  # a new file's place: now
@@ -613,14 +615,20 @@ class _Planner:
                 parked.add(i)
         return [m._replace(park=True) if i in parked else m for i, m in enumerate(moves)] if parked else moves
 
-    def removals(self, transfers: list[Put | Adopt], moves: list[Move], gone: list[str]) -> list[Removal]:
-        """What leaves the target (by policy), never a path another file now claims."""
+    def removals(
+        self, transfers: list[Put | Adopt], moves: list[Move], gone: list[str], leftovers: Mapping[str, str]
+    ) -> list[Removal]:
+        """What leaves the target (by policy), never a path another file now claims.
+        ``leftovers``: old copies an earlier pass left (target path -> source path)."""
         stale: list[tuple[str, str, bool]] = []  # (src, old target path, forget the row)
         # a file sent to a new layout path (changed, or a move turned into a put) leaves its old copy
         for action in transfers:
             known = self.index.get(action.src)
-            if isinstance(action, Put) and known is not None and known.dst != action.dst:
+            if isinstance(action, (Put, Adopt)) and known is not None and known.dst != action.dst:
                 stale.append((action.src, known.dst, False))
+        if leftovers:
+            planned = {dst for _, dst, _ in stale}
+            stale += [(src, dst, False) for dst, src in sorted(leftovers.items()) if dst not in planned]
         taken_over = {m.old_src for m in moves if m.old_src}
         stale += [(src, self.index[src].dst, True) for src in sorted(set(gone) - taken_over)]
         policy, remote = self.settings.delete, self.remote

@@ -246,6 +246,34 @@ def test_a_file_trashed_again_on_the_same_day_keeps_its_earlier_copies(tmp_path:
     }
 
 
+@pytest.mark.parametrize(
+    ("order", "kept"),
+    [
+        (["a/b.txt", "a"], {"a/b.txt": "a/b.txt", "a (2)": "a"}),
+        (["a", "a/b.txt"], {"a": "a", "a (2)/b.txt": "a/b.txt"}),
+    ],
+)
+def test_a_name_trashed_as_a_folder_and_as_a_file_on_one_day_keeps_both(
+    tmp_path: Path, state: Path, order: list[str], kept: dict[str, str]
+) -> None:
+    """The second of the two once failed every run of that day: a file where the trash
+    has a folder of its name, or a folder's file below a trashed file."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "k.txt").write_text("stays")
+    for rel in order:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+        assert run("run", str(src), str(target), "--once", "--delete", "trash", state=state).returncode == 0
+        (src / rel).unlink()
+        if "/" in rel:
+            (src / rel).parent.rmdir()
+        trashed = run("run", str(src), str(target), "--once", "--delete", "trash", state=state)
+        assert trashed.returncode == 0, trashed.stdout + trashed.stderr
+    (day,) = (target / ".mirror-trash").iterdir()
+    assert files(day) == {k: v.encode() for k, v in kept.items()}
+
+
 def test_layout_flag_and_dry_run(src: Path, tmp_path: Path, state: Path) -> None:
     target = tmp_path / "flat"
     dry = run("run", str(src), str(target), "--once", "--dry-run", "--layout", "flat", state=state)
@@ -309,6 +337,49 @@ def test_a_new_layout_whose_files_stand_in_each_others_way_lands_in_one_run(
     assert moved.returncode == 0, moved.stdout + moved.stderr
     assert files(target) == {dst: rel.encode() for rel, dst in after.items()}
     assert "Traceback" not in moved.stderr
+
+
+def test_an_old_copy_left_by_a_pass_whose_deletions_waited_goes_with_a_later_one(
+    tmp_path: Path, state: Path
+) -> None:
+    """a/x.txt is edited as the layout changes, so it is sent to 2024/a/x.txt; n.txt fails
+    (a folder stands in its way), so deletions wait. The old copy a/x.txt then stayed for
+    good, unknown to every later run, and verify said identical."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "x.txt").write_text("first")
+    os.utime(source / "a" / "x.txt", (1_714_521_600, 1_714_521_600))  # 2024-05-01
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    (source / "a" / "x.txt").write_text("edited")
+    os.utime(source / "a" / "x.txt", (1_714_521_601, 1_714_521_601))
+    (source / "n.txt").write_text("new")
+    os.utime(source / "n.txt", (1_714_521_600, 1_714_521_600))
+    (target / "2024" / "n.txt").mkdir(parents=True)
+    (target / "2024" / "n.txt" / "theirs").write_text("not mirror's")
+    waited = run("run", str(source), str(target), "--once", "--layout", "by-year", state=state)
+    assert waited.returncode == 1 and "deletions postponed" in waited.stderr, waited.stdout + waited.stderr
+    assert (target / "a" / "x.txt").read_text() == "first"
+    shutil.rmtree(target / "2024" / "n.txt")
+    later = run("run", str(source), str(target), "--once", "--layout", "by-year", state=state)
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert files(target) == {"2024/a/x.txt": b"edited", "2024/n.txt": b"new"}
+
+
+def test_the_old_copy_of_a_move_that_became_a_put_goes(tmp_path: Path, state: Path) -> None:
+    """An empty folder stands where the new layout puts a/x.txt: the move fails, the file
+    is sent instead (the folder removed), and its old copy was then left for good."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    (source / "a").mkdir(parents=True)
+    for name in ("x.txt", "y.txt"):
+        (source / "a" / name).write_text(name)
+        os.utime(source / "a" / name, (1_714_521_600, 1_714_521_600))  # 2024-05-01
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    (target / "2024" / "a" / "x.txt").mkdir(parents=True)
+    relaid = run("run", str(source), str(target), "--once", "--layout", "by-year", state=state)
+    assert relaid.returncode == 0, relaid.stdout + relaid.stderr
+    again = run("run", str(source), str(target), "--once", "--layout", "by-year", state=state)
+    assert again.returncode == 0 and "1 deleted" in again.stdout, again.stdout + again.stderr
+    assert files(target) == {"2024/a/x.txt": b"x.txt", "2024/a/y.txt": b"y.txt"}
 
 
 def test_a_file_moved_aside_that_cannot_land_is_sent_again_by_the_next_run(tmp_path: Path, state: Path) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mirror.errors import ItemError
-from mirror.paths import check_relative, numbered
+from mirror.paths import check_relative, numbered, numbered_top
 
 paths = st.text(st.sampled_from(list("ab./\x00")), max_size=8)
 
@@ -39,3 +39,11 @@ def test_check_relative_accepts_exactly_the_safe_paths(rel: str) -> None:
 )
 def test_a_numbered_name_keeps_its_folder_and_extension(rel: str, numbered_: str) -> None:
     assert numbered(rel, 2) == numbered_
+
+
+@pytest.mark.parametrize(
+    ("rel", "numbered_"),
+    [("a/b.txt", "a (3)/b.txt"), ("a/b/c.pdf", "a (3)/b/c.pdf"), ("inv.pdf", "inv (3).pdf"), ("a", "a (3)")],
+)
+def test_a_numbered_top_folder_keeps_the_path_below_it(rel: str, numbered_: str) -> None:
+    assert numbered_top(rel, 3) == numbered_

@@ -29,7 +29,20 @@ from mirror.filters import Filter
 from mirror.hashing import HashKind
 from mirror.index import Index, IndexEntry
 from mirror.layout import Layout, date_of
-from mirror.plan import Adopt, Delete, Forget, KnownFiles, Move, Plan, PlanSettings, Put, Refuse, narrow, plan
+from mirror.plan import (
+    Adopt,
+    Delete,
+    Forget,
+    KnownFiles,
+    Move,
+    Plan,
+    PlanSettings,
+    Put,
+    Refuse,
+    Trash,
+    narrow,
+    plan,
+)
 from mirror.policy import DeletePolicy
 from mirror.scan import Entries, LocalEntry, scan
 
@@ -529,6 +542,18 @@ def test_a_copy_the_listing_lacks_or_shows_changed_is_sent_not_moved() -> None:
     relaid = plan(local, index, year, remote=landed)
     assert [(type(t), t.dst) for t in relaid.transfers] == [(Adopt, "2023/a.pdf")]
     assert not relaid.moves and not relaid.removals
+
+
+def test_old_copies_left_by_earlier_passes_are_removed_unless_a_file_needs_the_path() -> None:
+    index = {"a": known("a", "2023/a")}
+    local = {"a": entry("a"), "n": entry("n")}
+    result = plan(local, index, SETTINGS, leftovers={"old/a": "a", "n": "x"})
+    # old/a goes (not counted by the guard, though it is every managed file but one);
+    # n is where a new file lands, so the copy there is replaced, not deleted after
+    assert [(type(r), r.dst, r.forget) for r in result.removals] == [(Delete, "old/a", False)]
+    assert result.guard is None and [t.dst for t in result.transfers] == ["n"]
+    kept = plan(local, index, dataclasses.replace(SETTINGS, delete=DeletePolicy.TRASH), leftovers={"old/a": "a"})
+    assert [(type(r), r.dst) for r in kept.removals] == [(Trash, "old/a")]
 
 
 def test_files_gone_from_both_sides_are_forgotten_not_deleted_nor_guarded() -> None:
