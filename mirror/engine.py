@@ -335,10 +335,11 @@ class TargetRunner:
         return {dst: src for dst, src in found.items() if dst not in done}
 
     def _recover_in_flight(self, remote: Mapping[str, RemoteEntry]) -> None:
-        """Record the files a pass cut short sent but did not record (Index.sending), as the
-        listing shows them: the plan then treats them as mirror's own, to replace, keep or
-        delete like any other. A file whose row already names another target path is
-        left to the plan, which finds it there and adopts it."""
+        """Record the files a pass cut short sent or moved but did not record
+        (Index.sending), as the listing shows them: the plan then treats them as mirror's
+        own, to replace, move, keep or delete like any other. A file whose row names
+        another target path, still there, is left to the plan, which finds it at its new
+        path and adopts it."""
         if self.index is None or self.dry_run:
             return
         journal = self.index.in_flight()
@@ -349,6 +350,8 @@ class TargetRunner:
             row = known.get(src)
             if row is None or (row.dst == dst and (row.size, row.mtime_ns) != (there.size, there.mtime_ns)):
                 found.append(IndexEntry(src, dst, there.size, there.mtime_ns or 0, 0, date, there.hash))
+            elif row.dst != dst and row.dst not in remote and row.size == there.size:
+                found.append(row._replace(dst=dst))  # moved there: its old path is empty
         if found:
             self.log.info("%d file(s) sent by a pass that was cut short are recorded now", len(found))
         self.index.record_many(found)

@@ -146,10 +146,11 @@ class Executor:
             self._remove_all(plan.early)
             # a file taking the place of a folder needs the folders these emptied gone too
             self._prune_dirs(r.dst for r in plan.early if isinstance(r, (Delete, Trash)))
-            self._move_all(plan.moves)
             # journaled (Index.sending): after an error the entries stay, and the next
             # listing pass looks for the files on the target
-            journal = self.index.sending((t.src, t.dst, t.date) for t in plan.transfers if isinstance(t, Put))
+            sending = [(t.src, t.dst, t.date) for t in plan.transfers if isinstance(t, Put)]
+            journal = self.index.sending([*sending, *((m.src, m.dst, m.date) for m in plan.moves)])
+            self._move_all(plan.moves)
             batches, singles = self._batches(plan.transfers)
             self._parallel(batches, self._put_batch)
             others, bulk = _bulk_apart(singles)

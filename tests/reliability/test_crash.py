@@ -12,6 +12,7 @@ failure so it can be replayed.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import random
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run, start
+from mirror.index import Index
+from tests.cli import files, run, start
 from tests.reliability.common import MIB, digest, hashes, make_source, sent, sftp_options, temp_files, write_config
 from tests.reliability.common import landed as landed_files
 from tests.servers.sshd import SshServer
@@ -141,3 +143,26 @@ def test_kill_9_during_a_first_copy_converges_many_trials(
     server = request.getfixturevalue("sshd") if backend == "sftp" else None
     seed = int(os.environ.get("MIRROR_CRASH_SEED", "2000"))
     trials(Bench(source, tmp_path / "work", backend, server), count, base_seed=seed)
+
+
+def test_files_a_killed_pass_moved_but_did_not_record_are_followed_to_their_new_path(tmp_path: Path) -> None:
+    """What kill -9 leaves in a new layout's moves: the file at its new path, its move
+    journaled, its row not yet. The next run, with another layout again, once sent the
+    file anew and left the moved copy at the abandoned layout's path for good."""
+    source, target, state = tmp_path / "export", tmp_path / "backup", tmp_path / "state"
+    (source / "reports").mkdir(parents=True)
+    for name in ("a.pdf", "b.pdf"):
+        (source / "reports" / name).write_bytes(name.encode())
+        os.utime(source / "reports" / name, (1_714_521_600, 1_714_521_600))  # 2024-05-01
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    (target / "2024" / "reports").mkdir(parents=True)
+    (target / "reports" / "a.pdf").rename(target / "2024" / "reports" / "a.pdf")
+    (db,) = (state / "targets").glob("*.sqlite")
+    index = Index(db)
+    index.sending([("reports/a.pdf", "2024/reports/a.pdf", dt.date(2024, 5, 1))])
+    index.set_meta(clean_shutdown=0)
+    index.close()
+    flat = run("run", str(source), str(target), "--once", "--layout", "flat", state=state)
+    assert flat.returncode == 0, flat.stdout + flat.stderr
+    assert files(target) == {"a.pdf": b"a.pdf", "b.pdf": b"b.pdf"}
+    assert sent(flat.stdout) == 0, flat.stdout
