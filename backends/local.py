@@ -120,7 +120,11 @@ class LocalDriver(Driver):
         os.utime(self.full(rel), ns=(mtime_ns, mtime_ns))
 
     def move(self, src: str, dst: str) -> None:
-        os.replace(self.full(src), self.full(dst))
+        try:
+            os.replace(self.full(src), self.full(dst))
+        except IsADirectoryError:
+            # os names both paths, the first often an upload's temp name
+            raise ItemError(f"{self.full(dst)} on the target is a folder where a file goes") from None
 
     def delete(self, rel: str) -> None:
         os.unlink(self.full(rel))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mirror import registry
+from mirror.errors import ItemError
 from mirror.mounts import mount_of
 
 MOUNTINFO = """\
@@ -80,3 +81,13 @@ def test_a_folder_on_a_local_disk_gets_one_worker(tmp_path: Path) -> None:
         pytest.skip(f"the test folder is not on a local disk ({mount})")
     driver = registry.connect(registry.resolve(str(tmp_path / "target"), {}, {}))
     assert driver.default_concurrency == 1
+
+
+def test_a_folder_in_the_way_of_a_move_is_named_not_the_temp_name(tmp_path: Path) -> None:
+    driver = registry.connect(registry.resolve(str(tmp_path / "target"), {}, {}))
+    (tmp_path / "target" / "a.pdf").mkdir(parents=True)
+    (tmp_path / "target" / "a.pdf" / "theirs").write_text("x")
+    (tmp_path / "target" / ".~mirror-0123456789ab.tmp").write_text("y")
+    with pytest.raises(ItemError) as caught:
+        driver.move(".~mirror-0123456789ab.tmp", "a.pdf")
+    assert str(caught.value) == f"{tmp_path / 'target' / 'a.pdf'} on the target is a folder where a file goes"
