@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import watchfiles
+from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from mirror.filters import Filter
 from mirror.paths import ancestors
@@ -90,6 +91,12 @@ class SourceWatcher:
                         return
             try:
                 yield from self._watch()
+            except WatchfilesRustInternalError as exc:
+                # watchfiles gives up on a name it cannot decode (one not valid UTF-8),
+                # and its watcher with it: a new one starts with a rescan, which finds
+                # the change (and warns about the name)
+                log.info("watcher error (%s); rescanning the source", exc)
+                self.stop.wait(1.0)
             except OSError as exc:
                 if isinstance(exc, PermissionError) and not self._skip_denied:
                     log.warning("%s; watching the rest of the source", exc)

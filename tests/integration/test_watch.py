@@ -75,6 +75,20 @@ def test_create_modify_delete_rename(live: tuple[Path, Path, Path]) -> None:
     wait_for(lambda: same(src, dst), what="a folder replaced by a file of its name")
 
 
+def test_a_name_that_is_not_utf8_does_not_stop_the_watch(live: tuple[Path, Path, Path]) -> None:
+    """watchfiles cannot decode such a name and gave up, taking the whole run with it: no
+    later change reached the target."""
+    src, dst, _ = live
+    latin1 = os.path.join(os.fsencode(src), b"Rechnung M\xfcller.pdf")
+    with open(latin1, "wb") as f:
+        f.write(b"%PDF")
+    time.sleep(1.0)  # its event first, alone
+    with open(latin1, "ab") as f:
+        f.write(b" more")
+    (src / "later.pdf").write_bytes(b"later")
+    wait_for(lambda: files(dst).get("later.pdf") == b"later", what="a file after one whose name is not UTF-8")
+
+
 def test_two_files_of_one_size_and_time_swapped_by_renames(live: tuple[Path, Path, Path]) -> None:
     src, dst, _ = live
     (src / "001.pdf").write_bytes(b"invoice A")
