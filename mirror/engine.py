@@ -574,6 +574,9 @@ class TargetRunner:
             reports.append(self.pass_(local, listing=listing, scope=None, skip=work.skip))
         elif retry:
             work.changes.update(stat_paths(self.config.source, retry - work.changes.keys(), self.filter))
+        if work.changes:
+            in_the_way = self.held.in_the_way(work.changes)
+            work.changes.update(stat_paths(self.config.source, in_the_way - work.changes.keys(), self.filter))
         if work.changes and self.index is not None:
             # items that failed before get another chance with every batch (failures are few)
             failed = [f.src for f in self.index.failures() if f.src not in work.changes]

@@ -11,7 +11,9 @@ Uploads and moves are never held.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+
+from mirror.paths import ancestors
 
 #: seconds without another file going before held deletions are planned
 SETTLE_S = 2.0
@@ -48,6 +50,17 @@ class HeldDeletions:
         if self._due is None:
             return None
         return max(0.0, self._due - now)
+
+    def in_the_way(self, paths: Collection[str]) -> set[str]:
+        """Take out the held paths that one of ``paths`` needs gone now: a folder above
+        one of them (a file replaced by a folder of its name), or a file below one (the
+        reverse). Held, they kept the new file waiting and refused as a clash."""
+        if not self.paths:
+            return set()
+        above = {a for p in paths for a in ancestors(p)}
+        found = {h for h in self.paths if h in above or any(a in paths for a in ancestors(h))}
+        self.paths -= found
+        return found
 
     def release(self) -> set[str]:
         """The held paths, for a pass that plans their deletion; holding starts afresh."""

@@ -89,6 +89,28 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_watch(live: tuple[Path, Path,
     wait_for(lambda: files(dst).get("later.pdf") == b"later", what="a file after one whose name is not UTF-8")
 
 
+def test_a_file_replaced_by_a_folder_of_its_name_waits_for_no_other_deletion(
+    live: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The old file's deletion was held with the others (until the source stops losing
+    files, up to a minute), and the folder's new file refused as a clash meanwhile, with
+    a warning each batch."""
+    src, dst, _ = live
+    mirrored(src, dst, {"x": b"a file", **{f"old{i:02}": b"o" for i in range(40)}}, "the files")
+    (src / "x").unlink()
+    time.sleep(0.6)  # the file's deletion is held first
+    (src / "x").mkdir()
+    (src / "x" / "in").write_bytes(b"in")
+    for i in range(40):  # meanwhile other files keep going, as a cleanup job would have them
+        if files(dst).get("x/in") == b"in":
+            break
+        (src / f"old{i:02}").unlink()
+        time.sleep(0.3)
+    assert files(dst).get("x/in") == b"in", "x/in waited for the other deletions"
+    assert "clashes" not in (tmp_path / "mirror.log").read_text()
+    wait_for(lambda: same(src, dst), what="the deletions")
+
+
 def test_two_files_of_one_size_and_time_swapped_by_renames(live: tuple[Path, Path, Path]) -> None:
     src, dst, _ = live
     (src / "001.pdf").write_bytes(b"invoice A")

@@ -34,3 +34,12 @@ def test_files_going_without_a_pause_are_due_at_most_the_longest_wait_after_the_
         last = now
     due_at = first + (held.due_in(first) or 0.0)
     assert due_at == pytest.approx(min(last + 2.0, first + 60.0))
+
+
+def test_a_held_path_a_new_path_needs_gone_is_taken_out() -> None:
+    held = HeldDeletions()
+    held.hold(["x", "d/in", "other", "xy/z"], now=0.0)
+    # x/in needs the file x gone; the file d needs the folder d (of d/in) gone
+    assert held.in_the_way({"x/in": 1, "d": 2}) == {"x", "d/in"}
+    assert held.paths == {"other", "xy/z"}
+    assert held.in_the_way({"new"}) == set()
