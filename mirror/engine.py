@@ -353,7 +353,7 @@ class TargetRunner:
             elif row.dst != dst and row.dst not in remote and row.size == there.size:
                 found.append(row._replace(dst=dst))  # moved there: its old path is empty
         if found:
-            self.log.info("%d file(s) sent by a pass that was cut short are recorded now", len(found))
+            self.log.info("%d file(s) sent or moved by a pass that was cut short are recorded now", len(found))
         self.index.record_many(found)
         self.index.clear_in_flight()
 
