@@ -66,6 +66,8 @@ def user_errors(scrubber: SecretFilter | None = None) -> Iterator[None]:
         fail(clean(str(exc)), EXIT_PROBLEM)
     except KeyboardInterrupt:
         fail("interrupted", EXIT_PROBLEM)
+    except BrokenPipeError:
+        sys.exit(EXIT_PROBLEM)  # the reader went (mirror verify | head): stop, quietly
     except Exception as exc:
         log.debug("internal error", exc_info=True)
         fail(
@@ -425,6 +427,11 @@ def verify(
         mirror.open()
         try:
             snap = scan(cfg.source, mirror.filter)
+            # files no target can hold as they are: not backed up, so never "identical"
+            unmirrorable = [skip for skip in snap.skipped if skip.fix]
+            for skip in unmirrorable:
+                click.echo(f"{printable(skip.path)}: not mirrored: {skip.reason}; {skip.fix}")
+            differences += len(unmirrorable)
             for runner in mirror.runners:
                 driver = runner.connect()
                 local = {p: e for p, e in snap.entries.items() if runner.filter.wants_file(p)}

@@ -708,8 +708,7 @@ class Mirror:
                     "skipped %s: %s; its copies on the targets stay until it can be read", skip.path, skip.reason
                 )
             elif skip.fix:
-                shown = skip.path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                log.warning("not mirrored: %s: %s; %s", shown, skip.reason, skip.fix)
+                log.warning("not mirrored: %s: %s; %s", skip.path, skip.reason, skip.fix)
             else:
                 log.info("skipped %s: %s", skip.path, skip.reason)
         return snap

@@ -15,8 +15,17 @@ _CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r"
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters escaped, so one message stays one line."""
-    return text.translate(_CONTROL)
+    """``text`` with control characters escaped, so one message stays one line, and
+    undecodable bytes shown (:func:`with_bytes_shown`)."""
+    return with_bytes_shown(text).translate(_CONTROL)
+
+
+def with_bytes_shown(text: str) -> str:
+    """The bytes of a name that is not valid UTF-8 as ``\\xfc``: Python keeps them as
+    surrogates, which no terminal can print and JSON cannot carry."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class TextFormatter(logging.Formatter):
@@ -35,7 +44,7 @@ class JsonFormatter(logging.Formatter):
         data = {
             "time": round(record.created, 3),
             "level": record.levelname.lower(),
-            "message": record.getMessage(),
+            "message": with_bytes_shown(record.getMessage()),
         }
         target = getattr(record, "target", None)
         if target:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli import files, run, start, wait_for
+from tests.cli import MIRROR, files, run, start, wait_for
 
 
 @pytest.fixture
@@ -623,9 +625,31 @@ def test_a_file_whose_name_is_not_utf8_fails_the_run_until_renamed(src: Path, tm
     assert result.returncode == 1, result.stdout + result.stderr
     assert "not mirrored: Rechnung M\\xfcller.pdf: its name is not valid UTF-8; rename it" in result.stderr
     assert "1 source file(s) cannot be mirrored" in result.stderr
+    # nor may verify call it identical
+    checked = run("verify", str(src), str(target), state=state)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "Rechnung M\\xfcller.pdf: not mirrored: its name is not valid UTF-8; rename it" in checked.stdout
     os.rename(latin1, src / "Rechnung Müller.pdf")
     renamed = run("run", str(src), str(target), "--once", state=state)
     assert renamed.returncode == 0 and (target / "Rechnung Müller.pdf").read_bytes() == b"%PDF"
+    assert run("verify", str(src), str(target), state=state).returncode == 0
+
+
+def test_verify_read_through_head_stops_quietly(tmp_path: Path, state: Path) -> None:
+    """``mirror verify SRC DST | head``: more differences than a pipe holds, and the
+    reader gone after the first line, once ended in 'internal error: BrokenPipeError'."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    target.mkdir()
+    for i in range(2000):
+        (src / f"invoice {i:04}.pdf").write_bytes(b"x")
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
+    piped = subprocess.run(
+        ["bash", "-c", f'{shlex.join(MIRROR)} verify "$0" "$1" | head -1; exit "${{PIPESTATUS[0]}}"', src, target],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert piped.stdout.startswith("default: invoice 0000.pdf: missing on the target"), piped.stdout
+    assert piped.returncode == 1 and piped.stderr == "", piped.stderr
 
 
 def test_a_target_that_is_a_file_fails_once_not_once_per_file(src: Path, tmp_path: Path, state: Path) -> None:
