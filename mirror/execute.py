@@ -842,7 +842,7 @@ class Executor:
 
         def work() -> None:
             if isinstance(action, Trash):
-                self._trash(self._in_free_place(action))
+                self._trash(action)
             else:
                 self._gone_ok(action.dst, lambda: self.driver.delete(action.dst))
             self._removed([action])
@@ -853,8 +853,8 @@ class Executor:
         """Move a file into the trash. Where the trash already holds its name the other
         way round (``a`` trashed as a folder and ``a`` as a file on one day), it goes below
         a numbered top folder instead: ``.mirror-trash/DAY/a (2)/b.txt``."""
-        trash_dst, n = action.trash_dst, 1
-        head = trash_dst[: len(trash_dst) - len(action.dst)]
+        head = action.trash_dst[: len(action.trash_dst) - len(action.dst)]  # .mirror-trash/DAY/
+        trash_dst, n = self._in_free_place(action).trash_dst, 1
         while True:
             try:
                 self._ensure_dir(parent(trash_dst))

@@ -276,6 +276,25 @@ def test_a_name_trashed_as_a_folder_and_as_a_file_on_one_day_keeps_both(
     assert files(day) == {k: v.encode() for k, v in kept.items()}
 
 
+def test_a_numbered_trash_name_that_a_folder_blocks_takes_the_next_number(tmp_path: Path, state: Path) -> None:
+    """x.pdf is in the trash, and a folder named like its next number: the third copy
+    once went to 'x (2x (2).pdf', the number cut into the name."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "k.pdf").write_text("stays")
+    for version in ("one", "two"):
+        (src / "x.pdf").write_text(version)
+        assert run("run", str(src), str(target), "--once", "--delete", "trash", state=state).returncode == 0
+        (src / "x.pdf").unlink()
+        if version == "two":
+            (day,) = (target / ".mirror-trash").iterdir()
+            (day / "x (2).pdf").mkdir()
+            (day / "x (2).pdf" / "theirs").write_text("not mirror's")
+        assert run("run", str(src), str(target), "--once", "--delete", "trash", state=state).returncode == 0
+    (day,) = (target / ".mirror-trash").iterdir()
+    assert files(day) == {"x.pdf": b"one", "x (2).pdf/theirs": b"not mirror's", "x (3).pdf": b"two"}
+
+
 def test_layout_flag_and_dry_run(src: Path, tmp_path: Path, state: Path) -> None:
     target = tmp_path / "flat"
     dry = run("run", str(src), str(target), "--once", "--dry-run", "--layout", "flat", state=state)
