@@ -327,9 +327,9 @@ class TargetRunner:
         found = self.index.leftovers()
         if not found:
             return found
-        held = self.index.holders(list(found))
+        holders = self.index.holders(list(found))
         keep = self.settings.delete is DeletePolicy.KEEP
-        done = [dst for dst in found if keep or dst in held or (remote is not None and dst not in remote)]
+        done = [dst for dst in found if keep or dst in holders or (remote is not None and dst not in remote)]
         if done and not self.dry_run:
             self.index.left(done)
         return {dst: src for dst, src in found.items() if dst not in done}

@@ -374,7 +374,6 @@ class Index:
             row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM files").fetchone()
             return int(row[0]), int(row[1])
 
-    # -- failures -------------------------------------------------------------------
     # -- old copies of files sent to a new path ----------------------------------------
     # A file sent to its new path (a new layout with an edit, a move that had to become a
     # put) has its row pointed there at once; its old copy goes later in the pass, or not
@@ -405,6 +404,7 @@ class Index:
                 self._db.executemany("DELETE FROM leftovers WHERE dst = ?", gone)
                 self._wrote(len(gone))
 
+    # -- failures -------------------------------------------------------------------
     def fail(self, src: str, dst: str | None, error: str) -> None:
         now = time.time()
         with self._using():

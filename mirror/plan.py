@@ -607,11 +607,8 @@ class _Planner:
             needed.update(ancestors(dst))
         parked = set()
         for i, (old, dst) in enumerate(zip(olds, dsts, strict=True)):
-            needs = needed.get(old, 0)
-            if old != dst and (
-                (needs and needs > (1 if old in ancestors(dst) else 0))
-                or any(f in new and f != dst for f in ancestors(old))
-            ):
+            others_need = needed[old] > (old in ancestors(dst))  # its own new path aside
+            if old != dst and (others_need or any(f in new and f != dst for f in ancestors(old))):
                 parked.add(i)
         return [m._replace(park=True) if i in parked else m for i, m in enumerate(moves)] if parked else moves
 
