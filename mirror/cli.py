@@ -543,6 +543,8 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
         late = f"  OLDER THAN EXPECTED (every {human_duration(s.expected_every)})" if s.stale else ""
         click.echo(f"  last complete sync: {last}{late}")
+        if s.incomplete and not s.running:
+            click.echo("  incomplete: the last run ended before its pass finished; mirror run carries on")
         if s.last_error:
             click.echo(f"  last error: {s.last_error}")
         if s.withheld:

@@ -305,7 +305,8 @@ class TargetRunner:
         self.connect()
         assert self.executor is not None
         if self.index is not None:
-            self.index.set_meta(state="syncing", pending=len(actions.transfers) + len(actions.moves))
+            # incomplete until the pass ends: a kill leaves it so for mirror status to tell
+            self.index.set_meta(state="syncing", pending=len(actions.transfers) + len(actions.moves), incomplete=1)
         self.observer.on_state(self.name, "syncing", None)
         if self.on_plan and actions.transfers:
             self.on_plan(sum(t.entry.size for t in actions.transfers))
@@ -430,6 +431,7 @@ class TargetRunner:
             stats.down,
             time.time() - started,
             state_error=stats.state_error,
+            cut_short=stats.cut_short,
         )
 
     def _after(self, report: Report, listing: bool) -> None:
@@ -453,7 +455,9 @@ class TargetRunner:
         if listing and not report.error:
             values["last_listing"] = now
             self.crashed = False
-        if report.ok and not self.index.failures():
+        if not (report.cut_short or report.error):
+            values["incomplete"] = None
+        if report.ok and not report.cut_short and not self.index.failures():
             values["last_complete_sync"] = now
             values["last_error"] = None
         elif report.error:
@@ -598,7 +602,7 @@ class TargetRunner:
         return reports
 
     def _log_report(self, report: Report) -> None:
-        if report.uploaded or report.moved or report.deleted or report.adopted:
+        if report.uploaded or report.moved or report.deleted or report.adopted or report.cut_short:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
             self.log.warning("deletions withheld: %s", report.guard)
@@ -623,6 +627,8 @@ def summarize(report: Report, named: bool = True) -> str:
     parts.append(f"{report.deleted} deleted")
     parts.append(f"{len(report.failed)} failed")
     text = ", ".join(parts) + f" in {report.seconds:.1f} s"
+    if report.cut_short:
+        text += "; stopped before the pass finished (the next run carries on)"
     return f"{report.target}: {text}" if named else text
 
 

@@ -34,6 +34,8 @@ class Report:
     planned: Plan | None = None
     #: mirror's own state could not be written; what was sent before that is counted
     state_error: str | None = None
+    #: mirror was stopped before the pass ran to its end: the target is not complete
+    cut_short: bool = False
 
     @property
     def error(self) -> str | None:

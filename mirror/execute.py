@@ -74,6 +74,8 @@ class RunStats:
     down: str | None = None
     #: mirror's own state could not be written (a full disk): the pass stopped there
     state_error: str | None = None
+    #: mirror was stopped (Ctrl-C, SIGTERM) before the plan ran to its end
+    cut_short: bool = False
 
 
 class TargetDown(TransientError):
@@ -180,6 +182,8 @@ class Executor:
                 self.index.flush()
             except StateError as exc:
                 stats.state_error = stats.state_error or str(exc)
+        # a stop that came as the last item finished counts too: the next pass finds nothing to do
+        stats.cut_short = self.stop.is_set()
         if not self._stopping():
             self._leftover_temps(reachable=not (stats.fatal or stats.down))
         return stats

@@ -38,12 +38,15 @@ class TargetStatus:
     expected_every: float = 2 * DEFAULT_RESCAN
     #: why the last pass that had deletions to make withheld them (the delete guard)
     withheld: str | None = None
+    #: the last pass was stopped or killed before it ended, and no pass has ended since
+    incomplete: bool = False
 
     @property
     def in_sync(self) -> bool:
-        """Nothing for a user to look into: no error, failed item, withheld deletion, and
-        a complete sync as recent as the rescan schedule promises."""
+        """Nothing for a user to look into: no error, failed item, withheld deletion, no
+        pass cut short, and a complete sync as recent as the rescan schedule promises."""
         problem = self.last_error or self.failures or self.withheld or self.stale
+        problem = problem or (self.incomplete and not self.running)
         return not problem and self.state not in ("failed", NEVER_RUN)
 
     def as_json(self) -> dict[str, Any]:
@@ -92,6 +95,7 @@ def read(index_file: Path) -> TargetStatus:
             stale=since is not None and time.time() - since > expected,
             expected_every=expected,
             withheld=index.get_meta("withheld"),
+            incomplete=index.get_meta("incomplete") is not None,
         )
     finally:
         index.close()

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from mirror import api
-from tests.cli import files, wait_for
+from mirror.engine import summarize
+from tests.cli import files, run, wait_for
 
 EMBED = Path(__file__).resolve().parents[2] / "examples" / "embed.py"
 
@@ -51,6 +52,30 @@ def test_run_once_then_status(tmp_path: Path) -> None:
     (status,) = api.status(cfg)
     assert (status.name, status.files, status.bytes, status.running, status.stale) == ("disk", 1, 10, False, False)
     assert status.last_complete_sync is not None and status.last_complete_sync > time.time() - 60
+
+
+def test_a_pass_stopped_midway_leaves_the_target_incomplete_until_a_pass_ends(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM during a first copy: status must not call the half-filled
+    target in sync, and the next run completes it."""
+    cfg, src, dst = setup(tmp_path)
+    for i in range(2000):
+        (src / f"invoice {i:04}.pdf").write_bytes(b"%PDF")
+    with api.running(cfg) as m:
+        (runner,) = m.runners
+        runner.on_done = lambda n: m.stop.set()
+        (report,) = m.run_once()
+    assert report.cut_short and 0 < report.uploaded < 2001
+    assert "stopped before the pass finished" in summarize(report)
+    (status,) = api.status(cfg)
+    assert status.incomplete and not status.in_sync and status.last_complete_sync is None
+    shown = run("status", state=tmp_path / "s")
+    assert shown.returncode == 1 and "incomplete: the last run ended before its pass finished" in shown.stdout
+    with api.running(cfg) as m:
+        (report,) = m.run_once()
+    assert not report.cut_short and files(dst) == files(src)
+    (status,) = api.status(cfg)
+    assert not status.incomplete and status.in_sync and status.last_complete_sync is not None
+    assert run("status", state=tmp_path / "s").returncode == 0
 
 
 def test_run_forever_in_a_thread_rescans_while_idle(tmp_path: Path) -> None:
