@@ -285,7 +285,9 @@ class Alerts(Observer):
 
 
 def _summary(report: Report) -> str:
-    return f"in sync: {report.uploaded} sent, {report.deleted} deleted ({report.kind} pass)"
+    trashed = f", {report.trashed} moved to trash" if report.trashed else ""
+    deleted = report.deleted - report.trashed
+    return f"in sync: {report.uploaded} sent, {deleted} deleted{trashed} ({report.kind} pass)"
 
 
 def _one_line(text: str, limit: int = 500) -> str:

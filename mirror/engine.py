@@ -432,6 +432,7 @@ class TargetRunner:
             time.time() - started,
             state_error=stats.state_error,
             cut_short=stats.cut_short,
+            trashed=stats.trashed,
         )
 
     def _after(self, report: Report, listing: bool) -> None:
@@ -624,7 +625,9 @@ def summarize(report: Report, named: bool = True) -> str:
         parts.append(f"{report.adopted} already there")
     if report.moved:
         parts.append(f"{report.moved} moved")
-    parts.append(f"{report.deleted} deleted")
+    parts.append(f"{report.deleted - report.trashed} deleted")
+    if report.trashed:
+        parts.append(f"{report.trashed} moved to trash")
     parts.append(f"{len(report.failed)} failed")
     text = ", ".join(parts) + f" in {report.seconds:.1f} s"
     if report.cut_short:

@@ -24,6 +24,7 @@ class Report:
     uploaded: int = 0
     adopted: int = 0
     moved: int = 0
+    #: files removed from the target, those moved to its trash (``trashed``) included
     deleted: int = 0
     bytes: int = 0
     failed: tuple[tuple[str, str], ...] = ()
@@ -36,6 +37,7 @@ class Report:
     state_error: str | None = None
     #: mirror was stopped before the pass ran to its end: the target is not complete
     cut_short: bool = False
+    trashed: int = 0
 
     @property
     def error(self) -> str | None:

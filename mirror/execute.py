@@ -64,7 +64,9 @@ class RunStats:
     uploaded: int = 0
     adopted: int = 0
     moved: int = 0
+    #: files removed from the target, those moved to its trash included
     deleted: int = 0
+    trashed: int = 0
     bytes: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     #: sources whose removal a failed transfer held back, to plan again
@@ -834,6 +836,7 @@ class Executor:
         self.index.left(a.dst for a in actions if not a.forget)
         with self._lock:
             self._stats.deleted += len(actions)
+            self._stats.trashed += sum(isinstance(a, Trash) for a in actions)
             self._streak = 0
         for action in actions:
             verb = "moved to trash" if isinstance(action, Trash) else "deleted"

@@ -214,8 +214,14 @@ def test_delete_keep_and_trash(src: Path, tmp_path: Path, state: Path) -> None:
     for target, policy in ((keep, "keep"), (trash, "trash")):
         assert run("run", str(src), str(target), "--once", "--delete", policy, state=state).returncode == 0
     (src / "2026" / "invoice [0] #%.pdf").unlink()
+    said = {}
     for target, policy in ((keep, "keep"), (trash, "trash")):
-        assert run("run", str(src), str(target), "--once", "--delete", policy, state=state).returncode == 0
+        done = run("run", str(src), str(target), "--once", "--delete", policy, state=state)
+        assert done.returncode == 0
+        said[policy] = done.stdout
+    # a user reading "1 deleted" under the trash policy would think the copy gone
+    assert "0 deleted, 1 moved to trash, 0 failed" in said["trash"], said["trash"]
+    assert "0 deleted, 0 failed" in said["keep"], said["keep"]
     assert (keep / "2026" / "invoice [0] #%.pdf").exists()
     assert not (trash / "2026" / "invoice [0] #%.pdf").exists()
     assert [p.name for p in trash.glob(".mirror-trash/*/2026/*")] == ["invoice [0] #%.pdf"]
