@@ -497,18 +497,31 @@ def _source_hash(driver: Driver, source: Path, src: str) -> str | None:
 
 
 @main.command()
+@click.argument("source", required=False)
+@click.argument("target", required=False)
 @config_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(config_path: Path | None, target_name: str | None, state_dir: Path | None, as_json: bool) -> None:
+def status(
+    source: str | None,
+    target: str | None,
+    config_path: Path | None,
+    target_name: str | None,
+    state_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Per target: files and bytes mirrored, pending work, failed items with their
-    last error, withheld deletions, and the time of the last complete sync. Works while
-    `mirror run` runs. Exit 0 when every target is in sync, 1 when one needs a look."""
+    last error, withheld deletions, a pass stopped before it finished, and the time of
+    the last complete sync. Works while `mirror run` runs. Exit 0 when every target is
+    in sync, 1 when one needs a look.
+
+    Shows every target of the state folder; SOURCE TARGET or -c CONFIG picks theirs.
+    """
     from mirror.index import iter_index_files
     from mirror.status import read as read_status
 
     with user_errors():
-        if config_path is not None:
-            cfg = build_config(None, None, config_path, target_name, state_dir)
+        if config_path is not None or source is not None:
+            cfg = build_config(source, target, config_path, target_name, state_dir)
             root = resolve_state_dir(cfg)
             statuses = api.status(cfg)
         else:

@@ -539,6 +539,18 @@ def test_status_of_a_config_names_targets_never_run(src: Path, tmp_path: Path, s
     assert_one_line_error(run("status", "--target", "nope", state=state), 2, "'nope'")
 
 
+def test_status_of_source_target_shows_that_target(src: Path, tmp_path: Path, state: Path) -> None:
+    """After mirror run SOURCE TARGET, the same two words ask for its status."""
+    for name in ("usb", "nas"):
+        assert run("run", str(src), str(tmp_path / name), "--once", state=state).returncode == 0
+    shown = run("status", str(src), str(tmp_path / "usb"), state=state)
+    assert shown.returncode == 0 and f"{tmp_path / 'usb'}  (not running, stopped)" in shown.stdout, shown.stdout
+    assert "nas" not in shown.stdout
+    never = run("status", str(src), str(tmp_path / "elsewhere"), state=state)
+    assert never.returncode == 1 and "never run" in never.stdout
+    assert_one_line_error(run("status", str(src), state=state), 2, "missing TARGET")
+
+
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
