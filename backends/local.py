@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError
 from mirror.mounts import mount_of
+from mirror.scan import mtime_ns
 
 if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
@@ -73,7 +74,7 @@ class LocalDriver(Driver):
                         stack.append(rel)
                     elif item.is_file(follow_symlinks=False):
                         st = item.stat(follow_symlinks=False)
-                        result[rel] = RemoteEntry(rel, st.st_size, st.st_mtime_ns)
+                        result[rel] = RemoteEntry(rel, st.st_size, mtime_ns(st))
         return result
 
     def stat(self, rel: str) -> RemoteEntry | None:
@@ -83,7 +84,7 @@ class LocalDriver(Driver):
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        return RemoteEntry(rel, st.st_size, st.st_mtime_ns)
+        return RemoteEntry(rel, st.st_size, mtime_ns(st))
 
     def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
         return self._one_by_one(self._send, items)

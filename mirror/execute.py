@@ -25,7 +25,7 @@ from mirror.errors import FatalError, ItemError, MirrorError, StateError, Transi
 from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, numbered, numbered_top, parent
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
-from mirror.scan import LocalEntry
+from mirror.scan import LocalEntry, mtime_ns
 from mirror.source_files import SourceFiles
 
 if TYPE_CHECKING:
@@ -358,7 +358,7 @@ class Executor:
             return None
         except OSError as exc:
             raise ItemError(f"cannot read the source file ({exc.strerror})") from None
-        return LocalEntry(src, st.st_size, st.st_mtime_ns, st.st_ino)
+        return LocalEntry(src, st.st_size, mtime_ns(st), st.st_ino)
 
     def _put(self, action: Put) -> None:
         # the scan's stat stands for the content until the stat after sending says otherwise

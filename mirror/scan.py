@@ -56,6 +56,15 @@ _SIZE_MTIME = struct.Struct("<qq")
 _NO_INO = bytes(8)
 _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _SUBDIR = _ROOT | os.O_NOFOLLOW
+#: the mtimes a 64-bit count of nanoseconds holds (1677 to 2262), as the index stores them
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
+
+
+def mtime_ns(st: os.stat_result) -> int:
+    """``st_mtime_ns``, held to the years a 64-bit count of nanoseconds spans: ext4 and
+    others allow dates to 2446 (a camera's wrong clock, ``touch -d 2300-01-01``), and one
+    such file must not stop every run. Its copy gets the nearest date in range."""
+    return min(max(st.st_mtime_ns, _NS_MIN), _NS_MAX)
 
 
 class Entries(MutableMapping[str, LocalEntry]):
@@ -224,7 +233,10 @@ def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[st
             elif not (valid_dir and (name.isascii() or _valid_name(name))):
                 skipped.append(Skip(rel, "its name is not valid UTF-8", fix="rename it"))
             elif S_ISREG(mode):
-                records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)
+                try:
+                    records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)
+                except struct.error:  # kept off the path every file takes
+                    records[rel] = pack(st.st_size, mtime_ns(st), st.st_ino)
             else:
                 skipped.append(Skip(rel, _kind(mode)))
     return folders
@@ -267,7 +279,7 @@ def stat_paths(root: Path, rels: Iterable[str], filt: Filter) -> dict[str, Local
             continue
         wanted = filt.wants_file(rel) and _valid_name(rel) and _dirs_wanted(rel, filt)
         if stat.S_ISREG(st.st_mode) and inside and wanted:
-            result[rel] = LocalEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+            result[rel] = LocalEntry(rel, st.st_size, mtime_ns(st), st.st_ino)
         else:
             result[rel] = None
     return result

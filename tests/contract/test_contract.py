@@ -316,6 +316,23 @@ def test_a_new_layout_whose_files_stand_in_each_others_way_converges(spec: Targe
         driver.close()
 
 
+def test_files_dated_beyond_what_nanoseconds_count_are_mirrored(spec: TargetSpec, tmp_path: Path) -> None:
+    """ext4 keeps dates to 2446; a count of nanoseconds ends in 2262. One such file (a
+    camera's wrong clock) stopped every run with an internal error."""
+    source = tmp_path / "src"
+    source.mkdir()
+    dates = {"future.pdf": 10_413_792_000, "past.pdf": -2_145_916_800, "now.pdf": 1_714_521_600}
+    for name, seconds in dates.items():  # 2300-01-01, 1902-01-01, 2024-05-01
+        (source / name).write_bytes(name.encode())
+        os.utime(source / name, (seconds, seconds))
+    cfg = make_config(spec, source, tmp_path / "state")
+    (first,) = run_once(cfg)
+    assert first.ok and first.uploaded == 3, first
+    assert differences(cfg) == []
+    (again,) = run_once(cfg)
+    assert again.ok and again.uploaded == 0, again
+
+
 def test_the_stop_flag_stops_a_long_first_copy_cleanly(spec: TargetSpec, tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()

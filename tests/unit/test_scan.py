@@ -138,3 +138,14 @@ def test_a_file_below_a_folder_swapped_for_a_link_is_gone(tmp_path: Path) -> Non
     fresh = stat_paths(root, ["d/mine.pdf", "d.old/mine.pdf"], Filter())
     assert fresh["d/mine.pdf"] is None and fresh["d.old/mine.pdf"] is not None
     assert set(scan(root, Filter()).entries) == {"d.old/mine.pdf"}
+
+
+def test_a_date_past_2262_is_held_to_the_last_one_the_index_can_store(tmp_path: Path) -> None:
+    """The scan and the watcher's stat agree, or the file would count as changed forever."""
+    (tmp_path / "far.pdf").write_bytes(b"x")
+    os.utime(tmp_path / "far.pdf", (10_413_792_000, 10_413_792_000))  # 2300-01-01
+    last = 2**63 - 1
+    assert scan(tmp_path, Filter()).entries["far.pdf"].mtime_ns == last
+    assert stat_paths(tmp_path, ["far.pdf"], Filter())["far.pdf"] == LocalEntry(
+        "far.pdf", 1, last, (tmp_path / "far.pdf").stat().st_ino
+    )
