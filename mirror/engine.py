@@ -30,7 +30,7 @@ from mirror.events import Observer, Observers, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
-from mirror.index import Index, IndexEntry, RunRecord, private_dir
+from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
 from mirror.mounts import mount_of, place_of
 from mirror.plan import KnownFiles, PlanSettings, narrow, plan
 from mirror.policy import DeletePolicy
@@ -124,6 +124,12 @@ class TargetRunner:
         """Open the index (taking the per-target lock) and check the backend is installed."""
         registry.load_driver_class(self.resolved.backend).check_target(self.resolved.url, self.resolved.options)
         self._check_overlap()
+        try:
+            self._open_index()
+        except PermissionError as exc:
+            raise state_denied(self.index_file.parent, exc) from None
+
+    def _open_index(self) -> None:
         if self.dry_run:
             if self.index_file.exists():
                 self.index = Index(self.index_file, readonly=True)
@@ -132,10 +138,7 @@ class TargetRunner:
             private_dir(self.index_file.parent.parent)
             private_dir(self.index_file.parent)
         except OSError as exc:
-            raise ConfigError(
-                f"cannot use {self.index_file.parent.parent} for mirror's state ({exc.strerror or exc}); "
-                "set --state-dir or MIRROR_STATE_DIR to a folder mirror can write"
-            ) from None
+            raise state_denied(self.index_file.parent.parent, exc) from None
         fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

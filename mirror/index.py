@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mirror.errors import StateError
+from mirror.errors import ConfigError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -538,6 +538,16 @@ def state_error(path: Path, exc: sqlite3.Error) -> StateError:
     return StateError(f"cannot use the index {path} ({exc})")
 
 
+def state_denied(folder: Path, exc: OSError) -> ConfigError:
+    """A state folder or file mirror may not make or open: made by another user (a run as
+    root, then the service as a user), or restored from a backup with other owners.
+    Nothing can start until that is fixed, as with a bad config."""
+    return ConfigError(
+        f"cannot use mirror's state in {folder} ({exc.strerror or exc}); check the owner and "
+        "permissions of the folder and its files, or set --state-dir or MIRROR_STATE_DIR"
+    )
+
+
 def _nearly_full(folder: Path) -> bool:
     try:
         return shutil.disk_usage(folder).free < 1024 * 1024
@@ -572,5 +582,11 @@ def _entry(row: tuple[str, str, int, int, int, str, str | None], dates: dict[str
 def iter_index_files(state_dir: Path) -> Iterator[Path]:
     """Every index file in a state folder, sorted by name."""
     folder = state_dir / "targets"
-    if folder.is_dir():
-        yield from sorted(folder.glob("*.sqlite"))
+    try:
+        # not glob, which takes a folder it may not read for an empty one
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except PermissionError as exc:
+        raise state_denied(folder, exc) from None
+    yield from sorted(folder / name for name in names if name.endswith(".sqlite"))

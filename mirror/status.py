@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mirror.index import Failure, Index
+from mirror.index import Failure, Index, state_denied
 
 #: the rescan interval of indexes written before it was recorded
 DEFAULT_RESCAN = 3600.0
@@ -60,7 +60,10 @@ def is_running(index_file: Path) -> bool:
     lock = Path(f"{index_file}.lock")
     if not lock.exists():
         return False
-    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except PermissionError as exc:
+        raise state_denied(lock.parent, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -551,6 +551,29 @@ def test_status_of_source_target_shows_that_target(src: Path, tmp_path: Path, st
     assert_one_line_error(run("status", str(src), state=state), 2, "missing TARGET")
 
 
+@pytest.mark.parametrize("owned", ["targets", "lock"])
+def test_a_state_folder_of_another_user_is_named_with_its_fix(
+    owned: str, src: Path, tmp_path: Path, state: Path
+) -> None:
+    """Made by a run as root, then used by the service's user; or restored with other
+    owners. Played by root handing the files to 'nobody' and then running without the
+    capabilities that let it use, or take back, others' files."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to hand the state to another user")
+    target = tmp_path / "backup"
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    for path in [state / "targets"] if owned == "targets" else (state / "targets").glob("*.lock"):
+        os.chown(path, 65534, 65534)
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner,-chown"]
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
+    commands = [("run", str(src), str(target), "--once")]
+    # verify and status only read: a lock file they cannot open does not stop them
+    commands += [("verify", str(src), str(target)), ("status",)] if owned == "targets" else []
+    for command in commands:
+        denied = subprocess.run([*drop, *MIRROR, *command], capture_output=True, text=True, env=env, timeout=60)
+        assert_one_line_error(denied, 2, "cannot use mirror's state in", "--state-dir")
+
+
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
