@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,7 +246,9 @@ class TargetRunner:
         last = self.index.get_meta("last_listing")
         if last is None or self.crashed or self.index.has_in_flight():
             return True
-        return time.time() - float(last) >= self.settings.rescan_interval
+        since = time.time() - float(last)
+        # negative: recorded while the clock was ahead; waiting for it would skip listings for as long
+        return since >= self.settings.rescan_interval or since < 0
 
     def pass_(
         self,
@@ -361,6 +363,16 @@ class TargetRunner:
         self.index.record_many(found)
         self.index.clear_in_flight()
 
+    def source_place(self) -> str | None:
+        """The mount the source folder was on when this target last got a pass."""
+        return self.index.get_meta("source_place") if self.index is not None else None
+
+    def source_unusable(self, why: str) -> None:
+        """Say the source cannot be mirrored now, where status, metrics and alerts look."""
+        if self.index is not None and not self.dry_run:
+            self.index.set_meta(state="failing", last_error=why)
+        self.observer.on_state(self.name, "failing", why)
+
     def _place(self) -> str | None:
         """Where a local target folder is (mirror.mounts.place_of); None for other targets."""
         return None if self.local_folder is None else place_of(self.local_folder)
@@ -470,6 +482,8 @@ class TargetRunner:
         # looked at again, not taken from the check before the pass: a first copy makes the folder
         if not report.error and (place := self._place()):
             values["target_place"] = place
+        if not report.error and (source_place := place_of(str(self.config.source))):
+            values["source_place"] = source_place
         if report.guard or report.kind == "full" or report.deleted:
             values["withheld"] = report.guard
         self.index.set_meta(**values)
@@ -674,12 +688,13 @@ class Mirror:
         try:
             check_source(self.config.source)
         except ConfigError:
-            mirrored = [r.name for r in self.runners if _holds_files(r.index_file)]
+            mirrored = [r for r in self.runners if _holds_files(r.index_file)]
             if mirrored:
                 # a source that was there before is more likely unmounted than mistyped
+                why = f"source folder {self.config.source} is missing (not mounted?)"
+                self._tell_unusable(mirrored, why)
                 raise GuardRefused(
-                    f"source folder {self.config.source} is missing (not mounted?); nothing was changed "
-                    f"on {', '.join(mirrored)}; mount it and run again"
+                    f"{why}; nothing was changed on {', '.join(r.name for r in mirrored)}; mount it and run again"
                 ) from None
             raise
         self._check_distinct()
@@ -692,6 +707,40 @@ class Mirror:
             for runner in opened:
                 runner.close()
             raise
+
+    def _tell_unusable(self, runners: Sequence[TargetRunner], why: str) -> None:
+        """Record ``why`` for status and alerts in each runner's index, opened for it if
+        need be (a run that stops before it opens them)."""
+        for runner in runners:
+            opened = runner.index is None and not runner.dry_run
+            try:
+                if opened:
+                    runner.open()
+                runner.source_unusable(why)
+            except MirrorError:
+                continue  # locked by a running mirror, which tells for itself
+            finally:
+                if opened:
+                    runner.close()
+
+    def source_moved(self) -> str | None:
+        """Why the source folder is not the one the targets were filled from: missing, or
+        on another mount than before (a share or disk not mounted, and the folder below
+        its mount point showing, maybe recreated by the program that writes into it).
+        None when it is the same, or nothing tells."""
+        place = place_of(str(self.config.source))
+        if place is None:
+            return None
+        for runner in self.runners:
+            recorded = runner.source_place()
+            if recorded is not None and recorded != place:
+                if place == "":
+                    return f"source folder {self.config.source} is missing (not mounted?)"
+                return (
+                    f"source folder {self.config.source} is on {place}, but mirror read it on {recorded}: "
+                    "is the share or disk mounted?"
+                )
+        return None
 
     def _check_distinct(self) -> None:
         """Two targets writing to one place would undo each other: one's deletions would
@@ -751,7 +800,14 @@ class Mirror:
 
     def run_once(self, *, listing: bool = False) -> list[Report]:
         """One full pass for every target (in parallel); the targets' reports. A listing
-        asked for also accepts a local target folder that moved to another disk."""
+        asked for also accepts a local target folder that moved to another disk, and a
+        source folder that did."""
+        if not listing and (why := self.source_moved()):
+            self._tell_unusable(self.runners, why)
+            raise GuardRefused(
+                f"{why} Nothing was changed on the targets; mount it and run again (if the folder moved "
+                "on purpose, run once with --rescan)"
+            )
         snap = self.scan()
         self.unreadable = frozenset(snap.unreadable)
         self.unmirrorable = frozenset(skip.path for skip in snap.skipped if skip.fix)
@@ -816,8 +872,14 @@ class Mirror:
         )
         rescan_every = min(r.settings.rescan_interval for r in self.runners)
         next_rescan = time.monotonic() + rescan_every
+        away: str | None = None
         for batch in watcher.batches():
-            if batch.rescan or time.monotonic() >= next_rescan:
+            back = False
+            if away or batch.rescan or batch.changes or batch.missing:
+                back, away = away is not None, self._source_away(away)
+                if away:
+                    continue
+            if back or batch.rescan or time.monotonic() >= next_rescan:
                 due = time.monotonic() >= next_rescan
                 try:
                     fresh = self.scan()
@@ -841,6 +903,19 @@ class Mirror:
             if all(r.dead for r in self.runners):
                 log.error("every target has stopped; exiting")
                 self.stop.set()
+
+    def _source_away(self, away: str | None) -> str | None:
+        """Watch mode: why the source cannot be mirrored now (:meth:`source_moved`), told
+        once as it starts and once as it ends; ``away``: the reason told before. Changes
+        read from a folder below a mount point would overwrite good copies."""
+        why = self.source_moved()
+        if why and why != away:
+            log.warning("%s (waiting for it; nothing is changed on the targets)", why)
+            for runner in self.runners:
+                runner.source_unusable(why)
+        elif away and not why:
+            log.info("source folder %s is back; rescanning", self.config.source)
+        return why
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the runners; True when every one finished its current action in time."""

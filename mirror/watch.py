@@ -43,6 +43,8 @@ class Batch:
 
     changes: dict[str, LocalEntry | None]
     rescan: bool = False
+    #: the source folder is missing: nothing to watch until it is back
+    missing: bool = False
 
 
 Signature = tuple[int, int, int] | None
@@ -85,8 +87,10 @@ class SourceWatcher:
         (every start of the watcher asks for a rescan once its watches are in place)."""
         while not self.stop.is_set():
             if not self.root.is_dir():
-                log.warning("source folder %s is missing; waiting for it to come back", self.root)
+                # the engine warns, and tells status and alerts, if the targets hold files from it
+                log.info("source folder %s is missing; waiting for it to come back", self.root)
                 while not self.root.is_dir():
+                    yield Batch({}, missing=True)
                     if self.stop.wait(2.0):
                         return
             try:

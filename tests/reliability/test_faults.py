@@ -237,7 +237,7 @@ def test_an_unmounted_source_deletes_nothing_in_once_and_watch_mode(tmp_path: Pa
     # the mount point is still there, empty, as after an unmount or a failed mount
     empty = run("run", str(source), str(target), "--once", state=state)
     assert empty.returncode == 1, empty.stdout + empty.stderr
-    assert "deletions withheld: the source folder is empty" in empty.stderr
+    assert "is the share or disk mounted? Nothing was changed on the targets" in empty.stderr
     assert files(target) == contents
 
     with tmpfs(tmp_path / "export", "4m"):
@@ -289,17 +289,66 @@ def test_a_missing_source_is_a_clear_error_and_watch_mode_waits_for_it(tmp_path:
         wait_for(lambda: "mirroring" in log.read_text(), timeout=30, what="mirror to start")
         time.sleep(1)
         source.rename(tmp_path / "elsewhere")
-        wait_for(lambda: "is missing; waiting" in log.read_text(), timeout=30, what="the missing-source message")
+        wait_for(lambda: "is missing (not mounted?)" in log.read_text(), timeout=30, what="the warning")
         time.sleep(1)
         assert landed(target) == contents and proc.poll() is None
+        # told where a service's user looks (and alerts listen): not "running, idle", exit 0
+        shown = run("status", state=state)
+        assert shown.returncode == 1 and f"last error: source folder {source} is missing" in shown.stdout
         (tmp_path / "elsewhere").rename(source)
         (source / "back.pdf").write_bytes(b"back again")
         expected = {**contents, "back.pdf": b"back again"}
         wait_for(lambda: landed(target) == expected, timeout=30, what="a file after the source came back")
+        wait_for(lambda: run("status", state=state).returncode == 0, timeout=30, what="status to clear")
         stop(proc, log)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_source_share_that_is_not_mounted_changes_nothing_on_the_target(tmp_path: Path) -> None:
+    """Unmounted, the folder below the mount point shows: old drafts left there, or a
+    folder the invoicing program made again. Mirrored, they replaced the signed copies."""
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    for i in range(30):
+        (source / f"invoice {i}.pdf").write_bytes(b"old draft")  # below the mount point
+    signed = {f"invoice {i}.pdf": b"signed %d" % i for i in range(40)}
+    with tmpfs(source, "4m"):
+        for rel, blob in signed.items():
+            (source / rel).write_bytes(blob)
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    once = run("run", str(source), str(target), "--once", state=state)
+    assert once.returncode == 1 and "is on " in once.stderr and "is the share or disk mounted?" in once.stderr
+    assert landed(target) == signed
+    shown = run("status", state=state)
+    assert shown.returncode == 1 and "is the share or disk mounted?" in shown.stdout, shown.stdout
+
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "is the share or disk mounted?" in log.read_text(), timeout=30, what="the warning")
+        (source / "invoice 0.pdf").write_bytes(b"written below the mount point")
+        time.sleep(2)
+        assert landed(target) == signed and proc.poll() is None
+        with tmpfs(source, "4m"):
+            for rel, blob in signed.items():
+                (source / rel).write_bytes(blob)
+            (source / "after remount.pdf").write_bytes(b"new")
+            expected = {**signed, "after remount.pdf": b"new"}
+            wait_for(lambda: landed(target) == expected, timeout=30, what="the copy once the share is back")
+            # stopped mid-pass, the target would rightly be "incomplete"
+            ended = re.compile(r"is back; rescanning.*\n.*\[default\] \d+ sent", re.S)
+            wait_for(lambda: ended.search(log.read_text()) is not None, timeout=30, what="the pass to end")
+            stop(proc, log)
+            assert run("status", state=state).returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # moved on purpose: a listing asked for accepts the folder where it is now
+    assert run("run", str(source), str(target), "--once", "--rescan", state=state).returncode == 0
+    assert landed(target) == {f"invoice {i}.pdf": b"old draft" for i in range(1, 30)} | {
+        "invoice 0.pdf": b"written below the mount point"
+    }
 
 
 def test_an_emptied_source_in_watch_mode_deletes_nothing(tmp_path: Path) -> None:

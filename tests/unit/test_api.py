@@ -78,6 +78,21 @@ def test_a_pass_stopped_midway_leaves_the_target_incomplete_until_a_pass_ends(tm
     assert run("status", state=tmp_path / "s").returncode == 0
 
 
+def test_a_listing_recorded_while_the_clock_was_ahead_does_not_put_off_the_next(tmp_path: Path) -> None:
+    """A clock a year ahead for one run (fixed later by NTP) must not stop the safety-net
+    listing that finds copies gone from the target, for a year."""
+    cfg, src, dst = setup(tmp_path)
+    with api.running(cfg) as m:
+        m.run_once()
+        (runner,) = m.runners
+        assert runner.index is not None
+        runner.index.set_meta(last_listing=time.time() + 365 * 86400)
+    (dst / "a.pdf").unlink()  # behind mirror's back
+    with api.running(cfg) as m:
+        m.run_once()
+    assert files(dst) == files(src)
+
+
 def test_run_forever_in_a_thread_rescans_while_idle(tmp_path: Path) -> None:
     """With nothing changing in the source, the rescan schedule still runs: a file removed
     from the target behind mirror's back comes back, and the last complete sync advances."""
