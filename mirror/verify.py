@@ -61,6 +61,20 @@ def compare(
                 found.append(Difference(src, dst, "content differs (hash)"))
         elif caps.mtime_settable and r.mtime_ns is not None and not caps.mtime_matches(r.mtime_ns, entry.mtime_ns):
             found.append(Difference(src, dst, "modification time differs"))
+    return found + _not_in_source(local, index, there, key, delete, unreadable)
+
+
+def _not_in_source(
+    local: Mapping[str, LocalEntry],
+    index: Mapping[str, IndexEntry],
+    there: Collection[str],
+    key: Callable[[str], str],
+    delete: DeletePolicy,
+    unreadable: Collection[str],
+) -> list[Difference]:
+    """What the scan did not find: files removed but still on the target, and what it
+    could not read, mirrored before (not compared) or never (not mirrored)."""
+    found: list[Difference] = []
     held = tuple(f"{u}/" for u in unreadable if u)
     for src, known in sorted(index.items()):
         if src in local:
@@ -69,6 +83,9 @@ def compare(
             found.append(Difference(src, known.dst, "cannot be read in the source, so it was not compared"))
         elif delete is DeletePolicy.MIRROR and key(known.dst) in there:
             found.append(Difference(src, known.dst, "removed from the source but still on the target"))
+    for path in sorted(unreadable):
+        if not any(src == path or src.startswith(f"{path}/") or not path for src in index):
+            found.append(Difference(path or ".", None, "cannot be read in the source, so it is not mirrored"))
     return found
 
 

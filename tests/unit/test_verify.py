@@ -56,3 +56,16 @@ def test_files_on_the_target_that_no_source_file_accounts_for_are_listed() -> No
     accounted = accounted_for(entries, index, Layout.parse("flat"))
     assert others(remote, accounted, Capabilities()) == ["Old/x.pdf", "README.txt"]
     assert others({"A.PDF": RemoteEntry("A.PDF", 3)}, accounted, Capabilities(case_sensitive=False)) == []
+
+
+def test_a_source_folder_that_cannot_be_read_is_a_difference_mirrored_or_not() -> None:
+    """verify said 'identical' while a folder never mirrored could not be read."""
+    day = dt.date(2026, 3, 1)
+    index = {"old/a.pdf": IndexEntry("old/a.pdf", "old/a.pdf", 1, MTIME, 0, day, None)}
+    remote = {"old/a.pdf": RemoteEntry("old/a.pdf", 1)}
+    tree, caps = Layout.parse("tree"), Capabilities()
+    found = compare({}, index, remote, tree, DeletePolicy.MIRROR, caps, lambda _: None, {"old", "2026"})
+    assert [(d.src, d.problem) for d in found] == [
+        ("old/a.pdf", "cannot be read in the source, so it was not compared"),
+        ("2026", "cannot be read in the source, so it is not mirrored"),
+    ]
