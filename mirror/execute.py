@@ -812,7 +812,15 @@ class Executor:
         self._batch_removed(actions, outcomes)
 
     def _trash_batch(self, actions: list[Trash]) -> None:
-        actions = [self._in_free_place(a) for a in actions]
+        placed: list[Trash] = []
+        for action in actions:
+            try:
+                placed.append(self._in_free_place(action))
+            except ItemError:
+                self._remove(action)  # alone, its failure is its own, not the whole pass's
+        if not placed:
+            return
+        actions = placed
         outcomes = self._in_one_call(
             sorted({parent(a.trash_dst) for a in actions}),
             lambda: self.driver.move_batch([(a.dst, a.trash_dst) for a in actions]),

@@ -45,13 +45,24 @@ def ancestors(rel: str) -> list[str]:
     return result
 
 
+#: the longest file name most filesystems take, in bytes of UTF-8
+NAME_BYTES = 255
+
+
 def numbered(rel: str, n: int) -> str:
-    """``rel`` with `` (n)`` before its extension: ``a/inv.pdf`` -> ``a/inv (2).pdf``."""
+    """``rel`` with `` (n)`` before its extension: ``a/inv.pdf`` -> ``a/inv (2).pdf``;
+    the stem is cut short where the name would grow past :data:`NAME_BYTES`."""
     folder, slash, name = rel.rpartition("/")
     stem, dot, ext = name.rpartition(".")
     if not stem:  # no extension, or a name that starts with its only dot (".env")
         stem, dot, ext = name, "", ""
-    return f"{folder}{slash}{stem} ({n}){dot}{ext}"
+    tail = f" ({n}){dot}{ext}"
+    if len(tail.encode()) >= NAME_BYTES:  # an "extension" that long is part of the name
+        stem, tail = name, f" ({n})"
+    room = NAME_BYTES - len(tail.encode())
+    if len(stem.encode()) > room:
+        stem = stem.encode()[:room].decode(errors="ignore")
+    return f"{folder}{slash}{stem}{tail}"
 
 
 def numbered_top(rel: str, n: int) -> str:

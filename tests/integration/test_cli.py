@@ -227,6 +227,27 @@ def test_delete_keep_and_trash(src: Path, tmp_path: Path, state: Path) -> None:
     assert [p.name for p in trash.glob(".mirror-trash/*/2026/*")] == ["invoice [0] #%.pdf"]
 
 
+def test_a_long_name_trashed_twice_in_a_day_goes_to_the_trash_with_the_rest(tmp_path: Path, state: Path) -> None:
+    """' (2)' made a 251-byte name too long for the target: the whole target failed all day."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    long = "x" * 251 + ".pdf"
+    for name in ("a.pdf", "b.pdf", "c.pdf", long):
+        (src / name).write_bytes(name.encode()[:8])
+    trash = ("run", str(src), str(target), "--once", "--delete", "trash", "--max-delete", "9")
+    assert run(*trash, state=state).returncode == 0
+    (src / long).unlink()
+    assert run(*trash, state=state).returncode == 0
+    (src / long).write_bytes(b"again")
+    assert run(*trash, state=state).returncode == 0
+    (src / long).unlink()
+    (src / "a.pdf").unlink()
+    done = run(*trash, state=state)
+    assert done.returncode == 0 and "2 moved to trash, 0 failed" in done.stdout, done.stdout + done.stderr
+    (day,) = (target / ".mirror-trash").iterdir()
+    assert sorted(p.name for p in day.iterdir()) == sorted([long, "x" * 247 + " (2).pdf", "a.pdf"])
+
+
 def test_a_file_trashed_again_on_the_same_day_keeps_its_earlier_copies(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()

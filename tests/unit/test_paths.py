@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from mirror.errors import ItemError
@@ -47,3 +47,21 @@ def test_a_numbered_name_keeps_its_folder_and_extension(rel: str, numbered_: str
 )
 def test_a_numbered_top_folder_keeps_the_path_below_it(rel: str, numbered_: str) -> None:
     assert numbered_top(rel, 3) == numbered_
+
+
+@given(st.text(st.characters(blacklist_characters="/\x00"), min_size=1, max_size=255), st.integers(2, 10**6))
+@example("a." + "e" * 252, 2)
+def test_a_numbered_name_fits_where_its_original_did(name: str, n: int) -> None:
+    """A 251-byte name trashed twice in a day needs ' (2)': the target refuses 257 bytes."""
+    if len(name.encode()) > 255:
+        return
+    found = numbered(f"a/{name}", n)
+    folder, _, numbered_name = found.partition("/")
+    assert folder == "a" and len(numbered_name.encode()) <= 255
+    assert f" ({n})" in numbered_name and numbered(f"a/{name}", n + 1) != found
+
+
+def test_a_long_name_is_cut_short_at_a_whole_character() -> None:
+    assert numbered("x" * 251 + ".pdf", 2) == "x" * 247 + " (2).pdf"
+    assert numbered("ü" * 125 + ".pdf", 2) == "ü" * 123 + " (2).pdf"
+    assert numbered("a." + "e" * 252, 2) == "a." + "e" * 249 + " (2)"
