@@ -853,6 +853,8 @@ class Executor:
     def _remove(self, action: Removal) -> None:
         if isinstance(action, Forget):
             self.index.forget(action.src)
+            if action.warn:
+                self.log.warning("%s: %s", action.src, action.reason)
             return
 
         def work() -> None:

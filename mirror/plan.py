@@ -109,6 +109,8 @@ class Forget(NamedTuple):
 
     src: str
     reason: str
+    #: the user should hear of it: a file mirror would have removed is left on the target
+    warn: bool = False
 
 
 class Refuse(NamedTuple):
@@ -632,9 +634,15 @@ class _Planner:
         held = self._held_by_others(stale, gone)
         result: list[Removal] = []
         for src, dst, forget in stale:
-            if remote is not None and self.key(dst) not in remote:
+            there = remote.get(self.key(dst)) if remote is not None else None
+            if remote is not None and there is None:
                 if forget:  # a listing shows nothing there: nothing to delete, nor to guard
                     result.append(Forget(src, "gone from the target already"))
+                continue
+            if forget and there is not None and (changed := _changed_there(self.index[src], there)):
+                # not the copy mirror put there: someone's edit, or their own file where
+                # mirror's was (a state folder restored from an older backup)
+                result.append(Forget(src, f"left on the target: {changed} since mirror put it there", warn=True))
                 continue
             taken = self.key(dst) in self.claimed or self.key(dst) in held
             if taken or policy is DeletePolicy.KEEP:
@@ -662,6 +670,15 @@ class _Planner:
         keys = {self.key(dst) for _, dst, _ in stale}
         leaving = {*gone, *(src for src, _, _ in stale)}
         return {k for src, dst in self._targets() if src not in leaving and (k := self.key(dst)) in keys}
+
+
+def _changed_there(row: IndexEntry, there: RemoteEntry) -> str | None:
+    """How a listed target file differs from the copy the index says mirror put there."""
+    if there.size != row.size:
+        return f"its size changed ({row.size} to {there.size} bytes)"
+    if there.hash and row.remote_hash and there.hash != row.remote_hash:
+        return "its content changed"
+    return None
 
 
 def _decide(

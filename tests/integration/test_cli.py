@@ -209,6 +209,20 @@ def test_too_many_deletes_are_refused_unless_allowed(src: Path, tmp_path: Path, 
     assert len(files(target)) == 1
 
 
+def test_a_copy_edited_on_the_target_is_not_deleted_by_a_listing_pass(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    target = tmp_path / "backup"
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    edited = target / "2026" / "invoice [3] #%.pdf"
+    edited.write_bytes(b"corrected on the backup disk by the accountant")
+    (src / "2026" / "invoice [3] #%.pdf").unlink()
+    done = run("run", str(src), str(target), "--once", "--rescan", state=state)
+    assert done.returncode == 0 and "0 deleted" in done.stdout, done.stdout + done.stderr
+    assert "left on the target: its size changed" in done.stderr
+    assert edited.read_bytes() == b"corrected on the backup disk by the accountant"
+
+
 def test_delete_keep_and_trash(src: Path, tmp_path: Path, state: Path) -> None:
     keep, trash = tmp_path / "keep", tmp_path / "trash"
     for target, policy in ((keep, "keep"), (trash, "trash")):

@@ -547,6 +547,30 @@ def test_a_copy_the_listing_lacks_or_shows_changed_is_sent_not_moved() -> None:
     assert not relaid.moves and not relaid.removals
 
 
+def test_a_copy_changed_on_the_target_stays_there_when_its_source_goes() -> None:
+    """Only mirror's own copies are deleted: a listing that shows another size (an edit on
+    the target, or someone's file where mirror's was) or another hash leaves the file."""
+    index = {name: IndexEntry(name, name, 1, 10**18, 0, dt.date(2023, 11, 14), "h1") for name in "abcd"}
+    local = {"keep.pdf": entry("keep.pdf"), **{n: entry(n) for n in "efgh"}}
+    listed = {
+        "a": RemoteEntry("a", 1, None, "h1"),  # as mirror put it
+        "b": RemoteEntry("b", 5, None, "h1"),
+        "c": RemoteEntry("c", 1, None, "h2"),
+        "d": RemoteEntry("d", 1, None, None),  # no hash listed: the size decides
+    }
+    for policy in (DeletePolicy.MIRROR, DeletePolicy.TRASH):
+        settings = dataclasses.replace(SETTINGS, delete=policy, max_delete=10)
+        result = plan(local, index, settings, remote=listed)
+        assert sorted(r.dst for r in result.removals if not isinstance(r, Forget)) == ["a", "d"]
+        assert sorted((r.src, r.reason) for r in result.removals if isinstance(r, Forget)) == [
+            ("b", "left on the target: its size changed (1 to 5 bytes) since mirror put it there"),
+            ("c", "left on the target: its content changed since mirror put it there"),
+        ]
+    # without a listing nothing tells: the row stands for the copy
+    unlisted = plan(local, index, dataclasses.replace(SETTINGS, max_delete=10))
+    assert sorted(r.dst for r in unlisted.removals) == list("abcd")
+
+
 def test_old_copies_left_by_earlier_passes_are_removed_unless_a_file_needs_the_path() -> None:
     index = {"a": known("a", "2023/a")}
     local = {"a": entry("a"), "n": entry("n")}
