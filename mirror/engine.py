@@ -240,11 +240,12 @@ class TargetRunner:
 
     # -- one pass -------------------------------------------------------------------
     def needs_listing(self) -> bool:
-        """List the target on the first run, after a crash, and every rescan_interval."""
+        """List the target on the first run, after a crash, every rescan_interval, and
+        when a local target folder is another folder than the one last filled."""
         if self.index is None:
             return True
         last = self.index.get_meta("last_listing")
-        if last is None or self.crashed or self.index.has_in_flight():
+        if last is None or self.crashed or self.index.has_in_flight() or self.folder_replaced():
             return True
         since = time.time() - float(last)
         # negative: recorded while the clock was ahead; waiting for it would skip listings for as long
@@ -362,6 +363,34 @@ class TargetRunner:
             self.log.info("%d file(s) sent or moved by a pass that was cut short are recorded now", len(found))
         self.index.record_many(found)
         self.index.clear_in_flight()
+
+    def _folder_id(self) -> str | None:
+        """Device and inode of a local target folder: another one on the same mount (a
+        new or another rotated disk, a folder emptied by deleting it) has others."""
+        if self.local_folder is None:
+            return None
+        try:
+            st = os.stat(self.local_folder)
+        except OSError:
+            return None
+        return f"{st.st_dev}:{st.st_ino}"
+
+    def folder_replaced(self) -> bool:
+        """Whether the local target folder is not the one the last pass left, or was
+        emptied: the index then says nothing of what it holds, and only a listing does."""
+        if self.index is None or self.local_folder is None:
+            return False
+        now = self._folder_id()
+        if now is None:
+            return False  # missing: _check_place tells
+        recorded = self.index.get_meta("target_folder")
+        # a folder made anew can get the old one's inode number back: empty says it too
+        replaced = (recorded is not None and recorded != now) or (
+            _is_empty(self.local_folder) and self.index.holds_files()
+        )
+        if replaced:
+            self.log.info("target folder %s is not the one mirror filled; listing it", self.local_folder)
+        return replaced
 
     def source_place(self) -> str | None:
         """The mount the source folder was on when this target last got a pass."""
@@ -482,6 +511,7 @@ class TargetRunner:
         # looked at again, not taken from the check before the pass: a first copy makes the folder
         if not report.error and (place := self._place()):
             values["target_place"] = place
+            values["target_folder"] = self._folder_id()
         if not report.error and (source_place := place_of(str(self.config.source))):
             values["source_place"] = source_place
         if report.guard or report.kind == "full" or report.deleted:
@@ -589,6 +619,8 @@ class TargetRunner:
             released = self.held.release()
             if not work.full:
                 work.changes.update(stat_paths(self.config.source, released - work.changes.keys(), self.filter))
+        if not work.full and self.folder_replaced():
+            work.full = True  # a watch pass would send the changes alone into an empty folder
         if work.full:
             with self._known_lock:
                 local = self._known.copy()
@@ -924,6 +956,14 @@ class Mirror:
             runner.wake()
         deadline = time.monotonic() + timeout
         return all(r.join(max(0.0, deadline - time.monotonic())) for r in self.runners)
+
+
+def _is_empty(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
 
 
 def _holds_files(index_file: Path) -> bool:

@@ -367,6 +367,12 @@ class Index:
             self._db.execute("DELETE FROM failures WHERE src = ?", (src,))
             self._failed.discard(src)
 
+    def holds_files(self) -> bool:
+        """Whether any row says a file is on the target (one row read, not a count)."""
+        with self._using():
+            self._drain()
+            return self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+
     def totals(self) -> tuple[int, int]:
         """(files, bytes) the mirror manages on this target."""
         with self._using():

@@ -213,3 +213,27 @@ def test_changes_made_while_stopped_are_picked_up_on_restart(tmp_path: Path) -> 
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
+
+
+def test_a_target_folder_emptied_or_made_anew_is_filled_again(tmp_path: Path) -> None:
+    """A new backup disk, or a folder someone emptied: the index says every file is there,
+    so only a listing finds them gone, once, and again in watch mode at the next change."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    for i in range(5):
+        (src / f"invoice {i}.pdf").write_bytes(b"%d" % i)
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    shutil.rmtree(dst)
+    dst.mkdir()  # on ext4, often with the inode number of the folder just removed
+    again = run("run", str(src), str(dst), "--once", state=state)
+    assert again.returncode == 0 and "5 sent" in again.stdout, again.stdout + again.stderr
+    proc = start("run", str(src), str(dst), state=state)
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first pass")
+        for child in dst.iterdir():
+            child.unlink()
+        (src / "new.pdf").write_bytes(b"new")
+        wait_for(lambda: files(dst) == files(src), what="every file back, not only the new one")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
