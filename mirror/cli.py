@@ -329,6 +329,8 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool, a
             print_plan(report.target, report.planned)
         elif as_log:
             (log.info if report.ok else log.warning)("%s", summarize(report))
+        elif report.error and not (report.uploaded or report.adopted or report.moved or report.deleted):
+            pass  # "0 sent, 0 failed" above "target failed" reads as if nothing went wrong
         elif not quiet or not report.ok:
             click.echo(summarize(report), err=quiet)
         for src, reason in report.failed if not as_log else ():  # logged as they failed

@@ -396,11 +396,15 @@ class TargetRunner:
         """The mount the source folder was on when this target last got a pass."""
         return self.index.get_meta("source_place") if self.index is not None else None
 
-    def source_unusable(self, why: str) -> None:
-        """Say the source cannot be mirrored now, where status, metrics and alerts look."""
+    def failing(self, why: str, state: str = "failing") -> None:
+        """Say this target cannot be mirrored now, and why, where status, metrics and
+        alerts look (a pass that ends records its own outcome)."""
         if self.index is not None and not self.dry_run:
-            self.index.set_meta(state="failing", last_error=why)
-        self.observer.on_state(self.name, "failing", why)
+            try:
+                self.index.set_meta(state=state, last_error=why)
+            except StateError:
+                self.log.debug("cannot record the state", exc_info=True)
+        self.observer.on_state(self.name, state, why)
 
     def _place(self) -> str | None:
         """Where a local target folder is (mirror.mounts.place_of); None for other targets."""
@@ -585,7 +589,7 @@ class TargetRunner:
                 backoff = 1.0
             except TransientError as exc:
                 self.log.warning("target unreachable (%s); retrying in %.0f s", exc, backoff)
-                self.observer.on_state(self.name, "failing", str(exc))
+                self.failing(str(exc))
                 self.submit(work.changes, full=work.full, listing=work.listing, skip=work.skip)
                 if self.stop.wait(backoff):
                     return
@@ -748,7 +752,7 @@ class Mirror:
             try:
                 if opened:
                     runner.open()
-                runner.source_unusable(why)
+                runner.failing(why)
             except MirrorError:
                 continue  # locked by a running mirror, which tells for itself
             finally:
@@ -870,7 +874,7 @@ class Mirror:
                     exc = MirrorError(f"internal error: {type(exc).__name__}: {exc}")
                 reports[runner.name] = Report(runner.name, "full", fatal=str(exc))
                 self.observer.on_report(reports[runner.name])
-                self.observer.on_state(runner.name, "failed", str(exc))
+                runner.failing(str(exc), "failed")
 
         threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in self.runners]
         for t in threads:
@@ -944,7 +948,7 @@ class Mirror:
         if why and why != away:
             log.warning("%s (waiting for it; nothing is changed on the targets)", why)
             for runner in self.runners:
-                runner.source_unusable(why)
+                runner.failing(why)
         elif away and not why:
             log.info("source folder %s is back; rescanning", self.config.source)
         return why

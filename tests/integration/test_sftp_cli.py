@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -109,3 +110,25 @@ def test_sshd_restarted_during_watch_mode_converges_without_restarting_mirror(tm
         server.stop()
     log = (tmp_path / "mirror.log").read_text()
     assert "retrying in" in log or "unreachable" in log, "the outage went unnoticed: the test exercised nothing"
+
+
+def test_a_server_that_stops_answering_gets_one_line_not_library_tracebacks(tmp_path: Path) -> None:
+    """A frozen host takes TCP connections and says nothing: paramiko logged each try as
+    an error with its traceback, and with no target named."""
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    source, remote = tmp_path / "export", tmp_path / "remote"
+    source.mkdir()
+    remote.mkdir()
+    (source / "invoice.pdf").write_bytes(b"%PDF")
+    config = _config(server, source, remote, tmp_path)
+    assert server.proc is not None
+    try:
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        frozen = mirror("run", "-c", str(config), "--once")
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+    assert frozen.returncode == 1
+    assert "Traceback" not in frozen.stderr and "box: target failed: sftp:" in frozen.stderr, frozen.stderr
+    assert len(frozen.stderr.splitlines()) == 1, frozen.stderr

@@ -204,6 +204,10 @@ def test_a_target_disk_that_is_not_mounted_gets_no_copy_on_the_disk_below(tmp_pa
     (source / "invoice 2.pdf").write_bytes(b"two")
     missing = run("run", str(source), str(target), "--once", state=state)
     assert missing.returncode == 1 and "is the disk mounted?" in missing.stderr, missing.stdout + missing.stderr
+    assert "0 sent" not in missing.stdout  # above "target failed", it read as if all went well
+    # a cron run's failure stays for status to tell (it said "stopped", exit 0)
+    shown = run("status", state=state)
+    assert shown.returncode == 1 and "last error: target folder" in shown.stdout, shown.stdout
     target.mkdir()  # the mount point's own folder, on the system disk
     below = run("run", str(source), str(target), "--once", state=state)
     assert below.returncode == 1 and "is the disk mounted?" in below.stderr, below.stdout + below.stderr
@@ -213,6 +217,8 @@ def test_a_target_disk_that_is_not_mounted_gets_no_copy_on_the_disk_below(tmp_pa
     proc = start("run", str(source), str(target), state=state, log=log)
     try:
         wait_for(lambda: "is the disk mounted?" in log.read_text(), what="the missing disk to be reported")
+        shown = run("status", state=state)
+        assert shown.returncode == 1 and "(running, failing)" in shown.stdout, shown.stdout
         with bind(disk, usb):
             wait_for(lambda: files(target) == files(source), what="the copy once the disk is back")
             output = stop(proc, log)
