@@ -26,7 +26,7 @@ import click
 from mirror import __version__, api, registry
 from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
-from mirror.driver import Driver
+from mirror.driver import Driver, RemoteEntry
 from mirror.engine import Mirror, TargetRunner, human_bytes, summarize
 from mirror.engine import state_dir as resolve_state_dir
 from mirror.errors import ConfigError, MirrorError
@@ -435,18 +435,18 @@ def verify(
                 click.echo(f"{printable(skip.path)}: not mirrored: {skip.reason}; {skip.fix}")
             differences += len(unmirrorable)
             for runner in mirror.runners:
-                driver = runner.connect()
                 local = {p: e for p, e in snap.entries.items() if runner.filter.wants_file(p)}
                 index = runner.index.entries() if runner.index is not None else {}
                 placed = runner.settings.layout
                 if config_path is None and source and layout is None:
                     placed = _layout_last_run(runner, placed)
                 try:
-                    remote = driver.list()
-                except MirrorError:
-                    raise
-                except Exception as exc:
-                    raise driver.classify(exc) from exc
+                    driver, remote = _listed(runner)
+                except MirrorError as exc:
+                    # one target down must not keep the others from being checked
+                    click.echo(f"{runner.name}: cannot verify: {exc}")
+                    differences += 1
+                    continue
                 found = compare(
                     local,
                     index,
@@ -476,6 +476,17 @@ def verify(
         finally:
             mirror.close()
     sys.exit(EXIT_PROBLEM if differences else EXIT_OK)
+
+
+def _listed(runner: TargetRunner) -> tuple[Driver, dict[str, RemoteEntry]]:
+    """The runner's driver and its listing of the target, errors as mirror's."""
+    driver = runner.connect()
+    try:
+        return driver, driver.list()
+    except MirrorError:
+        raise
+    except Exception as exc:
+        raise driver.classify(exc) from exc
 
 
 def _layout_last_run(runner: TargetRunner, default: Layout) -> Layout:

@@ -574,6 +574,20 @@ def test_status_of_a_config_names_targets_never_run(src: Path, tmp_path: Path, s
     assert_one_line_error(run("status", "--target", "nope", state=state), 2, "'nope'")
 
 
+def test_verify_checks_every_target_when_one_cannot_be_reached(src: Path, tmp_path: Path, state: Path) -> None:
+    cfg = tmp_path / "m.toml"
+    down = 'url = "sftp://me@127.0.0.1:1/backup"\noptions = { timeout = 5, look_for_keys = false, password = "x" }'
+    cfg.write_text(f'source = "{src}"\n[targets.nas]\n{down}\n[targets.usb]\nurl = "{tmp_path}/usb"\n')
+    assert run("run", "-c", str(cfg), "--target", "usb", "--once", state=state).returncode == 0
+    (tmp_path / "usb" / "2026" / "invoice [3] #%.pdf").unlink()
+    checked = run("verify", "-c", str(cfg), state=state)
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines() == [
+        "nas: cannot verify: sftp: cannot connect to me@127.0.0.1:1 (connection refused or unreachable)",
+        "usb: 2026/invoice [3] #%.pdf: missing on the target",
+    ], checked.stdout + checked.stderr
+
+
 def test_status_of_source_target_shows_that_target(src: Path, tmp_path: Path, state: Path) -> None:
     """After mirror run SOURCE TARGET, the same two words ask for its status."""
     for name in ("usb", "nas"):
