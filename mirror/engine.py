@@ -227,6 +227,7 @@ class TargetRunner:
         if self.index is not None:
             if not self.dry_run:
                 self.index.set_meta(clean_shutdown=1 if clean else 0, state="stopped", pid=None)
+                self._note_stranded()
             self.index.close()
             self.index = None
         if self.driver is not None:
@@ -245,7 +246,9 @@ class TargetRunner:
         if self.index is None:
             return True
         last = self.index.get_meta("last_listing")
-        if last is None or self.crashed or self.index.has_in_flight() or self.folder_replaced():
+        if last is None or self.crashed or self.index.has_in_flight() or self._has_stranded():
+            return True
+        if self.folder_replaced():
             return True
         since = time.time() - float(last)
         # negative: recorded while the clock was ahead; waiting for it would skip listings for as long
@@ -324,6 +327,7 @@ class TargetRunner:
             self.observer.on_report(report)
             return report
         self._after(report, listing)
+        self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
 
     def _leftovers(self, remote: Mapping[str, RemoteEntry] | None) -> dict[str, str]:
@@ -391,6 +395,17 @@ class TargetRunner:
         if replaced:
             self.log.info("target folder %s is not the one mirror filled; listing it", self.local_folder)
         return replaced
+
+    def _note_stranded(self) -> None:
+        """Remember temp files a lost connection left on the target (Executor.stranded):
+        the next pass lists the target, which removes them, not the hourly one."""
+        executor = self.executor
+        if executor is not None and self.index is not None and (executor.stranded or executor.temps):
+            self.index.set_meta(stranded_temps=1)
+            executor.stranded = False
+
+    def _has_stranded(self) -> bool:
+        return self.index is not None and self.index.get_meta("stranded_temps") is not None
 
     def source_place(self) -> str | None:
         """The mount the source folder was on when this target last got a pass."""
@@ -503,6 +518,7 @@ class TargetRunner:
         values: dict[str, str | float | int | None] = {"pending": 0, "heartbeat": now, "state": "idle"}
         if listing and not report.error:
             values["last_listing"] = now
+            values["stranded_temps"] = None
             self.crashed = False
         if not (report.cut_short or report.error):
             values["incomplete"] = None
@@ -623,8 +639,8 @@ class TargetRunner:
             released = self.held.release()
             if not work.full:
                 work.changes.update(stat_paths(self.config.source, released - work.changes.keys(), self.filter))
-        if not work.full and self.folder_replaced():
-            work.full = True  # a watch pass would send the changes alone into an empty folder
+        if not work.full and (self._has_stranded() or self.folder_replaced()):
+            work.full = True  # its listing finds what a watch pass would not: temp files, an empty folder
         if work.full:
             with self._known_lock:
                 local = self._known.copy()

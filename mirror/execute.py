@@ -133,6 +133,8 @@ class Executor:
         self._streak = 0
         self._stats = RunStats()
         self.temps: set[str] = set()
+        #: temp files were left on the target, for a listing pass to find and remove
+        self.stranded = False
 
     # -- public ---------------------------------------------------------------------
     def run(self, plan: Plan) -> RunStats:
@@ -206,6 +208,7 @@ class Executor:
         if self.temps and reachable:
             self.remove_temps()
         with self._lock:
+            self.stranded = self.stranded or bool(self.temps)
             self.temps.clear()
 
     # -- the pool -------------------------------------------------------------------

@@ -132,3 +132,31 @@ def test_a_server_that_stops_answering_gets_one_line_not_library_tracebacks(tmp_
     assert frozen.returncode == 1
     assert "Traceback" not in frozen.stderr and "box: target failed: sftp:" in frozen.stderr, frozen.stderr
     assert len(frozen.stderr.splitlines()) == 1, frozen.stderr
+
+
+def test_temp_files_a_dropped_server_left_go_with_the_next_run(tmp_path: Path) -> None:
+    """The server died during an upload: its partial temp file (tens of MB) could not be
+    removed then, and stayed until the hourly listing; verify called it someone's file."""
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    source, remote = tmp_path / "export", tmp_path / "remote"
+    source.mkdir()
+    remote.mkdir()
+    for i in range(3):
+        (source / f"scan {i}.tif").write_bytes(os.urandom(40_000_000))
+    config = _config(server, source, remote, tmp_path)
+    try:
+        first = start("run", "-c", str(config), "--once", state=tmp_path / "state")
+        try:
+            wait_for(lambda: any(p.name.startswith(".~mirror-") for p in remote.iterdir()), what="an upload")
+            server.stop()
+            assert first.wait(120) == 1
+        finally:
+            first.kill()
+        assert any(p.name.startswith(".~mirror-") for p in remote.iterdir()), "no temp file was left to test"
+        server.start()
+        again = mirror("run", "-c", str(config), "--once")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert sorted(p.name for p in remote.iterdir()) == [f"scan {i}.tif" for i in range(3)]
+    finally:
+        server.stop()
