@@ -81,15 +81,22 @@ def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path) -> Pa
     return config
 
 
-def test_sshd_restarted_during_watch_mode_converges_without_restarting_mirror(tmp_path: Path) -> None:
+def _serving(tmp_path: Path, contents: dict[str, bytes]) -> tuple[SshServer, Path, Path, Path]:
+    """A started sshd, a source holding ``contents``, an empty remote folder, and the
+    config mirroring the one to the other: (server, source, remote, config)."""
     server = SshServer(tmp_path / "sshd")
     server.start()
     source, remote = tmp_path / "export", tmp_path / "remote"
     source.mkdir()
     remote.mkdir()
-    for i in range(600):
-        (source / f"scan {i:03}.pdf").write_bytes(os.urandom(3000))
-    config = _config(server, source, remote, tmp_path)
+    for name, data in contents.items():
+        (source / name).write_bytes(data)
+    return server, source, remote, _config(server, source, remote, tmp_path)
+
+
+def test_sshd_restarted_during_watch_mode_converges_without_restarting_mirror(tmp_path: Path) -> None:
+    scans = {f"scan {i:03}.pdf": os.urandom(3000) for i in range(600)}
+    server, source, remote, config = _serving(tmp_path, scans)
     proc = start("run", "-c", str(config), state=tmp_path / "state", log=tmp_path / "mirror.log")
     try:
         wait_for(lambda: len(list(remote.iterdir())) >= 60, timeout=60, what="the copy to get going")
@@ -115,13 +122,7 @@ def test_sshd_restarted_during_watch_mode_converges_without_restarting_mirror(tm
 def test_a_server_that_stops_answering_gets_one_line_not_library_tracebacks(tmp_path: Path) -> None:
     """A frozen host takes TCP connections and says nothing: paramiko logged each try as
     an error with its traceback, and with no target named."""
-    server = SshServer(tmp_path / "sshd")
-    server.start()
-    source, remote = tmp_path / "export", tmp_path / "remote"
-    source.mkdir()
-    remote.mkdir()
-    (source / "invoice.pdf").write_bytes(b"%PDF")
-    config = _config(server, source, remote, tmp_path)
+    server, _, _, config = _serving(tmp_path, {"invoice.pdf": b"%PDF"})
     assert server.proc is not None
     try:
         os.kill(server.proc.pid, signal.SIGSTOP)
@@ -137,14 +138,7 @@ def test_a_server_that_stops_answering_gets_one_line_not_library_tracebacks(tmp_
 def test_temp_files_a_dropped_server_left_go_with_the_next_run(tmp_path: Path) -> None:
     """The server died during an upload: its partial temp file (tens of MB) could not be
     removed then, and stayed until the hourly listing; verify called it someone's file."""
-    server = SshServer(tmp_path / "sshd")
-    server.start()
-    source, remote = tmp_path / "export", tmp_path / "remote"
-    source.mkdir()
-    remote.mkdir()
-    for i in range(3):
-        (source / f"scan {i}.tif").write_bytes(os.urandom(40_000_000))
-    config = _config(server, source, remote, tmp_path)
+    server, _, remote, config = _serving(tmp_path, {f"scan {i}.tif": os.urandom(40_000_000) for i in range(3)})
     try:
         first = start("run", "-c", str(config), "--once", state=tmp_path / "state")
         try:
