@@ -131,6 +131,10 @@ class Executor:
         self._making: dict[str, threading.Lock] = {}
         self._abort = threading.Event()
         self._streak = 0
+        #: in this pass: the target answered once at least; the last error of an item
+        #: that gave up because it did not
+        self._answered = False
+        self._unanswered: str | None = None
         self._stats = RunStats()
         self.temps: set[str] = set()
         #: temp files were left on the target, for a listing pass to find and remove
@@ -140,6 +144,7 @@ class Executor:
     def run(self, plan: Plan) -> RunStats:
         stats = self._stats = RunStats(guard=plan.guard)
         self._abort.clear()
+        self._answered, self._unanswered = False, None
         for refusal in plan.refusals:
             self.index.fail(refusal.src, refusal.dst, refusal.reason)
             stats.failed.append((refusal.src, refusal.reason))
@@ -157,11 +162,7 @@ class Executor:
             sending = [(t.src, t.dst, t.date) for t in plan.transfers if isinstance(t, Put)]
             journal = self.index.sending([*sending, *((m.src, m.dst, m.date) for m in plan.moves)])
             self._move_all(plan.moves)
-            batches, singles = self._batches(plan.transfers)
-            self._parallel(batches, self._put_batch)
-            others, bulk = _bulk_apart(singles)
-            self._parallel(others, self._transfer)
-            self._parallel(bulk, self._transfer, self.bulk_concurrency)
+            self._send_all(plan.transfers)
             self.index.sent(journal)
             transfer_failed = len(stats.failed) > len(plan.refusals)
             removed: tuple[Removal, ...] = ()
@@ -191,6 +192,18 @@ class Executor:
         if not self._stopping():
             self._leftover_temps(reachable=not (stats.fatal or stats.down))
         return stats
+
+    def _send_all(self, transfers: Sequence[Put | Adopt]) -> None:
+        """Small files in batches, then the rest alone, large files fewer at a time."""
+        batches, singles = self._batches(transfers)
+        self._parallel(batches, self._put_batch)
+        others, bulk = _bulk_apart(singles)
+        self._parallel(others, self._transfer)
+        self._parallel(bulk, self._transfer, self.bulk_concurrency)
+        if self._unanswered and not self._answered:
+            # a quiet folder never has down_after files failing in a row: that none got
+            # through says the same, so the target counts as down (status, alerts)
+            raise TargetDown(f"target unreachable: {self._unanswered}")
 
     def remove_temps(self) -> None:
         """Delete the temp files this executor knows of: those of uploads still running
@@ -307,15 +320,20 @@ class Executor:
             self._failed(src, dst, f"gave up after {self.retry.attempts} attempts: {exc}")
             with self._lock:
                 self._streak += 1
+                self._unanswered = str(exc)
                 down = self._streak >= self.retry.down_after
             if down:
                 raise TargetDown(f"target unreachable: {exc}") from exc
             return
         except ItemError as exc:
             self._failed(src, dst, str(exc))
+            with self._lock:
+                self._answered = True  # refused, but by a target that answered
         else:
             with self._lock:
                 self._streak = 0
+                self._answered = True
+            self._answered = True
 
     def _failed(self, src: str, dst: str | None, reason: str) -> None:
         if self._stopping():
@@ -432,6 +450,7 @@ class Executor:
             self._stats.uploaded += len(done)
             self._stats.bytes += size
             self._streak = 0
+            self._answered = True
         self._landed(done)
         if self.log.isEnabledFor(logging.DEBUG):  # a first copy has tens of thousands
             for action, entry, _ in done:
@@ -761,6 +780,7 @@ class Executor:
         with self._lock:
             self._stats.moved += len(actions)
             self._streak = 0
+            self._answered = True
         for action in actions:
             self.log.debug("moved %s -> %s (%s)", action.old_dst, action.dst, action.reason)
             self.on_done(0)
@@ -849,6 +869,7 @@ class Executor:
             self._stats.deleted += len(actions)
             self._stats.trashed += sum(isinstance(a, Trash) for a in actions)
             self._streak = 0
+            self._answered = True
         for action in actions:
             verb = "moved to trash" if isinstance(action, Trash) else "deleted"
             self.log.debug("%s %s (%s)", verb, action.dst, action.reason)

@@ -68,11 +68,12 @@ def test_a_run_with_one_change_logs_in_once(sshd: SshServer, tmp_path: Path) -> 
     assert sshd.log.read_text().count("Accepted publickey") == logins + 1
 
 
-def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path) -> Path:
+def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "restart.toml"
     config.write_text(
         f'source = "{source}"\n'
         f'state_dir = "{tmp_path / "state"}"\n'
+        f"{extra}"
         "[targets.box]\n"
         f'url = "{server.url(remote)}"\n'
         f'options = {{ key_filename = "{server.client_key}", known_hosts = "{server.known_hosts}", '
@@ -153,4 +154,26 @@ def test_temp_files_a_dropped_server_left_go_with_the_next_run(tmp_path: Path) -
         assert again.returncode == 0, again.stdout + again.stderr
         assert sorted(p.name for p in remote.iterdir()) == [f"scan {i}.tif" for i in range(3)]
     finally:
+        server.stop()
+
+
+def test_a_server_down_while_a_quiet_folder_gets_a_few_files_raises_the_alert(tmp_path: Path) -> None:
+    """Eight files failing in a row said the target was down; an invoice folder that gets
+    two an hour never had eight, so no alert came while the server stayed down."""
+    server, source, remote, _ = _serving(tmp_path, {"invoice 1.pdf": b"%PDF 1"})
+    calls = tmp_path / "alerts.txt"
+    alerts = f'[defaults]\nalert_after = "1s"\non_failure = \'echo "$MIRROR_EVENT" >> "{calls}"\'\n'
+    config = _config(server, source, remote, tmp_path, alerts)
+    proc = start("run", "-c", str(config), state=tmp_path / "state", log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: files(remote) == files(source), what="the first copy")
+        server.stop()
+        (source / "invoice 2.pdf").write_bytes(b"%PDF 2")
+        wait_for(lambda: calls.exists() and "failure" in calls.read_text(), timeout=60, what="the alert")
+        server.start()
+        wait_for(lambda: files(remote) == files(source), timeout=90, what="the copy once the server is back")
+        wait_for(lambda: "recovery" in calls.read_text(), timeout=30, what="the recovery")
+    finally:
+        proc.terminate()
+        proc.wait(20)
         server.stop()
