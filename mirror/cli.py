@@ -27,7 +27,7 @@ from mirror import __version__, api, registry
 from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver, RemoteEntry
-from mirror.engine import Mirror, TargetRunner, human_bytes, summarize
+from mirror.engine import Mirror, TargetRunner, human_bytes, human_duration, summarize
 from mirror.engine import state_dir as resolve_state_dir
 from mirror.errors import ConfigError, MirrorError
 from mirror.layout import NAMED as NAMED_LAYOUTS
@@ -582,12 +582,6 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
 def counted(n: int, noun: str) -> str:
     """``1 file``, ``2 files``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def human_duration(seconds: float) -> str:
-    if seconds >= 7200:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def state_dir_default() -> Path:

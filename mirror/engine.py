@@ -611,12 +611,16 @@ class TargetRunner:
                     return
                 backoff = min(backoff * 2, 60.0)
             except (FatalError, ConfigError) as exc:
+                # a full disk gets space, a revoked token a new grant: tried again at each
+                # rescan, where it stayed stopped until mirror was restarted
                 self.dead = str(exc)
-                self.log.error("target stopped: %s", exc)
-                if self.index is not None:
-                    self.index.set_meta(state="failed", last_error=str(exc))
-                self.observer.on_state(self.name, "failed", str(exc))
-                return
+                again = self.settings.rescan_interval
+                self.log.error("target stopped: %s; trying it again in %s", exc, human_duration(again))
+                self.failing(str(exc), "failed")
+                if self.stop.wait(again):
+                    return
+                self.dead = None
+                self.submit(work.changes, full=True, listing=True, skip=work.skip)
             except Exception as exc:
                 if isinstance(exc, StateError):
                     self.log.error("%s; retrying in %.0f s", exc, backoff)
@@ -702,6 +706,12 @@ def summarize(report: Report, named: bool = True) -> str:
     if report.cut_short:
         text += "; stopped before the pass finished (the next run carries on)"
     return f"{report.target}: {text}" if named else text
+
+
+def human_duration(seconds: float) -> str:
+    if seconds >= 7200:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def human_bytes(n: float) -> str:

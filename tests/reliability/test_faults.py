@@ -79,6 +79,30 @@ def test_a_full_local_target_is_fatal_corrupts_nothing_and_resumes_when_space_re
         assert run("verify", str(source), str(target), state=state).returncode == 0
 
 
+def test_a_target_stopped_by_a_full_disk_is_tried_again_while_watching(tmp_path: Path) -> None:
+    """It stayed stopped until mirror was restarted: the process ran on (its other targets
+    did), so no service manager restarted it, and the backup disk got nothing more."""
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    for i in range(12):
+        (source / f"scan {i:02}.tif").write_bytes(os.urandom(300_000))
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(
+            f'source = "{source}"\n[defaults]\nrescan_interval = "2s"\n'
+            f'[targets.usb]\nurl = "{disk / "backup"}"\n[targets.nas]\nurl = "{tmp_path / "nas"}"\n'
+        )
+        proc = start("run", "-c", str(cfg), state=state, log=log)
+        try:
+            wait_for(lambda: "target stopped: target is full" in log.read_text(), timeout=30, what="the full disk")
+            remount(disk, "16m")
+            wait_for(lambda: hashes(disk / "backup") == hashes(source), timeout=30, what="the copy after it")
+            assert "trying it again in 2 s" in stop(proc, log)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def test_a_full_dropbox_quota_is_fatal_and_resumes_when_space_returns(
     dropbox_server: DropboxServer, tmp_path: Path
 ) -> None:
