@@ -39,6 +39,9 @@ from mirror.scan import Entries, LocalEntry, Snapshot, check_source, scan, stat_
 
 log = logging.getLogger("mirror")
 
+#: seconds before deletions the guard withheld in watch mode are first planned again
+GUARD_RECHECK = 10.0
+
 
 def state_dir(config: Config) -> Path:
     """Where indexes live: --state-dir / config, MIRROR_STATE_DIR, or the platform dir."""
@@ -103,6 +106,9 @@ class TargetRunner:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self.dead: str | None = None
+        #: when to plan deletions the guard withheld again (see _recheck_guard)
+        self._recheck_at: float | None = None
+        self._recheck_every = GUARD_RECHECK
         #: sources whose removal a failed transfer held back: planned again with the next
         #: changes, so one failure cannot hold every deletion until the next full pass (a
         #: file that took a folder's name waits for the files below it to go)
@@ -577,10 +583,18 @@ class TargetRunner:
         return not self._thread.is_alive()
 
     def _take(self) -> Work | None:
-        """The next work; empty when all there is to do is plan the held deletions."""
+        """The next work; empty when all there is to do is plan the held deletions, full
+        when the guard's verdict is due to be looked at again."""
         with self._cv:
             while not (self._work.full or self._work.changes) and not self.stop.is_set():
-                due = self.held.due_in(time.monotonic())
+                now = time.monotonic()
+                due = self.held.due_in(now)
+                if self._recheck_at is not None and now >= self._recheck_at:
+                    self._recheck_at = None
+                    self._work.full = True
+                    break
+                if self._recheck_at is not None:
+                    due = min(due if due is not None else 60.0, self._recheck_at - now)
                 if due == 0:
                     break
                 self._cv.wait(timeout=60.0 if due is None else min(due, 60.0))
@@ -601,6 +615,7 @@ class TargetRunner:
             try:
                 for report in self._do(work):
                     self._log_report(report)
+                    self._recheck_guard(report)
                     raise_failure(report)
                 backoff = 1.0
             except TransientError as exc:
@@ -633,6 +648,17 @@ class TargetRunner:
                 if self.stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 60.0)
+
+    def _recheck_guard(self, report: Report) -> None:
+        """Deletions the guard withheld are planned again by a full pass a while later,
+        sooner than the next rescan: a folder emptied and written anew (a nightly
+        re-export) is complete by then, and only its real deletions remain, under the
+        limit. Backs off while the verdict stands (an unmounted source stays empty)."""
+        if report.guard:
+            self._recheck_at = time.monotonic() + self._recheck_every
+            self._recheck_every = min(self._recheck_every * 2, self.settings.rescan_interval)
+        elif report.kind == "full":
+            self._recheck_every = GUARD_RECHECK
 
     def _do(self, work: Work) -> list[Report]:
         reports = []

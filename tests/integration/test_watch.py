@@ -237,3 +237,26 @@ def test_a_target_folder_emptied_or_made_anew_is_filled_again(tmp_path: Path) ->
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_deletions_the_guard_withheld_are_made_once_the_source_is_whole_again(tmp_path: Path) -> None:
+    """A nightly re-export empties the folder and writes it back: the guard withholds the
+    deletions it sees half way, and the few real ones waited for the hourly rescan, with
+    status saying '40 of 50 would be deleted' (exit 1) all the while."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    src.mkdir()
+    for i in range(50):
+        (src / f"invoice {i:02}.pdf").write_bytes(b"%d" % i)
+    proc = start("run", str(src), str(dst), state=state, log=log)
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first pass")
+        for i in range(40):
+            (src / f"invoice {i:02}.pdf").unlink()
+        wait_for(lambda: "deletions withheld" in log.read_text(), what="the guard")
+        for i in range(5, 40):
+            (src / f"invoice {i:02}.pdf").write_bytes(b"v2 %d" % i)
+        wait_for(lambda: files(dst) == files(src), timeout=60, what="the five real deletions")
+        wait_for(lambda: run("status", state=state).returncode == 0, what="status to clear")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
