@@ -102,6 +102,7 @@ class TargetRunner:
         self.index: Index | None = None
         self.executor: Executor | None = None
         self._lock_fd: int | None = None
+        self._place_fd: int | None = None
         self._work = Work()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -155,6 +156,7 @@ class TargetRunner:
                 f"(lock {self.index_file}.lock); stop that one first"
             ) from None
         self._lock_fd = fd
+        self._place_fd = self._lock_place()
         self.index = Index(self.index_file)
         self.crashed = self.index.get_meta("clean_shutdown") == "0"
         self.index.set_meta(
@@ -203,6 +205,26 @@ class TargetRunner:
         """The local folder this target writes into, if it is one (Driver.local_folder)."""
         return registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
 
+    def _lock_place(self) -> int:
+        """Take the lock of the place this target writes to: another index (another
+        target name, ``file://`` for a plain path, another source spelling) can name the
+        same folder, and two processes there remove each other's uploads as leftovers."""
+        key = hashlib.sha256(repr(self.place()).encode()).hexdigest()[:16]
+        path = self.index_file.parent / f"place-{key}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise ConfigError(
+                f"{self.resolved.url} is already being mirrored by another mirror process ({holder}); "
+                "stop that one first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, target {self.name!r}".encode(), 0)
+        return fd
+
     def place(self) -> tuple[str, ...]:
         """Where this target writes: its folder, resolved, when it is a local one; else its
         URL with the options that pick the account (the same URL with another account is
@@ -241,9 +263,10 @@ class TargetRunner:
                 self.driver.close()
             except Exception:
                 self.log.debug("error while closing the connection", exc_info=True)
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for fd in (self._place_fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._place_fd = None
 
     # -- one pass -------------------------------------------------------------------
     def needs_listing(self) -> bool:

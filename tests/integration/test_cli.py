@@ -667,6 +667,12 @@ def test_two_processes_cannot_mirror_the_same_target(src: Path, tmp_path: Path, 
         wait_for(lambda: len(files(target)) == 12, what="first copy")
         second = run("run", str(src), str(target), "--once", state=state)
         assert_one_line_error(second, 2, "already being mirrored")
+        # the same folder by other names: another index each, the same place
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{target}"\n')
+        for other in (("run", str(src), f"file://{target}", "--once"), ("run", "-c", str(cfg), "--once")):
+            again = run(*other, state=state)
+            assert_one_line_error(again, 2, "is already being mirrored by another mirror process (pid")
         running = json.loads(run("status", "--json", state=state).stdout)
         assert running[0]["running"] is True
     finally:
