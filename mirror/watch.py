@@ -35,6 +35,8 @@ TICK_MS = 100
 #: up to this many folders to look below at once, one prefix test per known file is
 #: quickest; beyond it, one look-up per parent folder of each known file
 FEW_FOLDERS = 16
+#: a file still changing after this many seconds is named in a warning, once
+RESTLESS_AFTER = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class SourceWatcher:
         #: the source as last handed on; kept current so folder deletes can be expanded
         self.known = known
         self._pending: dict[str, tuple[Signature, float]] = {}
+        #: when each pending file began changing, and those a warning already named: a
+        #: file that never settles (a log someone left in the folder) is never sent
+        self._changing_since: dict[str, float] = {}
+        self._told: set[str] = set()
         #: folders of this event batch whose known files may be gone, and the files the
         #: batch's scans found (see :meth:`_expand_gone`)
         self._look_below: set[str] = set()
@@ -197,6 +203,18 @@ class SourceWatcher:
         for rel in gone:
             self._pending.setdefault(rel, (None, now))
 
+    def _tell_if_restless(self, rel: str, now: float) -> None:
+        since = self._changing_since.setdefault(rel, now)
+        if now - since >= RESTLESS_AFTER and rel not in self._told:
+            self._told.add(rel)
+            log.warning(
+                "%s has kept changing for %.0f s; it is sent once it stays unchanged for %.1f s "
+                "(a log file, or one a program keeps open, belongs in ignore)",
+                rel,
+                now - since,
+                self.settle,
+            )
+
     def _hold_renames(self, ready: dict[str, LocalEntry | None], fresh: dict[str, LocalEntry | None]) -> None:
         """Keep a vanished path back while its inode still settles under a new name, so
         both halves of a rename travel in one batch and become a move on the target."""
@@ -227,6 +245,7 @@ class SourceWatcher:
                 ready[rel] = None
             elif sig != old_sig:
                 self._pending[rel] = (sig, now)
+                self._tell_if_restless(rel, now)
                 continue
             elif now - since >= self.settle or (
                 wall - entry.mtime_ns / 1e9 >= self.settle and now - since >= min(self.settle, 0.1)
@@ -235,6 +254,8 @@ class SourceWatcher:
             else:
                 continue
             del self._pending[rel]
+            self._changing_since.pop(rel, None)
+            self._told.discard(rel)
         self._hold_renames(ready, fresh)
         for rel, entry in ready.items():
             if entry is None:

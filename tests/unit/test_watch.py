@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mirror import watch
 from mirror.filters import Filter
 from mirror.scan import LocalEntry
 from mirror.watch import FEW_FOLDERS, SourceWatcher
@@ -41,3 +44,24 @@ def test_known_files_below_an_event_batch_s_folders_become_pending(
     expected = {k for k in known if any(k.startswith(f"{f}/") for f in folders) and k not in found}
     assert set(watcher._pending) == expected
     assert not watcher._look_below and not watcher._found
+
+
+def test_a_file_that_never_stops_changing_is_named_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A log left in the folder is never sent: watch mode said nothing of it, ever."""
+    monkeypatch.setattr(watch, "RESTLESS_AFTER", 0.3)
+    log = tmp_path / "app.log"
+    log.write_text("start\n")
+    watcher = SourceWatcher(tmp_path, Filter(), 0.2, False, threading.Event(), {})
+    watcher.expect(["app.log"])
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        with log.open("a") as f:
+            f.write("line\n")
+        assert watcher._settled() == {}
+        time.sleep(0.02)
+    told = [r.getMessage() for r in caplog.records if "kept changing" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith("app.log has kept changing for")
+    time.sleep(0.3)
+    assert list(watcher._settled()) == ["app.log"]  # once it rests, it goes
