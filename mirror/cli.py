@@ -124,13 +124,16 @@ def build_config(
     target_name: str | None,
     state: Path | None,
     overrides: dict[str, Any] | None = None,
+    secrets: bool = True,
 ) -> Config:
-    """The config from a file or from SOURCE TARGET, with command-line overrides applied."""
+    """The config from a file or from SOURCE TARGET, with command-line overrides applied.
+    ``secrets``: False for commands that use none, which then need no variable set."""
+    environ = os.environ if secrets else config_mod.Unresolved(os.environ)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if config_path is not None:
         if source or target:
             raise ConfigError("give either SOURCE TARGET or -c CONFIG, not both")
-        cfg = config_mod.load(config_path).select(target_name)
+        cfg = config_mod.load(config_path, environ).select(target_name)
     elif source and target:
         if target_name:
             raise ConfigError("--target selects a target of a config file (-c); it needs -c")
@@ -143,7 +146,7 @@ def build_config(
         default = Path("mirror.toml")
         if not default.exists():
             raise ConfigError("nothing to mirror: give SOURCE TARGET, or -c CONFIG (mirror init writes one)")
-        cfg = config_mod.load(default).select(target_name)
+        cfg = config_mod.load(default, environ).select(target_name)
     if overrides:
         cfg = dataclasses.replace(
             cfg,
@@ -534,7 +537,7 @@ def status(
 
     with user_errors():
         if config_path is not None or source is not None:
-            cfg = build_config(source, target, config_path, target_name, state_dir)
+            cfg = build_config(source, target, config_path, target_name, state_dir, secrets=False)
             root = resolve_state_dir(cfg)
             statuses = api.status(cfg)
         else:

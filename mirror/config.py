@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,27 @@ def _table(value: object, where: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: expected a table, got {value!r}")
     return value
+
+
+class Unresolved(Mapping[str, str]):
+    """The environment, where a variable that is not set stays ``${NAME}``: for commands
+    that read the state of a config's targets and never use a secret (mirror status, from
+    a shell without the service's environment)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        return self.environ.get(name, f"${{{name}}}")
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        return len(self.environ)
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:

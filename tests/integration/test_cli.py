@@ -623,6 +623,20 @@ def test_a_state_folder_of_another_user_is_named_with_its_fix(
         assert_one_line_error(denied, 2, "cannot use mirror's state in", "--state-dir")
 
 
+def test_status_of_a_config_needs_none_of_its_secrets(src: Path, tmp_path: Path, state: Path) -> None:
+    """Asked from a shell without the service's environment, status said a variable was not set."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path}/${{MIRROR_TEST_DIR}}"\n'
+        'options = { token = "${MIRROR_TEST_SECRET}" }\n'
+    )
+    env = {"MIRROR_TEST_DIR": "usb", "MIRROR_TEST_SECRET": "s3cret"}
+    assert run("run", "-c", str(cfg), "--once", state=state, env=env).returncode == 0
+    shown = run("status", "-c", str(cfg), state=state)
+    assert shown.returncode == 0 and "files:   12" in shown.stdout, shown.stdout + shown.stderr
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "is not set (export MIRROR_TEST_")
+
+
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
