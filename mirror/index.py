@@ -181,9 +181,12 @@ class Index:
                 if old.exists():
                     old.rename(Path(f"{aside}{suffix}"))
         try:
-            return self._connect(path)
+            db = self._connect(path)
+            rows = _salvage(aside, db)
         except sqlite3.Error as exc:
             raise state_error(path, exc) from exc
+        log.warning("kept %d file record(s) that still read; the next pass checks them against the target", rows)
+        return db
 
     # -- files ----------------------------------------------------------------------
     def entries(self) -> dict[str, IndexEntry]:
@@ -517,6 +520,56 @@ class Index:
             self._drain()
             self._db.commit()
             self._db.close()
+
+
+#: what a rebuilt index keeps of the damaged one's meta: where source and target were
+#: (a rebuilt index must still refuse a disk that is not mounted) and the layout
+_SALVAGED_META = ("target_place", "source_place", "target_folder", "layout")
+
+
+def _salvage(damaged_file: Path, db: sqlite3.Connection) -> int:
+    """Copy into ``db`` the file rows and meta that still read from a damaged index, and
+    return how many rows. Without them, files removed from the source while the index
+    was broken stayed on the target for good, and a by-year copy of a file edited since
+    got a second one under this year. The rebuilt index has no listing time, so the next
+    pass lists the target and checks every row kept against it."""
+    try:
+        old = sqlite3.connect(f"file:{damaged_file}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0
+    try:
+        # a damaged page ends a scan where it lies: read from both ends
+        rows = _readable(old, f"{_SELECT} ORDER BY rowid") | _readable(old, f"{_SELECT} ORDER BY rowid DESC")
+        meta = _readable(old, "SELECT key, value FROM meta")
+    finally:
+        old.close()
+    db.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", sorted(filter(_sane, rows)))
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [kv for kv in meta if kv[0] in _SALVAGED_META])
+    db.commit()
+    return int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+
+
+def _sane(row: tuple[Any, ...]) -> bool:
+    """Whether a salvaged row has the types a row has (src, dst, size, mtime_ns, ino,
+    date, remote_hash); a damaged page can read as anything."""
+    src, dst, size, mtime_ns, ino, date, remote_hash = row
+    try:
+        dt.date.fromisoformat(date)
+    except (TypeError, ValueError):
+        return False
+    ints = all(isinstance(n, int) for n in (size, mtime_ns, ino))
+    return isinstance(src, str) and isinstance(dst, str) and ints and isinstance(remote_hash, (str, type(None)))
+
+
+def _readable(db: sqlite3.Connection, select: str) -> set[tuple[Any, ...]]:
+    """The rows of ``select`` up to the first that cannot be read."""
+    found: set[tuple[Any, ...]] = set()
+    try:
+        for row in db.execute(select):
+            found.add(tuple(row))
+    except sqlite3.Error:
+        pass
+    return found
 
 
 def damaged(exc: sqlite3.Error) -> bool:
