@@ -1155,4 +1155,7 @@ def _classify(exc: BaseException, params: Params) -> MirrorError:  # noqa: PLR09
         return TransientError(f"sftp: cannot resolve host {params.host} ({exc.strerror})")
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
         return TransientError(f"sftp: cannot reach {params.label} ({exc.strerror})")
+    if isinstance(exc, OSError) and exc.errno is None and str(exc) == "Failure":
+        # SSH_FX_FAILURE, all an OpenSSH server says of a write it could not make
+        return ItemError(f"sftp: {params.label} refused the write without a reason (a full disk or quota?)")
     return classify_os_error(exc)

@@ -354,9 +354,9 @@ def classify_os_error(exc: BaseException) -> MirrorError:
     if isinstance(exc, (ConnectionError, TimeoutError, EOFError)):
         return TransientError(text)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return FatalError(f"target is full ({exc.strerror})")
+        return FatalError(f"target is full ({exc.strerror}); free space there")
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
-        return FatalError("target is read-only")
+        return FatalError("target is read-only; mount it writable")
     return ItemError(text)
 
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli import MIRROR, files, run, start, wait_for
-from tests.reliability.common import hashes, landed, temp_files, write_config
+from tests.reliability.common import hashes, landed, sftp_options, temp_files, write_config
 from tests.servers.dropbox import DropboxServer
+from tests.servers.sshd import SshServer
 
 
 @contextlib.contextmanager
@@ -101,6 +102,20 @@ def test_a_target_stopped_by_a_full_disk_is_tried_again_while_watching(tmp_path:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_full_disk_on_an_sftp_server_is_named_as_a_likely_cause(sshd: SshServer, tmp_path: Path) -> None:
+    """OpenSSH reports a write it cannot make as SSH_FX_FAILURE, no reason given: the
+    message was 'OSError: Failure'."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    source.mkdir()
+    (source / "scan.tif").write_bytes(os.urandom(3_000_000))
+    with tmpfs(tmp_path / "server disk", "1m") as disk:
+        config = write_config(tmp_path / "m.toml", source, {"nas": (sshd.url(disk), sftp_options(sshd))})
+        full = run("run", "-c", str(config), "--once", state=state)
+    assert full.returncode == 1
+    assert "nas: failed: scan.tif: sftp:" in full.stderr
+    assert "refused the write without a reason (a full disk or quota?)" in full.stderr, full.stderr
 
 
 def test_a_full_dropbox_quota_is_fatal_and_resumes_when_space_returns(
