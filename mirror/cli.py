@@ -572,6 +572,11 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
         late = f"  OLDER THAN EXPECTED (every {human_duration(s.expected_every)})" if s.stale else ""
         click.echo(f"  last complete sync: {last}{late}")
+        if s.left_out:
+            click.echo(
+                f"  left out: {s.left_out} source folder(s) or file(s) that cannot be read or mirrored "
+                "as they are (mirror run names them)"
+            )
         if s.incomplete and not s.running:
             click.echo("  incomplete: the last run ended before its pass finished; mirror run carries on")
         if s.last_error:

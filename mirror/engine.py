@@ -883,6 +883,11 @@ class Mirror:
                 log.warning("not mirrored: %s: %s; %s", skip.path, skip.reason, skip.fix)
             else:
                 log.info("skipped %s: %s", skip.path, skip.reason)
+        # for status: what the source holds that no target gets, as of this scan
+        left_out = sum(1 for skip in snap.skipped if skip.unreadable or skip.fix) or None
+        for runner in self.runners:
+            if runner.index is not None and not runner.dry_run:
+                runner.index.set_meta(left_out=left_out)
         return snap
 
     def settle(self, snap: Snapshot) -> set[str]:

@@ -40,13 +40,17 @@ class TargetStatus:
     withheld: str | None = None
     #: the last pass was stopped or killed before it ended, and no pass has ended since
     incomplete: bool = False
+    #: source files and folders the last full scan could not read, or no target can take
+    #: as they are (a name that is not UTF-8): not backed up, whatever else is in sync
+    left_out: int = 0
 
     @property
     def in_sync(self) -> bool:
         """Nothing for a user to look into: no error, failed item, withheld deletion, no
-        pass cut short, and a complete sync as recent as the rescan schedule promises."""
+        pass cut short, nothing of the source left out, and a complete sync as recent as
+        the rescan schedule promises."""
         problem = self.last_error or self.failures or self.withheld or self.stale
-        problem = problem or (self.incomplete and not self.running)
+        problem = problem or (self.incomplete and not self.running) or self.left_out > 0
         return not problem and self.state not in ("failed", NEVER_RUN)
 
     def as_json(self) -> dict[str, Any]:
@@ -99,6 +103,7 @@ def read(index_file: Path) -> TargetStatus:
             expected_every=expected,
             withheld=index.get_meta("withheld"),
             incomplete=index.get_meta("incomplete") is not None,
+            left_out=int(index.get_meta("left_out") or 0),
         )
     finally:
         index.close()

@@ -758,10 +758,14 @@ def test_a_file_whose_name_is_not_utf8_fails_the_run_until_renamed(src: Path, tm
     checked = run("verify", str(src), str(target), state=state)
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "Rechnung M\\xfcller.pdf: not mirrored: its name is not valid UTF-8; rename it" in checked.stdout
+    # nor status (of a service, which warns in a log nobody reads)
+    shown = run("status", state=state)
+    assert shown.returncode == 1 and "left out: 1 source folder(s) or file(s)" in shown.stdout, shown.stdout
     os.rename(latin1, src / "Rechnung Müller.pdf")
     renamed = run("run", str(src), str(target), "--once", state=state)
     assert renamed.returncode == 0 and (target / "Rechnung Müller.pdf").read_bytes() == b"%PDF"
     assert run("verify", str(src), str(target), state=state).returncode == 0
+    assert run("status", state=state).returncode == 0
 
 
 def test_verify_read_through_head_stops_quietly(tmp_path: Path, state: Path) -> None:
