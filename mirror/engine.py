@@ -884,10 +884,12 @@ class Mirror:
             else:
                 log.info("skipped %s: %s", skip.path, skip.reason)
         # for status: what the source holds that no target gets, as of this scan
-        left_out = sum(1 for skip in snap.skipped if skip.unreadable or skip.fix) or None
+        count = sum(1 for skip in snap.skipped if skip.unreadable or skip.fix)
+        left_out = str(count) if count else None
         for runner in self.runners:
-            if runner.index is not None and not runner.dry_run:
-                runner.index.set_meta(left_out=left_out)
+            index = runner.index
+            if index is not None and not runner.dry_run and index.get_meta("left_out") != left_out:
+                index.set_meta(left_out=left_out)  # written when it changes: a commit costs
         return snap
 
     def settle(self, snap: Snapshot) -> set[str]:
