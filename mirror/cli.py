@@ -528,7 +528,7 @@ def status(
     """Per target: files and bytes mirrored, pending work, failed items with their
     last error, withheld deletions, a pass stopped before it finished, and the time of
     the last complete sync. Works while `mirror run` runs. Exit 0 when every target is
-    in sync, 1 when one needs a look.
+    in sync, 1 when one needs a look or none is found.
 
     Shows every target of the state folder; SOURCE TARGET or -c CONFIG picks theirs.
     """
@@ -551,7 +551,9 @@ def status(
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
     else:
         print_status(statuses, root)
-    sys.exit(EXIT_OK if all(s.in_sync for s in statuses) else EXIT_PROBLEM)
+    # nothing found is no all-clear: a check run as another user than the service reads
+    # another state folder, and must not report the service's targets as fine
+    sys.exit(EXIT_OK if statuses and all(s.in_sync for s in statuses) else EXIT_PROBLEM)
 
 
 def print_status(statuses: list[TargetStatus], root: Path) -> None:

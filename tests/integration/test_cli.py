@@ -588,6 +588,12 @@ def test_verify_checks_every_target_when_one_cannot_be_reached(src: Path, tmp_pa
     ], checked.stdout + checked.stderr
 
 
+def test_status_with_no_target_found_is_no_all_clear(tmp_path: Path) -> None:
+    """A monitoring check run as another user than the service reads another state folder."""
+    shown = run("status", state=tmp_path / "elsewhere")
+    assert shown.returncode == 1 and "no targets have been mirrored yet" in shown.stdout
+
+
 def test_status_of_source_target_shows_that_target(src: Path, tmp_path: Path, state: Path) -> None:
     """After mirror run SOURCE TARGET, the same two words ask for its status."""
     for name in ("usb", "nas"):
