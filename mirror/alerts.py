@@ -28,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from mirror.config import Config, TargetConfig
-from mirror.engine import index_path, state_dir
 from mirror.events import Observer, Report
 from mirror.index import private_dir
 from mirror.redact import SecretFilter
+from mirror.runner import index_path, state_dir
 
 log = logging.getLogger("mirror")
 

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from mirror.config import Config, TargetConfig, TargetSettings, ad_hoc
 from mirror.config import load as load_config
-from mirror.engine import Mirror, index_path, state_dir
+from mirror.engine import Mirror
 from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
+from mirror.runner import index_path, state_dir
 
 if TYPE_CHECKING:
     from mirror.alerts import Alerts

@@ -27,8 +27,7 @@ from mirror import __version__, api, registry
 from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver, RemoteEntry
-from mirror.engine import Mirror, TargetRunner, human_bytes, human_duration, summarize
-from mirror.engine import state_dir as resolve_state_dir
+from mirror.engine import Mirror
 from mirror.errors import ConfigError, MirrorError
 from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.layout import Layout
@@ -36,6 +35,8 @@ from mirror.logs import printable
 from mirror.logs import setup as setup_logging
 from mirror.policy import DeletePolicy
 from mirror.redact import SecretFilter
+from mirror.runner import TargetRunner, human_bytes, human_duration, summarize
+from mirror.runner import state_dir as resolve_state_dir
 
 if TYPE_CHECKING:
     # what only some commands need is imported by them: every start of `mirror run`

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from mirror import api
-from mirror.engine import summarize
+from mirror.runner import summarize
 from tests.cli import files, run, wait_for
 
 EMBED = Path(__file__).resolve().parents[2] / "examples" / "embed.py"

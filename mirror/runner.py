@@ -1,0 +1,780 @@
+"""One target's side of mirroring: its index and locks, its passes (plan, execute,
+record), and the live loop that follows changes on a thread of its own, so a slow or
+broken target never stalls the others. :class:`mirror.engine.Mirror` runs one per target.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from mirror import registry
+from mirror.config import Config, TargetConfig
+from mirror.driver import Driver, RemoteEntry, classify_os_error
+from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TransientError
+from mirror.events import Observer, Report
+from mirror.execute import Executor, RetryPolicy, RunStats
+from mirror.filters import Filter
+from mirror.held import HeldDeletions
+from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
+from mirror.mounts import mount_of, place_of
+from mirror.plan import KnownFiles, PlanSettings, narrow, plan
+from mirror.policy import DeletePolicy
+from mirror.redact import redact_url
+from mirror.scan import Entries, LocalEntry, stat_paths
+
+log = logging.getLogger("mirror")
+
+#: seconds before deletions the guard withheld in watch mode are first planned again
+GUARD_RECHECK = 10.0
+
+
+def state_dir(config: Config) -> Path:
+    """Where indexes live: --state-dir / config, MIRROR_STATE_DIR, or the platform dir."""
+    if config.state_dir is not None:
+        return config.state_dir
+    env = os.environ.get("MIRROR_STATE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_state_dir("mirror", appauthor=False))
+
+
+def index_path(root: Path, source: Path, target: TargetConfig) -> Path:
+    """One index per (source, target URL) pair, named after the target for humans."""
+    key = hashlib.sha256(f"{source}\0{redact_url(target.url)}".encode()).hexdigest()[:12]
+    return root / "targets" / f"{target.name}-{key}.sqlite"
+
+
+@dataclass
+class Work:
+    """What a target runner still has to do, merged as it arrives."""
+
+    full: bool = False
+    listing: bool = False
+    changes: dict[str, LocalEntry | None] = field(default_factory=dict)
+    #: paths a full pass must leave alone: files still being written at start-up, and
+    #: files and folders that could not be read
+    skip: frozenset[str] = frozenset()
+
+
+class TargetRunner:
+    """Everything about one target: connection, index, executor, its work queue."""
+
+    def __init__(
+        self,
+        config: Config,
+        target: TargetConfig,
+        stop: threading.Event,
+        *,
+        dry_run: bool = False,
+        retry: RetryPolicy | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.config = config
+        self.target = target
+        self.name = target.name
+        self.stop = stop
+        self.dry_run = dry_run
+        self.retry = retry or RetryPolicy()
+        self.settings = target.settings
+        self.filter = Filter(self.settings.include, self.settings.exclude)
+        self.log = logging.LoggerAdapter(log, {"target": self.name})
+        self.resolved = registry.resolve(target.url, target.options, config.presets)
+        self.caps = registry.capabilities(self.resolved)
+        self.index_file = index_path(state_dir(config), config.source, target)
+        source_mount = mount_of(str(config.source))
+        self.stable_inodes = source_mount is None or source_mount.stable_inodes
+        self.driver: Driver | None = None
+        self.index: Index | None = None
+        self.executor: Executor | None = None
+        self._lock_fd: int | None = None
+        self._place_fd: int | None = None
+        self._work = Work()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.dead: str | None = None
+        #: when to plan deletions the guard withheld again (see _recheck_guard)
+        self._recheck_at: float | None = None
+        self._recheck_every = GUARD_RECHECK
+        #: sources whose removal a failed transfer held back: planned again with the next
+        #: changes, so one failure cannot hold every deletion until the next full pass (a
+        #: file that took a folder's name waits for the files below it to go)
+        self.postponed: set[str] = set()
+        #: deletions a watch pass left for later (see mirror.held)
+        self.held = HeldDeletions()
+        #: the last run did not stop cleanly: list the target to find its leftovers
+        self.crashed = False
+        #: a local target folder now on another mount is taken as moved on purpose (asked
+        #: for with --rescan), not as a disk that is not mounted
+        self.accept_new_place = False
+        self.observer = observer or Observer()
+        #: progress hooks: bytes a pass will send, then bytes as each item completes
+        self.on_plan: Callable[[int], None] | None = None
+        self.on_done: Callable[[int], None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the index (taking the per-target lock) and check the backend is installed."""
+        registry.load_driver_class(self.resolved.backend).check_target(self.resolved.url, self.resolved.options)
+        self._check_overlap()
+        try:
+            self._open_index()
+        except PermissionError as exc:
+            raise state_denied(self.index_file.parent, exc) from None
+
+    def _open_index(self) -> None:
+        if self.dry_run:
+            if self.index_file.exists():
+                self.index = Index(self.index_file, readonly=True)
+            return
+        try:
+            private_dir(self.index_file.parent.parent)
+            private_dir(self.index_file.parent)
+        except OSError as exc:
+            raise state_denied(self.index_file.parent.parent, exc) from None
+        fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"target {self.name!r} is already being mirrored by another mirror process "
+                f"(lock {self.index_file}.lock); stop that one first"
+            ) from None
+        self._lock_fd = fd
+        self._place_fd = self._lock_place()
+        self.index = Index(self.index_file)
+        self.crashed = self.index.get_meta("clean_shutdown") == "0"
+        self.index.set_meta(
+            clean_shutdown=0,
+            pid=os.getpid(),
+            target=self.name,
+            url=redact_url(self.target.url),
+            source=str(self.config.source),
+            started=time.time(),
+            state="starting",
+            rescan_interval=self.settings.rescan_interval,
+            layout=self.settings.layout.template,
+        )
+
+    def connect(self) -> Driver:
+        if self.driver is None:
+            try:
+                self.driver = registry.connect(self.resolved)
+            except MirrorError:
+                raise
+            except Exception as exc:
+                raise classify_os_error(exc) from exc
+
+            if self.index is not None and not self.dry_run:
+                self.driver.state = self.index
+            concurrency = self.settings.concurrency or self.driver.default_concurrency
+            if self.index is not None and not self.dry_run:
+                self.executor = Executor(
+                    self.driver,
+                    self.index,
+                    self.config.source,
+                    concurrency,
+                    self.stop,
+                    self.retry,
+                    on_done=lambda n: self.on_done(n) if self.on_done else None,
+                    on_retry=lambda error: self.observer.on_retry(self.name, error),
+                    logger=self.log,
+                    on_transfer=lambda size, seconds: self.observer.on_transfer(self.name, size, seconds),
+                    # a concurrency the user chose holds for large files too
+                    bulk_concurrency=None if self.settings.concurrency else self.driver.bulk_concurrency,
+                )
+        return self.driver
+
+    @functools.cached_property
+    def local_folder(self) -> str | None:
+        """The local folder this target writes into, if it is one (Driver.local_folder)."""
+        return registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
+
+    def _lock_place(self) -> int:
+        """Take the lock of the place this target writes to: another index (another
+        target name, ``file://`` for a plain path, another source spelling) can name the
+        same folder, and two processes there remove each other's uploads as leftovers."""
+        key = hashlib.sha256(repr(self.place()).encode()).hexdigest()[:16]
+        path = self.index_file.parent / f"place-{key}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise ConfigError(
+                f"{self.resolved.url} is already being mirrored by another mirror process ({holder}); "
+                "stop that one first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, target {self.name!r}".encode(), 0)
+        return fd
+
+    def place(self) -> tuple[str, ...]:
+        """Where this target writes: its folder, resolved, when it is a local one; else its
+        URL with the options that pick the account (the same URL with another account is
+        another place)."""
+        if self.local_folder is not None:
+            return ("folder", str(Path(self.local_folder).resolve()))
+        return ("url", self.resolved.url.rstrip("/"), repr(sorted(self.resolved.options.items())))
+
+    def _check_overlap(self) -> None:
+        """A local target or the state inside the source (or around it) would mirror itself."""
+        source = self.config.source.resolve()
+        folder = self.local_folder
+        if folder is not None and _overlaps(Path(folder).resolve(), source):
+            raise ConfigError(
+                f"target {self.name!r} ({folder}) overlaps the source folder {source}; "
+                "choose a target outside the source"
+            )
+        state = self.index_file.parent.parent.resolve()
+        if state == source or source in state.parents:
+            raise ConfigError(
+                f"the state folder {self.index_file.parent.parent} lies inside the source folder {source}; "
+                "use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
+            )
+
+    def close(self, clean: bool = True) -> None:
+        if self.executor is not None:
+            self.executor.remove_temps()
+        if self.index is not None:
+            if not self.dry_run:
+                self.index.set_meta(clean_shutdown=1 if clean else 0, state="stopped", pid=None)
+                self._note_stranded()
+            self.index.close()
+            self.index = None
+        if self.driver is not None:
+            try:
+                self.driver.close()
+            except Exception:
+                self.log.debug("error while closing the connection", exc_info=True)
+        for fd in (self._place_fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._place_fd = None
+
+    # -- one pass -------------------------------------------------------------------
+    def needs_listing(self) -> bool:
+        """List the target on the first run, after a crash, every rescan_interval, and
+        when a local target folder is another folder than the one last filled."""
+        if self.index is None:
+            return True
+        last = self.index.get_meta("last_listing")
+        if last is None or self.crashed or self.index.has_in_flight() or self._has_stranded():
+            return True
+        if self.folder_replaced():
+            return True
+        since = time.time() - float(last)
+        # negative: recorded while the clock was ahead; waiting for it would skip listings for as long
+        return since >= self.settings.rescan_interval or since < 0
+
+    def pass_(
+        self,
+        local: Mapping[str, LocalEntry],
+        *,
+        listing: bool,
+        scope: Collection[str] | None,
+        source_empty: bool | None = None,
+        kind: str = "full",
+        skip: Collection[str] = (),
+        hold_gone: bool = False,
+    ) -> Report:
+        """Plan and execute once; transient connection problems propagate to the caller.
+
+        The target is only contacted when it is listed or the plan has something to do,
+        so a pass that finds nothing changed works offline. ``skip`` names paths left to
+        a later pass: files still being written, and unreadable files and folders (with
+        every file the index has below them, which a read error must not delete).
+        ``hold_gone``: files gone from the source join :attr:`held` instead of being
+        deleted now.
+        """
+        started = time.time()
+        self._check_place()
+        remote: dict[str, RemoteEntry] | None = None
+        if listing:
+            remote = self._call(self.connect().list)
+            self._recover_in_flight(remote)
+        # the scan already dropped junk; only a target's own patterns can narrow further
+        mine = local
+        if self.filter.narrows:
+            mine = Entries((p, e) for p, e in local.items() if self.filter.wants_file(p))
+        if scope is not None:
+            scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
+        if scope is None and source_empty is None:
+            source_empty = not mine and not skip  # files still being written count as there
+        if skip and self.index is not None:
+            skip = {*skip, *self.index.under(skip)}
+        index, scope = self._index_for(mine, scope, listing)
+        if skip:
+            scope = set(scope if scope is not None else (*mine, *index)).difference(skip)
+        settings = PlanSettings(
+            self.settings.layout,
+            self.settings.delete,
+            self.caps,
+            self.settings.max_delete,
+            dt.date.today(),
+            self.stable_inodes,
+        )
+        actions = plan(mine, index, settings, remote, scope, source_empty, hold_gone, self._leftovers(remote))
+        if self.dry_run:
+            return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
+        if actions.held:
+            self.held.hold(actions.held, time.monotonic())
+            self.log.debug("%d deletions wait until the source stops losing files", len(self.held.paths))
+        if actions.is_empty():
+            report = self._report(kind, RunStats(guard=actions.guard), started)
+            self._after(report, listing)
+            return report
+        self.connect()
+        assert self.executor is not None
+        if self.index is not None:
+            # incomplete until the pass ends: a kill leaves it so for mirror status to tell
+            self.index.set_meta(state="syncing", pending=len(actions.transfers) + len(actions.moves), incomplete=1)
+        self.observer.on_state(self.name, "syncing", None)
+        if self.on_plan and actions.transfers:
+            self.on_plan(sum(t.entry.size for t in actions.transfers))
+        stats = self.executor.run(actions)
+        self.postponed.update(stats.postponed)
+        report = self._report(kind, stats, started)
+        if report.state_error:
+            # the index cannot take the run record: report what was sent, and stop here
+            self.observer.on_report(report)
+            return report
+        self._after(report, listing)
+        self._note_stranded()  # after: the listing's all clear is for temps stranded before it
+        return report
+
+    def _leftovers(self, remote: Mapping[str, RemoteEntry] | None) -> dict[str, str]:
+        """Old copies earlier passes left (Index.leftovers) that are still mirror's to
+        remove: not a path a row holds now, nor gone from a listing; none under keep."""
+        if self.index is None:
+            return {}
+        found = self.index.leftovers()
+        if not found:
+            return found
+        holders = self.index.holders(list(found))
+        keep = self.settings.delete is DeletePolicy.KEEP
+        done = [dst for dst in found if keep or dst in holders or (remote is not None and dst not in remote)]
+        if done and not self.dry_run:
+            self.index.left(done)
+        return {dst: src for dst, src in found.items() if dst not in done}
+
+    def _recover_in_flight(self, remote: Mapping[str, RemoteEntry]) -> None:
+        """Record the files a pass cut short sent or moved but did not record
+        (Index.sending), as the listing shows them: the plan then treats them as mirror's
+        own, to replace, move, keep or delete like any other. A file whose row names
+        another target path, still there, is left to the plan, which finds it at its new
+        path and adopts it."""
+        if self.index is None or self.dry_run:
+            return
+        journal = self.index.in_flight()
+        landed = [(src, dst, date, there) for src, dst, date in journal if (there := remote.get(dst)) is not None]
+        known = self.index.lookup_many([src for src, _, _, _ in landed])
+        found = []
+        for src, dst, date, there in landed:
+            row = known.get(src)
+            if row is None or (row.dst == dst and (row.size, row.mtime_ns) != (there.size, there.mtime_ns)):
+                found.append(IndexEntry(src, dst, there.size, there.mtime_ns or 0, 0, date, there.hash))
+            elif row.dst != dst and row.dst not in remote and row.size == there.size:
+                found.append(row._replace(dst=dst))  # moved there: its old path is empty
+        if found:
+            self.log.info("%d file(s) sent or moved by a pass that was cut short are recorded now", len(found))
+        self.index.record_many(found)
+        self.index.clear_in_flight()
+
+    def _folder_id(self) -> str | None:
+        """Device and inode of a local target folder: another one on the same mount (a
+        new or another rotated disk, a folder emptied by deleting it) has others."""
+        if self.local_folder is None:
+            return None
+        try:
+            st = os.stat(self.local_folder)
+        except OSError:
+            return None
+        return f"{st.st_dev}:{st.st_ino}"
+
+    def folder_replaced(self) -> bool:
+        """Whether the local target folder is not the one the last pass left, or was
+        emptied: the index then says nothing of what it holds, and only a listing does."""
+        if self.index is None or self.local_folder is None:
+            return False
+        now = self._folder_id()
+        if now is None:
+            return False  # missing: _check_place tells
+        recorded = self.index.get_meta("target_folder")
+        # a folder made anew can get the old one's inode number back: empty says it too
+        replaced = (recorded is not None and recorded != now) or (
+            _is_empty(self.local_folder) and self.index.holds_files()
+        )
+        if replaced:
+            self.log.info("target folder %s is not the one mirror filled; listing it", self.local_folder)
+        return replaced
+
+    def _note_stranded(self) -> None:
+        """Remember temp files a lost connection left on the target (Executor.stranded):
+        the next pass lists the target, which removes them, not the hourly one."""
+        executor = self.executor
+        if executor is not None and self.index is not None and (executor.stranded or executor.temps):
+            self.index.set_meta(stranded_temps=1)
+            executor.stranded = False
+
+    def _has_stranded(self) -> bool:
+        return self.index is not None and self.index.get_meta("stranded_temps") is not None
+
+    def source_place(self) -> str | None:
+        """The mount the source folder was on when this target last got a pass."""
+        return self.index.get_meta("source_place") if self.index is not None else None
+
+    def failing(self, why: str, state: str = "failing") -> None:
+        """Say this target cannot be mirrored now, and why, where status, metrics and
+        alerts look (a pass that ends records its own outcome)."""
+        if self.index is not None and not self.dry_run:
+            try:
+                self.index.set_meta(state=state, last_error=why)
+            except StateError:
+                self.log.debug("cannot record the state", exc_info=True)
+        self.observer.on_state(self.name, state, why)
+
+    def _place(self) -> str | None:
+        """Where a local target folder is (mirror.mounts.place_of); None for other targets."""
+        return None if self.local_folder is None else place_of(self.local_folder)
+
+    def _check_place(self) -> None:
+        """Refuse a local target folder that is gone, or on another mount than the one mirror
+        filled: a USB disk or a NAS share that is not mounted. Written to, the folder below
+        the mount point would get a whole new copy on the system disk, and status would say
+        all is in sync."""
+        if self.index is None or self.dry_run or self.accept_new_place:
+            return
+        recorded = self.index.get_meta("target_place")
+        place = self._place()
+        if recorded is None or place is None or place == recorded or not self.index.count():
+            return
+        where = self.resolved.url
+        now = "missing" if place == "" else f"on {place}"
+        raise TransientError(
+            f"target folder {where} is {now}, but mirror filled it on {recorded}: is the disk mounted? "
+            "Mount it and mirror carries on; if the folder moved on purpose, run once with --rescan"
+        )
+
+    def _index_for(
+        self, local: Mapping[str, LocalEntry], scope: Collection[str] | None, listing: bool
+    ) -> tuple[Mapping[str, IndexEntry], Collection[str] | None]:
+        """The index rows this pass plans with, and its scope.
+
+        A pass that checks a listing compares every file, so it loads every row. Otherwise
+        only the paths in scope can need an action; for a full pass those are found by
+        streaming the index past the scan, so unchanged files never become objects.
+        """
+        if self.index is None:
+            return {}, scope
+        if listing:
+            return self.index.entries(), scope
+        if scope is None:
+            entries = local if isinstance(local, Entries) else Entries(local.items())
+            changed, scope, total = narrow(entries, self.index.stamps(), self.settings.layout, self.stable_inodes)
+            loaded = self.index.lookup_many(changed)
+        else:
+            loaded = self.index.lookup_many(scope)
+            total = self.index.count()
+        index = self.index
+        return KnownFiles(
+            loaded, scope, total, index.rows, index.lookup, index.targets, index.holders, index.held_below
+        ), scope
+
+    def _call(self, fn: Callable[[], dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
+        assert self.executor is not None or self.dry_run
+        if self.executor is None:
+            try:
+                return fn()
+            except MirrorError:
+                raise
+            except Exception as exc:
+                raise self.connect().classify(exc) from exc
+        return self.executor.call(fn)
+
+    def _report(self, kind: str, stats: RunStats, started: float) -> Report:
+        return Report(
+            self.name,
+            kind,
+            stats.uploaded,
+            stats.adopted,
+            stats.moved,
+            stats.deleted,
+            stats.bytes,
+            tuple(stats.failed),
+            stats.guard,
+            stats.fatal,
+            stats.down,
+            time.time() - started,
+            state_error=stats.state_error,
+            cut_short=stats.cut_short,
+            trashed=stats.trashed,
+        )
+
+    def _after(self, report: Report, listing: bool) -> None:
+        assert self.index is not None
+        now = time.time()
+        if report.uploaded or report.deleted or report.moved or report.failed or report.kind != "update":
+            result = "ok" if report.ok else (report.error or report.guard or "some items failed")
+            self.index.add_run(
+                RunRecord(
+                    report.kind,
+                    now - report.seconds,
+                    now,
+                    report.uploaded,
+                    report.bytes,
+                    report.deleted,
+                    len(report.failed),
+                    result,
+                )
+            )
+        values: dict[str, str | float | int | None] = {"pending": 0, "heartbeat": now, "state": "idle"}
+        if listing and not report.error:
+            values["last_listing"] = now
+            values["stranded_temps"] = None
+            self.crashed = False
+        if not (report.cut_short or report.error):
+            values["incomplete"] = None
+        if report.ok and not report.cut_short and not self.index.failures():
+            values["last_complete_sync"] = now
+            values["last_error"] = None
+        elif report.error:
+            values["last_error"] = report.error
+            values["state"] = "failing"
+        # looked at again, not taken from the check before the pass: a first copy makes the folder
+        if not report.error and (place := self._place()):
+            values["target_place"] = place
+            values["target_folder"] = self._folder_id()
+        if not report.error and (source_place := place_of(str(self.config.source))):
+            values["source_place"] = source_place
+        if report.guard or report.kind == "full" or report.deleted:
+            values["withheld"] = report.guard
+        self.index.set_meta(**values)
+        self.observer.on_report(report)
+        self.observer.on_state(self.name, str(values["state"]), report.error)
+
+    # -- the live loop ------------------------------------------------------------------
+    def submit(
+        self,
+        changes: dict[str, LocalEntry | None] | None = None,
+        *,
+        full: bool = False,
+        listing: bool = False,
+        skip: frozenset[str] = frozenset(),
+    ) -> None:
+        """Queue work for the runner's thread; a full pass absorbs earlier ones."""
+        with self._cv:
+            if full:
+                self._work.full = True
+                self._work.listing |= listing
+                self._work.skip = skip
+            if changes:
+                self._work.changes.update(changes)
+            self._cv.notify()
+
+    def start(self, known: Entries, lock: threading.Lock) -> None:
+        self._known = known
+        self._known_lock = lock
+        self._thread = threading.Thread(target=self._loop, name=f"mirror-{self.name}", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Let the runner's thread notice :attr:`stop` at once."""
+        with self._cv:
+            self._cv.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _take(self) -> Work | None:
+        """The next work; empty when all there is to do is plan the held deletions, full
+        when the guard's verdict is due to be looked at again."""
+        with self._cv:
+            while not (self._work.full or self._work.changes) and not self.stop.is_set():
+                now = time.monotonic()
+                due = self.held.due_in(now)
+                if self._recheck_at is not None and now >= self._recheck_at:
+                    self._recheck_at = None
+                    self._work.full = True
+                    break
+                if self._recheck_at is not None:
+                    due = min(due if due is not None else 60.0, self._recheck_at - now)
+                if due == 0:
+                    break
+                self._cv.wait(timeout=60.0 if due is None else min(due, 60.0))
+                if self.stop.is_set():
+                    break
+                if not (self._work.full or self._work.changes) and self.index and self.index.failures():
+                    self._work.changes.update(
+                        stat_paths(self.config.source, [f.src for f in self.index.failures()], self.filter)
+                    )
+            if self.stop.is_set():
+                return None
+            work, self._work = self._work, Work()
+            return work
+
+    def _loop(self) -> None:
+        backoff = 1.0
+        while (work := self._take()) is not None:
+            try:
+                for report in self._do(work):
+                    self._log_report(report)
+                    self._recheck_guard(report)
+                    raise_failure(report)
+                backoff = 1.0
+            except TransientError as exc:
+                self.log.warning("target unreachable (%s); retrying in %.0f s", exc, backoff)
+                self.failing(str(exc))
+                self.submit(work.changes, full=work.full, listing=work.listing, skip=work.skip)
+                if self.stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 60.0)
+            except (FatalError, ConfigError) as exc:
+                # a full disk gets space, a revoked token a new grant: tried again at each
+                # rescan, where it stayed stopped until mirror was restarted
+                self.dead = str(exc)
+                again = self.settings.rescan_interval
+                self.log.error("target stopped: %s; trying it again in %s", exc, human_duration(again))
+                self.failing(str(exc), "failed")
+                if self.stop.wait(again):
+                    return
+                self.dead = None
+                self.submit(work.changes, full=True, listing=True, skip=work.skip)
+            except Exception as exc:
+                if isinstance(exc, StateError):
+                    self.log.error("%s; retrying in %.0f s", exc, backoff)
+                    self.observer.on_state(self.name, "failing", str(exc))
+                else:
+                    self.log.exception("unexpected error; will rescan")
+                # rows of the failed pass may have gone with its transaction: listed, the
+                # target gives them back
+                self.submit(full=True, listing=True)
+                if self.stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 60.0)
+
+    def _recheck_guard(self, report: Report) -> None:
+        """Deletions the guard withheld are planned again by a full pass a while later,
+        sooner than the next rescan: a folder emptied and written anew (a nightly
+        re-export) is complete by then, and only its real deletions remain, under the
+        limit. Backs off while the verdict stands (an unmounted source stays empty)."""
+        if report.guard:
+            self._recheck_at = time.monotonic() + self._recheck_every
+            self._recheck_every = min(self._recheck_every * 2, self.settings.rescan_interval)
+        elif report.kind == "full":
+            self._recheck_every = GUARD_RECHECK
+
+    def _do(self, work: Work) -> list[Report]:
+        reports = []
+        retry, self.postponed = self.postponed, set()
+        hold = self.held.holding(time.monotonic())
+        if work.full or not hold:
+            # a full pass plans every deletion itself; otherwise the held ones are due
+            released = self.held.release()
+            if not work.full:
+                work.changes.update(stat_paths(self.config.source, released - work.changes.keys(), self.filter))
+        if not work.full and (self._has_stranded() or self.folder_replaced()):
+            work.full = True  # its listing finds what a watch pass would not: temp files, an empty folder
+        if work.full:
+            with self._known_lock:
+                local = self._known.copy()
+            listing = work.listing or self.needs_listing()
+            reports.append(self.pass_(local, listing=listing, scope=None, skip=work.skip))
+        elif retry:
+            work.changes.update(stat_paths(self.config.source, retry - work.changes.keys(), self.filter))
+        if work.changes:
+            in_the_way = self.held.in_the_way(work.changes)
+            work.changes.update(stat_paths(self.config.source, in_the_way - work.changes.keys(), self.filter))
+        if work.changes and self.index is not None:
+            # items that failed before get another chance with every batch (failures are few)
+            failed = [f.src for f in self.index.failures() if f.src not in work.changes]
+            work.changes.update(stat_paths(self.config.source, failed, self.filter))
+        if work.changes:
+            # the guard must see an emptied source in watch mode too, not only in full passes
+            with self._known_lock:
+                source_empty = not self._known
+            reports.append(
+                self.pass_(
+                    {p: e for p, e in work.changes.items() if e is not None},
+                    listing=False,
+                    scope=list(work.changes),
+                    kind="update",
+                    source_empty=source_empty,
+                    hold_gone=hold,
+                )
+            )
+        return reports
+
+    def _log_report(self, report: Report) -> None:
+        if report.uploaded or report.moved or report.deleted or report.adopted or report.cut_short:
+            self.log.info("%s", summarize(report, named=False))
+        if report.guard:
+            self.log.warning("deletions withheld: %s", report.guard)
+
+
+def raise_failure(report: Report) -> None:
+    """A pass that failed as a whole, as the error the live loop reacts to."""
+    if report.down:
+        raise TransientError(report.down)
+    if report.fatal:
+        raise FatalError(report.fatal)
+    if report.state_error:
+        raise StateError(report.state_error)
+
+
+def summarize(report: Report, named: bool = True) -> str:
+    parts = [f"{report.uploaded} sent ({human_bytes(report.bytes)})"]
+    if report.adopted:
+        parts.append(f"{report.adopted} already there")
+    if report.moved:
+        parts.append(f"{report.moved} moved")
+    parts.append(f"{report.deleted - report.trashed} deleted")
+    if report.trashed:
+        parts.append(f"{report.trashed} moved to trash")
+    parts.append(f"{len(report.failed)} failed")
+    text = ", ".join(parts) + f" in {report.seconds:.1f} s"
+    if report.cut_short:
+        text += "; stopped before the pass finished (the next run carries on)"
+    return f"{report.target}: {text}" if named else text
+
+
+def human_duration(seconds: float) -> str:
+    if seconds >= 7200:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _is_empty(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
