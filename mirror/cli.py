@@ -527,9 +527,10 @@ def status(
     as_json: bool,
 ) -> None:
     """Per target: files and bytes mirrored, pending work, failed items with their
-    last error, withheld deletions, a pass stopped before it finished, and the time of
-    the last complete sync. Works while `mirror run` runs. Exit 0 when every target is
-    in sync, 1 when one needs a look or none is found.
+    last error, withheld deletions, a pass stopped before it finished, source files it
+    cannot read or mirror, and the time of the last complete sync. Works while `mirror
+    run` runs. Exit 0 when every target is in sync, 1 when one needs a look or none is
+    found.
 
     Shows every target of the state folder; SOURCE TARGET or -c CONFIG picks theirs.
     """
