@@ -639,7 +639,9 @@ class TargetRunner:
                     raise_failure(report)
                 backoff = 1.0
             except TransientError as exc:
-                self.log.warning("target unreachable (%s); retrying in %.0f s", exc, backoff)
+                # a target counted as down says so already (TargetDown)
+                reason = str(exc).removeprefix("target unreachable: ")
+                self.log.warning("target unreachable (%s); retrying in %.0f s", reason, backoff)
                 self.failing(str(exc))
                 self.submit(work.changes, full=work.full, listing=work.listing, skip=work.skip)
                 if self.stop.wait(backoff):

@@ -177,3 +177,5 @@ def test_a_server_down_while_a_quiet_folder_gets_a_few_files_raises_the_alert(tm
         proc.terminate()
         proc.wait(20)
         server.stop()
+    log = (tmp_path / "mirror.log").read_text()
+    assert "target unreachable (sftp: cannot" in log and "unreachable (target unreachable" not in log, log
