@@ -333,7 +333,6 @@ class Executor:
             with self._lock:
                 self._streak = 0
                 self._answered = True
-            self._answered = True
 
     def _failed(self, src: str, dst: str | None, reason: str) -> None:
         if self._stopping():

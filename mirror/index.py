@@ -543,7 +543,7 @@ def _salvage(damaged_file: Path, db: sqlite3.Connection) -> int:
         meta = _readable(old, "SELECT key, value FROM meta")
     finally:
         old.close()
-    db.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", sorted(filter(_sane, rows)))
+    db.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", [r for r in rows if _sane(r)])
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [kv for kv in meta if kv[0] in _SALVAGED_META])
     db.commit()
     return int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])

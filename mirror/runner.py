@@ -558,7 +558,8 @@ class TargetRunner:
         if not report.error and (place := self._place()):
             values["target_place"] = place
             values["target_folder"] = self._folder_id()
-        if not report.error and (source_place := place_of(str(self.config.source))):
+        # a remount comes with a full pass (the watcher rescans); watch passes need not look
+        if report.kind == "full" and not report.error and (source_place := place_of(str(self.config.source))):
             values["source_place"] = source_place
         if report.guard or report.kind == "full" or report.deleted:
             values["withheld"] = report.guard
@@ -692,7 +693,8 @@ class TargetRunner:
             if not work.full:
                 work.changes.update(stat_paths(self.config.source, released - work.changes.keys(), self.filter))
         if not work.full and (self._has_stranded() or self.folder_replaced()):
-            work.full = True  # its listing finds what a watch pass would not: temp files, an empty folder
+            # its listing finds what a watch pass would not: temp files, an empty folder
+            work.full = work.listing = True
         if work.full:
             with self._known_lock:
                 local = self._known.copy()
