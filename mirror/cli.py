@@ -34,8 +34,9 @@ from mirror.layout import Layout
 from mirror.logs import printable
 from mirror.logs import setup as setup_logging
 from mirror.policy import DeletePolicy
+from mirror.progress import human_bytes, human_duration
 from mirror.redact import SecretFilter
-from mirror.runner import TargetRunner, human_bytes, human_duration, summarize
+from mirror.runner import TargetRunner, summarize
 from mirror.runner import state_dir as resolve_state_dir
 
 if TYPE_CHECKING:

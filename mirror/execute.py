@@ -102,13 +102,14 @@ class Executor:
         concurrency: int,
         stop: threading.Event,
         retry: RetryPolicy | None = None,
-        on_done: Callable[[int], None] | None = None,
+        on_done: Callable[[int, int], None] | None = None,
         on_retry: Callable[[str], None] | None = None,
         logger: logging.LoggerAdapter[logging.Logger] | None = None,
         on_transfer: Callable[[int, float], None] | None = None,
         bulk_concurrency: int | None = None,
     ) -> None:
-        """``bulk_concurrency``: how many large files (BULK_FILE_BYTES and up) at once at
+        """``on_done(files, bytes)``: files sent, adopted or moved, as they complete.
+        ``bulk_concurrency``: how many large files (BULK_FILE_BYTES and up) at once at
         most; None: ``concurrency``."""
         self.driver = driver
         self.index = index
@@ -120,7 +121,7 @@ class Executor:
         self.bulk_concurrency = min(self.concurrency, max(1, bulk_concurrency or self.concurrency))
         self.stop = stop
         self.retry = retry or RetryPolicy()
-        self.on_done = on_done or (lambda n: None)
+        self.on_done = on_done or (lambda files, size: None)
         self.on_retry = on_retry or (lambda error: None)
         self.on_transfer = on_transfer or (lambda size, seconds: None)
         self.log = logger or logging.LoggerAdapter(log, {})
@@ -367,7 +368,7 @@ class Executor:
             self._record(action.src, action.dst, action.entry, action, action.remote_hash)
             with self._lock:
                 self._stats.adopted += 1
-            self.on_done(0)
+            self.on_done(1, 0)
             return
         self._item(action.src, action.dst, lambda: self._put(action))
 
@@ -397,7 +398,7 @@ class Executor:
                         self._record(action.src, action.dst, before, action, action.unless_hash)
                         with self._lock:
                             self._stats.adopted += 1
-                        self.on_done(before.size)
+                        self.on_done(1, before.size)
                         return
                     sending = time.monotonic()
                     try:
@@ -454,7 +455,7 @@ class Executor:
         if self.log.isEnabledFor(logging.DEBUG):  # a first copy has tens of thousands
             for action, entry, _ in done:
                 self.log.debug("put %s -> %s (%s, %d bytes)", action.src, action.dst, action.reason, entry.size)
-        self.on_done(size)
+        self.on_done(len(done), size)
 
     def _batches(self, transfers: Sequence[Put | Adopt]) -> tuple[list[list[Put]], list[Put | Adopt]]:
         """Small plain uploads grouped for :meth:`Driver.send_batch`; everything else alone."""
@@ -782,7 +783,7 @@ class Executor:
             self._answered = True
         for action in actions:
             self.log.debug("moved %s -> %s (%s)", action.old_dst, action.dst, action.reason)
-            self.on_done(0)
+        self.on_done(len(actions), 0)
 
     def _move(self, action: Move, parked: str | None = None, lost: bool = False) -> None:
         """Make ``action`` on the target: move the file from its old path, or from

@@ -29,8 +29,9 @@ from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
 from mirror.mounts import mount_of, place_of
-from mirror.plan import KnownFiles, PlanSettings, narrow, plan
+from mirror.plan import KnownFiles, Plan, PlanSettings, narrow, plan
 from mirror.policy import DeletePolicy
+from mirror.progress import PassProgress, human_bytes, human_duration
 from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, stat_paths
 
@@ -122,6 +123,7 @@ class TargetRunner:
         #: progress hooks: bytes a pass will send, then bytes as each item completes
         self.on_plan: Callable[[int], None] | None = None
         self.on_done: Callable[[int], None] | None = None
+        self._progress: PassProgress | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
@@ -188,7 +190,7 @@ class TargetRunner:
                     concurrency,
                     self.stop,
                     self.retry,
-                    on_done=lambda n: self.on_done(n) if self.on_done else None,
+                    on_done=self._done,
                     on_retry=lambda error: self.observer.on_retry(self.name, error),
                     logger=self.log,
                     on_transfer=lambda size, seconds: self.observer.on_transfer(self.name, size, seconds),
@@ -338,14 +340,7 @@ class TargetRunner:
             self._after(report, listing)
             return report
         self.connect()
-        assert self.executor is not None
-        if self.index is not None:
-            # incomplete until the pass ends: a kill leaves it so for mirror status to tell
-            self.index.set_meta(state="syncing", pending=len(actions.transfers) + len(actions.moves), incomplete=1)
-        self.observer.on_state(self.name, "syncing", None)
-        if self.on_plan and actions.transfers:
-            self.on_plan(sum(t.entry.size for t in actions.transfers))
-        stats = self.executor.run(actions)
+        stats = self._execute(actions)
         self.postponed.update(stats.postponed)
         report = self._report(kind, stats, started)
         if report.state_error:
@@ -355,6 +350,35 @@ class TargetRunner:
         self._after(report, listing)
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
+
+    def _execute(self, actions: Plan) -> RunStats:
+        """Run a plan that has work in it, telling how far it has got as it goes."""
+        assert self.executor is not None
+        size = sum(t.entry.size for t in actions.transfers)
+        if self.index is not None:
+            # incomplete until the pass ends: a kill leaves it so for mirror status to tell
+            files = len(actions.transfers) + len(actions.moves)
+            self.index.set_meta(state="syncing", pending=files, incomplete=1)
+            # a terminal's bar (on_plan) tells it already; a service's log has only this
+            self._progress = PassProgress(files, size, self._pending, None if self.on_plan else self.log.info)
+        self.observer.on_state(self.name, "syncing", None)
+        if self.on_plan and actions.transfers:
+            self.on_plan(size)
+        try:
+            return self.executor.run(actions)
+        finally:
+            self._progress = None
+
+    def _done(self, files: int, size: int) -> None:
+        """The executor's word that ``files`` more are on the target."""
+        if self._progress is not None:
+            self._progress.done(files, size)
+        if self.on_done:
+            self.on_done(size)
+
+    def _pending(self, left: int) -> None:
+        if self.index is not None:
+            self.index.set_meta(pending=left)
 
     def _leftovers(self, remote: Mapping[str, RemoteEntry] | None) -> dict[str, str]:
         """Old copies earlier passes left (Index.leftovers) that are still mirror's to
@@ -756,20 +780,6 @@ def summarize(report: Report, named: bool = True) -> str:
     if report.cut_short:
         text += "; stopped before the pass finished (the next run carries on)"
     return f"{report.target}: {text}" if named else text
-
-
-def human_duration(seconds: float) -> str:
-    if seconds >= 7200:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _is_empty(folder: str) -> bool:

@@ -11,7 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from mirror import api
+import pytest
+
+from mirror import api, progress
 from mirror.runner import summarize
 from tests.cli import files, run, wait_for
 
@@ -76,6 +78,24 @@ def test_a_pass_stopped_midway_leaves_the_target_incomplete_until_a_pass_ends(tm
     (status,) = api.status(cfg)
     assert not status.incomplete and status.in_sync and status.last_complete_sync is not None
     assert run("status", state=tmp_path / "s").returncode == 0
+
+
+def test_status_shows_the_pending_files_go_down_during_a_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's only progress is `mirror status` and the mirror_pending metric: both
+    must count down while a first copy runs, not show its total until it ends."""
+    monkeypatch.setattr(progress, "WRITE_EVERY", 0.0)
+    cfg, src, _ = setup(tmp_path)
+    for i in range(3000):
+        (src / f"invoice {i:04}.pdf").write_bytes(b"%PDF")
+    seen: list[int] = []
+    with api.running(cfg) as m:
+        (runner,) = m.runners
+        runner.on_done = lambda n: seen.append(api.status(cfg)[0].pending)
+        m.run_once()
+    assert seen[0] < 3001 and seen[-1] < 100 and seen == sorted(seen, reverse=True)
+    assert api.status(cfg)[0].pending == 0
 
 
 def test_a_listing_recorded_while_the_clock_was_ahead_does_not_put_off_the_next(tmp_path: Path) -> None:
