@@ -36,7 +36,7 @@ from mirror.logs import setup as setup_logging
 from mirror.policy import DeletePolicy
 from mirror.progress import human_bytes, human_duration
 from mirror.redact import SecretFilter
-from mirror.runner import TargetRunner, summarize
+from mirror.runner import TargetRunner, mirrored_as, summarize
 from mirror.runner import state_dir as resolve_state_dir
 
 if TYPE_CHECKING:
@@ -127,9 +127,12 @@ def build_config(
     state: Path | None,
     overrides: dict[str, Any] | None = None,
     secrets: bool = True,
+    known: bool = False,
 ) -> Config:
     """The config from a file or from SOURCE TARGET, with command-line overrides applied.
-    ``secrets``: False for commands that use none, which then need no variable set."""
+    ``secrets``: False for commands that use none, which then need no variable set.
+    ``known``: SOURCE TARGET stands for what was mirrored there under any target name
+    (a config's), for commands that report on it."""
     environ = os.environ if secrets else config_mod.Unresolved(os.environ)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if config_path is not None:
@@ -158,6 +161,9 @@ def build_config(
         )
     if state is not None:
         cfg = dataclasses.replace(cfg, state_dir=state.resolve())
+    if known and config_path is None and source:
+        root = resolve_state_dir(cfg)
+        cfg = dataclasses.replace(cfg, targets=tuple(mirrored_as(root, cfg.source, t) for t in cfg.targets))
     return cfg
 
 
@@ -429,7 +435,7 @@ def verify(
     differences = 0
     with user_errors(scrubber):
         placement = {"layout": layout, "delete": delete}
-        cfg = build_config(source, target, config_path, target_name, state_dir, placement)
+        cfg = build_config(source, target, config_path, target_name, state_dir, placement, known=True)
         mirror = Mirror(cfg, dry_run=True)
         mirror.open()
         try:
@@ -540,7 +546,7 @@ def status(
 
     with user_errors():
         if config_path is not None or source is not None:
-            cfg = build_config(source, target, config_path, target_name, state_dir, secrets=False)
+            cfg = build_config(source, target, config_path, target_name, state_dir, secrets=False, known=True)
             root = resolve_state_dir(cfg)
             statuses = api.status(cfg)
         else:

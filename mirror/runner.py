@@ -5,6 +5,7 @@ broken target never stalls the others. :class:`mirror.engine.Mirror` runs one pe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import functools
@@ -53,8 +54,28 @@ def state_dir(config: Config) -> Path:
 
 def index_path(root: Path, source: Path, target: TargetConfig) -> Path:
     """One index per (source, target URL) pair, named after the target for humans."""
-    key = hashlib.sha256(f"{source}\0{redact_url(target.url)}".encode()).hexdigest()[:12]
-    return root / "targets" / f"{target.name}-{key}.sqlite"
+    return root / "targets" / f"{target.name}-{_pair_key(source, target)}.sqlite"
+
+
+def _pair_key(source: Path, target: TargetConfig) -> str:
+    return hashlib.sha256(f"{source}\0{redact_url(target.url)}".encode()).hexdigest()[:12]
+
+
+def mirrored_as(root: Path, source: Path, target: TargetConfig) -> TargetConfig:
+    """``target`` under the name its source and URL were last mirrored as, if another:
+    ``mirror status`` and ``verify`` of SOURCE TARGET then find a config's target (its
+    layout, its history) instead of a target never run."""
+    try:
+        if index_path(root, source, target).exists():
+            return target
+        found = sorted(
+            (root / "targets").glob(f"*-{_pair_key(source, target)}.sqlite"), key=lambda f: f.stat().st_mtime
+        )
+    except OSError:
+        return target  # a state folder it cannot read: opening the index says so
+    if not found:
+        return target
+    return dataclasses.replace(target, name=found[-1].name.rsplit("-", 1)[0])
 
 
 @dataclass

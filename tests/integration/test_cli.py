@@ -96,6 +96,22 @@ def test_verify_checks_a_target_with_the_layout_it_was_mirrored_with(
     assert bad.returncode == 2 and "--layout" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_verify_and_status_of_source_target_find_a_config_s_target_there(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """The service mirrors by config (target 'usb', by year); a check by hand names the
+    two folders. It must not call every file missing, nor the target never run."""
+    config = tmp_path / "mirror.toml"
+    config.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path / "backup"}"\nlayout = "by-year"\n')
+    assert run("run", "-c", str(config), "--once", state=state).returncode == 0
+    checked = run("verify", str(src), str(tmp_path / "backup"), state=state)
+    assert checked.returncode == 0 and "usb: identical (12 files)" in checked.stdout, checked.stdout
+    shown = run("status", str(src), str(tmp_path / "backup"), state=state)
+    assert shown.returncode == 0 and "files:   12" in shown.stdout and "never run" not in shown.stdout, (
+        shown.stdout
+    )
+
+
 def test_a_renamed_folder_leaves_no_empty_folder_behind(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     (src / "drafts" / "march").mkdir(parents=True)
