@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.driver import Capabilities, Driver
-from mirror.errors import ConfigError
+from mirror.errors import ConfigError, FatalError
 
 ENTRY_POINT_GROUP = "mirror.backends"
 
@@ -31,17 +31,35 @@ class BackendInfo:
     requires: tuple[str, ...] = ()
     extra: str | None = None
     aliases: tuple[str, ...] = ()
+    #: the module that imports what the backend needs (an fsspec implementation: fsspec
+    #: is always there, what its smb module needs may not be) and its owner's install hint
+    loads: str | None = None
+    hint: str | None = None
 
     def install_hint(self) -> str:
         if self.extra:
             return f"pip install 'fsspec-mirror[{self.extra}]'"
+        if self.hint:
+            return self.hint
         if self.requires:
             return "pip install " + " ".join(self.requires)
         return ""
 
     def missing(self) -> list[str]:
         """Import names this backend needs that are not installed."""
-        return [name for name in self.requires if not _installed(name)]
+        missing = [name for name in self.requires if not _installed(name)]
+        if not missing and self.loads and (absent := _absent(self.loads)):
+            missing.append(absent)
+        return missing
+
+
+def _absent(module: str) -> str | None:
+    """What is missing for ``module`` to import, if anything."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return exc.name or module
+    return None
 
 
 def _installed(name: str) -> bool:
@@ -125,8 +143,10 @@ def known_backends() -> list[BackendInfo]:
 
     for name, spec in sorted(known_implementations.items()):
         if name not in taken:
-            module = spec["class"].split(".")[0]
-            result.append(BackendInfo(name, f"fsspec {spec['class']}", requires=(module,)))
+            module = spec["class"].rpartition(".")[0]
+            summary = f"fsspec {spec['class']}"
+            requires = (module.split(".")[0],)
+            result.append(BackendInfo(name, summary, requires=requires, loads=module, hint=spec.get("err")))
             taken.add(name)
     return result
 
@@ -214,4 +234,12 @@ def capabilities(resolved: Resolved) -> Capabilities:
 def connect(resolved: Resolved) -> Driver:
     """Build the driver (and with it the fsspec filesystem) for a resolved target."""
     cls = load_driver_class(resolved.backend)
-    return cls.connect(resolved.url, resolved.options, capabilities(resolved))
+    try:
+        return cls.connect(resolved.url, resolved.options, capabilities(resolved))
+    except ImportError as exc:
+        # fsspec implementations that import what they need only when built (pyarrow for hdfs)
+        info = resolved.backend
+        raise FatalError(
+            f"backend {info.protocol!r} needs {exc.name or exc}, which is not installed: "
+            f"{info.install_hint() or f'pip install {exc.name}'}"
+        ) from exc

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from mirror.errors import ConfigError
-from mirror.registry import BackendInfo, load_driver_class
+import pytest
+from fsspec.registry import known_implementations
+
+from mirror.errors import ConfigError, FatalError
+from mirror.registry import BackendInfo, connect, known_backends, load_driver_class, resolve
 
 #: like Google Drive's google.oauth2, a module inside a package that is not installed
 GDRIVE_LIKE = BackendInfo(
@@ -21,3 +24,33 @@ def test_the_backend_says_what_to_install_rather_than_failing_inside() -> None:
     hint = r"needs mirror_absent_pkg\.oauth2.*pip install 'fsspec-mirror\[gdrive\]'"
     with pytest.raises(ConfigError, match=hint):
         load_driver_class(GDRIVE_LIKE)
+
+
+@pytest.fixture
+def fsspec_backends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two fsspec implementations as fsspec lists them, like its smb (whose module imports
+    a package that is not installed) and its hdfs (whose class imports one when built)."""
+    (tmp_path / "absent_at_import.py").write_text("import mirror_absent_smbclient\n")
+    (tmp_path / "absent_when_built.py").write_text(
+        "from fsspec import AbstractFileSystem\n\n\n"
+        "class LateFileSystem(AbstractFileSystem):\n"
+        "    def __init__(self, *args, **kwargs):\n"
+        "        import mirror_absent_pyarrow  # noqa: F401\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    smb = {"class": "absent_at_import.SmbFileSystem", "err": 'SMB-like requires "smbprotocol" installed'}
+    monkeypatch.setitem(known_implementations, "smblike", smb)
+    monkeypatch.setitem(known_implementations, "hdfslike", {"class": "absent_when_built.LateFileSystem"})
+
+
+@pytest.mark.usefixtures("fsspec_backends")
+def test_an_fsspec_backend_whose_packages_are_missing_says_so_before_the_run() -> None:
+    listed = {info.protocol: info for info in known_backends()}
+    assert listed["smblike"].missing() == ["mirror_absent_smbclient"]
+    assert listed["memory"].missing() == []
+    with pytest.raises(
+        ConfigError, match=r'needs mirror_absent_smbclient.*SMB-like requires "smbprotocol" installed'
+    ):
+        load_driver_class(resolve("smblike://host/share", {}, {}).backend)
+    with pytest.raises(FatalError, match="needs mirror_absent_pyarrow, which is not installed"):
+        connect(resolve("hdfslike://host/x", {}, {}))
