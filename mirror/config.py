@@ -81,8 +81,10 @@ TOP_KEYS = {"source", "state_dir", "defaults", "targets", "backends"}
 TARGET_KEYS = {"url", "options"} | SETTING_KEYS
 PRESET_KEYS = {"protocol", "options", "capabilities"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)?\s*$", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
+#: the units written out, as people write them: "1 hour", "30 seconds", "2 days"
+_UNIT_WORDS = {"sec": "s", "second": "s", "min": "m", "minute": "m", "hour": "h", "day": "d"}
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -93,7 +95,11 @@ def parse_duration(value: object, where: str) -> float:
     if isinstance(value, (int, float)) and value >= 0:
         return float(value)
     if isinstance(value, str) and (m := _DURATION_RE.match(value)):
-        return float(m.group(1)) * _UNITS[m.group(2)]
+        unit = (m.group(2) or "").lower()
+        if len(unit) > 2:
+            unit = _UNIT_WORDS.get(unit.removesuffix("s"), unit)
+        if unit in _UNITS:
+            return float(m.group(1)) * _UNITS[unit]
     raise ConfigError(f"{where}: expected a duration such as 30, '30s', '5m' or '1h', got {value!r}")
 
 
@@ -132,8 +138,15 @@ def settings_from(table: Mapping[str, Any], base: TargetSettings, where: str) ->
             values[key] = _positive_int(value, at, 0)
         elif key in ("include", "exclude"):
             values[key] = _strings(value, at)
-        elif key in ("settle", "rescan_interval"):
+        elif key == "settle":
             values[key] = parse_duration(value, at)
+        elif key == "rescan_interval":
+            values[key] = parse_duration(value, at)
+            if values[key] < 1:
+                raise ConfigError(
+                    f"{at}: {value!r} would list the target without pause; give a duration of at least 1s, "
+                    "such as '1h' (the default)"
+                )
         elif key == "concurrency":
             values[key] = _positive_int(value, at, 1)
         elif key == "poll":

@@ -113,3 +113,11 @@ def test_fuzzed_configs_load_or_raise_config_error(target: dict[str, object], to
         config.from_dict(data, Path("/cfg/mirror.toml"), {})
     except ConfigError as exc:
         assert "/cfg/mirror.toml" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [("1 hour", 3600), ("2 Hours", 7200), ("30 seconds", 30), ("10 mins", 600), ("1 day", 86400), ("500 ms", 0.5)],
+)
+def test_durations_written_out_as_people_write_them_are_understood(written: str, seconds: float) -> None:
+    assert config.parse_duration(written, "defaults.rescan_interval") == seconds
