@@ -6,14 +6,16 @@ ConfigError naming the file, the key and what is expected.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from mirror.errors import ConfigError
+from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.layout import Layout
 from mirror.policy import DeletePolicy
 from mirror.registry import Preset
@@ -103,6 +105,16 @@ def parse_duration(value: object, where: str) -> float:
     raise ConfigError(f"{where}: expected a duration such as 30, '30s', '5m' or '1h', got {value!r}")
 
 
+def _rescan_interval(value: object, where: str) -> float:
+    seconds = parse_duration(value, where)
+    if seconds < 1:
+        raise ConfigError(
+            f"{where}: {value!r} would list the target without pause; give a duration of at least 1s, "
+            "such as '1h' (the default)"
+        )
+    return seconds
+
+
 def _strings(value: object, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -117,42 +129,51 @@ def _positive_int(value: object, where: str, minimum: int) -> int:
     return value
 
 
+def _layout(value: object, where: str) -> Layout:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a layout name or template string, got {value!r}")
+    try:
+        return Layout.parse(value)
+    except ValueError as exc:
+        close = difflib.get_close_matches(value, NAMED_LAYOUTS, n=1)
+        if close and "{" not in value:
+            raise ConfigError(f"{where}: unknown layout {value!r}; did you mean {close[0]!r}?") from None
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _delete(value: object, where: str) -> DeletePolicy:
+    try:
+        return DeletePolicy(value)
+    except ValueError:
+        raise ConfigError(f"{where}: expected one of mirror, keep, trash, got {value!r}") from None
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+#: how each setting key's value is read (and checked): value, where -> setting
+_SETTINGS: dict[str, Callable[[object, str], Any]] = {
+    "layout": _layout,
+    "delete": _delete,
+    "max_delete": lambda value, where: _positive_int(value, where, 0),
+    "include": _strings,
+    "exclude": _strings,
+    "settle": parse_duration,
+    "rescan_interval": _rescan_interval,
+    "concurrency": lambda value, where: _positive_int(value, where, 1),
+    "poll": _flag,
+}
+
+
 def settings_from(table: Mapping[str, Any], base: TargetSettings, where: str) -> TargetSettings:
     """Apply the setting keys of ``table`` on top of ``base``; ``where`` names the table."""
     values: dict[str, Any] = {k: _alert_setting(k, v, f"{where}.{k}") for k, v in table.items() if k in ALERT_KEYS}
     for key, value in table.items():
-        at = f"{where}.{key}"
-        if key == "layout":
-            if not isinstance(value, str):
-                raise ConfigError(f"{at}: expected a layout name or template string, got {value!r}")
-            try:
-                values[key] = Layout.parse(value)
-            except ValueError as exc:
-                raise ConfigError(f"{at}: {exc}") from None
-        elif key == "delete":
-            try:
-                values[key] = DeletePolicy(value)
-            except ValueError:
-                raise ConfigError(f"{at}: expected one of mirror, keep, trash, got {value!r}") from None
-        elif key == "max_delete":
-            values[key] = _positive_int(value, at, 0)
-        elif key in ("include", "exclude"):
-            values[key] = _strings(value, at)
-        elif key == "settle":
-            values[key] = parse_duration(value, at)
-        elif key == "rescan_interval":
-            values[key] = parse_duration(value, at)
-            if values[key] < 1:
-                raise ConfigError(
-                    f"{at}: {value!r} would list the target without pause; give a duration of at least 1s, "
-                    "such as '1h' (the default)"
-                )
-        elif key == "concurrency":
-            values[key] = _positive_int(value, at, 1)
-        elif key == "poll":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{at}: expected true or false, got {value!r}")
-            values[key] = value
+        if key in _SETTINGS:
+            values[key] = _SETTINGS[key](value, f"{where}.{key}")
     return replace(base, **values)
 
 
@@ -205,6 +226,9 @@ def interpolate(value: Any, where: str, secrets: list[str], environ: Mapping[str
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        if close:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; did you mean {close[0]!r}?")
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected one of: {', '.join(sorted(allowed))})")
 
 

@@ -59,6 +59,11 @@ concurrency = 2
 BAD = [
     ("source = ", "invalid TOML"),
     ('source = "x"\n[targets.a]\nurl = "/t"\nlayuot = "flat"\n', "targets.a: unknown key 'layuot'"),
+    ('source = "x"\n[target.a]\nurl = "/t"\n', "unknown key 'target'; did you mean 'targets'?"),
+    (
+        'source = "x"\n[targets.a]\nurl = "/t"\nlayout = "by-yaer"\n',
+        "unknown layout 'by-yaer'; did you mean 'by-year'?",
+    ),
     ('source = "x"\n[targets.a]\nurl = "/t"\ndelete = "maybe"\n', "targets.a.delete: expected one of mirror"),
     ('source = "x"\n[targets.a]\nurl = "/t"\nmax_delete = -1\n', "targets.a.max_delete"),
     ('source = "x"\n[targets.a]\nurl = "/t"\nsettle = "soon"\n', "targets.a.settle: expected a duration"),
