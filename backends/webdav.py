@@ -64,12 +64,21 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", unquote(parts.path) or "/"
 
 
+#: refused in names: servers differ in how they decode a MOVE's Destination header.
+#: wsgidav unquotes it before parsing it, so '?' and ';' end the path there: 'offer;v1.pdf'
+#: and 'offer;v2.pdf' both land as 'offer', and '..?x' lands as '..', the folder above,
+#: which the MOVE (Overwrite: T) replaces. Control characters break the XML of every
+#: later listing. A server known to take them can be told so in a preset's capabilities.
+UNSAFE_CHARS = "?;" + "".join(map(chr, range(32))) + "\x7f"
+
+
 class WebdavDriver(Driver):
     capabilities = Capabilities(
         case_sensitive=True,
         atomic_rename=True,
         server_side_move=True,
         max_name_bytes=255,
+        forbidden_chars=UNSAFE_CHARS,
     )
     default_concurrency = 4
 

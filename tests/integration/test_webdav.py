@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mirror.backends.webdav import WebdavDriver
 
+from mirror import api
 from mirror.driver import Driver
 from mirror.errors import ConfigError, FatalError, TransientError
 from mirror.registry import Preset
@@ -117,3 +118,31 @@ def test_preset_with_base_url_is_config_only(webdav_server: WebdavServer, tmp_pa
     driver.put(str(local), "2024/inv.pdf", 0)
     assert (webdav_server.folder / "remote.php/dav/files/alice/Invoices/2024/inv.pdf").read_bytes() == b"%PDF"
     assert list(driver.list()) == ["2024/inv.pdf"]
+
+
+def test_names_a_server_cuts_short_are_refused_and_nothing_above_the_target_is_touched(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    """wsgidav unquotes a MOVE's Destination before parsing it: '..?q' landed as '..', the
+    folder above, which the rename replaced, and 'offer;v1.pdf' and 'offer;v2.pdf' both as
+    'offer'. Such names are refused, with a reason, and the rest lands."""
+    neighbour = webdav_server.folder / f"{sub}-other-team" / "report.xlsx"
+    neighbour.parent.mkdir()
+    neighbour.write_bytes(b"not mirror's")
+    source = tmp_path / "export"
+    names = ["sub/..?q", "..;notes", "offer;v1.pdf", "offer;v2.pdf", "scan\x01.pdf", "tab\tname.pdf"]
+    for name in [*names, "ok.pdf", "sub/ok.pdf"]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(name.encode())
+    target = api.TargetConfig("dav", webdav_server.url(sub), webdav_server.options())
+    cfg = api.Config(source=source, targets=(target,), state_dir=tmp_path / "state")
+    with api.running(cfg) as m:
+        (report,) = m.run_once()
+    on_disk = webdav_server.folder / sub
+    assert sorted(str(p.relative_to(on_disk)) for p in on_disk.rglob("*") if p.is_file()) == [
+        "ok.pdf",
+        "sub/ok.pdf",
+    ]
+    assert neighbour.read_bytes() == b"not mirror's"
+    assert sorted(src for src, _ in report.failed) == sorted(names)
+    assert all("refuses the character" in why for _, why in report.failed), report.failed

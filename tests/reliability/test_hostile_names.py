@@ -98,19 +98,12 @@ def named(output: str, rel: str) -> bool:
     return re.search(rf"(?:failed: |skipped ){shown}: \S", output) is not None
 
 
-WSGIDAV_MOVE = pytest.mark.xfail(
-    strict=True,
-    reason="the test server (wsgidav 4.4) unquotes the MOVE Destination header before parsing it, "
-    "so '?' and ';' cut a name and tabs and newlines vanish from it",
-)
-
-
 #: one backend per family of refusals runs by default; the others are marked slow
 QUICK = {"file", "dropbox", "onedrive"}
 
 
 def _param(backend: str) -> object:
-    marks = [WSGIDAV_MOVE] if backend == "webdav" else []
+    marks = []
     if backend not in QUICK:
         marks.append(pytest.mark.slow)
     return pytest.param(backend, marks=marks)
