@@ -646,8 +646,10 @@ url = "./backup"
 # A backend of your own, by configuration alone:
 # [backends.nextcloud]
 # protocol = "webdav"
-# options = {{ base_url = "https://cloud.example/remote.php/dav/files/me",
-#             auth = ["me", "${{NEXTCLOUD_PASSWORD}}"] }}
+# [backends.nextcloud.options]
+# base_url = "https://cloud.example/remote.php/dav/files/me"
+# username = "me"
+# password = "${{NEXTCLOUD_PASSWORD}}"
 # [targets.cloud]
 # url = "nextcloud://Invoices"
 """

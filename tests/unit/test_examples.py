@@ -1,0 +1,28 @@
+"""Config examples a user copies (the README's, the starter config's) are valid as written."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from mirror import config
+from mirror.cli import STARTER
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_toml_example_in_the_readme_parses() -> None:
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    assert len(blocks) >= 3
+    for block in blocks:
+        tomllib.loads(block)
+
+
+def test_the_starter_config_loads_with_every_commented_example_taken_in(tmp_path: Path) -> None:
+    """A novice uncomments the examples of `mirror init`'s file as they stand."""
+    text = STARTER.format(name="mirror.toml")
+    taken_in = re.sub(r"^# (?=\[|[a-z_]+ = )", "", text, flags=re.MULTILINE)
+    assert taken_in.count("\n[") > text.count("\n[")
+    cfg = config.from_dict(tomllib.loads(taken_in), tmp_path / "mirror.toml", {"NEXTCLOUD_PASSWORD": "x"})
+    assert [t.name for t in cfg.targets] == ["backup", "nas", "dropbox", "cloud"]
