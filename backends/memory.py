@@ -11,3 +11,4 @@ from mirror.driver import Capabilities, Driver
 
 class MemoryDriver(Driver):
     capabilities = Capabilities(case_sensitive=True, atomic_rename=False)
+    default_concurrency = 4

@@ -91,14 +91,18 @@ class S3Driver(Driver):
     batch_files = 64
 
     @classmethod
-    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+    def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         unknown = sorted(set(options) - OPTIONS)
         if unknown:
             raise ConfigError(f"unknown s3 option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+        if not url.split("://", 1)[1].strip("/"):
+            raise ConfigError("s3 URL needs a bucket: s3://bucket/prefix")
+
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        cls.check_target(url, options)
         root = url.split("://", 1)[1].strip("/")
         bucket = root.split("/", 1)[0]
-        if not bucket:
-            raise ConfigError("s3 URL needs a bucket: s3://bucket/prefix")
         client_kwargs: dict[str, Any] = {}
         if options.get("region"):
             client_kwargs["region_name"] = options["region"]

@@ -83,6 +83,10 @@ class WebdavDriver(Driver):
     default_concurrency = 4
 
     @classmethod
+    def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
+        parse(url, options)
+
+    @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         base_url, root = parse(url, options)
         auth = None

@@ -17,12 +17,13 @@ import dataclasses
 import datetime as dt
 import errno
 import functools
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
-from mirror.errors import FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import check_relative
 
@@ -155,8 +156,10 @@ class Driver:
     #: capabilities of the plain fsspec filesystem; subclasses and presets refine them
     capabilities: ClassVar[Capabilities] = Capabilities()
     #: worker threads per target unless the config sets ``concurrency`` (a driver may
-    #: refine it once it knows where its target is)
-    default_concurrency: int = 4
+    #: refine it once it knows where its target is). One for the generic driver: an fsspec
+    #: filesystem need not be thread-safe (FTP's shares one connection among threads, and
+    #: four workers failed every file)
+    default_concurrency: int = 1
     #: large files (``execute.BULK_FILE_BYTES`` and up) sent at once at most, unless the
     #: config sets ``concurrency``; None: as many as any other transfer. For drivers
     #: whose transfers spend their CPU in Python, where more threads fight over the GIL
@@ -178,8 +181,24 @@ class Driver:
         """Build the driver for ``url`` (protocol already resolved) with fsspec ``options``."""
         from fsspec.core import url_to_fs
 
-        fs, root = url_to_fs(url, **options)
+        try:
+            fs, root = url_to_fs(url, **options)
+        except (TypeError, ValueError) as exc:
+            # options of the wrong type or name, as the fsspec class takes them
+            name = url.split("://", 1)[0]
+            raise ConfigError(f"target URL {url}: the {name} backend cannot take these options: {exc}") from None
         return cls(fs, root, caps)
+
+    @classmethod
+    def capabilities_for(cls, url: str) -> Capabilities:
+        """What this backend promises for ``url``, before any connection. A driver that
+        declares no capabilities of its own (the generic one) takes one fact from the
+        fsspec class: a filesystem that renames by itself (FTP's RNFR/RNTO) gets uploads
+        to a temp name and a rename, so no file is ever seen half-sent under its name,
+        and moves made on the server."""
+        if cls.capabilities is not Driver.capabilities or not _renames(_fs_class(url)):
+            return cls.capabilities
+        return dataclasses.replace(cls.capabilities, atomic_rename=True, server_side_move=True)
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -301,6 +320,9 @@ class Driver:
 
     def move(self, src: str, dst: str) -> None:
         """Move ``src`` to ``dst``, replacing ``dst``. Never expands glob characters."""
+        if _renames(type(self.fs)):
+            self.fs.mv(self.full(src), self.full(dst))
+            return
         self.fs.cp_file(self.full(src), self.full(dst))
         self.fs.rm_file(self.full(src))
 
@@ -330,7 +352,25 @@ class Driver:
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         """Raise ConfigError for a URL or options this backend can never use, without
-        connecting: a mistake in the config stops the run before any target is touched."""
+        connecting: a mistake in the config stops the run before any target is touched.
+        The generic driver checks that the fsspec class gets every argument it requires
+        (``ftp:///x`` names no host), from the URL or the options."""
+        fs_class = _fs_class(url)
+        if fs_class is None:
+            return
+        given = {**fs_class._get_kwargs_from_urls(url), **options}
+        required = [
+            p.name
+            for p in list(inspect.signature(fs_class.__init__).parameters.values())[1:]
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        missing = [name for name in required if name not in given]
+        if missing:
+            protocol = url.split("://", 1)[0]
+            raise ConfigError(
+                f"target URL {url}: the {protocol} backend needs {', '.join(missing)}, "
+                f"from the URL ({protocol}://HOST/path) or from options"
+            )
 
     @classmethod
     def local_folder(cls, url: str) -> str | None:
@@ -379,3 +419,24 @@ def info_mtime_ns(info: Mapping[str, Any]) -> int | None:
                 continue
             return info_mtime_ns({key: parsed})
     return None
+
+
+def _fs_class(url: str) -> type[AbstractFileSystem] | None:
+    """The fsspec class of ``url``'s protocol, if it can be imported."""
+    from fsspec.registry import get_filesystem_class
+
+    try:
+        return get_filesystem_class(url.split("://", 1)[0])  # type: ignore[no-any-return]
+    except (ImportError, ValueError):
+        return None
+
+
+def _renames(fs_class: type[AbstractFileSystem] | None) -> bool:
+    """Whether the filesystem renames by itself, where fsspec's generic mv would copy and
+    delete (and expand glob characters in names on the way)."""
+    from fsspec.implementations.dirfs import DirFileSystem
+    from fsspec.spec import AbstractFileSystem
+
+    if fs_class is None or issubclass(fs_class, DirFileSystem):
+        return False  # it hands mv on to the filesystem it wraps, whatever that does
+    return fs_class.mv is not AbstractFileSystem.mv

@@ -225,9 +225,15 @@ def load_driver_class(info: BackendInfo) -> type[Driver]:
 
 def capabilities(resolved: Resolved) -> Capabilities:
     """What the target's backend promises, with the preset's overrides; no connection made."""
-    caps: Capabilities = load_driver_class(resolved.backend).capabilities
+    cls = load_driver_class(resolved.backend)
+    caps = cls.capabilities_for(resolved.url)
     if resolved.capability_overrides:
         caps = caps.with_overrides(resolved.capability_overrides)
+    if caps.mtime_settable and cls.set_mtime is Driver.set_mtime:
+        raise ConfigError(
+            f"capabilities: mtime_settable = true cannot hold for backend {resolved.backend.protocol!r}: "
+            "the generic driver has no way to set a file's modification time there; remove it"
+        )
     return caps
 
 

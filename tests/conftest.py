@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.servers.dropbox",
     "tests.servers.sshd",
     "tests.servers.webdav",
+    "tests.servers.ftp",
     "tests.servers.s3",
     "tests.servers.gdrive",
     "tests.servers.onedrive",

@@ -11,4 +11,5 @@ BACKENDS = [
     "sftp",
     "webdav",
     "s3",
+    "ftp",
 ]

@@ -8,7 +8,7 @@ import pytest
 from fsspec.registry import known_implementations
 
 from mirror.errors import ConfigError, FatalError
-from mirror.registry import BackendInfo, connect, known_backends, load_driver_class, resolve
+from mirror.registry import BackendInfo, Preset, capabilities, connect, known_backends, load_driver_class, resolve
 
 #: like Google Drive's google.oauth2, a module inside a package that is not installed
 GDRIVE_LIKE = BackendInfo(
@@ -54,3 +54,16 @@ def test_an_fsspec_backend_whose_packages_are_missing_says_so_before_the_run() -
         load_driver_class(resolve("smblike://host/share", {}, {}).backend)
     with pytest.raises(FatalError, match="needs mirror_absent_pyarrow, which is not installed"):
         connect(resolve("hdfslike://host/x", {}, {}))
+
+
+def test_a_capability_the_generic_driver_cannot_honour_is_refused_before_the_run() -> None:
+    """mtime_settable on FTP: every file landed, failed setting its time, and was sent again on every run."""
+    preset = Preset("nas", "ftp", {"port": 2121}, {"mtime_settable": True})
+    with pytest.raises(ConfigError, match="mtime_settable = true cannot hold for backend 'ftp'"):
+        capabilities(resolve("nas://host/x", {}, {"nas": preset}))
+
+
+def test_the_generic_driver_sends_through_a_temp_name_where_the_filesystem_renames() -> None:
+    """FTP renames (RNFR/RNTO): no file is seen half-sent under its name; memory cannot."""
+    assert capabilities(resolve("ftp://host/x", {}, {})).atomic_rename
+    assert not capabilities(resolve("memory://x", {}, {})).atomic_rename

@@ -1,0 +1,60 @@
+"""An FTP server on 127.0.0.1 (pyftpdlib, in a thread): ``ftp_server``, ``ftp_target``.
+
+FTP has no module in mirror: it is reached through fsspec's own ``ftp`` implementation
+and the generic driver, the way a user adds a backend by configuration alone. The server
+serves a temporary folder to one user, so tests can read what landed on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import ThreadedFTPServer
+
+from tests.servers.sshd import free_port
+from tests.support import TargetSpec
+
+USER = "bookkeeper"
+PASSWORD = "ftp-test-password-3b9e"  # a throwaway local test server
+
+
+@dataclass
+class FtpServer:
+    folder: Path
+    port: int
+    server: ThreadedFTPServer
+    thread: threading.Thread
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
+    folder = tmp_path_factory.mktemp("ftp")
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(USER, PASSWORD, str(folder), perm="elradfmwMT")
+    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "banner": "mirror test server"})
+    port = free_port()
+    server = ThreadedFTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.2}, daemon=True)
+    thread.start()
+    try:
+        yield FtpServer(folder, port, server, thread)
+    finally:
+        server.close_all()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def ftp_target(ftp_server: FtpServer) -> TargetSpec:
+    return TargetSpec(
+        "ftp",
+        f"ftp://127.0.0.1/t-{uuid.uuid4().hex}",
+        {"port": ftp_server.port, "username": USER, "password": "${MIRROR_TEST_FTP_PASSWORD}"},
+        env={"MIRROR_TEST_FTP_PASSWORD": PASSWORD},
+    )
