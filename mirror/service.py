@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -29,9 +30,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]+$")
 
 UNIT = """\
 # Written by `mirror service install` (by hand: copy it into {unit_dir}/, then
-# systemctl {ctl}daemon-reload && systemctl {ctl}enable --now {name}); removed by `mirror service uninstall`.
+# systemctl {ctl}daemon-reload && systemctl {ctl}enable --now {name}); removed by `{uninstall}`.
 #   {log_hint}
-#   mirror service status{status_flag}                # its state and how each target is doing
+#   mirror service status{flags}                # its state and how each target is doing
 [Unit]
 Description=mirror: keep the targets of {description} identical to its source
 After=network-online.target
@@ -76,6 +77,11 @@ class Scope:
         return f"journalctl {'--user ' if self.user else ''}-u {unit} -f   # its log"
 
 
+def unit_flags(name: str, user: bool) -> str:
+    """The options `mirror service status|uninstall` need to find this unit again."""
+    return ("" if name == "mirror" else f" --name {name}") + ("" if user else " --system")
+
+
 def _quote(arg: str, specifiers: bool) -> str:
     """One ExecStart argument: ``%`` escaped unless it is a specifier, quoted when needed."""
     if not specifiers:
@@ -100,7 +106,8 @@ def unit_text(
         ctl="--user " if user else "",
         name=name,
         log_hint=scope.log_hint(name),
-        status_flag="" if user else " --system",
+        uninstall=f"mirror service uninstall{unit_flags(name, user)}",
+        flags=unit_flags(name, user),
         description=config if specifiers else config.replace("%", "%%"),
         exec_start=" ".join(_quote(a, specifiers) for a in args),
         env_file="%h/.config/mirror/secrets.env" if user else "/etc/mirror/secrets.env",
@@ -154,7 +161,32 @@ def _unit_name(name: str) -> str:
     return f"{name}.service"
 
 
+def _usage_error(message: str) -> NoReturn:
+    click.echo(f"mirror: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _planned(config_path: Path, user: bool, name: str) -> tuple[str, str]:
+    """The unit's file name and its text, for install and print alike."""
+    unit = _unit_name(name)
+    config = config_path.expanduser().resolve()
+    try:
+        config_mod.load(config)
+    except ConfigError as exc:
+        _usage_error(str(exc))
+    return unit, unit_text(mirror_executable(), str(config), user, name=name)
+
+
 # -- the commands ---------------------------------------------------------------------------
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("mirror.toml"),
+    show_default=True,
+    help="The config the service runs.",
+)
 scope_option = click.option(
     "--user/--system",
     "user",
@@ -176,29 +208,14 @@ def service() -> None:
 
 
 @service.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("mirror.toml"),
-    show_default=True,
-    help="The config the service runs.",
-)
+@config_option
 @scope_option
 @name_option
 @dir_option
 def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> None:
     """Write and enable a unit that runs `mirror run -c CONFIG`, and start it."""
-    unit = _unit_name(name)
-    config = config_path.expanduser().resolve()
-    try:
-        config_mod.load(config)
-    except ConfigError as exc:
-        click.echo(f"mirror: error: {exc}", err=True)
-        sys.exit(2)
+    unit, text = _planned(config_path, user, name)
     scope = Scope(user)
-    text = unit_text(mirror_executable(), str(config), user, name=name)
     running = systemd_running(scope)
     if unit_dir is None and not running:
         click.echo(
@@ -225,7 +242,7 @@ def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> 
     _checked(scope, "enable", "--now", unit)
     click.echo(f"enabled and started {unit}; it starts at {'login' if user else 'boot'} and restarts on failure")
     click.echo(f"  its log:    {scope.log_hint(name).split('#')[0].strip()}")
-    click.echo(f"  its status: mirror service status --name {name}{'' if user else ' --system'}")
+    click.echo(f"  its status: mirror service status{unit_flags(name, user)}")
     if user:
         click.echo('  to keep it running while you are logged out: loginctl enable-linger "$USER"')
 
@@ -295,14 +312,12 @@ def config_of(unit: str) -> str | None:
 
 
 @service.command(name="print")
-@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@config_option
 @scope_option
-def print_unit(config_path: Path | None, user: bool) -> None:
-    """Print the unit install would write (to place it by hand)."""
-    if config_path is None:
-        click.echo(example(), nl=False)
-        return
-    click.echo(unit_text(mirror_executable(), str(config_path.expanduser().resolve()), user), nl=False)
+@name_option
+def print_unit(config_path: Path, user: bool, name: str) -> None:
+    """Print the unit install would write with the same options (to place it by hand)."""
+    click.echo(_planned(config_path, user, name)[1], nl=False)
 
 
 if __name__ == "__main__":

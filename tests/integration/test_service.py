@@ -142,6 +142,26 @@ def test_a_system_unit_with_its_own_name(tmp_path: Path) -> None:
     assert "--user" not in calls.read_text()
 
 
+@pytest.mark.parametrize("options", [[], ["--name", "invoices", "--system"]])
+def test_print_shows_exactly_what_install_writes(tmp_path: Path, options: list[str]) -> None:
+    env, _ = fake_systemctl(tmp_path, running=True)
+    write_config(tmp_path)  # ./mirror.toml: the default of both
+    units = tmp_path / "units"
+    printed = run("service", "print", *options, state=tmp_path / "state", env=env, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    installed = run(
+        "service", "install", *options, "--unit-dir", str(units), state=tmp_path / "state", env=env, cwd=tmp_path
+    )
+    assert installed.returncode == 0, installed.stderr
+    (unit,) = units.iterdir()
+    assert printed.stdout == unit.read_text()
+    if options:
+        # the unit's own notes find it again: another name, a system unit
+        assert unit.name == "invoices.service"
+        assert "mirror service uninstall --name invoices --system`" in printed.stdout
+        assert "#   mirror service status --name invoices --system " in printed.stdout
+
+
 def test_without_systemd_it_says_so_and_prints_the_unit(tmp_path: Path) -> None:
     env, _ = fake_systemctl(tmp_path, running=False)
     cfg, _, _ = write_config(tmp_path)
