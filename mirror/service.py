@@ -166,15 +166,15 @@ def _usage_error(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def _planned(config_path: Path, user: bool, name: str) -> tuple[str, str]:
-    """The unit's file name and its text, for install and print alike."""
+def _planned(config_path: Path, user: bool, name: str) -> tuple[str, Path, str]:
+    """The unit's file name, the config it runs and its text, for install and print alike."""
     unit = _unit_name(name)
     config = config_path.expanduser().resolve()
     try:
         config_mod.load(config)
     except ConfigError as exc:
         _usage_error(str(exc))
-    return unit, unit_text(mirror_executable(), str(config), user, name=name)
+    return unit, config, unit_text(mirror_executable(), str(config), user, name=name)
 
 
 # -- the commands ---------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def service() -> None:
 @dir_option
 def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> None:
     """Write and enable a unit that runs `mirror run -c CONFIG`, and start it."""
-    unit, text = _planned(config_path, user, name)
+    unit, config, text = _planned(config_path, user, name)
     scope = Scope(user)
     running = systemd_running(scope)
     if unit_dir is None and not running:
@@ -228,6 +228,7 @@ def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> 
         sys.exit(1)
     folder = unit_dir or scope.default_dir()
     path = folder / unit
+    _refuse_another_config(path, config, name, user)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -245,6 +246,25 @@ def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> 
     click.echo(f"  its status: mirror service status{unit_flags(name, user)}")
     if user:
         click.echo('  to keep it running while you are logged out: loginctl enable-linger "$USER"')
+
+
+def _refuse_another_config(path: Path, config: Path, name: str, user: bool) -> None:
+    """Installing again for the same config updates the unit; for another one it would
+    silently stop the mirror the unit runs now."""
+    try:
+        existing = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        _usage_error(f"cannot read {path}: {exc.strerror}")
+    runs = config_of(existing)
+    if runs is not None and Path(runs) == config:
+        return
+    what = f"runs {runs}" if runs is not None else "was not written by mirror"
+    _usage_error(
+        f"{path} already exists and {what}; give this config a unit of its own with --name NAME, "
+        f"or remove that one first: mirror service uninstall{unit_flags(name, user)}"
+    )
 
 
 @service.command()
@@ -317,7 +337,7 @@ def config_of(unit: str) -> str | None:
 @name_option
 def print_unit(config_path: Path, user: bool, name: str) -> None:
     """Print the unit install would write with the same options (to place it by hand)."""
-    click.echo(_planned(config_path, user, name)[1], nl=False)
+    click.echo(_planned(config_path, user, name)[2], nl=False)
 
 
 if __name__ == "__main__":

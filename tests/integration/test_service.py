@@ -162,6 +162,30 @@ def test_print_shows_exactly_what_install_writes(tmp_path: Path, options: list[s
         assert "#   mirror service status --name invoices --system " in printed.stdout
 
 
+def test_a_second_config_does_not_take_over_the_unit_of_the_first(tmp_path: Path) -> None:
+    env, calls = fake_systemctl(tmp_path, running=True)
+    invoices, _, _ = write_config(tmp_path, "invoices.toml")
+    scans, _, _ = write_config(tmp_path, "scans.toml")
+    units, state = tmp_path / "units", tmp_path / "state"
+
+    def install(cfg: Path, *options: str) -> subprocess.CompletedProcess[str]:
+        return run("service", "install", "-c", str(cfg), *options, "--unit-dir", str(units), state=state, env=env)
+
+    assert install(invoices).returncode == 0
+    calls.unlink()
+    refused = install(scans)
+    assert refused.returncode == 2 and refused.stdout == ""
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith("mirror: error: ") and f"runs {invoices}" in line and "--name NAME" in line
+    assert service.config_of((units / "mirror.service").read_text()) == str(invoices)
+    assert calls.read_text().split("\n")[:-1] == ["--user show-environment"], "the running service stays"
+
+    assert install(invoices).returncode == 0, "installing the same config again is an update"
+    assert install(scans, "--name", "scans").returncode == 0
+    assert service.config_of((units / "scans.service").read_text()) == str(scans)
+    assert service.config_of((units / "mirror.service").read_text()) == str(invoices)
+
+
 def test_without_systemd_it_says_so_and_prints_the_unit(tmp_path: Path) -> None:
     env, _ = fake_systemctl(tmp_path, running=False)
     cfg, _, _ = write_config(tmp_path)
