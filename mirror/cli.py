@@ -656,16 +656,24 @@ url = "./backup"
 
 
 @main.command()
-@click.argument("path", default="mirror.toml", type=click.Path(dir_okay=False, path_type=Path))
-def init(path: Path) -> None:
-    """Write a commented starter config to PATH (default: mirror.toml)."""
+@click.argument("name", default="mirror.toml", metavar="[PATH]")
+def init(name: str) -> None:
+    """Write a commented starter config to PATH (default: mirror.toml; a folder: PATH/mirror.toml),
+    making the folders it needs."""
+    path, into = Path(name), ""
+    if path.is_dir() or name.endswith(os.sep):
+        path, into = path / "mirror.toml", f" ({name} is a folder: the config goes inside it)"
     if path.exists():
         fail(f"{path} already exists; choose another name or edit it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot make the folder {path.parent} for {path}: {exc.strerror}")
     try:
         path.write_text(STARTER.format(name=path.name), encoding="utf-8")
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror}")
-    click.echo(f"wrote {path}; edit source and targets, then run: mirror run -c {path}")
+    click.echo(f"wrote {path}{into}; edit source and targets, then run: mirror run -c {path}")
 
 
 @main.command()

@@ -692,6 +692,21 @@ def test_init_writes_a_config_that_runs(tmp_path: Path, state: Path) -> None:
     assert files(tmp_path / "backup") == {"a.pdf": b"a"}
 
 
+def test_init_makes_the_folders_it_needs_and_writes_into_a_folder(tmp_path: Path, state: Path) -> None:
+    fresh = tmp_path / "home" / ".config" / "mirror" / "mirror.toml"  # the README's service recipe
+    made = run("init", str(fresh), state=state)
+    assert made.returncode == 0, made.stderr
+    assert fresh.is_file() and f"mirror run -c {fresh}" in made.stdout
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    into = run("init", str(folder), state=state)
+    assert into.returncode == 0, into.stderr
+    assert (folder / "mirror.toml").is_file()
+    assert into.stdout.startswith(f"wrote {folder / 'mirror.toml'} ({folder} is a folder")
+    assert_one_line_error(run("init", str(folder), state=state), 2, str(folder / "mirror.toml"), "already exists")
+
+
 def test_backends_lists_every_builtin_with_install_hints(state: Path) -> None:
     out = run("backends", state=state).stdout
     for name in ("file/local", "memory", "dropbox", "sftp", "webdav", "s3", "gdrive", "onedrive"):
