@@ -17,6 +17,8 @@ import platformdirs
 
 from mirror.private_files import write_private
 
+from .login_network import NETWORK_ERRORS, unreachable
+
 
 def default_token_file(app_key: str) -> Path:
     return Path(platformdirs.user_config_dir("mirror")) / f"dropbox-{app_key}.json"
@@ -43,6 +45,8 @@ def command(app_key: str, token_file: Path | None, folder: str) -> None:
     code = click.prompt("3. Paste the code here", hide_input=False).strip()
     try:
         result = flow.finish(code)
+    except NETWORK_ERRORS as exc:
+        raise unreachable("Dropbox", exc, "mirror auth dropbox") from None
     except Exception as exc:
         # the exception text may echo the request, which carries the code: keep it out
         raise click.ClickException(

@@ -21,6 +21,7 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error  # type: ignore[import-un
 from mirror.private_files import write_private
 
 from .gdrive import SCOPES, default_token_file
+from .login_network import NETWORK_ERRORS, unreachable
 
 #: loopback address for the paste-back mode: nothing listens there, the browser shows an
 #: error page, and its address bar holds the code
@@ -83,6 +84,9 @@ def command(client_secrets: str, token_file: str | None, no_browser: bool) -> No
             login_paste(client_secrets, path, ask)
         else:
             login_browser(client_secrets, path)
+    except NETWORK_ERRORS as exc:
+        # before OSError, which requests' errors are too: this is no failed login
+        raise unreachable("Google's login service", exc, "mirror auth gdrive") from None
     except (ValueError, OSError, OAuth2Error) as exc:
         raise click.ClickException(f"Google login failed: {type(exc).__name__}: {exc}") from exc
     click.echo(f"Google Drive login saved to {path}")

@@ -15,6 +15,7 @@ import msal
 
 from mirror.errors import ConfigError
 
+from .login_network import NETWORK_ERRORS, unreachable
 from .onedrive import AUTHORITY, SCOPES, default_token_file, msal_http, save_login
 
 
@@ -69,5 +70,7 @@ def command(
         user = login(client_id, f"{base}/{tenant}", path, ca_certs, click.echo)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    except NETWORK_ERRORS as exc:
+        raise unreachable("Microsoft's login service", exc, "mirror auth onedrive") from None
     click.echo(f"Signed in{' as ' + user if user else ''}; login saved to {path}")
     click.echo('Use it in a target:  url = "onedrive://Folder"  (options: token_file if not the default)')

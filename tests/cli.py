@@ -13,9 +13,15 @@ MIRROR = [sys.executable, "-m", "mirror.cli"]
 
 
 def run(
-    *args: str, state: Path, env: Mapping[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
+    *args: str,
+    state: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+    typed: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``mirror ARGS`` to completion, with its own state folder."""
+    """``mirror ARGS`` to completion, with its own state folder; ``typed``: what the user
+    types at its prompts (none by default: a prompt then fails)."""
     full_env = {**os.environ, "MIRROR_STATE_DIR": str(state), **(env or {})}
     return subprocess.run(
         [*MIRROR, *args],
@@ -24,7 +30,8 @@ def run(
         env=full_env,
         timeout=timeout,
         cwd=cwd,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if typed is None else None,
+        input=typed,
         check=False,
     )
 
