@@ -195,10 +195,15 @@ scope_option = click.option(
     help="A user unit (runs as you, ~/.config/systemd/user) or a system unit (/etc/systemd/system).",
 )
 name_option = click.option("--name", default="mirror", show_default=True, help="Unit name (one per config).")
-dir_option = click.option(
+write_dir_option = click.option(
     "--unit-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Write the unit here instead of systemd's folder (packaging, tests).",
+)
+find_dir_option = click.option(
+    "--unit-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Look for the unit here instead of in systemd's folder (where install --unit-dir wrote it).",
 )
 
 
@@ -211,7 +216,7 @@ def service() -> None:
 @config_option
 @scope_option
 @name_option
-@dir_option
+@write_dir_option
 def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> None:
     """Write and enable a unit that runs `mirror run -c CONFIG`, and start it."""
     unit, config, text = _planned(config_path, user, name)
@@ -270,7 +275,7 @@ def _refuse_another_config(path: Path, config: Path, name: str, user: bool) -> N
 @service.command()
 @scope_option
 @name_option
-@dir_option
+@find_dir_option
 def uninstall(user: bool, name: str, unit_dir: Path | None) -> None:
     """Stop and disable the unit, and remove its file (indexes and config stay)."""
     unit = _unit_name(name)
@@ -294,7 +299,7 @@ def uninstall(user: bool, name: str, unit_dir: Path | None) -> None:
 @service.command()
 @scope_option
 @name_option
-@dir_option
+@find_dir_option
 @click.pass_context
 def status(ctx: click.Context, user: bool, name: str, unit_dir: Path | None) -> None:
     """Whether the unit is installed and running, then `mirror status` for its config."""

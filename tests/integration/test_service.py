@@ -205,3 +205,13 @@ def test_a_broken_config_is_refused_before_anything_is_written(tmp_path: Path) -
     assert done.returncode == 2
     assert "alert_after" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "u").exists() and not calls.exists()
+
+
+def test_help_says_what_each_option_is_for(tmp_path: Path) -> None:
+    commands = ("install", "status", "uninstall")
+    helps = {cmd: run("service", cmd, "--help", state=tmp_path).stdout for cmd in commands}
+    assert "Write the unit here" in helps["install"]
+    for cmd in ("status", "uninstall"):
+        assert "Look for the unit here" in helps[cmd] and "Write the unit" not in helps[cmd], helps[cmd]
+    printed = run("service", "print", "--help", state=tmp_path).stdout
+    assert "-c, --config FILE  The config the service runs." in printed, printed
