@@ -28,7 +28,7 @@ from mirror.config import load as load_config
 from mirror.engine import Mirror
 from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
-from mirror.runner import index_path, state_dir
+from mirror.runner import index_of, state_dir
 
 if TYPE_CHECKING:
     from mirror.alerts import Alerts
@@ -99,7 +99,7 @@ def status(config: Config) -> list[TargetStatus]:
     root = state_dir(config)
     result = []
     for target in config.targets:
-        index = index_path(root, config.source, target)
+        index = index_of(root, config.source, target)
         if index.exists():
             result.append(_read_status(index))
         else:

@@ -138,7 +138,7 @@ def build_config(
     if config_path is not None:
         if source or target:
             raise ConfigError("give either SOURCE TARGET or -c CONFIG, not both")
-        cfg = config_mod.load(config_path, environ).select(target_name)
+        cfg = config_mod.load(config_path, environ, target_name).select(target_name)
     elif source and target:
         if target_name:
             raise ConfigError("--target selects a target of a config file (-c); it needs -c")
@@ -151,7 +151,7 @@ def build_config(
         default = Path("mirror.toml")
         if not default.exists():
             raise ConfigError("nothing to mirror: give SOURCE TARGET, or -c CONFIG (mirror init writes one)")
-        cfg = config_mod.load(default, environ).select(target_name)
+        cfg = config_mod.load(default, environ, target_name).select(target_name)
     if overrides:
         cfg = dataclasses.replace(
             cfg,

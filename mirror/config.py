@@ -259,38 +259,39 @@ class Unresolved(Mapping[str, str]):
         return len(self.environ)
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and check a config file."""
+def load(path: Path, environ: Mapping[str, str] | None = None, only: str | None = None) -> Config:
+    """Read and check a config file; ``only``: the one target a run will use, whose
+    secrets alone must be set."""
     import tomllib  # a run without a config file never pays for the parser
 
     env = os.environ if environ is None else environ
     where = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Windows editors save a byte-order mark that TOML calls an invalid statement
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"{where}: config file not found (create one with: mirror init {where})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{where}: cannot read config file ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML: {exc}") from None
-    return from_dict(data, path, env)
+    return from_dict(data, path, env, only)
 
 
-def from_dict(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
-    """Check a parsed config; relative paths are relative to the config file's folder."""
-    where = str(path)
-    _check_keys(data, TOP_KEYS, where)
-    base_dir = path.parent
-    source = data.get("source")
-    if not isinstance(source, str) or not source:
-        raise ConfigError(f'{where}: source: expected the path of the folder to mirror, e.g. source = "./export"')
-    state_dir = data.get("state_dir")
-    if state_dir is not None and not isinstance(state_dir, str):
-        raise ConfigError(f"{where}: state_dir: expected a folder path, got {state_dir!r}")
-    defaults_table = _table(data.get("defaults", {}), f"{where}: defaults")
-    _check_keys(defaults_table, SETTING_KEYS, f"{where}: defaults")
-    defaults = settings_from(defaults_table, TargetSettings(), f"{where}: defaults")
+def _path(value: str, where: str, environ: Mapping[str, str], secrets: list[str]) -> str:
+    """A path or URL as written, ``${VAR}`` filled in; no control characters."""
+    value = str(interpolate(value, where, secrets, environ))
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ConfigError(
+            f'{where}: {value!r} holds the control character {bad!r}; a backslash in a "..." string '
+            "starts an escape: write the path with forward slashes or in '...'"
+        )
+    return value
 
+
+def _presets(data: Mapping[str, Any], where: str) -> dict[str, Preset]:
+    """The ``[backends.NAME]`` tables, by lower-case name."""
     presets: dict[str, Preset] = {}
     for name, raw in _table(data.get("backends", {}), f"{where}: backends").items():
         at = f"{where}: backends.{name}"
@@ -303,7 +304,29 @@ def from_dict(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -
         _check_capabilities(caps, f"{at}.capabilities")
         options = _table(table.get("options", {}), f"{at}.options")
         presets[name.lower()] = Preset(name.lower(), protocol, dict(options), dict(caps))
+    return presets
 
+
+def from_dict(data: Mapping[str, Any], path: Path, environ: Mapping[str, str], only: str | None = None) -> Config:
+    """Check a parsed config; relative paths are relative to the config file's folder.
+    ``only``: the one target a run will use; the others' variables may be unset."""
+    where = str(path)
+    _check_keys(data, TOP_KEYS, where)
+    base_dir = path.parent
+    source = data.get("source")
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f'{where}: source: expected the path of the folder to mirror, e.g. source = "./export"')
+    source = _path(source, f"{where}: source", environ, [])
+    state_dir = data.get("state_dir")
+    if state_dir is not None and not isinstance(state_dir, str):
+        raise ConfigError(f"{where}: state_dir: expected a folder path, got {state_dir!r}")
+    if state_dir:
+        state_dir = _path(state_dir, f"{where}: state_dir", environ, [])
+    defaults_table = _table(data.get("defaults", {}), f"{where}: defaults")
+    _check_keys(defaults_table, SETTING_KEYS, f"{where}: defaults")
+    defaults = settings_from(defaults_table, TargetSettings(), f"{where}: defaults")
+
+    presets = _presets(data, where)
     targets_table = _table(data.get("targets", {}), f"{where}: targets")
     if not targets_table:
         raise ConfigError(f"{where}: no targets: add a [targets.NAME] table with a url")
@@ -317,14 +340,16 @@ def from_dict(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -
         url = table.get("url")
         if not isinstance(url, str) or not url:
             raise ConfigError(f'{at}.url: expected a path or URL such as "/mnt/backup" or "sftp://host/dir"')
+        secrets: list[str] = []
+        used = environ if only is None or name == only else Unresolved(environ)
+        url = _path(url, f"{at}.url", used, secrets)
         if "://" not in url:
             url = str((base_dir / os.path.expanduser(url)).resolve())
-        secrets: list[str] = []
         raw_options = dict(_table(table.get("options", {}), f"{at}.options"))
         preset = presets.get(url.split("://", 1)[0].lower()) if "://" in url else None
         if preset is not None:
             raw_options = {**preset.options, **raw_options}
-        options = interpolate(raw_options, f"{at}.options", secrets, environ)
+        options = interpolate(raw_options, f"{at}.options", secrets, used)
         settings = settings_from(table, defaults, at)
         targets.append(TargetConfig(name, url, options, settings, tuple(s for s in secrets if s)))
     resolved_presets = {name: Preset(p.name, p.protocol, {}, p.capabilities) for name, p in presets.items()}

@@ -57,6 +57,23 @@ def index_path(root: Path, source: Path, target: TargetConfig) -> Path:
     return root / "targets" / f"{target.name}-{_pair_key(source, target)}.sqlite"
 
 
+def index_of(root: Path, source: Path, target: TargetConfig) -> Path:
+    """The index of ``target``. A URL with a ``${VAR}`` left unset (status from a shell
+    without the service's environment) names no pair: the index its name and source had."""
+    path = index_path(root, source, target)
+    if path.exists() or "${" not in target.url:
+        return path
+    named = sorted((root / "targets").glob(f"{target.name}-*.sqlite"), key=lambda f: f.stat().st_mtime)
+    for candidate in reversed(named):
+        index = Index(candidate, readonly=True)
+        try:
+            if index.get_meta("source") == str(source):
+                return candidate
+        finally:
+            index.close()
+    return path
+
+
 def _pair_key(source: Path, target: TargetConfig) -> str:
     return hashlib.sha256(f"{source}\0{redact_url(target.url)}".encode()).hexdigest()[:12]
 

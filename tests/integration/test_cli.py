@@ -657,9 +657,21 @@ def test_status_of_a_config_needs_none_of_its_secrets(src: Path, tmp_path: Path,
     )
     env = {"MIRROR_TEST_DIR": "usb", "MIRROR_TEST_SECRET": "s3cret"}
     assert run("run", "-c", str(cfg), "--once", state=state, env=env).returncode == 0
+    assert len(files(tmp_path / "usb")) == 12  # the variable filled in, not a folder named '${MIRROR_TEST_DIR}'
     shown = run("status", "-c", str(cfg), state=state)
     assert shown.returncode == 0 and "files:   12" in shown.stdout, shown.stdout + shown.stderr
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "is not set (export MIRROR_TEST_")
+
+
+def test_a_run_of_one_target_needs_only_that_target_s_secrets(src: Path, tmp_path: Path, state: Path) -> None:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path}/usb"\n'
+        '[targets.dav]\nurl = "webdav://127.0.0.1:9/x"\noptions = { password = "${MIRROR_TEST_DAVPW}" }\n'
+    )
+    alone = run("run", "-c", str(cfg), "--target", "usb", "--once", state=state)
+    assert alone.returncode == 0 and len(files(tmp_path / "usb")) == 12, alone.stderr
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "MIRROR_TEST_DAVPW is not set")
 
 
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:

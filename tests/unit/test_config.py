@@ -126,3 +126,30 @@ def test_fuzzed_configs_load_or_raise_config_error(target: dict[str, object], to
 )
 def test_durations_written_out_as_people_write_them_are_understood(written: str, seconds: float) -> None:
     assert config.parse_duration(written, "defaults.rescan_interval") == seconds
+
+
+def test_variables_fill_in_source_url_and_state_dir(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, 'source = "${EXPORTS}/inv"\nstate_dir = "${STATE}"\n[targets.a]\nurl = "${DISK}/backup"\n'
+    )
+    cfg = config.load(path, {"EXPORTS": "/srv/exports", "STATE": "/var/lib/m", "DISK": "/mnt/usb"})
+    assert (str(cfg.source), str(cfg.state_dir), cfg.targets[0].url) == (
+        "/srv/exports/inv",
+        "/var/lib/m",
+        "/mnt/usb/backup",
+    )
+    with pytest.raises(ConfigError, match=r"targets\.a\.url: environment variable DISK is not set"):
+        config.load(path, {"EXPORTS": "/srv/exports", "STATE": "/var/lib/m"})
+
+
+def test_a_windows_path_in_a_double_quoted_string_is_named_not_made(tmp_path: Path) -> None:
+    """'C:\\backup' in "..." holds a backspace: a folder with it in its name was made."""
+    path = write(tmp_path, 'source = "x"\n[targets.a]\nurl = "C:\\backup"\n')
+    with pytest.raises(ConfigError, match=r"targets\.a\.url: .* control character '\\x08'.*forward slashes"):
+        config.load(path, {})
+
+
+def test_a_config_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.toml"
+    path.write_bytes(b'\xef\xbb\xbfsource = "x"\n[targets.a]\nurl = "/t"\n')
+    assert config.load(path, {}).targets[0].url == "/t"
