@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry
-from mirror.errors import FatalError, ItemError, MirrorError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError
 from mirror.mounts import mount_of
 from mirror.scan import mtime_ns
 
@@ -39,6 +39,14 @@ class LocalDriver(Driver):
     #: small files in batches: Driver.send_batch copies them in one loop, without the
     #: executor's per-call wrapping around each put and rename
     batch_files = 64
+
+    @classmethod
+    def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
+        if options:
+            raise ConfigError(
+                f"the local folder target {url} takes no options (got {', '.join(sorted(options))}); "
+                "options are for backends such as sftp://"
+            )
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:

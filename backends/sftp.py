@@ -72,7 +72,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.private_files import read_private
 
@@ -527,6 +527,7 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[Params, str]:
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
         raise ConfigError(f"unknown sftp option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+    check_url_path(url)
     parts = urlsplit(url)
     if parts.password:
         raise ConfigError('do not put a password in the sftp URL; set options.password = "${ENV_VAR}"')

@@ -35,7 +35,7 @@ from webdav4.client import (
 )
 from webdav4.fsspec import WebdavFileSystem
 
-from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.driver import Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.paths import parent
 
@@ -48,6 +48,7 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
     unknown = sorted(set(options) - OPTIONS)
     if unknown:
         raise ConfigError(f"unknown webdav option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+    check_url_path(url)
     scheme, _, rest = url.partition("://")
     if options.get("base_url"):
         base = str(options["base_url"]).rstrip("/")

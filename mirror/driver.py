@@ -421,6 +421,20 @@ def info_mtime_ns(info: Mapping[str, Any]) -> int | None:
     return None
 
 
+def check_url_path(url: str) -> None:
+    """Refuse a URL whose path a ``?`` or ``#`` cuts short: two targets ``.../inv#a`` and
+    ``.../inv#b`` would both write into ``.../inv``, each taking the other's files."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        mark = "?" if "?" in url.split("#", 1)[0] else "#"
+        raise ConfigError(
+            f"target URL {url}: a {mark!r} ends the path in a URL; write it as {'%3F' if mark == '?' else '%23'} "
+            "if the folder's name holds it"
+        )
+
+
 def _fs_class(url: str) -> type[AbstractFileSystem] | None:
     """The fsspec class of ``url``'s protocol, if it can be imported."""
     from fsspec.registry import get_filesystem_class

@@ -516,14 +516,20 @@ def test_a_copy_gone_from_the_target_when_the_layout_changes_is_sent_and_no_fold
         (["run", "{src}", "webdav://", "--once"], ["webdav URL needs a host"]),
         (["run", "{src}", "s3://", "--once"], ["s3 URL needs a bucket"]),
         (["run", "{src}", "ftp:///backup", "--once"], ["ftp:///backup", "needs host"]),
+        (["run", "{src}", "sftp://me@nas/inv#a", "--once"], ["sftp://me@nas/inv#a", "write it as %23"]),
+        (["run", "{src}", "webdav://nas/inv?a", "--once"], ["webdav://nas/inv?a", "write it as %3F"]),
         (["verify", "-c", "{tmp}/bad.toml"], ["bad.toml", "invalid TOML"]),
         (["run", "-c", "{tmp}/secret.toml", "--once"], ["secret.toml", "MIRROR_TEST_TOKEN is not set"]),
+        (["run", "-c", "{tmp}/local_options.toml", "--once"], ["takes no options (got key_filename)"]),
     ],
 )
 def test_usage_and_config_errors_exit_2_with_one_line(
     args: list[str], words: list[str], src: Path, tmp_path: Path, state: Path
 ) -> None:
     (tmp_path / "bad.toml").write_text("source = [")
+    (tmp_path / "local_options.toml").write_text(
+        f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path}/usb"\noptions = {{ key_filename = "~/.ssh/id" }}\n'
+    )
     (tmp_path / "secret.toml").write_text(
         f'source = "{src}"\n[targets.m]\nurl = "memory://x"\noptions = {{ token = "${{MIRROR_TEST_TOKEN}}" }}\n'
     )

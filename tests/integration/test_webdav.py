@@ -146,3 +146,14 @@ def test_names_a_server_cuts_short_are_refused_and_nothing_above_the_target_is_t
     assert neighbour.read_bytes() == b"not mirror's"
     assert sorted(src for src, _ in report.failed) == sorted(names)
     assert all("refuses the character" in why for _, why in report.failed), report.failed
+
+
+def test_a_folder_whose_name_holds_a_hash_is_reached_with_percent_23(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    driver = WebdavDriver.connect(webdav_server.url(f"{sub}/inv%23a"), webdav_server.options())
+    local = tmp_path / "x"
+    local.write_bytes(b"x")
+    driver.makedirs("")
+    driver.put(str(local), "a.pdf", 0)
+    assert (webdav_server.folder / sub / "inv#a" / "a.pdf").read_bytes() == b"x"
