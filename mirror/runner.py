@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,11 +291,23 @@ class TargetRunner:
         if self.executor is not None:
             self.executor.remove_temps()
         if self.index is not None:
+            # a target never reached (a mistyped host in a one-off run) leaves nothing to
+            # report: kept, it would make every later `mirror status` exit 1
+            never_reached = (
+                self.driver is None
+                and not self.dry_run
+                and self.index.get_meta("last_listing") is None
+                and not self.index.holds_files()
+            )
             if not self.dry_run:
                 self.index.set_meta(clean_shutdown=1 if clean else 0, state="stopped", pid=None)
                 self._note_stranded()
             self.index.close()
             self.index = None
+            if never_reached:
+                for suffix in ("", "-wal", "-shm", ".lock"):
+                    with suppress(FileNotFoundError):
+                        os.unlink(f"{self.index_file}{suffix}")
         if self.driver is not None:
             try:
                 self.driver.close()

@@ -658,14 +658,14 @@ def test_status_of_a_config_needs_none_of_its_secrets(src: Path, tmp_path: Path,
     """Asked from a shell without the service's environment, status said a variable was not set."""
     cfg = tmp_path / "m.toml"
     cfg.write_text(
-        f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path}/${{MIRROR_TEST_DIR}}"\n'
+        f'source = "{src}"\n[targets.usb]\nurl = "memory://${{MIRROR_TEST_DIR}}"\n'
         'options = { token = "${MIRROR_TEST_SECRET}" }\n'
     )
     env = {"MIRROR_TEST_DIR": "usb", "MIRROR_TEST_SECRET": "s3cret"}
     assert run("run", "-c", str(cfg), "--once", state=state, env=env).returncode == 0
-    assert len(files(tmp_path / "usb")) == 12  # the variable filled in, not a folder named '${MIRROR_TEST_DIR}'
     shown = run("status", "-c", str(cfg), state=state)
     assert shown.returncode == 0 and "files:   12" in shown.stdout, shown.stdout + shown.stderr
+    assert "memory://usb" in shown.stdout  # the variable filled in, not a folder named '${MIRROR_TEST_DIR}'"
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "is not set (export MIRROR_TEST_")
 
 
@@ -678,6 +678,16 @@ def test_a_run_of_one_target_needs_only_that_target_s_secrets(src: Path, tmp_pat
     alone = run("run", "-c", str(cfg), "--target", "usb", "--once", state=state)
     assert alone.returncode == 0 and len(files(tmp_path / "usb")) == 12, alone.stderr
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "MIRROR_TEST_DAVPW is not set")
+
+
+def test_a_target_never_reached_leaves_no_state_to_report(src: Path, tmp_path: Path, state: Path) -> None:
+    """A one-off run to a mistyped host: every later `mirror status` showed it failing, exit 1,
+    and nothing removed it."""
+    typo = run("run", str(src), "sftp://me@127.0.0.1:1/srv/x", "--once", state=state)
+    assert typo.returncode == 1 and "cannot connect" in typo.stderr, typo.stderr
+    assert run("run", str(src), str(tmp_path / "usb"), "--once", state=state).returncode == 0
+    shown = run("status", state=state)
+    assert shown.returncode == 0 and "127.0.0.1:1" not in shown.stdout, shown.stdout
 
 
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
