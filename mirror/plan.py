@@ -816,7 +816,8 @@ def _guard(
     count = len(destructive)
     reason = None
     if source_empty:
-        reason = f"the source folder is empty but the target holds {managed} mirrored files"
+        files = "file" if managed == 1 else "files"
+        reason = f"the source folder is empty but the target holds {managed} mirrored {files}"
     elif max_delete is not None and count > max_delete:
         reason = f"{count} files would be deleted, more than max_delete = {max_delete}"
     elif max_delete is None and count > 10 and count * 2 > managed:

@@ -623,6 +623,9 @@ class TargetRunner:
             self.crashed = False
         if not (report.cut_short or report.error):
             values["incomplete"] = None
+            # the pass itself ran: what stopped an earlier one (a source not mounted) is over;
+            # failed items and withheld deletions have their own lines in status
+            values["last_error"] = None
         if report.ok and not report.cut_short and not self.index.failures():
             values["last_complete_sync"] = now
             values["last_error"] = None

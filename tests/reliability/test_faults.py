@@ -351,6 +351,22 @@ def test_a_missing_source_is_a_clear_error_and_watch_mode_waits_for_it(tmp_path:
             proc.kill()
 
 
+def test_a_source_back_but_empty_is_no_longer_called_missing(tmp_path: Path) -> None:
+    """After the folder came back (emptied), status still said it was missing; the guard's
+    own line says what holds the deletions back."""
+    source, target, state = tmp_path / "export", tmp_path / "backup", tmp_path / "state"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    source.rename(tmp_path / "elsewhere")
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 1
+    source.mkdir()
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 1
+    shown = run("status", state=state)
+    assert "is missing" not in shown.stdout, shown.stdout
+    assert "the source folder is empty but the target holds 1 mirrored file\n" in shown.stdout, shown.stdout
+
+
 def test_a_source_share_that_is_not_mounted_changes_nothing_on_the_target(tmp_path: Path) -> None:
     """Unmounted, the folder below the mount point shows: old drafts left there, or a
     folder the invoicing program made again. Mirrored, they replaced the signed copies."""
