@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from mirror import __version__, api, registry
+from mirror import __version__, api, logs, registry
 from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver, RemoteEntry
@@ -52,7 +52,10 @@ EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    click.echo(f"mirror: error: {message}", err=True)
+    if logs.as_json():
+        log.error("%s", message)
+    else:
+        click.echo(f"mirror: error: {message}", err=True)
     sys.exit(code)
 
 
@@ -339,7 +342,8 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool, a
         if dry_run and report.planned is not None:
             print_plan(report.target, report.planned)
         elif as_log:
-            (log.info if report.ok else log.warning)("%s", summarize(report))
+            level = logging.INFO if report.ok else logging.WARNING
+            log.log(level, "%s", summarize(report, named=False), extra={"target": report.target})
         elif report.error and not (report.uploaded or report.adopted or report.moved or report.deleted):
             pass  # "0 sent, 0 failed" above "target failed" reads as if nothing went wrong
         elif not quiet or not report.ok:

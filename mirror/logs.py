@@ -71,3 +71,9 @@ def setup(verbosity: int, fmt: str = "text", secrets: Iterable[str] = ()) -> Sec
     if verbosity > 1:
         root.setLevel(logging.DEBUG)
     return scrubber
+
+
+def as_json() -> bool:
+    """Whether log lines go out as JSON (--log-format json), which a one-line error then
+    follows: a log shipper reading a service's output takes every line as JSON."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)

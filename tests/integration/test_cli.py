@@ -892,12 +892,17 @@ def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Pat
     assert any(r["message"].startswith("skipped link") and r["level"] == "info" for r in records)
     # the outcome too, for a log collector: every line of output is a record
     assert result.stdout == ""
-    assert records[-1]["message"].startswith("default: 12 sent") and records[-1]["level"] == "info"
+    assert records[-1]["message"].startswith("12 sent") and records[-1]["level"] == "info"
+    assert records[-1]["target"] == "default"  # a field to filter on, as in watch mode
     (tmp_path / "file").write_bytes(b"")
     failed = run("run", str(src), str(tmp_path / "file"), "--once", "--log-format", "json", state=state)
     assert failed.returncode == 1 and failed.stdout == ""
     last = json.loads(failed.stderr.splitlines()[-1])
     assert last["level"] == "warning" and "target failed" in last["message"]
+    # a mistake in the command line or config too: a collector takes every line as JSON
+    refused = run("run", str(src), "sftp://me@nas/inv#a", "--once", "--log-format", "json", state=state)
+    (error,) = [json.loads(line) for line in refused.stderr.splitlines()]
+    assert refused.returncode == 2 and error["level"] == "error" and "write it as %23" in error["message"]
 
 
 def test_a_broken_target_does_not_stop_the_others(src: Path, tmp_path: Path, state: Path) -> None:
