@@ -89,7 +89,13 @@ def config_options(f: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(file_okay=False, path_type=Path),
         help="Where indexes live (default: the platform state folder, or $MIRROR_STATE_DIR).",
     )(f)
-    f = click.option("--target", "target_name", metavar="NAME", help="Only this target of the config.")(f)
+    f = click.option(
+        "--target",
+        "target_names",
+        metavar="NAME",
+        multiple=True,
+        help="Only this target of the config (repeat for several).",
+    )(f)
     f = click.option(
         "-c",
         "--config",
@@ -126,7 +132,7 @@ def build_config(
     source: str | None,
     target: str | None,
     config_path: Path | None,
-    target_name: str | None,
+    target_names: tuple[str, ...],
     state: Path | None,
     overrides: dict[str, Any] | None = None,
     secrets: bool = True,
@@ -141,9 +147,9 @@ def build_config(
     if config_path is not None:
         if source or target:
             raise ConfigError("give either SOURCE TARGET or -c CONFIG, not both")
-        cfg = config_mod.load(config_path, environ, target_name).select(target_name)
+        cfg = config_mod.load(config_path, environ, target_names).select(target_names)
     elif source and target:
-        if target_name:
+        if target_names:
             raise ConfigError("--target selects a target of a config file (-c); it needs -c")
         cfg = config_mod.ad_hoc(source, target, TargetSettings())
     elif source:
@@ -154,7 +160,7 @@ def build_config(
         default = Path("mirror.toml")
         if not default.exists():
             raise ConfigError("nothing to mirror: give SOURCE TARGET, or -c CONFIG (mirror init writes one)")
-        cfg = config_mod.load(default, environ, target_name).select(target_name)
+        cfg = config_mod.load(default, environ, target_names).select(target_names)
     if overrides:
         cfg = dataclasses.replace(
             cfg,
@@ -259,7 +265,7 @@ def run(
     source: str | None,
     target: str | None,
     config_path: Path | None,
-    target_name: str | None,
+    target_names: tuple[str, ...],
     state_dir: Path | None,
     once: bool,
     dry_run: bool,
@@ -280,7 +286,7 @@ def run(
     scrubber = setup_logging(verbosity(verbose, quiet), log_format)
     with user_errors(scrubber):
         placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
-        cfg = build_config(source, target, config_path, target_name, state_dir, placement)
+        cfg = build_config(source, target, config_path, target_names, state_dir, placement)
         for t in cfg.targets:
             scrubber.add(t.secrets)
         alerts: Alerts | None = None
@@ -416,7 +422,7 @@ def verify(
     source: str | None,
     target: str | None,
     config_path: Path | None,
-    target_name: str | None,
+    target_names: tuple[str, ...],
     state_dir: Path | None,
     layout: Layout | None,
     delete: DeletePolicy | None,
@@ -439,7 +445,7 @@ def verify(
     differences = 0
     with user_errors(scrubber):
         placement = {"layout": layout, "delete": delete}
-        cfg = build_config(source, target, config_path, target_name, state_dir, placement, known=True)
+        cfg = build_config(source, target, config_path, target_names, state_dir, placement, known=True)
         mirror = Mirror(cfg, dry_run=True)
         mirror.open()
         try:
@@ -533,7 +539,7 @@ def status(
     source: str | None,
     target: str | None,
     config_path: Path | None,
-    target_name: str | None,
+    target_names: tuple[str, ...],
     state_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -550,16 +556,17 @@ def status(
 
     with user_errors():
         if config_path is not None or source is not None:
-            cfg = build_config(source, target, config_path, target_name, state_dir, secrets=False, known=True)
+            cfg = build_config(source, target, config_path, target_names, state_dir, secrets=False, known=True)
             root = resolve_state_dir(cfg)
             statuses = api.status(cfg)
         else:
             root = state_dir.resolve() if state_dir else state_dir_default()
             statuses = [read_status(f) for f in iter_index_files(root)]
-            if target_name is not None:
-                statuses = [s for s in statuses if s.name == target_name]
-                if not statuses:
-                    raise ConfigError(f"no target named {target_name!r} has been mirrored (state folder: {root})")
+            for name in target_names:
+                if not any(s.name == name for s in statuses):
+                    raise ConfigError(f"no target named {name!r} has been mirrored (state folder: {root})")
+            if target_names:
+                statuses = [s for s in statuses if s.name in target_names]
     if as_json:
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
     else:

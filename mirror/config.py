@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -67,15 +67,17 @@ class Config:
     state_dir: Path | None = None
     origin: str = "command line"
 
-    def select(self, name: str | None) -> Config:
-        """Only the target called ``name`` (all when None)."""
-        if name is None:
+    def select(self, names: Collection[str]) -> Config:
+        """Only the targets called ``names`` (all when none); one name may be given as is."""
+        if isinstance(names, str):
+            names = (names,)
+        if not names:
             return self
-        chosen = tuple(t for t in self.targets if t.name == name)
-        if not chosen:
-            known = ", ".join(t.name for t in self.targets) or "none"
-            raise ConfigError(f"{self.origin}: no target named {name!r} (targets: {known})")
-        return replace(self, targets=chosen)
+        for name in names:
+            if not any(t.name == name for t in self.targets):
+                known = ", ".join(t.name for t in self.targets) or "none"
+                raise ConfigError(f"{self.origin}: no target named {name!r} (targets: {known})")
+        return replace(self, targets=tuple(t for t in self.targets if t.name in names))
 
 
 SETTING_KEYS = {f.name for f in fields(TargetSettings)}
@@ -259,9 +261,9 @@ class Unresolved(Mapping[str, str]):
         return len(self.environ)
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None, only: str | None = None) -> Config:
-    """Read and check a config file; ``only``: the one target a run will use, whose
-    secrets alone must be set."""
+def load(path: Path, environ: Mapping[str, str] | None = None, only: Collection[str] = ()) -> Config:
+    """Read and check a config file; ``only``: the targets a run will use (all when
+    none), whose secrets alone must be set."""
     import tomllib  # a run without a config file never pays for the parser
 
     env = os.environ if environ is None else environ
@@ -307,9 +309,11 @@ def _presets(data: Mapping[str, Any], where: str) -> dict[str, Preset]:
     return presets
 
 
-def from_dict(data: Mapping[str, Any], path: Path, environ: Mapping[str, str], only: str | None = None) -> Config:
+def from_dict(
+    data: Mapping[str, Any], path: Path, environ: Mapping[str, str], only: Collection[str] = ()
+) -> Config:
     """Check a parsed config; relative paths are relative to the config file's folder.
-    ``only``: the one target a run will use; the others' variables may be unset."""
+    ``only``: the targets a run will use (all when none); the others' variables may be unset."""
     where = str(path)
     _check_keys(data, TOP_KEYS, where)
     base_dir = path.parent
@@ -341,7 +345,7 @@ def from_dict(data: Mapping[str, Any], path: Path, environ: Mapping[str, str], o
         if not isinstance(url, str) or not url:
             raise ConfigError(f'{at}.url: expected a path or URL such as "/mnt/backup" or "sftp://host/dir"')
         secrets: list[str] = []
-        used = environ if only is None or name == only else Unresolved(environ)
+        used = environ if not only or name in only else Unresolved(environ)
         url = _path(url, f"{at}.url", used, secrets)
         if "://" not in url:
             url = str((base_dir / os.path.expanduser(url)).resolve())

@@ -690,6 +690,20 @@ def test_a_target_never_reached_leaves_no_state_to_report(src: Path, tmp_path: P
     assert shown.returncode == 0 and "127.0.0.1:1" not in shown.stdout, shown.stdout
 
 
+def test_target_given_twice_runs_both(src: Path, tmp_path: Path, state: Path) -> None:
+    """--target usb --target nas ran nas alone, silently."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n'
+        + "".join(f'[targets.{n}]\nurl = "{tmp_path / n}"\n' for n in ("usb", "nas", "cloud"))
+    )
+    both = run("run", "-c", str(cfg), "--target", "usb", "--target", "nas", "--once", state=state)
+    assert both.returncode == 0, both.stderr
+    assert [n for n in ("usb", "nas", "cloud") if (tmp_path / n).exists()] == ["usb", "nas"]
+    shown = run("status", "--target", "usb", "--target", "nas", state=state)
+    assert shown.returncode == 0 and shown.stdout.count("files:   12") == 2, shown.stdout
+
+
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
