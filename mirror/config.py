@@ -305,7 +305,11 @@ def _presets(data: Mapping[str, Any], where: str) -> dict[str, Preset]:
         caps = _table(table.get("capabilities", {}), f"{at}.capabilities")
         _check_capabilities(caps, f"{at}.capabilities")
         options = _table(table.get("options", {}), f"{at}.options")
-        presets[name.lower()] = Preset(name.lower(), protocol, dict(options), dict(caps))
+        if name.lower() in ("file", "local"):
+            # plain paths are file targets: such a preset would take over every one of them
+            raise ConfigError(f"{at}: {name!r} names the built-in local folder backend; call the preset otherwise")
+        # URL schemes are case-insensitive: "WebDAV" is webdav
+        presets[name.lower()] = Preset(name.lower(), protocol.lower(), dict(options), dict(caps))
     return presets
 
 

@@ -8,6 +8,7 @@ driver. Imports are lazy, so a missing optional package only matters to targets 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import os
@@ -179,17 +180,23 @@ def resolve(url: str, options: Mapping[str, Any], presets: Mapping[str, Preset])
     protocol, rest = split_url(url)
     overrides: Mapping[str, Any] = {}
     merged = dict(options)
+    where = "in target URL"
     if protocol in presets:
         preset = presets[protocol]
         merged = {**preset.options, **options}
         overrides = preset.capabilities
+        where = f"in [backends.{preset.name}] protocol"
+        if preset.protocol.lower() in presets:
+            where += " (a preset is built on a protocol, not on another preset)"
         protocol = preset.protocol
     info = _lookup(protocol)
     if info is None:
-        names = ", ".join(sorted({b.protocol for b in BUILTINS} | set(presets)))
+        names = sorted({b.protocol for b in BUILTINS})
+        close = difflib.get_close_matches(protocol.lower(), names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(
-            f"unknown protocol {protocol!r} in target URL; use one of {names}, "
-            "another fsspec protocol, or define it under [backends.NAME] in the config"
+            f"unknown protocol {protocol!r} {where}; {hint}use one of {', '.join(names)}, "
+            "another fsspec protocol, or a [backends.NAME] preset of the config"
         )
     if info.protocol == "file":
         host, slash, path = rest.partition("/")

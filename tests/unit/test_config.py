@@ -61,6 +61,10 @@ BAD = [
     ('source = "x"\n[targets.a]\nurl = "/t"\nlayuot = "flat"\n', "targets.a: unknown key 'layuot'"),
     ('source = "x"\n[target.a]\nurl = "/t"\n', "unknown key 'target'; did you mean 'targets'?"),
     (
+        'source = "x"\n[backends.file]\nprotocol = "memory"\n[targets.a]\nurl = "/t"\n',
+        "backends.file: 'file' names the built-in local folder backend",
+    ),
+    (
         'source = "x"\n[targets.a]\nurl = "/t"\nlayout = "by-yaer"\n',
         "unknown layout 'by-yaer'; did you mean 'by-year'?",
     ),
@@ -153,3 +157,10 @@ def test_a_config_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     path = tmp_path / "mirror.toml"
     path.write_bytes(b'\xef\xbb\xbfsource = "x"\n[targets.a]\nurl = "/t"\n')
     assert config.load(path, {}).targets[0].url == "/t"
+
+
+def test_a_preset_s_protocol_is_case_insensitive_as_url_schemes_are(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, 'source = "x"\n[backends.cloud]\nprotocol = "WebDAV"\n[targets.a]\nurl = "cloud://h/x"\n'
+    )
+    assert config.load(path, {}).presets["cloud"].protocol == "webdav"

@@ -67,3 +67,13 @@ def test_the_generic_driver_sends_through_a_temp_name_where_the_filesystem_renam
     """FTP renames (RNFR/RNTO): no file is seen half-sent under its name; memory cannot."""
     assert capabilities(resolve("ftp://host/x", {}, {})).atomic_rename
     assert not capabilities(resolve("memory://x", {}, {})).atomic_rename
+
+
+def test_a_preset_built_on_another_preset_is_named_with_its_table() -> None:
+    presets = {"base": Preset("base", "file"), "usb": Preset("usb", "base")}
+    with pytest.raises(
+        ConfigError, match=r"unknown protocol 'base' in \[backends\.usb\] protocol \(a preset is built"
+    ):
+        resolve("usb:///mnt/x", {}, presets)
+    with pytest.raises(ConfigError, match="did you mean 'webdav'"):
+        resolve("nas://h/x", {}, {"nas": Preset("nas", "webdaw")})
