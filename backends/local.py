@@ -68,6 +68,9 @@ class LocalDriver(Driver):
     def local_folder(cls, url: str) -> str | None:
         return url
 
+    def local_root(self) -> str | None:
+        return self.root
+
     def list(self) -> dict[str, RemoteEntry]:
         result: dict[str, RemoteEntry] = {}
         if not os.path.isdir(self.root):

@@ -349,6 +349,23 @@ class Driver:
             return False
         return True
 
+    def local_root(self) -> str | None:
+        """The folder on this machine the target writes into, if it is one: behind a
+        wrapper (fsspec's dir, simplecache) a generic filesystem can be the local one."""
+        from fsspec.implementations.dirfs import DirFileSystem
+        from fsspec.implementations.local import LocalFileSystem
+        from fsspec.spec import AbstractFileSystem
+
+        fs, root = self._fs, self.root
+        while fs is not None and not isinstance(fs, LocalFileSystem):
+            inner = getattr(fs, "fs", None)
+            if not isinstance(inner, AbstractFileSystem):
+                return None
+            if isinstance(fs, DirFileSystem):
+                root = f"{fs.path.rstrip('/')}/{root.lstrip('/')}"
+            fs = inner
+        return root if fs is not None else None
+
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         """Raise ConfigError for a URL or options this backend can never use, without

@@ -217,7 +217,7 @@ class TargetRunner:
                 raise
             except Exception as exc:
                 raise classify_os_error(exc) from exc
-
+            self._check_written_folder(self.driver)
             if self.index is not None and not self.dry_run:
                 self.driver.state = self.index
             concurrency = self.settings.concurrency or self.driver.default_concurrency
@@ -285,6 +285,18 @@ class TargetRunner:
             raise ConfigError(
                 f"the state folder {self.index_file.parent.parent} lies inside the source folder {source}; "
                 "use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
+            )
+
+    def _check_written_folder(self, driver: Driver) -> None:
+        """A backend that writes into a folder on this machine under another name (a
+        preset on fsspec's dir or simplecache) must not write into the source either."""
+        folder = driver.local_root()
+        if folder is not None and _overlaps(Path(folder).resolve(), self.config.source.resolve()):
+            self.driver = None
+            driver.close()
+            raise ConfigError(
+                f"target {self.name!r} writes into {folder}, which overlaps the source folder "
+                f"{self.config.source}; choose a target outside the source"
             )
 
     def close(self, clean: bool = True) -> None:

@@ -704,6 +704,22 @@ def test_target_given_twice_runs_both(src: Path, tmp_path: Path, state: Path) ->
     assert shown.returncode == 0 and shown.stdout.count("files:   12") == 2, shown.stdout
 
 
+def test_a_preset_that_writes_into_the_source_under_another_name_is_refused(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """fsspec's dir protocol over the local disk: the target was the source's own folder
+    'copy', and watch mode nested it 15 levels deep in 8 s."""
+    before = files(src)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[backends.disk]\nprotocol = "dir"\n'
+        f'options = {{ path = "{src}", target_protocol = "file" }}\n[targets.t]\nurl = "disk://copy"\n'
+    )
+    refused = run("run", "-c", str(cfg), "--once", state=state)
+    assert refused.returncode == 1 and f"writes into {src}/copy, which overlaps the source" in refused.stderr
+    assert files(src) == before
+
+
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
