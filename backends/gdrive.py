@@ -48,6 +48,8 @@ SCOPES = ["https://www.googleapis.com/auth/drive"]
 FOLDER = "application/vnd.google-apps.folder"
 #: Google Docs, shortcuts, forms: no bytes to compare, never overwritten by a put
 GOOGLE_APPS = "application/vnd.google-apps."
+#: seconds a resolved folder id is used without asking Drive again (see _cached_folder)
+FOLDER_TTL = 60.0
 FILE_FIELDS = "id,name,mimeType,size,md5Checksum,modifiedTime,createdTime,parents"
 #: up to this size one multipart request carries the file (read into memory)
 SIMPLE_UPLOAD_MAX = 5 * 1024 * 1024
@@ -176,7 +178,8 @@ class GDriveDriver(Driver):
         self._https: list[httplib2.Http] = []
         self._lock = threading.Lock()
         #: root-relative folder → Drive folder id ("" is the target root)
-        self._folders: dict[str, str] = {}
+        #: folder path -> (id, until when it is trusted without asking Drive again)
+        self._folders: dict[str, tuple[str, float]] = {}
         self._resolve_lock = threading.RLock()
 
     @classmethod
@@ -300,18 +303,29 @@ class GDriveDriver(Driver):
     # -- folders ----------------------------------------------------------------------
     def _folder_id(self, rel_dir: str, create: bool) -> str | None:
         """The id of folder ``rel_dir`` under the root ("" = the root), made if asked."""
-        with self._lock:
-            cached = self._folders.get(rel_dir)
+        cached = self._cached_folder(rel_dir)
         if cached is not None:
             return cached
         # uncached folders are resolved one at a time: threads starting together on a new
         # tree would otherwise each walk it, and each create the folders they miss
         with self._resolve_lock:
-            with self._lock:
-                cached = self._folders.get(rel_dir)
+            cached = self._cached_folder(rel_dir)
             if cached is not None:
                 return cached
             return self._resolve_folder(rel_dir, create)
+
+    def _cached_folder(self, rel_dir: str) -> str | None:
+        """A folder id resolved less than FOLDER_TTL ago: someone may trash the folder in
+        Drive, and uploads into a trashed folder succeed, out of sight, until it is purged."""
+        with self._lock:
+            cached = self._folders.get(rel_dir)
+        if cached is None or cached[1] < time.monotonic():
+            return None
+        return cached[0]
+
+    def _remember_folder(self, rel_dir: str, folder_id: str) -> None:
+        with self._lock:
+            self._folders[rel_dir] = (folder_id, time.monotonic() + FOLDER_TTL)
 
     def _resolve_folder(self, rel_dir: str, create: bool) -> str | None:
         folder_id: str | None
@@ -328,8 +342,7 @@ class GDriveDriver(Driver):
                 return None
             folder_id = self._child_folder(parent_id, rel_dir.rsplit("/", 1)[-1], parent(rel_dir), create)
         if folder_id is not None:
-            with self._lock:
-                self._folders[rel_dir] = folder_id
+            self._remember_folder(rel_dir, folder_id)
         return folder_id
 
     def _child_folder(self, parent_id: str, name: str, where: str, create: bool) -> str | None:
@@ -345,7 +358,7 @@ class GDriveDriver(Driver):
         )
         return str(made["id"])
 
-    def _forget_folders(self, rel_dir: str) -> None:
+    def forget_folder(self, rel_dir: str) -> None:
         with self._lock:
             for key in [k for k in self._folders if k == rel_dir or k.startswith(rel_dir + "/")]:
                 del self._folders[key]
@@ -386,8 +399,7 @@ class GDriveDriver(Driver):
                 files = [f for f in items if not f["mimeType"].startswith(GOOGLE_APPS)]
                 if folders:
                     chosen_id = str(pick(folders, rel_dir)["id"])
-                    with self._lock:
-                        self._folders[rel] = chosen_id
+                    self._remember_folder(rel, chosen_id)
                     stack.append((rel, chosen_id))
                 if files:
                     result[rel] = self._entry(rel, pick(files, rel_dir))
@@ -515,7 +527,7 @@ class GDriveDriver(Driver):
             return False
         # a folder goes with everything below it: only empty folders are left there
         self._dispose(folder_id)
-        self._forget_folders(rel_dir)
+        self.forget_folder(rel_dir)
         return True
 
     # -- errors -----------------------------------------------------------------------

@@ -558,13 +558,16 @@ class OneDriveDriver(Driver):
             return False
         # a folder goes with everything below it: only empty folders are left there
         self.request("DELETE", self.item_url(rel_dir), ok=(404,))
+        self.forget_folder(rel_dir)
+        return True
+
+    def forget_folder(self, rel_dir: str) -> None:
         with self._lock:
             prefix = self.drive_path(rel_dir).lower()
             self._folders = {f for f in self._folders if f != prefix and not f.startswith(prefix + "/")}
             self._folder_ids = {
                 f: i for f, i in self._folder_ids.items() if f != prefix and not f.startswith(prefix + "/")
             }
-        return True
 
     # -- errors ---------------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:

@@ -230,6 +230,9 @@ class Driver:
     # -- reading --------------------------------------------------------------------
     def list(self) -> dict[str, RemoteEntry]:
         """Every file under the root (recursively), keyed by root-relative path."""
+        # a listing asks the server: fsspec's directory cache (FTP's) would answer with
+        # what an earlier listing saw, for as long as the process runs
+        self.fs.invalidate_cache()
         if not self.fs.exists(self.root):
             return {}
         found = self.fs.find(self.root, detail=True, withdirs=False)
@@ -333,6 +336,12 @@ class Driver:
         """Make the folder ``rel_dir`` and its parents; ``""`` is the root itself."""
         path = self.root if rel_dir == "" else self.full(rel_dir)
         self.fs.makedirs(path, exist_ok=True)
+
+    def forget_folder(self, rel_dir: str) -> None:
+        """Forget what this driver knows of folder ``rel_dir`` and those below it, so the
+        next :meth:`makedirs` makes them again: someone may have removed them."""
+        if self._fs is not None:
+            self._fs.invalidate_cache()  # by path, some implementations drop that entry alone
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         """Remove the folder if it holds no file, with the empty folders below it; True

@@ -651,10 +651,11 @@ class Executor:
         try:
             return self._send(local, dst, mtime_ns, size)
         except ItemError:
-            if not self.call(lambda: self.driver.remove_dir_if_empty(dst)):
+            if self.call(lambda: self.driver.remove_dir_if_empty(dst)):
+                self._forget_dirs(dst)
+                self.log.info("removed an empty folder that stood where %s goes", dst)
+            elif not self._forget_made(parent(dst)):
                 raise
-        self._forget_dirs(dst)
-        self.log.info("removed an empty folder that stood where %s goes", dst)
         return self._send(local, dst, mtime_ns, size)
 
     def _send(self, local: str, dst: str, mtime_ns: int, size: int) -> RemoteEntry | None:
@@ -958,6 +959,18 @@ class Executor:
                 self._ensure_dir(parent(old))
                 self.call(lambda: self.driver.move(tmp, old))
             raise
+
+    def _forget_made(self, folder: str) -> bool:
+        """Forget that ``folder`` (and those above it) were made, so the next put makes
+        them again: someone may have removed them from the target since. False when none
+        was known made, and making them again would change nothing."""
+        known = {folder, *ancestors(folder)}
+        with self._lock:
+            made = known & self._dirs
+            self._dirs -= made
+        if made:
+            self.driver.forget_folder(folder.split("/", 1)[0])
+        return bool(made)
 
     def _forget_dirs(self, folder: str) -> None:
         """A removed folder takes the empty folders below it along: none is known made."""

@@ -289,6 +289,34 @@ def test_the_engine_converges_on_every_change(spec: TargetSpec, tmp_path: Path) 
     assert differences(cfg) == []
 
 
+def test_a_folder_someone_removed_from_the_target_is_made_again(
+    spec: TargetSpec, driver: Driver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone tidied the backup: a folder mirror made is gone. The next file for it must
+    land, where every put failed for as long as mirror ran (it remembered the folder made),
+    or, on Drive, went into the trashed folder, out of sight."""
+    if spec.backend == "gdrive":
+        monkeypatch.setattr("mirror.backends.gdrive.FOLDER_TTL", 0.0)  # as a minute later
+    source = tmp_path / "src"
+    (source / "2026" / "03").mkdir(parents=True)
+    (source / "2026" / "03" / "a.pdf").write_bytes(b"a")
+    (source / "top.pdf").write_bytes(b"top")  # the target is not emptied, which a pass would notice
+    cfg = make_config(spec, source, tmp_path / "state")
+    mirror = Mirror(cfg)
+    mirror.open()
+    try:
+        (first,) = mirror.run_once()
+        assert first.ok and first.uploaded == 2, first
+        driver.delete("2026/03/a.pdf")
+        driver.remove_dir_if_empty("2026")
+        (source / "2026" / "03" / "b.pdf").write_bytes(b"b")
+        (second,) = mirror.run_once()
+        assert second.ok and second.uploaded == 1, second.failed
+    finally:
+        mirror.close()
+    assert "2026/03/b.pdf" in driver.list()
+
+
 def test_a_new_layout_whose_files_stand_in_each_others_way_converges(spec: TargetSpec, tmp_path: Path) -> None:
     """Old paths that are folders of new ones: 2024/a.pdf must go before 2024/a.pdf/b.pdf
     can land and 2024/b.pdf before 2024/b.pdf/a.pdf (each waits for the other), and
