@@ -21,10 +21,16 @@ from typing import TYPE_CHECKING, Any
 from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError
 from mirror.mounts import mount_of
+from mirror.progress import human_bytes
 from mirror.scan import mtime_ns
 
 if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
+
+
+#: free space on a target that still takes documents: below it, a file that does not fit
+#: means the target is full
+ROOM_FOR_OTHERS = 1 << 20
 
 
 class LocalDriver(Driver):
@@ -125,8 +131,29 @@ class LocalDriver(Driver):
         try:
             _copy(src, dst)
             os.utime(dst, ns=(mtime_ns, mtime_ns))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and (too_big := self._larger_than_free(src, dst)):
+                raise too_big from None
+            raise
         finally:
             os.close(dst)
+
+    def _larger_than_free(self, src: int, dst: int) -> ItemError | None:
+        """A file larger than the free space, where room is left for others, is that
+        file's failure, not a full target: one video on a stick with 2 MB free stopped
+        every invoice behind it."""
+        size = os.fstat(src).st_size
+        try:
+            fs = os.statvfs(self.root)
+        except OSError:
+            return None
+        free = fs.f_bavail * fs.f_frsize + os.fstat(dst).st_size  # the partial copy goes
+        if size <= free or free < ROOM_FOR_OTHERS:
+            return None
+        return ItemError(
+            f"the file ({human_bytes(size)}) is larger than the free space on the target ({human_bytes(free)}); "
+            "free space there, or leave the file out with exclude"
+        )
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
         os.utime(self.full(rel), ns=(mtime_ns, mtime_ns))

@@ -51,6 +51,22 @@ def stop(proc: subprocess.Popen[str], log: Path) -> str:
 
 
 # -- target full ------------------------------------------------------------------------------
+def test_a_file_larger_than_the_free_space_fails_alone(tmp_path: Path) -> None:
+    """A 3 MB scan for a stick with 2 MB free stopped the whole target as 'target is full'
+    (the stick 1 % used), and the invoices behind it never got there."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    source.mkdir()
+    (source / "scan.tif").write_bytes(os.urandom(3_000_000))
+    for i in range(3):
+        (source / f"invoice {i}.pdf").write_bytes(b"PDF %d" % i)
+    with tmpfs(tmp_path / "stick", "2m") as stick:
+        result = run("run", str(source), str(stick / "backup"), "--once", state=state)
+        assert result.returncode == 1 and "target is full" not in result.stderr, result.stderr
+        assert "failed: scan.tif: the file (3.0 MB) is larger than the free space on the target" in result.stderr
+        assert sorted(hashes(stick / "backup")) == [f"invoice {i}.pdf" for i in range(3)]
+        assert temp_files(stick / "backup") == []
+
+
 def test_a_full_local_target_is_fatal_corrupts_nothing_and_resumes_when_space_returns(tmp_path: Path) -> None:
     source = tmp_path / "export"
     source.mkdir()
