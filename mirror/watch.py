@@ -37,6 +37,9 @@ TICK_MS = 100
 FEW_FOLDERS = 16
 #: a file still changing after this many seconds is named in a warning, once
 RESTLESS_AFTER = 60.0
+#: in poll mode, a whole scan this often: watchfiles' poller compares modification times
+#: in whole seconds, and missed a file rewritten, or two swapped by renames, within one
+POLL_SWEEP = 10.0
 
 
 @dataclass(frozen=True)
@@ -134,11 +137,15 @@ class SourceWatcher:
             ignore_permission_denied=self._skip_denied,
         )
         watching = False
+        swept = time.monotonic()
         for changes in events:
             if not watching:
                 # the watches exist only from the first tick on: whatever changed between
                 # the caller's scan and now sent no event, so one more scan catches it
                 watching = True
+                yield Batch({}, rescan=True)
+            if self.poll and time.monotonic() - swept >= POLL_SWEEP:
+                swept = time.monotonic()
                 yield Batch({}, rescan=True)
             for change, path in changes:
                 self._note(path, deleted=change == watchfiles.Change.deleted)

@@ -260,3 +260,28 @@ def test_deletions_the_guard_withheld_are_made_once_the_source_is_whole_again(tm
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_poll_mode_sees_files_swapped_within_the_second_they_were_written(tmp_path: Path) -> None:
+    """poll = true (NFS/SMB sources): watchfiles' poller compares modification times in
+    whole seconds, so two files of one second swapped by renames stayed swapped on the
+    target, with status saying all was well, until the hourly rescan."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "x.pdf").write_bytes(b"XXXX")
+    (src / "y.pdf").write_bytes(b"YY")
+    second = time.time() // 1
+    os.utime(src / "x.pdf", (second, second))
+    os.utime(src / "y.pdf", (second + 0.5, second + 0.5))
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.t]\nurl = "{dst}"\npoll = true\n')
+    proc = start("run", "-c", str(cfg), state=tmp_path / "state", log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: same(src, dst), what="the first copy")
+        os.rename(src / "x.pdf", src / "t.pdf")
+        os.rename(src / "y.pdf", src / "x.pdf")
+        os.rename(src / "t.pdf", src / "y.pdf")
+        wait_for(lambda: same(src, dst), timeout=30, what="the swap")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
