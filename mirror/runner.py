@@ -380,6 +380,10 @@ class TargetRunner:
         if scope is None and source_empty is None:
             source_empty = not mine and not skip  # files still being written count as there
         if skip and self.index is not None:
+            # rows below a file still being written are of the folder that file replaced:
+            # gone from the source, planned with the file, which needs their folder's path
+            files = [p for p in skip if os.path.isfile(os.path.join(self.config.source, p))]
+            self.postponed.update(self.index.under(files).difference(skip))
             skip = {*skip, *self.index.under(skip)}
         index, scope = self._index_for(mine, scope, listing)
         if skip:

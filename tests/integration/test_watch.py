@@ -285,3 +285,24 @@ def test_poll_mode_sees_files_swapped_within_the_second_they_were_written(tmp_pa
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_a_folder_replaced_by_a_file_just_before_the_start_is_mirrored(tmp_path: Path) -> None:
+    """The start-up pass leaves a file still being written to the watcher, and with it the
+    rows of the folder it replaced: the file then clashed with that folder on the target,
+    every minute, until the hourly rescan."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    (src / "x" / "e0.pdf").mkdir(parents=True)
+    for name in ("a1", "a2"):
+        (src / "x" / "e0.pdf" / name).write_bytes(name.encode())
+    (src / "pad.pdf").write_bytes(b"pad")
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    shutil.rmtree(src / "x" / "e0.pdf")
+    (src / "x" / "e0.pdf").write_bytes(b"now a file")  # younger than settle when mirror starts
+    proc = start("run", str(src), str(dst), state=state, log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: same(src, dst), timeout=20, what="the file in the folder's place")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert "clashes" not in (tmp_path / "mirror.log").read_text()
