@@ -279,6 +279,8 @@ class Mirror:
             if all(r.dead for r in self.runners):
                 log.error("every target has stopped; exiting")
                 self.stop.set()
+        for runner in self.runners:
+            runner.stopped_with(watcher.unsettled())
 
     def _source_away(self, away: str | None) -> str | None:
         """Watch mode: why the source cannot be mirrored now (:meth:`source_moved`), told

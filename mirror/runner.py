@@ -680,6 +680,16 @@ class TargetRunner:
                 self._work.changes.update(changes)
             self._cv.notify()
 
+    def stopped_with(self, unsettled: int) -> None:
+        """Watch mode ends with ``unsettled`` changes still settling in the watcher, and
+        perhaps some queued here: never sent, so status must not call the target in sync
+        (the next run's first pass sends them, and clears it)."""
+        with self._cv:
+            left = unsettled + len(self._work.changes)
+        if left and self.index is not None and not self.dry_run:
+            self.index.set_meta(incomplete=1)
+            self.log.warning("stopped with %d change(s) not yet sent; the next run sends them", left)
+
     def start(self, known: Entries, lock: threading.Lock) -> None:
         self._known = known
         self._known_lock = lock

@@ -85,6 +85,10 @@ class SourceWatcher:
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
 
+    def unsettled(self) -> int:
+        """How many changed paths wait to settle before they are handed on."""
+        return len(self._pending)
+
     def expect(self, paths: Iterable[str]) -> None:
         """Treat ``paths`` as changed: they are handed on once they settle."""
         now = time.monotonic()

@@ -306,3 +306,29 @@ def test_a_folder_replaced_by_a_file_just_before_the_start_is_mirrored(tmp_path:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     assert "clashes" not in (tmp_path / "mirror.log").read_text()
+
+
+def test_a_stop_with_changes_still_settling_leaves_the_target_incomplete(tmp_path: Path) -> None:
+    """SIGTERM 0.2 s after 1,000 files were written: exit 0 and nothing said, and status
+    called the target in sync (exit 0) with a quarter of them missing."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    os.utime(src / "a.pdf", (1_700_000_000, 1_700_000_000))  # settled long ago
+    log = tmp_path / "mirror.log"
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.default]\nurl = "{dst}"\nsettle = "10s"\n')
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: same(src, dst), what="the first copy")
+        for i in range(50):
+            (src / f"late {i}.pdf").write_bytes(b"late")
+        time.sleep(1)  # seen by the watcher, far from settled
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert "change(s) not yet sent; the next run sends them" in log.read_text()
+    shown = run("status", state=state)
+    assert shown.returncode == 1 and "incomplete" in shown.stdout, shown.stdout
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0  # settle 0.5 s
+    assert same(src, dst) and run("status", state=state).returncode == 0
