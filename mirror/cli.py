@@ -356,7 +356,7 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool, a
             click.echo(summarize(report), err=quiet)
         for src, reason in report.failed if not as_log else ():  # logged as they failed
             problem(f"{report.target}: failed: {printable(src)}: {printable(reason)}")
-        if report.guard:
+        if report.guard and not dry_run:  # the plan printed above says it
             problem(f"{report.target}: deletions withheld: {report.guard}")
         if report.error:
             problem(f"{report.target}: target failed: {report.error}")

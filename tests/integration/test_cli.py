@@ -206,6 +206,8 @@ def test_emptied_source_is_refused_by_the_guard(src: Path, tmp_path: Path, state
     assert run("run", str(src), str(target), "--once", state=state).returncode == 0
     for f in (src / "2026").iterdir():
         f.unlink()
+    dry = run("run", str(src), str(target), "--once", "--dry-run", state=state)
+    assert (dry.stdout + dry.stderr).count("deletions withheld") == 1, dry.stdout + dry.stderr
     result = run("run", str(src), str(target), "--once", state=state)
     assert result.returncode == 1
     assert "deletions withheld" in result.stderr and "empty" in result.stderr
