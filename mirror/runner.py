@@ -64,7 +64,10 @@ def index_of(root: Path, source: Path, target: TargetConfig) -> Path:
     path = index_path(root, source, target)
     if path.exists() or "${" not in target.url:
         return path
-    named = sorted((root / "targets").glob(f"{target.name}-*.sqlite"), key=lambda f: f.stat().st_mtime)
+    named = sorted(
+        (f for f in (root / "targets").glob(f"{target.name}-*.sqlite") if f.stem.rsplit("-", 1)[0] == target.name),
+        key=lambda f: f.stat().st_mtime,
+    )
     for candidate in reversed(named):
         index = Index(candidate, readonly=True)
         try:

@@ -3,6 +3,7 @@ examples/embed.py (several folders, several targets, one process) really works."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -179,3 +180,20 @@ def test_the_embedding_example_mirrors_two_folders_in_one_process(tmp_path: Path
         out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert "status scans-disk: 2 files" in out
+
+
+def test_status_of_a_url_with_an_unset_variable_finds_that_target_s_index_not_a_namesake(tmp_path: Path) -> None:
+    """'usb' must not be read from the index of 'usb-backup', mirrored later from the same source."""
+    cfg, src, dst = setup(tmp_path)
+    settings = cfg.targets[0].settings
+    targets = (api.TargetConfig("usb", str(dst), settings=settings),)
+    targets += (api.TargetConfig("usb-backup", str(tmp_path / "other"), settings=settings),)
+    (src / "b.pdf").write_bytes(b"b")
+    with api.running(dataclasses.replace(cfg, targets=targets[:1])) as m:
+        m.run_once()
+    (src / "b.pdf").unlink()
+    with api.running(dataclasses.replace(cfg, targets=targets[1:])) as m:
+        m.run_once()
+    unresolved = dataclasses.replace(cfg, targets=(api.TargetConfig("usb", "${MIRROR_TEST_UNSET}/x"),))
+    (shown,) = api.status(unresolved)
+    assert (shown.name, shown.files) == ("usb", 2)
