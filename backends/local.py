@@ -12,6 +12,7 @@ microsecond syscalls, and extra threads only fight over the GIL: one worker copi
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import stat
@@ -31,6 +32,22 @@ if TYPE_CHECKING:
 #: free space on a target that still takes documents: below it, a file that does not fit
 #: means the target is full
 ROOM_FOR_OTHERS = 1 << 20
+#: filesystems that fold case (the FAT family on USB sticks; SMB shares as Samba serves
+#: them by default): written as is, Invoice.pdf and invoice.pdf would be one file there
+CASE_FOLDING = frozenset({"vfat", "msdos", "exfat", "cifs", "smb3", "smbfs"})
+#: what the FAT family refuses in names besides: these characters, and a trailing dot or
+#: space (dropped, so that "a." and "a" would be one file)
+FAT = frozenset({"vfat", "msdos", "exfat"})
+FAT_CHARS = '"*:<>?\\|' + "".join(map(chr, range(32)))
+
+
+def capabilities_on(fs_type: str | None, caps: Capabilities) -> Capabilities:
+    """What a folder on a filesystem of ``fs_type`` promises, from the backend's ``caps``."""
+    if fs_type in FAT:
+        return dataclasses.replace(caps, case_sensitive=False, forbidden_chars=FAT_CHARS, forbidden_trailing=". ")
+    if fs_type in CASE_FOLDING:
+        return dataclasses.replace(caps, case_sensitive=False)
+    return caps
 
 
 class LocalDriver(Driver):
@@ -69,6 +86,11 @@ class LocalDriver(Driver):
         from fsspec.implementations.local import LocalFileSystem
 
         return LocalFileSystem()
+
+    @classmethod
+    def capabilities_for(cls, url: str) -> Capabilities:
+        mount = mount_of(url)
+        return capabilities_on(mount.fs_type if mount else None, cls.capabilities)
 
     @classmethod
     def local_folder(cls, url: str) -> str | None:

@@ -722,6 +722,28 @@ def test_a_preset_that_writes_into_the_source_under_another_name_is_refused(
     assert files(src) == before
 
 
+def test_a_case_folding_local_target_gets_one_of_two_names_that_differ_in_case(
+    tmp_path: Path, state: Path
+) -> None:
+    """What a FAT or exFAT stick is told (its mount type; here a preset, as this kernel has
+    no FAT): of Invoice.pdf and INVOICE.pdf one lands, the other is named as refused."""
+    src = tmp_path / "export"
+    src.mkdir()
+    (src / "Invoice.pdf").write_bytes(b"first")
+    (src / "INVOICE.pdf").write_bytes(b"second")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[backends.stick]\nprotocol = "file"\ncapabilities = {{ case_sensitive = false }}\n'
+        f'[targets.usb]\nurl = "stick://{tmp_path}/usb"\n'
+    )
+    first = run("run", "-c", str(cfg), "--once", state=state)
+    assert first.returncode == 1 and "on the target is already taken by" in first.stderr, first.stderr
+    landed = files(tmp_path / "usb")
+    assert len(landed) == 1 and next(iter(landed.values())) in (b"first", b"second")
+    again = run("run", "-c", str(cfg), "--once", state=state)
+    assert "0 sent" in again.stdout + again.stderr and files(tmp_path / "usb") == landed
+
+
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()

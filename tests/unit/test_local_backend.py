@@ -91,3 +91,29 @@ def test_a_folder_in_the_way_of_a_move_is_named_not_the_temp_name(tmp_path: Path
     with pytest.raises(ItemError) as caught:
         driver.move(".~mirror-0123456789ab.tmp", "a.pdf")
     assert str(caught.value) == f"{tmp_path / 'target' / 'a.pdf'} on the target is a folder where a file goes"
+
+
+@pytest.mark.parametrize(
+    ("fs_type", "folds_case", "refuses"),
+    [
+        ("vfat", True, "a:b.pdf"),
+        ("exfat", True, "draft."),
+        ("cifs", True, None),
+        ("ext4", False, None),
+        (None, False, None),
+    ],
+)
+def test_a_folder_on_a_case_folding_filesystem_is_no_case_sensitive_target(
+    fs_type: str | None, folds_case: bool, refuses: str | None
+) -> None:
+    """On a FAT or exFAT stick, Invoice.pdf and invoice.pdf are one file: written as two,
+    the second replaced the first's copy."""
+    from mirror.backends.local import LocalDriver, capabilities_on
+
+    from mirror.plan import refused_name
+
+    caps = capabilities_on(fs_type, LocalDriver.capabilities)
+    assert caps.case_sensitive is not folds_case
+    if refuses is not None:
+        assert refused_name(refuses, caps) is not None
+    assert refused_name("Invoice 2026.pdf", caps) is None
