@@ -287,6 +287,8 @@ def run(
     with user_errors(scrubber):
         placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
         cfg = build_config(source, target, config_path, target_names, state_dir, placement)
+        if config_path is None and source and target:
+            _refuse_a_config_s_target(cfg)
         for t in cfg.targets:
             scrubber.add(t.secrets)
         alerts: Alerts | None = None
@@ -392,6 +394,20 @@ def progress(mirror: Mirror, quiet: bool) -> Iterator[None]:
             runner.on_plan = lambda total, task=task: bar.update(task, total=total, completed=0)
             runner.on_done = lambda n, task=task: bar.advance(task, n)
         yield
+
+
+def _refuse_a_config_s_target(cfg: Config) -> None:
+    """``mirror run SOURCE TARGET`` where a config's target mirrors the same place: its own
+    index would know none of that target's files, and its layout and delete policy may
+    differ (a by-year target got a second, tree-shaped copy of every file)."""
+    root = resolve_state_dir(cfg)
+    for t in cfg.targets:
+        known = mirrored_as(root, cfg.source, t)
+        if known.name != t.name:
+            raise ConfigError(
+                f"{t.url} is mirrored from {cfg.source} as target {known.name!r} of a config; "
+                f"run that (mirror run -c CONFIG --target {known.name}), so its layout and settings apply"
+            )
 
 
 def print_plan(name: str, plan: Plan) -> None:

@@ -110,6 +110,11 @@ def test_verify_and_status_of_source_target_find_a_config_s_target_there(
     assert shown.returncode == 0 and "files:   12" in shown.stdout and "never run" not in shown.stdout, (
         shown.stdout
     )
+    # a run by hand with the two words would lay a second, tree-shaped copy beside it
+    before = files(tmp_path / "backup")
+    by_hand = run("run", str(src), str(tmp_path / "backup"), "--once", state=state)
+    assert_one_line_error(by_hand, 2, "as target 'usb' of a config", "--target usb")
+    assert files(tmp_path / "backup") == before
 
 
 def test_a_renamed_folder_leaves_no_empty_folder_behind(tmp_path: Path, state: Path) -> None:
