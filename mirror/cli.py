@@ -26,7 +26,7 @@ import click
 from mirror import __version__, api, logs, registry
 from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
-from mirror.driver import Driver, RemoteEntry
+from mirror.driver import Driver
 from mirror.engine import Mirror
 from mirror.errors import ConfigError, MirrorError
 from mirror.layout import NAMED as NAMED_LAYOUTS
@@ -478,7 +478,8 @@ def verify(
                 if config_path is None and source and layout is None:
                     placed = _layout_last_run(runner, placed)
                 try:
-                    driver, remote = _listed(runner)
+                    driver = runner.connect()
+                    remote = runner.call(driver.list)
                 except MirrorError as exc:
                     # one target down must not keep the others from being checked
                     click.echo(f"{runner.name}: cannot verify: {exc}")
@@ -513,17 +514,6 @@ def verify(
         finally:
             mirror.close()
     sys.exit(EXIT_PROBLEM if differences else EXIT_OK)
-
-
-def _listed(runner: TargetRunner) -> tuple[Driver, dict[str, RemoteEntry]]:
-    """The runner's driver and its listing of the target, errors as mirror's."""
-    driver = runner.connect()
-    try:
-        return driver, driver.list()
-    except MirrorError:
-        raise
-    except Exception as exc:
-        raise driver.classify(exc) from exc
 
 
 def _layout_last_run(runner: TargetRunner, default: Layout) -> Layout:

@@ -31,6 +31,7 @@ from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
 from mirror.mounts import mount_of, place_of
+from mirror.paths import ancestors
 from mirror.plan import KnownFiles, Plan, PlanSettings, narrow, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
@@ -372,7 +373,7 @@ class TargetRunner:
         self._check_place()
         remote: dict[str, RemoteEntry] | None = None
         if listing:
-            remote = self._call(self.connect().list)
+            remote = self.call(self.connect().list)
             self._recover_in_flight(remote)
         # the scan already dropped junk; only a target's own patterns can narrow further
         mine = local
@@ -383,11 +384,12 @@ class TargetRunner:
         if scope is None and source_empty is None:
             source_empty = not mine and not skip  # files still being written count as there
         if skip and self.index is not None:
+            below = self.index.under(skip)
             # rows below a file still being written are of the folder that file replaced:
             # gone from the source, planned with the file, which needs their folder's path
-            files = [p for p in skip if os.path.isfile(os.path.join(self.config.source, p))]
-            self.postponed.update(self.index.under(files).difference(skip))
-            skip = {*skip, *self.index.under(skip)}
+            files = {p for p in skip if os.path.isfile(os.path.join(self.config.source, p))}
+            self.postponed.update(p for p in below if not files.isdisjoint(ancestors(p)))
+            skip = {*skip, *below}
         index, scope = self._index_for(mine, scope, listing)
         if skip:
             scope = set(scope if scope is not None else (*mine, *index)).difference(skip)
@@ -588,7 +590,8 @@ class TargetRunner:
             loaded, scope, total, index.rows, index.lookup, index.targets, index.holders, index.held_below
         ), scope
 
-    def _call(self, fn: Callable[[], dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
+    def call(self, fn: Callable[[], dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
+        """``fn`` against the target, its errors as mirror's (and retried, but in a dry run)."""
         assert self.executor is not None or self.dry_run
         if self.executor is None:
             try:
@@ -647,7 +650,6 @@ class TargetRunner:
             values["last_error"] = None
         if report.ok and not report.cut_short and not self.index.failures():
             values["last_complete_sync"] = now
-            values["last_error"] = None
         elif report.error:
             values["last_error"] = report.error
             values["state"] = "failing"
