@@ -171,7 +171,8 @@ def _planned(config_path: Path, user: bool, name: str) -> tuple[str, Path, str]:
     unit = _unit_name(name)
     config = config_path.expanduser().resolve()
     try:
-        config_mod.load(config)
+        # its secrets are the unit's (its EnvironmentFile), not the installing shell's
+        config_mod.load(config, config_mod.Unresolved(os.environ))
     except ConfigError as exc:
         _usage_error(str(exc))
     return unit, config, unit_text(mirror_executable(), str(config), user, name=name)

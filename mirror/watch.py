@@ -220,7 +220,7 @@ class SourceWatcher:
             self._told.add(rel)
             log.warning(
                 "%s has kept changing for %.0f s; it is sent once it stays unchanged for %.1f s "
-                "(a log file, or one a program keeps open, belongs in ignore)",
+                "(a log file, or one a program keeps open, belongs in exclude)",
                 rel,
                 now - since,
                 self.settle,

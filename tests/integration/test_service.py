@@ -207,6 +207,20 @@ def test_a_broken_config_is_refused_before_anything_is_written(tmp_path: Path) -
     assert not (tmp_path / "u").exists() and not calls.exists()
 
 
+def test_install_needs_none_of_the_secrets_the_unit_reads_from_its_environment_file(tmp_path: Path) -> None:
+    """The README puts secrets in the unit's EnvironmentFile: installing from a shell
+    without them said the variable was not set, exit 2, and installed nothing."""
+    env, _ = fake_systemctl(tmp_path, running=True)
+    cfg, _, _ = write_config(tmp_path)
+    cfg.write_text(
+        cfg.read_text()
+        + '[targets.cloud]\nurl = "memory://x"\noptions = { token = "${MIRROR_TEST_SERVICE_SECRET}" }\n'
+    )
+    done = run("service", "install", "-c", str(cfg), "--unit-dir", str(tmp_path / "u"), state=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert service.config_of((tmp_path / "u" / "mirror.service").read_text()) == str(cfg)
+
+
 def test_help_says_what_each_option_is_for(tmp_path: Path) -> None:
     commands = ("install", "status", "uninstall")
     helps = {cmd: run("service", cmd, "--help", state=tmp_path).stdout for cmd in commands}

@@ -63,5 +63,6 @@ def test_a_file_that_never_stops_changing_is_named_once(
         time.sleep(0.02)
     told = [r.getMessage() for r in caplog.records if "kept changing" in r.getMessage()]
     assert len(told) == 1 and told[0].startswith("app.log has kept changing for")
+    assert "belongs in exclude" in told[0]  # the config key that leaves it out
     time.sleep(0.3)
     assert list(watcher._settled()) == ["app.log"]  # once it rests, it goes
