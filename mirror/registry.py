@@ -244,11 +244,12 @@ def capabilities(resolved: Resolved) -> Capabilities:
     return caps
 
 
-def connect(resolved: Resolved) -> Driver:
-    """Build the driver (and with it the fsspec filesystem) for a resolved target."""
+def connect(resolved: Resolved, caps: Capabilities | None = None) -> Driver:
+    """Build the driver (and with it the fsspec filesystem) for a resolved target;
+    ``caps``: its :func:`capabilities`, when the caller has them already."""
     cls = load_driver_class(resolved.backend)
     try:
-        return cls.connect(resolved.url, resolved.options, capabilities(resolved))
+        return cls.connect(resolved.url, resolved.options, caps or capabilities(resolved))
     except ImportError as exc:
         # fsspec implementations that import what they need only when built (pyarrow for hdfs)
         info = resolved.backend

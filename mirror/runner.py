@@ -216,7 +216,7 @@ class TargetRunner:
     def connect(self) -> Driver:
         if self.driver is None:
             try:
-                self.driver = registry.connect(self.resolved)
+                self.driver = registry.connect(self.resolved, self.caps)
             except MirrorError:
                 raise
             except Exception as exc:
