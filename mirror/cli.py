@@ -310,6 +310,10 @@ def run(
                     metrics.attach(mirror)
                     metrics.serve(*addr)
                 code = _run(mirror, once or dry_run, dry_run, rescan, quiet, log_format == "json")
+            if not (once or dry_run):
+                # after the threads ended: from a shell or a service's log, Ctrl-C and
+                # SIGTERM otherwise leave no sign they were heard
+                log.info("stopped")
         finally:
             if alerts is not None:
                 alerts.close()
@@ -590,11 +594,7 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         )
         return
     for s in statuses:
-        last = (
-            dt.datetime.fromtimestamp(s.last_complete_sync).strftime("%Y-%m-%d %H:%M:%S")
-            if s.last_complete_sync
-            else "never"
-        )
+        last = _when(s.last_complete_sync) if s.last_complete_sync else "never"
         click.echo(f"{s.name}: {s.url}  ({'running' if s.running else 'not running'}, {s.state})")
         click.echo(f"  source:  {s.source}")
         click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
@@ -612,7 +612,14 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         if s.withheld:
             click.echo(f"  deletions withheld: {s.withheld}")
         for f in s.failures:
-            click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} ({counted(f.attempts, 'attempt')})")
+            # passes, not tries: each pass tried the item several times (its error says so)
+            passes = f", in {f.attempts} passes" if f.attempts > 1 else ""
+            click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} (since {_when(f.first_at)}{passes})")
+
+
+def _when(timestamp: float) -> str:
+    """A time with its zone: a service's log, a shell and a server's clock may each use another."""
+    return dt.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def counted(n: int, noun: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sqlite3
@@ -585,6 +586,11 @@ def test_status_reports_files_failures_and_last_sync(src: Path, tmp_path: Path, 
     shown = run("status", "-c", str(cfg), state=state)
     assert "flat:" in shown.stdout and "failed: other/invoice [1] #%.pdf" in shown.stdout
     assert shown.returncode == 1  # a monitoring script needs no parsing to hear of it
+    # a second pass that fails it too: counted in passes (each pass tried it several
+    # times), with times in the user's zone, named, not the server's unnamed
+    run("run", "-c", str(cfg), "--once", state=state)
+    shown = run("status", "-c", str(cfg), state=state, env={"TZ": "Asia/Kolkata"})
+    assert re.search(r"already taken .*\(since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST, in 2 passes\)\n", shown.stdout)
 
 
 def test_status_of_a_config_names_targets_never_run(src: Path, tmp_path: Path, state: Path) -> None:

@@ -201,18 +201,20 @@ def test_status_works_while_running(live: tuple[Path, Path, Path]) -> None:
 
 
 def test_changes_made_while_stopped_are_picked_up_on_restart(tmp_path: Path) -> None:
-    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    """And Ctrl-C is answered: stopping in silence looked like a hang from a shell."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
     src.mkdir()
     (src / "a.pdf").write_bytes(b"a")
     assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
     (src / "b.pdf").write_bytes(b"b")
     (src / "a.pdf").unlink()
-    proc = start("run", str(src), str(dst), state=state)
+    proc = start("run", str(src), str(dst), state=state, log=log)
     try:
         wait_for(lambda: files(dst) == {"b.pdf": b"b"}, what="changes made while stopped")
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
+    assert log.read_text().rstrip().endswith("info    stopped"), log.read_text()
 
 
 def test_a_target_folder_emptied_or_made_anew_is_filled_again(tmp_path: Path) -> None:
