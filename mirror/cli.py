@@ -227,6 +227,16 @@ class MainGroup(click.Group):
             return service
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError:
+            raise  # click's form, with the usage line and a pointer to --help
+        except click.ClickException as exc:
+            # from mirror auth and mirror service: one line in the form of every other
+            # error of mirror's, where click wrote "Error: ..."
+            fail(exc.format_message(), EXIT_PROBLEM)
+
 
 @click.group(cls=MainGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mirror")

@@ -62,6 +62,6 @@ def test_an_unreachable_login_service_is_one_line_that_says_so(
     backend: str, service: str, closed_port: int, tmp_path: Path
 ) -> None:
     (line,) = login(backend, closed_port, tmp_path)
-    assert f"cannot reach {service} at 127.0.0.1 (Connection refused)" in line, line
+    assert line.startswith(f"mirror: error: cannot reach {service} at 127.0.0.1 (Connection refused)"), line
     assert f"then run mirror auth {backend} again" in line
     assert "the-code" not in line and "did not accept" not in line
