@@ -77,9 +77,13 @@ class Scope:
         return f"journalctl {'--user ' if self.user else ''}-u {unit} -f   # its log"
 
 
-def unit_flags(name: str, user: bool) -> str:
-    """The options `mirror service status|uninstall` need to find this unit again."""
-    return ("" if name == "mirror" else f" --name {name}") + ("" if user else " --system")
+def unit_flags(name: str, user: bool, unit_dir: Path | None = None) -> str:
+    """The options `mirror service status|uninstall` need to find this unit again: a unit
+    written to a folder of the user's own is not where they look by default."""
+    import shlex
+
+    where = "" if unit_dir is None else f" --unit-dir {shlex.quote(str(unit_dir))}"
+    return ("" if name == "mirror" else f" --name {name}") + ("" if user else " --system") + where
 
 
 def _quote(arg: str, specifiers: bool) -> str:
@@ -234,7 +238,7 @@ def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> 
         sys.exit(1)
     folder = unit_dir or scope.default_dir()
     path = folder / unit
-    _refuse_another_config(path, config, name, user)
+    _refuse_another_config(path, config, unit_flags(name, user, unit_dir))
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -249,14 +253,14 @@ def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> 
     _checked(scope, "enable", "--now", unit)
     click.echo(f"enabled and started {unit}; it starts at {'login' if user else 'boot'} and restarts on failure")
     click.echo(f"  its log:    {scope.log_hint(name).split('#')[0].strip()}")
-    click.echo(f"  its status: mirror service status{unit_flags(name, user)}")
+    click.echo(f"  its status: mirror service status{unit_flags(name, user, unit_dir)}")
     if user:
         click.echo('  to keep it running while you are logged out: loginctl enable-linger "$USER"')
 
 
-def _refuse_another_config(path: Path, config: Path, name: str, user: bool) -> None:
+def _refuse_another_config(path: Path, config: Path, flags: str) -> None:
     """Installing again for the same config updates the unit; for another one it would
-    silently stop the mirror the unit runs now."""
+    silently stop the mirror the unit runs now. ``flags``: what finds that unit again."""
     try:
         existing = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -269,7 +273,7 @@ def _refuse_another_config(path: Path, config: Path, name: str, user: bool) -> N
     what = f"runs {runs}" if runs is not None else "was not written by mirror"
     _usage_error(
         f"{path} already exists and {what}; give this config a unit of its own with --name NAME, "
-        f"or remove that one first: mirror service uninstall{unit_flags(name, user)}"
+        f"or remove that one first: mirror service uninstall{flags}"
     )
 
 

@@ -79,6 +79,7 @@ def test_install_status_uninstall_with_systemd(tmp_path: Path) -> None:
     unit = units / "mirror.service"
     assert unit.is_file()
     assert "journalctl --user -u mirror -f" in done.stdout
+    assert f"its status: mirror service status --unit-dir {units}\n" in done.stdout
     assert calls.read_text().splitlines() == [
         "--user show-environment",
         "--user daemon-reload",
@@ -177,6 +178,7 @@ def test_a_second_config_does_not_take_over_the_unit_of_the_first(tmp_path: Path
     assert refused.returncode == 2 and refused.stdout == ""
     (line,) = refused.stderr.splitlines()
     assert line.startswith("mirror: error: ") and f"runs {invoices}" in line and "--name NAME" in line
+    assert line.endswith(f"mirror service uninstall --unit-dir {units}"), "the command that finds it"
     assert service.config_of((units / "mirror.service").read_text()) == str(invoices)
     assert calls.read_text().split("\n")[:-1] == ["--user show-environment"], "the running service stays"
 
