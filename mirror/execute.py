@@ -136,6 +136,10 @@ class Executor:
         #: that gave up because it did not
         self._answered = False
         self._unanswered: str | None = None
+        #: the last pass found the target down: until something answers, a call that
+        #: cannot get through is not retried, as the runner's back-off spaces the passes
+        #: (five tries a pass wrote four more log lines a minute for as long as a NAS was off)
+        self.probing = False
         self._stats = RunStats()
         self.temps: set[str] = set()
         #: temp files were left on the target, for a listing pass to find and remove
@@ -192,6 +196,7 @@ class Executor:
         stats.cut_short = self.stop.is_set()
         if not self._stopping():
             self._leftover_temps(reachable=not (stats.fatal or stats.down))
+        self.probing = stats.down is not None
         return stats
 
     def _send_all(self, transfers: Sequence[Put | Adopt]) -> None:
@@ -284,7 +289,7 @@ class Executor:
             return self._classified(fn)
         except TransientError as first:
             # the retry machinery is only built once a call has failed: most calls succeed
-            if self.retry.attempts <= 1 or self._stopping():
+            if self.retry.attempts <= 1 or self._stopping() or self._probe_failed(first):
                 raise
             delay = first.retry_after if first.retry_after is not None else self.retry.initial
             self.log.info("retrying in %.1f s (attempt 2): %s", delay, first)
@@ -305,6 +310,12 @@ class Executor:
                 return self._classified(fn)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    def _probe_failed(self, exc: TransientError) -> bool:
+        """The target is still down (see :attr:`probing`); a server that says when to come
+        back (429 with Retry-After) is up, and is waited for."""
+        with self._lock:
+            return self.probing and not self._answered and exc.retry_after is None
+
     def _classified(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
@@ -318,6 +329,9 @@ class Executor:
         try:
             work()
         except TransientError as exc:
+            if self._probe_failed(exc):
+                # the target's failure, not the item's: the item waits for the next pass
+                raise TargetDown(f"target unreachable: {exc}") from exc
             self._failed(src, dst, f"gave up after {self.retry.attempts} attempts: {exc}")
             with self._lock:
                 self._streak += 1

@@ -97,3 +97,34 @@ def test_targets_down_in_watch_mode_converge_and_lose_nothing(
         server.stop()
     text = log.read_text()
     assert "unreachable" in text or "retrying" in text, "the outage went unnoticed: the test exercised nothing"
+
+
+@pytest.mark.timeout(120)
+def test_a_target_that_stays_down_is_probed_not_retried_at_every_pass(tmp_path: Path) -> None:
+    """A NAS switched off for a week: once a pass has found it down, each later pass makes
+    one attempt and one log line, where each made five attempts and five lines (thousands
+    a day in the journal); a file waiting is not marked failed again and again."""
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    source, remote = tmp_path / "export", tmp_path / "remote"
+    source.mkdir()
+    remote.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    config = write_config(tmp_path / "m.toml", source, {"nas": (server.url(remote), sftp_options(server))})
+    log = tmp_path / "mirror.log"
+    proc = start("run", "-c", str(config), state=tmp_path / "state", log=log)
+    try:
+        wait_for(lambda: landed(remote) == files(source), what="the first copy")
+        server.stop()
+        (source / "b.pdf").write_bytes(b"written while the NAS is off")
+        wait_for(lambda: log.read_text().count("target unreachable") >= 4, timeout=60, what="four passes")
+        server.start()
+        wait_for(lambda: landed(remote) == files(source), timeout=60, what="the file written during the outage")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        server.stop()
+    lines = log.read_text().splitlines()
+    retries = [line for line in lines if "retrying in" in line and "attempt" in line]
+    assert len(retries) <= 4, "\n".join(lines)  # the first pass's tries 2 to 5
+    assert sum("failed: b.pdf" in line for line in lines) <= 1, "\n".join(lines)
