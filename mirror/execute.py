@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from mirror.driver import BatchPut, Driver, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, StateError, TransientError
 from mirror.index import Index, IndexEntry
-from mirror.paths import ancestors, numbered, numbered_top, parent
+from mirror.paths import ancestors, numbered, numbered_top, parent, path_key
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
 from mirror.scan import LocalEntry, mtime_ns
 from mirror.source_files import SourceFiles
@@ -721,7 +721,7 @@ class Executor:
 
     def _key(self, path: str) -> str:
         """``path`` as the target compares paths: as it is, or ignoring case."""
-        return path if self.driver.caps.case_sensitive else path.casefold()
+        return path_key(self.driver.caps.case_sensitive)(path)
 
     def _plain(self, old: str, new: str) -> bool:
         """Whether the target moves ``old`` to ``new`` in one rename: ``new`` is neither

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import unicodedata
+from collections.abc import Callable
 
 from mirror.errors import ItemError
 
@@ -70,3 +72,19 @@ def numbered_top(rel: str, n: int) -> str:
     itself if it has none (:func:`numbered`)."""
     top, slash, rest = rel.partition("/")
     return f"{top} ({n}){slash}{rest}" if slash else numbered(rel, n)
+
+
+def path_key(case_sensitive: bool) -> Callable[[str], str]:
+    """How a target tells paths apart: as they are, or as the services that ignore case
+    do, which also take a name's Unicode spellings as one (Dropbox and OneDrive: a name
+    made on a Mac, decomposed, and its composed form; two such source files landed on
+    one item, the second replacing the first)."""
+    return _as_is if case_sensitive else _folded
+
+
+def _as_is(rel: str) -> str:
+    return rel
+
+
+def _folded(rel: str) -> str:
+    return unicodedata.normalize("NFC", rel).casefold()

@@ -19,7 +19,7 @@ from mirror.driver import Capabilities, RemoteEntry
 from mirror.errors import ItemError
 from mirror.index import IndexEntry, Stamp
 from mirror.layout import Layout, date_of
-from mirror.paths import ancestors
+from mirror.paths import ancestors, path_key
 from mirror.policy import DeletePolicy
 from mirror.scan import Entries, LocalEntry
 
@@ -390,7 +390,7 @@ class _Planner:
         self.index = index
         self.settings = settings
         self.caps = settings.caps
-        self.key: Callable[[str], str] = (lambda p: p) if self.caps.case_sensitive else (lambda p: p.casefold())
+        self.key = path_key(self.caps.case_sensitive)
         self.remote = None if remote is None else {self.key(p): r for p, r in remote.items()}
         self.refusals: list[Refuse] = []
         #: target path (as compared on this target) -> the source path that gets it

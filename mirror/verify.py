@@ -11,6 +11,7 @@ from mirror.errors import ItemError
 from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import Layout, date_of
+from mirror.paths import path_key
 from mirror.plan import TRASH_DIR, refused_name
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
@@ -36,7 +37,7 @@ def compare(
     """Every way the target differs from what the source says it should hold.
     ``unreadable``: source files and folders the scan could not read; what the index
     holds below them is not known to be gone, so it is reported as not compared."""
-    key = _path_key(caps)
+    key = path_key(caps.case_sensitive)
     there = {key(p): r for p, r in remote.items()}
     # two source files can want one target path (the flat layout, or names that differ
     # only in case on a target that ignores case): the one with the row holds it
@@ -104,14 +105,9 @@ def others(remote: Mapping[str, RemoteEntry], accounted: set[str], caps: Capabil
     put there by someone else, or kept after their source went (``delete = "keep"``).
     mirror leaves them alone, and a target holding them is still a faithful mirror; but
     a user asking whether the target is identical should hear of them."""
-    key = _path_key(caps)
+    key = path_key(caps.case_sensitive)
     accounted = {key(p) for p in accounted}
     return sorted(p for p in remote if key(p) not in accounted and not p.startswith(f"{TRASH_DIR}/"))
-
-
-def _path_key(caps: Capabilities) -> Callable[[str], str]:
-    """How the target tells paths apart: as they are, or ignoring case."""
-    return (lambda p: p) if caps.case_sensitive else str.casefold
 
 
 def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str | None:

@@ -20,6 +20,7 @@ import operator
 import re
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -112,8 +113,10 @@ class GraphState:
 
     # -- the model ------------------------------------------------------------------------
     def _child(self, parent: Item, name: str) -> Item | None:
+        # OneDrive ignores case and takes a name's Unicode spellings as one (rclone#8634)
+        key = unicodedata.normalize("NFC", name).lower()
         for item in self.items.values():
-            if item.parent == parent.id and item.name.lower() == name.lower():
+            if item.parent == parent.id and unicodedata.normalize("NFC", item.name).lower() == key:
                 return item
         return None
 

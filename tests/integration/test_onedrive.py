@@ -8,6 +8,7 @@ import os
 import random
 import stat
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from mirror.backends.onedrive_auth import command as auth_command
 
 from mirror.driver import MemoryState
 from mirror.errors import FatalError, ItemError, TransientError
+from tests.cli import run
 from tests.fakes.graph_api import quickxor_reference
+from tests.reliability.common import write_config
 from tests.servers.onedrive import GraphFake
 from tests.support import TargetSpec
 
@@ -285,3 +288,22 @@ def test_auth_command_device_code_login_writes_a_private_token_file(graph_fake: 
     )
     assert driver.list() == {}
     driver.close()
+
+
+def test_unicode_spellings_of_one_name_are_not_sent_onto_one_item(
+    onedrive_target: TargetSpec, graph_fake: GraphFake, tmp_path: Path
+) -> None:
+    """Über.pdf typed on Linux and copied from a Mac (decomposed) are two source files and
+    one OneDrive item: the second is refused with the reason, the first keeps its copy."""
+    src = tmp_path / "export"
+    src.mkdir()
+    composed = unicodedata.normalize("NFC", "Über 2024.pdf")
+    (src / composed).write_bytes(b"typed on Linux")
+    (src / unicodedata.normalize("NFD", composed)).write_bytes(b"copied from a Mac")
+    cfg = write_config(tmp_path / "m.toml", src, {"cloud": (onedrive_target.url, onedrive_target.options)})
+    done = run("run", "-c", str(cfg), "--once", state=tmp_path / "state")
+    assert done.returncode == 1 and "already taken" in done.stderr, done.stdout + done.stderr
+    folder = graph_fake.state.find(root_path(onedrive_target))
+    assert folder is not None
+    kids = [(k.name, k.content) for k in graph_fake.state.children(folder)]
+    assert len(kids) == 1 and kids[0][1] in (b"typed on Linux", b"copied from a Mac"), kids

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import threading
+import unicodedata
 import uuid
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -455,6 +456,18 @@ def test_case_twins_conflict_on_a_case_insensitive_target() -> None:
     assert len(result.transfers) == 1 and len(result.refusals) == 1
     sensitive = plan({"Inv.pdf": entry("Inv.pdf"), "inv.pdf": entry("inv.pdf")}, {}, SETTINGS)
     assert len(sensitive.transfers) == 2
+
+
+def test_unicode_spellings_of_one_name_conflict_on_a_target_that_ignores_case() -> None:
+    """Dropbox and OneDrive take a name made on a Mac (decomposed) and its composed form
+    as one: sent both, the second replaced the first, and the run said 2 sent."""
+    composed, decomposed = "Über/Ärger.pdf", unicodedata.normalize("NFD", "Über/Ärger.pdf")
+    local = {composed: entry(composed), decomposed: entry(decomposed)}
+    caps = Capabilities(case_sensitive=False)
+    result = plan(local, {}, PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps))
+    assert len(result.transfers) == 1 and len(result.refusals) == 1
+    assert "already taken" in result.refusals[0].reason
+    assert len(plan(local, {}, SETTINGS).transfers) == 2, "a Linux disk or SFTP server keeps both"
 
 
 def test_a_file_named_like_a_folder_on_the_target_is_refused() -> None:
