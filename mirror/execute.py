@@ -180,7 +180,9 @@ class Executor:
                     removed = plan.removals
             emptied = [r.dst for r in removed if isinstance(r, (Delete, Trash))]
             moved_away = [m.old_dst for m in plan.moves if parent(m.old_dst) != parent(m.dst)]
-            self._prune_dirs([*emptied, *moved_away])
+            # a folder made for an upload a kill cut short may hold nothing but its temp file
+            cleaned = [c.dst for c in plan.cleanups]
+            self._prune_dirs([*emptied, *moved_away, *cleaned])
         except FatalError as exc:
             stats.fatal = str(exc)
         except TargetDown as exc:

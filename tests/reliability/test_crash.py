@@ -166,3 +166,24 @@ def test_files_a_killed_pass_moved_but_did_not_record_are_followed_to_their_new_
     assert flat.returncode == 0, flat.stdout + flat.stderr
     assert files(target) == {"a.pdf": b"a.pdf", "b.pdf": b"b.pdf"}
     assert sent(flat.stdout) == 0, flat.stdout
+
+
+def test_a_folder_a_killed_upload_made_goes_with_its_temp_file(tmp_path: Path) -> None:
+    """kill -9 while a scan was being sent into 2024/scans, then 2024 renamed on the source
+    before the restart: the temp file was removed and the empty 2024/scans stayed on the
+    target for good (folders emptied by deletions and moves are removed)."""
+    source, target, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    (source / "2024-archived" / "scans").mkdir(parents=True)
+    (source / "2024-archived" / "scans" / "scan.tif").write_bytes(b"scan")
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    # what the kill left: a folder holding only the upload's temp file
+    (target / "2024" / "scans").mkdir(parents=True)
+    (target / "2024" / "scans" / ".~mirror-0123456789ab.tmp").write_bytes(b"sca")
+    again = run("run", str(source), str(target), "--once", "--rescan", state=state)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "removed leftover temp file 2024/scans/" in again.stderr
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == [
+        "2024-archived",
+        "2024-archived/scans",
+        "2024-archived/scans/scan.tif",
+    ]
