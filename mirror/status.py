@@ -15,6 +15,8 @@ from mirror.index import Failure, Index, state_denied
 DEFAULT_RESCAN = 3600.0
 #: the state of a configured target that has no index yet
 NEVER_RUN = "never run"
+#: the state of a target whose mirror process ended without stopping cleanly
+INTERRUPTED = "ended without stopping cleanly"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,10 @@ def read(index_file: Path) -> TargetStatus:
         running = is_running(index_file)
         last = index.get_meta("last_complete_sync")
         state = index.get_meta("state") or "unknown"
+        if not running and state != "failed":
+            # a process that ended without closing (kill -9, a crash, power lost) did not
+            # say "stopped": the next run lists the target to find what it left
+            state = "stopped" if index.get_meta("clean_shutdown") != "0" else INTERRUPTED
         expected = 2 * float(index.get_meta("rescan_interval") or DEFAULT_RESCAN)
         since = float(last or index.get_meta("started") or 0) or None
         return TargetStatus(
@@ -91,7 +97,7 @@ def read(index_file: Path) -> TargetStatus:
             url=index.get_meta("url") or "",
             source=index.get_meta("source") or "",
             running=running,
-            state=state if running or state == "failed" else "stopped",
+            state=state,
             files=files,
             bytes=size,
             pending=int(index.get_meta("pending") or 0) if running else 0,

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from mirror.index import Index
-from tests.cli import files, run, start
+from tests.cli import files, run, start, wait_for
 from tests.reliability.common import MIB, digest, hashes, make_source, sent, sftp_options, temp_files, write_config
 from tests.reliability.common import landed as landed_files
 from tests.servers.sshd import SshServer
@@ -187,3 +187,19 @@ def test_a_folder_a_killed_upload_made_goes_with_its_temp_file(tmp_path: Path) -
         "2024-archived/scans",
         "2024-archived/scans/scan.tif",
     ]
+
+
+def test_status_tells_a_killed_mirror_from_a_stopped_one(tmp_path: Path) -> None:
+    source, target, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    proc = start("run", str(source), str(target), state=state)
+    try:
+        wait_for(lambda: files(target) == files(source), what="the first copy")
+    finally:
+        proc.kill()
+        proc.wait(10)
+    shown = run("status", state=state)
+    assert "(not running, ended without stopping cleanly)" in shown.stdout, shown.stdout
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    assert "(not running, stopped)" in run("status", state=state).stdout
