@@ -81,6 +81,8 @@ class SourceWatcher:
         #: batch's scans found (see :meth:`_expand_gone`)
         self._look_below: set[str] = set()
         self._found: set[str] = set()
+        #: event folders without the links on their way, for the event batch at hand
+        self._real_folders: dict[str, str] = {}
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
@@ -151,8 +153,9 @@ class SourceWatcher:
             if self.poll and time.monotonic() - swept >= POLL_SWEEP:
                 swept = time.monotonic()
                 yield Batch({}, rescan=True)
+            self._real_folders.clear()  # a link may point elsewhere by the next batch
             for change, path in changes:
-                self._note(path, deleted=change == watchfiles.Change.deleted)
+                self._note(self._real(path), deleted=change == watchfiles.Change.deleted)
             self._expand_gone()
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
@@ -164,6 +167,17 @@ class SourceWatcher:
                     log.warning("source folder %s was replaced (unmounted or remounted); rescanning", self.root)
                     yield Batch({}, rescan=True)
                 return
+
+    def _real(self, path: str) -> str:
+        """``path`` with no link on the way to it. watchfiles follows a link to a folder
+        (latest -> 2024), and inotify, with one watch per folder, then names that folder's
+        changes by the link's path, which a scan skips: an edited invoice stayed old on
+        the target until the next rescan."""
+        folder, name = os.path.split(path)
+        real = self._real_folders.get(folder)
+        if real is None:
+            real = self._real_folders[folder] = os.path.realpath(folder)
+        return os.path.join(real, name)
 
     def _note(self, path: str, deleted: bool) -> None:
         """Turn one event path into pending source-relative paths (``deleted``: the event

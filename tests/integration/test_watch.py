@@ -139,6 +139,30 @@ def test_a_folder_swapped_for_a_link_to_elsewhere_leaves_no_stale_copy(
     wait_for(lambda: files(dst) == expected, what="the folder's files under its new name only")
 
 
+@pytest.mark.parametrize("link", ["latest", "zz-latest", "up"])
+def test_changes_in_a_folder_a_link_points_to_are_seen(tmp_path: Path, link: str) -> None:
+    """A link to a folder of the source (latest -> 2024) or to the source itself: the
+    watcher follows it (watchfiles does), and inotify then names the folder's changes
+    by the link's path, one watch per folder. Those were dropped as paths through a
+    link: an edited invoice stayed old on the target until the hourly rescan."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    (src / "2024").mkdir(parents=True)
+    (src / "2024" / "a.pdf").write_bytes(b"v1")
+    (src / "top.pdf").write_bytes(b"v1")
+    (src / link).symlink_to("2024" if "latest" in link else "..")
+    proc = start("run", str(src), str(dst), state=state, log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        (src / "2024" / "a.pdf").write_bytes(b"v2")
+        (src / "2024" / "new.pdf").write_bytes(b"new")
+        (src / "top.pdf").write_bytes(b"v2")
+        expected = {"2024/a.pdf": b"v2", "2024/new.pdf": b"new", "top.pdf": b"v2"}
+        wait_for(lambda: files(dst) == expected, what="the changes, under their own paths")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
 def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[Path, Path, Path]) -> None:
     # the watcher sees both within one debounce: the old folder's files must still leave
     # the target now, not at the next hourly rescan
