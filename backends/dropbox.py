@@ -835,6 +835,17 @@ class DropboxDriver(Driver):
             check_name(rel_dir)
         self.fs.makedirs(path, exist_ok=True)
 
+    def root_lost(self) -> bool:
+        # uploads make missing folders out of sight, so no answer tells of a folder made
+        # again (root_remade stays False): a run's first pass asks, the rescan lists
+        try:
+            page = self.fs.call(self.fs.dbx.files_list_folder, api_path(self.root), limit=1)
+        except ApiError as exc:
+            if "not_found" in error_tags(exc.error):
+                return True
+            raise api_error(exc, self.root) from None
+        return not any(not isinstance(m, dbf.DeletedMetadata) for m in page.entries)
+
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         # Dropbox deletes folders recursively: check first, and accept the small race
         try:

@@ -181,6 +181,9 @@ class GDriveDriver(Driver):
         #: folder path -> (id, until when it is trusted without asking Drive again)
         self._folders: dict[str, tuple[str, float]] = {}
         self._resolve_lock = threading.RLock()
+        #: the root folder's id when last listed or resolved (see root_remade)
+        self._root_id: str | None = None
+        self._remade = False
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
@@ -343,6 +346,12 @@ class GDriveDriver(Driver):
             folder_id = self._child_folder(parent_id, rel_dir.rsplit("/", 1)[-1], parent(rel_dir), create)
         if folder_id is not None:
             self._remember_folder(rel_dir, folder_id)
+        if rel_dir == "" and folder_id is not None:
+            with self._lock:
+                # another id for the root path: the folder listed was trashed or deleted
+                # (then made again here, or by someone), and mirror's files went with it
+                self._remade |= self._root_id is not None and folder_id != self._root_id
+                self._root_id = folder_id
         return folder_id
 
     def _child_folder(self, parent_id: str, name: str, where: str, create: bool) -> str | None:
@@ -360,8 +369,20 @@ class GDriveDriver(Driver):
 
     def forget_folder(self, rel_dir: str) -> None:
         with self._lock:
-            for key in [k for k in self._folders if k == rel_dir or k.startswith(rel_dir + "/")]:
+            for key in [k for k in self._folders if not rel_dir or k == rel_dir or k.startswith(rel_dir + "/")]:
                 del self._folders[key]
+
+    def root_lost(self) -> bool:
+        with self._resolve_lock:
+            root_id = self._resolve_folder("", create=False)
+        if root_id is None:
+            return True
+        # one file or folder is enough to tell the folder is not empty
+        return next(self._query(f"{quote_q(root_id)} in parents and trashed = false", page_size=1), None) is None
+
+    def root_remade(self) -> bool:
+        with self._lock:
+            return self._remade
 
     def _file(self, rel: str) -> dict[str, Any] | None:
         """The Drive file at ``rel`` (the oldest of duplicates), or None."""
@@ -384,6 +405,8 @@ class GDriveDriver(Driver):
     # -- reading ----------------------------------------------------------------------
     def list(self) -> dict[str, RemoteEntry]:
         root_id = self._folder_id("", create=False)
+        with self._lock:
+            self._root_id, self._remade = root_id, False
         if root_id is None:
             return {}
         result: dict[str, RemoteEntry] = {}

@@ -250,6 +250,9 @@ class OneDriveDriver(Driver):
         self._folders: set[str] = set()
         #: item ids of folders moved into, by lower-cased drive path
         self._folder_ids: dict[str, str] = {}
+        #: the root folder was there when last listed or made (see root_remade)
+        self._root_seen = False
+        self._remade = False
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
@@ -349,6 +352,8 @@ class OneDriveDriver(Driver):
     # -- reading --------------------------------------------------------------------------
     def list(self) -> dict[str, RemoteEntry]:
         root = self._item("")
+        with self._lock:
+            self._root_seen, self._remade = root is not None, False
         if root is None:
             return {}
         result: dict[str, RemoteEntry] = {}
@@ -364,6 +369,15 @@ class OneDriveDriver(Driver):
                 elif "file" in child:
                     result[rel] = self._entry(rel, child)
         return result
+
+    def root_lost(self) -> bool:
+        root = self._item("")
+        # the answer counts the folder's children: an emptied folder costs no more request
+        return root is None or "folder" not in root or not (root["folder"] or {}).get("childCount", 1)
+
+    def root_remade(self) -> bool:
+        with self._lock:
+            return self._remade
 
     def _holds_files(self, item_id: str) -> bool:
         """Whether a file lies anywhere below folder ``item_id``."""
@@ -541,7 +555,7 @@ class OneDriveDriver(Driver):
                 if parent_path
                 else f"{self.drive}/root"
             )
-            self.request(
+            response = self.request(
                 "POST",
                 f"{parent_url}/children",
                 ok=(409,),
@@ -549,6 +563,10 @@ class OneDriveDriver(Driver):
             )
             with self._lock:
                 self._folders.add(here.lower())
+                if here == self.root:
+                    # made (201) where it had been: someone removed it, with mirror's files
+                    self._remade |= self._root_seen and response.status_code == 201
+                    self._root_seen = True
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         item = self._item(rel_dir)
@@ -564,10 +582,13 @@ class OneDriveDriver(Driver):
     def forget_folder(self, rel_dir: str) -> None:
         with self._lock:
             prefix = self.drive_path(rel_dir).lower()
-            self._folders = {f for f in self._folders if f != prefix and not f.startswith(prefix + "/")}
-            self._folder_ids = {
-                f: i for f, i in self._folder_ids.items() if f != prefix and not f.startswith(prefix + "/")
-            }
+
+            def kept(path: str) -> bool:
+                # a root at the top of the drive ("") holds every folder
+                return bool(prefix) and path != prefix and not path.startswith(prefix + "/")
+
+            self._folders = {f for f in self._folders if kept(f)}
+            self._folder_ids = {f: i for f, i in self._folder_ids.items() if kept(f)}
 
     # -- errors ---------------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:

@@ -170,6 +170,12 @@ class S3Driver(Driver):
     def makedirs(self, rel_dir: str) -> None:
         """S3 has no folders; a key's prefix needs nothing made."""
 
+    def root_lost(self) -> bool:
+        # no folders: an emptied prefix is the folder deleted; one key tells it is not
+        bucket, _, prefix = self.root.partition("/")
+        found = self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
+        return not found.get("KeyCount", len(found.get("Contents", [])))
+
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         try:
             return not self.fs.ls(self.full(rel_dir), detail=False)

@@ -343,6 +343,19 @@ class Driver:
         if self._fs is not None:
             self._fs.invalidate_cache()  # by path, some implementations drop that entry alone
 
+    def root_lost(self) -> bool | None:
+        """Whether the folder the target writes into is gone or holds nothing, as one cheap
+        request tells (someone deleted, emptied or made anew the folder in a web app): the
+        index then says nothing of what it holds, and only a listing does. None where the
+        backend cannot tell without listing the folder. A pass that starts a run asks it."""
+        return None
+
+    def root_remade(self) -> bool:
+        """Whether this driver made the root folder again since it last listed the target:
+        it had been there, so what mirror put in it is gone. Known from the answers to its
+        own requests, without one more: every pass asks it."""
+        return False
+
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         """Remove the folder if it holds no file, with the empty folders below it; True
         when it was removed. A run cut short between deleting a folder's files and

@@ -372,7 +372,8 @@ class Executor:
                     return
             self.call(lambda: self.driver.makedirs(folder))
             with self._lock:
-                self._dirs.update((folder, *ancestors(folder)))
+                # the root too, which every driver makes along
+                self._dirs.update((folder, *ancestors(folder), ""))
                 self._making.pop(folder, None)  # gone already if the folder was pruned and made again
 
     def _cleanup(self, action: Cleanup) -> None:
@@ -980,13 +981,18 @@ class Executor:
         """Forget that ``folder`` (and those above it) were made, so the next put makes
         them again: someone may have removed them from the target since. False when none
         was known made, and making them again would change nothing."""
-        known = {folder, *ancestors(folder)}
+        # the root too: the folder may be gone with it (deleted in a web app), and a
+        # driver that still knew the root made would fail to make the folder in it
+        known = {folder, *ancestors(folder), ""}
         with self._lock:
             made = known & self._dirs
+            # every send makes the root along: without it, another worker forgot it for the
+            # same failure and makes it again, which this one must wait for and try once more
+            raced = "" not in self._dirs
             self._dirs -= made
         if made:
-            self.driver.forget_folder(folder.split("/", 1)[0])
-        return bool(made)
+            self.driver.forget_folder("")
+        return bool(made) or raced
 
     def _forget_dirs(self, folder: str) -> None:
         """A removed folder takes the empty folders below it along: none is known made."""

@@ -162,6 +162,9 @@ class TargetRunner:
         #: a local target folder now on another mount is taken as moved on purpose (asked
         #: for with --rescan), not as a disk that is not mounted
         self.accept_new_place = False
+        #: whether the target was asked if its folder is lost (Driver.root_lost), or
+        #: listed: once a run, as a cloud target pays a request for it
+        self._root_asked = False
         self.observer = observer or Observer()
         #: progress hooks: bytes a pass will send, then bytes as each item completes
         self.on_plan: Callable[[int], None] | None = None
@@ -337,13 +340,13 @@ class TargetRunner:
     # -- one pass -------------------------------------------------------------------
     def needs_listing(self) -> bool:
         """List the target on the first run, after a crash, every rescan_interval, and
-        when a local target folder is another folder than the one last filled."""
+        when the target folder is another folder than the one last filled, or emptied."""
         if self.index is None:
             return True
         last = self.index.get_meta("last_listing")
         if last is None or self.crashed or self.index.has_in_flight() or self._has_stranded():
             return True
-        if self.folder_replaced():
+        if self.folder_replaced(ask=True):
             return True
         since = time.time() - float(last)
         # negative: recorded while the clock was ahead; waiting for it would skip listings for as long
@@ -501,11 +504,15 @@ class TargetRunner:
             return None
         return f"{st.st_dev}:{st.st_ino}"
 
-    def folder_replaced(self) -> bool:
-        """Whether the local target folder is not the one the last pass left, or was
-        emptied: the index then says nothing of what it holds, and only a listing does."""
-        if self.index is None or self.local_folder is None:
+    def folder_replaced(self, ask: bool = False) -> bool:
+        """Whether the target folder is not the one the last pass left, or was emptied:
+        the index then says nothing of what it holds, and only a listing does. A local
+        folder is looked at each time; for another target the driver tells what it made
+        again, and ``ask`` asks the target once a run (see Driver.root_lost)."""
+        if self.index is None:
             return False
+        if self.local_folder is None:
+            return self._root_lost(ask)
         now = self._folder_id()
         if now is None:
             return False  # missing: _check_place tells
@@ -517,6 +524,22 @@ class TargetRunner:
         if replaced:
             self.log.info("target folder %s is not the one mirror filled; listing it", self.local_folder)
         return replaced
+
+    def _root_lost(self, ask: bool) -> bool:
+        assert self.index is not None
+        lost = self.driver is not None and self.driver.root_remade()
+        if ask and not self._root_asked and not lost:
+            try:
+                lost = bool(self.connect().root_lost())
+            except Exception as exc:
+                # out of reach: a pass with work finds out, and one without works offline
+                self.log.debug("cannot ask the target about its folder: %s", exc)
+            else:
+                self._root_asked = True
+        if lost and self.index.holds_files():
+            self.log.info("target folder %s was deleted, emptied or made anew; listing it", self.resolved.url)
+            return True
+        return False
 
     def _note_stranded(self) -> None:
         """Remember temp files a lost connection left on the target (Executor.stranded):
@@ -643,12 +666,15 @@ class TargetRunner:
             values["last_listing"] = now
             values["stranded_temps"] = None
             self.crashed = False
+            self._root_asked = True
         if not (report.cut_short or report.error):
             values["incomplete"] = None
             # the pass itself ran: what stopped an earlier one (a source not mounted) is over;
             # failed items and withheld deletions have their own lines in status
             values["last_error"] = None
-        if report.ok and not report.cut_short and not self.index.failures():
+        # a folder made again lacks the files it held until a listing pass sends them
+        remade = self.local_folder is None and self.driver is not None and self.driver.root_remade()
+        if report.ok and not report.cut_short and not self.index.failures() and not remade:
             values["last_complete_sync"] = now
         elif report.error:
             values["last_error"] = report.error
@@ -832,6 +858,11 @@ class TargetRunner:
                     hold_gone=hold,
                 )
             )
+        if reports and self.local_folder is None and self.folder_replaced():
+            # this pass made the target folder again: it is filled now, not at the next rescan
+            with self._known_lock:
+                local = self._known.copy()
+            reports.append(self.pass_(local, listing=True, scope=None, skip=work.skip))
         return reports
 
     def _log_report(self, report: Report) -> None:

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mirror.backends.dropbox import DropboxDriver
+from mirror.backends.gdrive import GDriveDriver
+from mirror.backends.onedrive import OneDriveDriver
 
 from mirror import config as config_mod
 from mirror import registry
@@ -26,6 +29,7 @@ from mirror.plan import refused_name
 from mirror.scan import scan
 from mirror.source_files import SourceFiles
 from mirror.verify import compare
+from tests.cli import wait_for
 from tests.contract.targets import BACKENDS
 from tests.support import TargetSpec
 
@@ -315,6 +319,92 @@ def test_a_folder_someone_removed_from_the_target_is_made_again(
     finally:
         mirror.close()
     assert "2026/03/b.pdf" in driver.list()
+
+
+def empty_target(driver: Driver) -> None:
+    """Someone selects everything in the mirror's folder and deletes it."""
+    listed = driver.list()
+    driver.delete_batch(list(listed))
+    for folder in sorted({p.split("/", 1)[0] for p in listed if "/" in p}):
+        driver.remove_dir_if_empty(folder)
+
+
+def delete_root(driver: Driver) -> None:
+    """Someone deletes the mirror's folder itself in the service's web app, for good."""
+    if isinstance(driver, OneDriveDriver):
+        driver.request("DELETE", driver.item_url(""))
+    elif isinstance(driver, GDriveDriver):
+        root_id = driver._folder_id("", create=False)
+        driver._call(lambda: driver._files.delete(fileId=root_id, **driver._drive_args()))
+    elif isinstance(driver, DropboxDriver):
+        driver.fs.rm_file(driver.root)
+    else:
+        raise AssertionError(f"no web app deletes the folder of {type(driver).__name__}")
+
+
+#: backends whose folder a run can find deleted or emptied with one request; on the
+#: others only a listing tells, and the rescan_interval listing fills it again
+TELLS_EMPTIED = ("file", "s3", "dropbox", "gdrive", "onedrive")
+#: backends on which a folder deleted in a web app is a case (a local one missing waits for its disk)
+WEB_APPS = ("dropbox", "gdrive", "onedrive")
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+def test_a_target_folder_deleted_or_emptied_between_runs_is_filled_again(
+    spec: TargetSpec, driver: Driver, tmp_path: Path, how: str
+) -> None:
+    """The mirror's folder was emptied or deleted between two runs (cron's --once): the
+    next run lists it and sends every file again, where it sent only the new one and
+    said all was in sync (the older invoices missing until the hourly rescan)."""
+    if spec.backend not in (TELLS_EMPTIED if how == "emptied" else WEB_APPS):
+        pytest.skip(f"{how} is left to the rescan listing on {spec.backend}")
+    source = tmp_path / "src"
+    (source / "2024").mkdir(parents=True)
+    for i in range(3):
+        (source / "2024" / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+    cfg = make_config(spec, source, tmp_path / "state")
+    (first,) = run_once(cfg)
+    assert first.ok and first.uploaded == 3, first
+    empty_target(driver) if how == "emptied" else delete_root(driver)
+    assert driver.list() == {}
+    (source / "2024" / "inv-9.pdf").write_bytes(b"invoice 9")
+    (source / "inv-root.pdf").write_bytes(b"invoice root")
+    (second,) = run_once(cfg)
+    assert second.ok and second.uploaded == 5, second
+    assert differences(cfg) == []
+
+
+def test_a_target_folder_deleted_while_watching_is_filled_again(
+    spec: TargetSpec, driver: Driver, tmp_path: Path
+) -> None:
+    """The mirror's folder was deleted in the web app while mirror watches, then new
+    invoices came: the pass that makes the folder again is followed by a listing that
+    sends the older files too, where only the new ones went up, status said in sync, and
+    the rest waited for the hourly rescan."""
+    if spec.backend not in ("gdrive", "onedrive"):
+        # Dropbox and S3 make it out of sight with the upload, the others when told of it
+        pytest.skip(f"a folder deleted in watch mode is left to the rescan listing on {spec.backend}")
+    source = tmp_path / "src"
+    (source / "2024").mkdir(parents=True)
+    for i in range(3):
+        (source / "2024" / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+    cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
+    mirror = Mirror(cfg)
+    mirror.open()
+    thread = threading.Thread(target=mirror.run_forever)
+    thread.start()
+    try:
+        wait_for(lambda: len(driver.list()) == 3, 30, "the first copy")
+        delete_root(driver)
+        (source / "2024" / "inv-9.pdf").write_bytes(b"invoice 9")
+        (source / "inv-root.pdf").write_bytes(b"invoice root")
+        # asked afresh: this driver would trust the folder ids it resolved for a minute
+        wait_for(lambda: driver.forget_folder("") or len(driver.list()) == 5, 30, "every file back on the target")
+    finally:
+        mirror.shutdown()
+        thread.join(15)
+        mirror.close()
+    assert differences(cfg) == []
 
 
 def test_a_new_layout_whose_files_stand_in_each_others_way_converges(spec: TargetSpec, tmp_path: Path) -> None:
