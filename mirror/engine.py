@@ -10,6 +10,7 @@ This module is also the embedding API: build a :class:`Mirror` from a
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -21,7 +22,7 @@ from mirror.events import Observer, Observers, Report
 from mirror.execute import RetryPolicy
 from mirror.filters import Filter
 from mirror.index import Index
-from mirror.mounts import place_of
+from mirror.mounts import mounts_below, place_of
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner
 from mirror.scan import Entries, Snapshot, check_source, scan, stat_paths
@@ -52,6 +53,8 @@ class Mirror:
         self.unreadable: frozenset[str] = frozenset()
         #: source files the last full scan found but no target can take (see Skip.fix)
         self.unmirrorable: frozenset[str] = frozenset()
+        #: shares and disks mounted inside the source, or expected there (see _hold_unmounted)
+        self.inner_mounts: frozenset[str] = frozenset()
 
     def open(self) -> None:
         try:
@@ -132,6 +135,7 @@ class Mirror:
     def scan(self) -> Snapshot:
         check_source(self.config.source)
         snap = scan(self.config.source, self.filter)
+        self._hold_unmounted(snap)
         for skip in snap.skipped:
             if skip.unreadable:
                 log.warning(
@@ -149,6 +153,21 @@ class Mirror:
             if index is not None and not runner.dry_run and index.get_meta("left_out") != left_out:
                 index.set_meta(left_out=left_out)  # written when it changes: a commit costs
         return snap
+
+    def _hold_unmounted(self, snap: Snapshot) -> None:
+        """A share or disk mounted inside the source that is not mounted now shows as an
+        empty folder: its files would count as deleted, and their copies go from every
+        target. Held like a folder that cannot be read, until it is back; a folder removed
+        (not only emptied) is a share given up."""
+        source = str(self.config.source)
+        mounted = mounts_below(source)
+        known = frozenset().union(*(r.inner_mounts() for r in self.runners))
+        away = frozenset(m for m in known - mounted if os.path.isdir(os.path.join(source, m)))
+        for rel in sorted(away):
+            snap.hold(rel, "the share or disk mounted here is not mounted (gone for good? remove the folder)")
+        self.inner_mounts = mounted | away
+        for runner in self.runners:
+            runner.remember_inner_mounts(self.inner_mounts)
 
     def settle(self, snap: Snapshot) -> set[str]:
         """Wait until recently modified files settle; return those that never did.
@@ -269,6 +288,7 @@ class Mirror:
                     known.clear()
                     known.update((p, e) for p, e in fresh.entries.items() if p not in young)
                 watcher.expect(young)
+                watcher.inner_mounts = self.inner_mounts
                 for runner in self.runners:
                     runner.submit(full=True, listing=due, skip=young | fresh.unreadable)
                 next_rescan = time.monotonic() + rescan_every

@@ -46,14 +46,33 @@ class Mount(NamedTuple):
 
 def mount_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> Mount | None:
     """The mount ``path`` (or its nearest existing parent) is on; None without a table."""
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            table = f.read()
-    except OSError:
+    table = _table(mountinfo)
+    if table is None:
         return None
     target = os.path.realpath(path)
     best: Mount | None = None
-    for line in table.splitlines():
+    for mount in table:
+        inside = target == mount.point or target.startswith(mount.point.rstrip("/") + "/")
+        if inside and (best is None or len(mount.point) >= len(best.point)):
+            best = mount
+    return best
+
+
+def mounts_below(folder: str, mountinfo: str = "/proc/self/mountinfo") -> frozenset[str]:
+    """The mount points inside ``folder`` (a share mounted into the source), relative to it."""
+    top = os.path.realpath(folder).rstrip("/") + "/"
+    points = (m.point for m in _table(mountinfo) or ())
+    return frozenset(p[len(top) :] for p in points if p.startswith(top) and p != top)
+
+
+def _table(mountinfo: str) -> list[Mount] | None:
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    table = []
+    for line in lines:
         fields, _, rest = line.partition(" - ")
         parts = fields.split(" ")
         after = rest.split(" ")
@@ -61,11 +80,9 @@ def mount_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> Mount | None
             continue
         # mountinfo escapes space, tab, newline and backslash in octal
         point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), parts[4])
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) >= len(best.point)):
-            options = frozenset(after[2].split(",")) if len(after) > 2 else frozenset()
-            best = Mount(point, after[0], options)
-    return best
+        options = frozenset(after[2].split(",")) if len(after) > 2 else frozenset()
+        table.append(Mount(point, after[0], options))
+    return table
 
 
 def place_of(folder: str) -> str | None:

@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import functools
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -551,6 +552,15 @@ class TargetRunner:
 
     def _has_stranded(self) -> bool:
         return self.index is not None and self.index.get_meta("stranded_temps") is not None
+
+    def inner_mounts(self) -> frozenset[str]:
+        """The shares and disks mounted inside the source at this target's last full scan."""
+        raw = self.index.get_meta("inner_mounts") if self.index is not None else None
+        return frozenset(json.loads(raw)) if raw else frozenset()
+
+    def remember_inner_mounts(self, mounts: frozenset[str]) -> None:
+        if self.index is not None and not self.dry_run and mounts != self.inner_mounts():
+            self.index.set_meta(inner_mounts=json.dumps(sorted(mounts)) if mounts else None)
 
     def source_place(self) -> str | None:
         """The mount the source folder was on when this target last got a pass."""

@@ -81,6 +81,11 @@ class SourceWatcher:
         #: batch's scans found (see :meth:`_expand_gone`)
         self._look_below: set[str] = set()
         self._found: set[str] = set()
+        #: shares and disks mounted inside the source (or expected there), and what each
+        #: mount point was when this watcher started: inotify says nothing when one is
+        #: mounted or unmounted, and the watches below it die with it
+        self.inner_mounts: frozenset[str] = frozenset()
+        self._inner_ids: dict[str, tuple[int, int] | None] = {}
         #: event folders without the links on their way, for the event batch at hand
         self._real_folders: dict[str, str] = {}
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
@@ -129,6 +134,7 @@ class SourceWatcher:
 
     def _watch(self) -> Iterator[Batch]:
         root_id = _identity(self.root)
+        self._inner_ids.clear()
         events = watchfiles.watch(
             self.root,
             watch_filter=None,
@@ -167,6 +173,10 @@ class SourceWatcher:
                     log.warning("source folder %s was replaced (unmounted or remounted); rescanning", self.root)
                     yield Batch({}, rescan=True)
                 return
+            if (moved := self._inner_moved()) is not None:
+                log.warning("%s in the source was mounted or unmounted; rescanning", moved)
+                yield Batch({}, rescan=True)
+                return
 
     def _real(self, path: str) -> str:
         """``path`` with no link on the way to it. watchfiles follows a link to a folder
@@ -178,6 +188,15 @@ class SourceWatcher:
         if real is None:
             real = self._real_folders[folder] = os.path.realpath(folder)
         return os.path.join(real, name)
+
+    def _inner_moved(self) -> str | None:
+        """A mount point inside the source that another filesystem shows now than when
+        this watcher started (the first look at one records it)."""
+        for rel in self.inner_mounts:
+            now = _identity(self.root / rel)
+            if self._inner_ids.setdefault(rel, now) != now:
+                return rel
+        return None
 
     def _note(self, path: str, deleted: bool) -> None:
         """Turn one event path into pending source-relative paths (``deleted``: the event

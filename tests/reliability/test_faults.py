@@ -428,6 +428,46 @@ def test_a_source_share_that_is_not_mounted_changes_nothing_on_the_target(tmp_pa
     }
 
 
+def test_a_share_mounted_inside_the_source_that_drops_off_deletes_nothing(tmp_path: Path) -> None:
+    """export/scans is the scanner's share: unmounted (the NAS rebooting, or mirror
+    started at boot before the share), its folder showed empty and 10 deleted went out,
+    the backup of every scan with them. Watch mode sees nothing of a mount coming and going
+    but must rescan then; a folder removed is a share given up, and its files go."""
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    (source / "invoices").mkdir(parents=True)
+    (source / "invoices" / "i.pdf").write_bytes(b"invoice")
+    scans = {f"scans/s{i}.tif": b"scan %d" % i for i in range(10)}
+    with tmpfs(source / "scans", "4m"):
+        for rel, blob in scans.items():
+            (source / rel).write_bytes(blob)
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    everything = {"invoices/i.pdf": b"invoice", **scans}
+    once = run("run", str(source), str(target), "--once", state=state)
+    assert once.returncode == 1 and "skipped scans: the share or disk mounted here is not mounted" in once.stderr
+    assert "0 deleted" in once.stdout and landed(target) == everything
+
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "skipped scans: the share" in log.read_text(), what="the first pass")
+        with tmpfs(source / "scans", "4m"):
+            for rel, blob in scans.items():
+                (source / rel).write_bytes(blob)
+            wait_for(lambda: "scans in the source was mounted or unmounted" in log.read_text(), what="the mount")
+            (source / "scans" / "new.tif").write_bytes(b"scanned after the mount")
+            wait_for(lambda: landed(target).get("scans/new.tif") == b"scanned after the mount", what="a new scan")
+            ends = log.read_text().count("was mounted or unmounted")
+        wait_for(lambda: log.read_text().count("was mounted or unmounted") > ends, what="the unmount")
+        time.sleep(1)
+        assert landed(target) == {**everything, "scans/new.tif": b"scanned after the mount"}
+        stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (source / "scans").rmdir()
+    gone = run("run", str(source), str(target), "--once", "--max-delete", "20", state=state)
+    assert gone.returncode == 0 and landed(target) == {"invoices/i.pdf": b"invoice"}, gone.stderr
+
+
 def test_an_emptied_source_in_watch_mode_deletes_nothing(tmp_path: Path) -> None:
     source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
     source.mkdir()
