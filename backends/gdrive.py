@@ -295,9 +295,12 @@ class GDriveDriver(Driver):
 
     def _children(self, folder_id: str, name: str | None = None) -> list[dict[str, Any]]:
         q = f"{quote_q(folder_id)} in parents and trashed = false"
-        if name is not None:
-            q += f" and name = {quote_q(name)}"
-        return list(self._query(q))
+        if name is None:
+            return list(self._query(q))
+        q += f" and name = {quote_q(name)}"
+        # Drive's = ignores case, yet Drive holds Invoice.pdf and invoice.pdf side by side:
+        # taken as a match, the one would be written over with the other's bytes
+        return [f for f in self._query(q) if f["name"] == name]
 
     def _holds_files(self, folder_id: str) -> bool:
         """Whether a file lies anywhere below folder ``folder_id``."""

@@ -5,8 +5,9 @@ one folder (Drive never refuses a duplicate), ``files.create`` always makes a ne
 media updates keep the file id, ``md5Checksum``/``size``/``modifiedTime`` as Drive
 reports them (size as a string), only the fields asked for (``fields``), resumable
 uploads with 256 KiB chunk granularity and ``308 Range`` answers, trash vs delete,
-shared drives (``supportsAllDrives``), OAuth refresh at ``/token``, and throttling
-(429/403 rateLimitExceeded with Retry-After) injected by tests.
+shared drives (``supportsAllDrives``), ``name =`` in queries matching regardless of case,
+OAuth refresh at ``/token``, and throttling (429/403 rateLimitExceeded with Retry-After)
+injected by tests.
 """
 
 from __future__ import annotations
@@ -254,6 +255,15 @@ def compile_query(q: str) -> Any:
         value: Any = _literal(raw) if raw.startswith("'") else raw == "true"
         if key not in ("name", "mimeType", "trashed"):
             raise ApiError(400, "invalid", f"Invalid Value: q field {key}")
+        if op not in ("=", "!="):
+            # contains, <, > and the rest mean other things on Drive; the driver uses none
+            raise ApiError(400, "invalid", f"Invalid Value: q operator {op} (not in this fake)")
+        if key == "name":
+            # Drive compares names ignoring case: name = 'a.pdf' also finds A.PDF
+            value = value.casefold()
+            if op == "=":
+                return lambda f, st: f.name.casefold() == value
+            return lambda f, st: f.name.casefold() != value
         if op == "=":
             return lambda f, st: getattr(f, key) == value
         return lambda f, st: getattr(f, key) != value

@@ -15,7 +15,9 @@ import pytest
 from mirror.backends.gdrive import GDriveDriver
 
 from mirror.errors import FatalError, ItemError, TransientError
+from tests.cli import run
 from tests.fakes.drive_api import FOLDER, DriveFile
+from tests.reliability.common import write_config
 from tests.servers.gdrive import DriveFake, write_token_file
 from tests.support import TargetSpec
 
@@ -248,6 +250,34 @@ def test_move_replaces_the_destination_and_keeps_the_id(
     assert moved is not None and dict(listed["out/b.txt"].extra)["id"] == dict(moved.extra)["id"]
     assert driver.remove_dir_if_empty("in") is True
     assert driver.remove_dir_if_empty("out") is False
+
+
+def test_names_that_differ_only_in_case_are_mirrored_as_different_files(
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    """Drive's name query ignores case: invoice.pdf went over Invoice.pdf, scans/ into Scans/."""
+    source = tmp_path / "export"
+    (source / "Scans").mkdir(parents=True)
+    (source / "Invoice.pdf").write_bytes(b"invoice one")
+    (source / "Scans" / "a.pdf").write_bytes(b"scan one")
+    config = write_config(tmp_path / "mirror.toml", source, {"drive": (gdrive_target.url, gdrive_target.options)})
+    state = tmp_path / "state"
+    assert run("run", "--once", "-c", str(config), state=state).returncode == 0
+    (source / "scans").mkdir()
+    (source / "invoice.pdf").write_bytes(b"invoice two")
+    (source / "scans" / "a.pdf").write_bytes(b"scan two")
+    second = run("run", "--once", "-c", str(config), state=state)
+    assert second.returncode == 0 and "2 sent" in second.stdout, second.stdout + second.stderr
+    root = root_folder(drive_fake, gdrive_target)
+    assert {f.name: f.content for f in drive_fake.state.children(root.id) if f.mimeType != FOLDER} == {
+        "Invoice.pdf": b"invoice one",
+        "invoice.pdf": b"invoice two",
+    }
+    for folder, content in (("Scans", b"scan one"), ("scans", b"scan two")):
+        [on_drive] = drive_fake.state.children(root.id, folder)
+        assert [f.content for f in drive_fake.state.children(on_drive.id)] == [content]
+    verify = run("verify", "-c", str(config), state=state)
+    assert verify.returncode == 0 and "identical (4 files)" in verify.stdout, verify.stdout + verify.stderr
 
 
 def client_secrets(drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_id: str) -> Path:
