@@ -568,6 +568,10 @@ class GDriveDriver(Driver):
                 return FatalError(text + ("; run `mirror auth gdrive` again" if status == 401 else ""))
             return ItemError(text)
         if isinstance(exc, google.auth.exceptions.RefreshError):
+            # google-auth marks a 5xx, 429 or 408 of the token endpoint retryable: the login
+            # still holds, the service that renews it is down for a while
+            if exc.retryable:
+                return TransientError("Google's login service could not renew the access token for now")
             return FatalError("Google Drive refused the stored credentials; run `mirror auth gdrive` again")
         if isinstance(exc, google.auth.exceptions.TransportError | httplib2.HttpLib2Error):
             return TransientError(f"Google Drive connection failed: {type(exc).__name__}")

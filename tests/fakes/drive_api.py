@@ -6,7 +6,7 @@ media updates keep the file id, ``md5Checksum``/``size``/``modifiedTime`` as Dri
 reports them (size as a string), only the fields asked for (``fields``), resumable
 uploads with 256 KiB chunk granularity and ``308 Range`` answers, trash vs delete,
 shared drives (``supportsAllDrives``), ``name =`` in queries matching regardless of case,
-OAuth refresh at ``/token``, and throttling (429/403 rateLimitExceeded with Retry-After)
+OAuth refresh at ``/token`` (and its outages), and throttling (429/403 rateLimitExceeded with Retry-After)
 injected by tests.
 """
 
@@ -87,6 +87,8 @@ class DriveState:
         self.sessions: dict[str, UploadSession] = {}
         self.tokens = {"valid-token"}
         self.refresh_tokens = {"good-refresh-token"}
+        #: token requests still to be answered 503, as in an outage of Google's login service
+        self.token_outage = 0
         #: (status, reason, retry_after) answered to the next requests, one each
         self.throttle: list[tuple[int, str, int | None]] = []
         self.requests: list[tuple[str, str]] = []
@@ -351,6 +353,13 @@ class DriveHandler(JSONHandler):
         self.send(status, payload, headers)
 
     def token(self, body: bytes) -> None:
+        with self.state.lock:
+            down = self.state.token_outage > 0
+            if down:
+                self.state.token_outage -= 1
+        if down:
+            self.send(503, {"error": "internal_failure", "error_description": "Backend Error"})
+            return
         form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
         grant = form.get("grant_type")
         if grant == "authorization_code" and form.get("code") == "good-code":

@@ -220,6 +220,22 @@ def test_revoked_refresh_token_is_fatal_without_leaking_secrets(
     driver.close()
 
 
+def test_an_outage_of_googles_login_service_is_waited_out(
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    """A 503 from the token endpoint stopped the target for an hour, saying the login was gone."""
+    driver = GDriveDriver.connect(gdrive_target.url, {**gdrive_target.options, "max_retries": 0})
+    drive_fake.state.token_outage = 3  # google-auth's own three tries
+    with pytest.raises(Exception) as info:
+        driver.put(local(tmp_path, "a", b"x"), "t.txt", MTIME)
+    err = driver.classify(info.value)
+    assert isinstance(err, TransientError) and "Google's login service" in str(err)
+    assert "mirror auth" not in str(err)
+    driver.put(local(tmp_path, "a", b"x"), "t.txt", MTIME)
+    assert driver.stat("t.txt") is not None
+    driver.close()
+
+
 def test_shared_drive(drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path) -> None:
     drive_fake.state.add_shared_drive("shareddrive1")
     driver = GDriveDriver.connect("gdrive://Team/Invoices", {**gdrive_target.options, "drive_id": "shareddrive1"})

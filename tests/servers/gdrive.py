@@ -56,9 +56,11 @@ def drive_fake(_drive_server: DriveFake) -> Iterator[DriveFake]:
     with state.lock:
         state.throttle.clear()
         state.requests.clear()
+        state.token_outage = 0
     yield _drive_server
     with state.lock:
         state.throttle.clear()
+        state.token_outage = 0
 
 
 def write_token_file(folder: Path, fake: DriveFake) -> str:
