@@ -5,8 +5,8 @@ upload reads whole files into memory, ignores Retry-After, does not URL-encode n
 cannot log in to a personal account (see docs/onedrive.md). This module owns: chunked
 upload sessions (multiples of 320 KiB, resumed where the server stands, remembered in
 the driver state across restarts), quickXorHash computed locally, fileSystemInfo
-mtimes, throttling (429/503 + Retry-After), and names OneDrive refuses, reported per
-item with the reason.
+mtimes, throttling (429/503 + Retry-After) and outages of Microsoft's login service, and
+names OneDrive refuses, reported per item with the reason.
 
 URL: ``onedrive://Folder/Sub`` is a folder of the signed-in user's drive, or of the drive
 ``drive_id`` (a SharePoint library, another user's drive). Options: ``token_file``
@@ -154,6 +154,17 @@ def msal_http(ca_certs: str | None) -> requests.Session:
     return session
 
 
+#: how msal reports Microsoft's login service failing to answer: a 5xx (msal raises its own
+#: error for those, without the status as an attribute) or no connection at all
+LOGIN_ERRORS = (msal.exceptions.MsalServiceError, requests.RequestException)
+
+
+def login_unavailable(exc: BaseException) -> TransientError:
+    """The login service is down for a while: the login itself still holds."""
+    detail = str(exc) if isinstance(exc, msal.exceptions.MsalServiceError) else type(exc).__name__
+    return TransientError(f"Microsoft's login service is unavailable for now ({detail})")
+
+
 class TokenSource:
     """Delegated access tokens from the msal cache kept in the token file (mode 0600)."""
 
@@ -176,13 +187,17 @@ class TokenSource:
         self.authority = authority or saved.get("authority") or AUTHORITY
         if not self.client_id:
             raise ConfigError("onedrive: no client_id in the options or the token file")
-        self.app = msal.PublicClientApplication(
-            self.client_id,
-            authority=self.authority,
-            token_cache=self.cache,
-            http_client=msal_http(ca_certs),
-            instance_discovery=not ca_certs,
-        )
+        try:
+            # msal asks the login service for its endpoints here already
+            self.app = msal.PublicClientApplication(
+                self.client_id,
+                authority=self.authority,
+                token_cache=self.cache,
+                http_client=msal_http(ca_certs),
+                instance_discovery=not ca_certs,
+            )
+        except LOGIN_ERRORS as exc:
+            raise login_unavailable(exc) from exc
         self._lock = threading.Lock()
 
     def token(self) -> str:
@@ -318,13 +333,14 @@ class OneDriveDriver(Driver):
         extra = dict(kwargs.pop("headers", None) or {})
         attempt = 0
         while True:
-            headers = {**extra, "Authorization": f"Bearer {self.tokens.token()}"}
             try:
+                # a token renewal the login service fails is waited out like a Graph 503
+                headers = {**extra, "Authorization": f"Bearer {self.tokens.token()}"}
                 response = self.http.request(method, url, headers=headers, **kwargs)
                 if response.status_code not in ok:
                     response.raise_for_status()
                 return response
-            except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+            except (httpx.HTTPStatusError, httpx.TransportError, *LOGIN_ERRORS) as exc:
                 attempt = self._wait_or_raise(exc, attempt)
 
     def _wait_or_raise(self, exc: Exception, attempt: int) -> int:
@@ -607,8 +623,8 @@ class OneDriveDriver(Driver):
             return TransientError(f"OneDrive connection failed: {type(exc).__name__}")
         if isinstance(exc, FileNotFoundError):
             return ItemError(str(exc))
-        if isinstance(exc, requests.RequestException):
-            return TransientError(f"Microsoft login service unreachable: {type(exc).__name__}")
+        if isinstance(exc, LOGIN_ERRORS):
+            return login_unavailable(exc)
         return classify_os_error(exc)
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from mirror.filters import Filter
 from mirror.index import Index
 from mirror.mounts import mounts_below, place_of
 from mirror.redact import redact_url
-from mirror.runner import TargetRunner
+from mirror.runner import TargetRunner, described
 from mirror.scan import Entries, Snapshot, check_source, scan, stat_paths
 
 log = logging.getLogger("mirror")
@@ -230,10 +230,9 @@ class Mirror:
                 # a target without a report would count as in sync
                 if not isinstance(exc, MirrorError):
                     log.debug("internal error on target %s", runner.name, exc_info=True)
-                    exc = MirrorError(f"internal error: {type(exc).__name__}: {exc}")
-                reports[runner.name] = Report(runner.name, "full", fatal=str(exc))
+                reports[runner.name] = Report(runner.name, "full", fatal=described(exc))
                 self.observer.on_report(reports[runner.name])
-                runner.failing(str(exc), "failed")
+                runner.failing(described(exc), "failed")
 
         threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in self.runners]
         for t in threads:

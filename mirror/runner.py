@@ -810,6 +810,8 @@ class TargetRunner:
                     self.observer.on_state(self.name, "failing", str(exc))
                 else:
                     self.log.exception("unexpected error; will rescan")
+                    # the log alone is where no one looks: status must show it (exit 1)
+                    self.failing(described(exc))
                 # rows of the failed pass may have gone with its transaction: listed, the
                 # target gives them back
                 self.submit(full=True, listing=True)
@@ -880,6 +882,13 @@ class TargetRunner:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
             self.log.warning("deletions withheld: %s", report.guard)
+
+
+def described(exc: Exception) -> str:
+    """How status and reports name an error no backend classified (a bug, most likely):
+    by its message if mirror raised it on purpose, else with its type, as a bare message
+    ('HTTP Error: 503') says little."""
+    return str(exc) if isinstance(exc, MirrorError) else f"internal error: {type(exc).__name__}: {exc}"
 
 
 def raise_failure(report: Report) -> None:

@@ -6,7 +6,8 @@ their case, ``conflictBehavior``, refused names (400), upload sessions (fragment
 multiples of 320 KiB, ``nextExpectedRanges``, no Authorization header allowed on the
 upload URL), quickXorHash, fileSystemInfo, deletes into a recycle bin, paging with
 ``@odata.nextLink``, and throttling (429/503 + Retry-After) injected by tests. The login
-side serves OpenID discovery, the device-code flow and refresh tokens for msal.
+side serves OpenID discovery, the device-code flow and refresh tokens for msal, and
+outages of its token endpoint (503) injected by tests.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ class GraphState:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.access_tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
+        #: 503s for the next token requests, as in an outage of the login service: the
+        #: Retry-After of each (None: none; msal then answers the 503 itself for 60 s)
+        self.token_outage: list[int | None] = []
         self.throttle: list[tuple[int, int | None]] = []
         self.requests: list[tuple[str, str, bool]] = []
         self.device_codes: dict[str, int] = {}
@@ -375,6 +379,14 @@ class GraphHandler(JSONHandler):
         if raw.endswith("/token"):
             grant = form.get("grant_type", "")
             with st.lock:
+                if st.token_outage:
+                    retry = st.token_outage.pop(0)
+                    self.send(
+                        503,
+                        {"error": "temporarily_unavailable", "error_description": "AADSTS90033"},
+                        {"Retry-After": str(retry)} if retry is not None else None,
+                    )
+                    return
                 if grant.endswith("device_code"):
                     polls = st.device_codes.get(form.get("device_code", ""), -1)
                     if polls < 0:

@@ -11,6 +11,7 @@ import time
 import unicodedata
 from pathlib import Path
 
+import msal
 import pytest
 from click.testing import CliRunner
 from mirror.backends.onedrive import CHUNK_UNIT, OneDriveDriver, quickxor_hash
@@ -248,18 +249,47 @@ def test_listing_pages_through_nextlink(driver: OneDriveDriver, tmp_path: Path) 
     assert len(driver.list()) == 230
 
 
-def test_revoked_login_is_fatal(graph_fake: GraphFake, onedrive_target: TargetSpec) -> None:
-    token_file = Path(str(onedrive_target.options["token_file"]))
+def expire_access_token(spec: TargetSpec, refresh_token: str | None = None) -> None:
+    """Drop the access token from the login, so the next call renews it (with ``refresh_token``)."""
+    token_file = Path(str(spec.options["token_file"]))
     saved = json.loads(token_file.read_text())
     cache = json.loads(saved["cache"])
     cache["AccessToken"] = {}
     for rt in cache["RefreshToken"].values():
-        rt["secret"] = "revoked"
+        rt["secret"] = refresh_token or rt["secret"]
     saved["cache"] = json.dumps(cache)
     token_file.write_text(json.dumps(saved))
+
+
+def test_revoked_login_is_fatal(graph_fake: GraphFake, onedrive_target: TargetSpec) -> None:
+    expire_access_token(onedrive_target, "revoked")
     driver = OneDriveDriver.connect(onedrive_target.url, onedrive_target.options)
     with pytest.raises(FatalError, match="mirror auth onedrive"):
         driver.list()
+    driver.close()
+
+
+def test_an_outage_of_microsofts_login_service_is_waited_out(
+    graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    """A 503 from the token endpoint was 'unexpected error; will rescan' in the log, and
+    nowhere else; --once said 'target failed: MsalServiceError: HTTP Error: 503'."""
+    driver = OneDriveDriver.connect(onedrive_target.url, onedrive_target.options)
+    driver.makedirs("")
+    driver.close()
+    expire_access_token(onedrive_target)
+    driver = OneDriveDriver.connect(onedrive_target.url, {**onedrive_target.options, "max_retries": 0})
+    graph_fake.state.token_outage.append(None)
+    with pytest.raises(msal.exceptions.MsalServiceError) as info:
+        driver.put(local(tmp_path, "a", b"x"), "a.pdf", MTIME)
+    err = driver.classify(info.value)
+    assert isinstance(err, TransientError) and "Microsoft's login service is unavailable" in str(err)
+    driver.close()
+    # msal answers a 503 without Retry-After itself for 60 s: a new client, as after a restart
+    graph_fake.state.token_outage.append(1)
+    driver = OneDriveDriver.connect(onedrive_target.url, onedrive_target.options)
+    assert driver.put(local(tmp_path, "a", b"x"), "a.pdf", MTIME) is not None
+    assert driver.stat("a.pdf") is not None
     driver.close()
 
 

@@ -55,9 +55,11 @@ def graph_fake(_graph_server: GraphFake) -> Iterator[GraphFake]:
     with state.lock:
         state.throttle.clear()
         state.requests.clear()
+        state.token_outage.clear()
     yield _graph_server
     with state.lock:
         state.throttle.clear()
+        state.token_outage.clear()
 
 
 @pytest.fixture

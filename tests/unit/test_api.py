@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mirror import api, progress
-from mirror.runner import summarize
+from mirror.runner import TargetRunner, summarize
 from tests.cli import files, run, wait_for
 
 EMBED = Path(__file__).resolve().parents[2] / "examples" / "embed.py"
@@ -135,6 +136,38 @@ def test_run_forever_in_a_thread_rescans_while_idle(tmp_path: Path) -> None:
             m.shutdown()
             thread.join(15)
     assert not thread.is_alive()
+
+
+def test_an_error_no_one_classified_shows_in_status_until_a_pass_gets_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug, or a backend's error it failed to classify, in watch mode: the log said
+    'unexpected error; will rescan' every few seconds, status said nothing and exited 0."""
+    cfg, src, dst = setup(tmp_path)
+    broken = threading.Event()
+    broken.set()
+    pass_ = TargetRunner.pass_
+
+    def failing_pass(self: TargetRunner, *args: Any, **kwargs: Any) -> api.Report:
+        if broken.is_set():
+            raise RuntimeError("HTTP Error: 503")
+        return pass_(self, *args, **kwargs)
+
+    monkeypatch.setattr(TargetRunner, "pass_", failing_pass)
+    with api.running(cfg) as m:
+        thread = threading.Thread(target=m.run_forever)
+        thread.start()
+        try:
+            wait_for(lambda: api.status(cfg)[0].last_error is not None, what="status to tell of the error")
+            (status,) = api.status(cfg)
+            assert status.last_error == "internal error: RuntimeError: HTTP Error: 503"
+            assert status.state == "failing" and not status.in_sync
+            broken.clear()
+            wait_for(lambda: api.status(cfg)[0].in_sync, what="the retried pass to clear it")
+            assert files(dst) == files(src)
+        finally:
+            m.shutdown()
+            thread.join(15)
 
 
 def test_status_flags_a_target_whose_last_sync_is_too_old(tmp_path: Path) -> None:
