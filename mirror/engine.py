@@ -295,8 +295,12 @@ class Mirror:
                 self.observer.on_changes(len(batch.changes))
                 for runner in self.runners:
                     runner.submit(batch.changes)
-            if all(r.dead for r in self.runners):
-                log.error("every target has stopped; exiting")
+            if all(r.dead for r in self.runners) and not any(r.reached for r in self.runners):
+                # no target ever got a pass: a mistake in the config or the login, for the
+                # user to fix. Targets that were mirrored wait for their retry instead (a
+                # full disk gets space): an exit would end the alerts, and the retries it
+                # promised, for a service manager that restarts only failures
+                log.error("every target has stopped before its first pass; exiting")
                 self.stop.set()
         for runner in self.runners:
             runner.stopped_with(watcher.unsettled())

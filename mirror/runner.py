@@ -149,6 +149,8 @@ class TargetRunner:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self.dead: str | None = None
+        #: a pass with work got through to the target in this run (see Mirror.run_forever)
+        self.reached = False
         #: when to plan deletions the guard withheld again (see _recheck_guard)
         self._recheck_at: float | None = None
         self._recheck_every = GUARD_RECHECK
@@ -419,6 +421,7 @@ class TargetRunner:
         stats = self._execute(actions)
         self.postponed.update(stats.postponed)
         report = self._report(kind, stats, started)
+        self.reached = self.reached or not (report.fatal or report.down)
         if report.state_error:
             # the index cannot take the run record: report what was sent, and stop here
             self.observer.on_report(report)

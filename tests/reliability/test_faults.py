@@ -120,6 +120,33 @@ def test_a_target_stopped_by_a_full_disk_is_tried_again_while_watching(tmp_path:
                 proc.kill()
 
 
+def test_the_only_target_filling_up_is_waited_for_not_exited_on(tmp_path: Path) -> None:
+    """A USB disk, the only target, full after a month: mirror logged 'trying it again in
+    60 min', then 'every target has stopped; exiting', exit 0, so the service manager
+    (Restart=on-failure) never restarted it; its alerts and retries ended with it."""
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    (source / "invoice 1.pdf").write_bytes(b"first")
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(
+            f'source = "{source}"\n[defaults]\nrescan_interval = "2s"\n[targets.usb]\nurl = "{disk / "backup"}"\n'
+        )
+        proc = start("run", "-c", str(cfg), state=state, log=log)
+        try:
+            wait_for(lambda: landed(disk / "backup") == files(source), what="the first copy")
+            (source / "scan.tif").write_bytes(os.urandom(1_500_000))
+            wait_for(lambda: "target stopped: target is full" in log.read_text(), timeout=30, what="the full disk")
+            time.sleep(1)
+            assert proc.poll() is None, log.read_text()
+            remount(disk, "8m")
+            wait_for(lambda: landed(disk / "backup") == files(source), timeout=30, what="the copy after")
+            stop(proc, log)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def test_a_full_disk_on_an_sftp_server_is_named_as_a_likely_cause(sshd: SshServer, tmp_path: Path) -> None:
     """OpenSSH reports a write it cannot make as SSH_FX_FAILURE, no reason given: the
     message was 'OSError: Failure'."""
