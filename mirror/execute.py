@@ -141,19 +141,25 @@ class Executor:
         #: (five tries a pass wrote four more log lines a minute for as long as a NAS was off)
         self.probing = False
         self._stats = RunStats()
+        self._retell = True
         self.temps: set[str] = set()
         #: temp files were left on the target, for a listing pass to find and remove
         self.stranded = False
 
     # -- public ---------------------------------------------------------------------
-    def run(self, plan: Plan) -> RunStats:
+    def run(self, plan: Plan, retell: bool = True) -> RunStats:
+        """``retell``: log an item failing as it failed before as a warning again (a full
+        pass); otherwise at debug level: each watch pass tries every failed item again, and
+        eight failing files made 36 warnings."""
+        self._retell = retell
         stats = self._stats = RunStats(guard=plan.guard)
         self._abort.clear()
         self._answered, self._unanswered = False, None
         for refusal in plan.refusals:
-            self.index.fail(refusal.src, refusal.dst, refusal.reason)
+            again = self.index.fail(refusal.src, refusal.dst, refusal.reason)
             stats.failed.append((refusal.src, refusal.reason))
-            self.log.warning("not mirrored: %s: %s", refusal.src, refusal.reason)
+            level = logging.DEBUG if again and not retell else logging.WARNING
+            self.log.log(level, "not mirrored: %s: %s", refusal.src, refusal.reason)
         try:
             # old copies of files sent to a new path: known until removed (Index.leave)
             removals = (*plan.early, *plan.removals)
@@ -354,10 +360,11 @@ class Executor:
     def _failed(self, src: str, dst: str | None, reason: str) -> None:
         if self._stopping():
             return
-        self.index.fail(src, dst, reason)
+        again = self.index.fail(src, dst, reason)
         with self._lock:
             self._stats.failed.append((src, reason))
-        self.log.warning("failed: %s: %s", src, reason)
+        level = logging.DEBUG if again and not self._retell else logging.WARNING
+        self.log.log(level, "failed: %s: %s", src, reason)
 
     # -- actions ----------------------------------------------------------------------
     def _ensure_dir(self, folder: str) -> None:

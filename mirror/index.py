@@ -414,10 +414,12 @@ class Index:
                 self._wrote(len(gone))
 
     # -- failures -------------------------------------------------------------------
-    def fail(self, src: str, dst: str | None, error: str) -> None:
+    def fail(self, src: str, dst: str | None, error: str) -> bool:
+        """Record that ``src`` failed; True when it had failed so already (the same error)."""
         now = time.time()
         with self._using():
             self._drain()
+            before = self._db.execute("SELECT error FROM failures WHERE src = ?", (src,)).fetchone()
             self._db.execute(
                 "INSERT INTO failures VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT(src) DO UPDATE SET "
                 "dst = excluded.dst, error = excluded.error, attempts = attempts + 1, last_at = excluded.last_at",
@@ -425,6 +427,7 @@ class Index:
             )
             self._failed.add(src)
             self._wrote()
+        return before is not None and before[0] == error
 
     def failures(self) -> list[Failure]:
         with self._using():

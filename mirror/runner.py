@@ -418,7 +418,7 @@ class TargetRunner:
             self._after(report, listing)
             return report
         self.connect()
-        stats = self._execute(actions)
+        stats = self._execute(actions, retell=kind != "update")
         self.postponed.update(stats.postponed)
         report = self._report(kind, stats, started)
         self.reached = self.reached or not (report.fatal or report.down)
@@ -430,7 +430,7 @@ class TargetRunner:
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
 
-    def _execute(self, actions: Plan) -> RunStats:
+    def _execute(self, actions: Plan, retell: bool) -> RunStats:
         """Run a plan that has work in it, telling how far it has got as it goes."""
         assert self.executor is not None
         size = sum(t.entry.size for t in actions.transfers)
@@ -444,7 +444,7 @@ class TargetRunner:
         if self.on_plan and actions.transfers:
             self.on_plan(size)
         try:
-            return self.executor.run(actions)
+            return self.executor.run(actions, retell)
         finally:
             self._progress = None
 

@@ -163,6 +163,27 @@ def test_changes_in_a_folder_a_link_points_to_are_seen(tmp_path: Path, link: str
         assert proc.wait(15) == 0
 
 
+def test_an_item_that_keeps_failing_is_told_once_not_at_every_pass(tmp_path: Path) -> None:
+    """Each watch pass tries the failed items again: told at each, eight failing invoices
+    made 36 warnings, a weekend's outage thousands. Told again at full passes (hourly)."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    (dst / "a.pdf").mkdir(parents=True)
+    (dst / "a.pdf" / "someone else's.txt").write_bytes(b"in the way")
+    proc = start("run", str(src), str(dst), state=state, log=log)
+    try:
+        wait_for(lambda: "failed: a.pdf" in log.read_text(), what="the failure")
+        for i in range(4):
+            (src / f"new {i}.pdf").write_bytes(b"n")
+            wait_for(lambda i=i: (dst / f"new {i}.pdf").exists(), what=f"new {i}.pdf")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    told = [line for line in log.read_text().splitlines() if "failed: a.pdf" in line]
+    assert len(told) == 1, told
+
+
 def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[Path, Path, Path]) -> None:
     # the watcher sees both within one debounce: the old folder's files must still leave
     # the target now, not at the next hourly rescan
