@@ -267,7 +267,9 @@ class Mirror:
         rescan_every = min(r.settings.rescan_interval for r in self.runners)
         next_rescan = time.monotonic() + rescan_every
         away: str | None = None
+        settling = 0
         for batch in watcher.batches():
+            settling = self._tell_settling(watcher.unsettled(), settling)
             back = False
             if away or batch.rescan or batch.changes or batch.missing:
                 back, away = away is not None, self._source_away(away)
@@ -304,6 +306,14 @@ class Mirror:
                 self.stop.set()
         for runner in self.runners:
             runner.stopped_with(watcher.unsettled())
+
+    def _tell_settling(self, files: int, told: int) -> int:
+        """Files waiting to settle count as pending in status (a scan written for a
+        minute showed "idle, pending 0"); written when the count changes from ``told``."""
+        if files != told:
+            for runner in self.runners:
+                runner.settling(files)
+        return files
 
     def _source_away(self, away: str | None) -> str | None:
         """Watch mode: why the source cannot be mirrored now (:meth:`source_moved`), told

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mirror.errors import ConfigError
 from mirror.events import Observer, Report
+from mirror.status import pending as pending_of
 
 if TYPE_CHECKING:
     from mirror.engine import Mirror
@@ -161,7 +162,7 @@ class _IndexCollector:
 
         files = GaugeMetricFamily("mirror_files", "Files mirror manages on the target.", labels=["target"])
         size = GaugeMetricFamily("mirror_bytes", "Bytes mirror manages on the target.", labels=["target"])
-        pending = GaugeMetricFamily("mirror_pending", "Actions left in the current pass.", labels=["target"])
+        pending = GaugeMetricFamily("mirror_pending", "Changes not on the target yet.", labels=["target"])
         failed = GaugeMetricFamily(
             "mirror_failed_items", "Items that failed and will be tried again.", labels=["target"]
         )
@@ -186,7 +187,7 @@ class _IndexCollector:
                     stamp = index.get_meta("last_complete_sync")
                     files.add_metric([runner.name], n)
                     size.add_metric([runner.name], total)
-                    pending.add_metric([runner.name], float(index.get_meta("pending") or 0))
+                    pending.add_metric([runner.name], float(pending_of(index)))
                     failed.add_metric([runner.name], len(index.failures()))
                     if stamp:
                         last.add_metric([runner.name], float(stamp))

@@ -217,6 +217,7 @@ class TargetRunner:
             state="starting",
             rescan_interval=self.settings.rescan_interval,
             layout=self.settings.layout.template,
+            settling=None,  # what a killed run's watcher held
         )
 
     def connect(self) -> Driver:
@@ -459,6 +460,12 @@ class TargetRunner:
         if self.index is not None:
             self.index.set_meta(pending=left)
 
+    def settling(self, files: int) -> None:
+        """``files`` changed files wait to settle in the watcher (a scan still being
+        written): pending for status, though no pass has them yet."""
+        if self.index is not None and not self.dry_run:
+            self.index.set_meta(settling=files or None)
+
     def _leftovers(self, remote: Mapping[str, RemoteEntry] | None) -> dict[str, str]:
         """Old copies earlier passes left (Index.leftovers) that are still mirror's to
         remove: not a path a row holds now, nor gone from a listing; none under keep."""
@@ -674,7 +681,9 @@ class TargetRunner:
                     result,
                 )
             )
-        values: dict[str, str | float | int | None] = {"pending": 0, "heartbeat": now, "state": "idle"}
+        values: dict[str, str | float | int | None] = {"heartbeat": now, "state": "idle"}
+        if not report.down:
+            values["pending"] = 0  # a target down keeps the count of what is still to send
         if listing and not report.error:
             values["last_listing"] = now
             values["stranded_temps"] = None
@@ -793,6 +802,10 @@ class TargetRunner:
                 self.log.warning("target unreachable (%s); retrying in %.0f s", reason, backoff)
                 self.failing(str(exc))
                 self.submit(work.changes, full=work.full, listing=work.listing, skip=work.skip)
+                with self._cv:
+                    queued = len(self._work.changes)
+                if queued and not self.dry_run:
+                    self._pending(queued)  # status and metrics count what piles up meanwhile
                 if self.stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 60.0)

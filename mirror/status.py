@@ -100,7 +100,7 @@ def read(index_file: Path) -> TargetStatus:
             state=state,
             files=files,
             bytes=size,
-            pending=int(index.get_meta("pending") or 0) if running else 0,
+            pending=pending(index) if running else 0,
             last_complete_sync=float(last) if last else None,
             last_error=index.get_meta("last_error"),
             failures=tuple(index.failures()),
@@ -113,6 +113,12 @@ def read(index_file: Path) -> TargetStatus:
         )
     finally:
         index.close()
+
+
+def pending(index: Index) -> int:
+    """Changes not on the target yet: left in the pass, waiting for the target to answer,
+    or still being written (a file settles before it is sent)."""
+    return int(index.get_meta("pending") or 0) + int(index.get_meta("settling") or 0)
 
 
 def never_run(name: str, url: str, source: str, index_file: Path) -> TargetStatus:

@@ -8,6 +8,7 @@ what a user would see: exit codes, messages, and the files on the target.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -544,9 +545,13 @@ def test_a_file_that_keeps_changing_never_blocks_the_rest(tmp_path: Path) -> Non
             timeout=20,
             what="new files while the log grows",
         )
+        # the growing file is still to send: "idle, pending 0" read as all done
+        shown = json.loads(run("status", "--json", state=state).stdout)
+        assert shown[0]["pending"] == 1 and not (target / "app.log").exists(), shown
         done.set()
         writer.join(5)
         wait_for(lambda: landed(target) == files(source), timeout=60, what="the log once it stopped changing")
+        wait_for(lambda: json.loads(run("status", "--json", state=state).stdout)[0]["pending"] == 0, what="0")
         stop(proc, log)
     finally:
         done.set()

@@ -9,13 +9,14 @@ end identical to the source with no change lost (lsyncd loses them: its issues #
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.cli import files, start, wait_for
+from tests.cli import files, run, start, wait_for
 from tests.fakes.dropbox_api import Fault
 from tests.reliability.common import landed, sftp_options, write_config
 from tests.servers.dropbox import DropboxServer
@@ -118,6 +119,8 @@ def test_a_target_that_stays_down_is_probed_not_retried_at_every_pass(tmp_path: 
         server.stop()
         (source / "b.pdf").write_bytes(b"written while the NAS is off")
         wait_for(lambda: log.read_text().count("target unreachable") >= 4, timeout=60, what="four passes")
+        shown = json.loads(run("status", "--json", state=tmp_path / "state").stdout)
+        assert shown[0]["pending"] == 1, shown  # the file waiting, where status said 0
         server.start()
         wait_for(lambda: landed(remote) == files(source), timeout=60, what="the file written during the outage")
     finally:
