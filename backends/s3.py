@@ -15,6 +15,11 @@ A PUT is committed whole, so no temp name is needed. S3 cannot set LastModified:
 source mtime is kept in the object metadata as ``mtime`` (seconds, the key rclone
 reads), for restores. There are no folders: ``makedirs`` does nothing and the listing
 cache of s3fs is off, because another writer may change the bucket between calls.
+
+Credentials refused (a revoked key, a wrong secret, an expired token) stop the target,
+mid-run as at start-up. An AccessDenied (or a HEAD's bare 403) may concern one object
+(a bucket policy denying a prefix) or the whole bucket: the bucket is asked, as connect
+asks it, and only a bucket still open makes it the file's own failure.
 """
 
 from __future__ import annotations
@@ -26,9 +31,15 @@ from typing import Any
 
 import botocore.exceptions
 import s3fs
+from botocore.exceptions import (
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    TokenRetrievalError,
+)
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
-from mirror.errors import ConfigError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind
 
 OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify"})
@@ -37,6 +48,24 @@ MAX_PARTS = 10_000
 #: one request carries at most 5 GiB
 MAX_SINGLE = 5 * 1024**3
 READ = 1024 * 1024
+#: error codes that refuse the credentials themselves, whatever the request: every other
+#: request fails the same way, so the target stops with what to fix
+CREDENTIALS_REFUSED = {
+    "InvalidAccessKeyId": "the access key is not known (revoked or deleted?); check key and secret",
+    "SignatureDoesNotMatch": "the secret does not match the access key; check key and secret",
+    "ExpiredToken": "the session token has expired; renew token (or the profile's credentials)",
+    "InvalidToken": "the session token is not valid; renew token (or the profile's credentials)",
+    "TokenRefreshRequired": "the session token has expired; renew token (or the profile's credentials)",
+    "RequestTimeTooSkewed": "this computer's clock is more than 15 minutes off the server's; set it right",
+    "AccountProblem": "the account has a problem (billing?); see the provider's console",
+    "AllAccessDisabled": "all access to the bucket is disabled; see the provider's console",
+    "NotSignedUp": "the account is not signed up for S3",
+}
+#: a refusal that may concern one object only (a bucket policy denying a prefix) or the
+#: whole bucket (the key's policy taken away); a HEAD answer carries no code, only 403
+MAYBE_ONE_OBJECT = frozenset({"AccessDenied", "403"})
+#: no credentials to be had at all, mid-run too: a profile's file gone, a token service down
+NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, TokenRetrievalError)
 
 
 def part_size(size: int) -> int:
@@ -121,10 +150,8 @@ class S3Driver(Driver):
         )
         try:
             fs.call_s3("head_bucket", Bucket=bucket)
-        except (PermissionError, botocore.exceptions.NoCredentialsError):
-            raise ConfigError(
-                f"s3: access to bucket {bucket!r} refused; check key, secret (or profile) and the bucket policy"
-            ) from None
+        except (PermissionError, NoCredentialsError):
+            raise ConfigError(_bucket_refused(bucket)) from None
         except FileNotFoundError:
             raise ConfigError(f"s3: bucket {bucket!r} does not exist; create it first") from None
         except Exception as exc:
@@ -183,7 +210,32 @@ class S3Driver(Driver):
             return True
 
     def classify(self, exc: BaseException) -> MirrorError:
-        return classify_s3_error(exc)
+        error = classify_s3_error(exc)
+        if isinstance(error, ItemError) and _code(exc) in MAYBE_ONE_OBJECT:
+            # the request cannot tell whether the key lost the bucket or only this object:
+            # the bucket itself, as connect checked it, does
+            bucket = self.root.split("/", 1)[0]
+            try:
+                self.fs.call_s3("head_bucket", Bucket=bucket)
+            except PermissionError:
+                return FatalError(_bucket_refused(bucket))
+            except Exception as probe:
+                return classify_s3_error(probe)
+            return ItemError(f"s3 refused access to this object ({_code(exc)}); check the bucket policy")
+        return error
+
+
+def _bucket_refused(bucket: str) -> str:
+    return f"s3: access to bucket {bucket!r} refused; check key, secret (or profile) and the bucket policy"
+
+
+def _code(exc: BaseException) -> str:
+    """The S3 error code of ``exc``: s3fs raises a PermissionError (or other OSError) made
+    of botocore's ClientError, which it keeps as the cause."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, botocore.exceptions.ClientError):
+            return str(error.response.get("Error", {}).get("Code", ""))
+    return ""
 
 
 def _refused_delete(code: str, message: str) -> MirrorError:
@@ -204,10 +256,13 @@ def classify_s3_error(exc: BaseException) -> MirrorError:
     )
     if isinstance(exc, transient):
         return TransientError(f"s3: connection problem ({type(exc).__name__})")
+    if isinstance(exc, NO_CREDENTIALS):
+        return FatalError(f"s3: no credentials to sign with ({exc}); check key, secret (or profile)")
+    code = _code(exc)
+    if code in CREDENTIALS_REFUSED:
+        return FatalError(f"s3 refused the credentials ({code}): {CREDENTIALS_REFUSED[code]}")
     if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = error.get("Code", "")
         if status in (429, 500, 502, 503, 504) or code in ("SlowDown", "RequestTimeout", "Throttling"):
             return TransientError(f"s3: server busy ({code or status})")
     return classify_os_error(exc)

@@ -12,8 +12,10 @@ from mirror.backends import s3 as s3_backend
 from mirror.backends.s3 import S3Driver, s3_etag
 
 from mirror.driver import Driver
-from mirror.errors import ConfigError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, TransientError
+from tests.cli import run, start, wait_for
 from tests.servers.s3 import S3Server
+from tests.support import TargetSpec
 
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -120,3 +122,78 @@ def test_unreachable_endpoint_is_transient(bucket: str) -> None:
     with pytest.raises(TransientError):
         dead = f"http://127.0.0.1:{free_port()}"
         S3Driver.connect(f"s3://{bucket}/x", {"endpoint_url": dead, "key": "k", "secret": "s"})
+
+
+def test_a_key_refused_mid_run_is_fatal_and_an_object_refused_alone_is_per_item(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """A revoked key made each file a PermissionError of its own: the target stayed
+    'idle' with one failure per file, and no alert fired."""
+    local = tmp_path / "inv.pdf"
+    local.write_bytes(b"%PDF-1.7")
+    key, secret = s3_server.iam_key(
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:PutObject", "Resource": f"arn:aws:s3:::{bucket}/backup/private/*"},
+    )
+    # connected while moto takes any key: keys refused later, as a revoked one is
+    wrong_secret = S3Driver.connect(f"s3://{bucket}/backup", s3_server.options(key=key, secret="not-the-secret"))
+    unknown = S3Driver.connect(f"s3://{bucket}/backup", s3_server.options())
+    with s3_server.checking_credentials():
+        allowed = S3Driver.connect(f"s3://{bucket}/backup", s3_server.options(key=key, secret=secret))
+        allowed.put(str(local), "inv.pdf", MTIME_NS)
+        with pytest.raises(PermissionError) as refused:
+            allowed.put(str(local), "private/inv.pdf", MTIME_NS)
+        error = allowed.classify(refused.value)
+        assert isinstance(error, ItemError) and "AccessDenied" in str(error), error
+
+        with pytest.raises(PermissionError) as refused:
+            wrong_secret.put(str(local), "inv2.pdf", MTIME_NS)
+        assert str(wrong_secret.classify(refused.value)) == (
+            "s3 refused the credentials (SignatureDoesNotMatch): the secret does not match the access key; "
+            "check key and secret"
+        )
+        calls = {
+            "put": lambda: unknown.put(str(local), "inv3.pdf", MTIME_NS),
+            # a HEAD answer has no body: only its 403 tells
+            "stat": lambda: unknown.stat("inv.pdf"),
+            "move": lambda: unknown.move("inv.pdf", "moved.pdf"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(OSError) as refused:
+                call()
+            assert isinstance(unknown.classify(refused.value), FatalError), name
+        assert all(isinstance(outcome, FatalError) for outcome in unknown.delete_batch(["inv.pdf"]))
+
+
+def test_a_key_revoked_while_watching_stops_the_target_with_the_reason(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """Each new invoice failed on its own ('failed: inv-1.pdf: PermissionError: The AWS
+    Access Key Id you provided does not exist'), status said '(running, idle)'."""
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "mirror.log"
+    source.mkdir()
+    (source / "first.pdf").write_bytes(b"first")
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{source}"\n[defaults]\nsettle = "0.2s"\n'
+        f'[targets.s3]\nurl = "{s3_target.url}"\n'
+        "options = { " + ", ".join(f'{k} = "{v}"' for k, v in s3_target.options.items()) + " }\n"
+    )
+    proc = start("run", "-c", str(config), state=state, env=s3_target.env, log=log)
+    try:
+        wait_for(lambda: "1 sent" in log.read_text(), timeout=30, what="the first copy")
+        with s3_server.checking_credentials():
+            for i in range(3):
+                (source / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+            wait_for(lambda: "target stopped" in log.read_text(), timeout=30, what="the target stopped")
+            status = run("status", "-c", str(config), state=state, env=s3_target.env)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert (
+        "[s3] target stopped: s3 refused the credentials (InvalidAccessKeyId): the access key is not known" in text
+    )
+    assert "failed: inv-" not in text, text
+    assert status.returncode == 1, status.stdout
+    assert "s3 refused the credentials (InvalidAccessKeyId)" in status.stdout, status.stdout

@@ -7,13 +7,16 @@ target through ``${MIRROR_TEST_S3_KEY}``/``${MIRROR_TEST_S3_SECRET}``, as in a c
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
+from moto import settings as moto_settings
 from moto.server import ThreadedMotoServer
 
 from tests.servers.sshd import free_port
@@ -45,6 +48,35 @@ class S3Server:
 
     def options(self, **extra: Any) -> dict[str, Any]:
         return {"endpoint_url": self.endpoint, "key": KEY, "secret": SECRET, "region": "us-east-1", **extra}
+
+    def iam_key(self, *statements: dict[str, Any]) -> tuple[str, str]:
+        """The access key (id, secret) of a new IAM user whose policy is ``statements``;
+        moto holds a key to it only inside :meth:`checking_credentials`."""
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=KEY,
+            aws_secret_access_key=SECRET,
+            region_name="us-east-1",
+        )
+        user = f"u-{uuid.uuid4().hex[:12]}"
+        iam.create_user(UserName=user)
+        policy = {"Version": "2012-10-17", "Statement": list(statements)}
+        iam.put_user_policy(UserName=user, PolicyName="mirror", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    @contextmanager
+    def checking_credentials(self) -> Iterator[None]:
+        """moto checks each request's key and IAM policy, as S3 does, where by default it
+        takes any key: KEY, which IAM does not know, is then refused as a revoked key is.
+        The switch is global to moto, and so to every server of this process."""
+        before = moto_settings.INITIAL_NO_AUTH_ACTION_COUNT
+        moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        try:
+            yield
+        finally:
+            moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = before
 
 
 @pytest.fixture(scope="session")
