@@ -38,7 +38,7 @@ from botocore.exceptions import (
     TokenRetrievalError,
 )
 
-from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error, quiet_loop
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind
 
@@ -148,6 +148,7 @@ class S3Driver(Driver):
             use_listings_cache=False,
             skip_instance_cache=True,
         )
+        quiet_loop(fs)  # before the first request: a server resetting connections is noisy at once
         try:
             fs.call_s3("head_bucket", Bucket=bucket)
         except (PermissionError, NoCredentialsError):

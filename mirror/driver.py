@@ -18,6 +18,7 @@ import datetime as dt
 import errno
 import functools
 import inspect
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +29,12 @@ from mirror.hashing import HashKind, file_hash
 from mirror.paths import check_relative
 
 if TYPE_CHECKING:
+    import asyncio
+
     from fsspec.spec import AbstractFileSystem
 
 T = TypeVar("T")
+log = logging.getLogger("mirror")
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,8 @@ class Driver:
     batch_files: int = 1
 
     def __init__(self, fs: AbstractFileSystem | None, root: str, caps: Capabilities | None = None) -> None:
+        if fs is not None:
+            quiet_loop(fs)
         self._fs = fs
         self.root = root.rstrip("/") or "/"
         self.caps = caps or self.capabilities
@@ -437,6 +443,22 @@ def classify_os_error(exc: BaseException) -> MirrorError:
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return FatalError("target is read-only; mount it writable")
     return ItemError(text)
+
+
+def quiet_loop(fs: AbstractFileSystem) -> None:
+    """Keep what asyncio reports on an async filesystem's event loop (fsspec's I/O thread)
+    out of the user's log, but for -v. aiohttp leaves the task that writes a request body
+    unawaited when a server resets the connection, and asyncio's default handler logged
+    each as 'error Task exception was never retrieved', with no target named, one per
+    request; the request itself fails, and the driver classifies and retries that."""
+    from fsspec.asyn import AsyncFileSystem
+
+    if isinstance(fs, AsyncFileSystem):
+        fs.loop.set_exception_handler(_loop_exception)
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    log.debug("async I/O: %s", context.get("message"), exc_info=context.get("exception"))
 
 
 def info_mtime_ns(info: Mapping[str, Any]) -> int | None:

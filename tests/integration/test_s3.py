@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +200,71 @@ def test_a_key_revoked_while_watching_stops_the_target_with_the_reason(
     assert "failed: inv-" not in text, text
     assert status.returncode == 1, status.stdout
     assert "s3 refused the credentials (InvalidAccessKeyId)" in status.stdout, status.stdout
+
+
+class Proxy:
+    """A TCP proxy to the S3 server; :meth:`lose_server` makes it a load balancer whose
+    server went away: open connections closed under the client, new ones accepted and
+    closed at once."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.lost = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            if self.lost.is_set():
+                client.close()
+                continue
+            server = socket.create_connection(("127.0.0.1", self.port))
+            self.sockets += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def lose_server(self) -> None:
+        self.lost.set()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """Each request cut off logged 'error   Task exception was never retrieved\\nfuture:
+    <Task finished ... ClientRequest.write_bytes() ... ClientConnectionResetError(...)>',
+    with no target named: 19 of 21 lines of the log."""
+    proxy = Proxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "mirror.log"
+    source.mkdir()
+    (source / "first.pdf").write_bytes(b"first")
+    options = {**s3_target.options, "endpoint_url": f"http://127.0.0.1:{proxy.listener.getsockname()[1]}"}
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{source}"\n[defaults]\nsettle = "0.2s"\n'
+        f'[targets.s3]\nurl = "{s3_target.url}"\n'
+        "options = { " + ", ".join(f'{k} = "{v}"' for k, v in options.items()) + " }\n"
+    )
+    # botocore's own retries (5 attempts, backing off) would hold mirror's back for long
+    env = {**s3_target.env, "AWS_MAX_ATTEMPTS": "1"}
+    proc = start("run", "-c", str(config), state=state, env=env, log=log)
+    try:
+        wait_for(lambda: "1 sent" in log.read_text(), timeout=30, what="the first copy")
+        proxy.lose_server()
+        for i in range(3):
+            (source / f"inv-{i}.pdf").write_bytes(os.urandom(50_000))
+        wait_for(lambda: "[s3] retrying" in log.read_text(), timeout=30, what="mirror's retry")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert "Task exception" not in text and "future:" not in text, text
