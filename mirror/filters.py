@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +26,9 @@ class Filter:
     """Decides for a source-relative path whether it takes part in the mirror."""
 
     def __init__(self, include: Iterable[str] = (), exclude: Iterable[str] = ()) -> None:
-        include, exclude = list(include), list(exclude)
+        # patterns and names compared in one Unicode form: "Entwürfe/" typed in a config
+        # (composed) missed the folder a Mac had named (decomposed), and the drafts went out
+        include, exclude = [_nfc(p) for p in include], [_nfc(p) for p in exclude]
         # pathspec is only loaded (and consulted) when there are patterns
         self._include = _spec(include) if include else None
         self._exclude = _spec(exclude) if exclude else None
@@ -37,13 +40,16 @@ class Filter:
 
     def wants_dir(self, rel: str) -> bool:
         """False when a folder is excluded as a whole (its contents are not walked)."""
-        return self._exclude is None or not self._exclude.match_file(rel + "/")
+        return self._exclude is None or not self._exclude.match_file(_nfc(rel) + "/")
 
     def wants_file(self, rel: str) -> bool:
         return not is_junk(rel.rpartition("/")[2]) and self.wants_by_pattern(rel)
 
     def wants_by_pattern(self, rel: str) -> bool:
         """The include/exclude patterns alone (the scan tests junk names itself)."""
+        if self._exclude is None and self._include is None:
+            return True
+        rel = _nfc(rel)
         if self._exclude is not None and self._exclude.match_file(rel):
             return False
         return self._include is None or bool(self._include.match_file(rel))
@@ -52,6 +58,10 @@ class Filter:
 def is_junk(name: str) -> bool:
     """A name applications leave behind while working (JUNK_PATTERNS, any case)."""
     return _JUNK_RE.match(name.lower()) is not None
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
 def _spec(patterns: list[str]) -> Any:

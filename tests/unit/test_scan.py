@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import unicodedata
 from pathlib import Path
+
+import pytest
 
 from mirror.filters import Filter
 from mirror.scan import Entries, LocalEntry, scan, stat_paths
@@ -51,6 +54,21 @@ def test_include_and_exclude_patterns_are_gitignore_style(tmp_path: Path) -> Non
         "drafts/c.pdf": None,
         "x/e.pdf": scan(tmp_path, only_pdf).entries["x/e.pdf"],
     }
+
+
+@pytest.mark.parametrize("typed", ["NFC", "NFD"])
+def test_patterns_match_names_in_either_unicode_form(tmp_path: Path, typed: str) -> None:
+    """Typed in a config (composed), they missed names a Mac made (decomposed), and the
+    other way round: excluded drafts went to the target."""
+    made = "NFD" if typed == "NFC" else "NFC"
+    for rel in ["Entwürfe/a.pdf", "Rechnung-Müller.pdf", "ok.pdf"]:
+        path = tmp_path / unicodedata.normalize(made, rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    patterns = [unicodedata.normalize(typed, p) for p in ["Entwürfe/", "*Müller*"]]
+    assert set(scan(tmp_path, Filter(exclude=patterns)).entries) == {"ok.pdf"}
+    only = Filter(include=[unicodedata.normalize(typed, "*Müller*")])
+    assert set(scan(tmp_path, only).entries) == {unicodedata.normalize(made, "Rechnung-Müller.pdf")}
 
 
 def test_links_fifos_and_sockets_are_skipped_without_being_opened(tmp_path: Path) -> None:
