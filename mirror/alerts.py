@@ -63,7 +63,8 @@ class Alerts(Observer):
         self.targets = {t.name: t for t in config.targets if t.settings.alerts}
         root = state_dir(config) / "alerts"
         self.files = {
-            name: root / f"{index_path(root, config.source, t).stem}.json" for name, t in self.targets.items()
+            name: root / f"{index_path(root, config.named_source, t).stem}.json"
+            for name, t in self.targets.items()
         }
         self.scrub = {name: SecretFilter(t.secrets).scrub for name, t in self.targets.items()}
         #: incidents, some carried over from an earlier run (``alerts/*.json``)

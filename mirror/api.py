@@ -99,7 +99,7 @@ def status(config: Config) -> list[TargetStatus]:
     root = state_dir(config)
     result = []
     for target in config.targets:
-        index = index_of(root, config.source, target)
+        index = index_of(root, config.named_source, target)
         if index.exists():
             result.append(_read_status(index))
         else:

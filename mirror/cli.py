@@ -172,7 +172,7 @@ def build_config(
         cfg = dataclasses.replace(cfg, state_dir=state.resolve())
     if known and config_path is None and source:
         root = resolve_state_dir(cfg)
-        cfg = dataclasses.replace(cfg, targets=tuple(mirrored_as(root, cfg.source, t) for t in cfg.targets))
+        cfg = dataclasses.replace(cfg, targets=tuple(mirrored_as(root, cfg.named_source, t) for t in cfg.targets))
     return cfg
 
 
@@ -416,7 +416,7 @@ def _refuse_a_config_s_target(cfg: Config) -> None:
     differ (a by-year target got a second, tree-shaped copy of every file)."""
     root = resolve_state_dir(cfg)
     for t in cfg.targets:
-        known = mirrored_as(root, cfg.source, t)
+        known = mirrored_as(root, cfg.named_source, t)
         if known.name != t.name:
             raise ConfigError(
                 f"{t.url} is mirrored from {cfg.source} as target {known.name!r} of a config; "

@@ -66,6 +66,14 @@ class Config:
     presets: Mapping[str, Preset] = field(default_factory=dict)
     state_dir: Path | None = None
     origin: str = "command line"
+    #: the source as given, where a link on its way leads to ``source`` (current ->
+    #: releases/7): what names the source's indexes, as the link may lead elsewhere later
+    source_link: Path | None = None
+
+    @property
+    def named_source(self) -> Path:
+        """The source as it names its indexes: as given, links and all."""
+        return self.source_link or self.source
 
     def select(self, names: Collection[str]) -> Config:
         """Only the targets called ``names`` (all when none); one name may be given as is."""
@@ -363,6 +371,7 @@ def from_dict(
     resolved_presets = {name: Preset(p.name, p.protocol, {}, p.capabilities) for name, p in presets.items()}
     return Config(
         source=(base_dir / os.path.expanduser(source)).resolve(),
+        source_link=_link(base_dir / os.path.expanduser(source)),
         targets=tuple(targets),
         presets=resolved_presets,
         state_dir=(base_dir / os.path.expanduser(state_dir)).resolve() if state_dir else None,
@@ -407,5 +416,12 @@ def ad_hoc(source: str, target: str, settings: TargetSettings) -> Config:
     url = target if "://" in target else str(Path(os.path.expanduser(target)).resolve())
     return Config(
         source=Path(os.path.expanduser(source)).resolve(),
+        source_link=_link(Path(os.path.expanduser(source))),
         targets=(TargetConfig("default", url, {}, settings),),
     )
+
+
+def _link(source: Path) -> Path | None:
+    """``source`` as an absolute path, if a link on its way leads elsewhere (see Config.source_link)."""
+    given = Path(os.path.abspath(source))
+    return given if given != given.resolve() else None

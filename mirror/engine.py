@@ -100,6 +100,13 @@ class Mirror:
         on another mount than before (a share or disk not mounted, and the folder below
         its mount point showing, maybe recreated by the program that writes into it).
         None when it is the same, or nothing tells."""
+        link = self.config.source_link
+        if link is not None and (now := os.path.realpath(link)) != str(self.config.source):
+            # a link switched (current -> releases/8): changes here are not the source's
+            return (
+                f"source folder {link} now leads to {now}, not to {self.config.source} where this mirror "
+                "reads it; restart mirror to mirror the folder it leads to"
+            )
         place = place_of(str(self.config.source))
         if place is None:
             return None
@@ -258,6 +265,7 @@ class Mirror:
             runner.start(known, lock)
         watcher = SourceWatcher(
             self.config.source,
+            self.config.source_link,
             self.filter,
             min(r.settings.settle for r in self.runners),
             any(r.settings.poll for r in self.runners),

@@ -73,7 +73,7 @@ def index_of(root: Path, source: Path, target: TargetConfig) -> Path:
     for candidate in reversed(named):
         index = Index(candidate, readonly=True)
         try:
-            if index.get_meta("source") == str(source):
+            if index.get_meta("source") in (str(source), os.path.realpath(source)):
                 return candidate
         finally:
             index.close()
@@ -137,7 +137,7 @@ class TargetRunner:
         self.log = logging.LoggerAdapter(log, {"target": self.name})
         self.resolved = registry.resolve(target.url, target.options, config.presets)
         self.caps = registry.capabilities(self.resolved)
-        self.index_file = index_path(state_dir(config), config.source, target)
+        self.index_file = index_path(state_dir(config), config.named_source, target)
         source_mount = mount_of(str(config.source))
         self.stable_inodes = source_mount is None or source_mount.stable_inodes
         self.driver: Driver | None = None
@@ -205,6 +205,7 @@ class TargetRunner:
             ) from None
         self._lock_fd = fd
         self._place_fd = self._lock_place()
+        self._take_over_index_of_real_path()
         self.index = Index(self.index_file)
         self.crashed = self.index.get_meta("clean_shutdown") == "0"
         self.index.set_meta(
@@ -219,6 +220,16 @@ class TargetRunner:
             layout=self.settings.layout.template,
             settling=None,  # what a killed run's watcher held
         )
+
+    def _take_over_index_of_real_path(self) -> None:
+        """Before a source given through a link named its indexes by the link, the folder
+        it led to did (Config.source_link): such an index is this target's."""
+        if self.config.source_link is None or self.index_file.exists():
+            return
+        old = index_path(state_dir(self.config), self.config.source, self.target)
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(FileNotFoundError):
+                os.rename(f"{old}{suffix}", f"{self.index_file}{suffix}")
 
     def connect(self) -> Driver:
         if self.driver is None:

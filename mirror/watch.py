@@ -59,6 +59,7 @@ class SourceWatcher:
     def __init__(
         self,
         root: Path,
+        link: Path | None,
         filt: Filter,
         settle: float,
         poll: bool,
@@ -66,6 +67,8 @@ class SourceWatcher:
         known: MutableMapping[str, LocalEntry],
     ) -> None:
         self.root = root
+        #: the source as given, through a link that leads to ``root`` (Config.source_link)
+        self.link = link
         self.filt = filt
         self.settle = settle
         self.poll = poll
@@ -134,6 +137,7 @@ class SourceWatcher:
 
     def _watch(self) -> Iterator[Batch]:
         root_id = _identity(self.root)
+        link_id = _identity(self.link) if self.link is not None else root_id
         self._inner_ids.clear()
         events = watchfiles.watch(
             self.root,
@@ -172,6 +176,9 @@ class SourceWatcher:
                 if now_id is not None:
                     log.warning("source folder %s was replaced (unmounted or remounted); rescanning", self.root)
                     yield Batch({}, rescan=True)
+                return
+            if self.link is not None and _identity(self.link) != link_id:
+                yield Batch({}, rescan=True)  # the link leads elsewhere: the engine tells
                 return
             if (moved := self._inner_moved()) is not None:
                 log.warning("%s in the source was mounted or unmounted; rescanning", moved)

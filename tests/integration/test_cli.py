@@ -1000,3 +1000,37 @@ def test_a_symlinked_folder_in_a_local_target_is_not_written_through(
     result = run("run", str(src), str(target), "--once", state=state)
     assert result.returncode == 1 and "symbolic link" in result.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_source_given_through_a_link_follows_it_when_it_is_switched(tmp_path: Path, state: Path) -> None:
+    """current -> releases/1, switched to releases/2 by the exporting program between two
+    --once runs: the second run took releases/2 for a new source, with an index of its
+    own, so the file gone from it stayed on the target, and verify said identical."""
+    (tmp_path / "releases" / "1").mkdir(parents=True)
+    (tmp_path / "releases" / "2").mkdir(parents=True)
+    (tmp_path / "releases" / "1" / "inv.pdf").write_bytes(b"invoice v1")
+    (tmp_path / "releases" / "1" / "cancelled.pdf").write_bytes(b"cancelled")
+    (tmp_path / "releases" / "2" / "inv.pdf").write_bytes(b"invoice v2")
+    current, target = tmp_path / "current", tmp_path / "dst"
+    current.symlink_to("releases/1")
+    assert run("run", str(current), str(target), "--once", state=state).returncode == 0
+    (tmp_path / "next").symlink_to("releases/2")
+    os.replace(tmp_path / "next", current)
+    again = run("run", str(current), str(target), "--once", state=state)
+    assert again.returncode == 0 and "1 deleted" in again.stdout, again.stdout + again.stderr
+    assert files(target) == {"inv.pdf": b"invoice v2"}
+
+
+def test_an_index_named_by_the_folder_a_link_leads_to_is_taken_over(tmp_path: Path, state: Path) -> None:
+    """Indexes of a source given through a link were named by the folder it led to: the
+    first run after the change must find that index, not start one that knows no file."""
+    real, target = tmp_path / "exports" / "2026", tmp_path / "dst"
+    real.mkdir(parents=True)
+    (real / "a.pdf").write_bytes(b"a")
+    (real / "b.pdf").write_bytes(b"b")
+    assert run("run", str(real), str(target), "--once", state=state).returncode == 0
+    (tmp_path / "current").symlink_to(real)
+    (real / "b.pdf").unlink()  # only the old index knows the target's copy is mirror's
+    again = run("run", str(tmp_path / "current"), str(target), "--once", state=state)
+    assert again.returncode == 0 and "1 deleted" in again.stdout, again.stdout + again.stderr
+    assert files(target) == {"a.pdf": b"a"}

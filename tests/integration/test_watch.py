@@ -184,6 +184,34 @@ def test_an_item_that_keeps_failing_is_told_once_not_at_every_pass(tmp_path: Pat
     assert len(told) == 1, told
 
 
+def test_a_source_link_switched_while_watching_is_told_and_changes_nothing(tmp_path: Path) -> None:
+    """Watching current -> releases/1, then current switched to releases/2: mirror kept
+    watching releases/1, and the target silently stopped following the source. It now
+    says so, holds the target as it is, status exits 1; a restart mirrors releases/2."""
+    (tmp_path / "releases" / "1").mkdir(parents=True)
+    (tmp_path / "releases" / "2").mkdir(parents=True)
+    (tmp_path / "releases" / "1" / "a.pdf").write_bytes(b"r1")
+    (tmp_path / "releases" / "2" / "a.pdf").write_bytes(b"r2")
+    current, dst, state, log = tmp_path / "current", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    current.symlink_to("releases/1")
+    proc = start("run", str(current), str(dst), state=state, log=log)
+    try:
+        wait_for(lambda: files(dst) == {"a.pdf": b"r1"}, what="the first copy")
+        (tmp_path / "next").symlink_to("releases/2")
+        os.replace(tmp_path / "next", current)
+        wait_for(lambda: "now leads to" in log.read_text(), what="the warning")
+        (tmp_path / "releases" / "1" / "late.pdf").write_bytes(b"not the source any more")
+        time.sleep(1)
+        assert files(dst) == {"a.pdf": b"r1"}
+        shown = run("status", str(current), str(dst), state=state)
+        assert shown.returncode == 1 and "restart mirror" in shown.stdout, shown.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert run("run", str(current), str(dst), "--once", state=state).returncode == 0
+    assert files(dst) == {"a.pdf": b"r2"}
+
+
 def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[Path, Path, Path]) -> None:
     # the watcher sees both within one debounce: the old folder's files must still leave
     # the target now, not at the next hourly rescan

@@ -36,7 +36,13 @@ def test_known_files_below_an_event_batch_s_folders_become_pending(
     if many:  # more folders than FEW_FOLDERS: the other way of looking below them
         folders |= {f"c{i}" for i in range(FEW_FOLDERS + 1)}
     watcher = SourceWatcher(
-        Path("/nonexistent"), Filter(), 0.5, False, threading.Event(), {k: LocalEntry(k, 1, 1) for k in known}
+        Path("/nonexistent"),
+        None,
+        Filter(),
+        0.5,
+        False,
+        threading.Event(),
+        {k: LocalEntry(k, 1, 1) for k in known},
     )
     watcher._look_below, watcher._found = set(folders), set(found)
     watcher._expand_gone()
@@ -53,7 +59,7 @@ def test_a_file_that_never_stops_changing_is_named_once(
     monkeypatch.setattr(watch, "RESTLESS_AFTER", 0.3)
     log = tmp_path / "app.log"
     log.write_text("start\n")
-    watcher = SourceWatcher(tmp_path, Filter(), 0.2, False, threading.Event(), {})
+    watcher = SourceWatcher(tmp_path, None, Filter(), 0.2, False, threading.Event(), {})
     watcher.expect(["app.log"])
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
