@@ -700,6 +700,10 @@ class DropboxDriver(Driver):
             while session_id is None or offset < size:
                 f.seek(offset)
                 data = f.read(self.chunk_size)
+                if len(data) < min(self.chunk_size, size - offset):
+                    # cut shorter since the upload began: empty appends never reached its end
+                    self.state.delete(key)
+                    raise ItemError(f"{commit.path} got shorter while it was sent")
                 last = offset + len(data) >= size
                 try:
                     if session_id is None:

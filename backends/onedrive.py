@@ -458,6 +458,10 @@ class OneDriveDriver(Driver):
             while True:
                 f.seek(offset)
                 chunk = f.read(self.chunk_size)
+                if len(chunk) < min(self.chunk_size, size - offset):
+                    # cut shorter since the session began: empty fragments never reached its end
+                    self.state.delete(key)
+                    raise ItemError(f"{rel} got shorter while it was sent")
                 end = offset + len(chunk) - 1
                 try:
                     # the upload URL carries its own authorization; a bearer token must not be sent

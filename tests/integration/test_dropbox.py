@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from mirror.driver import MemoryState
 from mirror.errors import FatalError, ItemError, TransientError
 from mirror.hashing import dropbox_content_hash
 from tests.servers.dropbox import DropboxServer
@@ -269,3 +273,38 @@ def test_a_delete_job_that_fails_whole_is_a_transient_failure_of_the_call(
     with pytest.raises(TransientError, match="too_many_write_operations"):
         driver.delete_batch(["a.pdf", "b.pdf"])
     assert sorted(driver.list()) == ["a.pdf", "b.pdf"]
+
+
+def test_a_file_cut_shorter_during_its_upload_session_fails_at_once(
+    dropbox_server: DropboxServer, tmp_path: Path
+) -> None:
+    """A 9 MiB scan rewritten as 2 MiB after its session began: the upload appended empty
+    pieces to reach 9 MiB, about 500 requests a second, and never returned."""
+    mib = 1 << 20
+    driver = dropbox_server.driver(chunk_size=4 * mib)
+    driver.state = MemoryState()
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(os.urandom(9 * mib))
+    start = driver.fs.dbx.files_upload_session_start
+
+    def start_then_cut(data: bytes, *args: Any, **kwargs: Any) -> Any:
+        begun = start(data, *args, **kwargs)
+        scan.write_bytes(os.urandom(2 * mib))
+        return begun
+
+    driver.fs.dbx.files_upload_session_start = start_then_cut
+    outcome: list[BaseException] = []
+    worker = threading.Thread(
+        target=lambda: _catch(outcome, lambda: driver.put(str(scan), "scan.tif", MTIME_NS)), daemon=True
+    )
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the upload never ends"
+    assert len(outcome) == 1 and "got shorter while it was sent" in str(driver.classify(outcome[0]))
+
+
+def _catch(into: list[BaseException], work: Callable[[], object]) -> None:
+    try:
+        work()
+    except BaseException as exc:
+        into.append(exc)

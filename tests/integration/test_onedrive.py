@@ -7,9 +7,11 @@ import json
 import os
 import random
 import stat
+import threading
 import time
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import msal
 import pytest
@@ -337,3 +339,39 @@ def test_unicode_spellings_of_one_name_are_not_sent_onto_one_item(
     assert folder is not None
     kids = [(k.name, k.content) for k in graph_fake.state.children(folder)]
     assert len(kids) == 1 and kids[0][1] in (b"typed on Linux", b"copied from a Mac"), kids
+
+
+def test_a_file_cut_shorter_during_its_upload_session_fails_at_once(
+    onedrive_target: TargetSpec, graph_fake: GraphFake, tmp_path: Path
+) -> None:
+    """Rewritten shorter after the first fragment: empty fragments with an inverted range
+    went out without end, and put never returned."""
+    driver = OneDriveDriver.connect(onedrive_target.url, {**onedrive_target.options, "chunk_size": CHUNK_UNIT * 4})
+    driver.state = MemoryState()
+    driver.makedirs("")
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(os.urandom(CHUNK_UNIT * 4 * 5 + 5))
+    put = driver.http.put
+    fragments = []
+
+    def put_then_cut(*args: Any, **kwargs: Any) -> Any:
+        fragments.append(kwargs.get("headers"))
+        answer = put(*args, **kwargs)
+        if len(fragments) == 1:
+            scan.write_bytes(os.urandom(CHUNK_UNIT))
+        return answer
+
+    driver.http.put = put_then_cut  # type: ignore[method-assign]
+    outcome: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            driver.put(str(scan), "scan.tif", MTIME)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=send, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), f"the upload never ends ({len(fragments)} fragments)"
+    assert len(outcome) == 1 and "got shorter while it was sent" in str(driver.classify(outcome[0]))

@@ -323,6 +323,36 @@ def test_a_file_the_target_holds_short_after_sending_fails_and_is_sent_again() -
         rig.close()
 
 
+class Shortened(MemoryDriver):
+    """The source file is cut shorter during its upload, which the upload refuses (as the
+    cloud drivers do when a session cannot reach the size it began with)."""
+
+    cut: Path | None = None
+
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        if self.cut is not None:
+            self.cut.write_bytes(b"short")
+            self.cut = None
+            raise ItemError(f"{rel} got shorter while it was sent")
+        return super().put(local_path, rel, mtime_ns)
+
+
+def test_a_file_cut_shorter_while_it_was_sent_is_sent_again_at_once() -> None:
+    """The scanner rewrote it shorter under its upload session: the new version goes out
+    in the same pass (a failed put is tried once more), not as a failure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(Path(tmp))
+        # sent in place, as Dropbox and OneDrive send (a temp name's batch sends it again)
+        rig.driver = Shortened(rig.driver.fs, rig.root, dataclasses.replace(rig.driver.caps, atomic_put=True))
+        rig.executor.driver = rig.driver
+        rig.write({"scan.tif": b"a long first version"})
+        rig.driver.cut = rig.source / "scan.tif"
+        stats = first_copy(rig)
+        assert stats.uploaded == 1 and not stats.failed, stats
+        assert rig.target() == {"scan.tif": b"short"}
+        rig.close()
+
+
 def batched(rig: Rig, verb: str) -> list[int]:
     return sorted(len(b) for b in rig.driver.batches if b[0].startswith(f"{verb} "))
 
