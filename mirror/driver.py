@@ -353,7 +353,8 @@ class Driver:
         """Whether the folder the target writes into is gone or holds nothing, as one cheap
         request tells (someone deleted, emptied or made anew the folder in a web app): the
         index then says nothing of what it holds, and only a listing does. None where the
-        backend cannot tell without listing the folder. A pass that starts a run asks it."""
+        backend cannot tell without listing the folder. A pass that starts a run asks it,
+        and so does the first pass after the target was found down."""
         return None
 
     def root_remade(self) -> bool:

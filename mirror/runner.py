@@ -166,8 +166,11 @@ class TargetRunner:
         #: for with --rescan), not as a disk that is not mounted
         self.accept_new_place = False
         #: whether the target was asked if its folder is lost (Driver.root_lost), or
-        #: listed: once a run, as a cloud target pays a request for it
+        #: listed: once a run, as a cloud target pays a request for it, and again after an
+        #: outage, as a NAS share or bucket can come back empty
         self._root_asked = False
+        #: the target was found down and has not answered since
+        self._down = False
         self.observer = observer or Observer()
         #: progress hooks: bytes a pass will send, then bytes as each item completes
         self.on_plan: Callable[[int], None] | None = None
@@ -530,7 +533,8 @@ class TargetRunner:
         """Whether the target folder is not the one the last pass left, or was emptied:
         the index then says nothing of what it holds, and only a listing does. A local
         folder is looked at each time; for another target the driver tells what it made
-        again, and ``ask`` asks the target once a run (see Driver.root_lost)."""
+        again, and ``ask`` asks the target once a run and once after it was found down
+        (see Driver.root_lost)."""
         if self.index is None:
             return False
         if self.local_folder is None:
@@ -550,18 +554,30 @@ class TargetRunner:
     def _root_lost(self, ask: bool) -> bool:
         assert self.index is not None
         lost = self.driver is not None and self.driver.root_remade()
-        if ask and not self._root_asked and not lost:
+        if ask and not self._root_asked and not lost and self._tells_lost:
             try:
                 lost = bool(self.connect().root_lost())
             except Exception as exc:
+                error = exc if isinstance(exc, MirrorError) or self.driver is None else self.driver.classify(exc)
+                if self._down and isinstance(error, TransientError):
+                    # still down: the pass would try again only to find that out, as slowly
+                    # (a host that does not answer costs the whole timeout)
+                    raise error from exc
                 # out of reach: a pass with work finds out, and one without works offline
                 self.log.debug("cannot ask the target about its folder: %s", exc)
             else:
                 self._root_asked = True
+                self._down = False
         if lost and self.index.holds_files():
             self.log.info("target folder %s was deleted, emptied or made anew; listing it", self.resolved.url)
             return True
         return False
+
+    @functools.cached_property
+    def _tells_lost(self) -> bool:
+        """Whether the backend answers Driver.root_lost: where it does not (FTP, other
+        fsspec targets), asking would connect and log in for nothing."""
+        return registry.load_driver_class(self.resolved.backend).root_lost is not Driver.root_lost
 
     def _note_stranded(self) -> None:
         """Remember temp files a lost connection left on the target (Executor.stranded):
@@ -808,6 +824,9 @@ class TargetRunner:
                     raise_failure(report)
                 backoff = 1.0
             except TransientError as exc:
+                # what comes back may be an empty folder: the next pass asks (see _root_lost)
+                self._root_asked = False
+                self._down = True
                 # a target counted as down says so already (TargetDown)
                 reason = str(exc).removeprefix("target unreachable: ")
                 self.log.warning("target unreachable (%s); retrying in %.0f s", reason, backoff)
@@ -858,6 +877,11 @@ class TargetRunner:
             self._recheck_every = GUARD_RECHECK
 
     def _do(self, work: Work) -> list[Report]:
+        # first: asked after an outage, a target still down ends the pass here, and takes
+        # nothing along that the work put back in the queue does not hold
+        if not work.full and (self._has_stranded() or self.folder_replaced(ask=True)):
+            # its listing finds what a watch pass would not: temp files, an empty folder
+            work.full = work.listing = True
         reports = []
         retry, self.postponed = self.postponed, set()
         hold = self.held.holding(time.monotonic())
@@ -866,9 +890,6 @@ class TargetRunner:
             released = self.held.release()
             if not work.full:
                 work.changes.update(stat_paths(self.config.source, released - work.changes.keys(), self.filter))
-        if not work.full and (self._has_stranded() or self.folder_replaced()):
-            # its listing finds what a watch pass would not: temp files, an empty folder
-            work.full = work.listing = True
         if work.full:
             with self._known_lock:
                 local = self._known.copy()

@@ -12,17 +12,23 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from mirror.backends.dropbox import DropboxDriver
 from mirror.backends.gdrive import GDriveDriver
 from mirror.backends.onedrive import OneDriveDriver
+from mirror.backends.sftp import SFTPDriver
+from mirror.backends.webdav import WebdavDriver
+from moto.server import ThreadedMotoServer
 
 from mirror import config as config_mod
 from mirror import registry
 from mirror.driver import BatchPut, Driver
 from mirror.engine import Mirror
 from mirror.errors import ItemError
+from mirror.events import Observer
+from mirror.execute import RetryPolicy
 from mirror.filters import Filter
 from mirror.hashing import HashKind
 from mirror.plan import refused_name
@@ -31,6 +37,9 @@ from mirror.source_files import SourceFiles
 from mirror.verify import compare
 from tests.cli import wait_for
 from tests.contract.targets import BACKENDS
+from tests.servers.s3 import S3Server
+from tests.servers.sshd import free_port
+from tests.servers.webdav import start_webdav
 from tests.support import TargetSpec
 
 HOSTILE = [
@@ -330,7 +339,8 @@ def empty_target(driver: Driver) -> None:
 
 
 def delete_root(driver: Driver) -> None:
-    """Someone deletes the mirror's folder itself in the service's web app, for good."""
+    """Someone deletes the mirror's folder itself, for good: in the service's web app, or
+    on the server (a share restored without it)."""
     if isinstance(driver, OneDriveDriver):
         driver.request("DELETE", driver.item_url(""))
     elif isinstance(driver, GDriveDriver):
@@ -338,15 +348,22 @@ def delete_root(driver: Driver) -> None:
         driver._call(lambda: driver._files.delete(fileId=root_id, **driver._drive_args()))
     elif isinstance(driver, DropboxDriver):
         driver.fs.rm_file(driver.root)
+    elif isinstance(driver, SFTPDriver):
+        empty_target(driver)
+        with driver._session() as link:
+            link.sftp.rmdir(driver.root)
+    elif isinstance(driver, WebdavDriver):
+        driver.client.remove(driver._dav(""))
     else:
-        raise AssertionError(f"no web app deletes the folder of {type(driver).__name__}")
+        raise AssertionError(f"no one deletes the folder of {type(driver).__name__}")
 
 
 #: backends whose folder a run can find deleted or emptied with one request; on the
 #: others only a listing tells, and the rescan_interval listing fills it again
-TELLS_EMPTIED = ("file", "s3", "dropbox", "gdrive", "onedrive")
-#: backends on which a folder deleted in a web app is a case (a local one missing waits for its disk)
-WEB_APPS = ("dropbox", "gdrive", "onedrive")
+TELLS_EMPTIED = ("file", "s3", "dropbox", "gdrive", "onedrive", "sftp", "webdav")
+#: backends on which a folder deleted is a case: in a web app, or on a server (a local one
+#: missing waits for its disk; S3 has no folders, emptied is deleted)
+DELETABLE = ("dropbox", "gdrive", "onedrive", "sftp", "webdav")
 
 
 @pytest.mark.parametrize("how", ["emptied", "deleted"])
@@ -356,7 +373,7 @@ def test_a_target_folder_deleted_or_emptied_between_runs_is_filled_again(
     """The mirror's folder was emptied or deleted between two runs (cron's --once): the
     next run lists it and sends every file again, where it sent only the new one and
     said all was in sync (the older invoices missing until the hourly rescan)."""
-    if spec.backend not in (TELLS_EMPTIED if how == "emptied" else WEB_APPS):
+    if spec.backend not in (TELLS_EMPTIED if how == "emptied" else DELETABLE):
         pytest.skip(f"{how} is left to the rescan listing on {spec.backend}")
     source = tmp_path / "src"
     (source / "2024").mkdir(parents=True)
@@ -400,6 +417,110 @@ def test_a_target_folder_deleted_while_watching_is_filled_again(
         (source / "inv-root.pdf").write_bytes(b"invoice root")
         # asked afresh: this driver would trust the folder ids it resolved for a minute
         wait_for(lambda: driver.forget_folder("") or len(driver.list()) == 5, 30, "every file back on the target")
+    finally:
+        mirror.shutdown()
+        thread.join(15)
+        mirror.close()
+    assert differences(cfg) == []
+
+
+class Outage:
+    """The server of a target stopped (every connection dropped) and started again, and
+    the target's folder emptied on its disk meanwhile: a NAS share swapped for an empty
+    folder, a WebDAV folder made anew, a bucket restarted empty."""
+
+    def __init__(self, spec: TargetSpec, request: pytest.FixtureRequest) -> None:
+        self.spec = spec
+        self.request = request
+        path = unquote(urlsplit(spec.url).path)
+        if spec.backend == "sftp":
+            self.folder = Path(path)
+        elif spec.backend == "webdav":
+            self.folder = request.getfixturevalue("webdav_server").folder / path.lstrip("/")
+        elif spec.backend != "s3":
+            pytest.skip(f"no server of {spec.backend} to stop here")
+
+    def down(self) -> None:
+        if self.spec.backend == "sftp":
+            self.request.getfixturevalue("sshd").stop()
+        elif self.spec.backend == "webdav":
+            self.request.getfixturevalue("webdav_server").server.stop()
+        else:
+            moto = self.request.getfixturevalue("s3_server").server
+            moto.stop()
+            # stopped, werkzeug still holds the port: connections would wait, not be refused
+            moto._server.server_close()
+
+    def empty(self) -> None:
+        if self.spec.backend == "s3":
+            # moto keeps its buckets in this process: another server on another port reaches them
+            port = free_port()
+            s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            s3.start()
+            try:
+                where = urlsplit(self.spec.url)
+                bucket, prefix = where.netloc, where.path.strip("/")
+                client = S3Server(f"http://127.0.0.1:{port}", s3).client()
+                for item in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+                    client.delete_object(Bucket=bucket, Key=item["Key"])
+            finally:
+                s3.stop()
+        else:
+            self.folder.rename(self.folder.with_name(self.folder.name + ".old"))
+            self.folder.mkdir()
+
+    def up(self) -> None:
+        if self.spec.backend == "sftp":
+            self.request.getfixturevalue("sshd").start()
+        elif self.spec.backend == "webdav":
+            server = self.request.getfixturevalue("webdav_server")
+            again = start_webdav(server.folder, server.port)
+            server.server, server.thread = again.server, again.thread
+        else:
+            self.request.getfixturevalue("s3_server").server.start()
+
+
+class States(Observer):
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_state(self, target: str, state: str, error: str | None) -> None:
+        self.seen.append(state)
+
+
+def test_a_target_folder_emptied_while_the_target_was_down_is_filled_again(
+    spec: TargetSpec, driver: Driver, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The server went down in watch mode and came back with the mirror's folder empty
+    (the NAS's share swapped for an empty folder, the bucket restarted empty): the first
+    pass after the outage lists it and sends every file, where it sent only the file
+    written meanwhile, status said in sync, and the others waited for the hourly rescan
+    (a restart did not help: the folder was no longer empty)."""
+    outage = Outage(spec, request)
+    source = tmp_path / "src"
+    (source / "2024").mkdir(parents=True)
+    for i in range(3):
+        (source / "2024" / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+    cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
+    states = States()
+    # s3fs retries a refused connection itself, for seconds: few tries of mirror's own
+    mirror = Mirror(cfg, observers=[states], retry=RetryPolicy(attempts=2, initial=0.1))
+    mirror.open()
+    thread = threading.Thread(target=mirror.run_forever)
+    thread.start()
+    try:
+        wait_for(lambda: len(driver.list()) == 3, 30, "the first copy")
+        outage.down()
+        try:
+            outage.empty()
+            # in a new folder: its upload fails making the folder, and leaves no temp file
+            # that would have the next pass list the target anyway
+            (source / "2025").mkdir()
+            (source / "2025" / "during.pdf").write_bytes(b"written during the outage")
+            wait_for(lambda: "failing" in states.seen, 60, "the target found down")
+        finally:
+            outage.up()
+        wait_for(lambda: len(driver.list()) == 4, 60, "every file back on the target")
     finally:
         mirror.shutdown()
         thread.join(15)

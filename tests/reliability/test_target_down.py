@@ -131,3 +131,50 @@ def test_a_target_that_stays_down_is_probed_not_retried_at_every_pass(tmp_path: 
     retries = [line for line in lines if "retrying in" in line and "attempt" in line]
     assert len(retries) <= 4, "\n".join(lines)  # the first pass's tries 2 to 5
     assert sum("failed: b.pdf" in line for line in lines) <= 1, "\n".join(lines)
+
+
+@pytest.mark.timeout(180)
+def test_a_nas_share_that_comes_back_empty_after_an_outage_is_filled_again(tmp_path: Path) -> None:
+    """The NAS went down in watch mode and its share came back as an empty folder (a disk
+    swapped, a share restored empty): the first pass after the outage sends every file,
+    where it sent only the one written meanwhile (3 files of 23 on the NAS), status said
+    in sync with a fresh last complete sync, a restart sent nothing, and only verify or
+    the hourly rescan found the rest missing."""
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    source, remote = tmp_path / "export", tmp_path / "remote"
+    (source / "2026-01").mkdir(parents=True)
+    remote.mkdir()
+    for i in range(20):
+        (source / "2026-01" / f"invoice-{i:02}.pdf").write_bytes(os.urandom(2000))
+    config = write_config(
+        tmp_path / "m.toml", source, {"nas": (server.url(remote), sftp_options(server))}, settle="0.2s"
+    )
+    state = tmp_path / "state"
+    log = tmp_path / "mirror.log"
+    proc = start("run", "-c", str(config), state=state, log=log)
+    try:
+        wait_for(lambda: landed(remote) == files(source), what="the first copy")
+        server.stop()
+        remote.rename(tmp_path / "remote.old")
+        remote.mkdir()
+        # a new month's folder: making it fails, and no temp file is left that would have
+        # the next pass list the NAS anyway
+        (source / "2026-02").mkdir()
+        (source / "2026-02" / "during.pdf").write_bytes(b"written during the outage")
+        wait_for(lambda: "target unreachable" in log.read_text(), timeout=60, what="the NAS found down")
+        server.start()
+        (source / "2026-02" / "invoice-1.pdf").write_bytes(b"after the outage")
+        wait_for(lambda: landed(remote) == files(source), timeout=60, what="every file back on the NAS")
+        status = run("status", "-c", str(config), state=state)
+        assert status.returncode == 0, status.stdout + status.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        server.stop()
+    server.start()
+    try:
+        verify = run("verify", "-c", str(config), state=state)
+    finally:
+        server.stop()
+    assert verify.returncode == 0, verify.stdout + verify.stderr
