@@ -365,6 +365,16 @@ class Index:
                     self._clear_failure(src)
             self._wrote(len(gone))
 
+    def failed_sources(self) -> frozenset[str]:
+        return frozenset(self._failed)
+
+    def clear_failures(self, srcs: Iterable[str]) -> None:
+        with self._using():
+            self._drain()
+            for src in srcs:
+                self._clear_failure(src)
+            self._wrote()
+
     def _clear_failure(self, src: str) -> None:
         if src in self._failed:
             self._db.execute("DELETE FROM failures WHERE src = ?", (src,))

@@ -411,6 +411,7 @@ class TargetRunner:
             files = {p for p in skip if os.path.isfile(os.path.join(self.config.source, p))}
             self.postponed.update(p for p in below if not files.isdisjoint(ancestors(p)))
             skip = {*skip, *below}
+        self._clear_failures_of_gone(mine, scope, skip)
         index, scope = self._index_for(mine, scope, listing)
         if skip:
             scope = set(scope if scope is not None else (*mine, *index)).difference(skip)
@@ -444,6 +445,19 @@ class TargetRunner:
         self._after(report, listing)
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
+
+    def _clear_failures_of_gone(
+        self, mine: Mapping[str, LocalEntry], scope: Collection[str] | None, skip: Collection[str]
+    ) -> None:
+        """A file that failed and has left the source (or is left out now) has nothing left
+        to fail: its failure kept status at exit 1 and 'last complete sync' frozen for good.
+        A file on the target that failed to go (its row still there) keeps its failure."""
+        if self.index is None or self.dry_run or not (failed := self.index.failed_sources()):
+            return
+        looked = failed if scope is None else failed.intersection(scope)
+        gone = [src for src in looked if src not in mine and src not in skip and self.index.lookup(src) is None]
+        if gone:
+            self.index.clear_failures(gone)
 
     def _execute(self, actions: Plan, retell: bool) -> RunStats:
         """Run a plan that has work in it, telling how far it has got as it goes."""

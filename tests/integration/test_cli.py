@@ -1034,3 +1034,21 @@ def test_an_index_named_by_the_folder_a_link_leads_to_is_taken_over(tmp_path: Pa
     again = run("run", str(tmp_path / "current"), str(target), "--once", state=state)
     assert again.returncode == 0 and "1 deleted" in again.stdout, again.stdout + again.stderr
     assert files(target) == {"a.pdf": b"a"}
+
+
+def test_a_failed_file_that_left_the_source_leaves_no_failure_behind(tmp_path: Path, state: Path) -> None:
+    """x.pdf failed (a folder of its name on the target), then was deleted from the source:
+    every later run said 0 failed, yet status showed its failure and exit 1 for good, and
+    'last complete sync: never' (a monitor's alert on the sync's age fired for ever)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (dst / "x.pdf").mkdir(parents=True)
+    (dst / "x.pdf" / "not mine").write_bytes(b"someone else's")
+    (src / "a.pdf").write_bytes(b"a")
+    (src / "x.pdf").write_bytes(b"x")
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 1
+    (src / "x.pdf").unlink()
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    shown = run("status", str(src), str(dst), state=state)
+    assert shown.returncode == 0 and "failed:" not in shown.stdout, shown.stdout
+    assert "sync: never" not in shown.stdout
