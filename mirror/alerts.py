@@ -138,7 +138,9 @@ class Alerts(Observer):
 
     def _ping_due(self, url: str, every: float) -> bool:
         now = self.clock()
-        if now - self._last_ping.get(url, float("-inf")) < every:
+        # a clock set back (NTP, a VM resumed) makes the last ping lie ahead: the monitor
+        # heard nothing for that hour too, and called the service down
+        if 0 <= now - self._last_ping.get(url, float("-inf")) < every:
             return False
         self._last_ping[url] = now
         return True
