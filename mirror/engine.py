@@ -25,7 +25,7 @@ from mirror.index import Index
 from mirror.mounts import mounts_below, place_of
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner, described
-from mirror.scan import Entries, Snapshot, check_source, scan, stat_paths
+from mirror.scan import Entries, Skip, Snapshot, check_source, scan, stat_paths
 
 log = logging.getLogger("mirror")
 
@@ -53,6 +53,8 @@ class Mirror:
         self.unreadable: frozenset[str] = frozenset()
         #: source files the last full scan found but no target can take (see Skip.fix)
         self.unmirrorable: frozenset[str] = frozenset()
+        #: what scans skipped and said so (each is told once a run)
+        self._told: set[Skip] = set()
         #: shares and disks mounted inside the source, or expected there (see _hold_unmounted)
         self.inner_mounts: frozenset[str] = frozenset()
 
@@ -144,14 +146,26 @@ class Mirror:
         snap = scan(self.config.source, self.filter)
         self._hold_unmounted(snap)
         for skip in snap.skipped:
+            # told once a run: each hourly rescan told every link and odd name again, for ever
+            told = skip in self._told
+            self._told.add(skip)
             if skip.unreadable:
-                log.warning(
-                    "skipped %s: %s; its copies on the targets stay until it can be read", skip.path, skip.reason
+                log.log(
+                    logging.DEBUG if told else logging.WARNING,
+                    "skipped %s: %s; its copies on the targets stay until it can be read",
+                    skip.path,
+                    skip.reason,
                 )
             elif skip.fix:
-                log.warning("not mirrored: %s: %s; %s", skip.path, skip.reason, skip.fix)
+                log.log(
+                    logging.DEBUG if told else logging.WARNING,
+                    "not mirrored: %s: %s; %s",
+                    skip.path,
+                    skip.reason,
+                    skip.fix,
+                )
             else:
-                log.info("skipped %s: %s", skip.path, skip.reason)
+                log.log(logging.DEBUG if told else logging.INFO, "skipped %s: %s", skip.path, skip.reason)
         # for status: what the source holds that no target gets, as of this scan
         count = sum(1 for skip in snap.skipped if skip.unreadable or skip.fix)
         left_out = str(count) if count else None

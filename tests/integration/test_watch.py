@@ -212,6 +212,27 @@ def test_a_source_link_switched_while_watching_is_told_and_changes_nothing(tmp_p
     assert files(dst) == {"a.pdf": b"r2"}
 
 
+def test_what_a_scan_leaves_out_is_told_once_a_run_not_at_every_rescan(tmp_path: Path) -> None:
+    """A link and a name that is not UTF-8 were told again at every rescan: 24 lines a
+    day each, for as long as mirror ran."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    (src / "shortcut.pdf").symlink_to(src / "a.pdf")
+    (src / os.fsdecode(b"bad-\xff.pdf")).write_bytes(b"b")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[defaults]\nrescan_interval = "1s"\n[targets.usb]\nurl = "{dst}"\n')
+    proc = start("run", "-c", str(cfg), "-v", state=state, log=log)
+    try:
+        wait_for(lambda: log.read_text().count("skipped shortcut.pdf") >= 4, what="four rescans")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    lines = log.read_text().splitlines()
+    assert sum("info    skipped shortcut.pdf" in line for line in lines) == 1, lines
+    assert sum("warning not mirrored: bad-" in line for line in lines) == 1, lines
+
+
 def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[Path, Path, Path]) -> None:
     # the watcher sees both within one debounce: the old folder's files must still leave
     # the target now, not at the next hourly rescan
