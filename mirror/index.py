@@ -28,6 +28,10 @@ from mirror.errors import ConfigError, StateError
 
 log = logging.getLogger(__name__)
 
+#: the index format this mirror writes (sqlite's user_version): raised when a later
+#: mirror changes what the tables mean, so that an older one refuses its index
+FORMAT = 1
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     src TEXT PRIMARY KEY,
@@ -162,7 +166,18 @@ class Index:
         db = sqlite3.connect(path, check_same_thread=False, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        written = db.execute("PRAGMA user_version").fetchone()[0]
+        if written > FORMAT:
+            db.close()
+            # used as it is, rows it reads otherwise would be taken for facts (an older
+            # mirror verified a newer index "identical" with files left to delete)
+            raise ConfigError(
+                f"the index {path} was written by a newer mirror (index format {written}; this one reads "
+                f"{FORMAT}); run the newer mirror (pip install -U fsspec-mirror)"
+            )
         db.executescript(SCHEMA)
+        if written < FORMAT:
+            db.execute(f"PRAGMA user_version = {FORMAT}")
         if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise sqlite3.DatabaseError("quick_check failed")
         _one_row_per_target_path(db)

@@ -148,3 +148,18 @@ def test_rows_that_still_read_outlive_a_damaged_page(tmp_path: Path) -> None:
     assert sorted(p.name for p in target.rglob("invoice 0[12].pdf")) == ["invoice 01.pdf"]
     assert hashes(target) == {f"2023/{rel}": h for rel, h in hashes(source).items()}
     assert "damaged" in again.stderr and "file record(s) that still read" in again.stderr
+
+
+def test_an_index_a_newer_mirror_wrote_is_refused_not_used(tmp_path: Path) -> None:
+    """An older mirror took a newer one's index as its own, without a word: rows it read
+    otherwise stood as facts (verify said identical, with files left to delete)."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    (db,) = (state / "targets").glob("*.sqlite")
+    with sqlite3.connect(db) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    refused = run("run", str(src), str(dst), "--once", state=state)
+    assert refused.returncode == 2 and "written by a newer mirror (index format 99" in refused.stderr
+    assert "Traceback" not in refused.stderr and db.exists()
