@@ -364,7 +364,7 @@ class TargetRunner:
         last = self.index.get_meta("last_listing")
         if last is None or self.crashed or self.index.has_in_flight() or self._has_stranded():
             return True
-        if self.folder_replaced(ask=True):
+        if self.folder_replaced():
             return True
         since = time.time() - float(last)
         # negative: recorded while the clock was ahead; waiting for it would skip listings for as long
@@ -392,6 +392,7 @@ class TargetRunner:
         """
         started = time.time()
         self._check_place()
+        given_skip, given_empty = skip, source_empty
         remote: dict[str, RemoteEntry] | None = None
         if listing:
             remote = self.call(self.connect().list)
@@ -433,6 +434,18 @@ class TargetRunner:
             report = self._report(kind, RunStats(guard=actions.guard), started)
             self._after(report, listing)
             return report
+        if kind == "full" and not listing and self.local_folder is None and self._root_lost(ask=True):
+            # asked by a pass with work only: one with nothing to send stays offline (an
+            # SSH login for the question made a no-change run over SFTP six times as long)
+            return self.pass_(
+                local,
+                listing=True,
+                scope=None,
+                source_empty=given_empty,
+                kind=kind,
+                skip=given_skip,
+                hold_gone=hold_gone,
+            )
         self.connect()
         stats = self._execute(actions, retell=kind != "update")
         self.postponed.update(stats.postponed)

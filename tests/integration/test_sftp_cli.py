@@ -68,6 +68,20 @@ def test_a_run_with_one_change_logs_in_once(sshd: SshServer, tmp_path: Path) -> 
     assert sshd.log.read_text().count("Accepted publickey") == logins + 1
 
 
+def test_a_run_with_nothing_to_send_does_not_log_in(sshd: SshServer, tmp_path: Path) -> None:
+    """A cron job every few minutes over a quiet week: each run with nothing changed is
+    decided from the index alone (an SSH login made it six times as long)."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "invoice.pdf").write_bytes(b"paid")
+    config = _config(sshd, source, tmp_path / "remote", tmp_path)
+    assert mirror("run", "--once", "-c", str(config)).returncode == 0
+    logins = sshd.log.read_text().count("Accepted publickey")
+    again = mirror("run", "--once", "-c", str(config))
+    assert again.returncode == 0 and "0 sent" in again.stdout, again.stdout + again.stderr
+    assert sshd.log.read_text().count("Accepted publickey") == logins
+
+
 def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "restart.toml"
     config.write_text(
