@@ -369,9 +369,11 @@ def from_dict(
         settings = settings_from(table, defaults, at)
         targets.append(TargetConfig(name, url, options, settings, tuple(s for s in secrets if s)))
     resolved_presets = {name: Preset(p.name, p.protocol, {}, p.capabilities) for name, p in presets.items()}
+    given = base_dir / os.path.expanduser(source)
+    real = given.resolve()
     return Config(
-        source=(base_dir / os.path.expanduser(source)).resolve(),
-        source_link=_link(base_dir / os.path.expanduser(source)),
+        source=real,
+        source_link=_link(given, real),
         targets=tuple(targets),
         presets=resolved_presets,
         state_dir=(base_dir / os.path.expanduser(state_dir)).resolve() if state_dir else None,
@@ -414,14 +416,16 @@ def _check_capabilities(table: Mapping[str, Any], where: str) -> None:
 def ad_hoc(source: str, target: str, settings: TargetSettings) -> Config:
     """The config of ``mirror run SOURCE TARGET``: one target called ``default``."""
     url = target if "://" in target else str(Path(os.path.expanduser(target)).resolve())
+    given = Path(os.path.expanduser(source))
+    real = given.resolve()
     return Config(
-        source=Path(os.path.expanduser(source)).resolve(),
-        source_link=_link(Path(os.path.expanduser(source))),
+        source=real,
+        source_link=_link(given, real),
         targets=(TargetConfig("default", url, {}, settings),),
     )
 
 
-def _link(source: Path) -> Path | None:
-    """``source`` as an absolute path, if a link on its way leads elsewhere (see Config.source_link)."""
+def _link(source: Path, real: Path) -> Path | None:
+    """``source`` as an absolute path, if a link on its way leads to ``real`` (see Config.source_link)."""
     given = Path(os.path.abspath(source))
-    return given if given != given.resolve() else None
+    return given if given != real else None

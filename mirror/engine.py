@@ -182,13 +182,15 @@ class Mirror:
         (not only emptied) is a share given up."""
         source = str(self.config.source)
         mounted = mounts_below(source)
-        known = frozenset().union(*(r.inner_mounts() for r in self.runners))
+        recorded = [(runner, runner.inner_mounts()) for runner in self.runners]
+        known = frozenset().union(*(mounts for _, mounts in recorded))
         away = frozenset(m for m in known - mounted if os.path.isdir(os.path.join(source, m)))
         for rel in sorted(away):
             snap.hold(rel, "the share or disk mounted here is not mounted (gone for good? remove the folder)")
         self.inner_mounts = mounted | away
-        for runner in self.runners:
-            runner.remember_inner_mounts(self.inner_mounts)
+        for runner, mounts in recorded:
+            if mounts != self.inner_mounts:
+                runner.remember_inner_mounts(self.inner_mounts)
 
     def settle(self, snap: Snapshot) -> set[str]:
         """Wait until recently modified files settle; return those that never did.

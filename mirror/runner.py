@@ -623,7 +623,7 @@ class TargetRunner:
         return frozenset(json.loads(raw)) if raw else frozenset()
 
     def remember_inner_mounts(self, mounts: frozenset[str]) -> None:
-        if self.index is not None and not self.dry_run and mounts != self.inner_mounts():
+        if self.index is not None and not self.dry_run:
             self.index.set_meta(inner_mounts=json.dumps(sorted(mounts)) if mounts else None)
 
     def source_place(self) -> str | None:
