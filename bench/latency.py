@@ -108,6 +108,7 @@ class Live:
     target: Path
     proc: subprocess.Popen[bytes]
     first: float
+    log: Path
     code: int | None = None
     stop_s: float = 0.0
 
@@ -123,14 +124,17 @@ def live_mirror(kind: str, server: sshd.Server | None, workload: str, root: Path
     target = Target(kind, places.fresh(places.target_root() / f"latency-{kind}"), server)
     env = dict(os.environ, MIRROR_STATE_DIR=str(work / "state"))
     if server is None:
-        cmd = [*mirror_command(), "run", str(src), str(target.path), "-q"]
+        cmd = [*mirror_command(), "run", str(src), str(target.path)]
     else:
         config = work / "mirror.toml"
         config.write_text(mirror_sftp_config(src, target))
-        cmd = [*mirror_command(), "run", "-c", str(config), "-q"]
-    log = open(work / "mirror.log", "wb")  # noqa: SIM115 - closed in the finally below
+        cmd = [*mirror_command(), "run", "-c", str(config)]
+    # each run's log is kept: a change that never arrives is only explained by it
+    log_path = trees.cache_dir() / "results" / time.strftime(f"latency-{kind}-%Y%m%d-%H%M%S.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
-    live = Live(src, target.path, proc, 0.0)
+    live = Live(src, target.path, proc, 0.0, log_path)
     try:
         live.first = wait_for_count(target.path, spec.files, 600, proc)
         time.sleep(1.0)  # let the watcher settle after the first copy
@@ -167,6 +171,12 @@ def measure(kind: str, server: sshd.Server | None, args: argparse.Namespace) -> 
             poller.stop.set()
     delays = list(poller.delays.values())
     missing = len(poller.pending)
+    if missing:
+        print(
+            f"bench: {kind}: not on the target after 15 s: {', '.join(sorted(poller.pending))}; "
+            f"mirror's log: {live.log}",
+            file=sys.stderr,
+        )
     if not delays:
         return f"| {kind} | {live.first:.1f} s | no change arrived | | | {missing} | {live.code} |"
     return (
