@@ -91,6 +91,11 @@ class SourceWatcher:
         self._inner_ids: dict[str, tuple[int, int] | None] = {}
         #: event folders without the links on their way, for the event batch at hand
         self._real_folders: dict[str, str] = {}
+        #: folders there that could not be read (by the engine's last full scan, or by a
+        #: scan here): inotify has no watch in them, and it adds none when one becomes
+        #: readable, so an event on one that can be read now restarts the watcher
+        self.unreadable: set[str] = set()
+        self._readable_again: str | None = None
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
@@ -184,6 +189,12 @@ class SourceWatcher:
                 log.warning("%s in the source was mounted or unmounted; rescanning", moved)
                 yield Batch({}, rescan=True)
                 return
+            if self._readable_again is not None:
+                # a new watcher watches it; its first tick asks for the rescan that
+                # clears the folder from status's "left out"
+                log.info("%s can be read now; watching it", self._readable_again)
+                self._readable_again = None
+                return
 
     def _real(self, path: str) -> str:
         """``path`` with no link on the way to it. watchfiles follows a link to a folder
@@ -221,6 +232,9 @@ class SourceWatcher:
             st = None
         if st is not None and stat.S_ISDIR(st.st_mode):
             snap = scan(self.root, self.filt, start=rel)
+            if rel in self.unreadable and rel not in snap.unreadable:
+                self._readable_again = rel
+            self.unreadable.update(snap.unreadable)
             for sub in snap.entries:
                 self._pending.setdefault(sub, (None, now))
             self._found.update(snap.entries)

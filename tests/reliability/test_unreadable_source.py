@@ -8,6 +8,7 @@ keeps its user id but loses the power to override permissions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,6 +52,25 @@ def once(source: Path, target: Path, env: dict[str, str]) -> subprocess.Complete
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def watching(source: Path, target: Path, env: dict[str, str], log: Path) -> Iterator[None]:
+    """``mirror run`` in watch mode, permissions applying, for the ``with`` block; then a
+    clean stop with exit 0 and no traceback in ``log``."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["unshare", "--user", *MIRROR, "run", str(source), str(target)],
+            stdout=out, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+    output = log.read_text()
+    assert code == 0, output
+    assert "Traceback" not in output, output
+
+
 def test_an_unreadable_folder_keeps_its_copies_until_it_can_be_read(
     mirrored: tuple[Path, Path, dict[str, str]],
 ) -> None:
@@ -84,12 +104,7 @@ def test_a_folder_turning_unreadable_in_watch_mode_keeps_its_copies(
 ) -> None:
     source, target, env = mirrored
     log = tmp_path / "watch.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            ["unshare", "--user", *MIRROR, "run", str(source), str(target)],
-            stdout=out, stderr=subprocess.STDOUT, text=True, env=env, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    try:
+    with watching(source, target, env, log):
         (source / "late.pdf").write_bytes(b"late")
         wait_for(lambda: files(target).get("late.pdf") == b"late", what="the watcher's first change")
         (source / "2025").chmod(0o000)
@@ -97,12 +112,6 @@ def test_a_folder_turning_unreadable_in_watch_mode_keeps_its_copies(
         wait_for(lambda: files(target).get("later.pdf") == b"later", what="a change after the chmod")
         # the chmod's event was handled in the same or an earlier batch than the new file
         assert landed(target) == {**TREE, "late.pdf": b"late", "later.pdf": b"later"}, log.read_text()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(15)
-    output = log.read_text()
-    assert code == 0, output
-    assert "Traceback" not in output, output
 
 
 def test_verify_does_not_call_files_in_an_unreadable_folder_removed(
@@ -118,3 +127,30 @@ def test_verify_does_not_call_files_in_an_unreadable_folder_removed(
     assert result.returncode == 1, output
     assert "removed from the source" not in output, output
     assert "2025/a.pdf: cannot be read in the source, so it was not compared" in output, output
+
+
+def test_a_folder_readable_again_in_watch_mode_is_watched_again(
+    mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """inotify adds no watch to a folder that becomes readable: a file written into it
+    later stayed off the target, with status still naming it 'left out', until the
+    hourly rescan."""
+    source, target, env = mirrored
+    (source / "2025").chmod(0o000)
+    log = tmp_path / "watch.log"
+    with watching(source, target, env, log):
+        wait_for(lambda: "2025: folder cannot be read" in log.read_text(), what="the unreadable folder told")
+        (source / "2025").chmod(0o755)
+        (source / "seen.pdf").write_bytes(b"seen")  # lands after the chmod's event is handled
+        wait_for(lambda: files(target).get("seen.pdf") == b"seen", what="a change after the chmod")
+        (source / "2025" / "new.pdf").write_bytes(b"new")
+        (source / "2025" / "a.pdf").write_bytes(b"a, corrected")
+        wait_for(
+            lambda: files(target).get("2025/new.pdf") == b"new" and files(target)["2025/a.pdf"] == b"a, corrected",
+            what="changes inside the folder that became readable",
+        )
+        status = subprocess.run(
+            [*MIRROR, "status", str(source), str(target)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert "left out" not in status.stdout, status.stdout
