@@ -125,17 +125,25 @@ class Mirror:
 
     def _check_distinct(self) -> None:
         """Two targets writing to one place would undo each other: one's deletions would
-        defeat another's ``keep``, and each would count the other's files as strangers."""
-        seen: dict[tuple[str, ...], str] = {}
+        defeat another's ``keep``, and each would count the other's files as strangers.
+        One inside another's folder is refused too: their files land on each other's
+        (a ``flat`` target in ``backup/sub`` overwrote the tree target's ``sub/``)."""
+        seen: list[tuple[tuple[str, ...], str]] = []
         for runner in self.runners:
             place = runner.place()
-            if place in seen:
-                where = place[1] if place[0] == "folder" else redact_url(place[1])
-                raise ConfigError(
-                    f"targets {seen[place]!r} and {runner.name!r} both write to {where}; "
-                    "give each target a folder of its own"
-                )
-            seen[place] = runner.name
+            for other, name in seen:
+                if place == other:
+                    raise ConfigError(
+                        f"targets {name!r} and {runner.name!r} both write to {_shown(place)}; "
+                        "give each target a folder of its own"
+                    )
+                if (inner := _inside(place, other)) is not None:
+                    inner_name, outer_name = (runner.name, name) if inner == place else (name, runner.name)
+                    raise ConfigError(
+                        f"target {inner_name!r} writes to {_shown(inner)}, inside the folder of target "
+                        f"{outer_name!r}; give each target a folder of its own, not one inside another"
+                    )
+            seen.append((place, runner.name))
 
     def close(self, clean: bool = True) -> None:
         for runner in self.runners:
@@ -374,3 +382,19 @@ def _holds_files(index_file: Path) -> bool:
 
 def _young(entries: Entries, settle: float) -> set[str]:
     return entries.modified_after(time.time_ns() - int(settle * 1e9))
+
+
+def _inside(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Of two targets' places (:meth:`TargetRunner.place`), the one inside the other's
+    folder; None when neither is."""
+    if a[0] != b[0] or a[2:] != b[2:]:
+        return None
+    if a[1].startswith(b[1].rstrip("/") + "/"):
+        return a
+    if b[1].startswith(a[1].rstrip("/") + "/"):
+        return b
+    return None
+
+
+def _shown(place: tuple[str, ...]) -> str:
+    return place[1] if place[0] == "folder" else redact_url(place[1])

@@ -868,6 +868,26 @@ def test_two_targets_writing_to_one_place_are_refused(src: Path, tmp_path: Path,
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'me' and 'me_again'")
 
 
+def test_a_target_inside_another_target_s_folder_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
+    """A flat target in backup/2026 wrote its files into the tree target's 2026/, each
+    overwriting the other's on every rescan, while status said in sync."""
+    (src / "2026" / "inv.pdf").write_bytes(b"tree")
+    (src / "inv.pdf").write_bytes(b"flat")
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path}/backup/2026"\nlayout = "flat"\n'
+        f'[targets.archive]\nurl = "{tmp_path}/backup"\n'
+    )
+    refused = run("run", "-c", str(cfg), "--once", state=state)
+    assert_one_line_error(refused, 2, "target 'usb' writes to", "inside the folder of target 'archive'")
+    assert not (tmp_path / "backup").exists()
+    cfg.write_text(
+        f'source = "{src}"\n[targets.a]\nurl = "memory://box/backup"\n[targets.b]\nurl = "memory://box/backup/sub"\n'
+        f'[targets.c]\nurl = "memory://box/backup-2"\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'b' writes to", "target 'a'")
+
+
 def test_a_state_folder_that_cannot_be_made_is_a_one_line_error(src: Path, tmp_path: Path) -> None:
     (tmp_path / "a file").write_bytes(b"")
     for state in (tmp_path / "a file", tmp_path / "a file" / "below"):
