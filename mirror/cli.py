@@ -428,6 +428,9 @@ def print_plan(name: str, plan: Plan) -> None:
     click.echo(f"{name}: would do {counted(len(plan.moves) + len(plan.transfers) + len(plan.removals), 'action')}")
     for c in plan.cleanups:
         click.echo(f"  remove temp  {c.dst}")
+    for a in (*plan.moves, *plan.transfers):
+        if aside := getattr(a, "aside", None):
+            click.echo(f"  set aside    {a.dst} -> {aside}  (not mirror's; {a.src} takes its place)")
     for m in plan.moves:
         click.echo(f"  move         {m.old_dst} -> {m.dst}  ({m.reason})")
     for t in plan.transfers:

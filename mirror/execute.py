@@ -172,8 +172,8 @@ class Executor:
             # listing pass looks for the files on the target
             sending = [(t.src, t.dst, t.date) for t in plan.transfers if isinstance(t, Put)]
             journal = self.index.sending([*sending, *((m.src, m.dst, m.date) for m in plan.moves)])
-            self._move_all(plan.moves)
-            self._send_all(plan.transfers)
+            self._move_all(self._cleared(plan.moves))
+            self._send_all(self._cleared(plan.transfers))
             self.index.sent(journal)
             transfer_failed = len(stats.failed) > len(plan.refusals)
             removed: tuple[Removal, ...] = ()
@@ -242,7 +242,7 @@ class Executor:
     def _stopping(self) -> bool:
         return self.stop.is_set() or self._abort.is_set()
 
-    def _parallel(self, items: Sequence[T], work: Callable[[T], None], workers: int | None = None) -> None:
+    def _parallel(self, items: Sequence[T], work: Callable[[T], object], workers: int | None = None) -> None:
         if not items:
             return
         todo = iter(items)
@@ -332,8 +332,9 @@ class Executor:
         except Exception as exc:
             raise self.driver.classify(exc) from exc
 
-    def _item(self, src: str, dst: str | None, work: Callable[[], None]) -> None:
-        """Run the work for one item; record a per-item failure instead of raising."""
+    def _item(self, src: str, dst: str | None, work: Callable[[], None]) -> bool:
+        """Run the work for one item; record a per-item failure instead of raising. True
+        when the work was done."""
         try:
             work()
         except TransientError as exc:
@@ -347,15 +348,16 @@ class Executor:
                 down = self._streak >= self.retry.down_after
             if down:
                 raise TargetDown(f"target unreachable: {exc}") from exc
-            return
+            return False
         except ItemError as exc:
             self._failed(src, dst, str(exc))
             with self._lock:
                 self._answered = True  # refused, but by a target that answered
-        else:
-            with self._lock:
-                self._streak = 0
-                self._answered = True
+            return False
+        with self._lock:
+            self._streak = 0
+            self._answered = True
+        return True
 
     def _failed(self, src: str, dst: str | None, reason: str) -> None:
         if self._stopping():
@@ -931,6 +933,42 @@ class Executor:
                 if n > _TRASH_TRIES:
                     raise
                 trash_dst = head + numbered_top(action.dst, n)
+
+    def _cleared(self, actions: Sequence[T]) -> list[T]:
+        """``actions`` whose way is clear: someone else's file where a move or put writes
+        (:attr:`Put.aside`) is moved into the trash first; one whose way could not be
+        cleared fails, and that file stays as it is."""
+        asides = [a for a in actions if isinstance(a, (Put, Move)) and a.aside]
+        if not asides:
+            return list(actions)
+        # a send that failed may have left mirror's own copy there (one a target cut
+        # short): that is replaced, not set aside. A failed setting aside is recorded
+        # under the trash path, so the next pass tries that again
+        sent_before = {(f.src, f.dst) for f in self.index.failures()}
+        cleared = {a.src for a in asides if (a.src, a.dst) in sent_before}
+
+        def clear(action: Put | Move, aside: str) -> None:
+            if action.ask:
+                there = self.call(partial(self.driver.stat, action.dst))
+                if there is None or there.size == action.entry.size:
+                    return
+            self._trash(Trash(action.src, action.dst, aside, "a file mirror did not put there", forget=False))
+            self.log.warning(
+                "%s on the target is not mirror's (someone else's, or kept after its source went); "
+                "moved into %s/ before %s takes its place",
+                action.dst,
+                parent(aside),
+                action.src,
+            )
+
+        def work(action: Put | Move) -> None:
+            aside = action.aside or ""
+            if self._item(action.src, aside, partial(clear, action, aside)):
+                with self._lock:
+                    cleared.add(action.src)
+
+        self._parallel([a for a in asides if a.src not in cleared], work)
+        return [a for a in actions if not (isinstance(a, (Put, Move)) and a.aside) or a.src in cleared]
 
     def _in_free_place(self, action: Trash) -> Trash:
         """``action`` with a trash path no earlier trashed file holds (``inv (2).pdf``, ...):

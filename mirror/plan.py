@@ -60,6 +60,11 @@ class Put(NamedTuple):
     reason: str
     #: the target already has a file of this size with this hash: skip if ours matches
     unless_hash: str | None = None
+    #: where a file at ``dst`` that mirror did not put there goes first (into the trash),
+    #: so that sending this one loses nobody's file (promise 2); None: none is there
+    aside: str | None = None
+    #: no listing told whether such a file is there: the executor asks the target
+    ask: bool = False
 
 
 class Adopt(NamedTuple):
@@ -86,6 +91,9 @@ class Move(NamedTuple):
     #: another file of the plan needs ``old_dst`` gone first (as a folder, or from a
     #: folder it takes the name of): the executor moves it aside before any other move
     park: bool = False
+    #: as :attr:`Put.aside` and :attr:`Put.ask`: someone else's file at ``dst``
+    aside: str | None = None
+    ask: bool = False
 
 
 class Delete(NamedTuple):
@@ -461,6 +469,14 @@ class _Planner:
             action = _decide(
                 src, dst, date, self.local[src], index.get(src), renames.get(src), self.remote, key, self.settings
             )
+            if (
+                isinstance(action, (Put, Move))
+                and owner.get(k) is None
+                and k not in vacated
+                and self._relocates(src, dst)
+            ):
+                # no row holds the path (its own row does, unless it moves there)
+                action = self._clear_the_way(action)
             if isinstance(action, Move):
                 moves.append(action)
             elif action is not None:
@@ -468,6 +484,21 @@ class _Planner:
         # a file refused its new path keeps its old copy, and with it the copy's folders
         self.vacated -= {key(index[r.src].dst) for r in self.refusals if r.src in index}
         return moves, transfers
+
+    def _clear_the_way(self, action: Put | Move) -> Put | Move:
+        """``action`` writes to a path no index row holds: a file there is someone else's
+        (put by hand, or kept by ``delete = keep`` after its source went) and is moved
+        into the trash before ``action`` replaces it. A listing tells whether one is there;
+        without one, the executor asks. A file of the same size is taken for the source's
+        own copy (a lost index, or a pass cut short after sending): it is adopted or
+        replaced as before."""
+        aside = f"{TRASH_DIR}/{self.settings.today.isoformat()}/{action.dst}"
+        if self.remote is None:
+            return action._replace(aside=aside, ask=True)
+        there = self.remote.get(self.key(action.dst))
+        if there is None or there.size == action.entry.size:
+            return action
+        return action._replace(aside=aside)
 
     def _owners(self) -> dict[str, str]:
         """Who holds each target path (by key), from one read of the whole index, shared by

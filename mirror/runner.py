@@ -33,7 +33,7 @@ from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
 from mirror.mounts import mount_of, place_of
 from mirror.paths import ancestors
-from mirror.plan import KnownFiles, Plan, PlanSettings, narrow, plan
+from mirror.plan import KnownFiles, Plan, PlanSettings, Put, narrow, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
 from mirror.redact import redact_url
@@ -43,6 +43,9 @@ log = logging.getLogger("mirror")
 
 #: seconds before deletions the guard withheld in watch mode are first planned again
 GUARD_RECHECK = 10.0
+#: new target paths a pass without a listing may ask the target about, one request each
+#: (:attr:`Put.ask`); more, and one listing answers for all of them
+ASKS_AT_MOST = 100
 
 
 def state_dir(config: Config) -> Path:
@@ -425,6 +428,21 @@ class TargetRunner:
             self.stable_inodes,
         )
         actions = plan(mine, index, settings, remote, scope, source_empty, hold_gone, self._leftovers(remote))
+
+        def listed() -> Report:
+            """This pass again, as a full pass with a listing."""
+            return self.pass_(
+                local,
+                listing=True,
+                scope=None,
+                source_empty=given_empty,
+                kind=kind,
+                skip=given_skip,
+                hold_gone=hold_gone,
+            )
+
+        if remote is None and _asks(actions) > (0 if self.dry_run else ASKS_AT_MOST):
+            return listed()  # one listing answers for every new file at once (and a dry run cannot ask)
         if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
         if actions.held:
@@ -437,15 +455,7 @@ class TargetRunner:
         if kind == "full" and not listing and self.local_folder is None and self._root_lost(ask=True):
             # asked by a pass with work only: one with nothing to send stays offline (an
             # SSH login for the question made a no-change run over SFTP six times as long)
-            return self.pass_(
-                local,
-                listing=True,
-                scope=None,
-                source_empty=given_empty,
-                kind=kind,
-                skip=given_skip,
-                hold_gone=hold_gone,
-            )
+            return listed()
         self.connect()
         stats = self._execute(actions, retell=kind != "update")
         self.postponed.update(stats.postponed)
@@ -957,6 +967,12 @@ class TargetRunner:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
             self.log.warning("deletions withheld: %s", report.guard)
+
+
+def _asks(actions: Plan) -> int:
+    """How many moves and puts of ``actions`` must ask the target what stands at their path."""
+    puts = sum(1 for t in actions.transfers if isinstance(t, Put) and t.ask)
+    return puts + sum(1 for m in actions.moves if m.ask)
 
 
 def described(exc: Exception) -> str:

@@ -8,6 +8,7 @@ verify clean.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 from collections.abc import Iterator
@@ -299,6 +300,32 @@ def test_the_engine_converges_on_every_change(spec: TargetSpec, tmp_path: Path) 
     # the rename is a server-side move where the backend can, else a put plus a delete
     assert third.uploaded + third.moved == 2 and third.deleted == (1 if third.moved else 2)
     assert third.moved == (1 if spec.backend in ("file", "sftp") else third.moved)
+    assert differences(cfg) == []
+
+
+def test_someone_else_s_file_in_the_way_goes_to_the_trash_not_lost(
+    spec: TargetSpec, driver: Driver, tmp_path: Path
+) -> None:
+    """A file mirror did not put on the target, where a source file of the same name
+    goes, was overwritten without a word: at a new target's first copy (found by its
+    listing), and later (a file put there by hand, or one kept by ``delete = keep``)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "inv1.pdf").write_bytes(b"our invoice 1")
+    put(driver, tmp_path, "inv1.pdf", b"the accountant's own inv1.pdf")
+    cfg = make_config(spec, source, tmp_path / "state")
+    (first,) = run_once(cfg)
+    assert first.ok and first.uploaded == 1, first
+    trash = f".mirror-trash/{dt.date.today().isoformat()}"
+    sizes = {rel: e.size for rel, e in driver.list().items()}
+    assert sizes == {"inv1.pdf": 13, f"{trash}/inv1.pdf": 29}, sizes
+    put(driver, tmp_path, "2026/inv2.pdf", b"someone's 2026/inv2.pdf, by hand")
+    (source / "2026").mkdir()
+    (source / "2026" / "inv2.pdf").write_bytes(b"our invoice 2")
+    (second,) = run_once(cfg)  # no listing: the target is asked
+    assert second.ok and second.uploaded == 1, second
+    sizes = {rel: e.size for rel, e in driver.list().items()}
+    assert sizes == {"inv1.pdf": 13, "2026/inv2.pdf": 13, f"{trash}/inv1.pdf": 29, f"{trash}/2026/inv2.pdf": 32}
     assert differences(cfg) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -1072,3 +1073,41 @@ def test_a_failed_file_that_left_the_source_leaves_no_failure_behind(tmp_path: P
     shown = run("status", str(src), str(dst), state=state)
     assert shown.returncode == 0 and "failed:" not in shown.stdout, shown.stdout
     assert "sync: never" not in shown.stdout
+
+
+def test_a_file_kept_by_delete_keep_goes_to_the_trash_when_a_new_one_takes_its_name(
+    tmp_path: Path, state: Path
+) -> None:
+    """delete = keep kept the copy of an invoice gone from the export; a new invoice of
+    that number, sent later, replaced the only copy left of the old one."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "inv7.pdf").write_bytes(b"invoice 7 of 2025")
+    (src / "inv8.pdf").write_bytes(b"invoice 8")
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.nas]\nurl = "{target}"\ndelete = "keep"\n')
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    (src / "inv7.pdf").unlink()
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    (src / "inv7.pdf").write_bytes(b"invoice 7 of 2026, numbering restarted")
+    trash = f".mirror-trash/{dt.date.today().isoformat()}"
+    preview = run("run", "-c", str(cfg), "--once", "--dry-run", state=state)
+    assert f"set aside    inv7.pdf -> {trash}/inv7.pdf  (not mirror's; inv7.pdf takes its place)" in preview.stdout
+    result = run("run", "-c", str(cfg), "--once", state=state)
+    assert result.returncode == 0, result.stderr
+    assert "inv7.pdf on the target is not mirror's" in result.stderr
+    assert files(target) == {
+        "inv7.pdf": b"invoice 7 of 2026, numbering restarted",
+        "inv8.pdf": b"invoice 8",
+        f"{trash}/inv7.pdf": b"invoice 7 of 2025",
+    }
+    # over 100 new files at once: one listing answers for them all
+    (src / "inv8.pdf").unlink()
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    for i in range(8, 130):
+        (src / f"inv{i}.pdf").write_bytes(b"invoice %d of 2026" % i)
+    many = run("run", "-c", str(cfg), "--once", state=state)
+    assert many.returncode == 0, many.stderr
+    assert files(target)[f"{trash}/inv8.pdf"] == b"invoice 8"
+    assert files(target)["inv8.pdf"] == b"invoice 8 of 2026"
+    assert len([p for p in files(target) if not p.startswith(".mirror-trash/")]) == 123

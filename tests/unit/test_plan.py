@@ -4,6 +4,7 @@ the target root is touched, and the deletion guard holds."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from backends.local import LocalDriver
 from backends.memory import MemoryDriver
 from mirror.driver import Capabilities, Driver, RemoteEntry
+from mirror.errors import ItemError
 from mirror.execute import Executor
 from mirror.filters import Filter
 from mirror.hashing import HashKind
@@ -168,6 +170,50 @@ def test_first_copy_reproduces_the_source_and_a_second_plan_is_empty(
         assert again.transfers == again.moves == again.removals == ()
         assert {r.src for r in again.refusals} == refused
         assert _store_keys_outside(rig.root) == outside_before
+        rig.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    tree=trees,
+    others=trees,
+    taken=st.lists(st.sampled_from(["other size", "same size", "none"]), max_size=12),
+    layout=layouts,
+    listed=st.booleans(),
+    disk=st.booleans(),
+)
+def test_someone_else_s_files_on_the_target_are_never_lost(
+    tree: dict[str, bytes], others: dict[str, bytes], taken: list[str], layout: str, listed: bool, disk: bool
+) -> None:
+    """Files mirror did not put on the target stay, or go into the trash whole where a
+    source file of another size takes their place (found by a listing, or asked for);
+    one of the same size is taken for the source file's copy."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(Path(tmp), disk=disk)
+        rig.write(tree)
+        lay, local = Layout.parse(layout), rig.local()
+        theirs = {p: b"theirs: " + d for p, d in others.items()}
+        for (src, data), how in zip(sorted(tree.items()), taken, strict=False):
+            dst = lay.target_path(src, date_of(local[src].mtime_ns))
+            if how != "none":
+                theirs[dst] = b"T" * len(data) if how == "same size" else b"theirs: " + data
+        placed: dict[str, bytes] = {}
+        for rel, data in sorted(theirs.items()):
+            with contextlib.suppress(OSError, ItemError):  # a name another of theirs holds as a file
+                rig.driver.makedirs(rel.rpartition("/")[0])
+                if rig.driver.stat(rel) is None and rel not in placed:
+                    copy = Path(tmp) / "theirs"
+                    copy.write_bytes(data)
+                    rig.driver.put(str(copy), rel, 0)
+                    placed[rel] = data
+        remote = rig.driver.list() if listed else None
+        rig.executor.run(plan(rig.local(), {}, rig.settings(layout), remote=remote))
+        after = rig.target()
+        trashed = {p.split("/", 2)[2]: d for p, d in after.items() if p.startswith(".mirror-trash/")}
+        for rel, data in placed.items():
+            kept = after.get(rel) == data or trashed.get(rel) == data
+            taken_over = rel in after and len(after[rel]) == len(data)
+            assert kept or taken_over, (rel, data, after)
         rig.close()
 
 
@@ -530,6 +576,9 @@ def test_a_rename_becomes_a_move_when_the_target_can_move() -> None:
             dt.date(2023, 11, 14),
             "renamed from 'old.pdf'",
             "old.pdf",
+            # no listing tells what stands at the new path: the target is asked
+            aside=".mirror-trash/1970-01-01/new.pdf",
+            ask=True,
         ),
     )
     assert result.transfers == () and result.removals == ()
