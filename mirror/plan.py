@@ -325,6 +325,14 @@ def refused_name(dst: str, caps: Capabilities) -> str | None:
     return None
 
 
+def refusal(dst: str, size: int, caps: Capabilities) -> str | None:
+    """Why the target would refuse a file of ``size`` bytes at ``dst``, or None."""
+    why = refused_name(dst, caps)
+    if why is None and caps.max_file_bytes is not None and size > caps.max_file_bytes:
+        why = f"file is larger than the target allows ({caps.max_file_bytes} bytes)"
+    return why
+
+
 def plan(
     local: Mapping[str, LocalEntry],
     index: Mapping[str, IndexEntry],
@@ -432,9 +440,7 @@ class _Planner:
                     continue  # unchanged (as narrow() tells), and no listing to check it against
                 desired[src] = (dst, date)  # the target accepted this path before
                 continue
-            why = refused_name(dst, self.caps)
-            if why is None and self.caps.max_file_bytes is not None and entry.size > self.caps.max_file_bytes:
-                why = f"file is larger than the target allows ({self.caps.max_file_bytes} bytes)"
+            why = refusal(dst, entry.size, self.caps)
             if why:
                 self.refusals.append(Refuse(src, dst, why))
                 continue

@@ -12,7 +12,7 @@ from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import Layout, date_of
 from mirror.paths import path_key
-from mirror.plan import TRASH_DIR, refused_name
+from mirror.plan import TRASH_DIR, refusal
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
 
@@ -45,8 +45,10 @@ def compare(
     found: list[Difference] = []
     for src, entry in sorted(local.items()):
         known = index.get(src)
-        dst = _placed(src, entry, known, layout)
-        if dst is None or refused_name(dst, caps):
+        try:
+            dst = _placed(src, entry, known, layout)
+        except ItemError as exc:
+            found.append(Difference(src, None, f"not mirrored: {exc}"))
             continue
         holder = holders.get(key(dst), src)
         if holder != src:
@@ -54,7 +56,9 @@ def compare(
             continue
         r = there.get(key(dst))
         if r is None:
-            found.append(Difference(src, dst, "missing on the target"))
+            # as the planner judges it: a path the target took before is not refused now
+            why = None if known is not None and known.dst == dst else refusal(dst, entry.size, caps)
+            found.append(Difference(src, dst, f"not mirrored: {why}" if why else "missing on the target"))
         elif r.size != entry.size:
             found.append(Difference(src, dst, f"size differs (source {entry.size}, target {r.size})"))
         elif caps.hash_kind is not HashKind.NONE and r.hash:
@@ -94,9 +98,10 @@ def accounted_for(local: Mapping[str, LocalEntry], index: Mapping[str, IndexEntr
     """The target paths the source's files belong at, and those the index holds."""
     paths = {row.dst for row in index.values()}
     for src, entry in local.items():
-        dst = _placed(src, entry, index.get(src), layout)
-        if dst is not None:
-            paths.add(dst)
+        try:
+            paths.add(_placed(src, entry, index.get(src), layout))
+        except ItemError:
+            continue  # no path on the target: nothing there it could account for
     return paths
 
 
@@ -110,10 +115,7 @@ def others(remote: Mapping[str, RemoteEntry], accounted: set[str], caps: Capabil
     return sorted(p for p in remote if key(p) not in accounted and not p.startswith(f"{TRASH_DIR}/"))
 
 
-def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str | None:
-    """Where ``src`` belongs on the target (None: its layout gives no safe path)."""
+def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str:
+    """Where ``src`` belongs on the target (ItemError: its layout gives no safe path)."""
     date: dt.date = known.date if known else date_of(entry.mtime_ns)
-    try:
-        return layout.target_path(src, date)
-    except ItemError:
-        return None
+    return layout.target_path(src, date)

@@ -734,26 +734,45 @@ def test_a_preset_that_writes_into_the_source_under_another_name_is_refused(
     assert files(src) == before
 
 
+def stick_config(tmp_path: Path, contents: dict[str, bytes], capabilities: str) -> Path:
+    """A source holding ``contents`` and a config mirroring it to a local folder, usb,
+    through a preset with these ``capabilities`` (a FAT stick, a WebDAV server's rules)."""
+    src = tmp_path / "export"
+    src.mkdir()
+    for name, data in contents.items():
+        (src / name).write_bytes(data)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[backends.stick]\nprotocol = "file"\ncapabilities = {{ {capabilities} }}\n'
+        f'[targets.usb]\nurl = "stick://{tmp_path}/usb"\n'
+    )
+    return cfg
+
+
 def test_a_case_folding_local_target_gets_one_of_two_names_that_differ_in_case(
     tmp_path: Path, state: Path
 ) -> None:
     """What a FAT or exFAT stick is told (its mount type; here a preset, as this kernel has
     no FAT): of Invoice.pdf and INVOICE.pdf one lands, the other is named as refused."""
-    src = tmp_path / "export"
-    src.mkdir()
-    (src / "Invoice.pdf").write_bytes(b"first")
-    (src / "INVOICE.pdf").write_bytes(b"second")
-    cfg = tmp_path / "m.toml"
-    cfg.write_text(
-        f'source = "{src}"\n[backends.stick]\nprotocol = "file"\ncapabilities = {{ case_sensitive = false }}\n'
-        f'[targets.usb]\nurl = "stick://{tmp_path}/usb"\n'
-    )
+    cfg = stick_config(tmp_path, {"Invoice.pdf": b"first", "INVOICE.pdf": b"second"}, "case_sensitive = false")
     first = run("run", "-c", str(cfg), "--once", state=state)
     assert first.returncode == 1 and "on the target is already taken by" in first.stderr, first.stderr
     landed = files(tmp_path / "usb")
     assert len(landed) == 1 and next(iter(landed.values())) in (b"first", b"second")
     again = run("run", "-c", str(cfg), "--once", state=state)
     assert "0 sent" in again.stdout + again.stderr and files(tmp_path / "usb") == landed
+
+
+def test_verify_names_a_file_the_target_refuses_as_not_mirrored(tmp_path: Path, state: Path) -> None:
+    """verify said 'identical (2 files)' and exited 0 while what?.pdf, a name the target
+    refuses (a preset here, as WebDAV's '?'), was not on it; run had reported it."""
+    cfg = stick_config(tmp_path, {"invoice.pdf": b"invoice", "what?.pdf": b"questions"}, 'forbidden_chars = "?"')
+    why = "the target refuses the character(s) '?' in 'what?.pdf'"
+    first = run("run", "-c", str(cfg), "--once", state=state)
+    assert first.returncode == 1 and f"not mirrored: what?.pdf: {why}" in first.stderr, first.stderr
+    assert files(tmp_path / "usb") == {"invoice.pdf": b"invoice"}
+    verify = run("verify", "-c", str(cfg), state=state)
+    assert verify.returncode == 1 and verify.stdout.splitlines() == [f"usb: what?.pdf: not mirrored: {why}"]
 
 
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:

@@ -69,3 +69,17 @@ def test_a_source_folder_that_cannot_be_read_is_a_difference_mirrored_or_not() -
         ("old/a.pdf", "cannot be read in the source, so it was not compared"),
         ("2026", "cannot be read in the source, so it is not mirrored"),
     ]
+
+
+def test_a_file_the_target_refuses_is_reported_as_not_mirrored_with_the_planner_s_reason() -> None:
+    """verify said 'identical' while a name the target refuses was not on it."""
+    picky = Capabilities(forbidden_chars="?", max_path_chars=20, max_file_bytes=10)
+    sizes = {"a.pdf": 3, "what?.pdf": 3, "a/long/way/down/x.pdf": 3, "big.pdf": 11}
+    entries = {src: LocalEntry(src, size, MTIME, i) for i, (src, size) in enumerate(sizes.items())}
+    remote = {"a.pdf": RemoteEntry("a.pdf", 3)}
+    found = compare(entries, {}, remote, Layout.parse("tree"), DeletePolicy.MIRROR, picky, lambda _: None)
+    assert [(d.src, d.problem) for d in found] == [
+        ("a/long/way/down/x.pdf", "not mirrored: path is longer than the target allows (20 characters)"),
+        ("big.pdf", "not mirrored: file is larger than the target allows (10 bytes)"),
+        ("what?.pdf", "not mirrored: the target refuses the character(s) '?' in 'what?.pdf'"),
+    ]
