@@ -56,7 +56,7 @@ from fsspec.spec import AbstractFileSystem
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error, info_mtime_ns
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import DROPBOX_BLOCK, HashKind, dropbox_content_hash
-from mirror.private_files import read_private
+from mirror.private_files import read_private_json
 
 T = TypeVar("T")
 
@@ -596,7 +596,7 @@ class DropboxDriver(Driver):
 
     # -- construction ---------------------------------------------------------------
     @classmethod
-    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+    def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         unknown = set(options) - OPTIONS
         if unknown:
             raise ConfigError(
@@ -605,6 +605,12 @@ class DropboxDriver(Driver):
         chunk_size = int(options.get("chunk_size", DEFAULT_CHUNK))
         if chunk_size % DROPBOX_BLOCK or not DROPBOX_BLOCK <= chunk_size <= MAX_CHUNK:
             raise ConfigError("Dropbox chunk_size must be a multiple of 4 MiB between 4 MiB and 148 MiB")
+        credentials(options)  # a login that is missing or readable by others stops the run
+
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        cls.check_target(url, options)
+        chunk_size = int(options.get("chunk_size", DEFAULT_CHUNK))
         client = dropbox.Dropbox(
             **credentials(options),
             max_retries_on_error=0,
@@ -902,11 +908,7 @@ def credentials(options: Mapping[str, Any]) -> dict[str, Any]:
 def read_token_file(path: str) -> dict[str, str]:
     """The app key and refresh token stored by ``mirror auth dropbox``; refuses loose modes."""
     path = os.path.expanduser(path)
-    text = read_private(path, "Dropbox token file", "run `mirror auth dropbox`")
-    try:
-        stored = json.loads(text)
-    except ValueError:
-        raise ConfigError(f"Dropbox token file {path} is not valid JSON; run `mirror auth dropbox`") from None
-    if not isinstance(stored, dict) or not stored.get("refresh_token") or not stored.get("app_key"):
+    stored = read_private_json(path, "Dropbox token file", "run `mirror auth dropbox`")
+    if not stored.get("refresh_token") or not stored.get("app_key"):
         raise ConfigError(f"Dropbox token file {path} lacks app_key or refresh_token; run `mirror auth dropbox`")
     return {"refresh_token": str(stored["refresh_token"]), "app_key": str(stored["app_key"])}

@@ -41,6 +41,7 @@ from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import parent
+from mirror.private_files import read_private_json
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +187,7 @@ class GDriveDriver(Driver):
         self._remade = False
 
     @classmethod
-    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
-        opts = dict(options)
-        path = url.split("://", 1)[1] if "://" in url else url
+    def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         known = {
             "service_account_file",
             "subject",
@@ -203,9 +202,16 @@ class GDriveDriver(Driver):
             "max_retries",
             "timeout",
         }
-        unknown = sorted(set(opts) - known)
+        unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(f"gdrive: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        load_credentials(options)  # a login that is missing or readable by others stops the run
+
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        cls.check_target(url, options)
+        opts = dict(options)
+        path = url.split("://", 1)[1] if "://" in url else url
         return cls(
             load_credentials(opts),
             path,
@@ -607,14 +613,13 @@ def load_credentials(opts: Mapping[str, Any]) -> Any:
             if opts.get("subject"):
                 creds = creds.with_subject(opts["subject"])
             return creds.with_token_uri(opts["token_uri"]) if opts.get("token_uri") else creds
-        token_file = str(opts.get("token_file") or default_token_file())
-        if not os.path.exists(token_file):
-            raise ConfigError(
-                f"gdrive: no credentials: {token_file} does not exist; run `mirror auth gdrive "
-                "--client-secrets FILE` or set service_account_file"
-            )
-        creds = user_credentials.Credentials.from_authorized_user_file(  # type: ignore[no-untyped-call]
-            token_file, scopes=SCOPES
+        info = read_private_json(
+            str(opts.get("token_file") or default_token_file()),
+            "Google Drive token file",
+            "run `mirror auth gdrive --client-secrets FILE` or set service_account_file",
+        )
+        creds = user_credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
+            info, scopes=SCOPES
         )
         # google-auth ignores the file's token_uri; a proxy or a test server needs it set
         return creds.with_token_uri(opts["token_uri"]) if opts.get("token_uri") else creds

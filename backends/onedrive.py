@@ -37,7 +37,7 @@ import requests
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind
-from mirror.private_files import write_private
+from mirror.private_files import read_private_json, write_private
 
 log = logging.getLogger(__name__)
 
@@ -171,19 +171,11 @@ class TokenSource:
     def __init__(
         self, token_file: str, client_id: str | None, authority: str | None, ca_certs: str | None
     ) -> None:
-        try:
-            with open(token_file) as f:
-                saved = json.load(f)
-        except FileNotFoundError:
-            raise ConfigError(
-                f"onedrive: no login: {token_file} does not exist; run `mirror auth onedrive --client-id ID`"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"onedrive: unreadable token file ({type(exc).__name__})") from exc
+        saved = read_login(token_file)
         self.token_file = token_file
         self.cache = msal.SerializableTokenCache()
         self.cache.deserialize(saved.get("cache") or "{}")
-        self.client_id = client_id or saved.get("client_id")
+        self.client_id = str(client_id or saved.get("client_id") or "")
         self.authority = authority or saved.get("authority") or AUTHORITY
         if not self.client_id:
             raise ConfigError("onedrive: no client_id in the options or the token file")
@@ -209,6 +201,11 @@ class TokenSource:
             if self.cache.has_state_changed:
                 save_login(self.token_file, self.client_id, self.authority, self.cache)
             return str(result["access_token"])
+
+
+def read_login(token_file: str) -> dict[str, Any]:
+    """What ``mirror auth onedrive`` stored: the msal cache and the app it logged in with."""
+    return read_private_json(token_file, "OneDrive token file", "run `mirror auth onedrive --client-id ID`")
 
 
 def save_login(token_file: str, client_id: str, authority: str, cache: msal.SerializableTokenCache) -> None:
@@ -270,8 +267,7 @@ class OneDriveDriver(Driver):
         self._remade = False
 
     @classmethod
-    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
-        opts = dict(options)
+    def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         known = {
             "token_file",
             "client_id",
@@ -283,11 +279,18 @@ class OneDriveDriver(Driver):
             "max_retries",
             "timeout",
         }
-        unknown = sorted(set(opts) - known)
+        unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(
                 f"onedrive: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
+        # a login that is missing or readable by others stops the run
+        read_login(str(options.get("token_file") or default_token_file()))
+
+    @classmethod
+    def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        cls.check_target(url, options)
+        opts = dict(options)
         tokens = TokenSource(
             str(opts.get("token_file") or default_token_file()),
             opts.get("client_id"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from mirror.errors import ConfigError
 
@@ -42,3 +44,15 @@ def read_private(path: str | Path, what: str, hint: str = "") -> str:
         raise ConfigError(f"{what} {path} does not exist{'; ' + hint if hint else ''}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} {path} cannot be read ({type(exc).__name__})") from None
+
+
+def read_private_json(path: str | Path, what: str, hint: str = "") -> dict[str, Any]:
+    """The JSON object in a secret file (:func:`read_private`); ConfigError if it is none."""
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(read_private(path, what, hint))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} is not valid JSON{'; ' + hint if hint else ''}")
+    return data

@@ -854,6 +854,35 @@ def test_database_reading_does_not_need_a_lock(src: Path, tmp_path: Path, state:
     assert rows == (12,)
 
 
+@pytest.mark.parametrize(
+    ("backend", "what", "login"),
+    [
+        ("dropbox", "Dropbox", ""),
+        # nothing reaches the internet, whatever mirror does with the token
+        ("gdrive", "Google Drive", ', token_uri = "http://127.0.0.1:1/token"'),
+        ("onedrive", "OneDrive", ', authority = "https://127.0.0.1:1/common"'),
+    ],
+)
+def test_a_token_file_others_can_read_is_refused_as_a_config_error(
+    backend: str, what: str, login: str, src: Path, tmp_path: Path, state: Path
+) -> None:
+    """Google Drive and OneDrive used a token file of mode 0644 silently; Dropbox refused
+    it as a failed target (exit 1), not as the configuration mistake it is."""
+    token = tmp_path / "token.json"
+    token.write_text(json.dumps({"app_key": "k", "refresh_token": "r", "client_id": "c", "client_secret": "s"}))
+    token.chmod(0o644)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.cloud]\nurl = "{backend}://Invoices"\n'
+        f'options = {{ token_file = "{token}"{login} }}\n'
+    )
+    why = f"{what} token file {token} is readable by others; run: chmod 600 {token}"
+    for command in (["run", "--once"], ["verify"]):
+        refused = run(*command, "-c", str(cfg), state=state, timeout=30)
+        assert_one_line_error(refused, 2, why)
+    assert token.stat().st_mode & 0o777 == 0o644  # the user's file, the user's fix
+
+
 def test_a_file_url_with_a_host_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
     assert_one_line_error(run("run", str(src), "file://backup/2026", "--once", state=state), 2, "names a host")
     assert not Path("/backup").exists()
