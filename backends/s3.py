@@ -126,6 +126,13 @@ class S3Driver(Driver):
             raise ConfigError(f"unknown s3 option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
         if not url.split("://", 1)[1].strip("/"):
             raise ConfigError("s3 URL needs a bucket: s3://bucket/prefix")
+        # no bucket name holds ':' or '@'; a secret may hold '/', so it can end up in the
+        # path, but whatever comes first holds the key
+        bucket = url.split("://", 1)[1].split("/", 1)[0]
+        if "@" in url and (":" in bucket or "@" in bucket):
+            raise ConfigError(
+                'do not put credentials in the s3 URL; set options.key and options.secret = "${ENV_VAR}"'
+            )
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:

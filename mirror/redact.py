@@ -7,6 +7,10 @@ import re
 from collections.abc import Iterable
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:]*):(?P<password>[^/@]*)@")
+#: ``user:secret@host`` without a scheme, as libraries echo the parts of a URL (botocore's
+#: 'Invalid bucket name "KEY:SECRET@bucket"'); only a plausible login (a secret of 4 or
+#: more characters, no spaces, quotes or slashes), so a name like 10:30@office.pdf stays
+_LOGIN = re.compile(r"(?P<user>[\w.+-]+):[^\s/@\"'`]{4,}@")
 
 
 def redact_url(url: str) -> str:
@@ -26,6 +30,8 @@ class SecretFilter(logging.Filter):
 
     def scrub(self, text: str) -> str:
         text = redact_url(text)
+        if "@" in text:  # in few messages: the search costs more than the rest of the scrub
+            text = _LOGIN.sub(lambda m: f"{m['user']}:***@", text)
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return text

@@ -550,6 +550,22 @@ def test_usage_and_config_errors_exit_2_with_one_line(
     assert_one_line_error(result, 2, *words)
 
 
+@pytest.mark.parametrize("secret", ["wJalrXUtnFEMI-SECRET", "wJalrXUtnFEMI/K7MDENG/bPxRfiCY"])
+def test_credentials_in_an_s3_url_are_refused_without_being_shown(
+    secret: str, src: Path, tmp_path: Path, state: Path
+) -> None:
+    """s3://KEY:SECRET@bucket/x failed as a target, botocore's 'Invalid bucket name' in two
+    lines carrying the secret, in text and JSON logs alike."""
+    url = f"s3://AKIAEXAMPLE:{secret}@bucket/x"
+    why = 'do not put credentials in the s3 URL; set options.key and options.secret = "${ENV_VAR}"'
+    text = run("run", str(src), url, "--once", state=state, timeout=30)
+    assert_one_line_error(text, 2, why)
+    as_json = run("run", str(src), url, "--once", "--log-format", "json", state=state, timeout=30)
+    (error,) = [json.loads(line) for line in as_json.stderr.splitlines()]
+    assert as_json.returncode == 2 and error["message"] == why
+    assert secret not in text.stdout + text.stderr + as_json.stdout + as_json.stderr
+
+
 def test_secrets_never_reach_output_or_index(src: Path, tmp_path: Path, state: Path) -> None:
     secret = "s3cr3t-T0ken-value"
     cfg = tmp_path / "m.toml"
