@@ -425,24 +425,27 @@ def _refuse_a_config_s_target(cfg: Config) -> None:
 
 
 def print_plan(name: str, plan: Plan) -> None:
-    click.echo(f"{name}: would do {counted(len(plan.moves) + len(plan.transfers) + len(plan.removals), 'action')}")
+    def say(line: str) -> None:
+        click.echo(printable(line))
+
+    say(f"{name}: would do {counted(len(plan.moves) + len(plan.transfers) + len(plan.removals), 'action')}")
     for c in plan.cleanups:
-        click.echo(f"  remove temp  {c.dst}")
+        say(f"  remove temp  {c.dst}")
     for a in (*plan.moves, *plan.transfers):
         if aside := getattr(a, "aside", None):
-            click.echo(f"  set aside    {a.dst} -> {aside}  (not mirror's; {a.src} takes its place)")
+            say(f"  set aside    {a.dst} -> {aside}  (not mirror's; {a.src} takes its place)")
     for m in plan.moves:
-        click.echo(f"  move         {m.old_dst} -> {m.dst}  ({m.reason})")
+        say(f"  move         {m.old_dst} -> {m.dst}  ({m.reason})")
     for t in plan.transfers:
         verb = "put" if t.__class__.__name__ == "Put" else "adopt"
-        click.echo(f"  {verb:12s} {t.src} -> {t.dst}  ({t.reason})")
+        say(f"  {verb:12s} {t.src} -> {t.dst}  ({t.reason})")
     for r in plan.removals:
         what = getattr(r, "dst", r.src)
-        click.echo(f"  {r.__class__.__name__.lower():12s} {what}  ({r.reason})")
+        say(f"  {r.__class__.__name__.lower():12s} {what}  ({r.reason})")
     for x in plan.refusals:
-        click.echo(f"  refuse       {x.src}  ({x.reason})")
+        say(f"  refuse       {x.src}  ({x.reason})")
     if plan.guard:
-        click.echo(f"  deletions withheld: {plan.guard}")
+        say(f"  deletions withheld: {plan.guard}")
 
 
 @main.command()

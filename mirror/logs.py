@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterable
 
 from mirror.redact import SecretFilter
 
-#: control characters are legal in file names; printed raw, a name could forge log lines
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]} | {10: "\\n", 13: "\\r", 9: "\\t"}
+#: what must not reach a log raw: file names may hold it, and a name could forge log lines
+#: (C0, DEL, C1 with its NEL, the line and paragraph separators) or pass for another (bidi
+#: controls show 'invoice\u202efdp.exe' as 'invoiceexe.pdf'). One compiled regex, as
+#: every name of a tree may pass through it.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    c = match[0]
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters escaped, so one message stays one line, and
-    undecodable bytes shown (:func:`with_bytes_shown`)."""
-    return with_bytes_shown(text).translate(_CONTROL)
+    """``text`` with control characters escaped, so one message stays one line and shows
+    what it holds, and undecodable bytes shown (:func:`with_bytes_shown`)."""
+    return _CONTROL.sub(_escaped, with_bytes_shown(text))
 
 
 def with_bytes_shown(text: str) -> str:
@@ -49,7 +59,8 @@ class JsonFormatter(logging.Formatter):
         target = getattr(record, "target", None)
         if target:
             data["target"] = target
-        return json.dumps(data, ensure_ascii=False)
+        # json escapes C0 controls only; the others, escaped the same way, read back as sent
+        return _CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(data, ensure_ascii=False))
 
 
 def setup(verbosity: int, fmt: str = "text", secrets: Iterable[str] = ()) -> SecretFilter:

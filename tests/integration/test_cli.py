@@ -791,6 +791,38 @@ def test_verify_names_a_file_the_target_refuses_as_not_mirrored(tmp_path: Path, 
     assert verify.returncode == 1 and verify.stdout.splitlines() == [f"usb: what?.pdf: not mirrored: {why}"]
 
 
+def test_invisible_and_control_characters_in_names_are_escaped_in_every_output(
+    tmp_path: Path, state: Path
+) -> None:
+    """NEL (U+0085), the line separator (U+2028) and a right-to-left override (U+202E)
+    reached logs, plans, status and verify raw, where ESC was escaped: a name could forge
+    a log line, or pass for another ('invoice\u202efdp.exe' shows as 'invoiceexe.pdf')."""
+    escaped = {
+        "nel\x85x.pdf": r"nel\x85x.pdf",
+        "fake\u2028line.pdf": r"fake\u2028line.pdf",
+        "invoice\u202efdp.exe": r"invoice\u202efdp.exe",
+        "esc\x1b[31mred.pdf": r"esc\x1b[31mred.pdf",
+        "refused!\u2066.pdf": r"refused!\u2066.pdf",  # a failed item, for status and verify
+    }
+    cfg = stick_config(tmp_path, dict.fromkeys(escaped, b"x"), 'forbidden_chars = "!"')
+    raw = re.compile("[\x1b\x85\u2028\u202e\u2066]")
+    dry = run("run", "-c", str(cfg), "--once", "--dry-run", state=state)
+    logged = run("run", "-c", str(cfg), "--once", "-v", state=state)
+    for name in escaped:
+        (tmp_path / "export" / name).write_bytes(b"changed")  # sent again, logged in JSON
+    as_json = run("run", "-c", str(cfg), "--once", "-v", "--log-format", "json", state=state)
+    status = run("status", "-c", str(cfg), state=state)
+    verify = run("verify", "-c", str(cfg), state=state)
+    for result in (dry, logged, as_json, status, verify):
+        output = result.stdout + result.stderr
+        assert not raw.search(output), output
+    for name, shown in escaped.items():
+        assert shown in dry.stdout and shown in logged.stderr, (shown, dry.stdout, logged.stderr)
+        # JSON escapes them as it escapes control characters: read back, they are the name
+        assert any(name in json.loads(line)["message"] for line in as_json.stderr.splitlines()), name
+    assert r"failed: refused!\u2066.pdf" in status.stdout and r"refused!\u2066.pdf: not mirrored" in verify.stdout
+
+
 def test_status_shows_withheld_deletions_until_they_are_made(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
