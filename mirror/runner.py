@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -297,7 +298,13 @@ class TargetRunner:
         another place)."""
         if self.local_folder is not None:
             return ("folder", str(Path(self.local_folder).resolve()))
-        return ("url", self.resolved.url.rstrip("/"), repr(sorted(self.resolved.options.items())))
+        # one folder has many spellings: dav:// and webdav://, s3a:// and s3://, '//' and
+        # '/./' in the path; two targets there deleted each other's files
+        _, _, rest = self.resolved.url.partition("://")
+        host, _, path = rest.partition("/")
+        path = posixpath.normpath(f"/{path}").strip("/")
+        where = f"{self.resolved.backend.protocol}://{host}/{path}".rstrip("/")
+        return ("url", where, repr(sorted(self.resolved.options.items())))
 
     def _check_overlap(self) -> None:
         """A local target or the state inside the source (or around it) would mirror itself."""

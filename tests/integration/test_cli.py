@@ -963,6 +963,12 @@ def test_two_targets_writing_to_one_place_are_refused(src: Path, tmp_path: Path,
         f'[targets.me_again]\nurl = "memory://box/"\noptions = {{ user = "me" }}\n'
     )
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'me' and 'me_again'")
+    # one server folder, spelled another way: the archive's kept files were deleted by the other
+    cfg.write_text(
+        f'source = "{src}"\n[targets.cloud]\nurl = "webdav://127.0.0.1:9/invoices"\n'
+        f'[targets.archive]\nurl = "dav://127.0.0.1:9//invoices/./"\ndelete = "keep"\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'cloud' and 'archive'")
 
 
 def test_a_target_inside_another_target_s_folder_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
