@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -291,51 +292,93 @@ def run(
     """Mirror SOURCE to TARGET (a path or URL), or the targets of a config file.
 
     Makes one full copy, then keeps every target current until stopped (Ctrl-C or
-    SIGTERM). Only files mirror put on a target are ever deleted from it.
+    SIGTERM). Only files mirror put on a target are ever deleted from it. The config
+    is read at the start: after editing it, `kill -HUP` the process (`systemctl
+    reload` for the service) to stop cleanly and start again with the config read anew.
     """
     scrubber = setup_logging(verbosity(verbose, quiet), log_format)
-    with user_errors(scrubber):
-        placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
-        cfg = build_config(source, target, config_path, target_names, state_dir, placement)
-        if config_path is None and source and target:
-            _refuse_a_config_s_target(cfg)
-        for t in cfg.targets:
-            scrubber.add(t.secrets)
-        alerts: Alerts | None = None
-        if not dry_run and any(t.settings.alerts for t in cfg.targets):
-            from mirror.alerts import Alerts
+    signals = Signals()
+    again = True
+    while again:
+        with user_errors(scrubber):
+            placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
+            cfg = build_config(source, target, config_path, target_names, state_dir, placement)
+            if config_path is None and source and target:
+                _refuse_a_config_s_target(cfg)
+            for t in cfg.targets:
+                scrubber.add(t.secrets)
+            alerts: Alerts | None = None
+            if not dry_run and any(t.settings.alerts for t in cfg.targets):
+                from mirror.alerts import Alerts
 
-            alerts = Alerts(cfg)
-        metrics: Metrics | None = None
-        addr = None
-        if metrics_addr:
-            from mirror.metrics import Metrics, parse_addr
+                alerts = Alerts(cfg)
+            metrics: Metrics | None = None
+            addr = None
+            if metrics_addr:
+                from mirror.metrics import Metrics, parse_addr
 
-            addr = parse_addr(metrics_addr)
-            metrics = Metrics()
-        observers = [o for o in (alerts, metrics) if o is not None]
-        try:
-            with api.running(cfg, observers=observers, dry_run=dry_run) as mirror:
-                if metrics is not None and addr is not None:
-                    metrics.attach(mirror)
-                    metrics.serve(*addr)
-                code = _run(mirror, once or dry_run, dry_run, rescan, quiet, log_format == "json")
-            if not (once or dry_run):
-                # after the threads ended: from a shell or a service's log, Ctrl-C and
-                # SIGTERM otherwise leave no sign they were heard
-                log.info("stopped")
-        finally:
-            if alerts is not None:
-                alerts.close()
-            if metrics is not None:
-                metrics.close()
+                addr = parse_addr(metrics_addr)
+                metrics = Metrics()
+            observers = [o for o in (alerts, metrics) if o is not None]
+            try:
+                with api.running(cfg, observers=observers, dry_run=dry_run) as mirror:
+                    if metrics is not None and addr is not None:
+                        metrics.attach(mirror)
+                        metrics.serve(*addr)
+                    code = _run(mirror, signals, once or dry_run, dry_run, rescan, quiet, log_format == "json")
+                again = not (once or dry_run) and signals.restart()
+                if again:
+                    log.info("stopped on SIGHUP; starting again with the config read anew")
+                elif not (once or dry_run):
+                    # after the threads ended: from a shell or a service's log, Ctrl-C and
+                    # SIGTERM otherwise leave no sign they were heard
+                    log.info("stopped")
+            finally:
+                if alerts is not None:
+                    alerts.close()
+                if metrics is not None:
+                    metrics.close()
     sys.exit(code)
 
 
-def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool, as_log: bool) -> int:
+class Signals:
+    """SIGTERM and SIGINT stop ``mirror run``; SIGHUP stops it to start again with the
+    config read anew (``systemctl reload``). One for all those starts, so that a signal
+    that comes while mirror starts again is not lost."""
+
+    def __init__(self) -> None:
+        #: the signal that stopped the current start, if any
+        self.received: int | None = None
+        #: a SIGTERM or SIGINT came: never start again, whatever SIGHUP follows
+        self._quit = False
+        self._stop: threading.Event | None = None
+
+    def handle(self, stop: threading.Event) -> None:
+        """Set ``stop`` on these signals; at once if one came while mirror started."""
+        self._stop = stop
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+        if self.received is not None:
+            stop.set()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = signum
+        self._quit = self._quit or signum != signal.SIGHUP
+        if self._stop is not None:
+            self._stop.set()
+
+    def restart(self) -> bool:
+        """Whether to start again (a SIGHUP stopped it, no stop was asked for); readies the next start."""
+        again = self.received == signal.SIGHUP and not self._quit
+        self.received = None
+        return again
+
+
+def _run(
+    mirror: Mirror, signals: Signals, once: bool, dry_run: bool, rescan: bool, quiet: bool, as_log: bool
+) -> int:
     """``as_log``: the outcome goes out as log records (JSON logs), not as plain lines,
     so a log collector reads every line of it."""
-    stopped: list[int] = []
 
     def problem(text: str) -> None:
         if as_log:
@@ -343,12 +386,7 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool, a
         else:
             click.echo(text, err=True)
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopped.append(signum)
-        mirror.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals.handle(mirror.stop)
     if not once:
         log.info(
             "mirroring %s to %s; press Ctrl-C to stop",
@@ -357,7 +395,7 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool, a
         )
         with progress(mirror, quiet or as_log):
             mirror.run_forever()
-        return EXIT_PROBLEM if all(r.dead for r in mirror.runners) and not stopped else EXIT_OK
+        return EXIT_PROBLEM if all(r.dead for r in mirror.runners) and signals.received is None else EXIT_OK
     with progress(mirror, quiet or dry_run or as_log):
         reports = mirror.run_once(listing=rescan)
     for report in reports:
@@ -385,7 +423,7 @@ def _run(mirror: Mirror, once: bool, dry_run: bool, rescan: bool, quiet: bool, a
         problem(
             f"{len(mirror.unmirrorable)} source file(s) cannot be mirrored as they are (see the warnings above)"
         )
-    if stopped:
+    if signals.received is not None:
         return EXIT_PROBLEM
     problems = mirror.unreadable or mirror.unmirrorable
     return EXIT_OK if all(r.ok for r in reports) and not problems else EXIT_PROBLEM

@@ -47,6 +47,8 @@ Restart=on-failure
 RestartSec=10
 # SIGTERM stops mirror cleanly (exit 0) within a few seconds
 KillSignal=SIGTERM
+# systemctl {ctl}reload {name}: stop cleanly and start again with the config read anew
+ExecReload=/bin/kill -HUP $MAINPID
 TimeoutStopSec=30
 Environment=PYTHONUNBUFFERED=1
 # Secrets such as NEXTCLOUD_PASSWORD (config: "${{NEXTCLOUD_PASSWORD}}") from a private file:

@@ -87,6 +87,7 @@ def test_install_status_uninstall_with_systemd(tmp_path: Path) -> None:
     ]
     text = unit.read_text()
     assert "Restart=on-failure" in text and "WantedBy=default.target" in text
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text  # systemctl reload: the config read anew
 
     # the ExecStart line runs this mirror on this config: the unit really works
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))

@@ -428,3 +428,61 @@ def test_a_stop_with_changes_still_settling_leaves_the_target_incomplete(tmp_pat
     assert shown.returncode == 1 and "incomplete" in shown.stdout, shown.stdout
     assert run("run", str(src), str(dst), "--once", state=state).returncode == 0  # settle 0.5 s
     assert same(src, dst) and run("status", state=state).returncode == 0
+
+
+def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_path: Path) -> None:
+    """kill -HUP (systemctl reload) ended mirror with status 129 and no log line: status
+    then said 'ended without stopping cleanly', and a config edited while it ran was
+    ignored until a restart, which listed the whole target."""
+    src, dst, second, state, log = (tmp_path / n for n in ("src", "dst", "second", "state", "mirror.log"))
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    (src / "b.log").write_bytes(b"b")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\n')
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: same(src, dst), what="the first copy")
+        cfg.write_text(
+            f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\nexclude = ["*.log"]\n'
+            f'[targets.second]\nurl = "{second}"\n'
+        )
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "b.log" not in files(dst) and same(src, second), what="the edited config to apply")
+        assert proc.poll() is None, log.read_text()
+        cfg.write_text("this is = = not toml\n")
+        proc.send_signal(signal.SIGHUP)
+        code = proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 2, text
+    assert text.count("stopped on SIGHUP; starting again with the config read anew") == 2, text
+    assert text.rstrip().splitlines()[-1].startswith(f"mirror: error: {cfg}: invalid TOML"), text
+    assert "Traceback" not in text, text
+    shown = run("status", state=state)
+    assert shown.returncode == 0 and "ended without stopping cleanly" not in shown.stdout, shown.stdout
+
+
+def test_sighup_stops_a_run_once_as_sigterm_does(tmp_path: Path) -> None:
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")  # young: --once waits for it to settle
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\nsettle = "20s"\n')
+
+    def running() -> bool:
+        return any(t["running"] for t in json.loads(run("status", "--json", state=state).stdout or "[]"))
+
+    proc = start("run", "-c", str(cfg), "--once", state=state, log=log)
+    try:
+        wait_for(running, what="the run to start")
+        time.sleep(0.3)  # past opening the indexes, where the signals are taken
+        proc.send_signal(signal.SIGHUP)
+        code = proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1 and "Traceback" not in log.read_text(), log.read_text()
+    assert "ended without stopping cleanly" not in run("status", state=state).stdout
