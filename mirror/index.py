@@ -14,6 +14,7 @@ import datetime as dt
 import itertools
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -66,6 +67,7 @@ CREATE TABLE IF NOT EXISTS runs (
     result TEXT NOT NULL
 );
 """
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
 #: rows written between commits while a batch runs
 COMMIT_EVERY = 500
 #: files per journal entry (Index.sending)
@@ -141,6 +143,7 @@ class Index:
         if readonly:
             try:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+                _stand_in_for_missing_tables(self._db)
             except sqlite3.Error as exc:
                 raise state_error(path, exc) from exc
             return
@@ -640,6 +643,18 @@ def _nearly_full(folder: Path) -> bool:
         return shutil.disk_usage(folder).free < 1024 * 1024
     except OSError:
         return False
+
+
+def _stand_in_for_missing_tables(db: sqlite3.Connection) -> None:
+    """An older mirror's index lacks the tables added since (a dry-run failed on "no such
+    table: leftovers"). Opened read-only (dry-run, verify, status) it is not upgraded:
+    that takes no lock, so a running mirror may own the file, and the mirror that wrote
+    it must read it as before. Empty temporary tables stand in, as the upgrade makes them."""
+    have = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for statement in SCHEMA.split(";"):
+        table = _TABLE.search(statement)
+        if table is not None and table[1] not in have:
+            db.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
 
 def _one_row_per_target_path(db: sqlite3.Connection) -> None:

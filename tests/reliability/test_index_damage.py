@@ -163,3 +163,31 @@ def test_an_index_a_newer_mirror_wrote_is_refused_not_used(tmp_path: Path) -> No
     refused = run("run", str(src), str(dst), "--once", state=state)
     assert refused.returncode == 2 and "written by a newer mirror (index format 99" in refused.stderr
     assert "Traceback" not in refused.stderr and db.exists()
+
+
+def test_a_dry_run_on_an_older_mirror_s_index_plans_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """After an upgrade, mirror run --dry-run failed with 'target failed: cannot use the
+    index ... (no such table: leftovers)', exit 1, where the real run upgraded the index."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    (src / "b.pdf").write_bytes(b"b")
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    (db,) = (state / "targets").glob("*.sqlite")
+    with sqlite3.connect(db) as old:  # as mirror wrote it before these tables and the format number
+        old.execute("DROP TABLE leftovers")
+        old.execute("DROP TABLE sending")
+        old.execute("PRAGMA user_version = 0")
+    old.close()
+    (src / "a.pdf").unlink()
+    (src / "c.pdf").write_bytes(b"c")
+    before = db.read_bytes()
+
+    dry = run("run", str(src), str(dst), "--dry-run", state=state)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "put          c.pdf -> c.pdf  (new)" in dry.stdout, dry.stdout
+    assert "delete       a.pdf  (removed from the source)" in dry.stdout, dry.stdout
+    assert sorted(hashes(dst)) == ["a.pdf", "b.pdf"] and db.read_bytes() == before
+
+    real = run("run", str(src), str(dst), "--once", state=state)
+    assert real.returncode == 0 and sorted(hashes(dst)) == ["b.pdf", "c.pdf"], real.stdout + real.stderr
