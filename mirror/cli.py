@@ -652,8 +652,17 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         click.echo(f"{s.name}: {s.url}  ({'running' if s.running else 'not running'}, {s.state})")
         click.echo(f"  source:  {s.source}")
         click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
-        late = f"  OLDER THAN EXPECTED (every {human_duration(s.expected_every)})" if s.stale else ""
+        late = ""
+        if s.clock_ahead and s.last_complete_sync:
+            late = "  IN THE FUTURE"
+        elif s.stale:
+            late = f"  OLDER THAN EXPECTED (every {human_duration(s.expected_every)})"
         click.echo(f"  last complete sync: {last}{late}")
+        if s.clock_ahead:
+            click.echo(
+                "  clock: it was ahead when mirror recorded this, so how old the copy is cannot be told; "
+                "the next complete sync records the time anew"
+            )
         if s.left_out:
             click.echo(
                 f"  left out: {s.left_out} source folder(s) or file(s) that cannot be read or mirrored "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from mirror.errors import ConfigError
 from mirror.events import Observer, Report
 from mirror.status import pending as pending_of
+from mirror.status import recorded_ahead
 
 if TYPE_CHECKING:
     from mirror.engine import Mirror
@@ -168,7 +169,7 @@ class _IndexCollector:
         )
         last = GaugeMetricFamily(
             "mirror_last_complete_sync_timestamp_seconds",
-            "When the target was last completely in sync (Unix time).",
+            "When the target was last completely in sync (Unix time; 0 when recorded with the clock ahead).",
             labels=["target"],
         )
         state = GaugeMetricFamily(
@@ -190,7 +191,9 @@ class _IndexCollector:
                     pending.add_metric([runner.name], float(pending_of(index)))
                     failed.add_metric([runner.name], len(index.failures()))
                     if stamp:
-                        last.add_metric([runner.name], float(stamp))
+                        # recorded with the clock ahead, it tells no age: 0 has the usual age
+                        # alert fire, as mirror status flags it
+                        last.add_metric([runner.name], 0.0 if recorded_ahead(float(stamp)) else float(stamp))
                     for s in STATES:
                         state.add_metric([runner.name, s], 1.0 if s == now_state else 0.0)
                 except Exception:  # a closing index must not break the scrape of the others

@@ -17,6 +17,9 @@ DEFAULT_RESCAN = 3600.0
 NEVER_RUN = "never run"
 #: the state of a target whose mirror process ended without stopping cleanly
 INTERRUPTED = "ended without stopping cleanly"
+#: how far in the future a recorded time may lie before it counts as recorded with the
+#: clock ahead: a clock set right by NTP steps back by a second or so
+CLOCK_SLACK = 60.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class TargetStatus:
     #: source files and folders the last full scan could not read, or no target can take
     #: as they are (a name that is not UTF-8): not backed up, whatever else is in sync
     left_out: int = 0
+    #: the last complete sync (or the start) lies in the future: recorded while the
+    #: clock was ahead, it cannot tell how old the copy is, so it counts as stale
+    clock_ahead: bool = False
 
     @property
     def in_sync(self) -> bool:
@@ -92,6 +98,7 @@ def read(index_file: Path) -> TargetStatus:
             state = "stopped" if index.get_meta("clean_shutdown") != "0" else INTERRUPTED
         expected = 2 * float(index.get_meta("rescan_interval") or DEFAULT_RESCAN)
         since = float(last or index.get_meta("started") or 0) or None
+        ahead = since is not None and recorded_ahead(since)
         return TargetStatus(
             name=index.get_meta("target") or index_file.stem,
             url=index.get_meta("url") or "",
@@ -105,14 +112,21 @@ def read(index_file: Path) -> TargetStatus:
             last_error=index.get_meta("last_error"),
             failures=tuple(index.failures()),
             index=str(index_file),
-            stale=since is not None and time.time() - since > expected,
+            stale=since is not None and (time.time() - since > expected or ahead),
             expected_every=expected,
             withheld=index.get_meta("withheld"),
             incomplete=index.get_meta("incomplete") is not None,
             left_out=int(index.get_meta("left_out") or 0),
+            clock_ahead=ahead,
         )
     finally:
         index.close()
+
+
+def recorded_ahead(stamp: float) -> bool:
+    """``stamp`` lies in the future: recorded while the clock was ahead (set a year
+    ahead, then put right). Its age is negative, and no age limit ever flagged it."""
+    return stamp - time.time() > CLOCK_SLACK
 
 
 def pending(index: Index) -> int:

@@ -1213,3 +1213,26 @@ def test_a_file_kept_by_delete_keep_goes_to_the_trash_when_a_new_one_takes_its_n
     assert files(target)[f"{trash}/inv8.pdf"] == b"invoice 8"
     assert files(target)["inv8.pdf"] == b"invoice 8 of 2026"
     assert len([p for p in files(target) if not p.startswith(".mirror-trash/")]) == 123
+
+
+def test_status_flags_a_last_sync_recorded_while_the_clock_was_ahead(tmp_path: Path, state: Path) -> None:
+    """A run with the clock a year ahead, then the clock put right: status showed the sync
+    a year in the future, exit 0, and would have called it recent for that year."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    (db,) = (state / "targets").glob("*.sqlite")
+    with sqlite3.connect(db) as index:  # what the run recorded, had the clock been a year ahead
+        index.execute("UPDATE meta SET value = value + 365 * 86400 WHERE key IN ('last_complete_sync', 'started')")
+    index.close()
+    shown = run("status", state=state)
+    assert shown.returncode == 1, shown.stdout
+    assert re.search(r"last complete sync: \S+ \S+ \S+  IN THE FUTURE\n", shown.stdout), shown.stdout
+    assert "  clock: it was ahead when mirror recorded this" in shown.stdout, shown.stdout
+    data = json.loads(run("status", "--json", state=state).stdout)
+    assert data[0]["stale"] is True and data[0]["clock_ahead"] is True
+
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    again = run("status", state=state)
+    assert again.returncode == 0 and "FUTURE" not in again.stdout and "clock" not in again.stdout, again.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sqlite3
 import urllib.request
 from pathlib import Path
 
@@ -98,3 +99,26 @@ def test_bad_and_busy_metrics_addresses_are_usage_errors(tmp_path: Path) -> None
         )
     assert taken.returncode == 2 and "cannot listen" in taken.stderr
     assert len(taken.stderr.strip().splitlines()) == 1
+
+
+def test_a_last_sync_recorded_with_the_clock_ahead_is_exported_as_0(tmp_path: Path) -> None:
+    """The README's alert rule (time() - mirror_last_complete_sync_timestamp_seconds > 7200)
+    never fired for a sync recorded a year ahead, where mirror status calls it stale."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    port = free_port()
+    log = tmp_path / "mirror.log"
+    proc = start("run", str(src), str(dst), "--metrics-addr", f"127.0.0.1:{port}", state=state, log=log)
+    stamp = 'mirror_last_complete_sync_timestamp_seconds{target="default"}'
+    try:
+        wait_for(lambda: reachable(port) and samples(port).get(stamp, 0) > 1.7e9, what="the first complete sync")
+        (db,) = (state / "targets").glob("*.sqlite")
+        with sqlite3.connect(db) as index:  # as recorded with the clock a year ahead
+            index.execute("UPDATE meta SET value = value + 365 * 86400 WHERE key = 'last_complete_sync'")
+        index.close()
+        assert samples(port)[stamp] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+    assert code == 0, log.read_text()
