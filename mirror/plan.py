@@ -342,6 +342,7 @@ def plan(
     source_empty: bool | None = None,
     hold_gone: bool = False,
     leftovers: Mapping[str, str] | None = None,
+    excluded: Callable[[str], bool] | None = None,
 ) -> Plan:
     """Decide what to do for the source paths in ``scope`` (all known paths when None).
 
@@ -352,6 +353,8 @@ def plan(
     removed but listed in ``held``, unless a new file needs their place; the delete
     guard then judges them with those of a later plan. ``leftovers``: old copies of files
     sent to a new path that earlier passes did not remove (:meth:`Index.leftovers`).
+    ``excluded``: whether a path not in ``local`` is still in the source but left out by
+    the target's patterns, so that its removal says why.
     """
     if scope is None:
         candidates: Iterable[str] = local
@@ -368,7 +371,7 @@ def plan(
     del desired  # a first copy's million entries: freed before the next steps build sets of paths
     moves, transfers = planner.refuse_file_folder_clashes(moves, transfers)
     moves = planner.order_moves(moves, transfers)
-    removals = planner.removals(transfers, moves, gone, leftovers or {})
+    removals = planner.removals(transfers, moves, gone, leftovers or {}, excluded)
     held: tuple[str, ...] = ()
     if hold_gone:
         needed, late = planner.split_early(removals, moves, transfers)  # a new file's place: now
@@ -652,10 +655,16 @@ class _Planner:
         return [m._replace(park=True) if i in parked else m for i, m in enumerate(moves)] if parked else moves
 
     def removals(
-        self, transfers: list[Put | Adopt], moves: list[Move], gone: list[str], leftovers: Mapping[str, str]
+        self,
+        transfers: list[Put | Adopt],
+        moves: list[Move],
+        gone: list[str],
+        leftovers: Mapping[str, str],
+        excluded: Callable[[str], bool] | None = None,
     ) -> list[Removal]:
         """What leaves the target (by policy), never a path another file now claims.
-        ``leftovers``: old copies an earlier pass left (target path -> source path)."""
+        ``leftovers``: old copies an earlier pass left (target path -> source path);
+        ``excluded``: see :func:`plan`."""
         stale: list[tuple[str, str, bool]] = []  # (src, old target path, forget the row)
         # a file sent to a new layout path (changed, or a move turned into a put) leaves its old copy
         for action in transfers:
@@ -686,7 +695,12 @@ class _Planner:
                 if forget:
                     result.append(Forget(src, "replaced by another file" if taken else "kept (delete = keep)"))
                 continue
-            why = "removed from the source" if forget else "the file was sent to its new path"
+            why = "the file was sent to its new path"
+            if forget:
+                # a file a new pattern leaves out is still in the source: "removed from the
+                # source" sent users looking for who deleted it
+                left_out = excluded is not None and excluded(src)
+                why = "excluded by the config" if left_out else "removed from the source"
             if policy is DeletePolicy.TRASH:
                 stamp = self.settings.today.isoformat()
                 result.append(Trash(src, dst, f"{TRASH_DIR}/{stamp}/{dst}", why, forget))

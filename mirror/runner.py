@@ -434,7 +434,17 @@ class TargetRunner:
             dt.date.today(),
             self.stable_inodes,
         )
-        actions = plan(mine, index, settings, remote, scope, source_empty, hold_gone, self._leftovers(remote))
+        actions = plan(
+            mine,
+            index,
+            settings,
+            remote,
+            scope,
+            source_empty,
+            hold_gone,
+            self._leftovers(remote),
+            excluded=lambda src: src in local and src not in mine,
+        )
 
         def listed() -> Report:
             """This pass again, as a full pass with a listing."""

@@ -1236,3 +1236,26 @@ def test_status_flags_a_last_sync_recorded_while_the_clock_was_ahead(tmp_path: P
     assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
     again = run("status", state=state)
     assert again.returncode == 0 and "FUTURE" not in again.stdout and "clock" not in again.stdout, again.stdout
+
+
+def test_a_file_a_new_exclude_leaves_out_is_removed_as_excluded(tmp_path: Path, state: Path) -> None:
+    """After exclude = ["*.log"] was added, the dry-run said 'delete b.log (removed from the
+    source)', and so did the log, though b.log was still in the source."""
+    src, dst, cfg = tmp_path / "src", tmp_path / "dst", tmp_path / "m.toml"
+    src.mkdir()
+    for name in ("a.pdf", "b.log", "gone.pdf"):
+        (src / name).write_bytes(name.encode())
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\n')
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\nexclude = ["*.log"]\n')
+    (src / "gone.pdf").unlink()
+
+    dry = run("run", "-c", str(cfg), "--dry-run", state=state)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "  delete       b.log  (excluded by the config)\n" in dry.stdout, dry.stdout
+    assert "  delete       gone.pdf  (removed from the source)\n" in dry.stdout, dry.stdout
+    done = run("run", "-c", str(cfg), "--once", "-v", state=state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[usb] deleted b.log (excluded by the config)" in done.stderr, done.stderr
+    assert "[usb] deleted gone.pdf (removed from the source)" in done.stderr, done.stderr
+    assert files(dst) == {"a.pdf": b"a.pdf"}
