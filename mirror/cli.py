@@ -352,6 +352,9 @@ class Signals:
         #: a SIGTERM or SIGINT came: never start again, whatever SIGHUP follows
         self._quit = False
         self._stop: threading.Event | None = None
+        #: run from a terminal, SIGHUP is the terminal closing: a mirror started there
+        #: would otherwise go on unseen, logging to nowhere, after its user logged out
+        self._hangup_quits = sys.stdin.isatty() or sys.stderr.isatty()
 
     def handle(self, stop: threading.Event) -> None:
         """Set ``stop`` on these signals; at once if one came while mirror started."""
@@ -363,7 +366,7 @@ class Signals:
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.received = signum
-        self._quit = self._quit or signum != signal.SIGHUP
+        self._quit = self._quit or signum != signal.SIGHUP or self._hangup_quits
         if self._stop is not None:
             self._stop.set()
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.cli import files, run, start, wait_for
+from tests.cli import MIRROR, files, run, start, wait_for
 
 
 @pytest.fixture
@@ -486,3 +489,34 @@ def test_sighup_stops_a_run_once_as_sigterm_does(tmp_path: Path) -> None:
             proc.kill()
     assert code == 1 and "Traceback" not in log.read_text(), log.read_text()
     assert "ended without stopping cleanly" not in run("status", state=state).stdout
+
+
+def test_sighup_from_a_closed_terminal_stops_mirror(tmp_path: Path) -> None:
+    """Run from a terminal, SIGHUP is the terminal closing: mirror went on after its
+    user logged out, unseen, writing its log to nowhere."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [*MIRROR, "run", str(src), str(dst)],
+        stdin=terminal, stdout=terminal, stderr=terminal,
+        env={**os.environ, "MIRROR_STATE_DIR": str(state)},
+    )  # fmt: skip
+    os.close(terminal)
+    seen = bytearray()
+    try:
+        wait_for(lambda: files(dst) == {"a.pdf": b"a"}, what="the first copy")
+        proc.send_signal(signal.SIGHUP)
+        code = proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(OSError):  # the terminal is gone once mirror is
+            while chunk := os.read(controller, 65536):
+                seen += chunk
+        os.close(controller)
+    text = seen.decode(errors="replace")
+    assert code == 0, text
+    assert "starting again" not in text, text
+    assert "stopped" in text, text
