@@ -253,8 +253,12 @@ class Driver:
         """The file at ``rel``, or None when there is none."""
         try:
             info = self.fs.info(self.full(rel))
-        except FileNotFoundError:
-            return None
+        except OSError as exc:
+            # smbprotocol's SMBOSError carries ENOENT without being a FileNotFoundError:
+            # taken for an error, it failed every move into the trash on SMB
+            if isinstance(exc, FileNotFoundError) or exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise
         if info.get("type") != "file":
             return None
         return self.entry(rel, info)
@@ -330,7 +334,15 @@ class Driver:
     def move(self, src: str, dst: str) -> None:
         """Move ``src`` to ``dst``, replacing ``dst``. Never expands glob characters."""
         if _renames(type(self.fs)):
-            self.fs.mv(self.full(src), self.full(dst))
+            try:
+                self.fs.mv(self.full(src), self.full(dst))
+            except OSError as exc:
+                if not (isinstance(exc, FileExistsError) or exc.errno == errno.EEXIST):
+                    raise
+                # SMB (and some FTP servers) refuse to rename onto a name: every changed
+                # file failed, and with it every deletion. The old file goes first
+                self.fs.rm_file(self.full(dst))
+                self.fs.mv(self.full(src), self.full(dst))
             return
         self.fs.cp_file(self.full(src), self.full(dst))
         self.fs.rm_file(self.full(src))

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import errno
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.registry import known_implementations
 
+from mirror import api
+from mirror import config as config_mod
 from mirror.errors import ConfigError, FatalError
+from mirror.events import Report
 from mirror.registry import BackendInfo, Preset, capabilities, connect, known_backends, load_driver_class, resolve
 
 #: like Google Drive's google.oauth2, a module inside a package that is not installed
@@ -77,3 +84,55 @@ def test_a_preset_built_on_another_preset_is_named_with_its_table() -> None:
         resolve("usb:///mnt/x", {}, presets)
     with pytest.raises(ConfigError, match="did you mean 'webdav'"):
         resolve("nas://h/x", {}, {"nas": Preset("nas", "webdaw")})
+
+
+class SmbLike(MemoryFileSystem):
+    """Answers as smbprotocol does: a missing path is an OSError carrying ENOENT (not a
+    FileNotFoundError), and a rename onto an existing name is refused."""
+
+    protocol = "smblike-fs"
+    store: ClassVar[dict[str, Any]] = {}
+    pseudo_dirs: ClassVar[list[str]] = [""]
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return dict(super().info(path, **kwargs))
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, "[NtStatus 0xc0000034] No such file", path) from None
+
+    def mv(self, path1: str, path2: str, **kwargs: Any) -> None:
+        if self.exists(path2):
+            raise OSError(errno.EEXIST, "[NtStatus 0xc0000035] File exists", path1)
+        super().mv(path1, path2, **kwargs)
+
+
+def test_a_filesystem_that_renames_as_smb_does_gets_changes_and_trash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """smb:// by config: a changed file failed for ever ('File exists' renaming its temp
+    file onto it), holding back every deletion, and nothing could go into the trash."""
+    monkeypatch.setitem(known_implementations, SmbLike.protocol, {"class": f"{__name__}.SmbLike"})
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "invoice.pdf").write_bytes(b"v1")
+    (source / "gone.pdf").write_bytes(b"old")
+    data = {
+        "source": str(source),
+        "state_dir": str(tmp_path / "state"),
+        "targets": {"nas": {"url": f"{SmbLike.protocol}://share/inv", "delete": "trash"}},
+    }
+    cfg = config_mod.from_dict(data, tmp_path / "mirror.toml", {})
+
+    def once() -> Report:
+        with api.running(cfg) as mirror:
+            (report,) = mirror.run_once()
+        return report
+
+    assert once().ok
+    (source / "invoice.pdf").write_bytes(b"v2, corrected")
+    (source / "gone.pdf").unlink()
+    report = once()
+    assert report.ok and report.uploaded == 1 and report.trashed == 1, report
+    top = f"{SmbLike.protocol}://share/inv"
+    assert SmbLike.store[f"{top}/invoice.pdf"].getvalue() == b"v2, corrected"
+    assert sorted(SmbLike.store) == [f"{top}/.mirror-trash/{dt.date.today()}/gone.pdf", f"{top}/invoice.pdf"]
