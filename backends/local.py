@@ -17,9 +17,10 @@ import errno
 import os
 import stat
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry
+from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, through_link
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError
 from mirror.mounts import mount_of
 from mirror.progress import human_bytes
@@ -63,6 +64,10 @@ class LocalDriver(Driver):
     #: executor's per-call wrapping around each put and rename
     batch_files = 64
 
+    def __init__(self, fs: AbstractFileSystem | None, root: str, caps: Capabilities | None = None) -> None:
+        super().__init__(fs, root, caps)
+        self._guard = LinkGuard(self.full, self._modes)
+
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         if options:
@@ -99,6 +104,19 @@ class LocalDriver(Driver):
     def local_root(self) -> str | None:
         return self.root
 
+    def begin_pass(self) -> None:
+        self._guard.clear()
+
+    def forget_folder(self, rel_dir: str) -> None:
+        self._guard.clear()  # someone may have put a link where a folder was
+
+    def _modes(self, rels: Sequence[str]) -> dict[str, int]:
+        modes: dict[str, int] = {}
+        for rel in rels:
+            with suppress(OSError):  # missing, or below a file: not a link mirror could write through
+                modes[rel] = os.lstat(self.full(rel)).st_mode
+        return modes
+
     def list(self) -> dict[str, RemoteEntry]:
         result: dict[str, RemoteEntry] = {}
         if not os.path.isdir(self.root):
@@ -117,6 +135,7 @@ class LocalDriver(Driver):
         return result
 
     def stat(self, rel: str) -> RemoteEntry | None:
+        self._guard.check(rel)  # below a link: no answer, or a delete that failed there counts as done
         try:
             st = os.stat(self.full(rel), follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):  # the latter: a file stands above it
@@ -129,15 +148,17 @@ class LocalDriver(Driver):
         return self._one_by_one(self._send, items)
 
     def _send(self, item: BatchPut) -> None:
+        self._guard.check(item.dst)  # the temp name is in the same folder
         if item.fd < 0:
             self.put(item.local_path, item.tmp, item.mtime_ns)
         else:
             # from the executor's descriptor: opening its /proc/self/fd name again costs
             # an open and a close more, 5 % of a first copy of small files
             self._write(item.fd, item.tmp, item.mtime_ns, item.mode)
-        self.move(item.tmp, item.dst)
+        self._replace(item.tmp, item.dst)
 
     def put(self, local_path: str, rel: str, mtime_ns: int) -> None:
+        self._guard.check(rel)
         # raw descriptors: Python's buffered file objects cost more than the copy of a small file
         src = os.open(local_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -178,9 +199,15 @@ class LocalDriver(Driver):
         )
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        self._guard.check(rel)
         os.utime(self.full(rel), ns=(mtime_ns, mtime_ns))
 
     def move(self, src: str, dst: str) -> None:
+        self._guard.check(src)
+        self._guard.check(dst)
+        self._replace(src, dst)
+
+    def _replace(self, src: str, dst: str) -> None:
         try:
             os.replace(self.full(src), self.full(dst))
         except IsADirectoryError:
@@ -188,6 +215,7 @@ class LocalDriver(Driver):
             raise ItemError(f"{self.full(dst)} on the target is a folder where a file goes") from None
 
     def delete(self, rel: str) -> None:
+        self._guard.check(rel)
         os.unlink(self.full(rel))
 
     def makedirs(self, rel_dir: str) -> None:
@@ -210,12 +238,16 @@ class LocalDriver(Driver):
                 else:
                     continue
             if stat.S_ISLNK(mode):
-                raise ItemError(f"{path} on the target is a symbolic link; mirror does not write through it")
+                raise ItemError(through_link(path))
             if not stat.S_ISDIR(mode):
                 raise ItemError(f"{path} on the target is a file where a folder is needed")
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         top = self.full(rel_dir)
+        try:
+            self._guard.check(rel_dir)
+        except ItemError:
+            return False
         if os.path.islink(top) or not os.path.isdir(top):
             return False
         try:

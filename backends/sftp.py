@@ -72,7 +72,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from mirror.driver import BatchPut, Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
+from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, check_url_path, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.private_files import read_private
 
@@ -599,6 +599,7 @@ class SFTPDriver(Driver):
     def __init__(self, links: _Links, root: str, caps: Capabilities | None = None) -> None:
         super().__init__(None, root, caps)
         self.links = links
+        self._guard = LinkGuard(self.full, self._modes)
 
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
@@ -708,6 +709,7 @@ class SFTPDriver(Driver):
         return not any(name not in (".", "..") for name in _names(payload))
 
     def stat(self, rel: str) -> RemoteEntry | None:
+        self._guard.check(rel)  # below a link: no answer, or a delete that failed there counts as done
         path = self.full(rel)
         try:
             with self._session() as link:
@@ -720,6 +722,7 @@ class SFTPDriver(Driver):
 
     # -- writing ----------------------------------------------------------------------
     def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        self._guard.check(rel)
         target = self.full(rel)
         mtime_s = self._wire_seconds(mtime_ns) if self.caps.mtime_settable else None
         # buffered: its read(n) returns n bytes unless at the end, where a raw read may
@@ -730,6 +733,7 @@ class SFTPDriver(Driver):
 
     def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
         settable = self.caps.mtime_settable
+        refused = self._guard.refusals([item.dst for item in items])  # each temp name is in its file's folder
         jobs = [
             _Job(
                 item.local_path,
@@ -737,11 +741,14 @@ class SFTPDriver(Driver):
                 self.full(item.dst),
                 self._wire_seconds(item.mtime_ns) if settable else None,
             )
-            for item in items
+            for item, why in zip(items, refused, strict=True)
+            if not why
         ]
-        with self._session() as link:
-            outcomes = _Batch(link, jobs).run()
-        return [None if outcome is None else self.classify(outcome) for outcome in outcomes]
+        outcomes: list[BaseException | None] = []
+        if jobs:
+            with self._session() as link:
+                outcomes = _Batch(link, jobs).run()
+        return self._merged(refused, outcomes)
 
     def _wire_seconds(self, mtime_ns: int) -> int:
         """An mtime as SFTP v3 carries it; a date it cannot (a file from 1960, a camera
@@ -749,43 +756,108 @@ class SFTPDriver(Driver):
         return self.caps.kept_mtime(mtime_ns) // 1_000_000_000
 
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
+        self._guard.check(rel)
         seconds = self._wire_seconds(mtime_ns)
         with self._session() as link:
             link.sftp.utime(self.full(rel), (seconds, seconds))
 
     def move(self, src: str, dst: str) -> None:
+        self._guard.check(src)
+        self._guard.check(dst)
         # posix-rename@openssh.com replaces dst atomically; plain SFTP rename refuses to
         with self._session() as link:
             link.sftp.posix_rename(self.full(src), self.full(dst))
 
     def delete(self, rel: str) -> None:
+        self._guard.check(rel)
         with self._session() as link:
             link.sftp.remove(self.full(rel))
 
     def move_batch(self, moves: Sequence[tuple[str, str]]) -> Sequence[MirrorError | None]:
-        return self._pipelined([_renaming(self.full(src), self.full(dst)) for src, dst in moves])
+        ends = self._guard.refusals([path for move in moves for path in move])
+        refused = [src or dst for src, dst in zip(ends[::2], ends[1::2], strict=True)]
+        return self._pipelined(
+            [
+                _renaming(self.full(src), self.full(dst))
+                for (src, dst), why in zip(moves, refused, strict=True)
+                if not why
+            ],
+            refused,
+        )
 
     def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
         from paramiko.sftp import CMD_REMOVE
 
-        return self._pipelined([(CMD_REMOVE, (_string(self.full(rel)),)) for rel in rels])
+        refused = self._guard.refusals(rels)
+        return self._pipelined(
+            [(CMD_REMOVE, (_string(self.full(rel)),)) for rel, why in zip(rels, refused, strict=True) if not why],
+            refused,
+        )
 
-    def _pipelined(self, requests: Sequence[Request]) -> Sequence[MirrorError | None]:
+    def _pipelined(self, requests: Sequence[Request], refused: Sequence[str]) -> Sequence[MirrorError | None]:
         """Requests that each get a status reply, sent at once: one round trip, and none
-        of paramiko's per-reply CPU (a move or delete at a time cost 0.3-0.6 ms of it)."""
-        with self._session() as link:
-            replies = _Replies(link)
-            failures = [replies.failure(num) for num in replies.ask(list(requests))]
-        return [None if failure is None else self.classify(failure) for failure in failures]
+        of paramiko's per-reply CPU (a move or delete at a time cost 0.3-0.6 ms of it).
+        ``refused``: the items of the batch (as :meth:`_merged` takes them)."""
+        failures: list[BaseException | None] = []
+        if requests:
+            with self._session() as link:
+                replies = _Replies(link)
+                failures = [replies.failure(num) for num in replies.ask(list(requests))]
+        return self._merged(refused, failures)
+
+    def _merged(
+        self, refused: Sequence[str], outcomes: Sequence[BaseException | None]
+    ) -> Sequence[MirrorError | None]:
+        """One outcome per item of a batch: for each item ``refused`` says why a
+        symbolic link kept it from being sent (ItemError), or "" when it was, and then
+        its outcome is the next of ``outcomes``."""
+        said = iter(outcomes)
+        merged: list[MirrorError | None] = []
+        for why in refused:
+            if why:
+                merged.append(ItemError(why))
+            elif (failure := next(said)) is not None:
+                merged.append(self.classify(failure))
+            else:
+                merged.append(None)
+        return merged
 
     def makedirs(self, rel_dir: str) -> None:
-        path = self.root if rel_dir == "" else self.full(rel_dir)
+        # the folders on the way are looked at first, with lstat: mkdir goes through a link
+        # above the new folder, and stat takes a linked folder for a folder
+        if rel_dir and self._guard.check_folder(rel_dir):
+            return
         with self._session() as link:
-            _mkdirs(link.sftp, path)
+            _mkdirs(link.sftp, self.root if rel_dir == "" else self.full(rel_dir))
+        self._guard.made(rel_dir)
+
+    def begin_pass(self) -> None:
+        self._guard.clear()
+
+    def forget_folder(self, rel_dir: str) -> None:
+        self._guard.clear()  # someone may have put a link where a folder was
+        super().forget_folder(rel_dir)
+
+    def _modes(self, rels: Sequence[str]) -> dict[str, int]:
+        """For the link guard: the lstat mode of each of ``rels`` that has one, asked in one round trip."""
+        from paramiko import Message
+        from paramiko.sftp import CMD_ATTRS, CMD_LSTAT
+        from paramiko.sftp_attr import SFTPAttributes
+
+        with self._session() as link:
+            replies = _Replies(link)
+            numbers = replies.ask([(CMD_LSTAT, (_string(self.full(rel)),)) for rel in rels])
+            answers = [replies.got.pop(num) for num in numbers]
+        return {
+            rel: SFTPAttributes._from_msg(Message(payload)).st_mode or 0
+            for rel, (kind, payload) in zip(rels, answers, strict=True)
+            if kind == CMD_ATTRS
+        }
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         path = self.full(rel_dir)
         try:
+            self._guard.check(rel_dir)
             with self._session() as link:
                 below = link.sftp.listdir_attr(path)
             # each folder below in a session of its own: the pool may have no second link
@@ -797,7 +869,7 @@ class SFTPDriver(Driver):
                 link.sftp.rmdir(path)
         except TransientError:
             raise
-        except OSError:
+        except (OSError, ItemError):  # ItemError: a symbolic link above it
             return False
         return True
 

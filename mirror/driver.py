@@ -20,13 +20,14 @@ import functools
 import inspect
 import logging
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind, file_hash
-from mirror.paths import check_relative
+from mirror.paths import ancestors, check_relative, parent
 
 if TYPE_CHECKING:
     import asyncio
@@ -152,6 +153,81 @@ class MemoryState:
 
     def delete(self, key: str) -> None:
         self._values.pop(key, None)
+
+
+def through_link(path: str) -> str:
+    """Why a write may not go through the symbolic link at ``path``."""
+    return f"{path} on the target is a symbolic link; mirror does not write through it"
+
+
+class LinkGuard:
+    """Keeps a driver's writes out of symbolic links, where a target's folders can be
+    links (a local folder, an SFTP server): someone may swap a folder mirror made for a
+    link to a folder of theirs, and the system follows it, so every upload, rename and
+    delete below it would land there, outside the target. The root itself may be a link.
+
+    Each folder is looked at once a pass (``Driver.begin_pass`` forgets what was found,
+    so a watching mirror looks again): a few lstat calls, or one round trip, a folder,
+    not a realpath or a round trip a file. Left open: a link swapped in for a folder
+    after it was looked at, within the same pass. Workers share one guard; its dict
+    operations are atomic, and two looking at one folder at once only look twice.
+    """
+
+    def __init__(self, full: Callable[[str], str], modes: Callable[[Sequence[str]], dict[str, int]]) -> None:
+        """``modes(rels)``: the lstat mode of each of the root-relative paths that has one."""
+        self._full = full
+        self._modes = modes
+        #: folders looked at in this pass: "" when reached through real folders alone,
+        #: else why nothing goes below them; a folder missing or behind a file is not kept
+        #: (the write fails by itself, or makes it)
+        self._found: dict[str, str] = {}
+
+    def clear(self) -> None:
+        self._found = {}
+
+    def check(self, rel: str) -> None:
+        """ItemError when a symbolic link stands between the root and ``rel``."""
+        self.check_folder(parent(rel))
+
+    def check_folder(self, folder: str) -> bool:
+        """ItemError when ``folder`` or one above it is a symbolic link; True when it is
+        there, a real folder reached through real ones."""
+        if not folder:
+            return True
+        reason = self._found.get(folder)
+        if reason is None:
+            reason = self._looked([folder]).get(folder)
+        if reason:
+            raise ItemError(reason)
+        return reason == ""
+
+    def made(self, folder: str) -> None:
+        """``folder`` was just made, through real folders."""
+        self._found[folder] = ""
+
+    def refusals(self, rels: Sequence[str]) -> list[str]:
+        """For each of ``rels``, why nothing may be written there ("" where no symbolic
+        link stands above it), looking at the folders not known yet all at once."""
+        unknown = {parent(rel) for rel in rels} - self._found.keys() - {""}
+        if unknown:
+            self._looked(sorted(unknown))
+        return [self._found.get(parent(rel)) or "" for rel in rels]
+
+    def _looked(self, folders: list[str]) -> dict[str, str]:
+        paths = sorted({at for folder in folders for at in (folder, *ancestors(folder))})
+        modes = self._modes(paths)
+        found: dict[str, str] = {}
+        for folder in folders:
+            for at in (*reversed(ancestors(folder)), folder):
+                mode = modes.get(at)
+                if mode is not None and stat.S_ISLNK(mode):
+                    found[folder] = through_link(self._full(at))
+                if mode is None or not stat.S_ISDIR(mode):
+                    break
+            else:
+                found[folder] = ""
+        self._found.update(found)
+        return found
 
 
 class Driver:
@@ -360,6 +436,10 @@ class Driver:
         next :meth:`makedirs` makes them again: someone may have removed them."""
         if self._fs is not None:
             self._fs.invalidate_cache()  # by path, some implementations drop that entry alone
+
+    def begin_pass(self) -> None:
+        """A pass starts: what the driver learned of the target's folders in the last one
+        may no longer hold (see :class:`LinkGuard`)."""
 
     def root_lost(self) -> bool | None:
         """Whether the folder the target writes into is gone or holds nothing, as one cheap

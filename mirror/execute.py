@@ -151,10 +151,7 @@ class Executor:
         """``retell``: log an item failing as it failed before as a warning again (a full
         pass); otherwise at debug level: each watch pass tries every failed item again, and
         eight failing files made 36 warnings."""
-        self._retell = retell
-        stats = self._stats = RunStats(guard=plan.guard)
-        self._abort.clear()
-        self._answered, self._unanswered = False, None
+        stats = self._begin(plan, retell)
         for refusal in plan.refusals:
             again = self.index.fail(refusal.src, refusal.dst, refusal.reason)
             stats.failed.append((refusal.src, refusal.reason))
@@ -206,6 +203,16 @@ class Executor:
             self._leftover_temps(reachable=not (stats.fatal or stats.down))
         self.probing = stats.down is not None
         return stats
+
+    def _begin(self, plan: Plan, retell: bool) -> RunStats:
+        """Start a pass afresh: nothing aborted or answered yet, and the driver told, as
+        what it found of the target's folders may have changed since (a link put there)."""
+        self._retell = retell
+        self._abort.clear()
+        self._answered, self._unanswered = False, None
+        self.driver.begin_pass()
+        self._stats = RunStats(guard=plan.guard)
+        return self._stats
 
     def _send_all(self, transfers: Sequence[Put | Adopt]) -> None:
         """Small files in batches, then the rest alone, large files fewer at a time."""

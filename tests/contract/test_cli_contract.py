@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run
-from tests.contract.test_contract import spec  # noqa: F401 - the parametrized fixture
+from tests.contract.test_contract import (
+    disk_root,
+    outside_with_files,
+    spec,  # noqa: F401 - the parametrized fixture
+    swap_for_a_link,
+    tree,
+)
 from tests.support import TargetSpec
 
 
@@ -86,3 +92,44 @@ def test_files_dated_far_in_the_past_or_future_are_sent_once(spec: TargetSpec, t
     assert listed.returncode == 0 and "0 sent" in listed.stdout, listed.stdout + listed.stderr
     verify = run("verify", "-c", str(config), state=state, env=spec.env, cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_folder_swapped_for_a_link_on_the_target_fails_its_files_and_changes_nothing_outside(
+    spec: TargetSpec,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Someone replaced a folder mirror made on the target with a link to a folder of
+    theirs: the next run deleted their x.pdf through it ("1 deleted", exit 0), a new file
+    was written there, on a fresh run and with --rescan alike. Now each file below the
+    link fails, naming it, nothing outside the target changes, and the exit code tells."""
+    root = disk_root(spec)
+    source = tmp_path / "export"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "x.pdf").write_bytes(b"mirror's x")
+    (source / "sub" / "y.pdf").write_bytes(b"mirror's y")
+    (source / "top.pdf").write_bytes(b"top")
+    config = config_file(spec, source, tmp_path / "mirror.toml")
+    state = tmp_path / "state"
+
+    def mirror(*args: str) -> tuple[int, str, str]:
+        done = run(*args, "-c", str(config), state=state, env=spec.env, cwd=tmp_path)
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, err = mirror("run", "--once")
+    assert code == 0 and "3 sent" in out, out + err
+    outside = outside_with_files(tmp_path)
+    swap_for_a_link(root / "sub", outside)
+    before = tree(outside)
+    refused = f"{root / 'sub'} on the target is a symbolic link; mirror does not write through it"
+    (source / "sub" / "x.pdf").unlink()
+    code, out, err = mirror("run", "--once")
+    assert code == 1 and "0 deleted" in out and refused in err, out + err
+    assert tree(outside) == before
+    (source / "sub" / "new.pdf").write_bytes(b"a new invoice")
+    os.rename(source / "sub" / "y.pdf", source / "y.pdf")
+    for again in (["run", "--once"], ["run", "--once", "--rescan"]):
+        code, out, err = mirror(*again)
+        assert code == 1 and refused in err, out + err
+        assert tree(outside) == before
+    code, out, err = mirror("status")
+    assert code == 1 and "symbolic link" in out, out + err

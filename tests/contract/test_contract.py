@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from mirror import registry
 from mirror.driver import BatchPut, Driver
 from mirror.engine import Mirror
 from mirror.errors import ItemError
-from mirror.events import Observer
+from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
 from mirror.filters import Filter
 from mirror.hashing import HashKind
@@ -36,7 +37,7 @@ from mirror.plan import refused_name
 from mirror.scan import scan
 from mirror.source_files import SourceFiles
 from mirror.verify import compare
-from tests.cli import wait_for
+from tests.cli import files, wait_for
 from tests.contract.targets import BACKENDS
 from tests.servers.s3 import S3Server
 from tests.servers.sshd import free_port
@@ -243,6 +244,121 @@ def test_a_tree_of_empty_folders_is_removed_as_empty(driver: Driver, tmp_path: P
     assert driver.remove_dir_if_empty("x") is True
     put(driver, tmp_path, "x", b"a file where the folders were")
     assert {p: e.size for p, e in driver.list().items()} == {"x": len(b"a file where the folders were")}
+
+
+def disk_root(spec: TargetSpec) -> Path:
+    """The target's folder on this machine's disk, for a backend whose folders can be
+    symbolic links; the others (cloud services, object stores) have none: skipped."""
+    if spec.backend == "file":
+        return Path(spec.url)
+    if spec.backend == "sftp":
+        return Path(unquote(urlsplit(spec.url).path))
+    pytest.skip(f"{spec.backend} has no symbolic links")
+
+
+def outside_with_files(tmp_path: Path) -> Path:
+    """A folder of someone else's, outside the target, with files and a folder of theirs."""
+    outside = tmp_path / "outside"
+    (outside / "empty").mkdir(parents=True)
+    (outside / "x.pdf").write_bytes(b"their own x.pdf")
+    (outside / "y.pdf").write_bytes(b"their own y.pdf")
+    return outside
+
+
+def swap_for_a_link(folder: Path, outside: Path) -> None:
+    """Someone replaces a folder of the target with a link to a folder of theirs."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.symlink_to(outside)
+
+
+def tree(folder: Path) -> list[tuple[str, bytes | None]]:
+    """Every file (with its content) and folder below ``folder``."""
+    return sorted(
+        (p.relative_to(folder).as_posix(), p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")
+    )
+
+
+def test_no_upload_rename_or_delete_goes_through_a_folder_swapped_for_a_link(
+    spec: TargetSpec, driver: Driver, tmp_path: Path
+) -> None:
+    """Someone replaced a folder of the target with a link to a folder of theirs: the
+    server follows it, so mirror deleted their x.pdf through it, and wrote its own
+    files among theirs. Each call below it fails instead, naming the link."""
+    root = disk_root(spec)
+    (root / "kept").mkdir()
+    (root / "kept" / "k.pdf").write_bytes(b"k")
+    outside = outside_with_files(tmp_path)
+    swap_for_a_link(root / "sub", outside)
+    before = tree(outside)
+    local = local_file(tmp_path, "new.pdf", b"new")
+    mtime = 1_700_000_000 * 10**9
+    refused = "symbolic link; mirror does not write through it"
+    for call in (
+        lambda: driver.delete("sub/x.pdf"),
+        lambda: driver.move("sub/y.pdf", "kept/y.pdf"),
+        lambda: driver.move("kept/k.pdf", "sub/k.pdf"),
+        lambda: driver.put(str(local), "sub/new.pdf", mtime),
+        lambda: driver.makedirs("sub/2026"),
+    ):
+        with pytest.raises(ItemError, match=refused):
+            call()
+    assert driver.remove_dir_if_empty("sub/empty") is False
+    outcomes = [
+        *driver.send_batch([BatchPut(str(local), "sub/.~mirror-000000000001.tmp", "sub/new.pdf", mtime)]),
+        *driver.delete_batch(["sub/x.pdf", "sub/y.pdf"]),
+        *driver.move_batch([("sub/x.pdf", "x.pdf"), ("kept/k.pdf", "sub/k.pdf")]),
+    ]
+    assert all(isinstance(o, ItemError) and refused in str(o) for o in outcomes), outcomes
+    assert tree(outside) == before
+    assert (root / "kept" / "k.pdf").read_bytes() == b"k"
+
+
+class Reports(Observer):
+    def __init__(self) -> None:
+        self.reports: list[Report] = []
+
+    def on_report(self, report: Report) -> None:
+        self.reports.append(report)
+
+    def failed(self) -> list[str]:
+        return [reason for report in self.reports for _, reason in report.failed]
+
+
+def test_a_folder_swapped_for_a_link_while_mirror_watches_is_not_written_through(
+    spec: TargetSpec, tmp_path: Path
+) -> None:
+    """A folder mirror made is swapped for a link while mirror watches, then a file is
+    written into that folder of the source: it landed outside the target (the watching
+    mirror remembered the folder made, and never looked at it again)."""
+    root = disk_root(spec)
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "x.pdf").write_bytes(b"mirror's x")
+    (source / "top.pdf").write_bytes(b"top")
+    cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
+    reports = Reports()
+    mirror = Mirror(cfg, observers=[reports])
+    mirror.open()
+    thread = threading.Thread(target=mirror.run_forever)
+    thread.start()
+    try:
+        wait_for(lambda: (root / "sub" / "x.pdf").exists(), 30, "the first copy")
+        outside = outside_with_files(tmp_path)
+        swap_for_a_link(root / "sub", outside)
+        before = tree(outside)
+        (source / "sub" / "new.pdf").write_bytes(b"a new invoice")
+        wait_for(
+            lambda: any("symbolic link" in r for r in reports.failed()) or (outside / "new.pdf").exists(),
+            30,
+            "the file failed, naming the link",
+        )
+    finally:
+        mirror.shutdown()
+        thread.join(15)
+        mirror.close()
+    assert tree(outside) == before
+    assert files(root) == {"top.pdf": b"top"}
 
 
 def run_once(cfg: config_mod.Config) -> list:

@@ -142,6 +142,27 @@ def test_a_folder_swapped_for_a_link_to_elsewhere_leaves_no_stale_copy(
     wait_for(lambda: files(dst) == expected, what="the folder's files under its new name only")
 
 
+def test_a_target_folder_swapped_for_a_link_while_watching_is_not_written_through(
+    live: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """backup/sub swapped for a link to someone's folder while mirror watches, then a new
+    file in export/sub: it landed in their folder. Now it fails, the log names the link,
+    and status tells."""
+    src, dst, state = live
+    mirrored(src, dst, {"sub/x.pdf": b"mine"}, what="the folder")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(dst / "sub")
+    (dst / "sub").symlink_to(outside)
+    (src / "sub" / "new.pdf").write_bytes(b"a new invoice")
+    log = tmp_path / "mirror.log"
+    refused = f"{dst / 'sub'} on the target is a symbolic link; mirror does not write through it"
+    wait_for(lambda: refused in log.read_text() or (outside / "new.pdf").exists(), what="the file failed")
+    assert list(outside.iterdir()) == []
+    status = run("status", str(src), str(dst), state=state)
+    assert status.returncode == 1 and "symbolic link" in status.stdout, status.stdout + status.stderr
+
+
 @pytest.mark.parametrize("link", ["latest", "zz-latest", "up"])
 def test_changes_in_a_folder_a_link_points_to_are_seen(tmp_path: Path, link: str) -> None:
     """A link to a folder of the source (latest -> 2024) or to the source itself: the
