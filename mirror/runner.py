@@ -213,6 +213,7 @@ class TargetRunner:
         self._lock_fd = fd
         self._place_fd = self._lock_place()
         self._take_over_index_of_real_path()
+        self._take_over_index_of_same_place()
         self.index = Index(self.index_file)
         self.crashed = self.index.get_meta("clean_shutdown") == "0"
         self.index.set_meta(
@@ -226,6 +227,7 @@ class TargetRunner:
             rescan_interval=self.settings.rescan_interval,
             layout=self.settings.layout.template,
             settling=None,  # what a killed run's watcher held
+            place=repr(self.place()),
         )
 
     def _take_over_index_of_real_path(self) -> None:
@@ -237,6 +239,57 @@ class TargetRunner:
         for suffix in ("", "-wal", "-shm"):
             with suppress(FileNotFoundError):
                 os.rename(f"{old}{suffix}", f"{self.index_file}{suffix}")
+
+    def _take_over_index_of_same_place(self) -> None:
+        """The index another name gave this source and place is this target's: the
+        target renamed in the config, its URL spelled anew (a trailing slash, file://),
+        or a config naming what ``mirror run SOURCE TARGET`` mirrored. A new index took
+        every file there for someone else's: files gone from the source were never
+        deleted, and status said never run. Not one a running mirror holds, nor one of
+        two that could be it."""
+        if self.index_file.exists():
+            return
+        mine = repr(self.place())
+        sources = {str(self.config.named_source), str(self.config.source)}
+        found = [f for f in self.index_file.parent.glob("*.sqlite") if self._same_place(f, mine, sources)]
+        if len(found) != 1:
+            return
+        old = found[0]
+        fd = os.open(f"{old}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        finally:
+            os.close(fd)
+        for suffix in ("", "-wal", "-shm"):
+            with suppress(FileNotFoundError):
+                os.rename(f"{old}{suffix}", f"{self.index_file}{suffix}")
+        with suppress(FileNotFoundError):
+            os.unlink(f"{old}.lock")
+        self.log.info("taking over the index of %s, which mirrored this source to the same place", old.stem)
+
+    def _same_place(self, index_file: Path, mine: str, sources: Collection[str]) -> bool:
+        """Whether ``index_file`` mirrored one of ``sources`` to the place ``mine``. An index
+        from before places were recorded tells a local folder by its URL."""
+        try:
+            index = Index(index_file, readonly=True)
+        except MirrorError:
+            return False
+        try:
+            place, url, source = (index.get_meta(k) for k in ("place", "url", "source"))
+        finally:
+            index.close()
+        if source not in sources or not url:
+            return False
+        if place is not None:
+            return place == mine
+        try:
+            resolved = registry.resolve(url, {}, self.config.presets)
+            folder = registry.load_driver_class(resolved.backend).local_folder(resolved.url)
+        except MirrorError:
+            return False
+        return folder is not None and repr(("folder", str(Path(folder).resolve()))) == mine
 
     def connect(self) -> Driver:
         if self.driver is None:

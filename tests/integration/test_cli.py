@@ -1259,3 +1259,25 @@ def test_a_file_a_new_exclude_leaves_out_is_removed_as_excluded(tmp_path: Path, 
     assert "[usb] deleted b.log (excluded by the config)" in done.stderr, done.stderr
     assert "[usb] deleted gone.pdf (removed from the source)" in done.stderr, done.stderr
     assert files(dst) == {"a.pdf": b"a.pdf"}
+
+
+def test_a_target_renamed_or_spelled_anew_keeps_its_index(tmp_path: Path, state: Path) -> None:
+    """A new name for a target (or file://, a trailing slash, a config naming what
+    'mirror run SOURCE TARGET' mirrored) started a new index: files gone from the
+    source were never deleted from the target, and status said never run."""
+    src, dst = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    for name in ("a.pdf", "b.pdf", "c.pdf"):
+        (src / name).write_bytes(name.encode())
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    cfg = tmp_path / "mirror.toml"
+    for name, url in (("usb", f"file://{dst}/"), ("backup", f"{dst}")):
+        cfg.write_text(f'source = "{src}"\n[targets.{name}]\nurl = "{url}"\n')
+        (src / "b.pdf" if name == "usb" else src / "c.pdf").unlink()
+        result = run("run", "-c", str(cfg), "--once", state=state)
+        assert result.returncode == 0, result.stderr
+        assert "taking over the index of" in result.stderr, result.stderr
+    assert files(dst) == {"a.pdf": b"a.pdf"}
+    shown = run("status", "-c", str(cfg), state=state)
+    assert shown.returncode == 0 and "files:   1 (5 B)" in shown.stdout, shown.stdout
+    assert len(list((state / "targets").glob("*.sqlite"))) == 1
