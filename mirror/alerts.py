@@ -190,8 +190,8 @@ class Alerts(Observer):
             if job is not None:
                 try:
                     job()
-                except Exception:  # an alert channel's failure must never stop the next alert
-                    log.warning("alert failed", exc_info=True)
+                except Exception as exc:  # an alert channel's failure must never stop the next alert
+                    log.warning("alert failed: %s: %s", type(exc).__name__, exc, exc_info=True)
 
     def _alert(self, name: str, incident: Incident, first: bool) -> None:
         since = _stamp(incident.since)

@@ -78,8 +78,15 @@ class Observers(Observer):
         for observer in self.observers:
             try:
                 getattr(observer, name)(*args)
-            except Exception:  # a broken observer must not stop the mirror
-                log.warning("observer %s failed in %s", type(observer).__name__, name, exc_info=True)
+            except Exception as exc:  # a broken observer must not stop the mirror
+                log.warning(
+                    "observer %s failed in %s: %s: %s",
+                    type(observer).__name__,
+                    name,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=True,
+                )
 
     def on_report(self, report: Report) -> None:
         self._each("on_report", report)

@@ -39,13 +39,18 @@ def with_bytes_shown(text: str) -> str:
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, tracebacks: bool = False) -> None:
+        super().__init__()
+        #: -v: a reader who asked for details gets where an error came from
+        self.tracebacks = tracebacks
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
         target = getattr(record, "target", None)
         where = f" [{target}]" if target else ""
         line = f"{stamp} {record.levelname.lower():7s}{where} {printable(record.getMessage())}"
-        if record.exc_info and record.levelno <= logging.DEBUG:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_text and self.tracebacks:
+            line += "\n" + record.exc_text
         return line
 
 
@@ -59,6 +64,8 @@ class JsonFormatter(logging.Formatter):
         target = getattr(record, "target", None)
         if target:
             data["target"] = target
+        if record.exc_text:
+            data["traceback"] = record.exc_text  # one field: the line stays one JSON line
         # json escapes C0 controls only; the others, escaped the same way, read back as sent
         return _CONTROL.sub(lambda m: f"\\u{ord(m[0]):04x}", json.dumps(data, ensure_ascii=False))
 
@@ -66,7 +73,7 @@ class JsonFormatter(logging.Formatter):
 def setup(verbosity: int, fmt: str = "text", secrets: Iterable[str] = ()) -> SecretFilter:
     """Configure the ``mirror`` logger; -v (1) is debug, -q (-1) warnings only."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(tracebacks=verbosity > 0))
     scrubber = SecretFilter(secrets)
     handler.addFilter(scrubber)
     root = logging.getLogger()

@@ -41,4 +41,7 @@ class SecretFilter(logging.Filter):
         clean = self.scrub(message)
         if clean != message or record.args:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            # a traceback quotes messages, and those can hold what a message may not
+            record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
         return True

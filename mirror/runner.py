@@ -962,7 +962,7 @@ class TargetRunner:
                     self.log.error("%s; retrying in %.0f s", exc, backoff)
                     self.observer.on_state(self.name, "failing", str(exc))
                 else:
-                    self.log.exception("unexpected error; will rescan")
+                    self.log.error("%s; will rescan", described(exc), exc_info=True)
                     # the log alone is where no one looks: status must show it (exit 1)
                     self.failing(described(exc))
                 # rows of the failed pass may have gone with its transaction: listed, the

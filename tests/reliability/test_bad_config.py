@@ -8,13 +8,14 @@ even be opened is not a config error but must still fail the run: exit 1, never 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mirror.cli import main
-from tests.cli import run
+from tests.cli import run, start, wait_for
 
 CORPUS = Path(__file__).parent.parent / "corpus" / "configs"
 CASES = sorted(CORPUS.glob("*.toml"))
@@ -64,3 +65,28 @@ def test_a_target_that_cannot_be_opened_fails_the_run(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert "z: target failed:" in result.stderr
+
+
+@pytest.mark.parametrize("flags", [[], ["-v"], ["--log-format", "json"]], ids=["text", "verbose", "json"])
+def test_watch_mode_names_an_unexpected_error_in_its_log(tmp_path: Path, flags: list[str]) -> None:
+    """The same target in watch mode logged 'unexpected error; will rescan' every few
+    seconds, saying nothing of what went wrong, not even with -v or in JSON."""
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "a.pdf").write_bytes(b"a")
+    config = tmp_path / "m.toml"
+    config.write_text('source = "export"\n[targets.z]\nurl = "zip://no-such.zip"\n')
+    log = tmp_path / "log"
+    proc = start("run", "-c", str(config), *flags, state=tmp_path / "state", log=log)
+    try:
+        wait_for(lambda: "will rescan" in log.read_text(), what="the error in the log")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    error = next(line for line in log.read_text().splitlines() if "will rescan" in line)
+    if "--log-format" in flags:
+        record = json.loads(error)
+        assert record["message"].startswith("IsADirectoryError: [Errno 21] Is a directory"), record
+        assert "Traceback (most recent call last)" in record["traceback"]
+    else:
+        assert " error   [z] IsADirectoryError: [Errno 21] Is a directory: " in error, error
+        assert ("Traceback (most recent call last)" in log.read_text()) == ("-v" in flags)
