@@ -652,7 +652,8 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         return
     for s in statuses:
         last = _when(s.last_complete_sync) if s.last_complete_sync else "never"
-        click.echo(f"{s.name}: {s.url}  ({'running' if s.running else 'not running'}, {s.state})")
+        tried = f"; last attempt {_when(s.last_attempt)} failed" if s.last_attempt else ""
+        click.echo(f"{s.name}: {s.url}  ({'running' if s.running else 'not running'}, {s.state}{tried})")
         click.echo(f"  source:  {s.source}")
         click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
         late = ""

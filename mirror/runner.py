@@ -39,6 +39,7 @@ from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
 from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, stat_paths
+from mirror.status import note_attempt
 
 log = logging.getLogger("mirror")
 
@@ -391,17 +392,19 @@ class TargetRunner:
         if self.executor is not None:
             self.executor.remove_temps()
         if self.index is not None:
-            # a target never reached (a mistyped host in a one-off run) leaves nothing to
-            # report: kept, it would make every later `mirror status` exit 1
+            # a target never reached (a mistyped host in a one-off run) leaves no index:
+            # kept, it would make every later `mirror status` exit 1; its error is kept aside
             never_reached = (
                 self.driver is None
                 and not self.dry_run
                 and self.index.get_meta("last_listing") is None
                 and not self.index.holds_files()
             )
+            error = self.index.get_meta("last_error")
             if not self.dry_run:
                 self.index.set_meta(clean_shutdown=1 if clean else 0, state="stopped", pid=None)
                 self._note_stranded()
+                note_attempt(self.index_file, error if never_reached else None)
             self.index.close()
             self.index = None
             if never_reached:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from contextlib import suppress
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mirror.index import Failure, Index, state_denied
+from mirror.private_files import write_private
 
 #: the rescan interval of indexes written before it was recorded
 DEFAULT_RESCAN = 3600.0
@@ -51,6 +54,8 @@ class TargetStatus:
     #: the last complete sync (or the start) lies in the future: recorded while the
     #: clock was ahead, it cannot tell how old the copy is, so it counts as stale
     clock_ahead: bool = False
+    #: when a run last tried this target, never run, and failed (its error: last_error)
+    last_attempt: float | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -136,5 +141,26 @@ def pending(index: Index) -> int:
 
 
 def never_run(name: str, url: str, source: str, index_file: Path) -> TargetStatus:
-    """The status of a configured target mirror has not run for yet."""
-    return TargetStatus(name, url, source, False, NEVER_RUN, 0, 0, 0, None, None, (), str(index_file))
+    """The status of a configured target mirror has not run for yet, with why the last
+    run that tried failed to reach it."""
+    try:
+        attempt = json.loads(_attempt_file(index_file).read_text())
+    except (OSError, ValueError):
+        attempt = {}
+    status = TargetStatus(name, url, source, False, NEVER_RUN, 0, 0, 0, None, None, (), str(index_file))
+    return replace(status, last_error=attempt.get("error"), last_attempt=attempt.get("at"))
+
+
+def note_attempt(index_file: Path, error: str | None) -> None:
+    """Remember (or, with no error, forget) why a run did not reach a target whose index it
+    then removed: kept, an index would count as a mirrored target (mirror status without a
+    config would fail on a mistyped host for ever)."""
+    with suppress(OSError):  # a full state disk: the run's own output said it already
+        if error is None:
+            _attempt_file(index_file).unlink(missing_ok=True)
+        else:
+            write_private(_attempt_file(index_file), json.dumps({"at": time.time(), "error": error}))
+
+
+def _attempt_file(index_file: Path) -> Path:
+    return index_file.with_suffix(".failed-attempt")

@@ -712,12 +712,19 @@ def test_a_run_of_one_target_needs_only_that_target_s_secrets(src: Path, tmp_pat
 
 def test_a_target_never_reached_leaves_no_state_to_report(src: Path, tmp_path: Path, state: Path) -> None:
     """A one-off run to a mistyped host: every later `mirror status` showed it failing, exit 1,
-    and nothing removed it."""
+    and nothing removed it. Asked about, it still says why it never ran: a cron job's
+    status said 'never run' and nothing else."""
     typo = run("run", str(src), "sftp://me@127.0.0.1:1/srv/x", "--once", state=state)
     assert typo.returncode == 1 and "cannot connect" in typo.stderr, typo.stderr
     assert run("run", str(src), str(tmp_path / "usb"), "--once", state=state).returncode == 0
     shown = run("status", state=state)
     assert shown.returncode == 0 and "127.0.0.1:1" not in shown.stdout, shown.stdout
+    asked = run("status", str(src), "sftp://me@127.0.0.1:1/srv/x", state=state)
+    assert asked.returncode == 1
+    assert re.search(
+        r"\(not running, never run; last attempt \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+ failed\)\n", asked.stdout
+    )
+    assert "  last error: sftp: cannot connect to me@127.0.0.1:1 (connection refused" in asked.stdout, asked.stdout
 
 
 def test_target_given_twice_runs_both(src: Path, tmp_path: Path, state: Path) -> None:
