@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -908,7 +909,9 @@ def credentials(options: Mapping[str, Any]) -> dict[str, Any]:
 def read_token_file(path: str) -> dict[str, str]:
     """The app key and refresh token stored by ``mirror auth dropbox``; refuses loose modes."""
     path = os.path.expanduser(path)
-    stored = read_private_json(path, "Dropbox token file", "run `mirror auth dropbox`")
+    # the command that writes this very file: without --token-file it writes the default one
+    login = f"run `mirror auth dropbox --app-key YOUR_APP_KEY --token-file {shlex.quote(path)}`"
+    stored = read_private_json(path, "Dropbox token file", login)
     if not stored.get("refresh_token") or not stored.get("app_key"):
-        raise ConfigError(f"Dropbox token file {path} lacks app_key or refresh_token; run `mirror auth dropbox`")
+        raise ConfigError(f"Dropbox token file {path} lacks app_key or refresh_token; {login}")
     return {"refresh_token": str(stored["refresh_token"]), "app_key": str(stored["app_key"])}

@@ -20,8 +20,8 @@ from mirror.private_files import write_private
 from .login_network import NETWORK_ERRORS, unreachable
 
 
-def default_token_file(app_key: str) -> Path:
-    return Path(platformdirs.user_config_dir("mirror")) / f"dropbox-{app_key}.json"
+def default_token_file() -> Path:
+    return Path(platformdirs.user_config_dir("mirror")) / "dropbox-token.json"
 
 
 @click.command("dropbox")
@@ -30,7 +30,7 @@ def default_token_file(app_key: str) -> Path:
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Where to store the refresh token (default: the user config folder).",
+    help="Where to store the refresh token (default: dropbox-token.json in the user config folder).",
 )
 @click.option("--folder", default="Mirror", show_default=True, help="Dropbox folder used in the printed config.")
 def command(app_key: str, token_file: Path | None, folder: str) -> None:
@@ -54,7 +54,7 @@ def command(app_key: str, token_file: Path | None, folder: str) -> None:
         ) from None
     if not result.refresh_token:
         raise click.ClickException("Dropbox returned no refresh token; start again")
-    path = (token_file or default_token_file(app_key)).expanduser()
+    path = (token_file or default_token_file()).expanduser()
     stored = {"app_key": app_key, "refresh_token": result.refresh_token, "account_id": result.account_id}
     write_private(path, json.dumps(stored, indent=2) + "\n")
     click.echo(f"Logged in; refresh token stored in {path} (mode 0600).")

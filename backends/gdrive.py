@@ -22,6 +22,7 @@ import logging
 import mimetypes
 import os
 import random
+import shlex
 import ssl
 import threading
 import time
@@ -613,10 +614,12 @@ def load_credentials(opts: Mapping[str, Any]) -> Any:
             if opts.get("subject"):
                 creds = creds.with_subject(opts["subject"])
             return creds.with_token_uri(opts["token_uri"]) if opts.get("token_uri") else creds
+        token_file = str(opts.get("token_file") or default_token_file())
         info = read_private_json(
-            str(opts.get("token_file") or default_token_file()),
+            token_file,
             "Google Drive token file",
-            "run `mirror auth gdrive --client-secrets FILE` or set service_account_file",
+            f"run `mirror auth gdrive --client-secrets FILE --token-file {shlex.quote(token_file)}` "
+            "or set service_account_file",
         )
         creds = user_credentials.Credentials.from_authorized_user_info(  # type: ignore[no-untyped-call]
             info, scopes=SCOPES

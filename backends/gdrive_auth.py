@@ -67,7 +67,7 @@ def save(credentials: Any, token_file: str) -> None:
     "--token-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Where to keep the login (mode 0600). Default: the user config folder.",
+    help="Where to keep the login (mode 0600). Default: gdrive-token.json in the user config folder.",
 )
 @click.option("--no-browser", is_flag=True, help="Print the address and paste the result back (headless).")
 def command(client_secrets: str, token_file: str | None, no_browser: bool) -> None:

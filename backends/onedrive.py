@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import re
+import shlex
 import ssl
 import threading
 import time
@@ -205,7 +206,8 @@ class TokenSource:
 
 def read_login(token_file: str) -> dict[str, Any]:
     """What ``mirror auth onedrive`` stored: the msal cache and the app it logged in with."""
-    return read_private_json(token_file, "OneDrive token file", "run `mirror auth onedrive --client-id ID`")
+    hint = f"run `mirror auth onedrive --client-id ID --token-file {shlex.quote(token_file)}`"
+    return read_private_json(token_file, "OneDrive token file", hint)
 
 
 def save_login(token_file: str, client_id: str, authority: str, cache: msal.SerializableTokenCache) -> None:

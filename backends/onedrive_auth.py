@@ -56,7 +56,7 @@ def login(
     "--token-file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Where to keep the login (mode 0600). Default: the user config folder.",
+    help="Where to keep the login (mode 0600). Default: onedrive-token.json in the user config folder.",
 )
 @click.option("--authority-url", default=None, hidden=True, help="Login service base URL (tests).")
 @click.option("--ca-certs", default=None, hidden=True, help="CA bundle for the login service (tests).")

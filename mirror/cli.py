@@ -732,7 +732,7 @@ url = "./backup"
 # ... or Dropbox (run `mirror auth dropbox --app-key KEY` first):
 # [targets.dropbox]
 # url = "dropbox://Invoices"
-# options = {{ token_file = "~/.config/mirror/dropbox.json" }}
+# options = {{ token_file = "~/.config/mirror/dropbox-token.json" }}
 
 # A backend of your own, by configuration alone:
 # [backends.nextcloud]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import stat
 import time
 from pathlib import Path
@@ -25,7 +27,9 @@ def approve(server: DropboxServer, url: str) -> str:
     return server.fake.authorize(query["code_challenge"][0])
 
 
-def login(server: DropboxServer, token_file: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def login(
+    server: DropboxServer, token_file: Path, monkeypatch: pytest.MonkeyPatch, args: list[str] | None = None
+) -> str:
     import dropbox
     from mirror.backends.dropbox_auth import command
 
@@ -39,9 +43,8 @@ def login(server: DropboxServer, token_file: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(dropbox.DropboxOAuth2FlowNoRedirect, "start", start)
     # the terminal: the code typed at the prompt is the one Dropbox showed for that URL
     monkeypatch.setattr("click.prompt", lambda *a, **k: approve(server, printed[-1]))
-    result = CliRunner().invoke(
-        command, ["--app-key", server.fake.app_key, "--token-file", str(token_file), "--folder", "Invoices"]
-    )
+    args = args or ["--app-key", server.fake.app_key, "--token-file", str(token_file), "--folder", "Invoices"]
+    result = CliRunner().invoke(command, args)
     assert result.exit_code == 0, result.output
     assert printed[-1] in result.output
     return result.output
@@ -67,6 +70,21 @@ def test_auth_stores_a_private_refresh_token_and_prints_the_config(
     local.write_bytes(b"invoice")
     driver.put(str(local), "a.pdf", time.time_ns())
     assert dropbox_server.fake.file_bytes("/Invoices/a.pdf") == b"invoice"
+
+
+def test_a_missing_token_file_names_the_command_that_writes_it(
+    dropbox_server: DropboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said 'run `mirror auth dropbox`', which wrote dropbox-KEY.json elsewhere."""
+    token_file = tmp_path / "my logins" / "dropbox-token.json"
+    with pytest.raises(ConfigError) as caught:
+        dropbox_server.driver(token=None, token_file=str(token_file))
+    said = f"Dropbox token file {re.escape(str(token_file))} does not exist; run `mirror auth dropbox (.*)`"
+    told = re.fullmatch(said, str(caught.value))
+    assert told, caught.value
+    args = shlex.split(told[1].replace("YOUR_APP_KEY", dropbox_server.fake.app_key))
+    login(dropbox_server, token_file, monkeypatch, args)
+    dropbox_server.driver(token=None, token_file=str(token_file)).list()
 
 
 def test_a_wrong_code_fails_cleanly(dropbox_server: DropboxServer, tmp_path: Path) -> None:

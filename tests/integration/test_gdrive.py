@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from mirror.backends.gdrive import GDriveDriver
+from mirror.backends.gdrive import GDriveDriver, load_credentials
 
-from mirror.errors import FatalError, ItemError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, TransientError
 from tests.cli import run
 from tests.fakes.drive_api import FOLDER, DriveFile
 from tests.reliability.common import write_config
@@ -340,6 +340,15 @@ def test_auth_command_paste_flow_writes_a_private_token_the_driver_uses(
     )
     assert driver.list() == {}
     driver.close()
+
+
+def test_a_missing_token_file_names_the_command_that_writes_it(tmp_path: Path) -> None:
+    """It said to run `mirror auth gdrive --client-secrets FILE`, which writes the default
+    file, not the one the config names."""
+    token_file = tmp_path / "my logins" / "drive.json"
+    with pytest.raises(ConfigError) as caught:
+        load_credentials({"token_file": str(token_file)})
+    assert f"run `mirror auth gdrive --client-secrets FILE --token-file '{token_file}'`" in str(caught.value)
 
 
 def test_paste_flow_accepts_the_redirected_address_and_checks_its_state(

@@ -16,11 +16,11 @@ from typing import Any
 import msal
 import pytest
 from click.testing import CliRunner
-from mirror.backends.onedrive import CHUNK_UNIT, OneDriveDriver, quickxor_hash
+from mirror.backends.onedrive import CHUNK_UNIT, OneDriveDriver, TokenSource, quickxor_hash
 from mirror.backends.onedrive_auth import command as auth_command
 
 from mirror.driver import MemoryState
-from mirror.errors import FatalError, ItemError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, TransientError
 from tests.cli import run
 from tests.fakes.graph_api import quickxor_reference
 from tests.reliability.common import write_config
@@ -293,6 +293,15 @@ def test_an_outage_of_microsofts_login_service_is_waited_out(
     assert driver.put(local(tmp_path, "a", b"x"), "a.pdf", MTIME) is not None
     assert driver.stat("a.pdf") is not None
     driver.close()
+
+
+def test_a_missing_token_file_names_the_command_that_writes_it(tmp_path: Path) -> None:
+    """It said to run `mirror auth onedrive --client-id ID`, which writes the default file,
+    not the one the config names."""
+    token_file = tmp_path / "my logins" / "od.json"
+    with pytest.raises(ConfigError) as caught:
+        TokenSource(str(token_file), None, None, None)
+    assert f"run `mirror auth onedrive --client-id ID --token-file '{token_file}'`" in str(caught.value)
 
 
 def test_auth_command_device_code_login_writes_a_private_token_file(graph_fake: GraphFake, tmp_path: Path) -> None:

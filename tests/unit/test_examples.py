@@ -6,10 +6,14 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+from mirror.backends.dropbox_auth import default_token_file
+
 from mirror import config
 from mirror.cli import STARTER
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 
 
 def test_every_toml_example_in_the_readme_parses() -> None:
@@ -26,3 +30,20 @@ def test_the_starter_config_loads_with_every_commented_example_taken_in(tmp_path
     assert taken_in.count("\n[") > text.count("\n[")
     cfg = config.from_dict(tomllib.loads(taken_in), tmp_path / "mirror.toml", {"NEXTCLOUD_PASSWORD": "x"})
     assert [t.name for t in cfg.targets] == ["backup", "nas", "dropbox", "cloud"]
+
+
+def test_every_dropbox_token_file_shown_is_the_one_mirror_auth_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example said dropbox-token.json, `mirror init` dropbox.json, and `mirror auth
+    dropbox --app-key KEY`, which they tell to run, wrote dropbox-KEY.json: the run failed."""
+    monkeypatch.setenv("HOME", "/home/me")
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    texts = {
+        "examples/multi-target.toml": (ROOT / "examples" / "multi-target.toml").read_text(),
+        "mirror init": STARTER,
+        "docs/dropbox.md": (ROOT / "docs" / "dropbox.md").read_text(),
+    }
+    for where, text in texts.items():
+        shown = re.findall(r"token_file = \"([^\"]+)\"", text)
+        assert shown, where
+        for path in shown:
+            assert Path(path.replace("~", "/home/me", 1)) == default_token_file(), (where, path)
