@@ -11,12 +11,13 @@ token file that GDriveDriver reads.
 from __future__ import annotations
 
 import json
+import webbrowser
 from collections.abc import Callable
 from typing import Any
 
 import click
 from google_auth_oauthlib.flow import InstalledAppFlow  # type: ignore[import-untyped]
-from oauthlib.oauth2.rfc6749.errors import OAuth2Error  # type: ignore[import-untyped]
+from oauthlib.oauth2.rfc6749.errors import MismatchingStateError, OAuth2Error  # type: ignore[import-untyped]
 
 from mirror.private_files import write_private
 
@@ -28,22 +29,51 @@ from .login_network import NETWORK_ERRORS, unreachable
 PASTE_REDIRECT = "http://127.0.0.1:1/"
 
 
+class LoginError(click.ClickException):
+    """A login the user can set right (mirror's exit code for usage errors)."""
+
+    exit_code = 2
+
+
+def client_flow(client_secrets: str, **kwargs: Any) -> Any:
+    try:
+        return InstalledAppFlow.from_client_secrets_file(client_secrets, scopes=SCOPES, **kwargs)
+    except ValueError:  # not JSON, or another type of client: "Client secrets must be for a web or installed app"
+        raise LoginError(
+            f"{client_secrets} is not an OAuth client of type 'Desktop app'; create one in the Google Cloud "
+            "console (APIs & Services, Credentials, Create credentials, OAuth client ID) and pass its JSON"
+        ) from None
+
+
 def login_paste(client_secrets: str, token_file: str, ask: Callable[[str], str]) -> None:
     """Paste-back flow: ``ask`` shows the sign-in address and returns what the user pastes."""
-    flow = InstalledAppFlow.from_client_secrets_file(client_secrets, scopes=SCOPES, redirect_uri=PASTE_REDIRECT)
+    flow = client_flow(client_secrets, redirect_uri=PASTE_REDIRECT)
     url, _ = flow.authorization_url(access_type="offline", prompt="consent")
     answer = ask(url).strip()
-    if answer.startswith("http"):
-        # oauthlib insists on https for the response it parses; the loopback one is http
-        flow.fetch_token(authorization_response=answer.replace("http://", "https://", 1))
-    else:
-        flow.fetch_token(code=answer)
+    try:
+        if answer.startswith("http"):
+            # oauthlib insists on https for the response it parses; the loopback one is http
+            flow.fetch_token(authorization_response=answer.replace("http://", "https://", 1))
+        else:
+            flow.fetch_token(code=answer)
+    except MismatchingStateError:
+        raise LoginError(
+            "the pasted address is from another sign-in (an earlier attempt's?); run this command again "
+            "and paste the address the browser goes to after you open the one it prints"
+        ) from None
     save(flow.credentials, token_file)
 
 
 def login_browser(client_secrets: str, token_file: str) -> None:
-    flow = InstalledAppFlow.from_client_secrets_file(client_secrets, scopes=SCOPES)
-    save(flow.run_local_server(host="127.0.0.1", port=0, access_type="offline", prompt="consent"), token_file)
+    flow = client_flow(client_secrets)
+    try:
+        credentials = flow.run_local_server(host="127.0.0.1", port=0, access_type="offline", prompt="consent")
+    except webbrowser.Error:
+        raise LoginError(
+            "no web browser found on this machine; run again with --no-browser, which prints an address "
+            "to open on any device"
+        ) from None
+    save(credentials, token_file)
 
 
 def save(credentials: Any, token_file: str) -> None:

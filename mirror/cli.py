@@ -236,7 +236,7 @@ class MainGroup(click.Group):
         except click.ClickException as exc:
             # from mirror auth and mirror service: one line in the form of every other
             # error of mirror's, where click wrote "Error: ..."
-            fail(exc.format_message(), EXIT_PROBLEM)
+            fail(exc.format_message(), exc.exit_code)
 
 
 @click.group(cls=MainGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

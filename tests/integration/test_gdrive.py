@@ -9,6 +9,7 @@ import os
 import stat
 import threading
 import time
+import webbrowser
 from pathlib import Path
 
 import pytest
@@ -363,10 +364,50 @@ def test_paste_flow_accepts_the_redirected_address_and_checks_its_state(
     def redirect(state: str) -> str:
         return f"http://127.0.0.1:1/?state={state}&code=good-code&scope=https://www.googleapis.com/auth/drive"
 
-    with pytest.raises(Exception, match="state"):
+    with pytest.raises(Exception, match="from another sign-in"):
         login_paste(str(secrets), str(tmp_path / "bad.json"), lambda url: redirect("forged"))
     assert not (tmp_path / "bad.json").exists()
     login_paste(
         str(secrets), str(tmp_path / "ok.json"), lambda url: redirect(parse_qs(urlsplit(url).query)["state"][0])
     )
     assert json.loads((tmp_path / "ok.json").read_text())["refresh_token"] == "good-refresh-token"
+
+
+MISTAKES = {
+    # "could not locate runnable browser", under a traceback
+    "no browser": ([], None, "no web browser found on this machine; run again with --no-browser, "),
+    # oauthlib's "(mismatching_state) CSRF Warning! State not equal in request and response."
+    "an earlier attempt's address": (
+        ["--no-browser"],
+        "http://127.0.0.1:1/?state=from-an-earlier-try&code=xyz\n",
+        "the pasted address is from another sign-in (an earlier attempt's?); run this command again",
+    ),
+    # "Client secrets must be for a web or installed app."
+    "a client of another type": (["--no-browser"], None, "is not an OAuth client of type 'Desktop app'; create"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_auth_command_mistakes_are_one_line_saying_what_to_do(
+    mistake: str, drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from mirror.cli import main
+
+    flags, typed, said = MISTAKES[mistake]
+    secrets = client_secrets(drive_fake, tmp_path, monkeypatch, "cid")
+    if mistake == "a client of another type":
+        secrets.write_text(json.dumps({"service_account": {}}))
+
+    def no_browser(using: str | None = None) -> webbrowser.BaseBrowser:
+        raise webbrowser.Error("could not locate runnable browser")
+
+    monkeypatch.setattr(webbrowser, "get", no_browser)
+    token_file = tmp_path / "t.json"
+    args = ["auth", "gdrive", "--client-secrets", str(secrets), "--token-file", str(token_file), *flags]
+    result = CliRunner().invoke(main, args, input=typed)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mirror: error: ") and said in lines[0], result.stderr
+    assert not token_file.exists()
