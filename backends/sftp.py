@@ -59,6 +59,7 @@ import getpass
 import io
 import os
 import posixpath
+import shlex
 import socket
 import stat
 import struct
@@ -1248,10 +1249,13 @@ def _classify(exc: BaseException, params: Params) -> MirrorError:  # noqa: PLR09
             f"ssh-keygen -R '{params.host_key_name}' -f {params.known_hosts} and connect again"
         )
     if isinstance(exc, UnknownHostKey):
+        known_hosts = shlex.quote(exc.known_hosts)
+        # on a fresh machine the folder (~/.ssh) is not there yet, and >> into it fails
+        folder = shlex.quote(os.path.dirname(exc.known_hosts) or ".")
         return ConfigError(
             f"host key of {exc.host} ({_fingerprint(exc.key)}) is not in {exc.known_hosts}; "
             "check the fingerprint with the server's administrator and add it "
-            f"(ssh-keyscan -p {params.port} {params.host} >> {exc.known_hosts}), "
+            f"(mkdir -p -m 700 {folder} && ssh-keyscan -p {params.port} {params.host} >> {known_hosts}), "
             'or set host_key_policy = "accept-new" to record it on first contact'
         )
     if isinstance(exc, paramiko.PasswordRequiredException):

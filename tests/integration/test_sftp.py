@@ -288,6 +288,19 @@ def test_unknown_host_key_is_refused_by_default(sshd: SshServer, root: Path, tmp
     assert not empty.exists()
 
 
+def test_the_command_suggested_for_an_unknown_host_key_works_on_a_fresh_machine(
+    sshd: SshServer, root: Path, tmp_path: Path
+) -> None:
+    """It was `ssh-keyscan ... >> ~/.ssh/known_hosts`, which fails where ~/.ssh is not there yet."""
+    known = tmp_path / "fresh home" / ".ssh" / "known_hosts"
+    with pytest.raises(ConfigError) as caught:
+        open_driver(sshd.url(root), sshd.options(known_hosts=str(known)))
+    suggested = str(caught.value).split("add it (", 1)[1].split("), or set", 1)[0]
+    done = subprocess.run(["sh", "-c", suggested], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, (suggested, done.stderr)
+    open_driver(sshd.url(root), sshd.options(known_hosts=str(known))).close()
+
+
 def test_accept_new_records_the_key_once_then_checks_it(sshd: SshServer, root: Path, tmp_path: Path) -> None:
     known = tmp_path / "ssh" / "known_hosts"
     d = open_driver(sshd.url(root), sshd.options(known_hosts=str(known), host_key_policy="accept-new"))
