@@ -228,7 +228,7 @@ class TargetRunner:
             rescan_interval=self.settings.rescan_interval,
             layout=self.settings.layout.template,
             settling=None,  # what a killed run's watcher held
-            place=repr(self.place()),
+            place=_place_key(self.place()),  # hashed: the options that pick the account hold secrets
         )
 
     def _take_over_index_of_real_path(self) -> None:
@@ -250,7 +250,7 @@ class TargetRunner:
         two that could be it."""
         if self.index_file.exists():
             return
-        mine = repr(self.place())
+        mine = _place_key(self.place())
         sources = {str(self.config.named_source), str(self.config.source)}
         found = [f for f in self.index_file.parent.glob("*.sqlite") if self._same_place(f, mine, sources)]
         if len(found) != 1:
@@ -290,7 +290,7 @@ class TargetRunner:
             folder = registry.load_driver_class(resolved.backend).local_folder(resolved.url)
         except MirrorError:
             return False
-        return folder is not None and repr(("folder", str(Path(folder).resolve()))) == mine
+        return folder is not None and _place_key(("folder", str(Path(folder).resolve()))) == mine
 
     def connect(self) -> Driver:
         if self.driver is None:
@@ -330,8 +330,7 @@ class TargetRunner:
         """Take the lock of the place this target writes to: another index (another
         target name, ``file://`` for a plain path, another source spelling) can name the
         same folder, and two processes there remove each other's uploads as leftovers."""
-        key = hashlib.sha256(repr(self.place()).encode()).hexdigest()[:16]
-        path = self.index_file.parent / f"place-{key}.lock"
+        path = self.index_file.parent / f"place-{_place_key(self.place())}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1040,6 +1039,12 @@ class TargetRunner:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
             self.log.warning("deletions withheld: %s", report.guard)
+
+
+def _place_key(place: tuple[str, ...]) -> str:
+    """A place (:meth:`TargetRunner.place`) as a name to store: the options in it may
+    hold secrets."""
+    return hashlib.sha256(repr(place).encode()).hexdigest()[:16]
 
 
 def _asks(actions: Plan) -> int:
