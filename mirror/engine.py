@@ -146,8 +146,10 @@ class Mirror:
             seen.append((place, runner.name))
 
     def close(self, clean: bool = True) -> None:
+        """``clean``: every runner stopped in time (:meth:`shutdown`); one stuck does not
+        make the others' stop unclean."""
         for runner in self.runners:
-            runner.close(clean)
+            runner.close(clean or runner.join(0))
 
     def scan(self) -> Snapshot:
         check_source(self.config.source)

@@ -388,8 +388,15 @@ class TargetRunner:
             )
 
     def close(self, clean: bool = True) -> None:
-        if self.executor is not None:
+        """``clean``: the runner's thread stopped in time. Else an action is stuck (an
+        upload whose link stalled), and so is any new request most likely: its temp files
+        are left, noted, to the next run's listing. A new connection to remove them waited
+        out the whole SSH timeout, 35 s for a stop asked for."""
+        if self.executor is not None and clean:
             self.executor.remove_temps()
+        elif not clean and self.index is not None and not self.dry_run:
+            # status says it ended without stopping cleanly: the log says why
+            self.log.warning("stopped with an action still running (a link that hangs?); the next run finishes it")
         if self.index is not None:
             # a target never reached (a mistyped host in a one-off run) leaves no index:
             # kept, it would make every later `mirror status` exit 1; its error is kept aside

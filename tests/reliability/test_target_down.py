@@ -9,8 +9,10 @@ end identical to the source with no change lost (lsyncd loses them: its issues #
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -178,3 +180,59 @@ def test_a_nas_share_that_comes_back_empty_after_an_outage_is_filled_again(tmp_p
     finally:
         server.stop()
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (sshd's listener and its sessions)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += [child for child, parent in parents.items() if parent == found[-1]]
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_a_stop_while_the_server_hangs_mid_upload_is_prompt(tmp_path: Path) -> None:
+    """SIGTERM while an upload's link had stalled took 35 s: after 5 s of waiting for the
+    stuck upload, mirror opened a new connection to remove its temp file, and waited the
+    whole SSH timeout for it; a service manager stopping it sooner killed it."""
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    source, remote, log = tmp_path / "export", tmp_path / "remote", tmp_path / "mirror.log"
+    source.mkdir()
+    remote.mkdir()
+    (source / "first.pdf").write_bytes(b"first")
+    options = {**sftp_options(server), "timeout": 30}
+    config = write_config(tmp_path / "m.toml", source, {"nas": (server.url(remote), options)}, settle="0.2s")
+    proc = start("run", "-c", str(config), state=tmp_path / "state", log=log)
+    stopped: list[int] = []
+    try:
+        wait_for(lambda: files(remote) == {"first.pdf": b"first"}, timeout=30, what="the first copy")
+        with open(source / "scan.pdf", "wb") as big:
+            big.truncate(400 * 2**20)
+        wait_for(lambda: any(p.name.startswith(".~mirror-") for p in remote.iterdir()), what="the upload to start")
+        stopped = _descendants(server.proc.pid)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)  # the link stalls: nothing answers, nothing closes
+        time.sleep(1.0)
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+        took = time.monotonic() - asked
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    text = log.read_text()
+    assert code == 0, text
+    assert took < 20, f"stopping took {took:.1f} s\n{text}"
+    assert "[nas] stopped with an action still running" in text, text
