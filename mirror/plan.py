@@ -501,13 +501,15 @@ class _Planner:
         without one, the executor asks. A file of the same size is taken for the source's
         own copy (a lost index, or a pass cut short after sending): it is adopted or
         replaced as before."""
-        aside = f"{TRASH_DIR}/{self.settings.today.isoformat()}/{action.dst}"
         if self.remote is None:
-            return action._replace(aside=aside, ask=True)
+            return action._replace(aside=self._trash_path(action.dst), ask=True)
         there = self.remote.get(self.key(action.dst))
         if there is None or there.size == action.entry.size:
-            return action
-        return action._replace(aside=aside)
+            return action  # a first copy's every file: no string built for it
+        return action._replace(aside=self._trash_path(action.dst))
+
+    def _trash_path(self, dst: str) -> str:
+        return f"{TRASH_DIR}/{self.settings.today.isoformat()}/{dst}"
 
     def _owners(self) -> dict[str, str]:
         """Who holds each target path (by key), from one read of the whole index, shared by
@@ -702,8 +704,7 @@ class _Planner:
                 left_out = excluded is not None and excluded(src)
                 why = "excluded by the config" if left_out else "removed from the source"
             if policy is DeletePolicy.TRASH:
-                stamp = self.settings.today.isoformat()
-                result.append(Trash(src, dst, f"{TRASH_DIR}/{stamp}/{dst}", why, forget))
+                result.append(Trash(src, dst, self._trash_path(dst), why, forget))
             else:
                 result.append(Delete(src, dst, why, forget))
         return result
