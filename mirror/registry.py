@@ -36,6 +36,9 @@ class BackendInfo:
     #: is always there, what its smb module needs may not be) and its owner's install hint
     loads: str | None = None
     hint: str | None = None
+    #: naming rules the filesystem holds names to, as capability overrides, where the
+    #: generic driver serves it and cannot ask
+    rules: tuple[tuple[str, Any], ...] = ()
 
     def install_hint(self) -> str:
         if self.extra:
@@ -71,6 +74,9 @@ def _installed(name: str) -> bool:
         return False  # "google.oauth2" without google: find_spec imports the parent, and fails
 
 
+#: names Windows keeps for devices, in any case
+WINDOWS_DEVICES = ("con", "prn", "aux", "nul", *(f"{d}{i}" for d in ("com", "lpt") for i in range(1, 10)))
+
 BUILTINS: tuple[BackendInfo, ...] = (
     BackendInfo("file", "a local or mounted folder", "mirror.backends.local:LocalDriver", aliases=("local",)),
     BackendInfo("memory", "in-process memory, for tests", "mirror.backends.memory:MemoryDriver"),
@@ -99,6 +105,20 @@ BUILTINS: tuple[BackendInfo, ...] = (
         "mirror.backends.gdrive:GDriveDriver",
         ("googleapiclient", "google.oauth2"),
         "gdrive",
+    ),
+    BackendInfo(
+        "smb",
+        "Windows or Samba share (SMB 2/3)",
+        hint="pip install smbprotocol",
+        loads="fsspec.implementations.smb",
+        # a share folds case, and a backslash is its separator: a source file named
+        # 'a<backslash>b.pdf' landed on a/b.pdf, over another file, and the run said 2 sent
+        rules=(
+            ("case_sensitive", False),
+            ("forbidden_chars", '"*:<>?\\|'),
+            ("forbidden_trailing", " ."),
+            ("forbidden_names", WINDOWS_DEVICES),
+        ),
     ),
     BackendInfo(
         "onedrive",
@@ -234,6 +254,8 @@ def capabilities(resolved: Resolved) -> Capabilities:
     """What the target's backend promises, with the preset's overrides; no connection made."""
     cls = load_driver_class(resolved.backend)
     caps = cls.capabilities_for(resolved.url)
+    if resolved.backend.rules:
+        caps = caps.with_overrides(dict(resolved.backend.rules))
     if resolved.capability_overrides:
         caps = caps.with_overrides(resolved.capability_overrides)
     if caps.mtime_settable and cls.set_mtime is Driver.set_mtime:

@@ -136,3 +136,38 @@ def test_a_filesystem_that_renames_as_smb_does_gets_changes_and_trash(
     top = f"{SmbLike.protocol}://share/inv"
     assert SmbLike.store[f"{top}/invoice.pdf"].getvalue() == b"v2, corrected"
     assert sorted(SmbLike.store) == [f"{top}/.mirror-trash/{dt.date.today()}/gone.pdf", f"{top}/invoice.pdf"]
+
+
+class Share(SmbLike):
+    """An SMB share of its own (the store is per class)."""
+
+    store: ClassVar[dict[str, Any]] = {}
+    pseudo_dirs: ClassVar[list[str]] = [""]
+
+
+def test_an_smb_share_is_held_to_windows_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A share folds case and takes a backslash for a separator: 'a\\b.pdf' landed on
+    a/b.pdf, over the other file, and Inv.pdf over inv.pdf, with the run saying 4 sent."""
+    monkeypatch.setitem(known_implementations, "smb", {"class": f"{__name__}.Share"})
+    source = tmp_path / "export"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "b.pdf").write_bytes(b"the real a/b.pdf")
+    (source / "a\\b.pdf").write_bytes(b"a name with a backslash")
+    (source / "Inv.pdf").write_bytes(b"Inv")
+    (source / "inv.pdf").write_bytes(b"inv, another file")
+    (source / "aux").write_bytes(b"a device name")
+    data = {
+        "source": str(source),
+        "state_dir": str(tmp_path / "state"),
+        "targets": {"nas": {"url": "smb://nas/inv"}},
+    }
+    with api.running(config_mod.from_dict(data, tmp_path / "mirror.toml", {})) as mirror:
+        (report,) = mirror.run_once()
+    refused = dict(report.failed)
+    assert refused["a\\b.pdf"] == "the target refuses the character(s) '\\\\' in 'a\\\\b.pdf'", refused
+    assert "already taken by 'Inv.pdf'" in refused["inv.pdf"], refused
+    assert refused["aux"] == "the target refuses the name 'aux'", refused
+    assert {k.removeprefix("smb://nas/inv/"): v.getvalue() for k, v in Share.store.items()} == {
+        "a/b.pdf": b"the real a/b.pdf",
+        "Inv.pdf": b"Inv",
+    }
