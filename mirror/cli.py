@@ -775,6 +775,9 @@ def backends() -> None:
         state = "installed" if not missing else f"missing: {info.install_hint() or ', '.join(missing)}"
         names = "/".join((info.protocol, *info.aliases))
         click.echo(f"{names:24s} {info.summary:44s} {state}")
+    for name, value in registry.shadowed_entry_points():
+        summary = f"third-party backend ({value})"
+        click.echo(f"{name:24s} {summary:44s} ignored: the built-in {name} takes its name")
 
 
 class AuthGroup(click.Group):

@@ -158,7 +158,9 @@ def known_backends() -> list[BackendInfo]:
     taken = {name for info in result for name in (info.protocol, *info.aliases)}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in taken:
-            result.append(BackendInfo(ep.name, f"third-party backend ({ep.value})", ep.value))
+            # its module is what must import: a package half installed was listed as installed
+            module = ep.value.partition(":")[0]
+            result.append(BackendInfo(ep.name, f"third-party backend ({ep.value})", ep.value, loads=module))
             taken.add(ep.name)
     from fsspec.registry import known_implementations
 
@@ -170,6 +172,15 @@ def known_backends() -> list[BackendInfo]:
             result.append(BackendInfo(name, summary, requires=requires, loads=module, hint=spec.get("err")))
             taken.add(name)
     return result
+
+
+def shadowed_entry_points() -> list[tuple[str, str]]:
+    """(name, value) of the ``mirror.backends`` entry points a built-in takes the name of:
+    never used, which only ``mirror backends`` can tell."""
+    from importlib.metadata import entry_points
+
+    builtin = {name for info in BUILTINS for name in (info.protocol, *info.aliases)}
+    return [(ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name in builtin]
 
 
 def _lookup(protocol: str) -> BackendInfo | None:
@@ -236,14 +247,16 @@ def resolve(url: str, options: Mapping[str, Any], presets: Mapping[str, Preset])
 def load_driver_class(info: BackendInfo) -> type[Driver]:
     """Import the driver class of ``info`` or explain how to install what it needs."""
     missing = info.missing()
+    hint = info.install_hint()
     if missing:
-        hint = info.install_hint()
-        raise ConfigError(f"backend {info.protocol!r} needs {', '.join(missing)}, which is not installed: {hint}")
+        how = hint or f"pip install {missing[0].split('.')[0]}"
+        raise ConfigError(f"backend {info.protocol!r} needs {', '.join(missing)}, which is not installed: {how}")
     module_name, _, class_name = info.driver.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"backend {info.protocol!r} could not be loaded: {exc}; {info.install_hint()}") from exc
+        fix = f"; {hint}" if hint else ""
+        raise ConfigError(f"backend {info.protocol!r} could not be loaded: {exc}{fix}") from exc
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
         raise ConfigError(f"backend {info.protocol!r}: {info.driver} is not a mirror Driver class")

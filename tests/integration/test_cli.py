@@ -882,6 +882,25 @@ def test_backends_lists_every_builtin_with_install_hints(state: Path) -> None:
     assert "installed" in out
 
 
+def test_a_plugin_half_installed_or_shadowed_is_told(src: Path, tmp_path: Path, state: Path) -> None:
+    """A third-party backend whose module is missing was listed as installed, its error
+    ended with a dangling '; ', and one named like a built-in was ignored without a word."""
+    site = tmp_path / "site"
+    info = site / "mirror_plugin_demo-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mirror-plugin-demo\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[mirror.backends]\nminfs = mirror_absent_plugin.driver:MinDriver\nsftp = mirror_absent_plugin.sftp:Mine\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, (str(site), os.environ.get("PYTHONPATH"))))}
+    listed = run("backends", state=state, env=env).stdout.splitlines()
+    [minfs] = [line for line in listed if line.startswith("minfs ")]
+    assert minfs.endswith("missing: mirror_absent_plugin"), minfs
+    assert any(line.startswith("sftp ") and "ignored: the built-in sftp takes its name" in line for line in listed)
+    result = run("run", str(src), "minfs://box/x", "--once", state=state, env=env)
+    assert_one_line_error(result, 2, "'minfs' needs mirror_absent_plugin", "pip install mirror_absent_plugin")
+
+
 def test_two_processes_cannot_mirror_the_same_target(src: Path, tmp_path: Path, state: Path) -> None:
     target = tmp_path / "t"
     proc = start("run", str(src), str(target), state=state)
