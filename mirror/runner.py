@@ -236,10 +236,7 @@ class TargetRunner:
         it led to did (Config.source_link): such an index is this target's."""
         if self.config.source_link is None or self.index_file.exists():
             return
-        old = index_path(state_dir(self.config), self.config.source, self.target)
-        for suffix in ("", "-wal", "-shm"):
-            with suppress(FileNotFoundError):
-                os.rename(f"{old}{suffix}", f"{self.index_file}{suffix}")
+        _move_index(index_path(state_dir(self.config), self.config.source, self.target), self.index_file)
 
     def _take_over_index_of_same_place(self) -> None:
         """The index another name gave this source and place is this target's: the
@@ -263,9 +260,7 @@ class TargetRunner:
             return
         finally:
             os.close(fd)
-        for suffix in ("", "-wal", "-shm"):
-            with suppress(FileNotFoundError):
-                os.rename(f"{old}{suffix}", f"{self.index_file}{suffix}")
+        _move_index(old, self.index_file)
         with suppress(FileNotFoundError):
             os.unlink(f"{old}.lock")
         self.log.info("taking over the index of %s, which mirrored this source to the same place", old.stem)
@@ -290,7 +285,7 @@ class TargetRunner:
             folder = registry.load_driver_class(resolved.backend).local_folder(resolved.url)
         except MirrorError:
             return False
-        return folder is not None and _place_key(("folder", str(Path(folder).resolve()))) == mine
+        return folder is not None and _place_key(_folder_place(folder)) == mine
 
     def connect(self) -> Driver:
         if self.driver is None:
@@ -350,7 +345,7 @@ class TargetRunner:
         URL with the options that pick the account (the same URL with another account is
         another place)."""
         if self.local_folder is not None:
-            return ("folder", str(Path(self.local_folder).resolve()))
+            return _folder_place(self.local_folder)
         # one folder has many spellings: dav:// and webdav://, s3a:// and s3://, '//' and
         # '/./' in the path; two targets there deleted each other's files
         _, _, rest = self.resolved.url.partition("://")
@@ -1046,6 +1041,18 @@ class TargetRunner:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
             self.log.warning("deletions withheld: %s", report.guard)
+
+
+def _folder_place(folder: str) -> tuple[str, ...]:
+    """The place (:meth:`TargetRunner.place`) of a target that is a local folder."""
+    return ("folder", str(Path(folder).resolve()))
+
+
+def _move_index(old: Path, new: Path) -> None:
+    """Rename an index with its sqlite journal files."""
+    for suffix in ("", "-wal", "-shm"):
+        with suppress(FileNotFoundError):
+            os.rename(f"{old}{suffix}", f"{new}{suffix}")
 
 
 def _place_key(place: tuple[str, ...]) -> str:
