@@ -76,6 +76,7 @@ from urllib.parse import unquote, urlsplit
 from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, check_url_path, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.private_files import read_private
+from mirror.redact import has_password
 
 from . import ssh_data
 
@@ -530,7 +531,7 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[Params, str]:
         raise ConfigError(f"unknown sftp option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
     check_url_path(url)
     parts = urlsplit(url)
-    if parts.password:
+    if parts.password or has_password(url):
         raise ConfigError('do not put a password in the sftp URL; set options.password = "${ENV_VAR}"')
     if not parts.hostname:
         raise ConfigError("sftp URL needs a host: sftp://user@host[:port]/path")

@@ -39,6 +39,7 @@ from webdav4.fsspec import WebdavFileSystem
 from mirror.driver import Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.paths import parent
+from mirror.redact import has_password
 
 OPTIONS = frozenset({"base_url", "username", "password", "verify", "timeout"})
 SCHEMES = {"webdav": "http", "dav": "http", "webdavs": "https", "davs": "https"}
@@ -63,7 +64,7 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
     if scheme not in SCHEMES:
         raise ConfigError(f"webdav URL must start with one of {', '.join(SCHEMES)}://")
     parts = urlsplit(f"{SCHEMES[scheme]}://{rest}")
-    if parts.password or parts.username:
+    if parts.password or parts.username or has_password(url):
         raise ConfigError("do not put credentials in the webdav URL; set options.username and options.password")
     if not parts.hostname:
         raise ConfigError("webdav URL needs a host: webdav://host[:port]/path")

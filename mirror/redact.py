@@ -6,7 +6,11 @@ import logging
 import re
 from collections.abc import Iterable
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:]*):(?P<password>[^/@]*)@")
+#: ``scheme://user:secret@host``. A secret typed raw may hold '/' and '@', so it runs to
+#: the last '@' of the address (masking a name with '@' after it too, rather than leaving
+#: part of a secret); but ``host:443/path/alice@example.com`` is a port and a path, so
+#: digits then '/' never start a secret
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:\s]*):(?!\d+/)[^\s\"'`]*@")
 #: ``user:secret@host`` without a scheme, as libraries echo the parts of a URL (botocore's
 #: 'Invalid bucket name "KEY:SECRET@bucket"'); only a plausible login (a secret of 4 or
 #: more characters, no spaces, quotes or slashes), so a name like 10:30@office.pdf stays
@@ -16,6 +20,11 @@ _LOGIN = re.compile(r"(?P<user>[\w.+-]+):[^\s/@\"'`]{4,}@")
 def redact_url(url: str) -> str:
     """``sftp://user:secret@host/x`` -> ``sftp://user:***@host/x``."""
     return _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+def has_password(url: str) -> bool:
+    """Whether ``url`` carries a ``user:secret@`` login, '/' in the secret or not."""
+    return redact_url(url) != url
 
 
 class SecretFilter(logging.Filter):

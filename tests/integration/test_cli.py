@@ -566,6 +566,27 @@ def test_credentials_in_an_s3_url_are_refused_without_being_shown(
     assert secret not in text.stdout + text.stderr + as_json.stdout + as_json.stderr
 
 
+@pytest.mark.parametrize(
+    ("scheme", "why"),
+    [
+        ("sftp", 'do not put a password in the sftp URL; set options.password = "${ENV_VAR}"'),
+        ("webdav", "do not put credentials in the webdav URL; set options.username and options.password"),
+    ],
+)
+def test_a_password_with_a_slash_in_the_url_is_refused_and_never_shown(
+    scheme: str, why: str, src: Path, tmp_path: Path, state: Path
+) -> None:
+    """sftp://bob:se/cr3t@host failed with 'port must be a number', and status showed the
+    password whole."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.t]\nurl = "{scheme}://bob:se/cr3t@127.0.0.1:2/x"\n')
+    refused = run("run", "--config", str(cfg), "--once", state=state, timeout=30)
+    assert_one_line_error(refused, 2, why)
+    status = run("status", "--config", str(cfg), state=state, timeout=30)
+    assert f"{scheme}://bob:***@127.0.0.1:2/x" in status.stdout
+    assert "cr3t" not in refused.stdout + refused.stderr + status.stdout + status.stderr
+
+
 def test_secrets_never_reach_output_or_index(src: Path, tmp_path: Path, state: Path) -> None:
     secret = "s3cr3t-T0ken-value"
     cfg = tmp_path / "m.toml"
