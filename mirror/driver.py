@@ -491,11 +491,18 @@ class Driver:
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         """Raise ConfigError for a URL or options this backend can never use, without
         connecting: a mistake in the config stops the run before any target is touched.
-        The generic driver checks that the fsspec class gets every argument it requires
-        (``ftp:///x`` names no host), from the URL or the options."""
+        The generic driver checks that the fsspec class can delete files (``zip://``,
+        ``tar://`` and ``http://`` are read-only), and that it gets every argument it
+        requires (``ftp:///x`` names no host), from the URL or the options."""
         fs_class = _fs_class(url)
         if fs_class is None:
             return
+        if not _deletes(fs_class):
+            protocol = url.split("://", 1)[0]
+            raise ConfigError(
+                f"target URL {url}: fsspec's {protocol} filesystem ({fs_class.__name__}) cannot delete "
+                "files, so it cannot be kept identical to the source; use a writable one (mirror backends)"
+            )
         given = {**fs_class._get_kwargs_from_urls(url), **options}
         required = [
             p.name
@@ -597,6 +604,25 @@ def _fs_class(url: str) -> type[AbstractFileSystem] | None:
         return get_filesystem_class(url.split("://", 1)[0])  # type: ignore[no-any-return]
     except (ImportError, ValueError):
         return None
+
+
+def _deletes(fs_class: type[AbstractFileSystem]) -> bool:
+    """Whether the filesystem can delete a file: read-only ones (archives, HTTP) keep
+    fsspec's default, which raises NotImplementedError. Caches and async wrappers hand
+    every call on to the filesystem they wrap, which the class alone cannot tell."""
+    from fsspec.asyn import AsyncFileSystem
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+    from fsspec.implementations.cached import CachingFileSystem
+    from fsspec.spec import AbstractFileSystem
+
+    if issubclass(fs_class, (CachingFileSystem, AsyncFileSystemWrapper)):
+        return True
+    defaults = {getattr(base, name, None) for base in (AbstractFileSystem, AsyncFileSystem) for name in _DELETES}
+    return any(getattr(fs_class, name, None) not in defaults for name in _DELETES)
+
+
+#: the methods an fsspec filesystem deletes a file with, one calling the next
+_DELETES = ("rm_file", "_rm_file", "_rm", "rm")
 
 
 def _renames(fs_class: type[AbstractFileSystem] | None) -> bool:

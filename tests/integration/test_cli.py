@@ -525,6 +525,8 @@ def test_a_copy_gone_from_the_target_when_the_layout_changes_is_sent_and_no_fold
         (["run", "{src}", "webdav://", "--once"], ["webdav URL needs a host"]),
         (["run", "{src}", "s3://", "--once"], ["s3 URL needs a bucket"]),
         (["run", "{src}", "ftp:///backup", "--once"], ["ftp:///backup", "needs host"]),
+        (["run", "{src}", "http://127.0.0.1:9/x", "--once"], ["HTTPFileSystem", "cannot delete files"]),
+        (["run", "{src}", "zip://{tmp}/a.zip", "--once"], ["ZipFileSystem", "cannot delete files"]),
         (["run", "{src}", "sftp://me@nas/inv#a", "--once"], ["sftp://me@nas/inv#a", "write it as %23"]),
         (["run", "{src}", "webdav://nas/inv?a", "--once"], ["webdav://nas/inv?a", "write it as %3F"]),
         (["verify", "-c", "{tmp}/bad.toml"], ["bad.toml", "invalid TOML"]),
