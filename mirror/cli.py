@@ -818,6 +818,52 @@ def auth() -> None:
     """Log in to a cloud backend and store its token (mode 0600)."""
 
 
+def _utf8_names() -> None:
+    """Start again in Python's UTF-8 mode where the locale's encoding is another one.
+
+    File names are decoded with the locale's encoding otherwise: under ISO-8859-1 every
+    name with an accent read differently than under UTF-8, so a run from such a shell
+    moved each copy on the target to a garbled name, and with ASCII (LC_ALL=C and
+    PYTHONUTF8=0) such names were refused as undecodable and their copies deleted. The
+    index holds names as UTF-8, so they are read as UTF-8 whatever the locale.
+    """
+    if sys.flags.utf8_mode or sys.getfilesystemencoding().lower().replace("-", "") == "utf8":
+        return
+    if os.environ.get("MIRROR_UTF8_RESTART"):
+        return  # an interpreter option of the user's (-X utf8=0) won over ours: run as is
+    os.environ["MIRROR_UTF8_RESTART"] = "1"
+    os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])  # noqa: S606 - the same command
+
+
+def _standard_streams() -> None:
+    """Open /dev/null on a closed stdin, stdout or stderr (a wrapper's ``<&-`` or ``>&-``).
+
+    Python leaves ``sys.stdout`` as None then, and the first write or ``isatty()`` failed
+    with a traceback; and the first file mirror opened (an index's lock) took descriptor
+    1, where anything writing to standard output would have landed.
+    """
+    for fd, mode in ((0, "r"), (1, "w"), (2, "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+            setattr(sys, ("stdin", "stdout", "stderr")[fd], open(fd, mode, closefd=False))  # noqa: SIM115
+
+
+def _raise_open_files_limit() -> None:
+    """Raise the soft limit of open files towards the hard one: each worker of each target
+    keeps a batch of source files open, so 6 SFTP targets went past the usual 1,024 and
+    files failed with 'Too many open files'. At most 8,192 keeps descriptor numbers where
+    select()-based libraries still work."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def entry() -> NoReturn:
     """The ``mirror`` command: :func:`main`, then an exit without the interpreter's teardown.
 
@@ -827,6 +873,9 @@ def entry() -> NoReturn:
     about 30 ms after a local run and 80 ms after an SFTP one, a tenth of a no-change
     run. Only the output buffers are left to write out, and this writes them.
     """
+    _utf8_names()
+    _standard_streams()
+    _raise_open_files_limit()
     code = 0
     try:
         main()

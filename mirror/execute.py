@@ -8,6 +8,7 @@ each confirmed action in the index, and running removals last and only after a c
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -91,6 +92,20 @@ def _bulk_apart(transfers: Sequence[Put | Adopt]) -> tuple[list[Put | Adopt], li
     for action in transfers:
         (bulk if isinstance(action, Put) and action.entry.size >= BULK_FILE_BYTES else others).append(action)
     return others, bulk
+
+
+def _unreadable(exc: OSError) -> ItemError:
+    """Why a source file could not be read, with the fix when it is the process's limit
+    of open files (each worker keeps a batch of source files open)."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return ItemError(
+            f"cannot read the source file: too many open files (the limit is {limit}); "
+            "raise it (ulimit -n, or LimitNOFILE= in the service unit) or lower concurrency"
+        )
+    return ItemError(f"cannot read the source file ({exc.strerror})")
 
 
 class Executor:
@@ -411,7 +426,7 @@ class Executor:
         except (FileNotFoundError, NotADirectoryError):  # the latter: a file took a folder's name
             return None
         except OSError as exc:
-            raise ItemError(f"cannot read the source file ({exc.strerror})") from None
+            raise _unreadable(exc) from None
         return LocalEntry(src, st.st_size, mtime_ns(st), st.st_ino)
 
     def _put(self, action: Put) -> None:
@@ -576,7 +591,7 @@ class Executor:
                     local, fd, mode = files.opened(action.src)
                 except OSError as exc:
                     # sent alone, where a file that is gone is told from one that cannot be read
-                    outcomes.append(ItemError(f"cannot read the source file ({exc.strerror})"))
+                    outcomes.append(_unreadable(exc))
                     continue
                 outcomes.append(None)
                 tmp = self._temp_for(action.dst)
@@ -659,7 +674,7 @@ class Executor:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise ItemError(f"cannot read the source file ({exc.strerror})") from None
+            raise _unreadable(exc) from None
 
     def _readable(self, src: str) -> bool:
         """After a failed send: False if the source file is gone (the next pass sees that);
@@ -675,7 +690,7 @@ class Executor:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise ItemError(f"cannot read the source file ({exc.strerror})") from None
+            raise _unreadable(exc) from None
 
     def _send_in_place(self, local: str, dst: str, mtime_ns: int, size: int) -> RemoteEntry | None:
         """:meth:`_send`; when that fails because an empty folder stands on the path (one a
