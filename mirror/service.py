@@ -322,10 +322,19 @@ def status(ctx: click.Context, user: bool, name: str, unit_dir: Path | None) -> 
         click.echo(f"{unit}: {state} ({enabled}); unit file {path}")
     else:
         click.echo(f"{unit}: unit file {path}; systemd is not running here")
-    config = config_of(path.read_text(encoding="utf-8"))
+    installed = path.read_text(encoding="utf-8")
+    config = config_of(installed)
     if config is None:
         click.echo(f"cannot find `-c CONFIG` in the ExecStart line of {path}")
         sys.exit(1)
+    if installed != unit_text(mirror_executable(), config, user, name=name):
+        import shlex
+
+        # a unit an older mirror wrote lacks what the README now relies on (ExecReload)
+        click.echo(
+            f"{path} is not the unit this mirror writes (an older mirror wrote it, or it was edited); "
+            f"to write it anew: mirror service install -c {shlex.quote(config)}{unit_flags(name, user, unit_dir)}"
+        )
     from mirror.cli import status as status_command
 
     ctx.invoke(status_command, config_path=Path(config))

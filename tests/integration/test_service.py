@@ -112,6 +112,16 @@ def test_install_status_uninstall_with_systemd(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "mirror.service: active (enabled)" in shown.stdout
     assert "disk:" in shown.stdout and "files:   1" in shown.stdout
+    assert "not the unit this mirror writes" not in shown.stdout
+
+    # a unit an older mirror wrote, before systemctl reload worked
+    unit.write_text(text.replace("ExecReload=/bin/kill -HUP $MAINPID\n", ""))
+    old = run("service", "status", "--unit-dir", str(units), state=state, env=env)
+    assert old.returncode == 0, old.stderr
+    assert (
+        f"{unit} is not the unit this mirror writes (an older mirror wrote it, or it was edited); "
+        f"to write it anew: mirror service install -c {cfg} --unit-dir {units}\n"
+    ) in old.stdout
 
     gone = run("service", "uninstall", "--unit-dir", str(units), state=state, env=env)
     assert gone.returncode == 0, gone.stderr
