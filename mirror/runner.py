@@ -24,6 +24,7 @@ from pathlib import Path
 import platformdirs
 
 from mirror import registry
+from mirror.bulk import BulkLane, split
 from mirror.config import Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TransientError
@@ -33,7 +34,7 @@ from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
 from mirror.mounts import mount_of, place_of
-from mirror.paths import ancestors
+from mirror.paths import ancestors, path_key
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, narrow, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
@@ -148,6 +149,12 @@ class TargetRunner:
         self.driver: Driver | None = None
         self.index: Index | None = None
         self.executor: Executor | None = None
+        #: watch mode: where a pass's large uploads go, so the next pass need not wait
+        self.lane: BulkLane | None = None
+        #: the runner's thread is in a pass (see _lane_finished)
+        self._in_pass = False
+        #: the lane's last run found the target down or failing: the next pass raises it
+        self._lane_failed: Report | None = None
         self._lock_fd: int | None = None
         self._place_fd: int | None = None
         self._work = Work()
@@ -300,21 +307,34 @@ class TargetRunner:
                 self.driver.state = self.index
             concurrency = self.settings.concurrency or self.driver.default_concurrency
             if self.index is not None and not self.dry_run:
-                self.executor = Executor(
-                    self.driver,
-                    self.index,
-                    self.config.source,
-                    concurrency,
+                self.executor = self._new_executor(self.driver, concurrency, self._done)
+                # its own executor: its temp files, retries and failures are not the passes'
+                self.lane = BulkLane(
+                    self._new_executor(self.driver, concurrency, self._lane_done),
                     self.stop,
-                    self.retry,
-                    on_done=self._done,
-                    on_retry=lambda error: self.observer.on_retry(self.name, error),
-                    logger=self.log,
-                    on_transfer=lambda size, seconds: self.observer.on_transfer(self.name, size, seconds),
-                    # a concurrency the user chose holds for large files too
-                    bulk_concurrency=None if self.settings.concurrency else self.driver.bulk_concurrency,
+                    path_key(self.driver.caps.case_sensitive),
+                    self._hand_back,
+                    self._lane_finished,
+                    self.log,
                 )
         return self.driver
+
+    def _new_executor(self, driver: Driver, concurrency: int, on_done: Callable[[int, int], None]) -> Executor:
+        assert self.index is not None
+        return Executor(
+            driver,
+            self.index,
+            self.config.source,
+            concurrency,
+            self.stop,
+            self.retry,
+            on_done=on_done,
+            on_retry=lambda error: self.observer.on_retry(self.name, error),
+            logger=self.log,
+            on_transfer=lambda size, seconds: self.observer.on_transfer(self.name, size, seconds),
+            # a concurrency the user chose holds for large files too
+            bulk_concurrency=None if self.settings.concurrency else driver.bulk_concurrency,
+        )
 
     @functools.cached_property
     def local_folder(self) -> str | None:
@@ -389,6 +409,8 @@ class TargetRunner:
         out the whole SSH timeout, 35 s for a stop asked for."""
         if self.executor is not None and clean:
             self.executor.remove_temps()
+            if self.lane is not None:
+                self.lane.executor.remove_temps()
         elif not clean and self.index is not None and not self.dry_run:
             # status says it ended without stopping cleanly: the log says why
             self.log.warning("stopped with an action still running (a link that hangs?); the next run finishes it")
@@ -457,9 +479,10 @@ class TargetRunner:
         ``hold_gone``: files gone from the source join :attr:`held` instead of being
         deleted now.
         """
+        self._lane_empty_for(listing, scope)
         started = time.time()
         self._check_place()
-        given_skip, given_empty = skip, source_empty
+        given_skip, given_empty, given_scope = skip, source_empty, scope
         remote: dict[str, RemoteEntry] | None = None
         if listing:
             remote = self.call(self.connect().list)
@@ -472,13 +495,7 @@ class TargetRunner:
             scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
         if scope is None and source_empty is None:
             source_empty = not mine and not skip  # files still being written count as there
-        if skip and self.index is not None:
-            below = self.index.under(skip)
-            # rows below a file still being written are of the folder that file replaced:
-            # gone from the source, planned with the file, which needs their folder's path
-            files = {p for p in skip if os.path.isfile(os.path.join(self.config.source, p))}
-            self.postponed.update(p for p in below if not files.isdisjoint(ancestors(p)))
-            skip = {*skip, *below}
+        skip = self._with_rows_below(skip)
         self._clear_failures_of_gone(mine, scope, skip)
         index, scope = self._index_for(mine, scope, listing)
         if skip:
@@ -502,6 +519,8 @@ class TargetRunner:
             self._leftovers(remote),
             excluded=lambda src: src in local and src not in mine,
         )
+        if kind == "update" and given_scope is not None and (clash := self._clashing(actions)):
+            return self._without(clash, local, given_scope, given_empty, given_skip, hold_gone)
 
         def listed() -> Report:
             """This pass again, as a full pass with a listing."""
@@ -531,8 +550,9 @@ class TargetRunner:
             # SSH login for the question made a no-change run over SFTP six times as long)
             return listed()
         self.connect()
-        stats = self._execute(actions, retell=kind != "update")
-        self.postponed.update(stats.postponed)
+        stats = self._update(actions) if kind == "update" else self._execute(actions, retell=True)
+        with self._cv:
+            self.postponed.update(stats.postponed)
         report = self._report(kind, stats, started)
         self.reached = self.reached or not (report.fatal or report.down)
         if report.state_error:
@@ -542,6 +562,111 @@ class TargetRunner:
         self._after(report, listing)
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
+
+    def _with_rows_below(self, skip: Collection[str]) -> Collection[str]:
+        """``skip`` and every file the index has below its paths, which a read error must
+        not delete."""
+        if not skip or self.index is None:
+            return skip
+        below = self.index.under(skip)
+        # rows below a file still being written are of the folder that file replaced:
+        # gone from the source, planned with the file, which needs their folder's path
+        files = {p for p in skip if os.path.isfile(os.path.join(self.config.source, p))}
+        with self._cv:
+            self.postponed.update(p for p in below if not files.isdisjoint(ancestors(p)))
+        return {*skip, *below}
+
+    def _lane_empty_for(self, listing: bool, scope: Collection[str] | None) -> None:
+        """A full pass plans every file, the bulk lane's too, and a listing would take the
+        lane's temp file for a leftover and remove it: both wait until the lane is empty."""
+        if self.lane is not None and (listing or scope is None):
+            self.lane.drain()
+
+    def _clashing(self, actions: Plan) -> set[str]:
+        """Sources of a watch plan's actions that meet the bulk lane's on the target."""
+        return self.lane.clashing(actions) if self.lane is not None else set()
+
+    def _update(self, actions: Plan) -> RunStats:
+        """Run a watch plan: its large uploads, and its removals with them, go to the bulk
+        lane once the rest has run (mirror.bulk), so the next pass need not wait for them."""
+        if self.lane is None:
+            return self._execute(actions, retell=False)
+        now, later = split(actions)
+        stats = self._execute(now, retell=False) if not now.is_empty() else RunStats(guard=now.guard)
+        if later is not None:
+            self._to_lane(later, stats, now)
+        return stats
+
+    def _without(
+        self,
+        clash: Collection[str],
+        local: Mapping[str, LocalEntry],
+        scope: Collection[str],
+        source_empty: bool | None,
+        skip: Collection[str],
+        hold_gone: bool,
+    ) -> Report:
+        """A watch pass again, without the sources whose actions would meet the bulk
+        lane's on the target: those wait for it (see mirror.bulk)."""
+        assert self.lane is not None
+        rest = [p for p in scope if p not in clash]
+        if len(rest) == len(scope):
+            self.lane.drain()  # nothing to leave out (cannot be, but never loop): wait instead
+            rest = list(scope)
+        else:
+            self.lane.wait_with(local, clash)
+        return self.pass_(
+            {p: e for p, e in local.items() if p not in clash},
+            listing=False,
+            scope=rest,
+            source_empty=source_empty,
+            kind="update",
+            skip=skip,
+            hold_gone=hold_gone,
+        )
+
+    def _to_lane(self, later: Plan, stats: RunStats, now: Plan) -> None:
+        """Hand a watch plan's tail (mirror.bulk.split) to the bulk lane, unless the pass
+        that ran the rest of it failed as a whole: its changes are then queued again."""
+        assert self.lane is not None and self.index is not None
+        if stats.fatal or stats.down or stats.state_error or self.stop.is_set():
+            return
+        if later.removals and len(stats.failed) > len(now.refusals):
+            # removals wait for every transfer of their plan (rule 2): planned again later
+            with self._cv:
+                self.postponed.update(r.src for r in later.removals)
+            later = dataclasses.replace(later, removals=())
+        self.lane.take(later)
+        self.index.set_meta(incomplete=1)  # until a pass ends with the lane empty
+
+    def _lane_done(self, files: int, size: int) -> None:
+        """The lane's executor's word that ``files`` more are on the target."""
+        if self.on_done:
+            self.on_done(size)
+
+    def _lane_finished(self, stats: RunStats, started: float) -> None:
+        """The bulk lane ended a run: logged and recorded like a pass. Status turns idle
+        here only when nothing else is under way; else the pass under way tells."""
+        assert self.lane is not None
+        report = self._report("update", stats, started)
+        with self._cv:
+            self.postponed.update(stats.postponed)
+            quiet = not (self._in_pass or self._work.changes or self._work.full)
+            if report.down or report.fatal or report.state_error:
+                self._lane_failed = report
+        self._log_report(report)
+        self._note_stranded()
+        if quiet and not self.lane.files() and not report.error:
+            self._after(report, listing=False)
+            return
+        self._record_run(report)
+        self._pending(0)
+        self.observer.on_report(report)
+
+    def _hand_back(self, paths: Collection[str]) -> None:
+        """Queue ``paths`` the bulk lane is done with, stat'ed again, for the next pass."""
+        if paths:
+            self.submit(stat_paths(self.config.source, list(paths), self.filter))
 
     def _clear_failures_of_gone(
         self, mine: Mapping[str, LocalEntry], scope: Collection[str] | None, skip: Collection[str]
@@ -583,7 +708,7 @@ class TargetRunner:
 
     def _pending(self, left: int) -> None:
         if self.index is not None:
-            self.index.set_meta(pending=left)
+            self.index.set_meta(pending=left + (self.lane.files() if self.lane is not None else 0))
 
     def settling(self, files: int) -> None:
         """``files`` changed files wait to settle in the watcher (a scan still being
@@ -693,10 +818,16 @@ class TargetRunner:
     def _note_stranded(self) -> None:
         """Remember temp files a lost connection left on the target (Executor.stranded):
         the next pass lists the target, which removes them, not the hourly one."""
-        executor = self.executor
-        if executor is not None and self.index is not None and (executor.stranded or executor.temps):
-            self.index.set_meta(stranded_temps=1)
-            executor.stranded = False
+        if self.index is None:
+            return
+        executors = [self.executor]
+        # the lane's temp files while it sends are those of uploads under way, not stranded
+        if self.lane is not None and (self.lane.executor.stranded or not self.lane.files()):
+            executors.append(self.lane.executor)
+        for executor in executors:
+            if executor is not None and (executor.stranded or executor.temps):
+                self.index.set_meta(stranded_temps=1)
+                executor.stranded = False
 
     def _has_stranded(self) -> bool:
         return self.index is not None and self.index.get_meta("stranded_temps") is not None
@@ -805,36 +936,25 @@ class TargetRunner:
     def _after(self, report: Report, listing: bool) -> None:
         assert self.index is not None
         now = time.time()
-        if report.uploaded or report.deleted or report.moved or report.failed or report.kind != "update":
-            result = "ok" if report.ok else (report.error or report.guard or "some items failed")
-            self.index.add_run(
-                RunRecord(
-                    report.kind,
-                    now - report.seconds,
-                    now,
-                    report.uploaded,
-                    report.bytes,
-                    report.deleted,
-                    len(report.failed),
-                    result,
-                )
-            )
-        values: dict[str, str | float | int | None] = {"heartbeat": now, "state": "idle"}
+        self._record_run(report)
+        # a large file still on its way in the bulk lane: in progress, not in sync
+        sending = self.lane.files() if self.lane is not None else 0
+        values: dict[str, str | float | int | None] = {"heartbeat": now, "state": "syncing" if sending else "idle"}
         if not report.down:
-            values["pending"] = 0  # a target down keeps the count of what is still to send
+            values["pending"] = sending  # a target down keeps the count of what is still to send
         if listing and not report.error:
             values["last_listing"] = now
             values["stranded_temps"] = None
             self.crashed = False
             self._root_asked = True
-        if not (report.cut_short or report.error):
+        if not (report.cut_short or report.error or sending):
             values["incomplete"] = None
             # the pass itself ran: what stopped an earlier one (a source not mounted) is over;
             # failed items and withheld deletions have their own lines in status
             values["last_error"] = None
         # a folder made again lacks the files it held until a listing pass sends them
         remade = self.local_folder is None and self.driver is not None and self.driver.root_remade()
-        if report.ok and not report.cut_short and not self.index.failures() and not remade:
+        if report.ok and not report.cut_short and not self.index.failures() and not remade and not sending:
             values["last_complete_sync"] = now
         elif report.error:
             values["last_error"] = report.error
@@ -851,6 +971,25 @@ class TargetRunner:
         self.index.set_meta(**values)
         self.observer.on_report(report)
         self.observer.on_state(self.name, str(values["state"]), report.error)
+
+    def _record_run(self, report: Report) -> None:
+        """A run record for status's history: every full pass, and watch passes that did something."""
+        assert self.index is not None
+        if report.uploaded or report.deleted or report.moved or report.failed or report.kind != "update":
+            now = time.time()
+            result = "ok" if report.ok else (report.error or report.guard or "some items failed")
+            self.index.add_run(
+                RunRecord(
+                    report.kind,
+                    now - report.seconds,
+                    now,
+                    report.uploaded,
+                    report.bytes,
+                    report.deleted,
+                    len(report.failed),
+                    result,
+                )
+            )
 
     # -- the live loop ------------------------------------------------------------------
     def submit(
@@ -877,6 +1016,8 @@ class TargetRunner:
         (the next run's first pass sends them, and clears it)."""
         with self._cv:
             left = unsettled + len(self._work.changes)
+        if self.lane is not None:
+            left += self.lane.files() + self.lane.waiting()
         if left and self.index is not None and not self.dry_run:
             self.index.set_meta(incomplete=1)
             self.log.warning("stopped with %d change(s) not yet sent; the next run sends them", left)
@@ -888,15 +1029,20 @@ class TargetRunner:
         self._thread.start()
 
     def wake(self) -> None:
-        """Let the runner's thread notice :attr:`stop` at once."""
+        """Let the runner's thread (and its bulk lane) notice :attr:`stop` at once."""
         with self._cv:
             self._cv.notify_all()
+        if self.lane is not None:
+            self.lane.wake()
 
     def join(self, timeout: float) -> bool:
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait up to ``timeout`` for the runner's thread and its bulk lane to end."""
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return False
+        return self.lane is None or self.lane.join(max(0.0, deadline - time.monotonic()))
 
     def _take(self) -> Work | None:
         """The next work; empty when all there is to do is plan the held deletions, full
@@ -929,7 +1075,7 @@ class TargetRunner:
         backoff = 1.0
         while (work := self._take()) is not None:
             try:
-                for report in self._do(work):
+                for report in self._passes(work):
                     self._log_report(report)
                     self._recheck_guard(report)
                     raise_failure(report)
@@ -976,6 +1122,22 @@ class TargetRunner:
                     return
                 backoff = min(backoff * 2, 60.0)
 
+    def _passes(self, work: Work) -> list[Report]:
+        """:meth:`_do`, known to be under way (see :meth:`_lane_finished`); an error that
+        ended the bulk lane's last run counts as this pass's."""
+        with self._cv:
+            self._in_pass = True
+            failed, self._lane_failed = self._lane_failed, None
+        try:
+            if self.lane is not None and (bug := self.lane.bug()) is not None:
+                raise bug
+            if failed is not None:
+                raise_failure(failed)
+            return self._do(work)
+        finally:
+            with self._cv:
+                self._in_pass = False
+
     def _recheck_guard(self, report: Report) -> None:
         """Deletions the guard withheld are planned again by a full pass a while later,
         sooner than the next rescan: a folder emptied and written anew (a nightly
@@ -994,7 +1156,8 @@ class TargetRunner:
             # its listing finds what a watch pass would not: temp files, an empty folder
             work.full = work.listing = True
         reports = []
-        retry, self.postponed = self.postponed, set()
+        with self._cv:
+            retry, self.postponed = self.postponed, set()
         hold = self.held.holding(time.monotonic())
         if work.full or not hold:
             # a full pass plans every deletion itself; otherwise the held ones are due
@@ -1002,6 +1165,7 @@ class TargetRunner:
             if not work.full:
                 work.changes.update(stat_paths(self.config.source, released - work.changes.keys(), self.filter))
         if work.full:
+            self._lane_empty_for(listing=True, scope=None)  # before: its journal asks for a listing
             with self._known_lock:
                 local = self._known.copy()
             listing = work.listing or self.needs_listing()
@@ -1015,6 +1179,9 @@ class TargetRunner:
             # items that failed before get another chance with every batch (failures are few)
             failed = [f.src for f in self.index.failures() if f.src not in work.changes]
             work.changes.update(stat_paths(self.config.source, failed, self.filter))
+        if work.changes and self.lane is not None:
+            # changes to what a large upload still works on wait for it (mirror.bulk)
+            work.changes = self.lane.hold_back(work.changes)
         if work.changes:
             # the guard must see an emptied source in watch mode too, not only in full passes
             with self._known_lock:
