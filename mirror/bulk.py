@@ -42,8 +42,6 @@ from mirror.plan import Delete, Move, Plan, Put, Trash
 from mirror.progress import human_bytes
 from mirror.scan import LocalEntry
 
-log = logging.getLogger("mirror")
-
 #: a watch pass hands files of at least this size to the lane. At a modest 20 Mbit/s
 #: uplink (2.5 MB/s) 2 MiB take about a second, the delay watch mode promises for a
 #: change; a smaller file costs the others less than its hand-off is worth. Invoices
