@@ -100,6 +100,11 @@ def status(config: Config) -> list[TargetStatus]:
     result = []
     for target in config.targets:
         index = index_of(root, config.named_source, target)
+        if not index.exists() and config.source_link is not None:
+            # named after the folder the link leads to, by an older mirror that may be
+            # running on it still: the first run through the link takes it over
+            real = index_of(root, config.source, target)
+            index = real if real.exists() else index
         if index.exists():
             result.append(_read_status(index))
         else:

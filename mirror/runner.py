@@ -219,10 +219,15 @@ class TargetRunner:
                 f"(lock {self.index_file}.lock); stop that one first"
             ) from None
         self._lock_fd = fd
-        self._place_fd = self._lock_place()
-        self._take_over_index_of_real_path()
-        self._take_over_index_of_same_place()
-        self.index = Index(self.index_file)
+        try:
+            self._place_fd = self._lock_place()
+            self._take_over_index_of_real_path()
+            self._take_over_index_of_same_place()
+            self.index = Index(self.index_file)
+        except BaseException:
+            # refused: a host program that tries again must not find its own locks held
+            self._unlock()
+            raise
         self.crashed = self.index.get_meta("clean_shutdown") == "0"
         self.index.set_meta(
             clean_shutdown=0,
@@ -243,15 +248,17 @@ class TargetRunner:
         it led to did (Config.source_link): such an index is this target's."""
         if self.config.source_link is None or self.index_file.exists():
             return
-        _move_index(index_path(state_dir(self.config), self.config.source, self.target), self.index_file)
+        old = index_path(state_dir(self.config), self.config.source, self.target)
+        if old.exists():
+            self._take_over(old, f"named after {self.config.source}, where the source link leads")
 
     def _take_over_index_of_same_place(self) -> None:
         """The index another name gave this source and place is this target's: the
         target renamed in the config, its URL spelled anew (a trailing slash, file://),
         or a config naming what ``mirror run SOURCE TARGET`` mirrored. A new index took
         every file there for someone else's: files gone from the source were never
-        deleted, and status said never run. Not one a running mirror holds, nor one of
-        two that could be it."""
+        deleted, and status said never run. Not one of two that could be it; one a
+        running mirror holds is refused (:meth:`_take_over`)."""
         if self.index_file.exists():
             return
         mine = _place_key(self.place())
@@ -259,18 +266,29 @@ class TargetRunner:
         found = [f for f in self.index_file.parent.glob("*.sqlite") if self._same_place(f, mine, sources)]
         if len(found) != 1:
             return
-        old = found[0]
+        self._take_over(found[0], "which mirrored this source to the same place")
+        self.log.info("taking over the index of %s, which mirrored this source to the same place", found[0].stem)
+
+    def _take_over(self, old: Path, which: str) -> None:
+        """Make the index ``old`` this target's, holding its lock while it is renamed. A
+        mirror that holds it is mirroring this target now, maybe an older one still
+        running as a service after an upgrade (it has no place lock): the index was
+        renamed under it, and both mirrored the same target at once."""
         fd = os.open(f"{old}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(
+                    f"target {self.name!r} is already being mirrored by another mirror process, an older "
+                    f"mirror still running as a service perhaps: it holds the index {old.name} ({which}); "
+                    "stop that one first (restart the service, so it runs this version)"
+                ) from None
+            _move_index(old, self.index_file)
+            with suppress(FileNotFoundError):
+                os.unlink(f"{old}.lock")
         finally:
             os.close(fd)
-        _move_index(old, self.index_file)
-        with suppress(FileNotFoundError):
-            os.unlink(f"{old}.lock")
-        self.log.info("taking over the index of %s, which mirrored this source to the same place", old.stem)
 
     def _same_place(self, index_file: Path, mine: str, sources: Collection[str]) -> bool:
         """Whether ``index_file`` mirrored one of ``sources`` to the place ``mine``. An index
@@ -439,6 +457,9 @@ class TargetRunner:
                 self.driver.close()
             except Exception:
                 self.log.debug("error while closing the connection", exc_info=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
         for fd in (self._place_fd, self._lock_fd):
             if fd is not None:
                 os.close(fd)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -10,6 +12,7 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -1206,6 +1209,51 @@ def test_an_index_named_by_the_folder_a_link_leads_to_is_taken_over(tmp_path: Pa
     again = run("run", str(tmp_path / "current"), str(target), "--once", state=state)
     assert again.returncode == 0 and "1 deleted" in again.stdout, again.stdout + again.stderr
     assert files(target) == {"a.pdf": b"a"}
+
+
+@contextlib.contextmanager
+def held_as_by_an_older_mirror(index_file: Path) -> Iterator[None]:
+    """The lock of ``index_file`` held, as a mirror from before place locks (an older
+    service, still running after ``pip install -U``) holds it while it mirrors."""
+    fd = os.open(f"{index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_an_index_an_older_running_mirror_holds_is_not_taken_over(tmp_path: Path, state: Path) -> None:
+    """An older mirror, still running as a service on a source given through a link,
+    holds the index named by the folder the link leads to: a run by hand renamed it
+    under the service and mirrored the same target too (exit 0), and status said 'not
+    running'. The same for the index of a target renamed in the config."""
+    real, target = tmp_path / "exports" / "2026", tmp_path / "dst"
+    real.mkdir(parents=True)
+    (real / "a.pdf").write_bytes(b"a")
+    (real / "b.pdf").write_bytes(b"b")
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(f'source = "{real}"\n[targets.usb]\nurl = "{target}"\n')
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    (old,) = (state / "targets").glob("*.sqlite")
+    (tmp_path / "current").symlink_to(real)
+    cfg.write_text(f'source = "{tmp_path / "current"}"\n[targets.usb]\nurl = "{target}"\n')
+    (real / "b.pdf").unlink()
+    (real / "c.pdf").write_bytes(b"c")
+    renamed = tmp_path / "renamed.toml"
+    renamed.write_text(f'source = "{real}"\n[targets.nas]\nurl = "{target}"\n')
+    with held_as_by_an_older_mirror(old):
+        for args in (("run", "-c", str(cfg), "--once"), ("run", "-c", str(renamed), "--once")):
+            refused = run(*args, state=state)
+            assert_one_line_error(refused, 2, "already being mirrored by another mirror process", old.name)
+        assert files(target) == {"a.pdf": b"a", "b.pdf": b"b"}
+        assert list((state / "targets").glob("*.sqlite")) == [old]
+        shown = run("status", "-c", str(cfg), state=state)
+        assert "(running, " in shown.stdout and "files:   2 " in shown.stdout, shown.stdout
+    again = run("run", "-c", str(cfg), "--once", state=state)
+    assert again.returncode == 0 and "1 deleted" in again.stdout, again.stdout + again.stderr
+    assert files(target) == {"a.pdf": b"a", "c.pdf": b"c"}
+    assert not old.exists() and not Path(f"{old}.lock").exists()
 
 
 def test_a_failed_file_that_left_the_source_leaves_no_failure_behind(tmp_path: Path, state: Path) -> None:
