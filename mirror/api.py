@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mirror.config import Config, TargetConfig, TargetSettings, ad_hoc
@@ -93,7 +94,7 @@ def __getattr__(name: str) -> Any:
 def status(config: Config) -> list[TargetStatus]:
     """What ``mirror status -c`` shows for each target of ``config``, also those never run."""
     from mirror.redact import redact_url
-    from mirror.status import never_run
+    from mirror.status import NEWER, never_run
     from mirror.status import read as _read_status
 
     root = state_dir(config)
@@ -106,7 +107,10 @@ def status(config: Config) -> list[TargetStatus]:
             real = index_of(root, config.source, target)
             index = real if real.exists() else index
         if index.exists():
-            result.append(_read_status(index))
+            found = _read_status(index)
+            if found.state == NEWER:  # the config knows where it mirrors; the index is not read
+                found = replace(found, name=target.name, url=redact_url(target.url), source=str(config.source))
+            result.append(found)
         else:
             result.append(never_run(target.name, redact_url(target.url), str(config.source), index))
     return result

@@ -644,6 +644,8 @@ def status(
 
 
 def print_status(statuses: list[TargetStatus], root: Path) -> None:
+    from mirror.status import NEWER
+
     if not statuses:
         click.echo(
             f"no targets have been mirrored yet (state folder: {root}); start with: mirror run SOURCE TARGET, "
@@ -654,6 +656,9 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         last = _when(s.last_complete_sync) if s.last_complete_sync else "never"
         tried = f"; last attempt {_when(s.last_attempt)} failed" if s.last_attempt else ""
         click.echo(f"{s.name}: {s.url}  ({'running' if s.running else 'not running'}, {s.state}{tried})")
+        if s.state == NEWER:
+            click.echo(f"  {s.last_error}")  # what else it holds, this mirror cannot tell
+            continue
         click.echo(f"  source:  {s.source}")
         click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
         late = ""

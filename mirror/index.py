@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 #: mirror changes what the tables mean, so that an older one refuses its index
 FORMAT = 1
 
+
+class NewerIndex(ConfigError):
+    """The index was written by a newer mirror, whose tables may mean what this one
+    cannot tell: neither a run nor a reader (status, verify, a dry run) may use it."""
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     src TEXT PRIMARY KEY,
@@ -143,6 +149,7 @@ class Index:
         if readonly:
             try:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+                _refuse_newer(self._db, path)
                 _stand_in_for_missing_tables(self._db)
             except sqlite3.Error as exc:
                 raise state_error(path, exc) from exc
@@ -169,15 +176,7 @@ class Index:
         db = sqlite3.connect(path, check_same_thread=False, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        written = db.execute("PRAGMA user_version").fetchone()[0]
-        if written > FORMAT:
-            db.close()
-            # used as it is, rows it reads otherwise would be taken for facts (an older
-            # mirror verified a newer index "identical" with files left to delete)
-            raise ConfigError(
-                f"the index {path} was written by a newer mirror (index format {written}; this one reads "
-                f"{FORMAT}); run the newer mirror (pip install -U fsspec-mirror)"
-            )
+        written = _refuse_newer(db, path)
         db.executescript(SCHEMA)
         if written < FORMAT:
             db.execute(f"PRAGMA user_version = {FORMAT}")
@@ -643,6 +642,21 @@ def _nearly_full(folder: Path) -> bool:
         return shutil.disk_usage(folder).free < 1024 * 1024
     except OSError:
         return False
+
+
+def _refuse_newer(db: sqlite3.Connection, path: Path) -> int:
+    """The index format ``db`` was written in (sqlite's user_version); NewerIndex, with
+    ``db`` closed, when a newer mirror wrote it."""
+    written = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if written > FORMAT:
+        db.close()
+        # used as it is, rows it reads otherwise would be taken for facts (an older
+        # mirror verified a newer index "identical" with files left to delete)
+        raise NewerIndex(
+            f"the index {path} was written by a newer mirror (index format {written}; this one reads "
+            f"{FORMAT}); run the newer mirror (pip install -U fsspec-mirror)"
+        )
+    return written
 
 
 def _stand_in_for_missing_tables(db: sqlite3.Connection) -> None:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mirror.index import Failure, Index, state_denied
+from mirror.index import Failure, Index, NewerIndex, state_denied
 from mirror.private_files import write_private
 
 #: the rescan interval of indexes written before it was recorded
@@ -20,6 +20,8 @@ DEFAULT_RESCAN = 3600.0
 NEVER_RUN = "never run"
 #: the state of a target whose mirror process ended without stopping cleanly
 INTERRUPTED = "ended without stopping cleanly"
+#: the state of a target whose index a newer mirror wrote (after a downgrade)
+NEWER = "written by a newer mirror"
 #: how far in the future a recorded time may lie before it counts as recorded with the
 #: clock ahead: a clock set right by NTP steps back by a second or so
 CLOCK_SLACK = 60.0
@@ -64,7 +66,7 @@ class TargetStatus:
         the rescan schedule promises."""
         problem = self.last_error or self.failures or self.withheld or self.stale
         problem = problem or (self.incomplete and not self.running) or self.left_out > 0
-        return not problem and self.state not in ("failed", NEVER_RUN)
+        return not problem and self.state not in ("failed", NEVER_RUN, NEWER)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,7 +93,12 @@ def is_running(index_file: Path) -> bool:
 
 
 def read(index_file: Path) -> TargetStatus:
-    index = Index(index_file, readonly=True)
+    try:
+        index = Index(index_file, readonly=True)
+    except NewerIndex as exc:
+        # nothing in it is this mirror's to read; the other targets are still shown
+        name, running = index_file.stem.rsplit("-", 1)[0], is_running(index_file)
+        return TargetStatus(name, "", "", running, NEWER, 0, 0, 0, None, str(exc), (), str(index_file))
     try:
         files, size = index.totals()
         running = is_running(index_file)

@@ -7,6 +7,7 @@ nothing the target already holds identically, and leave a target that ``verify``
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable
@@ -191,3 +192,39 @@ def test_a_dry_run_on_an_older_mirror_s_index_plans_and_leaves_it_as_it_was(tmp_
 
     real = run("run", str(src), str(dst), "--once", state=state)
     assert real.returncode == 0 and sorted(hashes(dst)) == ["b.pdf", "c.pdf"], real.stdout + real.stderr
+
+
+def test_readers_refuse_an_index_a_newer_mirror_wrote(tmp_path: Path) -> None:
+    """After a downgrade, only the run refused a newer mirror's index: a dry run planned
+    from it (exit 0), verify compared with it, and status showed its files as in sync."""
+    src, state, cfg = tmp_path / "src", tmp_path / "state", tmp_path / "mirror.toml"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    (src / "b.pdf").write_bytes(b"b")
+    cfg.write_text(
+        f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path / "usb"}"\n[targets.nas]\nurl = "{tmp_path / "nas"}"\n'
+    )
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    (db,) = (state / "targets").glob("usb-*.sqlite")
+    with sqlite3.connect(db) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    newer.close()
+    written = db.read_bytes()
+    (src / "b.pdf").unlink()
+    said = "was written by a newer mirror (index format 99; this one reads 1); run the newer mirror"
+    for command in (("run", "-c", str(cfg), "--dry-run"), ("verify", "-c", str(cfg))):
+        refused = run(*command, state=state)
+        assert refused.returncode == 2 and said in refused.stderr, refused.stdout + refused.stderr
+        assert "Traceback" not in refused.stderr and "b.pdf" not in refused.stdout, refused.stdout
+    shown = run("status", "-c", str(cfg), state=state)
+    assert shown.returncode == 1, shown.stdout
+    newer_line = f"usb: {tmp_path / 'usb'}  (not running, written by a newer mirror)\n  the index {db} {said}"
+    assert newer_line in shown.stdout, shown.stdout
+    assert f"nas: {tmp_path / 'nas'}  (not running, stopped)\n" in shown.stdout, shown.stdout
+    every = run("status", "--json", state=state)
+    assert every.returncode == 1
+    assert {(s["name"], s["state"]) for s in json.loads(every.stdout)} == {
+        ("usb", "written by a newer mirror"),
+        ("nas", "stopped"),
+    }
+    assert db.read_bytes() == written and (tmp_path / "usb" / "b.pdf").exists()
