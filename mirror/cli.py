@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -677,8 +678,8 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
                 f"  left out: {s.left_out} source folder(s) or file(s) that cannot be read or mirrored "
                 "as they are (mirror run names them)"
             )
-        if s.incomplete and not s.running:
-            click.echo("  incomplete: the last run ended before its pass finished; mirror run carries on")
+        if unfinished := _unfinished(s):
+            click.echo(unfinished)
         if s.last_error:
             click.echo(f"  last error: {s.last_error}")
         if s.withheld:
@@ -687,6 +688,23 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
             # passes, not tries: each pass tried the item several times (its error says so)
             passes = f", in {f.attempts} passes" if f.attempts > 1 else ""
             click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} (since {_when(f.first_at)}{passes})")
+
+
+def _unfinished(s: TargetStatus) -> str | None:
+    """The status line of a target whose last run, or every run, ended before a pass
+    finished (an older mirror marked neither), if no run is going."""
+    from mirror.status import NEVER_RUN
+
+    if s.running:
+        return None
+    if s.incomplete:
+        return "  incomplete: the last run ended before its pass finished; mirror run carries on"
+    if not s.never_synced or s.state == NEVER_RUN:
+        return None
+    then = "mirror run carries on"
+    if not s.files:  # nothing on the target is known as mirror's: the index holds nothing to lose
+        then = f"run mirror run, or if it is not a target of yours, remove its index: rm {shlex.quote(s.index)}"
+    return f"  never in sync: no run has finished a pass to this target yet; {then}"
 
 
 def _when(timestamp: float) -> str:

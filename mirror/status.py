@@ -64,9 +64,16 @@ class TargetStatus:
         """Nothing for a user to look into: no error, failed item, withheld deletion, no
         pass cut short, nothing of the source left out, and a complete sync as recent as
         the rescan schedule promises."""
-        problem = self.last_error or self.failures or self.withheld or self.stale
+        problem = self.last_error or self.failures or self.withheld or self.stale or self.never_synced
         problem = problem or (self.incomplete and not self.running) or self.left_out > 0
         return not problem and self.state not in ("failed", NEVER_RUN, NEWER)
+
+    @property
+    def never_synced(self) -> bool:
+        """No run has ever finished a pass without errors on this target, and none is
+        running: an older mirror's run killed in its first copy or that never reached the
+        target (neither marked it incomplete), or a run stopped before its first pass."""
+        return self.last_complete_sync is None and not self.running
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -104,6 +111,8 @@ def read(index_file: Path) -> TargetStatus:
         running = is_running(index_file)
         last = index.get_meta("last_complete_sync")
         state = index.get_meta("state") or "unknown"
+        # a mirror from before the incomplete mark, killed in a pass, left it "syncing"
+        cut = index.get_meta("incomplete") is not None or (state == "syncing" and not running)
         if not running and state != "failed":
             # a process that ended without closing (kill -9, a crash, power lost) did not
             # say "stopped": the next run lists the target to find what it left
@@ -127,7 +136,7 @@ def read(index_file: Path) -> TargetStatus:
             stale=since is not None and (time.time() - since > expected or ahead),
             expected_every=expected,
             withheld=index.get_meta("withheld"),
-            incomplete=index.get_meta("incomplete") is not None,
+            incomplete=cut,
             left_out=int(index.get_meta("left_out") or 0),
             clock_ahead=ahead,
         )

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1310,6 +1311,58 @@ def test_a_file_kept_by_delete_keep_goes_to_the_trash_when_a_new_one_takes_its_n
     assert files(target)[f"{trash}/inv8.pdf"] == b"invoice 8"
     assert files(target)["inv8.pdf"] == b"invoice 8 of 2026"
     assert len([p for p in files(target) if not p.startswith(".mirror-trash/")]) == 123
+
+
+def left_by_an_older_mirror(db: Path, meta: dict[str, str], keep_files: bool = True) -> None:
+    """``db`` made an index as a mirror from before the incomplete mark (5da931e) left it:
+    its meta just ``meta``, its format unmarked."""
+    with sqlite3.connect(db) as index:
+        index.execute("DELETE FROM meta")
+        index.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+        if not keep_files:
+            index.execute("DELETE FROM files")
+        index.execute("PRAGMA user_version = 0")
+    index.close()
+
+
+def test_status_of_an_older_mirror_stopped_before_its_first_sync_is_no_all_clear(
+    tmp_path: Path, state: Path
+) -> None:
+    """An older mirror killed during its first copy (no incomplete mark then), or whose
+    one-off run never reached its target: status said 'last complete sync: never' and
+    exit 0, where the same under this mirror exits 1."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    (db,) = (state / "targets").glob("*.sqlite")
+    told = {"target": "nas", "url": str(dst), "source": str(src), "started": str(time.time())}
+
+    left_by_an_older_mirror(db, {**told, "clean_shutdown": "0", "state": "syncing", "pending": "600"})
+    killed = run("status", state=state)
+    assert killed.returncode == 1, killed.stdout
+    assert "(not running, ended without stopping cleanly)" in killed.stdout and "sync: never\n" in killed.stdout
+    assert "  incomplete: the last run ended before its pass finished; mirror run carries on" in killed.stdout
+    assert json.loads(run("status", "--json", state=state).stdout)[0]["incomplete"] is True
+
+    # killed in a later pass: its last complete sync is no longer the copy's state
+    synced_once = {"last_complete_sync": told["started"]}
+    left_by_an_older_mirror(db, {**told, **synced_once, "clean_shutdown": "0", "state": "syncing"})
+    later = run("status", state=state)
+    assert later.returncode == 1, later.stdout
+    assert "  incomplete: the last run ended before its pass" in later.stdout, later.stdout
+
+    left_by_an_older_mirror(db, {**told, "clean_shutdown": "1", "state": "stopped"}, keep_files=False)
+    unreached = run("status", state=state)
+    assert unreached.returncode == 1, unreached.stdout
+    assert (
+        "  never in sync: no run has finished a pass to this target yet; run mirror run, or if it is not a target "
+        f"of yours, remove its index: rm {db}\n" in unreached.stdout
+    ), unreached.stdout
+
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    synced = run("status", state=state)
+    assert synced.returncode == 0 and "incomplete" not in synced.stdout and "never" not in synced.stdout
 
 
 def test_status_flags_a_last_sync_recorded_while_the_clock_was_ahead(tmp_path: Path, state: Path) -> None:
