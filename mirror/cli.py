@@ -16,7 +16,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     # what only some commands need is imported by them: every start of `mirror run`
     # (from cron, say) would otherwise pay for it
     from mirror.alerts import Alerts
+    from mirror.index import IndexEntry
     from mirror.metrics import Metrics
     from mirror.plan import Plan
     from mirror.status import TargetStatus
@@ -514,7 +515,8 @@ def verify(
     them alone, so they are no difference.
 
     With SOURCE TARGET, the layout is the one `mirror run` last used on the target
-    (--layout checks another); give the --delete it had.
+    (--layout checks another; for an older mirror's index, which records none, the
+    named layout that placed its files); give the --delete it had.
     """
     from mirror.scan import scan
     from mirror.verify import accounted_for, compare, others
@@ -538,7 +540,7 @@ def verify(
                 index = runner.index.entries() if runner.index is not None else {}
                 placed = runner.settings.layout
                 if config_path is None and source and layout is None:
-                    placed = _layout_last_run(runner, placed)
+                    placed = _layout_last_run(runner, placed, index)
                 try:
                     driver = runner.connect()
                     remote = runner.call(driver.list)
@@ -578,20 +580,40 @@ def verify(
     sys.exit(EXIT_PROBLEM if differences else EXIT_OK)
 
 
-def _layout_last_run(runner: TargetRunner, default: Layout) -> Layout:
+def _layout_last_run(runner: TargetRunner, default: Layout, index: Mapping[str, IndexEntry]) -> Layout:
     """The layout ``mirror run`` last used on this target, for a verify of SOURCE TARGET
     given no --layout: checked against the default, a target made by year would show
-    every file missing."""
+    every file missing. An older mirror recorded none: the index's rows tell it."""
+    from mirror.verify import layout_of
+
     recorded = runner.index.get_meta("layout") if runner.index is not None else None
+    if not recorded and index:
+        told = layout_of(index, default)
+        if told is None:
+            click.echo(
+                f"{runner.name}: the index records no layout (an older mirror wrote it), and most of its files "
+                f"are not where the {_layout_name(default)} layout puts them; give --layout as mirror run had it"
+            )
+        elif told != default:
+            click.echo(
+                f"{runner.name}: layout {_layout_name(told)}, told from where the index has its files "
+                "(an older mirror recorded none; --layout checks another)"
+            )
+            return told
+        return default
     if not recorded or recorded == default.template:
         return default
     try:
         layout = Layout.parse(recorded)
     except ValueError:
         return default
-    shown = next((name for name, template in NAMED_LAYOUTS.items() if template == recorded), recorded)
+    shown = _layout_name(layout)
     click.echo(f"{runner.name}: layout {shown}, which mirror run last used here (--layout checks another)")
     return layout
+
+
+def _layout_name(layout: Layout) -> str:
+    return next((name for name, template in NAMED_LAYOUTS.items() if template == layout.template), layout.template)
 
 
 def _source_hash(driver: Driver, source: Path, src: str) -> str | None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 
 from mirror.driver import Capabilities, RemoteEntry
 from mirror.errors import ItemError
 from mirror.hashing import HashKind
 from mirror.index import IndexEntry
-from mirror.layout import Layout, date_of
+from mirror.layout import NAMED, Layout, date_of
 from mirror.paths import path_key
 from mirror.plan import TRASH_DIR, refusal
 from mirror.policy import DeletePolicy
@@ -113,6 +114,21 @@ def others(remote: Mapping[str, RemoteEntry], accounted: set[str], caps: Capabil
     key = path_key(caps.case_sensitive)
     accounted = {key(p) for p in accounted}
     return sorted(p for p in remote if key(p) not in accounted and not p.startswith(f"{TRASH_DIR}/"))
+
+
+def layout_of(index: Mapping[str, IndexEntry], first: Layout) -> Layout | None:
+    """The named layout that put most of the index's files where its rows say they are,
+    ``first`` when it does as well as any (a file at the top is where ``tree`` and
+    ``flat`` both put it); None when none placed more than half of them (a template).
+    For an index that records no layout: an older mirror's."""
+    candidates = [first, *(Layout(t) for t in NAMED.values() if t != first.template)]
+    placed = dict.fromkeys(candidates, 0)
+    for row in index.values():
+        for layout in candidates:
+            with suppress(ItemError):
+                placed[layout] += layout.target_path(row.src, row.date) == row.dst
+    best = max(candidates, key=lambda layout: placed[layout])  # the first of equals
+    return best if placed[best] * 2 > len(index) else None
 
 
 def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str:

@@ -102,6 +102,38 @@ def test_verify_checks_a_target_with_the_layout_it_was_mirrored_with(
     assert bad.returncode == 2 and "--layout" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("layout", ["by-year", "archive/{year}/{name}"])
+def test_verify_tells_the_layout_of_an_index_that_records_none(layout: str, tmp_path: Path, state: Path) -> None:
+    """After an upgrade, verify SOURCE TARGET of a target an older mirror filled by year
+    (its index records no layout) reported every file missing, exit 1: it checked the
+    tree layout."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    for year in (2024, 2025):
+        (src / "scans").mkdir(parents=True, exist_ok=True)
+        made = dt.datetime(year, 6, 1, 12).timestamp()
+        for name in (f"scans/{year}-a.pdf", f"{year}-b.pdf"):
+            (src / name).write_bytes(name.encode())
+            os.utime(src / name, (made, made))
+    assert run("run", str(src), str(target), "--once", "--layout", layout, state=state).returncode == 0
+    (db,) = (state / "targets").glob("*.sqlite")
+    with sqlite3.connect(db) as older:  # as mirror wrote it before it recorded the layout
+        older.execute("DELETE FROM meta WHERE key = 'layout'")
+    older.close()
+    checked = run("verify", str(src), str(target), state=state)
+    if layout == "by-year":
+        assert checked.returncode == 0 and "default: identical (4 files)" in checked.stdout, checked.stdout
+        assert "default: layout by-year, told from where the index has its files" in checked.stdout
+        return
+    assert checked.returncode == 1 and "missing on the target" in checked.stdout
+    told = (
+        "default: the index records no layout (an older mirror wrote it), and most of its files are not where "
+        "the tree layout puts them; give --layout as mirror run had it\n"
+    )
+    assert checked.stdout.startswith(told), checked.stdout
+    given = run("verify", str(src), str(target), "--layout", layout, state=state)
+    assert given.returncode == 0 and "identical (4 files)" in given.stdout, given.stdout
+
+
 def test_verify_and_status_of_source_target_find_a_config_s_target_there(
     src: Path, tmp_path: Path, state: Path
 ) -> None:
