@@ -516,6 +516,11 @@ class TargetRunner:
             scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
         if scope is None and source_empty is None:
             source_empty = not mine and not skip  # files still being written count as there
+        # files still being written wait for the watcher (one that cannot be read is left out)
+        settling = any(
+            os.path.isfile(path) and os.access(path, os.R_OK)
+            for path in (os.path.join(self.config.source, p) for p in skip)
+        )
         skip = self._with_rows_below(skip)
         self._clear_failures_of_gone(mine, scope, skip)
         index, scope = self._index_for(mine, scope, listing)
@@ -564,7 +569,7 @@ class TargetRunner:
             self.log.debug("%d deletions wait until the source stops losing files", len(self.held.paths))
         if actions.is_empty():
             report = self._report(kind, RunStats(guard=actions.guard), started)
-            self._after(report, listing)
+            self._after(report, listing, settling)
             return report
         if kind == "full" and not listing and self.local_folder is None and self._root_lost(ask=True):
             # asked by a pass with work only: one with nothing to send stays offline (an
@@ -580,7 +585,7 @@ class TargetRunner:
             # the index cannot take the run record: report what was sent, and stop here
             self.observer.on_report(report)
             return report
-        self._after(report, listing)
+        self._after(report, listing, settling)
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
 
@@ -954,7 +959,9 @@ class TargetRunner:
             trashed=stats.trashed,
         )
 
-    def _after(self, report: Report, listing: bool) -> None:
+    def _after(self, report: Report, listing: bool, settling: bool = False) -> None:
+        """Record how a pass went. ``settling``: it left files still being written to the
+        watcher, which sends them once they settle."""
         assert self.index is not None
         now = time.time()
         self._record_run(report)
@@ -975,7 +982,17 @@ class TargetRunner:
             values["last_error"] = None
         # a folder made again lacks the files it held until a listing pass sends them
         remade = self.local_folder is None and self.driver is not None and self.driver.root_remade()
-        if report.ok and not report.cut_short and not self.index.failures() and not remade and not sending:
+        # a first copy is not complete while files written just before the start wait to
+        # settle: status said so with nothing on the target yet
+        first_waits = settling and self.index.get_meta("last_complete_sync") is None
+        if (
+            report.ok
+            and not report.cut_short
+            and not self.index.failures()
+            and not remade
+            and not sending
+            and not first_waits
+        ):
             values["last_complete_sync"] = now
         elif report.error:
             values["last_error"] = report.error

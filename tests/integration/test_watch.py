@@ -454,6 +454,34 @@ def test_a_stop_with_changes_still_settling_leaves_the_target_incomplete(tmp_pat
     assert same(src, dst) and run("status", state=state).returncode == 0
 
 
+def test_a_first_copy_of_files_still_settling_at_the_start_is_not_called_complete(tmp_path: Path) -> None:
+    """Files written just before watch mode started wait to settle: status said 'last
+    complete sync' at once, with nothing on the target yet."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.default]\nurl = "{dst}"\nsettle = "8s"\n')
+    for i in range(20):
+        (src / f"scan {i}.pdf").write_bytes(b"scan")
+    proc = start("run", "-c", str(cfg), state=state, log=tmp_path / "mirror.log")
+    try:
+
+        def shown() -> dict:
+            statuses = json.loads(run("status", "--json", state=state).stdout)
+            return statuses[0] if statuses else {}
+
+        # the first pass has ended (idle) and left the files to the watcher
+        wait_for(lambda: shown().get("state") == "idle", what="the first pass")
+        first = shown()
+        assert files(dst) == {} and first["last_complete_sync"] is None, first
+        wait_for(lambda: same(src, dst), timeout=30, what="the files, once settled")
+        wait_for(lambda: shown()["last_complete_sync"] is not None, what="the complete sync")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert run("status", state=state).returncode == 0
+
+
 def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_path: Path) -> None:
     """kill -HUP (systemctl reload) ended mirror with status 129 and no log line: status
     then said 'ended without stopping cleanly', and a config edited while it ran was
