@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from mirror.backends.local import LocalDriver
+from mirror.backends.local import LocalDriver  # type: ignore[import-not-found] # backends/, installed there
 
 from mirror import api, bulk
 
@@ -31,7 +31,7 @@ def _slow_link(bytes_per_second: float) -> None:
         time.sleep(os.path.getsize(local_path) / bytes_per_second)
         return put(self, local_path, rel, mtime_ns)
 
-    LocalDriver.put = slow  # type: ignore[method-assign]
+    LocalDriver.put = slow
     LocalDriver.batch_files = 1  # each file through put, so small ones pay the link too
 
 
