@@ -22,7 +22,8 @@ from mirror.events import Observer, Observers, Report
 from mirror.execute import RetryPolicy
 from mirror.filters import Filter
 from mirror.index import Index
-from mirror.mounts import mounts_below, place_of
+from mirror.mounts import mounts_below, nearly_none, place_of
+from mirror.paths import ancestors
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner, described
 from mirror.scan import Entries, Skip, Snapshot, check_source, scan, stat_paths
@@ -57,6 +58,8 @@ class Mirror:
         self._told: set[Skip] = set()
         #: shares and disks mounted inside the source, or expected there (see _hold_unmounted)
         self.inner_mounts: frozenset[str] = frozenset()
+        #: watch mode: the source holds too few of the files mirrored from it (source_doubted)
+        self._doubted = False
 
     def open(self) -> None:
         try:
@@ -120,6 +123,35 @@ class Mirror:
                 return (
                     f"source folder {self.config.source} is on {place}, but mirror read it on {recorded}: "
                     "is the share or disk mounted?"
+                )
+        return None
+
+    def source_doubted(self, snap: Snapshot) -> str | None:
+        """Why a source folder that holds (nearly) none of the files a target got from it
+        may not be the folder they came from, where the target's index (from an older
+        mirror) does not say which mount it read them on: an empty mount point of a share
+        not mounted, maybe made again by the program that writes into it. Trusted, its
+        emptiness deletes every copy (with max_delete raised, or a small folder), and its
+        mount is recorded as the source's, which then refuses the share once it is back.
+        None when the source holds enough of the files, or a recorded mount tells
+        (:meth:`source_moved`)."""
+        if "" in snap.unreadable or not place_of(str(self.config.source)):
+            return None
+        for runner in self.runners:
+            index = runner.index
+            if index is None or runner.source_place() is not None:
+                continue
+            known = present = 0
+            for src, _ in index.targets():
+                known += 1
+                present += src in snap.entries or (
+                    bool(snap.unreadable) and not snap.unreadable.isdisjoint((src, *ancestors(src)))
+                )
+            if nearly_none(present, known):
+                return (
+                    f"source folder {self.config.source} holds {f'only {present}' if present else 'none'} of the "
+                    f"{known} files mirror copied from it to {runner.name}, whose index, from an older mirror, "
+                    "does not say which disk it read them on: is the share or disk mounted?"
                 )
         return None
 
@@ -237,6 +269,12 @@ class Mirror:
                 "on purpose, run once with --rescan)"
             )
         snap = self.scan()
+        if not listing and (why := self.source_doubted(snap)):
+            self._tell_unusable(self.runners, why)
+            raise GuardRefused(
+                f"{why} Nothing was changed on the targets; mount it and run again (if the files left the "
+                "source on purpose, run once with --rescan)"
+            )
         self.unreadable = frozenset(snap.unreadable)
         self.unmirrorable = frozenset(skip.path for skip in snap.skipped if skip.fix)
         unsettled = self.settle(snap)
@@ -309,12 +347,11 @@ class Mirror:
                 back, away = away is not None, self._source_away(away)
                 if away:
                     continue
-            if back or batch.rescan or time.monotonic() >= next_rescan:
+            # while in doubt (_full_scan), a change is looked at by a scan of a folder nearly empty
+            if back or batch.rescan or time.monotonic() >= next_rescan or (self._doubted and batch.changes):
                 due = time.monotonic() >= next_rescan
-                try:
-                    fresh = self.scan()
-                except ConfigError as exc:
-                    log.warning("%s", exc)
+                next_rescan = time.monotonic() + rescan_every
+                if (fresh := self._full_scan()) is None:
                     continue
                 # files still being written go to the watcher, which hands each on once it
                 # settles: a file that never settles (a growing log) must hold up nothing
@@ -327,7 +364,6 @@ class Mirror:
                 watcher.unreadable = set(fresh.unreadable)
                 for runner in self.runners:
                     runner.submit(full=True, listing=due, skip=young | fresh.unreadable)
-                next_rescan = time.monotonic() + rescan_every
             elif batch.changes:
                 self.observer.on_changes(len(batch.changes))
                 for runner in self.runners:
@@ -341,6 +377,25 @@ class Mirror:
                 self.stop.set()
         for runner in self.runners:
             runner.stopped_with(watcher.unsettled())
+
+    def _full_scan(self) -> Snapshot | None:
+        """Watch mode: the scan for a full pass; None when there is none to make: the
+        source cannot be read, or is in doubt (:meth:`source_doubted`, told once as the
+        doubt starts and once as it ends)."""
+        try:
+            fresh = self.scan()
+        except ConfigError as exc:
+            log.warning("%s", exc)
+            return None
+        why = self.source_doubted(fresh)
+        if why and not self._doubted:
+            log.warning("%s (waiting for it; nothing is changed on the targets)", why)
+            for runner in self.runners:
+                runner.failing(why)
+        elif self._doubted and not why:
+            log.info("source folder %s holds its files again; mirroring it", self.config.source)
+        self._doubted = why is not None
+        return None if why else fresh
 
     def _tell_settling(self, files: int, told: int) -> int:
         """Files waiting to settle count as pending in status (a scan written for a

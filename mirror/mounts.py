@@ -85,6 +85,18 @@ def _table(mountinfo: str) -> list[Mount] | None:
     return table
 
 
+#: a folder with fewer than this share of the files mirror knows it held looks emptied
+NEARLY_NONE = 0.1
+
+
+def nearly_none(present: int, known: int) -> bool:
+    """Whether a folder that held ``known`` files mirror knows of, of which ``present``
+    are there now, looks like the mount point of a share or disk that is not mounted
+    rather than like the folder itself. Only asked where no record says which mount the
+    folder was on (an index from an older mirror): with a record, the mount tells."""
+    return known > 0 and present < known * NEARLY_NONE
+
+
 def place_of(folder: str) -> str | None:
     """The mount a folder is on, as ``/mnt/usb (ext4)``; ``""`` when the folder is missing,
     None without a mount table. A disk that is not mounted shows as another place: the

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import threading
 import time
@@ -313,6 +314,98 @@ def test_a_target_disk_that_is_not_mounted_gets_no_copy_on_the_disk_below(tmp_pa
     moved = run("run", str(source), str(target), "--once", "--rescan", state=state)
     assert moved.returncode == 0, moved.stdout + moved.stderr
     assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+
+
+# -- an index from an older mirror, with no record of the mounts -------------------------------
+def from_an_older_mirror(state: Path) -> None:
+    """The index as a mirror before the source's and the target folder's mounts were
+    recorded left it: the files it put on the target, and nothing about which disks."""
+    (db,) = (state / "targets").glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(db)) as index, index:
+        index.execute("DELETE FROM meta WHERE key IN ('source_place', 'target_place', 'target_folder')")
+
+
+def upgraded_with_the_share_away(disk: Path, share: Path, target: Path, state: Path) -> dict[str, bytes]:
+    """Twelve invoices in ``share/export`` (``disk`` mounted there), mirrored to ``target``
+    by an older mirror; then the share is not mounted, and the invoicing program has made
+    its folder again below the mount point with one file. The invoices, by name."""
+    (disk / "export").mkdir(parents=True)
+    share.mkdir()
+    contents = {f"invoice {i}.pdf": os.urandom(500) for i in range(12)}
+    for rel, blob in contents.items():
+        (disk / "export" / rel).write_bytes(blob)
+    with bind(disk, share):
+        assert run("run", str(share / "export"), str(target), "--once", state=state).returncode == 0
+    from_an_older_mirror(state)
+    (share / "export").mkdir()
+    (share / "export" / "today.pdf").write_bytes(b"written below the mount point")
+    return contents
+
+
+def test_an_upgrade_while_the_source_share_is_not_mounted_deletes_nothing(tmp_path: Path) -> None:
+    """The first run after an upgrade, the share not mounted and the invoicing program's
+    folder made again below the mount point with one file: '1 sent, 12 deleted', exit 0
+    (max_delete raised), every copy gone; and once the share was back mirror refused it
+    ('is on .../share, but mirror read it on /: is the share or disk mounted?')."""
+    disk, share, target, state = tmp_path / "disk", tmp_path / "share", tmp_path / "backup", tmp_path / "state"
+    source, log = share / "export", tmp_path / "m.log"
+    contents = upgraded_with_the_share_away(disk, share, target, state)
+    once = run("run", str(source), str(target), "--once", "--max-delete", "1000", state=state)
+    assert once.returncode == 1, once.stdout + once.stderr
+    assert f"source folder {source} holds none of the 12 files mirror copied from it" in once.stderr
+    assert "is the share or disk mounted? Nothing was changed on the targets" in once.stderr
+    assert landed(target) == contents
+    shown = run("status", state=state)
+    assert shown.returncode == 1 and "holds none of the 12 files" in shown.stdout, shown.stdout
+
+    proc = start("run", str(source), str(target), "--max-delete", "1000", state=state, log=log)
+    try:
+        wait_for(lambda: "holds none of the 12 files" in log.read_text(), timeout=30, what="the warning")
+        (source / "today.pdf").write_bytes(b"written again below the mount point")
+        time.sleep(2)
+        assert landed(target) == contents and proc.poll() is None
+        with bind(disk, share):
+            (source / "after the mount.pdf").write_bytes(b"new")
+            expected = {**contents, "after the mount.pdf": b"new"}
+            wait_for(lambda: landed(target) == expected, timeout=30, what="the copy once the share is back")
+            wait_for(lambda: run("status", state=state).returncode == 0, timeout=30, what="status to clear")
+            output = stop(proc, log)
+            assert "holds its files again" in output and "Traceback" not in output
+            again = run("run", str(source), str(target), "--once", state=state)
+            assert again.returncode == 0 and "0 sent" in again.stdout, again.stdout + again.stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # the share's mount is recorded now: away again, the folder below is refused as before
+    away = run("run", str(source), str(target), "--once", "--max-delete", "1000", state=state)
+    assert away.returncode == 1 and f"but mirror read it on {share} " in away.stderr, away.stderr
+    assert landed(target) == expected
+
+
+def test_an_upgrade_while_the_source_share_is_not_mounted_then_back_runs_as_usual(tmp_path: Path) -> None:
+    """After the refusal, the share mounted again was refused as on the wrong disk until
+    --rescan, and status kept 'deletions withheld: 12 of 12' from the pass that should
+    never have run."""
+    disk, share, target, state = tmp_path / "disk", tmp_path / "share", tmp_path / "backup", tmp_path / "state"
+    source = share / "export"
+    contents = upgraded_with_the_share_away(disk, share, target, state)
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 1
+    source.joinpath("today.pdf").unlink()
+    source.rmdir()
+    with bind(disk, share):
+        back = run("run", str(source), str(target), "--once", state=state)
+        assert back.returncode == 0 and "0 sent" in back.stdout, back.stdout + back.stderr
+        shown = run("status", state=state)
+        assert shown.returncode == 0 and "withheld" not in shown.stdout and "error" not in shown.stdout
+    assert landed(target) == contents
+    # files that left the source on purpose: --rescan, as the refusal says, takes the folder
+    # as it is, under the usual guard
+    from_an_older_mirror(state)
+    source.mkdir()
+    (source / "today.pdf").write_bytes(b"written below the mount point")
+    rescan = run("run", str(source), str(target), "--once", "--rescan", state=state)
+    assert rescan.returncode == 1 and "1 sent" in rescan.stdout, rescan.stdout + rescan.stderr
+    assert "deletions withheld: 12 of 12" in rescan.stderr and landed(target)["invoice 0.pdf"]
 
 
 # -- the source goes away ---------------------------------------------------------------------
