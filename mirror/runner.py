@@ -894,9 +894,20 @@ class TargetRunner:
             return
         recorded = self.index.get_meta("target_place")
         place = self._place()
-        if recorded is None or place is None or place == recorded or not self.index.count():
+        if place is None or place == recorded or not (files := self.index.count()):
             return
         where = self.resolved.url
+        if recorded is None:
+            # an index from an older mirror says what it put there, not on which disk:
+            # a folder missing or empty is more likely a mount point than the disk
+            assert self.local_folder is not None
+            if place and not _is_empty(self.local_folder):
+                return
+            raise TransientError(
+                f"target folder {where} is {'missing' if place == '' else 'empty'}, but mirror put {files} files "
+                "there (its index, from an older mirror, does not say on which disk): is the disk mounted? "
+                "Mount it and mirror carries on; if it was emptied or moved on purpose, run once with --rescan"
+            )
         now = "missing" if place == "" else f"on {place}"
         raise TransientError(
             f"target folder {where} is {now}, but mirror filled it on {recorded}: is the disk mounted? "

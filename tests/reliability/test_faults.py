@@ -408,6 +408,51 @@ def test_an_upgrade_while_the_source_share_is_not_mounted_then_back_runs_as_usua
     assert "deletions withheld: 12 of 12" in rescan.stderr and landed(target)["invoice 0.pdf"]
 
 
+def test_an_upgrade_while_the_target_disk_is_not_mounted_writes_nothing_below_it(tmp_path: Path) -> None:
+    """The first run after an upgrade, the USB disk not mounted: the whole copy went to the
+    mount point's folder on the system disk (exit 0), hidden there once the disk was
+    mounted, and the disk was refused ('is on .../usb, but mirror filled it on /: is the
+    disk mounted?') until --rescan."""
+    source, disk, usb, state = tmp_path / "export", tmp_path / "disk", tmp_path / "usb", tmp_path / "state"
+    for folder in (source, disk, usb):
+        folder.mkdir()
+    contents = {f"invoice {i}.pdf": os.urandom(500) for i in range(12)}
+    for rel, blob in contents.items():
+        (source / rel).write_bytes(blob)
+    target, log = usb / "backup", tmp_path / "m.log"
+    with bind(disk, usb):
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    from_an_older_mirror(state)
+    (source / "new.pdf").write_bytes(b"new while the disk is away")
+    missing = run("run", str(source), str(target), "--once", state=state)
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert f"target folder {target} is missing, but mirror put 12 files there" in missing.stderr
+    assert "is the disk mounted?" in missing.stderr and files(usb) == {}
+    target.mkdir()  # the mount point's own folder, on the system disk
+    empty = run("run", str(source), str(target), "--once", state=state)
+    assert empty.returncode == 1 and f"target folder {target} is empty, but" in empty.stderr, empty.stderr
+    assert files(usb) == {}
+
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "is empty, but mirror put 12 files" in log.read_text(), timeout=30, what="the warning")
+        (source / "newer.pdf").write_bytes(b"written while watching")
+        time.sleep(2)
+        assert files(usb) == {} and proc.poll() is None
+        with bind(disk, usb):
+            wait_for(lambda: files(target) == files(source), timeout=30, what="the copy once the disk is back")
+            wait_for(lambda: run("status", state=state).returncode == 0, timeout=30, what="status to clear")
+            output = stop(proc, log)
+            assert "Traceback" not in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert files(usb) == {}
+    # the disk is recorded now: away again, the folder below is refused as for any index
+    away = run("run", str(source), str(target), "--once", state=state)
+    assert away.returncode == 1 and f"but mirror filled it on {usb} " in away.stderr, away.stderr
+
+
 # -- the source goes away ---------------------------------------------------------------------
 def test_an_unmounted_source_deletes_nothing_in_once_and_watch_mode(tmp_path: Path) -> None:
     target, state, log = tmp_path / "backup", tmp_path / "state", tmp_path / "mirror.log"
