@@ -22,7 +22,7 @@ from mirror.events import Observer, Observers, Report
 from mirror.execute import RetryPolicy
 from mirror.filters import Filter
 from mirror.index import Index
-from mirror.mounts import mounts_below, nearly_none, place_of
+from mirror.mounts import mounts_below, nearly_none, not_mounted, place_of
 from mirror.paths import ancestors
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner, described
@@ -112,6 +112,8 @@ class Mirror:
                 f"source folder {link} now leads to {now}, not to {self.config.source} where this mirror "
                 "reads it; restart mirror to mirror the folder it leads to"
             )
+        if why := self.source_not_mounted():
+            return why
         place = place_of(str(self.config.source))
         if place is None:
             return None
@@ -125,6 +127,18 @@ class Mirror:
                     "is the share or disk mounted?"
                 )
         return None
+
+    def source_not_mounted(self) -> str | None:
+        """Why the source folder is not the share's or disk's it should be on: below a
+        mount point that /etc/fstab or a systemd mount unit lists, with nothing mounted
+        there (mirror.mounts.not_mounted). Needs no record, so it holds for a first run
+        and for an index of any age."""
+        if (expected := not_mounted(str(self.config.source))) is None:
+            return None
+        return (
+            f"source folder {self.config.source} is below {expected.point}, where {expected.by} mounts a share "
+            f"or disk, but none is mounted there: mount it (gone for good? take it out of {expected.by})."
+        )
 
     def source_doubted(self, snap: Snapshot) -> str | None:
         """Why a source folder that holds (nearly) none of the files a target got from it
@@ -262,6 +276,9 @@ class Mirror:
         """One full pass for every target (in parallel); the targets' reports. A listing
         asked for also accepts a local target folder that moved to another disk, and a
         source folder that did."""
+        if why := self.source_not_mounted():
+            self._tell_unusable(self.runners, why)
+            raise GuardRefused(f"{why} Nothing was changed on the targets")
         if not listing and (why := self.source_moved()):
             self._tell_unusable(self.runners, why)
             raise GuardRefused(

@@ -1,5 +1,7 @@
 """What the kernel's mount table says about a folder: the filesystem it is on, whether
-that is reached over a network, and whether its inode numbers tell files apart.
+that is reached over a network, and whether its inode numbers tell files apart; and
+whether a disk or share the system is set up to mount there (``/etc/fstab``, systemd
+``.mount`` units) is missing from it.
 
 Read from ``/proc/self/mountinfo`` on each call (a mount can change while mirror runs);
 where there is no such table (not Linux), nothing is known and callers assume a local
@@ -10,7 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
+from pathlib import Path
 from typing import NamedTuple
+
+#: where the system says what it mounts, and where
+FSTAB = "/etc/fstab"
+MOUNT_UNITS = "/etc/systemd/system"
 
 #: kernel filesystems reached over a network; every FUSE filesystem counts too
 NETWORK_FILESYSTEMS = frozenset(
@@ -105,3 +113,65 @@ def place_of(folder: str) -> str | None:
         return ""
     mount = mount_of(folder)
     return None if mount is None else f"{mount.point} ({mount.fs_type})"
+
+
+class Expected(NamedTuple):
+    """A mount point the system is set up to mount something at."""
+
+    point: str
+    #: what says so: the fstab file or the systemd unit
+    by: str
+
+
+def not_mounted(folder: str) -> Expected | None:
+    """The mount point that ``folder`` is at or below that /etc/fstab or a systemd mount
+    unit lists but nothing is mounted at now: the folder showing is then the one below the
+    mount point, not the share's or disk's. None when there is none, or no mount table."""
+    table = _table("/proc/self/mountinfo")
+    if table is None:
+        return None
+    return unmounted_above(os.path.realpath(folder), expected_mounts(), (m.point for m in table))
+
+
+def unmounted_above(folder: str, expected: Iterable[Expected], mounted: Iterable[str]) -> Expected | None:
+    """Of the ``expected`` mount points at or above the absolute path ``folder``, the
+    deepest one not among the ``mounted`` points (a pure decision)."""
+    now = {os.path.normpath(p) for p in mounted}
+    deepest: Expected | None = None
+    for mount in expected:
+        point = os.path.normpath(mount.point)
+        inside = folder == point or folder.startswith(point.rstrip("/") + "/")
+        if inside and point not in now and (deepest is None or len(point) > len(deepest.point)):
+            deepest = mount._replace(point=point)
+    return deepest
+
+
+def expected_mounts(fstab: str = FSTAB, units: str = MOUNT_UNITS) -> list[Expected]:
+    """The mount points /etc/fstab lists and systemd mount units name (their Where=)."""
+    found = [Expected(point, fstab) for point in fstab_points(_read(Path(fstab)))]
+    for unit in sorted(Path(units).glob("*.mount")):
+        for line in _read(unit).splitlines():
+            if line.strip().startswith("Where="):
+                found.append(Expected(line.split("=", 1)[1].strip(), str(unit)))
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def fstab_points(text: str) -> list[str]:
+    """The mount points of an fstab's lines, but the root's and swap's (always there, or no
+    folder): fields are split on blanks, a space in a path written as ``\\040``."""
+    points = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[0].startswith("#"):
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1])
+        if point.startswith("/") and point != "/" and (len(fields) < 3 or fields[2] != "swap"):
+            points.append(point)
+    return points

@@ -33,7 +33,7 @@ from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
-from mirror.mounts import mount_of, place_of
+from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, narrow, plan
 from mirror.policy import DeletePolicy
@@ -887,10 +887,20 @@ class TargetRunner:
 
     def _check_place(self) -> None:
         """Refuse a local target folder that is gone, or on another mount than the one mirror
-        filled: a USB disk or a NAS share that is not mounted. Written to, the folder below
+        filled, or below a mount point the system lists with nothing mounted there: a USB
+        disk or a NAS share that is not mounted. Written to, the folder below
         the mount point would get a whole new copy on the system disk, and status would say
         all is in sync."""
-        if self.index is None or self.dry_run or self.accept_new_place:
+        if self.index is None or self.dry_run:
+            return
+        if self.local_folder is not None and (expected := not_mounted(self.local_folder)):
+            # needs no record: holds for a first copy too, and --rescan cannot wish it away
+            raise TransientError(
+                f"target folder {self.resolved.url} is below {expected.point}, where {expected.by} mounts a "
+                "disk or share, but none is mounted there: mount it and mirror carries on (gone for good? "
+                f"take it out of {expected.by})"
+            )
+        if self.accept_new_place:
             return
         recorded = self.index.get_meta("target_place")
         place = self._place()

@@ -453,6 +453,66 @@ def test_an_upgrade_while_the_target_disk_is_not_mounted_writes_nothing_below_it
     assert away.returncode == 1 and f"but mirror filled it on {usb} " in away.stderr, away.stderr
 
 
+# -- a mount point /etc/fstab lists, with nothing mounted -------------------------------------
+def run_with_fstab(fstab: str, *args: str, state: Path) -> subprocess.CompletedProcess[str]:
+    """``mirror ARGS`` seeing ``fstab`` as /etc/fstab (bound over it in a mount namespace
+    of its own, as root; skips the test otherwise)."""
+    table = state.parent / "fstab"
+    table.write_text(fstab)
+    bound = 'mount --bind "$0" /etc/fstab || exit 99; exec "$@"'
+    done = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", bound, str(table), *MIRROR, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MIRROR_STATE_DIR": str(state)},
+        timeout=60,
+        check=False,
+    )
+    if done.returncode == 99 or "unshare: " in done.stderr:
+        pytest.skip(f"cannot give mirror an fstab of its own here ({done.stderr.strip()})")
+    return done
+
+
+def test_a_disk_that_fstab_mounts_but_is_not_mounted_is_never_written_below(tmp_path: Path) -> None:
+    """A first run with the USB disk not mounted filled the folder below its mount point on
+    the system disk (exit 0), and the disk, once mounted, was refused as on another mount."""
+    source, disk, usb, state = tmp_path / "export", tmp_path / "disk", tmp_path / "usb", tmp_path / "state"
+    for folder in (source, disk, usb):
+        folder.mkdir()
+    (source / "invoice.pdf").write_bytes(b"invoice")
+    fstab = f"UUID=1234 / ext4 defaults 0 1\nUUID=5678 {usb} ext4 defaults,nofail 0 2\n"
+    away = run_with_fstab(fstab, "run", str(source), str(usb / "backup"), "--once", state=state)
+    assert away.returncode == 1, away.stdout + away.stderr
+    assert f"is below {usb}, where /etc/fstab mounts a disk or share, but none is mounted there" in away.stderr
+    assert files(usb) == {}
+    # --rescan takes a folder that moved, not a disk that is not there
+    rescan = run_with_fstab(fstab, "run", str(source), str(usb / "backup"), "--once", "--rescan", state=state)
+    assert rescan.returncode == 1 and files(usb) == {}, rescan.stdout + rescan.stderr
+    with bind(disk, usb):
+        there = run_with_fstab(fstab, "run", str(source), str(usb / "backup"), "--once", state=state)
+        assert there.returncode == 0 and "1 sent" in there.stdout, there.stdout + there.stderr
+    assert files(disk) == {"backup/invoice.pdf": b"invoice"}
+
+
+def test_a_source_share_that_fstab_mounts_but_is_not_mounted_changes_nothing(tmp_path: Path) -> None:
+    """A first run with the share not mounted sent what the invoicing program had written
+    below its mount point, and recorded the system disk as the source's."""
+    disk, share, target, state = tmp_path / "disk", tmp_path / "share", tmp_path / "backup", tmp_path / "state"
+    (disk / "export").mkdir(parents=True)
+    (disk / "export" / "signed.pdf").write_bytes(b"signed")
+    (share / "export").mkdir(parents=True)
+    (share / "export" / "draft.pdf").write_bytes(b"written below the mount point")
+    fstab = f"//nas/invoices {share} cifs credentials=/etc/nas 0 0\n"
+    away = run_with_fstab(fstab, "run", str(share / "export"), str(target), "--once", "--rescan", state=state)
+    assert away.returncode == 1, away.stdout + away.stderr
+    assert f"is below {share}, where /etc/fstab mounts a share or disk, but none is mounted there" in away.stderr
+    assert "Nothing was changed on the targets" in away.stderr and files(target) == {}
+    with bind(disk, share):
+        there = run_with_fstab(fstab, "run", str(share / "export"), str(target), "--once", state=state)
+        assert there.returncode == 0, there.stdout + there.stderr
+    assert files(target) == {"signed.pdf": b"signed"}
+
+
 # -- the source goes away ---------------------------------------------------------------------
 def test_an_unmounted_source_deletes_nothing_in_once_and_watch_mode(tmp_path: Path) -> None:
     target, state, log = tmp_path / "backup", tmp_path / "state", tmp_path / "mirror.log"

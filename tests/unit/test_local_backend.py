@@ -8,7 +8,7 @@ import pytest
 
 from mirror import registry
 from mirror.errors import ItemError
-from mirror.mounts import mount_of
+from mirror.mounts import Expected, expected_mounts, fstab_points, mount_of, nearly_none, unmounted_above
 
 MOUNTINFO = """\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
@@ -38,6 +38,53 @@ def test_the_deepest_mount_containing_the_path_decides(tmp_path: Path) -> None:
 
 def test_no_mount_table_means_unknown(tmp_path: Path) -> None:
     assert mount_of("/srv", str(tmp_path / "missing")) is None
+
+
+FSTAB = """\
+# <file system> <mount point> <type> <options> <dump> <pass>
+UUID=1234 /               ext4    errors=remount-ro 0 1
+UUID=5678 none            swap    sw              0 0
+/swapfile swap            swap    defaults        0 0
+UUID=9abc /media/usb\\040disk ext4 defaults,nofail,noauto 0 2
+//nas/invoices /mnt/nas   cifs    credentials=/etc/nas,uid=1000 0 0
+   # an indented comment
+"""
+
+
+def test_fstab_lists_the_mount_points_of_disks_and_shares(tmp_path: Path) -> None:
+    assert fstab_points(FSTAB) == ["/media/usb disk", "/mnt/nas"]
+    (tmp_path / "fstab").write_text(FSTAB)
+    units = tmp_path / "system"
+    units.mkdir()
+    (units / "srv-scans.mount").write_text(
+        "[Unit]\nDescription=scans\n[Mount]\nWhat=//nas/scans\nWhere=/srv/scans\n"
+    )
+    (units / "mirror.service").write_text("[Service]\nWhere=/not/a/mount\n")
+    assert expected_mounts(str(tmp_path / "fstab"), str(units)) == [
+        Expected("/media/usb disk", str(tmp_path / "fstab")),
+        Expected("/mnt/nas", str(tmp_path / "fstab")),
+        Expected("/srv/scans", str(units / "srv-scans.mount")),
+    ]
+    assert expected_mounts(str(tmp_path / "none"), str(tmp_path / "none")) == []
+
+
+def test_a_folder_below_a_listed_mount_point_with_nothing_mounted_is_named() -> None:
+    listed = [
+        Expected("/mnt/nas", "/etc/fstab"),
+        Expected("/mnt/nas/scans/", "x.mount"),
+        Expected("/", "/etc/fstab"),
+    ]
+    assert unmounted_above("/mnt/nas/export/2026", listed, ["/"]) == Expected("/mnt/nas", "/etc/fstab")
+    assert unmounted_above("/mnt/nas", listed, ["/"]) == Expected("/mnt/nas", "/etc/fstab")
+    assert unmounted_above("/mnt/nas/scans/a", listed, ["/", "/mnt/nas"]) == Expected("/mnt/nas/scans", "x.mount")
+    assert unmounted_above("/mnt/nas/export", listed, ["/", "/mnt/nas"]) is None
+    assert unmounted_above("/mnt/nasty/export", listed, ["/"]) is None
+    assert unmounted_above("/srv/export", listed, ["/"]) is None
+
+
+def test_a_folder_holding_under_a_tenth_of_its_files_looks_unmounted() -> None:
+    assert nearly_none(0, 100) and nearly_none(9, 100) and nearly_none(0, 1)
+    assert not nearly_none(10, 100) and not nearly_none(1, 3) and not nearly_none(0, 0)
 
 
 def test_network_and_fuse_mounts_count_as_network(tmp_path: Path) -> None:
