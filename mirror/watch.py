@@ -40,6 +40,18 @@ RESTLESS_AFTER = 60.0
 #: in poll mode, a whole scan this often: watchfiles' poller compares modification times
 #: in whole seconds, and missed a file rewritten, or two swapped by renames, within one
 POLL_SWEEP = 10.0
+#: about how many inotify events each kind of change stands for (a new file: created,
+#: opened, written, closed), to tell a burst that may have filled the kernel's queue
+EVENTS_PER_CHANGE = {watchfiles.Change.added: 4, watchfiles.Change.modified: 3, watchfiles.Change.deleted: 1}
+#: a burst of at least this share of the queue's events is taken for an overflow: a file
+#: can stand for more events than counted (a chmod after writing it), and a rescan is one
+#: local scan
+OVERFLOW_SHARE = 0.5
+#: the kernel's inotify settings, in /proc/sys/fs/inotify
+INOTIFY_SETTINGS = Path("/proc/sys/fs/inotify")
+#: the same limits set per user namespace (a container's): the lower one holds
+USER_SETTINGS = Path("/proc/sys/user")
+_IN_USER_NS = {"max_user_watches": "max_inotify_watches", "max_user_instances": "max_inotify_instances"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,10 @@ class SourceWatcher:
         self.filt = filt
         self.settle = settle
         self.poll = poll
+        #: inotify events the current burst stands for (event batches with no idle tick
+        #: between them), and how many changes it brought
+        self._burst = 0
+        self._burst_changes = 0
         self.stop = stop
         #: the source as last handed on; kept current so folder deletes can be expanded
         self.known = known
@@ -159,6 +175,8 @@ class SourceWatcher:
         )
         watching = False
         swept = time.monotonic()
+        self._burst = self._burst_changes = 0
+        queue = None if self.poll else _limit("max_queued_events")[1]
         for changes in events:
             if not watching:
                 # the watches exist only from the first tick on: whatever changed between
@@ -167,6 +185,8 @@ class SourceWatcher:
                 yield Batch({}, rescan=True)
             if self.poll and time.monotonic() - swept >= POLL_SWEEP:
                 swept = time.monotonic()
+                yield Batch({}, rescan=True)
+            if queue is not None and self._overflowed(changes, queue):
                 yield Batch({}, rescan=True)
             self._real_folders.clear()  # a link may point elsewhere by the next batch
             for change, path in changes:
@@ -195,6 +215,28 @@ class SourceWatcher:
                 log.info("%s can be read now; watching it", self._readable_again)
                 self._readable_again = None
                 return
+
+    def _overflowed(self, changes: set[tuple[watchfiles.Change, str]], queue: int) -> bool:
+        """A burst of changes (event batches with no idle tick between them) has ended
+        that may have overflowed the kernel's inotify queue of ``queue`` events.
+        watchfiles drops the kernel's overflow notice (notify's Rescan event, which names
+        no path): a burst this large is the only sign of it."""
+        if changes:
+            self._burst += sum(EVENTS_PER_CHANGE.get(change, 1) for change, _ in changes)
+            self._burst_changes += len(changes)
+            return False
+        events, self._burst = self._burst, 0
+        count, self._burst_changes = self._burst_changes, 0
+        if events < max(1, queue * OVERFLOW_SHARE):
+            return False
+        log.warning(
+            "%d changes came at once, about as many events as the inotify event queue holds "
+            "(fs.inotify.max_queued_events = %d): it may have overflowed, which loses events without a word; "
+            "rescanning the source",
+            count,
+            queue,
+        )
+        return True
 
     def _real(self, path: str) -> str:
         """``path`` with no link on the way to it. watchfiles follows a link to a folder
@@ -337,3 +379,20 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _limit(name: str) -> tuple[str, int | None]:
+    """The sysctl that sets the inotify limit ``name`` for mirror, and its value: the
+    machine's fs.inotify.NAME, or the lower one a container's user namespace sets."""
+    found = [(f"fs.inotify.{name}", INOTIFY_SETTINGS / name)]
+    if name in _IN_USER_NS:
+        found.append((f"user.{_IN_USER_NS[name]}", USER_SETTINGS / _IN_USER_NS[name]))
+    best: tuple[str, int | None] = (found[0][0], None)
+    for sysctl, path in found:
+        try:
+            value = int(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if best[1] is None or value < best[1]:
+            best = (sysctl, value)
+    return best
