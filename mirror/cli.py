@@ -690,6 +690,8 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         elif s.stale:
             late = f"  OLDER THAN EXPECTED (every {human_duration(s.expected_every)})"
         click.echo(f"  last complete sync: {last}{late}")
+        if s.watching:
+            click.echo(f"  watching: by {s.watching}")
         if s.clock_ahead:
             click.echo(
                 "  clock: it was ahead when mirror recorded this, so how old the copy is cannot be told; "

@@ -357,8 +357,10 @@ class Mirror:
         next_rescan = time.monotonic() + rescan_every
         away: str | None = None
         settling = 0
+        watching: str | None = None
         for batch in watcher.batches():
             settling = self._tell_settling(watcher.unsettled(), settling)
+            watching = self._tell_watching(watcher.watching, watching)
             back = False
             if away or batch.rescan or batch.changes or batch.missing:
                 back, away = away is not None, self._source_away(away)
@@ -421,6 +423,14 @@ class Mirror:
             for runner in self.runners:
                 runner.settling(files)
         return files
+
+    def _tell_watching(self, how: str | None, told: str | None) -> str | None:
+        """How the watcher follows the source, for status, when not by inotify ("polling
+        (why)"); written when it changes from ``told``."""
+        if how != told:
+            for runner in self.runners:
+                runner.watching(how)
+        return how
 
     def _source_away(self, away: str | None) -> str | None:
         """Watch mode: why the source cannot be mirrored now (:meth:`source_moved`), told

@@ -240,6 +240,7 @@ class TargetRunner:
             rescan_interval=self.settings.rescan_interval,
             layout=self.settings.layout.template,
             settling=None,  # what a killed run's watcher held
+            watching=None,
             place=_place_key(self.place()),  # hashed: the options that pick the account hold secrets
         )
 
@@ -443,7 +444,7 @@ class TargetRunner:
             )
             error = self.index.get_meta("last_error")
             if not self.dry_run:
-                self.index.set_meta(clean_shutdown=1 if clean else 0, state="stopped", pid=None)
+                self.index.set_meta(clean_shutdown=1 if clean else 0, state="stopped", pid=None, watching=None)
                 self._note_stranded()
                 note_attempt(self.index_file, error if never_reached else None)
             self.index.close()
@@ -741,6 +742,11 @@ class TargetRunner:
         written): pending for status, though no pass has them yet."""
         if self.index is not None and not self.dry_run:
             self.index.set_meta(settling=files or None)
+
+    def watching(self, how: str | None) -> None:
+        """How the watcher follows the source when not by inotify ("polling (why)"), for status."""
+        if self.index is not None and not self.dry_run:
+            self.index.set_meta(watching=how)
 
     def _leftovers(self, remote: Mapping[str, RemoteEntry] | None) -> dict[str, str]:
         """Old copies earlier passes left (Index.leftovers) that are still mirror's to

@@ -58,6 +58,8 @@ class TargetStatus:
     clock_ahead: bool = False
     #: when a run last tried this target, never run, and failed (its error: last_error)
     last_attempt: float | None = None
+    #: how the running mirror follows the source when not by inotify: "polling (why)"
+    watching: str | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -139,6 +141,7 @@ def read(index_file: Path) -> TargetStatus:
             incomplete=cut,
             left_out=int(index.get_meta("left_out") or 0),
             clock_ahead=ahead,
+            watching=index.get_meta("watching") if running else None,
         )
     finally:
         index.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import stat
 import threading
 import time
@@ -84,6 +85,10 @@ class SourceWatcher:
         self.filt = filt
         self.settle = settle
         self.poll = poll
+        #: why the source is polled though inotify was asked for (a kernel limit), and
+        #: the limits already warned of
+        self.fallback: str | None = None
+        self._warned: set[str] = set()
         #: inotify events the current burst stands for (event batches with no idle tick
         #: between them), and how many changes it brought
         self._burst = 0
@@ -116,6 +121,13 @@ class SourceWatcher:
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
 
+    @property
+    def watching(self) -> str | None:
+        """How the source is watched, for status, when not by inotify: "polling (why)"."""
+        if not self.poll:
+            return None
+        return f"polling ({self.fallback or 'poll = true in the config'})"
+
     def unsettled(self) -> int:
         """How many changed paths wait to settle before they are handed on."""
         return len(self._pending)
@@ -140,6 +152,11 @@ class SourceWatcher:
             try:
                 yield from self._watch()
             except WatchfilesRustInternalError as exc:
+                if not self.poll and str(exc).startswith("Error creating"):
+                    # no inotify instance to be had: nothing would ever be watched, nor
+                    # the first copy made (it waits for the watcher's first rescan)
+                    self._fall_back(*_cannot_start(exc))
+                    continue
                 # watchfiles gives up on a name it cannot decode (one not valid UTF-8),
                 # and its watcher with it: a new one starts with a rescan, which finds
                 # the change (and warns about the name)
@@ -149,12 +166,27 @@ class SourceWatcher:
                 if isinstance(exc, PermissionError) and not self._skip_denied:
                     log.warning("%s; watching the rest of the source", exc)
                     self._skip_denied = True
-                elif not self.poll and "limit" in str(exc).lower():
-                    log.warning("inotify watch limit reached (%s); falling back to polling", exc)
-                    self.poll = True
+                elif not self.poll and "MaxFilesWatch" in str(exc):
+                    # watchfiles: "OS file watch limit reached. about [...] (Error { kind: MaxFilesWatch ... })"
+                    self._fall_back(
+                        f"inotify watch limit reached ({_setting('max_user_watches')})",
+                        ": the source has more folders than there are watches left",
+                        _raise_or_poll("max_user_watches"),
+                    )
                 else:
                     log.warning("watcher error (%s); rescanning the source", exc)
                     self.stop.wait(1.0)
+
+    def _fall_back(self, why: str, detail: str, fix: tuple[str, str]) -> None:
+        """Watch by polling from now on, as inotify cannot watch the source: told once
+        per cause, with its fix (in full, and short for status)."""
+        self.poll = True
+        self.fallback = f"{why}; {fix[1]}"
+        if why in self._warned:
+            log.info("%s%s; polling on", why, detail)
+            return
+        self._warned.add(why)
+        log.warning("%s%s; falling back to polling, which costs more CPU. To fix: %s", why, detail, fix[0])
 
     def _watch(self) -> Iterator[Batch]:
         root_id = _identity(self.root)
@@ -396,3 +428,49 @@ def _limit(name: str) -> tuple[str, int | None]:
         if best[1] is None or value < best[1]:
             best = (sysctl, value)
     return best
+
+
+def _setting(name: str) -> str:
+    """``fs.inotify.NAME = VALUE``, as a user finds it with sysctl."""
+    sysctl, value = _limit(name)
+    return sysctl + ("" if value is None else f" = {value}")
+
+
+def _raise_or_poll(name: str) -> tuple[str, str]:
+    """How to lift the inotify limit ``name``: in full, and short."""
+    sysctl, value = _limit(name)
+    least = 524288 if name == "max_user_watches" else 1024
+    more = max(4 * value, least) if value else least
+    return (
+        f"raise it (sysctl -w {sysctl}={more}, and the same line in /etc/sysctl.d/ to keep it), "
+        "or set poll = true for this source",
+        "raise it, or set poll = true",
+    )
+
+
+def _cannot_start(exc: Exception) -> tuple[str, str, tuple[str, str]]:
+    """Why watchfiles could not create an inotify watcher, and the fix: it says "Too many
+    open files (os error 24)" for the per-user instance limit as for the process's own."""
+    if "os error 24" not in str(exc):
+        fix = "set poll = true for this source if it keeps failing"
+        return f"inotify cannot start ({exc})", "", (fix, fix)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and len(_open_fds()) >= soft - 8:
+        return (
+            f"inotify cannot start: mirror has as many files open as it may (ulimit -n = {soft})",
+            "",
+            ("raise the open-files limit (LimitNOFILE= in the service unit, or ulimit -n)", "raise ulimit -n"),
+        )
+    return (
+        f"inotify instance limit reached ({_setting('max_user_instances')})",
+        ": this user's programs hold every instance it allows",
+        _raise_or_poll("max_user_instances"),
+    )
+
+
+def _open_fds() -> list[str]:
+    """The process's open file descriptors, by number (none where /proc cannot tell)."""
+    try:
+        return os.listdir("/proc/self/fd")
+    except OSError:
+        return []

@@ -8,15 +8,58 @@ so the machine's fs.inotify settings, shared with everything else, are never tou
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.cli import run, start, wait_for
+from tests.cli import MIRROR, files, run, start, wait_for
 from tests.reliability.common import landed
 
 QUEUE = Path("/proc/sys/fs/inotify/max_queued_events")
+
+
+def _can_limit() -> bool:
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "sh", "-c", "echo 20 > /proc/sys/user/max_inotify_watches"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+needs_userns = pytest.mark.skipif(
+    not _can_limit(), reason="user namespaces are not available to lower an inotify limit for one process"
+)
+
+
+@contextmanager
+def limited(limits: dict[str, int], *args: str, state: Path, log: Path) -> Iterator[subprocess.Popen[str]]:
+    """``mirror ARGS`` in watch mode, in a user namespace whose inotify limits are ``limits``
+    (max_inotify_watches, max_inotify_instances); stopped with SIGTERM, which must exit 0."""
+    setup = " && ".join(f"echo {value} > /proc/sys/user/{name}" for name, value in limits.items())
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
+    with open(log, "w") as out:
+        # unshare and sh exec: the process is mirror's, in the namespace (for nsenter)
+        proc = subprocess.Popen(
+            ["unshare", "--user", "--map-root-user", "sh", "-c", f'{setup} && exec "$@"', "sh", *MIRROR, *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+    try:
+        yield proc
+        proc.terminate()
+        assert proc.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def status(state: Path) -> str:
@@ -53,3 +96,25 @@ def test_an_overflowed_event_queue_is_followed_by_a_rescan(tmp_path: Path) -> No
     assert len(warnings) == 1, text
     assert "inotify event queue" in warnings[0] and "may have overflowed" in warnings[0], text
     assert "rescanning the source" in warnings[0], text
+
+
+@needs_userns
+def test_no_inotify_instance_to_be_had_falls_back_to_polling(tmp_path: Path) -> None:
+    """fs.inotify.max_user_instances taken by other programs: not even the first copy was
+    made, and an INFO line every second blamed "too many open files"."""
+    source, target, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    (source / "one.pdf").write_bytes(b"one")
+    with limited({"max_inotify_instances": 0}, "run", str(source), str(target), state=state, log=log):
+        wait_for(lambda: landed(target) == files(source), timeout=30, what="the first copy")
+        (source / "two.pdf").write_bytes(b"two")
+        wait_for(lambda: landed(target) == files(source), timeout=30, what="a change while polling")
+        shown = status(state)
+        assert "watching: by polling (inotify instance limit reached (user.max_inotify_instances = 0)" in shown, (
+            shown
+        )
+    text = log.read_text()
+    warnings = [line for line in text.splitlines() if " warning " in line]
+    assert len(warnings) == 1, text
+    assert "max_inotify_instances" in warnings[0] and "poll = true" in warnings[0], text
+    assert "Too many open files" not in text, text
