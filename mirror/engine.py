@@ -344,6 +344,7 @@ class Mirror:
         lock = threading.Lock()
         for runner in self.runners:
             runner.start(known, lock)
+        rescan_every = min(r.settings.rescan_interval for r in self.runners)
         watcher = SourceWatcher(
             self.config.source,
             self.config.source_link,
@@ -352,8 +353,8 @@ class Mirror:
             any(r.settings.poll for r in self.runners),
             self.stop,
             known,
+            retry_every=rescan_every,  # a watcher that fell back to polling tries inotify again
         )
-        rescan_every = min(r.settings.rescan_interval for r in self.runners)
         next_rescan = time.monotonic() + rescan_every
         away: str | None = None
         settling = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import resource
 import stat
 import threading
@@ -53,6 +54,8 @@ INOTIFY_SETTINGS = Path("/proc/sys/fs/inotify")
 #: the same limits set per user namespace (a container's): the lower one holds
 USER_SETTINGS = Path("/proc/sys/user")
 _IN_USER_NS = {"max_user_watches": "max_inotify_watches", "max_user_instances": "max_inotify_instances"}
+#: one watch of an inotify instance, as /proc/self/fdinfo shows it, with its folder's inode
+_WATCH_LINE = re.compile(r"^inotify wd:\S+ ino:([0-9a-f]+) ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class SourceWatcher:
         poll: bool,
         stop: threading.Event,
         known: MutableMapping[str, LocalEntry],
+        retry_every: float = 3600.0,
     ) -> None:
         self.root = root
         #: the source as given, through a link that leads to ``root`` (Config.source_link)
@@ -85,14 +89,23 @@ class SourceWatcher:
         self.filt = filt
         self.settle = settle
         self.poll = poll
-        #: why the source is polled though inotify was asked for (a kernel limit), and
-        #: the limits already warned of
+        #: why the source is polled though inotify was asked for (a kernel limit), the
+        #: limits already warned of, and when to try inotify again
         self.fallback: str | None = None
         self._warned: set[str] = set()
+        self.retry_every = retry_every
+        self._retry_at = 0.0
         #: inotify events the current burst stands for (event batches with no idle tick
         #: between them), and how many changes it brought
         self._burst = 0
         self._burst_changes = 0
+        #: the inotify instance of the watcher at hand (its file descriptor), the folders of
+        #: this event batch that must have a watch in it, the folder without one that
+        #: restarted the watcher, and whether /proc's list of watches can be trusted here
+        self._inotify_fd: int | None = None
+        self._new_folders: set[str] = set()
+        self._rewatching: str | None = None
+        self._check_watches = True
         self.stop = stop
         #: the source as last handed on; kept current so folder deletes can be expanded
         self.known = known
@@ -149,8 +162,9 @@ class SourceWatcher:
                     yield Batch({}, missing=True)
                     if self.stop.wait(2.0):
                         return
+            started = _inotify_fds()
             try:
-                yield from self._watch()
+                yield from self._watch(started)
             except WatchfilesRustInternalError as exc:
                 if not self.poll and str(exc).startswith("Error creating"):
                     # no inotify instance to be had: nothing would ever be watched, nor
@@ -179,16 +193,20 @@ class SourceWatcher:
 
     def _fall_back(self, why: str, detail: str, fix: tuple[str, str]) -> None:
         """Watch by polling from now on, as inotify cannot watch the source: told once
-        per cause, with its fix (in full, and short for status)."""
+        per cause, with its fix (in full, and short for status); inotify is tried again
+        every ``retry_every`` seconds."""
         self.poll = True
         self.fallback = f"{why}; {fix[1]}"
+        self._retry_at = time.monotonic() + self.retry_every
         if why in self._warned:
             log.info("%s%s; polling on", why, detail)
             return
         self._warned.add(why)
         log.warning("%s%s; falling back to polling, which costs more CPU. To fix: %s", why, detail, fix[0])
 
-    def _watch(self) -> Iterator[Batch]:
+    def _watch(self, started: set[int]) -> Iterator[Batch]:
+        """One watcher's events until it ends; ``started``: the inotify instances the
+        process held before it (its own is told apart from them)."""
         root_id = _identity(self.root)
         link_id = _identity(self.link) if self.link is not None else root_id
         self._inner_ids.clear()
@@ -207,6 +225,7 @@ class SourceWatcher:
         )
         watching = False
         swept = time.monotonic()
+        self._inotify_fd = None
         self._burst = self._burst_changes = 0
         queue = None if self.poll else _limit("max_queued_events")[1]
         for changes in events:
@@ -214,6 +233,7 @@ class SourceWatcher:
                 # the watches exist only from the first tick on: whatever changed between
                 # the caller's scan and now sent no event, so one more scan catches it
                 watching = True
+                self._inotify_started(started)
                 yield Batch({}, rescan=True)
             if self.poll and time.monotonic() - swept >= POLL_SWEEP:
                 swept = time.monotonic()
@@ -226,6 +246,8 @@ class SourceWatcher:
             self._expand_gone()
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
+            if self._switching():
+                return
             now_id = _identity(self.root)
             if now_id != root_id:
                 # unmounted or mounted again: the watches died with the old folder, and
@@ -248,6 +270,53 @@ class SourceWatcher:
                 self._readable_again = None
                 return
 
+    def _inotify_started(self, started: set[int]) -> None:
+        """An inotify watcher has its watches in place: find its instance (the one the
+        process did not hold before), and end a fallback to polling."""
+        if self.poll:
+            return
+        mine = _inotify_fds() - started
+        self._inotify_fd = mine.pop() if len(mine) == 1 and self._check_watches else None
+        if self._rewatching is not None:
+            self._new_folders.add(self._rewatching)  # checked again with this batch
+        if self.fallback is not None:
+            log.info("inotify watches the source again; polling ends")
+            self.fallback = None
+            self._warned.clear()  # a limit reached again is news again
+
+    def _switching(self) -> bool:
+        """Whether to end this watcher for another: polling, as a new folder got no
+        inotify watch, or inotify tried again after a fallback to polling."""
+        if self.fallback is not None and time.monotonic() >= self._retry_at:
+            self.poll = False  # the limit may have been raised, or the watches freed
+            return True
+        unwatched = self._unwatched()
+        if unwatched is None:
+            self._rewatching = None
+            return False
+        if self._rewatching is None:
+            # notify adds a new folder's watch itself, and drops the error when the watch
+            # limit refuses it: the folder's changes would never be told. A new watcher
+            # watches every folder, or fails on the limit (and polls)
+            log.info("the new folder %s got no inotify watch; watching the source anew", unwatched)
+            self._rewatching = unwatched
+            return True
+        self._rewatching = None
+        if not self._skip_denied:
+            # a new watcher watched the whole source without an error, and /proc still shows
+            # no watch for it: its inode is not the one /proc shows on this filesystem
+            log.debug("inotify watches cannot be checked on this filesystem (%s)", unwatched)
+            self._check_watches = False
+            self._inotify_fd = None
+            return False
+        # watchfiles' ignore_permission_denied swallowed the limit error of the new watcher
+        self._fall_back(
+            f"inotify watch limit reached ({_setting('max_user_watches')})",
+            f": the folder {unwatched} got no watch",
+            _raise_or_poll("max_user_watches"),
+        )
+        return True
+
     def _overflowed(self, changes: set[tuple[watchfiles.Change, str]], queue: int) -> bool:
         """A burst of changes (event batches with no idle tick between them) has ended
         that may have overflowed the kernel's inotify queue of ``queue`` events.
@@ -269,6 +338,35 @@ class SourceWatcher:
             queue,
         )
         return True
+
+    def _unwatched(self) -> str | None:
+        """A folder of this event batch that the inotify instance has no watch for."""
+        folders, self._new_folders = self._new_folders, set()
+        if self._inotify_fd is None or not folders:
+            return None
+        missing = None
+        for look in range(2):
+            watched = _watched_folders(self._inotify_fd)
+            if watched is None:
+                return None
+            missing = next((rel for rel in sorted(folders) if not self._watched(rel, watched)), None)
+            if missing is None or look:
+                return missing
+            # the watcher's thread adds a new folder's watch just after telling of it
+            self.stop.wait(0.2)
+        return missing
+
+    def _watched(self, rel: str, watched: set[int]) -> bool:
+        if not rel or rel in self.unreadable:
+            return True  # the source itself is watched from the start; no watch can read that one
+        try:
+            st = os.stat(self.root / rel)
+        except OSError:
+            return True  # gone again: nothing to watch
+        if not stat.S_ISDIR(st.st_mode):
+            return True
+        # by inode alone: a btrfs subvolume's folders show another device to stat than to /proc
+        return st.st_ino in watched
 
     def _real(self, path: str) -> str:
         """``path`` with no link on the way to it. watchfiles follows a link to a folder
@@ -309,6 +407,9 @@ class SourceWatcher:
             if rel in self.unreadable and rel not in snap.unreadable:
                 self._readable_again = rel
             self.unreadable.update(snap.unreadable)
+            if self._inotify_fd is not None:
+                self._new_folders.add(rel)
+                self._new_folders.update(os.path.dirname(sub) for sub in snap.entries)
             for sub in snap.entries:
                 self._pending.setdefault(sub, (None, now))
             self._found.update(snap.entries)
@@ -411,6 +512,27 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _inotify_fds() -> set[int]:
+    """The file descriptors of the process's inotify instances (none where /proc cannot tell)."""
+    found: set[int] = set()
+    for name in _open_fds():
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:inotify":
+                found.add(int(name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _watched_folders(fd: int) -> set[int] | None:
+    """The inode of each folder the inotify instance ``fd`` watches; None: cannot tell."""
+    try:
+        text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+    except OSError:
+        return None
+    return {int(ino, 16) for ino in _WATCH_LINE.findall(text)}
 
 
 def _limit(name: str) -> tuple[str, int | None]:

@@ -9,6 +9,7 @@ so the machine's fs.inotify settings, shared with everything else, are never tou
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -60,6 +61,15 @@ def limited(limits: dict[str, int], *args: str, state: Path, log: Path) -> Itera
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def set_limit(proc: subprocess.Popen[str], name: str, value: int) -> None:
+    """Change an inotify limit of the user namespace ``proc`` runs in (the user raising it)."""
+    subprocess.run(
+        ["nsenter", "--user", "-t", str(proc.pid), "sh", "-c", f"echo {value} > /proc/sys/user/{name}"],
+        check=True,
+        timeout=10,
+    )
 
 
 def status(state: Path) -> str:
@@ -118,3 +128,56 @@ def test_no_inotify_instance_to_be_had_falls_back_to_polling(tmp_path: Path) -> 
     assert len(warnings) == 1, text
     assert "max_inotify_instances" in warnings[0] and "poll = true" in warnings[0], text
     assert "Too many open files" not in text, text
+
+
+@needs_userns
+def test_watches_running_out_for_new_folders_fall_back_to_polling(tmp_path: Path) -> None:
+    """The watch limit reached by folders made after the start: they got no watch, nothing
+    was said, and their files stayed missing until the hourly rescan."""
+    source, target, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    for i in range(10):
+        (source / f"old {i}").mkdir(parents=True)
+        (source / f"old {i}" / "first.pdf").write_bytes(b"first")
+    with limited({"max_inotify_watches": 30}, "run", str(source), str(target), state=state, log=log):
+        wait_for(lambda: landed(target) == files(source), timeout=30, what="the first copy")
+        for i in range(40):
+            (source / f"new {i}").mkdir()
+        wait_for(lambda: "falling back to polling" in log.read_text(), timeout=30, what="the fallback")
+        for i in range(40):
+            (source / f"new {i}" / "invoice.pdf").write_bytes(b"new")
+        wait_for(lambda: landed(target) == files(source), timeout=30, what="files in every new folder")
+        (source / "new 39" / "invoice.pdf").write_bytes(b"edited")
+        wait_for(lambda: landed(target) == files(source), timeout=30, what="an edit in the last new folder")
+        assert "watching: by polling (inotify watch limit reached" in status(state)
+    text = log.read_text()
+    assert re.search(r"the new folder new \d+ got no inotify watch", text), text
+    warnings = [line for line in text.splitlines() if " warning " in line]
+    assert len(warnings) == 1, text
+    assert "sysctl -w user.max_inotify_watches=" in warnings[0] and "poll = true" in warnings[0], text
+
+
+@needs_userns
+def test_polling_for_a_watch_limit_says_so_and_ends_once_inotify_works(tmp_path: Path) -> None:
+    """The watch limit reached at the start: the warning gave no fix, status never said the
+    source was polled, and the poller (a share of a core for a large tree) stayed on for
+    good once the limit was raised. inotify is tried again at each rescan interval."""
+    source, target, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    for i in range(20):
+        (source / f"d{i}").mkdir(parents=True)
+        (source / f"d{i}" / "a.pdf").write_bytes(b"a")
+    config = tmp_path / "m.toml"
+    config.write_text(f'source = "{source}"\n[defaults]\nrescan_interval = 2\n[targets.t]\nurl = "{target}"\n')
+    with limited({"max_inotify_watches": 5}, "run", "-c", str(config), state=state, log=log) as proc:
+        wait_for(lambda: landed(target) == files(source), timeout=30, what="the first copy")
+        shown = status(state)
+        assert "watching: by polling (inotify watch limit reached (user.max_inotify_watches = 5)" in shown, shown
+        assert "raise it, or set poll = true" in shown, shown
+        set_limit(proc, "max_inotify_watches", 10_000)
+        wait_for(lambda: "inotify watches the source again" in log.read_text(), timeout=30, what="inotify again")
+        wait_for(lambda: "watching:" not in status(state), what="status without polling")
+        (source / "d19" / "b.pdf").write_bytes(b"b")
+        wait_for(lambda: landed(target) == files(source), timeout=30, what="a change seen by inotify")
+    text = log.read_text()
+    warnings = [line for line in text.splitlines() if " warning " in line]
+    assert len(warnings) == 1, text  # told once, not at every try
+    assert "sysctl -w user.max_inotify_watches=" in warnings[0] and "poll = true" in warnings[0], text
