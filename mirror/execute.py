@@ -925,7 +925,7 @@ class Executor:
 
     def _remove(self, action: Removal) -> None:
         if isinstance(action, Forget):
-            self.index.forget(action.src)
+            self.index.forget(action.src, keep_failure=action.refused)
             if action.warn:
                 self.log.warning("%s: %s", action.src, action.reason)
             return

@@ -366,18 +366,19 @@ class Index:
             self._db.commit()
             self._dirty = 0
 
-    def forget(self, src: str) -> None:
-        self.forget_many([src])
+    def forget(self, src: str, keep_failure: bool = False) -> None:
+        self.forget_many([src], keep_failure)
 
-    def forget_many(self, srcs: Iterable[str]) -> None:
-        """Drop the rows of files no longer on the target (or no longer mirror's)."""
+    def forget_many(self, srcs: Iterable[str], keep_failure: bool = False) -> None:
+        """Drop the rows of files no longer on the target (or no longer mirror's), and
+        the failures recorded for them, unless ``keep_failure`` (the file still fails)."""
         gone = list(srcs)
         if not gone:
             return
         with self._using():
             self._drain()
             self._db.executemany("DELETE FROM files WHERE src = ?", [(src,) for src in gone])
-            if self._failed:
+            if self._failed and not keep_failure:
                 for src in gone:
                     self._clear_failure(src)
             self._wrote(len(gone))

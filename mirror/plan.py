@@ -9,6 +9,7 @@ path that a move or delete vacates and another file claims is never removed afte
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, ValuesView
@@ -25,6 +26,13 @@ from mirror.scan import Entries, LocalEntry
 
 TRASH_DIR = ".mirror-trash"
 TEMP_RE = re.compile(r"^\.~mirror-[0-9a-f]{12}\.tmp$")
+#: what becomes of a copy sent under a name the target refuses now (an older mirror sent
+#: it, or the target's rules changed): the target may have stored it under another name
+#: (WebDAV took 'offer;v1.pdf' for 'offer'), so no delete or move of that name is sent
+UNFIT_LEFT = (
+    "left there as it landed, perhaps under another name (mirror verify lists the target's "
+    "other files); mirror no longer manages it"
+)
 
 
 def temp_name(dst: str, token: str) -> str:
@@ -119,6 +127,8 @@ class Forget(NamedTuple):
     reason: str
     #: the user should hear of it: a file mirror would have removed is left on the target
     warn: bool = False
+    #: the source file is refused in this plan: the failure recorded for it stays
+    refused: bool = False
 
 
 class Refuse(NamedTuple):
@@ -154,6 +164,9 @@ class Plan:
     early: tuple[Removal, ...] = ()
     #: source paths gone whose removal the caller asked to leave for a later plan
     held: tuple[str, ...] = ()
+    #: source paths whose index row today's naming rules refuse (sent by an older mirror,
+    #: or under other rules): forgotten, and their copies left on the target
+    unfit: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
         return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals or self.early)
@@ -325,6 +338,22 @@ def refused_name(dst: str, caps: Capabilities) -> str | None:
     return None
 
 
+def naming_rules(caps: Capabilities) -> str:
+    """A short digest of the rules by which ``caps`` refuses names, and tells them apart:
+    an index records the rules its rows were checked against (:func:`plan`'s
+    ``rows_checked``), and a new rule (an upgrade, a changed backend) checks them again."""
+    rules = (
+        caps.case_sensitive,
+        sorted(caps.forbidden_names),
+        caps.forbidden_chars,
+        caps.forbidden_leading,
+        caps.forbidden_trailing,
+        caps.max_name_bytes,
+        caps.max_path_chars,
+    )
+    return hashlib.sha256(repr(rules).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def refusal(dst: str, size: int, caps: Capabilities) -> str | None:
     """Why the target would refuse a file of ``size`` bytes at ``dst``, or None."""
     why = refused_name(dst, caps)
@@ -343,6 +372,7 @@ def plan(
     hold_gone: bool = False,
     leftovers: Mapping[str, str] | None = None,
     excluded: Callable[[str], bool] | None = None,
+    rows_checked: bool = False,
 ) -> Plan:
     """Decide what to do for the source paths in ``scope`` (all known paths when None).
 
@@ -355,6 +385,14 @@ def plan(
     sent to a new path that earlier passes did not remove (:meth:`Index.leftovers`).
     ``excluded``: whether a path not in ``local`` is still in the source but left out by
     the target's patterns, so that its removal says why.
+
+    ``rows_checked``: the index's rows were all checked against the target's naming rules
+    of today (:func:`naming_rules`), so a path a row holds is not judged again. Without
+    it, each row in scope is held to the rules as a new file is: an older mirror, or the
+    same target under other rules, may have sent a name the target refuses (WebDAV cut
+    'offer;v1.pdf' to 'offer'), or two names it takes for one (Inv.pdf and inv.pdf). Such
+    a file is refused and its row forgotten: nothing is sent to that name again, and the
+    copy the target holds is left there, with a warning (see :meth:`_Planner.removals`).
     """
     if scope is None:
         candidates: Iterable[str] = local
@@ -365,7 +403,7 @@ def plan(
         gone = sorted(src for src in wanted if src not in local and src in index)
     if source_empty is None:
         source_empty = scope is None and not local
-    planner = _Planner(local, index, settings, remote)
+    planner = _Planner(local, index, settings, remote, rows_checked)
     desired = planner.place(candidates)
     moves, transfers = planner.assign(desired, gone)
     del desired  # a first copy's million entries: freed before the next steps build sets of paths
@@ -392,6 +430,7 @@ def plan(
         withheld,
         tuple(early),
         held,
+        tuple(sorted(planner.unfit)),
     )
 
 
@@ -404,8 +443,12 @@ class _Planner:
         index: Mapping[str, IndexEntry],
         settings: PlanSettings,
         remote: Mapping[str, RemoteEntry] | None,
+        rows_checked: bool = False,
     ) -> None:
         self.local = local
+        self.rows_checked = rows_checked
+        #: source path -> why its row is forgotten: today's rules refuse the path it holds
+        self.unfit: dict[str, str] = {}
         self.index = index
         self.settings = settings
         self.caps = settings.caps
@@ -438,15 +481,22 @@ class _Planner:
             except ItemError as exc:
                 self.refusals.append(Refuse(src, None, str(exc)))
                 continue
+            unchanged = False
             if known is not None and known.dst == dst and known.size == entry.size:
-                if self.remote is None and _unchanged(known, entry, self.settings.stable_inodes):
-                    continue  # unchanged (as narrow() tells), and no listing to check it against
-                desired[src] = (dst, date)  # the target accepted this path before
-                continue
+                unchanged = _unchanged(known, entry, self.settings.stable_inodes)
+                if self.rows_checked:
+                    if self.remote is None and unchanged:
+                        continue  # unchanged (as narrow() tells), and no listing to check it against
+                    desired[src] = (dst, date)  # the target accepted this path before
+                    continue
             why = refusal(dst, entry.size, self.caps)
             if why:
                 self.refusals.append(Refuse(src, dst, why))
+                if known is not None and known.dst == dst and refused_name(dst, self.caps):
+                    self.unfit[src] = f"the copy sent before the target refused its name is {UNFIT_LEFT}"
                 continue
+            if unchanged and self.remote is None and self.caps.case_sensitive:
+                continue  # one row per path: no other row can hold its path, and no listing
             desired[src] = (dst, date)
         # sorting the keys alone: a list of (key, value) pairs costs a million tuples more
         return {src: desired[src] for src in sorted(desired)}
@@ -468,11 +518,22 @@ class _Planner:
         self.owner = owner
         moves: list[Move] = []
         transfers: list[Put | Adopt] = []
+        #: files whose copy on the target is one file with another's (rows an older
+        #: mirror, or other rules, left on one path): sent again, whatever is there
+        shared: dict[str, str] = {}
         for src, (dst, date) in desired.items():
             k = key(dst)
             holder = self.claimed.get(k) or (owner.get(k) if k not in vacated else None)
             if holder is not None and holder != src:
                 self.refusals.append(Refuse(src, dst, f"{dst!r} on the target is already taken by {holder!r}"))
+                known = index.get(src)
+                if known is not None and key(known.dst) == k:
+                    # its row holds the path too: two rows, one file there (of either)
+                    shared.setdefault(holder, src)
+                    self.unfit[src] = (
+                        f"its copy on the target was one file with that of {holder!r} (the target does not "
+                        f"tell the two names apart), which now holds {holder!r}"
+                    )
                 continue
             self.claimed[k] = src
             action = _decide(
@@ -490,8 +551,33 @@ class _Planner:
                 moves.append(action)
             elif action is not None:
                 transfers.append(action)
+        if shared:
+            moves, transfers = self._send_again(shared, desired, moves, transfers)
         # a file refused its new path keeps its old copy, and with it the copy's folders
         self.vacated -= {key(index[r.src].dst) for r in self.refusals if r.src in index}
+        return moves, transfers
+
+    def _send_again(
+        self,
+        shared: Mapping[str, str],
+        desired: Mapping[str, tuple[str, dt.date]],
+        moves: list[Move],
+        transfers: list[Put | Adopt],
+    ) -> tuple[list[Move], list[Put | Adopt]]:
+        """Send each file of ``shared`` (holder -> the other file its copy was one with)
+        again: the one file on the target holds whichever of the two went last, and a
+        listing cannot always tell which (WebDAV keeps no time and gives no hash)."""
+        sent = {a.src for a in transfers if isinstance(a, Put)}
+        again = [src for src in shared if src in desired and src not in sent]
+        if not again:
+            return moves, transfers
+        redo = set(again)
+        moves = [m for m in moves if m.src not in redo]
+        transfers = [a for a in transfers if a.src not in redo]
+        for src in again:
+            dst, date = desired[src]
+            why = f"sent again: its copy on the target was one file with that of {shared[src]!r}"
+            transfers.append(Put(src, dst, self.local[src], date, why))
         return moves, transfers
 
     def _clear_the_way(self, action: Put | Move) -> Put | Move:
@@ -516,7 +602,17 @@ class _Planner:
         the steps that need it."""
         if self._holders is None:
             key = self.key
-            self._holders = {key(dst): src for src, dst in self._targets()}
+            if self.rows_checked:
+                self._holders = {key(dst): src for src, dst in self._targets()}
+                return self._holders
+            holders: dict[str, str] = {}
+            for src, dst in self._targets():
+                # two rows on one path (Inv.pdf and inv.pdf, sent before the target's case
+                # was known): the first in path order holds it, as among new files
+                k = key(dst)
+                if holders.setdefault(k, src) > src:
+                    holders[k] = src
+            self._holders = holders
         return self._holders
 
     def _targets(self) -> Iterable[tuple[str, str]]:
@@ -681,7 +777,7 @@ class _Planner:
         policy, remote = self.settings.delete, self.remote
         held = self._held_by_others(stale, gone)
         result: list[Removal] = []
-        for src, dst, forget in stale:
+        for src, dst, forget in self._leave_refused(stale):
             there = remote.get(self.key(dst)) if remote is not None else None
             if remote is not None and there is None:
                 if forget:  # a listing shows nothing there: nothing to delete, nor to guard
@@ -707,7 +803,24 @@ class _Planner:
                 result.append(Trash(src, dst, self._trash_path(dst), why, forget))
             else:
                 result.append(Delete(src, dst, why, forget))
+        # rows today's naming rules refuse: forgotten, their copies left (and told of)
+        refused = {r.src for r in self.refusals}
+        result += [Forget(src, why, True, src in refused) for src, why in sorted(self.unfit.items())]
         return result
+
+    def _leave_refused(self, stale: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+        """The ``stale`` copies but those at a name the target refuses now: sent before it
+        refused the name, they are left as they are, as what a delete or move of that name
+        reaches is not known (WebDAV took 'a;b.pdf' for 'a'). The rows of such files gone
+        from the source are forgotten, with a warning."""
+        kept = []
+        for src, dst, forget in stale:
+            bad = refused_name(dst, self.caps)
+            if bad is None:
+                kept.append((src, dst, forget))
+            elif forget:
+                self.unfit[src] = f"removed from the source, but {bad} now: the copy sent before is {UNFIT_LEFT}"
+        return kept
 
     def _held_by_others(self, stale: list[tuple[str, str, bool]], gone: list[str]) -> set[str]:
         """Keys of the ``stale`` target paths that a row staying in the index still holds.
@@ -782,7 +895,10 @@ def _move_or_put(
     """``move``, of the copy the row ``known`` records, if that copy is still the file:
     without a listing the index is trusted; a listed target must hold it unchanged. Else
     the file is sent, unless it is at its new path already (a pass cut short after the
-    move, before recording it)."""
+    move, before recording it). A copy at a path the target refuses now is not moved:
+    what a move of that name would reach is not known."""
+    if refused_name(move.old_dst, caps) is not None:
+        return Put(move.src, move.dst, move.entry, move.date, f"{move.reason}, from a path the target refuses now")
     if remote is None:
         return move._replace(remote_hash=known.remote_hash)
     there = remote.get(key(move.old_dst))

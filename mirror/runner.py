@@ -35,7 +35,7 @@ from mirror.held import HeldDeletions
 from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
-from mirror.plan import KnownFiles, Plan, PlanSettings, Put, narrow, plan
+from mirror.plan import KnownFiles, Plan, PlanSettings, Put, naming_rules, narrow, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
 from mirror.redact import redact_url
@@ -188,6 +188,12 @@ class TargetRunner:
         self.on_plan: Callable[[int], None] | None = None
         self.on_done: Callable[[int], None] | None = None
         self._progress: PassProgress | None = None
+        #: every index row was checked against the target's naming rules of today
+        #: (:meth:`_rows_checked`): passes trust the paths rows hold
+        self.names_checked = False
+        self._started = ""
+        #: names_checked became true in this pass: recorded with its other facts
+        self._vouch = False
 
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
@@ -203,6 +209,8 @@ class TargetRunner:
         if self.dry_run:
             if self.index_file.exists():
                 self.index = Index(self.index_file, readonly=True)
+                self._started = self.index.get_meta("started") or ""
+                self.names_checked = self._rows_checked(self._started)
             return
         try:
             private_dir(self.index_file.parent.parent)
@@ -229,13 +237,16 @@ class TargetRunner:
             self._unlock()
             raise
         self.crashed = self.index.get_meta("clean_shutdown") == "0"
+        self.names_checked = self._rows_checked(self.index.get_meta("started") or "")
+        self._started = str(time.time())
         self.index.set_meta(
             clean_shutdown=0,
             pid=os.getpid(),
             target=self.name,
             url=redact_url(self.target.url),
             source=str(self.config.source),
-            started=time.time(),
+            started=self._started,
+            names_checked=self._names_checked_mark() if self.names_checked else None,
             state="starting",
             rescan_interval=self.settings.rescan_interval,
             layout=self.settings.layout.template,
@@ -243,6 +254,27 @@ class TargetRunner:
             watching=None,
             place=_place_key(self.place()),  # hashed: the options that pick the account hold secrets
         )
+
+    def _rows_checked(self, started: str) -> bool:
+        """Whether the index's rows were all checked against the target's naming rules of
+        today, by the last run (that started at ``started``) or one before it that passed
+        the word on. An older mirror does not pass it on, so after a run of one (rows
+        written under its rules) the next run checks every row again, as after a change
+        of the rules (an upgrade that made WebDAV refuse ';', smb:// taken to fold case)."""
+        assert self.index is not None
+        return self.index.get_meta("names_checked") == f"{naming_rules(self.caps)} {started}"
+
+    def _names_checked_mark(self) -> str:
+        return f"{naming_rules(self.caps)} {self._started}"
+
+    def _rows_all_checked(self, actions: Plan, every_row: bool) -> None:
+        """After a plan that held ``every_row`` to the target's rules (a full pass, no
+        path skipped): if none broke them, later passes trust the rows (a full pass then
+        reads only those of changed files)."""
+        if every_row and not (self.names_checked or actions.unfit or self.dry_run):
+            # recorded with the pass's other facts (_after): a commit of its own was one
+            # too many on a state disk that the pass filled up
+            self.names_checked = self._vouch = True
 
     def _take_over_index_of_real_path(self) -> None:
         """Before a source given through a link named its indexes by the link, the folder
@@ -505,6 +537,7 @@ class TargetRunner:
         started = time.time()
         self._check_place()
         given_skip, given_empty, given_scope = skip, source_empty, scope
+        full = scope is None
         remote: dict[str, RemoteEntry] | None = None
         if listing:
             remote = self.call(self.connect().list)
@@ -545,7 +578,9 @@ class TargetRunner:
             hold_gone,
             self._leftovers(remote),
             excluded=lambda src: src in local and src not in mine,
+            rows_checked=self.names_checked,
         )
+        self._rows_all_checked(actions, every_row=full and not skip)
         if kind == "update" and given_scope is not None and (clash := self._clashing(actions)):
             return self._without(clash, local, given_scope, given_empty, given_skip, hold_gone)
 
@@ -941,7 +976,8 @@ class TargetRunner:
         """
         if self.index is None:
             return {}, scope
-        if listing:
+        if listing or (scope is None and not self.names_checked):
+            # a full pass that checks every row against the target's rules reads them all
             return self.index.entries(), scope
         if scope is None:
             entries = local if isinstance(local, Entries) else Entries(local.items())
@@ -995,6 +1031,8 @@ class TargetRunner:
         # a large file still on its way in the bulk lane: in progress, not in sync
         sending = self.lane.files() if self.lane is not None else 0
         values: dict[str, str | float | int | None] = {"heartbeat": now, "state": "syncing" if sending else "idle"}
+        if self._vouch:
+            values["names_checked"], self._vouch = self._names_checked_mark(), False
         if not report.down:
             values["pending"] = sending  # a target down keeps the count of what is still to send
         if listing and not report.error:

@@ -13,7 +13,7 @@ from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import NAMED, Layout, date_of
 from mirror.paths import path_key
-from mirror.plan import TRASH_DIR, refusal
+from mirror.plan import TRASH_DIR, refusal, refused_name
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
 
@@ -41,8 +41,13 @@ def compare(
     key = path_key(caps.case_sensitive)
     there = {key(p): r for p, r in remote.items()}
     # two source files can want one target path (the flat layout, or names that differ
-    # only in case on a target that ignores case): the one with the row holds it
-    holders = {key(row.dst): src for src, row in index.items() if src in local}
+    # only in case on a target that ignores case): the one with the row holds it, and of
+    # two rows there (written before the target's case was known) the first in path order,
+    # as the planner judges it
+    holders: dict[str, str] = {}
+    for src, row in sorted(index.items()):
+        if src in local and refused_name(row.dst, caps) is None:
+            holders.setdefault(key(row.dst), src)
     found: list[Difference] = []
     for src, entry in sorted(local.items()):
         known = index.get(src)
@@ -51,13 +56,18 @@ def compare(
         except ItemError as exc:
             found.append(Difference(src, None, f"not mirrored: {exc}"))
             continue
+        # the target's rules of today, whoever sent the file (an older mirror sent names
+        # the target refuses now, and the file it holds may be under another name)
+        if why := refused_name(dst, caps):
+            found.append(Difference(src, dst, f"not mirrored: {why}"))
+            continue
         holder = holders.get(key(dst), src)
         if holder != src:
             found.append(Difference(src, dst, f"not mirrored: {holder!r} holds that target path"))
             continue
         r = there.get(key(dst))
         if r is None:
-            # as the planner judges it: a path the target took before is not refused now
+            # as the planner judges it: a size the target took before is not refused now
             why = None if known is not None and known.dst == dst else refusal(dst, entry.size, caps)
             found.append(Difference(src, dst, f"not mirrored: {why}" if why else "missing on the target"))
         elif r.size != entry.size:

@@ -857,6 +857,92 @@ def test_verify_names_a_file_the_target_refuses_as_not_mirrored(tmp_path: Path, 
     assert verify.returncode == 1 and verify.stdout.splitlines() == [f"usb: what?.pdf: not mirrored: {why}"]
 
 
+@pytest.mark.timeout(90)
+def test_two_files_sent_to_one_path_before_the_target_was_known_to_fold_case_are_judged_anew(
+    tmp_path: Path, state: Path
+) -> None:
+    """smb:// was taken as case-sensitive before d6860d2 (here: a preset's rule changed):
+    Inv.pdf and inv.pdf went to a share that folds case, one over the other. After the
+    upgrade their rows were trusted: run said 0 sent and status in sync, exit 0, while the
+    share held inv.pdf's bytes under Inv.pdf; only verify said "'inv.pdf' holds that target
+    path". Now the two are judged as a fresh mirror judges them: Inv.pdf (first in path
+    order) is sent again, inv.pdf is refused with the reason, exit 1, and stays refused."""
+    cfg = stick_config(
+        tmp_path, {"Inv.pdf": b"UPPER", "inv.pdf": b"lower", "other.pdf": b"x"}, "case_sensitive = true"
+    )
+    src, usb = tmp_path / "export", tmp_path / "usb"
+    for name in ("Inv.pdf", "inv.pdf"):  # one size and time: which is on the share, only the bytes tell
+        os.utime(src / name, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+    first = run("run", "-c", str(cfg), "--once", state=state)
+    assert first.returncode == 0 and "3 sent" in first.stdout, first.stdout + first.stderr
+    # the share held one file for both: inv.pdf's bytes, sent last, under the first name
+    (usb / "inv.pdf").replace(usb / "Inv.pdf")
+    cfg.write_text(cfg.read_text().replace("case_sensitive = true", "case_sensitive = false"))
+    why = "inv.pdf: 'inv.pdf' on the target is already taken by 'Inv.pdf'"
+
+    upgraded = run("run", "-c", str(cfg), "--once", state=state)
+    assert upgraded.returncode == 1 and "usb: 1 sent (5 B), 0 deleted, 1 failed" in upgraded.stdout, (
+        upgraded.stdout
+    )
+    assert f"usb: failed: {why}" in upgraded.stderr
+    assert files(usb) == {"Inv.pdf": b"UPPER", "other.pdf": b"x"}
+    status = run("status", "-c", str(cfg), state=state)
+    assert status.returncode == 1 and f"  failed: {why} (since" in status.stdout, status.stdout
+    rescan = run("run", "-c", str(cfg), "--once", "--rescan", state=state)
+    assert rescan.returncode == 1 and "usb: 0 sent (0 B), 0 deleted, 1 failed" in rescan.stdout, rescan.stdout
+    assert files(usb) == {"Inv.pdf": b"UPPER", "other.pdf": b"x"}
+    verify = run("verify", "-c", str(cfg), state=state)
+    assert verify.returncode == 1
+    assert verify.stdout.splitlines() == ["usb: inv.pdf: not mirrored: 'Inv.pdf' holds that target path"]
+
+
+@pytest.mark.timeout(90)
+def test_a_name_an_older_mirror_sent_after_this_one_refused_it_is_refused_again(
+    tmp_path: Path, state: Path
+) -> None:
+    """Rolled back to an older mirror for a while (its rules let ';' through), then
+    upgraded again: the row the older one wrote was trusted, so run said 0 sent and status
+    in sync, exit 0. Now the name is refused again, as before the rollback, and the copy
+    the older mirror sent is left on the target with a warning."""
+    cfg = stick_config(tmp_path, {"invoice.pdf": b"invoice", "offer;v1.pdf": b"offer"}, 'forbidden_chars = ";"')
+    src, usb = tmp_path / "export", tmp_path / "usb"
+    why = "offer;v1.pdf: the target refuses the character(s) ';' in 'offer;v1.pdf'"
+    fresh = run("run", "-c", str(cfg), "--once", state=state)
+    assert fresh.returncode == 1 and f"usb: failed: {why}" in fresh.stderr, fresh.stderr
+    # what the older mirror's run left: the file sent, its row, no failure, and (as every
+    # run does) the time it started
+    (usb / "offer;v1.pdf").write_bytes(b"offer")
+    st = (src / "offer;v1.pdf").stat()
+    (db,) = (state / "targets").glob("*.sqlite")
+    with sqlite3.connect(db) as old:
+        day = old.execute("SELECT date FROM files").fetchone()[0]
+        old.execute(
+            "INSERT INTO files VALUES ('offer;v1.pdf', 'offer;v1.pdf', ?, ?, ?, ?, NULL)",
+            (st.st_size, st.st_mtime_ns, st.st_ino, day),
+        )
+        old.execute("DELETE FROM failures")
+        old.execute("UPDATE meta SET value = ? WHERE key = 'started'", (str(time.time()),))
+    old.close()
+
+    again = run("run", "-c", str(cfg), "--once", state=state)
+    assert again.returncode == 1 and "usb: 0 sent (0 B), 0 deleted, 1 failed" in again.stdout, again.stdout
+    assert f"usb: failed: {why}" in again.stderr
+    assert (
+        "offer;v1.pdf: the copy sent before the target refused its name is left there as it landed" in again.stderr
+    )
+    assert files(usb) == {"invoice.pdf": b"invoice", "offer;v1.pdf": b"offer"}
+    status = run("status", "-c", str(cfg), state=state)
+    assert status.returncode == 1 and f"  failed: {why} (since" in status.stdout, status.stdout
+    for args in (("--once",), ("--once", "--rescan")):
+        later = run("run", "-c", str(cfg), *args, state=state)
+        assert later.returncode == 1 and "usb: 0 sent (0 B), 0 deleted, 1 failed" in later.stdout, later.stdout
+        assert files(usb) == {"invoice.pdf": b"invoice", "offer;v1.pdf": b"offer"}
+    verify = run("verify", "-c", str(cfg), state=state)
+    assert verify.returncode == 1 and verify.stdout.splitlines() == [
+        f"usb: {why.replace(': ', ': not mirrored: ', 1)}"
+    ]
+
+
 def test_invisible_and_control_characters_in_names_are_escaped_in_every_output(
     tmp_path: Path, state: Path
 ) -> None:

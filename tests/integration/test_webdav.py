@@ -13,6 +13,7 @@ from mirror import api
 from mirror.driver import Driver
 from mirror.errors import ConfigError, FatalError, TransientError
 from mirror.registry import Preset
+from tests.cli import files, run
 from tests.servers.webdav import PASSWORD, USER, WebdavServer
 
 
@@ -146,6 +147,73 @@ def test_names_a_server_cuts_short_are_refused_and_nothing_above_the_target_is_t
     assert neighbour.read_bytes() == b"not mirror's"
     assert sorted(src for src, _ in report.failed) == sorted(names)
     assert all("refuses the character" in why for _, why in report.failed), report.failed
+
+
+@pytest.mark.timeout(120)
+def test_names_sent_before_the_server_s_rules_refused_them_are_refused_and_never_sent_again(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    """A mirror from before ';' was refused on WebDAV (a9b0797; here: a preset that let it
+    through) sent 'offer;v1.pdf' and 'offer;v2.pdf', which wsgidav stored as 'offer', one
+    over the other. After the upgrade its rows were trusted: run said 0 sent and status in
+    sync, exit 0, and each listing pass (--rescan, the hourly rescan) put both onto 'offer'
+    again, '2 sent'; only verify said v1 was missing. Now they are refused as by a fresh
+    mirror, with the reason and exit 1 in run, status and verify, never sent again, and
+    'offer' is left as it landed."""
+    source = tmp_path / "export"
+    source.mkdir()
+    for name, data in {
+        "inv-1.pdf": b"invoice 1",
+        "offer;v1.pdf": b"offer version 1",
+        "offer;v2.pdf": b"offer v2",
+    }.items():
+        (source / name).write_bytes(data)
+    config, state = tmp_path / "mirror.toml", tmp_path / "state"
+    env = {"MIRROR_TEST_WEBDAV_PASSWORD": PASSWORD}
+
+    def write_config(rules: str) -> None:
+        config.write_text(
+            f'source = "{source}"\n[backends.dav]\nprotocol = "webdav"\n{rules}'
+            f'[targets.nas]\nurl = "dav://{sub}/backup"\n'
+            f'options = {{ base_url = "{webdav_server.base}", username = "{USER}", '
+            'password = "${MIRROR_TEST_WEBDAV_PASSWORD}" }\n'
+        )
+
+    def mirror(*args: str) -> tuple[int, str, str]:
+        done = run(*args, "-c", str(config), state=state, env=env)
+        return done.returncode, done.stdout, done.stderr
+
+    write_config('capabilities = { forbidden_chars = "" }\n')  # the rules of the older mirror
+    code, out, err = mirror("run", "--once")
+    on_server = webdav_server.folder / sub / "backup"
+    assert code == 0 and "3 sent" in out, out + err
+    landed = files(on_server)
+    assert sorted(landed) == ["inv-1.pdf", "offer"] and landed["offer"] in (b"offer version 1", b"offer v2")
+
+    write_config("")  # upgraded: the server's rules of today
+    refused = [
+        f"nas: failed: offer;v{i}.pdf: the target refuses the character(s) ';' in 'offer;v{i}.pdf'" for i in (1, 2)
+    ]
+    code, out, err = mirror("run", "--once")
+    assert code == 1 and "nas: 0 sent (0 B), 0 deleted, 2 failed" in out, out + err
+    assert [line for line in err.splitlines() if line.startswith("nas: failed:")] == refused, err
+    assert "offer;v1.pdf: the copy sent before the target refused its name is left there as it landed" in err, err
+    code, out, err = mirror("status")
+    assert code == 1, out + err
+    assert [line.split(" (since")[0] for line in out.splitlines() if "failed:" in line] == [
+        line.replace("nas: failed:", "  failed:") for line in refused
+    ], out
+    for _ in range(2):  # a listing pass, as the hourly rescan and the first pass after a crash make
+        code, out, err = mirror("run", "--once", "--rescan")
+        assert code == 1 and "nas: 0 sent (0 B), 0 deleted, 2 failed" in out, out + err
+        assert files(on_server) == landed
+    code, out, err = mirror("verify")
+    assert code == 1, out + err
+    assert out.splitlines() == [
+        "nas: offer;v1.pdf: not mirrored: the target refuses the character(s) ';' in 'offer;v1.pdf'",
+        "nas: offer;v2.pdf: not mirrored: the target refuses the character(s) ';' in 'offer;v2.pdf'",
+        "nas: 1 other file(s) on the target, from no file of the source (mirror leaves them alone): offer",
+    ]
 
 
 def test_a_folder_whose_name_holds_a_hash_is_reached_with_percent_23(

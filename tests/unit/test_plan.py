@@ -32,6 +32,7 @@ from mirror.filters import Filter
 from mirror.hashing import HashKind
 from mirror.index import Index, IndexEntry
 from mirror.layout import Layout, date_of
+from mirror.paths import path_key
 from mirror.plan import (
     Adopt,
     Delete,
@@ -45,6 +46,7 @@ from mirror.plan import (
     Trash,
     narrow,
     plan,
+    refused_name,
 )
 from mirror.policy import DeletePolicy
 from mirror.scan import Entries, LocalEntry, scan
@@ -76,6 +78,14 @@ class BatchingMemoryDriver(MemoryDriver):
     """Takes small files three at a time, through the Driver's own send_batch."""
 
     batch_files = 3
+
+
+class FoldingMemoryDriver(MemoryDriver):
+    """A memory target that takes names as a share that ignores case does: 'Inv.pdf' and
+    'inv.pdf' (or a name's two Unicode spellings) are one file, whatever mirror thinks."""
+
+    def full(self, rel: str) -> str:
+        return super().full(unicodedata.normalize("NFC", rel).casefold())
 
 
 class Rig:
@@ -805,6 +815,152 @@ def test_unsafe_layout_results_are_refused() -> None:
     lay = PlanSettings(Layout.parse("{stem}"), DeletePolicy.MIRROR, Capabilities())
     result = plan({"a/...": entry("a/...")}, {}, lay)
     assert isinstance(result.refusals[0], Refuse) and result.transfers == ()
+
+
+#: names an older mirror sent, or the same target under other rules: some today's rules
+#: refuse (';', '?', a trailing dot or space), some they take for one (case twins, a
+#: name's two Unicode spellings)
+OLD_NAMES = st.text(st.sampled_from([*"aAbe;?. ", "\u00e9", "\u00c9", "\u0301"]), min_size=1, max_size=3).filter(
+    lambda n: n.strip(".") != ""
+)
+old_trees = st.lists(
+    st.tuples(st.lists(OLD_NAMES, min_size=1, max_size=2).map("/".join), st.binary(max_size=6)), max_size=10
+).map(lambda items: dict((p, data) for p, data in items if p in _prefix_free([q for q, _ in items])))
+#: the target's rules of today
+todays_rules = st.builds(
+    lambda chars, trailing, folded: Capabilities(
+        server_side_move=True, case_sensitive=not folded, forbidden_chars=chars, forbidden_trailing=trailing
+    ),
+    st.sampled_from(["", ";", ";?"]),
+    st.sampled_from(["", " ."]),
+    st.booleans(),
+)
+
+
+@settings(max_examples=120, deadline=None)
+# WebDAV after a9b0797: 'offer;v1.pdf' and 'offer;v2.pdf' were both sent (to 'offer')
+@example(
+    tree={"offer;v1.pdf": b"v1", "offer;v2.pdf": b"v2"},
+    layout="tree",
+    rules=Capabilities(server_side_move=True, forbidden_chars=";?"),
+    changes=[],
+    listed=True,
+    incremental=False,
+)
+# a file sent under a name refused now, removed from the source: never deleted by that name
+@example(
+    tree={"ok": b"a", "x;1": b"b"},
+    layout="tree",
+    rules=Capabilities(server_side_move=True, forbidden_chars=";"),
+    changes=[("delete", 1)],
+    listed=False,
+    incremental=False,
+)
+# ... renamed to a name the target takes: sent there, never moved from the refused name
+@example(
+    tree={"x;1": b"b"},
+    layout="tree",
+    rules=Capabilities(server_side_move=True, forbidden_chars=";"),
+    changes=[("rename", 0)],
+    listed=False,
+    incremental=True,
+)
+# smb after d6860d2: Inv.pdf and inv.pdf were two files, now one name
+@example(
+    tree={"Inv.pdf": b"upper", "inv.pdf": b"lower"},
+    layout="tree",
+    rules=Capabilities(server_side_move=True, case_sensitive=False),
+    changes=[],
+    listed=False,
+    incremental=False,
+)
+@given(
+    tree=old_trees,
+    layout=st.sampled_from(["tree", "flat", "by-year"]),
+    rules=todays_rules,
+    changes=st.lists(st.tuples(st.sampled_from(["delete", "edit", "rename"]), st.integers(0, 20)), max_size=3),
+    listed=st.booleans(),
+    incremental=st.booleans(),
+)
+def test_rows_sent_under_other_rules_never_lead_to_a_refused_name_or_two_files_on_one_path(
+    tree: dict[str, bytes],
+    layout: str,
+    rules: Capabilities,
+    changes: list[tuple[str, int]],
+    listed: bool,
+    incremental: bool,
+) -> None:
+    """An index filled under other naming rules (an older mirror, or the target's rules
+    changed since) is planned by today's: nothing is sent to a name the target refuses,
+    no delete or move reaches one, no two files go to one path, and what was sent under
+    a refused name is left on the target. After one pass the index holds no such row, and
+    the next pass has nothing to send."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = Rig(Path(tmp), Capabilities(server_side_move=True))
+        # the target folds case all along; the first copy's rules did not know it
+        driver_class = MemoryDriver if rules.case_sensitive else FoldingMemoryDriver
+        rig.driver = driver_class(rig.driver.fs, rig.root, rig.driver.caps)
+        rig.executor = Executor(rig.driver, rig.index, rig.source, 3, threading.Event())
+        rig.write(tree)
+        rig.executor.run(plan(rig.local(), {}, rig.settings(layout), remote={}))
+        touched: set[str] = set()
+        for kind, n in changes:
+            existing = sorted(p for p in tree if (rig.source / p).exists())
+            if not existing:
+                break
+            rel = existing[n % len(existing)]
+            touched.add(rel)
+            if kind == "delete":
+                os.unlink(rig.source / rel)
+            elif kind == "edit":
+                rig.write({rel: tree[rel] + b"+edit"})
+            elif not (rig.source / (new := f"{rel}-renamed" if n % 2 else f"renamed{n}")).exists():
+                os.rename(rig.source / rel, rig.source / new)  # a name today's rules may take
+                touched.add(new)
+        before = rig.target()
+        # the same target, held to today's rules
+        rig.driver = driver_class(rig.driver.fs, rig.root, rules)
+        rig.executor = Executor(rig.driver, rig.index, rig.source, 3, threading.Event())
+        key = path_key(rules.case_sensitive)
+
+        def refused(path: str) -> bool:
+            return refused_name(path, rules) is not None
+
+        local = rig.local()
+        settings_ = rig.settings(layout, max_delete=1000)
+        if incremental:
+            # a watch pass of the changed paths, the index asked row by row
+            mine = {p: e for p, e in local.items() if p in touched}
+            asked = known_files(rig, touched, touched, rig.index.count())
+            step = plan(mine, asked, settings_, scope=touched)
+        else:
+            step = plan(local, rig.index.entries(), settings_, remote=rig.driver.list() if listed else None)
+        sent = [*step.moves, *step.transfers]
+        assert not [a.dst for a in sent if refused(a.dst)]
+        assert not [m.old_dst for m in step.moves if refused(m.old_dst)]
+        removed = [r for r in (*step.early, *step.removals) if isinstance(r, (Delete, Trash))]
+        assert not [r.dst for r in removed if refused(r.dst)]
+        # one file per path of the target: no two sent there, nor one where a row stays
+        assert len({key(a.dst) for a in sent}) == len(sent)
+        rig.executor.run(step)
+        after = rig.target()
+        # what was sent under a name refused now stays on the target as it was
+        assert {p: d for p, d in before.items() if refused(p)} == {p: d for p, d in after.items() if refused(p)}
+        if incremental:
+            rig.close()
+            return
+        rows = rig.index.entries()
+        assert not [e.dst for e in rows.values() if refused(e.dst)]
+        assert len({key(e.dst) for e in rows.values()}) == len(rows)
+        # each source file is on the target, or failed with its reason
+        failures = {f.src: f.error for f in rig.index.failures()}
+        assert set(local) <= set(rows) | set(failures)
+        assert all(failures.values())
+        for checked in (False, True):  # as the next pass, and as any later one trusting the rows
+            again = plan(local, rig.index.entries(), settings_, remote=rig.driver.list(), rows_checked=checked)
+            assert again.transfers == again.moves == again.unfit == ()
+            assert {r.src for r in again.refusals} == set(failures) & set(local)
+        rig.close()
 
 
 WIDE_NAMES = st.text(
