@@ -38,7 +38,7 @@ from mirror.logs import setup as setup_logging
 from mirror.policy import DeletePolicy
 from mirror.progress import human_bytes, human_duration
 from mirror.redact import SecretFilter
-from mirror.runner import TargetRunner, mirrored_as, summarize
+from mirror.runner import TargetRunner, mirrored_as, starved, summarize
 from mirror.runner import state_dir as resolve_state_dir
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ def user_errors(scrubber: SecretFilter | None = None) -> Iterator[None]:
     except BrokenPipeError:
         sys.exit(EXIT_PROBLEM)  # the reader went (mirror verify | head): stop, quietly
     except Exception as exc:
+        if (why := starved(exc)) is not None:
+            fail(why, EXIT_PROBLEM)  # no bug to report
         log.debug("internal error", exc_info=True)
         fail(
             f"internal error: {clean(f'{type(exc).__name__}: {exc}')} (run with -v for details, "

@@ -360,6 +360,8 @@ class Mirror:
         settling = 0
         watching: str | None = None
         for batch in watcher.batches():
+            for runner in self.runners:
+                runner.check_thread()
             settling = self._tell_settling(watcher.unsettled(), settling)
             watching = self._tell_watching(watcher.watching, watching)
             back = False

@@ -49,6 +49,9 @@ GUARD_RECHECK = 10.0
 #: new target paths a pass without a listing may ask the target about, one request each
 #: (:attr:`Put.ask`); more, and one listing answers for all of them
 ASKS_AT_MOST = 100
+#: seconds before a runner's thread that broke down runs again, doubled while it keeps
+#: breaking, up to the second figure (see TargetRunner._keep_running)
+RESTART_FIRST, RESTART_MOST = 1.0, 60.0
 
 
 def state_dir(config: Config) -> Path:
@@ -160,6 +163,9 @@ class TargetRunner:
         self._work = Work()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
+        #: when the watchdog (check_thread) may start a thread that ended again, and the wait after that
+        self._restart_at = 0.0
+        self._restart_wait = RESTART_FIRST
         self.dead: str | None = None
         #: a pass with work got through to the target in this run (see Mirror.run_forever)
         self.reached = False
@@ -1128,8 +1134,31 @@ class TargetRunner:
     def start(self, known: Entries, lock: threading.Lock) -> None:
         self._known = known
         self._known_lock = lock
-        self._thread = threading.Thread(target=self._loop, name=f"mirror-{self.name}", daemon=True)
+        self._thread = threading.Thread(target=self._keep_running, name=f"mirror-{self.name}", daemon=True)
         self._thread.start()
+
+    def check_thread(self) -> None:
+        """The watchdog, from the main thread: start the runner's thread again if it ended
+        though no stop was asked for. It ends so only outside the loop's reach (Python's
+        own start of a thread out of memory, or the handling of an error in
+        :meth:`_keep_running` failing too): the target got nothing more, and status said
+        'running, starting' for good."""
+        thread = self._thread
+        if thread is None or thread.is_alive() or self.stop.is_set() or time.monotonic() < self._restart_at:
+            return
+        why = "its thread ended unexpectedly (out of memory?)"
+        wait, self._restart_wait = self._restart_wait, min(self._restart_wait * 2, RESTART_MOST)
+        self._restart_at = time.monotonic() + wait
+        self.failing(why, "failed")
+        self.submit(full=True, listing=True)  # what it was doing is lost: a listing finds it
+        try:
+            self._thread = threading.Thread(target=self._keep_running, name=f"mirror-{self.name}", daemon=True)
+            self._thread.start()
+        except RuntimeError as exc:  # can't start new thread
+            self.log.error("%s; cannot start it again: %s; trying again in %.0f s", why, described(exc), wait)
+            self.failing(described(exc), "failed")
+        else:
+            self.log.error("%s; started it again", why)
 
     def wake(self) -> None:
         """Let the runner's thread (and its bulk lane) notice :attr:`stop` at once."""
@@ -1174,6 +1203,32 @@ class TargetRunner:
             work, self._work = self._work, Work()
             return work
 
+    def _keep_running(self) -> None:
+        """The runner's thread: :meth:`_loop`, run again after a while whatever escapes it
+        (a MemoryError while it handles another error, a state write in a handler). Such
+        a thread ended with a line on stderr at most: the target got nothing more, status
+        said 'running, starting', exit 0, and no alert came."""
+        wait = RESTART_FIRST
+        while True:
+            began = time.monotonic()
+            try:
+                self._loop()
+                return
+            except Exception as exc:
+                if time.monotonic() - began > RESTART_MOST:
+                    wait = RESTART_FIRST  # it ran well for a while: this is a new breakdown
+                why = described(exc)
+                with suppress(Exception):  # short of memory, even saying so can fail
+                    bug = not (isinstance(exc, MirrorError) or starved(exc))
+                    self.log.error("%s; starting this target again in %.0f s", why, wait, exc_info=bug)
+                with suppress(Exception):
+                    self.failing(why, "failed")
+                with suppress(Exception):
+                    self.submit(full=True, listing=True)  # the work it held is lost: a listing finds it
+                if self.stop.wait(wait):
+                    return
+                wait = min(wait * 2, RESTART_MOST)
+
     def _loop(self) -> None:
         backoff = 1.0
         while (work := self._take()) is not None:
@@ -1215,7 +1270,7 @@ class TargetRunner:
                     self.log.error("%s; retrying in %.0f s", exc, backoff)
                     self.observer.on_state(self.name, "failing", str(exc))
                 else:
-                    self.log.error("%s; will rescan", described(exc), exc_info=True)
+                    self.log.error("%s; will rescan", described(exc), exc_info=starved(exc) is None)
                     # the log alone is where no one looks: status must show it (exit 1)
                     self.failing(described(exc))
                 # rows of the failed pass may have gone with its transaction: listed, the
@@ -1337,11 +1392,26 @@ def _asks(actions: Plan) -> int:
     return puts + sum(1 for m in actions.moves if m.ask)
 
 
-def described(exc: Exception) -> str:
+def described(exc: BaseException) -> str:
     """How status and reports name an error no backend classified (a bug, most likely):
     by its message if mirror raised it on purpose, else with its type, as a bare message
     ('HTTP Error: 503') says little."""
-    return str(exc) if isinstance(exc, MirrorError) else f"internal error: {type(exc).__name__}: {exc}"
+    if isinstance(exc, MirrorError):
+        return str(exc)
+    return starved(exc) or f"internal error: {type(exc).__name__}: {exc}"
+
+
+def starved(exc: BaseException) -> str | None:
+    """What a lack of memory or threads means, if ``exc`` is one: no bug to report, and
+    'internal error: MemoryError: ' said nothing at all."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (a memory limit such as ulimit -v, or MemoryMax= of the service?)"
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return (
+            "cannot start a thread: out of memory, or a limit on threads "
+            "(ulimit -u, ulimit -v, or TasksMax= of the service?)"
+        )
+    return None
 
 
 def raise_failure(report: Report) -> None:

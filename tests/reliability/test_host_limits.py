@@ -1,0 +1,116 @@
+"""Limits of the host mirror runs on: memory, threads, the state disk and a target disk
+filling up while it watches for months.
+
+Disks are real tmpfs mounts (as root; skipped with the reason otherwise). A memory error
+cannot be made to come at a chosen place, so the tests of those raise one where the real
+one came (said in each); everything else is real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mirror import api
+from mirror.index import Index
+from tests.cli import files, wait_for
+
+
+class States(api.Observer):
+    """Every state a target went through, with its reason."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+
+    def on_state(self, target: str, state: str, error: str | None) -> None:
+        self.seen.append((state, error))
+
+
+def _config(tmp_path: Path) -> tuple[api.Config, Path, Path]:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "invoice 1.pdf").write_bytes(b"%PDF one")
+    settings = api.TargetSettings(settle=0.1)
+    cfg = api.Config(
+        source=src, targets=(api.TargetConfig("disk", str(dst), settings=settings),), state_dir=tmp_path / "s"
+    )
+    return cfg, src, dst
+
+
+@contextlib.contextmanager
+def watching(cfg: api.Config, states: States) -> Iterator[None]:
+    """``mirror run`` in watch mode, in this process (so that an error can be raised inside)."""
+    with api.running(cfg, observers=[states]) as m:
+        thread = threading.Thread(target=m.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            m.shutdown()
+            thread.join(15)
+
+
+# -- 1: a target's thread never dies silently ---------------------------------------------------
+@pytest.mark.timeout(60)
+def test_a_target_thread_out_of_memory_is_told_and_runs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under ``ulimit -v`` a MemoryError came while the loop handled another: the target's
+    thread died ('Exception ignored in: ... Thread(mirror-t4 ...) MemoryError'), mirror ran
+    on, that target never got another file, status said 'running, starting', exit 0.
+    Raised here where sqlite raises it when it cannot allocate (SQLITE_NOMEM): the index's
+    first two writes, the pass's and then the handler's."""
+    cfg, src, dst = _config(tmp_path)
+    short = [2]
+    set_meta = Index.set_meta
+
+    def out_of_memory(self: Index, **values: Any) -> None:
+        if values.get("state") in ("syncing", "failing") and short[0]:
+            short[0] -= 1
+            raise MemoryError
+        set_meta(self, **values)
+
+    monkeypatch.setattr(Index, "set_meta", out_of_memory)
+    states = States()
+    caplog.set_level(logging.INFO, logger="mirror")
+    with watching(cfg, states):
+        wait_for(lambda: files(dst) == files(src), timeout=30, what="the copy once the thread runs again")
+        (src / "invoice 2.pdf").write_bytes(b"%PDF two")
+        wait_for(lambda: files(dst) == files(src), timeout=30, what="a later invoice")
+        wait_for(lambda: api.status(cfg)[0].in_sync, what="status to be in sync again")
+    told = [error or "" for state, error in states.seen if state == "failed"]
+    assert told and told[0].startswith("out of memory"), states.seen
+    assert "out of memory" in caplog.text and "starting this target again in 1 s" in caplog.text, caplog.text
+    assert "internal error" not in caplog.text
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_target_thread_that_ended_before_mirror_s_code_ran_is_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread can also die in Python's own start of it, out of memory, before any of
+    mirror's code runs: raised here as the first thing the thread does."""
+    cfg, src, dst = _config(tmp_path)
+    run = threading.Thread.run
+    starts = [0]
+
+    def dies_at_once(self: threading.Thread) -> None:
+        if self.name == "mirror-disk":
+            starts[0] += 1
+            if starts[0] == 1:
+                raise MemoryError
+        run(self)
+
+    monkeypatch.setattr(threading.Thread, "run", dies_at_once)
+    states = States()
+    with watching(cfg, states):
+        wait_for(lambda: files(dst) == files(src), timeout=30, what="the copy by the thread started again")
+        wait_for(lambda: api.status(cfg)[0].in_sync, what="status to be in sync again")
+    assert ("failed", "its thread ended unexpectedly (out of memory?)") in states.seen
