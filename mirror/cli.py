@@ -30,7 +30,7 @@ from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver
 from mirror.engine import Mirror
-from mirror.errors import ConfigError, MirrorError
+from mirror.errors import ConfigError, MirrorError, StateError
 from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.layout import Layout
 from mirror.logs import printable
@@ -302,6 +302,7 @@ def run(
     """
     scrubber = setup_logging(verbosity(verbose, quiet), log_format)
     signals = Signals()
+    state_full = StateWait(watching=not (once or dry_run))
     again = True
     while again:
         with user_errors(scrubber):
@@ -324,8 +325,11 @@ def run(
                 addr = parse_addr(metrics_addr)
                 metrics = Metrics()
             observers = [o for o in (alerts, metrics) if o is not None]
+            opened = False
             try:
                 with api.running(cfg, observers=observers, dry_run=dry_run) as mirror:
+                    opened = True
+                    state_full.over()
                     if metrics is not None and addr is not None:
                         metrics.attach(mirror)
                         metrics.serve(*addr)
@@ -337,12 +341,52 @@ def run(
                     # after the threads ended: from a shell or a service's log, Ctrl-C and
                     # SIGTERM otherwise leave no sign they were heard
                     log.info("stopped")
+            except StateError as exc:
+                again, code = state_full.pause(exc, signals, opened), EXIT_OK
             finally:
                 if alerts is not None:
                     alerts.close()
                 if metrics is not None:
                     metrics.close()
     sys.exit(code)
+
+
+class StateWait:
+    """Watch mode that starts with a state folder it cannot write (its disk full): waited
+    out with backoff and told once, as a pass that meets it mid-run is. It exited 1, and a
+    service ended until someone restarted it."""
+
+    def __init__(self, watching: bool) -> None:
+        self.watching = watching
+        self.wait = 1.0
+        self.told = False
+
+    def pause(self, exc: StateError, signals: Signals, opened: bool) -> bool:
+        """Wait before the next try; False when a signal to stop came meanwhile. Raises
+        ``exc`` again for ``--once`` (cron tries again anyway), and for a mirror that had
+        opened its state (that one retries by itself)."""
+        if opened or not self.watching:
+            raise exc
+        if not self.told:
+            log.warning("%s; waiting for that, trying again every minute at most", exc)
+            self.told = True
+        else:
+            log.debug("%s; trying again in %.0f s", exc, self.wait)
+        pause = threading.Event()
+        signals.handle(pause)
+        if pause.wait(self.wait):
+            again = signals.restart()
+            if not again:
+                log.info("stopped")
+            return again
+        self.wait = min(self.wait * 2, 60.0)
+        return True
+
+    def over(self) -> None:
+        if self.told:
+            log.info("mirror's state can be written again; starting")
+        self.told = False
+        self.wait = 1.0
 
 
 class Signals:

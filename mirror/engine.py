@@ -228,7 +228,7 @@ class Mirror:
         for runner in self.runners:
             index = runner.index
             if index is not None and not runner.dry_run and index.get_meta("left_out") != left_out:
-                index.set_meta(left_out=left_out)  # written when it changes: a commit costs
+                runner.note(left_out=left_out)  # written when it changes: a commit costs
         return snap
 
     def _hold_unmounted(self, snap: Snapshot) -> None:

@@ -208,8 +208,16 @@ class TargetRunner:
         self._check_overlap()
         try:
             self._open_index()
-        except PermissionError as exc:
-            raise state_denied(self.index_file.parent, exc) from None
+        except BaseException as exc:
+            # let go of the locks: watch mode opens it again once its state disk has room
+            if self.index is not None:
+                with suppress(Exception):
+                    self.index.close()
+                self.index = None
+            self._unlock()
+            if isinstance(exc, PermissionError):
+                raise state_denied(self.index_file.parent, exc) from None
+            raise
 
     def _open_index(self) -> None:
         if self.dry_run:
@@ -781,8 +789,18 @@ class TargetRunner:
     def settling(self, files: int) -> None:
         """``files`` changed files wait to settle in the watcher (a scan still being
         written): pending for status, though no pass has them yet."""
-        if self.index is not None and not self.dry_run:
-            self.index.set_meta(settling=files or None)
+        self.note(settling=files or None)
+
+    def note(self, **values: str | float | int | None) -> None:
+        """Record facts for status from the main thread (the watcher's bookkeeping). A state
+        disk that cannot take them is waited out by this target's passes, which say so:
+        raised here, it ended watch mode for every target, and nothing resumed with space."""
+        if self.index is None or self.dry_run:
+            return
+        try:
+            self.index.set_meta(**values)
+        except StateError as exc:
+            self.log.debug("cannot record %s: %s", ", ".join(values), exc)
 
     def watching(self, how: str | None) -> None:
         """How the watcher follows the source when not by inotify ("polling (why)"), for status."""
@@ -911,8 +929,7 @@ class TargetRunner:
         return frozenset(json.loads(raw)) if raw else frozenset()
 
     def remember_inner_mounts(self, mounts: frozenset[str]) -> None:
-        if self.index is not None and not self.dry_run:
-            self.index.set_meta(inner_mounts=json.dumps(sorted(mounts)) if mounts else None)
+        self.note(inner_mounts=json.dumps(sorted(mounts)) if mounts else None)
 
     def source_place(self) -> str | None:
         """The mount the source folder was on when this target last got a pass."""
@@ -1128,7 +1145,7 @@ class TargetRunner:
         if self.lane is not None:
             left += self.lane.files() + self.lane.waiting()
         if left and self.index is not None and not self.dry_run:
-            self.index.set_meta(incomplete=1)
+            self.note(incomplete=1)
             self.log.warning("stopped with %d change(s) not yet sent; the next run sends them", left)
 
     def start(self, known: Entries, lock: threading.Lock) -> None:
@@ -1231,6 +1248,8 @@ class TargetRunner:
 
     def _loop(self) -> None:
         backoff = 1.0
+        #: the state error told, said once for as long as it lasts (a full disk for a day)
+        told: str | None = None
         while (work := self._take()) is not None:
             try:
                 for report in self._passes(work):
@@ -1238,6 +1257,9 @@ class TargetRunner:
                     self._recheck_guard(report)
                     raise_failure(report)
                 backoff = 1.0
+                if told is not None:
+                    self.log.info("mirror's state can be written again; carrying on")
+                    told = None
             except TransientError as exc:
                 # what comes back may be an empty folder: the next pass asks (see _root_lost)
                 self._root_asked = False
@@ -1267,7 +1289,9 @@ class TargetRunner:
                 self.submit(work.changes, full=True, listing=True, skip=work.skip)
             except Exception as exc:
                 if isinstance(exc, StateError):
-                    self.log.error("%s; retrying in %.0f s", exc, backoff)
+                    level = logging.DEBUG if str(exc) == told else logging.ERROR
+                    self.log.log(level, "%s; retrying in %.0f s, then less often up to every minute", exc, backoff)
+                    told = str(exc)
                     self.observer.on_state(self.name, "failing", str(exc))
                 else:
                     self.log.error("%s; will rescan", described(exc), exc_info=starved(exc) is None)

@@ -19,7 +19,8 @@ import pytest
 
 from mirror import api
 from mirror.index import Index
-from tests.cli import files, wait_for
+from tests.cli import files, run, start, wait_for
+from tests.reliability.test_faults import stop, tmpfs
 
 
 class States(api.Observer):
@@ -114,3 +115,70 @@ def test_a_target_thread_that_ended_before_mirror_s_code_ran_is_started_again(
         wait_for(lambda: files(dst) == files(src), timeout=30, what="the copy by the thread started again")
         wait_for(lambda: api.status(cfg)[0].in_sync, what="status to be in sync again")
     assert ("failed", "its thread ended unexpectedly (out of memory?)") in states.seen
+
+
+# -- 2: mirror's own state disk full while watching -----------------------------------------------
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` up with one file; remove it to give the space back."""
+    filler = disk / "filler"
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(bytes(64 * 1024))
+    return filler
+
+
+FULL_STATE = "is full; free space there, or set state_dir"
+
+
+@pytest.mark.timeout(150)
+def test_a_state_disk_filling_up_while_watching_is_waited_out(tmp_path: Path) -> None:
+    """The main thread's bookkeeping (the count of files settling) met the full disk and
+    ended 'mirror run' with exit 1: every target stopped, nothing resumed with space, and
+    status said 'ended without stopping cleanly', exit 0."""
+    source, target, log = tmp_path / "export", tmp_path / "backup", tmp_path / "m.log"
+    source.mkdir()
+    for i in range(200):
+        (source / f"invoice {i:03}.pdf").write_bytes(b"%%PDF %d" % i)
+    with tmpfs(tmp_path / "state", "2m") as state:
+        proc = start("run", str(source), str(target), state=state, log=log)
+        try:
+            wait_for(lambda: files(target) == files(source), timeout=30, what="the first copy")
+            filler = fill(state)
+            for i in range(300):  # the program goes on writing
+                (source / f"scan {i:03}.pdf").write_bytes(b"%%PDF scan %d" % i)
+            wait_for(lambda: FULL_STATE in log.read_text(), timeout=30, what="the full disk to be told")
+            assert proc.poll() is None, log.read_text()
+            filler.unlink()
+            (source / "late.pdf").write_bytes(b"%PDF late")
+            wait_for(lambda: files(target) == files(source), timeout=90, what="the copy once space is back")
+        finally:
+            output = stop(proc, log)
+    assert output.count(FULL_STATE) == 1, output
+    assert "mirror's state can be written again; carrying on" in output
+
+
+@pytest.mark.timeout(150)
+def test_a_state_disk_full_at_start_is_waited_for_in_watch_mode(tmp_path: Path) -> None:
+    """A service started on a full state disk exited 1 and stayed down; --once still fails."""
+    source, target, log = tmp_path / "export", tmp_path / "backup", tmp_path / "m.log"
+    source.mkdir()
+    for i in range(200):
+        (source / f"invoice {i:03}.pdf").write_bytes(b"%%PDF %d" % i)
+    with tmpfs(tmp_path / "state", "2m") as state:
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+        for shm in state.rglob("*-shm"):
+            shm.unlink()  # as after a reboot: opening the index has to make it again
+        filler = fill(state)
+        (source / "new.pdf").write_bytes(b"%PDF new")
+        once = run("run", str(source), str(target), "--once", state=state)
+        assert once.returncode == 1 and FULL_STATE in once.stderr, once.stderr
+        proc = start("run", str(source), str(target), state=state, log=log)
+        try:
+            wait_for(lambda: "waiting for that" in log.read_text(), timeout=30, what="the wait to be told")
+            assert proc.poll() is None, log.read_text()
+            filler.unlink()
+            wait_for(lambda: files(target) == files(source), timeout=90, what="the copy once space is back")
+        finally:
+            output = stop(proc, log)
+    assert output.count(FULL_STATE) == 1, output
+    assert "mirror's state can be written again; starting" in output
