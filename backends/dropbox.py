@@ -55,7 +55,7 @@ from dropboxdrivefs import DropboxDriveFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error, info_mtime_ns
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import DROPBOX_BLOCK, HashKind, dropbox_content_hash
 from mirror.private_files import read_private_json
 
@@ -126,7 +126,7 @@ def check_name(rel: str) -> None:
 API_ERRORS: tuple[tuple[frozenset[str], Callable[[str, list[str]], MirrorError]], ...] = (
     (
         frozenset({"insufficient_space", "team_folder_insufficient_space", "member_folder_insufficient_space"}),
-        lambda path, tags: FatalError("the Dropbox account is full: free some space or upgrade, then run again"),
+        lambda path, tags: TargetFull("the Dropbox account is full: free some space or upgrade, then run again"),
     ),
     (
         frozenset({"upload_traffic_limit_reached"}),

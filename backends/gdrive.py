@@ -39,7 +39,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseUpload
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import parent
 from mirror.private_files import read_private_json
@@ -572,7 +572,10 @@ class GDriveDriver(Driver):
             if status == 429 or (status == 403 and reason in RETRY_REASONS) or status >= 500:
                 return TransientError(text, retry_after=_retry_after(exc))
             if reason in FATAL_REASONS or status == 401:
-                return FatalError(text + ("; run `mirror auth gdrive` again" if status == 401 else ""))
+                full = reason == "storageQuotaExceeded"
+                return (TargetFull if full else FatalError)(
+                    text + ("; run `mirror auth gdrive` again" if status == 401 else "")
+                )
             return ItemError(text)
         if isinstance(exc, google.auth.exceptions.RefreshError):
             # google-auth marks a 5xx, 429 or 408 of the token endpoint retryable: the login

@@ -36,7 +36,7 @@ import msal
 import requests
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import HashKind
 from mirror.private_files import read_private_json, write_private
 
@@ -624,7 +624,7 @@ class OneDriveDriver(Driver):
             if status in (429, 503, 509) or (status >= 500 and status != 507):
                 return TransientError(text, retry_after=_retry_after(exc.response))
             if status == 507 or code == "quotaLimitReached":
-                return FatalError(text)
+                return TargetFull(text)
             if status == 401:
                 return FatalError(text + "; run `mirror auth onedrive` again")
             return ItemError(text)

@@ -37,7 +37,7 @@ from webdav4.client import (
 from webdav4.fsspec import WebdavFileSystem
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.paths import parent
 from mirror.redact import has_password
 
@@ -251,7 +251,7 @@ def classify_webdav_error(exc: BaseException) -> MirrorError:  # noqa: PLR0911  
     if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
         return TransientError(f"webdav: connection problem ({type(exc).__name__})")
     if isinstance(exc, InsufficientStorage):
-        return FatalError("webdav: the server is out of space or over quota (507)")
+        return TargetFull("webdav: the server is out of space or over quota (507)")
     if isinstance(exc, HTTPError):
         status = exc.status_code
         if status in (HTTPStatus.UNAUTHORIZED,):

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import ancestors, check_relative, parent
 
@@ -539,7 +539,7 @@ def classify_os_error(exc: BaseException) -> MirrorError:
     if isinstance(exc, (ConnectionError, TimeoutError, EOFError)):
         return TransientError(text)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return FatalError(f"target is full ({exc.strerror}); free space there")
+        return TargetFull(f"target is full ({exc.strerror}); free space there")
     if isinstance(exc, OSError) and exc.errno == errno.EROFS:
         return FatalError("target is read-only; mount it writable")
     return ItemError(text)

@@ -32,6 +32,12 @@ class FatalError(MirrorError):
     """The target cannot be used any more (auth revoked, quota full, host key changed)."""
 
 
+class TargetFull(FatalError):
+    """The target has no room left: a full disk, an account or quota used up. Space is
+    freed within minutes as often as not, so it is tried again sooner than other fatal
+    errors, and it is no mistake in the config to exit for."""
+
+
 class StateError(MirrorError):
     """mirror's own state (a target's index in the state folder) cannot be read or
     written: a full or read-only disk. Nothing is wrong with the target; the pass stops

@@ -38,6 +38,8 @@ class Report:
     #: mirror was stopped before the pass ran to its end: the target is not complete
     cut_short: bool = False
     trashed: int = 0
+    #: the fatal error is a full target or quota (mirror.errors.TargetFull)
+    full: bool = False
 
     @property
     def error(self) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from mirror.driver import BatchPut, Driver, RemoteEntry
-from mirror.errors import FatalError, ItemError, MirrorError, StateError, TransientError
+from mirror.errors import FatalError, ItemError, MirrorError, StateError, TargetFull, TransientError
 from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, numbered, numbered_top, parent, path_key
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
@@ -74,6 +74,8 @@ class RunStats:
     postponed: list[str] = field(default_factory=list)
     guard: str | None = None
     fatal: str | None = None
+    #: the fatal error is a full target (TargetFull)
+    full: bool = False
     down: str | None = None
     #: mirror's own state could not be written (a full disk): the pass stopped there
     state_error: str | None = None
@@ -203,6 +205,7 @@ class Executor:
             self._prune_dirs([*emptied, *moved_away, *cleaned])
         except FatalError as exc:
             stats.fatal = str(exc)
+            stats.full = isinstance(exc, TargetFull)
         except TargetDown as exc:
             stats.down = str(exc)
         except StateError as exc:

@@ -27,7 +27,7 @@ from mirror import registry
 from mirror.bulk import BulkLane, split
 from mirror.config import Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
-from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TransientError
+from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TargetFull, TransientError
 from mirror.events import Observer, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
@@ -52,6 +52,11 @@ ASKS_AT_MOST = 100
 #: seconds before a runner's thread that broke down runs again, doubled while it keeps
 #: breaking, up to the second figure (see TargetRunner._keep_running)
 RESTART_FIRST, RESTART_MOST = 1.0, 60.0
+#: seconds before a full target (TargetFull) is tried again, doubled while it stays full,
+#: up to the second figure (and never beyond rescan_interval). Waiting for the rescan
+#: (an hour) kept invoices off a disk for that long after space was freed; the cap bounds
+#: what a target full for days costs: a pass with a listing, and a log line, each time
+FULL_FIRST, FULL_MOST = 30.0, 600.0
 
 
 def state_dir(config: Config) -> Path:
@@ -166,6 +171,8 @@ class TargetRunner:
         #: when the watchdog (check_thread) may start a thread that ended again, and the wait after that
         self._restart_at = 0.0
         self._restart_wait = RESTART_FIRST
+        #: how long a full target waits before it is tried again (_retry_in)
+        self._full_wait = FULL_FIRST
         self.dead: str | None = None
         #: a pass with work got through to the target in this run (see Mirror.run_forever)
         self.reached = False
@@ -1043,6 +1050,7 @@ class TargetRunner:
             state_error=stats.state_error,
             cut_short=stats.cut_short,
             trashed=stats.trashed,
+            full=stats.full,
         )
 
     def _after(self, report: Report, listing: bool, settling: bool = False) -> None:
@@ -1256,7 +1264,7 @@ class TargetRunner:
                     self._log_report(report)
                     self._recheck_guard(report)
                     raise_failure(report)
-                backoff = 1.0
+                backoff, self._full_wait = 1.0, FULL_FIRST
                 if told is not None:
                     self.log.info("mirror's state can be written again; carrying on")
                     told = None
@@ -1278,9 +1286,9 @@ class TargetRunner:
                 backoff = min(backoff * 2, 60.0)
             except (FatalError, ConfigError) as exc:
                 # a full disk gets space, a revoked token a new grant: tried again at each
-                # rescan, where it stayed stopped until mirror was restarted
+                # rescan, where it stayed stopped until mirror was restarted; a full one sooner
                 self.dead = str(exc)
-                again = self.settings.rescan_interval
+                again = self._retry_in(exc)
                 self.log.error("target stopped: %s; trying it again in %s", exc, human_duration(again))
                 self.failing(str(exc), "failed")
                 if self.stop.wait(again):
@@ -1319,6 +1327,15 @@ class TargetRunner:
         finally:
             with self._cv:
                 self._in_pass = False
+
+    def _retry_in(self, exc: MirrorError) -> float:
+        """Seconds a target stopped by ``exc`` waits before it is tried again."""
+        if not isinstance(exc, TargetFull):
+            return self.settings.rescan_interval
+        # a full disk was reached: no mistake in the config to exit for (Mirror.run_forever)
+        self.reached = True
+        wait, self._full_wait = self._full_wait, min(self._full_wait * 2, FULL_MOST)
+        return min(wait, self.settings.rescan_interval)
 
     def _recheck_guard(self, report: Report) -> None:
         """Deletions the guard withheld are planned again by a full pass a while later,
@@ -1443,7 +1460,7 @@ def raise_failure(report: Report) -> None:
     if report.down:
         raise TransientError(report.down)
     if report.fatal:
-        raise FatalError(report.fatal)
+        raise (TargetFull if report.full else FatalError)(report.fatal)
     if report.state_error:
         raise StateError(report.state_error)
 

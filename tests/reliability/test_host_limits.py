@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ import pytest
 from mirror import api
 from mirror.index import Index
 from tests.cli import files, run, start, wait_for
-from tests.reliability.test_faults import stop, tmpfs
+from tests.reliability.common import hashes, landed
+from tests.reliability.test_faults import remount, stop, tmpfs
 
 
 class States(api.Observer):
@@ -182,3 +185,46 @@ def test_a_state_disk_full_at_start_is_waited_for_in_watch_mode(tmp_path: Path) 
             output = stop(proc, log)
     assert output.count(FULL_STATE) == 1, output
     assert "mirror's state can be written again; starting" in output
+
+
+# -- 3: a full target is tried again within minutes ------------------------------------------------
+@pytest.mark.timeout(180)
+def test_a_target_full_in_its_first_pass_is_waited_for_not_exited_on(tmp_path: Path) -> None:
+    """The log said 'target stopped: target is full ...; trying it again in 60 min', then
+    at once 'every target has stopped before its first pass; exiting', exit 1."""
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    for i in range(20):
+        (source / f"scan {i:02}.pdf").write_bytes(os.urandom(300_000))
+    with tmpfs(tmp_path / "disk", "3m") as disk:
+        proc = start("run", str(source), str(disk / "backup"), state=state, log=log)
+        try:
+            wait_for(lambda: "target stopped: target is full" in log.read_text(), timeout=30, what="the full disk")
+            time.sleep(2)  # the exit came within a second
+            assert proc.poll() is None, log.read_text()
+            remount(disk, "16m")
+            wait_for(lambda: hashes(disk / "backup") == hashes(source), timeout=120, what="the copy after")
+        finally:
+            output = stop(proc, log)
+    assert "trying it again in 30 s" in output and "every target has stopped" not in output, output
+
+
+@pytest.mark.timeout(180)
+def test_a_target_filling_up_while_watching_gets_new_invoices_minutes_after_space_returns(tmp_path: Path) -> None:
+    """Stopped 'trying it again in 60 min' (the rescan interval): space freed a minute
+    later changed nothing, and new invoices stayed off the disk for up to an hour."""
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    (source / "invoice 1.pdf").write_bytes(b"%PDF first")
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        proc = start("run", str(source), str(disk / "backup"), state=state, log=log)
+        try:
+            wait_for(lambda: landed(disk / "backup") == files(source), timeout=30, what="the first copy")
+            (source / "scan.tif").write_bytes(os.urandom(1_500_000))
+            wait_for(lambda: "target stopped: target is full" in log.read_text(), timeout=30, what="the full disk")
+            remount(disk, "16m")
+            (source / "invoice 2.pdf").write_bytes(b"%PDF after space came back")
+            wait_for(lambda: hashes(disk / "backup") == hashes(source), timeout=120, what="the files after")
+        finally:
+            output = stop(proc, log)
+    assert "trying it again in 30 s" in output, output
