@@ -11,11 +11,11 @@ about to send are journaled first, so a listing finds those of a lost batch agai
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import itertools
 import logging
 import os
 import re
-import shutil
 import sqlite3
 import threading
 import time
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from mirror.errors import ConfigError, StateError
+from mirror.errors import ConfigError, MirrorError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)")
+#: the errors of a disk with no room left, for blocks or for inodes
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 #: rows written between commits while a batch runs
 COMMIT_EVERY = 500
 #: files per journal entry (Index.sending)
@@ -614,12 +616,12 @@ def damaged(exc: sqlite3.Error) -> bool:
 def state_error(path: Path, exc: sqlite3.Error) -> StateError:
     """What an index error means for the user, and where to act."""
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    # a full disk can also surface as an I/O error (the shared-memory file cannot grow)
-    if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and _nearly_full(path.parent)):
-        return StateError(
-            f"the disk holding mirror's state ({path.parent}) is full; free space there, or set "
-            "state_dir to a folder on another disk"
-        )
+    # a full disk can also surface as an I/O error (the shared-memory file cannot grow),
+    # and one out of inodes as a file it cannot open (its journal cannot be made)
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and (
+        full := no_room(path.parent, sure=code == sqlite3.SQLITE_FULL)
+    ):
+        return full
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
         return StateError(
             f"cannot write mirror's state in {path.parent} ({exc}); check the folder's owner and "
@@ -638,11 +640,33 @@ def state_denied(folder: Path, exc: OSError) -> ConfigError:
     )
 
 
-def _nearly_full(folder: Path) -> bool:
+def no_room(folder: Path, sure: bool = True) -> StateError | None:
+    """What to say when the disk holding ``folder`` is full or out of inodes; None when
+    it is neither, unless ``sure`` (the system said no space is left: a quota, say)."""
     try:
-        return shutil.disk_usage(folder).free < 1024 * 1024
+        disk = os.statvfs(folder)
     except OSError:
-        return False
+        disk = None
+    if disk is not None and disk.f_files and not disk.f_favail:
+        return StateError(
+            f"the disk holding mirror's state ({folder}) has no room for another file (out of inodes); "
+            "delete files there, or set state_dir to a folder on another disk"
+        )
+    if sure or (disk is not None and disk.f_bavail * disk.f_frsize < 1024 * 1024):
+        return StateError(
+            f"the disk holding mirror's state ({folder}) is full; free space there, or set "
+            "state_dir to a folder on another disk"
+        )
+    return None
+
+
+def state_os_error(folder: Path, exc: OSError) -> MirrorError:
+    """A state folder or file mirror cannot make or write: its disk full or out of inodes
+    (it said 'internal error: OSError: [Errno 28] ... please report it', or sent one to
+    check the folder's permissions), else a matter of owner and permissions."""
+    if exc.errno in FULL_DISK:
+        return no_room(folder) or StateError(f"cannot write mirror's state in {folder} ({exc.strerror})")
+    return state_denied(folder, exc)
 
 
 def _refuse_newer(db: sqlite3.Connection, path: Path) -> int:

@@ -32,7 +32,7 @@ from mirror.events import Observer, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
-from mirror.index import Index, IndexEntry, RunRecord, private_dir, state_denied
+from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, naming_rules, narrow, plan
@@ -222,8 +222,8 @@ class TargetRunner:
                     self.index.close()
                 self.index = None
             self._unlock()
-            if isinstance(exc, PermissionError):
-                raise state_denied(self.index_file.parent, exc) from None
+            if isinstance(exc, OSError) and (isinstance(exc, PermissionError) or exc.errno in FULL_DISK):
+                raise state_os_error(self.index_file.parent, exc) from None
             raise
 
     def _open_index(self) -> None:
@@ -237,7 +237,7 @@ class TargetRunner:
             private_dir(self.index_file.parent.parent)
             private_dir(self.index_file.parent)
         except OSError as exc:
-            raise state_denied(self.index_file.parent.parent, exc) from None
+            raise state_os_error(self.index_file.parent.parent, exc) from None
         fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -428,8 +428,12 @@ class TargetRunner:
                 f"{self.resolved.url} is already being mirrored by another mirror process ({holder}); "
                 "stop that one first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, target {self.name!r}".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, target {self.name!r}".encode(), 0)
+        except OSError:
+            os.close(fd)  # a full disk: kept, the lock made the next try 'already being mirrored'
+            raise
         return fd
 
     def place(self) -> tuple[str, ...]:

@@ -228,3 +228,47 @@ def test_a_target_filling_up_while_watching_gets_new_invoices_minutes_after_spac
         finally:
             output = stop(proc, log)
     assert "trying it again in 30 s" in output, output
+
+
+# -- 4: a state disk with no room at start is named as such -----------------------------------------
+def _invoices(source: Path) -> None:
+    source.mkdir()
+    for i in range(20):
+        (source / f"invoice {i:02}.pdf").write_bytes(b"%%PDF %d" % i)
+
+
+@pytest.mark.timeout(120)
+def test_a_full_state_disk_at_the_first_run_is_named_and_waited_for_in_watch_mode(tmp_path: Path) -> None:
+    """It said 'internal error: OSError: [Errno 28] No space left on device (run with -v
+    for details, and please report it)', naming no folder."""
+    source, target, log = tmp_path / "export", tmp_path / "backup", tmp_path / "m.log"
+    _invoices(source)
+    with tmpfs(tmp_path / "state", "1m") as state:
+        filler = fill(state)
+        once = run("run", str(source), str(target), "--once", state=state)
+        assert once.returncode == 1, once.stderr
+        told = f"the disk holding mirror's state ({state / 'targets'}) {FULL_STATE} to a folder on another disk"
+        assert once.stderr == f"mirror: error: {told}\n"
+        proc = start("run", str(source), str(target), state=state, log=log)
+        try:
+            wait_for(lambda: "waiting for that" in log.read_text(), timeout=30, what="the wait to be told")
+            filler.unlink()
+            wait_for(lambda: files(target) == files(source), timeout=90, what="the copy once space is back")
+        finally:
+            stop(proc, log)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("inodes", [3, 4, 5])
+def test_a_state_disk_out_of_inodes_is_named_as_such(tmp_path: Path, inodes: int) -> None:
+    """Out of inodes, it said 'internal error ... please report it', or sent the user to
+    check the folder's owner and permissions, which were fine."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    _invoices(source)
+    with tmpfs(tmp_path / "state", f"4m,nr_inodes={inodes}") as state:  # size=4m,nr_inodes=...
+        once = run("run", str(source), str(target), "--once", state=state)
+    assert once.returncode == 1, once.stderr
+    assert once.stderr == (
+        f"mirror: error: the disk holding mirror's state ({state / 'targets'}) has no room for another file "
+        "(out of inodes); delete files there, or set state_dir to a folder on another disk\n"
+    )
