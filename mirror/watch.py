@@ -330,7 +330,9 @@ class SourceWatcher:
         count, self._burst_changes = self._burst_changes, 0
         if events < max(1, queue * OVERFLOW_SHARE):
             return False
-        log.warning(
+        # info, not a warning: the rescan finds whatever was lost, and most bursts this
+        # large (an export of thousands of files) lost nothing, which cannot be told
+        log.info(
             "%d changes came at once, about as many events as the inotify event queue holds "
             "(fs.inotify.max_queued_events = %d): it may have overflowed, which loses events without a word; "
             "rescanning the source",
