@@ -16,6 +16,7 @@ run of ``mirror run --once`` neither forgets an incident nor announces it twice.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -65,6 +66,13 @@ class Alerts(Observer):
         self.files = {
             name: root / f"{index_path(root, config.named_source, t).stem}.json"
             for name, t in self.targets.items()
+        }
+        #: where an incident of a source given through a link was kept before such a source
+        #: named its files by the link (as its index is taken over: TargetRunner)
+        self._older = {
+            name: root / f"{index_path(root, config.source, t).stem}.json"
+            for name, t in self.targets.items()
+            if config.source_link is not None
         }
         self.scrub = {name: SecretFilter(t.secrets).scrub for name, t in self.targets.items()}
         #: incidents, some carried over from an earlier run (``alerts/*.json``)
@@ -264,6 +272,11 @@ class Alerts(Observer):
 
     # -- persistence ---------------------------------------------------------------------
     def _load(self, name: str) -> Incident | None:
+        older = self._older.get(name)
+        if older is not None and older.exists() and not self.files[name].exists():
+            # its recovery is announced only if the incident is found under today's name
+            with contextlib.suppress(OSError):
+                older.replace(self.files[name])
         try:
             data = json.loads(self.files[name].read_text(encoding="utf-8"))
             return Incident(float(data["since"]), str(data["reason"]), bool(data["alerted"]))

@@ -154,3 +154,25 @@ def test_cron_runs_alert_once_per_incident_and_ping_each_sync(
     assert pings.paths() == ["/ping/8f2c/fail", "/ping/8f2c", "/ping/8f2c"]
     assert "recovered" in pings.seen[1][2] and "in sync" in pings.seen[2][2]
     assert [c.split()[0] for c in lines(calls)] == ["failure", "recovery"]
+
+
+def test_an_incident_of_a_source_now_given_through_a_link_still_ends_in_a_recovery(
+    tmp_path: Path, pings: Pings, webdav_later: tuple[int, Path, list[WebdavServer]]
+) -> None:
+    """An older mirror named the incident of a source given through a link after the folder
+    the link leads to; after the upgrade the target healed and no recovery was announced,
+    the old incident file left behind."""
+    port, folder, started = webdav_later
+    cfg, src, calls = config(tmp_path, port, pings, "0s")
+    state, env = tmp_path / "state", {"DAV_PASSWORD": PASSWORD}
+    assert run("run", "-c", str(cfg), "--once", state=state, env=env).returncode == 1
+    assert [c.split()[0] for c in lines(calls)] == ["failure"]
+
+    link = tmp_path / "current"
+    link.symlink_to(src)
+    cfg.write_text(cfg.read_text().replace(f'source = "{src}"', f'source = "{link}"'))
+    started.append(start_webdav(folder, port))
+    done = run("run", "-c", str(cfg), "--once", state=state, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [c.split()[0] for c in lines(calls)] == ["failure", "recovery"]
+    assert list((state / "alerts").glob("*.json")) == []
