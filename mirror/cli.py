@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -38,7 +39,7 @@ from mirror.logs import setup as setup_logging
 from mirror.policy import DeletePolicy
 from mirror.progress import human_bytes, human_duration
 from mirror.redact import SecretFilter
-from mirror.runner import TargetRunner, mirrored_as, starved, summarize
+from mirror.runner import TargetRunner, index_path, mirrored_as, starved, summarize
 from mirror.runner import state_dir as resolve_state_dir
 
 if TYPE_CHECKING:
@@ -309,7 +310,7 @@ def run(
             placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
             cfg = build_config(source, target, config_path, target_names, state_dir, placement)
             if config_path is None and source and target:
-                _refuse_a_config_s_target(cfg)
+                _check_ad_hoc_target(cfg, layout_given=layout is not None)
             for t in cfg.targets:
                 scrubber.add(t.secrets)
             alerts: Alerts | None = None
@@ -499,10 +500,13 @@ def progress(mirror: Mirror, quiet: bool) -> Iterator[None]:
         yield
 
 
-def _refuse_a_config_s_target(cfg: Config) -> None:
+def _check_ad_hoc_target(cfg: Config, layout_given: bool) -> None:
     """``mirror run SOURCE TARGET`` where a config's target mirrors the same place: its own
     index would know none of that target's files, and its layout and delete policy may
-    differ (a by-year target got a second, tree-shaped copy of every file)."""
+    differ (a by-year target got a second, tree-shaped copy of every file). Without
+    --layout, also one it last mirrored with another layout (_refuse_a_forgotten_layout)."""
+    if not layout_given:
+        _refuse_a_forgotten_layout(cfg)
     root = resolve_state_dir(cfg)
     for t in cfg.targets:
         known = mirrored_as(root, cfg.named_source, t)
@@ -510,6 +514,33 @@ def _refuse_a_config_s_target(cfg: Config) -> None:
             raise ConfigError(
                 f"{t.url} is mirrored from {cfg.source} as target {known.name!r} of a config; "
                 f"run that (mirror run -c CONFIG --target {known.name}), so its layout and settings apply"
+            )
+
+
+def _refuse_a_forgotten_layout(cfg: Config) -> None:
+    """``mirror run SOURCE TARGET`` without --layout for a target it last mirrored with
+    another: the default (tree) would move every file on the target, as a layout change
+    does, where the flag was only left out (a cron line typed anew)."""
+    from mirror.index import Index
+
+    root = resolve_state_dir(cfg)
+    for t in cfg.targets:
+        path = index_path(root, cfg.named_source, t)
+        try:
+            if not path.exists():
+                continue
+            index = Index(path, readonly=True)
+            try:
+                recorded = index.get_meta("layout")
+            finally:
+                index.close()
+        except (MirrorError, OSError, sqlite3.Error):
+            continue  # damaged, locked away or full: the run's own open says what and why
+        if recorded is not None and recorded != t.settings.layout.template:
+            name = _layout_name(Layout.parse(recorded))
+            raise ConfigError(
+                f"{t.url} was last mirrored with --layout {name}; give --layout {name} to go on, "
+                f"or --layout {_layout_name(t.settings.layout)} to move every file there to that layout"
             )
 
 

@@ -516,7 +516,7 @@ def test_a_file_moved_aside_that_cannot_land_is_sent_again_by_the_next_run(tmp_p
     assert run("run", str(source), str(target), "--once", state=state).returncode == 0
     flat = run("run", str(source), str(target), "--once", "--layout", "flat", state=state)
     assert flat.returncode == 1 and "Traceback" not in flat.stderr, flat.stdout + flat.stderr
-    back = run("run", str(source), str(target), "--once", state=state)
+    back = run("run", str(source), str(target), "--once", "--layout", "tree", state=state)
     assert back.returncode == 0, back.stdout + back.stderr
     assert files(target) == {"c.txt/x": b"precious", "q/c.txt": b"other", "03": b"a", "x/2020/03": b"b"}
 
@@ -1549,3 +1549,23 @@ def test_a_target_renamed_or_spelled_anew_keeps_its_index(tmp_path: Path, state:
     shown = run("status", "-c", str(cfg), state=state)
     assert shown.returncode == 0 and "files:   1 (5 B)" in shown.stdout, shown.stdout
     assert len(list((state / "targets").glob("*.sqlite"))) == 1
+
+
+def test_a_layout_left_out_is_not_taken_for_a_layout_change(tmp_path: Path, state: Path) -> None:
+    """`mirror run SOURCE TARGET` without the --layout by-year it had been run with moved
+    every file on the target back to the tree layout (a cron line typed anew)."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    source.mkdir()
+    (source / "inv1.pdf").write_bytes(b"one")
+    assert run("run", str(source), str(target), "--once", "--layout", "by-year", state=state).returncode == 0
+    placed = files(target)
+    assert list(placed) == [f"{dt.date.today().year}/inv1.pdf"]
+    for flags in (["--once"], ["--once", "--dry-run"]):
+        refused = run("run", str(source), str(target), *flags, state=state)
+        assert_one_line_error(
+            refused, 2, f"{target} was last mirrored with --layout by-year; give --layout by-year to go on"
+        )
+        assert files(target) == placed
+    moved = run("run", str(source), str(target), "--once", "--layout", "tree", state=state)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert files(target) == {"inv1.pdf": b"one"}
