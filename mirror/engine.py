@@ -105,6 +105,9 @@ class Mirror:
         on another mount than before (a share or disk not mounted, and the folder below
         its mount point showing, maybe recreated by the program that writes into it).
         None when it is the same, or nothing tells."""
+        return self._link_switched() or self.source_not_mounted() or self._place_changed()
+
+    def _link_switched(self) -> str | None:
         link = self.config.source_link
         if link is not None and (now := os.path.realpath(link)) != str(self.config.source):
             # a link switched (current -> releases/8): changes here are not the source's
@@ -112,8 +115,9 @@ class Mirror:
                 f"source folder {link} now leads to {now}, not to {self.config.source} where this mirror "
                 "reads it; restart mirror to mirror the folder it leads to"
             )
-        if why := self.source_not_mounted():
-            return why
+        return None
+
+    def _place_changed(self) -> str | None:
         place = place_of(str(self.config.source))
         if place is None:
             return None
@@ -279,7 +283,8 @@ class Mirror:
         if why := self.source_not_mounted():
             self._tell_unusable(self.runners, why)
             raise GuardRefused(f"{why} Nothing was changed on the targets")
-        if not listing and (why := self.source_moved()):
+        # source_moved without the mount check just made (it reads /etc/fstab and the mount table)
+        if not listing and (why := self._link_switched() or self._place_changed()):
             self._tell_unusable(self.runners, why)
             raise GuardRefused(
                 f"{why} Nothing was changed on the targets; mount it and run again (if the folder moved "
@@ -432,7 +437,7 @@ class Mirror:
         (why)"); written when it changes from ``told``."""
         if how != told:
             for runner in self.runners:
-                runner.watching(how)
+                runner.note(watching=how)
         return how
 
     def _source_away(self, away: str | None) -> str | None:

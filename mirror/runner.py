@@ -575,12 +575,10 @@ class TargetRunner:
             scope = [p for p in scope if p not in mine or self.filter.wants_file(p)]
         if scope is None and source_empty is None:
             source_empty = not mine and not skip  # files still being written count as there
+        written = {p for p in skip if os.path.isfile(os.path.join(self.config.source, p))}
         # files still being written wait for the watcher (one that cannot be read is left out)
-        settling = any(
-            os.path.isfile(path) and os.access(path, os.R_OK)
-            for path in (os.path.join(self.config.source, p) for p in skip)
-        )
-        skip = self._with_rows_below(skip)
+        settling = any(os.access(os.path.join(self.config.source, p), os.R_OK) for p in written)
+        skip = self._with_rows_below(skip, written)
         self._clear_failures_of_gone(mine, scope, skip)
         index, scope = self._index_for(mine, scope, listing)
         if skip:
@@ -650,15 +648,14 @@ class TargetRunner:
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
 
-    def _with_rows_below(self, skip: Collection[str]) -> Collection[str]:
+    def _with_rows_below(self, skip: Collection[str], files: set[str]) -> Collection[str]:
         """``skip`` and every file the index has below its paths, which a read error must
-        not delete."""
+        not delete; ``files``: those of ``skip`` that are files (still being written)."""
         if not skip or self.index is None:
             return skip
         below = self.index.under(skip)
         # rows below a file still being written are of the folder that file replaced:
         # gone from the source, planned with the file, which needs their folder's path
-        files = {p for p in skip if os.path.isfile(os.path.join(self.config.source, p))}
         with self._cv:
             self.postponed.update(p for p in below if not files.isdisjoint(ancestors(p)))
         return {*skip, *below}
@@ -812,11 +809,6 @@ class TargetRunner:
             self.index.set_meta(**values)
         except StateError as exc:
             self.log.debug("cannot record %s: %s", ", ".join(values), exc)
-
-    def watching(self, how: str | None) -> None:
-        """How the watcher follows the source when not by inotify ("polling (why)"), for status."""
-        if self.index is not None and not self.dry_run:
-            self.index.set_meta(watching=how)
 
     def _leftovers(self, remote: Mapping[str, RemoteEntry] | None) -> dict[str, str]:
         """Old copies earlier passes left (Index.leftovers) that are still mirror's to
