@@ -110,6 +110,11 @@ def _unreadable(exc: OSError) -> ItemError:
     return ItemError(f"cannot read the source file ({exc.strerror})")
 
 
+def _kept(action: Put | Move) -> bool:
+    """Whether ``action`` keeps a newer copy of its own file (:attr:`Put.keep`)."""
+    return isinstance(action, Put) and action.keep is not None
+
+
 class Executor:
     def __init__(
         self,
@@ -970,9 +975,15 @@ class Executor:
         # short): that is replaced, not set aside. A failed setting aside is recorded
         # under the trash path, so the next pass tries that again
         sent_before = {(f.src, f.dst) for f in self.index.failures()}
-        cleared = {a.src for a in asides if (a.src, a.dst) in sent_before}
+        cleared = {a.src for a in asides if (a.src, a.dst) in sent_before and not _kept(a)}
 
         def clear(action: Put | Move, aside: str) -> None:
+            if isinstance(action, Put) and action.keep:
+                # a copy already gone (kept by a pass whose send then failed) counts as kept
+                self._trash(Trash(action.src, action.dst, aside, action.keep, forget=False))
+                where = parent(aside)
+                self.log.warning("%s: %s; the copy on the target is kept in %s/", action.src, action.keep, where)
+                return
             if action.ask:
                 there = self.call(partial(self.driver.stat, action.dst))
                 if there is None or there.size == action.entry.size:

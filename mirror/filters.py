@@ -8,6 +8,8 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
+from mirror.paths import TRASH_DIR
+
 #: files that applications leave behind while working, or that no target wants
 JUNK_PATTERNS = (
     "thumbs.db",
@@ -39,7 +41,10 @@ class Filter:
         return self._include is not None or self._exclude is not None
 
     def wants_dir(self, rel: str) -> bool:
-        """False when a folder is excluded as a whole (its contents are not walked)."""
+        """False when a folder is excluded as a whole (its contents are not walked), and
+        for a copy of a target's trash folder (mirror's own, on the target) in the source."""
+        if rel == TRASH_DIR:
+            return False
         return self._exclude is None or not self._exclude.match_file(_nfc(rel) + "/")
 
     def wants_file(self, rel: str) -> bool:

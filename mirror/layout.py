@@ -13,7 +13,7 @@ import string
 from dataclasses import dataclass
 
 from mirror.errors import ItemError
-from mirror.paths import check_relative
+from mirror.paths import TRASH_DIR, check_relative
 
 NAMED = {
     "tree": "{path}",
@@ -66,6 +66,8 @@ class Layout:
             or any(part in (".", "..") for part in literals.split("/"))
         ):
             raise ValueError(f"layout {text!r} must stay inside the target (no leading '/', no '..')")
+        if template.split("/")[0] == TRASH_DIR:
+            raise ValueError(f"layout {text!r} must not write into {TRASH_DIR}/, mirror's trash on the target")
         return cls(template)
 
     def target_path(self, rel: str, date: dt.date) -> str:

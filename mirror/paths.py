@@ -8,6 +8,10 @@ from collections.abc import Callable
 
 from mirror.errors import ItemError
 
+#: the folder on a target that holds what mirror set aside or trashed (never mirrored from
+#: the source: a source restored from a target brings it along)
+TRASH_DIR = ".mirror-trash"
+
 #: a "." or ".." part
 _DOT_PART = re.compile(r"(?:\A|/)\.{1,2}(?:/|\Z)")
 
@@ -88,3 +92,8 @@ def _as_is(rel: str) -> str:
 
 def _folded(rel: str) -> str:
     return unicodedata.normalize("NFC", rel).casefold()
+
+
+def in_trash(rel: str) -> bool:
+    """Whether a root-relative path lies in :data:`TRASH_DIR` (or is it)."""
+    return rel == TRASH_DIR or rel.startswith(f"{TRASH_DIR}/")

@@ -20,11 +20,16 @@ from mirror.driver import Capabilities, RemoteEntry
 from mirror.errors import ItemError
 from mirror.index import IndexEntry, Stamp
 from mirror.layout import Layout, date_of
-from mirror.paths import ancestors, path_key
+from mirror.paths import TRASH_DIR, ancestors, in_trash, path_key
 from mirror.policy import DeletePolicy
 from mirror.scan import Entries, LocalEntry
 
-TRASH_DIR = ".mirror-trash"
+#: once the guard has withheld deletions, it lets them go when they are at most this
+#: share (one in RELEASE_SHARE) of the files mirrored then (see _guard)
+RELEASE_SHARE = 10
+#: a file this much older than the copy it replaces is an older version: the copy is
+#: kept (clocks stepped back by NTP, and FAT's 2 s times, stay below it)
+OLDER_SLACK_NS = 3_000_000_000
 TEMP_RE = re.compile(r"^\.~mirror-[0-9a-f]{12}\.tmp$")
 #: what becomes of a copy sent under a name the target refuses now (an older mirror sent
 #: it, or the target's rules changed): the target may have stored it under another name
@@ -52,6 +57,9 @@ class PlanSettings:
     #: the source's filesystem keeps inode numbers (mirror.mounts): a file of unchanged
     #: size and mtime with another inode is another file put in its place
     stable_inodes: bool = True
+    #: the number of mirrored files when the delete guard first withheld deletions, while
+    #: it still withholds some: see :func:`_guard`
+    guard_base: int | None = None
 
 
 # The actions are NamedTuples, as LocalEntry is: a plan holds one per file that needs
@@ -73,6 +81,9 @@ class Put(NamedTuple):
     aside: str | None = None
     #: no listing told whether such a file is there: the executor asks the target
     ask: bool = False
+    #: why the copy at ``dst`` goes into the trash (``aside``) though mirror put it there
+    #: or it is the source's own: it is newer than the file sent now (see _kept)
+    keep: str | None = None
 
 
 class Adopt(NamedTuple):
@@ -167,6 +178,9 @@ class Plan:
     #: source paths whose index row today's naming rules refuse (sent by an older mirror,
     #: or under other rules): forgotten, and their copies left on the target
     unfit: tuple[str, ...] = ()
+    #: :attr:`PlanSettings.guard_base` after this plan: set when the guard withholds,
+    #: None once a plan of the whole source withholds nothing
+    guard_base: int | None = None
 
     def is_empty(self) -> bool:
         return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals or self.early)
@@ -415,7 +429,14 @@ def plan(
         needed, late = planner.split_early(removals, moves, transfers)  # a new file's place: now
         held = tuple(r.src for r in late if not isinstance(r, Forget) and r.forget)
         removals = [*needed, *(r for r in late if isinstance(r, Forget) or not r.forget)]
-    guard, removals, withheld = _guard(removals, len(index), settings.max_delete, source_empty)
+    managed = len(index)
+    guard, removals, withheld = _guard(removals, managed, settings.max_delete, source_empty, settings.guard_base)
+    guard_base = settings.guard_base
+    if guard is not None and guard_base is None:
+        guard_base = managed
+    elif guard is None and scope is None:
+        guard_base = None  # the whole source planned, nothing withheld: the guard is at rest
+    transfers = planner.keep_newer(transfers, restoring=guard_base is not None)
     early, removals = planner.split_early(removals, moves, transfers)
     cleanups: tuple[Cleanup, ...] = ()
     if remote is not None:
@@ -431,6 +452,7 @@ def plan(
         tuple(early),
         held,
         tuple(sorted(planner.unfit)),
+        guard_base,
     )
 
 
@@ -593,6 +615,41 @@ class _Planner:
         if there is None or there.size == action.entry.size:
             return action  # a first copy's every file: no string built for it
         return action._replace(aside=self._trash_path(action.dst))
+
+    def keep_newer(self, transfers: list[Put | Adopt], restoring: bool) -> list[Put | Adopt]:
+        """``transfers``, each put that would replace a newer copy on the target moving that
+        copy into the trash first (:attr:`Put.keep`): a source restored from an older
+        backup overwrote the corrected invoice, and a new index, a newer copy there of the
+        same size. ``restoring``: the guard withholds deletions (the source looked lost),
+        so a file smaller than its copy may be a restore cut short: the copy is kept too."""
+        kept: list[Put | Adopt] = []
+        for action in transfers:
+            if isinstance(action, Put) and action.aside is None and (why := self._newer_there(action, restoring)):
+                kept.append(action._replace(aside=self._trash_path(action.dst), keep=why))
+            else:
+                kept.append(action)
+        return kept
+
+    def _newer_there(self, put: Put, restoring: bool) -> str | None:
+        """Why the copy ``put`` replaces is worth keeping, if it is."""
+        entry = put.entry
+        if put.reason == "changed":
+            known = self.index.get(put.src)
+            if known is None or known.dst != put.dst:
+                return None
+            if entry.mtime_ns < known.mtime_ns - OLDER_SLACK_NS:
+                return f"the source's file is older than the copy mirror sent ({_ages(entry, known.mtime_ns)})"
+            if restoring and entry.size < known.size:
+                return "deletions are withheld (the source looked lost); a smaller file may be a restore cut short"
+            return None
+        if put.reason != "new" or put.unless_hash is not None or self.remote is None:
+            return None
+        there = self.remote.get(self.key(put.dst))
+        if not self.caps.mtime_settable or there is None or there.size != entry.size or there.mtime_ns is None:
+            return None
+        if there.mtime_ns > self.caps.kept_mtime(entry.mtime_ns) + OLDER_SLACK_NS:
+            return f"the target's file is newer than the source's ({_ages(entry, there.mtime_ns)})"
+        return None
 
     def _trash_path(self, dst: str) -> str:
         return f"{TRASH_DIR}/{self.settings.today.isoformat()}/{dst}"
@@ -777,7 +834,10 @@ class _Planner:
         policy, remote = self.settings.delete, self.remote
         held = self._held_by_others(stale, gone)
         result: list[Removal] = []
-        for src, dst, forget in self._leave_refused(stale):
+        # rows an older mirror made of a source restored along with the target's trash
+        left = f"in {TRASH_DIR}/ on the target, which mirror leaves alone"
+        result += [Forget(src, left) for src, dst, forget in stale if forget and in_trash(dst)]
+        for src, dst, forget in self._leave_refused([s for s in stale if not in_trash(s[1])]):
             there = remote.get(self.key(dst)) if remote is not None else None
             if remote is not None and there is None:
                 if forget:  # a listing shows nothing there: nothing to delete, nor to guard
@@ -918,6 +978,15 @@ def _unchanged(known: IndexEntry, entry: LocalEntry, stable_inodes: bool) -> boo
     return not (stable_inodes and known.ino and entry.ino and known.ino != entry.ino)
 
 
+def _ages(entry: LocalEntry, other_ns: int) -> str:
+    """The source file's modification time against another, to the minute, for a message."""
+
+    def day(ns: int) -> str:
+        return dt.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M")
+
+    return f"{day(entry.mtime_ns)} against {day(other_ns)}"
+
+
 def _replaced(
     src: str,
     dst: str,
@@ -973,21 +1042,36 @@ def _match_renames(
 
 
 def _guard(
-    removals: list[Removal], managed: int, max_delete: int | None, source_empty: bool
+    removals: list[Removal], managed: int, max_delete: int | None, source_empty: bool, base: int | None = None
 ) -> tuple[str | None, list[Removal], int]:
     """Withhold destructive removals when the source looks gone or too much would go.
     The old copy of a file sent to its new path is not counted: the file stays on the
-    target (removals only run once every transfer landed)."""
+    target (removals only run once every transfer landed).
+
+    ``base``: the mirrored files when the guard first withheld deletions, while it still
+    withholds some. Until a plan of the whole source withholds nothing, the default limit
+    is a tenth of that count, not half of today's: a source disk replaced and restored
+    from the target a folder at a time, or written anew by the program, fell under half
+    long before it was whole again, and the copies not yet restored were deleted from the
+    very target they were being restored from. A folder emptied and written anew (a
+    nightly re-export) is whole again by the next check, and its few real deletions go."""
     destructive = [r for r in removals if not isinstance(r, Forget) and r.forget]
     if not destructive:
         return None, removals, 0
     count = len(destructive)
+    files = "file" if count == 1 else "files"
     reason = None
     if source_empty:
-        files = "file" if managed == 1 else "files"
-        reason = f"the source folder is empty but the target holds {managed} mirrored {files}"
+        held = "file" if managed == 1 else "files"
+        reason = f"the source folder is empty but the target holds {managed} mirrored {held}"
     elif max_delete is not None and count > max_delete:
-        reason = f"{count} files would be deleted, more than max_delete = {max_delete}"
+        reason = f"{count} {files} would be deleted, more than max_delete = {max_delete}"
+    elif max_delete is None and base is not None and count > 10 and count * RELEASE_SHARE > base:
+        reason = (
+            f"{count} {files} are still gone from the source since deletions were first withheld "
+            f"({base} were mirrored then); they stay on the target until the source has them again, "
+            f"or until a run with --max-delete {count} confirms they are meant to go"
+        )
     elif max_delete is None and count > 10 and count * 2 > managed:
         reason = (
             f"{count} of {managed} mirrored files would be deleted (over half); "

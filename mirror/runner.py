@@ -583,14 +583,7 @@ class TargetRunner:
         index, scope = self._index_for(mine, scope, listing)
         if skip:
             scope = set(scope if scope is not None else (*mine, *index)).difference(skip)
-        settings = PlanSettings(
-            self.settings.layout,
-            self.settings.delete,
-            self.caps,
-            self.settings.max_delete,
-            dt.date.today(),
-            self.stable_inodes,
-        )
+        settings = self._plan_settings()
         actions = plan(
             mine,
             index,
@@ -623,6 +616,7 @@ class TargetRunner:
             return listed()  # one listing answers for every new file at once (and a dry run cannot ask)
         if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
+        self._note_guard(actions, settings)
         if actions.held:
             self.held.hold(actions.held, time.monotonic())
             self.log.debug("%d deletions wait until the source stops losing files", len(self.held.paths))
@@ -647,6 +641,24 @@ class TargetRunner:
         self._after(report, listing, settling)
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
+
+    def _plan_settings(self) -> PlanSettings:
+        base = self.index.get_meta("guard_base") if self.index is not None else None
+        return PlanSettings(
+            self.settings.layout,
+            self.settings.delete,
+            self.caps,
+            self.settings.max_delete,
+            dt.date.today(),
+            self.stable_inodes,
+            int(base) if base is not None else None,
+        )
+
+    def _note_guard(self, actions: Plan, settings: PlanSettings) -> None:
+        """Record whether the delete guard withholds deletions since some pass (it then
+        stays stricter until a plan of the whole source withholds none: mirror.plan._guard)."""
+        if actions.guard_base != settings.guard_base and self.index is not None:
+            self.index.set_meta(guard_base=actions.guard_base)
 
     def _with_rows_below(self, skip: Collection[str], files: set[str]) -> Collection[str]:
         """``skip`` and every file the index has below its paths, which a read error must
@@ -1343,6 +1355,10 @@ class TargetRunner:
             self._recheck_every = min(self._recheck_every * 2, self.settings.rescan_interval)
         elif report.kind == "full":
             self._recheck_every = GUARD_RECHECK
+        elif self._recheck_at is not None and report.uploaded:
+            # files coming back (the folder written anew): looked at again soon, not after
+            # the backoff (up to rescan_interval), for status said "withheld" meanwhile
+            self._recheck_at = min(self._recheck_at, time.monotonic() + GUARD_RECHECK)
 
     def _do(self, work: Work) -> list[Report]:
         # first: asked after an outage, a target still down ends the pass here, and takes

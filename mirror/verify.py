@@ -12,8 +12,8 @@ from mirror.errors import ItemError
 from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import NAMED, Layout, date_of
-from mirror.paths import path_key
-from mirror.plan import TRASH_DIR, refusal, refused_name
+from mirror.paths import TRASH_DIR, path_key
+from mirror.plan import refusal, refused_name
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
 

@@ -270,6 +270,60 @@ def test_too_many_deletes_are_refused_unless_allowed(src: Path, tmp_path: Path, 
     assert len(files(target)) == 1
 
 
+def test_a_new_source_disk_keeps_the_history_on_the_target_until_it_is_restored(
+    tmp_path: Path, state: Path
+) -> None:
+    """The source disk died; a new, empty one went in and the program wrote new invoices
+    each day. Daily runs withheld the old invoices' deletion until the new ones
+    outnumbered them, then deleted them all."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "2025").mkdir(parents=True)
+    for i in range(40):
+        (src / "2025" / f"R-{i}.pdf").write_bytes(b"invoice 2025 %d" % i)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    shutil.rmtree(src)
+    (src / "2026").mkdir(parents=True)
+    for day in range(6):
+        for i in range(10):
+            (src / "2026" / f"R-{day}-{i}.pdf").write_bytes(b"invoice 2026 %d %d" % (day, i))
+        daily = run("run", str(src), str(target), "--once", state=state)
+        assert daily.returncode == 1 and "deletions withheld" in daily.stderr, daily.stderr
+        assert len(list((target / "2025").iterdir())) == 40, f"day {day}"
+    assert "--max-delete 40" in daily.stderr, daily.stderr
+    # restored from the target (a year at a time): nothing left to withhold, all clear
+    shutil.copytree(target / "2025", src / "2025")
+    done = run("run", str(src), str(target), "--once", state=state)
+    assert done.returncode == 0 and "0 deleted" in done.stdout, done.stdout + done.stderr
+    assert run("status", str(src), str(target), state=state).returncode == 0
+
+
+def test_a_source_restored_from_an_older_backup_keeps_the_newer_copies(tmp_path: Path, state: Path) -> None:
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "inv-07.pdf").write_bytes(b"invoice 07, total 100.00")
+    week_ago = time.time() - 7 * 86400
+    os.utime(src / "inv-07.pdf", (week_ago, week_ago))
+    backup = tmp_path / "last-week"
+    shutil.copytree(src, backup)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    (src / "inv-07.pdf").write_bytes(b"CORRECTED: total 120.00 (credit note)")
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    shutil.rmtree(src)
+    shutil.copytree(backup, src)  # the older backup, times kept
+    done = run("run", str(src), str(target), "--once", state=state)
+    assert done.returncode == 0 and "older than the copy mirror sent" in done.stderr, done.stderr
+    assert (target / "inv-07.pdf").read_bytes() == b"invoice 07, total 100.00"
+    kept = list(target.glob(".mirror-trash/*/inv-07.pdf"))
+    assert [k.read_bytes() for k in kept] == [b"CORRECTED: total 120.00 (credit note)"]
+    # the trash copied back with the rest of the target is not mirrored again
+    shutil.copytree(target / ".mirror-trash", src / ".mirror-trash")
+    again = run("run", str(src), str(target), "--once", state=state)
+    assert again.returncode == 0 and "0 sent" in again.stdout, again.stdout + again.stderr
+    shutil.rmtree(src / ".mirror-trash")
+    assert run("run", str(src), str(target), "--once", "--rescan", state=state).returncode == 0
+    assert len(list(target.glob(".mirror-trash/*/inv-07.pdf"))) == 1
+
+
 def test_a_copy_edited_on_the_target_is_not_deleted_by_a_listing_pass(
     src: Path, tmp_path: Path, state: Path
 ) -> None:

@@ -359,17 +359,27 @@ def test_a_target_folder_emptied_or_made_anew_is_filled_again(tmp_path: Path) ->
         assert proc.wait(15) == 0
 
 
-def test_deletions_the_guard_withheld_are_made_once_the_source_is_whole_again(tmp_path: Path) -> None:
-    """A nightly re-export empties the folder and writes it back: the guard withholds the
-    deletions it sees half way, and the few real ones waited for the hourly rescan, with
-    status saying '40 of 50 would be deleted' (exit 1) all the while."""
+@contextlib.contextmanager
+def watching_invoices(tmp_path: Path, count: int) -> Iterator[tuple[Path, Path, Path, Path]]:
+    """``count`` invoices mirrored by a watching mirror: (source, target, state, log)."""
     src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
     src.mkdir()
-    for i in range(50):
+    for i in range(count):
         (src / f"invoice {i:02}.pdf").write_bytes(b"%d" % i)
     proc = start("run", str(src), str(dst), state=state, log=log)
     try:
         wait_for(lambda: files(dst) == files(src), what="the first pass")
+        yield src, dst, state, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
+def test_deletions_the_guard_withheld_are_made_once_the_source_is_whole_again(tmp_path: Path) -> None:
+    """A nightly re-export empties the folder and writes it back: the guard withholds the
+    deletions it sees half way, and the few real ones waited for the hourly rescan, with
+    status saying '40 of 50 would be deleted' (exit 1) all the while."""
+    with watching_invoices(tmp_path, 50) as (src, dst, state, log):
         for i in range(40):
             (src / f"invoice {i:02}.pdf").unlink()
         wait_for(lambda: "deletions withheld" in log.read_text(), what="the guard")
@@ -377,9 +387,20 @@ def test_deletions_the_guard_withheld_are_made_once_the_source_is_whole_again(tm
             (src / f"invoice {i:02}.pdf").write_bytes(b"v2 %d" % i)
         wait_for(lambda: files(dst) == files(src), timeout=60, what="the five real deletions")
         wait_for(lambda: run("status", state=state).returncode == 0, what="status to clear")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+
+
+def test_withheld_deletions_clear_soon_after_the_files_come_back(tmp_path: Path) -> None:
+    """The guard's checks back off while the folder stays emptied (10 s, 20 s, 40 s...):
+    once the export was written again, status said 'deletions withheld' (exit 1) until
+    the next check, up to rescan_interval later, with source and target identical."""
+    with watching_invoices(tmp_path, 20) as (src, _, state, log):
+        for i in range(11):
+            (src / f"invoice {i:02}.pdf").unlink()
+        # the checks at 10 s and 30 s withhold again: the next waits 40 s
+        wait_for(lambda: log.read_text().count("deletions withheld") >= 3, timeout=60, what="two checks")
+        for i in range(11):
+            (src / f"invoice {i:02}.pdf").write_bytes(b"%d" % i)
+        wait_for(lambda: run("status", state=state).returncode == 0, timeout=25, what="status to clear")
 
 
 def test_poll_mode_sees_files_swapped_within_the_second_they_were_written(tmp_path: Path) -> None:

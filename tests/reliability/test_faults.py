@@ -647,11 +647,15 @@ def test_a_source_share_that_is_not_mounted_changes_nothing_on_the_target(tmp_pa
     finally:
         if proc.poll() is None:
             proc.kill()
-    # moved on purpose: a listing asked for accepts the folder where it is now
+    # moved on purpose: a listing asked for accepts the folder where it is now; the signed
+    # copies older drafts replace are kept in the trash
     assert run("run", str(source), str(target), "--once", "--rescan", state=state).returncode == 0
-    assert landed(target) == {f"invoice {i}.pdf": b"old draft" for i in range(1, 30)} | {
-        "invoice 0.pdf": b"written below the mount point"
-    }
+    now = landed(target)
+    assert {rel: blob for rel, blob in now.items() if not rel.startswith(".mirror-trash/")} == {
+        f"invoice {i}.pdf": b"old draft" for i in range(1, 30)
+    } | {"invoice 0.pdf": b"written below the mount point"}
+    kept = {rel.rpartition("/")[2]: blob for rel, blob in now.items() if rel.startswith(".mirror-trash/")}
+    assert kept == {f"invoice {i}.pdf": signed[f"invoice {i}.pdf"] for i in range(1, 30)}
 
 
 def test_a_share_mounted_inside_the_source_that_drops_off_deletes_nothing(tmp_path: Path) -> None:

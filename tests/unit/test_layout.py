@@ -51,7 +51,17 @@ def test_any_accepted_template_never_escapes(template: str, rel: str, date: dt.d
 
 @pytest.mark.parametrize(
     "template",
-    ["../{path}", "/{path}", "{year}/../{name}", "{year}", "{nope}/{name}", "{name:>10}", "{path!r}", "{"],
+    [
+        "../{path}",
+        "/{path}",
+        "{year}/../{name}",
+        "{year}",
+        "{nope}/{name}",
+        "{name:>10}",
+        "{path!r}",
+        "{",
+        ".mirror-trash/{path}",
+    ],
 )
 def test_bad_templates_are_refused_with_a_reason(template: str) -> None:
     with pytest.raises(ValueError, match=r"layout|field|template"):

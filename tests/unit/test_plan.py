@@ -461,6 +461,111 @@ def test_held_deletions_wait_and_the_guard_judges_them_with_the_rest() -> None:
     assert later.removals == () and later.withheld == 18 and "over half" in (later.guard or "")
 
 
+def test_once_the_guard_withheld_deletions_a_source_restored_part_way_loses_nothing() -> None:
+    """A source disk replaced and restored from the target a year at a time: past half,
+    the files not yet restored were deleted from the very target they came from."""
+    index = {f"{year}/f{i}": known(f"{year}/f{i}") for year in range(5) for i in range(20)}
+    empty = plan({}, index, SETTINGS)
+    assert empty.withheld == 100 and empty.guard_base == 100
+    restored = {src: entry(src) for src in index if not src.startswith(("3/", "4/"))}  # 3 of 5 years
+    assert plan(restored, index, SETTINGS).guard is None  # without the memory: 40 of 100 go
+    tripped = dataclasses.replace(SETTINGS, guard_base=empty.guard_base)
+    part_way = plan(restored, index, tripped)
+    assert part_way.removals == () and part_way.withheld == 40 and "--max-delete 40" in (part_way.guard or "")
+    assert part_way.guard_base == 100
+    # new files the program writes meanwhile never outvote the missing ones
+    busy = restored | {f"new/f{i}": entry(f"new/f{i}") for i in range(200)}
+    assert plan(busy, index, tripped).withheld == 40
+    # a run that confirms with --max-delete lets them go, and the guard is at rest again
+    confirmed = plan(restored, index, dataclasses.replace(tripped, max_delete=40))
+    assert len(confirmed.removals) == 40 and confirmed.guard is None and confirmed.guard_base is None
+
+
+def test_a_folder_written_anew_after_the_guard_withheld_lets_its_few_deletions_go() -> None:
+    """A nightly re-export empties the folder first: once it is written again, only its
+    real deletions remain, and they go; a watch pass of a few paths decides nothing."""
+    index = {f"f{i}": known(f"f{i}") for i in range(100)}
+    tripped = dataclasses.replace(SETTINGS, guard_base=100)
+    rewritten = {f"f{i}": entry(f"f{i}") for i in range(10, 100)}
+    scoped = plan(rewritten, index, tripped, scope=["f0", "f50"])
+    assert scoped.guard is None and scoped.guard_base == 100
+    whole = plan(rewritten, index, tripped)
+    assert len(whole.removals) == 10 and whole.guard is None and whole.guard_base is None
+    # the limit a user set is theirs: the memory only tightens the default
+    explicit = plan(
+        {f"f{i}": entry(f"f{i}") for i in range(50, 100)}, index, dataclasses.replace(tripped, max_delete=60)
+    )
+    assert len(explicit.removals) == 50
+
+
+MTIME_SET = Capabilities(mtime_settable=True)
+
+
+def test_an_older_version_restored_into_the_source_keeps_the_newer_copy_in_the_trash() -> None:
+    index = {"inv.pdf": known("inv.pdf", size=5), "other.pdf": known("other.pdf", size=5)}
+    older = 1_700_000_000 * 10**9 - 86_400 * 10**9
+    local = {
+        "inv.pdf": LocalEntry("inv.pdf", 4, older, 0),  # last week's version, from a backup
+        "other.pdf": entry("other.pdf", size=6),  # an edit: newer, replaced as ever
+    }
+    result = plan(local, index, dataclasses.replace(SETTINGS, today=dt.date(2026, 11, 30)))
+    puts = {t.src: t for t in result.transfers if isinstance(t, Put)}
+    assert puts["inv.pdf"].aside == ".mirror-trash/2026-11-30/inv.pdf"
+    assert "older than the copy mirror sent" in (puts["inv.pdf"].keep or "")
+    assert puts["other.pdf"].aside is None and puts["other.pdf"].keep is None
+
+
+def test_while_the_guard_withholds_a_smaller_file_keeps_the_copy_it_replaces() -> None:
+    """A restore cut short (a 4 MiB scan copied back as 1 MiB) replaced the only
+    complete copy on the target."""
+    index = {f"f{i}": known(f"f{i}", size=4) for i in range(20)}
+    local = {"f0": entry("f0", size=1), "f1": entry("f1", size=4), "f2": entry("f2", size=9)}
+    tripped = dataclasses.replace(SETTINGS, guard_base=20)
+    puts = {t.src: t for t in plan(local, index, tripped).transfers if isinstance(t, Put)}
+    assert puts["f0"].keep is not None and puts["f0"].aside is not None
+    assert puts["f2"].keep is None  # grown: a folder written anew (a re-export), replaced as ever
+    at_rest = {t.src: t for t in plan(local, index, SETTINGS, scope=["f0"]).transfers if isinstance(t, Put)}
+    assert at_rest["f0"].keep is None
+
+
+def test_a_newer_file_of_the_same_size_on_the_target_is_kept_when_an_index_is_new() -> None:
+    """A lost index and a source older than the target: the target's newer version of the
+    same size was taken for the source's copy and overwritten."""
+    now = 1_700_000_000 * 10**9
+    local = {
+        "inv.pdf": LocalEntry("inv.pdf", 5, now - 86_400 * 10**9, 0),
+        "same.pdf": LocalEntry("same.pdf", 5, now, 0),
+    }
+    remote = {
+        "inv.pdf": RemoteEntry("inv.pdf", 5, now),
+        "same.pdf": RemoteEntry("same.pdf", 5, now - 10**9 * 3600),
+    }
+    settings_ = dataclasses.replace(SETTINGS, caps=MTIME_SET)
+    puts = {t.src: t for t in plan(local, {}, settings_, remote).transfers if isinstance(t, Put)}
+    assert "newer than the source's" in (puts["inv.pdf"].keep or "")
+    assert puts["same.pdf"].keep is None  # the target's is older: the source's replaces it
+    # a target that keeps no times cannot tell
+    puts = {t.src: t for t in plan(local, {}, SETTINGS, remote).transfers if isinstance(t, Put)}
+    assert puts["inv.pdf"].keep is None
+
+
+def test_a_copy_of_the_target_s_trash_in_the_source_is_not_mirrored_and_its_rows_are_forgotten(
+    base: Path,
+) -> None:
+    """A source restored from the target with its .mirror-trash: mirror took the trash for
+    files of its own, and deleted it once the user tidied the source."""
+    (base / ".mirror-trash/2026-11-30/a").mkdir(parents=True)
+    (base / ".mirror-trash/2026-11-30/a/inv.pdf").write_bytes(b"newer")
+    (base / "a").mkdir()
+    (base / "a/inv.pdf").write_bytes(b"older")
+    assert set(scan(base, Filter()).entries) == {"a/inv.pdf"}
+    row = ".mirror-trash/2026-11-30/a/inv.pdf"
+    index = {row: known(row), **{f"f{i}": known(f"f{i}") for i in range(20)}}
+    local = {f"f{i}": entry(f"f{i}") for i in range(20)}
+    result = plan(local, index, dataclasses.replace(SETTINGS, delete=DeletePolicy.TRASH))
+    assert [type(r).__name__ for r in result.removals] == ["Forget"] and result.removals[0].src == row
+
+
 def test_a_held_file_whose_place_a_new_one_needs_is_deleted_at_once() -> None:
     index = {"scans": known("scans")}
     local = {"scans/2026.pdf": entry("scans/2026.pdf")}
