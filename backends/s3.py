@@ -4,12 +4,13 @@
 
 Change detection uses the ETag, which S3 computes from the bytes: the MD5 of the object
 for a single-part upload, and for a multipart upload the MD5 of the concatenated part
-MD5s followed by ``-<parts>``. This module decides the part size itself (a function of
-the file size only), so :func:`s3_etag` reproduces the ETag of every file it uploads
-and the planner can skip files the bucket already holds. Objects written by other tools
-with other part sizes simply do not match and are uploaded again; servers whose ETags
-are not MD5-based (SSE-KMS, SSE-C) need ``hash_kind = "none"`` in the target's
-capabilities.
+MD5s followed by ``-<parts>``. This module uploads itself, in parts of a size that is a
+function of the file size only, so :func:`s3_etag` reproduces the ETag of every file it
+uploads and the planner can skip files the bucket already holds; the ETag each upload
+answers with is what the index records as the copy's hash (a move copies a multipart
+upload part by part, so it keeps it). Objects written by other tools with other part
+sizes simply do not match and are uploaded again; servers whose ETags are not MD5-based
+(SSE-KMS, SSE-C) need ``hash_kind = "none"`` in the target's capabilities.
 
 A PUT is committed whole, so no temp name is needed. S3 cannot set LastModified: the
 source mtime is kept in the object metadata as ``mtime`` (seconds, the key rclone
@@ -24,9 +25,11 @@ asks it, and only a bucket still open makes it the file's own failure.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import botocore.exceptions
@@ -37,6 +40,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     TokenRetrievalError,
 )
+from fsspec.asyn import sync
 
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error, quiet_loop
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
@@ -45,6 +49,8 @@ from mirror.hashing import HashKind
 OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify"})
 MIN_PART = 16 * 1024 * 1024
 MAX_PARTS = 10_000
+#: parts of one file sent at once (as s3fs sends them): so many parts are held in memory
+PARTS_AT_ONCE = 10
 #: one request carries at most 5 GiB
 MAX_SINGLE = 5 * 1024**3
 READ = 1024 * 1024
@@ -74,7 +80,7 @@ def part_size(size: int) -> int:
 
 
 def single_part(size: int) -> bool:
-    """Whether s3fs sends this file in one PUT (its rule, with our part size)."""
+    """Whether a file of ``size`` bytes goes in one PUT rather than in parts."""
     return size < min(MAX_SINGLE, 2 * part_size(size))
 
 
@@ -168,23 +174,98 @@ class S3Driver(Driver):
 
     def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
         base = super().entry(rel, info)
-        etag = str(info.get("ETag") or "").strip('"') or None
-        return RemoteEntry(path=rel, size=base.size, mtime_ns=base.mtime_ns, hash=etag)
+        return RemoteEntry(path=rel, size=base.size, mtime_ns=base.mtime_ns, hash=_etag(info))
 
     def local_hash(self, local_path: str) -> str | None:
         if self.caps.hash_kind is HashKind.NONE:
             return None
         return s3_etag(local_path)
 
-    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
-        size = os.path.getsize(local_path)
-        self.fs.put_file(
-            local_path,
-            self.full(rel),
-            chunksize=part_size(size),
-            Metadata={"mtime": f"{mtime_ns // 1_000_000_000}.{mtime_ns % 1_000_000_000:09d}"},
-        )
-        return None
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry:
+        # sent here rather than by s3fs's put_file, which drops the ETag S3 answers with:
+        # recorded, it tells a copy changed on the target (same size, other bytes) from
+        # ours, and lets a source file restored with new inodes be matched by its hash
+        where = self._where(rel)
+        metadata = {"mtime": f"{mtime_ns // 1_000_000_000}.{mtime_ns % 1_000_000_000:09d}"}
+        with open(local_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if single_part(size):
+                data = f.read()
+                reply = self.fs.call_s3("put_object", **where, Body=data, Metadata=metadata)
+                return RemoteEntry(rel, len(data), hash=_etag(reply))
+            chunk = part_size(size)
+            sent = 0
+
+            def part(upload: str, number: int) -> Awaitable[Mapping[str, Any]] | None:
+                nonlocal sent
+                data = f.read(chunk)
+                sent += len(data)
+                if not data:
+                    return None
+                return self.fs._call_s3("upload_part", **where, UploadId=upload, PartNumber=number, Body=data)
+
+            reply = sync(self.fs.loop, self._multipart, where, metadata, part)
+        return RemoteEntry(rel, sent, hash=_etag(reply))
+
+    def move(self, src: str, dst: str) -> None:
+        # a plain copy of a multipart upload gets the MD5 of its bytes for an ETag, which
+        # neither the hash the index recorded for it nor s3_etag is: a listing would take
+        # the moved copy for one changed on the target (sent again, or left there when its
+        # source goes). Copied part by part, in the parts put sends, it keeps its ETag
+        source, where = self._where(src), self._where(dst)
+        head = self.fs.call_s3("head_object", **source)
+        size = int(head["ContentLength"])
+        if single_part(size):
+            self.fs.call_s3("copy_object", **where, CopySource=source)
+        else:
+            chunk = part_size(size)
+
+            def part(upload: str, number: int) -> Awaitable[Mapping[str, Any]] | None:
+                start = (number - 1) * chunk
+                if start >= size:
+                    return None
+                return self.fs._call_s3(
+                    "upload_part_copy",
+                    **where,
+                    UploadId=upload,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceRange=f"bytes={start}-{min(start + chunk, size) - 1}",
+                )
+
+            sync(self.fs.loop, self._multipart, where, head.get("Metadata") or {}, part)
+        self.fs.call_s3("delete_object", **source)
+
+    async def _multipart(
+        self,
+        where: Mapping[str, str],
+        metadata: Mapping[str, str],
+        part: Callable[[str, int], Awaitable[Mapping[str, Any]] | None],
+    ) -> Mapping[str, Any]:
+        """A multipart upload to ``where``: ``part(upload_id, n)`` sends part ``n`` (None
+        when there is none), PARTS_AT_ONCE at a time; the reply that completes it. One
+        that fails is aborted: its parts would be kept (and billed) otherwise."""
+        call = self.fs._call_s3
+        upload = (await call("create_multipart_upload", **where, Metadata=metadata))["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            while sending := [s for i in range(PARTS_AT_ONCE) if (s := part(upload, len(parts) + i + 1))]:
+                for reply in await asyncio.gather(*sending):
+                    # an upload_part_copy answers with its ETag one level down
+                    etag = reply.get("ETag") or reply["CopyPartResult"]["ETag"]
+                    parts.append({"PartNumber": len(parts) + 1, "ETag": etag})
+            return dict(
+                await call("complete_multipart_upload", **where, UploadId=upload, MultipartUpload={"Parts": parts})
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await call("abort_multipart_upload", **where, UploadId=upload)
+            raise
+
+    def _where(self, rel: str) -> dict[str, str]:
+        """The Bucket and Key arguments of a request about ``rel``."""
+        bucket, key = self.full(rel).split("/", 1)
+        return {"Bucket": bucket, "Key": key}
 
     def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
         bucket = self.root.split("/", 1)[0]
@@ -231,6 +312,11 @@ class S3Driver(Driver):
                 return classify_s3_error(probe)
             return ItemError(f"s3 refused access to this object ({_code(exc)}); check the bucket policy")
         return error
+
+
+def _etag(reply: Mapping[str, Any]) -> str | None:
+    """The ETag in a listing or an upload's reply, without the quotes S3 puts around it."""
+    return str(reply.get("ETag") or "").strip('"') or None
 
 
 def _bucket_refused(bucket: str) -> str:

@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from mirror.backends import s3 as s3_backend
 from mirror.backends.s3 import S3Driver, s3_etag
 
-from mirror.driver import Driver
+from mirror.driver import Driver, RemoteEntry
 from mirror.errors import ConfigError, FatalError, ItemError, TransientError
 from tests.cli import run, start, wait_for
+from tests.contract.test_cli_contract import config_file
 from tests.servers.s3 import S3Server
 from tests.support import TargetSpec
 
@@ -45,7 +48,7 @@ def test_put_lands_bytes_md5_etag_and_mtime_metadata(
     local = tmp_path / "inv.pdf"
     local.write_bytes(b"%PDF-1.7 invoice")
     driver.makedirs("2024/03")
-    driver.put(str(local), "2024/03/inv.pdf", MTIME_NS)
+    landed = driver.put(str(local), "2024/03/inv.pdf", MTIME_NS)
     assert body(s3_server, bucket, "backup/2024/03/inv.pdf") == b"%PDF-1.7 invoice"
     head = s3_server.client().head_object(Bucket=bucket, Key="backup/2024/03/inv.pdf")
     assert head["Metadata"]["mtime"] == "1600000000.123456789"
@@ -53,6 +56,7 @@ def test_put_lands_bytes_md5_etag_and_mtime_metadata(
     assert entry is not None
     assert entry.size == 16
     assert entry.hash == hashlib.md5(b"%PDF-1.7 invoice").hexdigest() == driver.local_hash(str(local))
+    assert landed == RemoteEntry("2024/03/inv.pdf", 16, hash=entry.hash)
     assert driver.list() == {"2024/03/inv.pdf": entry}
     assert driver.stat("2024/03") is None
     assert driver.stat("nothing") is None
@@ -66,16 +70,35 @@ def test_multipart_etag_is_reproduced_locally(
     monkeypatch.setattr(s3_backend, "MIN_PART", 5 * 1024 * 1024)
     local = tmp_path / "big.bin"
     local.write_bytes(os.urandom(11 * 1024 * 1024 + 5))
-    driver.put(str(local), "big.bin", MTIME_NS)
+    landed = driver.put(str(local), "big.bin", MTIME_NS)
     remote = driver.stat("big.bin")
     assert remote is not None and remote.hash is not None
     assert remote.hash.endswith("-3")
     assert s3_etag(str(local)) == remote.hash
+    assert landed == RemoteEntry("big.bin", 11 * 1024 * 1024 + 5, hash=remote.hash)
     # a file that differs in one byte does not match
     data = bytearray(local.read_bytes())
     data[-1] ^= 1
     local.write_bytes(bytes(data))
     assert s3_etag(str(local)) != remote.hash
+
+
+def test_a_large_file_moved_keeps_its_etag_and_its_mtime(
+    driver: Driver, s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A plain copy gave a multipart upload the MD5 of its bytes for an ETag: `mirror
+    verify` then said 'content differs (hash)' for a large file renamed in the source,
+    and a listing took the copy for one changed on the target."""
+    monkeypatch.setattr(s3_backend, "MIN_PART", 5 * 1024 * 1024)
+    local = tmp_path / "scan.tif"
+    local.write_bytes(os.urandom(11 * 1024 * 1024 + 5))
+    landed = driver.put(str(local), "2024/scan.tif", MTIME_NS)
+    driver.move("2024/scan.tif", "archive/scan.tif")
+    assert driver.list() == {"archive/scan.tif": RemoteEntry("archive/scan.tif", landed.size, ANY, landed.hash)}
+    assert landed.hash == s3_etag(str(local))
+    assert body(s3_server, bucket, "backup/archive/scan.tif") == local.read_bytes()
+    head = s3_server.client().head_object(Bucket=bucket, Key="backup/archive/scan.tif")
+    assert head["Metadata"]["mtime"] == "1600000000.123456789"
 
 
 def test_put_replaces_and_move_and_delete(
@@ -274,3 +297,55 @@ def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
         proc.wait(timeout=30)
     text = log.read_text()
     assert "Task exception" not in text and "future:" not in text, text
+
+
+def invoices(source: Path) -> dict[str, bytes]:
+    """A month of invoices and a large scan (sent in parts), written into ``source``."""
+    made = {f"2026/03/Rechnung-{i:02d}.pdf": b"Rechnung %02d Summe 100,00 EUR" % i for i in range(8)}
+    made["scans/2026-03.tif"] = os.urandom(33 * 1024 * 1024)
+    for rel, data in made.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(data)
+    return made
+
+
+def test_an_object_changed_on_the_target_with_its_size_is_sent_again_by_a_rescan(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """A copy re-uploaded in the console with other bytes of the same size: `mirror verify`
+    said 'content differs (hash)', but `mirror run --once --rescan` sent nothing (exit 0),
+    and status said all was well: the damage stayed."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    made = invoices(source)
+    config = config_file(s3_target, source, tmp_path / "mirror.toml")
+    first = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert first.returncode == 0 and "9 sent" in first.stdout, first.stdout + first.stderr
+    bucket, prefix = s3_target.url.removeprefix("s3://").split("/", 1)
+    key = f"{prefix}/2026/03/Rechnung-07.pdf"
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=b"Rechnung 07 Summe 999,99 EUR")
+
+    repair = run("run", "-c", str(config), "--once", "--rescan", state=state, env=s3_target.env)
+    assert repair.returncode == 0 and "1 sent" in repair.stdout, repair.stdout + repair.stderr
+    assert body(s3_server, bucket, key) == made["2026/03/Rechnung-07.pdf"]
+    verify = run("verify", "-c", str(config), state=state, env=s3_target.env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_source_restored_with_new_inodes_is_matched_by_hash_not_sent_again(
+    s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """After a restore with `cp -a` (same names, sizes and times; new inodes) the next
+    run sent every file to S3 again, the large scan too, though S3 held the same bytes."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    made = invoices(source)
+    config = config_file(s3_target, source, tmp_path / "mirror.toml")
+    first = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert first.returncode == 0 and "9 sent" in first.stdout, first.stdout + first.stderr
+    shutil.copytree(source, tmp_path / "restored", copy_function=shutil.copy2)
+    shutil.rmtree(source)
+    (tmp_path / "restored").rename(source)
+    assert (source / "scans/2026-03.tif").read_bytes() == made["scans/2026-03.tif"]
+
+    again = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 sent (0 B), 9 already there" in again.stdout, again.stdout
