@@ -557,6 +557,11 @@ def print_plan(name: str, plan: Plan) -> None:
     for m in plan.moves:
         say(f"  move         {m.old_dst} -> {m.dst}  ({m.reason})")
     for t in plan.transfers:
+        if getattr(t, "unless_hash", None):
+            # the run reads the file and compares its hash with the copy's first, which a
+            # dry run leaves out: it reads no file
+            say(f"  put or adopt {t.src} -> {t.dst}  ({t.reason}; not sent if the copy there has the same hash)")
+            continue
         verb = "put" if t.__class__.__name__ == "Put" else "adopt"
         say(f"  {verb:12s} {t.src} -> {t.dst}  ({t.reason})")
     for r in plan.removals:

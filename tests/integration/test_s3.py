@@ -349,3 +349,24 @@ def test_a_source_restored_with_new_inodes_is_matched_by_hash_not_sent_again(
     again = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 sent (0 B), 9 already there" in again.stdout, again.stdout
+
+
+def test_a_dry_run_on_a_new_machine_does_not_promise_uploads_a_hash_will_spare(
+    s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """With the state lost, a dry run said 'put ... (new)' for every file the bucket held
+    already; the real run then sent none of them ('9 already there')."""
+    source = tmp_path / "export"
+    invoices(source)
+    config = config_file(s3_target, source, tmp_path / "mirror.toml")
+    first = run("run", "-c", str(config), "--once", state=tmp_path / "state", env=s3_target.env)
+    assert first.returncode == 0 and "9 sent" in first.stdout, first.stdout + first.stderr
+
+    lost = tmp_path / "new-machine"
+    dry = run("run", "-c", str(config), "--once", "--dry-run", state=lost, env=s3_target.env)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "\n  put   " not in dry.stdout, dry.stdout
+    line = "  put or adopt 2026/03/Rechnung-03.pdf -> 2026/03/Rechnung-03.pdf  (new; not sent if the copy there"
+    assert line in dry.stdout, dry.stdout
+    real = run("run", "-c", str(config), "--once", state=lost, env=s3_target.env)
+    assert "0 sent (0 B), 9 already there" in real.stdout, real.stdout + real.stderr
