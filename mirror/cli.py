@@ -553,7 +553,8 @@ def print_plan(name: str, plan: Plan) -> None:
         say(f"  remove temp  {c.dst}")
     for a in (*plan.moves, *plan.transfers):
         if aside := getattr(a, "aside", None):
-            say(f"  set aside    {a.dst} -> {aside}  (not mirror's; {a.src} takes its place)")
+            why = getattr(a, "keep", None) or f"not mirror's; {a.src} takes its place"
+            say(f"  set aside    {a.dst} -> {aside}  ({why})")
     for m in plan.moves:
         say(f"  move         {m.old_dst} -> {m.dst}  ({m.reason})")
     for t in plan.transfers:

@@ -310,6 +310,8 @@ def test_a_source_restored_from_an_older_backup_keeps_the_newer_copies(tmp_path:
     assert run("run", str(src), str(target), "--once", state=state).returncode == 0
     shutil.rmtree(src)
     shutil.copytree(backup, src)  # the older backup, times kept
+    dry = run("run", str(src), str(target), "--once", "--dry-run", state=state)
+    assert "set aside    inv-07.pdf -> .mirror-trash/" in dry.stdout and "older than the copy" in dry.stdout
     done = run("run", str(src), str(target), "--once", state=state)
     assert done.returncode == 0 and "older than the copy mirror sent" in done.stderr, done.stderr
     assert (target / "inv-07.pdf").read_bytes() == b"invoice 07, total 100.00"
