@@ -799,13 +799,20 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
 
 def _unfinished(s: TargetStatus) -> str | None:
     """The status line of a target whose last run, or every run, ended before a pass
-    finished (an older mirror marked neither), if no run is going."""
-    from mirror.status import NEVER_RUN
+    finished (an older mirror marked neither), or ended without stopping cleanly; of a
+    running one, that it has not been in sync yet."""
+    from mirror.status import INTERRUPTED, NEVER_RUN
 
     if s.running:
-        return None
+        return (
+            "  not in sync yet: no pass to this target has ended without errors"
+            if s.last_complete_sync is None
+            else None
+        )
     if s.incomplete:
         return "  incomplete: the last run ended before its pass finished; mirror run carries on"
+    if s.state == INTERRUPTED and not s.never_synced:
+        return "  ended without stopping cleanly (killed, or a crash): changes since wait for mirror run"
     if not s.never_synced or s.state == NEVER_RUN:
         return None
     then = "mirror run carries on"

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from mirror.errors import ConfigError
 from mirror.events import Observer, Report
+from mirror.status import of_index, recorded_ahead
 from mirror.status import pending as pending_of
-from mirror.status import recorded_ahead
 
 if TYPE_CHECKING:
     from mirror.engine import Mirror
@@ -175,6 +175,12 @@ class _IndexCollector:
         state = GaugeMetricFamily(
             "mirror_target_state", "1 for the target's current state.", labels=["target", "state"]
         )
+        in_sync = GaugeMetricFamily(
+            "mirror_in_sync",
+            "1 when mirror status has nothing for anyone to look into for the target (its exit 0), "
+            "else 0: an error, failed items, withheld deletions, files left out, no complete sync yet.",
+            labels=["target"],
+        )
         with self.metrics._lock:
             mirrors = list(self.metrics._mirrors)
         for mirror in mirrors:
@@ -196,6 +202,8 @@ class _IndexCollector:
                         last.add_metric([runner.name], 0.0 if recorded_ahead(float(stamp)) else float(stamp))
                     for s in STATES:
                         state.add_metric([runner.name, s], 1.0 if s == now_state else 0.0)
+                    verdict = of_index(index, runner.index_file, running=True).in_sync
+                    in_sync.add_metric([runner.name], 1.0 if verdict else 0.0)
                 except Exception:  # a closing index must not break the scrape of the others
                     log.debug("metrics: cannot read the index of %s", runner.name, exc_info=True)
-        yield from (files, size, pending, failed, last, state)
+        yield from (files, size, pending, failed, last, state, in_sync)

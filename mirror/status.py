@@ -64,10 +64,15 @@ class TargetStatus:
     @property
     def in_sync(self) -> bool:
         """Nothing for a user to look into: no error, failed item, withheld deletion, no
-        pass cut short, nothing of the source left out, and a complete sync as recent as
-        the rescan schedule promises."""
-        problem = self.last_error or self.failures or self.withheld or self.stale or self.never_synced
+        pass cut short, nothing of the source left out, no process that ended without
+        stopping cleanly, and a complete sync (a first copy under way has none yet) as
+        recent as the rescan schedule promises."""
+        problem = (
+            self.last_error or self.failures or self.withheld or self.stale or self.last_complete_sync is None
+        )
         problem = problem or (self.incomplete and not self.running) or self.left_out > 0
+        # a process killed or crashed mirrors nothing until it is started again
+        problem = problem or (self.state == INTERRUPTED and not self.running)
         return not problem and self.state not in ("failed", NEVER_RUN, NEWER)
 
     @property
@@ -80,6 +85,8 @@ class TargetStatus:
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["failures"] = [asdict(f) for f in self.failures]
+        # the verdicts the exit code is made of: a collector need not redo status's rules
+        data["in_sync"], data["never_synced"] = self.in_sync, self.never_synced
         return data
 
 
@@ -109,42 +116,46 @@ def read(index_file: Path) -> TargetStatus:
         name, running = index_file.stem.rsplit("-", 1)[0], is_running(index_file)
         return TargetStatus(name, "", "", running, NEWER, 0, 0, 0, None, str(exc), (), str(index_file))
     try:
-        files, size = index.totals()
-        running = is_running(index_file)
-        last = index.get_meta("last_complete_sync")
-        state = index.get_meta("state") or "unknown"
-        # a mirror from before the incomplete mark, killed in a pass, left it "syncing"
-        cut = index.get_meta("incomplete") is not None or (state == "syncing" and not running)
-        if not running and state != "failed":
-            # a process that ended without closing (kill -9, a crash, power lost) did not
-            # say "stopped": the next run lists the target to find what it left
-            state = "stopped" if index.get_meta("clean_shutdown") != "0" else INTERRUPTED
-        expected = 2 * float(index.get_meta("rescan_interval") or DEFAULT_RESCAN)
-        since = float(last or index.get_meta("started") or 0) or None
-        ahead = since is not None and recorded_ahead(since)
-        return TargetStatus(
-            name=index.get_meta("target") or index_file.stem,
-            url=index.get_meta("url") or "",
-            source=index.get_meta("source") or "",
-            running=running,
-            state=state,
-            files=files,
-            bytes=size,
-            pending=pending(index) if running else 0,
-            last_complete_sync=float(last) if last else None,
-            last_error=index.get_meta("last_error"),
-            failures=tuple(index.failures()),
-            index=str(index_file),
-            stale=since is not None and (time.time() - since > expected or ahead),
-            expected_every=expected,
-            withheld=index.get_meta("withheld"),
-            incomplete=cut,
-            left_out=int(index.get_meta("left_out") or 0),
-            clock_ahead=ahead,
-            watching=index.get_meta("watching") if running else None,
-        )
+        return of_index(index, index_file, is_running(index_file))
     finally:
         index.close()
+
+
+def of_index(index: Index, index_file: Path, running: bool) -> TargetStatus:
+    """The status an open index tells (``running``: a mirror process mirrors the target)."""
+    files, size = index.totals()
+    last = index.get_meta("last_complete_sync")
+    state = index.get_meta("state") or "unknown"
+    # a mirror from before the incomplete mark, killed in a pass, left it "syncing"
+    cut = index.get_meta("incomplete") is not None or (state == "syncing" and not running)
+    if not running and state != "failed":
+        # a process that ended without closing (kill -9, a crash, power lost) did not
+        # say "stopped": the next run lists the target to find what it left
+        state = "stopped" if index.get_meta("clean_shutdown") != "0" else INTERRUPTED
+    expected = 2 * float(index.get_meta("rescan_interval") or DEFAULT_RESCAN)
+    since = float(last or index.get_meta("started") or 0) or None
+    ahead = since is not None and recorded_ahead(since)
+    return TargetStatus(
+        name=index.get_meta("target") or index_file.stem,
+        url=index.get_meta("url") or "",
+        source=index.get_meta("source") or "",
+        running=running,
+        state=state,
+        files=files,
+        bytes=size,
+        pending=pending(index) if running else 0,
+        last_complete_sync=float(last) if last else None,
+        last_error=index.get_meta("last_error"),
+        failures=tuple(index.failures()),
+        index=str(index_file),
+        stale=since is not None and (time.time() - since > expected or ahead),
+        expected_every=expected,
+        withheld=index.get_meta("withheld"),
+        incomplete=cut,
+        left_out=int(index.get_meta("left_out") or 0),
+        clock_ahead=ahead,
+        watching=index.get_meta("watching") if running else None,
+    )
 
 
 def recorded_ahead(stamp: float) -> bool:

@@ -725,6 +725,26 @@ def test_status_reports_files_failures_and_last_sync(src: Path, tmp_path: Path, 
     assert re.search(r"already taken .*\(since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d IST, in 2 passes\)\n", shown.stdout)
 
 
+def test_status_of_a_mirror_killed_while_watching_needs_a_look(tmp_path: Path, state: Path) -> None:
+    """kill -9 (or a crash) of a watching mirror: new invoices went to no target while a
+    cron check of status said all was well (exit 0) for up to two hours."""
+    src, target, log = tmp_path / "export", tmp_path / "backup", tmp_path / "m.log"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    proc = start("run", str(src), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: run("status", state=state).returncode == 0, what="the first copy")
+    finally:
+        proc.kill()
+        proc.wait(15)
+    shown = run("status", state=state)
+    assert shown.returncode == 1 and "ended without stopping cleanly (killed, or a crash)" in shown.stdout, (
+        shown.stdout
+    )
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    assert run("status", state=state).returncode == 0
+
+
 def test_status_of_a_config_names_targets_never_run(src: Path, tmp_path: Path, state: Path) -> None:
     cfg = tmp_path / "m.toml"
     targets = f'[targets.usb]\nurl = "{tmp_path}/usb"\n[targets.nas]\nurl = "{tmp_path}/nas"\n'

@@ -3,6 +3,7 @@ numbers move; a bad or busy address is a one-line usage error."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sqlite3
@@ -78,6 +79,10 @@ def test_counters_and_gauges_follow_a_real_run(tmp_path: Path) -> None:
             >= first[f"mirror_last_complete_sync_timestamp_seconds{{{t}}}"]
         )
         assert scrape(port, openmetrics=True).rstrip().endswith("# EOF")
+        assert later[f"mirror_in_sync{{{t}}}"] == 1
+        # a file no target can take (a name that is not UTF-8): status exits 1, and so says this
+        (src / os.fsdecode(b"scan \xff.pdf")).write_bytes(b"x")
+        wait_for(lambda: samples(port)[f"mirror_in_sync{{{t}}}"] == 0, what="the left-out file to count")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(15)

@@ -4,6 +4,7 @@ examples/embed.py (several folders, several targets, one process) really works."
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,23 @@ def test_status_shows_the_pending_files_go_down_during_a_pass(
         m.run_once()
     assert seen[0] < 3001 and seen[-1] < 100 and seen == sorted(seen, reverse=True)
     assert api.status(cfg)[0].pending == 0
+
+
+def test_a_first_copy_under_way_is_not_in_sync(tmp_path: Path) -> None:
+    """A cron check during a first copy (hours, to a cloud) got exit 0, the code for
+    'everything in sync', with a tenth of the files on the target."""
+    cfg, src, _ = setup(tmp_path)
+    for i in range(200):
+        (src / f"invoice {i:04}.pdf").write_bytes(b"%PDF")
+    seen: list[tuple[bool, bool]] = []
+    with api.running(cfg) as m:
+        (runner,) = m.runners
+        runner.on_done = lambda n: seen.append((api.status(cfg)[0].running, api.status(cfg)[0].in_sync))
+        m.run_once()
+    assert seen and all(running and not in_sync for running, in_sync in seen)
+    assert api.status(cfg)[0].in_sync
+    shown = json.loads(run("status", "--json", state=tmp_path / "s").stdout)
+    assert [(t["in_sync"], t["never_synced"]) for t in shown] == [(True, False)]
 
 
 def test_a_listing_recorded_while_the_clock_was_ahead_does_not_put_off_the_next(tmp_path: Path) -> None:
