@@ -166,7 +166,11 @@ class BulkLane:
             self._cv.notify_all()
 
     def hold_back(self, changes: dict[str, LocalEntry | None]) -> dict[str, LocalEntry | None]:
-        """The changes free to go now; those touching the lane's work wait in it."""
+        """The changes free to go now; those touching the lane's work wait in it. When
+        any waits, so does every file gone from the source in the same changes: one may
+        have been renamed onto a path the lane works on (``mv inv7.pdf scan.pdf``), and
+        its removal alone, without the put of its new name, would delete the only copy of
+        it on the target until the lane is done (rule 2: deletions wait for transfers)."""
         with self._cv:
             if not self._busy.srcs:
                 return changes
@@ -177,6 +181,10 @@ class BulkLane:
                     self._waiting[path] = ino or self._waiting.get(path, 0)
                 else:
                     free[path] = entry
+            if len(free) < len(changes):
+                for path in [p for p, entry in free.items() if entry is None]:
+                    self._waiting[path] = 0
+                    del free[path]
             return free
 
     def clashing(self, actions: Plan) -> set[str]:

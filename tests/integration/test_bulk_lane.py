@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -293,6 +294,26 @@ def test_the_folder_of_a_large_upload_removed_meanwhile(
     assert not temps(root)
     if how == "deleted":
         assert not (root / "scans").exists()
+
+
+def test_an_invoice_renamed_onto_a_large_file_s_name_keeps_a_copy_on_the_target(
+    file_only: TargetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mv inv7.pdf scan.pdf`` while scan.pdf uploads: the invoice's copy was deleted at
+    once, and its content reached the target only when the upload was done."""
+    with watching(file_only, tmp_path, monkeypatch) as (mirror, gate, source, root):
+        (source / "inv7.pdf").write_bytes(b"invoice 7")
+        wait_for(lambda: "inv7.pdf" in landed(root), WAIT_S, "the invoice")
+        start_big(gate, source)
+        os.rename(source / "inv7.pdf", source / "scan.pdf")
+        time.sleep(3)  # deletions wait 2 s for more to go (held.py): past that, the invoice's went
+        (source / "later.pdf").write_bytes(b"a later invoice")
+        wait_for(lambda: "later.pdf" in landed(root), WAIT_S, "an invoice written after")
+        assert landed(root).get("inv7.pdf") == b"invoice 7", "the invoice is on the target under no name"
+        gate.opened.set()
+        wait_for(lambda: settled(mirror, source, root), WAIT_S, "the rename")
+        consistent(mirror, root)
+    assert landed(root)["scan.pdf"] == b"invoice 7" and "inv7.pdf" not in landed(root)
 
 
 def test_two_files_for_one_target_path_never_race(
