@@ -602,7 +602,7 @@ def verify(
     named layout that placed its files); give the --delete it had.
     """
     from mirror.scan import scan
-    from mirror.verify import accounted_for, compare, others
+    from mirror.verify import accounted_for, compare, compared, others, uploads
 
     scrubber = setup_logging(verbosity(verbose, quiet), log_format)
     differences = 0
@@ -649,8 +649,15 @@ def verify(
                         where += f" -> {printable(diff.dst)}"
                     click.echo(f"{runner.name}: {where}: {diff.problem}")
                 if not found:
-                    click.echo(f"{runner.name}: identical ({counted(len(local), 'file')})")
+                    click.echo(
+                        f"{runner.name}: identical ({counted(len(local), 'file')}; {compared(driver.caps)})"
+                    )
                 differences += len(found)
+                if sending := uploads(remote):
+                    click.echo(
+                        f"{runner.name}: {counted(len(sending), 'upload')} under way, or left by a run that was "
+                        "stopped (the next run removes those): " + ", ".join(printable(p) for p in sending[:5])
+                    )
                 extra = others(remote, accounted_for(local, index, placed), driver.caps)
                 if extra:
                     shown = ", ".join(printable(p) for p in extra[:5]) + (", ..." if len(extra) > 5 else "")

@@ -13,7 +13,7 @@ from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import NAMED, Layout, date_of
 from mirror.paths import TRASH_DIR, path_key
-from mirror.plan import refusal, refused_name
+from mirror.plan import TEMP_RE, refusal, refused_name
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
 
@@ -123,7 +123,30 @@ def others(remote: Mapping[str, RemoteEntry], accounted: set[str], caps: Capabil
     a user asking whether the target is identical should hear of them."""
     key = path_key(caps.case_sensitive)
     accounted = {key(p) for p in accounted}
-    return sorted(p for p in remote if key(p) not in accounted and not p.startswith(f"{TRASH_DIR}/"))
+    return sorted(
+        p for p in remote if key(p) not in accounted and not p.startswith(f"{TRASH_DIR}/") and not _temp(p)
+    )
+
+
+def uploads(remote: Mapping[str, RemoteEntry]) -> list[str]:
+    """mirror's own temp files on the target: uploads under way, or left by a run that
+    was stopped (the next run removes those). Not someone else's files."""
+    return sorted(p for p in remote if _temp(p))
+
+
+def _temp(path: str) -> bool:
+    return TEMP_RE.match(path.rpartition("/")[2]) is not None
+
+
+def compared(caps: Capabilities) -> str:
+    """What a verify of a target with ``caps`` compares, for its verdict."""
+    what = ["sizes"]
+    if caps.mtime_settable:
+        what.append("times")
+    if caps.hash_kind is not HashKind.NONE:
+        what.append("hashes")
+    told = " and ".join(what) + " compared"
+    return told if len(what) > 1 else f"{told}: this target keeps no times and offers no hashes"
 
 
 def layout_of(index: Mapping[str, IndexEntry], first: Layout) -> Layout | None:

@@ -67,8 +67,14 @@ def test_first_copy_then_nothing_to_do_then_verify(src: Path, tmp_path: Path, st
     (target / "notes from the accountant.txt").write_text("not from the source")
     extra = run("verify", str(src), str(target), state=state)
     # still a faithful mirror, but not silently "identical" to the source
-    assert extra.returncode == 0 and "identical (12 files)" in extra.stdout
+    assert extra.returncode == 0 and "identical (12 files; sizes and times compared)" in extra.stdout
     assert "1 other file(s) on the target" in extra.stdout and "notes from the accountant.txt" in extra.stdout
+    # an upload under way (or one a stopped run left) is mirror's own, not someone else's
+    (target / "2026" / ".~mirror-0123456789ab.tmp").write_bytes(b"half an invoice")
+    sending = run("verify", str(src), str(target), state=state)
+    assert sending.returncode == 0 and "1 upload under way" in sending.stdout, sending.stdout
+    assert "1 other file(s)" in sending.stdout
+    (target / "2026" / ".~mirror-0123456789ab.tmp").unlink()
     (target / "2026" / "invoice [3] #%.pdf").write_bytes(b"tampered")
     verify = run("verify", str(src), str(target), state=state)
     assert verify.returncode == 1 and "invoice [3] #%.pdf: size differs" in verify.stdout
@@ -84,7 +90,7 @@ def test_verify_checks_a_target_with_the_layout_it_was_mirrored_with(
     assert as_placed.returncode == 0 and "identical" in as_placed.stdout, as_placed.stdout + as_placed.stderr
     # without --layout, the one the last run used, said out loud (was: every file "missing")
     as_run = run("verify", str(src), str(target), state=state)
-    assert as_run.returncode == 0 and "identical (12 files)" in as_run.stdout, as_run.stdout + as_run.stderr
+    assert as_run.returncode == 0 and "identical (12 files;" in as_run.stdout, as_run.stdout + as_run.stderr
     assert "default: layout flat, which mirror run last used here" in as_run.stdout
     as_tree = run("verify", str(src), str(target), "--layout", "tree", state=state)
     assert as_tree.returncode == 1 and "missing on the target" in as_tree.stdout
@@ -121,7 +127,7 @@ def test_verify_tells_the_layout_of_an_index_that_records_none(layout: str, tmp_
     older.close()
     checked = run("verify", str(src), str(target), state=state)
     if layout == "by-year":
-        assert checked.returncode == 0 and "default: identical (4 files)" in checked.stdout, checked.stdout
+        assert checked.returncode == 0 and "default: identical (4 files;" in checked.stdout, checked.stdout
         assert "default: layout by-year, told from where the index has its files" in checked.stdout
         return
     assert checked.returncode == 1 and "missing on the target" in checked.stdout
@@ -131,7 +137,7 @@ def test_verify_tells_the_layout_of_an_index_that_records_none(layout: str, tmp_
     )
     assert checked.stdout.startswith(told), checked.stdout
     given = run("verify", str(src), str(target), "--layout", layout, state=state)
-    assert given.returncode == 0 and "identical (4 files)" in given.stdout, given.stdout
+    assert given.returncode == 0 and "identical (4 files;" in given.stdout, given.stdout
 
 
 def test_verify_and_status_of_source_target_find_a_config_s_target_there(
@@ -143,7 +149,7 @@ def test_verify_and_status_of_source_target_find_a_config_s_target_there(
     config.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path / "backup"}"\nlayout = "by-year"\n')
     assert run("run", "-c", str(config), "--once", state=state).returncode == 0
     checked = run("verify", str(src), str(tmp_path / "backup"), state=state)
-    assert checked.returncode == 0 and "usb: identical (12 files)" in checked.stdout, checked.stdout
+    assert checked.returncode == 0 and "usb: identical (12 files;" in checked.stdout, checked.stdout
     shown = run("status", str(src), str(tmp_path / "backup"), state=state)
     assert shown.returncode == 0 and "files:   12" in shown.stdout and "never run" not in shown.stdout, (
         shown.stdout
@@ -922,7 +928,7 @@ def test_a_case_folding_local_target_gets_one_of_two_names_that_differ_in_case(
 
 
 def test_verify_names_a_file_the_target_refuses_as_not_mirrored(tmp_path: Path, state: Path) -> None:
-    """verify said 'identical (2 files)' and exited 0 while what?.pdf, a name the target
+    """verify said 'identical (2 files;' and exited 0 while what?.pdf, a name the target
     refuses (a preset here, as WebDAV's '?'), was not on it; run had reported it."""
     cfg = stick_config(tmp_path, {"invoice.pdf": b"invoice", "what?.pdf": b"questions"}, 'forbidden_chars = "?"')
     why = "the target refuses the character(s) '?' in 'what?.pdf'"
@@ -1316,7 +1322,7 @@ def test_counts_of_one_read_as_english(tmp_path: Path, state: Path) -> None:
     (src / "a.pdf").write_bytes(b"%PDF")
     assert "would do 1 action\n" in run("run", str(src), str(target), "--once", "--dry-run", state=state).stdout
     assert run("run", str(src), str(target), "--once", state=state).returncode == 0
-    assert "identical (1 file)" in run("verify", str(src), str(target), state=state).stdout
+    assert "identical (1 file;" in run("verify", str(src), str(target), state=state).stdout
 
 
 def test_json_logs_are_one_object_per_line(src: Path, tmp_path: Path, state: Path) -> None:

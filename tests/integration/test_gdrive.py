@@ -294,7 +294,7 @@ def test_names_that_differ_only_in_case_are_mirrored_as_different_files(
         [on_drive] = drive_fake.state.children(root.id, folder)
         assert [f.content for f in drive_fake.state.children(on_drive.id)] == [content]
     verify = run("verify", "-c", str(config), state=state)
-    assert verify.returncode == 0 and "identical (4 files)" in verify.stdout, verify.stdout + verify.stderr
+    assert verify.returncode == 0 and "identical (4 files;" in verify.stdout, verify.stdout + verify.stderr
 
 
 def client_secrets(drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_id: str) -> Path:
