@@ -488,8 +488,9 @@ class TargetRunner:
             if self.lane is not None:
                 self.lane.executor.remove_temps()
         elif not clean and self.index is not None and not self.dry_run:
-            # status says it ended without stopping cleanly: the log says why
-            self.log.warning("stopped with an action still running (a link that hangs?); the next run finishes it")
+            self.log.warning(
+                "stopped with an upload still running (a large file, or a link that hangs); the next run sends it"
+            )
         if self.index is not None:
             # a target never reached (a mistyped host in a one-off run) leaves no index:
             # kept, it would make every later `mirror status` exit 1; its error is kept aside
@@ -501,7 +502,11 @@ class TargetRunner:
             )
             error = self.index.get_meta("last_error")
             if not self.dry_run:
-                self.index.set_meta(clean_shutdown=1 if clean else 0, state="stopped", pid=None, watching=None)
+                # stopped when asked, an upload cut off: incomplete (status: the next run
+                # finishes it), not 'ended without stopping cleanly' as after a kill; its
+                # temp file is left, so the next run lists the target
+                cut = {} if clean else {"incomplete": 1, "stranded_temps": 1}
+                self.index.set_meta(clean_shutdown=1, state="stopped", pid=None, watching=None, **cut)
                 self._note_stranded()
                 note_attempt(self.index_file, error if never_reached else None)
             self.index.close()

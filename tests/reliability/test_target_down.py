@@ -235,4 +235,8 @@ def test_a_stop_while_the_server_hangs_mid_upload_is_prompt(tmp_path: Path) -> N
     text = log.read_text()
     assert code == 0, text
     assert took < 20, f"stopping took {took:.1f} s\n{text}"
-    assert "[nas] stopped with an action still running" in text, text
+    assert "[nas] stopped with an upload still running" in text, text
+    # a stop asked for, with an upload cut off: incomplete, not 'killed, or a crash'
+    shown = run("status", "-c", str(config), state=tmp_path / "state")
+    assert shown.returncode == 1 and "incomplete: the last run ended before" in shown.stdout, shown.stdout
+    assert "without stopping cleanly" not in shown.stdout, shown.stdout
