@@ -335,6 +335,7 @@ def run(
                         metrics.attach(mirror)
                         metrics.serve(*addr)
                     code = _run(mirror, signals, once or dry_run, dry_run, rescan, quiet, log_format == "json")
+                    _let_uploads_end(mirror, signals, watching=not (once or dry_run))
                 again = not (once or dry_run) and signals.restart()
                 if again:
                     log.info("stopped on SIGHUP; starting again with the config read anew")
@@ -350,6 +351,19 @@ def run(
                 if metrics is not None:
                     metrics.close()
     sys.exit(code)
+
+
+def _let_uploads_end(mirror: Mirror, signals: Signals, watching: bool) -> None:
+    """Stopped to start again (SIGHUP): wait for what this start still runs (an upload
+    of a large file outlasts the stop's wait) before its indexes close. Started again
+    beside it, the new start deleted a file that the old upload then put back, recorded
+    in no index, for good; and its listing took the upload's temp file for a leftover.
+    A SIGTERM or SIGINT meanwhile ends the wait (and the process, and the upload)."""
+    if not (watching and signals.restarting()) or mirror.shutdown():
+        return
+    log.info("waiting for an upload still running to end before starting again")
+    while signals.restarting() and not all(runner.join(0.5) for runner in mirror.runners):
+        pass
 
 
 class StateWait:
@@ -419,9 +433,13 @@ class Signals:
         if self._stop is not None:
             self._stop.set()
 
+    def restarting(self) -> bool:
+        """Whether a SIGHUP stopped this start to start again (and no stop was asked for)."""
+        return self.received == signal.SIGHUP and not self._quit
+
     def restart(self) -> bool:
         """Whether to start again (a SIGHUP stopped it, no stop was asked for); readies the next start."""
-        again = self.received == signal.SIGHUP and not self._quit
+        again = self.restarting()
         self.received = None
         return again
 

@@ -9,6 +9,7 @@ import pty
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -536,6 +537,59 @@ def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_pat
     assert "Traceback" not in text, text
     shown = run("status", state=state)
     assert shown.returncode == 0 and "ended without stopping cleanly" not in shown.stdout, shown.stdout
+
+
+#: ``mirror`` whose first copy of a large file to a local target waits, once written,
+#: until the file named by MIRROR_TEST_GATE is gone: a large upload still under way
+GATED = """
+import os, sys, time
+from mirror.backends import local
+real, held = local._copy, []
+def _copy(src, dst):
+    real(src, dst)
+    if os.fstat(src).st_size > 2 << 20 and not held:
+        held.append(True)
+        open(os.environ["MIRROR_TEST_GATE"] + ".held", "w").close()
+        while os.path.exists(os.environ["MIRROR_TEST_GATE"]):
+            time.sleep(0.05)
+local._copy = _copy
+from mirror.cli import entry
+sys.exit(entry())
+"""
+
+
+def test_sighup_during_a_large_upload_starts_again_only_once_it_is_done(tmp_path: Path) -> None:
+    """systemctl reload while a scan uploaded: the new start ran beside the old upload,
+    deleted the scan when it left the source, and the old upload then put it back,
+    recorded in no index: on the target for good, status in sync."""
+    src, dst, state, log, gate = (tmp_path / n for n in ("src", "dst", "state", "mirror.log", "gate"))
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    gate.touch()
+    script = tmp_path / "gated.py"
+    script.write_text(GATED)
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state), "MIRROR_TEST_GATE": str(gate)}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), "run", str(src), str(dst)], stdout=out, stderr=out, env=env
+        )
+    try:
+        wait_for(lambda: same(src, dst), what="the first copy")
+        (src / "scan.pdf").write_bytes(b"s" * (3 << 20))
+        wait_for(lambda: Path(f"{gate}.held").exists(), what="the large upload to be under way")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(7)  # past the stop's 5 s wait for it: a new start would send the scan meanwhile
+        (src / "scan.pdf").unlink()
+        time.sleep(3)  # and delete it from the target
+        gate.unlink()
+        wait_for(lambda: "stopped on SIGHUP; starting again" in log.read_text(), what="the start again")
+        wait_for(lambda: same(src, dst), what="the scan gone from the target")
+        time.sleep(2)  # the old upload, were it still running, would land by now
+        assert same(src, dst), log.read_text()
+        assert "waiting for an upload still running to end before starting again" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
 
 
 def test_sighup_stops_a_run_once_as_sigterm_does(tmp_path: Path) -> None:
