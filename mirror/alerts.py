@@ -4,10 +4,11 @@ An :class:`Alerts` observer turns target states into *incidents*. An incident op
 target starts failing (unreachable, fatal error) and closes with the next pass that reaches
 it. Once an incident has lasted ``alert_after``, it is announced exactly once: the target's
 ``on_failure`` command runs (``MIRROR_EVENT=failure``) and its ``healthcheck_url`` gets a
-``/fail`` ping; when it heals, the command runs again with ``MIRROR_EVENT=recovery`` and
-the URL gets a plain ping (the healthchecks.io convention). Every complete sync pings the
-URL too (at most once a minute), and a healthy, idle mirror pings every five minutes, so a
-stopped service shows up as a missed ping.
+``/fail`` ping; a command that fails (the mail relay down in the same outage) runs again
+after a backoff while the incident lasts. When it heals, the command runs again with
+``MIRROR_EVENT=recovery`` and the URL gets a plain ping (the healthchecks.io convention).
+Every complete sync pings the URL too (at most once a minute), and a healthy, idle mirror
+pings every five minutes, so a stopped service shows up as a missed ping.
 
 Incidents are kept in the state folder (``alerts/<target>.json``), so a restart or a cron
 run of ``mirror run --once`` neither forgets an incident nor announces it twice. All I/O
@@ -42,6 +43,9 @@ PING_EVERY = 60.0
 KEEPALIVE = 300.0
 #: how long an on_failure command may run
 COMMAND_TIMEOUT = 60.0
+#: a failed on_failure command is tried again after this, doubling up to RETRY_MAX
+RETRY_FIRST = 60.0
+RETRY_MAX = 1800.0
 PING_TIMEOUT = 10.0
 PING_ATTEMPTS = 3
 FAILING = frozenset({"failing", "failed"})
@@ -49,11 +53,14 @@ FAILING = frozenset({"failing", "failed"})
 
 @dataclass
 class Incident:
-    """A target that has been failing since ``since``; ``alerted`` once announced."""
+    """A target that has been failing since ``since``; ``alerted`` once announced. An
+    ``on_failure`` command that failed ``tries`` times in a row runs again at ``retry_at``."""
 
     since: float
     reason: str
     alerted: bool = False
+    tries: int = 0
+    retry_at: float | None = None
 
 
 class Alerts(Observer):
@@ -162,9 +169,11 @@ class Alerts(Observer):
         wait = KEEPALIVE
         with self._lock:
             for name, incident in self.incidents.items():
-                if incident.alerted or name not in self._confirmed:
+                if (incident.alerted and incident.retry_at is None) or name not in self._confirmed:
                     continue
-                left = incident.since + self._after(name) - now
+                # a clock set back holds a retry off no longer than the longest backoff
+                retry = 0.0 if incident.retry_at is None else min(incident.retry_at - now, RETRY_MAX)
+                left = max(incident.since + self._after(name) - now, retry)
                 if left <= 0:
                     url = self.targets[name].settings.healthcheck_url
                     first = url is not None and not self._url_down(url)
@@ -203,22 +212,42 @@ class Alerts(Observer):
 
     def _alert(self, name: str, incident: Incident, first: bool) -> None:
         since = _stamp(incident.since)
-        log.error("%s: failing since %s: %s", name, since, incident.reason)
+        if not incident.tries:  # a retry runs the command only: the rest was announced
+            log.error("%s: failing since %s: %s", name, since, incident.reason)
         settings = self.targets[name].settings
         if settings.healthcheck_url and first:
             self._ping(f"{settings.healthcheck_url}/fail", f"{name}: failing since {since}: {incident.reason}")
-        self._command(self.targets[name], "failure", incident)
+        failed = self._command(self.targets[name], "failure", incident)
+        with self._lock:
+            tries = incident.tries + 1
+            wait = min(RETRY_FIRST * 2 ** (tries - 1), RETRY_MAX)
+            incident.tries, incident.retry_at = (0, None) if failed is None else (tries, self.clock() + wait)
+            if self.incidents.get(name) is incident:  # not healed meanwhile
+                self._save(name, incident)
+        if failed is not None:
+            log.warning(
+                "%s: on_failure command failed: %s; trying it again in %s while the target is failing",
+                name,
+                failed,
+                _duration(wait),
+            )
+        elif tries > 1:
+            log.info("%s: on_failure command succeeded at try %d", name, tries)
 
     def _recovered(self, name: str, incident: Incident, url: str | None) -> None:
         log.info("%s: recovered (failing since %s)", name, _stamp(incident.since))
         if url is not None:
             self._ping(url, f"{name}: recovered; failing since {_stamp(incident.since)}")
-        self._command(self.targets[name], "recovery", incident)
+        failed = self._command(self.targets[name], "recovery", incident)
+        if failed is not None:
+            log.warning("%s: on_failure command failed: %s", name, failed)
 
-    def _command(self, target: TargetConfig, event: str, incident: Incident) -> None:
+    def _command(self, target: TargetConfig, event: str, incident: Incident) -> str | None:
+        """Run the target's ``on_failure`` command; how it failed, None when it succeeded
+        (or there is none)."""
         command = target.settings.on_failure
         if command is None:
-            return
+            return None
         env = {
             **os.environ,
             "MIRROR_EVENT": event,
@@ -240,15 +269,11 @@ class Alerts(Observer):
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("%s: on_failure command could not run: %s", target.name, exc)
-            return
+            return f"could not run: {exc}"
         if done.returncode != 0:
-            log.warning(
-                "%s: on_failure command exited with %d: %s",
-                target.name,
-                done.returncode,
-                _one_line(done.stderr or done.stdout or ""),
-            )
+            said = _one_line(done.stderr or done.stdout or "")
+            return f"exited with {done.returncode}" + (f" ({said})" if said else "")
+        return None
 
     def _ping(self, url: str, body: str) -> None:
         # urllib.request is slow to import and only needed by configs that ping
@@ -279,7 +304,14 @@ class Alerts(Observer):
                 older.replace(self.files[name])
         try:
             data = json.loads(self.files[name].read_text(encoding="utf-8"))
-            return Incident(float(data["since"]), str(data["reason"]), bool(data["alerted"]))
+            retry = data.get("retry_at")  # both absent from the files of older versions
+            return Incident(
+                float(data["since"]),
+                str(data["reason"]),
+                bool(data["alerted"]),
+                int(data.get("tries", 0)),
+                None if retry is None else float(retry),
+            )
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
