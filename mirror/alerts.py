@@ -23,6 +23,9 @@ import json
 import logging
 import os
 import queue
+import re
+import shlex
+import signal
 import threading
 import time
 import urllib.parse
@@ -257,22 +260,32 @@ class Alerts(Observer):
         }
         import subprocess  # only configs with on_failure run commands
 
+        program = _program(command)
         try:
-            done = subprocess.run(
+            proc = subprocess.Popen(
                 command if isinstance(command, str) else list(command),
                 shell=isinstance(command, str),  # the user's own command line, by design
                 env=env,
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=COMMAND_TIMEOUT,
-                check=False,
+                start_new_session=True,  # a group of its own: a timeout ends all it started
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"could not run: {exc}"
-        if done.returncode != 0:
-            said = _one_line(done.stderr or done.stdout or "")
-            return f"exited with {done.returncode}" + (f" ({said})" if said else "")
+        except OSError as exc:
+            return f"{program} could not run ({exc.strerror or exc})"
+        with proc:
+            try:
+                out, err = proc.communicate(timeout=COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.communicate(timeout=5)  # one that left the group may hold the pipes
+                return f"{program} timed out after {COMMAND_TIMEOUT:.0f} s"
+        if proc.returncode != 0:
+            said = _one_line(err or out or "")
+            return f"{program} exited with {proc.returncode}" + (f" ({said})" if said else "")
         return None
 
     def _ping(self, url: str, body: str) -> None:
@@ -341,6 +354,18 @@ def _summary(report: Report) -> str:
 def _one_line(text: str, limit: int = 500) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _program(command: str | tuple[str, ...]) -> str:
+    """What a log line names of a command: its program, never the arguments (a token)."""
+    if not isinstance(command, str):
+        return command[0]
+    try:
+        words = shlex.split(command)
+    except ValueError:  # unbalanced quotes: the shell says so when it runs
+        words = command.split()
+    # TOKEN=... curl ...: an assignment is no program, and its value may be the secret
+    return next((w for w in words if not re.match(r"\w+=", w)), "sh")
 
 
 def _stamp(when: float) -> str:

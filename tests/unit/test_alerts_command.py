@@ -4,11 +4,14 @@ target stays broken, across restarts and cron runs."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from mirror import alerts as alerts_module
 from mirror.alerts import Alerts
 from mirror.config import Config, TargetConfig, TargetSettings
 from mirror.events import Report
@@ -54,7 +57,8 @@ def test_a_failed_on_failure_command_runs_again_until_it_gets_through(
     alerts.on_state("nas", "failing", "cannot connect")
     wait_for(lambda: "trying it again in 60 s" in caplog.text, what="the warning")
     assert calls_of(calls) == ["failure"]
-    assert "on_failure command failed: exited with 1 (relay unreachable)" in caplog.text
+    assert "on_failure command failed: " in caplog.text
+    assert "notify.sh exited with 1 (relay unreachable)" in caplog.text
 
     clock.now += 59
     alerts.on_state("nas", "failing", "cannot connect")
@@ -86,3 +90,54 @@ def test_a_failed_on_failure_command_runs_again_until_it_gets_through(
     alerts.close()
     assert calls_of(calls) == ["failure"] * 3 + ["recovery"]
     assert len([r for r in caplog.records if "failing since" in r.getMessage() and r.levelname == "ERROR"]) == 1
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie no one reaped yet does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_command_that_hangs_is_ended_with_all_it_started_and_its_token_stays_out_of_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut off after 60 s, only the shell was killed: what it started ran on. The log said
+    it "could not run", quoting the whole command line with its token."""
+    monkeypatch.setattr(alerts_module, "COMMAND_TIMEOUT", 1.0)
+    pid_file = tmp_path / "child.pid"
+    command = f"page-me --token TOKEN-s3cr3t-4711 2>/dev/null || {{ sleep 300 & echo $! > {pid_file}; wait; }}"
+    settings = TargetSettings(on_failure=command, alert_after=0.0)
+    target = TargetConfig(name="nas", url="memory://backup", settings=settings)
+    alerts = Alerts(Config(source=tmp_path, targets=(target,), state_dir=tmp_path / "state"))
+    alerts.on_state("nas", "failing", "cannot connect")
+    wait_for(lambda: "trying it again" in caplog.text, what="the warning")
+    alerts.close()
+    pid = int(pid_file.read_text())
+    try:
+        wait_for(lambda: not running(pid), timeout=5, what="the command's child to end")
+    finally:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert "on_failure command failed: page-me timed out after 1 s" in caplog.text
+    assert "TOKEN" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("command", "named"),
+    [
+        ("PAGER_TOKEN=s3cr3t false --to 's3cr3t'", "false exited with 1"),
+        (("/bin/false", "--token", "s3cr3t"), "/bin/false exited with 1"),
+    ],
+)
+def test_the_log_names_the_program_never_its_arguments(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, command: str | tuple[str, ...], named: str
+) -> None:
+    settings = TargetSettings(on_failure=command, alert_after=0.0)
+    target = TargetConfig(name="nas", url="memory://backup", settings=settings)
+    alerts = Alerts(Config(source=tmp_path, targets=(target,), state_dir=tmp_path / "state"))
+    alerts.on_state("nas", "failing", "cannot connect")
+    alerts.close()
+    assert f"on_failure command failed: {named};" in caplog.text
+    assert "s3cr3t" not in caplog.text
