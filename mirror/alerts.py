@@ -85,6 +85,8 @@ class Alerts(Observer):
             if config.source_link is not None
         }
         self.scrub = {name: SecretFilter(t.secrets).scrub for name, t in self.targets.items()}
+        #: each target's lines carry its name, as the engine's do (a collector filters on it)
+        self.logs = {name: logging.LoggerAdapter(log, {"target": name}) for name in self.targets}
         #: incidents, some carried over from an earlier run (``alerts/*.json``)
         self.incidents: dict[str, Incident] = {name: i for name in self.targets if (i := self._load(name))}
         #: targets seen failing by this process: a carried-over incident is announced only
@@ -140,7 +142,7 @@ class Alerts(Observer):
             incident = self.incidents.get(name)
             if incident is None:
                 incident = self.incidents[name] = Incident(self.clock(), reason)
-                log.info("%s: failing (%s); alerting if it lasts %s", name, reason, _duration(self._after(name)))
+                self.logs[name].info("failing (%s); alerting if it lasts %s", reason, _duration(self._after(name)))
             else:
                 incident.reason = reason
             self._confirmed.add(name)
@@ -216,7 +218,7 @@ class Alerts(Observer):
     def _alert(self, name: str, incident: Incident, first: bool) -> None:
         since = _stamp(incident.since)
         if not incident.tries:  # a retry runs the command only: the rest was announced
-            log.error("%s: failing since %s: %s", name, since, incident.reason)
+            self.logs[name].error("failing since %s: %s", since, incident.reason)
         settings = self.targets[name].settings
         if settings.healthcheck_url and first:
             self._ping(f"{settings.healthcheck_url}/fail", f"{name}: failing since {since}: {incident.reason}")
@@ -228,22 +230,21 @@ class Alerts(Observer):
             if self.incidents.get(name) is incident:  # not healed meanwhile
                 self._save(name, incident)
         if failed is not None:
-            log.warning(
-                "%s: on_failure command failed: %s; trying it again in %s while the target is failing",
-                name,
+            self.logs[name].warning(
+                "on_failure command failed: %s; trying it again in %s while the target is failing",
                 failed,
                 _duration(wait),
             )
         elif tries > 1:
-            log.info("%s: on_failure command succeeded at try %d", name, tries)
+            self.logs[name].info("on_failure command succeeded at try %d", tries)
 
     def _recovered(self, name: str, incident: Incident, url: str | None) -> None:
-        log.info("%s: recovered (failing since %s)", name, _stamp(incident.since))
+        self.logs[name].info("recovered (failing since %s)", _stamp(incident.since))
         if url is not None:
             self._ping(url, f"{name}: recovered; failing since {_stamp(incident.since)}")
         failed = self._command(self.targets[name], "recovery", incident)
         if failed is not None:
-            log.warning("%s: on_failure command failed: %s", name, failed)
+            self.logs[name].warning("on_failure command failed: %s", failed)
 
     def _command(self, target: TargetConfig, event: str, incident: Incident) -> str | None:
         """Run the target's ``on_failure`` command; how it failed, None when it succeeded

@@ -14,7 +14,9 @@ process and serve them all from one endpoint (:meth:`Metrics.attach` each).
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -110,15 +112,14 @@ class Metrics(Observer):
         """Start the HTTP endpoint in a thread; the port it listens on."""
         from prometheus_client import start_http_server
 
+        shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
         try:
             server, _thread = start_http_server(port, host, registry=self.registry)
         except OSError as exc:
-            raise ConfigError(
-                f"--metrics-addr {host}:{port}: cannot listen ({exc.strerror or exc}); choose a free port"
-            ) from None
+            raise ConfigError(f"--metrics-addr {shown}:{port}: {_refused(exc, host)}") from None
         self._server = server
         self.port = int(server.server_address[1])
-        log.info("metrics at http://%s:%d/metrics", host, self.port)
+        log.info("metrics at http://%s:%d/metrics", shown, self.port)
         return self.port
 
     def close(self) -> None:
@@ -147,6 +148,18 @@ class Metrics(Observer):
 
     def on_transfer(self, target: str, size: int, seconds: float) -> None:
         self.transfer_seconds.labels(target).observe(seconds)
+
+
+def _refused(exc: OSError, host: str) -> str:
+    """Why the endpoint cannot listen there, and what to do about it."""
+    why = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host} ({why}); give an address of this machine such as 127.0.0.1"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine; give one of its own such as 127.0.0.1"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen ({why}); a port below 1024 needs root: choose one above"
+    return f"cannot listen ({why}); choose a free port"
 
 
 class _IndexCollector:

@@ -4,6 +4,7 @@ it stays down, and one recovery ping (and recovery call) once the server comes u
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
@@ -176,3 +177,25 @@ def test_an_incident_of_a_source_now_given_through_a_link_still_ends_in_a_recove
     assert done.returncode == 0, done.stderr
     assert [c.split()[0] for c in lines(calls)] == ["failure", "recovery"]
     assert list((state / "alerts").glob("*.json")) == []
+
+
+def test_json_alert_lines_carry_their_target(
+    tmp_path: Path, pings: Pings, webdav_later: tuple[int, Path, list[WebdavServer]]
+) -> None:
+    """A log collector filtering on ``target`` dropped exactly the alert lines: they alone
+    had none."""
+    port, folder, started = webdav_later
+    cfg, _, _ = config(tmp_path, port, pings, "0s")
+    state, env = tmp_path / "state", {"DAV_PASSWORD": PASSWORD}
+
+    def alert_lines(*wanted: str) -> list[dict[str, str]]:
+        done = run("run", "-c", str(cfg), "--once", "--log-format", "json", state=state, env=env)
+        records = [json.loads(line) for line in done.stderr.splitlines()]
+        found = [r for r in records if any(w in r["message"] for w in wanted)]
+        assert len(found) == len(wanted), done.stderr
+        return found
+
+    failing = alert_lines("failing (", "failing since")
+    started.append(start_webdav(folder, port))
+    recovered = alert_lines("recovered (")
+    assert [r.get("target") for r in failing + recovered] == ["dav"] * 3

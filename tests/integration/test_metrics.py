@@ -4,12 +4,14 @@ numbers move; a bad or busy address is a one-line usage error."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sqlite3
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cli import files, run, start, wait_for
@@ -104,6 +106,29 @@ def test_bad_and_busy_metrics_addresses_are_usage_errors(tmp_path: Path) -> None
         )
     assert taken.returncode == 2 and "cannot listen" in taken.stderr
     assert len(taken.stderr.strip().splitlines()) == 1
+
+
+def test_an_ipv6_endpoint_is_logged_as_a_url_and_an_address_not_here_gets_a_fitting_hint(tmp_path: Path) -> None:
+    """``[::1]:P`` was logged as http://::1:P/metrics (no URL), and a host name that does not
+    resolve, or an address of another machine, was told to "choose a free port"."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    src.mkdir()
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    done = run("run", str(src), str(dst), "--once", "--metrics-addr", "[::1]:0", state=state)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"metrics at http://\[::1\]:\d+/metrics", done.stderr), done.stderr
+
+    for addr, hint in [
+        ("metrics-host.invalid:9108", "cannot resolve metrics-host.invalid"),
+        ("192.0.2.1:9108", "192.0.2.1 is not an address of this machine"),  # TEST-NET-1: nobody's
+    ]:
+        refused = run("run", str(src), str(dst), "--once", "--metrics-addr", addr, state=state)
+        assert refused.returncode == 2 and hint in refused.stderr, refused.stderr
+        assert "free port" not in refused.stderr
 
 
 def test_a_last_sync_recorded_with_the_clock_ahead_is_exported_as_0(tmp_path: Path) -> None:
