@@ -843,7 +843,7 @@ def _unfinished(s: TargetStatus) -> str | None:
     then = "mirror run carries on"
     if not s.files:  # nothing on the target is known as mirror's: the index holds nothing to lose
         then = f"run mirror run, or if it is not a target of yours, remove its index: rm {shlex.quote(s.index)}"
-    return f"  never in sync: no run has finished a pass to this target yet; {then}"
+    return f"  never in sync: no pass to this target has ended without errors yet; {then}"
 
 
 def _when(timestamp: float) -> str:

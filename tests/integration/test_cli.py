@@ -1556,8 +1556,8 @@ def test_status_of_an_older_mirror_stopped_before_its_first_sync_is_no_all_clear
     unreached = run("status", state=state)
     assert unreached.returncode == 1, unreached.stdout
     assert (
-        "  never in sync: no run has finished a pass to this target yet; run mirror run, or if it is not a target "
-        f"of yours, remove its index: rm {db}\n" in unreached.stdout
+        "  never in sync: no pass to this target has ended without errors yet; run mirror run, "
+        f"or if it is not a target of yours, remove its index: rm {db}\n" in unreached.stdout
     ), unreached.stdout
 
     assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
