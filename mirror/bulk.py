@@ -67,29 +67,40 @@ def related(a: str, b: str) -> bool:
     return a == b or a.startswith(f"{b}/") or b.startswith(f"{a}/")
 
 
+#: a source file as the lane tells it apart: (inode, size, mtime in ns); NONE for none
+Identity = tuple[int, int, int]
+NONE: Identity = (0, 0, 0)
+
+
+def identity(entry: LocalEntry | None) -> Identity:
+    return NONE if entry is None else (entry.ino, entry.size, entry.mtime_ns)
+
+
 @dataclass
 class Busy:
-    """What the lane works on: source paths with their inodes, and target paths."""
+    """What the lane works on: source paths with their files' identities, and target paths."""
 
-    srcs: dict[str, int] = dataclasses.field(default_factory=dict)
+    srcs: dict[str, Identity] = dataclasses.field(default_factory=dict)
     dsts: set[str] = dataclasses.field(default_factory=set)
 
     def add(self, later: Plan, key: Callable[[str], str]) -> None:
         for put in later.transfers:
             assert isinstance(put, Put)
-            self.srcs[put.src] = put.entry.ino
+            self.srcs[put.src] = identity(put.entry)
             self.dsts.add(key(put.dst))
         for removal in later.removals:
-            self.srcs.setdefault(removal.src, 0)
+            self.srcs.setdefault(removal.src, NONE)
             if isinstance(removal, (Delete, Trash)):
                 self.dsts.add(key(removal.dst))
 
-    def holds(self, path: str, ino: int) -> bool:
-        """Whether a change of ``path`` (now the file of inode ``ino``; 0: none) touches
-        what the lane works on: the same file, a folder above or below it, or the file
-        itself renamed (a source without stable inodes has none: its rename is a put of
-        the new path and a removal of the old one, which waits)."""
-        return any(related(path, src) for src in self.srcs) or (ino != 0 and ino in self.srcs.values())
+    def holds(self, path: str, now: Identity) -> bool:
+        """Whether a change of ``path`` (now the file ``now``; NONE: none) touches what
+        the lane works on: the same file, a folder above or below it, or the file itself
+        renamed: same inode, size and time (a source without stable inodes has none: its
+        rename is a put of the new path and a removal of the old one, which waits). By
+        inode alone, an invoice given the inode of a large file just deleted (ext4 hands
+        them out again at once) waited for the whole lane run."""
+        return any(related(path, src) for src in self.srcs) or (now[0] != 0 and now in self.srcs.values())
 
     def meets(self, dst: str) -> bool:
         return any(related(dst, busy) for busy in self.dsts)
@@ -142,8 +153,8 @@ class BulkLane:
         self._cv = threading.Condition()
         self._queue: list[Plan] = []
         self._busy = Busy()
-        #: paths whose changes wait for the lane, with the inode each had (0: none)
-        self._waiting: dict[str, int] = {}
+        #: paths whose changes wait for the lane, with the file each had (NONE: none)
+        self._waiting: dict[str, Identity] = {}
         #: the tail being sent now
         self._current: Plan | None = None
         #: an error no one expected that ended the lane's last run (a bug)
@@ -176,14 +187,14 @@ class BulkLane:
                 return changes
             free: dict[str, LocalEntry | None] = {}
             for path, entry in changes.items():
-                ino = entry.ino if entry is not None else 0
-                if path in self._waiting or self._busy.holds(path, ino):
-                    self._waiting[path] = ino or self._waiting.get(path, 0)
+                now = identity(entry)
+                if path in self._waiting or self._busy.holds(path, now):
+                    self._waiting[path] = now if entry is not None else self._waiting.get(path, NONE)
                 else:
                     free[path] = entry
             if len(free) < len(changes):
                 for path in [p for p, entry in free.items() if entry is None]:
-                    self._waiting[path] = 0
+                    self._waiting[path] = NONE
                     del free[path]
             return free
 
@@ -198,8 +209,7 @@ class BulkLane:
         """Let ``paths`` (with their entries in ``local``) wait for the lane."""
         with self._cv:
             for path in paths:
-                entry = local.get(path)
-                self._waiting[path] = entry.ino if entry is not None else 0
+                self._waiting[path] = identity(local.get(path))
             self._cv.notify_all()
 
     def files(self) -> int:
@@ -267,7 +277,7 @@ class BulkLane:
             self._busy = Busy()
             for queued in self._queue:
                 self._busy.add(queued, self._key)
-            released = [p for p, ino in self._waiting.items() if not self._busy.holds(p, ino)]
+            released = [p for p, now in self._waiting.items() if not self._busy.holds(p, now)]
             for path in released:
                 del self._waiting[path]
             self._bug = bug

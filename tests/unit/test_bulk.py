@@ -8,7 +8,7 @@ import datetime as dt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mirror.bulk import Busy, clashing, related, split
+from mirror.bulk import NONE, Busy, clashing, related, split
 from mirror.paths import path_key
 from mirror.plan import Delete, Move, Plan, Put, Trash
 from mirror.scan import LocalEntry
@@ -48,18 +48,20 @@ def test_split_sends_large_puts_and_every_removal_to_the_lane_and_keeps_the_rest
 def test_a_change_waits_for_the_same_path_a_folder_around_it_a_path_below_it_or_the_file_renamed() -> None:
     busy = Busy()
     busy.add(Plan(transfers=(put("scans/big.pdf", LARGE, ino=7),)), KEY)
-    assert busy.holds("scans/big.pdf", 0)  # deleted, edited, replaced
-    assert busy.holds("scans", 0)  # its folder deleted or moved
-    assert busy.holds("scans/big.pdf/x", 0)  # a folder now takes its name
-    assert busy.holds("archive/big-2024.pdf", 7)  # itself, renamed
-    assert not busy.holds("scans/other.pdf", 8)
-    assert not busy.holds("scans2", 0) and not busy.holds("scan", 0)
+    assert busy.holds("scans/big.pdf", NONE)  # deleted, edited, replaced
+    assert busy.holds("scans", NONE)  # its folder deleted or moved
+    assert busy.holds("scans/big.pdf/x", NONE)  # a folder now takes its name
+    assert busy.holds("archive/big-2024.pdf", (7, LARGE, 1))  # itself, renamed
+    assert not busy.holds("scans/other.pdf", (8, LARGE, 1))
+    # a new file given its inode once it was deleted (ext4 reuses them at once)
+    assert not busy.holds("invoice.pdf", (7, 40_000, 2))
+    assert not busy.holds("scans2", NONE) and not busy.holds("scan", NONE)
 
 
 def test_removals_sent_to_the_lane_make_their_paths_wait_too() -> None:
     busy = Busy()
     busy.add(Plan(transfers=(put("big.pdf", LARGE),), removals=(Delete("old.pdf", "old.pdf", "gone"),)), KEY)
-    assert busy.holds("old.pdf", 0) and busy.meets("old.pdf")
+    assert busy.holds("old.pdf", NONE) and busy.meets("old.pdf")
 
 
 def test_an_action_that_writes_or_removes_where_the_lane_works_waits() -> None:
