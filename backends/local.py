@@ -218,6 +218,9 @@ class LocalDriver(Driver):
         self._guard.check(rel)
         os.unlink(self.full(rel))
 
+    def root_there(self) -> bool:
+        return os.path.isdir(self.root)
+
     def makedirs(self, rel_dir: str) -> None:
         os.makedirs(self.root, exist_ok=True)
         if not rel_dir:

@@ -824,6 +824,13 @@ class SFTPDriver(Driver):
                 merged.append(None)
         return merged
 
+    def root_there(self) -> bool:
+        with self._session() as link:
+            try:
+                return stat.S_ISDIR(link.sftp.stat(self.root).st_mode or 0)
+            except FileNotFoundError:
+                return False
+
     def makedirs(self, rel_dir: str) -> None:
         # the folders on the way are looked at first, with lstat: mkdir goes through a link
         # above the new folder, and stat takes a linked folder for a folder

@@ -222,6 +222,12 @@ class WebdavDriver(Driver):
                 return True
         return False
 
+    def root_there(self) -> bool:
+        try:
+            return self.client.isdir(self._dav(""))
+        except ResourceNotFound:
+            return False
+
     def makedirs(self, rel_dir: str) -> None:
         self._mkcol(self._dav(rel_dir))
 

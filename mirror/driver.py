@@ -431,6 +431,15 @@ class Driver:
         path = self.root if rel_dir == "" else self.full(rel_dir)
         self.fs.makedirs(path, exist_ok=True)
 
+    def root_there(self) -> bool | None:
+        """Whether the folder the target writes into is there, as one cheap request tells.
+        None where the backend does not say: its uploads make missing folders by
+        themselves (Dropbox), or it has none (S3), or :meth:`root_remade` tells the runner
+        of a folder made again (OneDrive, Google Drive); the executor then makes the root
+        like any folder. Where it says False, a target folder mirror has filled is not
+        made again (see ``Executor._check_root``)."""
+        return None
+
     def forget_folder(self, rel_dir: str) -> None:
         """Forget what this driver knows of folder ``rel_dir`` and those below it, so the
         next :meth:`makedirs` makes them again: someone may have removed them."""

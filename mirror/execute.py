@@ -115,6 +115,11 @@ def _kept(action: Put | Move) -> bool:
     return isinstance(action, Put) and action.keep is not None
 
 
+class RootGone(TargetDown):
+    """The folder the target writes into went while mirror was filling it (deleted, or its
+    disk or share unmounted): the target is unreachable, whatever item found it out."""
+
+
 class Executor:
     def __init__(
         self,
@@ -164,16 +169,19 @@ class Executor:
         self.probing = False
         self._stats = RunStats()
         self._retell = True
+        #: this pass may make the target folder, once (see :meth:`_check_root`)
+        self._refill = False
         self.temps: set[str] = set()
         #: temp files were left on the target, for a listing pass to find and remove
         self.stranded = False
 
     # -- public ---------------------------------------------------------------------
-    def run(self, plan: Plan, retell: bool = True) -> RunStats:
+    def run(self, plan: Plan, retell: bool = True, refill: bool = False) -> RunStats:
         """``retell``: log an item failing as it failed before as a warning again (a full
         pass); otherwise at debug level: each watch pass tries every failed item again, and
-        eight failing files made 36 warnings."""
-        stats = self._begin(plan, retell)
+        eight failing files made 36 warnings. ``refill``: the runner listed the target and
+        found its folder gone or empty, and fills it again: this pass may make the folder."""
+        stats = self._begin(plan, retell, refill)
         for refusal in plan.refusals:
             again = self.index.fail(refusal.src, refusal.dst, refusal.reason)
             stats.failed.append((refusal.src, refusal.reason))
@@ -227,10 +235,15 @@ class Executor:
         self.probing = stats.down is not None
         return stats
 
-    def _begin(self, plan: Plan, retell: bool) -> RunStats:
+    def _begin(self, plan: Plan, retell: bool, refill: bool) -> RunStats:
         """Start a pass afresh: nothing aborted or answered yet, and the driver told, as
         what it found of the target's folders may have changed since (a link put there)."""
-        self._retell = retell
+        self._retell, self._refill = retell, refill
+        if refill:
+            # listed, the target holds nothing: folders known made are gone, and the first
+            # one made now makes the target folder, the one this pass may make
+            with self._lock:
+                self._dirs.clear()
         self._abort.clear()
         self._answered, self._unanswered = False, None
         self.driver.begin_pass()
@@ -367,6 +380,8 @@ class Executor:
         when the work was done."""
         try:
             work()
+        except RootGone:
+            raise  # the target's failure, not the item's
         except TransientError as exc:
             if self._probe_failed(exc):
                 # the target's failure, not the item's: the item waits for the next pass
@@ -409,11 +424,34 @@ class Executor:
             with self._lock:
                 if folder in self._dirs:
                     return
+            if "" not in self._dirs:
+                self._check_root()
             self.call(lambda: self.driver.makedirs(folder))
             with self._lock:
                 # the root too, which every driver makes along
                 self._dirs.update((folder, *ancestors(folder), ""))
                 self._making.pop(folder, None)  # gone already if the folder was pruned and made again
+                self._refill = False
+
+    def _check_root(self) -> None:
+        """Before a folder is made where the target folder is not known to be there (this
+        executor's first, or after an upload failed as if folders had gone): once mirror
+        has filled the target folder, it never makes it again by itself. Made again, a
+        folder deleted, or below the mount point of a disk unmounted under an upload, took
+        that upload and every later one, on the system disk, and the runner took it for
+        the folder it had filled. The target counts as unreachable instead: the runner
+        waits for the folder to come back, and lists it then. Made by a first copy, and by
+        a pass that lists the target and fills it again (``refill``)."""
+        if self._refill or not self.index.holds_files():
+            return
+        if self.call(self.driver.root_there) is False:
+            # its temp file may be left where the folder was (on a disk unmounted under
+            # it): the pass that finds the folder back lists it, which removes that too
+            self.stranded = True
+            raise RootGone(
+                f"target unreachable: the target folder {self.driver.root} is gone (deleted, or its disk or "
+                "share not mounted); mirror does not make it again, and carries on once it is back"
+            )
 
     def _cleanup(self, action: Cleanup) -> None:
         self._item(action.dst, action.dst, lambda: self.call(lambda: self.driver.delete(action.dst)))

@@ -634,7 +634,9 @@ class TargetRunner:
             # SSH login for the question made a no-change run over SFTP six times as long)
             return listed()
         self.connect()
-        stats = self._update(actions) if kind == "update" else self._execute(actions, retell=True)
+        # a full pass that listed the target and found nothing there (a first copy, a folder
+        # deleted on the server that the runner fills again, one --rescan accepts) may make it
+        stats = self._update(actions) if kind == "update" else self._execute(actions, True, refill=remote == {})
         with self._cv:
             self.postponed.update(stats.postponed)
         report = self._report(kind, stats, started)
@@ -782,8 +784,9 @@ class TargetRunner:
         if gone:
             self.index.clear_failures(gone)
 
-    def _execute(self, actions: Plan, retell: bool) -> RunStats:
-        """Run a plan that has work in it, telling how far it has got as it goes."""
+    def _execute(self, actions: Plan, retell: bool, refill: bool = False) -> RunStats:
+        """Run a plan that has work in it, telling how far it has got as it goes
+        (``refill``: Executor.run)."""
         assert self.executor is not None
         size = sum(t.entry.size for t in actions.transfers)
         if self.index is not None:
@@ -796,7 +799,7 @@ class TargetRunner:
         if self.on_plan and actions.transfers:
             self.on_plan(size)
         try:
-            return self.executor.run(actions, retell)
+            return self.executor.run(actions, retell, refill)
         finally:
             self._progress = None
 

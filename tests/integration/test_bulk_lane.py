@@ -11,6 +11,7 @@ holds because the big one cannot finish until the test says so.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import threading
@@ -30,6 +31,7 @@ from mirror.execute import RetryPolicy
 from mirror.plan import TEMP_RE
 from mirror.runner import TargetRunner
 from tests.cli import files, wait_for
+from tests.reliability.common import bind, unmount
 from tests.support import TargetSpec
 
 #: large enough for the bulk lane, small enough to write quickly
@@ -393,6 +395,74 @@ def test_a_target_that_goes_down_during_a_large_upload_is_waited_for(
         wait_for(lambda: settled(mirror, source, root), 40, "everything, once the target is back")
         consistent(mirror, root)
     assert not temps(root)
+
+
+@pytest.mark.parametrize("spec", ["file", "sftp", "webdav"], indirect=True)
+def test_the_target_folder_removed_during_a_large_upload_is_not_made_again_by_it(
+    spec: TargetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target folder is deleted while the large file is on its way. Its upload made it
+    again: a local folder the runner then took for the one it had filled, and status said
+    idle with the earlier files missing; a remote one lacked them until the hourly listing.
+    Now the lane's run ends with the target unreachable: a local folder waits for its
+    owner (who may have unmounted its disk), a remote one is listed and filled again."""
+    with watching(spec, tmp_path, monkeypatch) as (mirror, gate, source, root):
+        start_big(gate, source)
+        shutil.rmtree(root)
+        (source / "invoice.pdf").write_bytes(b"an invoice")
+        gate.opened.set()
+        if spec.backend == "file":
+            lane = runner_of(mirror).lane
+            assert lane is not None
+            wait_for(lambda: lane.files() == 0, WAIT_S, "the large upload to end")
+            assert not root.exists(), "the upload made the target folder again"
+            told = "is the disk mounted?"
+            wait_for(lambda: told in (api.status(mirror.config)[0].last_error or ""), WAIT_S, "status to say so")
+            (status,) = api.status(mirror.config)
+            assert status.state == "failing" and not status.in_sync, status
+            assert not root.exists()
+            root.mkdir()
+        wait_for(lambda: settled(mirror, source, root), 40, "everything, once the folder is back")
+        consistent(mirror, root)
+    assert not temps(root)
+
+
+def test_the_target_disk_unmounted_during_an_upload_gets_no_copy_on_the_disk_below(
+    file_only: TargetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A USB disk unmounted while ``mirror run --once`` sends a large file: the upload made
+    the target folder again below the bare mount point, on the system disk, wrote the
+    whole file there and recorded it. Now the pass fails with the target unreachable,
+    status says so, and the run after the disk is back fills it, leaving no temp file."""
+    source, disk, usb = tmp_path / "src", tmp_path / "disk", tmp_path / "usb"
+    for folder in (source, disk, usb):
+        folder.mkdir()
+    (source / "first.pdf").write_bytes(b"first invoice")
+    root = usb / "backup"
+    cfg = config_for(dataclasses.replace(file_only, url=str(root)), source, tmp_path / "state")
+    gate = Gate()
+    gate.install(monkeypatch, registry.load_driver_class(registry.resolve(str(root), {}, {}).backend))
+    with bind(disk, usb), api.running(cfg) as mirror:
+        (first,) = mirror.run_once()
+        assert first.ok and files(root) == files(source), first
+        (source / "scan.pdf").write_bytes(big(7))
+        reports: list[api.Report] = []
+        once = threading.Thread(target=lambda: reports.extend(mirror.run_once()), daemon=True)
+        once.start()
+        assert gate.started.wait(WAIT_S), "the large upload never started"
+        unmount(usb)
+        gate.opened.set()
+        once.join(WAIT_S)
+        (report,) = reports
+        assert report.down and "target folder" in report.down and "gone" in report.down, report
+        assert files(usb) == {}, "written below the mount point, on the system disk"
+        (status,) = api.status(cfg)
+        assert status.state == "failing" and not status.in_sync, status
+        assert status.last_error and "target folder" in status.last_error, status
+    with bind(disk, usb), api.running(cfg) as mirror:
+        (again,) = mirror.run_once()
+        assert again.ok, again
+        assert files(root) == files(source), "everything, once the disk is back"
 
 
 def test_stopping_while_a_large_file_uploads_is_prompt_and_the_next_run_finishes_it(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import re
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mirror.plan import TEMP_RE
 from tests.cli import files
@@ -98,3 +103,21 @@ def sftp_options(server: SshServer) -> dict[str, Any]:
         "look_for_keys": False,
         "timeout": 5,
     }
+
+
+@contextlib.contextmanager
+def bind(disk: Path, where: Path) -> Iterator[None]:
+    """``disk`` mounted at ``where`` (a bind mount, as root; skips the test otherwise)."""
+    done = subprocess.run(["mount", "--bind", str(disk), str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({done.stderr.decode().strip()})")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+def unmount(where: Path) -> None:
+    """Unmount what is mounted at ``where`` as a user pulling the disk would: at once,
+    whatever still has files open there."""
+    subprocess.run(["umount", "-l", str(where)], check=True, timeout=30)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli import MIRROR, files, run, start, wait_for
-from tests.reliability.common import hashes, landed, sftp_options, temp_files, write_config
+from tests.reliability.common import bind, hashes, landed, sftp_options, temp_files, write_config
 from tests.servers.dropbox import DropboxServer
 from tests.servers.sshd import SshServer
 
@@ -265,18 +265,6 @@ def test_an_index_whose_disk_fills_up_is_kept_not_rebuilt(tmp_path: Path) -> Non
 
 
 # -- a target disk that is not mounted ---------------------------------------------------------
-@contextlib.contextmanager
-def bind(disk: Path, where: Path) -> Iterator[None]:
-    """``disk`` mounted at ``where`` (a bind mount, as root; skips the test otherwise)."""
-    done = subprocess.run(["mount", "--bind", str(disk), str(where)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot bind-mount here ({done.stderr.decode().strip()})")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
-
-
 def test_a_target_disk_that_is_not_mounted_gets_no_copy_on_the_disk_below(tmp_path: Path) -> None:
     source, disk, usb, state = tmp_path / "export", tmp_path / "disk", tmp_path / "usb", tmp_path / "state"
     for folder in (source, disk, usb):
