@@ -846,7 +846,7 @@ class DropboxDriver(Driver):
             check_name(rel_dir)
         self.fs.makedirs(path, exist_ok=True)
 
-    def root_lost(self) -> bool:
+    def root_lost(self, known: str) -> bool:
         # uploads make missing folders out of sight, so no answer tells of a folder made
         # again (root_remade stays False): a run's first pass asks, the rescan lists
         try:

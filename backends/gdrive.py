@@ -382,7 +382,7 @@ class GDriveDriver(Driver):
             for key in [k for k in self._folders if not rel_dir or k == rel_dir or k.startswith(rel_dir + "/")]:
                 del self._folders[key]
 
-    def root_lost(self) -> bool:
+    def root_lost(self, known: str) -> bool:
         with self._resolve_lock:
             root_id = self._resolve_folder("", create=False)
         if root_id is None:

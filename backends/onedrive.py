@@ -391,7 +391,7 @@ class OneDriveDriver(Driver):
                     result[rel] = self._entry(rel, child)
         return result
 
-    def root_lost(self) -> bool:
+    def root_lost(self, known: str) -> bool:
         root = self._item("")
         # the answer counts the folder's children: an emptied folder costs no more request
         return root is None or "folder" not in root or not (root["folder"] or {}).get("childCount", 1)

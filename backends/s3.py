@@ -286,7 +286,7 @@ class S3Driver(Driver):
     def makedirs(self, rel_dir: str) -> None:
         """S3 has no folders; a key's prefix needs nothing made."""
 
-    def root_lost(self) -> bool:
+    def root_lost(self, known: str) -> bool:
         # no folders: an emptied prefix is the folder deleted; one key tells it is not
         bucket, _, prefix = self.root.partition("/")
         found = self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)

@@ -684,14 +684,18 @@ class SFTPDriver(Driver):
                         result[rel] = _entry(rel, attr)
         return result
 
-    def root_lost(self) -> bool:
-        # OPENDIR, then the first READDIR with the CLOSE in one round trip: two on an open
-        # connection (READDIR needs OPENDIR's handle), and one batch of names (OpenSSH
-        # sends up to 100) however large the folder; OPENDIR's "no such file" is the stat
+    def root_lost(self, known: str) -> bool:
+        # the known file first: one round trip. Then OPENDIR, and the first READDIR with
+        # the CLOSE in one round trip: two more (READDIR needs OPENDIR's handle), and one
+        # batch of names (OpenSSH sends up to 100) however large the folder; OPENDIR's
+        # "no such file" is the stat
         from paramiko.sftp import CMD_CLOSE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
 
         payload = b""
         with self._session() as link:
+            with suppress(FileNotFoundError):
+                if stat.S_ISREG(link.sftp.lstat(self.full(known)).st_mode or 0):
+                    return False
             replies = _Replies(link)
             (opened,) = replies.ask([(CMD_OPENDIR, (_string(self.root),))])
             handle = replies.handle(opened)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -148,7 +149,11 @@ class WebdavDriver(Driver):
                     result[rel] = self.entry(rel, {**info, "size": info.get("content_length")})
         return result
 
-    def root_lost(self) -> bool:
+    def root_lost(self, known: str) -> bool:
+        # one PROPFIND of one file; not found, or not answered, the folder's answer decides
+        with suppress(ClientError):
+            if self.stat(known) is not None:
+                return False
         # Depth 1 is the only portable way to learn of a member (a child count is a
         # server's extension). It names every member of the folder, and the server
         # builds the whole answer: under the flat layout, every file. Only the start of

@@ -450,12 +450,18 @@ class Driver:
         """A pass starts: what the driver learned of the target's folders in the last one
         may no longer hold (see :class:`LinkGuard`)."""
 
-    def root_lost(self) -> bool | None:
+    def root_lost(self, known: str) -> bool | None:
         """Whether the folder the target writes into is gone or holds nothing, as one cheap
-        request tells (someone deleted, emptied or made anew the folder in a web app): the
-        index then says nothing of what it holds, and only a listing does. None where the
-        backend cannot tell without listing the folder. A pass that starts a run asks it,
-        and so does the first pass after the target was found down."""
+        request tells (someone deleted, emptied or made anew the folder in a web app, a
+        NAS share or bucket came back empty): the index then says nothing of what it
+        holds, and only a listing does. None where the backend cannot tell without
+        listing the folder. The first pass of a run asks it, with or without work, and
+        so does the first pass after the target was found down.
+
+        ``known``: a file the index says mirror put there. Where asking for one file
+        costs less than asking for the folder's members (WebDAV names every member in
+        its answer, SFTP takes two round trips), a backend asks for it first: found,
+        the folder is neither gone nor empty."""
         return None
 
     def root_remade(self) -> bool:

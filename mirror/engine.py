@@ -290,6 +290,9 @@ class Mirror:
                 f"{why} Nothing was changed on the targets; mount it and run again (if the folder moved "
                 "on purpose, run once with --rescan)"
             )
+        if not listing:
+            for runner in self.runners:
+                runner.ask_early()
         snap = self.scan()
         if not listing and (why := self.source_doubted(snap)):
             self._tell_unusable(self.runners, why)

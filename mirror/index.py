@@ -402,9 +402,14 @@ class Index:
 
     def holds_files(self) -> bool:
         """Whether any row says a file is on the target (one row read, not a count)."""
+        return self.a_file() is not None
+
+    def a_file(self) -> str | None:
+        """The target path of one file the rows say is on the target (any), or None."""
         with self._using():
             self._drain()
-            return self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+            row = self._db.execute("SELECT dst FROM files LIMIT 1").fetchone()
+            return None if row is None else str(row[0])
 
     def totals(self) -> tuple[int, int]:
         """(files, bytes) the mirror manages on this target."""

@@ -17,6 +17,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,10 @@ class TargetRunner:
         #: listed: once a run, as a cloud target pays a request for it, and again after an
         #: outage, as a NAS share or bucket can come back empty
         self._root_asked = False
+        #: that question, asked while the run scans the source (see ask_early)
+        self._asking: Future[bool | None] | None = None
+        #: held while connecting: the early question connects in a thread of its own
+        self._connecting = threading.Lock()
         #: the target was found down and has not answered since
         self._down = False
         self.observer = observer or Observer()
@@ -367,29 +372,30 @@ class TargetRunner:
         return folder is not None and _place_key(_folder_place(folder)) == mine
 
     def connect(self) -> Driver:
-        if self.driver is None:
-            try:
-                self.driver = registry.connect(self.resolved, self.caps)
-            except MirrorError:
-                raise
-            except Exception as exc:
-                raise classify_os_error(exc) from exc
-            self._check_written_folder(self.driver)
-            if self.index is not None and not self.dry_run:
-                self.driver.state = self.index
-            concurrency = self.settings.concurrency or self.driver.default_concurrency
-            if self.index is not None and not self.dry_run:
-                self.executor = self._new_executor(self.driver, concurrency, self._done)
-                # its own executor: its temp files, retries and failures are not the passes'
-                self.lane = BulkLane(
-                    self._new_executor(self.driver, concurrency, self._lane_done),
-                    self.stop,
-                    path_key(self.driver.caps.case_sensitive),
-                    self._hand_back,
-                    self._lane_finished,
-                    self.log,
-                )
-        return self.driver
+        with self._connecting:
+            if self.driver is None:
+                try:
+                    self.driver = registry.connect(self.resolved, self.caps)
+                except MirrorError:
+                    raise
+                except Exception as exc:
+                    raise classify_os_error(exc) from exc
+                self._check_written_folder(self.driver)
+                if self.index is not None and not self.dry_run:
+                    self.driver.state = self.index
+                concurrency = self.settings.concurrency or self.driver.default_concurrency
+                if self.index is not None and not self.dry_run:
+                    self.executor = self._new_executor(self.driver, concurrency, self._done)
+                    # its own executor: its temp files, retries and failures are not the passes'
+                    self.lane = BulkLane(
+                        self._new_executor(self.driver, concurrency, self._lane_done),
+                        self.stop,
+                        path_key(self.driver.caps.case_sensitive),
+                        self._hand_back,
+                        self._lane_finished,
+                        self.log,
+                    )
+            return self.driver
 
     def _new_executor(self, driver: Driver, concurrency: int, on_done: Callable[[int, int], None]) -> Executor:
         assert self.index is not None
@@ -483,6 +489,10 @@ class TargetRunner:
         upload whose link stalled), and so is any new request most likely: its temp files
         are left, noted, to the next run's listing. A new connection to remove them waited
         out the whole SSH timeout, 35 s for a stop asked for."""
+        if self._asking is not None:
+            # a question no pass took (the run was refused) may still be connecting
+            with suppress(Exception):
+                self._asking.result()
         if self.executor is not None and clean:
             self.executor.remove_temps()
             if self.lane is not None:
@@ -622,6 +632,11 @@ class TargetRunner:
         if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
         self._note_guard(actions, settings)
+        if kind == "full" and not listing and self.local_folder is None and self._root_lost(ask=True):
+            # asked by a run's first pass, with work or without: a run with nothing to send
+            # would report all in sync (exit 0) to a NAS share or bucket back empty. One
+            # question a run (Driver.root_lost), asked before any work connects
+            return listed()
         if actions.held:
             self.held.hold(actions.held, time.monotonic())
             self.log.debug("%d deletions wait until the source stops losing files", len(self.held.paths))
@@ -629,10 +644,6 @@ class TargetRunner:
             report = self._report(kind, RunStats(guard=actions.guard), started)
             self._after(report, listing, settling)
             return report
-        if kind == "full" and not listing and self.local_folder is None and self._root_lost(ask=True):
-            # asked by a pass with work only: one with nothing to send stays offline (an
-            # SSH login for the question made a no-change run over SFTP six times as long)
-            return listed()
         self.connect()
         # a full pass that listed the target and found nothing there (a first copy, a folder
         # deleted on the server that the runner fills again, one --rescan accepts) may make it
@@ -904,9 +915,11 @@ class TargetRunner:
     def _root_lost(self, ask: bool) -> bool:
         assert self.index is not None
         lost = self.driver is not None and self.driver.root_remade()
-        if ask and not self._root_asked and not lost and self._tells_lost:
+        # with nothing mirror put there, there is nothing to fill again, nor to ask about
+        if ask and not self._root_asked and not lost and self._tells_lost and (known := self.index.a_file()):
+            asking, self._asking = self._asking, None
             try:
-                lost = bool(self.connect().root_lost())
+                lost = bool(asking.result() if asking is not None else self.connect().root_lost(known))
             except Exception as exc:
                 error = exc if isinstance(exc, MirrorError) or self.driver is None else self.driver.classify(exc)
                 if self._down and isinstance(error, TransientError):
@@ -922,6 +935,28 @@ class TargetRunner:
             self.log.info("target folder %s was deleted, emptied or made anew; listing it", self.resolved.url)
             return True
         return False
+
+    def ask_early(self) -> None:
+        """Start the question the run's first pass asks the target (:meth:`_root_lost`)
+        now, in a thread of its own, for the pass to take its answer: a login to an SFTP
+        server (0.1-0.2 s to a loopback OpenSSH, more across a network) overlaps the scan
+        of the source and the plan. Not where that pass lists the target anyway."""
+        asked = self._root_asked or self.dry_run or self.local_folder is not None or not self._tells_lost
+        if asked or self.needs_listing():
+            return
+        assert self.index is not None
+        if (known := self.index.a_file()) is None:
+            return
+        asking: Future[bool | None] = Future()
+
+        def ask() -> None:
+            try:
+                asking.set_result(self.connect().root_lost(known))
+            except BaseException as exc:  # the pass that takes the answer judges it
+                asking.set_exception(exc)
+
+        threading.Thread(target=ask, name=f"ask-{self.name}", daemon=True).start()
+        self._asking = asking
 
     @functools.cached_property
     def _tells_lost(self) -> bool:

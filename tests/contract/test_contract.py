@@ -518,28 +518,58 @@ TELLS_EMPTIED = ("file", "s3", "dropbox", "gdrive", "onedrive", "sftp", "webdav"
 DELETABLE = ("dropbox", "gdrive", "onedrive", "sftp", "webdav")
 
 
-@pytest.mark.parametrize("how", ["emptied", "deleted"])
-def test_a_target_folder_deleted_or_emptied_between_runs_is_filled_again(
-    spec: TargetSpec, driver: Driver, tmp_path: Path, how: str
-) -> None:
-    """The mirror's folder was emptied or deleted between two runs (cron's --once): the
-    next run lists it and sends every file again, where it sent only the new one and
-    said all was in sync (the older invoices missing until the hourly rescan)."""
+def three_invoices_mirrored(spec: TargetSpec, driver: Driver, tmp_path: Path, how: str) -> config_mod.Config:
+    """Three invoices mirrored by one run, then the mirror's folder emptied or deleted."""
     if spec.backend not in (TELLS_EMPTIED if how == "emptied" else DELETABLE):
         pytest.skip(f"{how} is left to the rescan listing on {spec.backend}")
     source = tmp_path / "src"
     (source / "2024").mkdir(parents=True)
     for i in range(3):
         (source / "2024" / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
-    cfg = make_config(spec, source, tmp_path / "state")
+    cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
     (first,) = run_once(cfg)
     assert first.ok and first.uploaded == 3, first
     empty_target(driver) if how == "emptied" else delete_root(driver)
     assert driver.list() == {}
-    (source / "2024" / "inv-9.pdf").write_bytes(b"invoice 9")
-    (source / "inv-root.pdf").write_bytes(b"invoice root")
+    return cfg
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+@pytest.mark.parametrize("new", [2, 0], ids=["new-files", "nothing-new"])
+def test_a_target_folder_deleted_or_emptied_between_runs_is_filled_again(
+    spec: TargetSpec, driver: Driver, tmp_path: Path, how: str, new: int
+) -> None:
+    """The mirror's folder was emptied or deleted between two runs (cron's --once): the
+    next run lists it and sends every file again, where it sent only the new ones and
+    said all was in sync (the older invoices missing until the hourly rescan); with no
+    new file, it sent nothing ('0 sent', exit 0) and the target stayed empty."""
+    cfg = three_invoices_mirrored(spec, driver, tmp_path, how)
+    for name in ("2024/inv-9.pdf", "inv-root.pdf")[:new]:
+        (cfg.source / name).write_bytes(b"invoice " + name.encode())
     (second,) = run_once(cfg)
-    assert second.ok and second.uploaded == 5, second
+    assert second.ok and second.uploaded == 3 + new, second
+    assert differences(cfg) == []
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+def test_a_target_folder_deleted_or_emptied_while_mirror_was_stopped_is_filled_by_its_start(
+    spec: TargetSpec, driver: Driver, tmp_path: Path, how: str
+) -> None:
+    """The service restarted (or the machine booted) after the NAS share came back empty,
+    with nothing new in the source: watch mode's first pass fills the folder again, where
+    it sent nothing and the invoices stayed missing until the hourly rescan."""
+    cfg = three_invoices_mirrored(spec, driver, tmp_path, how)
+    mirror = Mirror(cfg)
+    mirror.open()
+    thread = threading.Thread(target=mirror.run_forever)
+    thread.start()
+    try:
+        # asked afresh: Drive's driver would trust the folder ids it resolved for a minute
+        wait_for(lambda: driver.forget_folder("") or files_on(driver) == 3, 30, "every file back on the target")
+    finally:
+        mirror.shutdown()
+        thread.join(15)
+        mirror.close()
     assert differences(cfg) == []
 
 
