@@ -2,13 +2,17 @@
 
 An :class:`Alerts` observer turns target states into *incidents*. An incident opens when a
 target starts failing (unreachable, fatal error) and closes with the next pass that reaches
-it. Once an incident has lasted ``alert_after``, it is announced exactly once: the target's
+it; or when the delete guard withholds deletions (an emptied or unmounted source), which
+needs a person as much, and closes with the first pass that plans every deletion again
+(a full one) or deletes, without the guard: when ``mirror status`` stops naming them.
+Once an incident has lasted ``alert_after``, it is announced exactly once: the target's
 ``on_failure`` command runs (``MIRROR_EVENT=failure``) and its ``healthcheck_url`` gets a
 ``/fail`` ping; a command that fails (the mail relay down in the same outage) runs again
 after a backoff while the incident lasts. When it heals, the command runs again with
 ``MIRROR_EVENT=recovery`` and the URL gets a plain ping (the healthchecks.io convention).
-Every complete sync pings the URL too (at most once a minute), and a healthy, idle mirror
-pings every five minutes, so a stopped service shows up as a missed ping.
+Every complete sync pings the URL too (at most once a minute), and a running mirror pings
+every five minutes, so a stopped service shows up as a missed ping: "healthy" only while
+no incident is open.
 
 Incidents are kept in the state folder (``alerts/<target>.json``), so a restart or a cron
 run of ``mirror run --once`` neither forgets an incident nor announces it twice. All I/O
@@ -64,6 +68,9 @@ class Incident:
     alerted: bool = False
     tries: int = 0
     retry_at: float | None = None
+    #: deletions the guard withheld are part of it: a pass that reaches the target does
+    #: not end it, only one that no longer withholds them (see Alerts.on_report)
+    withheld: bool = False
 
 
 class Alerts(Observer):
@@ -110,11 +117,18 @@ class Alerts(Observer):
         name = report.target
         if name not in self.targets:
             return
-        if report.error:
-            self._open(name, report.error)
+        # as status has it: a pass that withholds deletions says so, and one that plans every
+        # deletion (a full one) or deletes says it withholds none; a watch pass with no
+        # deletion to plan says nothing of the guard's
+        withheld = True if report.guard else False if report.kind == "full" or report.deleted else None
+        if report.error or report.guard:
+            self._open(name, report.error or f"deletions withheld: {report.guard}", withheld)
             return
         with self._lock:
-            incident = self.incidents.pop(name, None)
+            incident = self.incidents.get(name)
+            if incident is not None and incident.withheld and withheld is None:
+                return
+            self.incidents.pop(name, None)
             self._confirmed.discard(name)
             if incident is not None:
                 self._save(name, None)
@@ -136,7 +150,9 @@ class Alerts(Observer):
         self._worker.join(timeout)
 
     # -- incidents ----------------------------------------------------------------------
-    def _open(self, name: str, reason: str) -> None:
+    def _open(self, name: str, reason: str, withheld: bool | None = None) -> None:
+        """Open the target's incident, or tell it the latest reason; ``withheld``: whether
+        the guard withholds deletions now (None: not told)."""
         reason = _one_line(self.scrub[name](reason))
         with self._lock:
             incident = self.incidents.get(name)
@@ -145,6 +161,8 @@ class Alerts(Observer):
                 self.logs[name].info("failing (%s); alerting if it lasts %s", reason, _duration(self._after(name)))
             else:
                 incident.reason = reason
+            if withheld is not None:
+                incident.withheld = withheld
             self._confirmed.add(name)
             self._save(name, incident)
         self._jobs.put(None)
@@ -165,12 +183,12 @@ class Alerts(Observer):
         self._last_ping[url] = now
         return True
 
-    def _due(self) -> tuple[list[tuple[str, Incident, bool]], list[str], float]:
+    def _due(self) -> tuple[list[tuple[str, Incident, bool]], list[tuple[str, str]], float]:
         """Incidents to announce now (each with whether its URL still needs a /fail), URLs
-        owed a keep-alive ping, and the seconds until the next deadline."""
+        owed a keep-alive ping with what it says, and the seconds until the next deadline."""
         now = self.clock()
         due: list[tuple[str, Incident, bool]] = []
-        keepalive: list[str] = []
+        keepalive: list[tuple[str, str]] = []
         wait = KEEPALIVE
         with self._lock:
             for name, incident in self.incidents.items():
@@ -190,10 +208,20 @@ class Alerts(Observer):
             urls = {t.settings.healthcheck_url for t in self.targets.values()}
             for url in sorted(u for u in urls if u in self._last_ping and not self._url_down(u)):
                 if self._ping_due(url, KEEPALIVE):
-                    keepalive.append(url)
+                    keepalive.append((url, self._keepalive(url)))
                 else:
                     wait = min(wait, self._last_ping[url] + KEEPALIVE - now)
         return due, keepalive, max(wait, 0.05)
+
+    def _keepalive(self, url: str) -> str:
+        """What a keep-alive ping to ``url`` says: the service runs, and whether all is well
+        (an incident not yet announced is no reason to call the check down)."""
+        opened = [
+            f"{n}: {i.reason}"
+            for n, i in self.incidents.items()
+            if self.targets[n].settings.healthcheck_url == url
+        ]
+        return f"running, not healthy: {'; '.join(opened)}" if opened else "healthy; nothing to mirror"
 
     # -- the worker: every side effect, in order ---------------------------------------------
     def _work(self) -> None:
@@ -201,8 +229,8 @@ class Alerts(Observer):
             due, keepalive, wait = self._due()
             for name, incident, first in due:
                 self._alert(name, incident, first)
-            for url in keepalive:
-                self._ping(url, "healthy; nothing to mirror")
+            for url, body in keepalive:
+                self._ping(url, body)
             if self._closing and self._jobs.empty():
                 return
             try:
@@ -318,13 +346,14 @@ class Alerts(Observer):
                 older.replace(self.files[name])
         try:
             data = json.loads(self.files[name].read_text(encoding="utf-8"))
-            retry = data.get("retry_at")  # both absent from the files of older versions
+            retry = data.get("retry_at")  # absent from the files of older versions, as withheld
             return Incident(
                 float(data["since"]),
                 str(data["reason"]),
                 bool(data["alerted"]),
                 int(data.get("tries", 0)),
                 None if retry is None else float(retry),
+                bool(data.get("withheld")),
             )
         except FileNotFoundError:
             return None

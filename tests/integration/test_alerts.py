@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from mirror.alerts import KEEPALIVE, Alerts
+from mirror.config import load
+from mirror.events import Report
 from tests.cli import files, run, start, wait_for
 from tests.servers.sshd import free_port
 from tests.servers.webdav import PASSWORD, USER, WebdavServer, start_webdav
@@ -199,3 +203,93 @@ def test_json_alert_lines_carry_their_target(
     started.append(start_webdav(folder, port))
     recovered = alert_lines("recovered (")
     assert [r.get("target") for r in failing + recovered] == ["dav"] * 3
+
+
+def guarded_config(tmp_path: Path, pings: Pings, alert_after: str) -> tuple[Path, Path, Path, Path]:
+    """Three invoices mirrored to a folder, alerts by command and by ping."""
+    src, backup, calls = tmp_path / "export", tmp_path / "backup", tmp_path / "calls.txt"
+    (src / "2025").mkdir(parents=True)
+    for i in range(3):
+        (src / "2025" / f"R-{i}.pdf").write_bytes(b"invoice %d" % i)
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(
+        f"""
+source = "{src}"
+state_dir = "{tmp_path / "state"}"
+[targets.usb]
+url = "{backup}"
+on_failure = 'printf "%s %s %s\\n" "$MIRROR_EVENT" "$MIRROR_TARGET" "$MIRROR_REASON" >> "{calls}"'
+healthcheck_url = "{pings.url}"
+alert_after = "{alert_after}"
+"""
+    )
+    return cfg, src, backup, calls
+
+
+def test_deletions_withheld_by_the_guard_alert_once_and_recover_once_deleted_no_more(
+    tmp_path: Path, pings: Pings
+) -> None:
+    """The source disk came back empty: mirror withheld the deletions and status exited 1,
+    but no on_failure call and no /fail ping came, run after run, while the backup was one
+    step from being emptied. Now the guard opens an incident like a failing target's, and
+    the first run that withholds nothing ends it."""
+    cfg, src, backup, calls = guarded_config(tmp_path, pings, "0s")
+    state = tmp_path / "state"
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    assert pings.paths() == ["/ping/8f2c"]
+    shutil.move(src / "2025", tmp_path / "2025")
+
+    for _ in range(2):  # cron runs, both withholding
+        done = run("run", "-c", str(cfg), "--once", state=state)
+        assert done.returncode == 1 and "deletions withheld" in done.stderr, done.stderr
+    assert len(files(backup)) == 3
+    assert pings.paths() == ["/ping/8f2c", "/ping/8f2c/fail"]
+    assert "deletions withheld: the source folder is empty" in pings.seen[1][2]
+    assert [c.split()[0] for c in lines(calls)] == ["failure"]
+    assert "deletions withheld" in lines(calls)[0]
+
+    shutil.move(tmp_path / "2025", src / "2025")
+    done = run("run", "-c", str(cfg), "--once", state=state)
+    assert done.returncode == 0, done.stderr
+    assert pings.paths() == ["/ping/8f2c", "/ping/8f2c/fail", "/ping/8f2c"]
+    assert "recovered" in pings.seen[2][2]
+    assert [c.split()[0] for c in lines(calls)] == ["failure", "recovery"]
+
+
+def test_keep_alive_pings_do_not_say_healthy_while_deletions_are_withheld(tmp_path: Path, pings: Pings) -> None:
+    """Before alert_after, the pings every 5 minutes said "healthy; nothing to mirror"
+    while status exited 1 for the deletions withheld."""
+    cfg_path, _src, _backup, _calls = guarded_config(tmp_path, pings, "1h")
+    now = [1_800_000_000.0]
+    alerts = Alerts(load(cfg_path), clock=lambda: now[0])
+    alerts.on_report(Report("usb", "full", uploaded=3))
+    wait_for(lambda: pings.paths() == ["/ping/8f2c"], what="the ping of the complete sync")
+    alerts.on_report(
+        Report("usb", "full", guard="the source folder is empty but the target holds 3 mirrored files")
+    )
+    now[0] += KEEPALIVE
+    alerts.close()  # sends what is due: the keep-alive
+    assert pings.paths() == ["/ping/8f2c", "/ping/8f2c"]
+    body = pings.seen[1][2]
+    assert "healthy;" not in body and "deletions withheld: the source folder is empty" in body, body
+
+
+def test_withheld_deletions_stay_an_incident_until_a_pass_plans_them_again(tmp_path: Path, pings: Pings) -> None:
+    """In watch mode a file written into the emptied source goes up in a pass that plans
+    no deletion: the guard still stands (status still names it), so no recovery yet;
+    the full pass after it, which withholds nothing, ends the incident."""
+    cfg_path, _src, _backup, calls = guarded_config(tmp_path, pings, "0s")
+    alerts = Alerts(load(cfg_path))
+    try:
+        alerts.on_report(
+            Report("usb", "full", guard="the source folder is empty but the target holds 3 mirrored files")
+        )
+        wait_for(lambda: len(lines(calls)) == 1, what="the on_failure call")
+        alerts.on_report(Report("usb", "update", uploaded=1))
+        assert len(list((tmp_path / "state" / "alerts").glob("*.json"))) == 1, "the incident ended"
+        alerts.on_report(Report("usb", "full", uploaded=2))
+        wait_for(lambda: len(lines(calls)) == 2, what="the recovery call")
+    finally:
+        alerts.close()
+    assert [c.split()[0] for c in lines(calls)] == ["failure", "recovery"]
+    assert pings.paths() == ["/ping/8f2c/fail", "/ping/8f2c"]
