@@ -37,7 +37,7 @@ from mirror.layout import Layout
 from mirror.logs import printable
 from mirror.logs import setup as setup_logging
 from mirror.policy import DeletePolicy
-from mirror.progress import human_bytes, human_duration
+from mirror.progress import counted, human_bytes, human_duration
 from mirror.redact import SecretFilter
 from mirror.runner import TargetRunner, index_path, mirrored_as, starved, summarize
 from mirror.runner import state_dir as resolve_state_dir
@@ -792,12 +792,14 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
             continue
         click.echo(f"  source:  {s.source}")
         click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
-        late = ""
-        if s.clock_ahead and s.last_complete_sync:
-            late = "  IN THE FUTURE"
-        elif s.stale:
-            late = f"  OLDER THAN EXPECTED (every {human_duration(s.expected_every)})"
-        click.echo(f"  last complete sync: {last}{late}")
+        click.echo(f"  last complete sync: {last}{_late(s)}")
+        if s.stale and not (s.running or s.clock_ahead or s.last_complete_sync is None):
+            # the never-synced case says so below (_unfinished); a target moved elsewhere
+            # leaves its old index behind, flagged here for good
+            click.echo(
+                "  not running: mirror run brings it up to date, or if it is no longer a target of yours, "
+                f"remove its index: rm {shlex.quote(s.index)}"
+            )
         if s.watching:
             click.echo(f"  watching: by {s.watching}")
         if s.clock_ahead:
@@ -820,6 +822,15 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
             # passes, not tries: each pass tried the item several times (its error says so)
             passes = f", in {f.attempts} passes" if f.attempts > 1 else ""
             click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} (since {_when(f.first_at)}{passes})")
+
+
+def _late(s: TargetStatus) -> str:
+    """What the line of the last complete sync adds: it lies ahead, or too far back."""
+    if s.clock_ahead and s.last_complete_sync:
+        return "  IN THE FUTURE"
+    if s.stale:
+        return f"  OLDER THAN EXPECTED (every {human_duration(s.expected_every)})"
+    return ""
 
 
 def _unfinished(s: TargetStatus) -> str | None:
@@ -849,11 +860,6 @@ def _unfinished(s: TargetStatus) -> str | None:
 def _when(timestamp: float) -> str:
     """A time with its zone: a service's log, a shell and a server's clock may each use another."""
     return dt.datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-def counted(n: int, noun: str) -> str:
-    """``1 file``, ``2 files``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def state_dir_default() -> Path:

@@ -22,6 +22,7 @@ from mirror.index import IndexEntry, Stamp
 from mirror.layout import Layout, date_of
 from mirror.paths import TRASH_DIR, ancestors, in_trash, path_key
 from mirror.policy import DeletePolicy
+from mirror.progress import counted
 from mirror.scan import Entries, LocalEntry
 
 #: once the guard has withheld deletions, it lets them go when they are at most this
@@ -1059,16 +1060,14 @@ def _guard(
     if not destructive:
         return None, removals, 0
     count = len(destructive)
-    files = "file" if count == 1 else "files"
     reason = None
     if source_empty:
-        held = "file" if managed == 1 else "files"
-        reason = f"the source folder is empty but the target holds {managed} mirrored {held}"
+        reason = f"the source folder is empty but the target holds {counted(managed, 'mirrored file')}"
     elif max_delete is not None and count > max_delete:
-        reason = f"{count} {files} would be deleted, more than max_delete = {max_delete}"
+        reason = f"{counted(count, 'file')} would be deleted, more than max_delete = {max_delete}"
     elif max_delete is None and base is not None and count > 10 and count * RELEASE_SHARE > base:
         reason = (
-            f"{count} {files} are still gone from the source since deletions were first withheld "
+            f"{count} files are still gone from the source since deletions were first withheld "
             f"({base} were mirrored then); they stay on the target until the source has them again, "
             f"or until a run with --max-delete {count} confirms they are meant to go"
         )

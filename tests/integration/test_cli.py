@@ -1588,6 +1588,31 @@ def test_status_flags_a_last_sync_recorded_while_the_clock_was_ahead(tmp_path: P
     assert again.returncode == 0 and "FUTURE" not in again.stdout and "clock" not in again.stdout, again.stdout
 
 
+def test_status_of_a_target_left_behind_says_how_to_drop_its_index(tmp_path: Path, state: Path) -> None:
+    """Moved to a new target, the old one's index stayed: bare status flagged it OLDER THAN
+    EXPECTED and exited 1 for good, without the way out the never-synced case names."""
+    src, old, new = tmp_path / "src", tmp_path / "old", tmp_path / "new"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    for dst in (old, new):
+        assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    urls = {}
+    for f in (state / "targets").glob("*.sqlite"):
+        with contextlib.closing(sqlite3.connect(f)) as index:
+            urls[index.execute("SELECT value FROM meta WHERE key = 'url'").fetchone()[0]] = f
+    db = urls[str(old)]
+    with sqlite3.connect(db) as index:  # three days later
+        stamps = "('last_complete_sync', 'heartbeat', 'last_listing')"
+        index.execute(f"UPDATE meta SET value = value - 3 * 86400 WHERE key IN {stamps}")
+    index.close()
+    shown = run("status", state=state)
+    assert shown.returncode == 1, shown.stdout
+    hint = "  not running: mirror run brings it up to date, or if it is no longer a target of yours, remove its"
+    assert shown.stdout.count(hint) == 1 and f"{hint} index: rm {db}\n" in shown.stdout, shown.stdout
+    db.unlink()
+    assert run("status", state=state).returncode == 0
+
+
 def test_a_file_a_new_exclude_leaves_out_is_removed_as_excluded(tmp_path: Path, state: Path) -> None:
     """After exclude = ["*.log"] was added, the dry-run said 'delete b.log (removed from the
     source)', and so did the log, though b.log was still in the source."""

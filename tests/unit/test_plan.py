@@ -427,6 +427,15 @@ def test_guard_withholds_deleting_more_than_half_by_default_and_honours_max_dele
     assert len(fewer.removals) == 10 and fewer.guard is None
 
 
+def test_guard_counts_one_file_as_one() -> None:
+    """It said '1 files would be deleted, more than max_delete = 0'."""
+    index = {"f0": known("f0"), "f1": known("f1")}
+    one_gone = plan({"f1": entry("f1")}, index, dataclasses.replace(SETTINGS, max_delete=0))
+    assert one_gone.guard == "1 file would be deleted, more than max_delete = 0"
+    emptied = plan({}, {"f0": known("f0")}, SETTINGS)
+    assert emptied.guard == "the source folder is empty but the target holds 1 mirrored file"
+
+
 def test_old_copies_of_files_sent_to_a_new_layout_do_not_count_as_deletions() -> None:
     """Files edited while the layout changed are sent to their new paths and their old
     copies removed: no file leaves the target, so the guard has nothing to withhold."""
