@@ -155,6 +155,7 @@ class LocalDriver(Driver):
             # from the executor's descriptor: opening its /proc/self/fd name again costs
             # an open and a close more, 5 % of a first copy of small files
             self._write(item.fd, item.tmp, item.mtime_ns, item.mode)
+        item.check()
         self._replace(item.tmp, item.dst)
 
     def put(self, local_path: str, rel: str, mtime_ns: int) -> None:

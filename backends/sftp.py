@@ -66,7 +66,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
@@ -746,6 +746,7 @@ class SFTPDriver(Driver):
                 self.full(item.tmp),
                 self.full(item.dst),
                 self._wire_seconds(item.mtime_ns) if settable else None,
+                item.check,
             )
             for item, why in zip(items, refused, strict=True)
             if not why
@@ -998,12 +999,14 @@ class _Replies:
 
 
 class _Job(NamedTuple):
-    """One file of a batch: full paths on the server, mtime in seconds (None: not set)."""
+    """One file of a batch: full paths on the server, mtime in seconds (None: not set),
+    and :meth:`BatchPut.check` of its file."""
 
     local_path: str
     tmp: str
     dst: str
     mtime_s: int | None
+    check: Callable[[], None] = lambda: None
 
 
 def _string(text: str) -> bytes:
@@ -1120,8 +1123,13 @@ class _Batch:
                 continue
             if len(data) > READ_SIZE:
                 self.outcomes[i] = ItemError("the file grew past the size sent in batches; it is sent on its own")
-            else:
-                self.contents[i] = data
+                continue
+            try:
+                job.check()  # what was read is what is sent: checked now, not before the rename
+            except ItemError as exc:
+                self.outcomes[i] = exc
+                continue
+            self.contents[i] = data
 
     def _open(self) -> None:
         order = list(self.contents)

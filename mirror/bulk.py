@@ -15,8 +15,8 @@ What the lane owns:
   folder above it, a path below it, the same file under a new name) waits here until
   the lane is done with it, then goes back to the runner, which stats it again and
   plans it against an index that now holds what the lane sent. Wait-for-it, not
-  cancel-and-restart: no backend can cut an upload off half-way, and the executor
-  already sends a file again that changed while it was being sent.
+  cancel-and-restart: no backend can cut an upload off half-way, and a file that
+  changed while it was being sent is sent again once it settles.
 - Handing back every path it finished: the runner's next pass finds it recorded (or
   changed since, and sends it again), and tells status the target is idle.
 - Telling the runner how each run ended (``finished``): a run that found the target

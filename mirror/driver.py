@@ -112,6 +112,10 @@ class RemoteEntry:
     extra: tuple[tuple[str, str], ...] = field(default=())
 
 
+def _as_read() -> bool:
+    return True
+
+
 class BatchPut(NamedTuple):
     """One small file of a batch: upload ``local_path`` to ``tmp``, then rename it to ``dst``."""
 
@@ -124,6 +128,15 @@ class BatchPut(NamedTuple):
     fd: int = -1
     #: the source file's permission bits, for a driver that can keep them; -1: not known
     mode: int = -1
+    #: whether the source file is still the version that was to be sent: asked once it
+    #: has been read (:meth:`check`), before the rename
+    unchanged: Callable[[], bool] = _as_read
+
+    def check(self) -> None:
+        """Refuse the rename of a file that changed while it was read: the temp file may
+        hold a mix of two versions, which must not take the place of the copy there."""
+        if not self.unchanged():
+            raise ItemError("the source file changed while it was read; it is not put in place")
 
 
 class StateStore(Protocol):
@@ -367,6 +380,7 @@ class Driver:
 
         def send(item: BatchPut) -> None:
             self.put(item.local_path, item.tmp, item.mtime_ns)
+            item.check()
             self.move(item.tmp, item.dst)
 
         return self._one_by_one(send, items)

@@ -1,9 +1,10 @@
 """The executor: runs a plan against one target, with bounded concurrency and retries.
 
 It decides nothing about *what* to do (that is the planner's); it owns *how*: atomic puts
-(temp name + rename where the backend's commit is not atomic by itself), re-sending a file
-that changed while it was sent, retries with backoff that honour Retry-After, recording
-each confirmed action in the index, and running removals last and only after a clean run.
+(temp name + rename where the backend's commit is not atomic by itself), never putting in
+place an upload whose file changed while it was sent (it is sent once it settles),
+retries with backoff that honour Retry-After, recording each confirmed action in the
+index, and running removals last and only after a clean run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import errno
 import logging
 import os
 import random
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -87,6 +89,20 @@ class TargetDown(TransientError):
     """Too many items in a row failed with transient errors: the target is unreachable."""
 
 
+class SourceError(ItemError):
+    """An item failed for its source file's sake: nothing is the matter with the target."""
+
+
+class Changed(SourceError):
+    """The source file changed while it was sent, so what went out may be parts of two
+    versions: it waits to settle before it is sent again."""
+
+    def __init__(self, dropped: bool = False) -> None:
+        """``dropped``: the upload went to a temp name, and was not put in place."""
+        dropped_it = ", so the upload was dropped" if dropped else ""
+        super().__init__(f"it changed while it was sent{dropped_it}; it is sent again once it settles")
+
+
 def _bulk_apart(transfers: Sequence[Put | Adopt]) -> tuple[list[Put | Adopt], list[Put | Adopt]]:
     """(the other transfers, uploads of BULK_FILE_BYTES and more), each in plan order."""
     others: list[Put | Adopt] = []
@@ -96,18 +112,18 @@ def _bulk_apart(transfers: Sequence[Put | Adopt]) -> tuple[list[Put | Adopt], li
     return others, bulk
 
 
-def _unreadable(exc: OSError) -> ItemError:
+def _unreadable(exc: OSError) -> SourceError:
     """Why a source file could not be read, with the fix when it is the process's limit
     of open files (each worker keeps a batch of source files open)."""
     if exc.errno in (errno.EMFILE, errno.ENFILE):
         import resource
 
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        return ItemError(
+        return SourceError(
             f"cannot read the source file: too many open files (the limit is {limit}); "
             "raise it (ulimit -n, or LimitNOFILE= in the service unit) or lower concurrency"
         )
-    return ItemError(f"cannot read the source file ({exc.strerror})")
+    return SourceError(f"cannot read the source file ({exc.strerror})")
 
 
 def _kept(action: Put | Move) -> bool:
@@ -467,67 +483,68 @@ class Executor:
         self._item(action.src, action.dst, lambda: self._put(action))
 
     def _local(self, src: str) -> LocalEntry | None:
+        """The source file ``src`` as it is now; None when no regular file is there."""
         try:
             st = os.stat(self._prefix + src, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):  # the latter: a file took a folder's name
             return None
         except OSError as exc:
             raise _unreadable(exc) from None
+        if not stat.S_ISREG(st.st_mode):  # a folder or a link took the file's name
+            return None
         return LocalEntry(src, st.st_size, mtime_ns(st), st.st_ino)
 
+    def _unchanged(self, src: str, entry: LocalEntry) -> bool:
+        """Whether the source file ``src`` is still ``entry``: a local stat, no round trip."""
+        return self._local(src) == entry
+
     def _put(self, action: Put) -> None:
-        # the scan's stat stands for the content until the stat after sending says otherwise
-        before: LocalEntry | None = action.entry
-        #: a version on the target that the source has since changed or lost
-        superseded: tuple[Put, LocalEntry, str | None] | None = None
-        try:
-            for _ in range(3):
-                if before is None:
-                    return  # gone: the watcher or the next pass plans its removal
-                with SourceFiles(self._root) as files:
-                    local = self._open(files, action.src)
-                    if local is None:
-                        return
-                    if action.unless_hash and self._source_hash(local) == action.unless_hash:
-                        self._record(action.src, action.dst, before, action, action.unless_hash)
-                        with self._lock:
-                            self._stats.adopted += 1
-                        self.on_done(1, before.size)
-                        return
-                    sending = time.monotonic()
-                    try:
-                        remote = self._send_in_place(local, action.dst, before.mtime_ns, before.size)
-                    except ItemError:
-                        if not self._readable(action.src):
-                            return  # gone while it was being sent: planned again like any removal
-                        raise
-                self.on_transfer(before.size, time.monotonic() - sending)
-                after = self._local(action.src)
-                if after == before:
-                    if remote is not None and remote.size != before.size:
-                        # recorded, it would stand as a good copy until the source changes
-                        raise ItemError(
-                            f"the target holds {remote.size} bytes after {before.size} were sent; "
-                            "it is sent again on the next pass"
-                        )
-                    superseded = None
-                    self._uploaded([(action, before, remote.hash if remote else None)])
-                    return
-                superseded = (action, before, remote.hash if remote else None)
-                if after is not None:
-                    self.log.info("%s changed while it was sent; sending it again", action.src)
-                before = after
-            raise ItemError("the file keeps changing while it is sent; it will be sent once it settles")
-        finally:
-            if superseded is not None:
-                self._landed([superseded])
+        """Send one file, and record it once the source is found unchanged since the scan
+        (its stat then stands for what was read). A file that changed meanwhile may have
+        gone out as a mix of two versions: it is not sent again now, while it may still
+        be being written, but fails for this pass (:class:`Changed`); the watcher, which
+        saw it change, or the next pass sends it once it has settled."""
+        entry = action.entry
+        with SourceFiles(self._root) as files:
+            local = self._open(files, action.src)
+            if local is None:
+                return  # gone: the watcher or the next pass plans its removal
+            if action.unless_hash and self._source_hash(local) == action.unless_hash:
+                self._record(action.src, action.dst, entry, action, action.unless_hash)
+                with self._lock:
+                    self._stats.adopted += 1
+                self.on_done(1, entry.size)
+                return
+            sending = time.monotonic()
+            try:
+                remote = self._send_in_place(local, action.dst, action.src, entry)
+            except ItemError:
+                if not self._readable(action.src):
+                    return  # gone (or no longer a file) while it was sent: planned again like any removal
+                raise
+        self.on_transfer(entry.size, time.monotonic() - sending)
+        if not self._via_temp() and (after := self._local(action.src)) != entry:
+            # committed as it was read: recorded, so that the pass that finds the file gone
+            # removes it, or finds it changed and sends it again
+            self._landed([(action, entry, remote.hash if remote else None)])
+            if after is None:
+                return
+            raise Changed()
+        if remote is not None and remote.size != entry.size:
+            # recorded, it would stand as a good copy until the source changes
+            raise ItemError(
+                f"the target holds {remote.size} bytes after {entry.size} were sent; "
+                "it is sent again on the next pass"
+            )
+        self._uploaded([(action, entry, remote.hash if remote else None)])
 
     def _landed(self, landed: Sequence[tuple[Put, LocalEntry, str | None]]) -> None:
         """Record versions that reached the target: each file as it was sent, with the hash
         the target gave for it, if any. That includes versions the source has moved on
-        from while they were sent: unrecorded, a file gone from the source meanwhile would
-        stay on the target for good; recorded, the pass that finds it gone removes it, or
-        finds it changed and sends it again."""
+        from while they were sent, on a target that commits an upload at once (or a batch
+        renamed into place): unrecorded, a file gone from the source meanwhile would stay
+        on the target for good; recorded, the pass that finds it gone removes it, or finds
+        it changed and sends it again."""
         self.index.record_many(
             IndexEntry(action.src, action.dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash)
             for action, entry, remote_hash in landed
@@ -553,8 +570,8 @@ class Executor:
 
     def _batches(self, transfers: Sequence[Put | Adopt]) -> tuple[list[list[Put]], list[Put | Adopt]]:
         """Small plain uploads grouped for :meth:`Driver.send_batch`; everything else alone."""
-        caps, most = self.driver.caps, self.driver.batch_files
-        if most <= 1 or caps.atomic_put or not caps.atomic_rename:
+        most = self.driver.batch_files
+        if most <= 1 or not self._via_temp():
             return [], list(transfers)
         batches: list[list[Put]] = []
         singles: list[Put | Adopt] = []
@@ -603,7 +620,7 @@ class Executor:
 
     def _put_batch(self, actions: list[Put]) -> None:
         """Send small files together; any file that did not arrive cleanly, or changed
-        while it was sent, takes the one-at-a-time path with its retries."""
+        after it was put in place, takes the one-at-a-time path with its retries."""
         try:
             for folder in sorted({parent(a.dst) for a in actions}):
                 self._ensure_dir(folder)
@@ -625,7 +642,16 @@ class Executor:
         for action in again:
             if self._stopping():
                 return
-            self._transfer(action)
+            self._item(action.src, action.dst, partial(self._alone, action))
+
+    def _alone(self, action: Put) -> None:
+        """Send alone a file its batch did not put in place; not one that changed since it
+        was planned (the batch may have read it as a mix of two versions, and refused to
+        put that in place), while it may still be being written."""
+        now = self._local(action.src)
+        if now is not None and now != action.entry:
+            raise Changed(dropped=True)
+        self._put(action)
 
     def _send_batch(self, actions: list[Put]) -> list[MirrorError | None]:
         """One :meth:`Driver.send_batch` call (no retries: a failed file is sent again alone)."""
@@ -641,7 +667,8 @@ class Executor:
                     continue
                 outcomes.append(None)
                 tmp = self._temp_for(action.dst)
-                opened.append((at, BatchPut(local, tmp, action.dst, action.entry.mtime_ns, fd, mode)))
+                unchanged = partial(self._unchanged, action.src, action.entry)
+                opened.append((at, BatchPut(local, tmp, action.dst, action.entry.mtime_ns, fd, mode, unchanged)))
             for (at, _), outcome in zip(opened, self._send_opened([item for _, item in opened]), strict=True):
                 outcomes[at] = outcome
         return outcomes
@@ -738,31 +765,48 @@ class Executor:
         except OSError as exc:
             raise _unreadable(exc) from None
 
-    def _send_in_place(self, local: str, dst: str, mtime_ns: int, size: int) -> RemoteEntry | None:
+    def _send_in_place(self, local: str, dst: str, src: str, entry: LocalEntry) -> RemoteEntry | None:
         """:meth:`_send`; when that fails because an empty folder stands on the path (one a
         pass cut short left behind, where a file has since taken the folder's name), the
         folder is removed and the file sent again."""
         try:
-            return self._send(local, dst, mtime_ns, size)
+            return self._send(local, dst, src, entry)
+        except SourceError:
+            raise
         except ItemError:
+            if not self._unchanged(src, entry):
+                # refused for the change itself (an upload session that came up short):
+                # sent again now, it would go out while it may still be being written
+                raise Changed() from None
             if self.call(lambda: self.driver.remove_dir_if_empty(dst)):
                 self._forget_dirs(dst)
                 self.log.info("removed an empty folder that stood where %s goes", dst)
             elif not self._forget_made(parent(dst)):
                 raise
-        return self._send(local, dst, mtime_ns, size)
+        return self._send(local, dst, src, entry)
 
-    def _send(self, local: str, dst: str, mtime_ns: int, size: int) -> RemoteEntry | None:
-        self._ensure_dir(parent(dst))
+    def _via_temp(self) -> bool:
+        """Whether uploads go to a temp name and are renamed into place."""
         caps = self.driver.caps
-        if caps.atomic_put or not caps.atomic_rename:
-            return self.call(lambda: self.driver.put(local, dst, mtime_ns))
+        return caps.atomic_rename and not caps.atomic_put
+
+    def _send(self, local: str, dst: str, src: str, entry: LocalEntry) -> RemoteEntry | None:
+        """Upload ``local`` (the source file ``src``, as ``entry`` found it) to ``dst``;
+        through a temp name that takes the place of the old copy only if the source is
+        still ``entry`` once it has all been read (:class:`Changed` if not)."""
+        self._ensure_dir(parent(dst))
+        if not self._via_temp():
+            return self.call(lambda: self.driver.put(local, dst, entry.mtime_ns))
         tmp = self._temp_for(dst)
         with self._lock:
             self.temps.add(tmp)
         try:
-            remote = self.call(lambda: self.driver.put(local, tmp, mtime_ns))
-            self.call(self._rename_into_place(tmp, dst, size))
+            remote = self.call(lambda: self.driver.put(local, tmp, entry.mtime_ns))
+            # a file rewritten while it was read must not replace the good copy with a
+            # mix of two versions, even for a moment
+            if not self._unchanged(src, entry):
+                raise Changed(dropped=True)
+            self.call(self._rename_into_place(tmp, dst, entry.size))
         except BaseException:
             self._drop_temp(tmp)
             raise

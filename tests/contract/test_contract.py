@@ -147,6 +147,31 @@ def test_content_with_awkward_bytes_arrives_whole(driver: Driver, tmp_path: Path
         }
 
 
+def test_a_file_that_changed_as_its_batch_read_it_never_takes_the_place_of_the_copy_there(
+    driver: Driver, tmp_path: Path
+) -> None:
+    """The executor finds the source file changed once the batch has read it (what was
+    read may be half of each version): that file is not put in place, the others are."""
+    one, scan = tmp_path / "one.pdf", tmp_path / "scan.pdf"
+    one.write_bytes(b"an invoice")
+    scan.write_bytes(b"the start of one version and the end of another")
+    driver.makedirs("out")
+    good = tmp_path / "good.pdf"
+    good.write_bytes(b"the good copy")
+    driver.put(str(good), "out/scan.pdf", 1_600_000_000 * 10**9)
+    mtime_ns = 1_700_000_000 * 10**9
+    outcomes = driver.send_batch(
+        [
+            BatchPut(str(one), "out/.one.~tmp", "out/one.pdf", mtime_ns),
+            BatchPut(str(scan), "out/.scan.~tmp", "out/scan.pdf", mtime_ns, unchanged=lambda: False),
+        ]
+    )
+    assert outcomes[0] is None and isinstance(outcomes[1], ItemError), outcomes
+    listed = driver.list()
+    assert listed["out/one.pdf"].size == len(b"an invoice")
+    assert listed["out/scan.pdf"].size == len(b"the good copy")
+
+
 def test_a_batch_of_small_files_arrives_whole_under_its_final_names(driver: Driver, tmp_path: Path) -> None:
     # as the executor hands them over: opened below the source root, by name and descriptor
     source = tmp_path / "source"

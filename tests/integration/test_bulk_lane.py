@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ import pytest
 from mirror import api, bulk, registry
 from mirror import config as config_mod
 from mirror.engine import Mirror
-from mirror.execute import RetryPolicy
+from mirror.execute import BATCH_FILE_BYTES, RetryPolicy
 from mirror.plan import TEMP_RE
 from mirror.runner import TargetRunner
 from tests.cli import files, wait_for
@@ -276,6 +277,92 @@ def test_a_large_file_changed_while_it_uploads_ends_as_the_source_has_it(
     assert not temps(root)
 
 
+class HalfWay:
+    """A local target's copy of the first file of ``size`` bytes or more stops half-way
+    until :attr:`go` is set, then reads the rest from the source as it is by then.
+    Records what each rename onto a final name put there (:attr:`renamed`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cls: type[Any], size: int) -> None:
+        self.held = threading.Event()
+        self.go = threading.Event()
+        self.done = threading.Event()
+        self.renamed: list[tuple[str, bytes]] = []
+        module = sys.modules[cls.__module__]
+        real_copy, real_move = module._copy, cls.move
+        way = self
+
+        def copy(src: int, dst: int) -> None:
+            if way.held.is_set() or os.fstat(src).st_size < size:
+                return real_copy(src, dst)
+            os.write(dst, os.read(src, size // 2))
+            way.held.set()
+            way.go.wait(WAIT_S)
+            real_copy(src, dst)  # from where the first half ended
+            way.done.set()
+
+        def move(driver: Any, src: str, dst: str) -> None:
+            if TEMP_RE.match(src.rpartition("/")[2]):
+                way.renamed.append((dst, Path(driver.full(src)).read_bytes()))
+            real_move(driver, src, dst)
+
+        monkeypatch.setattr(module, "_copy", copy)
+        monkeypatch.setattr(cls, "move", move)
+
+
+def rewrite(path: Path, data: bytes, pieces: int = 20) -> None:
+    """Write ``path`` anew as a program does: emptied, then written a piece every 0.1 s."""
+    with path.open("wb") as out:
+        for at in range(pieces):
+            out.write(data[at * len(data) // pieces : (at + 1) * len(data) // pieces])
+            out.flush()
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "size", [BIG, (BATCH_FILE_BYTES + bulk.LANE_FILE_BYTES) // 2], ids=["bulk lane", "watch pass"]
+)
+def test_a_file_rewritten_while_it_uploads_never_replaces_the_good_copy_with_a_broken_one(
+    file_only: TargetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """A program writes a file anew (empties it, then writes it over two seconds) while its
+    previous version is on its way. The upload, cut short or half one version and half the
+    other, never takes the place of the good copy on the target; the file is sent once it
+    has settled, and the target ends as the source."""
+    v0, v1, v2 = big(1, size), big(2, size), big(3, size)
+    with watching(file_only, tmp_path, monkeypatch, settle=1.0) as (mirror, gate, source, root):
+        gate.opened.set()  # this test holds the copy half-way instead
+        scan = source / "scan.pdf"
+        scan.write_bytes(v0)
+        wait_for(lambda: landed(root).get("scan.pdf") == v0, WAIT_S, "the first version")
+        way = HalfWay(
+            monkeypatch, registry.load_driver_class(registry.resolve(file_only.url, {}, {}).backend), size
+        )
+        scan.write_bytes(v1)
+        assert way.held.wait(WAIT_S), "the upload of the second version never started"
+        writer = threading.Thread(target=rewrite, args=(scan, v2))
+        writer.start()
+        try:
+            wait_for(lambda: scan.stat().st_size < size, WAIT_S, "the program to empty the file")
+            way.go.set()
+            assert way.done.wait(WAIT_S)
+            wait_for(
+                lambda: api.status(mirror.config)[0].failures != () or landed(root).get("scan.pdf") != v0,
+                WAIT_S,
+                "the upload to be put in place or dropped",
+            )
+            assert writer.is_alive(), "the test is too slow to look while the file is written"
+            there = landed(root)["scan.pdf"]
+            assert there == v0, f"the good copy was replaced by {len(there)} bytes while the file was written"
+        finally:
+            writer.join()
+        wait_for(lambda: settled(mirror, source, root), WAIT_S, "the last version, once it settled")
+        consistent(mirror, root)
+        assert api.status(mirror.config)[0].failures == ()
+    broken = [len(data) for dst, data in way.renamed if dst == "scan.pdf" and data not in (v0, v1, v2)]
+    assert not broken, f"scan.pdf was replaced by a broken file of {broken} bytes"
+    assert not temps(root)
+
+
 @pytest.mark.parametrize("how", ["deleted", "moved"])
 def test_the_folder_of_a_large_upload_removed_meanwhile(
     spec: TargetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
@@ -511,9 +598,10 @@ def test_a_stop_while_a_large_file_lands_leaves_a_consistent_index(
 def test_a_large_file_redated_while_it_uploads_lands_once_in_its_dated_folder(
     file_only: TargetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a by-month layout a file goes to the month it was first seen with (a file's
-    date in the index stays, as the planner has it). Touched to another month while it
-    uploads, it is sent again there, in its new version, and no second copy appears."""
+    """With a by-month layout a file goes to the month it has when it first lands (its
+    date in the index then stays, as the planner has it). Touched to another month while
+    its first upload is on its way, that upload is not put in place: the file lands once,
+    in the month it has now, and no second copy appears."""
     with watching(file_only, tmp_path, monkeypatch, layout="by-month") as (mirror, gate, source, root):
         (source / "scan.pdf").write_bytes(big(6))
         january = 1_704_100_000 * 10**9  # 2024-01-01
@@ -527,9 +615,9 @@ def test_a_large_file_redated_while_it_uploads_lands_once_in_its_dated_folder(
         def scans() -> list[str]:
             return sorted(rel for rel in landed(root) if rel.endswith("scan.pdf"))
 
-        wait_for(lambda: scans() == ["2024/01/scan.pdf"], WAIT_S, "the large file")
+        wait_for(lambda: scans() == ["2024/03/scan.pdf"], WAIT_S, "the large file")
         wait_for(lambda: api.status(mirror.config)[0].state == "idle", WAIT_S, "status to turn idle")
-        assert (root / "2024/01/scan.pdf").stat().st_mtime_ns == march
-        assert scans() == ["2024/01/scan.pdf"]
+        assert (root / "2024/03/scan.pdf").stat().st_mtime_ns == march
+        assert scans() == ["2024/03/scan.pdf"]
         consistent(mirror, root)
     assert not temps(root)
