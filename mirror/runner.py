@@ -45,6 +45,9 @@ from mirror.status import note_attempt
 
 log = logging.getLogger("mirror")
 
+#: seconds for which a target found with its folder there is trusted to still have it:
+#: a run within them does not log in only to ask (TargetRunner._seen_lately)
+SEEN_FOR = 300.0
 #: seconds before deletions the guard withheld in watch mode are first planned again
 GUARD_RECHECK = 10.0
 #: new target paths a pass without a listing may ask the target about, one request each
@@ -916,6 +919,7 @@ class TargetRunner:
         assert self.index is not None
         lost = self.driver is not None and self.driver.root_remade()
         # with nothing mirror put there, there is nothing to fill again, nor to ask about
+        ask = ask and not self._seen_lately()
         if ask and not self._root_asked and not lost and self._tells_lost and (known := self.index.a_file()):
             asking, self._asking = self._asking, None
             try:
@@ -931,6 +935,8 @@ class TargetRunner:
             else:
                 self._root_asked = True
                 self._down = False
+                if not lost:
+                    self.index.set_meta(target_seen=time.time())
         if lost and self.index.holds_files():
             self.log.info("target folder %s was deleted, emptied or made anew; listing it", self.resolved.url)
             return True
@@ -942,7 +948,7 @@ class TargetRunner:
         server (0.1-0.2 s to a loopback OpenSSH, more across a network) overlaps the scan
         of the source and the plan. Not where that pass lists the target anyway."""
         asked = self._root_asked or self.dry_run or self.local_folder is not None or not self._tells_lost
-        if asked or self.needs_listing():
+        if asked or self._seen_lately() or self.needs_listing():
             return
         assert self.index is not None
         if (known := self.index.a_file()) is None:
@@ -957,6 +963,13 @@ class TargetRunner:
 
         threading.Thread(target=ask, name=f"ask-{self.name}", daemon=True).start()
         self._asking = asking
+
+    def _seen_lately(self) -> bool:
+        """Whether mirror reached the target and found its folder there within SEEN_FOR:
+        a run then trusts that, as rclone trusts its listings for five minutes, and does
+        not log in just to ask again (a run right after another, from cron or by hand)."""
+        seen = self.index.get_meta("target_seen") if self.index is not None else None
+        return seen is not None and 0 <= time.time() - float(seen) < SEEN_FOR
 
     @functools.cached_property
     def _tells_lost(self) -> bool:
@@ -1117,6 +1130,8 @@ class TargetRunner:
             values["names_checked"], self._vouch = self._names_checked_mark(), False
         if not report.down:
             values["pending"] = sending  # a target down keeps the count of what is still to send
+        if not (report.down or report.error) and (listing or report.uploaded or report.moved or report.deleted):
+            values["target_seen"] = now  # its folder was there (see _seen_lately)
         if listing and not report.error:
             values["last_listing"] = now
             values["stranded_temps"] = None

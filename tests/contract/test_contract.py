@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -24,8 +25,8 @@ from mirror.backends.sftp import SFTPDriver
 from mirror.backends.webdav import WebdavDriver
 from moto.server import ThreadedMotoServer
 
+from mirror import api, registry
 from mirror import config as config_mod
-from mirror import registry
 from mirror.driver import BatchPut, Driver
 from mirror.engine import Mirror
 from mirror.errors import ItemError
@@ -556,6 +557,11 @@ def three_invoices_mirrored(spec: TargetSpec, driver: Driver, tmp_path: Path, ho
     assert first.ok and first.uploaded == 3, first
     empty_target(driver) if how == "emptied" else delete_root(driver)
     assert driver.list() == {}
+    # a while later: within five minutes of reaching it, a run trusts the folder is there
+    with api.running(cfg) as mirror:
+        for runner in mirror.runners:
+            assert runner.index is not None
+            runner.index.set_meta(target_seen=time.time() - 600)
     return cfg
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -68,11 +69,13 @@ def test_a_run_with_one_change_logs_in_once(sshd: SshServer, tmp_path: Path) -> 
     assert sshd.log.read_text().count("Accepted publickey") == logins + 1
 
 
-def test_a_run_with_nothing_to_send_logs_in_once_to_ask_about_the_folder(sshd: SshServer, tmp_path: Path) -> None:
-    """A cron job every few minutes over a quiet week: each run with nothing changed logs
-    in once, for the one question whether the folder is still there and filled (a NAS
-    share back empty after an outage), and sends nothing: without the question, such a
-    run never noticed a folder emptied."""
+def test_a_run_with_nothing_to_send_logs_in_to_ask_about_the_folder_once_it_was_last_seen_a_while_ago(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """A cron job every few minutes over a quiet week: a run with nothing changed logs in
+    once, for the one question whether the folder is still there and filled (a NAS share
+    back empty after an outage), and sends nothing: without the question, such a run never
+    noticed a folder emptied. Within five minutes of reaching the target, it trusts that."""
     source = tmp_path / "export"
     source.mkdir()
     (source / "invoice.pdf").write_bytes(b"paid")
@@ -81,6 +84,12 @@ def test_a_run_with_nothing_to_send_logs_in_once_to_ask_about_the_folder(sshd: S
     logins = sshd.log.read_text().count("Accepted publickey")
     again = mirror("run", "--once", "-c", str(config))
     assert again.returncode == 0 and "0 sent" in again.stdout, again.stdout + again.stderr
+    assert sshd.log.read_text().count("Accepted publickey") == logins
+    (index,) = (tmp_path / "state").glob("targets/*.sqlite")
+    with sqlite3.connect(index) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'target_seen'", (time.time() - 600,))
+    later = mirror("run", "--once", "-c", str(config))
+    assert later.returncode == 0 and "0 sent" in later.stdout, later.stdout + later.stderr
     assert sshd.log.read_text().count("Accepted publickey") == logins + 1
 
 
