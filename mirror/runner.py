@@ -925,13 +925,12 @@ class TargetRunner:
             try:
                 lost = bool(asking.result() if asking is not None else self.connect().root_lost(known))
             except Exception as exc:
-                error = exc if isinstance(exc, MirrorError) or self.driver is None else self.driver.classify(exc)
-                if self._down and isinstance(error, TransientError):
-                    # still down: the pass would try again only to find that out, as slowly
-                    # (a host that does not answer costs the whole timeout)
-                    raise error from exc
-                # out of reach: a pass with work finds out, and one without works offline
-                self.log.debug("cannot ask the target about its folder: %s", exc)
+                # out of reach, or refusing mirror: a run with nothing to send went on
+                # offline, said all was in sync (exit 0) and stamped a complete sync of a
+                # target it never reached
+                raise (
+                    exc if isinstance(exc, MirrorError) or self.driver is None else self.driver.classify(exc)
+                ) from exc
             else:
                 self._root_asked = True
                 self._down = False
@@ -1011,7 +1010,8 @@ class TargetRunner:
         alerts look (a pass that ends records its own outcome)."""
         if self.index is not None and not self.dry_run:
             try:
-                self.index.set_meta(state=state, last_error=why)
+                # what comes back may be an empty folder: the next run asks (_seen_lately)
+                self.index.set_meta(state=state, last_error=why, target_seen=None)
             except StateError:
                 self.log.debug("cannot record the state", exc_info=True)
         self.observer.on_state(self.name, state, why)
@@ -1130,7 +1130,9 @@ class TargetRunner:
             values["names_checked"], self._vouch = self._names_checked_mark(), False
         if not report.down:
             values["pending"] = sending  # a target down keeps the count of what is still to send
-        if not (report.down or report.error) and (listing or report.uploaded or report.moved or report.deleted):
+        if report.down:
+            values["target_seen"] = None  # it may come back empty: the next run asks
+        elif not report.error and (listing or report.uploaded or report.moved or report.deleted):
             values["target_seen"] = now  # its folder was there (see _seen_lately)
         if listing and not report.error:
             values["last_listing"] = now

@@ -93,6 +93,30 @@ def test_a_run_with_nothing_to_send_logs_in_to_ask_about_the_folder_once_it_was_
     assert sshd.log.read_text().count("Accepted publickey") == logins + 1
 
 
+def test_a_run_with_nothing_to_send_to_a_server_that_is_down_is_no_all_clear(tmp_path: Path) -> None:
+    """The NAS was off: a cron run with nothing new said '0 sent', exit 0, and stamped a
+    complete sync of a target it never reached; status exited 0, no alert came."""
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "invoice.pdf").write_bytes(b"paid")
+    config = _config(server, source, tmp_path / "remote", tmp_path)
+    try:
+        assert mirror("run", "--once", "-c", str(config)).returncode == 0
+    finally:
+        server.stop()
+    (index,) = (tmp_path / "state").glob("targets/*.sqlite")
+    with sqlite3.connect(index) as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'target_seen'", (time.time() - 600,))
+        synced = db.execute("SELECT value FROM meta WHERE key = 'last_complete_sync'").fetchone()
+    down = mirror("run", "--once", "-c", str(config))
+    assert down.returncode == 1 and "unreachable" in down.stderr, down.stdout + down.stderr
+    with sqlite3.connect(index) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'last_complete_sync'").fetchone() == synced
+    assert mirror("status", "-c", str(config)).returncode == 1
+
+
 def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path, extra: str = "") -> Path:
     config = tmp_path / "restart.toml"
     config.write_text(
