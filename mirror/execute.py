@@ -647,7 +647,11 @@ class Executor:
     def _alone(self, action: Put) -> None:
         """Send alone a file its batch did not put in place; not one that changed since it
         was planned (the batch may have read it as a mix of two versions, and refused to
-        put that in place), while it may still be being written."""
+        put that in place), while it may still be being written. One gone as mirror sees the
+        source (a link now on its way, which a stat would follow) is no change: gone."""
+        with SourceFiles(self._root) as files:
+            if self._open(files, action.src) is None:
+                return
         now = self._local(action.src)
         if now is not None and now != action.entry:
             raise Changed(dropped=True)
