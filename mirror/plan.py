@@ -623,6 +623,8 @@ class _Planner:
         backup overwrote the corrected invoice, and a new index, a newer copy there of the
         same size. ``restoring``: the guard withholds deletions (the source looked lost),
         so a file smaller than its copy may be a restore cut short: the copy is kept too."""
+        if not self.remote and not self.index:
+            return transfers  # a first copy to an empty target: no copy there to keep
         kept: list[Put | Adopt] = []
         for action in transfers:
             if isinstance(action, Put) and action.aside is None and (why := self._newer_there(action, restoring)):
