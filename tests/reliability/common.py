@@ -46,8 +46,11 @@ def digest(root: Path) -> dict[str, tuple[str, int, int, int]]:
     for dirpath, dirnames, filenames in os.walk(root):
         for name in [*dirnames, *filenames]:
             path = Path(dirpath) / name
-            st = path.lstat()
-            content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+            try:
+                st = path.lstat()
+                content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+            except FileNotFoundError:
+                continue  # renamed away meanwhile (a temp file put in place): not there
             result[path.relative_to(root).as_posix()] = (content, st.st_size, st.st_mtime_ns, st.st_mode)
     return result
 
