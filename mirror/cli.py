@@ -523,9 +523,9 @@ def _check_ad_hoc_target(cfg: Config, layout_given: bool) -> None:
     index would know none of that target's files, and its layout and delete policy may
     differ (a by-year target got a second, tree-shaped copy of every file). Without
     --layout, also one it last mirrored with another layout (_refuse_a_forgotten_layout)."""
-    if not layout_given:
-        _refuse_a_forgotten_layout(cfg)
     root = resolve_state_dir(cfg)
+    if not layout_given:
+        _refuse_a_forgotten_layout(cfg, root)
     for t in cfg.targets:
         known = mirrored_as(root, cfg.named_source, t)
         if known.name != t.name:
@@ -535,13 +535,12 @@ def _check_ad_hoc_target(cfg: Config, layout_given: bool) -> None:
             )
 
 
-def _refuse_a_forgotten_layout(cfg: Config) -> None:
+def _refuse_a_forgotten_layout(cfg: Config, root: Path) -> None:
     """``mirror run SOURCE TARGET`` without --layout for a target it last mirrored with
     another: the default (tree) would move every file on the target, as a layout change
     does, where the flag was only left out (a cron line typed anew)."""
     from mirror.index import Index
 
-    root = resolve_state_dir(cfg)
     for t in cfg.targets:
         path = index_path(root, cfg.named_source, t)
         try:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from mirror.errors import ConfigError
 from mirror.events import Observer, Report
 from mirror.status import of_index, recorded_ahead
-from mirror.status import pending as pending_of
 
 if TYPE_CHECKING:
     from mirror.engine import Mirror
@@ -202,21 +201,19 @@ class _IndexCollector:
                 if index is None:
                     continue
                 try:
-                    n, total = index.totals()
-                    now_state = index.get_meta("state") or "starting"
-                    stamp = index.get_meta("last_complete_sync")
-                    files.add_metric([runner.name], n)
-                    size.add_metric([runner.name], total)
-                    pending.add_metric([runner.name], float(pending_of(index)))
-                    failed.add_metric([runner.name], len(index.failures()))
-                    if stamp:
+                    # one read of the index for every gauge, as mirror status reads it
+                    told = of_index(index, runner.index_file, running=True)
+                    files.add_metric([runner.name], told.files)
+                    size.add_metric([runner.name], told.bytes)
+                    pending.add_metric([runner.name], float(told.pending))
+                    failed.add_metric([runner.name], len(told.failures))
+                    if (stamp := told.last_complete_sync) is not None:
                         # recorded with the clock ahead, it tells no age: 0 has the usual age
                         # alert fire, as mirror status flags it
-                        last.add_metric([runner.name], 0.0 if recorded_ahead(float(stamp)) else float(stamp))
+                        last.add_metric([runner.name], 0.0 if recorded_ahead(stamp) else stamp)
                     for s in STATES:
-                        state.add_metric([runner.name, s], 1.0 if s == now_state else 0.0)
-                    verdict = of_index(index, runner.index_file, running=True).in_sync
-                    in_sync.add_metric([runner.name], 1.0 if verdict else 0.0)
+                        state.add_metric([runner.name, s], 1.0 if s == told.state else 0.0)
+                    in_sync.add_metric([runner.name], 1.0 if told.in_sync else 0.0)
                 except Exception:  # a closing index must not break the scrape of the others
                     log.debug("metrics: cannot read the index of %s", runner.name, exc_info=True)
         yield from (files, size, pending, failed, last, state, in_sync)

@@ -41,6 +41,11 @@ UNFIT_LEFT = (
 )
 
 
+def is_temp(path: str) -> bool:
+    """Whether a target path is one of mirror's upload temp files (:func:`temp_name`)."""
+    return TEMP_RE.match(path.rpartition("/")[2]) is not None
+
+
 def temp_name(dst: str, token: str) -> str:
     """The hidden name a file is uploaded under before being renamed to ``dst``."""
     head, _, _ = dst.rpartition("/")
@@ -83,7 +88,7 @@ class Put(NamedTuple):
     #: no listing told whether such a file is there: the executor asks the target
     ask: bool = False
     #: why the copy at ``dst`` goes into the trash (``aside``) though mirror put it there
-    #: or it is the source's own: it is newer than the file sent now (see _kept)
+    #: or it is the source's own: it is newer than the file sent now (_Planner.keep_newer)
     keep: str | None = None
 
 
@@ -441,7 +446,7 @@ def plan(
     early, removals = planner.split_early(removals, moves, transfers)
     cleanups: tuple[Cleanup, ...] = ()
     if remote is not None:
-        cleanups = tuple(Cleanup(p) for p in sorted(remote) if TEMP_RE.match(p.rpartition("/")[2]))
+        cleanups = tuple(Cleanup(p) for p in sorted(remote) if is_temp(p))
     return Plan(
         cleanups,
         tuple(moves),

@@ -12,8 +12,8 @@ from mirror.errors import ItemError
 from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import NAMED, Layout, date_of
-from mirror.paths import TRASH_DIR, path_key
-from mirror.plan import TEMP_RE, refusal, refused_name
+from mirror.paths import in_trash, path_key
+from mirror.plan import is_temp, refusal, refused_name
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry
 
@@ -123,19 +123,13 @@ def others(remote: Mapping[str, RemoteEntry], accounted: set[str], caps: Capabil
     a user asking whether the target is identical should hear of them."""
     key = path_key(caps.case_sensitive)
     accounted = {key(p) for p in accounted}
-    return sorted(
-        p for p in remote if key(p) not in accounted and not p.startswith(f"{TRASH_DIR}/") and not _temp(p)
-    )
+    return sorted(p for p in remote if key(p) not in accounted and not in_trash(p) and not is_temp(p))
 
 
 def uploads(remote: Mapping[str, RemoteEntry]) -> list[str]:
     """mirror's own temp files on the target: uploads under way, or left by a run that
     was stopped (the next run removes those). Not someone else's files."""
-    return sorted(p for p in remote if _temp(p))
-
-
-def _temp(path: str) -> bool:
-    return TEMP_RE.match(path.rpartition("/")[2]) is not None
+    return sorted(p for p in remote if is_temp(p))
 
 
 def compared(caps: Capabilities) -> str:
