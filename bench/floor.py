@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__)
     p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args(argv)
+    tools.ensure_installed()
     src = trees.tree(trees.SPECS["small"])
     work = places.target_root() / "floor"
     mirror = tools.mirror_command()
