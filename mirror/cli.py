@@ -46,9 +46,11 @@ if TYPE_CHECKING:
     # what only some commands need is imported by them: every start of `mirror run`
     # (from cron, say) would otherwise pay for it
     from mirror.alerts import Alerts
+    from mirror.driver import RemoteEntry
     from mirror.index import IndexEntry
     from mirror.metrics import Metrics
     from mirror.plan import Plan
+    from mirror.scan import LocalEntry
     from mirror.status import TargetStatus
 
 log = logging.getLogger("mirror")
@@ -649,6 +651,8 @@ def verify(
                     click.echo(f"{runner.name}: cannot verify: {exc}")
                     differences += 1
                     continue
+                if config_path is None and source and layout is None and not index:
+                    placed = _layout_there(runner.name, placed, local, remote)
                 found = compare(
                     local,
                     index,
@@ -717,6 +721,22 @@ def _layout_last_run(runner: TargetRunner, default: Layout, index: Mapping[str, 
     shown = _layout_name(layout)
     click.echo(f"{runner.name}: layout {shown}, which mirror run last used here (--layout checks another)")
     return layout
+
+
+def _layout_there(
+    name: str, default: Layout, local: Mapping[str, LocalEntry], remote: Mapping[str, RemoteEntry]
+) -> Layout:
+    """For a verify of SOURCE TARGET whose index this state folder lacks: the layout the
+    target's files are in, so a target filled by year is not reported all missing."""
+    from mirror.verify import layout_on
+
+    told = layout_on(local, remote, default)
+    if told != default:
+        click.echo(
+            f"{name}: layout {_layout_name(told)}, told from where the target has the source's files "
+            "(this state folder holds no index of it; --layout checks another)"
+        )
+    return told
 
 
 def _layout_name(layout: Layout) -> str:

@@ -158,6 +158,20 @@ def layout_of(index: Mapping[str, IndexEntry], first: Layout) -> Layout | None:
     return best if placed[best] * 2 > len(index) else None
 
 
+def layout_on(local: Mapping[str, LocalEntry], remote: Mapping[str, RemoteEntry], first: Layout) -> Layout:
+    """The named layout that puts most source files where the target holds a file of
+    their size, ``first`` when it does as well as any; for a target whose index this
+    state folder does not hold (a new machine, a check from another account)."""
+    candidates = [first, *(Layout(t) for t in NAMED.values() if t != first.template)]
+    placed = dict.fromkeys(candidates, 0)
+    for src, entry in local.items():
+        for layout in candidates:
+            with suppress(ItemError):
+                there = remote.get(layout.target_path(src, date_of(entry.mtime_ns)))
+                placed[layout] += there is not None and there.size == entry.size
+    return max(candidates, key=lambda layout: placed[layout])  # the first of equals
+
+
 def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str:
     """Where ``src`` belongs on the target (ItemError: its layout gives no safe path)."""
     date: dt.date = known.date if known else date_of(entry.mtime_ns)

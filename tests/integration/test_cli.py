@@ -140,6 +140,27 @@ def test_verify_tells_the_layout_of_an_index_that_records_none(layout: str, tmp_
     assert given.returncode == 0 and "identical (4 files;" in given.stdout, given.stdout
 
 
+def test_verify_with_a_new_state_folder_tells_the_layout_from_the_target(tmp_path: Path, state: Path) -> None:
+    """On a new machine (or from another account), verify SOURCE TARGET of a target
+    filled by year reported every file missing, exit 1: with no index it checked the
+    tree layout."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "scans").mkdir(parents=True)
+    for year in (2024, 2025):
+        made = dt.datetime(year, 6, 1, 12).timestamp()
+        for name in (f"scans/{year}-a.pdf", f"{year}-b.pdf"):
+            (src / name).write_bytes(name.encode())
+            os.utime(src / name, (made, made))
+    assert run("run", str(src), str(target), "--once", "--layout", "by-year", state=state).returncode == 0
+    elsewhere = tmp_path / "new-machine"
+    checked = run("verify", str(src), str(target), state=elsewhere)
+    assert checked.returncode == 0 and "default: identical (4 files;" in checked.stdout, checked.stdout
+    assert "default: layout by-year, told from where the target has the source's files" in checked.stdout
+    (target / "2025" / "2025-b.pdf").unlink()
+    damaged = run("verify", str(src), str(target), state=elsewhere)
+    assert damaged.returncode == 1 and "2025-b.pdf -> 2025/2025-b.pdf: missing on the target" in damaged.stdout
+
+
 def test_verify_and_status_of_source_target_find_a_config_s_target_there(
     src: Path, tmp_path: Path, state: Path
 ) -> None:
