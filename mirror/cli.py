@@ -152,6 +152,8 @@ def build_config(
     (a config's), for commands that report on it."""
     environ = os.environ if secrets else config_mod.Unresolved(os.environ)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "layout" in overrides:
+        overrides["layout_chosen"] = True
     if config_path is not None:
         if source or target:
             raise ConfigError("give either SOURCE TARGET or -c CONFIG, not both")
@@ -730,7 +732,7 @@ def _layout_there(
     target's files are in, so a target filled by year is not reported all missing."""
     from mirror.verify import layout_on
 
-    told = layout_on(local, remote, default)
+    told, _ = layout_on(local, remote, default)
     if told != default:
         click.echo(
             f"{name}: layout {_layout_name(told)}, told from where the target has the source's files "

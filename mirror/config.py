@@ -26,6 +26,9 @@ class TargetSettings:
     """Per-target behaviour; ``[defaults]`` fills what a target table leaves out."""
 
     layout: Layout = field(default_factory=lambda: Layout.parse("tree"))
+    #: whether ``layout`` was given (a config key, --layout), not left to the default: a
+    #: target whose files lie in another layout is then filled anew in this one
+    layout_chosen: bool = False
     delete: DeletePolicy = DeletePolicy.MIRROR
     max_delete: int | None = None
     include: tuple[str, ...] = ()
@@ -184,6 +187,8 @@ def settings_from(table: Mapping[str, Any], base: TargetSettings, where: str) ->
     for key, value in table.items():
         if key in _SETTINGS:
             values[key] = _SETTINGS[key](value, f"{where}.{key}")
+    if "layout" in values:
+        values["layout_chosen"] = True
     return replace(base, **values)
 
 

@@ -34,6 +34,7 @@ from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
+from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, naming_rules, narrow, plan
@@ -583,8 +584,7 @@ class TargetRunner:
         full = scope is None
         remote: dict[str, RemoteEntry] | None = None
         if listing:
-            remote = self.call(self.connect().list)
-            self._recover_in_flight(remote)
+            remote = self._listing(local)
         # the scan already dropped junk; only a target's own patterns can narrow further
         mine = local
         if self.filter.narrows:
@@ -662,6 +662,33 @@ class TargetRunner:
         self._after(report, listing, settling)
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
+
+    def _listing(self, local: Mapping[str, LocalEntry]) -> dict[str, RemoteEntry]:
+        """The target's files, once uploads a killed run left under way are dealt with."""
+        remote = self.call(self.connect().list)
+        self._recover_in_flight(remote)
+        if remote and not self.settings.layout_chosen and self.index is not None and not self.index.holds_files():
+            self._refuse_another_layout({p: e for p, e in local.items() if self.filter.wants_file(p)}, remote)
+        return remote
+
+    def _refuse_another_layout(self, local: Mapping[str, LocalEntry], remote: Mapping[str, RemoteEntry]) -> None:
+        """Refuse to fill, in the default layout, a target that holds most of the source's
+        files in another named layout, where this state folder knows none of them (a new
+        machine whose `mirror run` left --layout out): every file would be sent again
+        beside its copy."""
+        from mirror.verify import layout_on
+
+        layout = self.settings.layout
+        told, placed = layout_on(local, remote, layout)
+        if told == layout or placed * 2 <= len(local):
+            return
+        name = next((n for n, t in NAMED_LAYOUTS.items() if t == told.template), told.template)
+        chosen = next((n for n, t in NAMED_LAYOUTS.items() if t == layout.template), layout.template)
+        raise FatalError(
+            f"the target holds {placed} of the source's {len(local)} files where the {name} layout puts them, "
+            f"and the state folder has no index of it (a new machine?): give --layout {name} (layout = "
+            f'"{name}" in a config) to go on, or --layout {chosen} to send every file again in that layout'
+        )
 
     def _plan_settings(self) -> PlanSettings:
         base = self.index.get_meta("guard_base") if self.index is not None else None

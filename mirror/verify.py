@@ -158,18 +158,30 @@ def layout_of(index: Mapping[str, IndexEntry], first: Layout) -> Layout | None:
     return best if placed[best] * 2 > len(index) else None
 
 
-def layout_on(local: Mapping[str, LocalEntry], remote: Mapping[str, RemoteEntry], first: Layout) -> Layout:
+def layout_on(
+    local: Mapping[str, LocalEntry], remote: Mapping[str, RemoteEntry], first: Layout
+) -> tuple[Layout, int]:
     """The named layout that puts most source files where the target holds a file of
-    their size, ``first`` when it does as well as any; for a target whose index this
-    state folder does not hold (a new machine, a check from another account)."""
-    candidates = [first, *(Layout(t) for t in NAMED.values() if t != first.template)]
-    placed = dict.fromkeys(candidates, 0)
+    their size, ``first`` when it does as well as any, and how many it puts there; for a
+    target whose index this state folder does not hold (a new machine, a check from
+    another account). Only ``first`` is tried when it places over half of them."""
+    placed = _found_in(local, remote, first)
+    if placed * 2 > len(local):
+        return first, placed
+    best = (first, placed)
+    for template in NAMED.values():
+        if template != first.template and (count := _found_in(local, remote, Layout(template))) > best[1]:
+            best = (Layout(template), count)
+    return best
+
+
+def _found_in(local: Mapping[str, LocalEntry], remote: Mapping[str, RemoteEntry], layout: Layout) -> int:
+    found = 0
     for src, entry in local.items():
-        for layout in candidates:
-            with suppress(ItemError):
-                there = remote.get(layout.target_path(src, date_of(entry.mtime_ns)))
-                placed[layout] += there is not None and there.size == entry.size
-    return max(candidates, key=lambda layout: placed[layout])  # the first of equals
+        with suppress(ItemError):
+            there = remote.get(layout.target_path(src, date_of(entry.mtime_ns)))
+            found += there is not None and there.size == entry.size
+    return found
 
 
 def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str:

@@ -108,18 +108,24 @@ def test_verify_checks_a_target_with_the_layout_it_was_mirrored_with(
     assert bad.returncode == 2 and "--layout" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def _two_years(tmp_path: Path) -> tuple[Path, Path]:
+    """An export of four files from two years (two in a subfolder), and where its backup goes."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "scans").mkdir(parents=True)
+    for year in (2024, 2025):
+        made = dt.datetime(year, 6, 1, 12).timestamp()
+        for name in (f"scans/{year}-a.pdf", f"{year}-b.pdf"):
+            (src / name).write_bytes(name.encode())
+            os.utime(src / name, (made, made))
+    return src, target
+
+
 @pytest.mark.parametrize("layout", ["by-year", "archive/{year}/{name}"])
 def test_verify_tells_the_layout_of_an_index_that_records_none(layout: str, tmp_path: Path, state: Path) -> None:
     """After an upgrade, verify SOURCE TARGET of a target an older mirror filled by year
     (its index records no layout) reported every file missing, exit 1: it checked the
     tree layout."""
-    src, target = tmp_path / "export", tmp_path / "backup"
-    for year in (2024, 2025):
-        (src / "scans").mkdir(parents=True, exist_ok=True)
-        made = dt.datetime(year, 6, 1, 12).timestamp()
-        for name in (f"scans/{year}-a.pdf", f"{year}-b.pdf"):
-            (src / name).write_bytes(name.encode())
-            os.utime(src / name, (made, made))
+    src, target = _two_years(tmp_path)
     assert run("run", str(src), str(target), "--once", "--layout", layout, state=state).returncode == 0
     (db,) = (state / "targets").glob("*.sqlite")
     with sqlite3.connect(db) as older:  # as mirror wrote it before it recorded the layout
@@ -144,13 +150,7 @@ def test_verify_with_a_new_state_folder_tells_the_layout_from_the_target(tmp_pat
     """On a new machine (or from another account), verify SOURCE TARGET of a target
     filled by year reported every file missing, exit 1: with no index it checked the
     tree layout."""
-    src, target = tmp_path / "export", tmp_path / "backup"
-    (src / "scans").mkdir(parents=True)
-    for year in (2024, 2025):
-        made = dt.datetime(year, 6, 1, 12).timestamp()
-        for name in (f"scans/{year}-a.pdf", f"{year}-b.pdf"):
-            (src / name).write_bytes(name.encode())
-            os.utime(src / name, (made, made))
+    src, target = _two_years(tmp_path)
     assert run("run", str(src), str(target), "--once", "--layout", "by-year", state=state).returncode == 0
     elsewhere = tmp_path / "new-machine"
     checked = run("verify", str(src), str(target), state=elsewhere)
@@ -159,6 +159,30 @@ def test_verify_with_a_new_state_folder_tells_the_layout_from_the_target(tmp_pat
     (target / "2025" / "2025-b.pdf").unlink()
     damaged = run("verify", str(src), str(target), state=elsewhere)
     assert damaged.returncode == 1 and "2025-b.pdf -> 2025/2025-b.pdf: missing on the target" in damaged.stdout
+
+
+def test_a_new_machine_that_left_the_layout_out_does_not_send_every_file_again(
+    tmp_path: Path, state: Path
+) -> None:
+    """A new machine (a state folder with no index of the target) whose `mirror run`
+    left out the --layout by-year the target was filled with sent every file again in
+    the tree layout, beside its copy."""
+    src, target = _two_years(tmp_path)
+    assert run("run", str(src), str(target), "--once", "--layout", "by-year", state=state).returncode == 0
+    before = files(target)
+    elsewhere = tmp_path / "new-machine"
+    refused = run("run", str(src), str(target), "--once", state=elsewhere)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "the target holds 4 of the source's 4 files where the by-year layout puts them" in refused.stderr
+    assert "give --layout by-year" in refused.stderr and "Traceback" not in refused.stderr
+    assert files(target) == before
+    again = run("run", str(src), str(target), "--once", state=elsewhere)
+    assert again.returncode == 1 and files(target) == before  # not only once: the index is still empty
+    went_on = run("run", str(src), str(target), "--once", "--layout", "by-year", state=elsewhere)
+    assert went_on.returncode == 0 and files(target) == before, went_on.stderr
+    anew = tmp_path / "another-machine"
+    relaid = run("run", str(src), str(target), "--once", "--layout", "tree", state=anew)
+    assert relaid.returncode == 0 and (target / "scans" / "2024-a.pdf").exists(), relaid.stderr
 
 
 def test_verify_and_status_of_source_target_find_a_config_s_target_there(
