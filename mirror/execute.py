@@ -1064,6 +1064,8 @@ class Executor:
         cleared = {a.src for a in asides if (a.src, a.dst) in sent_before and not _kept(a)}
 
         def clear(action: Put | Move, aside: str) -> None:
+            if isinstance(action, Put) and action.keep and self._as_there(action):
+                return  # the put takes the copy there for the source's: nothing to keep
             if isinstance(action, Put) and action.keep:
                 # a copy already gone (kept by a pass whose send then failed) counts as kept
                 self._trash(Trash(action.src, action.dst, aside, action.keep, forget=False))
@@ -1091,6 +1093,15 @@ class Executor:
 
         self._parallel([a for a in asides if a.src not in cleared], work)
         return [a for a in actions if not (isinstance(a, (Put, Move)) and a.aside) or a.src in cleared]
+
+    def _as_there(self, action: Put) -> bool:
+        """Whether the source file has the hash of the copy ``action`` would replace
+        (:attr:`Put.unless_hash`): one restored with an older time, say."""
+        if not action.unless_hash:
+            return False
+        with SourceFiles(self._root) as files:
+            local = self._open(files, action.src)
+            return local is not None and self._source_hash(local) == action.unless_hash
 
     def _in_free_place(self, action: Trash) -> Trash:
         """``action`` with a trash path no earlier trashed file holds (``inv (2).pdf``, ...):

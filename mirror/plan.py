@@ -950,7 +950,23 @@ def _decide(
             return Adopt(src, dst, entry, date, "already on the target (same size and time)", there.hash)
         if caps.hash_kind.value != "none" and there.hash:
             return Put(src, dst, entry, date, reason, unless_hash=there.hash)
-    return Put(src, dst, entry, date, reason)
+    return Put(src, dst, entry, date, reason, unless_hash=_hash_of_copy(dst, entry, known, remote, caps))
+
+
+def _hash_of_copy(
+    dst: str,
+    entry: LocalEntry,
+    known: IndexEntry | None,
+    remote: Mapping[str, RemoteEntry] | None,
+    caps: Capabilities,
+) -> str | None:
+    """The hash the target gave for the copy the index has of a file that changed, when
+    the file kept its size and path and no listing says otherwise: a file given a new
+    time only (a restore that lost the times, a `touch`) is not sent again where one hash
+    of it tells (a whole archive, to the cloud)."""
+    if remote is not None or known is None or known.dst != dst or known.size != entry.size:
+        return None
+    return known.remote_hash if caps.hash_kind.value != "none" else None
 
 
 def _move_or_put(

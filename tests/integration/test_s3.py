@@ -8,7 +8,7 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -309,6 +309,22 @@ def invoices(source: Path) -> dict[str, bytes]:
     return made
 
 
+def mirrored_then_restored(
+    s3_target: TargetSpec, tmp_path: Path, copy: Callable[[str, str], object]
+) -> tuple[Path, Path, Path, dict[str, bytes]]:
+    """A source mirrored to S3, then put back as a restore would, every file copied anew
+    with ``copy``: the source, state folder, config and what the source holds."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    made = invoices(source)
+    config = config_file(s3_target, source, tmp_path / "mirror.toml")
+    first = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert first.returncode == 0 and "9 sent" in first.stdout, first.stdout + first.stderr
+    shutil.copytree(source, tmp_path / "restored", copy_function=copy)
+    shutil.rmtree(source)
+    (tmp_path / "restored").rename(source)
+    return source, state, config, made
+
+
 def test_an_object_changed_on_the_target_with_its_size_is_sent_again_by_a_rescan(
     s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
 ) -> None:
@@ -336,19 +352,35 @@ def test_a_source_restored_with_new_inodes_is_matched_by_hash_not_sent_again(
 ) -> None:
     """After a restore with `cp -a` (same names, sizes and times; new inodes) the next
     run sent every file to S3 again, the large scan too, though S3 held the same bytes."""
-    source, state = tmp_path / "export", tmp_path / "state"
-    made = invoices(source)
-    config = config_file(s3_target, source, tmp_path / "mirror.toml")
-    first = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
-    assert first.returncode == 0 and "9 sent" in first.stdout, first.stdout + first.stderr
-    shutil.copytree(source, tmp_path / "restored", copy_function=shutil.copy2)
-    shutil.rmtree(source)
-    (tmp_path / "restored").rename(source)
+    source, state, config, made = mirrored_then_restored(s3_target, tmp_path, shutil.copy2)
     assert (source / "scans/2026-03.tif").read_bytes() == made["scans/2026-03.tif"]
 
     again = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 sent (0 B), 9 already there" in again.stdout, again.stdout
+
+
+def test_a_source_restored_with_new_times_is_matched_by_hash_not_sent_again(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """A restore that lost the times (`cp -r`, a download) made the next run send every
+    file to S3 again, the large scan too, though S3 held the same bytes; one given an
+    older time had its copy moved into the trash as well."""
+    source, state, config, made = mirrored_then_restored(s3_target, tmp_path, shutil.copyfile)
+    os.utime(source / "2026/03/Rechnung-01.pdf", (1_600_000_000, 1_600_000_000))  # older than the copy sent
+    edited = b"Rechnung 05 Summe 500,00 EUR"  # a real edit among them, of the same size
+    assert len(edited) == len(made["2026/03/Rechnung-05.pdf"])
+    (source / "2026/03/Rechnung-05.pdf").write_bytes(edited)
+
+    again = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 sent (28 B), 8 already there" in again.stdout, again.stdout
+    bucket, prefix = s3_target.url.removeprefix("s3://").split("/", 1)
+    assert body(s3_server, bucket, f"{prefix}/2026/03/Rechnung-05.pdf") == edited
+    listed = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+    assert not [o["Key"] for o in listed.get("Contents", []) if ".mirror-trash" in o["Key"]]
+    settled = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert "0 sent (0 B), 0 deleted" in settled.stdout, settled.stdout
 
 
 def test_a_dry_run_on_a_new_machine_does_not_promise_uploads_a_hash_will_spare(
