@@ -324,10 +324,10 @@ def run(
                 alerts = Alerts(cfg)
             metrics: Metrics | None = None
             addr = None
-            if metrics_addr:
-                from mirror.metrics import Metrics, parse_addr
+            if metrics_addr or cfg.metrics_addr:
+                from mirror.metrics import Metrics
 
-                addr = parse_addr(metrics_addr)
+                addr = config_mod.parse_addr(metrics_addr or cfg.metrics_addr or "")
                 metrics = Metrics()
             observers = [o for o in (alerts, metrics) if o is not None]
             opened = False
@@ -893,6 +893,8 @@ STARTER = """\
 
 # The folder your program writes documents into. mirror never writes to it.
 source = "./export"
+# Prometheus metrics at http://127.0.0.1:9108/metrics (see "Metrics" in the README):
+# metrics_addr = "127.0.0.1:9108"
 
 [defaults]
 # layout: tree (as-is), flat, by-year, by-month, or a template such as

@@ -68,6 +68,8 @@ class Config:
     targets: tuple[TargetConfig, ...]
     presets: Mapping[str, Preset] = field(default_factory=dict)
     state_dir: Path | None = None
+    #: where ``mirror run`` serves metrics (HOST:PORT), unless --metrics-addr says
+    metrics_addr: str | None = None
     origin: str = "command line"
     #: the source as given, where a link on its way leads to ``source`` (current ->
     #: releases/7): what names the source's indexes, as the link may lead elsewhere later
@@ -92,7 +94,7 @@ class Config:
 
 
 SETTING_KEYS = {f.name for f in fields(TargetSettings)}
-TOP_KEYS = {"source", "state_dir", "defaults", "targets", "backends"}
+TOP_KEYS = {"source", "state_dir", "metrics_addr", "defaults", "targets", "backends"}
 TARGET_KEYS = {"url", "options"} | SETTING_KEYS
 PRESET_KEYS = {"protocol", "options", "capabilities"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -343,6 +345,11 @@ def from_dict(
         raise ConfigError(f"{where}: state_dir: expected a folder path, got {state_dir!r}")
     if state_dir:
         state_dir = _path(state_dir, f"{where}: state_dir", environ, [])
+    metrics_addr = data.get("metrics_addr")
+    if metrics_addr is not None:
+        if not isinstance(metrics_addr, str):
+            raise ConfigError(f'{where}: metrics_addr: expected "HOST:PORT" such as "127.0.0.1:9108"')
+        parse_addr(metrics_addr, f"{where}: metrics_addr")
     defaults_table = _table(data.get("defaults", {}), f"{where}: defaults")
     _check_keys(defaults_table, SETTING_KEYS, f"{where}: defaults")
     defaults = settings_from(defaults_table, TargetSettings(), f"{where}: defaults")
@@ -382,8 +389,18 @@ def from_dict(
         targets=tuple(targets),
         presets=resolved_presets,
         state_dir=(base_dir / os.path.expanduser(state_dir)).resolve() if state_dir else None,
+        metrics_addr=metrics_addr,
         origin=where,
     )
+
+
+def parse_addr(value: str, where: str = "--metrics-addr") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9108`` for IPv6) -> (host, port); ``where`` names its origin."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: expected HOST:PORT such as 127.0.0.1:9108, got {value!r}")
+    return host, int(port)
 
 
 _CAPABILITY_TYPES: dict[str, type | tuple[type, ...]] = {

@@ -36,15 +36,6 @@ TRANSFER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 PASS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
 
-def parse_addr(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9108`` for IPv6) -> (host, port)."""
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"--metrics-addr: expected HOST:PORT such as 127.0.0.1:9108, got {value!r}")
-    return host, int(port)
-
-
 class Metrics(Observer):
     """Counters fed by engine events, gauges read from the indexes, and the HTTP endpoint."""
 
@@ -115,7 +106,7 @@ class Metrics(Observer):
         try:
             server, _thread = start_http_server(port, host, registry=self.registry)
         except OSError as exc:
-            raise ConfigError(f"--metrics-addr {shown}:{port}: {_refused(exc, host)}") from None
+            raise ConfigError(f"metrics address {shown}:{port}: {_refused(exc, host)}") from None
         self._server = server
         self.port = int(server.server_address[1])
         log.info("metrics at http://%s:%d/metrics", shown, self.port)

@@ -108,6 +108,25 @@ def test_bad_and_busy_metrics_addresses_are_usage_errors(tmp_path: Path) -> None
     assert len(taken.stderr.strip().splitlines()) == 1
 
 
+def test_the_config_names_the_metrics_address_for_a_service(tmp_path: Path) -> None:
+    """The service's unit runs `mirror run -c CONFIG`: with no config key for it, an admin
+    had to edit the unit (rewritten by each `service install`) to get metrics."""
+    src, state = tmp_path / "src", tmp_path / "state"
+    src.mkdir()
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{src}"\nmetrics_addr = "127.0.0.1:0"\n[targets.usb]\nurl = "{tmp_path / "usb"}"\n'
+    )
+    done = run("run", "-c", str(config), "--once", state=state)
+    assert done.returncode == 0 and re.search(r"metrics at http://127\.0\.0\.1:\d+/metrics", done.stderr), (
+        done.stderr
+    )
+    config.write_text(f'source = "{src}"\nmetrics_addr = "localhost"\n[targets.usb]\nurl = "{tmp_path / "usb"}"\n')
+    bad = run("run", "-c", str(config), "--once", state=state)
+    assert bad.returncode == 2 and f"{config}: metrics_addr: expected HOST:PORT" in bad.stderr, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_an_ipv6_endpoint_is_logged_as_a_url_and_an_address_not_here_gets_a_fitting_hint(tmp_path: Path) -> None:
     """``[::1]:P`` was logged as http://::1:P/metrics (no URL), and a host name that does not
     resolve, or an address of another machine, was told to "choose a free port"."""
