@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from mirror import api
-from mirror.metrics import parse_addr
+from mirror.config import parse_addr
 
 
 class PrintReports(api.Observer):
