@@ -38,6 +38,10 @@ T = TypeVar("T")
 log = logging.getLogger("mirror")
 
 
+#: the time steps of filesystems that keep coarser mtimes than nanoseconds
+COARSER_TICKS_NS = (100, 1_000, 10_000_000, 1_000_000_000, 2_000_000_000)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """Facts about a backend that the planner and executor act on."""
@@ -82,8 +86,16 @@ class Capabilities:
         return min(max(mtime_ns, low), high)
 
     def mtime_matches(self, there_ns: int, local_ns: int) -> bool:
-        """Whether a target file's mtime is the one it keeps for the local file's."""
-        return abs(there_ns - self.kept_mtime(local_ns)) < max(self.mtime_precision_ns, 1)
+        """Whether a target file's mtime is the one it keeps for the local file's: to the
+        backend's precision, or cut down to a coarser filesystem's tick below it."""
+        kept = self.kept_mtime(local_ns)
+        if abs(there_ns - kept) < max(self.mtime_precision_ns, 1):
+            return True
+        # a USB stick or a NAS disk under a local folder or an SFTP server (NTFS keeps
+        # 100 ns, exFAT 10 ms, ext3 1 s, FAT 2 s) cuts the time down: unmatched, each
+        # listing would send every file again, and verify would never pass
+        cut = kept - there_ns
+        return any(there_ns % tick == 0 and 0 <= cut < tick for tick in COARSER_TICKS_NS)
 
     @functools.cached_property
     def refused_pattern(self) -> re.Pattern[str]:

@@ -146,6 +146,28 @@ def test_verify_tells_the_layout_of_an_index_that_records_none(layout: str, tmp_
     assert given.returncode == 0 and "identical (4 files;" in given.stdout, given.stdout
 
 
+@pytest.mark.parametrize("tick", [10**9, 2 * 10**9], ids=["ext3", "fat"])
+def test_a_target_disk_with_coarser_times_is_not_sent_everything_again(
+    tick: int, tmp_path: Path, state: Path
+) -> None:
+    """A USB stick that keeps whole seconds (ext3) or 2 s (FAT): each listing pass (every
+    hour, --rescan) sent every file again, and verify called every time different."""
+    src, target = _two_years(tmp_path)
+    for path in src.rglob("*.pdf"):  # written by a program on a disk that keeps nanoseconds
+        made = path.stat().st_mtime_ns + 1_234_567_891
+        os.utime(path, ns=(made, made))
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    for path in target.rglob("*.pdf"):  # as the stick's filesystem keeps them
+        given = path.stat().st_mtime_ns
+        os.utime(path, ns=(given - given % tick, given - given % tick))
+    again = run("run", str(src), str(target), "--once", "--rescan", state=state)
+    assert again.returncode == 0 and "0 sent (0 B)" in again.stdout, again.stdout
+    checked = run("verify", str(src), str(target), state=state)
+    assert checked.returncode == 0 and "identical (4 files; sizes and times compared)" in checked.stdout, (
+        checked.stdout
+    )
+
+
 def test_verify_with_a_new_state_folder_tells_the_layout_from_the_target(tmp_path: Path, state: Path) -> None:
     """On a new machine (or from another account), verify SOURCE TARGET of a target
     filled by year reported every file missing, exit 1: with no index it checked the

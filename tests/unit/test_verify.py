@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mirror.driver import Capabilities, RemoteEntry
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mirror.driver import COARSER_TICKS_NS, Capabilities, RemoteEntry
 from mirror.index import IndexEntry
 from mirror.layout import Layout
 from mirror.policy import DeletePolicy
@@ -83,3 +86,22 @@ def test_a_file_the_target_refuses_is_reported_as_not_mirrored_with_the_planner_
         ("big.pdf", "not mirrored: file is larger than the target allows (10 bytes)"),
         ("what?.pdf", "not mirrored: the target refuses the character(s) '?' in 'what?.pdf'"),
     ]
+
+
+@given(
+    local_ns=st.integers(min_value=0, max_value=2**62),
+    tick=st.sampled_from(COARSER_TICKS_NS),
+    off=st.integers(min_value=1, max_value=5 * 10**9),
+)
+def test_a_copy_on_a_filesystem_with_coarser_times_is_the_source_s_file(
+    local_ns: int, tick: int, off: int
+) -> None:
+    """A USB stick under a local target (NTFS, exFAT, ext3, FAT) keeps the time cut down to
+    its tick: every listing sent every file again, and verify never passed."""
+    exact = Capabilities(mtime_settable=True, mtime_precision_ns=1)
+    cut = local_ns - local_ns % tick
+    assert exact.mtime_matches(cut, local_ns)
+    assert exact.mtime_matches(local_ns, local_ns)
+    # a time the copy cannot have been given: later than the source's, or a tick or more earlier
+    assert not exact.mtime_matches(local_ns + off, local_ns)
+    assert not exact.mtime_matches(cut - max(off, 2 * 10**9), local_ns)
