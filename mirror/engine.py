@@ -26,7 +26,7 @@ from mirror.mounts import mounts_below, nearly_none, not_mounted, place_of
 from mirror.paths import ancestors
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner, described
-from mirror.scan import Entries, Skip, Snapshot, check_source, scan, stat_paths
+from mirror.scan import COARSE_NS, Entries, Skip, Snapshot, check_source, racy, scan, stat_paths
 
 log = logging.getLogger("mirror")
 
@@ -270,7 +270,7 @@ class Mirror:
                 if entry is None:
                     snap.entries.pop(rel, None)
                     continue
-                if entry != snap.entries.get(rel):
+                if entry != snap.entries.get(rel) or racy(entry.mtime_ns, time.time_ns()):
                     still.add(rel)
                 snap.entries[rel] = entry
             young = still
@@ -476,7 +476,11 @@ def _holds_files(index_file: Path) -> bool:
 
 
 def _young(entries: Entries, settle: float) -> set[str]:
-    return entries.modified_after(time.time_ns() - int(settle * 1e9))
+    """Files modified within ``settle`` seconds, or whose time's step has not passed (racy)."""
+    now = time.time_ns()
+    since = now - int(settle * 1e9)
+    recent = entries.modified_after(since - COARSE_NS)
+    return {rel for rel in recent if entries[rel].mtime_ns > since or racy(entries[rel].mtime_ns, now)}
 
 
 def _inside(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...] | None:

@@ -60,6 +60,22 @@ _SUBDIR = _ROOT | os.O_NOFOLLOW
 _NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 
 
+#: how long after its mtime a file may still be written without its size or time
+#: changing: a filesystem that keeps whole seconds (ext3, many shares) or 2 s (FAT) gives
+#: every write within that step the time of its start; one with nanosecond times takes
+#: them from a clock that moves every few milliseconds
+COARSE_NS = 2_000_000_000
+FINE_NS = 10_000_000
+
+
+def racy(mtime_ns: int, now_ns: int) -> bool:
+    """Whether a file of this mtime, read at ``now_ns``, may yet be written again unseen
+    (its size, time and inode as they were): as git's "racily clean" files, it must not
+    be read, or taken for settled, until its time's step has passed."""
+    step = COARSE_NS if mtime_ns % 1_000_000_000 == 0 else FINE_NS
+    return mtime_ns <= now_ns < mtime_ns + step
+
+
 def mtime_ns(st: os.stat_result) -> int:
     """``st_mtime_ns``, held to the years a 64-bit count of nanoseconds spans: ext4 and
     others allow dates to 2446 (a camera's wrong clock, ``touch -d 2300-01-01``), and one

@@ -25,7 +25,7 @@ from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from mirror.filters import Filter
 from mirror.paths import ancestors
-from mirror.scan import LocalEntry, scan, stat_paths
+from mirror.scan import LocalEntry, racy, scan, stat_paths
 
 log = logging.getLogger("mirror")
 
@@ -472,7 +472,7 @@ class SourceWatcher:
         if not self._pending:
             return {}
         now = time.monotonic()
-        wall = time.time()
+        wall = time.time_ns()
         fresh = stat_paths(self.root, list(self._pending), self.filt)
         ready: dict[str, LocalEntry | None] = {}
         for rel, (old_sig, since) in list(self._pending.items()):
@@ -489,9 +489,10 @@ class SourceWatcher:
                 self._pending[rel] = (sig, now)
                 self._tell_if_restless(rel, now)
                 continue
-            elif now - since >= self.settle or (
-                wall - entry.mtime_ns / 1e9 >= self.settle and now - since >= min(self.settle, 0.1)
-            ):
+            elif now - since >= self.settle and not racy(entry.mtime_ns, wall):
+                # counted on mirror's clock from when it saw the file: an mtime older than
+                # settle (a share whose clock is behind, a disk that keeps whole seconds)
+                # sent a scan half-written, page after page
                 ready[rel] = entry
             else:
                 continue

@@ -146,6 +146,32 @@ def test_verify_tells_the_layout_of_an_index_that_records_none(layout: str, tmp_
     assert given.returncode == 0 and "identical (4 files;" in given.stdout, given.stdout
 
 
+def test_a_correction_within_the_second_on_a_disk_that_keeps_whole_seconds_is_sent(
+    tmp_path: Path, state: Path
+) -> None:
+    """On a source disk that keeps whole seconds (ext3; FAT keeps 2 s), a run that read an
+    invoice, then a same-size correction within that second (size and time as they were):
+    the first version stayed on the target for good, and verify said identical."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    config = tmp_path / "mirror.toml"
+    config.write_text(f'source = "{src}"\n[defaults]\nsettle = "0.1s"\n[targets.usb]\nurl = "{target}"\n')
+    time.sleep(1 - time.time() % 1)  # at the start of a second, so that the run starts within it
+    second = time.time_ns() // 10**9 * 10**9
+    invoice = src / "invoice.pdf"
+    invoice.write_bytes(b"total 100.00")
+    os.utime(invoice, ns=(second, second))  # as such a disk keeps the time of the write
+    started = start("run", "-c", str(config), "--once", state=state)
+    time.sleep(max(0.0, (second + 1_500_000_000 - time.time_ns()) / 1e9))
+    invoice.write_bytes(b"total 900.00")
+    os.utime(invoice, ns=(second, second))
+    if time.time_ns() >= second + 1_900_000_000:
+        started.kill()
+        pytest.skip("the correction came too late to fall within the second (a busy machine)")
+    assert started.wait(30) == 0
+    assert (target / "invoice.pdf").read_bytes() == b"total 900.00"
+
+
 @pytest.mark.parametrize("tick", [10**9, 2 * 10**9], ids=["ext3", "fat"])
 def test_a_target_disk_with_coarser_times_is_not_sent_everything_again(
     tick: int, tmp_path: Path, state: Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mirror import watch
+from mirror import scan, watch
 from mirror.filters import Filter
 from mirror.scan import LocalEntry
 from mirror.watch import FEW_FOLDERS, SourceWatcher
@@ -72,3 +73,40 @@ def test_a_file_that_never_stops_changing_is_named_once(
     assert "belongs in exclude" in told[0]  # the config key that leaves it out
     time.sleep(0.3)
     assert list(watcher._settled()) == ["app.log"]  # once it rests, it goes
+
+
+def test_a_file_whose_time_is_behind_mirror_s_clock_waits_the_whole_settle(tmp_path: Path) -> None:
+    """On a share whose clock is behind, a file's mtime looked older than settle at once:
+    it counted as settled after 0.1 s, and a scan went out half-written after each page."""
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"page 1")
+    behind = time.time_ns() - 60 * 10**9 + 123_456_789  # the share's clock: a minute behind
+    os.utime(scan, ns=(behind, behind))
+    watcher = SourceWatcher(tmp_path, None, Filter(), 0.6, False, threading.Event(), {})
+    watcher.expect(["scan.pdf"])
+    assert watcher._settled() == {}
+    time.sleep(0.3)
+    assert watcher._settled() == {}  # settle (0.6 s) has not passed since mirror saw it
+    time.sleep(0.4)
+    assert list(watcher._settled()) == ["scan.pdf"]
+
+
+def test_a_file_on_a_disk_that_keeps_whole_seconds_waits_until_its_second_is_over(tmp_path: Path) -> None:
+    """On a source disk that keeps whole seconds (ext3; FAT keeps 2 s), a same-size
+    correction within the second after mirror read the first version left size and time
+    as they were: the correction never reached the target, and verify said identical."""
+    invoice = tmp_path / "invoice.pdf"
+    invoice.write_bytes(b"total 100.00")
+    second = time.time_ns() // 10**9 * 10**9  # as such a disk keeps the time of the write
+    os.utime(invoice, ns=(second, second))
+    watcher = SourceWatcher(tmp_path, None, Filter(), 0.1, False, threading.Event(), {})
+    watcher.expect(["invoice.pdf"])
+    deadline = time.monotonic() + 5.0
+    ready: dict[str, LocalEntry | None] = {}
+    while not ready and time.monotonic() < deadline:
+        ready = watcher._settled()
+        if not ready:
+            time.sleep(0.05)
+    assert list(ready) == ["invoice.pdf"]
+    # only once a write of the same size could no longer keep that time
+    assert time.time_ns() >= second + scan.COARSE_NS
