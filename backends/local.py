@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, through_link
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError
@@ -199,6 +199,16 @@ class LocalDriver(Driver):
             "free space there, or leave the file out with exclude"
         )
 
+    def same_bytes(self, local_path: str, rel: str) -> bool | None:
+        self._guard.check(rel)
+        try:
+            # not through a link put in the copy's place, nor into a FIFO (which would block)
+            copy = os.open(self.full(rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with open(copy, "rb") as theirs, open(local_path, "rb") as mine:
+                return _same_bytes(mine, theirs)
+        except OSError:
+            return None  # gone, a link, unreadable: the copy's keeping goes as before, and says why
+
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
         self._guard.check(rel)
         os.utime(self.full(rel), ns=(mtime_ns, mtime_ns))
@@ -277,3 +287,14 @@ def _copy(src: int, dst: int) -> None:
             view = memoryview(block)
             while view:
                 view = view[os.write(dst, view) :]
+
+
+def _same_bytes(mine: BinaryIO, theirs: BinaryIO) -> bool:
+    """Whether two open files are regular files of the same size and bytes."""
+    one, other = os.fstat(mine.fileno()), os.fstat(theirs.fileno())
+    if not stat.S_ISREG(other.st_mode) or one.st_size != other.st_size:
+        return False
+    while block := mine.read(1 << 20):
+        if theirs.read(len(block)) != block:
+            return False
+    return not theirs.read(1)

@@ -429,6 +429,12 @@ class Driver:
         """The hash the target would report for this local file (caps.hash_kind), or None."""
         return file_hash(local_path, self.caps.hash_kind)
 
+    def same_bytes(self, local_path: str, rel: str) -> bool | None:
+        """Whether the file at ``rel`` holds the bytes of the local file ``local_path``;
+        None where this driver cannot tell without a download (the generic one). Asked
+        only before a copy is kept (``Put.keep``), where no hash of it tells."""
+        return None
+
     def set_mtime(self, rel: str, mtime_ns: int) -> None:
         """Set the modification time of ``rel``; only called when caps say it can."""
         raise NotImplementedError

@@ -1095,13 +1095,17 @@ class Executor:
         return [a for a in actions if not (isinstance(a, (Put, Move)) and a.aside) or a.src in cleared]
 
     def _as_there(self, action: Put) -> bool:
-        """Whether the source file has the hash of the copy ``action`` would replace
-        (:attr:`Put.unless_hash`): one restored with an older time, say."""
-        if not action.unless_hash:
-            return False
+        """Whether the source file holds what the copy ``action`` would replace holds: it
+        has the copy's hash (:attr:`Put.unless_hash`), or, where the target recorded none,
+        its bytes (:meth:`Driver.same_bytes`). One restored with an older time, say, or
+        dated by its program after it was written."""
         with SourceFiles(self._root) as files:
             local = self._open(files, action.src)
-            return local is not None and self._source_hash(local) == action.unless_hash
+            if local is None:
+                return False
+            if action.unless_hash:
+                return self._source_hash(local) == action.unless_hash
+            return self.call(partial(self.driver.same_bytes, local, action.dst)) is True
 
     def _in_free_place(self, action: Trash) -> Trash:
         """``action`` with a trash path no earlier trashed file holds (``inv (2).pdf``, ...):

@@ -425,6 +425,41 @@ def test_a_source_restored_from_an_older_backup_keeps_the_newer_copies(tmp_path:
     assert len(list(target.glob(".mirror-trash/*/inv-07.pdf"))) == 1
 
 
+def test_an_export_dated_after_writing_keeps_no_copy_of_the_same_file(tmp_path: Path, state: Path) -> None:
+    """The invoicing program exports each night and then dates each file as its document
+    (touch -d 2024-01-15): every night each copy mirror had just sent, the same bytes,
+    was kept in the trash, with a warning of a source restored from an older backup."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    dated = dt.datetime(2024, 1, 15, 12, tzinfo=dt.UTC).timestamp()
+    for night in range(2):
+        (src / "inv-1.pdf").write_bytes(b"invoice 1, total 100.00")
+        assert run("run", str(src), str(target), "--once", state=state).returncode == 0, f"night {night}"
+        os.utime(src / "inv-1.pdf", (dated, dated))
+        done = run("run", str(src), str(target), "--once", state=state)
+        assert done.returncode == 0 and "1 sent" in done.stdout, done.stdout + done.stderr
+        assert "older than the copy" not in done.stderr, done.stderr
+    assert not (target / ".mirror-trash").exists()
+    assert files(target) == {"inv-1.pdf": b"invoice 1, total 100.00"}
+    assert (target / "inv-1.pdf").stat().st_mtime == dated
+
+
+def test_an_older_backup_of_the_same_size_keeps_the_newer_copy(tmp_path: Path, state: Path) -> None:
+    """Where the copy's bytes are compared, one that differs is kept though its size is the same."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "inv-07.pdf").write_bytes(b"invoice 07, total 120.00")
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    (src / "inv-07.pdf").write_bytes(b"invoice 07, total 100.00")
+    week_ago = time.time() - 7 * 86400
+    os.utime(src / "inv-07.pdf", (week_ago, week_ago))  # the older backup, times kept
+    done = run("run", str(src), str(target), "--once", state=state)
+    assert done.returncode == 0 and "older than the copy mirror sent" in done.stderr, done.stderr
+    assert (target / "inv-07.pdf").read_bytes() == b"invoice 07, total 100.00"
+    kept = list(target.glob(".mirror-trash/*/inv-07.pdf"))
+    assert [k.read_bytes() for k in kept] == [b"invoice 07, total 120.00"]
+
+
 def test_a_copy_edited_on_the_target_is_not_deleted_by_a_listing_pass(
     src: Path, tmp_path: Path, state: Path
 ) -> None:

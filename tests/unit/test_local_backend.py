@@ -140,6 +140,21 @@ def test_a_folder_in_the_way_of_a_move_is_named_not_the_temp_name(tmp_path: Path
     assert str(caught.value) == f"{tmp_path / 'target' / 'a.pdf'} on the target is a folder where a file goes"
 
 
+def test_a_copy_is_compared_by_its_bytes_never_through_a_link(tmp_path: Path) -> None:
+    """Before a copy is kept as newer than its source file: the same bytes need no keeping."""
+    driver = registry.connect(registry.resolve(str(tmp_path / "target"), {}, {}))
+    (tmp_path / "target").mkdir()
+    source = tmp_path / "inv.pdf"
+    source.write_bytes(b"invoice 1, total 100.00")
+    (tmp_path / "target" / "same.pdf").write_bytes(b"invoice 1, total 100.00")
+    (tmp_path / "target" / "other.pdf").write_bytes(b"invoice 1, total 120.00")
+    (tmp_path / "target" / "link.pdf").symlink_to(source)
+    assert driver.same_bytes(str(source), "same.pdf") is True
+    assert driver.same_bytes(str(source), "other.pdf") is False
+    assert driver.same_bytes(str(source), "link.pdf") is None
+    assert driver.same_bytes(str(source), "gone.pdf") is None
+
+
 @pytest.mark.parametrize(
     ("fs_type", "folds_case", "refuses"),
     [
