@@ -192,6 +192,12 @@ class Alerts(Observer):
         wait = KEEPALIVE
         with self._lock:
             for name, incident in self.incidents.items():
+                if incident.since > now:
+                    # begun while the clock was ahead (a VM resumed, NTP not yet synced): due
+                    # at since + alert_after, it would be announced only once the clock caught
+                    # up, days later maybe, and say it had been failing since a time to come
+                    incident.since = now
+                    self._save(name, incident)
                 if (incident.alerted and incident.retry_at is None) or name not in self._confirmed:
                     continue
                 # a clock set back holds a retry off no longer than the longest backoff
@@ -267,6 +273,8 @@ class Alerts(Observer):
             self.logs[name].info("on_failure command succeeded at try %d", tries)
 
     def _recovered(self, name: str, incident: Incident, url: str | None) -> None:
+        # as in _due: the clock may have been set back since _due last saw the incident
+        incident.since = min(incident.since, self.clock())
         self.logs[name].info("recovered (failing since %s)", _stamp(incident.since))
         if url is not None:
             self._ping(url, f"{name}: recovered; failing since {_stamp(incident.since)}")
