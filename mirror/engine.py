@@ -341,9 +341,10 @@ class Mirror:
     def run_forever(self) -> None:
         """Full pass, then follow changes until :attr:`stop` is set.
 
-        The full passes (the first, after a watcher restart, and every rescan_interval)
-        start from the watcher's rescan requests: the first comes once its watches are in
-        place, so nothing that changes while mirror starts up can slip between scan and watch.
+        The full passes (the first, after a watcher restart, and every rescan_interval,
+        by the monotonic clock or, after a suspend, by the wall clock) start from the
+        watcher's rescan requests: the first comes once its watches are in place, so
+        nothing that changes while mirror starts up can slip between scan and watch.
         """
         from mirror.watch import SourceWatcher
 
@@ -364,6 +365,9 @@ class Mirror:
             retry_every=rescan_every,  # a watcher that fell back to polling tries inotify again
         )
         next_rescan = time.monotonic() + rescan_every
+        # the monotonic clock stands still while the machine sleeps: after a night suspended
+        # the pass is due by the wall clock, which "last complete sync" is stamped with
+        rescanned = time.time()
         away: str | None = None
         settling = 0
         watching: str | None = None
@@ -377,10 +381,11 @@ class Mirror:
                 back, away = away is not None, self._source_away(away)
                 if away:
                     continue
+            # a wall clock set back makes no pass due, and holds off none of the monotonic ones
+            due = time.monotonic() >= next_rescan or time.time() - rescanned >= rescan_every
             # while in doubt (_full_scan), a change is looked at by a scan of a folder nearly empty
-            if back or batch.rescan or time.monotonic() >= next_rescan or (self._doubted and batch.changes):
-                due = time.monotonic() >= next_rescan
-                next_rescan = time.monotonic() + rescan_every
+            if back or batch.rescan or due or (self._doubted and batch.changes):
+                next_rescan, rescanned = time.monotonic() + rescan_every, time.time()
                 if (fresh := self._full_scan()) is None:
                     continue
                 # files still being written go to the watcher, which hands each on once it

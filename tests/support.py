@@ -1,9 +1,15 @@
-"""Shared test vocabulary: how a server fixture describes the target it provides."""
+"""Shared test vocabulary: how a server fixture describes the target it provides, and
+watch mode run in the test's own process."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from mirror import api
 
 
 @dataclass(frozen=True)
@@ -20,3 +26,17 @@ class TargetSpec:
     options: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def watching(cfg: api.Config, observers: Iterable[api.Observer] = ()) -> Iterator[None]:
+    """``mirror run`` in watch mode, in this process (so that an error can be raised
+    inside, or a clock set), stopped at the end."""
+    with api.running(cfg, observers=observers) as m:
+        thread = threading.Thread(target=m.run_forever, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            m.shutdown()
+            thread.join(15)

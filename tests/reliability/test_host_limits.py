@@ -13,7 +13,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from mirror.index import Index
 from tests.cli import files, run, start, wait_for
 from tests.reliability.common import hashes, landed
 from tests.reliability.test_faults import remount, stop, tmpfs
+from tests.support import watching
 
 
 class States(api.Observer):
@@ -45,19 +45,6 @@ def _config(tmp_path: Path) -> tuple[api.Config, Path, Path]:
         source=src, targets=(api.TargetConfig("disk", str(dst), settings=settings),), state_dir=tmp_path / "s"
     )
     return cfg, src, dst
-
-
-@contextlib.contextmanager
-def watching(cfg: api.Config, states: States) -> Iterator[None]:
-    """``mirror run`` in watch mode, in this process (so that an error can be raised inside)."""
-    with api.running(cfg, observers=[states]) as m:
-        thread = threading.Thread(target=m.run_forever, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            m.shutdown()
-            thread.join(15)
 
 
 # -- 1: a target's thread never dies silently ---------------------------------------------------
@@ -83,7 +70,7 @@ def test_a_target_thread_out_of_memory_is_told_and_runs_again(
     monkeypatch.setattr(Index, "set_meta", out_of_memory)
     states = States()
     caplog.set_level(logging.INFO, logger="mirror")
-    with watching(cfg, states):
+    with watching(cfg, [states]):
         wait_for(lambda: files(dst) == files(src), timeout=30, what="the copy once the thread runs again")
         (src / "invoice 2.pdf").write_bytes(b"%PDF two")
         wait_for(lambda: files(dst) == files(src), timeout=30, what="a later invoice")
@@ -114,7 +101,7 @@ def test_a_target_thread_that_ended_before_mirror_s_code_ran_is_started_again(
 
     monkeypatch.setattr(threading.Thread, "run", dies_at_once)
     states = States()
-    with watching(cfg, states):
+    with watching(cfg, [states]):
         wait_for(lambda: files(dst) == files(src), timeout=30, what="the copy by the thread started again")
         wait_for(lambda: api.status(cfg)[0].in_sync, what="status to be in sync again")
     assert ("failed", "its thread ended unexpectedly (out of memory?)") in states.seen

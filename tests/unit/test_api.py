@@ -19,6 +19,7 @@ import pytest
 from mirror import api, progress
 from mirror.runner import TargetRunner, summarize
 from tests.cli import files, run, wait_for
+from tests.support import watching
 
 EMBED = Path(__file__).resolve().parents[2] / "examples" / "embed.py"
 
@@ -154,6 +155,55 @@ def test_run_forever_in_a_thread_rescans_while_idle(tmp_path: Path) -> None:
             m.shutdown()
             thread.join(15)
     assert not thread.is_alive()
+
+
+class WallClock:
+    """``time.time`` off by ``offset`` seconds, ``time.monotonic`` untouched: a machine
+    that slept (the monotonic clock stands still meanwhile), or a clock set back."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.offset = 0.0
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + self.offset)
+
+
+def full_passes(reports: list[api.Report]) -> list[api.Report]:
+    return [r for r in reports if r.kind == "full"]
+
+
+def test_run_forever_rescans_at_once_after_a_suspend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a night suspended, a running, idle mirror in sync was reported OLDER THAN
+    EXPECTED (status exit 1, mirror_in_sync 0) for an hour of awake time, and a target
+    emptied overnight (a NAS restarted) was not looked at: the hourly pass was timed by
+    the monotonic clock, which stands still while the machine sleeps."""
+    cfg, src, dst = setup(tmp_path)
+    wall = WallClock(monkeypatch)
+    with watching(cfg):
+        wait_for(lambda: api.status(cfg)[0].in_sync, what="the first copy")
+        (dst / "a.pdf").unlink()
+        wall.offset = 8 * 3600.0
+        wait_for(lambda: files(dst) == files(src), what="the pass after the resume")
+        wait_for(lambda: api.status(cfg)[0].in_sync, what="status to say in sync again")
+
+
+def test_a_wall_clock_set_back_neither_holds_off_the_rescans_nor_runs_them_on_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rescan goes by the wall clock too, since a suspend: set back a day (NTP, a VM
+    resumed), it must neither wait a day for the next listing nor list on every tick."""
+    rescan = 1.0
+    cfg, src, dst = setup(tmp_path, rescan=rescan)
+    wall = WallClock(monkeypatch)
+    seen = Recorder()
+    with watching(cfg, [seen]):
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        set_back, before = time.monotonic(), len(seen.reports)
+        wall.offset = -86400.0
+        (dst / "a.pdf").unlink()
+        wait_for(lambda: files(dst) == files(src), what="the rescan by the monotonic clock")
+        wait_for(lambda: len(full_passes(seen.reports[before:])) >= 3, what="two more rescans")
+    # one a rescan_interval, and one that may have been under way at the set-back
+    assert len(full_passes(seen.reports[before:])) <= (time.monotonic() - set_back) / rescan + 2
 
 
 def test_an_error_no_one_classified_shows_in_status_until_a_pass_gets_through(
