@@ -32,7 +32,6 @@ from mirror.config import Config, TargetSettings
 from mirror.driver import Driver
 from mirror.engine import Mirror
 from mirror.errors import ConfigError, MirrorError, StateError
-from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.layout import Layout
 from mirror.logs import printable
 from mirror.logs import setup as setup_logging
@@ -558,10 +557,10 @@ def _refuse_a_forgotten_layout(cfg: Config, root: Path) -> None:
         except (MirrorError, OSError, sqlite3.Error):
             continue  # damaged, locked away or full: the run's own open says what and why
         if recorded is not None and recorded != t.settings.layout.template:
-            name = _layout_name(Layout.parse(recorded))
+            name = Layout.parse(recorded).name
             raise ConfigError(
                 f"{t.url} was last mirrored with --layout {name}; give --layout {name} to go on, "
-                f"or --layout {_layout_name(t.settings.layout)} to move every file there to that layout"
+                f"or --layout {t.settings.layout.name} to move every file there to that layout"
             )
 
 
@@ -705,11 +704,11 @@ def _layout_last_run(runner: TargetRunner, default: Layout, index: Mapping[str, 
         if told is None:
             click.echo(
                 f"{runner.name}: the index records no layout (an older mirror wrote it), and most of its files "
-                f"are not where the {_layout_name(default)} layout puts them; give --layout as mirror run had it"
+                f"are not where the {default.name} layout puts them; give --layout as mirror run had it"
             )
         elif told != default:
             click.echo(
-                f"{runner.name}: layout {_layout_name(told)}, told from where the index has its files "
+                f"{runner.name}: layout {told.name}, told from where the index has its files "
                 "(an older mirror recorded none; --layout checks another)"
             )
             return told
@@ -720,8 +719,7 @@ def _layout_last_run(runner: TargetRunner, default: Layout, index: Mapping[str, 
         layout = Layout.parse(recorded)
     except ValueError:
         return default
-    shown = _layout_name(layout)
-    click.echo(f"{runner.name}: layout {shown}, which mirror run last used here (--layout checks another)")
+    click.echo(f"{runner.name}: layout {layout.name}, which mirror run last used here (--layout checks another)")
     return layout
 
 
@@ -735,14 +733,10 @@ def _layout_there(
     told, _ = layout_on(local, remote, default)
     if told != default:
         click.echo(
-            f"{name}: layout {_layout_name(told)}, told from where the target has the source's files "
+            f"{name}: layout {told.name}, told from where the target has the source's files "
             "(this state folder holds no index of it; --layout checks another)"
         )
     return told
-
-
-def _layout_name(layout: Layout) -> str:
-    return next((name for name, template in NAMED_LAYOUTS.items() if template == layout.template), layout.template)
 
 
 def _source_hash(driver: Driver, source: Path, src: str) -> str | None:

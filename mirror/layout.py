@@ -33,6 +33,11 @@ class Layout:
     template: str
 
     @property
+    def name(self) -> str:
+        """The layout's name (``by-year``), or its template where it has none."""
+        return next((name for name, template in NAMED.items() if template == self.template), self.template)
+
+    @property
     def keeps_paths(self) -> bool:
         """Whether every file lands on its own source path (the ``tree`` layout)."""
         return self.template == "{path}"

@@ -34,7 +34,6 @@ from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
-from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, naming_rules, narrow, plan
@@ -682,8 +681,7 @@ class TargetRunner:
         told, placed = layout_on(local, remote, layout)
         if told == layout or placed * 2 <= len(local):
             return
-        name = next((n for n, t in NAMED_LAYOUTS.items() if t == told.template), told.template)
-        chosen = next((n for n, t in NAMED_LAYOUTS.items() if t == layout.template), layout.template)
+        name, chosen = told.name, layout.name
         raise FatalError(
             f"the target holds {placed} of the source's {len(local)} files where the {name} layout puts them, "
             f"and the state folder has no index of it (a new machine?): give --layout {name} (layout = "
