@@ -27,7 +27,13 @@ class PrintReports(api.Observer):
     """A host's own observer: here it prints what each pass did."""
 
     def on_report(self, report: api.Report) -> None:
-        what = "in sync" if report.ok else f"problem: {report.fatal or report.down or report.failed}"
+        # in_sync, not ok: a pass that went well may have been stopped, or left files out
+        if report.in_sync:
+            what = "in sync"
+        elif report.ok:
+            what = "stopped before its end" if report.cut_short else f"{report.left_out} source file(s) left out"
+        else:
+            what = f"problem: {report.fatal or report.down or report.failed}"
         print(f"{report.target}: {report.uploaded} sent, {report.deleted} deleted, {what}", flush=True)
 
 
@@ -63,7 +69,7 @@ def main() -> int:
             metrics.serve(*parse_addr(args.metrics_addr))
             stack.callback(metrics.close)
         if args.once:
-            ok = all(r.ok for m in mirrors for r in m.run_once())
+            ok = all(r.in_sync for m in mirrors for r in m.run_once())
         else:
 
             def stop(_signum: int, _frame: FrameType | None) -> None:

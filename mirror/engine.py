@@ -230,6 +230,7 @@ class Mirror:
         count = sum(1 for skip in snap.skipped if skip.unreadable or skip.fix)
         left_out = str(count) if count else None
         for runner in self.runners:
+            runner.left_out = count
             index = runner.index
             if index is not None and not runner.dry_run and index.get_meta("left_out") != left_out:
                 runner.note(left_out=left_out)  # written when it changes: a commit costs

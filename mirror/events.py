@@ -40,6 +40,9 @@ class Report:
     trashed: int = 0
     #: the fatal error is a full target or quota (mirror.errors.TargetFull)
     full: bool = False
+    #: source files and folders the last scan found but could not read, or that no target
+    #: can take as they are (a name not valid UTF-8): not on the target (status's "left out")
+    left_out: int = 0
 
     @property
     def error(self) -> str | None:
@@ -48,7 +51,15 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """Nothing in this pass failed, and no deletion was withheld."""
         return not (self.failed or self.guard or self.error)
+
+    @property
+    def in_sync(self) -> bool:
+        """The target holds the whole source as of this pass: what exit 0 of ``mirror run
+        --once`` says. A pass that went well (:attr:`ok`) may still have been stopped before
+        its end (:attr:`cut_short`), or have files left out of it (:attr:`left_out`)."""
+        return self.ok and not self.cut_short and not self.left_out
 
 
 class Observer:

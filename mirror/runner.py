@@ -194,6 +194,8 @@ class TargetRunner:
         #: a local target folder now on another mount is taken as moved on purpose (asked
         #: for with --rescan), not as a disk that is not mounted
         self.accept_new_place = False
+        #: what the engine's last scan left out of every pass (Report.left_out)
+        self.left_out = 0
         #: whether the target was asked if its folder is lost (Driver.root_lost), or
         #: listed: once a run, as a cloud target pays a request for it, and again after an
         #: outage, as a NAS share or bucket can come back empty
@@ -1140,6 +1142,7 @@ class TargetRunner:
             cut_short=stats.cut_short,
             trashed=stats.trashed,
             full=stats.full,
+            left_out=self.left_out,
         )
 
     def _after(self, report: Report, listing: bool, settling: bool = False) -> None:
