@@ -8,7 +8,8 @@ program can do too::
     cfg = api.load_config(Path("mirror.toml"))       # or api.Config(...) built in code
     with api.running(cfg, observers=[MyObserver()]) as m:
         reports = m.run_once()                       # one full pass per target
-        # or: m.run_forever() until m.stop is set (m.shutdown() from another thread)
+        # or: m.run_forever() until m.stop is set (m.shutdown() from another thread),
+        # or until Ctrl-C in the main thread (its KeyboardInterrupt goes on to the host)
     for s in api.status(cfg):                        # also while another process runs it
         print(s.name, s.files, s.last_complete_sync, s.stale)
 

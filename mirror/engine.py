@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mirror.config import Config
 from mirror.errors import ConfigError, GuardRefused, MirrorError
@@ -27,6 +28,9 @@ from mirror.paths import ancestors
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner, described
 from mirror.scan import COARSE_NS, Entries, Skip, Snapshot, check_source, racy, scan, stat_paths
+
+if TYPE_CHECKING:
+    from mirror.watch import SourceWatcher
 
 log = logging.getLogger("mirror")
 
@@ -340,7 +344,8 @@ class Mirror:
         return [reports[r.name] for r in self.runners if r.name in reports]
 
     def run_forever(self) -> None:
-        """Full pass, then follow changes until :attr:`stop` is set.
+        """Full pass, then follow changes until :attr:`stop` is set, or Ctrl-C comes in
+        the main thread: then :attr:`stop` is set, and the KeyboardInterrupt goes on.
 
         The full passes (the first, after a watcher restart, and every rescan_interval,
         by the monotonic clock or, after a suspend, by the wall clock) start from the
@@ -349,7 +354,6 @@ class Mirror:
         """
         from mirror.watch import SourceWatcher
 
-        settle = max(r.settings.settle for r in self.runners)
         known = Entries()
         lock = threading.Lock()
         for runner in self.runners:
@@ -365,6 +369,20 @@ class Mirror:
             known,
             retry_every=rescan_every,  # a watcher that fell back to polling tries inotify again
         )
+        try:
+            self._follow(watcher, known, lock, rescan_every)
+        except KeyboardInterrupt:
+            # Ctrl-C in a host that runs this in its main thread (the CLI sets stop on SIGINT
+            # instead): stopped as stop.set() does, then the host's to handle
+            self.stop.set()
+            raise
+        finally:
+            for runner in self.runners:
+                runner.stopped_with(watcher.unsettled())
+
+    def _follow(self, watcher: SourceWatcher, known: Entries, lock: threading.Lock, rescan_every: float) -> None:
+        """:meth:`run_forever`'s loop: the watcher's batches, and the full passes when due."""
+        settle = max(r.settings.settle for r in self.runners)
         next_rescan = time.monotonic() + rescan_every
         # the monotonic clock stands still while the machine sleeps: after a night suspended
         # the pass is due by the wall clock, which "last complete sync" is stamped with
@@ -411,8 +429,6 @@ class Mirror:
                 # promised, for a service manager that restarts only failures
                 log.error("every target has stopped before its first pass; exiting")
                 self.stop.set()
-        for runner in self.runners:
-            runner.stopped_with(watcher.unsettled())
 
     def _full_scan(self) -> Snapshot | None:
         """Watch mode: the scan for a full pass; None when there is none to make: the

@@ -220,7 +220,7 @@ class SourceWatcher:
             stop_event=self.stop,
             force_polling=self.poll,
             poll_delay_ms=300,
-            raise_interrupt=False,
+            raise_interrupt=True,  # a host's Ctrl-C ends Mirror.run_forever, not this watcher only
             ignore_permission_denied=self._skip_denied,
         )
         watching = False

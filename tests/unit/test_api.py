@@ -179,6 +179,40 @@ def test_run_forever_in_a_thread_rescans_while_idle(tmp_path: Path) -> None:
     assert not thread.is_alive()
 
 
+HOST = """
+import sys
+from pathlib import Path
+from mirror import api
+
+base = Path(sys.argv[1])
+cfg = api.Config(source=base / "src", targets=(api.TargetConfig("disk", str(base / "dst")),), state_dir=base / "s")
+try:
+    with api.running(cfg) as m:
+        print("running", flush=True)
+        m.run_forever()
+except KeyboardInterrupt:
+    print("host: stopped by Ctrl-C", flush=True)
+"""
+
+
+def test_ctrl_c_ends_run_forever_in_the_host_s_main_thread(tmp_path: Path) -> None:
+    """A host that ran m.run_forever() in its main thread could not be stopped by Ctrl-C:
+    each one ended the watcher only, a new one started, and the host ran on for good."""
+    cfg, src, dst = setup(tmp_path)
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        host.send_signal(signal.SIGINT)
+        out, err = host.communicate(timeout=15)
+    finally:
+        host.kill()
+    assert out == "running\nhost: stopped by Ctrl-C\n", err
+    (status,) = api.status(cfg)
+    assert not status.running and status.in_sync
+
+
 class WallClock:
     """``time.time`` off by ``offset`` seconds, ``time.monotonic`` untouched: a machine
     that slept (the monotonic clock stands still meanwhile), or a clock set back."""
