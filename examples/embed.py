@@ -3,10 +3,11 @@
     python examples/embed.py BASE [--once] [--metrics-addr 127.0.0.1:9108]
 
 mirrors BASE/invoices to BASE/backup/invoices and to an in-memory target, and
-BASE/scans to BASE/backup/scans, each folder with its own :class:`mirror.api.Mirror` in
-its own thread, all sharing one metrics endpoint. Without ``--once`` it keeps mirroring
-until Ctrl-C or SIGTERM. A real host would build the configs from its own settings, or
-load them with ``api.load_config(path)``.
+BASE/scans to BASE/backup/scans (both folders made if missing), each folder with its own
+:class:`mirror.api.Mirror` in its own thread, all sharing one metrics endpoint. Without
+``--once`` it keeps mirroring until Ctrl-C or SIGTERM. A real host would build the configs
+from its own settings, or load them with ``api.load_config(path)``. Exits 0 when every
+target is in sync, 1 when not, 2 (with mirror's one-line message) on a mistake in a config.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from types import FrameType
 
 from mirror import api
 from mirror.config import parse_addr
+from mirror.errors import ConfigError, MirrorError
 
 
 class PrintReports(api.Observer):
@@ -58,6 +60,21 @@ def main() -> int:
     parser.add_argument("--metrics-addr")
     args = parser.parse_args()
     cfgs = configs(args.base.resolve())
+    for c in cfgs:
+        c.source.mkdir(parents=True, exist_ok=True)  # a new BASE: folders to drop files into
+    try:
+        ok = mirror_all(cfgs, args.once, args.metrics_addr)
+    except MirrorError as exc:  # mirror's messages are meant for users: one line, no traceback
+        print(f"embed.py: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    for c in cfgs:
+        for s in api.status(c):
+            print(f"status {s.name}: {s.files} files, {s.bytes} bytes, {len(s.failures)} failed", flush=True)
+    return 0 if ok else 1
+
+
+def mirror_all(cfgs: list[api.Config], once: bool, metrics_addr: str | None) -> bool:
+    """Each config with its own Mirror, once or until a signal; whether every target is in sync."""
     metrics = api.Metrics()
     ok = True
     with ExitStack() as stack:
@@ -65,10 +82,10 @@ def main() -> int:
         mirrors = [stack.enter_context(api.running(c, observers=[metrics, PrintReports()])) for c in cfgs]
         for m in mirrors:
             metrics.attach(m)
-        if args.metrics_addr:
-            metrics.serve(*parse_addr(args.metrics_addr))
+        if metrics_addr:
+            metrics.serve(*parse_addr(metrics_addr))
             stack.callback(metrics.close)
-        if args.once:
+        if once:
             ok = all(r.in_sync for m in mirrors for r in m.run_once())
         else:
 
@@ -83,10 +100,7 @@ def main() -> int:
                 t.start()
             for t in threads:
                 t.join()
-    for c in cfgs:
-        for s in api.status(c):
-            print(f"status {s.name}: {s.files} files, {s.bytes} bytes, {len(s.failures)} failed", flush=True)
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

@@ -339,6 +339,26 @@ def test_the_embedding_example_mirrors_two_folders_in_one_process(tmp_path: Path
     assert "status scans-disk: 2 files" in out
 
 
+def test_the_embedding_example_starts_on_a_new_folder_and_tells_a_mistake_in_one_line(tmp_path: Path) -> None:
+    """Run as its docstring says on a new BASE, the example ended in a 23-line traceback."""
+    base, state = tmp_path / "new", tmp_path / "state"
+
+    def example() -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
+        command = [sys.executable, str(EMBED), str(base), "--once"]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+    first = example()
+    assert first.returncode == 0, first.stderr
+    assert "scans-disk: 0 sent, 0 deleted, in sync" in first.stdout
+    assert (base / "invoices").is_dir() and (base / "scans").is_dir()
+    scans = api.TargetConfig("scans-disk", str(base / "backup" / "scans"))
+    with api.running(api.Config(source=base / "scans", targets=(scans,), state_dir=state)):
+        busy = example()
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1, busy.stderr
+    assert busy.stderr.startswith("embed.py: error: ") and "is already being mirrored" in busy.stderr
+
+
 def test_status_of_a_url_with_an_unset_variable_finds_that_target_s_index_not_a_namesake(tmp_path: Path) -> None:
     """'usb' must not be read from the index of 'usb-backup', mirrored later from the same source."""
     cfg, src, dst = setup(tmp_path)
