@@ -45,6 +45,9 @@ from mirror.status import note_attempt
 
 log = logging.getLogger("mirror")
 
+#: the indexes whose lock a Mirror of this process holds (see _held_by)
+_LOCKED_HERE: set[str] = set()
+
 #: seconds for which a target found with its folder there is trusted to still have it:
 #: a run within them does not log in only to ask (TargetRunner._seen_lately)
 SEEN_FOR = 300.0
@@ -253,11 +256,10 @@ class TargetRunner:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ConfigError(
-                f"target {self.name!r} is already being mirrored by another mirror process "
-                f"(lock {self.index_file}.lock); stop that one first"
-            ) from None
+            by = _held_by(str(self.index_file) in _LOCKED_HERE, f"lock {self.index_file}.lock")
+            raise ConfigError(f"target {self.name!r} is already being mirrored by {by}") from None
         self._lock_fd = fd
+        _LOCKED_HERE.add(str(self.index_file))
         try:
             self._place_fd = self._lock_place()
             self._take_over_index_of_real_path()
@@ -435,10 +437,9 @@ class TargetRunner:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise ConfigError(
-                f"{self.resolved.url} is already being mirrored by another mirror process ({holder}); "
-                "stop that one first"
-            ) from None
+            mine = f"pid {os.getpid()}, "
+            by = _held_by(holder.startswith(mine), holder.removeprefix(mine))
+            raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}") from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()}, target {self.name!r}".encode(), 0)
@@ -538,6 +539,8 @@ class TargetRunner:
         self._unlock()
 
     def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            _LOCKED_HERE.discard(str(self.index_file))
         for fd in (self._place_fd, self._lock_fd):
             if fd is not None:
                 os.close(fd)
@@ -1525,6 +1528,14 @@ def _place_key(place: tuple[str, ...]) -> str:
     """A place (:meth:`TargetRunner.place`) as a name to store: the options in it may
     hold secrets."""
     return hashlib.sha256(repr(place).encode()).hexdigest()[:16]
+
+
+def _held_by(here: bool, detail: str) -> str:
+    """Who holds a lock, and what to do about it; ``here``: a Mirror of this process (a
+    host program's), for which there is no other process to stop."""
+    if here:
+        return f"another Mirror of this process ({detail}); close that one first"
+    return f"another mirror process ({detail}); stop that one first"
 
 
 def _asks(actions: Plan) -> int:

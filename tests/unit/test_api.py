@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from mirror import api, progress
+from mirror.errors import ConfigError
 from mirror.runner import TargetRunner, summarize
 from tests.cli import files, run, wait_for
 from tests.support import watching
@@ -104,6 +105,24 @@ def test_a_file_left_out_of_the_pass_is_not_in_sync_as_the_cli_exits_1_for_it(
     with api.running(cfg) as m:
         (report,) = m.run_once()
     assert report.in_sync and report.left_out == 0 and files(dst) == files(src)
+
+
+def test_a_second_mirror_of_a_target_in_one_host_is_told_it_is_this_process(tmp_path: Path) -> None:
+    """A host that opened a target twice was told to stop "another mirror process (pid N)",
+    N its own pid."""
+    cfg, _, dst = setup(tmp_path)
+    (tmp_path / "scans").mkdir()
+    usb = api.TargetConfig("usb", str(dst))
+    scans = api.Config(source=tmp_path / "scans", targets=(usb,), state_dir=cfg.state_dir)
+    with api.running(cfg):
+        for again, held in ((cfg, "target 'disk' is already"), (scans, f"{dst} is already")):
+            with pytest.raises(ConfigError) as refused, api.running(again):
+                pass
+            told = str(refused.value)
+            assert told.startswith(f"{held} being mirrored by another Mirror of this process (")
+            assert told.endswith("); close that one first") and str(os.getpid()) not in told
+    with api.running(scans) as m:
+        assert m.run_once()[0].in_sync
 
 
 def test_status_shows_the_pending_files_go_down_during_a_pass(
