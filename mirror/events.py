@@ -7,6 +7,7 @@ return quickly and never raise (an observer's error is logged and ignored).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -86,9 +87,19 @@ class Observers(Observer):
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self.observers = list(observers)
+        #: the observer call each thread is in (:meth:`calling`)
+        self._calls: dict[threading.Thread, str] = {}
+
+    def calling(self, thread: threading.Thread) -> str | None:
+        """The observer call ``thread`` is in, or ended in: one that never returns (a
+        dashboard that does not answer) holds up its target; one that calls sys.exit()
+        ends the target's thread. Either was told as an upload or the machine at fault."""
+        return self._calls.get(thread)
 
     def _each(self, name: str, *args: object) -> None:
+        me = threading.current_thread()
         for observer in self.observers:
+            self._calls[me] = f"observer {type(observer).__name__} in {name}"
             try:
                 getattr(observer, name)(*args)
             except Exception as exc:  # a broken observer must not stop the mirror
@@ -100,6 +111,8 @@ class Observers(Observer):
                     exc,
                     exc_info=True,
                 )
+            # kept past a SystemExit, which ends the thread, for the watchdog to tell
+            self._calls.pop(me, None)
 
     def on_report(self, report: Report) -> None:
         self._each("on_report", report)

@@ -29,7 +29,7 @@ from mirror.bulk import BulkLane, split
 from mirror.config import Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TargetFull, TransientError
-from mirror.events import Observer, Report
+from mirror.events import Observers, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
@@ -145,7 +145,7 @@ class TargetRunner:
         *,
         dry_run: bool = False,
         retry: RetryPolicy | None = None,
-        observer: Observer | None = None,
+        observer: Observers | None = None,
     ) -> None:
         self.config = config
         self.target = target
@@ -209,7 +209,7 @@ class TargetRunner:
         self._connecting = threading.Lock()
         #: the target was found down and has not answered since
         self._down = False
-        self.observer = observer or Observer()
+        self.observer = observer or Observers()
         #: progress hooks: bytes a pass will send, then bytes as each item completes
         self.on_plan: Callable[[int], None] | None = None
         self.on_done: Callable[[int], None] | None = None
@@ -504,9 +504,7 @@ class TargetRunner:
             if self.lane is not None:
                 self.lane.executor.remove_temps()
         elif not clean and self.index is not None and not self.dry_run:
-            self.log.warning(
-                "stopped with an upload still running (a large file, or a link that hangs); the next run sends it"
-            )
+            self.log.warning("%s", self._stuck_in())
         if self.index is not None:
             # a target never reached (a mistyped host in a one-off run) leaves no index:
             # kept, it would make every later `mirror status` exit 1; its error is kept aside
@@ -1264,13 +1262,16 @@ class TargetRunner:
     def check_thread(self) -> None:
         """The watchdog, from the main thread: start the runner's thread again if it ended
         though no stop was asked for. It ends so only outside the loop's reach (Python's
-        own start of a thread out of memory, or the handling of an error in
-        :meth:`_keep_running` failing too): the target got nothing more, and status said
-        'running, starting' for good."""
+        own start of a thread out of memory, the handling of an error in
+        :meth:`_keep_running` failing too, or an observer that calls sys.exit()): the
+        target got nothing more, and status said 'running, starting' for good."""
         thread = self._thread
         if thread is None or thread.is_alive() or self.stop.is_set() or time.monotonic() < self._restart_at:
             return
+        ended_in = self.observer.calling(thread)
         why = "its thread ended unexpectedly (out of memory?)"
+        if ended_in:
+            why = f"its thread ended in {ended_in} (observers must never raise, nor exit)"
         wait, self._restart_wait = self._restart_wait, min(self._restart_wait * 2, RESTART_MOST)
         self._restart_at = time.monotonic() + wait
         self.failing(why, "failed")
@@ -1283,6 +1284,13 @@ class TargetRunner:
             self.failing(described(exc), "failed")
         else:
             self.log.error("%s; started it again", why)
+
+    def _stuck_in(self) -> str:
+        """What the runner's thread is still doing after a stop that it did not answer."""
+        busy = self.observer.calling(self._thread) if self._thread is not None else None
+        if busy:
+            return f"stopped with {busy} still running, which held up this target (observers must return quickly)"
+        return "stopped with an upload still running (a large file, or a link that hangs); the next run sends it"
 
     def wake(self) -> None:
         """Let the runner's thread (and its bulk lane) notice :attr:`stop` at once."""

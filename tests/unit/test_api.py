@@ -232,6 +232,65 @@ def test_ctrl_c_ends_run_forever_in_the_host_s_main_thread(tmp_path: Path) -> No
     assert not status.running and status.in_sync
 
 
+class Blocks(api.Observer):
+    """A host's observer that posts each report to a dashboard that stopped answering."""
+
+    def __init__(self) -> None:
+        self.answer = threading.Event()
+
+    def on_report(self, report: api.Report) -> None:
+        self.answer.wait(30)
+
+
+class Exits(api.Observer):
+    """A host's observer that calls sys.exit() on the first report."""
+
+    def __init__(self) -> None:
+        self.exited = False
+
+    def on_report(self, report: api.Report) -> None:
+        if not self.exited:
+            self.exited = True
+            sys.exit(3)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the SystemExit, on purpose
+def test_an_observer_that_blocks_or_exits_is_named_not_an_upload_or_the_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host's observer that never returned was told as "an upload still running (a large
+    file, or a link that hangs)", one that called sys.exit() as "its thread ended
+    unexpectedly (out of memory?)"; neither message named the observer."""
+    cfg, src, dst = setup(tmp_path)
+    blocks = Blocks()
+    m = api.Mirror(cfg, observers=[blocks])
+    m.open()
+    thread = threading.Thread(target=m.run_forever)
+    thread.start()
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        clean = m.shutdown(0.5)
+        m.close(clean)
+    finally:
+        blocks.answer.set()
+        thread.join(15)
+    assert not clean
+    assert "stopped with observer Blocks in on_report still running" in caplog.text
+    assert "upload" not in caplog.text
+
+    caplog.clear()
+    with api.running(cfg, observers=[Exits()]) as m:
+        thread = threading.Thread(target=m.run_forever)
+        thread.start()
+        try:
+            wait_for(lambda: "started it again" in caplog.text, what="the watchdog")
+        finally:
+            m.shutdown()
+            thread.join(15)
+    assert "its thread ended in observer Exits in on_report (observers must never raise, nor exit)" in caplog.text
+    assert "out of memory" not in caplog.text
+
+
 class WallClock:
     """``time.time`` off by ``offset`` seconds, ``time.monotonic`` untouched: a machine
     that slept (the monotonic clock stands still meanwhile), or a clock set back."""
