@@ -31,6 +31,7 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import botocore.exceptions
 import s3fs
@@ -139,6 +140,12 @@ class S3Driver(Driver):
             raise ConfigError(
                 'do not put credentials in the s3 URL; set options.key and options.secret = "${ENV_VAR}"'
             )
+
+    @classmethod
+    def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
+        # a bucket's name picks it on its server (on AWS, among all), whichever key reaches it
+        endpoint = urlsplit(str(options.get("endpoint_url") or "https://s3.amazonaws.com"))
+        return f"{endpoint.netloc.lower()}{endpoint.path.rstrip('/')}", url.split("://", 1)[1], ""
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:

@@ -564,6 +564,11 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[Params, str]:
     return params, unquote(parts.path)
 
 
+def _home_relative(path: str) -> bool:
+    """Whether a target URL's path (``~`` = login folder) is below the login folder."""
+    return path in ("", "/~") or path.startswith("/~/")
+
+
 def _read_secret_file(path: str) -> str:
     return read_private(path, "password_file").rstrip("\r\n")
 
@@ -608,6 +613,13 @@ class SFTPDriver(Driver):
         parse(url, options)
 
     @classmethod
+    def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
+        params, path = parse(url, options)
+        # an absolute folder is one for every account on the server; the login folder is the user's
+        server = f"{params.host.lower()}:{params.port}"
+        return (f"{params.username}@{server}" if _home_relative(path) else server), path, ""
+
+    @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         _load_paramiko()
         from paramiko import AuthenticationException, PasswordRequiredException
@@ -632,8 +644,7 @@ class SFTPDriver(Driver):
         except BaseException as exc:
             links.close()
             raise _classify(exc, params) from None
-        home_relative = path in ("", "/~") or path.startswith("/~/")
-        root = posixpath.join(home, path[3:]) if home_relative else path
+        root = posixpath.join(home, path[3:]) if _home_relative(path) else path
         return cls(links, root, caps)
 
     def make_fs(self) -> AbstractFileSystem:

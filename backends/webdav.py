@@ -95,6 +95,13 @@ class WebdavDriver(Driver):
         parse(url, options)
 
     @classmethod
+    def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
+        base, root = parse(url, options)
+        parts = urlsplit(base)
+        # the user may pick which files a path shows (a server's home folders)
+        return f"{parts.scheme}://{parts.netloc.lower()}{parts.path}", root, str(options.get("username") or "")
+
+    @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         base_url, root = parse(url, options)
         auth = None

@@ -569,6 +569,17 @@ class Driver:
         """The local folder a target URL writes into, if it is one (checked against the source)."""
         return None
 
+    @classmethod
+    def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
+        """Where a target of ``url`` (protocol already resolved) with ``options`` writes,
+        to tell two targets apart: (its server, as shown in messages; the folder's path
+        there; what else picks the account, never shown). Only what picks the folder
+        counts: two targets that differ in a timeout or a key file write to one folder,
+        and one's deletions defeat the other's ``keep``. The generic driver cannot tell
+        which of an fsspec filesystem's options pick it, so every one of them does."""
+        host, _, path = url.partition("://")[2].partition("/")
+        return host, path, repr(sorted(options.items()))
+
     # -- errors -----------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:
         """Turn a library exception into one of mirror's errors (see mirror.errors)."""

@@ -285,7 +285,7 @@ class TargetRunner:
             layout=self.settings.layout.template,
             settling=None,  # what a killed run's watcher held
             watching=None,
-            place=_place_key(self.place()),  # hashed: the options that pick the account hold secrets
+            place=_place_key(self.recorded_place()),  # hashed: the options in it may hold secrets
         )
 
     def _rows_checked(self, started: str) -> bool:
@@ -327,7 +327,7 @@ class TargetRunner:
         running mirror holds is refused (:meth:`_take_over`)."""
         if self.index_file.exists():
             return
-        mine = _place_key(self.place())
+        mine = _place_key(self.recorded_place())
         sources = {str(self.config.named_source), str(self.config.source)}
         found = [f for f in self.index_file.parent.glob("*.sqlite") if self._same_place(f, mine, sources)]
         if len(found) != 1:
@@ -428,8 +428,9 @@ class TargetRunner:
 
     def _lock_place(self) -> int:
         """Take the lock of the place this target writes to: another index (another
-        target name, ``file://`` for a plain path, another source spelling) can name the
-        same folder, and two processes there remove each other's uploads as leftovers."""
+        target name, ``file://`` for a plain path, another source spelling, another
+        timeout) can name the same folder, and two processes there remove each other's
+        uploads as leftovers."""
         path = self.index_file.parent / f"place-{_place_key(self.place())}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -450,17 +451,28 @@ class TargetRunner:
 
     def place(self) -> tuple[str, ...]:
         """Where this target writes: its folder, resolved, when it is a local one; else its
-        URL with the options that pick the account (the same URL with another account is
-        another place)."""
+        server and folder with what picks the account, as its driver tells them
+        (:meth:`Driver.place`): two targets that differ only in a timeout write to one
+        place, the same URL with another account to another."""
         if self.local_folder is not None:
             return _folder_place(self.local_folder)
+        driver = registry.load_driver_class(self.resolved.backend)
+        server, path, account = driver.place(self.resolved.url, self.resolved.options)
+        return ("url", self._where(server, path), account)
+
+    def recorded_place(self) -> tuple[str, ...]:
+        """The place as indexes record it (meta ``place``, hashed), with every option in
+        it: narrowed, it would name another place for every index there is."""
+        if self.local_folder is not None:
+            return _folder_place(self.local_folder)
+        host, _, path = self.resolved.url.partition("://")[2].partition("/")
+        return ("url", self._where(host, path), repr(sorted(self.resolved.options.items())))
+
+    def _where(self, server: str, path: str) -> str:
         # one folder has many spellings: dav:// and webdav://, s3a:// and s3://, '//' and
         # '/./' in the path; two targets there deleted each other's files
-        _, _, rest = self.resolved.url.partition("://")
-        host, _, path = rest.partition("/")
         path = posixpath.normpath(f"/{path}").strip("/")
-        where = f"{self.resolved.backend.protocol}://{host}/{path}".rstrip("/")
-        return ("url", where, repr(sorted(self.resolved.options.items())))
+        return f"{self.resolved.backend.protocol}://{server}/{path}".rstrip("/")
 
     def _check_overlap(self) -> None:
         """A local target or the state inside the source (or around it) would mirror itself."""

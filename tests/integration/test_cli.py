@@ -1352,6 +1352,35 @@ def test_two_targets_writing_to_one_place_are_refused(src: Path, tmp_path: Path,
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'cloud' and 'archive'")
 
 
+def test_two_targets_on_one_server_folder_that_differ_in_an_option_are_refused(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """An archive block copied from the NAS block, given ``timeout = 30`` and ``delete =
+    "keep"``, passed as another place: the NAS target deleted the archive's kept files,
+    and run, status and verify said all was well. Checked before connecting."""
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.nas]\nurl = "sftp://me@127.0.0.1:9/srv/invoices"\n'
+        "options = { look_for_keys = false }\n"
+        f'[targets.archive]\nurl = "sftp://127.0.0.1:9/srv/invoices/"\n'
+        f'options = {{ username = "other", look_for_keys = false, timeout = 30 }}\ndelete = "keep"\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'nas' and 'archive'")
+    cfg.write_text(
+        f'source = "{src}"\n[targets.c1]\nurl = "s3://bk/same"\n'
+        f'options = {{ endpoint_url = "http://127.0.0.1:9" }}\n'
+        f'[targets.c2]\nurl = "s3://bk/same/sub"\n'
+        f'options = {{ endpoint_url = "HTTP://127.0.0.1:9/", key = "k" }}\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'c2' writes to", "target 'c1'")
+    # the login folder is the user's own: another user's is another place
+    cfg.write_text(
+        f'source = "{src}"\n[targets.me]\nurl = "sftp://me@127.0.0.1:9/~/invoices"\n'
+        f'[targets.you]\nurl = "sftp://you@127.0.0.1:9/~/invoices"\n'
+    )
+    assert "writes to" not in run("run", "-c", str(cfg), "--once", state=state, timeout=60).stderr
+
+
 def test_a_target_inside_another_target_s_folder_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
     """A flat target in backup/2026 wrote its files into the tree target's 2026/, each
     overwriting the other's on every rescan, while status said in sync."""
