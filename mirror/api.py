@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mirror.config import Config, TargetConfig, TargetSettings, ad_hoc
+from mirror.config import check as check_config
 from mirror.config import load as load_config
 from mirror.engine import Mirror
 from mirror.events import Observer, Report
@@ -98,6 +99,7 @@ def status(config: Config) -> list[TargetStatus]:
     from mirror.status import NEWER, never_run
     from mirror.status import read as _read_status
 
+    check_config(config)
     root = state_dir(config)
     result = []
     for target in config.targets:

@@ -394,6 +394,67 @@ def from_dict(
     )
 
 
+def check(config: Config) -> None:
+    """Check a config built in code (``api.Config(...)``) as :func:`load` checks a file,
+    where the engine takes it: else a mistake surfaced as a library exception from deep
+    inside, or passed (no targets read as in sync; a target named ``../../x`` put its
+    index outside the state folder; two of one name gave one report for both)."""
+    where = "api.Config"
+    if not isinstance(config.source, Path):
+        raise ConfigError(f"{where}: source: expected a pathlib.Path, got {config.source!r}")
+    if config.state_dir is not None and not isinstance(config.state_dir, Path):
+        raise ConfigError(f"{where}: state_dir: expected a pathlib.Path or None, got {config.state_dir!r}")
+    if not isinstance(config.targets, tuple) or not config.targets:
+        raise ConfigError(
+            f"{where}: targets: expected a tuple of at least one api.TargetConfig, got {config.targets!r}"
+        )
+    names: set[str] = set()
+    for target in config.targets:
+        if not isinstance(target, TargetConfig):
+            raise ConfigError(f"{where}: targets: expected api.TargetConfig, got {target!r}")
+        at = f"{where}: target {target.name!r}"
+        if not isinstance(target.name, str) or not NAME_RE.match(target.name):
+            raise ConfigError(f"{at}: target names may use letters, digits, '_', '-', '.' only")
+        if target.name in names:
+            raise ConfigError(f"{at}: two targets have this name; give each target a name of its own")
+        names.add(target.name)
+        if not isinstance(target.url, str) or not target.url:
+            raise ConfigError(f'{at}: url: expected a path or URL such as "/mnt/backup" or "sftp://host/dir"')
+        if not isinstance(target.options, Mapping):
+            raise ConfigError(f"{at}: options: expected a mapping, got {target.options!r}")
+        _check_settings(target.settings, at)
+
+
+def _check_settings(settings: object, at: str) -> None:
+    if not isinstance(settings, TargetSettings):
+        raise ConfigError(f"{at}: settings: expected api.TargetSettings, got {settings!r}")
+    # a host may rescan more often than a config file may (its tests do), but never without pause
+    for key, zero in (("settle", True), ("rescan_interval", False), ("alert_after", True)):
+        value = getattr(settings, key)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or (value == 0 and not zero)
+        ):
+            least = ">= 0" if zero else "> 0"
+            raise ConfigError(f"{at}: {key}: expected seconds as a number {least}, got {value!r}")
+    for key, minimum in (("max_delete", 0), ("concurrency", 1)):
+        if (value := getattr(settings, key)) is not None:
+            _positive_int(value, f"{at}: {key}", minimum)
+    if not isinstance(settings.layout, Layout):
+        raise ConfigError(f"{at}: layout: expected Layout.parse('tree') or another, got {settings.layout!r}")
+    if not isinstance(settings.delete, DeletePolicy):
+        raise ConfigError(
+            f"{at}: delete: expected mirror.policy.DeletePolicy (MIRROR, KEEP, TRASH), got {settings.delete!r}"
+        )
+    for key in ("include", "exclude"):
+        value = getattr(settings, key)
+        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f'{at}: {key}: expected a tuple of patterns like ("*.pdf",), got {value!r}')
+    _flag(settings.poll, f"{at}: poll")
+
+
 def parse_addr(value: str, where: str = "--metrics-addr") -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:9108`` for IPv6) -> (host, port); ``where`` names its origin."""
     host, sep, port = value.rpartition(":")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mirror.config import Config
+from mirror.config import check as check_config
 from mirror.errors import ConfigError, GuardRefused, MirrorError
 from mirror.events import Observer, Observers, Report
 from mirror.execute import RetryPolicy
@@ -46,6 +47,7 @@ class Mirror:
         retry: RetryPolicy | None = None,
         observers: Iterable[Observer] = (),
     ) -> None:
+        check_config(config)
         self.config = config
         self.stop = threading.Event()
         self.observer = Observers(observers)

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -452,3 +453,59 @@ def test_status_of_a_url_with_an_unset_variable_finds_that_target_s_index_not_a_
     unresolved = dataclasses.replace(cfg, targets=(api.TargetConfig("usb", "${MIRROR_TEST_UNSET}/x"),))
     (shown,) = api.status(unresolved)
     assert (shown.name, shown.files) == ("usb", 2)
+
+
+def test_two_targets_of_one_name_are_refused(tmp_path: Path) -> None:
+    """A settings UI gave two targets the name "backup": run_once returned one report
+    twice, so the target that got none of the files read as ok."""
+    cfg, _, dst = setup(tmp_path)
+    twice = dataclasses.replace(cfg, targets=(*cfg.targets, api.TargetConfig("disk", str(tmp_path / "other"))))
+    why = "target 'disk': two targets have this name; give each target a name of its own"
+    with pytest.raises(ConfigError, match=why), api.running(twice) as m:
+        m.run_once()
+    with pytest.raises(ConfigError, match=why):
+        api.status(twice)
+    assert not dst.exists() and not (tmp_path / "other").exists()
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        (lambda c, t: dataclasses.replace(c, source=str(c.source)), "source: expected a pathlib.Path"),
+        (lambda c, t: dataclasses.replace(c, state_dir=str(c.state_dir)), "state_dir: expected a pathlib.Path"),
+        (lambda c, t: dataclasses.replace(c, targets=()), "targets: expected a tuple of at least one"),
+        (lambda c, t: dataclasses.replace(c, targets=(dataclasses.replace(t, name="../../x"),)), "names may use"),
+        (lambda c, t: dataclasses.replace(c, targets=(dataclasses.replace(t, name="a/b c"),)), "names may use"),
+        (lambda c, t: dataclasses.replace(c, targets=(dataclasses.replace(t, url=""),)), "url: expected a path"),
+        (
+            lambda c, t: dataclasses.replace(
+                c,
+                targets=(dataclasses.replace(t, settings=api.TargetSettings(settle="2s")),),  # type: ignore[arg-type]
+            ),
+            "settle: expected seconds as a number >= 0, got '2s'",
+        ),
+        (
+            lambda c, t: dataclasses.replace(
+                c, targets=(dataclasses.replace(t, settings=api.TargetSettings(settle=-1)),)
+            ),
+            "settle: expected seconds",
+        ),
+        (
+            lambda c, t: dataclasses.replace(
+                c, targets=(dataclasses.replace(t, settings=api.TargetSettings(concurrency=0)),)
+            ),
+            "concurrency: expected a whole number >= 1, got 0",
+        ),
+    ],
+)
+def test_a_config_built_in_code_is_checked_as_a_config_file_is(tmp_path: Path, mistake: Any, message: str) -> None:
+    """Mistakes surfaced as AttributeError, TypeError or ValueError from deep inside, or
+    passed: no targets read as in sync, and a target named ../../x wrote its index
+    outside the state folder."""
+    cfg, _, _ = setup(tmp_path)
+    bad = mistake(cfg, cfg.targets[0])
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused, api.running(bad) as m:
+        m.run_once()
+    assert "\n" not in str(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
