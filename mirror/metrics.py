@@ -81,8 +81,22 @@ class Metrics(Observer):
 
     # -- wiring ---------------------------------------------------------------------
     def attach(self, mirror: Mirror) -> None:
-        """Read this mirror's indexes at every scrape (its targets' gauges)."""
+        """Read this mirror's indexes at every scrape (its targets' gauges). A target
+        named as one of another open mirror attached here is refused: their series would
+        carry the same labels, and Prometheus keeps one of them (a failing target's
+        ``mirror_in_sync 0`` hidden behind a namesake's 1)."""
         with self._lock:
+            if mirror in self._mirrors:
+                return
+            for other in self._mirrors:
+                # a closed mirror (one before a reload) has no index open, and no series
+                taken = {r.name for r in other.runners if r.index is not None}
+                if clash := next((r.name for r in mirror.runners if r.name in taken), None):
+                    raise ConfigError(
+                        f"metrics: target {clash!r} of {mirror.config.source} has the name of a target of "
+                        f"{other.config.source}, attached before; "
+                        "give each target of one api.Metrics a name of its own"
+                    )
             self._mirrors.append(mirror)
         per_target = (
             self.uploads,

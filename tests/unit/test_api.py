@@ -509,3 +509,26 @@ def test_a_config_built_in_code_is_checked_as_a_config_file_is(tmp_path: Path, m
     assert "\n" not in str(refused.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
+
+def test_one_metrics_for_two_mirrors_refuses_a_target_name_both_have(tmp_path: Path) -> None:
+    """Two configs with a target 'usb' each, one api.Metrics attached to both: /metrics
+    served 11 series twice with the same labels, and Prometheus kept the in-sync one,
+    hiding the failing target's mirror_in_sync 0."""
+    for folder in ("invoices", "scans"):
+        (tmp_path / folder).mkdir()
+    invoices, _, _ = setup(tmp_path / "invoices")
+    scans, _, _ = setup(tmp_path / "scans")
+    usb = [
+        dataclasses.replace(c, targets=(dataclasses.replace(c.targets[0], name="usb"),)) for c in (invoices, scans)
+    ]
+    metrics = api.Metrics()
+    with api.running(usb[0]) as first:
+        metrics.attach(first)
+        with api.running(usb[1]) as second, pytest.raises(ConfigError) as refused:
+            metrics.attach(second)
+    assert str(refused.value) == (
+        f"metrics: target 'usb' of {scans.source} has the name of a target of {invoices.source}, attached before; "
+        "give each target of one api.Metrics a name of its own"
+    )
+    with api.running(usb[1]) as again:  # the first one closed, as on a reload
+        metrics.attach(again)
