@@ -73,6 +73,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
+from mirror.config import parse_duration
 from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, check_url_path, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.private_files import read_private
@@ -557,7 +558,8 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[Params, str]:
         key_filename=os.path.expanduser(str(key_filename)) if key_filename else None,
         allow_agent=bool(options.get("allow_agent", password is None)),
         look_for_keys=bool(options.get("look_for_keys", key_filename is None and password is None)),
-        timeout=float(options.get("timeout", 30.0)),
+        # in seconds, or written as every other duration of the config is ("30s")
+        timeout=parse_duration(options.get("timeout", 30.0), "sftp option timeout"),
         password=str(password) if password is not None else None,
         passphrase=str(options["passphrase"]) if options.get("passphrase") is not None else None,
     )

@@ -37,6 +37,7 @@ from webdav4.client import (
 )
 from webdav4.fsspec import WebdavFileSystem
 
+from mirror.config import parse_duration
 from mirror.driver import Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.paths import parent
@@ -72,6 +73,11 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
     return f"{parts.scheme}://{parts.netloc}", unquote(parts.path) or "/"
 
 
+def _timeout(options: Mapping[str, Any]) -> float:
+    """Seconds, or written as every other duration of the config is ("30s")."""
+    return parse_duration(options.get("timeout", 60), "webdav option timeout")
+
+
 #: refused in names: servers differ in how they decode a MOVE's Destination header.
 #: wsgidav unquotes it before parsing it, so '?' and ';' end the path there: 'offer;v1.pdf'
 #: and 'offer;v2.pdf' both land as 'offer', and '..?x' lands as '..', the folder above,
@@ -93,6 +99,7 @@ class WebdavDriver(Driver):
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         parse(url, options)
+        _timeout(options)
 
     @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -112,7 +119,7 @@ class WebdavDriver(Driver):
             auth=auth,
             retry=False,
             verify=options.get("verify", True),
-            timeout=float(options.get("timeout", 60)),
+            timeout=_timeout(options),
         )
         driver = cls(fs, root, caps)
         try:

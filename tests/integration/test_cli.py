@@ -758,6 +758,8 @@ def test_a_copy_gone_from_the_target_when_the_layout_changes_is_sent_and_no_fold
         (["verify", "-c", "{tmp}/bad.toml"], ["bad.toml", "invalid TOML"]),
         (["run", "-c", "{tmp}/secret.toml", "--once"], ["secret.toml", "MIRROR_TEST_TOKEN is not set"]),
         (["run", "-c", "{tmp}/local_options.toml", "--once"], ["takes no options (got key_filename)"]),
+        (["run", "-c", "{tmp}/sftp_timeout.toml", "--once"], ["sftp option timeout", "expected a duration"]),
+        (["run", "-c", "{tmp}/webdav_timeout.toml", "--once"], ["webdav option timeout", "expected a duration"]),
     ],
 )
 def test_usage_and_config_errors_exit_2_with_one_line(
@@ -766,6 +768,13 @@ def test_usage_and_config_errors_exit_2_with_one_line(
     (tmp_path / "bad.toml").write_text("source = [")
     (tmp_path / "local_options.toml").write_text(
         f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path}/usb"\noptions = {{ key_filename = "~/.ssh/id" }}\n'
+    )
+    # an internal error (ValueError), exit 1, asking for a bug report
+    (tmp_path / "sftp_timeout.toml").write_text(
+        f'source = "{src}"\n[targets.nas]\nurl = "sftp://me@127.0.0.1:1/srv"\noptions = {{ timeout = "soon" }}\n'
+    )
+    (tmp_path / "webdav_timeout.toml").write_text(
+        f'source = "{src}"\n[targets.dav]\nurl = "webdav://127.0.0.1:1/srv"\noptions = {{ timeout = "soon" }}\n'
     )
     (tmp_path / "secret.toml").write_text(
         f'source = "{src}"\n[targets.m]\nurl = "memory://x"\noptions = {{ token = "${{MIRROR_TEST_TOKEN}}" }}\n'

@@ -384,6 +384,14 @@ def test_password_in_url_and_unknown_options_are_refused(sshd: SshServer, root: 
         open_driver(sshd.url(root), sshd.options(key_filename="/nonexistent/key"))
 
 
+def test_a_timeout_is_written_as_the_config_s_other_durations(sshd: SshServer, root: Path) -> None:
+    """``timeout = "30s"``, as settle and rescan_interval are written, was an internal
+    error (ValueError) asking for a bug report."""
+    open_driver(sshd.url(root), sshd.options(timeout="30s")).close()
+    with pytest.raises(ConfigError, match="sftp option timeout: expected a duration such as 30, '30s'"):
+        open_driver(sshd.url(root), sshd.options(timeout="soon"))
+
+
 @pytest.fixture
 def keys_at_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home folder with two keys the server does not know, as ~/.ssh often holds."""

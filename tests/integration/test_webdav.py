@@ -94,6 +94,11 @@ def test_unreachable_server_is_transient() -> None:
         WebdavDriver.connect(f"webdav://127.0.0.1:{free_port()}/x", {"timeout": 3})
 
 
+def test_a_timeout_is_written_as_the_config_s_other_durations(webdav_server: WebdavServer) -> None:
+    """``timeout = "30s"``, as settle is written, failed the target with a ValueError."""
+    WebdavDriver.connect(webdav_server.url("x"), webdav_server.options(timeout="30s")).close()
+
+
 def test_classify_maps_quota_and_auth_to_fatal(driver: Driver) -> None:
     from webdav4.client import InsufficientStorage
 
