@@ -683,7 +683,7 @@ class SFTPDriver(Driver):
         with self._session() as link:
             sftp = link.sftp
             try:
-                pending = [("", sftp.listdir_attr(self.root))]
+                pending = [("", _listdir(sftp, self.root))]
             except FileNotFoundError:
                 return result
             while pending:
@@ -692,7 +692,7 @@ class SFTPDriver(Driver):
                     rel = f"{rel_dir}/{attr.filename}" if rel_dir else attr.filename
                     mode = attr.st_mode or 0
                     if stat.S_ISDIR(mode):
-                        pending.append((rel, sftp.listdir_attr(self.full(rel))))
+                        pending.append((rel, _listdir(sftp, self.full(rel))))
                     elif stat.S_ISREG(mode):
                         result[rel] = _entry(rel, attr)
         return result
@@ -886,14 +886,14 @@ class SFTPDriver(Driver):
         try:
             self._guard.check(rel_dir)
             with self._session() as link:
-                below = link.sftp.listdir_attr(path)
+                below = _listdir(link.sftp, path)
             # each folder below in a session of its own: the pool may have no second link
             if any(not stat.S_ISDIR(a.st_mode or 0) for a in below) or not all(
                 self.remove_dir_if_empty(f"{rel_dir}/{a.filename}") for a in below
             ):
                 return False
             with self._session() as link:
-                link.sftp.rmdir(path)
+                link.sftp.rmdir(_wire(path))
         except TransientError:
             raise
         except (OSError, ItemError):  # ItemError: a symbolic link above it
@@ -1022,9 +1022,51 @@ class _Job(NamedTuple):
     check: Callable[[], None] = lambda: None
 
 
+def _wire(path: str) -> bytes:
+    """A path as the server has it: a name read from it that was not valid UTF-8 goes
+    back as the bytes it was (see :func:`_text`)."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _text(raw: bytes) -> str:
+    """A name the server sent, read as the local backend reads one from a folder
+    (os.fsdecode under UTF-8): bytes that are not valid UTF-8 (someone's file from a
+    Latin-1 system) are kept as surrogates, so the file is listed like any other file
+    mirror did not put there, and left alone, where paramiko's strict UTF-8 stopped the
+    whole listing."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _string(text: str) -> bytes:
-    raw = text.encode("utf-8")
+    raw = _wire(text)
     return struct.pack(">I", len(raw)) + raw
+
+
+def _listdir(sftp: paramiko.SFTPClient, path: str) -> list[paramiko.SFTPAttributes]:
+    """paramiko's listdir_attr, with the names read by :func:`_text`."""
+    from paramiko.sftp import CMD_CLOSE, CMD_HANDLE, CMD_NAME, CMD_OPENDIR, CMD_READDIR, SFTPError
+    from paramiko.sftp_attr import SFTPAttributes
+
+    kind, msg = sftp._request(CMD_OPENDIR, _wire(path))
+    if kind != CMD_HANDLE:
+        raise SFTPError("Expected handle")
+    handle = msg.get_binary()
+    entries = []
+    while True:
+        try:
+            kind, msg = sftp._request(CMD_READDIR, handle)
+        except EOFError:  # the end of the folder
+            break
+        if kind != CMD_NAME:
+            raise SFTPError("Expected name response")
+        for _ in range(msg.get_int()):
+            name = _text(msg.get_string())
+            msg.get_string()  # the long name, as ls -l prints it
+            attr = SFTPAttributes._from_msg(msg, name)
+            if name not in (".", ".."):
+                entries.append(attr)
+    sftp._request(CMD_CLOSE, handle)
+    return entries
 
 
 def _renaming(src: str, dst: str) -> Request:
@@ -1253,8 +1295,8 @@ def _names(payload: bytes) -> list[str]:
     msg = Message(payload)
     names = []
     for _ in range(msg.get_int()):
-        names.append(msg.get_text())
-        msg.get_text()  # the long name, as ls -l prints it
+        names.append(_text(msg.get_string()))
+        msg.get_string()  # the long name, as ls -l prints it
         SFTPAttributes._from_msg(msg)
     return names
 

@@ -228,3 +228,50 @@ def test_a_server_down_while_a_quiet_folder_gets_a_few_files_raises_the_alert(tm
         server.stop()
     log = (tmp_path / "mirror.log").read_text()
     assert "target unreachable (sftp: cannot" in log and "unreachable (target unreachable" not in log, log
+
+
+def test_someones_file_named_in_latin_1_on_the_server_is_left_alone_and_the_rest_is_mirrored(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """An old backup from a Latin-1 system on the NAS: every pass that listed the target
+    failed it whole with a bare UnicodeDecodeError, nothing was sent, and verify could not
+    run. The files are now listed as on a local target: named among the target's other
+    files, never sent to or removed, and mirror's own files beside them move and go."""
+    source, remote = tmp_path / "export", tmp_path / "remote"
+    (source / "alte Sicherung").mkdir(parents=True)
+    (source / "invoice-001.pdf").write_bytes(b"%PDF new invoice")
+    (source / "alte Sicherung" / "neu.pdf").write_bytes(b"%PDF mirrored beside it")
+    theirs = {
+        b"alte Sicherung/Rechnung M\xfcller.pdf": b"someone's old backup",
+        b"Kunde M\xfcller/Angebot.pdf": b"an old offer",
+    }
+    for rel, data in theirs.items():
+        path = os.path.join(os.fsencode(remote), rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    config = _config(sshd, source, remote, tmp_path)
+
+    first = mirror("run", "--once", "-c", str(config))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (remote / "invoice-001.pdf").read_bytes() == b"%PDF new invoice"
+    verify = mirror("verify", "-c", str(config))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "2 other file(s) on the target" in verify.stdout, verify.stdout
+    assert "alte Sicherung/Rechnung M\\xfcller.pdf" in verify.stdout, verify.stdout
+
+    (source / "alte Sicherung" / "neu.pdf").rename(source / "alte Sicherung" / "neuer.pdf")
+    moved = mirror("run", "--once", "--rescan", "-c", str(config))
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "1 moved" in moved.stdout, moved.stdout
+    (source / "alte Sicherung" / "neuer.pdf").unlink()
+    deleted = mirror("run", "--once", "--rescan", "-c", str(config))
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert "1 deleted" in deleted.stdout, deleted.stdout
+
+    assert sorted(os.fsencode(p.relative_to(remote)) for p in remote.rglob("*") if p.is_file()) == sorted(
+        [b"invoice-001.pdf", *theirs]
+    )
+    for rel, data in theirs.items():
+        with open(os.path.join(os.fsencode(remote), rel), "rb") as f:
+            assert f.read() == data
