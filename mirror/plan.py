@@ -726,7 +726,37 @@ class _Planner:
         folders = parents.union(*(ancestors(p) for p in parents))
         if files.isdisjoint(folders):
             return moves, transfers  # every new path's folders are in folders, none is a file
+        if new & folders:
+            moves, transfers = self._give_way_to_new_folders(new & folders, new, moves, transfers)
+            files = self.claimed.keys() | (established - self.vacated) if established else self.claimed.keys()
         return self._refuse(new, lambda k: k in folders or any(a in files for a in ancestors(k)), moves, transfers)
+
+    def _give_way_to_new_folders(
+        self, contested: set[str], new: set[str], moves: list[Move], transfers: list[Put | Adopt]
+    ) -> tuple[list[Move], list[Put | Adopt]]:
+        """A new file and a new folder the target takes for one name (``belege`` and
+        ``Belege/`` where case is folded): each is a newcomer to the other, and refusing
+        the newcomer refused both on every pass. The folder's files are sent and the file
+        is refused, whatever their order (``contested``: the new paths folders need)."""
+        folder_of: dict[str, str] = {}  # contested key -> the folder as a new path below it spells it
+        for action in [*moves, *transfers]:
+            k = self.key(action.dst)
+            if k in new and k not in contested:  # a file that stays: it spells the folder as sent
+                for depth, a in enumerate(reversed(ancestors(k)), 1):
+                    if a in contested:
+                        folder_of.setdefault(a, "/".join(action.dst.split("/")[:depth]))
+        given_way = set()
+        for action in [*moves, *transfers]:
+            k = self.key(action.dst)
+            if k in folder_of:
+                why = (
+                    f"{action.dst!r} clashes with the folder {folder_of[k]!r} (the target takes the two names "
+                    "for one): the folder's files are sent, this file is not; rename one of them"
+                )
+                self.refusals.append(Refuse(action.src, action.dst, why))
+                self.claimed.pop(k, None)
+                given_way.add(action.src)
+        return [m for m in moves if m.src not in given_way], [t for t in transfers if t.src not in given_way]
 
     def _refuse_clashes_asking(
         self, index: KnownFiles, candidates: set[str], moves: list[Move], transfers: list[Put | Adopt]

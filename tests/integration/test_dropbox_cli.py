@@ -137,3 +137,33 @@ def test_files_copied_to_a_new_disk_with_their_times_are_checked_by_hash_not_sen
     assert fake.file_bytes("/Invoices/inv-00.pdf") == b"invoice 01"
     assert fake.file_bytes("/Invoices/inv-01.pdf") == b"invoice 00"
     assert "0 sent" in mirror("run", "--once").stdout
+
+
+def test_a_folder_and_a_stray_file_dropbox_takes_for_one_name_send_the_folder(
+    dropbox_server: DropboxServer, tmp_path: Path
+) -> None:
+    """A folder Belege/ of invoices and a stray export file 'belege' beside it, to a new
+    Dropbox folder: both were refused on every run, 'clashes with a file or folder of the
+    same name on the target' while the target was empty, and no invoice was ever sent.
+    The folder's files are now sent; only the file is refused, naming the folder."""
+    source = tmp_path / "export"
+    (source / "Belege").mkdir(parents=True)
+    for i in range(3):
+        (source / "Belege" / f"beleg-{i}.pdf").write_bytes(b"%%PDF %d" % i)
+    (source / "belege").write_bytes(b"a stray export file")
+    mirror = cli(dropbox_server, tmp_path, source)
+
+    first = mirror("run", "--once")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert (
+        "failed: belege: 'belege' clashes with the folder 'Belege' (the target takes the two names for one): "
+        "the folder's files are sent, this file is not; rename one of them"
+    ) in first.stderr, first.stderr
+    for run in (first, mirror("run", "--once")):
+        assert "Belege/" not in run.stderr and "failed: belege:" in run.stderr, run.stderr
+    assert {n.display for n in dropbox_server.fake.state.files.values()} == {
+        f"/Invoices/Belege/beleg-{i}.pdf" for i in range(3)
+    }
+    check = mirror("verify")
+    assert check.returncode == 1 and "belege: missing on the target" in check.stdout, check.stdout
+    assert "Belege/beleg-0.pdf" not in check.stdout, check.stdout

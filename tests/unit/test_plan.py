@@ -32,7 +32,7 @@ from mirror.filters import Filter
 from mirror.hashing import HashKind
 from mirror.index import Index, IndexEntry
 from mirror.layout import Layout, date_of
-from mirror.paths import path_key
+from mirror.paths import ancestors, path_key
 from mirror.plan import (
     Adopt,
     Delete,
@@ -647,6 +647,32 @@ def test_a_file_named_like_a_folder_on_the_target_is_refused() -> None:
     local = {"Docs/x.pdf": entry("Docs/x.pdf"), "docs": entry("docs")}
     established = plan(local, {"Docs/x.pdf": known("Docs/x.pdf")}, settings_)
     assert [r.src for r in established.refusals] == ["docs"] and not established.transfers
+
+
+FOLDED_NAMES = st.sampled_from(["belege", "Belege", "BELEGE", "Über", unicodedata.normalize("NFD", "Über"), "x"])
+
+
+@given(rels=st.lists(st.lists(FOLDED_NAMES, min_size=1, max_size=3).map("/".join), min_size=1, max_size=8))
+@example(rels=["Belege/beleg-0.pdf", "belege"])
+def test_a_file_and_a_folder_a_new_target_takes_for_one_name_send_the_folder(rels: list[str]) -> None:
+    """A folder Belege/ of invoices and a stray file 'belege' to a new Dropbox or OneDrive
+    folder: both were refused, on every pass, as clashing 'with a file or folder of the
+    same name on the target' while it was empty. Now what is sent never clashes, every
+    refusal names what it clashes with among what is sent, and the folder's files win."""
+    caps = Capabilities(case_sensitive=False)
+    key = path_key(False)
+    local = {rel: entry(rel) for rel in _prefix_free(rels)}
+    result = plan(local, {}, PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps))
+    sent = {key(t.dst) for t in result.transfers}
+    folders = {a for k in sent for a in ancestors(k)}
+    assert len(sent) == len(result.transfers) and sent.isdisjoint(folders)
+    assert {t.src for t in result.transfers} | {r.src for r in result.refusals} == set(local)
+    for refusal in result.refusals:
+        k = key(refusal.src)
+        assert k in sent or k in folders or any(a in sent for a in ancestors(k)), refusal
+    # a file is never sent where a folder of files it clashes with was refused for it
+    for src in {t.src for t in result.transfers}:
+        assert not any(key(r.src).startswith(key(src) + "/") for r in result.refusals), (src, result.refusals)
 
 
 def test_a_file_refused_its_new_path_keeps_its_folders_from_newcomers() -> None:
