@@ -568,6 +568,7 @@ class DropboxDriver(Driver):
         atomic_rename=False,
         server_side_move=True,
         forbidden_names=REFUSED_NAMES,
+        forbidden_prefixes=frozenset({".dropbox"}),
         forbidden_chars="\\",
         forbidden_trailing=" .",
         max_name_bytes=255,

@@ -17,6 +17,7 @@ file's), ``chunk_size``, ``max_retries``, ``timeout``, and for tests ``graph_url
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -128,6 +129,11 @@ def refusal(full_path: str) -> str | None:
     return None
 
 
+def _root(url: str) -> str:
+    """The target's folder, as a drive path."""
+    return (url.split("://", 1)[1] if "://" in url else url).strip("/")
+
+
 def iso(mtime_ns: int) -> str:
     return dt.datetime.fromtimestamp(mtime_ns // 1_000_000_000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -226,6 +232,8 @@ class OneDriveDriver(Driver):
         atomic_put=True,
         server_side_move=True,
         forbidden_names=RESERVED,
+        forbidden_prefixes=frozenset({"~$"}),
+        forbidden_infixes=frozenset({"_vti_"}),
         forbidden_chars=FORBIDDEN_CHARS,
         forbidden_leading=" ",
         forbidden_trailing=" ",
@@ -290,6 +298,13 @@ class OneDriveDriver(Driver):
         read_login(str(options.get("token_file") or default_token_file()))
 
     @classmethod
+    def capabilities_for(cls, url: str) -> Capabilities:
+        # OneDrive's 400 characters count the whole drive path: a path that fit below the
+        # target's folder was sent, refused, and failed every pass (holding back deletions)
+        root = _root(url)
+        return dataclasses.replace(cls.capabilities, root_chars=len(root) + 1 if root else 0)
+
+    @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         cls.check_target(url, options)
         opts = dict(options)
@@ -299,10 +314,9 @@ class OneDriveDriver(Driver):
             opts.get("authority"),
             opts.get("ca_certs"),
         )
-        path = url.split("://", 1)[1] if "://" in url else url
         return cls(
             tokens,
-            path,
+            _root(url),
             caps,
             drive_id=opts.get("drive_id"),
             graph_url=opts.get("graph_url", GRAPH),

@@ -61,12 +61,18 @@ class Capabilities:
     server_side_move: bool = False
     #: names refused or silently ignored, compared case-insensitively
     forbidden_names: frozenset[str] = frozenset()
+    #: what no name may start with, or hold anywhere (in lower case, compared so)
+    forbidden_prefixes: frozenset[str] = frozenset()
+    forbidden_infixes: frozenset[str] = frozenset()
     forbidden_chars: str = ""
     #: characters a name may not start / end with (e.g. trailing " ." for Dropbox)
     forbidden_leading: str = ""
     forbidden_trailing: str = ""
     max_name_bytes: int = 255
     max_path_chars: int | None = None
+    #: characters the target's own folder adds in front of each path (with the "/"),
+    #: where the service counts them in ``max_path_chars``
+    root_chars: int = 0
     max_file_bytes: int | None = None
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Capabilities:
@@ -110,6 +116,9 @@ class Capabilities:
         if self.forbidden_names:
             names = "|".join(re.escape(n) for n in sorted(self.forbidden_names))
             rules.append(f"(?:^|/)(?:{names})(?:/|$)")
+        if self.forbidden_prefixes:
+            rules.append(f"(?:^|/)(?:{'|'.join(re.escape(p) for p in sorted(self.forbidden_prefixes))})")
+        rules += [re.escape(infix) for infix in sorted(self.forbidden_infixes)]
         return re.compile("|".join(rules), re.IGNORECASE)
 
 

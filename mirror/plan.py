@@ -337,24 +337,36 @@ def narrow(
 
 def refused_name(dst: str, caps: Capabilities) -> str | None:
     """Why the target would refuse or ignore ``dst``, or None when it accepts it."""
-    if caps.max_path_chars is not None and len(dst) > caps.max_path_chars:
+    if caps.max_path_chars is not None and len(dst) + caps.root_chars > caps.max_path_chars:
+        if caps.root_chars:
+            length = len(dst) + caps.root_chars
+            return f"path is {length} characters with the target's folder; the target allows {caps.max_path_chars}"
         return f"path is longer than the target allows ({caps.max_path_chars} characters)"
-    # nearly every path passes: one search and one length decide that; the loop below
-    # only runs to say why a path is refused
+    # nearly every path passes: one search and one length decide that; its
+    # parts are only looked at one by one to say why a path is refused
     if len(dst.encode("utf-8", "surrogatepass")) <= caps.max_name_bytes and not caps.refused_pattern.search(dst):
         return None
-    for part in dst.split("/"):
-        if part.lower() in caps.forbidden_names:
-            return f"the target refuses the name {part!r}"
-        bad = sorted({c for c in part if c in caps.forbidden_chars})
-        if bad:
-            return f"the target refuses the character(s) {' '.join(repr(c) for c in bad)} in {part!r}"
-        if part[0] in caps.forbidden_leading:
-            return f"the target refuses names starting with {part[0]!r}: {part!r}"
-        if part[-1] in caps.forbidden_trailing:
-            return f"the target refuses names ending with {part[-1]!r}: {part!r}"
-        if len(part.encode("utf-8")) > caps.max_name_bytes:
-            return f"name is longer than the target allows ({caps.max_name_bytes} bytes)"
+    return next(filter(None, (_refused_part(part, caps) for part in dst.split("/"))), None)
+
+
+def _refused_part(part: str, caps: Capabilities) -> str | None:
+    """Why the target would refuse ``part`` as a name in a path, or None."""
+    low = part.lower()
+    if low in caps.forbidden_names:
+        return f"the target refuses the name {part!r}"
+    if refused := next((p for p in sorted(caps.forbidden_prefixes) if low.startswith(p)), None):
+        return f"the target refuses names starting with {refused!r}: {part!r}"
+    if refused := next((i for i in sorted(caps.forbidden_infixes) if i in low), None):
+        return f"the target refuses names holding {refused!r}: {part!r}"
+    bad = sorted({c for c in part if c in caps.forbidden_chars})
+    if bad:
+        return f"the target refuses the character(s) {' '.join(repr(c) for c in bad)} in {part!r}"
+    if part[0] in caps.forbidden_leading:
+        return f"the target refuses names starting with {part[0]!r}: {part!r}"
+    if part[-1] in caps.forbidden_trailing:
+        return f"the target refuses names ending with {part[-1]!r}: {part!r}"
+    if len(part.encode("utf-8")) > caps.max_name_bytes:
+        return f"name is longer than the target allows ({caps.max_name_bytes} bytes)"
     return None
 
 
@@ -365,11 +377,14 @@ def naming_rules(caps: Capabilities) -> str:
     rules = (
         caps.case_sensitive,
         sorted(caps.forbidden_names),
+        sorted(caps.forbidden_prefixes),
+        sorted(caps.forbidden_infixes),
         caps.forbidden_chars,
         caps.forbidden_leading,
         caps.forbidden_trailing,
         caps.max_name_bytes,
         caps.max_path_chars,
+        caps.root_chars,
     )
     return hashlib.sha256(repr(rules).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 

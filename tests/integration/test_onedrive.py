@@ -350,6 +350,37 @@ def test_unicode_spellings_of_one_name_are_not_sent_onto_one_item(
     assert len(kids) == 1 and kids[0][1] in (b"typed on Linux", b"copied from a Mac"), kids
 
 
+def test_names_and_paths_onedrive_refuses_are_not_mirrored_and_deletions_go_on(
+    onedrive_target: TargetSpec, graph_fake: GraphFake, tmp_path: Path
+) -> None:
+    """A scan whose path fits in 400 characters below the target's folder but not with it
+    (OneDrive counts the whole drive path), and an export named 'Export_vti_cnf.pdf':
+    both were sent, refused by OneDrive, failed on every run, and held back every deletion
+    for ever. The plan now refuses them with the reason, and a deleted file goes."""
+    src = tmp_path / "export"
+    folder = src / ("Lieferantenrechnungen 2024 " + "x" * 150)
+    folder.mkdir(parents=True)
+    deep = folder / ("y" * (395 - len(folder.name) - 1 - 4) + ".pdf")  # 395 characters below the folder
+    deep.write_bytes(b"%PDF scan")
+    (src / "Export_vti_cnf.pdf").write_bytes(b"%PDF export")
+    (src / "old.pdf").write_bytes(b"old")
+    cfg = write_config(tmp_path / "m.toml", src, {"cloud": (onedrive_target.url, onedrive_target.options)})
+    first = run("run", "-c", str(cfg), "--once", state=tmp_path / "state")
+    drive_path = len(root_path(onedrive_target)) + 1 + 395
+    assert (
+        f"not mirrored: {deep.relative_to(src)}: path is {drive_path} characters with the target's folder; "
+        "the target allows 400"
+    ) in first.stderr, first.stderr
+    assert "not mirrored: Export_vti_cnf.pdf: the target refuses names holding '_vti_'" in first.stderr, (
+        first.stderr
+    )
+    (src / "old.pdf").unlink()
+    second = run("run", "-c", str(cfg), "--once", state=tmp_path / "state")
+    assert "1 deleted" in second.stdout and "postponed" not in second.stderr, second.stdout + second.stderr
+    folder_item = graph_fake.state.find(root_path(onedrive_target))
+    assert folder_item is not None and not list(graph_fake.state.children(folder_item))
+
+
 def test_a_file_cut_shorter_during_its_upload_session_fails_at_once(
     onedrive_target: TargetSpec, graph_fake: GraphFake, tmp_path: Path
 ) -> None:

@@ -23,8 +23,11 @@ from fsspec.implementations.memory import MemoryFileSystem
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from backends.dropbox import DropboxDriver, check_name
 from backends.local import LocalDriver
 from backends.memory import MemoryDriver
+from backends.onedrive import OneDriveDriver
+from backends.onedrive import refusal as onedrive_refusal
 from mirror.driver import Capabilities, Driver, RemoteEntry
 from mirror.errors import ItemError
 from mirror.execute import Executor
@@ -710,6 +713,30 @@ def test_refused_names_are_per_item_errors_with_a_reason() -> None:
     reasons = {r.src: r.reason for r in result.refusals}
     assert set(reasons) == {"Desktop.ini", "a:b", "trail. ", "x" * 11}
     assert all(reason for reason in reasons.values())
+
+
+NAME_PIECES = st.sampled_from(["_vti_", "_VTI_", "~$", ".dropbox", " ", ".", "a", "Ü", "x" * 60, ":", "\\", "con"])
+DRIVE_ROOT = "Mirror Test 1c204d8d6e/backup"
+
+
+@given(
+    rel=st.lists(st.lists(NAME_PIECES, min_size=1, max_size=4).map("".join), min_size=1, max_size=8).map("/".join)
+)
+@example(rel="Export_vti_cnf.pdf")
+@example(rel=".dropbox.cache")
+@example(rel="/".join(["x" * 60] * 6) + "/" + "y" * 23 + ".pdf")  # 393 below the folder
+def test_the_plan_refuses_every_name_and_path_onedrive_and_dropbox_refuse(rel: str) -> None:
+    """A path of 390 characters under a OneDrive folder of 29 (OneDrive allows 400 with
+    the folder), a file named 'Export_vti_cnf.pdf' there, or '.dropbox.cache' on Dropbox:
+    only the driver refused them, when sending, so each failed on every pass and held back
+    every deletion. The plan refuses them now, as 'not mirrored', and deletions go on."""
+    onedrive = OneDriveDriver.capabilities_for(f"onedrive://{DRIVE_ROOT}")
+    if onedrive_refusal(f"{DRIVE_ROOT}/{rel}"):
+        assert refused_name(rel, onedrive)
+    with contextlib.suppress(ItemError):
+        check_name(rel)
+        return
+    assert refused_name(rel, DropboxDriver.capabilities)
 
 
 def test_a_rename_becomes_a_move_when_the_target_can_move() -> None:
