@@ -370,6 +370,14 @@ def _refused_part(part: str, caps: Capabilities) -> str | None:
     return None
 
 
+def _untrashable(trash: str, why: str) -> str:
+    """Why the copy of a file gone from the source stays where it is, and what to do."""
+    return (
+        f"gone from the source, but the target refuses its trash path {trash!r} ({why}); "
+        'delete = "mirror" deletes the copy instead; or delete it on the target yourself and run with --rescan'
+    )
+
+
 def naming_rules(caps: Capabilities) -> str:
     """A short digest of the rules by which ``caps`` refuses names, and tells them apart:
     an index records the rules its rows were checked against (:func:`plan`'s
@@ -912,14 +920,25 @@ class _Planner:
                 # source" sent users looking for who deleted it
                 left_out = excluded is not None and excluded(src)
                 why = "excluded by the config" if left_out else "removed from the source"
-            if policy is DeletePolicy.TRASH:
-                result.append(Trash(src, dst, self._trash_path(dst), why, forget))
-            else:
-                result.append(Delete(src, dst, why, forget))
+            if (removal := self._removal(src, dst, why, forget)) is not None:
+                result.append(removal)
         # rows today's naming rules refuse: forgotten, their copies left (and told of)
         refused = {r.src for r in self.refusals}
         result += [Forget(src, why, True, src in refused) for src, why in sorted(self.unfit.items())]
         return result
+
+    def _removal(self, src: str, dst: str, why: str, forget: bool) -> Removal | None:
+        """The removal of a copy as the delete policy has it, or None for the copy of a
+        file gone from the source whose trash path the target refuses: the move would fail
+        on every pass, naming the copy's own path, so the copy stays and the file is
+        refused, saying what to do."""
+        if self.settings.delete is not DeletePolicy.TRASH:
+            return Delete(src, dst, why, forget)
+        trash = self._trash_path(dst)
+        if forget and (unfit := refused_name(trash, self.caps)):
+            self.refusals.append(Refuse(src, dst, _untrashable(trash, unfit)))
+            return None
+        return Trash(src, dst, trash, why, forget)
 
     def _leave_refused(self, stale: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
         """The ``stale`` copies but those at a name the target refuses now: sent before it

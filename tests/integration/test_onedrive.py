@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import random
@@ -379,6 +380,39 @@ def test_names_and_paths_onedrive_refuses_are_not_mirrored_and_deletions_go_on(
     assert "1 deleted" in second.stdout and "postponed" not in second.stderr, second.stdout + second.stderr
     folder_item = graph_fake.state.find(root_path(onedrive_target))
     assert folder_item is not None and not list(graph_fake.state.children(folder_item))
+
+
+def test_a_deleted_file_whose_trash_path_onedrive_refuses_keeps_its_copy_with_the_reason(
+    onedrive_target: TargetSpec, graph_fake: GraphFake, tmp_path: Path
+) -> None:
+    """delete = "trash": a file whose copy sits at 390 characters (OneDrive allows 400)
+    is deleted; in .mirror-trash/DAY/ its path is over 400, and the move failed on every
+    run, naming the copy's own path ("path is 420 characters") and no way out. It is now
+    refused before any request, naming the trash path and delete = "mirror"."""
+    src = tmp_path / "export"
+    folder = src / ("Lieferantenrechnungen " + "a" * 178)
+    folder.mkdir(parents=True)
+    rel_len = 390 - len(root_path(onedrive_target)) - 1  # the whole drive path: 390 characters
+    deep = folder / ("b" * (rel_len - len(folder.name) - 1 - 4) + ".pdf")
+    deep.write_bytes(b"%PDF")
+    (src / "other.pdf").write_bytes(b"o")
+    (src / "old.pdf").write_bytes(b"old")
+    cfg = write_config(tmp_path / "m.toml", src, {"cloud": (onedrive_target.url, onedrive_target.options)})
+    cfg.write_text(cfg.read_text().replace("[targets.cloud]\n", '[targets.cloud]\ndelete = "trash"\n'))
+    first = run("run", "-c", str(cfg), "--once", state=tmp_path / "state")
+    assert first.returncode == 0, first.stdout + first.stderr
+    deep.unlink()
+    (src / "old.pdf").unlink()
+    second = run("run", "-c", str(cfg), "--once", state=tmp_path / "state")
+    assert second.returncode == 1, second.stdout + second.stderr
+    rel, trash = deep.relative_to(src).as_posix(), f".mirror-trash/{dt.date.today().isoformat()}/"
+    assert (
+        f"not mirrored: {rel}: gone from the source, but the target refuses its trash path '{trash}{rel}' "
+        f"(path is {390 + len(trash)} characters with the target's folder; the target allows 400); "
+        'delete = "mirror" deletes the copy instead'
+    ) in second.stderr, second.stderr
+    assert "1 moved to trash" in second.stdout, second.stdout  # old.pdf
+    assert graph_fake.state.find(f"{root_path(onedrive_target)}/{rel}") is not None
 
 
 def test_a_file_cut_shorter_during_its_upload_session_fails_at_once(

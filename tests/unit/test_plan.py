@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from backends.dropbox import DropboxDriver, check_name
@@ -595,6 +595,28 @@ def test_keep_policy_never_deletes_and_trash_moves_into_a_dated_folder() -> None
         PlanSettings(SETTINGS.layout, DeletePolicy.TRASH, Capabilities(), today=dt.date(2026, 5, 6)),
     )
     assert [r.trash_dst for r in trash.removals] == [".mirror-trash/2026-05-06/a.pdf"]  # type: ignore[union-attr]
+
+
+@given(lengths=st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=8))
+@example(lengths=[50] * 7 + [20])  # 377 below a folder of 19: fits, but not in .mirror-trash/DAY/
+def test_a_copy_the_trash_cannot_hold_stays_with_a_reason_naming_its_trash_path(lengths: list[int]) -> None:
+    """delete = "trash" on OneDrive: a deleted file whose copy fits in 400 characters, but
+    not once in .mirror-trash/DAY/, failed on every pass, naming the copy's own path and no
+    way out. Every trash path planned now fits; a copy whose would not stays, refused with
+    its trash path and the fix, and the others go to the trash."""
+    caps = OneDriveDriver.capabilities_for("onedrive://Mirror Test/backup")
+    deep = "/".join(str(i) * n for i, n in enumerate(lengths))
+    index = {"a.pdf": known("a.pdf"), deep: known(deep)}
+    trashing = PlanSettings(SETTINGS.layout, DeletePolicy.TRASH, caps, today=dt.date(2026, 5, 6))
+    assume(refused_name(deep, caps) is None)
+    result = plan({"b": entry("b")}, index, trashing)
+    assert all(refused_name(r.trash_dst, caps) is None for r in result.removals if isinstance(r, Trash))
+    trashed = {r.src for r in result.removals if isinstance(r, Trash)}
+    assert "a.pdf" in trashed
+    refused = {r.src: r.reason for r in result.refusals}
+    assert (deep in trashed) != (deep in refused)
+    if deep in refused:
+        assert f"'.mirror-trash/2026-05-06/{deep}'" in refused[deep] and 'delete = "mirror"' in refused[deep]
 
 
 def test_only_files_in_the_index_are_ever_deleted() -> None:
