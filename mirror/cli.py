@@ -635,9 +635,6 @@ def verify(
             snap = scan(cfg.source, mirror.filter)
             # files no target can hold as they are: not backed up, so never "identical"
             unmirrorable = [skip for skip in snap.skipped if skip.fix]
-            for skip in unmirrorable:
-                click.echo(f"{printable(skip.path)}: not mirrored: {skip.reason}; {skip.fix}")
-            differences += len(unmirrorable)
             for runner in mirror.runners:
                 local = {p: e for p, e in snap.entries.items() if runner.filter.wants_file(p)}
                 index = runner.index.entries() if runner.index is not None else {}
@@ -663,6 +660,7 @@ def verify(
                     driver.caps,
                     partial(_source_hash, driver, cfg.source),
                     snap.unreadable,
+                    unmirrorable,
                 )
                 for diff in found:
                     # under a layout a user knows the source path, and needs the target's too

@@ -15,7 +15,7 @@ from mirror.layout import NAMED, Layout, date_of
 from mirror.paths import in_trash, path_key
 from mirror.plan import is_temp, refusal, refused_name
 from mirror.policy import DeletePolicy
-from mirror.scan import LocalEntry
+from mirror.scan import LocalEntry, Skip
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,13 @@ def compare(
     caps: Capabilities,
     local_hash: Callable[[str], str | None],
     unreadable: Collection[str] = (),
+    left_out: Collection[Skip] = (),
 ) -> list[Difference]:
     """Every way the target differs from what the source says it should hold.
     ``unreadable``: source files and folders the scan could not read; what the index
-    holds below them is not known to be gone, so it is reported as not compared."""
+    holds below them is not known to be gone, so it is reported as not compared.
+    ``left_out``: source files the scan found and no target can take as they are
+    (:attr:`Skip.fix`): not on this target either, as a name it refuses is not."""
     key = path_key(caps.case_sensitive)
     there = {key(p): r for p, r in remote.items()}
     # two source files can want one target path (the flat layout, or names that differ
@@ -48,7 +51,7 @@ def compare(
     for src, row in sorted(index.items()):
         if src in local and refused_name(row.dst, caps) is None:
             holders.setdefault(key(row.dst), src)
-    found: list[Difference] = []
+    found = [Difference(skip.path, None, f"not mirrored: {skip.reason}; {skip.fix}") for skip in left_out]
     for src, entry in sorted(local.items()):
         known = index.get(src)
         try:
@@ -77,6 +80,7 @@ def compare(
                 found.append(Difference(src, dst, "content differs (hash)"))
         elif caps.mtime_settable and r.mtime_ns is not None and not caps.mtime_matches(r.mtime_ns, entry.mtime_ns):
             found.append(Difference(src, dst, "modification time differs"))
+    found.sort(key=lambda diff: diff.src)
     return found + _not_in_source(local, index, there, key, delete, unreadable)
 
 

@@ -1443,6 +1443,28 @@ def test_a_file_whose_name_is_not_utf8_fails_the_run_until_renamed(src: Path, tm
     assert run("status", state=state).returncode == 0
 
 
+def test_verify_names_a_file_whose_name_is_not_utf8_on_each_target_and_calls_none_identical(
+    tmp_path: Path, state: Path
+) -> None:
+    """verify printed 'default: identical (1 file; ...)' under the line of a Latin-1
+    named source file (not on any target), a line that named no target; a name one target
+    refuses is told per target, without that verdict."""
+    src = tmp_path / "export"
+    src.mkdir()
+    (src / "ok.pdf").write_bytes(b"%PDF")
+    with open(os.path.join(os.fsencode(src), b"Rechnung M\xfcller.pdf"), "wb") as f:
+        f.write(b"%PDF from a Latin-1 program")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path}/usb"\n[targets.nas]\nurl = "{tmp_path}/nas"\n'
+    )
+    assert run("run", "-c", str(cfg), "--once", "-q", state=state).returncode == 1
+    checked = run("verify", "-c", str(cfg), state=state)
+    why = "Rechnung M\\xfcller.pdf: not mirrored: its name is not valid UTF-8; rename it"
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert checked.stdout.splitlines() == [f"usb: {why}", f"nas: {why}"], checked.stdout
+
+
 def test_verify_read_through_head_stops_quietly(tmp_path: Path, state: Path) -> None:
     """``mirror verify SRC DST | head``: more differences than a pipe holds, and the
     reader gone after the first line, once ended in 'internal error: BrokenPipeError'."""
