@@ -660,7 +660,7 @@ def verify(
                     driver.caps,
                     partial(_source_hash, driver, cfg.source),
                     snap.unreadable,
-                    unmirrorable,
+                    [skip for skip in unmirrorable if runner.filter.wants_file(skip.path)],
                 )
                 for diff in found:
                     # under a layout a user knows the source path, and needs the target's too

@@ -210,6 +210,10 @@ class Mirror:
     def scan(self) -> Snapshot:
         check_source(self.config.source)
         snap = scan(self.config.source, self.filter)
+        # a file every target's patterns leave out is none of theirs, whatever its name: told
+        # to rename it (exit 1, for ever) over logs a program owns and nobody wants mirrored
+        wanted = [r.filter.wants_file for r in self.runners]
+        snap.skipped = [s for s in snap.skipped if not s.fix or any(wants(s.path) for wants in wanted)]
         self._hold_unmounted(snap)
         for skip in snap.skipped:
             # told once a run: each hourly rescan told every link and odd name again, for ever
@@ -232,10 +236,10 @@ class Mirror:
                 )
             else:
                 log.log(logging.DEBUG if told else logging.INFO, "skipped %s: %s", skip.path, skip.reason)
-        # for status: what the source holds that no target gets, as of this scan
-        count = sum(1 for skip in snap.skipped if skip.unreadable or skip.fix)
-        left_out = str(count) if count else None
+        # for status: what the source holds that the target does not get, as of this scan
         for runner in self.runners:
+            count = sum(1 for s in snap.skipped if s.unreadable or (s.fix and runner.filter.wants_file(s.path)))
+            left_out = str(count) if count else None
             runner.left_out = count
             index = runner.index
             if index is not None and not runner.dry_run and index.get_meta("left_out") != left_out:

@@ -50,8 +50,9 @@ class TargetStatus:
     withheld: str | None = None
     #: the last pass was stopped or killed before it ended, and no pass has ended since
     incomplete: bool = False
-    #: source files and folders the last full scan could not read, or no target can take
-    #: as they are (a name that is not UTF-8): not backed up, whatever else is in sync
+    #: source files and folders the last full scan could not read, or that the target's
+    #: patterns take in and no target can take as they are (a name that is not UTF-8):
+    #: not backed up, whatever else is in sync
     left_out: int = 0
     #: the last complete sync (or the start) lies in the future: recorded while the
     #: clock was ahead, it cannot tell how old the copy is, so it counts as stale

@@ -1443,6 +1443,39 @@ def test_a_file_whose_name_is_not_utf8_fails_the_run_until_renamed(src: Path, tm
     assert run("status", state=state).returncode == 0
 
 
+def test_excluded_files_whose_names_are_not_utf8_are_left_out_quietly(tmp_path: Path, state: Path) -> None:
+    """A program's Latin-1 named logs, excluded in the config, were still told 'not
+    mirrored: ...; rename it', and run, status and verify exited 1 for ever."""
+    src = tmp_path / "export"
+    (src / "logs").mkdir(parents=True)
+    (src / "invoice.pdf").write_bytes(b"%PDF")
+    for name in (b"prot\xf6koll.log", b"logs/lauf-\xe9t\xe9.txt", b"notes-\xe9t\xe9.txt"):
+        with open(os.path.join(os.fsencode(src), name), "wb") as f:
+            f.write(b"log")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[defaults]\nexclude = ["*.log", "logs/"]\n'
+        f'[targets.usb]\nurl = "{tmp_path}/usb"\ninclude = ["*.pdf"]\n'
+        f'[targets.nas]\nurl = "{tmp_path}/nas"\n'
+    )
+    ran = run("run", "-c", str(cfg), "--once", state=state)
+    # only the file the nas target takes is told, and only for the nas
+    assert ran.returncode == 1 and ran.stderr.count("not mirrored") == 1, ran.stderr
+    assert "not mirrored: notes-\\xe9t\\xe9.txt" in ran.stderr and "1 source file(s)" in ran.stderr
+    shown = json.loads(run("status", "-c", str(cfg), "--json", state=state).stdout)
+    assert {t["name"]: t["left_out"] for t in shown} == {"usb": 0, "nas": 1}, shown
+    checked = run("verify", "-c", str(cfg), state=state)
+    assert checked.stdout.splitlines() == [
+        "usb: identical (1 file; sizes and times compared)",
+        "nas: notes-\\xe9t\\xe9.txt: not mirrored: its name is not valid UTF-8; rename it",
+    ], checked.stdout
+    os.remove(os.path.join(os.fsencode(src), b"notes-\xe9t\xe9.txt"))
+    for command in (("run", "--once"), ("status",), ("verify",)):
+        done = run(*command, "-c", str(cfg), state=state)
+        assert done.returncode == 0 and "not mirrored" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert files(tmp_path / "usb") == {"invoice.pdf": b"%PDF"} == files(tmp_path / "nas")
+
+
 def test_verify_names_a_file_whose_name_is_not_utf8_on_each_target_and_calls_none_identical(
     tmp_path: Path, state: Path
 ) -> None:
