@@ -17,6 +17,7 @@ from typing import Any
 from mirror.errors import ConfigError
 from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.layout import Layout
+from mirror.logs import with_bytes_shown
 from mirror.policy import DeletePolicy
 from mirror.registry import Preset
 
@@ -370,9 +371,7 @@ def from_dict(
             raise ConfigError(f'{at}.url: expected a path or URL such as "/mnt/backup" or "sftp://host/dir"')
         secrets: list[str] = []
         used = environ if not only or name in only else Unresolved(environ)
-        url = _path(url, f"{at}.url", used, secrets)
-        if "://" not in url:
-            url = str((base_dir / os.path.expanduser(url)).resolve())
+        url = _target_url(_path(url, f"{at}.url", used, secrets), base_dir, f"{at}.url: target")
         raw_options = dict(_table(table.get("options", {}), f"{at}.options"))
         preset = presets.get(url.split("://", 1)[0].lower()) if "://" in url else None
         if preset is not None:
@@ -383,6 +382,7 @@ def from_dict(
     resolved_presets = {name: Preset(p.name, p.protocol, {}, p.capabilities) for name, p in presets.items()}
     given = base_dir / os.path.expanduser(source)
     real = given.resolve()
+    _utf8_source(given, real, f"{where}: source folder")
     return Config(
         source=real,
         source_link=_link(given, real),
@@ -498,14 +498,41 @@ def _check_capabilities(table: Mapping[str, Any], where: str) -> None:
 
 def ad_hoc(source: str, target: str, settings: TargetSettings) -> Config:
     """The config of ``mirror run SOURCE TARGET``: one target called ``default``."""
-    url = target if "://" in target else str(Path(os.path.expanduser(target)).resolve())
+    url = _target_url(target, Path(), "target")
     given = Path(os.path.expanduser(source))
     real = given.resolve()
+    _utf8_source(given, real, "source folder")
     return Config(
         source=real,
         source_link=_link(given, real),
         targets=(TargetConfig("default", url, {}, settings),),
     )
+
+
+def _target_url(url: str, base: Path, what: str) -> str:
+    """A target's URL, or the absolute path of a plain path (relative to ``base``)."""
+    if "://" not in url:
+        url = str((base / os.path.expanduser(url)).resolve())
+    _utf8(url, what)
+    return url
+
+
+def _utf8_source(given: Path, real: Path, what: str) -> None:
+    _utf8(os.path.abspath(given), what)
+    _utf8(str(real), what)
+
+
+def _utf8(place: str, what: str) -> None:
+    """Refuse a source folder or target whose path is not valid UTF-8 (made by a Latin-1
+    program, or a share mounted with iocharset=iso8859-1): the index is named after it,
+    and records it, as text."""
+    try:
+        place.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"{what} {with_bytes_shown(place)} is not valid UTF-8, which mirror cannot record; rename the folder "
+            "to a UTF-8 name (convmv -f latin1 -t utf8), or mount the share with iocharset=utf8"
+        ) from None
 
 
 def _link(source: Path, real: Path) -> Path | None:

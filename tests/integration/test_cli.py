@@ -1418,6 +1418,31 @@ def test_a_state_folder_that_cannot_be_made_is_a_one_line_error(src: Path, tmp_p
     assert not (tmp_path / "t").exists()
 
 
+def test_a_source_or_target_folder_whose_path_is_not_utf8_is_a_one_line_error(tmp_path: Path, state: Path) -> None:
+    """A folder a Latin-1 program made, or a share mounted with iocharset=iso8859-1:
+    run and verify ended in 'internal error: UnicodeEncodeError ... please report it'."""
+    latin1 = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"Buchhaltung M\xfcller"))
+    os.mkdir(latin1)
+    Path(latin1, "a.pdf").write_bytes(b"%PDF")
+    (tmp_path / "ok").mkdir()
+    shown = f"{tmp_path}/Buchhaltung M\\xfcller is not valid UTF-8"
+    fix = "rename the folder to a UTF-8 name"
+    for command in ("run", "verify"):
+        from_it = run(
+            command, latin1, str(tmp_path / "backup"), *(("--once",) if command == "run" else ()), state=state
+        )
+        assert_one_line_error(from_it, 2, f"source folder {shown}", fix)
+        into_it = run(
+            command, str(tmp_path / "ok"), latin1, *(("--once",) if command == "run" else ()), state=state
+        )
+        assert_one_line_error(into_it, 2, f"target {shown}", fix)
+    # a config in the folder, which names it as the source
+    cfg_latin1 = Path(os.fsdecode(os.path.join(os.fsencode(latin1), b"m.toml")))
+    cfg_latin1.write_text(f'source = "."\n[targets.usb]\nurl = "{tmp_path}/usb"\n')
+    assert_one_line_error(run("run", "-c", str(cfg_latin1), "--once", state=state), 2, "source folder", fix)
+    assert not (tmp_path / "backup").exists() and not (tmp_path / "usb").exists()
+
+
 def test_a_file_whose_name_is_not_utf8_fails_the_run_until_renamed(src: Path, tmp_path: Path, state: Path) -> None:
     """Legacy software may write Latin-1 names; such a file is not backed up, so the run
     must not look clean."""
