@@ -238,7 +238,8 @@ class Mirror:
                 log.log(logging.DEBUG if told else logging.INFO, "skipped %s: %s", skip.path, skip.reason)
         # for status: what the source holds that the target does not get, as of this scan
         for runner in self.runners:
-            count = sum(1 for s in snap.skipped if s.unreadable or (s.fix and runner.filter.wants_file(s.path)))
+            runner.unsendable = sum(1 for s in snap.skipped if s.fix and runner.filter.wants_file(s.path))
+            count = runner.unsendable + sum(1 for s in snap.skipped if s.unreadable)
             left_out = str(count) if count else None
             runner.left_out = count
             index = runner.index

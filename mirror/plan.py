@@ -416,6 +416,7 @@ def plan(
     leftovers: Mapping[str, str] | None = None,
     excluded: Callable[[str], bool] | None = None,
     rows_checked: bool = False,
+    unsendable: int = 0,
 ) -> Plan:
     """Decide what to do for the source paths in ``scope`` (all known paths when None).
 
@@ -436,6 +437,10 @@ def plan(
     'offer;v1.pdf' to 'offer'), or two names it takes for one (Inv.pdf and inv.pdf). Such
     a file is refused and its row forgotten: nothing is sent to that name again, and the
     copy the target holds is left there, with a warning (see :meth:`_Planner.removals`).
+
+    ``unsendable``: source files that are there but cannot be sent as they are (a name
+    that is not UTF-8), so that a guard withholding deletions from a source that holds
+    nothing else does not call it empty.
     """
     if scope is None:
         candidates: Iterable[str] = local
@@ -459,7 +464,9 @@ def plan(
         held = tuple(r.src for r in late if not isinstance(r, Forget) and r.forget)
         removals = [*needed, *(r for r in late if isinstance(r, Forget) or not r.forget)]
     managed = len(index)
-    guard, removals, withheld = _guard(removals, managed, settings.max_delete, source_empty, settings.guard_base)
+    guard, removals, withheld = _guard(
+        removals, managed, settings.max_delete, source_empty, settings.guard_base, unsendable
+    )
     guard_base = settings.guard_base
     if guard is not None and guard_base is None:
         guard_base = managed
@@ -1130,7 +1137,12 @@ def _match_renames(
 
 
 def _guard(
-    removals: list[Removal], managed: int, max_delete: int | None, source_empty: bool, base: int | None = None
+    removals: list[Removal],
+    managed: int,
+    max_delete: int | None,
+    source_empty: bool,
+    base: int | None = None,
+    unsendable: int = 0,
 ) -> tuple[str | None, list[Removal], int]:
     """Withhold destructive removals when the source looks gone or too much would go.
     The old copy of a file sent to its new path is not counted: the file stays on the
@@ -1149,7 +1161,10 @@ def _guard(
     count = len(destructive)
     reason = None
     if source_empty:
-        reason = f"the source folder is empty but the target holds {counted(managed, 'mirrored file')}"
+        held = f"but the target holds {counted(managed, 'mirrored file')}"
+        reason = f"the source folder is empty {held}"
+        if unsendable:
+            reason = f"the source folder holds no file mirror can send ({unsendable} left out) {held}"
     elif max_delete is not None and count > max_delete:
         reason = f"{counted(count, 'file')} would be deleted, more than max_delete = {max_delete}"
     elif max_delete is None and base is not None and count > 10 and count * RELEASE_SHARE > base:

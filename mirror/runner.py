@@ -199,6 +199,9 @@ class TargetRunner:
         self.accept_new_place = False
         #: what the engine's last scan left out of every pass (Report.left_out)
         self.left_out = 0
+        #: source files the last full scan found, this target's patterns take in, and no
+        #: target can take as they are (Skip.fix): a source holding only those is not empty
+        self.unsendable = 0
         #: whether the target was asked if its folder is lost (Driver.root_lost), or
         #: listed: once a run, as a cloud target pays a request for it, and again after an
         #: outage, as a NAS share or bucket can come back empty
@@ -627,6 +630,7 @@ class TargetRunner:
             self._leftovers(remote),
             excluded=lambda src: src in local and src not in mine,
             rows_checked=self.names_checked,
+            unsendable=self.unsendable,
         )
         self._rows_all_checked(actions, every_row=full and not skip)
         if kind == "update" and given_scope is not None and (clash := self._clashing(actions)):

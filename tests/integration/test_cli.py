@@ -1523,6 +1523,23 @@ def test_verify_names_a_file_whose_name_is_not_utf8_on_each_target_and_calls_non
     assert checked.stdout.splitlines() == [f"usb: {why}", f"nas: {why}"], checked.stdout
 
 
+def test_a_source_holding_only_a_file_it_cannot_send_is_not_called_empty(tmp_path: Path, state: Path) -> None:
+    """The only mirrored file renamed by a Latin-1 program: its copy stays (the guard),
+    but run and status said 'the source folder is empty' (a disk not mounted?) while the
+    file was there, named just above as not mirrored."""
+    src, target = tmp_path / "export", tmp_path / "t"
+    src.mkdir()
+    (src / "Rechnung.pdf").write_bytes(b"%PDF")
+    assert run("run", str(src), str(target), "--once", "-q", state=state).returncode == 0
+    os.rename(src / "Rechnung.pdf", os.path.join(os.fsencode(src), b"Rechnung M\xfcller.pdf"))
+    why = "the source folder holds no file mirror can send (1 left out) but the target holds 1 mirrored file"
+    ran = run("run", str(src), str(target), "--once", state=state)
+    assert ran.returncode == 1 and f"default: deletions withheld: {why}" in ran.stderr, ran.stderr
+    shown = run("status", state=state)
+    assert f"deletions withheld: {why}" in shown.stdout and "empty" not in shown.stdout, shown.stdout
+    assert files(target) == {"Rechnung.pdf": b"%PDF"}
+
+
 def test_verify_read_through_head_stops_quietly(tmp_path: Path, state: Path) -> None:
     """``mirror verify SRC DST | head``: more differences than a pipe holds, and the
     reader gone after the first line, once ended in 'internal error: BrokenPipeError'."""

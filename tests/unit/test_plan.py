@@ -437,6 +437,11 @@ def test_guard_counts_one_file_as_one() -> None:
     assert one_gone.guard == "1 file would be deleted, more than max_delete = 0"
     emptied = plan({}, {"f0": known("f0")}, SETTINGS)
     assert emptied.guard == "the source folder is empty but the target holds 1 mirrored file"
+    # the only file renamed to a name that cannot be sent (not UTF-8): there, not empty
+    renamed = plan({}, {"f0": known("f0")}, SETTINGS, unsendable=1)
+    assert renamed.removals == () and renamed.guard == (
+        "the source folder holds no file mirror can send (1 left out) but the target holds 1 mirrored file"
+    )
 
 
 def test_old_copies_of_files_sent_to_a_new_layout_do_not_count_as_deletions() -> None:
