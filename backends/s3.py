@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -111,6 +112,11 @@ def s3_etag(path: str) -> str:
     return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{parts}"
 
 
+#: the longest key S3 takes, in bytes of UTF-8, prefix included
+#: (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html)
+KEY_BYTES = 1024
+
+
 class S3Driver(Driver):
     capabilities = Capabilities(
         case_sensitive=True,
@@ -118,13 +124,20 @@ class S3Driver(Driver):
         atomic_put=True,
         server_side_move=True,
         max_name_bytes=1024,
-        max_path_chars=1024,
+        max_path_bytes=KEY_BYTES,
         max_file_bytes=5 * 1024**4,
     )
     default_concurrency = 8
     #: deletions go up to 64 to a DeleteObjects request, where one at a time each costs a
     #: round trip (uploads are not batched: each is one atomic PUT already)
     batch_files = 64
+
+    @classmethod
+    def capabilities_for(cls, url: str) -> Capabilities:
+        # the key's limit holds the prefix (the target's folder) and its '/' too
+        prefix = url.split("://", 1)[1].strip("/").partition("/")[2]
+        taken = len(f"{prefix}/".encode()) if prefix else 0
+        return dataclasses.replace(cls.capabilities, max_path_bytes=KEY_BYTES - taken)
 
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:

@@ -478,6 +478,7 @@ _CAPABILITY_TYPES: dict[str, type | tuple[type, ...]] = {
     "forbidden_trailing": str,
     "max_name_bytes": int,
     "max_path_chars": int,
+    "max_path_bytes": int,
     "max_file_bytes": int,
 }
 

@@ -73,6 +73,9 @@ class Capabilities:
     #: characters the target's own folder adds in front of each path (with the "/"),
     #: where the service counts them in ``max_path_chars``
     root_chars: int = 0
+    #: the longest path below the target's folder, in bytes of UTF-8 (S3: 1024 for the
+    #: whole key, less its prefix)
+    max_path_bytes: int | None = None
     max_file_bytes: int | None = None
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Capabilities:

@@ -337,14 +337,12 @@ def narrow(
 
 def refused_name(dst: str, caps: Capabilities) -> str | None:
     """Why the target would refuse or ignore ``dst``, or None when it accepts it."""
-    if caps.max_path_chars is not None and len(dst) + caps.root_chars > caps.max_path_chars:
-        if caps.root_chars:
-            length = len(dst) + caps.root_chars
-            return f"path is {length} characters with the target's folder; the target allows {caps.max_path_chars}"
-        return f"path is longer than the target allows ({caps.max_path_chars} characters)"
+    size = len(dst.encode("utf-8", "surrogatepass"))
+    if why := _too_long(dst, size, caps):
+        return why
     # nearly every path passes: one search and one length decide that; its
     # parts are only looked at one by one to say why a path is refused
-    if len(dst.encode("utf-8", "surrogatepass")) <= caps.max_name_bytes and not caps.refused_pattern.search(dst):
+    if size <= caps.max_name_bytes and not caps.refused_pattern.search(dst):
         return None
     return next(filter(None, (_refused_part(part, caps) for part in dst.split("/"))), None)
 
@@ -378,21 +376,42 @@ def _untrashable(trash: str, why: str) -> str:
     )
 
 
+def _too_long(dst: str, size: int, caps: Capabilities) -> str | None:
+    """Why ``dst`` (``size`` bytes of UTF-8) is too long a path for the target, or None."""
+    if caps.max_path_chars is not None and len(dst) + caps.root_chars > caps.max_path_chars:
+        if caps.root_chars:
+            length = len(dst) + caps.root_chars
+            return f"path is {length} characters with the target's folder; the target allows {caps.max_path_chars}"
+        return f"path is longer than the target allows ({caps.max_path_chars} characters)"
+    if caps.max_path_bytes is not None and size > caps.max_path_bytes:
+        return (
+            f"path is {size} bytes of UTF-8, longer than the target allows ({caps.max_path_bytes} bytes); "
+            "shorten its folder or file names"
+        )
+    return None
+
+
 def naming_rules(caps: Capabilities) -> str:
     """A short digest of the rules by which ``caps`` refuses names, and tells them apart:
     an index records the rules its rows were checked against (:func:`plan`'s
     ``rows_checked``), and a new rule (an upgrade, a changed backend) checks them again."""
+    newer = (
+        ("prefixes", sorted(caps.forbidden_prefixes)),
+        ("infixes", sorted(caps.forbidden_infixes)),
+        ("root_chars", caps.root_chars),
+        ("max_path_bytes", caps.max_path_bytes),
+    )
     rules = (
         caps.case_sensitive,
         sorted(caps.forbidden_names),
-        sorted(caps.forbidden_prefixes),
-        sorted(caps.forbidden_infixes),
         caps.forbidden_chars,
         caps.forbidden_leading,
         caps.forbidden_trailing,
         caps.max_name_bytes,
         caps.max_path_chars,
-        caps.root_chars,
+        # rules added since, only where set: a new rule of one backend must not have every
+        # other backend's index checked again
+        *((name, value) for name, value in newer if value),
     )
     return hashlib.sha256(repr(rules).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 

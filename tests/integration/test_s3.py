@@ -383,6 +383,34 @@ def test_a_source_restored_with_new_times_is_matched_by_hash_not_sent_again(
     assert "0 sent (0 B), 0 deleted" in settled.stdout, settled.stdout
 
 
+def test_a_key_over_1024_bytes_with_its_prefix_is_not_mirrored_and_other_files_are(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """A deep folder of German names, 624 characters below the prefix but a key of over
+    1024 bytes: mirror planned it (it counted characters, without the prefix), and real
+    S3 answers KeyTooLongError on every pass, holding back every deletion (moto takes it)."""
+    source = tmp_path / "export"
+    folder = source.joinpath(*["Übergabeprotokolle " + "ü" * 107] * 4)
+    folder.mkdir(parents=True)
+    deep = folder / ("Prüfbericht " + "ä" * 100 + ".pdf")
+    deep.write_bytes(b"%PDF report")
+    (source / "Rechnung.pdf").write_bytes(b"%PDF invoice")
+    rel = deep.relative_to(source).as_posix()
+    bucket, prefix = s3_target.url.removeprefix("s3://").split("/", 1)
+    assert len(rel) < 1024 < len(f"{prefix}/{rel}".encode())
+    config = config_file(s3_target, source, tmp_path / "mirror.toml")
+    state = tmp_path / "state"
+    ran = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert ran.returncode == 1 and "1 sent" in ran.stdout, ran.stdout + ran.stderr
+    limit = 1024 - len(f"{prefix}/".encode())
+    why = f"path is {len(rel.encode())} bytes of UTF-8, longer than the target allows ({limit} bytes)"
+    assert f"not mirrored: {rel}: {why}" in ran.stderr, ran.stderr
+    listed = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+    assert [o["Key"] for o in listed.get("Contents", [])] == [f"{prefix}/Rechnung.pdf"]
+    checked = run("verify", "-c", str(config), state=state, env=s3_target.env)
+    assert checked.returncode == 1 and f"t: {rel}: not mirrored: {why}" in checked.stdout, checked.stdout
+
+
 def test_a_dry_run_on_a_new_machine_does_not_promise_uploads_a_hash_will_spare(
     s3_target: TargetSpec, tmp_path: Path
 ) -> None:

@@ -730,6 +730,34 @@ def test_a_file_refused_its_new_path_keeps_its_folders_from_newcomers() -> None:
         db.close()
 
 
+S3_PARTS = st.text(st.sampled_from(["a", "ü", "€", "📄", " "]), min_size=1, max_size=60).filter(str.strip)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.lists(S3_PARTS, max_size=4).map("/".join),
+    path=st.lists(S3_PARTS, min_size=1, max_size=16).map("/".join),
+)
+@example(
+    prefix="mirror", path="/".join(["Übergabeprotokolle " + "ü" * 107] * 4 + ["Prüfbericht " + "ä" * 100 + ".pdf"])
+)
+def test_an_s3_key_over_1024_bytes_with_its_prefix_is_refused_in_the_plan(prefix: str, path: str) -> None:
+    """S3 takes keys of 1024 bytes of UTF-8, the prefix (the target's folder) included;
+    mirror counted 1024 characters below the prefix, so a deep folder of German names
+    was planned, to fail with KeyTooLongError on every pass."""
+    from backends.s3 import S3Driver
+
+    caps = S3Driver.capabilities_for(f"s3://bucket/{prefix}")
+    key = f"{prefix}/{path}" if prefix else path
+    too_long = len(key.encode()) > 1024
+    assert (refused_name(path, caps) is not None) == too_long
+    planned = plan({path: entry(path)}, {}, dataclasses.replace(SETTINGS, caps=caps))
+    assert [r.src for r in planned.refusals] == ([path] if too_long else [])
+    assert [t.dst for t in planned.transfers] == ([] if too_long else [path])
+    if too_long:
+        assert f"path is {len(path.encode())} bytes of UTF-8" in planned.refusals[0].reason
+
+
 def test_refused_names_are_per_item_errors_with_a_reason() -> None:
     caps = Capabilities(
         forbidden_names=frozenset({"desktop.ini"}), forbidden_chars=":", forbidden_trailing=" .", max_name_bytes=10
