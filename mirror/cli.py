@@ -590,6 +590,8 @@ def print_plan(name: str, plan: Plan) -> None:
         say(f"  {r.__class__.__name__.lower():12s} {what}  ({r.reason})")
     for x in plan.refusals:
         say(f"  refuse       {x.src}  ({x.reason})")
+    for k in plan.renamed:
+        say(f"  keep         {k.dst}  (renamed in the source to {k.now}, which is not mirrored: {k.why})")
     if plan.guard:
         say(f"  deletions withheld: {plan.guard}")
 
@@ -661,13 +663,14 @@ def verify(
                     partial(_source_hash, driver, cfg.source),
                     snap.unreadable,
                     [skip for skip in unmirrorable if runner.filter.wants_file(skip.path)],
+                    runner.stable_inodes,
                 )
                 for diff in found:
                     # under a layout a user knows the source path, and needs the target's too
                     where = printable(diff.src)
                     if diff.dst is not None and diff.dst != diff.src:
                         where += f" -> {printable(diff.dst)}"
-                    click.echo(f"{runner.name}: {where}: {diff.problem}")
+                    click.echo(f"{runner.name}: {where}: {printable(diff.problem)}")
                 if not found:
                     click.echo(
                         f"{runner.name}: identical ({counted(len(local), 'file')}; {compared(driver.caps)})"

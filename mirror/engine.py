@@ -237,8 +237,11 @@ class Mirror:
             else:
                 log.log(logging.DEBUG if told else logging.INFO, "skipped %s: %s", skip.path, skip.reason)
         # for status: what the source holds that the target does not get, as of this scan
+        not_sent = snap.left_out()
         for runner in self.runners:
             runner.unsendable = sum(1 for s in snap.skipped if s.fix and runner.filter.wants_file(s.path))
+            # a mirrored file renamed to one of these keeps its copy (mirror.plan)
+            runner.not_sent = {p: e for p, e in not_sent.items() if runner.filter.wants_file(p)}
             count = runner.unsendable + sum(1 for s in snap.skipped if s.unreadable)
             left_out = str(count) if count else None
             runner.left_out = count

@@ -20,6 +20,7 @@ from mirror.driver import Capabilities, RemoteEntry
 from mirror.errors import ItemError
 from mirror.index import IndexEntry, Stamp
 from mirror.layout import Layout, date_of
+from mirror.logs import with_bytes_shown
 from mirror.paths import TRASH_DIR, ancestors, in_trash, path_key
 from mirror.policy import DeletePolicy
 from mirror.progress import counted
@@ -162,6 +163,18 @@ class Cleanup(NamedTuple):
     dst: str
 
 
+class Renamed(NamedTuple):
+    """A mirrored file gone from its path and still in the source under one this target
+    does not get (a name that is not valid UTF-8, or one the target refuses): its copy
+    at the old name stays, and its row, until the file can be mirrored again."""
+
+    src: str
+    dst: str
+    #: the source path the file has now, and why that is not mirrored
+    now: str
+    why: str
+
+
 Transfer = Put | Adopt | Move
 Removal = Delete | Trash | Forget
 
@@ -187,6 +200,8 @@ class Plan:
     #: :attr:`PlanSettings.guard_base` after this plan: set when the guard withholds,
     #: None once a plan of the whole source withholds nothing
     guard_base: int | None = None
+    #: files renamed in the source to a path that is not mirrored: their copies stay
+    renamed: tuple[Renamed, ...] = ()
 
     def is_empty(self) -> bool:
         return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals or self.early)
@@ -436,6 +451,7 @@ def plan(
     excluded: Callable[[str], bool] | None = None,
     rows_checked: bool = False,
     unsendable: int = 0,
+    left_out: Mapping[str, tuple[LocalEntry, str]] | None = None,
 ) -> Plan:
     """Decide what to do for the source paths in ``scope`` (all known paths when None).
 
@@ -460,6 +476,11 @@ def plan(
     ``unsendable``: source files that are there but cannot be sent as they are (a name
     that is not UTF-8), so that a guard withholding deletions from a source that holds
     nothing else does not call it empty.
+
+    ``left_out``: the source's files that the scan left out for their names (not valid
+    UTF-8), path -> (entry, why). A file gone from its path that is one of those, or one
+    this plan refuses, by inode, size and time, was renamed to a path that is not
+    mirrored: it is still in the source, so its copy is not removed (:attr:`Plan.renamed`).
     """
     if scope is None:
         candidates: Iterable[str] = local
@@ -472,9 +493,12 @@ def plan(
         source_empty = scope is None and not local
     planner = _Planner(local, index, settings, remote, rows_checked)
     desired = planner.place(candidates)
+    # before their paths count as vacated: a file renamed to a name refused by the rules
+    gone = planner.keep_renamed(gone, left_out or {})
     moves, transfers = planner.assign(desired, gone)
     del desired  # a first copy's million entries: freed before the next steps build sets of paths
     moves, transfers = planner.refuse_file_folder_clashes(moves, transfers)
+    gone = planner.keep_renamed(gone)  # and to one refused since (another file's, a clash)
     moves = planner.order_moves(moves, transfers)
     removals = planner.removals(transfers, moves, gone, leftovers or {}, excluded)
     held: tuple[str, ...] = ()
@@ -492,6 +516,7 @@ def plan(
     elif guard is None and scope is None:
         guard_base = None  # the whole source planned, nothing withheld: the guard is at rest
     transfers = planner.keep_newer(transfers, restoring=guard_base is not None)
+    transfers = planner.keep_renamed_copies(transfers, left_out or {})
     early, removals = planner.split_early(removals, moves, transfers)
     cleanups: tuple[Cleanup, ...] = ()
     if remote is not None:
@@ -508,6 +533,7 @@ def plan(
         held,
         tuple(sorted(planner.unfit)),
         guard_base,
+        tuple(planner.renamed[src] for src in sorted(planner.renamed)),
     )
 
 
@@ -536,6 +562,10 @@ class _Planner:
         self.claimed: dict[str, str] = {}
         #: target paths whose current file leaves in this plan
         self.vacated: set[str] = set()
+        #: rows of files renamed in the source to a path that is not mirrored (by old path)
+        self.renamed: dict[str, Renamed] = {}
+        #: how many of :attr:`refusals` :meth:`keep_renamed` has looked at
+        self._refusals_seen = 0
         self._holders: dict[str, str] | None = None
         #: who holds each target path of this plan (by key), found by :meth:`assign`
         self.owner: dict[str, str] = {}
@@ -577,6 +607,73 @@ class _Planner:
             desired[src] = (dst, date)
         # sorting the keys alone: a list of (key, value) pairs costs a million tuples more
         return {src: desired[src] for src in sorted(desired)}
+
+    def keep_renamed(
+        self, gone: list[str], left_out: Mapping[str, tuple[LocalEntry, str]] | None = None
+    ) -> list[str]:
+        """``gone`` without the files renamed to a path that is not mirrored: one of
+        ``left_out`` (the scan's), or of the source files refused since the last call.
+        The file is still in the source: its copy stays where it is, with its row, until
+        it can be mirrored again (renamed back, or to a good name: a move then, or a put).
+        Deleted as a file gone, its only copy went from every target. A copy another file
+        of this plan takes the place of is replaced as before, and one at a name the
+        target refuses now is left as it landed (:meth:`removals`)."""
+        refused = self.refusals[self._refusals_seen :]
+        self._refusals_seen = len(self.refusals)
+        if not gone:
+            return gone
+        there = self._not_sent(left_out or {}, refused)
+        if not there:
+            return gone
+        found = renamed_away((self.index[src] for src in gone), there, self.settings.stable_inodes)
+        for src, (now, why) in found.items():
+            row = self.index[src]
+            # a copy at a name the target refuses now is left as it is anyway (removals)
+            if self.key(row.dst) not in self.claimed and refused_name(row.dst, self.caps) is None:
+                self.renamed[src] = Renamed(src, row.dst, now, why)
+                self.vacated.discard(self.key(row.dst))
+        return [src for src in gone if src not in self.renamed] if self.renamed else gone
+
+    def _not_sent(
+        self, left_out: Mapping[str, tuple[LocalEntry, str]], refused: Iterable[Refuse]
+    ) -> list[tuple[str, LocalEntry, str]]:
+        """(path, entry, why) of the source files not mirrored: ``left_out`` by the scan,
+        and those of ``refused``."""
+        there = [(path, entry, why) for path, (entry, why) in left_out.items()]
+        there += [(r.src, self.local[r.src], r.reason) for r in refused if r.src in self.local]
+        return there
+
+    def keep_renamed_copies(
+        self, transfers: list[Put | Adopt], left_out: Mapping[str, tuple[LocalEntry, str]]
+    ) -> list[Put | Adopt]:
+        """``transfers``, each put onto the copy of a file renamed to a path that is not
+        mirrored (another file now stands at its old path: an export written anew under
+        its fixed name) moving that copy into the trash first (:attr:`Put.keep`): it is
+        the only copy of a file still in the source, as in :meth:`keep_renamed`."""
+        stable = self.settings.stable_inodes
+        replacing = {
+            put.src: known
+            for put in transfers
+            if isinstance(put, Put)
+            and put.aside is None
+            and (known := self.index.get(put.src)) is not None
+            and known.dst == put.dst
+            and not _unchanged(known, put.entry, stable)
+        }
+        if not replacing or not (there := self._not_sent(left_out, self.refusals)):
+            return transfers
+        found = renamed_away(replacing.values(), there, stable)
+        if not found:
+            return transfers
+        kept: list[Put | Adopt] = []
+        for action in transfers:
+            if isinstance(action, Put) and action.src in found:
+                now, why = (with_bytes_shown(text) for text in found[action.src])
+                keep = f"the copy there is of the file renamed in the source to {now}, not mirrored ({why})"
+                kept.append(action._replace(aside=self._trash_path(action.dst), keep=keep))
+            else:
+                kept.append(action)
+        return kept
 
     def assign(
         self, desired: dict[str, tuple[str, dt.date]], gone: list[str]
@@ -1153,6 +1250,40 @@ def _match_renames(
         if match is not None:
             result[src] = match
     return result
+
+
+def renamed_away(
+    rows: Iterable[IndexEntry], there: Iterable[tuple[str, LocalEntry, str]], stable_inodes: bool = True
+) -> dict[str, tuple[str, str]]:
+    """The ``rows`` (of files gone from their paths) whose file is one of ``there``:
+    (path, entry, why it is not mirrored) of source files mirror does not send, by
+    inode, size and mtime; by size and mtime alone where the source's inodes are not
+    stable, or one is not known (a copy kept in doubt is the safe side). Each file is
+    taken for one row at most, its own inode's first. Old path -> (path now, why)."""
+    by_stamp: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
+    for path, entry, why in there:
+        by_stamp.setdefault((entry.size, entry.mtime_ns), []).append((entry.ino, path, why))
+    found: dict[str, tuple[str, str]] = {}
+    if not by_stamp:
+        return found
+    rows = [row for row in rows if (row.size, row.mtime_ns) in by_stamp]
+
+    def take(exact: bool) -> None:
+        """Pair rows with files: of the same inode (``exact``), or where none tells."""
+        for row in rows:
+            files = by_stamp[(row.size, row.mtime_ns)]
+            if row.src in found or not files:
+                continue
+            for at, (ino, path, why) in enumerate(files):
+                told = stable_inodes and row.ino != 0 and ino != 0
+                if (told and row.ino == ino) if exact else not told:
+                    found[row.src] = (path, why)
+                    del files[at]
+                    break
+
+    take(exact=True)
+    take(exact=False)
+    return found
 
 
 def _guard(

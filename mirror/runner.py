@@ -34,9 +34,10 @@ from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
+from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
-from mirror.plan import KnownFiles, Plan, PlanSettings, Put, naming_rules, narrow, plan
+from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
 from mirror.redact import redact_url
@@ -223,6 +224,10 @@ class TargetRunner:
         self._started = ""
         #: names_checked became true in this pass: recorded with its other facts
         self._vouch = False
+        #: the source's files (that this target's patterns take in) the engine's last scan
+        #: left out for their names, path -> (entry, why): a mirrored file renamed to one
+        #: keeps its copy (mirror.plan)
+        self.not_sent: Mapping[str, tuple[LocalEntry, str]] = {}
 
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
@@ -631,6 +636,7 @@ class TargetRunner:
             excluded=lambda src: src in local and src not in mine,
             rows_checked=self.names_checked,
             unsendable=self.unsendable,
+            left_out=self.not_sent,
         )
         self._rows_all_checked(actions, every_row=full and not skip)
         if kind == "update" and given_scope is not None and (clash := self._clashing(actions)):
@@ -658,6 +664,7 @@ class TargetRunner:
             # would report all in sync (exit 0) to a NAS share or bucket back empty. One
             # question a run (Driver.root_lost), asked before any work connects
             return listed()
+        self._note_renamed(actions, mine, skip, again=kind == "update")
         if actions.held:
             self.held.hold(actions.held, time.monotonic())
             self.log.debug("%d deletions wait until the source stops losing files", len(self.held.paths))
@@ -706,6 +713,32 @@ class TargetRunner:
             f"and the state folder has no index of it (a new machine?): give --layout {name} (layout = "
             f'"{name}" in a config) to go on, or --layout {chosen} to send every file again in that layout'
         )
+
+    def _note_renamed(
+        self, actions: Plan, mine: Mapping[str, LocalEntry], skip: Collection[str], again: bool
+    ) -> None:
+        """Say why the copy of a file renamed to a path that is not mirrored stays, and
+        record it as the old path's failure: status names both paths (and the target is
+        not in sync), and watch passes plan the old path with every batch, so the rename
+        to a good name meets its row and becomes a move. A file at its old path again
+        (renamed back) has no such failure any more. ``again``: a watch pass, which tells
+        a failure as before at debug level (a full pass tells it again)."""
+        if self.index is None:
+            return
+        for kept in actions.renamed:
+            why = renamed_reason(kept)
+            before = self.index.fail(kept.src, kept.dst, why)
+            self.log.log(logging.DEBUG if before and again else logging.WARNING, "%s: %s", kept.src, why)
+        if not self.index.failed_sources():
+            return
+        kept_now = {kept.src for kept in actions.renamed}
+        back = [
+            f.src
+            for f in self.index.failures()
+            if f.error.startswith(RENAMED) and f.src in mine and f.src not in skip and f.src not in kept_now
+        ]
+        if back:
+            self.index.clear_failures(back)
 
     def _plan_settings(self) -> PlanSettings:
         base = self.index.get_meta("guard_base") if self.index is not None else None
@@ -1598,6 +1631,21 @@ def raise_failure(report: Report) -> None:
         raise (TargetFull if report.full else FatalError)(report.fatal)
     if report.state_error:
         raise StateError(report.state_error)
+
+
+#: how the failure recorded for a file renamed to a path that is not mirrored begins
+RENAMED = "renamed in the source to "
+
+
+def renamed_reason(kept: Renamed) -> str:
+    """Why the copy of a file renamed to a path that is not mirrored stays, naming the
+    path it has now (its bytes shown, where the name is not valid UTF-8: the index keeps
+    the reason as a failure of the old path)."""
+    copy = "its copy on the target" + (f" ({kept.dst})" if kept.dst != kept.src else "")
+    return (
+        f"{RENAMED}{with_bytes_shown(kept.now)}, which is not mirrored ({with_bytes_shown(kept.why)}); "
+        f"{copy} stays until the file can be mirrored"
+    )
 
 
 def summarize(report: Report, named: bool = True) -> str:

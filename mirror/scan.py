@@ -45,6 +45,10 @@ class Skip:
     #: what the user can do about it: a file that should be mirrored and cannot be, as
     #: against one mirror leaves out by design (a symlink, a FIFO)
     fix: str | None = None
+    #: a regular file left out for its name: its size, time and inode, by which a file
+    #: mirrored before and renamed to that name is known (its copy stays: mirror.plan).
+    #: Not compared: a skip is told once a run, whatever its file's size
+    entry: LocalEntry | None = field(default=None, compare=False)
 
 
 #: size, mtime_ns, inode
@@ -171,6 +175,12 @@ class Snapshot:
         self.skipped.append(Skip(rel or ".", reason, unreadable=True))
         self.unreadable.add(rel)
 
+    def left_out(self) -> dict[str, tuple[LocalEntry, str]]:
+        """The regular files that are there but cannot be mirrored as they are (a name
+        that is not valid UTF-8), path -> (entry, why): a file mirrored before and renamed
+        to such a name is still in the source, and its copy stays (mirror.plan)."""
+        return {s.path: (s.entry, s.reason) for s in self.skipped if s.fix and s.entry is not None}
+
 
 def _kind(mode: int) -> str:
     if stat.S_ISLNK(mode):
@@ -247,7 +257,8 @@ def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[st
             elif is_junk(name) or (narrows and not filt.wants_by_pattern(rel)):
                 continue
             elif not (valid_dir and (name.isascii() or _valid_name(name))):
-                skipped.append(Skip(rel, "its name is not valid UTF-8", fix="rename it"))
+                entry = LocalEntry(rel, st.st_size, mtime_ns(st), st.st_ino) if S_ISREG(mode) else None
+                skipped.append(Skip(rel, "its name is not valid UTF-8", fix="rename it", entry=entry))
             elif S_ISREG(mode):
                 try:
                     records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)

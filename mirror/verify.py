@@ -13,7 +13,7 @@ from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import NAMED, Layout, date_of
 from mirror.paths import in_trash, path_key
-from mirror.plan import is_temp, refusal, refused_name
+from mirror.plan import is_temp, refusal, refused_name, renamed_away
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry, Skip
 
@@ -35,12 +35,15 @@ def compare(
     local_hash: Callable[[str], str | None],
     unreadable: Collection[str] = (),
     left_out: Collection[Skip] = (),
+    stable_inodes: bool = True,
 ) -> list[Difference]:
     """Every way the target differs from what the source says it should hold.
     ``unreadable``: source files and folders the scan could not read; what the index
     holds below them is not known to be gone, so it is reported as not compared.
     ``left_out``: source files the scan found and no target can take as they are
-    (:attr:`Skip.fix`): not on this target either, as a name it refuses is not."""
+    (:attr:`Skip.fix`): not on this target either, as a name it refuses is not. A file
+    mirrored before and renamed to one of those, or to a path this target refuses, is
+    named with the copy of its old name, which stays (as the planner keeps it)."""
     key = path_key(caps.case_sensitive)
     there = {key(p): r for p, r in remote.items()}
     # two source files can want one target path (the flat layout, or names that differ
@@ -52,27 +55,34 @@ def compare(
         if src in local and refused_name(row.dst, caps) is None:
             holders.setdefault(key(row.dst), src)
     found = [Difference(skip.path, None, f"not mirrored: {skip.reason}; {skip.fix}") for skip in left_out]
+    #: (path, entry, why) of the source files that are not mirrored
+    refused = [(skip.path, skip.entry, skip.reason) for skip in left_out if skip.entry is not None]
     for src, entry in sorted(local.items()):
         known = index.get(src)
         try:
             dst = _placed(src, entry, known, layout)
         except ItemError as exc:
             found.append(Difference(src, None, f"not mirrored: {exc}"))
+            refused.append((src, entry, str(exc)))
             continue
         # the target's rules of today, whoever sent the file (an older mirror sent names
         # the target refuses now, and the file it holds may be under another name)
         if why := refused_name(dst, caps):
             found.append(Difference(src, dst, f"not mirrored: {why}"))
+            refused.append((src, entry, why))
             continue
         holder = holders.get(key(dst), src)
         if holder != src:
             found.append(Difference(src, dst, f"not mirrored: {holder!r} holds that target path"))
+            refused.append((src, entry, f"{holder!r} holds that target path"))
             continue
         r = there.get(key(dst))
         if r is None:
             # as the planner judges it: a size the target took before is not refused now
             why = None if known is not None and known.dst == dst else refusal(dst, entry.size, caps)
             found.append(Difference(src, dst, f"not mirrored: {why}" if why else "missing on the target"))
+            if why:
+                refused.append((src, entry, why))
         elif r.size != entry.size:
             found.append(Difference(src, dst, f"size differs (source {entry.size}, target {r.size})"))
         elif caps.hash_kind is not HashKind.NONE and r.hash:
@@ -81,7 +91,8 @@ def compare(
         elif caps.mtime_settable and r.mtime_ns is not None and not caps.mtime_matches(r.mtime_ns, entry.mtime_ns):
             found.append(Difference(src, dst, "modification time differs"))
     found.sort(key=lambda diff: diff.src)
-    return found + _not_in_source(local, index, there, key, delete, unreadable)
+    renamed = renamed_away((row for src, row in index.items() if src not in local), refused, stable_inodes)
+    return found + _not_in_source(local, index, there, key, delete, unreadable, renamed)
 
 
 def _not_in_source(
@@ -91,9 +102,12 @@ def _not_in_source(
     key: Callable[[str], str],
     delete: DeletePolicy,
     unreadable: Collection[str],
+    renamed: Mapping[str, tuple[str, str]],
 ) -> list[Difference]:
-    """What the scan did not find: files removed but still on the target, and what it
-    could not read, mirrored before (not compared) or never (not mirrored)."""
+    """What the scan did not find: files removed but still on the target, files renamed
+    to a path that is not mirrored (``renamed``: old path -> (path now, why)), whose copy
+    stays, and what it could not read, mirrored before (not compared) or never (not
+    mirrored)."""
     found: list[Difference] = []
     held = tuple(f"{u}/" for u in unreadable if u)
     for src, known in sorted(index.items()):
@@ -101,6 +115,16 @@ def _not_in_source(
             continue
         if "" in unreadable or src in unreadable or src.startswith(held):
             found.append(Difference(src, known.dst, "cannot be read in the source, so it was not compared"))
+        elif src in renamed and key(known.dst) in there:
+            now, why = renamed[src]
+            found.append(
+                Difference(
+                    src,
+                    known.dst,
+                    f"renamed in the source to {now}, which is not mirrored ({why}); "
+                    "the copy of its old name stays on the target until the file can be mirrored",
+                )
+            )
         elif delete is DeletePolicy.MIRROR and key(known.dst) in there:
             found.append(Difference(src, known.dst, "removed from the source but still on the target"))
     for path in sorted(unreadable):

@@ -1524,20 +1524,80 @@ def test_verify_names_a_file_whose_name_is_not_utf8_on_each_target_and_calls_non
 
 
 def test_a_source_holding_only_a_file_it_cannot_send_is_not_called_empty(tmp_path: Path, state: Path) -> None:
-    """The only mirrored file renamed by a Latin-1 program: its copy stays (the guard),
-    but run and status said 'the source folder is empty' (a disk not mounted?) while the
-    file was there, named just above as not mirrored."""
+    """The only mirrored file gone, and a file whose name a Latin-1 program wrote in the
+    source: its copy stays (the guard), but run and status said 'the source folder is
+    empty' (a disk not mounted?) while the file was there, named just above as not
+    mirrored. (The mirrored file renamed to that name keeps its copy as that file's.)"""
     src, target = tmp_path / "export", tmp_path / "t"
     src.mkdir()
     (src / "Rechnung.pdf").write_bytes(b"%PDF")
     assert run("run", str(src), str(target), "--once", "-q", state=state).returncode == 0
-    os.rename(src / "Rechnung.pdf", os.path.join(os.fsencode(src), b"Rechnung M\xfcller.pdf"))
+    latin1 = os.path.join(os.fsencode(src), b"Rechnung M\xfcller.pdf")
+    os.rename(src / "Rechnung.pdf", latin1)
+    ran = run("run", str(src), str(target), "--once", state=state)
+    assert ran.returncode == 1 and "Rechnung.pdf: renamed in the source to Rechnung M\\xfcller.pdf" in ran.stderr
+    assert "withheld" not in ran.stderr and "empty" not in ran.stderr, ran.stderr
+    os.unlink(latin1)
+    with open(latin1, "wb") as f:
+        f.write(b"%PDF, another document")
     why = "the source folder holds no file mirror can send (1 left out) but the target holds 1 mirrored file"
     ran = run("run", str(src), str(target), "--once", state=state)
     assert ran.returncode == 1 and f"default: deletions withheld: {why}" in ran.stderr, ran.stderr
     shown = run("status", state=state)
     assert f"deletions withheld: {why}" in shown.stdout and "empty" not in shown.stdout, shown.stdout
     assert files(target) == {"Rechnung.pdf": b"%PDF"}
+
+
+def test_a_mirrored_file_or_folder_renamed_to_a_name_that_is_not_utf8_keeps_its_copies(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """A Latin-1 program renamed 'Rechnung.pdf' to 'Rechnung M\\xfcller.pdf', and a folder
+    of 5 invoices to 'Kunde M\\xfcller': the old paths were gone and the new ones left
+    out, so every copy was deleted ('6 deleted') while the files were still in the source,
+    and no target held them any more. The copies stay, run after run, with a line naming
+    both paths (run, status, verify), until the files get good names: then they move."""
+    target = tmp_path / "t"
+    (src / "Rechnung.pdf").write_bytes(b"%PDF invoice of Mr Mueller")
+    (src / "Kunde").mkdir()
+    for i in range(5):
+        (src / "Kunde" / f"inv {i}.pdf").write_bytes(f"%PDF Kunde {i}".encode())
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    before = files(target)
+    root = os.fsencode(src)
+    os.rename(root + b"/Rechnung.pdf", root + b"/Rechnung M\xfcller.pdf")
+    os.rename(root + b"/Kunde", root + b"/Kunde M\xfcller")
+    (src / "2026" / "invoice [0] #%.pdf").unlink()  # a file that did leave: its copy goes
+    kept = {p: d for p, d in before.items() if p != "2026/invoice [0] #%.pdf"}
+    for deleted in (1, 0):  # not merely put off to the next run
+        result = run("run", str(src), str(target), "--once", state=state)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert f"default: 0 sent (0 B), {deleted} deleted, 0 failed" in result.stdout, result.stdout
+        assert files(target) == kept
+        assert (
+            "Rechnung.pdf: renamed in the source to Rechnung M\\xfcller.pdf, which is not mirrored (its name is "
+            "not valid UTF-8); its copy on the target stays until the file can be mirrored" in result.stderr
+        ), result.stderr
+        assert "Kunde/inv 4.pdf: renamed in the source to Kunde M\\xfcller/inv 4.pdf" in result.stderr
+    checked = run("verify", str(src), str(target), state=state)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert (
+        "default: Rechnung.pdf: renamed in the source to Rechnung M\\xfcller.pdf, which is not mirrored "
+        "(its name is not valid UTF-8); the copy of its old name stays on the target until the file can be "
+        "mirrored"
+    ) in checked.stdout.splitlines(), checked.stdout
+    assert "removed from the source" not in checked.stdout, checked.stdout
+    shown = run("status", state=state)
+    assert shown.returncode == 1, shown.stdout
+    assert "  failed: Kunde/inv 0.pdf: renamed in the source to Kunde M\\xfcller/inv 0.pdf" in shown.stdout
+    # good names again: the copies move there, nothing is sent again and nothing is lost
+    os.rename(root + b"/Rechnung M\xfcller.pdf", src / "Rechnung Müller.pdf")
+    os.rename(root + b"/Kunde M\xfcller", src / "Kunde Müller")
+    moved = run("run", str(src), str(target), "--once", state=state)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "default: 0 sent (0 B), 6 moved, 0 deleted, 0 failed" in moved.stdout, moved.stdout
+    assert files(target) == {p: d for p, d in files(src).items() if p != "Thumbs.db"}
+    assert run("verify", str(src), str(target), state=state).returncode == 0
+    assert run("status", state=state).returncode == 0
 
 
 def test_verify_read_through_head_stops_quietly(tmp_path: Path, state: Path) -> None:

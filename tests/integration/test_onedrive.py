@@ -20,8 +20,11 @@ from click.testing import CliRunner
 from mirror.backends.onedrive import CHUNK_UNIT, OneDriveDriver, TokenSource, quickxor_hash
 from mirror.backends.onedrive_auth import command as auth_command
 
+from mirror import api
 from mirror.driver import MemoryState
 from mirror.errors import ConfigError, FatalError, ItemError, TransientError
+from mirror.events import Report
+from mirror.registry import Preset
 from tests.cli import run
 from tests.fakes.graph_api import quickxor_reference
 from tests.reliability.common import write_config
@@ -449,3 +452,51 @@ def test_a_file_cut_shorter_during_its_upload_session_fails_at_once(
     worker.join(30)
     assert not worker.is_alive(), f"the upload never ends ({len(fragments)} fragments)"
     assert len(outcome) == 1 and "got shorter while it was sent" in str(driver.classify(outcome[0]))
+
+
+def test_a_file_renamed_to_a_name_onedrive_refuses_keeps_its_copy(
+    onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    """'colon.pdf' renamed to 'a:b.pdf': the planner refuses ':', and the copy was deleted
+    in a pass that reported '1 failed'. It stays now, while the deletion of a file that
+    did leave the source goes on (a refusal is no transfer error). Where only the server
+    refuses the name as it is sent (a preset whose rules do not know ':'), the move fails
+    and keeps the copy, and as a transfer error holds back the pass's deletions (README,
+    promise 3). Named good again, the copies move there."""
+
+    def mirror(url: str, source: Path, preset: Preset | None = None) -> Report:
+        spec = api.TargetConfig("t", url, onedrive_target.options)
+        presets = {preset.name: preset} if preset is not None else {}
+        cfg = api.Config(source=source, targets=(spec,), state_dir=tmp_path / "state", presets=presets)
+        with api.running(cfg) as m:
+            (report,) = m.run_once()
+        return report
+
+    def there(url: str) -> list[str]:
+        driver = OneDriveDriver.connect(url, onedrive_target.options)
+        try:
+            return sorted(driver.list())
+        finally:
+            driver.close()
+
+    relaxed = Preset("od", "onedrive", {}, {"forbidden_chars": ""})
+    cases = [(onedrive_target.url, None), (onedrive_target.url.replace("onedrive://", "od://") + "-2", relaxed)]
+    for n, (url, preset) in enumerate(cases):
+        source = tmp_path / f"export-{n}"
+        source.mkdir()
+        for name in ("keep.pdf", "colon.pdf", "old.pdf"):
+            (source / name).write_bytes(b"%PDF " + name.encode())
+        assert mirror(url, source, preset).ok
+        os.rename(source / "colon.pdf", source / "a:b.pdf")
+        (source / "old.pdf").unlink()
+        report = mirror(url, source, preset)
+        assert [src for src, _ in report.failed] == ["a:b.pdf"], report
+        # refused by the plan, 'old.pdf' goes; failed as it was sent, it waits
+        assert (report.uploaded, report.moved, report.deleted) == (0, 0, 1 if preset is None else 0), report
+        assert there(url) == (
+            ["colon.pdf", "keep.pdf"] if preset is None else ["colon.pdf", "keep.pdf", "old.pdf"]
+        )
+        os.rename(source / "a:b.pdf", source / "a-b.pdf")
+        report = mirror(url, source, preset)
+        assert report.ok and (report.uploaded, report.moved) == (0, 1), report
+        assert there(url) == ["a-b.pdf", "keep.pdf"]

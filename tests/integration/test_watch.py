@@ -93,6 +93,64 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_watch(live: tuple[Path, Path,
     wait_for(lambda: files(dst).get("later.pdf") == b"later", what="a file after one whose name is not UTF-8")
 
 
+def test_a_file_renamed_to_a_name_that_is_not_utf8_keeps_its_copy_until_renamed_again(
+    live: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Its copy was deleted at the rescan the watcher's error asked for, the file still in
+    the source under its new name."""
+    src, dst, _ = live
+    os.rename(src / "a.pdf", os.path.join(os.fsencode(src), b"a\xe9.pdf"))
+    log = tmp_path / "mirror.log"
+    told = "a.pdf: renamed in the source to a\\xe9.pdf, which is not mirrored (its name is not valid UTF-8)"
+    wait_for(lambda: told in log.read_text(), what="the kept copy told")
+    (src / "gone.pdf").write_bytes(b"g")
+    wait_for(lambda: "gone.pdf" in files(dst), what="another file")
+    (src / "gone.pdf").unlink()  # a deletion pass, with the source far from empty
+    wait_for(lambda: "gone.pdf" not in files(dst), what="its deletion")
+    assert files(dst) == {"a.pdf": b"A" * 100, "keep.pdf": b"K"}
+    os.rename(os.path.join(os.fsencode(src), b"a\xe9.pdf"), src / "a-good.pdf")
+    wait_for(lambda: same(src, dst), what="the copy moved to the good name")
+    wait_for(lambda: "1 moved" in log.read_text(), what="a move, not a copy sent again")
+
+
+def test_a_file_renamed_to_a_name_the_target_refuses_keeps_its_copy_and_moves_once_renamed_again(
+    tmp_path: Path,
+) -> None:
+    """Watch passes plan the paths that changed: the old path gone (held, then deleted)
+    and the new one refused. The copy stays; a later rename to a good name, which the
+    old path takes no part in, still moves it (its row is planned with every batch)."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"the only copy")
+    (src / "keep.pdf").write_bytes(b"K")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[backends.fat]\nprotocol = "file"\ncapabilities = {{ forbidden_chars = "?" }}\n'
+        f'[targets.usb]\nurl = "fat://{dst}"\n'
+    )
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        os.rename(src / "a.pdf", src / "a?b.pdf")
+        told = "a.pdf: renamed in the source to a?b.pdf, which is not mirrored (the target refuses the character"
+        wait_for(lambda: told in log.read_text(), what="the kept copy told")
+        (src / "gone.pdf").write_bytes(b"g")
+        wait_for(lambda: "gone.pdf" in files(dst), what="another file")
+        (src / "gone.pdf").unlink()
+        wait_for(lambda: "gone.pdf" not in files(dst), what="its deletion")
+        assert files(dst) == {"a.pdf": b"the only copy", "keep.pdf": b"K"}
+        shown = run("status", state=state)
+        assert "failed: a.pdf: renamed in the source to a?b.pdf" in shown.stdout, shown.stdout
+        os.rename(src / "a?b.pdf", src / "a-b.pdf")
+        wait_for(lambda: files(dst) == files(src), what="the copy moved to the good name")
+        wait_for(lambda: "1 moved" in log.read_text(), what="a move, not a copy sent again")
+        wait_for(lambda: run("status", state=state).returncode == 0, what="status in sync")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
 def test_a_file_replaced_by_a_folder_of_its_name_waits_for_no_other_deletion(
     live: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:

@@ -154,6 +154,57 @@ def test_names_a_server_cuts_short_are_refused_and_nothing_above_the_target_is_t
     assert all("refuses the character" in why for _, why in report.failed), report.failed
 
 
+def test_a_file_or_folder_renamed_to_a_name_the_server_refuses_keeps_its_copies_until_renamed_again(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    """'renamed-ok.pdf' renamed to 'a?b.pdf', and a folder of invoices to 'Kunde?': the old
+    paths were gone and the new ones refused, so their copies were deleted ('4 deleted, 4
+    failed') though the files were still in the source, and no target held them any more.
+    They stay, pass after pass; named good again, they move there."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "keep.pdf").write_bytes(b"keep")
+    (source / "renamed-ok.pdf").write_bytes(b"%PDF the only copy")
+    (source / "Kunde").mkdir()
+    for i in range(3):
+        (source / "Kunde" / f"inv {i}.pdf").write_bytes(f"%PDF Kunde {i}".encode())
+    target = api.TargetConfig("dav", webdav_server.url(sub), webdav_server.options())
+    cfg = api.Config(source=source, targets=(target,), state_dir=tmp_path / "state")
+    on_server = webdav_server.folder / sub
+    with api.running(cfg) as m:
+        (report,) = m.run_once()
+    assert report.ok and files(on_server) == files(source)
+    before = files(on_server)
+    os.rename(source / "renamed-ok.pdf", source / "a?b.pdf")
+    os.rename(source / "Kunde", source / "Kunde?")
+    for _ in range(2):  # not merely put off to the next pass
+        with api.running(cfg) as m:
+            (report,) = m.run_once()
+        assert (report.uploaded, report.moved, report.deleted) == (0, 0, 0), report
+        assert sorted(src for src, _ in report.failed) == [
+            "Kunde?/inv 0.pdf",
+            "Kunde?/inv 1.pdf",
+            "Kunde?/inv 2.pdf",
+            "a?b.pdf",
+        ]
+        assert files(on_server) == before
+    with api.running(cfg, dry_run=True) as m:
+        (planned,) = m.run_once()
+    assert planned.planned is not None
+    assert [(k.src, k.now) for k in planned.planned.renamed] == [
+        ("Kunde/inv 0.pdf", "Kunde?/inv 0.pdf"),
+        ("Kunde/inv 1.pdf", "Kunde?/inv 1.pdf"),
+        ("Kunde/inv 2.pdf", "Kunde?/inv 2.pdf"),
+        ("renamed-ok.pdf", "a?b.pdf"),
+    ]
+    os.rename(source / "a?b.pdf", source / "a-b.pdf")
+    os.rename(source / "Kunde?", source / "Kunde 2")
+    with api.running(cfg) as m:
+        (report,) = m.run_once()
+    assert report.ok and (report.uploaded, report.moved, report.deleted) == (0, 4, 0), report
+    assert files(on_server) == files(source)
+
+
 @pytest.mark.timeout(120)
 def test_names_sent_before_the_server_s_rules_refused_them_are_refused_and_never_sent_again(
     webdav_server: WebdavServer, sub: str, tmp_path: Path

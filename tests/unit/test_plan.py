@@ -46,6 +46,7 @@ from mirror.plan import (
     PlanSettings,
     Put,
     Refuse,
+    Renamed,
     Trash,
     narrow,
     plan,
@@ -260,6 +261,19 @@ edits = st.lists(
     folded=False,
     disk=True,
 )
+# a file renamed to a path another file holds (flat: c/y -> b/x, where a/x holds x) is
+# refused there, and its copy y stays: it is still in the source
+@example(
+    tree={"a/x": b"a", "c/y": b"c"},
+    layout="flat",
+    changes=[("rename", 1, "b/x")],
+    incremental=False,
+    hold=False,
+    relayout=False,
+    batched=False,
+    folded=False,
+    disk=False,
+)
 # a new layout where one file's old path is another's new folder once failed a pass
 # (2026/1%0X%X?0 leaves for 2026/a?9%[/X*́/1%0X%X?0 while 2026/1%0X%X?0/?/... arrives)
 @example(
@@ -355,7 +369,10 @@ def test_after_edits_the_target_follows_the_source(
             )
             stats.failed += rig.executor.run(later).failed
             step = dataclasses.replace(
-                step, guard=step.guard or later.guard, withheld=step.withheld + later.withheld
+                step,
+                guard=step.guard or later.guard,
+                withheld=step.withheld + later.withheld,
+                renamed=step.renamed + later.renamed,
             )
         assert not [f for f in stats.failed if "already taken" not in f[1] and "clashes" not in f[1]]
         refused = {f.src for f in rig.index.failures()}
@@ -363,11 +380,15 @@ def test_after_edits_the_target_follows_the_source(
         index = rig.index.entries()
         target = rig.target()
         kept = set(index) - set(current)
+        # a file renamed to a path refused it is still in the source: its copy stays, as it was
+        renamed = {r.src: r.now for r in step.renamed}
+        assert {src: target[index[src].dst] for src in renamed} == {s: current[n] for s, n in renamed.items()}
+        assert set(renamed) <= refused | kept and set(renamed.values()) <= refused
         if step.guard:
             # the guard withheld deletions: the removed files stay, and stay managed
             assert kept and step.withheld
         else:
-            assert not kept
+            assert kept == set(renamed)
         assert {e.dst: current[e.src] for e in index.values() if e.src in current} == {
             dst: data for dst, data in target.items() if dst not in {index[s].dst for s in kept}
         }
@@ -814,6 +835,89 @@ def test_a_rename_becomes_a_move_when_the_target_can_move() -> None:
         ),
     )
     assert result.transfers == () and result.removals == ()
+
+
+def test_a_file_renamed_to_a_name_that_is_not_mirrored_keeps_its_copy_until_it_can_be() -> None:
+    """'Rechnung.pdf' renamed by a Latin-1 program to 'Rechnung M\xfcller.pdf' (not valid
+    UTF-8: the scan leaves it out), or 'a.pdf' to 'a?b.pdf' on a target that refuses '?':
+    the old path was gone and the new one refused, so the copy was deleted as if the file
+    had left the source. It had not, and no target held it any more. Known by its inode,
+    size and time, its copy and row stay (and count for no guard, nor wait as held),
+    until a good name makes it a move."""
+    caps = Capabilities(server_side_move=True, forbidden_chars="?")
+    settings_ = PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps)
+    names = ["Rechnung.pdf", "a.pdf", "gone.pdf", "keep.pdf", "twin.pdf"]
+    index = {name: known(name, ino=n) for n, name in enumerate(names, 1)}
+    latin1 = os.fsdecode(b"Rechnung M\xfcller.pdf")
+    local = {
+        "a?b.pdf": entry("a?b.pdf", ino=2),
+        "keep.pdf": entry("keep.pdf", ino=4),
+        "twin?.pdf": entry("twin?.pdf", ino=99),  # of twin.pdf's size and time, another file
+    }
+    left_out = {latin1: (entry(latin1, ino=1), "its name is not valid UTF-8")}
+    renamed = (
+        Renamed("Rechnung.pdf", "Rechnung.pdf", latin1, "its name is not valid UTF-8"),
+        Renamed("a.pdf", "a.pdf", "a?b.pdf", "the target refuses the character(s) '?' in 'a?b.pdf'"),
+    )
+    for scope in (None, ["Rechnung.pdf", "a.pdf", "a?b.pdf", "gone.pdf", "twin.pdf", "twin?.pdf"]):
+        result = plan(local, index, settings_, scope=scope, left_out=left_out)
+        assert result.renamed == renamed
+        assert sorted((type(r), r.src) for r in result.removals) == [(Delete, "gone.pdf"), (Delete, "twin.pdf")]
+        assert not result.moves and not result.transfers
+        assert sorted(r.src for r in result.refusals) == ["a?b.pdf", "twin?.pdf"]
+        held = plan(local, index, settings_, scope=scope, left_out=left_out, hold_gone=True)
+        assert held.renamed == renamed and held.held == ("gone.pdf", "twin.pdf") and not held.removals
+    # the guard counts only the files that left: 2 of 5 is not over half, 2 of 3 would be
+    guarded = plan(local, index, dataclasses.replace(settings_, max_delete=1), left_out=left_out)
+    assert guarded.renamed == renamed and guarded.withheld == 2
+    # a source whose inodes are not stable (FUSE): size and time tell, one copy for each file
+    fuse = plan(local, index, dataclasses.replace(settings_, stable_inodes=False), left_out=left_out)
+    assert len(fuse.renamed) == 3 and len(fuse.removals) == 1
+    # renamed again, to names the target takes: moved, nothing sent, nothing deleted
+    back = {"Rechnung Mueller.pdf": entry("Rechnung Mueller.pdf", ino=1), "a-b.pdf": entry("a-b.pdf", ino=2)}
+    moved = plan(
+        {**back, "keep.pdf": local["keep.pdf"]},
+        index,
+        settings_,
+        remote={n: RemoteEntry(n, 1, None, None) for n in names},
+    )
+    assert sorted((m.old_dst, m.dst) for m in moved.moves) == [
+        ("Rechnung.pdf", "Rechnung Mueller.pdf"),
+        ("a.pdf", "a-b.pdf"),
+    ]
+    assert not moved.renamed and not moved.transfers
+    assert sorted(r.src for r in moved.removals) == ["gone.pdf", "twin.pdf"]
+
+
+def test_a_file_written_anew_where_one_was_renamed_to_a_name_not_mirrored_keeps_the_old_copy(base: Path) -> None:
+    """An export written anew under its fixed name, the last one renamed by a Latin-1
+    program (or to a name the target refuses): the new file replaced the only copy of
+    the renamed one. That copy goes into the trash first."""
+    rig = Rig(base, Capabilities(server_side_move=True, forbidden_chars="?"))
+    rig.write({"export.pdf": b"first export", "other.pdf": b"o"})
+    rig.executor.run(plan(rig.local(), {}, rig.settings("tree"), remote={}))
+    root = os.fsencode(rig.source)
+    os.rename(root + b"/export.pdf", root + b"/export M\xfcller.pdf")
+    os.rename(rig.source / "other.pdf", rig.source / "other?.pdf")
+    rig.write({"export.pdf": b"second export, longer", "other.pdf": b"O, again"})
+    snap = scan(rig.source, Filter())
+    step = plan(snap.entries, rig.index.entries(), rig.settings("tree"), left_out=snap.left_out())
+    assert sorted((put.dst, put.aside) for put in step.transfers if isinstance(put, Put)) == [
+        ("export.pdf", ".mirror-trash/2026-01-02/export.pdf"),
+        ("other.pdf", ".mirror-trash/2026-01-02/other.pdf"),
+    ]
+    rig.executor.run(step)
+    assert rig.target() == {
+        "export.pdf": b"second export, longer",
+        "other.pdf": b"O, again",
+        ".mirror-trash/2026-01-02/export.pdf": b"first export",
+        ".mirror-trash/2026-01-02/other.pdf": b"o",
+    }
+    # without a renamed file behind it, a file written anew replaces its copy as before
+    rig.write({"export.pdf": b"third"})
+    again = plan(rig.local(), rig.index.entries(), rig.settings("tree"))
+    assert [(put.dst, put.aside) for put in again.transfers if isinstance(put, Put)] == [("export.pdf", None)]
+    rig.close()
 
 
 def test_a_copy_the_listing_lacks_or_shows_changed_is_sent_not_moved() -> None:

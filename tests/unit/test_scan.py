@@ -101,6 +101,26 @@ def test_names_that_are_not_utf8_are_skipped_with_a_reason(tmp_path: Path) -> No
     assert [(s.reason, s.fix) for s in snap.skipped] == [("its name is not valid UTF-8", "rename it")]
 
 
+def test_files_left_out_for_their_names_are_known_by_inode_size_and_time(tmp_path: Path) -> None:
+    """A mirrored file renamed to such a name (or moved into such a folder) is still in
+    the source: the planner tells it by these, and keeps its copy (mirror.plan)."""
+    root = os.fsencode(tmp_path)
+    os.mkdir(root + b"/Kunde M\xfcller")
+    for name in (b"bad-\xff.pdf", b"Kunde M\xfcller/inv.pdf"):
+        with open(root + b"/" + name, "wb") as f:
+            f.write(b"%PDF " + name)
+    os.mkfifo(root + b"/fifo-\xff")  # not a file: nothing to tell it by
+    snap = scan(tmp_path, Filter())
+    assert not snap.entries
+    left_out = snap.left_out()
+    assert sorted(left_out) == [os.fsdecode(b"Kunde M\xfcller/inv.pdf"), os.fsdecode(b"bad-\xff.pdf")]
+    for rel, (entry, why) in left_out.items():
+        st = os.stat(root + b"/" + os.fsencode(rel))
+        assert entry == LocalEntry(rel, st.st_size, st.st_mtime_ns, st.st_ino)
+        assert why == "its name is not valid UTF-8"
+    assert len(snap.skipped) == 3
+
+
 def test_packed_entries_keep_every_value_and_find_recent_files() -> None:
     """Pre-1970 times, 64-bit inodes and large sizes survive the packing."""
     entries = Entries()

@@ -11,7 +11,7 @@ from mirror.driver import COARSER_TICKS_NS, Capabilities, RemoteEntry
 from mirror.index import IndexEntry
 from mirror.layout import Layout
 from mirror.policy import DeletePolicy
-from mirror.scan import LocalEntry
+from mirror.scan import LocalEntry, Skip
 from mirror.verify import Difference, accounted_for, compare, others
 
 MTIME = 1_772_323_200 * 10**9
@@ -85,6 +85,38 @@ def test_a_file_the_target_refuses_is_reported_as_not_mirrored_with_the_planner_
         ("a/long/way/down/x.pdf", "not mirrored: path is longer than the target allows (20 characters)"),
         ("big.pdf", "not mirrored: file is larger than the target allows (10 bytes)"),
         ("what?.pdf", "not mirrored: the target refuses the character(s) '?' in 'what?.pdf'"),
+    ]
+
+
+def test_a_copy_kept_for_a_file_renamed_to_a_name_that_is_not_mirrored_names_both_paths() -> None:
+    """Its old name's copy stays (the planner keeps it): not a file removed from the source."""
+    day = dt.date(2026, 3, 1)
+    picky = Capabilities(forbidden_chars="?")
+    index = {
+        name: IndexEntry(name, name, 3, MTIME, ino, day, None)
+        for ino, name in enumerate(["Rechnung.pdf", "a.pdf", "gone.pdf"], 1)
+    }
+    remote = {name: RemoteEntry(name, 3) for name in index}
+    latin1 = "Rechnung M\udcfcller.pdf"
+    renamed_file = LocalEntry(latin1, 3, MTIME, 1)
+    left_out = [Skip(latin1, "its name is not valid UTF-8", fix="rename it", entry=renamed_file)]
+    entries = {"a?b.pdf": LocalEntry("a?b.pdf", 3, MTIME, 2)}
+    tree = Layout.parse("tree")
+    found = compare(entries, index, remote, tree, DeletePolicy.MIRROR, picky, lambda _: None, (), left_out)
+    kept = "the copy of its old name stays on the target until the file can be mirrored"
+    assert [(d.src, d.problem) for d in found] == [
+        (latin1, "not mirrored: its name is not valid UTF-8; rename it"),
+        ("a?b.pdf", "not mirrored: the target refuses the character(s) '?' in 'a?b.pdf'"),
+        (
+            "Rechnung.pdf",
+            f"renamed in the source to {latin1}, which is not mirrored (its name is not valid UTF-8); {kept}",
+        ),
+        (
+            "a.pdf",
+            "renamed in the source to a?b.pdf, which is not mirrored (the target refuses the character(s) '?' "
+            f"in 'a?b.pdf'); {kept}",
+        ),
+        ("gone.pdf", "removed from the source but still on the target"),
     ]
 
 
