@@ -387,8 +387,9 @@ class Mirror:
             self.stop.set()
             raise
         finally:
+            unsent = watcher.unsent()
             for runner in self.runners:
-                runner.stopped_with(watcher.unsettled())
+                runner.stopped_with(unsent)
 
     def _follow(self, watcher: SourceWatcher, known: Entries, lock: threading.Lock, rescan_every: float) -> None:
         """:meth:`run_forever`'s loop: the watcher's batches, and the full passes when due."""

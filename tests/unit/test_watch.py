@@ -110,3 +110,21 @@ def test_a_file_on_a_disk_that_keeps_whole_seconds_waits_until_its_second_is_ove
     assert list(ready) == ["invoice.pdf"]
     # only once a write of the same size could no longer keep that time
     assert time.time_ns() >= second + scan.COARSE_NS
+
+
+def test_a_stop_counts_only_changes_that_were_not_handed_on(tmp_path: Path) -> None:
+    """An event that came after its file went out (settle holds it back a moment) made a
+    stop warn 'stopped with 1 change(s) not yet sent' of a file the target had."""
+    sent, new = tmp_path / "sent.pdf", tmp_path / "new.pdf"
+    sent.write_bytes(b"sent")
+    watcher = SourceWatcher(tmp_path, None, Filter(), 0.5, False, threading.Event(), {})
+    watcher.expect(["sent.pdf"])
+    deadline = time.monotonic() + 5.0
+    while not watcher._settled() and time.monotonic() < deadline:  # handed on once settled
+        time.sleep(0.05)
+    assert "sent.pdf" in watcher.known
+    watcher.expect(["sent.pdf"])  # a late event of the same file
+    assert watcher.unsent() == 0
+    new.write_bytes(b"new")
+    watcher.expect(["new.pdf"])
+    assert watcher.unsent() == 1
