@@ -89,6 +89,8 @@ class SourceWatcher:
         self.filt = filt
         self.settle = settle
         self.poll = poll
+        #: whether the current watcher got as far as its first tick (its watches in place)
+        self._began = False
         #: why the source is polled though inotify was asked for (a kernel limit), the
         #: limits already warned of, and when to try inotify again
         self.fallback: str | None = None
@@ -172,6 +174,7 @@ class SourceWatcher:
                     if self.stop.wait(2.0):
                         return
             started = _inotify_fds()
+            self._began = False
             try:
                 yield from self._watch(started)
             except WatchfilesRustInternalError as exc:
@@ -179,6 +182,19 @@ class SourceWatcher:
                     # no inotify instance to be had: nothing would ever be watched, nor
                     # the first copy made (it waits for the watcher's first rescan)
                     self._fall_back(*_cannot_start(exc))
+                    continue
+                if not self.poll and not self._began and "Unable to decode path" in str(exc):
+                    # a folder whose name is not valid UTF-8: inotify's watcher fails as it
+                    # sets up, every time, and nothing was ever mirrored (the first pass
+                    # waits for its first tick); watchfiles' poller reads such names
+                    self._fall_back(
+                        "a folder in the source has a name that is not valid UTF-8",
+                        f" ({exc})",
+                        (
+                            "rename it to a UTF-8 name (convmv -f latin1 -t utf8 -r --notest FOLDER)",
+                            "rename the folder that is not valid UTF-8",
+                        ),
+                    )
                     continue
                 # watchfiles gives up on a name it cannot decode (one not valid UTF-8),
                 # and its watcher with it: a new one starts with a rescan, which finds
@@ -241,7 +257,7 @@ class SourceWatcher:
             if not watching:
                 # the watches exist only from the first tick on: whatever changed between
                 # the caller's scan and now sent no event, so one more scan catches it
-                watching = True
+                watching = self._began = True
                 self._inotify_started(started)
                 yield Batch({}, rescan=True)
             if self.poll and time.monotonic() - swept >= POLL_SWEEP:

@@ -93,6 +93,24 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_watch(live: tuple[Path, Path,
     wait_for(lambda: files(dst).get("later.pdf") == b"later", what="a file after one whose name is not UTF-8")
 
 
+def test_a_folder_whose_name_is_not_utf8_does_not_keep_the_watch_from_starting(tmp_path: Path) -> None:
+    """A folder of a Latin-1 program's in the source: watchfiles failed as it set up its
+    watches, again every second, and nothing was ever mirrored, new files neither."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    os.makedirs(os.path.join(os.fsencode(src), b"Kunde M\xfcller"))
+    (src / "invoice.pdf").write_bytes(b"%PDF")
+    proc = start("run", str(src), str(dst), state=state, log=log)
+    try:
+        wait_for(lambda: files(dst).get("invoice.pdf") == b"%PDF", what="the first pass", timeout=30)
+        (src / "later.pdf").write_bytes(b"later")
+        wait_for(lambda: files(dst).get("later.pdf") == b"later", what="a change seen by polling", timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    text = log.read_text()
+    assert "a folder in the source has a name that is not valid UTF-8" in text and "convmv" in text, text
+
+
 def test_a_file_renamed_to_a_name_that_is_not_utf8_keeps_its_copy_until_renamed_again(
     live: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
