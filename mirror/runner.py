@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -251,6 +252,11 @@ class TargetRunner:
         if self.dry_run:
             if self.index_file.exists():
                 self.index = Index(self.index_file, readonly=True)
+                if self._filled_elsewhere(self.index):
+                    # what a run would do: mirror to the new place as to a new target
+                    self.index.close()
+                    self.index = None
+                    return
                 self._started = self.index.get_meta("started") or ""
                 self.names_checked = self._rows_checked(self._started)
             return
@@ -272,6 +278,7 @@ class TargetRunner:
             self._place_fd = self._lock_place()
             self._take_over_index_of_real_path()
             self._take_over_index_of_same_place()
+            self._set_aside_index_of_other_place()
             self.index = Index(self.index_file)
         except BaseException:
             # refused: a host program that tries again must not find its own locks held
@@ -294,6 +301,7 @@ class TargetRunner:
             settling=None,  # what a killed run's watcher held
             watching=None,
             place=_place_key(self.recorded_place()),  # hashed: the options in it may hold secrets
+            writes_to=self._writes_to(),
         )
 
     def _rows_checked(self, started: str) -> bool:
@@ -342,6 +350,54 @@ class TargetRunner:
             return
         self._take_over(found[0], "which mirrored this source to the same place")
         self.log.info("taking over the index of %s, which mirrored this source to the same place", found[0].stem)
+
+    def _writes_to(self) -> str | None:
+        """The place (:meth:`place`) a remote target's rows describe, as its index records it
+        (meta ``writes_to``, hashed). None for a local folder, whose URL names it and whose
+        moves :meth:`_check_place` and :meth:`folder_replaced` tell, and where the driver
+        does not say which options pick its place (:meth:`Driver.place` takes them all):
+        a new FTP password would have made a new target of it."""
+        driver = registry.load_driver_class(self.resolved.backend)
+        if self.local_folder is not None or inspect.getattr_static(driver, "place") is vars(Driver)["place"]:
+            return None
+        return _place_key(self.place())
+
+    def _filled_elsewhere(self, index: Index) -> bool:
+        """Whether ``index`` holds what mirror put in another place than the one this
+        target now writes to: a preset's ``base_url`` or an S3 ``endpoint_url`` changed,
+        which are options, not part of the URL that names the index. An index from a
+        mirror that did not record it is trusted, as it was."""
+        recorded = index.get_meta("writes_to")
+        return recorded is not None and recorded != self._writes_to()
+
+    def _set_aside_index_of_other_place(self) -> None:
+        """Start a new index for a target that now writes to another place: its rows were
+        taken for the new place's files, so a source file deleted deleted the file another
+        account had at that path, an edit overwrote one, and what was never sent there
+        was taken for sent. The old index is kept beside it, out of the way, not deleted."""
+        if not self.index_file.exists():
+            return
+        index = Index(self.index_file, readonly=True)
+        try:
+            elsewhere = self._filled_elsewhere(index)
+        finally:
+            index.close()
+        if not elsewhere:
+            return
+        aside = self.index_file.with_name(f"{self.index_file.name}.other-place")
+        _move_index(self.index_file, aside)
+        server, path, _ = registry.load_driver_class(self.resolved.backend).place(
+            self.resolved.url, self.resolved.options
+        )
+        self.log.warning(
+            "target %r now writes to %s on %s, not where mirror filled it before (its server or account "
+            "changed in the options): mirroring to it as a new target, listed first (files there are kept, "
+            "or moved into .mirror-trash/ where a source file goes); the old index is kept as %s",
+            self.name,
+            path.strip("/") or "/",
+            redact_url(server),
+            aside,
+        )
 
     def _take_over(self, old: Path, which: str) -> None:
         """Make the index ``old`` this target's, holding its lock while it is renamed. A

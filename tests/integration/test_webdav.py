@@ -205,6 +205,53 @@ def test_a_file_or_folder_renamed_to_a_name_the_server_refuses_keeps_its_copies_
     assert files(on_server) == files(source)
 
 
+def test_a_preset_pointed_at_another_account_mirrors_there_as_a_new_target_and_keeps_its_files(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    """The README's nextcloud preset with its base_url changed from alice's files to bob's,
+    who has his own Invoices/inv-001.pdf and inv-002.pdf: the run trusted the index of
+    alice's files, so deleting inv-001.pdf in the source deleted bob's, editing inv-002.pdf
+    overwrote his (nothing in .mirror-trash/), and a run with nothing changed sent nothing
+    there while status said in sync. A new timeout is the same place and keeps its index."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "inv-001.pdf").write_bytes(b"alice 1")
+    (source / "inv-002.pdf").write_bytes(b"alice 2")
+    bob = webdav_server.folder / sub / "bob" / "Invoices"
+    bob.mkdir(parents=True)
+    (bob / "inv-001.pdf").write_bytes(b"BOB'S OWN CONTRACT")
+    (bob / "inv-002.pdf").write_bytes(b"BOB'S OWN LEDGER")
+    (webdav_server.folder / sub / "alice").mkdir()
+    config, state = tmp_path / "mirror.toml", tmp_path / "state"
+
+    def mirror(account: str, timeout: str) -> tuple[int, str, str]:
+        config.write_text(
+            f'source = "{source}"\n[backends.nextcloud]\nprotocol = "webdav"\n'
+            f'options = {{ base_url = "{webdav_server.base}/{sub}/{account}", username = "{USER}", '
+            f'password = "${{MIRROR_TEST_WEBDAV_PASSWORD}}", timeout = "{timeout}" }}\n'
+            '[targets.cloud]\nurl = "nextcloud://Invoices"\n'
+        )
+        done = run("run", "--once", "-c", str(config), state=state, env={"MIRROR_TEST_WEBDAV_PASSWORD": PASSWORD})
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, err = mirror("alice", "30s")
+    assert code == 0 and "cloud: 2 sent" in out, out + err
+    code, out, err = mirror("alice", "60s")
+    assert code == 0 and "cloud: 0 sent" in out and "new target" not in err, out + err
+
+    (source / "inv-001.pdf").unlink()
+    (source / "inv-002.pdf").write_bytes(b"alice 2, corrected")
+    code, out, err = mirror("bob", "60s")
+    assert code == 0 and "cloud: 1 sent" in out and "0 deleted" in out, out + err
+    assert "target 'cloud' now writes to Invoices on" in err and "as a new target" in err, err
+    assert (bob / "inv-001.pdf").read_bytes() == b"BOB'S OWN CONTRACT"
+    assert (bob / "inv-002.pdf").read_bytes() == b"alice 2, corrected"
+    trashed = [p.read_bytes() for p in (bob / ".mirror-trash").rglob("*") if p.is_file()]
+    assert trashed == [b"BOB'S OWN LEDGER"]
+    alice = webdav_server.folder / sub / "alice" / "Invoices"
+    assert files(alice) == {"inv-001.pdf": b"alice 1", "inv-002.pdf": b"alice 2"}
+
+
 @pytest.mark.timeout(120)
 def test_names_sent_before_the_server_s_rules_refused_them_are_refused_and_never_sent_again(
     webdav_server: WebdavServer, sub: str, tmp_path: Path
