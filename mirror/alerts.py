@@ -140,6 +140,22 @@ class Alerts(Observer):
                 self._jobs.put(lambda: self._ping(url, f"{name}: {_one_line(_summary(report))}"))
         self._jobs.put(None)  # let the worker reconsider its deadlines
 
+    def on_taken_over(self, target: str, index: str) -> None:
+        if target not in self.targets:
+            return
+        old = self.files[target].with_name(f"{index}.json")
+        with self._lock:
+            # an incident left under the old name was never closed: its recovery was never
+            # announced, and the same outage was announced again under the new name
+            if target not in self.incidents and old.exists():
+                with contextlib.suppress(OSError):
+                    old.replace(self.files[target])
+                if (incident := self._load(target)) is not None:
+                    self.incidents[target] = incident
+            with contextlib.suppress(OSError):
+                old.unlink(missing_ok=True)
+        self._jobs.put(None)
+
     # -- lifecycle --------------------------------------------------------------------
     def close(self, timeout: float = 15.0) -> None:
         """Announce incidents that are due, finish queued alerts (up to ``timeout``), stop."""

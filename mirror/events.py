@@ -81,6 +81,11 @@ class Observer:
     def on_transfer(self, target: str, size: int, seconds: float) -> None:
         """One file of ``size`` bytes reached the target in ``seconds`` (retries included)."""
 
+    def on_taken_over(self, target: str, index: str) -> None:
+        """``target`` took over the index named ``index`` (its file's stem): the target was
+        renamed in the config, or its URL or source spelled anew. What was kept under
+        that name, such as an open incident, is the target's now."""
+
 
 class Observers(Observer):
     """Fans every event out to several observers, shielding the engine from their errors."""
@@ -128,3 +133,6 @@ class Observers(Observer):
 
     def on_transfer(self, target: str, size: int, seconds: float) -> None:
         self._each("on_transfer", target, size, seconds)
+
+    def on_taken_over(self, target: str, index: str) -> None:
+        self._each("on_taken_over", target, index)

@@ -419,6 +419,7 @@ class TargetRunner:
                 os.unlink(f"{old}.lock")
         finally:
             os.close(fd)
+        self.observer.on_taken_over(self.name, old.stem)
 
     def _same_place(self, index_file: Path, mine: str, sources: Collection[str]) -> bool:
         """Whether ``index_file`` mirrored one of ``sources`` to the place ``mine``. An index

@@ -183,6 +183,39 @@ def test_an_incident_of_a_source_now_given_through_a_link_still_ends_in_a_recove
     assert list((state / "alerts").glob("*.json")) == []
 
 
+def test_a_target_renamed_while_it_fails_ends_its_incident_in_one_recovery(
+    tmp_path: Path, pings: Pings, webdav_later: tuple[int, Path, list[WebdavServer]]
+) -> None:
+    """A target renamed in the config while it was failing took over its index, but not its
+    incident: the recovery was never announced, the old name's incident stayed alerted in
+    the state folder for ever, and a run still failing announced the outage again."""
+    port, folder, started = webdav_later
+    cfg, src, calls = config(tmp_path, port, pings, "0s")
+    state, env = tmp_path / "state", {"DAV_PASSWORD": PASSWORD}
+    server = start_webdav(folder, port)
+    assert run("run", "-c", str(cfg), "--once", state=state, env=env).returncode == 0
+    server.server.stop()
+    server.thread.join(timeout=10)
+    (src / "invoice 2.pdf").write_bytes(b"%PDF two")
+    assert run("run", "-c", str(cfg), "--once", state=state, env=env).returncode == 1
+    assert [c.split()[:2] for c in lines(calls)] == [["failure", "dav"]]
+
+    cfg.write_text(cfg.read_text().replace("[targets.dav]", "[targets.nas]"))
+    done = run("run", "-c", str(cfg), "--once", state=state, env=env)
+    assert done.returncode == 1 and "taking over the index of dav-" in done.stderr, done.stderr
+    assert [c.split()[:2] for c in lines(calls)] == [["failure", "dav"]]
+    assert pings.paths() == ["/ping/8f2c", "/ping/8f2c/fail"]
+
+    started.append(start_webdav(folder, port))
+    done = run("run", "-c", str(cfg), "--once", state=state, env=env)
+    assert done.returncode == 0, done.stderr
+    assert files(folder / "backup") == files(src)
+    assert [c.split()[:2] for c in lines(calls)] == [["failure", "dav"], ["recovery", "nas"]]
+    assert pings.paths() == ["/ping/8f2c", "/ping/8f2c/fail", "/ping/8f2c"]
+    assert "recovered" in pings.seen[2][2]
+    assert list((state / "alerts").glob("*.json")) == []
+
+
 def test_json_alert_lines_carry_their_target(
     tmp_path: Path, pings: Pings, webdav_later: tuple[int, Path, list[WebdavServer]]
 ) -> None:
