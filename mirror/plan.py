@@ -1252,6 +1252,17 @@ def _match_renames(
     return result
 
 
+def pending_count(changes: Mapping[str, LocalEntry | None], rows: Mapping[str, IndexEntry]) -> int:
+    """How many files queued ``changes`` (path -> entry, None where gone) change on the
+    target, with ``rows`` the index's rows of the gone paths: a file renamed (its row's
+    inode, size and time at a new path) is one move, not a deletion and a send, and a
+    folder gone, which has no row, is none (its files are queued one by one)."""
+    arriving = {(e.ino, e.size, e.mtime_ns) for e in changes.values() if e is not None and e.ino}
+    sends = sum(1 for e in changes.values() if e is not None)
+    gone = [rows[p] for p, e in changes.items() if e is None and p in rows]
+    return sends + sum(1 for row in gone if not (row.ino and (row.ino, row.size, row.mtime_ns) in arriving))
+
+
 def renamed_away(
     rows: Iterable[IndexEntry], there: Iterable[tuple[str, LocalEntry, str]], stable_inodes: bool = True
 ) -> dict[str, tuple[str, str]]:

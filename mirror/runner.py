@@ -38,7 +38,7 @@ from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, s
 from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
-from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, plan
+from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, pending_count, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
 from mirror.redact import redact_url
@@ -1491,9 +1491,11 @@ class TargetRunner:
                 self.failing(str(exc))
                 self.submit(work.changes, full=work.full, listing=work.listing, skip=work.skip)
                 with self._cv:
-                    queued = len(self._work.changes)
-                if queued and not self.dry_run:
-                    self._pending(queued)  # status and metrics count what piles up meanwhile
+                    queued = dict(self._work.changes)
+                if queued and not self.dry_run and self.index is not None:
+                    gone = self.index.lookup_many([p for p, e in queued.items() if e is None])
+                    # status and metrics count what piles up meanwhile
+                    self._pending(pending_count(queued, gone))
                 if self.stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 60.0)

@@ -240,3 +240,32 @@ def test_a_stop_while_the_server_hangs_mid_upload_is_prompt(tmp_path: Path) -> N
     shown = run("status", "-c", str(config), state=tmp_path / "state")
     assert shown.returncode == 1 and "incomplete: the last run ended before" in shown.stdout, shown.stdout
     assert "without stopping cleanly" not in shown.stdout, shown.stdout
+
+
+@pytest.mark.timeout(120)
+def test_a_folder_renamed_while_the_target_is_down_counts_each_file_once(tmp_path: Path) -> None:
+    """A USB disk unplugged while a folder of 20 invoices was renamed: status and the
+    mirror_pending metric said 41 pending (both paths of each rename, and the folder),
+    where the disk, back, got 20 moves."""
+    source, usb, state = tmp_path / "export", tmp_path / "usb", tmp_path / "state"
+    (source / "2025").mkdir(parents=True)
+    for i in range(20):
+        (source / "2025" / f"inv{i}.pdf").write_bytes(f"invoice {i}".encode())
+    log = tmp_path / "mirror.log"
+    proc = start("run", str(source), str(usb), state=state, log=log)
+
+    def pending() -> int:
+        shown = json.loads(run("status", str(source), str(usb), "--json", state=state).stdout)
+        return int(shown[0]["pending"])
+
+    try:
+        wait_for(lambda: files(usb) == files(source), what="the first copy")
+        usb.rename(tmp_path / "unplugged")
+        (source / "2025").rename(source / "archive-2025")
+        wait_for(lambda: pending() == 20, timeout=30, what="20 pending")
+        (tmp_path / "unplugged").rename(usb)
+        wait_for(lambda: files(usb) == files(source), timeout=60, what="the moves once the disk is back")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert "0 sent (0 B), 20 moved, 0 deleted, 0 failed" in log.read_text()
