@@ -785,6 +785,8 @@ def status(
         click.echo(json.dumps([s.as_json() for s in statuses], indent=2))
     else:
         print_status(statuses, root)
+        if config_path is not None:
+            _tell_unread_config(statuses, config_path)
     # nothing found is no all-clear: a check run as another user than the service reads
     # another state folder, and must not report the service's targets as fine
     sys.exit(EXIT_OK if statuses and all(s.in_sync for s in statuses) else EXIT_PROBLEM)
@@ -838,6 +840,20 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
             # passes, not tries: each pass tried the item several times (its error says so)
             passes = f", in {f.attempts} passes" if f.attempts > 1 else ""
             click.echo(f"  failed: {printable(f.src)}: {printable(f.error)} (since {_when(f.first_at)}{passes})")
+
+
+def _tell_unread_config(statuses: list[TargetStatus], config_path: Path) -> None:
+    """Say so where the running mirror has not read the config since it changed: a target
+    added showed as never run, and one removed, still mirrored, not at all."""
+    from mirror.status import read_before
+
+    with suppress(OSError):  # build_config read it: gone since, nothing to tell
+        if read_before(statuses, config_path.stat().st_mtime):
+            click.echo(
+                f"note: the running mirror has not read {config_path} since it changed, and mirrors the "
+                "targets it named before: reload it (systemctl --user reload mirror for the service, or "
+                "send the process SIGHUP)"
+            )
 
 
 def _late(s: TargetStatus) -> str:

@@ -61,6 +61,8 @@ class TargetStatus:
     last_attempt: float | None = None
     #: how the running mirror follows the source when not by inotify: "polling (why)"
     watching: str | None = None
+    #: when the run that mirrors it (or did last) started it, with the config it read then
+    started: float | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -156,7 +158,14 @@ def of_index(index: Index, index_file: Path, running: bool) -> TargetStatus:
         left_out=int(index.get_meta("left_out") or 0),
         clock_ahead=ahead,
         watching=index.get_meta("watching") if running else None,
+        started=float(index.get_meta("started") or 0) or None,
     )
+
+
+def read_before(statuses: list[TargetStatus], changed: float) -> bool:
+    """Whether a running mirror started one of ``statuses`` before its config changed at
+    ``changed``: it mirrors the targets the file named then, not those it names now."""
+    return any(s.running and s.started is not None and s.started < changed for s in statuses)
 
 
 def recorded_ahead(stamp: float) -> bool:

@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -905,6 +906,32 @@ def test_status_of_a_config_names_targets_never_run(src: Path, tmp_path: Path, s
     one = run("status", "--target", "nas", "--json", state=state)
     assert [d["name"] for d in json.loads(one.stdout)] == ["nas"]
     assert_one_line_error(run("status", "--target", "nope", state=state), 2, "'nope'")
+
+
+def test_status_of_a_config_edited_since_the_running_mirror_read_it_says_to_reload(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """A target added to the config of a running service showed as 'not running, never run'
+    (exit 1) beside one running, with nothing saying the service still had the old config."""
+    cfg, log = tmp_path / "m.toml", tmp_path / "m.log"
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path}/usb"\n')
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: run("status", "-c", str(cfg), state=state).returncode == 0, what="the first copy")
+        assert "reload" not in run("status", "-c", str(cfg), state=state).stdout
+        cfg.write_text(cfg.read_text() + f'[targets.nas]\nurl = "{tmp_path}/nas"\n')
+        shown = run("status", "-c", str(cfg), state=state)
+        assert shown.returncode == 1 and "nas: " in shown.stdout and "(not running, never run)" in shown.stdout
+        assert shown.stdout.splitlines()[-1] == (
+            f"note: the running mirror has not read {cfg} since it changed, and mirrors the targets it named "
+            "before: reload it (systemctl --user reload mirror for the service, or send the process SIGHUP)"
+        ), shown.stdout
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: run("status", "-c", str(cfg), state=state).returncode == 0, what="both targets in sync")
+        assert "reload" not in run("status", "-c", str(cfg), state=state).stdout
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_verify_checks_every_target_when_one_cannot_be_reached(src: Path, tmp_path: Path, state: Path) -> None:
