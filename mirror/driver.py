@@ -286,10 +286,18 @@ class Driver:
     #: each request costs a round trip and per-request CPU that a batch pays once (SFTP)
     batch_files: int = 1
 
-    def __init__(self, fs: AbstractFileSystem | None, root: str, caps: Capabilities | None = None) -> None:
+    def __init__(
+        self,
+        fs: AbstractFileSystem | None,
+        root: str,
+        caps: Capabilities | None = None,
+        remake: Callable[[], AbstractFileSystem] | None = None,
+    ) -> None:
+        """``remake``: builds the filesystem anew, once a lost connection dropped it."""
         if fs is not None:
             quiet_loop(fs)
         self._fs = fs
+        self._remake = remake
         self.root = root.rstrip("/") or "/"
         self.caps = caps or self.capabilities
         self.state: StateStore = MemoryState()
@@ -300,13 +308,18 @@ class Driver:
         """Build the driver for ``url`` (protocol already resolved) with fsspec ``options``."""
         from fsspec.core import url_to_fs
 
+        # a filesystem of its own, not one from fsspec's instance cache that another
+        # driver (the bulk lane's) holds too
+        options = {**options, "skip_instance_cache": True}
         try:
             fs, root = url_to_fs(url, **options)
         except (TypeError, ValueError) as exc:
             # options of the wrong type or name, as the fsspec class takes them
             name = url.split("://", 1)[0]
             raise ConfigError(f"target URL {url}: the {name} backend cannot take these options: {exc}") from None
-        return cls(fs, root, caps)
+        # fsspec's filesystems do not connect again by themselves (FTP's, SMB's): after a
+        # lost connection every later call failed, for as long as mirror ran
+        return cls(fs, root, caps, remake=lambda: url_to_fs(url, **options)[0])
 
     @classmethod
     def capabilities_for(cls, url: str) -> Capabilities:
@@ -327,8 +340,13 @@ class Driver:
         return self._fs
 
     def make_fs(self) -> AbstractFileSystem:
-        """The filesystem of a driver constructed without one (see LocalDriver)."""
-        raise NotImplementedError
+        """The filesystem of a driver constructed without one (see LocalDriver), or
+        whose connection was lost."""
+        if self._remake is None:
+            raise NotImplementedError
+        fs = self._remake()
+        quiet_loop(fs)
+        return fs
 
     # -- paths ----------------------------------------------------------------------
     def full(self, rel: str) -> str:
@@ -594,8 +612,13 @@ class Driver:
 
     # -- errors -----------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:
-        """Turn a library exception into one of mirror's errors (see mirror.errors)."""
-        return classify_os_error(exc)
+        """Turn a library exception into one of mirror's errors (see mirror.errors). A
+        transient one may have cost the connection (a server's idle timeout, a restart):
+        where the driver can build its filesystem anew, the next call does."""
+        error = classify_os_error(exc)
+        if isinstance(error, TransientError) and self._remake is not None:
+            self._fs = None
+        return error
 
     def close(self) -> None:
         """Release connections; the driver is not used afterwards."""

@@ -22,6 +22,7 @@ from tests.cli import files, run, start, wait_for
 from tests.fakes.dropbox_api import Fault
 from tests.reliability.common import landed, sftp_options, write_config
 from tests.servers.dropbox import DropboxServer
+from tests.servers.ftp import serve
 from tests.servers.sshd import SshServer
 
 
@@ -133,6 +134,32 @@ def test_a_target_that_stays_down_is_probed_not_retried_at_every_pass(tmp_path: 
     retries = [line for line in lines if "retrying in" in line and "attempt" in line]
     assert len(retries) <= 4, "\n".join(lines)  # the first pass's tries 2 to 5
     assert sum("failed: b.pdf" in line for line in lines) <= 1, "\n".join(lines)
+
+
+@pytest.mark.timeout(120)
+def test_an_ftp_server_restarted_in_watch_mode_gets_the_next_invoice(tmp_path: Path) -> None:
+    """An FTP server restarted while mirror watched (or one that closed the idle
+    connection, as every server does after a few minutes): the next invoice reaches it
+    over a new connection, where every later file failed with BrokenPipeError for as long
+    as mirror ran, and the target was called unreachable with the server up."""
+    source, remote = tmp_path / "export", tmp_path / "ftp"
+    source.mkdir()
+    remote.mkdir()
+    (source / "inv-001.pdf").write_bytes(b"a")
+    server = serve(remote)
+    targets = {"ftp": ("ftp://127.0.0.1/backup", server.options())}
+    config = write_config(tmp_path / "m.toml", source, targets, settle="0.2s")
+    proc = start("run", "-c", str(config), state=tmp_path / "state", log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: landed(remote / "backup") == files(source), what="the first copy")
+        server.stop()
+        server = serve(remote, server.port)
+        (source / "inv-002.pdf").write_bytes(b"b")
+        wait_for(lambda: landed(remote / "backup") == files(source), timeout=60, what="the file after the restart")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        server.stop()
 
 
 @pytest.mark.timeout(180)

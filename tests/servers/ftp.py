@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyftpdlib.authorizers import DummyAuthorizer
@@ -32,22 +33,35 @@ class FtpServer:
     server: ThreadedFTPServer
     thread: threading.Thread
 
+    def stop(self) -> None:
+        """Close the server and every connection to it, as a server restarted does."""
+        self.server.close_all()
+        self.thread.join(timeout=10)
 
-@pytest.fixture(scope="session")
-def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
-    folder = tmp_path_factory.mktemp("ftp")
+    def options(self) -> dict[str, Any]:
+        """A target's options for this server (the password given in the config)."""
+        return {"port": self.port, "username": USER, "password": PASSWORD}
+
+
+def serve(folder: Path, port: int | None = None) -> FtpServer:
+    """An FTP server for ``folder`` on ``port`` (a free one if None), running."""
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(folder), perm="elradfmwMT")
     handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "banner": "mirror test server"})
-    port = free_port()
+    port = port or free_port()
     server = ThreadedFTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.2}, daemon=True)
     thread.start()
+    return FtpServer(folder, port, server, thread)
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
+    server = serve(tmp_path_factory.mktemp("ftp"))
     try:
-        yield FtpServer(folder, port, server, thread)
+        yield server
     finally:
-        server.close_all()
-        thread.join(timeout=10)
+        server.stop()
 
 
 @pytest.fixture
