@@ -575,6 +575,7 @@ class DropboxDriver(Driver):
     )
     #: batches hold one file per worker thread: more workers, fewer commits
     default_concurrency = 16
+    thread_safe = True
     #: moves and deletions go up to 64 to a batch route (files/move_batch_v2,
     #: files/delete_batch): each single call takes the account's write lock, and many at
     #: once get too_many_write_operations (uploads are batched by the Batcher instead)

@@ -148,6 +148,7 @@ class GDriveDriver(Driver):
         max_name_bytes=32767,
     )
     default_concurrency = 4
+    thread_safe = True
 
     def __init__(
         self,

@@ -63,6 +63,7 @@ class LocalDriver(Driver):
     #: small files in batches: Driver.send_batch copies them in one loop, without the
     #: executor's per-call wrapping around each put and rename
     batch_files = 64
+    thread_safe = True
 
     def __init__(self, fs: AbstractFileSystem | None, root: str, caps: Capabilities | None = None) -> None:
         super().__init__(fs, root, caps)

@@ -12,3 +12,4 @@ from mirror.driver import Capabilities, Driver
 class MemoryDriver(Driver):
     capabilities = Capabilities(case_sensitive=True, atomic_rename=False)
     default_concurrency = 4
+    thread_safe = True

@@ -241,6 +241,7 @@ class OneDriveDriver(Driver):
         max_path_chars=MAX_PATH,
     )
     default_concurrency = 4
+    thread_safe = True
 
     def __init__(
         self,

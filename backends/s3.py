@@ -128,6 +128,7 @@ class S3Driver(Driver):
         max_file_bytes=5 * 1024**4,
     )
     default_concurrency = 8
+    thread_safe = True
     #: deletions go up to 64 to a DeleteObjects request, where one at a time each costs a
     #: round trip (uploads are not batched: each is one atomic PUT already)
     batch_files = 64

@@ -594,6 +594,7 @@ class SFTPDriver(Driver):
     #: than 4 (small files 5-10 %, 64 MiB files 20 %): the threads fight over the GIL, and
     #: round trips are few now
     default_concurrency = 4
+    thread_safe = True
     #: large uploads are CPU-bound on a fast link and more of them only fight over the
     #: GIL: a first copy of 8 files of 64 MiB to a loopback OpenSSH took 4.6 s four at a
     #: time, 3.8 s two or one at a time (medians of 5); with the packets sealed in bulk

@@ -95,6 +95,7 @@ class WebdavDriver(Driver):
         forbidden_chars=UNSAFE_CHARS,
     )
     default_concurrency = 4
+    thread_safe = True
 
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:

@@ -8,11 +8,13 @@ needs only configuration; a backend module subclasses it where its library falls
 Every path a driver method takes is relative to the target root, ``/``-separated, and
 already checked by :func:`mirror.paths.check_relative`; the driver joins it to its root,
 so no call can reach outside the root. Methods are called from several worker threads at
-once: a driver must be thread-safe.
+once where the driver says it is thread-safe (:attr:`Driver.thread_safe`), and from
+``concurrency`` of them where the config sets it.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import errno
@@ -277,6 +279,11 @@ class Driver:
     #: filesystem need not be thread-safe (FTP's shares one connection among threads, and
     #: four workers failed every file)
     default_concurrency: int = 1
+    #: whether threads that work at the same time (the executor's, the bulk lane's) may
+    #: share one driver; not an fsspec filesystem's (FTP's holds one control connection,
+    #: and a large file and the invoices sent meanwhile mixed up its replies). See
+    #: :meth:`for_another_thread`
+    thread_safe: ClassVar[bool] = False
     #: large files (``execute.BULK_FILE_BYTES`` and up) sent at once at most, unless the
     #: config sets ``concurrency``; None: as many as any other transfer. For drivers
     #: whose transfers spend their CPU in Python, where more threads fight over the GIL
@@ -331,6 +338,18 @@ class Driver:
         if cls.capabilities is not Driver.capabilities or not _renames(_fs_class(url)):
             return cls.capabilities
         return dataclasses.replace(cls.capabilities, atomic_rename=True, server_side_move=True)
+
+    def for_another_thread(self) -> Driver | None:
+        """A driver of the same target for a thread that works beside this driver's own
+        (the bulk lane's): this one where it is thread-safe; else a copy with a
+        filesystem of its own, connected on first use, where it can build one; else None."""
+        if self.thread_safe:
+            return self
+        if self._remake is None:
+            return None
+        other = copy.copy(self)
+        other._fs = None
+        return other
 
     @property
     def fs(self) -> AbstractFileSystem:

@@ -456,16 +456,23 @@ class TargetRunner:
                 if self.index is not None and not self.dry_run:
                     self.driver.state = self.index
                 concurrency = self.settings.concurrency or self.driver.default_concurrency
+                # a driver that threads may not share gives the lane one of its own, or,
+                # where it has none to give, sends its large files in the passes
+                lane_driver = self.driver.for_another_thread()
                 if self.index is not None and not self.dry_run:
                     self.executor = self._new_executor(self.driver, concurrency, self._done)
                     # its own executor: its temp files, retries and failures are not the passes'
-                    self.lane = BulkLane(
-                        self._new_executor(self.driver, concurrency, self._lane_done),
-                        self.stop,
-                        path_key(self.driver.caps.case_sensitive),
-                        self._hand_back,
-                        self._lane_finished,
-                        self.log,
+                    self.lane = (
+                        None
+                        if lane_driver is None
+                        else BulkLane(
+                            self._new_executor(lane_driver, concurrency, self._lane_done),
+                            self.stop,
+                            path_key(self.driver.caps.case_sensitive),
+                            self._hand_back,
+                            self._lane_finished,
+                            self.log,
+                        )
                     )
             return self.driver
 
@@ -606,9 +613,10 @@ class TargetRunner:
                 for suffix in ("", "-wal", "-shm", ".lock"):
                     with suppress(FileNotFoundError):
                         os.unlink(f"{self.index_file}{suffix}")
-        if self.driver is not None:
+        drivers = [self.driver, self.lane.executor.driver if self.lane is not None else None]
+        for driver in {id(d): d for d in drivers if d is not None}.values():
             try:
-                self.driver.close()
+                driver.close()
             except Exception:
                 self.log.debug("error while closing the connection", exc_info=True)
         self._unlock()

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from pyftpdlib.handlers import DTPHandler
 
 from mirror import api, bulk, registry
 from mirror import config as config_mod
@@ -31,8 +32,9 @@ from mirror.engine import Mirror
 from mirror.execute import BATCH_FILE_BYTES, RetryPolicy
 from mirror.plan import TEMP_RE
 from mirror.runner import TargetRunner
-from tests.cli import files, wait_for
-from tests.reliability.common import bind, unmount
+from tests.cli import files, start, wait_for
+from tests.reliability.common import bind, unmount, write_config
+from tests.servers.ftp import serve
 from tests.support import TargetSpec
 
 #: large enough for the bulk lane, small enough to write quickly
@@ -243,6 +245,49 @@ def test_an_invoice_written_while_a_large_file_uploads_arrives_before_it(
         assert status.pending == 0 and status.in_sync, status
         consistent(mirror, root)
     assert not temps(root)
+
+
+def test_an_invoice_written_while_a_large_file_uploads_to_ftp_arrives_before_it(tmp_path: Path) -> None:
+    """FTP answers one command at a time on a connection: the bulk lane sent a large scan
+    over the connection the passes use, and the invoices written meanwhile waited behind
+    it, or mixed up its replies (the scan failed with 'error_reply: 200 Type set to:
+    ASCII.'), and never arrived. The lane sends over a connection of its own."""
+    held, opened = threading.Event(), threading.Event()
+
+    class SlowLink(DTPHandler):
+        """Holds an upload past its first MiB until the test opens it; the server answers
+        nothing else on that upload's connection meanwhile (one thread a connection)."""
+
+        def handle_read_event(self) -> None:
+            # fsspec sends a file in blocks, each a STOR of its own at an offset
+            if self.file_obj.tell() >= 1024 * 1024 and not opened.is_set():
+                held.set()
+                opened.wait(WAIT_S)
+            self.handle_read()
+
+    source, remote = tmp_path / "export", tmp_path / "ftp"
+    source.mkdir()
+    remote.mkdir()
+    (source / "first.pdf").write_bytes(b"first invoice")
+    server = serve(remote, dtp=SlowLink)
+    config = write_config(
+        tmp_path / "m.toml", source, {"ftp": ("ftp://127.0.0.1/backup", server.options())}, settle="0.1s"
+    )
+    proc = start("run", "-c", str(config), state=tmp_path / "state", log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: in_sync(source, remote / "backup"), WAIT_S, "the first copy")
+        (source / "scan.pdf").write_bytes(big(1))
+        assert held.wait(WAIT_S), "the large upload never started"
+        (source / "invoice.pdf").write_bytes(b"an invoice")
+        wait_for(lambda: landed(remote / "backup").get("invoice.pdf") == b"an invoice", WAIT_S, "the invoice")
+        assert "scan.pdf" not in landed(remote / "backup")
+        opened.set()
+        wait_for(lambda: in_sync(source, remote / "backup"), WAIT_S, "the large file")
+    finally:
+        opened.set()
+        proc.terminate()
+        proc.wait(30)
+        server.stop()
 
 
 def test_a_large_file_edited_again_while_it_uploads_ends_as_its_last_version(

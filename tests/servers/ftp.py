@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
 
 from tests.servers.sshd import free_port
@@ -43,11 +43,13 @@ class FtpServer:
         return {"port": self.port, "username": USER, "password": PASSWORD}
 
 
-def serve(folder: Path, port: int | None = None) -> FtpServer:
-    """An FTP server for ``folder`` on ``port`` (a free one if None), running."""
+def serve(folder: Path, port: int | None = None, dtp: type[DTPHandler] = DTPHandler) -> FtpServer:
+    """An FTP server for ``folder`` on ``port`` (a free one if None), running; ``dtp``
+    moves the bytes of each transfer (a test's may hold them)."""
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(folder), perm="elradfmwMT")
-    handler = type("Handler", (FTPHandler,), {"authorizer": authorizer, "banner": "mirror test server"})
+    attrs = {"authorizer": authorizer, "banner": "mirror test server", "dtp_handler": dtp}
+    handler = type("Handler", (FTPHandler,), attrs)
     port = port or free_port()
     server = ThreadedFTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.2}, daemon=True)
