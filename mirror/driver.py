@@ -321,6 +321,8 @@ class Driver:
         try:
             fs, root = url_to_fs(url, **options)
         except (TypeError, ValueError) as exc:
+            if isinstance(exc.__cause__, OSError):
+                raise classify_os_error(exc) from exc  # a failed connection (see there)
             # options of the wrong type or name, as the fsspec class takes them
             name = url.split("://", 1)[0]
             raise ConfigError(f"target URL {url}: the {name} backend cannot take these options: {exc}") from None
@@ -647,12 +649,16 @@ def classify_os_error(exc: BaseException) -> MirrorError:
     """The classification every backend shares for plain Python exceptions."""
     if isinstance(exc, MirrorError):
         return exc
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, (ConnectionError, TimeoutError, EOFError)):
+    # a library may report a failed connection as an error of its own raised from the
+    # OSError (smbprotocol's ValueError "Failed to connect to ...: Connection refused"):
+    # taken for an option refused, it stopped the target for an hour
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+    text = f"{type(exc).__name__}: {exc}" if cause is exc else str(exc)
+    if isinstance(cause, (ConnectionError, TimeoutError, EOFError)):
         return TransientError(text)
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return TargetFull(f"target is full ({exc.strerror}); free space there")
-    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return TargetFull(f"target is full ({cause.strerror}); free space there")
+    if isinstance(cause, OSError) and cause.errno == errno.EROFS:
         return FatalError("target is read-only; mount it writable")
     return ItemError(text)
 

@@ -23,7 +23,7 @@ from tests.fakes.dropbox_api import Fault
 from tests.reliability.common import landed, sftp_options, write_config
 from tests.servers.dropbox import DropboxServer
 from tests.servers.ftp import serve
-from tests.servers.sshd import SshServer
+from tests.servers.sshd import SshServer, free_port
 
 
 def dropbox_files(server: DropboxServer, root: str) -> dict[str, bytes]:
@@ -160,6 +160,28 @@ def test_an_ftp_server_restarted_in_watch_mode_gets_the_next_invoice(tmp_path: P
         proc.terminate()
         proc.wait(30)
         server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_an_smb_server_down_at_start_is_retried_not_taken_for_a_mistake_in_the_options(tmp_path: Path) -> None:
+    """A NAS still booting after a power cut when mirror starts: its SMB share is retried
+    within seconds, as an FTP server's is, where the target was stopped for an hour as
+    'the smb backend cannot take these options: Failed to connect to ...'."""
+    pytest.importorskip("smbprotocol")
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "inv-001.pdf").write_bytes(b"a")
+    nas = ("smb://127.0.0.1/invoices/2026", {"username": "backup", "password": "pw", "port": free_port()})
+    config = write_config(tmp_path / "m.toml", source, {"nas": nas}, settle="0.2s")
+    log = tmp_path / "mirror.log"
+    proc = start("run", "-c", str(config), state=tmp_path / "state", log=log)
+    try:
+        wait_for(lambda: log.read_text().count("[nas] target unreachable") >= 2, timeout=60, what="two attempts")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    text = log.read_text()
+    assert "Failed to connect to '127.0.0.1:" in text and "cannot take these options" not in text, text
 
 
 @pytest.mark.timeout(180)
