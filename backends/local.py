@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, through_link
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError
-from mirror.mounts import mount_of
+from mirror.mounts import Mount, mount_of
 from mirror.progress import human_bytes
 from mirror.scan import mtime_ns
 
@@ -49,6 +49,18 @@ def capabilities_on(fs_type: str | None, caps: Capabilities) -> Capabilities:
     if fs_type in CASE_FOLDING:
         return dataclasses.replace(caps, case_sensitive=False)
     return caps
+
+
+#: worker threads for a folder on a network mount (NFS, SMB, sshfs): while one waits for
+#: the server, the others send
+NETWORK_WORKERS = 4
+
+
+def workers_on(mount: Mount | None) -> int:
+    """Worker threads for a folder on ``mount``: one on a local disk, where each file
+    costs microseconds and threads only contend for the GIL; four on a network mount,
+    where each file waits for round trips to the server."""
+    return NETWORK_WORKERS if mount is not None and mount.networked else 1
 
 
 class LocalDriver(Driver):
@@ -83,9 +95,7 @@ class LocalDriver(Driver):
             raise FatalError(f"the target {url} is a file, not a folder; choose a folder (a missing one is made)")
         # plain os calls do the work: fsspec (slow to import) is only loaded if asked for
         driver = cls(None, url, caps)
-        mount = mount_of(url)
-        if mount is not None and not mount.networked:
-            driver.default_concurrency = 1
+        driver.default_concurrency = workers_on(mount_of(url))
         return driver
 
     def make_fs(self) -> AbstractFileSystem:

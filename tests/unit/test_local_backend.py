@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from backends.local import workers_on
 from mirror import registry
 from mirror.errors import ItemError
 from mirror.mounts import Expected, expected_mounts, fstab_points, mount_of, nearly_none, unmounted_above
@@ -128,6 +129,15 @@ def test_a_folder_on_a_local_disk_gets_one_worker(tmp_path: Path) -> None:
         pytest.skip(f"the test folder is not on a local disk ({mount})")
     driver = registry.connect(registry.resolve(str(tmp_path / "target"), {}, {}))
     assert driver.default_concurrency == 1
+
+
+def test_a_folder_on_a_network_mount_gets_four_workers(tmp_path: Path) -> None:
+    """On an NFS or SMB mount each file waits for the server: one worker sent a folder of
+    invoices to a NAS one round trip at a time, where the README promises four."""
+    table = tmp_path / "mountinfo"
+    table.write_text(MOUNTINFO)
+    workers = {p: workers_on(mount_of(p, str(table))) for p in ("/srv", "/mnt/nas", "/mnt/share", "/media/usb")}
+    assert workers == {"/srv": 1, "/mnt/nas": 4, "/mnt/share": 4, "/media/usb": 4}
 
 
 def test_a_folder_in_the_way_of_a_move_is_named_not_the_temp_name(tmp_path: Path) -> None:
