@@ -501,6 +501,7 @@ def plan(
     gone = planner.keep_renamed(gone)  # and to one refused since (another file's, a clash)
     moves = planner.order_moves(moves, transfers)
     removals = planner.removals(transfers, moves, gone, leftovers or {}, excluded)
+    moves, transfers = planner.keep_replaced(moves, transfers)
     held: tuple[str, ...] = ()
     if hold_gone:
         needed, late = planner.split_early(removals, moves, transfers)  # a new file's place: now
@@ -564,6 +565,9 @@ class _Planner:
         self.vacated: set[str] = set()
         #: rows of files renamed in the source to a path that is not mirrored (by old path)
         self.renamed: dict[str, Renamed] = {}
+        #: target paths (by key) whose copy of a file gone from the source stays, though
+        #: another file of this plan claims them -> why (:meth:`keep_replaced`)
+        self.kept_copies: dict[str, str] = {}
         #: how many of :attr:`refusals` :meth:`keep_renamed` has looked at
         self._refusals_seen = 0
         self._holders: dict[str, str] | None = None
@@ -1030,11 +1034,14 @@ class _Planner:
             if forget and there is not None and (changed := _changed_there(self.index[src], there)):
                 # not the copy mirror put there: someone's edit, or their own file where
                 # mirror's was (a state folder restored from an older backup)
+                self._keep_from(src, dst, f"left on the target: {changed} since mirror put it there")
                 result.append(Forget(src, f"left on the target: {changed} since mirror put it there", warn=True))
                 continue
             taken = self.key(dst) in self.claimed or self.key(dst) in held
             if taken or policy is DeletePolicy.KEEP:
                 if forget:
+                    if policy is not DeletePolicy.MIRROR:
+                        self._keep_from(src, dst, f"gone from the source (delete = {policy.value!r})")
                     result.append(Forget(src, "replaced by another file" if taken else "kept (delete = keep)"))
                 continue
             why = "the file was sent to its new path"
@@ -1049,6 +1056,33 @@ class _Planner:
         refused = {r.src for r in self.refusals}
         result += [Forget(src, why, True, src in refused) for src, why in sorted(self.unfit.items())]
         return result
+
+    def _keep_from(self, src: str, dst: str, why: str) -> None:
+        """The copy of ``src`` (gone from the source) at ``dst`` is to stay: if another
+        file of this plan claims that path, the copy goes into the trash before that file
+        takes its place (:meth:`keep_replaced`), as when the two changes come in two passes."""
+        if self.key(dst) in self.claimed:
+            self.kept_copies[self.key(dst)] = f"the copy there is of {src!r}, {why}"
+
+    def keep_replaced(
+        self, moves: list[Move], transfers: list[Put | Adopt]
+    ) -> tuple[list[Move], list[Put | Adopt]]:
+        """``moves`` and ``transfers``, each one that writes over a copy :meth:`removals`
+        keeps moving that copy into the trash first (an adopt writes nothing)."""
+        if not self.kept_copies:
+            return moves, transfers
+
+        def why(action: Put | Move) -> str | None:
+            return None if action.aside is not None else self.kept_copies.get(self.key(action.dst))
+
+        moves = [m if why(m) is None else m._replace(aside=self._trash_path(m.dst)) for m in moves]
+        transfers = [
+            t
+            if not isinstance(t, Put) or (w := why(t)) is None
+            else t._replace(aside=self._trash_path(t.dst), keep=w)
+            for t in transfers
+        ]
+        return moves, transfers
 
     def _removal(self, src: str, dst: str, why: str, forget: bool) -> Removal | None:
         """The removal of a copy as the delete policy has it, or None for the copy of a

@@ -1863,6 +1863,31 @@ def test_a_file_kept_by_delete_keep_goes_to_the_trash_when_a_new_one_takes_its_n
     assert len([p for p in files(target) if not p.startswith(".mirror-trash/")]) == 123
 
 
+@pytest.mark.parametrize("delete", ["keep", "trash"])
+def test_a_kept_copy_goes_to_the_trash_when_a_new_file_takes_its_name_in_the_same_run(
+    delete: str, tmp_path: Path, state: Path
+) -> None:
+    """flat layout: 2025/inv-001.pdf deleted and 2026/inv-001.pdf written while the target
+    was down (one cron run) overwrote the copy of the 2025 invoice that keep or trash
+    promised to keep: '1 sent, 0 deleted', exit 0, and that invoice gone everywhere."""
+    src, target = tmp_path / "export", tmp_path / "usb"
+    (src / "2025").mkdir(parents=True)
+    (src / "2025/inv-001.pdf").write_bytes(b"invoice 2025 #001, customer A")
+    args = ("run", str(src), str(target), "--layout", "flat", "--delete", delete, "--once")
+    assert run(*args, state=state).returncode == 0
+    (src / "2025/inv-001.pdf").unlink()
+    (src / "2026").mkdir()
+    (src / "2026/inv-001.pdf").write_bytes(b"invoice 2026 #001, customer B")
+    result = run(*args, state=state)
+    assert result.returncode == 0, result.stderr
+    trash = f".mirror-trash/{dt.date.today().isoformat()}"
+    assert "2026/inv-001.pdf: the copy there is of '2025/inv-001.pdf', gone from the source" in result.stderr
+    assert files(target) == {
+        "inv-001.pdf": b"invoice 2026 #001, customer B",
+        f"{trash}/inv-001.pdf": b"invoice 2025 #001, customer A",
+    }
+
+
 def left_by_an_older_mirror(db: Path, meta: dict[str, str], keep_files: bool = True) -> None:
     """``db`` made an index as a mirror from before the incomplete mark (5da931e) left it:
     its meta just ``meta``, its format unmarked."""

@@ -587,6 +587,49 @@ def test_a_newer_file_of_the_same_size_on_the_target_is_kept_when_an_index_is_ne
     assert puts["inv.pdf"].keep is None
 
 
+@pytest.mark.parametrize("delete", [DeletePolicy.KEEP, DeletePolicy.TRASH])
+@pytest.mark.parametrize("listed", [False, True])
+def test_a_kept_copy_goes_into_the_trash_when_another_file_takes_its_path_in_the_same_pass(
+    base: Path, delete: DeletePolicy, listed: bool
+) -> None:
+    """flat, delete = keep or trash: 2025/inv-001.pdf deleted and 2026/inv-001.pdf written
+    while the target was down overwrote the copy of the 2025 invoice in one pass, which two
+    passes moved into the trash. So does a file renamed onto that path."""
+    rig = Rig(base, Capabilities(server_side_move=True))
+    rig.write({"2025/inv-001.pdf": b"2025, customer A", "2025/inv-002.pdf": b"2025, customer C", "x/y.pdf": b"y"})
+    rig.executor.run(plan(rig.local(), {}, rig.settings("flat", delete), remote={}))
+    for old in ("2025/inv-001.pdf", "2025/inv-002.pdf"):
+        (rig.source / old).unlink()
+    rig.write({"2026/inv-001.pdf": b"2026, customer B, longer"})
+    (rig.source / "x/y.pdf").rename(rig.source / "x/inv-002.pdf")
+    remote = rig.driver.list() if listed else None
+    rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("flat", delete), remote=remote))
+    assert rig.target() == {
+        "inv-001.pdf": b"2026, customer B, longer",
+        "inv-002.pdf": b"y",
+        ".mirror-trash/2026-01-02/inv-001.pdf": b"2025, customer A",
+        ".mirror-trash/2026-01-02/inv-002.pdf": b"2025, customer C",
+    }
+    rig.close()
+
+
+def test_a_copy_edited_on_the_target_goes_into_the_trash_when_another_file_takes_its_path(base: Path) -> None:
+    """A listing shows the copy of a file gone from the source edited on the target: it is
+    left there, with a warning, and was then overwritten by a file taking its path."""
+    rig = Rig(base)
+    rig.write({"2025/inv.pdf": b"2025"})
+    rig.executor.run(plan(rig.local(), {}, rig.settings("flat"), remote={}))
+    rig.driver.fs.pipe_file(f"{rig.root}/inv.pdf", b"2025, annotated on the target")
+    (rig.source / "2025/inv.pdf").unlink()
+    rig.write({"2026/inv.pdf": b"2026"})
+    rig.executor.run(plan(rig.local(), rig.index.entries(), rig.settings("flat"), remote=rig.driver.list()))
+    assert rig.target() == {
+        "inv.pdf": b"2026",
+        ".mirror-trash/2026-01-02/inv.pdf": b"2025, annotated on the target",
+    }
+    rig.close()
+
+
 def test_a_copy_of_the_target_s_trash_in_the_source_is_not_mirrored_and_its_rows_are_forgotten(
     base: Path,
 ) -> None:
