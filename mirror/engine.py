@@ -333,7 +333,9 @@ class Mirror:
                     local,
                     listing=listing or runner.needs_listing(),
                     scope=None,
-                    source_empty=not snap.entries,
+                    # an empty source is empty for every target; else the runner judges it
+                    # through the target's patterns, as in watch mode
+                    source_empty=True if not snap.entries else None,
                     skip=unsettled | snap.unreadable,
                 )
             except Exception as exc:

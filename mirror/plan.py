@@ -508,8 +508,10 @@ def plan(
         held = tuple(r.src for r in late if not isinstance(r, Forget) and r.forget)
         removals = [*needed, *(r for r in late if isinstance(r, Forget) or not r.forget)]
     managed = len(index)
+    # a pattern typo (include = ["*.PDF"]) empties the source as this target sees it
+    by_patterns = source_empty and excluded is not None and any(excluded(src) for src in gone)
     guard, removals, withheld = _guard(
-        removals, managed, settings.max_delete, source_empty, settings.guard_base, unsendable
+        removals, managed, settings.max_delete, source_empty, settings.guard_base, unsendable, by_patterns
     )
     guard_base = settings.guard_base
     if guard is not None and guard_base is None:
@@ -1338,6 +1340,7 @@ def _guard(
     source_empty: bool,
     base: int | None = None,
     unsendable: int = 0,
+    by_patterns: bool = False,
 ) -> tuple[str | None, list[Removal], int]:
     """Withhold destructive removals when the source looks gone or too much would go.
     The old copy of a file sent to its new path is not counted: the file stays on the
@@ -1349,7 +1352,8 @@ def _guard(
     from the target a folder at a time, or written anew by the program, fell under half
     long before it was whole again, and the copies not yet restored were deleted from the
     very target they were being restored from. A folder emptied and written anew (a
-    nightly re-export) is whole again by the next check, and its few real deletions go."""
+    nightly re-export) is whole again by the next check, and its few real deletions go.
+    ``by_patterns``: the source is empty only as this target's patterns see it."""
     destructive = [r for r in removals if not isinstance(r, Forget) and r.forget]
     if not destructive:
         return None, removals, 0
@@ -1360,6 +1364,11 @@ def _guard(
         reason = f"the source folder is empty {held}"
         if unsendable:
             reason = f"the source folder holds no file mirror can send ({unsendable} left out) {held}"
+        elif by_patterns:
+            reason = (
+                f"this target's include/exclude patterns take in no file of the source {held}; "
+                "check the patterns in the config"
+            )
     elif max_delete is not None and count > max_delete:
         reason = f"{counted(count, 'file')} would be deleted, more than max_delete = {max_delete}"
     elif max_delete is None and base is not None and count > 10 and count * RELEASE_SHARE > base:

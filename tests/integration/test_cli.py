@@ -357,6 +357,25 @@ def test_emptied_source_is_refused_by_the_guard(src: Path, tmp_path: Path, state
     assert len(files(target)) == 12
 
 
+def test_patterns_that_take_in_no_file_are_refused_by_the_guard_in_a_single_run(
+    tmp_path: Path, state: Path
+) -> None:
+    """include = ["*.PDF"] (a typo for *.pdf) in the config of a cron job: 'nas: 0 sent,
+    8 deleted', exit 0, every copy gone, where watch mode withheld the same deletions."""
+    src, target = tmp_path / "src", tmp_path / "nas"
+    src.mkdir()
+    for i in range(1, 9):
+        (src / f"inv{i}.pdf").write_bytes(b"invoice %d" % i)
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.nas]\nurl = "{target}"\n')
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    cfg.write_text(f'source = "{src}"\n[defaults]\ninclude = ["*.PDF"]\n[targets.nas]\nurl = "{target}"\n')
+    result = run("run", "-c", str(cfg), "--once", state=state)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "deletions withheld: this target's include/exclude patterns take in no file" in result.stderr
+    assert len(files(target)) == 8
+
+
 def test_too_many_deletes_are_refused_unless_allowed(src: Path, tmp_path: Path, state: Path) -> None:
     target = tmp_path / "backup"
     assert run("run", str(src), str(target), "--once", state=state).returncode == 0

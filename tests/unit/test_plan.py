@@ -440,6 +440,17 @@ def test_guard_withholds_deletes_when_the_source_is_empty() -> None:
     assert "empty" in (result.guard or "")
 
 
+def test_guard_names_the_patterns_when_they_take_in_no_file_of_the_source() -> None:
+    """include = ["*.PDF"] for files named *.pdf: "the source folder is empty" sent the
+    user looking for a disk not mounted."""
+    index = {f"inv{i}.pdf": known(f"inv{i}.pdf") for i in range(3)}
+    result = plan({}, index, SETTINGS, excluded=lambda src: src.endswith(".pdf"))
+    assert result.removals == () and result.withheld == 3
+    assert "include/exclude patterns take in no file" in (result.guard or "")
+    emptied = plan({}, index, SETTINGS, excluded=lambda src: False)
+    assert "the source folder is empty" in (emptied.guard or "")
+
+
 def test_guard_withholds_deleting_more_than_half_by_default_and_honours_max_delete() -> None:
     index = {f"f{i}": known(f"f{i}") for i in range(30)}
     local = {f"f{i}": entry(f"f{i}") for i in range(14)}
