@@ -265,7 +265,10 @@ class LocalDriver(Driver):
             if stat.S_ISLNK(mode):
                 raise ItemError(through_link(path))
             if not stat.S_ISDIR(mode):
-                raise ItemError(f"{path} on the target is a file where a folder is needed")
+                raise ItemError(
+                    f"{path} on the target is a file where a folder is needed; if mirror did not put it "
+                    "there (or delete = keep kept it), a run with --rescan moves it into .mirror-trash/"
+                )
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         top = self.full(rel_dir)

@@ -131,6 +131,12 @@ def _kept(action: Put | Move) -> bool:
     return isinstance(action, Put) and action.keep is not None
 
 
+def _below(action: Put | Move) -> bool:
+    """Whether ``action`` sets aside a file where it needs a folder (:attr:`Put.in_the_way`):
+    its failure before was that file's doing, not a copy of its own cut short."""
+    return isinstance(action, Put) and action.in_the_way is not None
+
+
 class RootGone(TargetDown):
     """The folder the target writes into went while mirror was filling it (deleted, or its
     disk or share unmounted): the target is unreachable, whatever item found it out."""
@@ -1061,7 +1067,7 @@ class Executor:
         # short): that is replaced, not set aside. A failed setting aside is recorded
         # under the trash path, so the next pass tries that again
         sent_before = {(f.src, f.dst) for f in self.index.failures()}
-        cleared = {a.src for a in asides if (a.src, a.dst) in sent_before and not _kept(a)}
+        cleared = {a.src for a in asides if (a.src, a.dst) in sent_before and not _kept(a) and not _below(a)}
 
         def clear(action: Put | Move, aside: str) -> None:
             if isinstance(action, Put) and action.keep and self._as_there(action):
@@ -1076,11 +1082,12 @@ class Executor:
                 there = self.call(partial(self.driver.stat, action.dst))
                 if there is None or there.size == action.entry.size:
                     return
-            self._trash(Trash(action.src, action.dst, aside, "a file mirror did not put there", forget=False))
+            path = action.in_the_way if isinstance(action, Put) and action.in_the_way else action.dst
+            self._trash(Trash(action.src, path, aside, "a file mirror did not put there", forget=False))
             self.log.warning(
                 "%s on the target is not mirror's (someone else's, or kept after its source went); "
                 "moved into %s/ before %s takes its place",
-                action.dst,
+                path,
                 parent(aside),
                 action.src,
             )

@@ -91,6 +91,9 @@ class Put(NamedTuple):
     #: why the copy at ``dst`` goes into the trash (``aside``) though mirror put it there
     #: or it is the source's own: it is newer than the file sent now (_Planner.keep_newer)
     keep: str | None = None
+    #: the file that ``aside`` takes is not at ``dst`` but here, where ``dst`` needs a
+    #: folder (_Planner.clear_folders)
+    in_the_way: str | None = None
 
 
 class Adopt(NamedTuple):
@@ -520,6 +523,7 @@ def plan(
         guard_base = None  # the whole source planned, nothing withheld: the guard is at rest
     transfers = planner.keep_newer(transfers, restoring=guard_base is not None)
     transfers = planner.keep_renamed_copies(transfers, left_out or {})
+    transfers = planner.clear_folders(transfers)
     early, removals = planner.split_early(removals, moves, transfers)
     cleanups: tuple[Cleanup, ...] = ()
     if remote is not None:
@@ -774,6 +778,37 @@ class _Planner:
             return action  # a first copy's every file: no string built for it
         return action._replace(aside=self._trash_path(action.dst))
 
+    def clear_folders(self, transfers: list[Put | Adopt]) -> list[Put | Adopt]:
+        """``transfers``, the first put below each listed file that no row holds and
+        that stands where the put needs a folder moving that file into the trash first
+        (:attr:`Put.in_the_way`): one ``delete = keep`` kept after its source went, and
+        the source then made a folder of that name, blocked the folder's files for good."""
+        if not self.remote:
+            return transfers
+        remote = self.remote
+        blocked = {
+            id(put): next(a for a in ancestors(self.key(put.dst)) if a in remote)
+            for put in transfers
+            if isinstance(put, Put)
+            and put.aside is None
+            and self._relocates(put.src, put.dst)
+            and any(a in remote for a in ancestors(self.key(put.dst)))
+        }
+        if not blocked:
+            return transfers
+        held = self._owners_of(set(blocked.values()))
+        cleared: set[str] = set()
+        result: list[Put | Adopt] = []
+        for action in transfers:
+            k = blocked.get(id(action))
+            if not isinstance(action, Put) or k is None or k in held or k in cleared or k in self.claimed:
+                result.append(action)
+                continue
+            cleared.add(k)
+            path = remote[k].path
+            result.append(action._replace(aside=self._trash_path(path), in_the_way=path))
+        return result
+
     def keep_newer(self, transfers: list[Put | Adopt], restoring: bool) -> list[Put | Adopt]:
         """``transfers``, each put that would replace a newer copy on the target moving that
         copy into the trash first (:attr:`Put.keep`): a source restored from an older
@@ -954,17 +989,25 @@ class _Planner:
         """Removals of paths that a new file needs as a folder, or the reverse, go first."""
         if not removals:
             return [], []  # a first copy: no folder of a million new paths needs working out
-        new = [self.key(a.dst) for a in [*moves, *transfers]]
-        new_folders = {a for k in new for a in ancestors(k)}
-        new_set = set(new)
+        blocks = self._blocking(moves, transfers)
         early: list[Removal] = []
         late: list[Removal] = []
         for removal in removals:
             dst = getattr(removal, "dst", None)
-            k = self.key(dst) if dst else None
-            blocks = k is not None and (k in new_folders or any(a in new_set for a in ancestors(k)))
-            (early if blocks else late).append(removal)
+            (early if dst and blocks(dst) else late).append(removal)
         return early, late
+
+    def _blocking(self, moves: list[Move], transfers: list[Put | Adopt]) -> Callable[[str], bool]:
+        """Whether a file at a target path stands in the way of the plan's new paths: a
+        folder of one of them, or a file below one."""
+        new = {self.key(a.dst) for a in [*moves, *transfers]}
+        new_folders = {a for k in new for a in ancestors(k)}
+
+        def blocks(dst: str) -> bool:
+            k = self.key(dst)
+            return k in new_folders or any(a in new for a in ancestors(k))
+
+        return blocks
 
     def order_moves(self, moves: list[Move], transfers: list[Put | Adopt]) -> list[Move]:
         """Moves run at once, before puts, so no order among them may matter: one that
@@ -1023,6 +1066,7 @@ class _Planner:
         stale += [(src, self.index[src].dst, True) for src in sorted(set(gone) - taken_over)]
         policy, remote = self.settings.delete, self.remote
         held = self._held_by_others(stale, gone)
+        blocks = self._blocking(moves, transfers) if policy is DeletePolicy.KEEP and gone else None
         result: list[Removal] = []
         # rows an older mirror made of a source restored along with the target's trash
         left = f"in {TRASH_DIR}/ on the target, which mirror leaves alone"
@@ -1042,9 +1086,7 @@ class _Planner:
             taken = self.key(dst) in self.claimed or self.key(dst) in held
             if taken or policy is DeletePolicy.KEEP:
                 if forget:
-                    if policy is not DeletePolicy.MIRROR:
-                        self._keep_from(src, dst, f"gone from the source (delete = {policy.value!r})")
-                    result.append(Forget(src, "replaced by another file" if taken else "kept (delete = keep)"))
+                    result += self._kept(src, dst, taken, blocks)
                 continue
             why = "the file was sent to its new path"
             if forget:
@@ -1058,6 +1100,21 @@ class _Planner:
         refused = {r.src for r in self.refusals}
         result += [Forget(src, why, True, src in refused) for src, why in sorted(self.unfit.items())]
         return result
+
+    def _kept(self, src: str, dst: str, taken: bool, blocks: Callable[[str], bool] | None) -> list[Removal]:
+        """The removal of the row of ``src``, gone from the source, whose copy at ``dst``
+        stays: another file of this plan takes its place (``taken``), or ``delete = keep``
+        keeps it, in the trash where a new file needs its name (``blocks``)."""
+        policy = self.settings.delete
+        if not taken and blocks is not None and blocks(dst):
+            # kept there, it would stand for good where a new file needs a folder (a file
+            # turned into a folder of that name), or the reverse
+            why = "gone from the source; kept in the trash (delete = keep), as a new file needs its name"
+            removal = self._removal(src, dst, why, True, DeletePolicy.TRASH)
+            return [] if removal is None else [removal]
+        if policy is not DeletePolicy.MIRROR:
+            self._keep_from(src, dst, f"gone from the source (delete = {policy.value!r})")
+        return [Forget(src, "replaced by another file" if taken else "kept (delete = keep)")]
 
     def _keep_from(self, src: str, dst: str, why: str) -> None:
         """The copy of ``src`` (gone from the source) at ``dst`` is to stay: if another
@@ -1086,12 +1143,14 @@ class _Planner:
         ]
         return moves, transfers
 
-    def _removal(self, src: str, dst: str, why: str, forget: bool) -> Removal | None:
-        """The removal of a copy as the delete policy has it, or None for the copy of a
-        file gone from the source whose trash path the target refuses: the move would fail
-        on every pass, naming the copy's own path, so the copy stays and the file is
-        refused, saying what to do."""
-        if self.settings.delete is not DeletePolicy.TRASH:
+    def _removal(
+        self, src: str, dst: str, why: str, forget: bool, policy: DeletePolicy | None = None
+    ) -> Removal | None:
+        """The removal of a copy as the delete policy (or ``policy``) has it, or None for
+        the copy of a file gone from the source whose trash path the target refuses: the
+        move would fail on every pass, naming the copy's own path, so the copy stays and
+        the file is refused, saying what to do."""
+        if (policy or self.settings.delete) is not DeletePolicy.TRASH:
             return Delete(src, dst, why, forget)
         trash = self._trash_path(dst)
         if forget and (unfit := refused_name(trash, self.caps)):

@@ -1907,6 +1907,32 @@ def test_a_kept_copy_goes_to_the_trash_when_a_new_file_takes_its_name_in_the_sam
     }
 
 
+def test_a_file_kept_by_delete_keep_and_turned_into_a_folder_does_not_block_the_folder(
+    tmp_path: Path, state: Path
+) -> None:
+    """delete = keep: 'statements' kept after its source went, then made a folder by the
+    program: every pass failed, '--rescan' too, 'statements on the target is a file where
+    a folder is needed', and the folder's invoices never reached the target."""
+    src, target = tmp_path / "src", tmp_path / "usb"
+    src.mkdir()
+    (src / "statements").write_bytes(b"statements 2025")
+    args = ("run", str(src), str(target), "--delete", "keep", "--once")
+    assert run(*args, state=state).returncode == 0
+    (src / "statements").unlink()
+    assert run(*args, state=state).returncode == 0
+    (src / "statements").mkdir()
+    (src / "statements/2026-01.pdf").write_bytes(b"jan")
+    failed = run(*args, state=state)
+    assert failed.returncode == 1 and "a run with --rescan moves it into .mirror-trash/" in failed.stderr
+    rescanned = run(*args, "--rescan", state=state)
+    assert rescanned.returncode == 0, rescanned.stderr
+    assert "statements on the target is not mirror's" in rescanned.stderr
+    trash = f".mirror-trash/{dt.date.today().isoformat()}"
+    assert files(target) == {"statements/2026-01.pdf": b"jan", f"{trash}/statements": b"statements 2025"}
+    shown = run("status", str(src), str(target), state=state)
+    assert shown.returncode == 0 and "failed:" not in shown.stdout, shown.stdout
+
+
 def left_by_an_older_mirror(db: Path, meta: dict[str, str], keep_files: bool = True) -> None:
     """``db`` made an index as a mirror from before the incomplete mark (5da931e) left it:
     its meta just ``meta``, its format unmarked."""

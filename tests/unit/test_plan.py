@@ -665,6 +665,55 @@ def test_a_held_file_whose_place_a_new_one_needs_is_deleted_at_once() -> None:
     assert result.held == () and [r.dst for r in result.early] == ["scans"]
 
 
+@pytest.mark.parametrize("listed", [False, True])
+@pytest.mark.parametrize("turned", ["file into folder", "folder into file"])
+def test_delete_keep_keeps_a_copy_in_the_trash_where_a_new_file_needs_its_name(
+    base: Path, listed: bool, turned: str
+) -> None:
+    """delete = keep: a file replaced by a folder of its name (or the reverse) in one pass
+    failed on every pass, 'statements on the target is a file where a folder is needed',
+    and the folder's files were never mirrored."""
+    rig = Rig(base, disk=True)
+    before, after = ("statements", "statements/2026-01.pdf")
+    if turned == "folder into file":
+        before, after = after, before
+    rig.write({before: b"kept", "y.pdf": b"y"})
+    keep = rig.settings("tree", DeletePolicy.KEEP)
+    rig.executor.run(plan(rig.local(), {}, keep, remote={}))
+    if turned == "folder into file":
+        shutil.rmtree(rig.source / "statements")
+    else:
+        (rig.source / before).unlink()
+    rig.write({after: b"new"})
+    stats = rig.executor.run(plan(rig.local(), rig.index.entries(), keep, rig.driver.list() if listed else None))
+    assert not stats.failed
+    assert rig.target() == {"y.pdf": b"y", after: b"new", f".mirror-trash/2026-01-02/{before}": b"kept"}
+    rig.close()
+
+
+def test_a_file_kept_by_delete_keep_where_a_folder_is_needed_goes_to_the_trash_at_a_listing(base: Path) -> None:
+    """The copy kept a pass before the source made a folder of its name: no row holds
+    it, so a pass that lists the target finds it in the way and moves it into the trash."""
+    rig = Rig(base, disk=True)
+    rig.write({"statements": b"kept", "y.pdf": b"y"})
+    keep = rig.settings("tree", DeletePolicy.KEEP)
+    rig.executor.run(plan(rig.local(), {}, keep, remote={}))
+    (rig.source / "statements").unlink()
+    rig.executor.run(plan(rig.local(), rig.index.entries(), keep))
+    rig.write({"statements/2026-01.pdf": b"jan", "statements/2026-02.pdf": b"feb"})
+    failed = rig.executor.run(plan(rig.local(), rig.index.entries(), keep)).failed
+    assert [why for _, why in failed if "--rescan moves it into .mirror-trash/" in why]
+    stats = rig.executor.run(plan(rig.local(), rig.index.entries(), keep, rig.driver.list()))
+    assert not stats.failed
+    assert rig.target() == {
+        "y.pdf": b"y",
+        "statements/2026-01.pdf": b"jan",
+        "statements/2026-02.pdf": b"feb",
+        ".mirror-trash/2026-01-02/statements": b"kept",
+    }
+    rig.close()
+
+
 def test_keep_policy_never_deletes_and_trash_moves_into_a_dated_folder() -> None:
     index = {"a.pdf": known("a.pdf")}
     keep = plan({"b": entry("b")}, index, PlanSettings(SETTINGS.layout, DeletePolicy.KEEP, Capabilities()))
