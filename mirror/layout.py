@@ -9,7 +9,9 @@ result is a safe relative path or an ItemError: never ``..``, absolute, or empty
 from __future__ import annotations
 
 import datetime as dt
+import re
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mirror.errors import ItemError
@@ -22,6 +24,9 @@ NAMED = {
     "by-month": "{year}/{month}/{path}",
 }
 FIELDS = ("year", "month", "day", "path", "name", "stem", "suffix", "parent")
+DATE_FIELDS = ("year", "month", "day")
+#: stands for each date field in :meth:`Layout.undated`
+_NO_DATE = "\x00"
 #: a template must name the file somehow, or every file would land on the same name
 NAMING_FIELDS = {"path", "name", "stem"}
 
@@ -79,25 +84,64 @@ class Layout:
         """The target path of source file ``rel`` (``/``-separated) dated ``date``."""
         if self.keeps_paths:
             return check_relative(rel)
-        parent, _, name = rel.rpartition("/")
-        dot = name.rfind(".")
-        stem, suffix = (name[:dot], name[dot:]) if dot > 0 else (name, "")
-        result = self.template.format(
-            year=f"{date.year:04d}",
-            month=f"{date.month:02d}",
-            day=f"{date.day:02d}",
-            path=rel,
-            name=name,
-            stem=stem,
-            suffix=suffix,
-            parent=parent,
-        )
+        result = self._format(rel, year=f"{date.year:04d}", month=f"{date.month:02d}", day=f"{date.day:02d}")
         # an empty {parent} must not leave a leading or doubled slash behind
         cleaned = "/".join(part for part in result.split("/") if part)
         try:
             return check_relative(cleaned)
         except ItemError:
             raise ItemError(f"layout {self.template!r} gives an unsafe path {result!r} for {rel!r}") from None
+
+    @property
+    def dated(self) -> bool:
+        """Whether the layout puts a file's date in its path (``by-year``)."""
+        return any(f"{{{field}}}" in self.template for field in DATE_FIELDS)
+
+    def undated(self, rel: str) -> str:
+        """The target path of ``rel`` with each date field masked: what
+        :meth:`dates_of` keys the target paths of a dated layout by."""
+        result = self._format(rel, **{field: _NO_DATE for field in DATE_FIELDS})
+        return "/".join(part for part in result.split("/") if part)
+
+    def _format(self, rel: str, **date: str) -> str:
+        """The template filled for source file ``rel`` and the date fields ``date``."""
+        parent, _, name = rel.rpartition("/")
+        dot = name.rfind(".")
+        stem, suffix = (name[:dot], name[dot:]) if dot > 0 else (name, "")
+        return self.template.format(path=rel, name=name, stem=stem, suffix=suffix, parent=parent, **date)
+
+    def dates_of(self, paths: Iterable[str]) -> dict[str, list[tuple[dt.date, str]]]:
+        """The ``paths`` this layout can give, by :meth:`undated` path: (date, path) of
+        each, the date's fields the template does not name taken as 1."""
+        parts: list[str] = []
+        dated: list[str | None] = []  # per group: the date field it holds, or None
+        for literal, field_name, _, _ in string.Formatter().parse(self.template):
+            parts.append(re.escape(literal))
+            if field_name is not None:
+                parts.append(
+                    r"(\d{4})" if field_name == "year" else r"(\d{2})" if field_name in DATE_FIELDS else "(.+?)"
+                )
+                dated.append(field_name if field_name in DATE_FIELDS else None)
+        pattern = re.compile("".join(parts))
+        found: dict[str, list[tuple[dt.date, str]]] = {}
+        for path in paths:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            values = {"year": 1, "month": 1, "day": 1}
+            masked = list(path)
+            for group, field in enumerate(dated, 1):
+                if field is not None:
+                    values[field] = int(match.group(group))
+                    masked[match.start(group) : match.end(group)] = [_NO_DATE] + [""] * (
+                        match.end(group) - match.start(group) - 1
+                    )
+            try:
+                date = dt.date(values["year"], values["month"], values["day"])
+            except ValueError:
+                continue  # 2024/13/...: not a path this layout gives
+            found.setdefault("".join(masked), []).append((date, path))
+        return found
 
 
 def date_of(mtime_ns: int) -> dt.date:

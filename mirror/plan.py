@@ -577,6 +577,8 @@ class _Planner:
         #: how many of :attr:`refusals` :meth:`keep_renamed` has looked at
         self._refusals_seen = 0
         self._holders: dict[str, str] | None = None
+        #: the listed paths a dated layout can give, by undated path (:meth:`_first_date`)
+        self._dated: dict[str, list[tuple[dt.date, str]]] | None = None
         #: who holds each target path of this plan (by key), found by :meth:`assign`
         self.owner: dict[str, str] = {}
         #: the index answers "who holds this path?" itself (exact paths, so only where
@@ -592,7 +594,7 @@ class _Planner:
         for src in paths:
             entry = self.local[src]
             known = self.index.get(src)
-            date = known.date if known else date_of(entry.mtime_ns)
+            date = known.date if known else self._first_date(src, entry)
             try:
                 dst = self.settings.layout.target_path(src, date)
             except ItemError as exc:
@@ -617,6 +619,35 @@ class _Planner:
             desired[src] = (dst, date)
         # sorting the keys alone: a list of (key, value) pairs costs a million tuples more
         return {src: desired[src] for src in sorted(desired)}
+
+    def _first_date(self, src: str, entry: LocalEntry) -> dt.date:
+        """The date of a file the index has no row of: its mtime's, unless the listing
+        shows its copy (same size and time) at its path under another date of a dated
+        layout, and nothing at the mtime's. The date a file was first mirrored lives in
+        its row only: with the index lost, a file edited since (a 2024 invoice corrected
+        in 2026) was sent again into 2026/, and its 2024 copy was left for good."""
+        date = date_of(entry.mtime_ns)
+        layout = self.settings.layout
+        if not self.remote or not self.caps.mtime_settable or not layout.dated:
+            return date
+        try:
+            if self.key(layout.target_path(src, date)) in self.remote:
+                return date
+        except ItemError:
+            return date
+        if self._dated is None:
+            self._dated = layout.dates_of(there.path for there in self.remote.values())
+        for first, path in sorted(self._dated.get(layout.undated(src), ())):
+            there = self.remote[self.key(path)]
+            if (
+                there.size == entry.size
+                and there.mtime_ns is not None
+                and self.caps.mtime_matches(there.mtime_ns, entry.mtime_ns)
+                and layout.target_path(src, first) == path
+                and not self._owners_of([self.key(path)])
+            ):
+                return first
+        return date
 
     def keep_renamed(
         self, gone: list[str], left_out: Mapping[str, tuple[LocalEntry, str]] | None = None

@@ -90,6 +90,32 @@ def test_a_damaged_index_is_rebuilt_without_sending_again(damage: str, tmp_path:
         assert list((state / "targets").glob("*.corrupt-*")), "the damaged index was not kept for inspection"
 
 
+def test_a_lost_index_keeps_a_file_edited_since_in_the_year_it_was_first_mirrored(tmp_path: Path) -> None:
+    """by-year: a 2024 invoice corrected in 2026 stays in 2024/ (the index remembers the
+    date). With the state folder lost, it was sent again into 2026/, and the 2024 copy was
+    left for good: never updated nor deleted, and verify exited 0."""
+    source, target, state = tmp_path / "src", tmp_path / "backup", tmp_path / "state"
+    (source / "clients").mkdir(parents=True)
+    inv = source / "clients/inv-17.pdf"
+    inv.write_bytes(b"invoice v1")
+    os.utime(inv, (1714521600, 1714521600))  # 2024-05-01
+    (source / "clients/inv-18.pdf").write_bytes(b"invoice 18")
+    args = ("run", str(source), str(target), "--layout", "by-year", "--once")
+    assert run(*args, state=state).returncode == 0
+    inv.write_bytes(b"invoice v2, corrected")
+    assert run(*args, state=state).returncode == 0
+    (db,) = (state / "targets").glob("*.sqlite")
+    _delete(db)
+    again = run(*args, state=state)
+    assert again.returncode == 0, again.stderr
+    assert sent(again.stdout) == 0 and "2 already there" in again.stdout, again.stdout
+    copies = [path for path in hashes(target) if path.endswith("/inv-17.pdf")]
+    assert copies == ["2024/clients/inv-17.pdf"]
+    inv.unlink()
+    assert run(*args, state=state).returncode == 0
+    assert [path for path in hashes(target) if path.endswith("/inv-17.pdf")] == []
+
+
 def test_an_index_with_two_rows_for_one_target_path_keeps_the_file_that_is_there(tmp_path: Path) -> None:
     """Earlier builds could leave the row of a replaced file behind (its removal postponed
     by a failed transfer); the next pass then deleted the new file at that path."""

@@ -78,3 +78,19 @@ def test_a_name_that_would_become_dot_dot_is_an_item_error() -> None:
     layout = Layout.parse("{stem}")
     with pytest.raises(ItemError):
         layout.target_path("dir/...", dt.date(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("layout", "path", "date"),
+    [
+        ("by-year", "2024/c/inv.pdf", dt.date(2024, 1, 1)),
+        ("by-month", "2024/05/c/inv.pdf", dt.date(2024, 5, 1)),
+        ("{year}/{stem}-{month}{day}{suffix}", "2024/inv-0517.pdf", dt.date(2024, 5, 17)),
+    ],
+)
+def test_a_dated_layout_finds_the_date_a_target_path_was_given(layout: str, path: str, date: dt.date) -> None:
+    lay = Layout.parse(layout)
+    found = lay.dates_of([path, "2024/13/c/inv.pdf", "notes.txt"])
+    assert found[lay.undated("c/inv.pdf")] == [(date, path)]
+    assert lay.target_path("c/inv.pdf", date) == path
+    assert not Layout.parse("tree").dated and lay.dated

@@ -714,6 +714,27 @@ def test_a_file_kept_by_delete_keep_where_a_folder_is_needed_goes_to_the_trash_a
     rig.close()
 
 
+def test_without_its_row_a_file_keeps_the_date_of_its_copy_under_a_dated_layout() -> None:
+    """A lost index: a 2024 invoice edited in 2026 was sent again into 2026/. Its copy of
+    the same size and time under 2024/ is adopted with that date; one that differs is not
+    taken for it, nor is a path another row holds."""
+    by_year = PlanSettings(Layout.parse("by-year"), DeletePolicy.MIRROR, MTIME_SET)
+    edited = LocalEntry("c/inv.pdf", 5, 1_790_000_000 * 10**9, 0)  # 2026
+    year = date_of(edited.mtime_ns).year
+    copy = RemoteEntry("2024/c/inv.pdf", 5, edited.mtime_ns)
+    (adopted,) = plan({"c/inv.pdf": edited}, {}, by_year, {copy.path: copy}).transfers
+    assert isinstance(adopted, Adopt) and adopted.dst == "2024/c/inv.pdf"
+    assert adopted.date.year == 2024
+    other = dataclasses.replace(copy, size=6)
+    (sent,) = plan({"c/inv.pdf": edited}, {}, by_year, {other.path: other}).transfers
+    assert isinstance(sent, Put) and sent.dst == f"{year}/c/inv.pdf"
+    held = {"x": known("x", dst="2024/c/inv.pdf")}
+    (sent,) = plan(
+        {"c/inv.pdf": edited, "x": entry("x")}, held, by_year, {copy.path: copy}, scope=["c/inv.pdf"]
+    ).transfers
+    assert sent.dst == f"{year}/c/inv.pdf"
+
+
 def test_keep_policy_never_deletes_and_trash_moves_into_a_dated_folder() -> None:
     index = {"a.pdf": known("a.pdf")}
     keep = plan({"b": entry("b")}, index, PlanSettings(SETTINGS.layout, DeletePolicy.KEEP, Capabilities()))
