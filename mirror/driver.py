@@ -403,8 +403,13 @@ class Driver:
 
     def stat(self, rel: str) -> RemoteEntry | None:
         """The file at ``rel``, or None when there is none."""
+        path = self.full(rel)
+        # every answer leads to a write (a file in the way goes to the trash first), so
+        # it comes from the server: FTP's info reads the folder's cached listing, and a
+        # file someone put there since was overwritten, with no trash copy
+        self.fs.invalidate_cache(self.fs._parent(path))
         try:
-            info = self.fs.info(self.full(rel))
+            info = self.fs.info(path)
         except OSError as exc:
             # smbprotocol's SMBOSError carries ENOENT without being a FileNotFoundError:
             # taken for an error, it failed every move into the trash on SMB
@@ -512,6 +517,10 @@ class Driver:
     def makedirs(self, rel_dir: str) -> None:
         """Make the folder ``rel_dir`` and its parents; ``""`` is the root itself."""
         path = self.root if rel_dir == "" else self.full(rel_dir)
+        # fsspec's makedirs asks exists() of the folder and each one above it, which a
+        # cached listing answers: a folder made or removed by someone since failed the
+        # mkdir or the upload into it until the next full listing
+        self.fs.invalidate_cache()
         self.fs.makedirs(path, exist_ok=True)
 
     def root_there(self) -> bool | None:
@@ -558,6 +567,7 @@ class Driver:
         when it was removed. A run cut short between deleting a folder's files and
         pruning its folders leaves such a tree, and a file may need its name."""
         path = self.full(rel_dir)
+        self.fs.invalidate_cache(path)  # a cached listing may miss a file put there since
         try:
             for child in self.fs.ls(path, detail=True):
                 name = child["name"].rstrip("/").rsplit("/", 1)[-1]

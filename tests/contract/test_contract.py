@@ -13,7 +13,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -405,6 +405,21 @@ def run_once(cfg: config_mod.Config) -> list:
         mirror.close()
 
 
+def two_passes(cfg: config_mod.Config, meanwhile: Callable[[], None]) -> Report:
+    """The second pass of one mirror that runs on (as in watch mode), after ``meanwhile``;
+    its first pass sends two files."""
+    mirror = Mirror(cfg)
+    mirror.open()
+    try:
+        (first,) = mirror.run_once()
+        assert first.ok and first.uploaded == 2, first
+        meanwhile()
+        (second,) = mirror.run_once()
+        return second
+    finally:
+        mirror.close()
+
+
 def differences(cfg: config_mod.Config) -> list:
     """What verify finds between the source and the target, as the config places files."""
     mirror = Mirror(cfg, dry_run=True)
@@ -480,6 +495,28 @@ def test_someone_else_s_file_in_the_way_goes_to_the_trash_not_lost(
     assert differences(cfg) == []
 
 
+def test_a_file_put_in_the_way_while_mirror_runs_goes_to_the_trash_not_lost(
+    spec: TargetSpec, driver: Driver, tmp_path: Path
+) -> None:
+    """The same, while one mirror runs on (watch mode): on FTP the file someone put into
+    the target folder after the first pass was overwritten with no trash copy, as the
+    folder's listing cached by that pass said nothing was there."""
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.pdf").write_bytes(b"a")
+    (source / "sub" / "s.pdf").write_bytes(b"s")  # sent last, its upload made FTP cache the top folder
+
+    def someone_puts_a_file_and_the_source_gets_one() -> None:
+        put(driver, tmp_path, "contract.pdf", b"the customer's signed contract")
+        (source / "contract.pdf").write_bytes(b"our draft")
+
+    second = two_passes(make_config(spec, source, tmp_path / "state"), someone_puts_a_file_and_the_source_gets_one)
+    assert second.ok and second.uploaded == 1, second
+    trash = f".mirror-trash/{dt.date.today().isoformat()}"
+    sizes = {rel: e.size for rel, e in driver.list().items()}
+    assert sizes == {"a.pdf": 1, "sub/s.pdf": 1, "contract.pdf": 9, f"{trash}/contract.pdf": 30}, sizes
+
+
 def test_a_folder_someone_removed_from_the_target_is_made_again(
     spec: TargetSpec, driver: Driver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -492,19 +529,16 @@ def test_a_folder_someone_removed_from_the_target_is_made_again(
     (source / "2026" / "03").mkdir(parents=True)
     (source / "2026" / "03" / "a.pdf").write_bytes(b"a")
     (source / "top.pdf").write_bytes(b"top")  # the target is not emptied, which a pass would notice
-    cfg = make_config(spec, source, tmp_path / "state")
-    mirror = Mirror(cfg)
-    mirror.open()
-    try:
-        (first,) = mirror.run_once()
-        assert first.ok and first.uploaded == 2, first
+
+    def someone_removes_the_folder_and_the_source_gets_a_file() -> None:
         driver.delete("2026/03/a.pdf")
         driver.remove_dir_if_empty("2026")
         (source / "2026" / "03" / "b.pdf").write_bytes(b"b")
-        (second,) = mirror.run_once()
-        assert second.ok and second.uploaded == 1, second.failed
-    finally:
-        mirror.close()
+
+    second = two_passes(
+        make_config(spec, source, tmp_path / "state"), someone_removes_the_folder_and_the_source_gets_a_file
+    )
+    assert second.ok and second.uploaded == 1, second.failed
     assert "2026/03/b.pdf" in driver.list()
 
 
