@@ -22,6 +22,7 @@ import functools
 import inspect
 import logging
 import re
+import secrets
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import HashKind, file_hash
-from mirror.paths import ancestors, check_relative, parent
+from mirror.paths import ancestors, check_relative, parent, temp_name
 
 if TYPE_CHECKING:
     import asyncio
@@ -500,16 +501,30 @@ class Driver:
         if _renames(type(self.fs)):
             try:
                 self.fs.mv(self.full(src), self.full(dst))
-            except OSError as exc:
-                if not (isinstance(exc, FileExistsError) or exc.errno == errno.EEXIST):
+            except Exception:
+                # SMB and some FTP servers (IIS: '550 File exists') refuse to rename onto
+                # a name, each with an error of its own: every changed file failed, and
+                # with it every deletion
+                if self.stat(dst) is None:
                     raise
-                # SMB (and some FTP servers) refuse to rename onto a name: every changed
-                # file failed, and with it every deletion. The old file goes first
-                self.fs.rm_file(self.full(dst))
-                self.fs.mv(self.full(src), self.full(dst))
+                self._rename_over(src, dst)
             return
         self.fs.cp_file(self.full(src), self.full(dst))
         self.fs.rm_file(self.full(src))
+
+    def _rename_over(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` on a filesystem that renames onto no name: the file
+        there is set aside first, not removed, and put back if the rename fails still, so
+        the copy is never lost. One left aside by a crash has a temp name: the next
+        listing removes it, and sends the file again if ``dst`` is missing."""
+        aside = temp_name(dst, secrets.token_hex(6))
+        self.fs.mv(self.full(dst), self.full(aside))
+        try:
+            self.fs.mv(self.full(src), self.full(dst))
+        except BaseException:
+            self.fs.mv(self.full(aside), self.full(dst))
+            raise
+        self.fs.rm_file(self.full(aside))
 
     def delete(self, rel: str) -> None:
         self.fs.rm_file(self.full(rel))

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, TypeVar
 from mirror.driver import BatchPut, Driver, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, StateError, TargetFull, TransientError
 from mirror.index import Index, IndexEntry
-from mirror.paths import ancestors, numbered, numbered_top, parent, path_key
-from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, temp_name
+from mirror.paths import ancestors, numbered, numbered_top, parent, path_key, temp_name
+from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash
 from mirror.scan import LocalEntry, mtime_ns
 from mirror.source_files import SourceFiles
 

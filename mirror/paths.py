@@ -12,6 +12,15 @@ from mirror.errors import ItemError
 #: the source: a source restored from a target brings it along)
 TRASH_DIR = ".mirror-trash"
 
+
+def temp_name(dst: str, token: str) -> str:
+    """The hidden name a file is uploaded under before being renamed to ``dst`` (and a
+    copy set aside under while a file takes its place): listed, it is removed."""
+    head, _, _ = dst.rpartition("/")
+    name = f".~mirror-{token}.tmp"
+    return f"{head}/{name}" if head else name
+
+
 #: a "." or ".." part
 _DOT_PART = re.compile(r"(?:\A|/)\.{1,2}(?:/|\Z)")
 

@@ -43,15 +43,8 @@ UNFIT_LEFT = (
 
 
 def is_temp(path: str) -> bool:
-    """Whether a target path is one of mirror's upload temp files (:func:`temp_name`)."""
+    """Whether a target path is one of mirror's upload temp files (:func:`mirror.paths.temp_name`)."""
     return TEMP_RE.match(path.rpartition("/")[2]) is not None
-
-
-def temp_name(dst: str, token: str) -> str:
-    """The hidden name a file is uploaded under before being renamed to ``dst``."""
-    head, _, _ = dst.rpartition("/")
-    name = f".~mirror-{token}.tmp"
-    return f"{head}/{name}" if head else name
 
 
 @dataclass(frozen=True)

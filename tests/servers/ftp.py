@@ -7,6 +7,8 @@ serves a temporary folder to one user, so tests can read what landed on disk.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
 
@@ -24,6 +27,9 @@ from tests.support import TargetSpec
 
 USER = "bookkeeper"
 PASSWORD = "ftp-test-password-3b9e"  # a throwaway local test server
+
+#: what a target's options naming the password as ${MIRROR_TEST_FTP_PASSWORD} need in the environment
+ENV = {"MIRROR_TEST_FTP_PASSWORD": PASSWORD}
 
 
 @dataclass
@@ -43,12 +49,28 @@ class FtpServer:
         return {"port": self.port, "username": USER, "password": PASSWORD}
 
 
-def serve(folder: Path, port: int | None = None, dtp: type[DTPHandler] = DTPHandler) -> FtpServer:
+class RenamesOntoNoName(AbstractedFS):
+    """Storage that refuses to rename onto an existing name, as IIS's FTP server and
+    pyftpdlib on Windows do ('550 File exists.')."""
+
+    def rename(self, src: str, dst: str) -> None:
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "File exists")
+        super().rename(src, dst)
+
+
+def serve(
+    folder: Path,
+    port: int | None = None,
+    dtp: type[DTPHandler] = DTPHandler,
+    storage: type[AbstractedFS] = AbstractedFS,
+) -> FtpServer:
     """An FTP server for ``folder`` on ``port`` (a free one if None), running; ``dtp``
-    moves the bytes of each transfer (a test's may hold them)."""
+    moves the bytes of each transfer (a test's may hold them), ``storage`` reaches the
+    folder (a test's may refuse what some servers refuse)."""
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(folder), perm="elradfmwMT")
-    attrs = {"authorizer": authorizer, "banner": "mirror test server", "dtp_handler": dtp}
+    attrs = {"authorizer": authorizer, "banner": "mirror test server", "dtp_handler": dtp, "abstracted_fs": storage}
     handler = type("Handler", (FTPHandler,), attrs)
     port = port or free_port()
     server = ThreadedFTPServer(("127.0.0.1", port), handler)
@@ -57,13 +79,22 @@ def serve(folder: Path, port: int | None = None, dtp: type[DTPHandler] = DTPHand
     return FtpServer(folder, port, server, thread)
 
 
-@pytest.fixture(scope="session")
-def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
-    server = serve(tmp_path_factory.mktemp("ftp"))
+def _serving(folder: Path, storage: type[AbstractedFS] = AbstractedFS) -> Iterator[FtpServer]:
+    server = serve(folder, storage=storage)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
+    yield from _serving(tmp_path_factory.mktemp("ftp"))
+
+
+@pytest.fixture(scope="session")
+def iis_like_ftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
+    yield from _serving(tmp_path_factory.mktemp("ftp-iis"), RenamesOntoNoName)
 
 
 @pytest.fixture
@@ -72,5 +103,5 @@ def ftp_target(ftp_server: FtpServer) -> TargetSpec:
         "ftp",
         f"ftp://127.0.0.1/t-{uuid.uuid4().hex}",
         {"port": ftp_server.port, "username": USER, "password": "${MIRROR_TEST_FTP_PASSWORD}"},
-        env={"MIRROR_TEST_FTP_PASSWORD": PASSWORD},
+        env=ENV,
     )

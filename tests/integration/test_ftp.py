@@ -1,0 +1,33 @@
+"""FTP through the generic driver against real FTP servers (pyftpdlib) on 127.0.0.1, as
+users configure it: the ``mirror`` command with an ``ftp://`` target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.cli import files, run
+from tests.reliability.common import write_config
+from tests.servers.ftp import ENV, FtpServer
+
+
+def test_an_edit_and_a_deletion_reach_a_server_that_renames_onto_no_name(
+    iis_like_ftp_server: FtpServer, tmp_path: Path
+) -> None:
+    """IIS refuses to rename onto an existing name ('550 File exists.'): every edited file
+    failed at every pass, and with it every deletion, for as long as mirror ran."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "inv-001.pdf").write_bytes(b"v1")
+    (source / "old.pdf").write_bytes(b"old")
+    config = write_config(
+        tmp_path / "m.toml", source, {"ftp": ("ftp://127.0.0.1/edited", iis_like_ftp_server.options())}
+    )
+    state = tmp_path / "state"
+    first = run("run", "-c", str(config), "--once", state=state, env=ENV)
+    assert first.returncode == 0, first.stderr
+    (source / "inv-001.pdf").write_bytes(b"v2, corrected total")
+    (source / "old.pdf").unlink()
+    second = run("run", "-c", str(config), "--once", state=state, env=ENV)
+    assert second.returncode == 0, second.stderr
+    assert "ftp: 1 sent (19 B), 1 deleted, 0 failed" in second.stdout, second.stdout
+    assert files(iis_like_ftp_server.folder / "edited") == {"inv-001.pdf": b"v2, corrected total"}
