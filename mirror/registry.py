@@ -121,6 +121,14 @@ BUILTINS: tuple[BackendInfo, ...] = (
         ),
     ),
     BackendInfo(
+        "ftp",
+        "FTP server",
+        loads="fsspec.implementations.ftp",
+        # no FTP command can carry a CR or LF (ftplib refuses them): such a name failed
+        # at every pass, as a transfer error that held back every deletion
+        rules=(("forbidden_chars", "\r\n"),),
+    ),
+    BackendInfo(
         "onedrive",
         "Microsoft OneDrive (personal and business)",
         "mirror.backends.onedrive:OneDriveDriver",

@@ -31,3 +31,24 @@ def test_an_edit_and_a_deletion_reach_a_server_that_renames_onto_no_name(
     assert second.returncode == 0, second.stderr
     assert "ftp: 1 sent (19 B), 1 deleted, 0 failed" in second.stdout, second.stdout
     assert files(iis_like_ftp_server.folder / "edited") == {"inv-001.pdf": b"v2, corrected total"}
+
+
+def test_a_name_with_a_line_break_is_not_mirrored_and_deletions_go_ahead(
+    ftp_server: FtpServer, tmp_path: Path
+) -> None:
+    """No FTP command can carry a CR or LF: a scan named with a newline failed at every
+    pass as a transfer error, which held back every deletion for as long as it was there."""
+    source = tmp_path / "export"
+    source.mkdir()
+    for name in ("old-invoice.pdf", "keep.pdf", "scan\nfrom-printer.pdf", "fax\r.pdf"):
+        (source / name).write_bytes(b"x")
+    config = write_config(tmp_path / "m.toml", source, {"ftp": ("ftp://127.0.0.1/breaks", ftp_server.options())})
+    state = tmp_path / "state"
+    first = run("run", "-c", str(config), "--once", state=state, env=ENV)
+    assert "not mirrored: scan\\nfrom-printer.pdf: the target refuses the character(s) '\\n'" in first.stderr
+    assert "not mirrored: fax\\r.pdf: the target refuses the character(s) '\\r'" in first.stderr
+    (source / "old-invoice.pdf").unlink()
+    second = run("run", "-c", str(config), "--once", state=state, env=ENV)
+    assert "ftp: 0 sent (0 B), 1 deleted, 2 failed" in second.stdout, second.stdout + second.stderr
+    assert "deletions postponed" not in second.stderr, second.stderr
+    assert files(ftp_server.folder / "breaks") == {"keep.pdf": b"x"}
