@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as dt
+import difflib
 import errno
 import functools
 import inspect
@@ -293,6 +294,9 @@ class Driver:
     #: :meth:`delete_batch` at once; 1 handles each on its own. Worth more than 1 where
     #: each request costs a round trip and per-request CPU that a batch pays once (SFTP)
     batch_files: int = 1
+    #: the options are the fsspec class's arguments, and refused where it has none of
+    #: that name or a number is given as anything else (see :meth:`check_target`)
+    checks_fs_options: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -616,16 +620,19 @@ class Driver:
         connecting: a mistake in the config stops the run before any target is touched.
         The generic driver checks that the fsspec class can delete files (``zip://``,
         ``tar://`` and ``http://`` are read-only), and that it gets every argument it
-        requires (``ftp:///x`` names no host), from the URL or the options."""
+        requires (``ftp:///x`` names no host), from the URL or the options, and no
+        argument it does not take (``passwd`` for ``password``)."""
         fs_class = _fs_class(url)
         if fs_class is None:
             return
+        protocol = url.split("://", 1)[0]
         if not _deletes(fs_class):
-            protocol = url.split("://", 1)[0]
             raise ConfigError(
                 f"target URL {url}: fsspec's {protocol} filesystem ({fs_class.__name__}) cannot delete "
                 "files, so it cannot be kept identical to the source; use a writable one (mirror backends)"
             )
+        if cls.checks_fs_options:
+            _check_options(url, protocol, fs_class, options)
         given = {**fs_class._get_kwargs_from_urls(url), **options}
         required = [
             p.name
@@ -634,10 +641,11 @@ class Driver:
         ]
         missing = [name for name in required if name not in given]
         if missing:
-            protocol = url.split("://", 1)[0]
+            # github:// takes org and repo, not a host: its URL form is its own
+            form = f" ({protocol}://HOST/path)" if missing == ["host"] else ""
             raise ConfigError(
                 f"target URL {url}: the {protocol} backend needs {', '.join(missing)}, "
-                f"from the URL ({protocol}://HOST/path) or from options"
+                f"from the URL{form} or from options"
             )
 
     @classmethod
@@ -747,6 +755,57 @@ def _fs_class(url: str) -> type[AbstractFileSystem] | None:
         return get_filesystem_class(url.split("://", 1)[0])  # type: ignore[no-any-return]
     except (ImportError, ValueError):
         return None
+
+
+def _check_options(
+    url: str, protocol: str, fs_class: type[AbstractFileSystem], options: Mapping[str, Any]
+) -> None:
+    """Refuse options the fsspec class takes no argument for, and numbers written as
+    anything else: FTP's class swallows any name, so 'passwd' for 'password' surfaced as
+    '530 Authentication failed', and port = "2121" as a Python comparison error."""
+    params = _init_parameters(fs_class)
+    if params is not None:
+        unknown = sorted(set(options) - params.keys())
+        if unknown:
+            named = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, params, n=1)
+                named.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            raise ConfigError(
+                f"target URL {url}: unknown {protocol} option(s) {', '.join(named)}; "
+                f"known: {', '.join(sorted(params))}"
+            )
+    for name, value in options.items():
+        default = params.get(name) if params is not None else None
+        wants_number = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if wants_number and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(
+                f"target URL {url}: {protocol} option {name} must be a number, like its default {default}, "
+                f"not {value!r}"
+            )
+
+
+def _init_parameters(fs_class: type[AbstractFileSystem]) -> dict[str, Any] | None:
+    """The argument names an fsspec class takes, with their defaults (None for those
+    without): its own and those its ``**kwargs`` hand on to the classes it is built on,
+    down to fsspec's own (its listings cache, its instance cache). None where a class
+    takes ``*args`` and ``**kwargs`` alone, and so says nothing of what they are."""
+    from fsspec.dircache import DirCache
+    from fsspec.spec import AbstractFileSystem
+
+    found: dict[str, Any] = {"skip_instance_cache": False}
+    for cls in (*fs_class.__mro__, DirCache):
+        if "__init__" not in vars(cls) or cls is AbstractFileSystem:
+            continue
+        params = list(inspect.signature(vars(cls)["__init__"]).parameters.values())[1:]
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if cls is fs_class and not named:
+            return None
+        for p in named:
+            found.setdefault(p.name, None if p.default is p.empty else p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return found
 
 
 def _deletes(fs_class: type[AbstractFileSystem]) -> bool:

@@ -780,6 +780,12 @@ def test_a_copy_gone_from_the_target_when_the_layout_changes_is_sent_and_no_fold
         (["run", "-c", "{tmp}/local_options.toml", "--once"], ["takes no options (got key_filename)"]),
         (["run", "-c", "{tmp}/sftp_timeout.toml", "--once"], ["sftp option timeout", "expected a duration"]),
         (["run", "-c", "{tmp}/webdav_timeout.toml", "--once"], ["webdav option timeout", "expected a duration"]),
+        # ftp's class swallows any name: '530 Authentication failed', exit 1, said nothing of the typo
+        (
+            ["run", "-c", "{tmp}/ftp_passwd.toml", "--once"],
+            ["unknown ftp option(s) passwd (did you mean password?)"],
+        ),
+        (["run", "-c", "{tmp}/ftp_port.toml", "--once"], ["ftp option port must be a number", "not '2121'"]),
     ],
 )
 def test_usage_and_config_errors_exit_2_with_one_line(
@@ -796,6 +802,9 @@ def test_usage_and_config_errors_exit_2_with_one_line(
     (tmp_path / "webdav_timeout.toml").write_text(
         f'source = "{src}"\n[targets.dav]\nurl = "webdav://127.0.0.1:1/srv"\noptions = {{ timeout = "soon" }}\n'
     )
+    ftp = f'source = "{src}"\n[targets.ftp]\nurl = "ftp://127.0.0.1/backup"\noptions = '
+    (tmp_path / "ftp_passwd.toml").write_text(ftp + '{ port = 1, username = "bookkeeper", passwd = "pw" }\n')
+    (tmp_path / "ftp_port.toml").write_text(ftp + '{ port = "2121", username = "bookkeeper" }\n')
     (tmp_path / "secret.toml").write_text(
         f'source = "{src}"\n[targets.m]\nurl = "memory://x"\noptions = {{ token = "${{MIRROR_TEST_TOKEN}}" }}\n'
     )
