@@ -70,7 +70,12 @@ def serve(
     folder (a test's may refuse what some servers refuse)."""
     authorizer = DummyAuthorizer()
     authorizer.add_user(USER, PASSWORD, str(folder), perm="elradfmwMT")
-    attrs = {"authorizer": authorizer, "banner": "mirror test server", "dtp_handler": dtp, "abstracted_fs": storage}
+    attrs = {
+        "authorizer": authorizer,
+        "banner": "mirror test server",
+        "dtp_handler": dtp,
+        "abstracted_fs": storage,
+    }
     handler = type("Handler", (FTPHandler,), attrs)
     port = port or free_port()
     server = ThreadedFTPServer(("127.0.0.1", port), handler)
