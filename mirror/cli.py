@@ -329,7 +329,7 @@ def run(
                 addr = config_mod.parse_addr(metrics_addr or cfg.metrics_addr or "")
                 metrics = Metrics()
             observers = [o for o in (alerts, metrics) if o is not None]
-            opened = False
+            opened = restart = False
             try:
                 with api.running(cfg, observers=observers, dry_run=dry_run) as mirror:
                     opened = True
@@ -338,14 +338,7 @@ def run(
                         metrics.attach(mirror)
                         metrics.serve(*addr)
                     code = _run(mirror, signals, once or dry_run, dry_run, rescan, quiet, log_format == "json")
-                    _let_uploads_end(mirror, signals, watching=not (once or dry_run))
-                again = not (once or dry_run) and signals.restart()
-                if again:
-                    log.info("stopped on SIGHUP; starting again with the config read anew")
-                elif not (once or dry_run):
-                    # after the threads ended: from a shell or a service's log, Ctrl-C and
-                    # SIGTERM otherwise leave no sign they were heard
-                    log.info("stopped")
+                again = restart = _stopped(signals, watching=not (once or dry_run))
             except StateError as exc:
                 again, code = state_full.pause(exc, signals, opened), EXIT_OK
             finally:
@@ -353,20 +346,42 @@ def run(
                     alerts.close()
                 if metrics is not None:
                     metrics.close()
+            if restart:
+                _start_anew()
     sys.exit(code)
 
 
-def _let_uploads_end(mirror: Mirror, signals: Signals, watching: bool) -> None:
-    """Stopped to start again (SIGHUP): wait for what this start still runs (an upload
-    of a large file outlasts the stop's wait) before its indexes close. Started again
-    beside it, the new start deleted a file that the old upload then put back, recorded
-    in no index, for good; and its listing took the upload's temp file for a leftover.
-    A SIGTERM or SIGINT meanwhile ends the wait (and the process, and the upload)."""
-    if not (watching and signals.restarting()) or mirror.shutdown():
-        return
-    log.info("waiting for an upload still running to end before starting again")
-    while signals.restarting() and not all(runner.join(0.5) for runner in mirror.runners):
-        pass
+def _stopped(signals: Signals, watching: bool) -> bool:
+    """Whether to start again (watch mode stopped on SIGHUP); said in the log, after the
+    threads ended: from a shell or a service's log, Ctrl-C and SIGTERM otherwise leave no
+    sign they were heard."""
+    if not watching:
+        return False
+    if signals.restart():
+        log.info("stopped on SIGHUP; starting again with the config read anew")
+        return True
+    log.info("stopped")
+    return False
+
+
+def _start_anew() -> NoReturn:
+    """Stopped on SIGHUP: start again as a new process, which reads the config anew.
+
+    An upload still running after the stop's wait (a large file on a slow uplink) ends
+    with this process, and the new start sends its file again. Waited for, it held back
+    every target, an invoice written meanwhile included, for as long as it took (minutes);
+    left running beside a new start in this process, it put back a file that start had
+    deleted, recorded in no index, for good.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            stream.flush()
+    # a second reload while the new process loads would end it: the config it reads next is the new one anyway
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 - the same command
+    except OSError as exc:
+        fail(f"cannot start again after SIGHUP: {exc}; start mirror again", EXIT_PROBLEM)
 
 
 class StateWait:
@@ -409,8 +424,8 @@ class StateWait:
 
 class Signals:
     """SIGTERM and SIGINT stop ``mirror run``; SIGHUP stops it to start again with the
-    config read anew (``systemctl reload``). One for all those starts, so that a signal
-    that comes while mirror starts again is not lost."""
+    config read anew (``systemctl reload``). One for all the tries of a start (a state
+    folder that cannot be written), so that a signal that comes between them is not lost."""
 
     def __init__(self) -> None:
         #: the signal that stopped the current start, if any
