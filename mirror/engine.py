@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mirror")
 
+#: how long a stop waits for what each target is doing (an upload of a large file is
+#: then abandoned, and sent again by the next run)
+STOP_WAIT = 5.0
+
 
 class Mirror:
     """One source mirrored to the targets of a config: the embedding API."""
@@ -66,6 +70,10 @@ class Mirror:
         self.inner_mounts: frozenset[str] = frozenset()
         #: watch mode: the source holds too few of the files mirrored from it (source_doubted)
         self._doubted = False
+        #: run_once: each target's pass, by target name (one a stop gave up on may still run)
+        self._passes: dict[str, threading.Thread] = {}
+        #: run_once: when the wait for the passes ends, counted from the stop (shutdown waits no longer)
+        self._stop_by: float | None = None
 
     def open(self) -> None:
         try:
@@ -205,7 +213,7 @@ class Mirror:
         """``clean``: every runner stopped in time (:meth:`shutdown`); one stuck does not
         make the others' stop unclean."""
         for runner in self.runners:
-            runner.close(clean or runner.join(0))
+            runner.close(clean or self._join(runner, 0))
 
     def scan(self) -> Snapshot:
         check_source(self.config.source)
@@ -294,7 +302,9 @@ class Mirror:
     def run_once(self, *, listing: bool = False) -> list[Report]:
         """One full pass for every target (in parallel); the targets' reports. A listing
         asked for also accepts a local target folder that moved to another disk, and a
-        source folder that did."""
+        source folder that did. Once :attr:`stop` is set, a pass gets STOP_WAIT seconds to
+        end; one still running then (an upload of a large file) has no report, and
+        :meth:`close` leaves it to the next run."""
         if why := self.source_not_mounted():
             self._tell_unusable(self.runners, why)
             raise GuardRefused(f"{why} Nothing was changed on the targets")
@@ -347,12 +357,16 @@ class Mirror:
                 self.observer.on_report(reports[runner.name])
                 runner.failing(described(exc), "failed")
 
-        threads = [threading.Thread(target=one, args=(r,), daemon=True) for r in self.runners]
-        for t in threads:
+        self._passes = {r.name: threading.Thread(target=one, args=(r,), daemon=True) for r in self.runners}
+        for t in self._passes.values():
             t.start()
-        for t in threads:
-            while t.is_alive():
+        # the stop's wait, as in watch mode: a Ctrl-C went unheeded for as long as a large
+        # upload took (most of an hour for 2 GiB on a slow uplink)
+        for t in self._passes.values():
+            while t.is_alive() and (self._stop_by is None or time.monotonic() < self._stop_by):
                 t.join(0.2)
+                if self._stop_by is None and self.stop.is_set():
+                    self._stop_by = time.monotonic() + STOP_WAIT
         return [reports[r.name] for r in self.runners if r.name in reports]
 
     def run_forever(self) -> None:
@@ -491,13 +505,21 @@ class Mirror:
             log.info("source folder %s is back; rescanning", self.config.source)
         return why
 
-    def shutdown(self, timeout: float = 5.0) -> bool:
+    def shutdown(self, timeout: float = STOP_WAIT) -> bool:
         """Stop the runners; True when every one finished its current action in time."""
         self.stop.set()
         for runner in self.runners:
             runner.wake()
-        deadline = time.monotonic() + timeout
-        return all(r.join(max(0.0, deadline - time.monotonic())) for r in self.runners)
+        deadline = self._stop_by if self._stop_by is not None else time.monotonic() + timeout
+        return all(self._join(r, max(0.0, deadline - time.monotonic())) for r in self.runners)
+
+    def _join(self, runner: TargetRunner, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a runner, and for its pass of :meth:`run_once`."""
+        done = runner.join(timeout)
+        if (once := self._passes.get(runner.name)) is not None:
+            once.join(timeout)
+            done = done and not once.is_alive()
+        return done
 
 
 def _holds_files(index_file: Path) -> bool:

@@ -180,6 +180,8 @@ class Executor:
         #: once make it once (on a cloud target each call is a request, and a write)
         self._making: dict[str, threading.Lock] = {}
         self._abort = threading.Event()
+        #: this pass left something undone for a stop (or an abort): see _going_on
+        self._cut = False
         self._streak = 0
         #: in this pass: the target answered once at least; the last error of an item
         #: that gave up because it did not
@@ -226,7 +228,7 @@ class Executor:
             self.index.sent(journal)
             transfer_failed = len(stats.failed) > len(plan.refusals)
             removed: tuple[Removal, ...] = ()
-            if plan.removals and not self._stopping():
+            if plan.removals and self._going_on():
                 if transfer_failed:
                     self.log.warning("deletions postponed: some transfers failed in this run")
                     stats.postponed = [r.src for r in plan.removals]
@@ -250,8 +252,7 @@ class Executor:
                 self.index.flush()
             except StateError as exc:
                 stats.state_error = stats.state_error or str(exc)
-        # a stop that came as the last item finished counts too: the next pass finds nothing to do
-        stats.cut_short = self.stop.is_set()
+        stats.cut_short = self._cut and self.stop.is_set()
         if not self._stopping():
             self._leftover_temps(reachable=not (stats.fatal or stats.down))
         self.probing = stats.down is not None
@@ -267,6 +268,7 @@ class Executor:
             with self._lock:
                 self._dirs.clear()
         self._abort.clear()
+        self._cut = False
         self._answered, self._unanswered = False, None
         self.driver.begin_pass()
         self._stats = RunStats(guard=plan.guard)
@@ -307,6 +309,15 @@ class Executor:
     def _stopping(self) -> bool:
         return self.stop.is_set() or self._abort.is_set()
 
+    def _going_on(self) -> bool:
+        """Whether to do what comes next; not once stopping, when the pass is cut short.
+        A pass whose last item was done as the stop came is not: it was reported 'stopped
+        before the pass finished' (exit 1, status 'incomplete') with every file sent."""
+        if self._stopping():
+            self._cut = True
+            return False
+        return True
+
     def _parallel(self, items: Sequence[T], work: Callable[[T], object], workers: int | None = None) -> None:
         if not items:
             return
@@ -334,6 +345,8 @@ class Executor:
         for t in threads:
             while t.is_alive():
                 t.join(0.2)
+        if next(todo, None) is not None:
+            self._cut = True
         if raised:
             raise raised[0]
 
@@ -427,7 +440,7 @@ class Executor:
         return True
 
     def _failed(self, src: str, dst: str | None, reason: str) -> None:
-        if self._stopping():
+        if not self._going_on():
             return
         again = self.index.fail(src, dst, reason)
         with self._lock:
@@ -646,7 +659,7 @@ class Executor:
                     again.append(action)
             self._confirm(landed)
         for action in again:
-            if self._stopping():
+            if not self._going_on():
                 return
             self._item(action.src, action.dst, partial(self._alone, action))
 
@@ -914,7 +927,7 @@ class Executor:
         )
         self._moved([a for a, outcome in zip(actions, outcomes, strict=True) if outcome is None])
         for action, outcome in zip(actions, outcomes, strict=True):
-            if outcome is not None and not self._stopping():
+            if outcome is not None and self._going_on():
                 self._move(action)
 
     def _moved(self, actions: Sequence[Move]) -> None:
@@ -957,7 +970,7 @@ class Executor:
             try:
                 work()
             except (TransientError, ItemError) as exc:
-                if self._stopping():
+                if not self._going_on():
                     raise
                 if parked or lost:
                     # the file left its old path, and its temp name goes at the end of the
@@ -1005,7 +1018,7 @@ class Executor:
         already gone from the target counts as removed."""
         self._removed([a for a, outcome in zip(actions, outcomes, strict=True) if outcome is None])
         for action, outcome in zip(actions, outcomes, strict=True):
-            if outcome is not None and not self._stopping():
+            if outcome is not None and self._going_on():
                 self._remove(action)
 
     def _removed(self, actions: Sequence[Delete | Trash]) -> None:

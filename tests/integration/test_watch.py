@@ -634,6 +634,18 @@ sys.exit(entry())
 """
 
 
+def _gated(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``mirror run SRC DST ARGS`` as GATED, its gate closed: SRC, DST, the gate, the state
+    and the log (mirror.log) are named so in ``tmp_path``."""
+    (tmp_path / "gate").touch()
+    script = tmp_path / "gated.py"
+    script.write_text(GATED)
+    env = {**os.environ, "MIRROR_STATE_DIR": str(tmp_path / "state"), "MIRROR_TEST_GATE": str(tmp_path / "gate")}
+    command = [sys.executable, str(script), "run", str(tmp_path / "src"), str(tmp_path / "dst"), *args]
+    with open(tmp_path / "mirror.log", "w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=out, env=env)
+
+
 def test_sighup_during_a_large_upload_holds_back_no_invoice(tmp_path: Path) -> None:
     """systemctl reload while a scan uploaded waited for that upload to end before it
     started again: nothing reached any target meanwhile, an invoice written after the
@@ -643,14 +655,7 @@ def test_sighup_during_a_large_upload_holds_back_no_invoice(tmp_path: Path) -> N
     src, dst, state, log, gate = (tmp_path / n for n in ("src", "dst", "state", "mirror.log", "gate"))
     src.mkdir()
     (src / "a.pdf").write_bytes(b"a")
-    gate.touch()
-    script = tmp_path / "gated.py"
-    script.write_text(GATED)
-    env = {**os.environ, "MIRROR_STATE_DIR": str(state), "MIRROR_TEST_GATE": str(gate)}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), "run", str(src), str(dst)], stdout=out, stderr=out, env=env
-        )
+    proc = _gated(tmp_path)
     try:
         wait_for(lambda: same(src, dst), what="the first copy")
         (src / "scan.pdf").write_bytes(b"s" * (3 << 20))
@@ -689,6 +694,59 @@ def test_sighup_stops_a_run_once_as_sigterm_does(tmp_path: Path) -> None:
             proc.kill()
     assert code == 1 and "Traceback" not in log.read_text(), log.read_text()
     assert "ended without stopping cleanly" not in run("status", state=state).stdout
+
+
+def _gated_once(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path, Path]:
+    """``mirror run --once`` of a large file whose upload waits, written, for the gate to
+    go (see GATED); once it is held: the process, the target, the state and the log."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "scan.pdf").write_bytes(b"s" * (3 << 20))
+    proc = _gated(tmp_path, "--once")
+    wait_for(lambda: (tmp_path / "gate.held").exists(), timeout=30, what="the large upload to be under way")
+    return proc, tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
+
+
+def test_a_stop_ends_a_run_once_that_uploads_a_large_file(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM of mirror run --once went unheeded until a large upload ended (56 s
+    for 100 MiB at 2 MB/s; most of an hour for 2 GiB on a slow uplink): a cron job's
+    timeout, or a user at a terminal, could only kill it. It now gives up on the upload
+    after the stop's wait, as watch mode does, and the next run sends the file."""
+    proc, _dst, state, log = _gated_once(tmp_path)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:
+        (tmp_path / "gate").unlink()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 1 and "Traceback" not in text, text
+    assert "stopped with an upload still running" in text, text
+    shown = run("status", state=state)
+    assert shown.returncode == 1 and "incomplete: the last run ended before its pass finished" in shown.stdout
+
+
+def test_a_run_once_whose_pass_ends_after_a_stop_is_complete(tmp_path: Path) -> None:
+    """A stop that came while the last upload of a --once pass went on, and that upload
+    then ended: every file was on the target, yet the run said 'stopped before the pass
+    finished' and status 'never in sync, incomplete' (exit 1) until the next run."""
+    proc, dst, state, log = _gated_once(tmp_path)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the stop lands while the upload is held
+        (tmp_path / "gate").unlink()
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 1 and "Traceback" not in text, text  # stopped when asked: it says so
+    assert same(tmp_path / "src", dst), text
+    assert "stopped before the pass finished" not in text, text
+    shown = run("status", state=state)
+    assert shown.returncode == 0 and "incomplete" not in shown.stdout, shown.stdout
 
 
 def test_sighup_from_a_closed_terminal_stops_mirror(tmp_path: Path) -> None:
