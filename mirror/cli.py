@@ -436,12 +436,13 @@ class Signals:
         #: run from a terminal, SIGHUP is the terminal closing: a mirror started there
         #: would otherwise go on unseen, logging to nowhere, after its user logged out
         self._hangup_quits = sys.stdin.isatty() or sys.stderr.isatty()
+        # taken from the start: until the mirror was opened, a SIGHUP ended it (status 129)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
 
     def handle(self, stop: threading.Event) -> None:
         """Set ``stop`` on these signals; at once if one came while mirror started."""
         self._stop = stop
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self._on_signal)
         if self.received is not None:
             stop.set()
 

@@ -135,7 +135,7 @@ def mirror_executable() -> list[str]:
     found = shutil.which("mirror")
     if found:
         return [str(Path(found).resolve())]
-    return [sys.executable, "-m", "mirror.cli"]
+    return [sys.executable, "-m", "mirror"]
 
 
 def systemctl(scope: Scope, *args: str) -> subprocess.CompletedProcess[str]:
