@@ -61,6 +61,8 @@ ASKS_AT_MOST = 100
 #: seconds before a runner's thread that broke down runs again, doubled while it keeps
 #: breaking, up to the second figure (see TargetRunner._keep_running)
 RESTART_FIRST, RESTART_MOST = 1.0, 60.0
+#: seconds a stop waits for the temp files of the uploads it gave up on to be removed
+TEMPS_WAIT = 3.0
 #: seconds before a full target (TargetFull) is tried again, doubled while it stays full,
 #: up to the second figure (and never beyond rescan_interval). Waiting for the rescan
 #: (an hour) kept invoices off a disk for that long after space was freed; the cap bounds
@@ -575,10 +577,11 @@ class TargetRunner:
             )
 
     def close(self, clean: bool = True) -> None:
-        """``clean``: the runner's thread stopped in time. Else an action is stuck (an
-        upload whose link stalled), and so is any new request most likely: its temp files
-        are left, noted, to the next run's listing. A new connection to remove them waited
-        out the whole SSH timeout, 35 s for a stop asked for."""
+        """``clean``: the runner's thread stopped in time. Else an action is stuck (a large
+        upload, or one whose link stalled): its temp files are removed beside it, waiting
+        TEMPS_WAIT at most (over a link that hangs, a new connection waited out the whole
+        SSH timeout, 35 s for a stop asked for); those left are named, and noted to the
+        next run's listing."""
         if self._asking is not None:
             # a question no pass took (the run was refused) may still be connecting
             with suppress(Exception):
@@ -588,7 +591,7 @@ class TargetRunner:
             if self.lane is not None:
                 self.lane.executor.remove_temps()
         elif not clean and self.index is not None and not self.dry_run:
-            self.log.warning("%s", self._stuck_in())
+            self.log.warning("%s%s", self._stuck_in(), self._remove_abandoned_temps())
         if self.index is not None:
             # a target never reached (a mistyped host in a one-off run) leaves no index:
             # kept, it would make every later `mirror status` exit 1; its error is kept aside
@@ -1405,6 +1408,26 @@ class TargetRunner:
         if busy:
             return f"stopped with {busy} still running, which held up this target (observers must return quickly)"
         return "stopped with an upload still running (a large file, or a link that hangs); the next run sends it"
+
+    def _remove_abandoned_temps(self) -> str:
+        """Remove the temp files of uploads a stop gave up on, for :meth:`close`; what
+        became of them, for its warning. A clean stop left a hidden partial file of up to
+        a few GiB on the target, for good if mirror was not run again."""
+        executors = [e for e in (self.executor, self.lane.executor if self.lane else None) if e is not None]
+        if not any(e.temps.copy() for e in executors):
+            return ""
+
+        def remove() -> None:
+            for executor in executors:
+                executor.remove_temps()
+
+        remover = threading.Thread(target=remove, name=f"mirror-{self.name}-temps", daemon=True)
+        remover.start()
+        remover.join(TEMPS_WAIT)
+        left = sorted(t for e in executors for t in e.temps.copy())
+        if not left:
+            return "; its temp file on the target was removed"
+        return f"; its temp file {', '.join(left)} stays on the target until the next run removes it"
 
     def wake(self) -> None:
         """Let the runner's thread (and its bulk lane) notice :attr:`stop` at once."""

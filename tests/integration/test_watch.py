@@ -646,6 +646,24 @@ def _gated(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, stdout=out, stderr=out, env=env)
 
 
+def _held_in_watch_mode(tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A watching GATED mirror of src/a.pdf, once the upload of a large scan.pdf written
+    after the first copy is held."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    proc = _gated(tmp_path)
+    try:
+        wait_for(lambda: same(src, dst), what="the first copy")
+        (src / "scan.pdf").write_bytes(b"s" * (3 << 20))
+        wait_for(lambda: (tmp_path / "gate.held").exists(), what="the large upload to be under way")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
 def test_sighup_during_a_large_upload_holds_back_no_invoice(tmp_path: Path) -> None:
     """systemctl reload while a scan uploaded waited for that upload to end before it
     started again: nothing reached any target meanwhile, an invoice written after the
@@ -653,13 +671,8 @@ def test_sighup_during_a_large_upload_holds_back_no_invoice(tmp_path: Path) -> N
     'running, idle'. The upload is now cut off after the stop's wait, and sent again by
     the new start, which cannot meet an old upload putting back a file it deleted."""
     src, dst, state, log, gate = (tmp_path / n for n in ("src", "dst", "state", "mirror.log", "gate"))
-    src.mkdir()
-    (src / "a.pdf").write_bytes(b"a")
-    proc = _gated(tmp_path)
+    proc = _held_in_watch_mode(tmp_path)
     try:
-        wait_for(lambda: same(src, dst), what="the first copy")
-        (src / "scan.pdf").write_bytes(b"s" * (3 << 20))
-        wait_for(lambda: Path(f"{gate}.held").exists(), what="the large upload to be under way")
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "stopped on SIGHUP; starting again" in log.read_text(), what="the start again")
         (src / "invoice.pdf").write_bytes(b"invoice")
@@ -706,20 +719,25 @@ def _gated_once(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path, Pa
     return proc, tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
 
 
+def _stop_held(proc: subprocess.Popen[bytes], gate: Path) -> int:
+    """SIGTERM to a GATED mirror whose upload is held; its exit status. The gate opens after."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(30)
+    finally:
+        gate.unlink()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_stop_ends_a_run_once_that_uploads_a_large_file(tmp_path: Path) -> None:
     """Ctrl-C or SIGTERM of mirror run --once went unheeded until a large upload ended (56 s
     for 100 MiB at 2 MB/s; most of an hour for 2 GiB on a slow uplink): a cron job's
     timeout, or a user at a terminal, could only kill it. It now gives up on the upload
     after the stop's wait, as watch mode does, and the next run sends the file."""
     proc, _dst, state, log = _gated_once(tmp_path)
-    try:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
-    finally:
-        (tmp_path / "gate").unlink()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code = _stop_held(proc, tmp_path / "gate")
     text = log.read_text()
     assert code == 1 and "Traceback" not in text, text
     assert "stopped with an upload still running" in text, text
@@ -747,6 +765,17 @@ def test_a_run_once_whose_pass_ends_after_a_stop_is_complete(tmp_path: Path) -> 
     assert "stopped before the pass finished" not in text, text
     shown = run("status", state=state)
     assert shown.returncode == 0 and "incomplete" not in shown.stdout, shown.stdout
+
+
+def test_a_stop_removes_the_temp_file_of_an_upload_it_gives_up_on(tmp_path: Path) -> None:
+    """A clean stop (SIGTERM) that gave up on a large upload left its partial file on the
+    target as a hidden temp file (70 MB on an SFTP NAS), there for good unless mirror ran
+    again, though the docs said the temp files of abandoned uploads are removed."""
+    code = _stop_held(_held_in_watch_mode(tmp_path), tmp_path / "gate")
+    text = (tmp_path / "mirror.log").read_text()
+    assert code == 0, text
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["a.pdf"], text
+    assert "its temp file on the target was removed" in text, text
 
 
 def _holds_sighup(pid: int) -> bool:
