@@ -759,6 +759,14 @@ class _Planner:
                 moves.append(action)
             elif action is not None:
                 transfers.append(action)
+        for src in gone:
+            # a file gone whose row held a path another row holds too (its name in another
+            # case, to a target that does not tell the two apart): the one file there may
+            # hold the gone file's bytes, and the file that stays was never sent again
+            k = key(index[src].dst)
+            holder = self.claimed.get(k)
+            if holder is not None and holder != src and holder in index and key(index[holder].dst) == k:
+                shared.setdefault(holder, src)
         if shared:
             moves, transfers = self._send_again(shared, desired, moves, transfers)
         # a file refused its new path keeps its old copy, and with it the copy's folders

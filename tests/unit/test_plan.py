@@ -1324,6 +1324,16 @@ todays_rules = st.builds(
     listed=False,
     incremental=False,
 )
+# A and a, one file on a target that folds case, the last sent's bytes: a gone, A was
+# trusted as it was, and the next pass with a listing found it different
+@example(
+    tree={"A": b"", "a": b"\x00"},
+    layout="tree",
+    rules=Capabilities(server_side_move=True, case_sensitive=False),
+    changes=[("delete", 1)],
+    listed=False,
+    incremental=False,
+)
 @given(
     tree=old_trees,
     layout=st.sampled_from(["tree", "flat", "by-year"]),
