@@ -22,7 +22,7 @@ from types import FrameType
 
 from mirror import api
 from mirror.config import parse_addr
-from mirror.errors import ConfigError, MirrorError
+from mirror.errors import ConfigError, GuardRefused, MirrorError
 
 
 class PrintReports(api.Observer):
@@ -67,10 +67,12 @@ def main() -> int:
     except MirrorError as exc:  # mirror's messages are meant for users: one line, no traceback
         print(f"embed.py: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
-    for c in cfgs:
-        for s in api.status(c):
-            print(f"status {s.name}: {s.files} files, {s.bytes} bytes, {len(s.failures)} failed", flush=True)
-    return 0 if ok else 1
+    statuses = [s for c in cfgs for s in api.status(c)]
+    for s in statuses:
+        state = "in sync" if s.in_sync else f"not in sync: {s.last_error or s.withheld or s.state}"
+        print(f"status {s.name}: {s.files} files, {s.bytes} bytes, {len(s.failures)} failed, {state}", flush=True)
+    # a watching mirror ends on a signal, whatever its targets went through: status tells
+    return 0 if ok and all(s.in_sync for s in statuses) else 1
 
 
 def mirror_all(cfgs: list[api.Config], once: bool, metrics_addr: str | None) -> bool:
@@ -86,7 +88,8 @@ def mirror_all(cfgs: list[api.Config], once: bool, metrics_addr: str | None) -> 
             metrics.serve(*parse_addr(metrics_addr))
             stack.callback(metrics.close)
         if once:
-            ok = all(r.in_sync for m in mirrors for r in m.run_once())
+            # every mirror runs, whatever the ones before it met: its folder is no less wanted
+            ok = all([once_ok(m) for m in mirrors])
         else:
 
             def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -101,6 +104,16 @@ def mirror_all(cfgs: list[api.Config], once: bool, metrics_addr: str | None) -> 
             for t in threads:
                 t.join()
     return ok
+
+
+def once_ok(mirror: api.Mirror) -> bool:
+    """One pass of every target of ``mirror``; whether each is in sync. A refusal of this
+    source (not mounted, emptied) is told and leaves the other mirrors to run."""
+    try:
+        return all(r.in_sync for r in mirror.run_once())
+    except GuardRefused as exc:
+        print(f"embed.py: {mirror.config.source}: {exc}", file=sys.stderr, flush=True)
+        return False
 
 
 if __name__ == "__main__":

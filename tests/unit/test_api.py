@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -383,19 +384,19 @@ def test_status_flags_a_target_whose_last_sync_is_too_old(tmp_path: Path) -> Non
     assert status.stale and status.expected_every == 0.4
 
 
+def embed_once(base: Path, state: Path) -> subprocess.CompletedProcess[str]:
+    """``python examples/embed.py BASE --once``, to its end."""
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
+    command = [sys.executable, str(EMBED), str(base), "--once"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
 def test_the_embedding_example_mirrors_two_folders_in_one_process(tmp_path: Path) -> None:
     for folder in ("invoices", "scans"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / f"{folder}-1.pdf").write_bytes(folder.encode())
     env = {**os.environ, "MIRROR_STATE_DIR": str(tmp_path / "state")}
-    done = subprocess.run(
-        [sys.executable, str(EMBED), str(tmp_path), "--once"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = embed_once(tmp_path, tmp_path / "state")
     assert done.returncode == 0, done.stderr
     assert files(tmp_path / "backup") == {"invoices/invoices-1.pdf": b"invoices", "scans/scans-1.pdf": b"scans"}
     assert "status invoices-memory: 1 files" in done.stdout
@@ -418,22 +419,46 @@ def test_the_embedding_example_mirrors_two_folders_in_one_process(tmp_path: Path
     assert "status scans-disk: 2 files" in out
 
 
+def test_the_embedding_example_mirrors_every_folder_when_a_target_fails_and_says_so(tmp_path: Path) -> None:
+    """A file where the invoices' backup folder should be: with --once the scans were never
+    mirrored (all() stopped at the first target not in sync), and watch mode exited 0."""
+    for folder in ("invoices", "scans", "backup"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "scans" / "scan-1.pdf").write_bytes(b"scan")
+    (tmp_path / "backup" / "invoices").write_bytes(b"in the way")
+    state = tmp_path / "state"
+    done = embed_once(tmp_path, state)
+    assert done.returncode == 1, done.stderr
+    assert files(tmp_path / "backup" / "scans") == {"scan-1.pdf": b"scan"}
+    assert "status invoices-disk: 0 files, 0 bytes, 0 failed, not in sync: the target " in done.stdout
+    assert "is a file, not a folder" in done.stdout.split("status invoices-disk")[1].splitlines()[0]
+
+    disk = api.TargetConfig("invoices-disk", str(tmp_path / "backup" / "invoices"))
+    invoices = api.Config(source=tmp_path / "invoices", targets=(disk,), state_dir=state)
+    shutil.rmtree(state)
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
+    command = [sys.executable, str(EMBED), str(tmp_path)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(lambda: api.status(invoices)[0].last_error is not None, what="the target's failure")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 1, err
+    assert "status invoices-disk: 0 files, 0 bytes, 0 failed, not in sync: the target " in out
+
+
 def test_the_embedding_example_starts_on_a_new_folder_and_tells_a_mistake_in_one_line(tmp_path: Path) -> None:
     """Run as its docstring says on a new BASE, the example ended in a 23-line traceback."""
     base, state = tmp_path / "new", tmp_path / "state"
 
-    def example() -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
-        command = [sys.executable, str(EMBED), str(base), "--once"]
-        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
-
-    first = example()
+    first = embed_once(base, state)
     assert first.returncode == 0, first.stderr
     assert "scans-disk: 0 sent, 0 deleted, in sync" in first.stdout
     assert (base / "invoices").is_dir() and (base / "scans").is_dir()
     scans = api.TargetConfig("scans-disk", str(base / "backup" / "scans"))
     with api.running(api.Config(source=base / "scans", targets=(scans,), state_dir=state)):
-        busy = example()
+        busy = embed_once(base, state)
     assert busy.returncode == 2 and busy.stderr.count("\n") == 1, busy.stderr
     assert busy.stderr.startswith("embed.py: error: ") and "is already being mirrored" in busy.stderr
 
