@@ -19,7 +19,7 @@ from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.layout import Layout
 from mirror.logs import with_bytes_shown
 from mirror.policy import DeletePolicy
-from mirror.registry import Preset
+from mirror.registry import Preset, check_plain_path
 
 
 @dataclass(frozen=True)
@@ -420,6 +420,8 @@ def check(config: Config) -> None:
         names.add(target.name)
         if not isinstance(target.url, str) or not target.url:
             raise ConfigError(f'{at}: url: expected a path or URL such as "/mnt/backup" or "sftp://host/dir"')
+        if "://" not in target.url:
+            check_plain_path(target.url, f"{at}: url")
         if not isinstance(target.options, Mapping):
             raise ConfigError(f"{at}: options: expected a mapping, got {target.options!r}")
         _check_settings(target.settings, at)
@@ -513,6 +515,7 @@ def ad_hoc(source: str, target: str, settings: TargetSettings) -> Config:
 def _target_url(url: str, base: Path, what: str) -> str:
     """A target's URL, or the absolute path of a plain path (relative to ``base``)."""
     if "://" not in url:
+        check_plain_path(url, what)
         url = str((base / os.path.expanduser(url)).resolve())
     _utf8(url, what)
     return url

@@ -12,12 +12,14 @@ import difflib
 import importlib
 import importlib.util
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.driver import Capabilities, Driver
 from mirror.errors import ConfigError, FatalError
+from mirror.redact import redact_url
 
 ENTRY_POINT_GROUP = "mirror.backends"
 
@@ -204,6 +206,26 @@ def _lookup(protocol: str) -> BackendInfo | None:
     if protocol in fsspec_registry:
         return BackendInfo(protocol, "fsspec (registered at run time)")
     return None
+
+
+#: ``sftp:/host/path``: a URL with a slash missing, which as a plain path mirrored into
+#: a local folder named ``sftp:`` and reported success
+_ONE_SLASH = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
+
+
+def check_plain_path(path: str, what: str) -> None:
+    """Refuse a plain path (no ``://``) that reads as a URL with a slash missing; a folder
+    truly named so is written ``./sftp:/...``."""
+    typo = _ONE_SLASH.match(path)
+    if typo is None:
+        return
+    name, rest = typo[1], path[typo.end() :]
+    info = _lookup(name.lower())
+    meant = f"file:///{rest}" if info is not None and info.protocol == "file" else f"{name.lower()}://{rest}"
+    raise ConfigError(
+        f"{what} starts with {name + ':/'!r}, a URL with a slash missing: write {redact_url(meant)} "
+        f"(a local folder named {name + ':'!r} is written ./{name}:/...)"
+    )
 
 
 def split_url(url: str) -> tuple[str, str]:

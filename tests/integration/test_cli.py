@@ -1383,6 +1383,18 @@ def test_a_file_url_with_a_host_is_refused(src: Path, tmp_path: Path, state: Pat
     assert here.returncode == 0 and (tmp_path / "t" / "2026").is_dir(), here.stdout + here.stderr
 
 
+def test_a_url_with_a_slash_missing_is_refused_not_mirrored_into_a_local_folder(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """'sftp:/nas/srv/invoices' mirrored into ./sftp:/nas/srv/invoices and said '1 sent', exit 0."""
+    for typo, meant in (("sftp:/nas/srv/invoices", "sftp://nas/srv/invoices"), ("file:/tmp/x", "file:///tmp/x")):
+        refused = run("run", str(src), typo, "--once", state=state, cwd=tmp_path)
+        assert_one_line_error(refused, 2, f"a URL with a slash missing: write {meant} ")
+    assert not (tmp_path / "sftp:").exists() and not (tmp_path / "file:").exists()
+    on_purpose = run("run", str(src), "./sftp:/x", "--once", state=state, cwd=tmp_path)
+    assert on_purpose.returncode == 0 and (tmp_path / "sftp:" / "x" / "2026").is_dir(), on_purpose.stderr
+
+
 def test_a_target_or_state_inside_the_source_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
     assert_one_line_error(run("run", str(src), str(src / "backup"), "--once", state=state), 2, "overlaps")
     assert_one_line_error(run("run", str(src), str(tmp_path), "--once", state=state), 2, "overlaps")

@@ -480,6 +480,14 @@ def test_status_of_a_url_with_an_unset_variable_finds_that_target_s_index_not_a_
     assert (shown.name, shown.files) == ("usb", 2)
 
 
+def test_a_url_with_a_slash_missing_is_refused(tmp_path: Path) -> None:
+    """A host's settings UI took 'nextcloud:/Invoices': files went to a local folder 'nextcloud:'."""
+    cfg, _, _ = setup(tmp_path)
+    typo = dataclasses.replace(cfg, targets=(api.TargetConfig("cloud", "nextcloud:/Invoices"),))
+    with pytest.raises(ConfigError, match="a URL with a slash missing: write nextcloud://Invoices "):
+        api.status(typo)
+
+
 def test_two_targets_of_one_name_are_refused(tmp_path: Path) -> None:
     """A settings UI gave two targets the name "backup": run_once returned one report
     twice, so the target that got none of the files read as ok."""
