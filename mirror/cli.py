@@ -687,17 +687,17 @@ def verify(
                     if diff.dst is not None and diff.dst != diff.src:
                         where += f" -> {printable(diff.dst)}"
                     click.echo(f"{runner.name}: {where}: {printable(diff.problem)}")
+                accounted = accounted_for(local, index, placed)
                 if not found:
-                    click.echo(
-                        f"{runner.name}: identical ({counted(len(local), 'file')}; {compared(driver.caps)})"
-                    )
+                    how = compared(driver.caps, remote, accounted)
+                    click.echo(f"{runner.name}: identical ({counted(len(local), 'file')}; {how})")
                 differences += len(found)
                 if sending := uploads(remote):
                     click.echo(
                         f"{runner.name}: {counted(len(sending), 'upload')} under way, or left by a run that was "
                         "stopped (the next run removes those): " + ", ".join(printable(p) for p in sending[:5])
                     )
-                extra = others(remote, accounted_for(local, index, placed), driver.caps)
+                extra = others(remote, accounted, driver.caps)
                 if extra:
                     shown = ", ".join(printable(p) for p in extra[:5]) + (", ..." if len(extra) > 5 else "")
                     click.echo(

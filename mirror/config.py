@@ -372,11 +372,13 @@ def from_dict(
         secrets: list[str] = []
         used = environ if not only or name in only else Unresolved(environ)
         url = _target_url(_path(url, f"{at}.url", used, secrets), base_dir, f"{at}.url: target")
-        raw_options = dict(_table(table.get("options", {}), f"{at}.options"))
+        options = interpolate(
+            dict(_table(table.get("options", {}), f"{at}.options")), f"{at}.options", secrets, used
+        )
         preset = presets.get(url.split("://", 1)[0].lower()) if "://" in url else None
         if preset is not None:
-            raw_options = {**preset.options, **raw_options}
-        options = interpolate(raw_options, f"{at}.options", secrets, used)
+            given = interpolate(preset.options, f"{where}: backends.{preset.name}.options", secrets, used)
+            options = {**given, **options}
         settings = settings_from(table, defaults, at)
         targets.append(TargetConfig(name, url, options, settings, tuple(s for s in secrets if s)))
     resolved_presets = {name: Preset(p.name, p.protocol, {}, p.capabilities) for name, p in presets.items()}

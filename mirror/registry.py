@@ -19,6 +19,7 @@ from typing import Any
 
 from mirror.driver import Capabilities, Driver
 from mirror.errors import ConfigError, FatalError
+from mirror.hashing import HashKind
 from mirror.redact import redact_url
 
 ENTRY_POINT_GROUP = "mirror.backends"
@@ -158,6 +159,9 @@ class Resolved:
     url: str
     options: Mapping[str, Any]
     capability_overrides: Mapping[str, Any]
+    #: the ``[backends.NAME]`` preset the URL names, if any: where its options and
+    #: capabilities come from, for messages
+    preset: str | None = None
 
 
 def known_backends() -> list[BackendInfo]:
@@ -242,8 +246,10 @@ def resolve(url: str, options: Mapping[str, Any], presets: Mapping[str, Preset])
     overrides: Mapping[str, Any] = {}
     merged = dict(options)
     where = "in target URL"
+    preset_name = None
     if protocol in presets:
         preset = presets[protocol]
+        preset_name = preset.name
         merged = {**preset.options, **options}
         overrides = preset.capabilities
         where = f"in [backends.{preset.name}] protocol"
@@ -271,7 +277,7 @@ def resolve(url: str, options: Mapping[str, Any], presets: Mapping[str, Preset])
         fsspec_url = slash + path if slash else "/"
     else:
         fsspec_url = f"{protocol}://{rest}"
-    return Resolved(info, fsspec_url, merged, overrides)
+    return Resolved(info, fsspec_url, merged, overrides, preset_name)
 
 
 def load_driver_class(info: BackendInfo) -> type[Driver]:
@@ -297,14 +303,23 @@ def capabilities(resolved: Resolved) -> Capabilities:
     """What the target's backend promises, with the preset's overrides; no connection made."""
     cls = load_driver_class(resolved.backend)
     caps = cls.capabilities_for(resolved.url)
+    where = f"backends.{resolved.preset}.capabilities" if resolved.preset else "capabilities"
     if resolved.backend.rules:
         caps = caps.with_overrides(dict(resolved.backend.rules))
     if resolved.capability_overrides:
+        reported = caps.hash_kind
         caps = caps.with_overrides(resolved.capability_overrides)
+        if reported is HashKind.NONE and caps.hash_kind is not HashKind.NONE:
+            # verify would say "hashes compared" of files it compared by size alone
+            raise ConfigError(
+                f"{where}: hash_kind = {caps.hash_kind.value!r} cannot hold for "
+                f"backend {resolved.backend.protocol!r}: it reads no hash of a file from the target; remove it"
+            )
     if caps.mtime_settable and cls.set_mtime is Driver.set_mtime:
         raise ConfigError(
-            f"capabilities: mtime_settable = true cannot hold for backend {resolved.backend.protocol!r}: "
-            "the generic driver has no way to set a file's modification time there; remove it"
+            f"{where}: mtime_settable = true cannot hold for backend "
+            f"{resolved.backend.protocol!r}: the generic driver has no way to set a file's modification time "
+            "there; remove it"
         )
     return caps
 

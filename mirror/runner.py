@@ -17,9 +17,9 @@ import os
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import platformdirs
 from mirror import registry
 from mirror.bulk import BulkLane, split
 from mirror.config import Config, TargetConfig
-from mirror.driver import Driver, RemoteEntry, classify_os_error
+from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TargetFull, TransientError
 from mirror.events import Observers, Report
 from mirror.execute import Executor, RetryPolicy, RunStats
@@ -78,6 +78,30 @@ def state_dir(config: Config) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return Path(platformdirs.user_state_dir("mirror", appauthor=False))
+
+
+@contextmanager
+def _located(config: Config, target: TargetConfig, resolved: registry.Resolved) -> Iterator[None]:
+    """A backend's refusal of a target's options or a preset's capabilities, told with the
+    config and the tables they came from (a target of SOURCE TARGET has neither)."""
+    try:
+        yield
+    except ConfigError as exc:
+        if not (target.options or resolved.preset):
+            raise
+        at = f"targets.{target.name}" + (f" (with backends.{resolved.preset})" if resolved.preset else "")
+        raise ConfigError(f"{config.origin}: {at}: {exc}") from exc
+
+
+def _resolved(config: Config, target: TargetConfig) -> tuple[registry.Resolved, Capabilities]:
+    resolved = registry.resolve(target.url, target.options, config.presets)
+    try:
+        return resolved, registry.capabilities(resolved)
+    except ConfigError as exc:
+        if resolved.preset is None:
+            raise
+        # the refusal names the preset's table; the config may not be the only one
+        raise ConfigError(f"{config.origin}: {exc}") from exc
 
 
 def index_path(root: Path, source: Path, target: TargetConfig) -> Path:
@@ -160,8 +184,7 @@ class TargetRunner:
         self.settings = target.settings
         self.filter = Filter(self.settings.include, self.settings.exclude)
         self.log = logging.LoggerAdapter(log, {"target": self.name})
-        self.resolved = registry.resolve(target.url, target.options, config.presets)
-        self.caps = registry.capabilities(self.resolved)
+        self.resolved, self.caps = _resolved(config, target)
         self.index_file = index_path(state_dir(config), config.named_source, target)
         source_mount = mount_of(str(config.source))
         self.stable_inodes = source_mount is None or source_mount.stable_inodes
@@ -235,7 +258,10 @@ class TargetRunner:
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
         """Open the index (taking the per-target lock) and check the backend is installed."""
-        registry.load_driver_class(self.resolved.backend).check_target(self.resolved.url, self.resolved.options)
+        with _located(self.config, self.target, self.resolved):
+            registry.load_driver_class(self.resolved.backend).check_target(
+                self.resolved.url, self.resolved.options
+            )
         self._check_overlap()
         try:
             self._open_index()
@@ -531,7 +557,8 @@ class TargetRunner:
         if self.local_folder is not None:
             return _folder_place(self.local_folder)
         driver = registry.load_driver_class(self.resolved.backend)
-        server, path, account = driver.place(self.resolved.url, self.resolved.options)
+        with _located(self.config, self.target, self.resolved):
+            server, path, account = driver.place(self.resolved.url, self.resolved.options)
         return ("url", self._where(server, path), account)
 
     def recorded_place(self) -> tuple[str, ...]:

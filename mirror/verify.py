@@ -160,15 +160,26 @@ def uploads(remote: Mapping[str, RemoteEntry]) -> list[str]:
     return sorted(p for p in remote if is_temp(p))
 
 
-def compared(caps: Capabilities) -> str:
-    """What a verify of a target with ``caps`` compares, for its verdict."""
+def compared(caps: Capabilities, remote: Mapping[str, RemoteEntry], accounted: set[str]) -> str:
+    """What a verify of a target with ``caps`` compared, for its verdict: hashes only as
+    far as the target reported them for the files ``accounted`` (:func:`accounted_for`)."""
+    key = path_key(caps.case_sensitive)
+    wanted = {key(p) for p in accounted}
+    files = [r for p, r in remote.items() if key(p) in wanted]
+    hashed = sum(1 for r in files if r.hash) if caps.hash_kind is not HashKind.NONE else 0
     what = ["sizes"]
     if caps.mtime_settable:
         what.append("times")
-    if caps.hash_kind is not HashKind.NONE:
+    if files and hashed == len(files):
         what.append("hashes")
     told = " and ".join(what) + " compared"
-    return told if len(what) > 1 else f"{told}: this target keeps no times and offers no hashes"
+    if 0 < hashed < len(files):
+        return f"{told}, and hashes of {hashed} of {len(files)} files: the target reported none for the others"
+    if len(what) > 1:
+        return told
+    if caps.hash_kind is not HashKind.NONE and files:
+        return f"{told}: this target keeps no times and reported no hashes"
+    return f"{told}: this target keeps no times and offers no hashes"
 
 
 def layout_of(index: Mapping[str, IndexEntry], first: Layout) -> Layout | None:

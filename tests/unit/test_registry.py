@@ -70,6 +70,19 @@ def test_a_capability_the_generic_driver_cannot_honour_is_refused_before_the_run
         capabilities(resolve("nas://host/x", {}, {"nas": preset}))
 
 
+def test_a_hash_kind_the_driver_never_reads_is_refused_before_the_run() -> None:
+    """The README's Nextcloud preset with hash_kind = "md5": verify said 'sizes and hashes
+    compared: identical' of a file whose bytes differed; WebDAV reports no hash."""
+    for protocol in ("webdav", "sftp", "ftp"):
+        preset = Preset("nas", protocol, {"base_url": "https://h/dav"}, {"hash_kind": "md5"})
+        with pytest.raises(
+            ConfigError, match=f"backends.nas.capabilities: hash_kind = 'md5' cannot hold for backend '{protocol}'"
+        ):
+            capabilities(resolve("nas://host/x", {}, {"nas": preset}))
+    kept_out = Preset("minio", "s3", {}, {"hash_kind": "none"})  # SSE-KMS: S3's ETags are no MD5 there
+    assert capabilities(resolve("minio://bucket/x", {}, {"minio": kept_out})).hash_kind.value == "none"
+
+
 def test_the_generic_driver_sends_through_a_temp_name_where_the_filesystem_renames() -> None:
     """FTP renames (RNFR/RNTO): no file is seen half-sent under its name; memory cannot."""
     assert capabilities(resolve("ftp://host/x", {}, {})).atomic_rename

@@ -8,11 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mirror.driver import COARSER_TICKS_NS, Capabilities, RemoteEntry
+from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import Layout
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry, Skip
-from mirror.verify import Difference, accounted_for, compare, others
+from mirror.verify import Difference, accounted_for, compare, compared, others
 
 MTIME = 1_772_323_200 * 10**9
 
@@ -137,3 +138,18 @@ def test_a_copy_on_a_filesystem_with_coarser_times_is_the_source_s_file(
     # a time the copy cannot have been given: later than the source's, or a tick or more earlier
     assert not exact.mtime_matches(local_ns + off, local_ns)
     assert not exact.mtime_matches(cut - max(off, 2 * 10**9), local_ns)
+
+
+def test_verify_claims_hashes_compared_only_for_files_the_target_reported_one_for() -> None:
+    """A target whose listing held no hash (a WebDAV preset that declared md5, an S3 object
+    sent in parts) was called 'identical (sizes and hashes compared)'."""
+    caps = Capabilities(hash_kind=HashKind.MD5)
+    hashed = {"a.pdf": RemoteEntry("a.pdf", 3, hash="0cc175b9c0f1b6a831c399e269772661")}
+    bare = {"b.pdf": RemoteEntry("b.pdf", 3), "c.pdf": RemoteEntry("c.pdf", 3)}
+    assert compared(caps, bare, {"b.pdf", "c.pdf"}) == (
+        "sizes compared: this target keeps no times and reported no hashes"
+    )
+    assert compared(caps, {**hashed, **bare}, {"a.pdf", "b.pdf", "c.pdf"}) == (
+        "sizes compared, and hashes of 1 of 3 files: the target reported none for the others"
+    )
+    assert compared(caps, {**hashed, **bare}, {"a.pdf"}) == "sizes and hashes compared"
