@@ -16,3 +16,11 @@ class MemoryDriver(Driver):
     #: fsspec's memory filesystem takes any option and ignores it: tests give it a
     #: secret, to see that none reaches the output or the state folder
     checks_fs_options = False
+    root_lost_free = True
+
+    def root_lost(self, known: str) -> bool:
+        # the files live in this process: a new one starts with none, whatever its index says
+        try:
+            return not self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return True

@@ -297,6 +297,9 @@ class Driver:
     #: the options are the fsspec class's arguments, and refused where it has none of
     #: that name or a number is given as anything else (see :meth:`check_target`)
     checks_fs_options: ClassVar[bool] = True
+    #: :meth:`root_lost` costs no request (the files live in this process): asked at every
+    #: run's first pass, however lately mirror reached the target
+    root_lost_free: ClassVar[bool] = False
 
     def __init__(
         self,

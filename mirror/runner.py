@@ -1090,7 +1090,7 @@ class TargetRunner:
     def _root_lost(self, ask: bool) -> bool:
         assert self.index is not None
         lost = self.driver is not None and self.driver.root_remade()
-        ask = ask and not self._seen_lately()
+        ask = ask and (registry.load_driver_class(self.resolved.backend).root_lost_free or not self._seen_lately())
         # with nothing mirror put there, there is nothing to fill again, nor to ask about
         if ask and not self._root_asked and not lost and self._tells_lost and (known := self.index.a_file()):
             asking, self._asking = self._asking, None

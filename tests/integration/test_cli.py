@@ -1395,6 +1395,15 @@ def test_a_url_with_a_slash_missing_is_refused_not_mirrored_into_a_local_folder(
     assert on_purpose.returncode == 0 and (tmp_path / "sftp:" / "x" / "2026").is_dir(), on_purpose.stderr
 
 
+def test_a_memory_target_is_filled_again_by_a_run_in_a_new_process(src: Path, state: Path) -> None:
+    """memory:// lives in its process: the second `mirror run --once` said '0 sent', exit 0,
+    and left the target empty."""
+    first = run("run", str(src), "memory://invoices", "--once", state=state)
+    assert first.returncode == 0 and "12 sent" in first.stdout, first.stdout + first.stderr
+    again = run("run", str(src), "memory://invoices", "--once", state=state)
+    assert again.returncode == 0 and "12 sent" in again.stdout, again.stdout + again.stderr
+
+
 def test_a_target_or_state_inside_the_source_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
     assert_one_line_error(run("run", str(src), str(src / "backup"), "--once", state=state), 2, "overlaps")
     assert_one_line_error(run("run", str(src), str(tmp_path), "--once", state=state), 2, "overlaps")
