@@ -991,6 +991,8 @@ def backends() -> None:
     for info in registry.known_backends():
         missing = info.missing()
         state = "installed" if not missing else f"missing: {info.install_hint() or ', '.join(missing)}"
+        if not missing and registry.read_only(info):
+            state = "installed, read-only: cannot be a target"
         names = "/".join((info.protocol, *info.aliases))
         click.echo(f"{names:24s} {info.summary:44s} {state}")
     for name, value in registry.shadowed_entry_points():

@@ -652,6 +652,13 @@ class Driver:
             )
 
     @classmethod
+    def writable(cls, protocol: str) -> bool:
+        """Whether fsspec's filesystem of ``protocol`` can delete files, as a target's must
+        (``mirror backends`` marks those that cannot); True where it names none."""
+        fs_class = _fs_class(f"{protocol}://")
+        return fs_class is None or _deletes(fs_class)
+
+    @classmethod
     def local_folder(cls, url: str) -> str | None:
         """The local folder a target URL writes into, if it is one (checked against the source)."""
         return None

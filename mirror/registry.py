@@ -164,6 +164,11 @@ class Resolved:
     preset: str | None = None
 
 
+#: fsspec implementations whose module imports without what they need, which they import
+#: only as a filesystem is built: ``mirror backends`` called hdfs installed without pyarrow
+_BUILT_WITH = {"fsspec.implementations.arrow": ("pyarrow",)}
+
+
 def known_backends() -> list[BackendInfo]:
     """Built-ins, then entry-point backends, then other fsspec protocols."""
     from importlib.metadata import entry_points
@@ -182,10 +187,19 @@ def known_backends() -> list[BackendInfo]:
         if name not in taken:
             module = spec["class"].rpartition(".")[0]
             summary = f"fsspec {spec['class']}"
-            requires = (module.split(".")[0],)
+            requires = (module.split(".")[0], *_BUILT_WITH.get(module, ()))
             result.append(BackendInfo(name, summary, requires=requires, loads=module, hint=spec.get("err")))
             taken.add(name)
     return result
+
+
+def read_only(info: BackendInfo) -> bool:
+    """Whether an installed backend can never be a target: fsspec's filesystem of its
+    protocol cannot delete files (http, zip), which every run refuses."""
+    try:
+        return not load_driver_class(info).writable(info.protocol)
+    except ConfigError:
+        return False  # a broken third-party backend: a run says what is wrong with it
 
 
 def shadowed_entry_points() -> list[tuple[str, str]]:

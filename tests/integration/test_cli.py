@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import importlib.util
 import json
 import os
 import re
@@ -1299,6 +1300,16 @@ def test_backends_lists_every_builtin_with_install_hints(state: Path) -> None:
     for name in ("file/local", "memory", "dropbox", "sftp", "webdav", "s3", "gdrive", "onedrive"):
         assert name in out
     assert "installed" in out
+
+
+def test_backends_tells_which_cannot_be_a_target(state: Path) -> None:
+    """http, zip and hdfs without pyarrow were listed as installed; every run refused them."""
+    listed = {line.split()[0]: line for line in run("backends", state=state).stdout.splitlines()}
+    for name in ("http", "zip", "tar"):
+        assert listed[name].endswith("installed, read-only: cannot be a target"), listed[name]
+    assert listed["ftp"].endswith(" installed") and listed["memory"].endswith(" installed")
+    if importlib.util.find_spec("pyarrow") is None:
+        assert "missing: pyarrow" in listed["hdfs"], listed["hdfs"]
 
 
 def test_a_plugin_half_installed_or_shadowed_is_told(src: Path, tmp_path: Path, state: Path) -> None:
