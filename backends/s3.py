@@ -44,7 +44,7 @@ from botocore.exceptions import (
 )
 from fsspec.asyn import sync
 
-from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error, quiet_loop
+from mirror.driver import IN_A_CONFIG, Capabilities, Driver, RemoteEntry, classify_os_error, quiet_loop
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind
 
@@ -152,7 +152,7 @@ class S3Driver(Driver):
         bucket = url.split("://", 1)[1].split("/", 1)[0]
         if "@" in url and (":" in bucket or "@" in bucket):
             raise ConfigError(
-                'do not put credentials in the s3 URL; set options.key and options.secret = "${ENV_VAR}"'
+                f'do not put credentials in the s3 URL; set key and secret = "${{ENV_VAR}}" {IN_A_CONFIG}'
             )
 
     @classmethod

@@ -74,7 +74,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from mirror.config import parse_duration
-from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, check_url_path, classify_os_error
+from mirror.driver import (
+    IN_A_CONFIG,
+    BatchPut,
+    Capabilities,
+    Driver,
+    LinkGuard,
+    RemoteEntry,
+    check_url_path,
+    classify_os_error,
+)
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.private_files import read_private
 from mirror.redact import has_password
@@ -533,7 +542,7 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[Params, str]:
     check_url_path(url)
     parts = urlsplit(url)
     if parts.password or has_password(url):
-        raise ConfigError('do not put a password in the sftp URL; set options.password = "${ENV_VAR}"')
+        raise ConfigError(f'do not put a password in the sftp URL; set password = "${{ENV_VAR}}" {IN_A_CONFIG}')
     if not parts.hostname:
         raise ConfigError("sftp URL needs a host: sftp://user@host[:port]/path")
     policy = str(options.get("host_key_policy", "strict"))

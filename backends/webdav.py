@@ -38,7 +38,7 @@ from webdav4.client import (
 from webdav4.fsspec import WebdavFileSystem
 
 from mirror.config import parse_duration
-from mirror.driver import Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
+from mirror.driver import IN_A_CONFIG, Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.paths import parent
 from mirror.redact import has_password
@@ -67,7 +67,7 @@ def parse(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
         raise ConfigError(f"webdav URL must start with one of {', '.join(SCHEMES)}://")
     parts = urlsplit(f"{SCHEMES[scheme]}://{rest}")
     if parts.password or parts.username or has_password(url):
-        raise ConfigError("do not put credentials in the webdav URL; set options.username and options.password")
+        raise ConfigError(f"do not put credentials in the webdav URL; set username and password {IN_A_CONFIG}")
     if not parts.hostname:
         raise ConfigError("webdav URL needs a host: webdav://host[:port]/path")
     return f"{parts.scheme}://{parts.netloc}", unquote(parts.path) or "/"

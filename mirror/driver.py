@@ -271,6 +271,11 @@ class LinkGuard:
         return found
 
 
+#: where a target's options go, for a message that asks for one: ``mirror run SOURCE
+#: TARGET`` has no way to give them
+IN_A_CONFIG = "in the target's options in a config file (mirror init writes one; SOURCE TARGET takes no options)"
+
+
 class Driver:
     """Generic fsspec driver; subclass and override what a backend needs."""
 

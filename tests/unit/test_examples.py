@@ -47,3 +47,15 @@ def test_every_dropbox_token_file_shown_is_the_one_mirror_auth_writes(monkeypatc
         assert shown, where
         for path in shown:
             assert Path(path.replace("~", "/home/me", 1)) == default_token_file(), (where, path)
+
+
+def test_the_options_docs_list_for_each_built_in_backend_are_those_it_takes() -> None:
+    """s3fs's client_kwargs, written as fsspec users do, was refused, and no doc said which
+    options sftp, s3 and webdav take."""
+    from mirror.backends import s3, sftp, webdav
+
+    text = (ROOT / "docs" / "backends.md").read_text(encoding="utf-8")
+    for scheme, module in (("sftp", sftp), ("s3", s3), ("webdav", webdav)):
+        row = re.search(rf"^\| `{scheme}://` \| (.*) \|$", text, re.MULTILINE)
+        assert row is not None, scheme
+        assert set(re.findall(r"`(\w+)`", row[1])) == module.OPTIONS, scheme
