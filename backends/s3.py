@@ -17,6 +17,12 @@ source mtime is kept in the object metadata as ``mtime`` (seconds, the key rclon
 reads), for restores. There are no folders: ``makedirs`` does nothing and the listing
 cache of s3fs is off, because another writer may change the bucket between calls.
 
+A multipart upload a stop or a kill cut off keeps its parts, stored (and billed) until
+it is aborted, and out of every listing of objects. Each one this module starts is
+recorded in the target's state (Driver.state) until it completes or is aborted; a stop
+aborts those under way (close), and the next listing pass those a kill left
+(drop_abandoned). Uploads another tool started are never touched.
+
 Credentials refused (a revoked key, a wrong secret, an expired token) stop the target,
 mid-run as at start-up. An AccessDenied (or a HEAD's bare 403) may concern one object
 (a bucket policy denying a prefix) or the whole bucket: the bucket is asked, as connect
@@ -26,7 +32,6 @@ asks it, and only a bucket still open makes it the file's own failure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -56,6 +61,11 @@ PARTS_AT_ONCE = 10
 #: one request carries at most 5 GiB
 MAX_SINGLE = 5 * 1024**3
 READ = 1024 * 1024
+#: Driver.state key (with the object's key after it) of a multipart upload under way
+UPLOAD_STATE = "s3-upload:"
+#: seconds a stop waits for the abort of an upload under way: a link that hangs would
+#: hold the stop for botocore's whole timeout; the next listing aborts it then
+ABORT_WAIT = 5
 #: error codes that refuse the credentials themselves, whatever the request: every other
 #: request fails the same way, so the target stops with what to fix
 CREDENTIALS_REFUSED = {
@@ -193,6 +203,11 @@ class S3Driver(Driver):
             raise classify_s3_error(exc) from None
         return cls(fs, root, caps)
 
+    def __init__(self, fs: s3fs.S3FileSystem, root: str, caps: Capabilities | None = None) -> None:
+        super().__init__(fs, root, caps)
+        #: multipart uploads under way in this process, by upload id
+        self._open: dict[str, dict[str, str]] = {}
+
     def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
         base = super().entry(rel, info)
         return RemoteEntry(path=rel, size=base.size, mtime_ns=base.mtime_ns, hash=_etag(info))
@@ -225,7 +240,7 @@ class S3Driver(Driver):
                     return None
                 return self.fs._call_s3("upload_part", **where, UploadId=upload, PartNumber=number, Body=data)
 
-            reply = sync(self.fs.loop, self._multipart, where, metadata, part)
+            reply = self._multipart(where, metadata, part)
         return RemoteEntry(rel, sent, hash=_etag(reply))
 
     def move(self, src: str, dst: str) -> None:
@@ -254,34 +269,92 @@ class S3Driver(Driver):
                     CopySourceRange=f"bytes={start}-{min(start + chunk, size) - 1}",
                 )
 
-            sync(self.fs.loop, self._multipart, where, head.get("Metadata") or {}, part)
+            self._multipart(where, head.get("Metadata") or {}, part)
         self.fs.call_s3("delete_object", **source)
 
-    async def _multipart(
+    def _multipart(
         self,
-        where: Mapping[str, str],
+        where: dict[str, str],
         metadata: Mapping[str, str],
         part: Callable[[str, int], Awaitable[Mapping[str, Any]] | None],
     ) -> Mapping[str, Any]:
         """A multipart upload to ``where``: ``part(upload_id, n)`` sends part ``n`` (None
-        when there is none), PARTS_AT_ONCE at a time; the reply that completes it. One
-        that fails is aborted: its parts would be kept (and billed) otherwise."""
-        call = self.fs._call_s3
-        upload = (await call("create_multipart_upload", **where, Metadata=metadata))["UploadId"]
-        parts: list[dict[str, Any]] = []
+        when there is none); the reply that completes it. One that fails is aborted: its
+        parts would be kept (and billed) otherwise; recorded, one a kill cuts off is
+        aborted by the next listing pass (drop_abandoned)."""
+        upload = str(self.fs.call_s3("create_multipart_upload", **where, Metadata=metadata)["UploadId"])
+        self._open[upload] = where
+        self.state.set(UPLOAD_STATE + where["Key"], upload)
         try:
-            while sending := [s for i in range(PARTS_AT_ONCE) if (s := part(upload, len(parts) + i + 1))]:
-                for reply in await asyncio.gather(*sending):
-                    # an upload_part_copy answers with its ETag one level down
-                    etag = reply.get("ETag") or reply["CopyPartResult"]["ETag"]
-                    parts.append({"PartNumber": len(parts) + 1, "ETag": etag})
-            return dict(
-                await call("complete_multipart_upload", **where, UploadId=upload, MultipartUpload={"Parts": parts})
-            )
+            reply = sync(self.fs.loop, self._parts, where, upload, part)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await call("abort_multipart_upload", **where, UploadId=upload)
+            self._abort(where, upload)
             raise
+        finally:
+            self._open.pop(upload, None)
+        self.state.delete(UPLOAD_STATE + where["Key"])
+        return reply
+
+    async def _parts(
+        self,
+        where: Mapping[str, str],
+        upload: str,
+        part: Callable[[str, int], Awaitable[Mapping[str, Any]] | None],
+    ) -> Mapping[str, Any]:
+        """The parts of ``upload``, PARTS_AT_ONCE at a time, and the reply that completes it."""
+        parts: list[dict[str, Any]] = []
+        while sending := [s for i in range(PARTS_AT_ONCE) if (s := part(upload, len(parts) + i + 1))]:
+            for reply in await asyncio.gather(*sending):
+                # an upload_part_copy answers with its ETag one level down
+                etag = reply.get("ETag") or reply["CopyPartResult"]["ETag"]
+                parts.append({"PartNumber": len(parts) + 1, "ETag": etag})
+        call = self.fs._call_s3
+        return dict(
+            await call("complete_multipart_upload", **where, UploadId=upload, MultipartUpload={"Parts": parts})
+        )
+
+    def _abort(self, where: Mapping[str, str], upload: str) -> None:
+        """Abort ``upload`` and forget it; one S3 did not take stays recorded for the next
+        listing pass."""
+        try:
+            self.fs.call_s3("abort_multipart_upload", **where, UploadId=upload, timeout=ABORT_WAIT)
+        except FileNotFoundError:
+            pass  # aborted already (NoSuchUpload)
+        except Exception:
+            return
+        self.state.delete(UPLOAD_STATE + where["Key"])
+
+    def drop_abandoned(self) -> list[str]:
+        bucket, _, prefix = self.root.partition("/")
+        found: list[str] = []
+        more: dict[str, str] = {}
+        while True:
+            try:
+                page = self.fs.call_s3(
+                    "list_multipart_uploads", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", **more
+                )
+            except Exception as exc:
+                if isinstance(classify_s3_error(exc), (TransientError, FatalError)):
+                    raise
+                # a key allowed to write but not to list uploads (a narrow policy), a
+                # server without the request: not this pass's failure; a lifecycle rule
+                # (AbortIncompleteMultipartUpload) is left to clear them
+                return found
+            for upload in page.get("Uploads", []):
+                key, upload_id = upload["Key"], upload["UploadId"]
+                mine = self.state.get(UPLOAD_STATE + key) == upload_id
+                if mine and upload_id not in self._open:
+                    self._abort({"Bucket": bucket, "Key": key}, upload_id)
+                    found.append(key[len(prefix) + 1 :] if prefix else key)
+            if not page.get("IsTruncated"):
+                return found
+            more = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def close(self) -> None:
+        # a stop that gave up on an upload under way (a large file on a slow link): its
+        # parts would stay stored until the next listing pass
+        for upload, where in list(self._open.items()):
+            self._abort(where, upload)
 
     def _where(self, rel: str) -> dict[str, str]:
         """The Bucket and Key arguments of a request about ``rel``."""

@@ -565,6 +565,13 @@ class Driver:
         if self._fs is not None:
             self._fs.invalidate_cache()  # by path, some implementations drop that entry alone
 
+    def drop_abandoned(self) -> Sequence[str]:
+        """Remove what uploads this driver started, and a stop or a kill cut off, left on
+        the target out of sight of :meth:`list` (S3's open multipart uploads, whose parts
+        are stored and billed); the paths they were for. A listing pass asks, when no
+        upload of this process is under way."""
+        return []
+
     def begin_pass(self) -> None:
         """A pass starts: what the driver learned of the target's folders in the last one
         may no longer hold (see :class:`LinkGuard`)."""

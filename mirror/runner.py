@@ -786,6 +786,9 @@ class TargetRunner:
     def _listing(self, local: Mapping[str, LocalEntry]) -> dict[str, RemoteEntry]:
         """The target's files, once uploads a killed run left under way are dealt with."""
         remote = self.call(self.connect().list)
+        if self.executor is not None:
+            for path in self.executor.call(self.connect().drop_abandoned):
+                self.log.info("aborted the upload of %s a stopped run left unfinished", path)
         self._recover_in_flight(remote)
         if remote and not self.settings.layout_chosen and self.index is not None and not self.index.holds_files():
             self._refuse_another_layout({p: e for p, e in local.items() if self.filter.wants_file(p)}, remote)

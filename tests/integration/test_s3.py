@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -239,6 +240,8 @@ class Proxy:
     def __init__(self, port: int) -> None:
         self.port = port
         self.lost = threading.Event()
+        #: set: the parts of multipart uploads are held back, never sent on (a link that hangs)
+        self.holding_parts = threading.Event()
         self.sockets: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=self._accept, daemon=True).start()
@@ -251,12 +254,14 @@ class Proxy:
                 continue
             server = socket.create_connection(("127.0.0.1", self.port))
             self.sockets += [client, server]
-            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, outgoing: bool = False) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if outgoing and self.holding_parts.is_set() and b"partNumber=" in data:
+                    return
                 sink.sendall(data)
 
     def lose_server(self) -> None:
@@ -297,6 +302,66 @@ def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
         proc.wait(timeout=30)
     text = log.read_text()
     assert "Task exception" not in text and "future:" not in text, text
+
+
+def upload_held_back(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path, *args: str
+) -> tuple[subprocess.Popen[str], Path, Path, Proxy, Callable[[], list[str]], str, bytes]:
+    """``mirror run ARGS`` sending a large scan to S3 through a link that holds back its
+    parts, once its multipart upload is open; beside it, another tool's upload to the
+    same key. The process, its config and state folder, the proxy, a function giving
+    the ids of the bucket's open uploads, the other tool's upload id and the scan."""
+    proxy = Proxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    proxy.holding_parts.set()
+    source, state = tmp_path / "export", tmp_path / "state"
+    source.mkdir()
+    scan = os.urandom(40 * 1024 * 1024)
+    (source / "scan.tif").write_bytes(scan)
+    options = {**s3_target.options, "endpoint_url": f"http://127.0.0.1:{proxy.listener.getsockname()[1]}"}
+    config = config_file(TargetSpec("s3", s3_target.url, options, env=s3_target.env), source, tmp_path / "m.toml")
+    bucket = s3_target.url.split("/")[2]
+    client = s3_server.client()
+    theirs = str(client.create_multipart_upload(Bucket=bucket, Key="mirror/scan.tif")["UploadId"])
+
+    def uploads() -> list[str]:
+        return [u["UploadId"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+    proc = start("run", "-c", str(config), *args, state=state, env=s3_target.env, log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: len(uploads()) == 2, timeout=30, what="mirror's upload under way")
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
+    return proc, config, state, proxy, uploads, theirs, scan
+
+
+def test_an_upload_a_kill_cut_off_is_aborted_by_the_next_run_and_another_tools_is_not(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """A kill during a large upload left its multipart upload open for good ('14 parts,
+    230686720 bytes stored'), kept and billed by S3, out of any listing, while the next
+    run sent the file again and status and verify said all was well."""
+    proc, config, state, proxy, uploads, theirs, scan = upload_held_back(s3_server, s3_target, tmp_path, "--once")
+    proc.kill()
+    proc.wait(timeout=30)
+    proxy.holding_parts.clear()
+    again = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert again.returncode == 0 and "1 sent" in again.stdout, again.stdout + again.stderr
+    assert "aborted the upload of scan.tif a stopped run left unfinished" in again.stdout + again.stderr
+    assert uploads() == [theirs]
+    assert body(s3_server, s3_target.url.split("/")[2], "mirror/scan.tif") == scan
+
+
+def test_a_stop_that_gives_up_on_an_upload_aborts_it(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """systemctl stop during a large upload on a slow link: 'stopped with an upload still
+    running', and its parts stayed stored and billed on S3."""
+    proc, _, _, _, uploads, theirs, _ = upload_held_back(s3_server, s3_target, tmp_path)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 0
+    assert uploads() == [theirs]
 
 
 def invoices(source: Path) -> dict[str, bytes]:
