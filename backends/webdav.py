@@ -39,7 +39,7 @@ from webdav4.fsspec import WebdavFileSystem
 
 from mirror.config import parse_duration
 from mirror.driver import IN_A_CONFIG, Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Refused, TargetFull, TransientError
 from mirror.paths import parent
 from mirror.redact import has_password
 
@@ -284,6 +284,8 @@ def classify_webdav_error(exc: BaseException) -> MirrorError:  # noqa: PLR0911  
             return FatalError("webdav: the server no longer accepts the credentials (401)")
         if status == HTTPStatus.TOO_MANY_REQUESTS or status >= 500:
             return TransientError(f"webdav: server answered {status}", retry_after=_retry_after(exc.response))
+        if status == HTTPStatus.FORBIDDEN:
+            return Refused(f"webdav: server answered {status} (forbidden)")
         return ItemError(f"webdav: server answered {status}")
     if isinstance(exc, ResourceNotFound):
         return ItemError(f"webdav: {exc.path} not found")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
 
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Refused, TargetFull, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import ancestors, check_relative, parent, temp_name
 
@@ -715,6 +715,8 @@ def classify_os_error(exc: BaseException) -> MirrorError:
         return TargetFull(f"target is full ({cause.strerror}); free space there")
     if isinstance(cause, OSError) and cause.errno == errno.EROFS:
         return FatalError("target is read-only; mount it writable")
+    if isinstance(exc, PermissionError):
+        return Refused(text)
     return ItemError(text)
 
 

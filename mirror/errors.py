@@ -28,6 +28,12 @@ class ItemError(MirrorError):
     """One file cannot be mirrored (refused name, unreadable file): record it, go on."""
 
 
+class Refused(ItemError):
+    """The target refused to write one item (permission denied, HTTP 403). Its own
+    failure, unless the target's folder refuses writes too: when every upload of a pass
+    is refused, the executor asks, and then the target fails (FatalError)."""
+
+
 class FatalError(MirrorError):
     """The target cannot be used any more (auth revoked, quota full, host key changed)."""
 

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from mirror.driver import BatchPut, Driver, RemoteEntry
-from mirror.errors import FatalError, ItemError, MirrorError, StateError, TargetFull, TransientError
+from mirror.errors import FatalError, ItemError, MirrorError, Refused, StateError, TargetFull, TransientError
 from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, numbered, numbered_top, parent, path_key, temp_name
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash
@@ -187,6 +188,8 @@ class Executor:
         #: that gave up because it did not
         self._answered = False
         self._unanswered: str | None = None
+        #: in this pass: the target refused to write an item (see _check_writable)
+        self._refused = False
         #: the last pass found the target down: until something answers, a call that
         #: cannot get through is not retried, as the runner's back-off spaces the passes
         #: (five tries a pass wrote four more log lines a minute for as long as a NAS was off)
@@ -269,7 +272,7 @@ class Executor:
                 self._dirs.clear()
         self._abort.clear()
         self._cut = False
-        self._answered, self._unanswered = False, None
+        self._answered, self._unanswered, self._refused = False, None, False
         self.driver.begin_pass()
         self._stats = RunStats(guard=plan.guard)
         return self._stats
@@ -285,6 +288,31 @@ class Executor:
             # a quiet folder never has down_after files failing in a row: that none got
             # through says the same, so the target counts as down (status, alerts)
             raise TargetDown(f"target unreachable: {self._unanswered}")
+        if self._refused and not self._stats.uploaded:
+            self._check_writable()
+
+    def _check_writable(self) -> None:
+        """Every upload of the pass was refused: a read-only share (sftp-server -R, a
+        WebDAV share without write access) refuses each file alike, which as a failure of
+        each file's own never stopped the target nor alerted, pass after pass. An empty
+        file written into the target folder, under a temp name, tells it from files
+        refused one by one (another owner's copies); the folder's refusal fails the target."""
+        probe = temp_name("", f"{_TOKENS.getrandbits(48):012x}")
+        with tempfile.TemporaryDirectory() as folder:
+            empty = os.path.join(folder, "probe")
+            Path(empty).touch()
+            try:
+                self._classified(lambda: self.driver.put(empty, probe, time.time_ns()))
+            except Refused as exc:
+                raise FatalError(
+                    f"the target folder {self.driver.root} refuses writes ({exc}), every upload with it; "
+                    "give the user mirror logs in as write access to it, or choose a folder it may write to"
+                ) from None
+            except MirrorError:
+                return  # no answer on the folder: the files stay failures of their own
+        with self._lock:
+            self.temps.add(probe)
+        self._drop_temp(probe)
 
     def remove_temps(self) -> None:
         """Delete the temp files this executor knows of: those of uploads still running
@@ -433,6 +461,7 @@ class Executor:
             self._failed(src, dst, str(exc))
             with self._lock:
                 self._answered = True  # refused, but by a target that answered
+                self._refused = self._refused or isinstance(exc, Refused)
             return False
         with self._lock:
             self._streak = 0

@@ -275,3 +275,32 @@ def test_someones_file_named_in_latin_1_on_the_server_is_left_alone_and_the_rest
     for rel, data in theirs.items():
         with open(os.path.join(os.fsencode(remote), rel), "rb") as f:
             assert f.read() == data
+
+
+def test_a_read_only_share_fails_the_target_and_raises_the_alert(tmp_path: Path) -> None:
+    """A share served read-only (sftp-server -R): every run said '0 sent, 2 failed'
+    (Permission denied, file by file) and exit 1, and on_failure never ran, for ever."""
+    server = SshServer(tmp_path / "sshd", sftp_flags="-R")
+    server.start()
+    source, remote = tmp_path / "export", tmp_path / "remote"
+    source.mkdir()
+    remote.mkdir()
+    for i in (1, 2):
+        (source / f"invoice {i}.pdf").write_bytes(f"%PDF {i}".encode())
+    calls = tmp_path / "alerts.txt"
+    alerts = f'[defaults]\nalert_after = "1s"\non_failure = \'echo "$MIRROR_EVENT $MIRROR_REASON" >> "{calls}"\'\n'
+    config = _config(server, source, remote, tmp_path, alerts)
+    try:
+        once = mirror("run", "-c", str(config), "--once")
+        proc = start("run", "-c", str(config), state=tmp_path / "state", log=tmp_path / "mirror.log")
+        try:
+            wait_for(lambda: calls.exists() and "failure" in calls.read_text(), timeout=60, what="the alert")
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    finally:
+        server.stop()
+    refused = f"the target folder {remote} refuses writes (PermissionError: [Errno 13] Permission denied)"
+    assert once.returncode == 1 and refused in once.stdout + once.stderr, once.stdout + once.stderr
+    assert refused in calls.read_text()
+    assert not os.listdir(remote)

@@ -14,7 +14,7 @@ from mirror.driver import Driver
 from mirror.errors import ConfigError, FatalError, TransientError
 from mirror.registry import Preset
 from tests.cli import files, run
-from tests.servers.webdav import PASSWORD, USER, WebdavServer
+from tests.servers.webdav import PASSWORD, USER, WebdavServer, start_webdav
 
 
 @pytest.fixture
@@ -328,3 +328,24 @@ def test_a_folder_whose_name_holds_a_hash_is_reached_with_percent_23(
     driver.makedirs("")
     driver.put(str(local), "a.pdf", 0)
     assert (webdav_server.folder / sub / "inv#a" / "a.pdf").read_bytes() == b"x"
+
+
+def test_a_read_only_share_fails_the_target(tmp_path: Path) -> None:
+    """A share without write access answered 403 to each file: '0 sent, 2 failed' on every
+    pass, the target never failing, so no alert ever came."""
+    share = tmp_path / "share"
+    (share / "invoices").mkdir(parents=True)
+    server = start_webdav(share, read_only=True)
+    source = tmp_path / "export"
+    source.mkdir()
+    for i in (1, 2):
+        (source / f"invoice {i}.pdf").write_bytes(f"%PDF {i}".encode())
+    target = api.TargetConfig("dav", server.url("invoices"), server.options())
+    cfg = api.Config(source=source, targets=(target,), state_dir=tmp_path / "state")
+    try:
+        with api.running(cfg) as m:
+            (report,) = m.run_once()
+    finally:
+        server.server.stop()
+    assert report.fatal is not None and "refuses writes (webdav: server answered 403" in report.fatal, report
+    assert not os.listdir(share / "invoices")

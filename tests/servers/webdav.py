@@ -43,14 +43,14 @@ class WebdavServer:
         return {"username": USER, "password": PASSWORD, **extra}
 
 
-def start_webdav(folder: Path, port: int | None = None) -> WebdavServer:
+def start_webdav(folder: Path, port: int | None = None, read_only: bool = False) -> WebdavServer:
     """Serve ``folder``; on ``port`` when given (a test that brings a server back)."""
     port = port or free_port()
     app = WsgiDAVApp(
         {
             "host": "127.0.0.1",
             "port": port,
-            "provider_mapping": {"/": str(folder)},
+            "provider_mapping": {"/": {"root": str(folder), "readonly": read_only}},
             "simple_dc": {"user_mapping": {"*": {USER: {"password": PASSWORD}}}},
             "http_authenticator": {"accept_basic": True, "accept_digest": False, "default_to_digest": False},
             "verbose": 0,
