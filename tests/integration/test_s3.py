@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from mirror.backends.s3 import S3Driver, s3_etag
 
 from mirror.driver import Driver, RemoteEntry
 from mirror.errors import ConfigError, FatalError, ItemError, TransientError
-from tests.cli import run, start, wait_for
+from tests.cli import MIRROR, run, start, wait_for
 from tests.contract.test_cli_contract import config_file
 from tests.servers.s3 import S3Server
 from tests.support import TargetSpec
@@ -362,6 +363,34 @@ def test_a_stop_that_gives_up_on_an_upload_aborts_it(
     proc.terminate()
     assert proc.wait(timeout=60) == 0
     assert uploads() == [theirs]
+
+
+def test_a_first_copy_of_large_scans_keeps_memory_bounded(s3_target: TargetSpec, tmp_path: Path) -> None:
+    """Each large file held ten parts of 16 MiB in memory while it was sent, eight files
+    at once: five 128 MiB scans took 1.4 GiB of memory, where SFTP or WebDAV take 50 MiB.
+    Four 40 MiB scans (three parts each) held all their parts at once."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    source.mkdir()
+    for i in range(4):
+        (source / f"scan-{i}.tif").write_bytes(os.urandom(40 * 1024 * 1024))
+    config = config_file(s3_target, source, tmp_path / "mirror.toml")
+    # the peak memory of mirror alone: this process's other children count in its own
+    measured = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state), **s3_target.env}
+    done = subprocess.run(
+        [sys.executable, "-c", measured, *MIRROR, "run", "-c", str(config), "--once"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0 and "4 sent" in done.stdout, done.stdout + done.stderr
+    peak_mib = int(done.stdout.split()[-1]) // 1024
+    assert peak_mib < 320, f"{peak_mib} MiB"
 
 
 def invoices(source: Path) -> dict[str, bytes]:
