@@ -54,6 +54,12 @@ from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Trans
 from mirror.hashing import HashKind
 
 OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify"})
+#: what the options that are not text take: botocore took verify = "no" for the path of
+#: a CA bundle, and failed each request on it ('No such file or directory')
+OPTION_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "anon": ((bool,), "true or false"),
+    "verify": ((bool, str), "true, false or the path of a CA bundle file"),
+}
 MIN_PART = 16 * 1024 * 1024
 MAX_PARTS = 10_000
 #: parts of one file sent at once: so many parts (of 16 MiB and up) are held in memory
@@ -159,6 +165,15 @@ class S3Driver(Driver):
         unknown = sorted(set(options) - OPTIONS)
         if unknown:
             raise ConfigError(f"unknown s3 option(s) {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}")
+        for name, value in options.items():
+            kinds, words = OPTION_KINDS.get(name, ((str,), "text"))
+            if not isinstance(value, kinds):
+                raise ConfigError(f"s3 option {name} must be {words}, not {value!r}")
+        verify = options.get("verify")
+        if isinstance(verify, str) and not os.path.isfile(verify):
+            raise ConfigError(
+                f"s3 option verify = {verify!r} names no CA bundle file; give true, false or the path of one"
+            )
         if not url.split("://", 1)[1].strip("/"):
             raise ConfigError("s3 URL needs a bucket: s3://bucket/prefix")
         # no bucket name holds ':' or '@'; a secret may hold '/', so it can end up in the

@@ -144,6 +144,29 @@ def test_missing_bucket_and_bad_credentials_are_config_errors(s3_server: S3Serve
         S3Driver.connect("s3://b/x", s3_server.options(endpoint="x"))
 
 
+@pytest.mark.parametrize(
+    ("option", "told"),
+    [
+        ({"verify": "no"}, "s3 option verify = 'no' names no CA bundle file; give true, false or the path of one"),
+        ({"anon": "yes"}, "s3 option anon must be true or false, not 'yes'"),
+        ({"region": 1}, "s3 option region must be text, not 1"),
+    ],
+)
+def test_an_option_of_the_wrong_type_is_a_config_error(
+    s3_target: TargetSpec, tmp_path: Path, option: dict[str, object], told: str
+) -> None:
+    """verify = "no" (meant as false) was taken for the path of a CA bundle: every run
+    failed with 'HTTPClientError: An HTTP Client raised an unhandled exception: [Errno 2]
+    No such file or directory', exit 1."""
+    source = tmp_path / "export"
+    source.mkdir()
+    spec = TargetSpec("s3", s3_target.url, {**s3_target.options, **option}, env=s3_target.env)
+    config = config_file(spec, source, tmp_path / "mirror.toml")
+    done = run("run", "-c", str(config), "--once", state=tmp_path / "state", env=s3_target.env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [f"mirror: error: {told}"], done.stderr
+
+
 def test_unreachable_endpoint_is_transient(bucket: str) -> None:
     from tests.servers.sshd import free_port
 
