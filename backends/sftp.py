@@ -1282,10 +1282,14 @@ def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
         if exc.errno not in (None, errno.ENOENT):
             raise
         try:
-            if stat.S_ISDIR(sftp.stat(path).st_mode or 0):
-                return  # already there (SFTP reports "exists" as a bare failure)
+            mode = sftp.stat(path).st_mode or 0
         except FileNotFoundError:
             pass
+        else:
+            if stat.S_ISDIR(mode):
+                return  # already there (SFTP reports "exists" as a bare failure)
+            # the same bare failure, which told of 'a full disk or quota?'
+            raise NotADirectoryError(errno.ENOTDIR, "a file on the server stands where a folder is needed", path)
     parent = posixpath.dirname(path.rstrip("/"))
     if parent in (path, "", "/"):
         raise FileNotFoundError(errno.ENOENT, "cannot create folder", path)

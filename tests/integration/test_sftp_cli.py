@@ -304,3 +304,15 @@ def test_a_read_only_share_fails_the_target_and_raises_the_alert(tmp_path: Path)
     assert once.returncode == 1 and refused in once.stdout + once.stderr, once.stdout + once.stderr
     assert refused in calls.read_text()
     assert not os.listdir(remote)
+
+
+def test_a_target_folder_below_a_file_on_the_server_says_so(sshd: SshServer, tmp_path: Path) -> None:
+    """A target folder below a file (sftp://host/srv/b.pdf/sub) failed each file with
+    'refused the write without a reason (a full disk or quota?)'."""
+    source = tmp_path / "export"
+    (source / "2026").mkdir(parents=True)
+    (source / "2026" / "invoice.pdf").write_bytes(b"%PDF")
+    (tmp_path / "b.pdf").write_bytes(b"%PDF")
+    done = mirror("run", "-c", str(_config(sshd, source, tmp_path / "b.pdf" / "sub", tmp_path)), "--once")
+    told = f"a file on the server stands where a folder is needed: '{tmp_path / 'b.pdf'}'"
+    assert done.returncode == 1 and told in done.stdout + done.stderr, done.stdout + done.stderr
