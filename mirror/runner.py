@@ -405,9 +405,14 @@ class TargetRunner:
         was taken for sent. The old index is kept beside it, out of the way, not deleted."""
         if not self.index_file.exists():
             return
-        index = Index(self.index_file, readonly=True)
+        try:
+            index = Index(self.index_file, readonly=True)
+        except StateError:
+            return  # damaged: the open that follows rebuilds it (or refuses it, and says why)
         try:
             elsewhere = self._filled_elsewhere(index)
+        except StateError:
+            return
         finally:
             index.close()
         if not elsewhere:
