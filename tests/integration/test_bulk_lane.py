@@ -600,8 +600,9 @@ def test_the_target_disk_unmounted_during_an_upload_gets_no_copy_on_the_disk_bel
 def test_stopping_while_a_large_file_uploads_is_prompt_and_the_next_run_finishes_it(
     spec: TargetSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The link hangs and the user stops mirror: it stops within its usual wait, the index
-    claims nothing of the large file, and the next run sends it and clears its temp file."""
+    """The link hangs and the user stops mirror: it stops within its usual wait, removing
+    the upload's temp file, the index claims nothing of the large file, and the next run
+    sends it."""
     with watching(spec, tmp_path, monkeypatch) as (mirror, gate, source, root):
         gate.hang = True
         start_big(gate, source)
@@ -615,7 +616,7 @@ def test_stopping_while_a_large_file_uploads_is_prompt_and_the_next_run_finishes
         mirror.close(clean=False)
         (status,) = api.status(mirror.config)
         assert not status.in_sync
-        assert temps(root), "the hanging upload's temp file, for the next run to remove"
+        assert not temps(root), "the temp file of the upload the stop gave up on, removed by the stop"
     gate.hang = False  # the hung upload stays hung: its process would be gone
     cfg = config_for(spec, source, tmp_path / "state")
     with api.running(cfg) as again:

@@ -164,7 +164,8 @@ def test_an_option_of_the_wrong_type_is_a_config_error(
     config = config_file(spec, source, tmp_path / "mirror.toml")
     done = run("run", "-c", str(config), "--once", state=tmp_path / "state", env=s3_target.env)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert done.stderr.strip().splitlines() == [f"mirror: error: {told}"], done.stderr
+    # one line, naming the config file and the target's table
+    assert done.stderr.strip().splitlines() == [f"mirror: error: {config}: targets.t: {told}"], done.stderr
 
 
 def test_unreachable_endpoint_is_transient(bucket: str) -> None:
