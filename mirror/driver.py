@@ -22,8 +22,8 @@ import errno
 import functools
 import inspect
 import logging
+import os
 import re
-import secrets
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -529,7 +529,7 @@ class Driver:
         there is set aside first, not removed, and put back if the rename fails still, so
         the copy is never lost. One left aside by a crash has a temp name: the next
         listing removes it, and sends the file again if ``dst`` is missing."""
-        aside = temp_name(dst, secrets.token_hex(6))
+        aside = temp_name(dst, os.urandom(6).hex())
         self.fs.mv(self.full(dst), self.full(aside))
         try:
             self.fs.mv(self.full(src), self.full(dst))
