@@ -818,14 +818,12 @@ class _Planner:
         if not self.remote:
             return transfers
         remote = self.remote
-        blocked = {
-            id(put): next(a for a in ancestors(self.key(put.dst)) if a in remote)
-            for put in transfers
-            if isinstance(put, Put)
-            and put.aside is None
-            and self._relocates(put.src, put.dst)
-            and any(a in remote for a in ancestors(self.key(put.dst)))
-        }
+        blocked: dict[int, str] = {}  # id of the put -> the listed file where it needs a folder
+        for put in transfers:
+            if not isinstance(put, Put) or put.aside is not None or not self._relocates(put.src, put.dst):
+                continue
+            if (k := next((a for a in ancestors(self.key(put.dst)) if a in remote), None)) is not None:
+                blocked[id(put)] = k
         if not blocked:
             return transfers
         held = self._owners_of(set(blocked.values()))

@@ -306,8 +306,11 @@ class TargetRunner:
             self._place_fd = self._lock_place()
             self._take_over_index_of_real_path()
             self._take_over_index_of_same_place()
-            self._set_aside_index_of_other_place()
             self.index = Index(self.index_file)
+            if self._filled_elsewhere(self.index):
+                self.index.close()
+                self._set_aside_index_of_other_place()
+                self.index = Index(self.index_file)
         except BaseException:
             # refused: a host program that tries again must not find its own locks held
             self._unlock()
@@ -399,24 +402,11 @@ class TargetRunner:
         return recorded is not None and recorded != self._writes_to()
 
     def _set_aside_index_of_other_place(self) -> None:
-        """Start a new index for a target that now writes to another place: its rows were
-        taken for the new place's files, so a source file deleted deleted the file another
-        account had at that path, an edit overwrote one, and what was never sent there
-        was taken for sent. The old index is kept beside it, out of the way, not deleted."""
-        if not self.index_file.exists():
-            return
-        try:
-            index = Index(self.index_file, readonly=True)
-        except StateError:
-            return  # damaged: the open that follows rebuilds it (or refuses it, and says why)
-        try:
-            elsewhere = self._filled_elsewhere(index)
-        except StateError:
-            return
-        finally:
-            index.close()
-        if not elsewhere:
-            return
+        """Move aside the index of a target that now writes to another place, so that a
+        new one starts: its rows were taken for the new place's files, so a source file
+        deleted deleted the file another account had at that path, an edit overwrote one,
+        and what was never sent there was taken for sent. The old index is kept beside
+        it, out of the way, not deleted."""
         aside = self.index_file.with_name(f"{self.index_file.name}.other-place")
         _move_index(self.index_file, aside)
         server, path, _ = registry.load_driver_class(self.resolved.backend).place(
