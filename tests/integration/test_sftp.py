@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import json
@@ -614,3 +615,49 @@ def test_the_fsspec_filesystem_works_beside_the_driver(driver: Driver, root: Pat
         assert read.result(timeout=30) == b"abc"
     assert fs.cat_file(driver.full("b.txt")) == b"credit note"
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(driver.root, detail=False)) == ["a.txt", "b.txt"]
+
+
+class Distant:
+    """A TCP relay to sshd that holds every chunk ``delay_s`` each way: a server far off."""
+
+    def __init__(self, port: int, delay_s: float) -> None:
+        self.port, self.delay_s = port, delay_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def own_port(self) -> int:
+        return int(self.listener.getsockname()[1])
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.port))
+                for source, sink in ((client, server), (server, client)):
+                    threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError), source, sink:
+            while data := source.recv(65536):
+                time.sleep(self.delay_s)
+                sink.sendall(data)
+
+
+def test_a_near_server_gets_two_connections_at_once_a_distant_one_four(
+    sshd: SshServer, root: Path, tmp_path: Path
+) -> None:
+    """Against a near server (the same machine, a LAN) more threads only fight over the
+    client's CPU; a distant one needs four connections to hide its round trips
+    (figures at backends.sftp.connections_for)."""
+    near = open_driver(sshd.url(root), sshd.options())
+    relay = Distant(sshd.port, 0.01)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{relay.own_port} {sshd.host_key_line.rsplit(' ', 1)[0]}\n")
+    far = open_driver(f"sftp://{sshd.user}@127.0.0.1:{relay.own_port}{root}", sshd.options(known_hosts=str(known)))
+    try:
+        assert (near.default_concurrency, far.default_concurrency) == (2, 4)
+    finally:
+        near.close()
+        far.close()
+        relay.listener.close()
