@@ -35,6 +35,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import IO
 
 from mirror.config import Config, TargetConfig
 from mirror.events import Observer, Report
@@ -312,34 +313,36 @@ class Alerts(Observer):
             "MIRROR_SINCE": _stamp(incident.since),
         }
         import subprocess  # only configs with on_failure run commands
+        import tempfile
 
         program = _program(command)
-        try:
-            proc = subprocess.Popen(
-                command if isinstance(command, str) else list(command),
-                shell=isinstance(command, str),  # the user's own command line, by design
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,  # a group of its own: a timeout ends all it started
-            )
-        except OSError as exc:
-            return f"{program} could not run ({exc.strerror or exc})"
-        with proc:
+        # files, not pipes: a command that exits at once and leaves a child in the
+        # background (``notify ... &``) is done when it exits, not when the child closes
+        # its output; and one that says much cannot block on a full pipe
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
-                out, err = proc.communicate(timeout=COMMAND_TIMEOUT)
+                proc = subprocess.Popen(
+                    command if isinstance(command, str) else list(command),
+                    shell=isinstance(command, str),  # the user's own command line, by design
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,  # a group of its own: a timeout ends all it started
+                )
+            except OSError as exc:
+                return f"{program} could not run ({exc.strerror or exc})"
+            try:
+                code = proc.wait(timeout=COMMAND_TIMEOUT)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.communicate(timeout=5)  # one that left the group may hold the pipes
+                proc.wait()
                 return f"{program} timed out after {COMMAND_TIMEOUT:.0f} s"
-        if proc.returncode != 0:
-            said = _one_line(err or out or "")
-            return f"{program} exited with {proc.returncode}" + (f" ({said})" if said else "")
-        return None
+            if code == 0:
+                return None
+            said = _one_line(_said(err) or _said(out))
+        return f"{program} exited with {code}" + (f" ({said})" if said else "")
 
     def _ping(self, url: str, body: str) -> None:
         # urllib.request is slow to import and only needed by configs that ping
@@ -397,6 +400,12 @@ class Alerts(Observer):
             tmp.replace(path)
         except OSError as exc:
             log.warning("cannot keep alert state in %s: %s", path, exc)
+
+
+def _said(output: IO[bytes]) -> str:
+    """What a command wrote, in whatever encoding (a mail tool in a Latin-1 locale)."""
+    output.seek(0)
+    return output.read(10_000).decode(errors="replace")
 
 
 def _summary(report: Report) -> str:

@@ -141,3 +141,50 @@ def test_the_log_names_the_program_never_its_arguments(
     alerts.close()
     assert f"on_failure command failed: {named};" in caplog.text
     assert "s3cr3t" not in caplog.text
+
+
+def test_a_command_that_writes_no_utf_8_still_leaves_the_recovery_to_be_announced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mail tool answering in a Latin-1 locale ("übermittelt") killed the alert thread
+    with a UnicodeDecodeError: the recovery, and every alert after it, never went."""
+    calls = tmp_path / "calls.txt"
+    said = "printf 'Nachricht \\374bermittelt\\n'; printf 'Relais \\374berlastet' >&2"
+    command = f'echo "$MIRROR_EVENT" >> {calls}; {said}; exit 3'
+    settings = TargetSettings(on_failure=command, alert_after=0.0)
+    target = TargetConfig(name="nas", url="memory://backup", settings=settings)
+    alerts = Alerts(Config(source=tmp_path, targets=(target,), state_dir=tmp_path / "state"))
+    try:
+        alerts.on_state("nas", "failing", "cannot connect")
+        wait_for(lambda: "trying it again in 60 s" in caplog.text, what="the warning")
+        alerts.on_report(Report(target="nas", kind="full"))
+        wait_for(lambda: len(calls_of(calls)) == 2, what="the recovery call")
+    finally:
+        alerts.close()
+    assert calls_of(calls) == ["failure", "recovery"]
+    assert "echo exited with 3 (Relais \ufffdberlastet)" in caplog.text
+
+
+def test_a_command_that_leaves_a_child_in_the_background_succeeds_when_it_exits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``notify ... &``: mirror waited for the child to close the output it inherited,
+    called the command "timed out after 60 s", killed the child, and mailed the same
+    failure again after 1 min, 2, 4, ..."""
+    monkeypatch.setattr(alerts_module, "COMMAND_TIMEOUT", 2.0)
+    calls, pid_file = tmp_path / "calls.txt", tmp_path / "child.pid"
+    command = f'echo "$MIRROR_EVENT" >> {calls}; sleep 300 & echo $! > {pid_file}'
+    settings = TargetSettings(on_failure=command, alert_after=0.0)
+    target = TargetConfig(name="nas", url="memory://backup", settings=settings)
+    alerts = Alerts(Config(source=tmp_path, targets=(target,), state_dir=tmp_path / "state"))
+    alerts.on_state("nas", "failing", "cannot connect")
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", what="the child")
+    alerts.close()
+    pid = int(pid_file.read_text())
+    try:
+        assert running(pid), "the background child was killed"
+    finally:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert "on_failure command failed" not in caplog.text
+    assert calls_of(calls) == ["failure"]
