@@ -10,19 +10,25 @@ Once an incident has lasted ``alert_after``, it is announced exactly once: the t
 ``/fail`` ping; a command that fails (the mail relay down in the same outage) runs again
 after a backoff while the incident lasts. When it heals, the command runs again with
 ``MIRROR_EVENT=recovery`` and the URL gets a plain ping (the healthchecks.io convention).
+Each channel (the command, the ping) is on its own: one that fails, hangs or raises keeps
+neither the other from being told nor the next alert from going, and an incident keeps the
+channels it still owes its announcement (``owed``), tried again with the command's backoff.
 Every complete sync pings the URL too (at most once a minute), and a running mirror pings
 every five minutes, so a stopped service shows up as a missed ping: "healthy" only while
 no incident is open.
 
 Incidents are kept in the state folder (``alerts/<target>.json``), so a restart or a cron
 run of ``mirror run --once`` neither forgets an incident nor announces it twice. All I/O
-(commands, pings) runs on one worker thread, in order, never on the engine's threads.
+(commands, pings) runs on one worker thread, in order, never on the engine's threads; only
+an announcement's channels run side by side, so a ping that hangs does not hold the
+command past the few seconds a cron run waits for its alerts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -34,8 +40,8 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import IO
+from dataclasses import asdict, dataclass, field
+from typing import IO, TypeVar
 
 from mirror.config import Config, TargetConfig
 from mirror.events import Observer, Report
@@ -44,6 +50,7 @@ from mirror.redact import SecretFilter
 from mirror.runner import index_path, state_dir
 
 log = logging.getLogger("mirror")
+_T = TypeVar("_T")
 
 #: a complete sync pings at most this often (busy folders pass many times a minute)
 PING_EVERY = 60.0
@@ -57,12 +64,17 @@ RETRY_MAX = 1800.0
 PING_TIMEOUT = 10.0
 PING_ATTEMPTS = 3
 FAILING = frozenset({"failing", "failed"})
+#: an announcement's channels, as an incident names those it still owes
+COMMAND = "command"
+PING = "ping"
 
 
 @dataclass
 class Incident:
-    """A target that has been failing since ``since``; ``alerted`` once announced. An
-    ``on_failure`` command that failed ``tries`` times in a row runs again at ``retry_at``."""
+    """A target that has been failing since ``since``; ``alerted`` once announced. The
+    channels that have not told anyone yet (``owed``: a command that failed, a ping that
+    got no answer, either cut off by the end of a cron run) are tried again at
+    ``retry_at``, after ``tries`` failed tries in a row."""
 
     since: float
     reason: str
@@ -72,6 +84,7 @@ class Incident:
     #: deletions the guard withheld are part of it: a pass that reaches the target does
     #: not end it, only one that no longer withholds them (see Alerts.on_report)
     withheld: bool = False
+    owed: list[str] = field(default_factory=list)
 
 
 class Alerts(Observer):
@@ -102,7 +115,7 @@ class Alerts(Observer):
         self._confirmed: set[str] = set()
         self._lock = threading.Lock()
         self._last_ping: dict[str, float] = {}
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._closing = False
         self._worker: threading.Thread | None = None
         if self.targets:
@@ -165,6 +178,12 @@ class Alerts(Observer):
         self._closing = True
         self._jobs.put(None)
         self._worker.join(timeout)
+        if self._worker.is_alive():
+            log.warning(
+                "stopped waiting for alerts after %.0f s: a failure alert not yet delivered"
+                " is tried again by the next run",
+                timeout,
+            )
 
     # -- incidents ----------------------------------------------------------------------
     def _open(self, name: str, reason: str, withheld: bool | None = None) -> None:
@@ -200,11 +219,11 @@ class Alerts(Observer):
         self._last_ping[url] = now
         return True
 
-    def _due(self) -> tuple[list[tuple[str, Incident, bool]], list[tuple[str, str]], float]:
-        """Incidents to announce now (each with whether its URL still needs a /fail), URLs
-        owed a keep-alive ping with what it says, and the seconds until the next deadline."""
+    def _due(self) -> tuple[list[tuple[str, Incident]], list[tuple[str, str]], float]:
+        """Incidents to announce now (or whose channels owe it still), URLs owed a
+        keep-alive ping with what it says, and the seconds until the next deadline."""
         now = self.clock()
-        due: list[tuple[str, Incident, bool]] = []
+        due: list[tuple[str, Incident]] = []
         keepalive: list[tuple[str, str]] = []
         wait = KEEPALIVE
         with self._lock:
@@ -215,17 +234,18 @@ class Alerts(Observer):
                     # up, days later maybe, and say it had been failing since a time to come
                     incident.since = now
                     self._save(name, incident)
-                if (incident.alerted and incident.retry_at is None) or name not in self._confirmed:
+                if (incident.alerted and not incident.owed) or name not in self._confirmed:
                     continue
                 # a clock set back holds a retry off no longer than the longest backoff
                 retry = 0.0 if incident.retry_at is None else min(incident.retry_at - now, RETRY_MAX)
                 left = max(incident.since + self._after(name) - now, retry)
                 if left <= 0:
-                    url = self.targets[name].settings.healthcheck_url
-                    first = url is not None and not self._url_down(url)
-                    incident.alerted = True
-                    self._save(name, incident)
-                    due.append((name, incident, first))
+                    if not incident.alerted:
+                        incident.owed = self._channels(name)
+                        incident.alerted = True
+                        # kept as owed until told: a run cut off now tries them again
+                        self._save(name, incident)
+                    due.append((name, incident))
                 else:
                     wait = min(wait, left)
             urls = {t.settings.healthcheck_url for t in self.targets.values()}
@@ -235,6 +255,14 @@ class Alerts(Observer):
                 else:
                     wait = min(wait, self._last_ping[url] + KEEPALIVE - now)
         return due, keepalive, max(wait, 0.05)
+
+    def _channels(self, name: str) -> list[str]:
+        """The channels that announce the target's incident: its URL only if no other
+        target's incident has told it already."""
+        settings = self.targets[name].settings
+        url = settings.healthcheck_url
+        ping = [PING] if url is not None and not self._url_down(url) else []
+        return ping + ([COMMAND] if settings.on_failure is not None else [])
 
     def _keepalive(self, url: str) -> str:
         """What a keep-alive ping to ``url`` says: the service runs, and whether all is well
@@ -249,11 +277,11 @@ class Alerts(Observer):
     # -- the worker: every side effect, in order ---------------------------------------------
     def _work(self) -> None:
         while True:
-            due, keepalive, wait = self._due()
-            for name, incident, first in due:
-                self._alert(name, incident, first)
+            due, keepalive, wait = _contained(self._due) or ([], [], KEEPALIVE)
+            for name, incident in due:
+                _contained(functools.partial(self._alert, name, incident))
             for url, body in keepalive:
-                self._ping(url, body)
+                _contained(functools.partial(self._ping, url, body))
             if self._closing and self._jobs.empty():
                 return
             try:
@@ -261,32 +289,68 @@ class Alerts(Observer):
             except queue.Empty:
                 continue
             if job is not None:
-                try:
-                    job()
-                except Exception as exc:  # an alert channel's failure must never stop the next alert
-                    log.warning("alert failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+                _contained(job)
 
-    def _alert(self, name: str, incident: Incident, first: bool) -> None:
+    def _alert(self, name: str, incident: Incident) -> None:
+        """Tell each channel the incident still owes, side by side; keep those that failed."""
         since = _stamp(incident.since)
-        if not incident.tries:  # a retry runs the command only: the rest was announced
+        if not incident.tries:  # a retry runs what failed only: the rest was announced
             self.logs[name].error("failing since %s: %s", since, incident.reason)
         settings = self.targets[name].settings
-        if settings.healthcheck_url and first:
-            self._ping(f"{settings.healthcheck_url}/fail", f"{name}: failing since {since}: {incident.reason}")
-        failed = self._command(self.targets[name], "failure", incident)
+        url = settings.healthcheck_url
+        send: dict[str, Callable[[], str | None]] = {}
+        if settings.on_failure is not None:
+            send[COMMAND] = lambda: self._command(self.targets[name], "failure", incident)
+        if url is not None:
+            send[PING] = lambda: self._ping(f"{url}/fail", f"{name}: failing since {since}: {incident.reason}")
+        failed: dict[str, str] = {}
+        with self._lock:
+            # a channel set up no more (the config changed since) owes nothing
+            incident.owed = [c for c in incident.owed if c in send]
+            tried = list(incident.owed)
+            # as if this try failed, should the run end before it does (a cron run's alerts
+            # get a few seconds): the next run tries again after the backoff, not at once
+            incident.retry_at = self.clock() + _backoff(incident.tries + 1)
+            if self.incidents.get(name) is incident:
+                self._save(name, incident)
+
+        def tell(channel: str) -> None:
+            try:
+                how = send[channel]()
+            except Exception as exc:  # one channel's fault must not cost the other its alert
+                how = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                if how is not None:
+                    failed[channel] = how
+                    return
+                incident.owed.remove(channel)
+                # at once: a cron run cut off before the other channel is done must not
+                # send this one again
+                if self.incidents.get(name) is incident:
+                    self._save(name, incident)
+
+        threads = [threading.Thread(target=tell, args=(c,), name=f"mirror-alert-{c}", daemon=True) for c in tried]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         with self._lock:
             tries = incident.tries + 1
-            wait = min(RETRY_FIRST * 2 ** (tries - 1), RETRY_MAX)
-            incident.tries, incident.retry_at = (0, None) if failed is None else (tries, self.clock() + wait)
+            wait = _backoff(tries)
+            incident.tries, incident.retry_at = (tries, self.clock() + wait) if failed else (0, None)
             if self.incidents.get(name) is incident:  # not healed meanwhile
                 self._save(name, incident)
-        if failed is not None:
+        if COMMAND in failed:
             self.logs[name].warning(
                 "on_failure command failed: %s; trying it again in %s while the target is failing",
-                failed,
+                failed[COMMAND],
                 _duration(wait),
             )
-        elif tries > 1:
+        if PING in failed:  # _ping said why
+            self.logs[name].warning(
+                "sending the /fail ping again in %s while the target is failing", _duration(wait)
+            )
+        if COMMAND in tried and COMMAND not in failed and tries > 1:
             self.logs[name].info("on_failure command succeeded at try %d", tries)
 
     def _recovered(self, name: str, incident: Incident, url: str | None) -> None:
@@ -344,8 +408,10 @@ class Alerts(Observer):
             said = _one_line(_said(err) or _said(out))
         return f"{program} exited with {code}" + (f" ({said})" if said else "")
 
-    def _ping(self, url: str, body: str) -> None:
+    def _ping(self, url: str, body: str) -> str | None:
+        """POST ``body`` to ``url``; why it got no answer, None when it did."""
         # urllib.request is slow to import and only needed by configs that ping
+        import http.client
         import urllib.error
         import urllib.request
 
@@ -357,12 +423,14 @@ class Alerts(Observer):
                     response.read()
                 log.debug("pinged %s", where)
                 self._last_ping.setdefault(url, self.clock())
-                return
-            except (urllib.error.URLError, OSError) as exc:
+                return None
+            # HTTPException: something that is no HTTP server answered (a wrong port)
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
                 if attempt + 1 == PING_ATTEMPTS:
-                    log.warning("healthcheck ping to %s failed: %s", where, exc)
-                    return
+                    log.warning("healthcheck ping to %s failed: %s: %s", where, type(exc).__name__, exc)
+                    return f"{type(exc).__name__}: {exc}"
                 time.sleep(2**attempt)
+        return None
 
     # -- persistence ---------------------------------------------------------------------
     def _load(self, name: str) -> Incident | None:
@@ -374,6 +442,8 @@ class Alerts(Observer):
         try:
             data = json.loads(self.files[name].read_text(encoding="utf-8"))
             retry = data.get("retry_at")  # absent from the files of older versions, as withheld
+            # older versions owed only a command, and only while a retry was set
+            owed = data.get("owed", [] if retry is None else [COMMAND])
             return Incident(
                 float(data["since"]),
                 str(data["reason"]),
@@ -381,6 +451,7 @@ class Alerts(Observer):
                 int(data.get("tries", 0)),
                 None if retry is None else float(retry),
                 bool(data.get("withheld")),
+                [str(c) for c in owed if c in (COMMAND, PING)],
             )
         except FileNotFoundError:
             return None
@@ -402,10 +473,26 @@ class Alerts(Observer):
             log.warning("cannot keep alert state in %s: %s", path, exc)
 
 
+def _contained(work: Callable[[], _T]) -> _T | None:
+    """Run ``work``; an exception is logged, never the end of the alert worker (the next
+    alert, a recovery, a keep-alive ping must still go)."""
+    try:
+        return work()
+    except Exception as exc:
+        log.warning("alert failed: %s: %s", type(exc).__name__, exc)
+        log.debug("alert failed", exc_info=True)
+        return None
+
+
 def _said(output: IO[bytes]) -> str:
     """What a command wrote, in whatever encoding (a mail tool in a Latin-1 locale)."""
     output.seek(0)
     return output.read(10_000).decode(errors="replace")
+
+
+def _backoff(tries: int) -> float:
+    """How long after ``tries`` failed tries in a row the channels are tried again."""
+    return min(RETRY_FIRST * 2.0 ** (tries - 1), RETRY_MAX)
 
 
 def _summary(report: Report) -> str:
