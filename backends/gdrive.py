@@ -366,17 +366,38 @@ class GDriveDriver(Driver):
         return folder_id
 
     def _child_folder(self, parent_id: str, name: str, where: str, create: bool) -> str | None:
-        found = [f for f in self._children(parent_id, name) if f["mimeType"] == FOLDER]
-        if found:
-            return str(pick(found, where)["id"])
-        if not create:
-            return None
-        made = self._call(
-            lambda: self._files.create(
-                body={"name": name, "mimeType": FOLDER, "parents": [parent_id]}, fields="id", **self._drive_args()
-            )
-        )
-        return str(made["id"])
+        attempt = 0
+        while True:
+            # looked up again on every attempt: a create whose answer was lost has still
+            # made the folder, and a second create would split the files between two
+            found = self._named_folders(parent_id, name)
+            if found:
+                return str(pick(found, where)["id"])
+            if not create:
+                return None
+            try:
+                body = {"name": name, "mimeType": FOLDER, "parents": [parent_id]}
+                made = self._files.create(body=body, fields="id", **self._drive_args()).execute()
+            except Exception as exc:
+                attempt = self._wait_or_raise(exc, attempt)
+                continue
+            return self._one_folder(parent_id, name, where, str(made["id"]))
+
+    def _named_folders(self, parent_id: str, name: str) -> list[dict[str, Any]]:
+        return [f for f in self._children(parent_id, name) if f["mimeType"] == FOLDER]
+
+    def _one_folder(self, parent_id: str, name: str, where: str, made_id: str) -> str:
+        """The id to use for the folder just made: its own, unless another of its name now stands beside it.
+
+        httplib2 sends a request again, unasked, when the connection closes before the
+        answer, so one create can make two folders. The one whose answer came is empty and
+        nobody else knows its id: it goes, and the other one is used.
+        """
+        others = [f for f in self._named_folders(parent_id, name) if f["id"] != made_id]
+        if not others:
+            return made_id
+        self._dispose(made_id)
+        return str(pick(others, where)["id"])
 
     def forget_folder(self, rel_dir: str) -> None:
         with self._lock:

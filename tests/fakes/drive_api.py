@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from tests.fakes.https import JSONHandler
+from tests.fakes.https import ClientGone, JSONHandler
 
 FOLDER = "application/vnd.google-apps.folder"
 CHUNK_GRANULARITY = 256 * 1024
@@ -95,6 +95,9 @@ class DriveState:
         #: faults for the next data-carrying upload chunks: "reject" (503, nothing stored)
         #: or "lose_answer" (stored, yet answered 503, as when a proxy drops the reply)
         self.chunk_faults: list[str] = []
+        #: faults for the next folder creates, the folder made each time: "lose_answer"
+        #: (answered 503) or "hang_up" (the connection closed with no answer)
+        self.folder_faults: list[str] = []
         #: uploads still to be stored one byte short, as behind a proxy that damages bodies
         self.damaged_uploads = 0
         self.base_url = ""
@@ -417,6 +420,11 @@ class DriveHandler(JSONHandler):
             content = None if content is None else st.arrived(content)
             if method == "POST":
                 item = st._create(meta, content or b"")
+                fault = st.folder_faults.pop(0) if item.mimeType == FOLDER and st.folder_faults else None
+                if fault == "hang_up":
+                    raise ClientGone
+                if fault:
+                    raise ApiError(503, "backendError", "Backend Error")
             else:
                 assert file_id is not None
                 item = st._update(file_id, meta, q, content)

@@ -138,6 +138,34 @@ def test_parallel_puts_into_new_folders_make_each_folder_once(
     assert lookups <= 40 + 12
 
 
+# a 503 is retried by mirror, which looks first; a hang-up is sent again by httplib2, unasked,
+# and the empty second folder goes to the trash
+@pytest.mark.parametrize(("fault", "trashed"), [("lose_answer", 0), ("hang_up", 1)])
+def test_a_folder_create_whose_answer_was_lost_leaves_one_folder_holding_the_files(
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path, fault: str, trashed: int
+) -> None:
+    """Drive made the folder, its answer never came: a second one was made, the files went
+    there and verify found them all missing."""
+    source = tmp_path / "export"
+    (source / "2024").mkdir(parents=True)
+    for i in range(3):
+        (source / "2024" / f"invoice-{i}.pdf").write_bytes(b"invoice %d" % i)
+    config = write_config(tmp_path / "mirror.toml", source, {"drive": (gdrive_target.url, gdrive_target.options)})
+    state = tmp_path / "state"
+    assert run("run", "--once", "-c", str(config), state=state).returncode == 0
+    (source / "2025").mkdir()
+    (source / "2025" / "invoice-3.pdf").write_bytes(b"invoice 3")
+    with drive_fake.state.lock:
+        drive_fake.state.folder_faults.append(fault)
+    assert run("run", "--once", "-c", str(config), state=state).returncode == 0
+    root = root_folder(drive_fake, gdrive_target)
+    assert len(drive_fake.state.children(root.id, "2025")) == 1
+    assert len(drive_fake.state.children(root.id, "2025", trashed=True)) == trashed
+    verify = run("verify", "-c", str(config), state=state)
+    assert verify.returncode == 0 and "identical (4 files;" in verify.stdout, verify.stdout + verify.stderr
+    assert "items named" not in verify.stderr
+
+
 def test_delete_goes_to_trash_by_default(
     driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
 ) -> None:

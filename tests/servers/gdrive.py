@@ -60,6 +60,7 @@ def drive_fake(_drive_server: DriveFake) -> Iterator[DriveFake]:
     yield _drive_server
     with state.lock:
         state.throttle.clear()
+        state.folder_faults.clear()
         state.token_outage = 0
 
 
