@@ -201,13 +201,32 @@ class TokenSource:
 
     def token(self) -> str:
         with self._lock:
-            accounts = self.app.get_accounts()
-            result = self.app.acquire_token_silent(SCOPES, account=accounts[0]) if accounts else None
-            if not result or "access_token" not in result:
-                raise FatalError("OneDrive login expired or was revoked; run `mirror auth onedrive` again")
-            if self.cache.has_state_changed:
-                save_login(self.token_file, self.client_id, self.authority, self.cache)
-            return str(result["access_token"])
+            return self._silent(force_refresh=False)
+
+    def renew(self, refused: str) -> None:
+        """A new access token from the refresh token in place of ``refused``, unless another
+        thread got one already.
+
+        Graph may refuse an access token before msal's clock says it expired: the clock
+        was ahead when it was issued, or access was revoked early (continuous access
+        evaluation). Only a refused refresh means the login itself is gone.
+        """
+        with self._lock:
+            if self._silent(force_refresh=False) == refused:
+                self._silent(force_refresh=True)
+
+    def _silent(self, force_refresh: bool) -> str:
+        accounts = self.app.get_accounts()
+        result = (
+            self.app.acquire_token_silent(SCOPES, account=accounts[0], force_refresh=force_refresh)
+            if accounts
+            else None
+        )
+        if not result or "access_token" not in result:
+            raise FatalError("OneDrive login expired or was revoked; run `mirror auth onedrive` again")
+        if self.cache.has_state_changed:
+            save_login(self.token_file, self.client_id, self.authority, self.cache)
+        return str(result["access_token"])
 
 
 def read_login(token_file: str) -> dict[str, Any]:
@@ -352,11 +371,18 @@ class OneDriveDriver(Driver):
         """
         extra = dict(kwargs.pop("headers", None) or {})
         attempt = 0
+        renewed = False
         while True:
             try:
                 # a token renewal the login service fails is waited out like a Graph 503
-                headers = {**extra, "Authorization": f"Bearer {self.tokens.token()}"}
+                token = self.tokens.token()
+                headers = {**extra, "Authorization": f"Bearer {token}"}
                 response = self.http.request(method, url, headers=headers, **kwargs)
+                # once: a 401 on a token just renewed is the login's own refusal
+                if response.status_code == 401 and not renewed:
+                    self.tokens.renew(token)
+                    renewed = True
+                    continue
                 if response.status_code not in ok:
                     response.raise_for_status()
                 return response

@@ -6,7 +6,8 @@ media updates keep the file id, ``md5Checksum``/``size``/``modifiedTime`` as Dri
 reports them (size as a string), only the fields asked for (``fields``), resumable
 uploads with 256 KiB chunk granularity and ``308 Range`` answers, trash vs delete,
 shared drives (``supportsAllDrives``), ``name =`` in queries matching regardless of case,
-OAuth refresh at ``/token`` (and its outages), and throttling (429/403 rateLimitExceeded with Retry-After)
+OAuth refresh at ``/token`` (its outages, and access tokens refused before they
+expire, with the 401 challenge Drive sends), and throttling (429/403 rateLimitExceeded with Retry-After)
 injected by tests.
 """
 
@@ -29,6 +30,8 @@ from tests.fakes.https import ClientGone, JSONHandler
 FOLDER = "application/vnd.google-apps.folder"
 CHUNK_GRANULARITY = 256 * 1024
 DEFAULT_FIELDS = ("kind", "id", "name", "mimeType")
+#: what Drive answers with a 401 (a bare "Bearer" is a header httplib2 cannot parse)
+GOOGLE_CHALLENGE = 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
 
 
 def now_rfc3339() -> str:
@@ -85,7 +88,9 @@ class DriveState:
         self.files[self.root_id] = DriveFile(self.root_id, "My Drive", FOLDER, [], now_rfc3339(), now_rfc3339())
         self.drives: set[str] = set()
         self.sessions: dict[str, UploadSession] = {}
-        self.tokens = {"valid-token"}
+        #: the access tokens Drive takes; each token request hands out a new one
+        self.tokens: set[str] = set()
+        self.token_numbers = itertools.count(1)
         self.refresh_tokens = {"good-refresh-token"}
         #: token requests still to be answered 503, as in an outage of Google's login service
         self.token_outage = 0
@@ -103,6 +108,18 @@ class DriveState:
         self.base_url = ""
 
     # -- helpers for tests ------------------------------------------------------------
+    def revoke_access_tokens(self) -> None:
+        """Drive stops taking the access tokens handed out so far before they expire
+        (access revoked early, a clock put back) and answers 401; refresh tokens stay good."""
+        with self.lock:
+            self.tokens.clear()
+
+    def new_access_token(self) -> str:
+        with self.lock:
+            token = f"token-{next(self.token_numbers)}"
+            self.tokens.add(token)
+            return token
+
     def add_shared_drive(self, drive_id: str) -> None:
         with self.lock:
             self.drives.add(drive_id)
@@ -345,7 +362,7 @@ class DriveHandler(JSONHandler):
             return
         auth = self.headers.get("Authorization", "")
         if not route.startswith("/upload/session/") and auth.removeprefix("Bearer ") not in st.tokens:
-            self.fail(401, "authError", "Invalid Credentials", {"WWW-Authenticate": "Bearer"})
+            self.fail(401, "authError", "Invalid Credentials", {"WWW-Authenticate": GOOGLE_CHALLENGE})
             return
         try:
             with st.lock:
@@ -369,7 +386,7 @@ class DriveHandler(JSONHandler):
             self.send(
                 200,
                 {
-                    "access_token": "valid-token",
+                    "access_token": self.state.new_access_token(),
                     "expires_in": 3599,
                     "token_type": "Bearer",
                     "refresh_token": "good-refresh-token",
@@ -386,7 +403,7 @@ class DriveHandler(JSONHandler):
         self.send(
             200,
             {
-                "access_token": "valid-token",
+                "access_token": self.state.new_access_token(),
                 "expires_in": 3599,
                 "token_type": "Bearer",
                 "scope": "https://www.googleapis.com/auth/drive",

@@ -7,7 +7,8 @@ multiples of 320 KiB, ``nextExpectedRanges``, no Authorization header allowed on
 upload URL), quickXorHash, fileSystemInfo, deletes into a recycle bin, paging with
 ``@odata.nextLink``, and throttling (429/503 + Retry-After) injected by tests. The login
 side serves OpenID discovery, the device-code flow and refresh tokens for msal, and
-outages of its token endpoint (503) injected by tests.
+outages of its token endpoint (503) and access tokens refused before they expire, both
+injected by tests.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class GraphState:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.access_tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
+        #: numbers tokens: one revoked is never handed out again
+        self.token_numbers = itertools.count(1)
         #: 503s for the next token requests, as in an outage of the login service: the
         #: Retry-After of each (None: none; msal then answers the 503 itself for 60 s)
         self.token_outage: list[int | None] = []
@@ -107,6 +110,13 @@ class GraphState:
         self.client_id = "11111111-2222-3333-4444-555555555555"
 
     # -- for tests ------------------------------------------------------------------------
+    def revoke_access_token(self, token: str) -> None:
+        """Graph stops taking ``token`` before it expires (access revoked early, or the
+        client's clock was ahead when it was issued) and answers 401
+        InvalidAuthenticationToken, as for an expired one; refresh tokens stay good."""
+        with self.lock:
+            self.access_tokens.discard(token)
+
     def find(self, path: str) -> Item | None:
         with self.lock:
             return self._walk(path)
@@ -399,7 +409,7 @@ class GraphHandler(JSONHandler):
                 elif grant != "refresh_token" or form.get("refresh_token") not in st.refresh_tokens:
                     self.send(400, {"error": "invalid_grant", "error_description": "AADSTS70000: revoked"})
                     return
-                n = len(st.access_tokens) + 1
+                n = next(st.token_numbers)
                 access, refresh = f"access-{n}", f"refresh-{n}"
                 st.access_tokens.add(access)
                 st.refresh_tokens.add(refresh)

@@ -249,6 +249,15 @@ def test_revoked_refresh_token_is_fatal_without_leaking_secrets(
     driver.close()
 
 
+def test_an_access_token_drive_refuses_before_it_expires_is_renewed(
+    driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    driver.put(local(tmp_path, "a", b"invoice a"), "a.pdf", MTIME)
+    drive_fake.state.revoke_access_tokens()
+    driver.put(local(tmp_path, "b", b"invoice b"), "b.pdf", MTIME)
+    assert sorted(driver.list()) == ["a.pdf", "b.pdf"]
+
+
 def test_an_outage_of_googles_login_service_is_waited_out(
     drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
 ) -> None:

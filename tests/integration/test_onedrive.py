@@ -11,6 +11,7 @@ import stat
 import threading
 import time
 import unicodedata
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 from mirror.backends.onedrive import CHUNK_UNIT, OneDriveDriver, TokenSource, quickxor_hash
 from mirror.backends.onedrive_auth import command as auth_command
+from mirror.backends.onedrive_auth import login
 
 from mirror import api
 from mirror.driver import MemoryState
@@ -273,6 +275,34 @@ def test_revoked_login_is_fatal(graph_fake: GraphFake, onedrive_target: TargetSp
     with pytest.raises(FatalError, match="mirror auth onedrive"):
         driver.list()
     driver.close()
+
+
+def test_an_access_token_graph_refuses_before_it_expires_is_renewed_from_the_refresh_token(
+    graph_fake: GraphFake, tmp_path: Path
+) -> None:
+    """Graph refused the cached access token before msal's clock said it expired: the run
+    failed with 'run `mirror auth onedrive` again', though the refresh token was good."""
+    token_file = tmp_path / "od.json"
+    # a login of its own: its access token is no other test's
+    login(
+        graph_fake.state.client_id,
+        f"{graph_fake.url}/common",
+        str(token_file),
+        graph_fake.ca_file,
+        lambda _msg: None,
+    )
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"invoice a")
+    target = (f"onedrive://Mirror Test {uuid.uuid4().hex[:10]}", graph_fake.options(str(token_file)))
+    config = write_config(tmp_path / "mirror.toml", source, {"od": target})
+    state = tmp_path / "state"
+    assert run("run", "--once", "-c", str(config), state=state).returncode == 0
+    [cached] = json.loads(json.loads(token_file.read_text())["cache"])["AccessToken"].values()
+    graph_fake.state.revoke_access_token(cached["secret"])
+    (source / "b.pdf").write_bytes(b"invoice b")
+    second = run("run", "--once", "-c", str(config), state=state)
+    assert second.returncode == 0 and "1 sent" in second.stdout, second.stdout + second.stderr
 
 
 def test_an_outage_of_microsofts_login_service_is_waited_out(
