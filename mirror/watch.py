@@ -125,8 +125,10 @@ class SourceWatcher:
         #: mounted or unmounted, and the watches below it die with it
         self.inner_mounts: frozenset[str] = frozenset()
         self._inner_ids: dict[str, tuple[int, int] | None] = {}
-        #: event folders without the links on their way, for the event batch at hand
+        #: event folders without the links on their way, for the event batch at hand, and
+        #: the source's own path without them, as the current watcher watches it
         self._real_folders: dict[str, str] = {}
+        self._real_root = root
         #: folders there that could not be read (by the engine's last full scan, or by a
         #: scan here): inotify has no watch in them, and it adds none when one becomes
         #: readable, so an event on one that can be read now restarts the watcher
@@ -234,9 +236,12 @@ class SourceWatcher:
         process held before it (its own is told apart from them)."""
         root_id = _identity(self.root)
         link_id = _identity(self.link) if self.link is not None else root_id
+        # inotify names events by the path it was given, and _real resolves each: a root
+        # that is reached through a link from now on must be watched by its real path
+        self._real_root = Path(os.path.realpath(self.root))
         self._inner_ids.clear()
         events = watchfiles.watch(
-            self.root,
+            self._real_root,
             watch_filter=None,
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
@@ -283,6 +288,17 @@ class SourceWatcher:
                 return
             if self.link is not None and _identity(self.link) != link_id:
                 yield Batch({}, rescan=True)  # the link leads elsewhere: the engine tells
+                return
+            if (real := os.path.realpath(self.root)) != str(self._real_root):
+                # the same folder, moved, with a link left in its place (or in place of a
+                # folder above it): the watches follow it, but name its changes by a path
+                # that is not the source's. A new watcher watches it where it is, and
+                # rescans as it starts
+                log.warning(
+                    "source folder %s now leads to %s (moved, and a link left?); watching it there",
+                    self.root,
+                    real,
+                )
                 return
             if (moved := self._inner_moved()) is not None:
                 log.warning("%s in the source was mounted or unmounted; rescanning", moved)
@@ -419,7 +435,7 @@ class SourceWatcher:
         """Turn one event path into pending source-relative paths (``deleted``: the event
         said the path went away, whatever is there now)."""
         try:
-            rel = Path(path).relative_to(self.root).as_posix()
+            rel = Path(path).relative_to(self._real_root).as_posix()
         except ValueError:
             return
         if rel in ("", "."):

@@ -264,6 +264,35 @@ def test_changes_in_a_folder_a_link_points_to_are_seen(tmp_path: Path, link: str
         assert proc.wait(15) == 0
 
 
+@pytest.mark.parametrize("moved", ["src", "parent"])
+def test_a_source_moved_and_a_link_left_in_its_place_is_still_watched(tmp_path: Path, moved: str) -> None:
+    """mv export export.real && ln -s export.real export (or the same of a folder above
+    it), with mirror watching: inotify followed the moved folder but named its changes by
+    the link's path, which were dropped as outside the source. Nothing reached the target
+    until the hourly rescan, status idle, exit 0. It is now watched where it is."""
+    src, dst, state, log = tmp_path / "parent" / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    src.mkdir(parents=True)
+    (src / "old.pdf").write_bytes(b"old")
+    (src / "edited.pdf").write_bytes(b"v1")
+    proc = start("run", str(src), str(dst), state=state, log=log)
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        place = tmp_path / moved if moved == "parent" else src
+        place.rename(place.with_name(f"{place.name}.real"))
+        place.symlink_to(f"{place.name}.real")
+        (src / "new.pdf").write_bytes(b"new")
+        (src / "edited.pdf").write_bytes(b"v2")
+        (src / "old.pdf").unlink()
+        wait_for(
+            lambda: files(dst) == {"new.pdf": b"new", "edited.pdf": b"v2"},
+            what="the changes made through the link",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert "now leads to" in log.read_text()
+
+
 def test_an_item_that_keeps_failing_is_told_once_not_at_every_pass(tmp_path: Path) -> None:
     """Each watch pass tries the failed items again: told at each, eight failing invoices
     made 36 warnings, a weekend's outage thousands. Told again at full passes (hourly)."""
