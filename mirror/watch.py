@@ -49,6 +49,11 @@ EVENTS_PER_CHANGE = {watchfiles.Change.added: 4, watchfiles.Change.modified: 3, 
 #: can stand for more events than counted (a chmod after writing it), and a rescan is one
 #: local scan
 OVERFLOW_SHARE = 0.5
+#: a wait for watchfiles' next batch this much longer than the CPU time the process used
+#: meanwhile (it returns within about a third of a second) means the whole process was
+#: held up, notify's reader of the queue with it; the process's own threads contending
+#: for the GIL use the CPU time they take
+HELD_UP_AFTER = 1.0
 #: the kernel's inotify settings, in /proc/sys/fs/inotify
 INOTIFY_SETTINGS = Path("/proc/sys/fs/inotify")
 #: the same limits set per user namespace (a container's): the lower one holds
@@ -101,6 +106,8 @@ class SourceWatcher:
         #: between them), and how many changes it brought
         self._burst = 0
         self._burst_changes = 0
+        #: how long the process was held up before or during the current burst
+        self._held_up = 0.0
         #: the inotify instance of the watcher at hand (its file descriptor), the folders of
         #: this event batch that must have a watch in it, the folder without one that
         #: restarted the watcher, and whether /proc's list of watches can be trusted here
@@ -257,8 +264,11 @@ class SourceWatcher:
         swept = time.monotonic()
         self._inotify_fd = None
         self._burst = self._burst_changes = 0
+        self._held_up = 0.0
+        ticked: tuple[float, float] | None = None
         queue = None if self.poll else _limit("max_queued_events")[1]
         for changes in events:
+            stalled = 0.0 if ticked is None else _stalled_since(ticked)
             if not watching:
                 # the watches exist only from the first tick on: whatever changed between
                 # the caller's scan and now sent no event, so one more scan catches it
@@ -268,7 +278,7 @@ class SourceWatcher:
             if self.poll and time.monotonic() - swept >= POLL_SWEEP:
                 swept = time.monotonic()
                 yield Batch({}, rescan=True)
-            if queue is not None and self._overflowed(changes, queue):
+            if queue is not None and self._overflowed(changes, queue, stalled):
                 yield Batch({}, rescan=True)
             self._real_folders.clear()  # a link may point elsewhere by the next batch
             for change, path in changes:
@@ -310,6 +320,7 @@ class SourceWatcher:
                 log.info("%s can be read now; watching it", self._readable_again)
                 self._readable_again = None
                 return
+            ticked = (time.monotonic(), time.process_time())
 
     def _inotify_started(self, started: set[int]) -> None:
         """An inotify watcher has its watches in place: find its instance (the one the
@@ -358,21 +369,42 @@ class SourceWatcher:
         )
         return True
 
-    def _overflowed(self, changes: set[tuple[watchfiles.Change, str]], queue: int) -> bool:
+    def _overflowed(self, changes: set[tuple[watchfiles.Change, str]], queue: int, stalled: float) -> bool:
         """A burst of changes (event batches with no idle tick between them) has ended
-        that may have overflowed the kernel's inotify queue of ``queue`` events.
-        watchfiles drops the kernel's overflow notice (notify's Rescan event, which names
-        no path): a burst this large is the only sign of it."""
+        that may have overflowed the kernel's inotify queue of ``queue`` events;
+        ``stalled``: the seconds the process did not run while watchfiles waited for
+        ``changes``. watchfiles drops the kernel's overflow notice (notify's Rescan
+        event, which names no path): a burst this large is one sign of it, changes after
+        the process was held up the other (two logs appended to, write after write, fill
+        the queue with the events of two paths)."""
+        if stalled >= HELD_UP_AFTER:
+            self._held_up = max(self._held_up, stalled)
         if changes:
             self._burst += sum(EVENTS_PER_CHANGE.get(change, 1) for change, _ in changes)
             self._burst_changes += len(changes)
             return False
         events, self._burst = self._burst, 0
         count, self._burst_changes = self._burst_changes, 0
-        if events < max(1, queue * OVERFLOW_SHARE):
+        if not count:
+            if stalled < HELD_UP_AFTER:
+                # kept for one idle tick: the one that ends a hold-up may come before
+                # notify's reader has caught up with the queue
+                self._held_up = 0.0
             return False
+        held_up, self._held_up = self._held_up, 0.0
         # info, not a warning: the rescan finds whatever was lost, and most bursts this
         # large (an export of thousands of files) lost nothing, which cannot be told
+        if held_up and events < max(1, queue * OVERFLOW_SHARE):
+            log.info(
+                "mirror was held up for %.1f s (stopped, or the machine overloaded) while the source changed: "
+                "the inotify event queue (fs.inotify.max_queued_events = %d) may have overflowed, which loses "
+                "events without a word; rescanning the source",
+                held_up,
+                queue,
+            )
+            return True
+        if events < max(1, queue * OVERFLOW_SHARE):
+            return False
         log.info(
             "%d changes came at once, about as many events as the inotify event queue holds "
             "(fs.inotify.max_queued_events = %d): it may have overflowed, which loses events without a word; "
@@ -556,6 +588,11 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _stalled_since(since: tuple[float, float]) -> float:
+    """Seconds since ``since`` (monotonic time, process time) the process spent not running."""
+    return time.monotonic() - since[0] - (time.process_time() - since[1])
 
 
 def _inotify_fds() -> set[int]:

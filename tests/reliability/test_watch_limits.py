@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,6 +107,38 @@ def test_an_overflowed_event_queue_is_followed_by_a_rescan(tmp_path: Path) -> No
     told = [line for line in text.splitlines() if "may have overflowed" in line]
     assert len(told) == 1 and " info " in told[0], text
     assert "inotify event queue" in told[0] and "rescanning the source" in told[0], text
+
+
+def test_an_event_queue_overflowed_by_two_busy_logs_is_followed_by_a_rescan(tmp_path: Path) -> None:
+    """mirror held up while a program appended to two logs in the source, write after
+    write, and an invoice came meanwhile: the queue overflowed with events of two paths,
+    too few changes for the burst to count as an overflow, and the invoice waited for
+    the hourly rescan, with status idle."""
+    queue = int(QUEUE.read_text()) if QUEUE.exists() else 16384
+    source, target, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    (source / "seed.pdf").write_bytes(b"seed")
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "idle" in status(state), what="an idle mirror")
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            with open(source / "a.log", "a") as one, open(source / "b.log", "a") as other:
+                for _ in range(queue):  # alternating, so the kernel merges no two events
+                    one.write("a")
+                    one.flush()
+                    other.write("b")
+                    other.flush()
+            (source / "invoice.pdf").write_bytes(b"invoice")
+            time.sleep(2)  # held up for a while, as a frozen container or a paused VM is
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: landed(target) == files(source), what="the invoice written after the overflow")
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    told = [line for line in log.read_text().splitlines() if "may have overflowed" in line]
+    assert len(told) == 1 and " info " in told[0] and "held up" in told[0], log.read_text()
 
 
 @needs_userns
