@@ -127,6 +127,9 @@ class SourceWatcher:
         #: batch's scans found (see :meth:`_expand_gone`)
         self._look_below: set[str] = set()
         self._found: set[str] = set()
+        #: inodes of this event batch's changed files that have more than one name:
+        #: inotify tells a change by the name it was written through only
+        self._linked: set[int] = set()
         #: shares and disks mounted inside the source (or expected there), and what each
         #: mount point was when this watcher started: inotify says nothing when one is
         #: mounted or unmounted, and the watches below it die with it
@@ -284,6 +287,7 @@ class SourceWatcher:
             for change, path in changes:
                 self._note(self._real(path), deleted=change == watchfiles.Change.deleted)
             self._expand_gone()
+            self._expand_links()
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
             if self._switching():
@@ -494,6 +498,16 @@ class SourceWatcher:
                 self._pending.setdefault(rel, (None, now))
             return
         self._pending.setdefault(rel, (None, now))
+        old = self.known.get(rel)
+        if (
+            st is not None
+            and st.st_nlink > 1
+            and old is not None
+            and (old.size, old.mtime_ns) != (st.st_size, st.st_mtime_ns)
+        ):
+            # only a change of content: making a link (cp -al of a tree) changes none,
+            # and would put every other name of each file in waiting
+            self._linked.add(st.st_ino)
         if (st is None or deleted) and rel not in self.known:
             # a folder that vanished, or was renamed away with a file made in its place
             # within one debounce. A known file has nothing below it: with thousands
@@ -516,6 +530,16 @@ class SourceWatcher:
             gone = [k for k in self.known if not folders.isdisjoint(ancestors(k)) and k not in found]
         now = time.monotonic()
         for rel in gone:
+            self._pending.setdefault(rel, (None, now))
+
+    def _expand_links(self) -> None:
+        """The other names of this event batch's files with hard links are pending too:
+        a file rewritten through one name left the copy of the other old."""
+        linked, self._linked = self._linked, set()
+        if not linked:
+            return
+        now = time.monotonic()
+        for rel in [k for k, e in self.known.items() if e.ino in linked]:
             self._pending.setdefault(rel, (None, now))
 
     def _tell_if_restless(self, rel: str, now: float) -> None:

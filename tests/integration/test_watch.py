@@ -205,6 +205,27 @@ def test_two_files_of_one_size_and_time_swapped_by_renames(live: tuple[Path, Pat
     wait_for(lambda: same(src, dst), what="the swap")
 
 
+def test_a_file_with_two_names_rewritten_through_one_updates_both_copies(tmp_path: Path) -> None:
+    """2024/inv-17.pdf and latest/invoice.pdf, one file under two names (ln, cp -al),
+    rewritten in place through the first: inotify names the change by that name only,
+    and the other copy stayed old until the hourly rescan, with status idle."""
+    src, dst, state = tmp_path / "src", tmp_path / "dst", tmp_path / "state"
+    (src / "2024").mkdir(parents=True)
+    (src / "latest").mkdir()
+    (src / "2024" / "inv-17.pdf").write_bytes(b"draft")
+    os.link(src / "2024" / "inv-17.pdf", src / "latest" / "invoice.pdf")
+    proc = start("run", str(src), str(dst), state=state, log=tmp_path / "mirror.log")
+    try:
+        wait_for(lambda: same(src, dst), what="the first copy")
+        with open(src / "2024" / "inv-17.pdf", "r+b") as out:
+            out.write(b"final, signed")
+        wait_for(lambda: files(dst)["latest/invoice.pdf"] == b"final, signed", what="the other name's copy")
+        assert same(src, dst)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
 def test_a_folder_swapped_for_a_link_to_elsewhere_leaves_no_stale_copy(
     live: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
