@@ -208,7 +208,7 @@ class TargetRunner:
         #: how long a full target waits before it is tried again (_retry_in)
         self._full_wait = FULL_FIRST
         self.dead: str | None = None
-        #: a pass with work got through to the target in this run (see Mirror.run_forever)
+        #: a pass got through to the target in this run (see Mirror.run_forever)
         self.reached = False
         #: when to plan deletions the guard withheld again (see _recheck_guard)
         self._recheck_at: float | None = None
@@ -769,7 +769,6 @@ class TargetRunner:
         with self._cv:
             self.postponed.update(stats.postponed)
         report = self._report(kind, stats, started)
-        self.reached = self.reached or not (report.fatal or report.down)
         if report.state_error:
             # the index cannot take the run record: report what was sent, and stop here
             self.observer.on_report(report)
@@ -1268,7 +1267,7 @@ class TargetRunner:
         return self.executor.call(fn)
 
     def _report(self, kind: str, stats: RunStats, started: float) -> Report:
-        return Report(
+        report = Report(
             self.name,
             kind,
             stats.uploaded,
@@ -1287,6 +1286,10 @@ class TargetRunner:
             full=stats.full,
             left_out=self.left_out,
         )
+        # a pass with nothing to send got through too (a service restarted on a target in
+        # sync): a fatal error later is one to wait out, not a config mistake to exit on
+        self.reached = self.reached or not (report.fatal or report.down)
+        return report
 
     def _after(self, report: Report, listing: bool, settling: bool = False) -> None:
         """Record how a pass went. ``settling``: it left files still being written to the

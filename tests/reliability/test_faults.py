@@ -149,6 +149,40 @@ def test_the_only_target_filling_up_is_waited_for_not_exited_on(tmp_path: Path) 
                 proc.kill()
 
 
+def test_a_service_started_on_a_target_in_sync_waits_out_a_fatal_error(tmp_path: Path) -> None:
+    """Restarted while its target was in sync (a reboot), so its first pass sent nothing,
+    the service took a later fatal error (a host key changed, a disk gone read-only) for a
+    config mistake: 'every target has stopped before its first pass; exiting', exit 1."""
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    (source / "invoice 1.pdf").write_bytes(b"first")
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(
+            f'source = "{source}"\n[defaults]\nrescan_interval = "2s"\n[targets.usb]\nurl = "{disk / "backup"}"\n'
+        )
+        assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+        proc = start("run", "-c", str(cfg), state=state, log=log)
+        try:
+
+            def first_pass() -> bool:
+                [usb] = json.loads(run("status", "-c", str(cfg), "--json", state=state).stdout)
+                return bool(usb["running"]) and usb["last_complete_sync"] >= usb["started"]
+
+            wait_for(first_pass, what="the first pass, with nothing to send")
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=30)
+            (source / "invoice 2.pdf").write_bytes(b"second")
+            wait_for(lambda: "target stopped" in log.read_text(), timeout=30, what="the read-only disk")
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True, timeout=30)
+            arrived = lambda: landed(disk / "backup") == files(source) or proc.poll() is not None  # noqa: E731
+            wait_for(arrived, timeout=30, what="the copy after")
+            assert proc.poll() is None, log.read_text()
+            stop(proc, log)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 def test_a_full_disk_on_an_sftp_server_is_named_as_a_likely_cause(sshd: SshServer, tmp_path: Path) -> None:
     """OpenSSH reports a write it cannot make as SSH_FX_FAILURE, no reason given: the
     message was 'OSError: Failure'."""
