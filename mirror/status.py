@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mirror.index import Failure, Index, NewerIndex, state_denied
+from mirror.index import Failure, Index, NewerIndex, no_room, state_denied
 from mirror.private_files import write_private
 
 #: the rescan interval of indexes written before it was recorded
@@ -135,6 +135,11 @@ def of_index(index: Index, index_file: Path, running: bool) -> TargetStatus:
         # a process that ended without closing (kill -9, a crash, power lost) did not
         # say "stopped": the next run lists the target to find what it left
         state = "stopped" if index.get_meta("clean_shutdown") != "0" else INTERRUPTED
+    # a full state disk takes no record of itself: the index still says what it said last
+    # (idle, in sync) while nothing new is mirrored, so the disk is looked at here
+    full = no_room(index_file.parent, sure=False)
+    if full is not None and running:
+        state = "failing"
     expected = 2 * float(index.get_meta("rescan_interval") or DEFAULT_RESCAN)
     since = float(last or index.get_meta("started") or 0) or None
     ahead = since is not None and recorded_ahead(since)
@@ -148,7 +153,7 @@ def of_index(index: Index, index_file: Path, running: bool) -> TargetStatus:
         bytes=size,
         pending=pending(index) if running else 0,
         last_complete_sync=float(last) if last else None,
-        last_error=index.get_meta("last_error"),
+        last_error=str(full) if full is not None else index.get_meta("last_error"),
         failures=tuple(index.failures()),
         index=str(index_file),
         stale=since is not None and (time.time() - since > expected or ahead),

@@ -9,6 +9,7 @@ one came (said in each); everything else is real.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -21,8 +22,10 @@ import pytest
 from mirror import api
 from mirror.index import Index
 from tests.cli import files, run, start, wait_for
+from tests.integration.test_metrics import reachable, samples
 from tests.reliability.common import hashes, landed
 from tests.reliability.test_faults import remount, stop, tmpfs
+from tests.servers.sshd import free_port
 from tests.support import watching
 
 
@@ -145,6 +148,36 @@ def test_a_state_disk_filling_up_while_watching_is_waited_out(tmp_path: Path) ->
             output = stop(proc, log)
     assert output.count(FULL_STATE) == 1, output
     assert "mirror's state can be written again; carrying on" in output
+
+
+@pytest.mark.timeout(150)
+def test_status_and_metrics_tell_a_full_state_disk(tmp_path: Path) -> None:
+    """New invoices were not mirrored and on_failure fired, but `mirror status` said
+    'running, idle', exit 0, and the metrics mirror_in_sync 1: the index on the full disk
+    could not take the failure, and kept what it said last."""
+    source, target, log = tmp_path / "export", tmp_path / "backup", tmp_path / "m.log"
+    source.mkdir()
+    (source / "invoice 1.pdf").write_bytes(b"%PDF first")
+    port = free_port()
+    with tmpfs(tmp_path / "state", "2m") as state:
+        args = ("run", str(source), str(target), "--metrics-addr", f"127.0.0.1:{port}")
+        proc = start(*args, state=state, log=log)
+        try:
+            wait_for(lambda: reachable(port) and files(target) == files(source), what="the first copy")
+            fill(state)
+            (source / "late.pdf").write_bytes(b"%PDF late")
+            wait_for(lambda: FULL_STATE in log.read_text(), timeout=30, what="the full disk to be told")
+            running = run("status", state=state)
+            assert running.returncode == 1 and "(running, failing)" in running.stdout, running.stdout
+            assert FULL_STATE in running.stdout, running.stdout
+            told = samples(port)
+            assert told['mirror_in_sync{target="default"}'] == 0, told
+            assert told['mirror_target_state{state="failing",target="default"}'] == 1, told
+        finally:
+            proc.terminate()  # its last record cannot be written either: exit 1
+            proc.wait(30)
+        [stopped] = json.loads(run("status", "--json", state=state).stdout)
+    assert not stopped["in_sync"] and FULL_STATE in stopped["last_error"], stopped
 
 
 @pytest.mark.timeout(150)
