@@ -96,7 +96,7 @@ def __getattr__(name: str) -> Any:
 def status(config: Config) -> list[TargetStatus]:
     """What ``mirror status -c`` shows for each target of ``config``, also those never run."""
     from mirror.redact import redact_url
-    from mirror.status import NEWER, never_run
+    from mirror.status import UNREAD, never_run
     from mirror.status import read as _read_status
 
     check_config(config)
@@ -111,7 +111,7 @@ def status(config: Config) -> list[TargetStatus]:
             index = real if real.exists() else index
         if index.exists():
             found = _read_status(index)
-            if found.state == NEWER:  # the config knows where it mirrors; the index is not read
+            if found.state in UNREAD:  # the config knows where it mirrors; the index is not read
                 found = replace(found, name=target.name, url=redact_url(target.url), source=str(config.source))
             result.append(found)
         else:

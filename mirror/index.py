@@ -39,6 +39,11 @@ class NewerIndex(ConfigError):
     cannot tell: neither a run nor a reader (status, verify, a dry run) may use it."""
 
 
+class DamagedIndex(StateError):
+    """The index reads as damaged (a crash of its disk, a bad sector): a reader cannot use
+    it, and the next start of a run moves it aside and rebuilds it."""
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     src TEXT PRIMARY KEY,
@@ -631,6 +636,10 @@ def state_error(path: Path, exc: sqlite3.Error) -> StateError:
         return StateError(
             f"cannot write mirror's state in {path.parent} ({exc}); check the folder's owner and "
             "permissions, or set state_dir"
+        )
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return DamagedIndex(
+            f"the index {path} is damaged ({exc}); a start of mirror run moves it aside and rebuilds it"
         )
     return StateError(f"cannot use the index {path} ({exc})")
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mirror.index import Failure, Index, NewerIndex, no_room, state_denied
+from mirror.index import DamagedIndex, Failure, Index, NewerIndex, no_room, state_denied
 from mirror.private_files import write_private
 
 #: the rescan interval of indexes written before it was recorded
@@ -22,6 +22,10 @@ NEVER_RUN = "never run"
 INTERRUPTED = "ended without stopping cleanly"
 #: the state of a target whose index a newer mirror wrote (after a downgrade)
 NEWER = "written by a newer mirror"
+#: the state of a target whose index reads as damaged
+DAMAGED = "index damaged"
+#: states of an index this mirror cannot read: its line says why, and nothing else
+UNREAD = (NEWER, DAMAGED)
 #: how far in the future a recorded time may lie before it counts as recorded with the
 #: clock ahead: a clock set right by NTP steps back by a second or so
 CLOCK_SLACK = 60.0
@@ -76,7 +80,7 @@ class TargetStatus:
         problem = problem or (self.incomplete and not self.running) or self.left_out > 0
         # a process killed or crashed mirrors nothing until it is started again
         problem = problem or (self.state == INTERRUPTED and not self.running)
-        return not problem and self.state not in ("failed", NEVER_RUN, NEWER)
+        return not problem and self.state not in ("failed", NEVER_RUN, *UNREAD)
 
     @property
     def never_synced(self) -> bool:
@@ -114,14 +118,21 @@ def is_running(index_file: Path) -> bool:
 def read(index_file: Path) -> TargetStatus:
     try:
         index = Index(index_file, readonly=True)
-    except NewerIndex as exc:
-        # nothing in it is this mirror's to read; the other targets are still shown
-        name, running = index_file.stem.rsplit("-", 1)[0], is_running(index_file)
-        return TargetStatus(name, "", "", running, NEWER, 0, 0, 0, None, str(exc), (), str(index_file))
+    except (NewerIndex, DamagedIndex) as exc:
+        return _unread(index_file, exc)
     try:
         return of_index(index, index_file, is_running(index_file))
+    except DamagedIndex as exc:  # damage in pages the open did not read
+        return _unread(index_file, exc)
     finally:
         index.close()
+
+
+def _unread(index_file: Path, exc: NewerIndex | DamagedIndex) -> TargetStatus:
+    """An index this mirror cannot read: the other targets are still shown."""
+    name, running = index_file.stem.rsplit("-", 1)[0], is_running(index_file)
+    state = NEWER if isinstance(exc, NewerIndex) else DAMAGED
+    return TargetStatus(name, "", "", running, state, 0, 0, 0, None, str(exc), (), str(index_file))
 
 
 def of_index(index: Index, index_file: Path, running: bool) -> TargetStatus:

@@ -254,3 +254,31 @@ def test_readers_refuse_an_index_a_newer_mirror_wrote(tmp_path: Path) -> None:
         ("nas", "stopped"),
     }
     assert db.read_bytes() == written and (tmp_path / "usb" / "b.pdf").exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "pages wiped"])
+def test_status_shows_a_damaged_index_on_its_target_s_line_beside_the_others(damage: str, tmp_path: Path) -> None:
+    """One damaged index made `mirror status` (and --json) print only 'mirror: error:
+    cannot use the index ... (database disk image is malformed)': no other target, no
+    JSON, no word that mirror run rebuilds it."""
+    src, state, cfg = tmp_path / "src", tmp_path / "state", tmp_path / "mirror.toml"
+    make_source(src, small=300, large=0, large_bytes=0)
+    cfg.write_text(
+        f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path / "usb"}"\n[targets.nas]\nurl = "{tmp_path / "nas"}"\n'
+    )
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    (db,) = (state / "targets").glob("usb-*.sqlite")
+    DAMAGE[damage][0](db)
+    said = "is damaged (", "); a start of mirror run moves it aside and rebuilds it"
+    shown = run("status", "-c", str(cfg), state=state)
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert f"usb: {tmp_path / 'usb'}  (not running, index damaged)\n  the index {db} {said[0]}" in shown.stdout
+    assert said[1] in shown.stdout and f"nas: {tmp_path / 'nas'}  (not running, stopped)\n" in shown.stdout
+    every = run("status", "--json", state=state)
+    assert every.returncode == 1, every.stderr
+    assert {(s["name"], s["state"], s["in_sync"]) for s in json.loads(every.stdout)} == {
+        ("usb", "index damaged", False),
+        ("nas", "stopped", True),
+    }
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    assert run("status", "-c", str(cfg), state=state).returncode == 0
