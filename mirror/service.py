@@ -22,6 +22,7 @@ import click
 
 from mirror import config as config_mod
 from mirror.errors import ConfigError
+from mirror.scan import check_source
 
 #: what examples/systemd/mirror.service is generated with
 EXAMPLE_EXEC = "%h/.local/bin/mirror"
@@ -172,16 +173,17 @@ def _usage_error(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def _planned(config_path: Path, user: bool, name: str) -> tuple[str, Path, str]:
-    """The unit's file name, the config it runs and its text, for install and print alike."""
+def _planned(config_path: Path, user: bool, name: str) -> tuple[str, Path, str, Path]:
+    """The unit's file name, the config it runs, its text and the config's source folder,
+    for install and print alike."""
     unit = _unit_name(name)
     config = config_path.expanduser().resolve()
     try:
         # its secrets are the unit's (its EnvironmentFile), not the installing shell's
-        config_mod.load(config, config_mod.Unresolved(os.environ))
+        source = config_mod.load(config, config_mod.Unresolved(os.environ)).source
     except ConfigError as exc:
         _usage_error(str(exc))
-    return unit, config, unit_text(mirror_executable(), str(config), user, name=name)
+    return unit, config, unit_text(mirror_executable(), str(config), user, name=name), source
 
 
 # -- the commands ---------------------------------------------------------------------------
@@ -226,7 +228,12 @@ def service() -> None:
 @write_dir_option
 def install(config_path: Path, user: bool, name: str, unit_dir: Path | None) -> None:
     """Write and enable a unit that runs `mirror run -c CONFIG`, and start it."""
-    unit, config, text = _planned(config_path, user, name)
+    unit, config, text, source = _planned(config_path, user, name)
+    try:
+        check_source(source)
+    except ConfigError as exc:
+        # started, the unit would exit 2 at once and be restarted every 10 s for ever
+        _usage_error(f"{exc}; nothing was installed")
     scope = Scope(user)
     running = systemd_running(scope)
     if unit_dir is None and not running:

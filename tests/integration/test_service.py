@@ -220,6 +220,19 @@ def test_a_broken_config_is_refused_before_anything_is_written(tmp_path: Path) -
     assert not (tmp_path / "u").exists() and not calls.exists()
 
 
+def test_a_config_whose_source_folder_is_not_there_is_refused_as_mirror_run_refuses_it(tmp_path: Path) -> None:
+    """The README's steps before the export folder existed: install said 'enabled and
+    started', exit 0, and the unit exited 2 at once, restarted every 10 s for ever."""
+    env, calls = fake_systemctl(tmp_path, running=True)
+    cfg, src, _ = write_config(tmp_path)
+    shutil.rmtree(src)
+    refused = run("run", "-c", str(cfg), "--once", state=tmp_path / "state")
+    done = run("service", "install", "-c", str(cfg), "--unit-dir", str(tmp_path / "u"), state=tmp_path, env=env)
+    assert done.returncode == refused.returncode == 2, done.stdout + done.stderr
+    assert refused.stderr.strip() in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "u").exists() and not calls.exists()
+
+
 def test_install_needs_none_of_the_secrets_the_unit_reads_from_its_environment_file(tmp_path: Path) -> None:
     """The README puts secrets in the unit's EnvironmentFile: installing from a shell
     without them said the variable was not set, exit 2, and installed nothing."""
