@@ -321,7 +321,9 @@ def status(ctx: click.Context, user: bool, name: str, unit_dir: Path | None) -> 
     scope = Scope(user)
     path = (unit_dir or scope.default_dir()) / unit
     if not path.exists():
-        click.echo(f"{unit} is not installed ({path} does not exist); install it with: mirror service install")
+        # without -c, install runs ./mirror.toml of whatever folder it is typed in
+        hint = f"mirror service install -c CONFIG{unit_flags(name, user, unit_dir)}"
+        click.echo(f"{unit} is not installed ({path} does not exist); install it with: {hint}")
         sys.exit(1)
     if systemd_running(scope):
         state = systemctl(scope, "is-active", unit).stdout.strip() or "unknown"

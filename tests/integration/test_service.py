@@ -233,6 +233,15 @@ def test_a_config_whose_source_folder_is_not_there_is_refused_as_mirror_run_refu
     assert not (tmp_path / "u").exists() and not calls.exists()
 
 
+def test_status_of_a_unit_not_installed_says_how_to_install_it_for_a_config(tmp_path: Path) -> None:
+    """It said 'install it with: mirror service install', which installs ./mirror.toml of
+    whatever folder it is typed in, under the default name."""
+    env, _ = fake_systemctl(tmp_path, running=True)
+    done = run("service", "status", "--system", "--name", "books", state=tmp_path, env=env)
+    assert done.returncode == 1
+    assert "install it with: mirror service install -c CONFIG --name books --system\n" in done.stdout, done.stdout
+
+
 def test_install_needs_none_of_the_secrets_the_unit_reads_from_its_environment_file(tmp_path: Path) -> None:
     """The README puts secrets in the unit's EnvironmentFile: installing from a shell
     without them said the variable was not set, exit 2, and installed nothing."""
