@@ -122,6 +122,12 @@ def test_a_target_stopped_by_a_full_disk_is_tried_again_while_watching(tmp_path:
                 proc.kill()
 
 
+def usb_config(cfg: Path, source: Path, usb: Path) -> Path:
+    """A config that mirrors ``source`` to the one target ``usb``, tried again every 2 s."""
+    cfg.write_text(f'source = "{source}"\n[defaults]\nrescan_interval = "2s"\n[targets.usb]\nurl = "{usb}"\n')
+    return cfg
+
+
 def test_the_only_target_filling_up_is_waited_for_not_exited_on(tmp_path: Path) -> None:
     """A USB disk, the only target, full after a month: mirror logged 'trying it again in
     60 min', then 'every target has stopped; exiting', exit 0, so the service manager
@@ -130,10 +136,7 @@ def test_the_only_target_filling_up_is_waited_for_not_exited_on(tmp_path: Path) 
     source.mkdir()
     (source / "invoice 1.pdf").write_bytes(b"first")
     with tmpfs(tmp_path / "disk", "1m") as disk:
-        cfg = tmp_path / "m.toml"
-        cfg.write_text(
-            f'source = "{source}"\n[defaults]\nrescan_interval = "2s"\n[targets.usb]\nurl = "{disk / "backup"}"\n'
-        )
+        cfg = usb_config(tmp_path / "m.toml", source, disk / "backup")
         proc = start("run", "-c", str(cfg), state=state, log=log)
         try:
             wait_for(lambda: landed(disk / "backup") == files(source), what="the first copy")
@@ -157,10 +160,7 @@ def test_a_service_started_on_a_target_in_sync_waits_out_a_fatal_error(tmp_path:
     source.mkdir()
     (source / "invoice 1.pdf").write_bytes(b"first")
     with tmpfs(tmp_path / "disk", "1m") as disk:
-        cfg = tmp_path / "m.toml"
-        cfg.write_text(
-            f'source = "{source}"\n[defaults]\nrescan_interval = "2s"\n[targets.usb]\nurl = "{disk / "backup"}"\n'
-        )
+        cfg = usb_config(tmp_path / "m.toml", source, disk / "backup")
         assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
         proc = start("run", "-c", str(cfg), state=state, log=log)
         try:
