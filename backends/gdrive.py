@@ -170,6 +170,7 @@ class GDriveDriver(Driver):
         self.root = root.strip("/")
         self._credentials = credentials
         self._drive_id = drive_id
+        self._root_folder_id = root_folder_id
         self._base_id = root_folder_id or drive_id or "root"
         self._endpoint = api_endpoint
         self._ca_certs = ca_certs
@@ -187,6 +188,8 @@ class GDriveDriver(Driver):
         #: the root folder's id when last listed or resolved (see root_remade)
         self._root_id: str | None = None
         self._remade = False
+        #: whether this pass asked Drive where the root folder is (see begin_pass)
+        self._root_asked = False
 
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
@@ -317,6 +320,11 @@ class GDriveDriver(Driver):
     # -- folders ----------------------------------------------------------------------
     def _folder_id(self, rel_dir: str, create: bool) -> str | None:
         """The id of folder ``rel_dir`` under the root ("" = the root), made if asked."""
+        if not self._root_asked:
+            with self._resolve_lock:
+                if not self._root_asked:
+                    # a root gone is asked again by the next use, a put makes it
+                    self._root_asked = self._resolve_folder("", create) is not None
         cached = self._cached_folder(rel_dir)
         if cached is not None:
             return cached
@@ -346,10 +354,17 @@ class GDriveDriver(Driver):
         if rel_dir == "":
             folder_id = self._base_id
             parts = self.root.split("/") if self.root else []
+            if not parts:
+                self._check_base()
             for i, part in enumerate(parts):
-                folder_id = self._child_folder(folder_id, part, "/".join(parts[:i]), create)
-                if folder_id is None:
-                    return None
+                where = "/".join(parts[:i])
+                child = self._find_folder(folder_id, part, where)
+                if child is None:
+                    self._check_base()
+                    if not create:
+                        return None
+                    child = self._make_folder(folder_id, part, where)
+                folder_id = child
         else:
             parent_id = self._folder_id(parent(rel_dir), create)
             if parent_id is None:
@@ -361,30 +376,65 @@ class GDriveDriver(Driver):
             with self._lock:
                 # another id for the root path: the folder listed was trashed or deleted
                 # (then made again here, or by someone), and mirror's files went with it
-                self._remade |= self._root_id is not None and folder_id != self._root_id
+                moved = self._root_id is not None and folder_id != self._root_id
+                self._remade |= moved
                 self._root_id = folder_id
+                if moved:
+                    # the folders below went with the old one
+                    self._folders = {"": self._folders[""]}
         return folder_id
 
+    def _check_base(self) -> None:
+        """Stop where the folder ``root_folder_id`` names is in Drive's trash or gone: mirror
+        cannot make that one again, and uploads into a trashed folder succeed out of sight
+        until Drive purges them (the folders it holds are trashed with it, so the target
+        folder reads as gone and would be made again in there)."""
+        if self._root_folder_id is None:
+            return
+        try:
+            item = self._call(
+                lambda: self._files.get(fileId=self._base_id, fields="id,trashed", **self._drive_args())
+            )
+        except HttpError as exc:
+            if exc.resp is None or int(exc.resp.status) != 404:
+                raise
+            item = None
+        if item is None or item.get("trashed"):
+            where = "is in Drive's trash" if item is not None else "is gone"
+            raise FatalError(
+                f"Google Drive: the folder root_folder_id={self._root_folder_id} {where}: "
+                "restore it from Drive's trash, or set another root_folder_id"
+            )
+
     def _child_folder(self, parent_id: str, name: str, where: str, create: bool) -> str | None:
+        found = self._find_folder(parent_id, name, where)
+        if found is not None or not create:
+            return found
+        return self._make_folder(parent_id, name, where)
+
+    def _find_folder(self, parent_id: str, name: str, where: str) -> str | None:
+        found = self._named_folders(parent_id, name)
+        return str(pick(found, where)["id"]) if found else None
+
+    def _named_folders(self, parent_id: str, name: str) -> list[dict[str, Any]]:
+        return [f for f in self._children(parent_id, name) if f["mimeType"] == FOLDER]
+
+    def _make_folder(self, parent_id: str, name: str, where: str) -> str:
+        """Make the folder ``name``, found missing. Looked up again before every further
+        attempt: a create whose answer was lost has still made it, and a second create
+        would split the files between two."""
         attempt = 0
         while True:
-            # looked up again on every attempt: a create whose answer was lost has still
-            # made the folder, and a second create would split the files between two
-            found = self._named_folders(parent_id, name)
-            if found:
-                return str(pick(found, where)["id"])
-            if not create:
-                return None
             try:
                 body = {"name": name, "mimeType": FOLDER, "parents": [parent_id]}
                 made = self._files.create(body=body, fields="id", **self._drive_args()).execute()
             except Exception as exc:
                 attempt = self._wait_or_raise(exc, attempt)
+                found = self._find_folder(parent_id, name, where)
+                if found is not None:
+                    return found
                 continue
             return self._one_folder(parent_id, name, where, str(made["id"]))
-
-    def _named_folders(self, parent_id: str, name: str) -> list[dict[str, Any]]:
-        return [f for f in self._children(parent_id, name) if f["mimeType"] == FOLDER]
 
     def _one_folder(self, parent_id: str, name: str, where: str, made_id: str) -> str:
         """The id to use for the folder just made: its own, unless another of its name now stands beside it.
@@ -415,6 +465,12 @@ class GDriveDriver(Driver):
     def root_remade(self) -> bool:
         with self._lock:
             return self._remade
+
+    def begin_pass(self) -> None:
+        # the folder cache would send a watch pass's uploads into a target folder trashed in
+        # the web app since: the first folder a pass uses asks Drive for the root again
+        with self._resolve_lock:
+            self._root_asked = False
 
     def _file(self, rel: str) -> dict[str, Any] | None:
         """The Drive file at ``rel`` (the oldest of duplicates), or None."""

@@ -638,16 +638,28 @@ def test_a_target_folder_deleted_or_emptied_while_mirror_was_stopped_is_filled_b
     assert differences(cfg) == []
 
 
+def trash_root(driver: Driver) -> None:
+    """Someone deletes the mirror's folder in Drive's web app: Drive moves it to the trash,
+    with what it holds, and uploads into it still succeed there, out of sight."""
+    assert isinstance(driver, GDriveDriver)
+    root_id = driver._folder_id("", create=False)
+    driver._call(lambda: driver._files.update(fileId=root_id, body={"trashed": True}, **driver._drive_args()))
+
+
+@pytest.mark.parametrize("how", ["deleted", "trashed"])
 def test_a_target_folder_deleted_while_watching_is_filled_again(
-    spec: TargetSpec, driver: Driver, tmp_path: Path
+    spec: TargetSpec, driver: Driver, tmp_path: Path, how: str
 ) -> None:
     """The mirror's folder was deleted in the web app while mirror watches, then new
     invoices came: the pass that makes the folder again is followed by a listing that
     sends the older files too, where only the new ones went up, status said in sync, and
-    the rest waited for the hourly rescan."""
+    the rest waited for the hourly rescan. In Drive's trash, the new ones went into the
+    trashed folder, out of sight, for the minute mirror trusted the folder's id."""
     if spec.backend not in ("gdrive", "onedrive"):
         # Dropbox and S3 make it out of sight with the upload, the others when told of it
         pytest.skip(f"a folder deleted in watch mode is left to the rescan listing on {spec.backend}")
+    if how == "trashed" and spec.backend != "gdrive":
+        pytest.skip(f"a folder deleted on {spec.backend} is gone from its path")
     source = tmp_path / "src"
     (source / "2024").mkdir(parents=True)
     for i in range(3):
@@ -659,7 +671,7 @@ def test_a_target_folder_deleted_while_watching_is_filled_again(
     thread.start()
     try:
         wait_for(lambda: files_on(driver) == 3, 30, "the first copy")
-        delete_root(driver)
+        trash_root(driver) if how == "trashed" else delete_root(driver)
         (source / "2024" / "inv-9.pdf").write_bytes(b"invoice 9")
         (source / "inv-root.pdf").write_bytes(b"invoice root")
         # asked afresh: this driver would trust the folder ids it resolved for a minute

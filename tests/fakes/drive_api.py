@@ -160,6 +160,11 @@ class DriveState:
             current = found[0]
         return current
 
+    def trash(self, file_id: str) -> None:
+        """Someone deletes the item in Drive's web app: it goes to the trash."""
+        with self.lock:
+            self._trash(self.get(file_id), True)
+
     def count_requests(self, method: str, prefix: str) -> int:
         with self.lock:
             return sum(1 for m, p in self.requests if m == method and p.startswith(prefix))
@@ -182,6 +187,8 @@ class DriveState:
             createdTime=meta.get("createdTime") or stamp,
             modifiedTime=meta.get("modifiedTime") or stamp,
             content=content,
+            # made in a trashed folder, it is in the trash with it
+            trashed=parent.trashed,
             driveId=parent.driveId,
         )
         self.files[item.id] = item
@@ -194,7 +201,7 @@ class DriveState:
         if "name" in meta:
             item.name = meta["name"]
         if "trashed" in meta:
-            item.trashed = bool(meta["trashed"])
+            self._trash(item, bool(meta["trashed"]))
         if query.get("addParents") or query.get("removeParents"):
             removed = {self.resolve_id(p) for p in query.get("removeParents", "").split(",") if p}
             added = [self.resolve_id(p) for p in query.get("addParents", "").split(",") if p]
@@ -208,6 +215,12 @@ class DriveState:
             now_rfc3339() if content is not None else item.modifiedTime
         )
         return item
+
+    def _trash(self, item: DriveFile, trashed: bool) -> None:
+        """Drive trashes, and restores, what a folder holds with the folder."""
+        item.trashed = trashed
+        for child in [f for f in self.files.values() if item.id in f.parents]:
+            self._trash(child, trashed)
 
     def arrived(self, content: bytes) -> bytes:
         """The bytes of an upload as they reach the store."""

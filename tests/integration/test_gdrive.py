@@ -334,6 +334,36 @@ def test_names_that_differ_only_in_case_are_mirrored_as_different_files(
     assert verify.returncode == 0 and "identical (4 files;" in verify.stdout, verify.stdout + verify.stderr
 
 
+@pytest.mark.parametrize("root", ["Invoices", ""], ids=["folder-below", "that-folder"])
+def test_a_root_folder_id_folder_in_the_trash_fails_the_target(
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path, root: str
+) -> None:
+    """The company folder root_folder_id names was deleted in Drive's web app (moved to the
+    trash with all it holds): mirror made the target folder again inside it and sent every
+    invoice into the trash, and run, status and verify said all was fine (exit 0)."""
+    company = drive_fake.state.add_file("root", f"Company-{tmp_path.name}", folder=True)
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"invoice a")
+    options = {**gdrive_target.options, "root_folder_id": company}
+    config = write_config(tmp_path / "mirror.toml", source, {"drive": (f"gdrive://{root}", options)})
+    state = tmp_path / "state"
+    assert run("run", "--once", "-c", str(config), state=state).returncode == 0
+    drive_fake.state.trash(company)
+    (source / "b.pdf").write_bytes(b"invoice b")
+    second = run("run", "--once", "-c", str(config), state=state)
+    said = (
+        f"Google Drive: the folder root_folder_id={company} is in Drive's trash: "
+        "restore it from Drive's trash, or set another root_folder_id"
+    )
+    assert second.returncode == 1 and said in second.stdout + second.stderr, second.stdout + second.stderr
+    assert "Traceback" not in second.stderr
+    for command in ("status", "verify"):
+        after = run(command, "-c", str(config), state=state)
+        assert after.returncode != 0 and said in after.stdout, (command, after.stdout + after.stderr)
+    assert not [f for f in drive_fake.state.files.values() if f.name == "b.pdf"]
+
+
 def client_secrets(drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_id: str) -> Path:
     """An installed-app client secrets file pointing at the fake, which the CA bundle trusts."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", drive_fake.ca_file)
