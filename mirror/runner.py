@@ -749,7 +749,12 @@ class TargetRunner:
         if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
         self._note_guard(actions, settings)
-        if kind == "full" and not listing and self.local_folder is None and self._root_lost(ask=True):
+        if (
+            kind == "full"
+            and not listing
+            and self.local_folder is None
+            and self._root_lost(ask=True, writes=not actions.is_empty())
+        ):
             # asked by a run's first pass, with work or without: a run with nothing to send
             # would report all in sync (exit 0) to a NAS share or bucket back empty. One
             # question a run (Driver.root_lost), asked before any work connects
@@ -1084,10 +1089,15 @@ class TargetRunner:
             self.log.info("target folder %s is not the one mirror filled; listing it", self.local_folder)
         return replaced
 
-    def _root_lost(self, ask: bool) -> bool:
+    def _root_lost(self, ask: bool, writes: bool = False) -> bool:
+        """``writes``: the pass has work, so it connects anyway, and asks even where mirror
+        reached the target lately: its uploads would make a folder deleted since again,
+        out of sight, holding only them, and later runs would find it neither gone nor
+        empty (the rest missing until the rescan listing)."""
         assert self.index is not None
         lost = self.driver is not None and self.driver.root_remade()
-        ask = ask and (registry.load_driver_class(self.resolved.backend).root_lost_free or not self._seen_lately())
+        trusted = self._seen_lately() and not writes
+        ask = ask and (registry.load_driver_class(self.resolved.backend).root_lost_free or not trusted)
         # with nothing mirror put there, there is nothing to fill again, nor to ask about
         if ask and not self._root_asked and not lost and self._tells_lost and (known := self.index.a_file()):
             asking, self._asking = self._asking, None

@@ -578,8 +578,11 @@ TELLS_EMPTIED = ("file", "s3", "dropbox", "gdrive", "onedrive", "sftp", "webdav"
 DELETABLE = ("dropbox", "gdrive", "onedrive", "sftp", "webdav")
 
 
-def three_invoices_mirrored(spec: TargetSpec, driver: Driver, tmp_path: Path, how: str) -> config_mod.Config:
-    """Three invoices mirrored by one run, then the mirror's folder emptied or deleted."""
+def three_invoices_mirrored(
+    spec: TargetSpec, driver: Driver, tmp_path: Path, how: str, lately: bool = False
+) -> config_mod.Config:
+    """Three invoices mirrored by one run, then the mirror's folder emptied or deleted;
+    ``lately``: the next run comes within five minutes of that one."""
     if spec.backend not in (TELLS_EMPTIED if how == "emptied" else DELETABLE):
         pytest.skip(f"{how} is left to the rescan listing on {spec.backend}")
     source = tmp_path / "src"
@@ -591,6 +594,8 @@ def three_invoices_mirrored(spec: TargetSpec, driver: Driver, tmp_path: Path, ho
     assert first.ok and first.uploaded == 3, first
     empty_target(driver) if how == "emptied" else delete_root(driver)
     assert driver.list() == {}
+    if lately:
+        return cfg
     # a while later: within five minutes of reaching it, a run trusts the folder is there
     with api.running(cfg) as mirror:
         for runner in mirror.runners:
@@ -613,6 +618,21 @@ def test_a_target_folder_deleted_or_emptied_between_runs_is_filled_again(
         (cfg.source / name).write_bytes(b"invoice " + name.encode())
     (second,) = run_once(cfg)
     assert second.ok and second.uploaded == 3 + new, second
+    assert differences(cfg) == []
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+def test_a_run_right_after_another_with_a_new_file_fills_a_target_folder_deleted_meanwhile(
+    spec: TargetSpec, driver: Driver, tmp_path: Path, how: str
+) -> None:
+    """The mirror's folder was deleted in the web app, and the next run (cron's --once)
+    came within five minutes of the last, with a new invoice: it made the folder again
+    with that one alone, and no later run filled it, as the folder was neither gone nor
+    empty: the three others missing, status in sync, until the hourly rescan."""
+    cfg = three_invoices_mirrored(spec, driver, tmp_path, how, lately=True)
+    (cfg.source / "2024" / "inv-9.pdf").write_bytes(b"invoice 9")
+    (second,) = run_once(cfg)
+    assert second.ok and second.uploaded == 4, second
     assert differences(cfg) == []
 
 
