@@ -292,9 +292,12 @@ class OneDriveDriver(Driver):
         self._folders: set[str] = set()
         #: item ids of folders moved into, by lower-cased drive path
         self._folder_ids: dict[str, str] = {}
-        #: the root folder was there when last listed or made (see root_remade)
-        self._root_seen = False
+        #: the root folder's item id when last listed, made or asked for (see root_remade)
+        self._root_id: str | None = None
         self._remade = False
+        #: whether this pass asked for the root folder (see begin_pass); held while asking
+        self._root_asked = False
+        self._asking = threading.Lock()
 
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
@@ -415,7 +418,7 @@ class OneDriveDriver(Driver):
     def list(self) -> dict[str, RemoteEntry]:
         root = self._item("")
         with self._lock:
-            self._root_seen, self._remade = root is not None, False
+            self._root_id, self._remade = (str(root["id"]) if root is not None else None), False
         if root is None:
             return {}
         result: dict[str, RemoteEntry] = {}
@@ -440,6 +443,27 @@ class OneDriveDriver(Driver):
     def root_remade(self) -> bool:
         with self._lock:
             return self._remade
+
+    def begin_pass(self) -> None:
+        with self._asking:
+            self._root_asked = False
+
+    def _ask_root(self) -> None:
+        """Once a pass, before its first upload: whether the root folder is the one mirror
+        filled. Graph makes the folders a simple upload by path needs, so a folder deleted
+        in the web app since is made again by that upload, silently, holding it alone."""
+        with self._asking:
+            if self._root_asked:
+                return
+            root = self._item("")
+            now = str(root["id"]) if root is not None else None
+            with self._lock:
+                self._remade |= self._root_id is not None and now != self._root_id
+                self._root_id = now
+                if now is None:
+                    self._folders.clear()
+                    self._folder_ids.clear()
+            self._root_asked = True
 
     def _holds_files(self, item_id: str) -> bool:
         """Whether a file lies anywhere below folder ``item_id``."""
@@ -469,6 +493,7 @@ class OneDriveDriver(Driver):
     # -- writing --------------------------------------------------------------------------
     def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
         self.check(rel)
+        self._ask_root()
         size = os.path.getsize(local_path)
         if size <= SIMPLE_UPLOAD_MAX:
             with open(local_path, "rb") as f:
@@ -629,10 +654,10 @@ class OneDriveDriver(Driver):
             )
             with self._lock:
                 self._folders.add(here.lower())
-                if here == self.root:
-                    # made (201) where it had been: someone removed it, with mirror's files
-                    self._remade |= self._root_seen and response.status_code == 201
-                    self._root_seen = True
+                if here == self.root and response.status_code == 201:
+                    # made where it had been: someone removed it, with mirror's files
+                    self._remade |= self._root_id is not None
+                    self._root_id = str(response.json()["id"])
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         item = self._item(rel_dir)

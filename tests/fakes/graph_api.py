@@ -143,6 +143,20 @@ class GraphState:
                 return None
         return item
 
+    def _folders(self, path: str) -> Item:
+        """The folder at ``path``, made with those above it where missing."""
+        item = self.items["root"]
+        for part in [p for p in path.split("/") if p]:
+            child = self._child(item, part)
+            if child is None:
+                self._check_name(part)
+                child = Item(next(self.ids), part, item.id, True)
+                self.items[child.id] = child
+            elif not child.folder:
+                raise GraphError(409, "nameAlreadyExists", "A file with that name exists.")
+            item = child
+        return item
+
     def _check_name(self, name: str) -> None:
         if (
             set(name) & FORBIDDEN
@@ -252,9 +266,9 @@ class GraphHandler(JSONHandler):
         item = st.items.get(unquote(item_id)) if item_id is not None else st._walk(unquote(path or ""))
         if action == "content" and method == "PUT":
             parent_path, _, name = unquote(path or "").rpartition("/")
-            parent = st._walk(parent_path)
-            if parent is None:
-                raise GraphError(404, "itemNotFound", "The parent folder does not exist.")
+            # Graph makes the folders a simple upload by path needs (onedrive-api-docs#83);
+            # an upload session needs its folder there (#364)
+            parent = st._folders(parent_path)
             if item is not None and q.get("@microsoft.graph.conflictBehavior") == "fail":
                 raise GraphError(409, "nameAlreadyExists", "exists")
             return (200 if item else 201), st.resource(st._write(parent, name, body, None))
