@@ -361,7 +361,22 @@ def test_a_root_folder_id_folder_in_the_trash_fails_the_target(
     for command in ("status", "verify"):
         after = run(command, "-c", str(config), state=state)
         assert after.returncode != 0 and said in after.stdout, (command, after.stdout + after.stderr)
-    assert not [f for f in drive_fake.state.files.values() if f.name == "b.pdf"]
+    assert not [
+        f for f in drive_fake.state.files.values() if f.name == "b.pdf" and below(drive_fake, f.id, company)
+    ]
+
+
+def below(drive_fake: DriveFake, file_id: str, folder_id: str) -> bool:
+    """Whether ``file_id`` is somewhere inside ``folder_id`` (the fake serves every test)."""
+    files = drive_fake.state.files
+    parents = list(files[file_id].parents)
+    while parents:
+        parent = parents.pop()
+        if parent == folder_id:
+            return True
+        if parent in files:
+            parents += files[parent].parents
+    return False
 
 
 def client_secrets(drive_fake: DriveFake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client_id: str) -> Path:
