@@ -192,22 +192,24 @@ class Mirror:
         defeat another's ``keep``, and each would count the other's files as strangers.
         One inside another's folder is refused too: their files land on each other's
         (a ``flat`` target in ``backup/sub`` overwrote the tree target's ``sub/``)."""
-        seen: list[tuple[tuple[str, ...], str]] = []
+        seen: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []
         for runner in self.runners:
-            place = runner.place()
-            for other, name in seen:
-                if place == other:
+            place, key = runner.place(), runner.compared_place()
+            for other, other_key, name in seen:
+                if key == other_key:
                     raise ConfigError(
                         f"targets {name!r} and {runner.name!r} both write to {_shown(place)}; "
                         "give each target a folder of its own"
                     )
-                if (inner := _inside(place, other)) is not None:
-                    inner_name, outer_name = (runner.name, name) if inner == place else (name, runner.name)
+                if (inner := _inside(key, other_key)) is not None:
+                    inner_name, outer_name, inner_place = (
+                        (runner.name, name, place) if inner == key else (name, runner.name, other)
+                    )
                     raise ConfigError(
-                        f"target {inner_name!r} writes to {_shown(inner)}, inside the folder of target "
+                        f"target {inner_name!r} writes to {_shown(inner_place)}, inside the folder of target "
                         f"{outer_name!r}; give each target a folder of its own, not one inside another"
                     )
-            seen.append((place, runner.name))
+            seen.append((place, key, runner.name))
 
     def close(self, clean: bool = True) -> None:
         """``clean``: every runner stopped in time (:meth:`shutdown`); one stuck does not

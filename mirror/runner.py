@@ -526,7 +526,7 @@ class TargetRunner:
         target name, ``file://`` for a plain path, another source spelling, another
         timeout) can name the same folder, and two processes there remove each other's
         uploads as leftovers."""
-        path = self.index_file.parent / f"place-{_place_key(self.place())}.lock"
+        path = self.index_file.parent / f"place-{_place_key(self.compared_place())}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -555,6 +555,16 @@ class TargetRunner:
         with _located(self.config, self.target, self.resolved):
             server, path, account = driver.place(self.resolved.url, self.resolved.options)
         return ("url", self._where(server, path), account)
+
+    def compared_place(self) -> tuple[str, ...]:
+        """:meth:`place` as the target tells folders apart: where names ignore case
+        (Dropbox, OneDrive), dropbox://Invoices and dropbox://invoices/2024 are one
+        folder and one inside it, and their targets overwrote each other's files."""
+        place = self.place()
+        if self.local_folder is not None or self.caps.case_sensitive:
+            return place
+        kind, where, *account = place
+        return (kind, path_key(False)(where), *account)
 
     def recorded_place(self) -> tuple[str, ...]:
         """The place as indexes record it (meta ``place``, hashed), with every option in

@@ -1503,6 +1503,24 @@ def test_a_target_inside_another_target_s_folder_is_refused(src: Path, tmp_path:
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'b' writes to", "target 'a'")
 
 
+def test_a_cloud_target_inside_another_spelled_in_another_case_is_refused(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """Dropbox and OneDrive ignore case: dropbox://invoices/2024 is inside dropbox://Invoices,
+    and the two targets overwrote each other's copies of 2024/ while run and status said in sync."""
+    cfg = tmp_path / "mirror.toml"
+    for scheme in ("dropbox", "onedrive"):
+        cfg.write_text(
+            f'source = "{src}"\n[targets.one]\nurl = "{scheme}://Invoices"\noptions = {{ token = "t" }}\n'
+            f'[targets.two]\nurl = "{scheme}://invoices/2024"\noptions = {{ token = "t" }}\n'
+            f'[targets.three]\nurl = "{scheme}://INVOICES/"\noptions = {{ token = "t" }}\n'
+        )
+        refused = run("run", "-c", str(cfg), "--once", state=state)
+        assert_one_line_error(refused, 2, f"'two' writes to {scheme}://invoices/2024", "target 'one'")
+        cfg.write_text(cfg.read_text().replace("invoices/2024", "Invoices-2024"))
+        assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'one' and 'three'")
+
+
 def test_a_state_folder_that_cannot_be_made_is_a_one_line_error(src: Path, tmp_path: Path) -> None:
     (tmp_path / "a file").write_bytes(b"")
     for state in (tmp_path / "a file", tmp_path / "a file" / "below"):
