@@ -61,6 +61,10 @@ class TargetConfig:
     secrets: tuple[str, ...] = ()
 
 
+#: the origin of a config built from ``mirror run SOURCE TARGET`` or in code
+COMMAND_LINE = "command line"
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole run: one source, its targets, backend presets, where state lives."""
@@ -71,7 +75,7 @@ class Config:
     state_dir: Path | None = None
     #: where ``mirror run`` serves metrics (HOST:PORT), unless --metrics-addr says
     metrics_addr: str | None = None
-    origin: str = "command line"
+    origin: str = COMMAND_LINE
     #: the source as given, where a link on its way leads to ``source`` (current ->
     #: releases/7): what names the source's indexes, as the link may lead elsewhere later
     source_link: Path | None = None

@@ -27,7 +27,7 @@ import platformdirs
 
 from mirror import registry
 from mirror.bulk import BulkLane, split
-from mirror.config import Config, TargetConfig
+from mirror.config import COMMAND_LINE, Config, TargetConfig
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TargetFull, TransientError
 from mirror.events import Observers, Report
@@ -81,20 +81,22 @@ def state_dir(config: Config) -> Path:
 
 
 @contextmanager
-def _located(config: Config, target: TargetConfig, resolved: registry.Resolved) -> Iterator[None]:
-    """A backend's refusal of a target's options or a preset's capabilities, told with the
-    config and the tables they came from (a target of SOURCE TARGET has neither)."""
+def _located(config: Config, target: TargetConfig, preset: str | None) -> Iterator[None]:
+    """A backend's refusal of a target's URL, options or a preset's capabilities, told with
+    the config and the tables they came from: of three targets, which one's URL lacks a
+    bucket. A target of SOURCE TARGET, whose URL the user just typed, is told as is."""
     try:
         yield
     except ConfigError as exc:
-        if not (target.options or resolved.preset):
+        if config.origin == COMMAND_LINE and not (target.options or preset):
             raise
-        at = f"targets.{target.name}" + (f" (with backends.{resolved.preset})" if resolved.preset else "")
+        at = f"targets.{target.name}" + (f" (with backends.{preset})" if preset else "")
         raise ConfigError(f"{config.origin}: {at}: {exc}") from exc
 
 
 def _resolved(config: Config, target: TargetConfig) -> tuple[registry.Resolved, Capabilities]:
-    resolved = registry.resolve(target.url, target.options, config.presets)
+    with _located(config, target, None):
+        resolved = registry.resolve(target.url, target.options, config.presets)
     try:
         return resolved, registry.capabilities(resolved)
     except ConfigError as exc:
@@ -258,7 +260,7 @@ class TargetRunner:
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
         """Open the index (taking the per-target lock) and check the backend is installed."""
-        with _located(self.config, self.target, self.resolved):
+        with _located(self.config, self.target, self.resolved.preset):
             registry.load_driver_class(self.resolved.backend).check_target(
                 self.resolved.url, self.resolved.options
             )
@@ -552,7 +554,7 @@ class TargetRunner:
         if self.local_folder is not None:
             return _folder_place(self.local_folder)
         driver = registry.load_driver_class(self.resolved.backend)
-        with _located(self.config, self.target, self.resolved):
+        with _located(self.config, self.target, self.resolved.preset):
             server, path, account = driver.place(self.resolved.url, self.resolved.options)
         return ("url", self._where(server, path), account)
 
