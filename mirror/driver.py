@@ -715,6 +715,14 @@ def classify_os_error(exc: BaseException) -> MirrorError:
         return TargetFull(f"target is full ({cause.strerror}); free space there")
     if isinstance(cause, OSError) and cause.errno == errno.EROFS:
         return FatalError("target is read-only; mount it writable")
+    if isinstance(cause, PermissionError) and cause.filename:
+        # the file named is most often an upload's temp file, which the user never saw:
+        # its folder refused it (an immutable folder, a share of another owner)
+        folder = os.path.dirname(os.fsdecode(cause.filename)) or "."
+        return Refused(
+            f"cannot write into {folder} ({(cause.strerror or 'permission denied').lower()}): "
+            "check the folder's owner, permissions and attributes (ls -ld, lsattr -d)"
+        )
     if isinstance(exc, PermissionError):
         return Refused(text)
     return ItemError(text)

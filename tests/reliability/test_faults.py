@@ -69,6 +69,45 @@ def test_a_file_larger_than_the_free_space_fails_alone(tmp_path: Path) -> None:
         assert temp_files(stick / "backup") == []
 
 
+@contextlib.contextmanager
+def write_protected(folder: Path) -> Iterator[None]:
+    """``folder`` refusing writes: immutable as root (EPERM), read-only otherwise (EACCES)."""
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot make a folder immutable here ({done.stderr.decode().strip()})")
+        undo = ["chattr", "-i", str(folder)]
+    else:
+        folder.chmod(0o555)
+        undo = ["chmod", "755", str(folder)]
+    try:
+        yield
+    finally:
+        subprocess.run(undo, capture_output=True, check=False)
+
+
+def test_a_target_folder_refusing_writes_is_named_with_how_to_fix_it(tmp_path: Path) -> None:
+    """An immutable folder on the target failed its files with "PermissionError: [Errno 1]
+    Operation not permitted: '.../sub/.~mirror-51250e6eb120.tmp'", naming a temp file and
+    no fix, in the log and in status."""
+    source, state, target = tmp_path / "export", tmp_path / "state", tmp_path / "backup"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "a.pdf").write_bytes(b"a")
+    config = write_config(tmp_path / "mirror.toml", source, {"usb": (str(target), {})})
+    assert run("run", "-c", str(config), "--once", state=state).returncode == 0
+    (source / "sub" / "b.pdf").write_bytes(b"b")
+    (source / "c.pdf").write_bytes(b"c")
+    with write_protected(target / "sub"):
+        result = run("run", "-c", str(config), "--once", state=state)
+        status = run("status", "-c", str(config), state=state)
+    told = f"sub/b.pdf: cannot write into {target / 'sub'} ("
+    how = "): check the folder's owner, permissions and attributes (ls -ld, lsattr -d)"
+    for output in (result.stderr, status.stdout):
+        assert told in output and how in output and ".~mirror-" not in output, output
+    assert result.returncode == 1 and status.returncode == 1
+    assert sorted(hashes(target)) == ["c.pdf", "sub/a.pdf"]
+
+
 def test_a_full_local_target_is_fatal_corrupts_nothing_and_resumes_when_space_returns(tmp_path: Path) -> None:
     source = tmp_path / "export"
     source.mkdir()
