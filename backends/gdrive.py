@@ -644,17 +644,7 @@ class GDriveDriver(Driver):
     # -- errors -----------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:
         if isinstance(exc, HttpError):
-            status = int(exc.resp.status) if exc.resp is not None else 0
-            reason = _reason(exc)
-            text = f"Google Drive answered {status}" + (f" ({reason})" if reason else "")
-            if status == 429 or (status == 403 and reason in RETRY_REASONS) or status >= 500:
-                return TransientError(text, retry_after=_retry_after(exc))
-            if reason in FATAL_REASONS or status == 401:
-                full = reason == "storageQuotaExceeded"
-                return (TargetFull if full else FatalError)(
-                    text + ("; run `mirror auth gdrive` again" if status == 401 else "")
-                )
-            return ItemError(text)
+            return self._answered(exc)
         if isinstance(exc, google.auth.exceptions.RefreshError):
             # google-auth marks a 5xx, 429 or 408 of the token endpoint retryable: the login
             # still holds, the service that renews it is down for a while
@@ -666,6 +656,22 @@ class GDriveDriver(Driver):
         if isinstance(exc, FileNotFoundError):
             return ItemError(str(exc))
         return classify_transport_error(exc)
+
+    def _answered(self, exc: HttpError) -> MirrorError:
+        """What an error Drive answered means for mirror."""
+        status = int(exc.resp.status) if exc.resp is not None else 0
+        reason = _reason(exc)
+        text = f"Google Drive answered {status}" + (f" ({reason})" if reason else "")
+        if status == 429 or (status == 403 and reason in RETRY_REASONS) or status >= 500:
+            return TransientError(text, retry_after=_retry_after(exc))
+        if reason == "storageQuotaExceeded":
+            trash = " (its trash counts too, and mirror's deletions go there: empty it)" if self.trash else ""
+            return TargetFull(
+                f"the Google Drive storage is full: free some space{trash} or buy more, then run again"
+            )
+        if reason in FATAL_REASONS or status == 401:
+            return FatalError(text + ("; run `mirror auth gdrive` again" if status == 401 else ""))
+        return ItemError(text)
 
     def close(self) -> None:
         with self._lock:

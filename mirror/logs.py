@@ -83,9 +83,12 @@ def setup(verbosity: int, fmt: str = "text", secrets: Iterable[str] = ()) -> Sec
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
     root.setLevel(logging.WARNING)
     logging.getLogger("mirror").setLevel(level)
-    # paramiko logs each lost connection as an error with its traceback, and with no
-    # target named; the SFTP backend turns the same failure into mirror's own message
-    logging.getLogger("paramiko").setLevel(logging.CRITICAL if verbosity <= 0 else logging.NOTSET)
+    # paramiko logs each lost connection as an error with its traceback, and the Google
+    # client warns of each 403 it meets ('Encountered 403 Forbidden with reason
+    # "storageQuotaExceeded"'), with no target named; their backends tell the same failure
+    # in mirror's own words
+    for library in ("paramiko", "googleapiclient.http"):
+        logging.getLogger(library).setLevel(logging.CRITICAL if verbosity <= 0 else logging.NOTSET)
     if verbosity > 1:
         root.setLevel(logging.DEBUG)
     return scrubber

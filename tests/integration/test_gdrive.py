@@ -235,6 +235,29 @@ def test_throttling_beyond_the_retry_budget_is_transient_with_retry_after(
     driver.close()
 
 
+def test_a_full_drive_says_what_to_do_as_a_full_dropbox_does(
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    """A full Drive said only "Google Drive answered 403 (storageQuotaExceeded)", after
+    the Google client's own raw 'Encountered 403 Forbidden' warnings."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "invoice.pdf").write_bytes(b"invoice")
+    config = write_config(tmp_path / "mirror.toml", source, {"drive": (gdrive_target.url, gdrive_target.options)})
+    state = tmp_path / "state"
+    with drive_fake.state.lock:
+        drive_fake.state.throttle[:] = [(403, "storageQuotaExceeded", None)] * 50
+    full = run("run", "--once", "-c", str(config), state=state)
+    status = run("status", "-c", str(config), state=state)
+    told = "the Google Drive storage is full: free some space (its trash counts too"
+    assert full.returncode == 1 and f"drive: target failed: {told}" in full.stderr, full.stderr
+    assert "Encountered 403" not in full.stderr and "storageQuotaExceeded" not in full.stderr, full.stderr
+    assert status.returncode == 1 and f"last error: {told}" in status.stdout, status.stdout
+    with drive_fake.state.lock:
+        drive_fake.state.throttle.clear()
+    assert run("run", "--once", "-c", str(config), state=state).returncode == 0
+
+
 def test_revoked_refresh_token_is_fatal_without_leaking_secrets(
     drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
 ) -> None:
