@@ -59,6 +59,8 @@ from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Targe
 from mirror.hashing import DROPBOX_BLOCK, HashKind, dropbox_content_hash
 from mirror.private_files import read_private_json
 
+from .dropbox_auth import default_token_file
+
 T = TypeVar("T")
 
 MiB = 1024 * 1024
@@ -890,8 +892,18 @@ def _hash_bytes(data: bytes) -> str:
 
 def credentials(options: Mapping[str, Any]) -> dict[str, Any]:
     """SDK keyword arguments for the login in ``options``; ConfigError without a usable one."""
-    if options.get("token_file"):
-        stored = read_token_file(str(options["token_file"]))
+    token_file = options.get("token_file")
+    if not (token_file or options.get("refresh_token") or options.get("token")):
+        # where `mirror auth dropbox` stores the login, as gdrive:// and onedrive:// read theirs
+        token_file = default_token_file()
+        if not token_file.exists():
+            raise ConfigError(
+                f"Dropbox target needs a login: run `mirror auth dropbox --app-key YOUR_APP_KEY` (it stores one "
+                f"in {token_file}), or set token_file, refresh_token + app_key, or token (a short-lived access "
+                "token, for quick tests) in the target's options"
+            )
+    if token_file:
+        stored = read_token_file(str(token_file))
         return {"oauth2_refresh_token": stored["refresh_token"], "app_key": stored["app_key"]}
     if options.get("refresh_token"):
         if not options.get("app_key"):
@@ -900,12 +912,7 @@ def credentials(options: Mapping[str, Any]) -> dict[str, Any]:
         if options.get("app_secret"):
             creds["app_secret"] = str(options["app_secret"])
         return creds
-    if options.get("token"):
-        return {"oauth2_access_token": str(options["token"])}
-    raise ConfigError(
-        "Dropbox target needs a login: token_file (written by `mirror auth dropbox`), "
-        "refresh_token + app_key, or token (a short-lived access token, for quick tests)"
-    )
+    return {"oauth2_access_token": str(options["token"])}
 
 
 def read_token_file(path: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mirror.errors import ConfigError, FatalError
+from tests.cli import run
 from tests.servers.dropbox import DropboxServer
 
 
@@ -139,7 +140,33 @@ def test_token_file_must_be_private(dropbox_server: DropboxServer, tmp_path: Pat
         dropbox_server.driver(token=None, token_file=str(token_file))
 
 
-def test_missing_login_and_unknown_options_are_config_errors(dropbox_server: DropboxServer) -> None:
+def test_the_login_mirror_auth_stores_by_default_is_used_without_options(
+    dropbox_server: DropboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mirror run ./export dropbox://Invoices` right after `mirror auth dropbox` said the
+    target "needs a login", as if the file that command wrote were not there (gdrive://
+    and onedrive:// read theirs)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    stored = tmp_path / "config" / "mirror" / "dropbox-token.json"
+    missing = run("run", str(tmp_path), "dropbox://Invoices", "--once", state=tmp_path / "state")
+    assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1, missing.stderr
+    assert "needs a login: run `mirror auth dropbox" in missing.stderr, missing.stderr
+    assert f"(it stores one in {stored})" in missing.stderr, missing.stderr
+    login(dropbox_server, stored, monkeypatch, ["--app-key", dropbox_server.fake.app_key])
+    assert stored.exists()
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"invoice")
+    state = tmp_path / "state"
+    done = run("run", str(source), "dropbox://Invoices", "--once", state=state, env=dropbox_server.env)
+    assert done.returncode == 0, done.stderr
+    assert dropbox_server.fake.file_bytes("/Invoices/a.pdf") == b"invoice"
+
+
+def test_missing_login_and_unknown_options_are_config_errors(
+    dropbox_server: DropboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     with pytest.raises(ConfigError, match="needs a login"):
         dropbox_server.driver(token=None)
     with pytest.raises(ConfigError, match="needs app_key"):
