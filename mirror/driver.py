@@ -712,7 +712,10 @@ def classify_os_error(exc: BaseException) -> MirrorError:
     if isinstance(cause, (ConnectionError, TimeoutError, EOFError)):
         return TransientError(text)
     if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-        return TargetFull(f"target is full ({cause.strerror}); free space there")
+        # a disk out of inodes says ENOSPC too, while df -h shows it nearly empty
+        return TargetFull(
+            f"target is full ({cause.strerror}): out of space or of inodes (df -h, df -i); free some there"
+        )
     if isinstance(cause, OSError) and cause.errno == errno.EROFS:
         return FatalError("target is read-only; mount it writable")
     if isinstance(cause, PermissionError) and cause.filename:

@@ -27,10 +27,12 @@ from tests.servers.sshd import SshServer
 
 
 @contextlib.contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A small tmpfs at ``where``; skips the test when mounting is not permitted here."""
+def tmpfs(where: Path, size: str, inodes: int | None = None) -> Iterator[Path]:
+    """A small tmpfs at ``where`` (with room for ``inodes`` files and folders, if given);
+    skips the test when mounting is not permitted here."""
     where.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
     try:
@@ -135,6 +137,20 @@ def test_a_full_local_target_is_fatal_corrupts_nothing_and_resumes_when_space_re
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert hashes(target) == expected
         assert run("verify", str(source), str(target), state=state).returncode == 0
+
+
+def test_a_disk_out_of_inodes_is_named_with_df_i_beside_df_h(tmp_path: Path) -> None:
+    """A disk out of inodes said "target is full ...; free space there", while df -h
+    showed it 1 % used."""
+    source = tmp_path / "export"
+    source.mkdir()
+    for i in range(40):
+        (source / f"invoice {i:02}.pdf").write_bytes(b"PDF %d" % i)
+    with tmpfs(tmp_path / "disk", "10m", inodes=20) as disk:
+        full = run("run", str(source), str(disk / "backup"), "--once", state=tmp_path / "state")
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "target failed: target is full (No space left on device): out of space or of inodes" in full.stderr
+    assert "(df -h, df -i)" in full.stderr, full.stderr
 
 
 def test_a_target_stopped_by_a_full_disk_is_tried_again_while_watching(tmp_path: Path) -> None:
