@@ -385,7 +385,7 @@ class Mirror:
         known = Entries()
         lock = threading.Lock()
         for runner in self.runners:
-            runner.start(known, lock)
+            runner.start(known, lock, self.source_moved)
         rescan_every = min(r.settings.rescan_interval for r in self.runners)
         watcher = SourceWatcher(
             self.config.source,

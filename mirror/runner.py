@@ -63,6 +63,8 @@ ASKS_AT_MOST = 100
 RESTART_FIRST, RESTART_MOST = 1.0, 60.0
 #: seconds a stop waits for the temp files of the uploads it gave up on to be removed
 TEMPS_WAIT = 3.0
+#: seconds between looks at a source folder that is away (Mirror.source_moved), as the watcher's
+SOURCE_WAIT = 2.0
 #: seconds before a full target (TargetFull) is tried again, doubled while it stays full,
 #: up to the second figure (and never beyond rescan_interval). Waiting for the rescan
 #: (an hour) kept invoices off a disk for that long after space was freed; the cap bounds
@@ -256,6 +258,8 @@ class TargetRunner:
         #: left out for their names, path -> (entry, why): a mirrored file renamed to one
         #: keeps its copy (mirror.plan)
         self.not_sent: Mapping[str, tuple[LocalEntry, str]] = {}
+        #: watch mode: why the source folder is not the one mirrored (Mirror.source_moved)
+        self._source_away: Callable[[], str | None] = lambda: None
 
     # -- lifecycle ------------------------------------------------------------------
     def open(self) -> None:
@@ -745,11 +749,13 @@ class TargetRunner:
             return self._without(clash, local, given_scope, given_empty, given_skip, hold_gone)
 
         def listed() -> Report:
-            """This pass again, as a full pass with a listing."""
+            """This pass again, with a listing. A watch pass keeps its scope: its ``local``
+            holds only the changed files, and planned as the whole source it took every
+            other file for gone."""
             return self.pass_(
                 local,
                 listing=True,
-                scope=None,
+                scope=given_scope,
                 source_empty=given_empty,
                 kind=kind,
                 skip=given_skip,
@@ -1420,9 +1426,10 @@ class TargetRunner:
             self.note(incomplete=1)
             self.log.warning("stopped with %d change(s) not yet sent; the next run sends them", left)
 
-    def start(self, known: Entries, lock: threading.Lock) -> None:
+    def start(self, known: Entries, lock: threading.Lock, source_away: Callable[[], str | None]) -> None:
         self._known = known
         self._known_lock = lock
+        self._source_away = source_away
         self._thread = threading.Thread(target=self._keep_running, name=f"mirror-{self.name}", daemon=True)
         self._thread.start()
 
@@ -1663,6 +1670,8 @@ class TargetRunner:
             released = self.held.release()
             if not work.full:
                 work.changes.update(stat_paths(self.config.source, released - work.changes.keys(), self.filter))
+        if work.full and not self._source_here(work):
+            return []
         if work.full:
             self._lane_empty_for(listing=True, scope=None)  # before: its journal asks for a listing
             with self._known_lock:
@@ -1678,6 +1687,8 @@ class TargetRunner:
             # items that failed before get another chance with every batch (failures are few)
             failed = [f.src for f in self.index.failures() if f.src not in work.changes]
             work.changes.update(stat_paths(self.config.source, failed, self.filter))
+        if work.changes and not self._source_here(work):
+            return reports
         if work.changes and self.lane is not None:
             # changes to what a large upload still works on wait for it (mirror.bulk)
             work.changes = self.lane.hold_back(work.changes)
@@ -1701,6 +1712,20 @@ class TargetRunner:
                 local = self._known.copy()
             reports.append(self.pass_(local, listing=True, scope=None, skip=work.skip))
         return reports
+
+    def _source_here(self, work: Work) -> bool:
+        """Wait while the source folder is away (unmounted, renamed away: Mirror.source_moved),
+        then stat the changes of ``work`` again; False when stopped meanwhile. Asked after
+        the stats of a pass: stat'ed while it was away, every file looked gone, and the held
+        deletions and failed items stat'ed here (out of reach of the engine's check of each
+        batch) deleted their copies."""
+        if self._source_away() is None:
+            return True
+        while not self.stop.wait(SOURCE_WAIT):
+            if self._source_away() is None:
+                work.changes = stat_paths(self.config.source, work.changes, self.filter)
+                return True
+        return False
 
     def _log_report(self, report: Report) -> None:
         if report.uploaded or report.moved or report.deleted or report.adopted or report.cut_short:

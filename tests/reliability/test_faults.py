@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from mirror.held import SETTLE_S
+from mirror.runner import ASKS_AT_MOST
 from tests.cli import MIRROR, files, run, start, wait_for
 from tests.reliability.common import bind, hashes, landed, sftp_options, temp_files, write_config
 from tests.servers.dropbox import DropboxServer
@@ -52,6 +54,15 @@ def stop(proc: subprocess.Popen[str], log: Path) -> str:
     text = log.read_text()
     assert code == 0, text[-3000:]
     return text
+
+
+def _invoices(source: Path, count: int) -> dict[str, bytes]:
+    """A new source folder holding ``count`` invoices; returns them by path."""
+    source.mkdir()
+    contents = {f"invoice {i}.pdf": os.urandom(1000) for i in range(count)}
+    for rel, blob in contents.items():
+        (source / rel).write_bytes(blob)
+    return contents
 
 
 # -- target full ------------------------------------------------------------------------------
@@ -670,6 +681,44 @@ def test_a_missing_source_is_a_clear_error_and_watch_mode_waits_for_it(tmp_path:
             proc.kill()
 
 
+@pytest.mark.parametrize("over", ["local", "sftp"])
+def test_a_source_gone_just_after_a_large_batch_of_new_files_deletes_nothing(
+    over: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Over ASKS_AT_MOST new files, the pass that sent them planned the batch as the whole
+    source and held every other copy for deletion; the source renamed away within the
+    hold's settle time, they were deleted 'waiting for it; nothing is changed'."""
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    old = _invoices(source, 8)
+    args = [str(source), str(target)]
+    if over == "sftp":
+        server: SshServer = request.getfixturevalue("sshd")
+        target.mkdir()
+        config = write_config(tmp_path / "m.toml", source, {"nas": (server.url(target), sftp_options(server))})
+        args = ["-c", str(config)]
+    proc = start("run", *args, state=state, log=log)
+    try:
+        wait_for(lambda: landed(target) == old, timeout=30, what="the first copy")
+        (source / "batch").mkdir()
+        new = {f"batch/doc {i}.pdf": b"%d" % i for i in range(ASKS_AT_MOST + 50)}
+        for rel, blob in new.items():
+            (source / rel).write_bytes(blob)
+        wait_for(lambda: landed(target) == {**old, **new}, timeout=30, what="the batch")
+        source.rename(tmp_path / "elsewhere")
+        wait_for(lambda: "is missing (not mounted?)" in log.read_text(), timeout=30, what="the warning")
+        time.sleep(SETTLE_S + 2)  # past the moment held deletions are planned again
+        assert landed(target) == {**old, **new}, log.read_text()[-3000:]
+        shown = run("status", *args, state=state)
+        assert shown.returncode == 1 and f"last error: source folder {source} is missing" in shown.stdout
+        (tmp_path / "elsewhere").rename(source)
+        (source / "back.pdf").write_bytes(b"back again")
+        wait_for(lambda: "back.pdf" in landed(target), timeout=30, what="a file after the source came back")
+        stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_a_source_back_but_empty_is_no_longer_called_missing(tmp_path: Path) -> None:
     """After the folder came back (emptied), status still said it was missing; the guard's
     own line says what holds the deletions back."""
@@ -779,10 +828,7 @@ def test_a_share_mounted_inside_the_source_that_drops_off_deletes_nothing(tmp_pa
 
 def test_an_emptied_source_in_watch_mode_deletes_nothing(tmp_path: Path) -> None:
     source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
-    source.mkdir()
-    contents = {f"invoice {i}.pdf": os.urandom(1000) for i in range(5)}
-    for rel, blob in contents.items():
-        (source / rel).write_bytes(blob)
+    contents = _invoices(source, 5)
     proc = start("run", str(source), str(target), state=state, log=log)
     try:
         wait_for(lambda: landed(target) == contents, timeout=30, what="the first copy")
