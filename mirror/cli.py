@@ -31,7 +31,7 @@ from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver
 from mirror.engine import Mirror
-from mirror.errors import ConfigError, MirrorError, StateError
+from mirror.errors import ConfigError, GuardRefused, MirrorError, StateError
 from mirror.layout import Layout
 from mirror.logs import printable
 from mirror.logs import setup as setup_logging
@@ -651,6 +651,11 @@ def verify(
         mirror.open()
         try:
             snap = scan(cfg.source, mirror.filter)
+            if why := mirror.source_unusable(snap):
+                raise GuardRefused(
+                    f"{why} Nothing was compared; mount it and verify again (if the folder moved on purpose, "
+                    "run once with --rescan first)"
+                )
             # files no target can hold as they are: not backed up, so never "identical"
             unmirrorable = [skip for skip in snap.skipped if skip.fix]
             for runner in mirror.runners:

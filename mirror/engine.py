@@ -187,6 +187,12 @@ class Mirror:
                 )
         return None
 
+    def source_unusable(self, snap: Snapshot) -> str | None:
+        """Why the files of ``snap`` do not stand for the source the targets were filled
+        from (:meth:`source_moved`, :meth:`source_doubted`): compared with the targets, an
+        empty mount point made every copy a file removed from the source."""
+        return self.source_moved() or self.source_doubted(snap)
+
     def _check_distinct(self) -> None:
         """Two targets writing to one place would undo each other: one's deletions would
         defeat another's ``keep``, and each would count the other's files as strangers.

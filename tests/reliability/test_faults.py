@@ -642,6 +642,19 @@ def test_an_unmounted_source_deletes_nothing_in_once_and_watch_mode(tmp_path: Pa
             proc.kill()
 
 
+def test_verify_of_a_source_disk_not_mounted_says_so_and_compares_nothing(tmp_path: Path) -> None:
+    """verify listed every file 'removed from the source but still on the target', and never
+    said the disk was not mounted, which run says."""
+    target, state = tmp_path / "backup", tmp_path / "state"
+    with tmpfs(tmp_path / "export", "4m") as source:
+        (source / "invoice.pdf").write_bytes(b"invoice")
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    checked = run("verify", str(source), str(target), state=state)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "is the share or disk mounted? Nothing was compared" in checked.stderr, checked.stderr
+    assert "removed from the source" not in checked.stdout, checked.stdout
+
+
 def test_a_missing_source_is_a_clear_error_and_watch_mode_waits_for_it(tmp_path: Path) -> None:
     source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
     source.mkdir()
