@@ -1351,6 +1351,8 @@ class TargetRunner:
         # a first copy is not complete while files written just before the start wait to
         # settle: status said so with nothing on the target yet
         first_waits = settling and self.index.get_meta("last_complete_sync") is None
+        # the source went away while the pass ran: what the engine told of it then stays told
+        away = self._source_away()
         if (
             report.ok
             and not report.cut_short
@@ -1358,23 +1360,33 @@ class TargetRunner:
             and not remade
             and not sending
             and not first_waits
+            and away is None
         ):
             values["last_complete_sync"] = now
-        elif report.error:
-            values["last_error"] = report.error
+        elif report.error or away:
+            values["last_error"] = report.error or away
             values["state"] = "failing"
         # looked at again, not taken from the check before the pass: a first copy makes the folder
         if not report.error and (place := self._place()):
             values["target_place"] = place
             values["target_folder"] = self._folder_id()
-        # a remount comes with a full pass (the watcher rescans); watch passes need not look
-        if report.kind == "full" and not report.error and (source_place := place_of(str(self.config.source))):
+        # a remount comes with a full pass (the watcher rescans); watch passes need not look.
+        # Another place than the recorded one only when accepted (--rescan): a pass that
+        # ended as the disk went away recorded the mount point's folder, which then passed
+        # for the source come back, and the disk back for a folder moved
+        if (
+            report.kind == "full"
+            and not report.error
+            and away is None
+            and (self.accept_new_place or self.source_place() is None)
+            and (source_place := place_of(str(self.config.source)))
+        ):
             values["source_place"] = source_place
         if report.guard or report.kind == "full" or report.deleted:
             values["withheld"] = report.guard
         self.index.set_meta(**values)
         self.observer.on_report(report)
-        self.observer.on_state(self.name, str(values["state"]), report.error)
+        self.observer.on_state(self.name, str(values["state"]), report.error or away)
 
     def _record_run(self, report: Report) -> None:
         """A run record for status's history: every full pass, and watch passes that did something."""

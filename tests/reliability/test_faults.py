@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -23,7 +24,7 @@ import pytest
 from mirror.held import SETTLE_S
 from mirror.runner import ASKS_AT_MOST
 from tests.cli import MIRROR, files, run, start, wait_for
-from tests.reliability.common import bind, hashes, landed, sftp_options, temp_files, write_config
+from tests.reliability.common import bind, descendants, hashes, landed, sftp_options, temp_files, write_config
 from tests.servers.dropbox import DropboxServer
 from tests.servers.sshd import SshServer
 
@@ -602,6 +603,51 @@ def test_a_source_share_that_fstab_mounts_but_is_not_mounted_changes_nothing(tmp
 
 
 # -- the source goes away ---------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_a_source_disk_unmounted_during_a_full_pass_is_not_taken_for_the_source_back(tmp_path: Path) -> None:
+    """A full pass under way as the disk went away recorded the empty mount point as the
+    source's place: mirror said 'source folder ... is back; rescanning', and, once the
+    disk was back, refused it as 'on ... (tmpfs), but mirror read it on / (ext4)'; status
+    said idle, exit 0, meanwhile."""
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    remote, state, log = tmp_path / "remote", tmp_path / "state", tmp_path / "m.log"
+    remote.mkdir()
+    stopped: list[int] = []
+    proc: subprocess.Popen[str] | None = None
+    try:
+        with tmpfs(tmp_path / "export", "8m") as source:
+            config = write_config(tmp_path / "m.toml", source, {"nas": (server.url(remote), sftp_options(server))})
+            (source / "invoice.pdf").write_bytes(b"invoice")
+            assert run("run", "-c", str(config), "--once", state=state).returncode == 0
+            for i in range(400):
+                (source / f"scan {i}.pdf").write_bytes(b"%d" % i)
+            proc = start("run", "-c", str(config), state=state, log=log)
+            wait_for(lambda: len(landed(remote)) > 1, timeout=30, what="the pass to start sending")
+            stopped = descendants(server.proc.pid)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)  # the pass stays under way
+        wait_for(lambda: "is the share or disk mounted?" in log.read_text(), timeout=30, what="the warning")
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: " sent " in log.read_text(), timeout=60, what="the pass to end")
+        shown = run("status", "-c", str(config), state=state)
+        assert shown.returncode == 1 and "is the share or disk mounted?" in shown.stdout, shown.stdout
+        with tmpfs(tmp_path / "export", "8m"):
+            (source / "invoice.pdf").write_bytes(b"invoice")
+            (source / "after.pdf").write_bytes(b"after the mount")
+            wait_for(lambda: "after.pdf" in landed(remote), timeout=30, what="a file once the disk is back")
+            assert landed(remote)["invoice.pdf"] == b"invoice"
+            stop(proc, log)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        server.stop()
+
+
 def test_an_unmounted_source_deletes_nothing_in_once_and_watch_mode(tmp_path: Path) -> None:
     target, state, log = tmp_path / "backup", tmp_path / "state", tmp_path / "mirror.log"
     contents = {f"invoice {i}.pdf": os.urandom(2000) for i in range(12)}

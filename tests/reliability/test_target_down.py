@@ -20,7 +20,7 @@ import pytest
 
 from tests.cli import files, run, start, wait_for
 from tests.fakes.dropbox_api import Fault
-from tests.reliability.common import landed, sftp_options, write_config
+from tests.reliability.common import descendants, landed, sftp_options, write_config
 from tests.servers.dropbox import DropboxServer
 from tests.servers.ftp import serve
 from tests.servers.sshd import SshServer, free_port
@@ -231,21 +231,6 @@ def test_a_nas_share_that_comes_back_empty_after_an_outage_is_filled_again(tmp_p
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-def _descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (sshd's listener and its sessions)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += [child for child, parent in parents.items() if parent == found[-1]]
-    return found
-
-
 @pytest.mark.timeout(120)
 def test_a_stop_while_the_server_hangs_mid_upload_is_prompt(tmp_path: Path) -> None:
     """SIGTERM while an upload's link had stalled took 35 s: after 5 s of waiting for the
@@ -266,7 +251,7 @@ def test_a_stop_while_the_server_hangs_mid_upload_is_prompt(tmp_path: Path) -> N
         with open(source / "scan.pdf", "wb") as big:
             big.truncate(400 * 2**20)
         wait_for(lambda: any(p.name.startswith(".~mirror-") for p in remote.iterdir()), what="the upload to start")
-        stopped = _descendants(server.proc.pid)
+        stopped = descendants(server.proc.pid)
         for pid in stopped:
             os.kill(pid, signal.SIGSTOP)  # the link stalls: nothing answers, nothing closes
         time.sleep(1.0)
