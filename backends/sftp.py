@@ -584,13 +584,14 @@ def connections_for(round_trip_s: float) -> int:
     """Connections a target's workers use at once, from the server's round trip.
 
     Small files go 64 to a batch in three round trips, and a batch costs the client about
-    10 ms of CPU. Measured on 2 cores with 10,000 files of 4 KiB, through a proxy that
-    delays each way: at a 0.25 ms round trip (a loopback OpenSSH) 5.1 s with 1
-    connection, 5.4 s with 2, 6.1 s with 4 (client CPU 3.9, 5.4 and 6.3 s: every thread
-    more adds GIL handoffs, 1.4 million futex calls against 0.26 million); at 2.3 ms 6.0 s
-    with 2, 6.4 s with 4; at 5.5 ms 6.9 s with 2, 6.1 s with 4; at 20 ms 20.5 s with 1,
-    8.0 s with 4. Two where the round trip is short, not one: a second connection covers
-    the waits one leaves, and keeps a link free while a large file goes out.
+    10 ms of CPU. A first copy of 10,000 files of 4 KiB on 2 cores, through a relay that
+    delays each way (``python -m bench.connections``, medians of 3), with 1, 2 and 4:
+    at a 0.28 ms round trip (a loopback OpenSSH) 4.7, 4.8 and 6.4 s, the client's CPU
+    3.8, 4.7 and 6.8 s (every thread more adds GIL handoffs: 1.4 million futex calls with
+    4 against 0.26 million with 1); at 2.7 ms 6.6, 5.5 and 5.0 s; at 7.1 ms 8.7, 6.3 and
+    5.7 s; at 21.5 ms 18.6, 11.4 and 7.1 s. Two where the round trip is short, not one:
+    a second connection covers the waits one leaves, and keeps a link free while a large
+    file goes out.
     """
     return 2 if round_trip_s < NEAR_ROUND_TRIP_S else SFTPDriver.default_concurrency
 
