@@ -4,7 +4,7 @@ The figures behind ``backends.sftp.connections_for``. A loopback OpenSSH is reac
 directly and through a relay that holds every chunk half the added round trip each way
 (tc's netem is not in this machine's kernel); for each, mirror copies the ``small`` tree
 with ``concurrency`` set to each count in turn, and once with none set (its own choice),
-the order rotated each round. Prints the round trip paramiko sees (the shortest of 8),
+the order rotated each round. Prints the round trip the driver measures as it connects,
 and per count the median wall and CPU time of the first copy.
 
     python -m bench.connections                        # 0, 2, 5 and 20 ms added; 1, 2 and 4 connections
@@ -80,7 +80,7 @@ def relay(port: int, added_s: float) -> Iterator[int]:
 
 
 def round_trip_ms(server: sshd.Server, port: int) -> float:
-    """The shortest of 8 SFTP round trips paramiko makes to the server on ``port``."""
+    """The round trip the SFTP driver measures as it connects to the server on ``port``."""
     from backends import sftp  # the checkout's: bench runs from its top folder
 
     sftp._load_paramiko()
@@ -90,13 +90,7 @@ def round_trip_ms(server: sshd.Server, port: int) -> float:
     )
     links = sftp._Links(params)
     try:
-        link = links.take()
-        times = []
-        for _ in range(8):
-            started = time.perf_counter()
-            link.sftp.normalize(".")
-            times.append(time.perf_counter() - started)
-        return min(times) * 1000
+        return sftp._home_and_round_trip(links.take().sftp)[1] * 1000
     finally:
         links.close()
 
