@@ -24,7 +24,7 @@ from mirror.events import Observer, Observers, Report
 from mirror.execute import RetryPolicy
 from mirror.filters import Filter
 from mirror.index import Index
-from mirror.mounts import mounts_below, nearly_none, not_mounted, place_of
+from mirror.mounts import Identity, folder_identity, mounts_below, nearly_none, not_mounted, place_of
 from mirror.paths import ancestors
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner, described
@@ -66,8 +66,9 @@ class Mirror:
         self.unmirrorable: frozenset[str] = frozenset()
         #: what scans skipped and said so (each is told once a run)
         self._told: set[Skip] = set()
-        #: shares and disks mounted inside the source, or expected there (see _hold_unmounted)
-        self.inner_mounts: frozenset[str] = frozenset()
+        #: shares and disks mounted inside the source, or expected there, each with the
+        #: filesystem the last scan saw there (see _look_at_inner_mounts)
+        self.inner_mounts: dict[str, Identity] = {}
         #: watch mode: the source holds too few of the files mirrored from it (source_doubted)
         self._doubted = False
         #: run_once: each target's pass, by target name (one a stop gave up on may still run)
@@ -225,12 +226,16 @@ class Mirror:
 
     def scan(self) -> Snapshot:
         check_source(self.config.source)
+        # looked at before the scan: a share mounted or unmounted while it runs then shows
+        # the watcher another filesystem than the one looked at, and the watcher rescans
+        away = self._look_at_inner_mounts()
         snap = scan(self.config.source, self.filter)
         # a file every target's patterns leave out is none of theirs, whatever its name: told
         # to rename it (exit 1, for ever) over logs a program owns and nobody wants mirrored
         wanted = [r.filter.wants_file for r in self.runners]
         snap.skipped = [s for s in snap.skipped if not s.fix or any(wants(s.path) for wants in wanted)]
-        self._hold_unmounted(snap)
+        for rel in sorted(away):
+            snap.hold(rel, "the share or disk mounted here is not mounted (gone for good? remove the folder)")
         for skip in snap.skipped:
             # told once a run: each hourly rescan told every link and odd name again, for ever
             told = skip in self._told
@@ -266,22 +271,21 @@ class Mirror:
                 runner.note(left_out=left_out)  # written when it changes: a commit costs
         return snap
 
-    def _hold_unmounted(self, snap: Snapshot) -> None:
-        """A share or disk mounted inside the source that is not mounted now shows as an
-        empty folder: its files would count as deleted, and their copies go from every
-        target. Held like a folder that cannot be read, until it is back; a folder removed
-        (not only emptied) is a share given up."""
+    def _look_at_inner_mounts(self) -> frozenset[str]:
+        """Shares and disks mounted inside the source that are not mounted now: each
+        shows as an empty folder, its files would count as deleted, and their copies go
+        from every target. The scan holds them like a folder that cannot be read, until
+        they are back; a folder removed (not only emptied) is a share given up."""
         source = str(self.config.source)
         mounted = mounts_below(source)
         recorded = [(runner, runner.inner_mounts()) for runner in self.runners]
         known = frozenset().union(*(mounts for _, mounts in recorded))
         away = frozenset(m for m in known - mounted if os.path.isdir(os.path.join(source, m)))
-        for rel in sorted(away):
-            snap.hold(rel, "the share or disk mounted here is not mounted (gone for good? remove the folder)")
-        self.inner_mounts = mounted | away
+        self.inner_mounts = {rel: folder_identity(os.path.join(source, rel)) for rel in mounted | away}
         for runner, mounts in recorded:
-            if mounts != self.inner_mounts:
-                runner.remember_inner_mounts(self.inner_mounts)
+            if mounts != self.inner_mounts.keys():
+                runner.remember_inner_mounts(frozenset(self.inner_mounts))
+        return away
 
     def settle(self, snap: Snapshot) -> set[str]:
         """Wait until recently modified files settle; return those that never did.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
@@ -64,6 +65,19 @@ def mount_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> Mount | None
         if inside and (best is None or len(mount.point) >= len(best.point)):
             best = mount
     return best
+
+
+#: (device, inode) of a folder, None when there is none: tells a remount apart
+Identity = tuple[int, int] | None
+
+
+def folder_identity(folder: str | Path) -> Identity:
+    """What filesystem shows at ``folder`` now (see :data:`Identity`)."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def mounts_below(folder: str, mountinfo: str = "/proc/self/mountinfo") -> frozenset[str]:

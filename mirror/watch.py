@@ -16,7 +16,7 @@ import resource
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import watchfiles
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from mirror.filters import Filter
+from mirror.mounts import Identity, folder_identity
 from mirror.paths import ancestors
 from mirror.scan import LocalEntry, racy, scan, stat_paths
 
@@ -133,8 +134,9 @@ class SourceWatcher:
         #: shares and disks mounted inside the source (or expected there), and what each
         #: mount point was when this watcher started: inotify says nothing when one is
         #: mounted or unmounted, and the watches below it die with it
-        self.inner_mounts: frozenset[str] = frozenset()
-        self._inner_ids: dict[str, tuple[int, int] | None] = {}
+        #: mount points inside the source, each with the filesystem the engine's scan saw
+        #: there (set by the engine after each full scan)
+        self.inner_mounts: Mapping[str, Identity] = {}
         #: event folders without the links on their way, for the event batch at hand, and
         #: the source's own path without them, as the current watcher watches it
         self._real_folders: dict[str, str] = {}
@@ -244,12 +246,11 @@ class SourceWatcher:
     def _watch(self, started: set[int]) -> Iterator[Batch]:
         """One watcher's events until it ends; ``started``: the inotify instances the
         process held before it (its own is told apart from them)."""
-        root_id = _identity(self.root)
-        link_id = _identity(self.link) if self.link is not None else root_id
+        root_id = folder_identity(self.root)
+        link_id = folder_identity(self.link) if self.link is not None else root_id
         # inotify names events by the path it was given, and _real resolves each: a root
         # that is reached through a link from now on must be watched by its real path
         self._real_root = Path(os.path.realpath(self.root))
-        self._inner_ids.clear()
         events = watchfiles.watch(
             self._real_root,
             watch_filter=None,
@@ -292,7 +293,7 @@ class SourceWatcher:
             yield Batch(self._settled())
             if self._switching():
                 return
-            now_id = _identity(self.root)
+            now_id = folder_identity(self.root)
             if now_id != root_id:
                 # unmounted or mounted again: the watches died with the old folder, and
                 # a folder that is still there (a mount point) sends no event to say so
@@ -300,7 +301,7 @@ class SourceWatcher:
                     log.warning("source folder %s was replaced (unmounted or remounted); rescanning", self.root)
                     yield Batch({}, rescan=True)
                 return
-            if self.link is not None and _identity(self.link) != link_id:
+            if self.link is not None and folder_identity(self.link) != link_id:
                 yield Batch({}, rescan=True)  # the link leads elsewhere: the engine tells
                 return
             if (real := os.path.realpath(self.root)) != str(self._real_root):
@@ -459,11 +460,12 @@ class SourceWatcher:
         return os.path.join(real, name)
 
     def _inner_moved(self) -> str | None:
-        """A mount point inside the source that another filesystem shows now than when
-        this watcher started (the first look at one records it)."""
-        for rel in self.inner_mounts:
-            now = _identity(self.root / rel)
-            if self._inner_ids.setdefault(rel, now) != now:
+        """A mount point inside the source that shows another filesystem than the last
+        full scan saw there. Compared with the scan's look, not this watcher's first: a
+        share mounted between the two was taken for the one seen, and its files waited
+        for the hourly rescan."""
+        for rel, seen in self.inner_mounts.items():
+            if folder_identity(self.root / rel) != seen:
                 return rel
         return None
 
@@ -603,15 +605,6 @@ class SourceWatcher:
             else:
                 self.known[rel] = entry
         return ready
-
-
-def _identity(folder: Path) -> tuple[int, int] | None:
-    """(device, inode) of a folder, None when it is missing: tells a remount apart."""
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def _stalled_since(since: tuple[float, float]) -> float:

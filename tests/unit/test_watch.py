@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from mirror import scan, watch
 from mirror.filters import Filter
+from mirror.mounts import folder_identity
 from mirror.scan import LocalEntry
 from mirror.watch import FEW_FOLDERS, SourceWatcher
 
@@ -128,3 +129,27 @@ def test_a_stop_counts_only_changes_that_were_not_handed_on(tmp_path: Path) -> N
     new.write_bytes(b"new")
     watcher.expect(["new.pdf"])
     assert watcher.unsent() == 1
+
+
+def test_a_share_mounted_before_the_watcher_s_first_look_is_rescanned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scan saw the share's folder unmounted and held it; the share came back before
+    the watcher first looked, which took it for the folder scanned: its files waited for
+    the hourly rescan."""
+    (tmp_path / "scans").mkdir()
+    scanned = folder_identity(tmp_path / "scans")
+    (tmp_path / "mounted").mkdir()
+    (tmp_path / "scans").rename(tmp_path / "was")
+    (tmp_path / "mounted").rename(tmp_path / "scans")  # what a mount there shows: another folder
+    stop = threading.Event()
+    watcher = SourceWatcher(tmp_path, None, Filter(), 0.5, False, stop, {})
+    watcher.inner_mounts = {"scans": scanned}
+    rescans = 0
+    deadline = time.monotonic() + 10.0
+    for batch in watcher.batches():
+        rescans += batch.rescan
+        if rescans == 2 or time.monotonic() > deadline:
+            stop.set()
+    assert rescans == 2  # the watcher's first tick, then the share
+    assert "scans in the source was mounted or unmounted" in caplog.text
