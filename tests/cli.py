@@ -47,14 +47,18 @@ def start(
     )
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> float:
-    """Poll until ``check()`` holds; returns the seconds it took, fails after ``timeout``."""
+def wait_for(
+    check: Callable[[], bool], timeout: float = 15.0, what: str = "condition", log: Path | None = None
+) -> float:
+    """Poll until ``check()`` holds; returns the seconds it took, fails after ``timeout``
+    (with the end of mirror's ``log``, if given: what it did meanwhile)."""
     start_at = time.monotonic()
     while True:
         if check():
             return time.monotonic() - start_at
         if time.monotonic() - start_at > timeout:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            told = f"\n{log.read_text(errors='replace')[-4000:]}" if log is not None and log.exists() else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{told}")
         time.sleep(0.02)
 
 

@@ -267,6 +267,8 @@ class Proxy:
         self.lost = threading.Event()
         #: set: the parts of multipart uploads are held back, never sent on (a link that hangs)
         self.holding_parts = threading.Event()
+        #: set once a part was held back
+        self.held = threading.Event()
         self.sockets: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=self._accept, daemon=True).start()
@@ -286,6 +288,7 @@ class Proxy:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 if outgoing and self.holding_parts.is_set() and b"partNumber=" in data:
+                    self.held.set()
                     return
                 sink.sendall(data)
 
@@ -353,7 +356,11 @@ def upload_held_back(
 
     proc = start("run", "-c", str(config), *args, state=state, env=s3_target.env, log=tmp_path / "mirror.log")
     try:
-        wait_for(lambda: len(uploads()) == 2, timeout=30, what="mirror's upload under way")
+        # a part is sent once mirror has recorded its upload: the upload alone, a kill
+        # may cut off before it is recorded, and the next run cannot tell it from another
+        # tool's (S3 lists neither metadata nor tags of an upload)
+        wait_for(proxy.held.is_set, timeout=30, what="mirror's upload under way")
+        assert len(uploads()) == 2
     except BaseException:
         proc.kill()
         proc.wait(timeout=30)

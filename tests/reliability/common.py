@@ -124,18 +124,3 @@ def unmount(where: Path) -> None:
     """Unmount what is mounted at ``where`` as a user pulling the disk would: at once,
     whatever still has files open there."""
     subprocess.run(["umount", "-l", str(where)], check=True, timeout=30)
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (sshd's listener and its sessions)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += [child for child, parent in parents.items() if parent == found[-1]]
-    return found

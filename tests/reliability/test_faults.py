@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import threading
@@ -24,7 +23,7 @@ import pytest
 from mirror.held import SETTLE_S
 from mirror.runner import ASKS_AT_MOST
 from tests.cli import MIRROR, files, run, start, wait_for
-from tests.reliability.common import bind, descendants, hashes, landed, sftp_options, temp_files, write_config
+from tests.reliability.common import bind, hashes, landed, sftp_options, temp_files, write_config
 from tests.servers.dropbox import DropboxServer
 from tests.servers.sshd import SshServer
 
@@ -624,13 +623,10 @@ def test_a_source_disk_unmounted_during_a_full_pass_is_not_taken_for_the_source_
                 (source / f"scan {i}.pdf").write_bytes(b"%d" % i)
             proc = start("run", "-c", str(config), state=state, log=log)
             wait_for(lambda: len(landed(remote)) > 1, timeout=30, what="the pass to start sending")
-            stopped = descendants(server.proc.pid)
-            for pid in stopped:
-                os.kill(pid, signal.SIGSTOP)  # the pass stays under way
+            stopped = server.pause()  # the pass stays under way
         wait_for(lambda: "is the share or disk mounted?" in log.read_text(), timeout=30, what="the warning")
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
-        wait_for(lambda: " sent " in log.read_text(), timeout=60, what="the pass to end")
+        server.resume(stopped)
+        wait_for(lambda: " sent " in log.read_text(), timeout=60, what="the pass to end", log=log)
         shown = run("status", "-c", str(config), state=state)
         assert shown.returncode == 1 and "is the share or disk mounted?" in shown.stdout, shown.stdout
         with tmpfs(tmp_path / "export", "8m"):
@@ -640,9 +636,7 @@ def test_a_source_disk_unmounted_during_a_full_pass_is_not_taken_for_the_source_
             assert landed(remote)["invoice.pdf"] == b"invoice"
             stop(proc, log)
     finally:
-        for pid in stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        server.resume(stopped)
         if proc is not None and proc.poll() is None:
             proc.kill()
         server.stop()

@@ -9,7 +9,6 @@ end identical to the source with no change lost (lsyncd loses them: its issues #
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import pytest
 
 from tests.cli import files, run, start, wait_for
 from tests.fakes.dropbox_api import Fault
-from tests.reliability.common import descendants, landed, sftp_options, write_config
+from tests.reliability.common import landed, sftp_options, write_config
 from tests.servers.dropbox import DropboxServer
 from tests.servers.ftp import serve
 from tests.servers.sshd import SshServer, free_port
@@ -251,18 +250,14 @@ def test_a_stop_while_the_server_hangs_mid_upload_is_prompt(tmp_path: Path) -> N
         with open(source / "scan.pdf", "wb") as big:
             big.truncate(400 * 2**20)
         wait_for(lambda: any(p.name.startswith(".~mirror-") for p in remote.iterdir()), what="the upload to start")
-        stopped = descendants(server.proc.pid)
-        for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)  # the link stalls: nothing answers, nothing closes
+        stopped = server.pause()  # the link stalls: nothing answers, nothing closes
         time.sleep(1.0)
         asked = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
         took = time.monotonic() - asked
     finally:
-        for pid in stopped:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+        server.resume(stopped)
         if proc.poll() is None:
             proc.kill()
         server.stop()

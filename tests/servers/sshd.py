@@ -42,25 +42,35 @@ def keygen(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-def _children(pid: int) -> list[int]:
-    """Every process whose parent chain leads to ``pid`` (sshd's per-connection children)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(ppid, []).append(int(entry))
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        for child in parents.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
+def _freeze(pid: int) -> list[int]:
+    """SIGSTOP ``pid`` and every process below it; returns them, ``pid`` first.
+
+    Stopped from the top down, and looked for again until no new one shows: a process
+    found in one look may have forked in the meantime (a connection coming in, a session
+    starting its sftp-server), and a child whose stopped parent is still alive keeps it
+    as its parent. One look then signals missed such a child, which kept its connection
+    through the server's "restart" (and answered during its "pause")."""
+    frozen: list[int] = []
+    while True:
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                    parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        tree, queue = [pid], [pid]
+        while queue:
+            above = queue.pop()
+            below = [child for child, parent in parents.items() if parent == above]
+            tree += below
+            queue += below
+        new = [p for p in tree if p not in frozen]
+        if not new:
+            return frozen
+        for p in new:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGSTOP)
+        frozen += new
 
 
 class SshServer:
@@ -131,17 +141,23 @@ class SshServer:
         """End sshd and all its connections, as a server restart or crash would."""
         if self.proc is None:
             return
-        children = _children(self.proc.pid)
-        self.proc.terminate()
-        for pid in children:
+        for pid in reversed(_freeze(self.proc.pid)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.proc.wait(timeout=10)
         self.proc = None
+
+    def pause(self) -> list[int]:
+        """Freeze sshd and every connection (a hung host: nothing answers, nothing
+        closes); returns the processes for :meth:`resume`."""
+        assert self.proc is not None
+        return _freeze(self.proc.pid)
+
+    @staticmethod
+    def resume(frozen: list[int]) -> None:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def url(self, root: str | Path) -> str:
         return f"sftp://{self.user}@127.0.0.1:{self.port}{root}"
