@@ -623,9 +623,14 @@ def test_a_source_disk_unmounted_during_a_full_pass_is_not_taken_for_the_source_
                 (source / f"scan {i}.pdf").write_bytes(b"%d" % i)
             proc = start("run", "-c", str(config), state=state, log=log)
             wait_for(lambda: len(landed(remote)) > 1, timeout=30, what="the pass to start sending")
-            stopped = server.pause()  # the pass stays under way
-        wait_for(lambda: "is the share or disk mounted?" in log.read_text(), timeout=30, what="the warning")
+            stopped = server.pause()  # the pass stays under way while the disk goes
+        # at once: paused for seconds (as long as the warning took on a loaded machine),
+        # the uploads timed out, the target counted as down, and the pass that follows
+        # rightly waits for the source to come back
         server.resume(stopped)
+        wait_for(
+            lambda: "is the share or disk mounted?" in log.read_text(), timeout=30, what="the warning", log=log
+        )
         wait_for(lambda: " sent " in log.read_text(), timeout=60, what="the pass to end", log=log)
         shown = run("status", "-c", str(config), state=state)
         assert shown.returncode == 1 and "is the share or disk mounted?" in shown.stdout, shown.stdout
