@@ -453,7 +453,7 @@ class Mirror:
                     known.clear()
                     known.update((p, e) for p, e in fresh.entries.items() if p not in young)
                 watcher.expect(young)
-                watcher.inner_mounts = self.inner_mounts
+                watcher.inner_mounts = dict(self.inner_mounts)
                 watcher.unreadable = set(fresh.unreadable)
                 for runner in self.runners:
                     runner.submit(full=True, listing=due, skip=young | fresh.unreadable)

@@ -16,7 +16,7 @@ import resource
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,12 +131,10 @@ class SourceWatcher:
         #: inodes of this event batch's changed files that have more than one name:
         #: inotify tells a change by the name it was written through only
         self._linked: set[int] = set()
-        #: shares and disks mounted inside the source (or expected there), and what each
-        #: mount point was when this watcher started: inotify says nothing when one is
-        #: mounted or unmounted, and the watches below it die with it
-        #: mount points inside the source, each with the filesystem the engine's scan saw
-        #: there (set by the engine after each full scan)
-        self.inner_mounts: Mapping[str, Identity] = {}
+        #: shares and disks mounted inside the source (or expected there), each with the
+        #: filesystem the engine's last full scan saw there: inotify says nothing when one
+        #: is mounted or unmounted, and the watches below it die with it
+        self.inner_mounts: dict[str, Identity] = {}
         #: event folders without the links on their way, for the event batch at hand, and
         #: the source's own path without them, as the current watcher watches it
         self._real_folders: dict[str, str] = {}
@@ -465,7 +463,10 @@ class SourceWatcher:
         share mounted between the two was taken for the one seen, and its files waited
         for the hourly rescan."""
         for rel, seen in self.inner_mounts.items():
-            if folder_identity(self.root / rel) != seen:
+            if (now := folder_identity(self.root / rel)) != seen:
+                # told once: a rescan that cannot be made now (the source unreadable)
+                # must not have every tick tell it again
+                self.inner_mounts[rel] = now
                 return rel
         return None
 
