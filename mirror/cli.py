@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -307,6 +307,9 @@ def run(
     scrubber = setup_logging(verbosity(verbose, quiet), log_format)
     signals = Signals()
     state_full = StateWait(watching=not (once or dry_run))
+    # kept while a start waits for its state disk: the wait is an incident of every
+    # target, announced after alert_after as any other, and its end a recovery
+    alerts: Alerts | None = None
     again = True
     while again:
         with user_errors(scrubber):
@@ -316,11 +319,7 @@ def run(
                 _check_ad_hoc_target(cfg, layout_given=layout is not None)
             for t in cfg.targets:
                 scrubber.add(t.secrets)
-            alerts: Alerts | None = None
-            if not dry_run and any(t.settings.alerts for t in cfg.targets):
-                from mirror.alerts import Alerts
-
-                alerts = Alerts(cfg)
+            alerts = _alerts_for(cfg, dry_run, alerts)
             metrics: Metrics | None = None
             addr = None
             if metrics_addr or cfg.metrics_addr:
@@ -329,7 +328,7 @@ def run(
                 addr = config_mod.parse_addr(metrics_addr or cfg.metrics_addr or "")
                 metrics = Metrics()
             observers = [o for o in (alerts, metrics) if o is not None]
-            opened = restart = False
+            opened = restart = waiting = False
             try:
                 with api.running(cfg, observers=observers, dry_run=dry_run) as mirror:
                     opened = True
@@ -340,15 +339,28 @@ def run(
                     code = _run(mirror, signals, once or dry_run, dry_run, rescan, quiet, log_format == "json")
                 again = restart = _stopped(signals, watching=not (once or dry_run))
             except StateError as exc:
-                again, code = state_full.pause(exc, signals, opened), EXIT_OK
+                targets = [t.name for t in cfg.targets]
+                again, code = state_full.pause(exc, signals, opened, alerts, targets), EXIT_OK
+                waiting = again
             finally:
-                if alerts is not None:
+                if alerts is not None and not waiting:
                     alerts.close()
+                    alerts = None
                 if metrics is not None:
                     metrics.close()
             if restart:
                 _start_anew()
     sys.exit(code)
+
+
+def _alerts_for(cfg: Config, dry_run: bool, kept: Alerts | None) -> Alerts | None:
+    """The alerts of ``cfg``: ``kept`` through a wait for the state disk, else new ones;
+    None when no target has any set up."""
+    if kept is not None or dry_run or not any(t.settings.alerts for t in cfg.targets):
+        return kept
+    from mirror.alerts import Alerts  # only configs with alerts pay for its imports
+
+    return Alerts(cfg)
 
 
 def _stopped(signals: Signals, watching: bool) -> bool:
@@ -394,15 +406,22 @@ class StateWait:
         self.wait = 1.0
         self.told = False
 
-    def pause(self, exc: StateError, signals: Signals, opened: bool) -> bool:
+    def pause(
+        self, exc: StateError, signals: Signals, opened: bool, alerts: api.Observer | None, targets: Sequence[str]
+    ) -> bool:
         """Wait before the next try; False when a signal to stop came meanwhile. Raises
         ``exc`` again for ``--once`` (cron tries again anyway), and for a mirror that had
-        opened its state (that one retries by itself)."""
+        opened its state (that one retries by itself). The first wait fails each of
+        ``targets`` for ``alerts``: a service waiting out a full disk was told of in its
+        log alone, and mirrored nothing meanwhile."""
         if opened or not self.watching:
             raise exc
         if not self.told:
             log.warning("%s; waiting for that, trying again every minute at most", exc)
             self.told = True
+            for name in targets:
+                if alerts is not None:
+                    alerts.on_state(name, "failing", str(exc))
         else:
             log.debug("%s; trying again in %.0f s", exc, self.wait)
         pause = threading.Event()

@@ -279,6 +279,42 @@ def test_a_full_state_disk_at_the_first_run_is_named_and_waited_for_in_watch_mod
 
 
 @pytest.mark.timeout(120)
+def test_a_state_disk_full_at_start_raises_the_alert_and_then_the_recovery(tmp_path: Path) -> None:
+    """A service started on a full state disk waited for space and said so in its log
+    only: no on_failure call came, for as long as the disk stayed full, and nothing was
+    mirrored meanwhile."""
+    source, target, log, calls = tmp_path / "export", tmp_path / "backup", tmp_path / "m.log", tmp_path / "calls"
+    _invoices(source)
+    config = tmp_path / "m.toml"
+    config.write_text(
+        f"""
+source = "{source}"
+[defaults]
+on_failure = 'printf "%s %s\\n" "$MIRROR_EVENT" "$MIRROR_REASON" >> "{calls}"'
+alert_after = "1s"
+[targets.disk]
+url = "{target}"
+"""
+    )
+
+    def told() -> list[str]:
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    with tmpfs(tmp_path / "state", "1m") as state:
+        filler = fill(state)
+        proc = start("run", "-c", str(config), state=state, log=log)
+        try:
+            wait_for(lambda: len(told()) == 1, timeout=30, what="the alert", log=log)
+            assert told()[0].startswith("failure ") and FULL_STATE in told()[0], told()
+            filler.unlink()
+            wait_for(lambda: len(told()) == 2, timeout=90, what="the recovery", log=log)
+            assert told()[1].startswith("recovery "), told()
+            assert files(target) == files(source)
+        finally:
+            stop(proc, log)
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("inodes", [3, 4, 5])
 def test_a_state_disk_out_of_inodes_is_named_as_such(tmp_path: Path, inodes: int) -> None:
     """Out of inodes, it said 'internal error ... please report it', or sent the user to
