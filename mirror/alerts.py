@@ -114,6 +114,8 @@ class Alerts(Observer):
         #: once the target fails again, never because of an earlier run's failure alone
         self._confirmed: set[str] = set()
         self._lock = threading.Lock()
+        #: targets whose incident could not be saved (told once, until a save works)
+        self._unsaved: set[str] = set()
         self._last_ping: dict[str, float] = {}
         self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._closing = False
@@ -464,13 +466,19 @@ class Alerts(Observer):
         try:
             if incident is None:
                 path.unlink(missing_ok=True)
-                return
-            private_dir(path.parent)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(incident)), encoding="utf-8")
-            tmp.replace(path)
+            else:
+                private_dir(path.parent)
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(asdict(incident)), encoding="utf-8")
+                tmp.replace(path)
         except OSError as exc:
-            log.warning("cannot keep alert state in %s: %s", path, exc)
+            # told once while it lasts: an incident is saved at each step of its alert,
+            # and a full state disk made five warnings of one outage
+            level = logging.DEBUG if name in self._unsaved else logging.WARNING
+            self._unsaved.add(name)
+            log.log(level, "cannot keep alert state in %s: %s", path, exc)
+        else:
+            self._unsaved.discard(name)
 
 
 def _contained(work: Callable[[], _T]) -> _T | None:

@@ -311,7 +311,8 @@ url = "{target}"
             assert told()[1].startswith("recovery "), told()
             assert files(target) == files(source)
         finally:
-            stop(proc, log)
+            output = stop(proc, log)
+    assert output.count("cannot keep alert state") == 1, output  # the full disk, told once
 
 
 @pytest.mark.timeout(120)
