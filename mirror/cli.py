@@ -419,8 +419,8 @@ class StateWait:
         if not self.told:
             log.warning("%s; waiting for that, trying again every minute at most", exc)
             self.told = True
-            for name in targets:
-                if alerts is not None:
+            if alerts is not None:
+                for name in targets:
                     alerts.on_state(name, "failing", str(exc))
         else:
             log.debug("%s; trying again in %.0f s", exc, self.wait)
