@@ -28,10 +28,12 @@ import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, TypeVar
+from urllib.parse import unquote
 
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Refused, TargetFull, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import ancestors, check_relative, parent, temp_name
+from mirror.redact import redact_url
 
 if TYPE_CHECKING:
     import asyncio
@@ -328,20 +330,23 @@ class Driver:
         """Build the driver for ``url`` (protocol already resolved) with fsspec ``options``."""
         from fsspec.core import url_to_fs
 
+        address, credentials = _credentials_apart(url)
         # a filesystem of its own, not one from fsspec's instance cache that another
         # driver (the bulk lane's) holds too
-        options = {**options, "skip_instance_cache": True}
+        options = {**credentials, **options, "skip_instance_cache": True}
         try:
-            fs, root = url_to_fs(url, **options)
+            fs, root = url_to_fs(address, **options)
         except (TypeError, ValueError) as exc:
             if isinstance(exc.__cause__, OSError):
                 raise classify_os_error(exc) from exc  # a failed connection (see there)
             # options of the wrong type or name, as the fsspec class takes them
             name = url.split("://", 1)[0]
-            raise ConfigError(f"target URL {url}: the {name} backend cannot take these options: {exc}") from None
+            raise ConfigError(
+                f"target URL {redact_url(url)}: the {name} backend cannot take these options: {exc}"
+            ) from None
         # fsspec's filesystems do not connect again by themselves (FTP's, SMB's): after a
         # lost connection every later call failed, for as long as mirror ran
-        return cls(fs, root, caps, remake=lambda: url_to_fs(url, **options)[0])
+        return cls(fs, root, caps, remake=lambda: url_to_fs(address, **options)[0])
 
     @classmethod
     def capabilities_for(cls, url: str) -> Capabilities:
@@ -790,6 +795,25 @@ def _fs_class(url: str) -> type[AbstractFileSystem] | None:
         return get_filesystem_class(url.split("://", 1)[0])  # type: ignore[no-any-return]
     except (ImportError, ValueError):
         return None
+
+
+def _credentials_apart(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without the user name and password in it, and those as the options the
+    fsspec class takes them by, percent-decoded. fsspec hands them on as written, and a
+    password holding '@', '#', ':' or '/' can only be written encoded: ftp://me:p%40ss@host
+    logged in with 'p%40ss', and failed with '530 Authentication failed' at every run."""
+    scheme, _, rest = url.partition("://")
+    login, at, address = rest.partition("/")[0].rpartition("@")
+    fs_class = _fs_class(url)
+    if not at or fs_class is None:
+        return url, {}
+    from_url = fs_class._get_kwargs_from_urls(url)
+    credentials = {
+        key: unquote(from_url[key]) for key in ("username", "password") if isinstance(from_url.get(key), str)
+    }
+    if not credentials:
+        return url, {}  # a class that takes no login from its URLs: the URL is its own
+    return f"{scheme}://{address}{rest[len(login) + 1 + len(address) :]}", credentials
 
 
 def _check_options(

@@ -4,10 +4,11 @@ users configure it: the ``mirror`` command with an ``ftp://`` target."""
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from tests.cli import files, run
 from tests.reliability.common import write_config
-from tests.servers.ftp import ENV, FtpServer
+from tests.servers.ftp import ENV, USER, FtpServer, serve
 
 
 def test_an_edit_and_a_deletion_reach_a_server_that_renames_onto_no_name(
@@ -52,3 +53,23 @@ def test_a_name_with_a_line_break_is_not_mirrored_and_deletions_go_ahead(
     assert "ftp: 0 sent (0 B), 1 deleted, 2 failed" in second.stdout, second.stdout + second.stderr
     assert "deletions postponed" not in second.stderr, second.stderr
     assert files(ftp_server.folder / "breaks") == {"keep.pdf": b"x"}
+
+
+def test_a_password_with_url_characters_percent_encoded_in_the_url_logs_in(tmp_path: Path) -> None:
+    """A password holding '@', '#', ':' or '/' can only be written percent-encoded in a URL;
+    fsspec handed it to the server as written, so ftp://me:p%40ss@host failed with '530
+    Authentication failed' at every run, however right the password."""
+    password = "p@ss#w:rd/50%"
+    (tmp_path / "served").mkdir()
+    server = serve(tmp_path / "served", password=password)
+    try:
+        source = tmp_path / "export"
+        source.mkdir()
+        (source / "inv-001.pdf").write_bytes(b"invoice")
+        url = f"ftp://{USER}:{quote(password, safe='')}@127.0.0.1:{server.port}/invoices"
+        done = run("run", str(source), url, "--once", state=tmp_path / "state")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert files(server.folder / "invoices") == {"inv-001.pdf": b"invoice"}
+        assert password not in done.stdout + done.stderr
+    finally:
+        server.stop()

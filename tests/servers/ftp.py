@@ -64,12 +64,13 @@ def serve(
     port: int | None = None,
     dtp: type[DTPHandler] = DTPHandler,
     storage: type[AbstractedFS] = AbstractedFS,
+    password: str = PASSWORD,
 ) -> FtpServer:
     """An FTP server for ``folder`` on ``port`` (a free one if None), running; ``dtp``
     moves the bytes of each transfer (a test's may hold them), ``storage`` reaches the
-    folder (a test's may refuse what some servers refuse)."""
+    folder (a test's may refuse what some servers refuse); ``USER`` logs in with ``password``."""
     authorizer = DummyAuthorizer()
-    authorizer.add_user(USER, PASSWORD, str(folder), perm="elradfmwMT")
+    authorizer.add_user(USER, password, str(folder), perm="elradfmwMT")
     attrs = {
         "authorizer": authorizer,
         "banner": "mirror test server",
