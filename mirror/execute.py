@@ -28,7 +28,7 @@ from mirror.driver import BatchPut, Driver, RemoteEntry
 from mirror.errors import FatalError, ItemError, MirrorError, Refused, StateError, TargetFull, TransientError
 from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, numbered, numbered_top, parent, path_key, temp_name
-from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash
+from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, newer_there
 from mirror.scan import LocalEntry, mtime_ns
 from mirror.source_files import SourceFiles
 
@@ -1122,7 +1122,9 @@ class Executor:
                 return
             if action.ask:
                 there = self.call(partial(self.driver.stat, action.dst))
-                if there is None or there.size == action.entry.size:
+                if there is None or (
+                    there.size == action.entry.size and not newer_there(action.entry, there, self.driver.caps)
+                ):
                     return
             path = action.in_the_way if isinstance(action, Put) and action.in_the_way else action.dst
             self._trash(Trash(action.src, path, aside, "a file mirror did not put there", forget=False))

@@ -806,8 +806,12 @@ class _Planner:
         if self.remote is None:
             return action._replace(aside=self._trash_path(action.dst), ask=True)
         there = self.remote.get(self.key(action.dst))
-        if there is None or there.size == action.entry.size:
+        if there is None:
             return action  # a first copy's every file: no string built for it
+        if there.size == action.entry.size and (
+            isinstance(action, Put) or not newer_there(action.entry, there, self.caps)
+        ):
+            return action  # a put's newer copy there is kept by keep_newer, with its reason
         return action._replace(aside=self._trash_path(action.dst))
 
     def clear_folders(self, transfers: list[Put | Adopt]) -> list[Put | Adopt]:
@@ -870,11 +874,7 @@ class _Planner:
         if put.reason != "new" or put.unless_hash is not None or self.remote is None:
             return None
         there = self.remote.get(self.key(put.dst))
-        if not self.caps.mtime_settable or there is None or there.size != entry.size or there.mtime_ns is None:
-            return None
-        if there.mtime_ns > self.caps.kept_mtime(entry.mtime_ns) + OLDER_SLACK_NS:
-            return f"the target's file is newer than the source's ({_ages(entry, there.mtime_ns)})"
-        return None
+        return None if there is None else newer_there(entry, there, self.caps)
 
     def _trash_path(self, dst: str) -> str:
         return f"{TRASH_DIR}/{self.settings.today.isoformat()}/{dst}"
@@ -1312,6 +1312,17 @@ def _unchanged(known: IndexEntry, entry: LocalEntry, stable_inodes: bool) -> boo
     if known.size != entry.size or known.mtime_ns != entry.mtime_ns:
         return False
     return not (stable_inodes and known.ino and entry.ino and known.ino != entry.ino)
+
+
+def newer_there(entry: LocalEntry, there: RemoteEntry, caps: Capabilities) -> str | None:
+    """Why a file of the source file's size at its copy's path is not taken for its copy,
+    if it is not: it is newer than the source's file, on a target that keeps times
+    (someone's own, which a copy written over it would have destroyed without a trace)."""
+    if not caps.mtime_settable or there.size != entry.size or there.mtime_ns is None:
+        return None
+    if there.mtime_ns > caps.kept_mtime(entry.mtime_ns) + OLDER_SLACK_NS:
+        return f"the target's file is newer than the source's ({_ages(entry, there.mtime_ns)})"
+    return None
 
 
 def _ages(entry: LocalEntry, other_ns: int) -> str:

@@ -1909,6 +1909,48 @@ def test_a_failed_file_that_left_the_source_leaves_no_failure_behind(tmp_path: P
     assert "sync: never" not in shown.stdout
 
 
+def test_someone_s_newer_file_of_the_same_size_where_a_new_invoice_goes_is_kept_in_the_trash(
+    tmp_path: Path, state: Path
+) -> None:
+    """A pass without a listing asks the target about a new file's path, and took a file
+    of the same size there for mirror's own copy however much newer it was: an old invoice
+    put back into the export overwrote someone's file on the target without a trace."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "first.pdf").write_bytes(b"first")
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    (target / "inv.pdf").write_bytes(b"someone BBB")
+    (src / "inv.pdf").write_bytes(b"invoice AAA")
+    last_year = time.time() - 400 * 86400
+    os.utime(src / "inv.pdf", (last_year, last_year))
+    result = run("run", str(src), str(target), "--once", state=state)
+    assert result.returncode == 0, result.stderr
+    assert "inv.pdf on the target is not mirror's" in result.stderr
+    trash = f".mirror-trash/{dt.date.today().isoformat()}"
+    assert files(target) == {"first.pdf": b"first", "inv.pdf": b"invoice AAA", f"{trash}/inv.pdf": b"someone BBB"}
+
+
+@pytest.mark.parametrize("listing", [[], ["--rescan"]], ids=["asked", "listed"])
+def test_someone_s_newer_file_of_the_same_size_where_a_new_layout_moves_a_copy_is_kept_in_the_trash(
+    tmp_path: Path, state: Path, listing: list[str]
+) -> None:
+    """A move to the path a new layout gives took a file of the same size there for the
+    copy's own, however much newer: switching by-year to tree moved 2024/inv.pdf over
+    someone's inv.pdf, and verify then said identical."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "inv.pdf").write_bytes(b"invoice AAA")
+    june_2024 = dt.datetime(2024, 6, 1, 12).timestamp()
+    os.utime(src / "inv.pdf", (june_2024, june_2024))
+    assert run("run", str(src), str(target), "--layout", "by-year", "--once", state=state).returncode == 0
+    (target / "inv.pdf").write_bytes(b"someone BBB")
+    result = run("run", str(src), str(target), "--layout", "tree", "--once", *listing, state=state)
+    assert result.returncode == 0, result.stderr
+    assert "inv.pdf on the target is not mirror's" in result.stderr
+    trash = f".mirror-trash/{dt.date.today().isoformat()}"
+    assert files(target) == {"inv.pdf": b"invoice AAA", f"{trash}/inv.pdf": b"someone BBB"}
+
+
 def test_a_file_kept_by_delete_keep_goes_to_the_trash_when_a_new_one_takes_its_name(
     tmp_path: Path, state: Path
 ) -> None:
