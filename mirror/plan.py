@@ -714,7 +714,14 @@ class _Planner:
     ) -> tuple[list[Move], list[Put | Adopt]]:
         """Give each target path to one source file (others are refused), and decide."""
         key, index = self.key, self.index
-        renames = _match_renames(gone, desired, self.local, index) if self.caps.server_side_move else {}
+        matched = _match_renames(gone, desired, self.local, index)
+        for src, old in matched.items():
+            if key(desired[src][0]) == key(old.dst):
+                # renamed, its copy staying where it is (flat: a/x.pdf -> c/x.pdf): the path
+                # is still its own, before a file refused it can take it (b/x.pdf, sorting
+                # first, overwrote invoice A's only copy)
+                self.claimed.setdefault(key(old.dst), src)
+        renames = matched if self.caps.server_side_move else {}
         # paths whose current occupant leaves in this plan (deleted, renamed, re-laid-out)
         vacated = {key(index[src].dst) for src in gone}
         vacated |= {key(index[s].dst) for s in desired if s in index and index[s].dst != desired[s][0]}

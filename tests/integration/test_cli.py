@@ -1909,6 +1909,25 @@ def test_a_failed_file_that_left_the_source_leaves_no_failure_behind(tmp_path: P
     assert "sync: never" not in shown.stdout
 
 
+def test_a_flat_copy_renamed_in_the_source_keeps_its_name_from_the_file_refused_it(
+    tmp_path: Path, state: Path
+) -> None:
+    """flat: a/x.pdf holds x.pdf, b/x.pdf is refused it. Moving a/x.pdf to c/x.pdf gave the
+    name to b/x.pdf, which sorts first: invoice A's only copy was overwritten, and c/x.pdf
+    was refused as taken."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    for folder in ("a", "b", "c"):
+        (src / folder).mkdir(parents=True)
+    (src / "a" / "x.pdf").write_bytes(b"invoice A")
+    (src / "b" / "x.pdf").write_bytes(b"invoice B, other")
+    assert run("run", str(src), str(target), "--layout", "flat", "--once", state=state).returncode == 1
+    (src / "a" / "x.pdf").rename(src / "c" / "x.pdf")
+    result = run("run", str(src), str(target), "--layout", "flat", "--once", state=state)
+    assert result.returncode == 1
+    assert "b/x.pdf: 'x.pdf' on the target is already taken by 'c/x.pdf'" in result.stderr, result.stderr
+    assert files(target) == {"x.pdf": b"invoice A"}
+
+
 def test_someone_s_newer_file_of_the_same_size_where_a_new_invoice_goes_is_kept_in_the_trash(
     tmp_path: Path, state: Path
 ) -> None:
