@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from mirror.errors import ConfigError
-from mirror.layout import NAMED as NAMED_LAYOUTS
 from mirror.layout import Layout
 from mirror.logs import with_bytes_shown
 from mirror.policy import DeletePolicy
@@ -155,9 +154,6 @@ def _layout(value: object, where: str) -> Layout:
     try:
         return Layout.parse(value)
     except ValueError as exc:
-        close = difflib.get_close_matches(value, NAMED_LAYOUTS, n=1)
-        if close and "{" not in value:
-            raise ConfigError(f"{where}: unknown layout {value!r}; did you mean {close[0]!r}?") from None
         raise ConfigError(f"{where}: {exc}") from None
 
 

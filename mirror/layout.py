@@ -9,6 +9,7 @@ result is a safe relative path or an ItemError: never ``..``, absolute, or empty
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import string
 from collections.abc import Iterable
@@ -51,6 +52,8 @@ class Layout:
     def parse(cls, text: str) -> Layout:
         """Accept a layout name or a template; ValueError explains what is wrong."""
         template = NAMED.get(text, text)
+        if template == text and "{" not in text:
+            raise ValueError(_unknown_name(text))
         try:
             parsed = list(string.Formatter().parse(template))
         except ValueError as exc:
@@ -70,11 +73,9 @@ class Layout:
         if not used & NAMING_FIELDS:
             raise ValueError(f"layout {text!r} must contain {{path}}, {{name}} or {{stem}}")
         literals = "".join(literal for literal, *_ in parsed)
-        if (
-            template.startswith("/")
-            or "\\" in literals
-            or any(part in (".", "..") for part in literals.split("/"))
-        ):
+        # each field stands for a name here: '{year}.{month}' is no '.' folder
+        shape = "".join(literal + ("x" if field_name is not None else "") for literal, field_name, *_ in parsed)
+        if template.startswith("/") or "\\" in literals or any(part in (".", "..") for part in shape.split("/")):
             raise ValueError(f"layout {text!r} must stay inside the target (no leading '/', no '..')")
         if template.split("/")[0] == TRASH_DIR:
             raise ValueError(f"layout {text!r} must not write into {TRASH_DIR}/, mirror's trash on the target")
@@ -153,3 +154,14 @@ def date_of(mtime_ns: int) -> dt.date:
 
 
 _DATES: dict[dt.date, dt.date] = {}
+
+
+def _unknown_name(text: str) -> str:
+    """What to say of a layout that is neither a name nor a template (a typo, most often)."""
+    close = difflib.get_close_matches(text.strip().lower(), NAMED, n=1)
+    if close:
+        return f"unknown layout {text!r}; did you mean {close[0]!r}?"
+    return (
+        f"unknown layout {text!r}; use {', '.join(NAMED)}, or a template of the fields "
+        f"{' '.join('{' + f + '}' for f in FIELDS)} such as '{{year}}/{{path}}'"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from hypothesis import given
@@ -66,6 +67,36 @@ def test_any_accepted_template_never_escapes(template: str, rel: str, date: dt.d
 def test_bad_templates_are_refused_with_a_reason(template: str) -> None:
     with pytest.raises(ValueError, match=r"layout|field|template"):
         Layout.parse(template)
+
+
+@pytest.mark.parametrize(
+    ("template", "path"),
+    [
+        ("{year}.{month}/{name}", "2026.02/Invoice 7.pdf"),
+        ("{stem}.{year}{suffix}", "Invoice 7.2026.pdf"),
+        ("{year}/{month}.{day}/{name}", "2026/02.03/Invoice 7.pdf"),
+        ("{stem}..{suffix}", "Invoice 7...pdf"),
+    ],
+)
+def test_a_dot_between_fields_is_no_dot_folder(template: str, path: str) -> None:
+    """The check joined the template's literal parts, so '{year}.{month}' read as a '.'
+    folder and the template was refused, 'must stay inside the target (no '..')'."""
+    assert Layout.parse(template).target_path("a/Invoice 7.pdf", dt.date(2026, 2, 3)) == path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("by-yaer", "unknown layout 'by-yaer'; did you mean 'by-year'?"),
+        ("Flat", "unknown layout 'Flat'; did you mean 'flat'?"),
+        ("tree ", "unknown layout 'tree '; did you mean 'tree'?"),
+        ("invoices", "unknown layout 'invoices'; use tree, flat, by-year, by-month, or a template"),
+    ],
+)
+def test_a_mistyped_layout_name_is_told_as_one(text: str, message: str) -> None:
+    """--layout by-yaer said 'must contain {path}, {name} or {stem}', as if it were a template."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Layout.parse(text)
 
 
 def test_template_fields() -> None:
