@@ -147,7 +147,9 @@ class Layout:
 
 def date_of(mtime_ns: int) -> dt.date:
     """The local calendar date of an mtime, as a user sees it in a file manager."""
-    date = dt.datetime.fromtimestamp(mtime_ns / 1e9).date()
+    # whole seconds: a float rounds to the microsecond, and 23:59:59.9999997 on New Year's
+    # Eve went into the next year's folder
+    date = dt.datetime.fromtimestamp(mtime_ns // 1_000_000_000).date()
     # a plan keeps one date per new file: a first copy of a million files shares a few
     # hundred objects instead of holding a million (32 MiB)
     return _DATES.setdefault(date, date)

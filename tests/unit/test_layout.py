@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mirror.errors import ItemError
-from mirror.layout import FIELDS, NAMED, Layout
+from mirror.layout import FIELDS, NAMED, Layout, date_of
 from mirror.paths import check_relative
 
 NAME_CHARS = st.characters(codec="utf-8", exclude_characters="/\x00", exclude_categories=("Cs",))
@@ -125,3 +125,9 @@ def test_a_dated_layout_finds_the_date_a_target_path_was_given(layout: str, path
     assert found[lay.undated("c/inv.pdf")] == [(date, path)]
     assert lay.target_path("c/inv.pdf", date) == path
     assert not Layout.parse("tree").dated and lay.dated
+
+
+def test_the_last_instant_of_a_year_is_dated_in_that_year() -> None:
+    last = int(dt.datetime(2024, 12, 31, 23, 59, 59).timestamp()) * 1_000_000_000 + 999_999_700
+    assert date_of(last) == dt.date(2024, 12, 31)
+    assert Layout.parse("by-year").target_path("inv.pdf", date_of(last)) == "2024/inv.pdf"
