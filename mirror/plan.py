@@ -488,7 +488,7 @@ def plan(
     if source_empty is None:
         source_empty = scope is None and not local
     planner = _Planner(local, index, settings, remote, rows_checked)
-    desired = planner.place(candidates)
+    desired = planner.place(candidates, _match_renames(gone, candidates, local, index))
     # before their paths count as vacated: a file renamed to a name refused by the rules
     gone = planner.keep_renamed(gone, left_out or {})
     moves, transfers = planner.assign(desired, gone)
@@ -580,14 +580,17 @@ class _Planner:
         if isinstance(index, KnownFiles) and index.answers_by_path and self.caps.case_sensitive:
             self._asks = index
 
-    def place(self, paths: Iterable[str]) -> dict[str, tuple[str, dt.date]]:
+    def place(self, paths: Iterable[str], renamed: Mapping[str, IndexEntry]) -> dict[str, tuple[str, dt.date]]:
         """Target path and date of every source path that may need an action, in path
-        order (the order decides who gets a contested target path)."""
+        order (the order decides who gets a contested target path). A file ``renamed``
+        (new path -> the row of its old one) keeps its row's date: dated anew, a 2024
+        invoice corrected in 2026 and then filed into paid/ moved to 2026/paid/."""
         desired: dict[str, tuple[str, dt.date]] = {}
         for src in paths:
             entry = self.local[src]
             known = self.index.get(src)
-            date = known.date if known else self._first_date(src, entry)
+            dated = known or renamed.get(src)
+            date = dated.date if dated else self._first_date(src, entry)
             try:
                 dst = self.settings.layout.target_path(src, date)
             except ItemError as exc:
@@ -1372,7 +1375,7 @@ def _same(entry: LocalEntry, there: RemoteEntry, caps: Capabilities, known_hash:
 
 def _match_renames(
     gone: list[str],
-    desired: Mapping[str, tuple[str, dt.date]],
+    desired: Iterable[str],
     local: Mapping[str, LocalEntry],
     index: Mapping[str, IndexEntry],
 ) -> dict[str, IndexEntry]:

@@ -1909,6 +1909,27 @@ def test_a_failed_file_that_left_the_source_leaves_no_failure_behind(tmp_path: P
     assert "sync: never" not in shown.stdout
 
 
+def test_a_dated_copy_of_a_file_edited_then_renamed_keeps_its_year(tmp_path: Path, state: Path) -> None:
+    """by-year: the date is the one a file was first mirrored with, so a 2024 invoice
+    corrected in 2026 stays in 2024/. Filed into paid/ afterwards, it was dated anew and
+    moved to 2026/paid/."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "open").mkdir(parents=True)
+    (src / "paid").mkdir()
+    invoice = src / "open" / "inv-17.pdf"
+    invoice.write_bytes(b"invoice 2024-17")
+    june_2024 = dt.datetime(2024, 6, 1, 12).timestamp()
+    os.utime(invoice, (june_2024, june_2024))
+    assert run("run", str(src), str(target), "--layout", "by-year", "--once", state=state).returncode == 0
+    invoice.write_bytes(b"invoice 2024-17, corrected")
+    assert run("run", str(src), str(target), "--layout", "by-year", "--once", state=state).returncode == 0
+    invoice.rename(src / "paid" / "inv-17.pdf")
+    result = run("run", str(src), str(target), "--layout", "by-year", "--once", state=state)
+    assert result.returncode == 0, result.stderr
+    assert "1 moved" in result.stdout, result.stdout
+    assert files(target) == {"2024/paid/inv-17.pdf": b"invoice 2024-17, corrected"}
+
+
 def test_a_flat_copy_renamed_in_the_source_keeps_its_name_from_the_file_refused_it(
     tmp_path: Path, state: Path
 ) -> None:
