@@ -34,6 +34,9 @@ class Filter:
         # pathspec is only loaded (and consulted) when there are patterns
         self._include = _spec(include) if include else None
         self._exclude = _spec(exclude) if exclude else None
+        # a '!' pattern can take a file back below a folder the others exclude
+        # ("*", "!*.pdf": PDFs in every subfolder), as wants_file does
+        self._reincludes = any(pattern.startswith("!") for pattern in exclude)
 
     @property
     def narrows(self) -> bool:
@@ -41,11 +44,13 @@ class Filter:
         return self._include is not None or self._exclude is not None
 
     def wants_dir(self, rel: str) -> bool:
-        """False when a folder is excluded as a whole (its contents are not walked), and
-        for a copy of a target's trash folder (mirror's own, on the target) in the source."""
+        """False when a folder is excluded as a whole (no file below it is wanted), and
+        for a copy of a target's trash folder (mirror's own, on the target) in the source.
+        Never False where a file below could be wanted: watch mode judged files by their
+        folders, and deleted the copies of the PDFs that "*", "!*.pdf" mirrors."""
         if rel == TRASH_DIR:
             return False
-        return self._exclude is None or not self._exclude.match_file(_nfc(rel) + "/")
+        return self._exclude is None or self._reincludes or not self._exclude.match_file(_nfc(rel) + "/")
 
     def wants_file(self, rel: str) -> bool:
         return not is_junk(rel.rpartition("/")[2]) and self.wants_by_pattern(rel)

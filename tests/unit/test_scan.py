@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mirror.filters import Filter
 from mirror.scan import Entries, LocalEntry, scan, stat_paths
@@ -187,3 +190,31 @@ def test_a_date_past_2262_is_held_to_the_last_one_the_index_can_store(tmp_path: 
     assert stat_paths(tmp_path, ["far.pdf"], Filter())["far.pdf"] == LocalEntry(
         "far.pdf", 1, last, (tmp_path / "far.pdf").stat().st_ino
     )
+
+
+#: folders and files of a small export, and patterns over them (with '!' to take files back)
+_TREE = ["top.pdf", "top.xml", "2026/a.pdf", "2026/a.xml", "2026/12/scan.pdf", "drafts/keep.pdf", "drafts/d.xml"]
+_PATTERNS = st.lists(
+    st.sampled_from(
+        ["*", "!*.pdf", "!*/", "*.xml", "drafts/", "!drafts/keep.pdf", "2026/", "!2026/12/", "/top.*"]
+    ),
+    max_size=4,
+)
+
+
+@given(_PATTERNS, _PATTERNS)
+def test_a_file_is_wanted_alike_by_the_full_scan_and_by_a_fresh_stat(
+    include: list[str], exclude: list[str]
+) -> None:
+    """What a full pass mirrors (the shared scan, then the target's patterns per file) a
+    fresh stat in watch mode mirrors too: with exclude = ["*", "!*.pdf"], the stat judged
+    2026/12/scan.pdf by its folder, and watch mode deleted the copy the full pass sent."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for rel in _TREE:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(b"x")
+        target = Filter(include, exclude)
+        full = {p for p in scan(root, Filter()).entries if target.wants_file(p)}
+        fresh = {p for p, entry in stat_paths(root, _TREE, target).items() if entry is not None}
+        assert fresh == full
