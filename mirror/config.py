@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from mirror.errors import ConfigError
+from mirror.filters import check_patterns
 from mirror.layout import Layout
 from mirror.logs import with_bytes_shown
 from mirror.policy import DeletePolicy
@@ -134,12 +135,20 @@ def _rescan_interval(value: object, where: str) -> float:
     return seconds
 
 
-def _strings(value: object, where: str) -> tuple[str, ...]:
+def _patterns(value: object, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
-        return (value,)
+        value = [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        _check_patterns(value, where)
         return tuple(value)
     raise ConfigError(f'{where}: expected a list of patterns like ["*.pdf"], got {value!r}')
+
+
+def _check_patterns(patterns: Iterable[str], where: str) -> None:
+    try:
+        check_patterns(patterns)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _positive_int(value: object, where: str, minimum: int) -> int:
@@ -175,8 +184,8 @@ _SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "layout": _layout,
     "delete": _delete,
     "max_delete": lambda value, where: _positive_int(value, where, 0),
-    "include": _strings,
-    "exclude": _strings,
+    "include": _patterns,
+    "exclude": _patterns,
     "settle": parse_duration,
     "rescan_interval": _rescan_interval,
     "concurrency": lambda value, where: _positive_int(value, where, 1),
@@ -456,6 +465,7 @@ def _check_settings(settings: object, at: str) -> None:
         value = getattr(settings, key)
         if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f'{at}: {key}: expected a tuple of patterns like ("*.pdf",), got {value!r}')
+        _check_patterns(value, f"{at}: {key}")
     _flag(settings.poll, f"{at}: poll")
 
 

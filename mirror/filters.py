@@ -78,3 +78,20 @@ def _spec(patterns: list[str]) -> Any:
     import pathspec
 
     return pathspec.GitIgnoreSpec.from_lines(patterns)
+
+
+def check_patterns(patterns: Iterable[str]) -> None:
+    """Raise ValueError naming the first pattern that is no gitignore pattern: found as the
+    first file was filtered, it was an internal error that asked to be reported."""
+    for pattern in patterns:
+        if pattern.startswith("!") and not pattern[1:].strip():
+            raise ValueError(
+                f"the pattern {pattern!r} takes back nothing; write what follows the '!', as in '!keep.pdf'"
+            )
+        try:
+            _spec([pattern])
+        except ValueError:
+            raise ValueError(
+                f"the pattern {pattern!r} is not a gitignore pattern; use / between folders, and a "
+                "backslash only before a character it makes literal (\\#, \\!, \\*)"
+            ) from None

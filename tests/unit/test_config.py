@@ -85,6 +85,15 @@ BAD = [
     ),
     ('source = "x"\nbogus = 1\n[targets.a]\nurl = "/t"\n', "unknown key 'bogus'"),
     ('source = "x"\n[targets.a]\nurl = "/t"\nconcurrency = true\n', "targets.a.concurrency"),
+    # Windows' separator at the end, and a lone '!': an internal error at the first file filtered
+    (
+        'source = "x"\n[targets.a]\nurl = "/t"\nexclude = ["drafts\\\\"]\n',
+        "targets.a.exclude: the pattern 'drafts\\\\' is not a gitignore pattern; use / between folders",
+    ),
+    (
+        'source = "x"\n[defaults]\ninclude = ["!"]\n[targets.a]\nurl = "/t"\n',
+        "defaults.include: the pattern '!' takes",
+    ),
 ]
 
 
