@@ -739,7 +739,7 @@ class TargetRunner:
             source_empty,
             hold_gone,
             self._leftovers(remote),
-            excluded=lambda src: src in local and src not in mine,
+            excluded=lambda src: src not in mine and (src in local or self._in_source(src)),
             rows_checked=self.names_checked,
             unsendable=self.unsendable,
             left_out=self.not_sent,
@@ -1705,9 +1705,12 @@ class TargetRunner:
             # changes to what a large upload still works on wait for it (mirror.bulk)
             work.changes = self.lane.hold_back(work.changes)
         if work.changes:
-            # the guard must see an emptied source in watch mode too, not only in full passes
+            # the guard must see an emptied source in watch mode too, not only in full passes,
+            # and as this target's patterns see it: a typo (include = ["*.PDF"]) withheld
+            # every deletion in a full pass, and in watch mode took the copy of each file
+            # the program touched
             with self._known_lock:
-                source_empty = not self._known
+                source_empty = not any(map(self.filter.wants_file, self._known))
             reports.append(
                 self.pass_(
                     {p: e for p, e in work.changes.items() if e is not None},
@@ -1724,6 +1727,12 @@ class TargetRunner:
                 local = self._known.copy()
             reports.append(self.pass_(local, listing=True, scope=None, skip=work.skip))
         return reports
+
+    def _in_source(self, src: str) -> bool:
+        """Whether ``src`` is in the source, where a pass's files do not say: a watch pass
+        has only the changed ones, and a file its patterns leave out was told as removed
+        from the source, the guard's 'patterns take in no file' as 'the source is empty'."""
+        return os.path.lexists(os.path.join(self.config.source, src))
 
     def _source_here(self, work: Work) -> bool:
         """Wait while the source folder is away (unmounted, renamed away: Mirror.source_moved),

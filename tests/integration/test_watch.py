@@ -516,6 +516,32 @@ def test_deletions_the_guard_withheld_are_made_once_the_source_is_whole_again(tm
         wait_for(lambda: run("status", state=state).returncode == 0, what="status to clear")
 
 
+def test_patterns_that_take_in_no_file_withhold_deletions_in_watch_mode_too(tmp_path: Path) -> None:
+    """README: patterns that take in no file of the source withhold every deletion, as an
+    empty source does. A full pass did; in watch mode (the guard judging the whole source),
+    each invoice the program touched then lost its copy, as removed from the source."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    src.mkdir()
+    for i in range(10):
+        (src / f"invoice {i:02}.pdf").write_bytes(b"%d" % i)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\n')
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\ninclude = ["*.PDF"]\n')  # a typo
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: "patterns take in no file" in log.read_text(), what="the first pass", log=log)
+        for i in range(3):
+            with (src / f"invoice {i:02}.pdf").open("ab") as invoice:
+                invoice.write(b" paid")
+        wait_for(lambda: log.read_text().count("patterns take in no file") >= 2, what="the watch pass", log=log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert len(files(dst)) == 10
+    assert "removed from the source" not in log.read_text()
+
+
 def test_withheld_deletions_clear_soon_after_the_files_come_back(tmp_path: Path) -> None:
     """The guard's checks back off while the folder stays emptied (10 s, 20 s, 40 s...):
     once the export was written again, status said 'deletions withheld' (exit 1) until
