@@ -100,7 +100,9 @@ def _as_is(rel: str) -> str:
 
 
 def _folded(rel: str) -> str:
-    return unicodedata.normalize("NFC", rel).casefold()
+    # lower(), not casefold(): that takes 'ß' for 'ss' (and 'ﬁ' for 'fi'), where these
+    # services keep 'Straße.pdf' and 'Strasse.pdf' apart
+    return unicodedata.normalize("NFC", rel).lower()
 
 
 def in_trash(rel: str) -> bool:

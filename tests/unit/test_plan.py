@@ -815,6 +815,16 @@ def test_unicode_spellings_of_one_name_conflict_on_a_target_that_ignores_case() 
     assert len(plan(local, {}, SETTINGS).transfers) == 2, "a Linux disk or SFTP server keeps both"
 
 
+def test_names_that_differ_in_more_than_case_are_two_files_on_a_target_that_ignores_case() -> None:
+    """Dropbox and OneDrive fold case, not spellings: 'Straße' and 'Strasse' are two
+    files there. Taken for one, the second invoice was refused, and once the first was
+    deleted its copy stayed on the target for good, with status in sync."""
+    local = {name: entry(name) for name in ("Hauptstraße 5.pdf", "Hauptstrasse 5.pdf", "ﬁle.pdf", "file.pdf")}
+    caps = Capabilities(case_sensitive=False)
+    result = plan(local, {}, PlanSettings(SETTINGS.layout, DeletePolicy.MIRROR, caps))
+    assert len(result.transfers) == 4 and not result.refusals
+
+
 def test_a_file_named_like_a_folder_on_the_target_is_refused() -> None:
     """On a case-insensitive target, a file ``docs`` and a folder ``Docs`` cannot both exist."""
     caps = Capabilities(case_sensitive=False)
