@@ -125,7 +125,9 @@ def _not_in_source(
                     "the copy of its old name stays on the target until the file can be mirrored",
                 )
             )
-        elif delete is DeletePolicy.MIRROR and key(known.dst) in there:
+        elif delete is not DeletePolicy.KEEP and key(known.dst) in there:
+            # under trash too: a removed file's copy goes into the trash, and one still at
+            # its path (a deletion withheld, a move into the trash that failed) differs
             found.append(Difference(src, known.dst, "removed from the source but still on the target"))
     for path in sorted(unreadable):
         if not any(src == path or src.startswith(f"{path}/") or not path for src in index):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -119,6 +120,22 @@ def test_a_copy_kept_for_a_file_renamed_to_a_name_that_is_not_mirrored_names_bot
         ),
         ("gone.pdf", "removed from the source but still on the target"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("delete", "told"), [(DeletePolicy.MIRROR, True), (DeletePolicy.TRASH, True), (DeletePolicy.KEEP, False)]
+)
+def test_a_copy_still_at_the_path_of_a_file_removed_from_the_source_differs_unless_kept(
+    delete: DeletePolicy, told: bool
+) -> None:
+    """delete = trash: verify said identical while the copies of 11 removed files were
+    still at their paths (the guard had withheld their move into the trash)."""
+    index = {"gone.pdf": IndexEntry("gone.pdf", "gone.pdf", 3, MTIME, 1, dt.date(2026, 3, 1), None)}
+    remote = {"gone.pdf": RemoteEntry("gone.pdf", 3)}
+    found = compare({}, index, remote, Layout.parse("tree"), delete, Capabilities(), lambda _: None, (), [])
+    assert [(d.src, d.problem) for d in found] == (
+        [("gone.pdf", "removed from the source but still on the target")] if told else []
+    )
 
 
 @given(
