@@ -429,6 +429,9 @@ def naming_rules(caps: Capabilities) -> str:
 
 def refusal(dst: str, size: int, caps: Capabilities) -> str | None:
     """Why the target would refuse a file of ``size`` bytes at ``dst``, or None."""
+    if dst == TRASH_DIR:
+        # sent, it took the trash folder's place: every move into the trash failed after it
+        return f"{TRASH_DIR} is the name of mirror's trash folder on the target; rename the file"
     why = refused_name(dst, caps)
     if why is None and caps.max_file_bytes is not None and size > caps.max_file_bytes:
         why = f"file is larger than the target allows ({caps.max_file_bytes} bytes)"

@@ -825,6 +825,16 @@ def test_names_that_differ_in_more_than_case_are_two_files_on_a_target_that_igno
     assert len(result.transfers) == 4 and not result.refusals
 
 
+def test_a_file_named_like_the_trash_folder_is_refused() -> None:
+    """Sent, a source file named .mirror-trash took the trash folder's place on the
+    target, and every deletion under delete = trash failed at every pass."""
+    result = plan({".mirror-trash": entry(".mirror-trash"), "a.pdf": entry("a.pdf")}, {}, SETTINGS)
+    assert [t.src for t in result.transfers] == ["a.pdf"]
+    assert [(r.src, r.reason) for r in result.refusals] == [
+        (".mirror-trash", ".mirror-trash is the name of mirror's trash folder on the target; rename the file")
+    ]
+
+
 def test_a_file_named_like_a_folder_on_the_target_is_refused() -> None:
     """On a case-insensitive target, a file ``docs`` and a folder ``Docs`` cannot both exist."""
     caps = Capabilities(case_sensitive=False)
