@@ -701,7 +701,7 @@ def verify(
                     runner.settings.delete,
                     driver.caps,
                     partial(_source_hash, driver, cfg.source),
-                    snap.unreadable,
+                    {u for u in snap.unreadable if runner.wants_below(u)},
                     [skip for skip in unmirrorable if runner.filter.wants_file(skip.path)],
                     runner.stable_inodes,
                 )

@@ -234,6 +234,12 @@ class Mirror:
         # to rename it (exit 1, for ever) over logs a program owns and nobody wants mirrored
         wanted = [r.filter.wants_file for r in self.runners]
         snap.skipped = [s for s in snap.skipped if not s.fix or any(wants(s.path) for wants in wanted)]
+        # and a folder they all leave out as a whole, read or not: lost+found at a disk's
+        # root, excluded, kept every run, status and verify at exit 1 for good
+        ignored = {u for u in snap.unreadable if u and not any(r.filter.wants_dir(u) for r in self.runners)}
+        if ignored:
+            snap.unreadable -= ignored
+            snap.skipped = [s for s in snap.skipped if not (s.unreadable and s.path in ignored)]
         for rel in sorted(away):
             snap.hold(rel, "the share or disk mounted here is not mounted (gone for good? remove the folder)")
         for skip in snap.skipped:
@@ -263,7 +269,7 @@ class Mirror:
             runner.unsendable = sum(1 for s in snap.skipped if s.fix and runner.filter.wants_file(s.path))
             # a mirrored file renamed to one of these keeps its copy (mirror.plan)
             runner.not_sent = {p: e for p, e in not_sent.items() if runner.filter.wants_file(p)}
-            count = runner.unsendable + sum(1 for s in snap.skipped if s.unreadable)
+            count = runner.unsendable + sum(1 for s in snap.skipped if s.unreadable and runner.wants_below(s.path))
             left_out = str(count) if count else None
             runner.left_out = count
             index = runner.index

@@ -1728,6 +1728,11 @@ class TargetRunner:
             reports.append(self.pass_(local, listing=True, scope=None, skip=work.skip))
         return reports
 
+    def wants_below(self, rel: str) -> bool:
+        """Whether this target's patterns may take in a file at or below the source path
+        ``rel`` (``"."`` or ``""``: the source folder itself)."""
+        return rel in ("", ".") or self.filter.wants_dir(rel)
+
     def _in_source(self, src: str) -> bool:
         """Whether ``src`` is in the source, where a pass's files do not say: a watch pass
         has only the changed ones, and a file its patterns leave out was told as removed

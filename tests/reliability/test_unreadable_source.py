@@ -154,3 +154,26 @@ def test_a_folder_readable_again_in_watch_mode_is_watched_again(
             capture_output=True, text=True, env=env, timeout=60, check=False,
         )  # fmt: skip
         assert "left out" not in status.stdout, status.stdout
+
+
+def test_a_folder_the_patterns_leave_out_is_no_problem_unread(
+    mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A source at a disk's root holds lost+found, which the user excluded: unreadable to
+    mirror, it still kept run, status and verify at exit 1 for good, as 'could not be read'."""
+    source, _, env = mirrored
+    (source / "lost+found").mkdir()
+    (source / "lost+found" / "#1234").write_bytes(b"fsck's")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{source}"\n[targets.usb]\nurl = "{tmp_path / "usb"}"\nexclude = ["lost+found/"]\n')
+    (source / "lost+found").chmod(0o000)
+    try:
+        for command in (["run", "-c", str(cfg), "--once"], ["status", "-c", str(cfg)], ["verify", "-c", str(cfg)]):
+            done = subprocess.run(
+                ["unshare", "--user", *MIRROR, *command],
+                capture_output=True, text=True, env=env, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, (command, done.stdout + done.stderr)
+    finally:
+        (source / "lost+found").chmod(0o755)
+    assert files(tmp_path / "usb") == TREE
