@@ -94,6 +94,11 @@ BAD = [
         'source = "x"\n[defaults]\ninclude = ["!"]\n[targets.a]\nurl = "/t"\n',
         "defaults.include: the pattern '!' takes",
     ),
+    (
+        'source = "x"\n[targets.a]\nurl = "/t"\nexclude = ["./private/"]\n',
+        "targets.a.exclude: the pattern './private/' matches nothing: patterns are relative to the source "
+        "folder; write /private/ for a path at its top",
+    ),
 ]
 
 
