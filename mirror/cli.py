@@ -32,6 +32,7 @@ from mirror.config import Config, TargetSettings
 from mirror.driver import Driver
 from mirror.engine import Mirror
 from mirror.errors import ConfigError, GuardRefused, MirrorError, StateError
+from mirror.filters import Filter
 from mirror.layout import Layout
 from mirror.logs import printable
 from mirror.logs import setup as setup_logging
@@ -678,6 +679,7 @@ def verify(
             # files no target can hold as they are: not backed up, so never "identical"
             unmirrorable = [skip for skip in snap.skipped if skip.fix]
             for runner in mirror.runners:
+                _patterns_last_run(runner, config_path is None and source is not None)
                 local = {p: e for p, e in snap.entries.items() if runner.filter.wants_file(p)}
                 index = runner.index.entries() if runner.index is not None else {}
                 placed = runner.settings.layout
@@ -762,6 +764,17 @@ def _layout_last_run(runner: TargetRunner, default: Layout, index: Mapping[str, 
         return default
     click.echo(f"{runner.name}: layout {layout.name}, which mirror run last used here (--layout checks another)")
     return layout
+
+
+def _patterns_last_run(runner: TargetRunner, ad_hoc: bool) -> None:
+    """For a verify of SOURCE TARGET (``ad_hoc``): the include/exclude patterns mirror run
+    last used on the target (a config's target's, most often), which decide what the source
+    holds for it: without them, each file they leave out was reported missing, at every check."""
+    raw = runner.index.get_meta("patterns") if ad_hoc and runner.index is not None else None
+    if raw:
+        include, exclude = json.loads(raw)
+        runner.filter = Filter(include, exclude)
+        click.echo(f"{runner.name}: the include and exclude patterns mirror run last used here")
 
 
 def _layout_there(

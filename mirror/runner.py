@@ -335,6 +335,8 @@ class TargetRunner:
             state="starting",
             rescan_interval=self.settings.rescan_interval,
             layout=self.settings.layout.template,
+            # for a verify of SOURCE TARGET, which has no config to take them from
+            patterns=json.dumps([self.settings.include, self.settings.exclude]) if self.filter.narrows else None,
             settling=None,  # what a killed run's watcher held
             watching=None,
             place=_place_key(self.recorded_place()),  # hashed: the options in it may hold secrets

@@ -256,6 +256,22 @@ def test_verify_and_status_of_source_target_find_a_config_s_target_there(
     assert files(tmp_path / "backup") == before
 
 
+def test_verify_of_source_target_takes_the_patterns_of_the_config_s_target_there(
+    tmp_path: Path, state: Path
+) -> None:
+    """The service leaves drafts/ out by config; a check by hand named the two folders and
+    reported every draft missing on the target (exit 1), at every check."""
+    src, backup = tmp_path / "export", tmp_path / "backup"
+    (src / "drafts").mkdir(parents=True)
+    (src / "inv.pdf").write_bytes(b"invoice")
+    (src / "drafts" / "d.pdf").write_bytes(b"draft")
+    config = tmp_path / "mirror.toml"
+    config.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{backup}"\nexclude = ["drafts/"]\n')
+    assert run("run", "-c", str(config), "--once", state=state).returncode == 0
+    checked = run("verify", str(src), str(backup), state=state)
+    assert checked.returncode == 0 and "usb: identical (1 file;" in checked.stdout, checked.stdout
+
+
 def test_a_renamed_folder_leaves_no_empty_folder_behind(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     (src / "drafts" / "march").mkdir(parents=True)
