@@ -632,6 +632,14 @@ class TargetRunner:
                 self.lane.executor.remove_temps()
         elif not clean and self.index is not None and not self.dry_run:
             self.log.warning("%s%s", self._stuck_in(), self._remove_abandoned_temps())
+        # before the index: a driver's close keeps its state there (S3's record of each upload
+        # it aborts), and with the index closed the first abort stopped the others
+        drivers = [self.driver, self.lane.executor.driver if self.lane is not None else None]
+        for driver in {id(d): d for d in drivers if d is not None}.values():
+            try:
+                driver.close()
+            except Exception:
+                self.log.debug("error while closing the connection", exc_info=True)
         if self.index is not None:
             # a target never reached (a mistyped host in a one-off run) leaves no index:
             # kept, it would make every later `mirror status` exit 1; its error is kept aside
@@ -656,12 +664,6 @@ class TargetRunner:
                 for suffix in ("", "-wal", "-shm", ".lock"):
                     with suppress(FileNotFoundError):
                         os.unlink(f"{self.index_file}{suffix}")
-        drivers = [self.driver, self.lane.executor.driver if self.lane is not None else None]
-        for driver in {id(d): d for d in drivers if d is not None}.values():
-            try:
-                driver.close()
-            except Exception:
-                self.log.debug("error while closing the connection", exc_info=True)
         self._unlock()
 
     def _unlock(self) -> None:

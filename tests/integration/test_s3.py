@@ -333,18 +333,21 @@ def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
 
 
 def upload_held_back(
-    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path, *args: str
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path, *args: str, scans: int = 1
 ) -> tuple[subprocess.Popen[str], Path, Path, Proxy, Callable[[], list[str]], str, bytes]:
-    """``mirror run ARGS`` sending a large scan to S3 through a link that holds back its
-    parts, once its multipart upload is open; beside it, another tool's upload to the
-    same key. The process, its config and state folder, the proxy, a function giving
-    the ids of the bucket's open uploads, the other tool's upload id and the scan."""
+    """``mirror run ARGS`` sending a large scan (or ``scans`` of them) to S3 through a
+    link that holds back their parts, once their multipart uploads are open; beside it,
+    another tool's upload to the same key. The process, its config and state folder, the
+    proxy, a function giving the ids of the bucket's open uploads, the other tool's upload
+    id and the scan."""
     proxy = Proxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
     proxy.holding_parts.set()
     source, state = tmp_path / "export", tmp_path / "state"
     source.mkdir()
     scan = os.urandom(40 * 1024 * 1024)
     (source / "scan.tif").write_bytes(scan)
+    for i in range(2, scans + 1):
+        (source / f"scan-{i}.tif").write_bytes(scan)
     options = {**s3_target.options, "endpoint_url": f"http://127.0.0.1:{proxy.listener.getsockname()[1]}"}
     config = config_file(TargetSpec("s3", s3_target.url, options, env=s3_target.env), source, tmp_path / "m.toml")
     bucket = s3_target.url.split("/")[2]
@@ -360,7 +363,7 @@ def upload_held_back(
         # may cut off before it is recorded, and the next run cannot tell it from another
         # tool's (S3 lists neither metadata nor tags of an upload)
         wait_for(proxy.held.is_set, timeout=30, what="mirror's upload under way")
-        assert len(uploads()) == 2
+        wait_for(lambda: len(uploads()) == scans + 1, timeout=30, what="every upload open")
     except BaseException:
         proc.kill()
         proc.wait(timeout=30)
@@ -391,6 +394,17 @@ def test_a_stop_that_gives_up_on_an_upload_aborts_it(
     """systemctl stop during a large upload on a slow link: 'stopped with an upload still
     running', and its parts stayed stored and billed on S3."""
     proc, _, _, _, uploads, theirs, _ = upload_held_back(s3_server, s3_target, tmp_path)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 0
+    assert uploads() == [theirs]
+
+
+def test_a_stop_that_gives_up_on_two_uploads_aborts_both(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """The index was closed before the S3 connection: the first abort's record could not
+    be dropped, and the second upload stayed open, its parts stored and billed."""
+    proc, *_, uploads, theirs, _ = upload_held_back(s3_server, s3_target, tmp_path, scans=2)
     proc.terminate()
     assert proc.wait(timeout=60) == 0
     assert uploads() == [theirs]
