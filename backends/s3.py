@@ -65,6 +65,9 @@ MAX_PARTS = 10_000
 #: parts of one file sent at once: so many parts (of 16 MiB and up) are held in memory
 #: for each large file in flight, and those go bulk_concurrency at a time
 PARTS_AT_ONCE = 4
+#: tries s3fs gives a request that fails on the way (a reset, a timeout of 15 s): the
+#: executor's retries, which back off and tell a target down, come on top
+S3FS_TRIES = 2
 #: one request carries at most 5 GiB
 MAX_SINGLE = 5 * 1024**3
 READ = 1024 * 1024
@@ -208,9 +211,13 @@ class S3Driver(Driver):
             profile=options.get("profile"),
             anon=bool(options.get("anon", False)),
             client_kwargs=client_kwargs,
+            # botocore's own retries (5 attempts) under s3fs's (5) waited out a hung endpoint
+            # for 7 minutes, with status idle and nothing pending; mirror retries by itself
+            config_kwargs={"retries": {"max_attempts": 1}},
             use_listings_cache=False,
             skip_instance_cache=True,
         )
+        fs.retries = S3FS_TRIES
         quiet_loop(fs)  # before the first request: a server resetting connections is noisy at once
         try:
             fs.call_s3("head_bucket", Bucket=bucket)

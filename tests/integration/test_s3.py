@@ -19,7 +19,7 @@ from mirror.backends import s3 as s3_backend
 from mirror.backends.s3 import S3Driver, s3_etag
 
 from mirror.driver import Driver, RemoteEntry
-from mirror.errors import ConfigError, FatalError, ItemError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from tests.cli import MIRROR, run, start, wait_for
 from tests.contract.test_cli_contract import config_file
 from tests.servers.s3 import S3Server
@@ -174,6 +174,32 @@ def test_unreachable_endpoint_is_transient(bucket: str) -> None:
     with pytest.raises(TransientError):
         dead = f"http://127.0.0.1:{free_port()}"
         S3Driver.connect(f"s3://{bucket}/x", {"endpoint_url": dead, "key": "k", "secret": "s"})
+
+
+@pytest.mark.slow
+def test_an_endpoint_that_hangs_is_told_unreachable_within_two_minutes(bucket: str) -> None:
+    """A gateway that takes connections and never answers: botocore's retries under
+    s3fs's waited it out for 7 minutes, the target 'idle' with nothing pending meanwhile
+    (slow: it waits out the read timeouts it checks)."""
+    hung = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+    threading.Thread(target=lambda: taken.extend(iter(lambda: hung.accept()[0], None)), daemon=True).start()
+    told: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            S3Driver.connect(
+                f"s3://{bucket}/x",
+                {"endpoint_url": f"http://127.0.0.1:{hung.getsockname()[1]}", "key": "k", "secret": "s"},
+            )
+        except MirrorError as exc:
+            told.append(exc)
+
+    attempt = threading.Thread(target=connect, daemon=True)
+    attempt.start()
+    attempt.join(timeout=120)
+    assert not attempt.is_alive(), "still waiting for the endpoint after two minutes"
+    assert isinstance(told[0], TransientError), told
 
 
 def test_a_key_refused_mid_run_is_fatal_and_an_object_refused_alone_is_per_item(
