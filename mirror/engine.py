@@ -407,7 +407,9 @@ class Mirror:
             self.config.source,
             self.config.source_link,
             self.filter,
-            min(r.settings.settle for r in self.runners),
+            # the longest, as a full pass waits: with the shortest, a target given 5 s for
+            # a scanner's pauses between pages got a scan of one page under its final name
+            max(r.settings.settle for r in self.runners),
             any(r.settings.poll for r in self.runners),
             self.stop,
             known,

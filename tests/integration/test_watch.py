@@ -542,6 +542,35 @@ def test_patterns_that_take_in_no_file_withhold_deletions_in_watch_mode_too(tmp_
     assert "removed from the source" not in log.read_text()
 
 
+def test_a_target_s_longer_settle_holds_a_scan_between_its_pages(tmp_path: Path) -> None:
+    """archive waits 3 s for the scanner's pauses between pages, usb the default: the
+    watcher waited the shortest, and archive got page 1 alone under the scan's final name."""
+    src, state, log = tmp_path / "src", tmp_path / "state", tmp_path / "m.log"
+    usb, archive = tmp_path / "usb", tmp_path / "archive"
+    src.mkdir()
+    (src / "inv.pdf").write_bytes(b"invoice")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.usb]\nurl = "{usb}"\n[targets.archive]\nurl = "{archive}"\nsettle = "3s"\n'
+    )
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: "inv.pdf" in files(usb) and "inv.pdf" in files(archive), what="the first passes", log=log)
+        page = os.urandom(300_000)
+        (src / "scan.pdf").write_bytes(page)
+        time.sleep(1.5)  # the scanner's pause between pages
+        with (src / "scan.pdf").open("ab") as scan:
+            scan.write(page)
+        both = page * 2
+        wait_for(
+            lambda: files(usb).get("scan.pdf") == both == files(archive).get("scan.pdf"), what="the scan", log=log
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert "300.0 kB" not in log.read_text(), "a page alone was sent"
+
+
 def test_withheld_deletions_clear_soon_after_the_files_come_back(tmp_path: Path) -> None:
     """The guard's checks back off while the folder stays emptied (10 s, 20 s, 40 s...):
     once the export was written again, status said 'deletions withheld' (exit 1) until
