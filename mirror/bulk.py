@@ -284,10 +284,17 @@ class BulkLane:
             self._cv.notify_all()
         try:
             self._finished(stats, started)
-        except Exception as exc:  # the index cannot take it (a full disk), or a bug
-            self.log.error("cannot record the bulk lane's run: %s", exc, exc_info=not isinstance(exc, StateError))
-            with self._cv:
-                self._bug = self._bug or exc
+        except Exception as exc:
+            if self.stop.is_set():
+                # a stop closes the indexes meanwhile (the runner's, and those a place check
+                # reads): logged as an error, it named another target's healthy index
+                self.log.debug("the bulk lane's run ended as mirror stopped: not recorded", exc_info=True)
+            else:  # the index cannot take it (a full disk), or a bug
+                self.log.error(
+                    "cannot record the bulk lane's run: %s", exc, exc_info=not isinstance(exc, StateError)
+                )
+                with self._cv:
+                    self._bug = self._bug or exc
         if not self.stop.is_set():
             self._hand_back([*done, *released])
 

@@ -1,14 +1,19 @@
-"""The bulk lane's pure parts: how a watch plan is split, and which later changes and
-actions must wait for what the lane works on."""
+"""The bulk lane: how a watch plan is split, which later changes and actions must wait
+for what the lane works on, and what a run that ends as mirror stops tells."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mirror.bulk import NONE, Busy, clashing, related, split
+from mirror.bulk import NONE, BulkLane, Busy, clashing, related, split
+from mirror.errors import StateError
+from mirror.execute import RunStats
 from mirror.paths import path_key
 from mirror.plan import Delete, Move, Plan, Put, Trash
 from mirror.scan import LocalEntry
@@ -89,3 +94,22 @@ def test_a_target_that_ignores_case_compares_its_paths_so() -> None:
 def test_related_is_symmetric_and_means_one_path_is_or_holds_the_other(a: str, b: str) -> None:
     assert related(a, b) == related(b, a)
     assert related(a, b) == (a == b or a.startswith(b + "/") or b.startswith(a + "/"))
+
+
+def test_a_lane_run_that_ends_as_mirror_stops_is_no_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A stop during a large upload logged 'error [nas] cannot record the bulk lane's run:',
+    with no reason, or naming another target's index that the stop was closing."""
+    stop = threading.Event()
+
+    def closed(stats: RunStats, started: float) -> None:
+        raise StateError("cannot use the index usb.sqlite (Cannot operate on a closed database.)")
+
+    log = logging.LoggerAdapter(logging.getLogger("mirror.test"), {})
+    lane = BulkLane(None, stop, str, lambda paths: None, closed, log)  # type: ignore[arg-type]
+    stop.set()
+    with caplog.at_level(logging.DEBUG):
+        lane._after(Plan(), RunStats(), 0.0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    stop.clear()
+    lane._after(Plan(), RunStats(), 0.0)
+    assert "cannot record the bulk lane's run" in caplog.text
