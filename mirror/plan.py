@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, ValuesView
 from dataclasses import dataclass
@@ -746,7 +747,7 @@ class _Planner:
             k = key(dst)
             holder = self.claimed.get(k) or (owner.get(k) if k not in vacated else None)
             if holder is not None and holder != src:
-                self.refusals.append(Refuse(src, dst, f"{dst!r} on the target is already taken by {holder!r}"))
+                self.refusals.append(Refuse(src, dst, _taken(dst, holder)))
                 known = index.get(src)
                 if known is not None and key(known.dst) == k:
                     # its row holds the path too: two rows, one file there (of either)
@@ -795,9 +796,14 @@ class _Planner:
     ) -> tuple[list[Move], list[Put | Adopt]]:
         """Send each file of ``shared`` (holder -> the other file its copy was one with)
         again: the one file on the target holds whichever of the two went last, and a
-        listing cannot always tell which (WebDAV keeps no time and gives no hash)."""
+        listing cannot always tell which (WebDAV keeps no time and gives no hash). So is
+        a file renamed from the other: moved, that one file took the holder's bytes along
+        to the new name (A and a were one file; A renamed, its copy held a's bytes)."""
         sent = {a.src for a in transfers if isinstance(a, Put)}
-        again = [src for src in shared if src in desired and src not in sent]
+        holders = {other: holder for holder, other in shared.items()}
+        renamed = {m.src: holders[m.old_src] for m in moves if m.old_src in holders}
+        with_ = {**shared, **renamed}  # file -> the one whose copy it was one file with
+        again = [src for src in with_ if src in desired and src not in sent]
         if not again:
             return moves, transfers
         redo = set(again)
@@ -805,7 +811,7 @@ class _Planner:
         transfers = [a for a in transfers if a.src not in redo]
         for src in again:
             dst, date = desired[src]
-            why = f"sent again: its copy on the target was one file with that of {shared[src]!r}"
+            why = f"sent again: its copy on the target was one file with that of {with_[src]!r}"
             transfers.append(Put(src, dst, self.local[src], date, why))
         return moves, transfers
 
@@ -1325,6 +1331,20 @@ def _unchanged(known: IndexEntry, entry: LocalEntry, stable_inodes: bool) -> boo
     if known.size != entry.size or known.mtime_ns != entry.mtime_ns:
         return False
     return not (stable_inodes and known.ino and entry.ino and known.ino != entry.ino)
+
+
+def _taken(dst: str, holder: str) -> str:
+    """Why ``dst`` cannot be had: ``holder`` has it. Two names that read alike are two
+    Unicode spellings of one (a Mac writes 'ü' as 'u' and an accent): told 'taken by'
+    a name that looked the same, the user could not tell which to rename."""
+    why = f"{dst!r} on the target is already taken by {holder!r}"
+    composed = unicodedata.normalize("NFC", holder)
+    if unicodedata.normalize("NFC", dst) != composed:
+        return why
+    spelling = (
+        "composed, as Windows and Linux write accents" if holder == composed else "decomposed, as a Mac does"
+    )
+    return f"{why}, the same name in another Unicode spelling ({spelling}); rename one of the two"
 
 
 def newer_there(entry: LocalEntry, there: RemoteEntry, caps: Capabilities) -> str | None:
