@@ -84,12 +84,14 @@ def check_patterns(patterns: Iterable[str]) -> None:
     """Raise ValueError naming the first pattern that is no gitignore pattern: found as the
     first file was filtered, it was an internal error that asked to be reported."""
     for pattern in patterns:
-        body = pattern.removeprefix("!")
-        if body.startswith(("./", "../")):
+        body = rest = pattern.removeprefix("!")
+        while rest.startswith(("./", "../")):
+            rest = rest.partition("/")[2]
+        if rest != body:
             # gitignore matches no path so: './private/' let the private folder go out
             raise ValueError(
                 f"the pattern {pattern!r} matches nothing: patterns are relative to the source folder; "
-                f"write {'!' if pattern.startswith('!') else ''}/{body.lstrip('./')} for a path at its top"
+                f"write {pattern[: len(pattern) - len(body)]}/{rest} for a path at its top"
             )
         if pattern.startswith("!") and not pattern[1:].strip():
             raise ValueError(
