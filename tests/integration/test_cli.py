@@ -1491,6 +1491,19 @@ def test_two_targets_on_one_server_folder_that_differ_in_an_option_are_refused(
         f'options = {{ endpoint_url = "HTTP://127.0.0.1:9/", key = "k" }}\n'
     )
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'c2' writes to", "target 'c1'")
+    # one server by two of this machine's names: the keep target's files were deleted
+    cfg.write_text(
+        f'source = "{src}"\n[targets.current]\nurl = "s3://bk/b"\n'
+        f'options = {{ endpoint_url = "http://127.0.0.1:9" }}\n'
+        f'[targets.archive]\nurl = "s3://bk/b"\noptions = {{ endpoint_url = "http://localhost:9" }}\n'
+        'delete = "keep"\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'current' and 'archive'")
+    cfg.write_text(
+        f'source = "{src}"\n[targets.nas]\nurl = "sftp://me@[::1]:9/srv/invoices"\n'
+        f'[targets.nas2]\nurl = "sftp://localhost:9/srv/invoices"\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'nas' and 'nas2'")
     # the login folder is the user's own: another user's is another place
     cfg.write_text(
         f'source = "{src}"\n[targets.me]\nurl = "sftp://me@127.0.0.1:9/~/invoices"\n'
