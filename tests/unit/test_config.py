@@ -99,6 +99,7 @@ BAD = [
         "targets.a.exclude: the pattern './private/' matches nothing: patterns are relative to the source "
         "folder; write /private/ for a path at its top",
     ),
+    ('source = "x"\n[targets.a]\nurl = "/t"\ninclude = ["!./.hidden/"]\n', "write !/.hidden/ for a path"),
 ]
 
 
