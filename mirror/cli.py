@@ -713,7 +713,7 @@ def verify(
                     if diff.dst is not None and diff.dst != diff.src:
                         where += f" -> {printable(diff.dst)}"
                     click.echo(f"{runner.name}: {where}: {printable(diff.problem)}")
-                accounted = accounted_for(local, index, placed)
+                accounted = accounted_for(local, index, placed, remote, driver.caps)
                 if not found:
                     how = compared(driver.caps, remote, accounted)
                     click.echo(f"{runner.name}: identical ({counted(len(local), 'file')}; {how})")

@@ -575,7 +575,7 @@ class _Planner:
         self._refusals_seen = 0
         self._holders: dict[str, str] | None = None
         #: the listed paths a dated layout can give, by undated path (:meth:`_first_date`)
-        self._dated: dict[str, list[tuple[dt.date, str]]] | None = None
+        self._first_dates: FirstDates | None = None
         #: who holds each target path of this plan (by key), found by :meth:`assign`
         self.owner: dict[str, str] = {}
         #: the index answers "who holds this path?" itself (exact paths, so only where
@@ -621,33 +621,12 @@ class _Planner:
         return {src: desired[src] for src in sorted(desired)}
 
     def _first_date(self, src: str, entry: LocalEntry) -> dt.date:
-        """The date of a file the index has no row of: its mtime's, unless the listing
-        shows its copy (same size and time) at its path under another date of a dated
-        layout, and nothing at the mtime's. The date a file was first mirrored lives in
-        its row only: with the index lost, a file edited since (a 2024 invoice corrected
-        in 2026) was sent again into 2026/, and its 2024 copy was left for good."""
-        date = date_of(entry.mtime_ns)
-        layout = self.settings.layout
-        if not self.remote or not self.caps.mtime_settable or not layout.dated:
-            return date
-        try:
-            if self.key(layout.target_path(src, date)) in self.remote:
-                return date
-        except ItemError:
-            return date
-        if self._dated is None:
-            self._dated = layout.dates_of(there.path for there in self.remote.values())
-        for first, path in sorted(self._dated.get(layout.undated(src), ())):
-            there = self.remote[self.key(path)]
-            if (
-                there.size == entry.size
-                and there.mtime_ns is not None
-                and self.caps.mtime_matches(there.mtime_ns, entry.mtime_ns)
-                and layout.target_path(src, first) == path
-                and not self._owners_of([self.key(path)])
-            ):
-                return first
-        return date
+        if self._first_dates is None:
+            self._first_dates = FirstDates(self.settings.layout, self.remote, self.caps, self.key, self._owned)
+        return self._first_dates.of(src, entry)
+
+    def _owned(self, key: str) -> bool:
+        return bool(self._owners_of([key]))
 
     def keep_renamed(
         self, gone: list[str], left_out: Mapping[str, tuple[LocalEntry, str]] | None = None
@@ -1331,6 +1310,51 @@ def _unchanged(known: IndexEntry, entry: LocalEntry, stable_inodes: bool) -> boo
     if known.size != entry.size or known.mtime_ns != entry.mtime_ns:
         return False
     return not (stable_inodes and known.ino and entry.ino and known.ino != entry.ino)
+
+
+class FirstDates:
+    """The date a dated layout gave a file the index has no row of: its mtime's, unless
+    the listing ``remote`` (by ``key``) shows its copy (same size and time) at its path
+    under another date, not ``owned`` by a row, and nothing at the mtime's. The date a
+    file was first mirrored lives in its row only: with the index lost, a file edited
+    since (a 2024 invoice corrected in 2026) was sent again into 2026/, its 2024 copy
+    left for good; and verify called it missing there."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        remote: Mapping[str, RemoteEntry] | None,
+        caps: Capabilities,
+        key: Callable[[str], str],
+        owned: Callable[[str], bool],
+    ) -> None:
+        self.layout, self.remote, self.caps, self.key, self.owned = layout, remote, caps, key, owned
+        #: undated path -> (date, path) of the listing's files (built at the first question)
+        self._dated: dict[str, list[tuple[dt.date, str]]] | None = None
+
+    def of(self, src: str, entry: LocalEntry) -> dt.date:
+        date = date_of(entry.mtime_ns)
+        layout, remote = self.layout, self.remote
+        if not remote or not self.caps.mtime_settable or not layout.dated:
+            return date
+        try:
+            if self.key(layout.target_path(src, date)) in remote:
+                return date
+        except ItemError:
+            return date
+        if self._dated is None:
+            self._dated = layout.dates_of(there.path for there in remote.values())
+        for first, path in sorted(self._dated.get(layout.undated(src), ())):
+            there = remote[self.key(path)]
+            if (
+                there.size == entry.size
+                and there.mtime_ns is not None
+                and self.caps.mtime_matches(there.mtime_ns, entry.mtime_ns)
+                and layout.target_path(src, first) == path
+                and not self.owned(self.key(path))
+            ):
+                return first
+        return date
 
 
 def _taken(dst: str, holder: str) -> str:

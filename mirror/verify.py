@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import NAMED, Layout, date_of
 from mirror.paths import in_trash, path_key
-from mirror.plan import is_temp, refusal, refused_name, renamed_away
+from mirror.plan import FirstDates, is_temp, refusal, refused_name, renamed_away
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry, Skip
 
@@ -46,6 +45,7 @@ def compare(
     named with the copy of its old name, which stays (as the planner keeps it)."""
     key = path_key(caps.case_sensitive)
     there = {key(p): r for p, r in remote.items()}
+    first = _first_dates(index, there, layout, caps, key)
     # two source files can want one target path (the flat layout, or names that differ
     # only in case on a target that ignores case): the one with the row holds it, and of
     # two rows there (written before the target's case was known) the first in path order,
@@ -60,7 +60,7 @@ def compare(
     for src, entry in sorted(local.items()):
         known = index.get(src)
         try:
-            dst = _placed(src, entry, known, layout)
+            dst = _placed(src, entry, known, layout, first)
         except ItemError as exc:
             found.append(Difference(src, None, f"not mirrored: {exc}"))
             refused.append((src, entry, str(exc)))
@@ -135,12 +135,20 @@ def _not_in_source(
     return found
 
 
-def accounted_for(local: Mapping[str, LocalEntry], index: Mapping[str, IndexEntry], layout: Layout) -> set[str]:
+def accounted_for(
+    local: Mapping[str, LocalEntry],
+    index: Mapping[str, IndexEntry],
+    layout: Layout,
+    remote: Mapping[str, RemoteEntry],
+    caps: Capabilities,
+) -> set[str]:
     """The target paths the source's files belong at, and those the index holds."""
     paths = {row.dst for row in index.values()}
+    key = path_key(caps.case_sensitive)
+    first = _first_dates(index, {key(p): r for p, r in remote.items()}, layout, caps, key)
     for src, entry in local.items():
         try:
-            paths.add(_placed(src, entry, index.get(src), layout))
+            paths.add(_placed(src, entry, index.get(src), layout, first))
         except ItemError:
             continue  # no path on the target: nothing there it could account for
     return paths
@@ -225,7 +233,20 @@ def _found_in(local: Mapping[str, LocalEntry], remote: Mapping[str, RemoteEntry]
     return found
 
 
-def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout) -> str:
-    """Where ``src`` belongs on the target (ItemError: its layout gives no safe path)."""
-    date: dt.date = known.date if known else date_of(entry.mtime_ns)
-    return layout.target_path(src, date)
+def _placed(src: str, entry: LocalEntry, known: IndexEntry | None, layout: Layout, first: FirstDates) -> str:
+    """Where ``src`` belongs on the target (ItemError: its layout gives no safe path):
+    at the date of its row, else at the one its copy there was given, as mirror run
+    judges it (without an index, a 2024 invoice corrected in 2026 was called missing in
+    2026/, its copy in 2024/ someone else's file)."""
+    return layout.target_path(src, known.date if known else first.of(src, entry))
+
+
+def _first_dates(
+    index: Mapping[str, IndexEntry],
+    there: Mapping[str, RemoteEntry],
+    layout: Layout,
+    caps: Capabilities,
+    key: Callable[[str], str],
+) -> FirstDates:
+    owned = {key(row.dst) for row in index.values()}
+    return FirstDates(layout, there, caps, key, owned.__contains__)

@@ -58,7 +58,7 @@ def test_files_on_the_target_that_no_source_file_accounts_for_are_listed() -> No
         p: RemoteEntry(p, 1)
         for p in ["a.pdf", "new.pdf", "gone.pdf", "README.txt", "Old/x.pdf", ".mirror-trash/2026-03-01/b.pdf"]
     }
-    accounted = accounted_for(entries, index, Layout.parse("flat"))
+    accounted = accounted_for(entries, index, Layout.parse("flat"), remote, Capabilities())
     assert others(remote, accounted, Capabilities()) == ["Old/x.pdf", "README.txt"]
     assert others({"A.PDF": RemoteEntry("A.PDF", 3)}, accounted, Capabilities(case_sensitive=False)) == []
 
@@ -120,6 +120,19 @@ def test_a_copy_kept_for_a_file_renamed_to_a_name_that_is_not_mirrored_names_bot
         ),
         ("gone.pdf", "removed from the source but still on the target"),
     ]
+
+
+def test_without_an_index_a_dated_copy_is_found_under_the_date_it_was_given() -> None:
+    """A state folder lost (a check from a new machine): a 2024 invoice corrected in 2026
+    was called missing in 2026/, and its current copy in 2024/ someone else's file, while
+    mirror run adopts that copy."""
+    corrected = LocalEntry("inv-17.pdf", 27, MTIME, 1)
+    by_year = Layout.parse("by-year")
+    remote = {"2024/inv-17.pdf": RemoteEntry("2024/inv-17.pdf", 27, MTIME)}
+    caps = Capabilities(mtime_settable=True)
+    found = compare({"inv-17.pdf": corrected}, {}, remote, by_year, DeletePolicy.MIRROR, caps, lambda _: None)
+    assert found == []
+    assert others(remote, accounted_for({"inv-17.pdf": corrected}, {}, by_year, remote, caps), caps) == []
 
 
 @pytest.mark.parametrize(
