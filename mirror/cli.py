@@ -706,6 +706,7 @@ def verify(
                     {u for u in snap.unreadable if runner.wants_below(u)},
                     [skip for skip in unmirrorable if runner.filter.wants_file(skip.path)],
                     runner.stable_inodes,
+                    excluded=snap.entries.keys() - local.keys() if runner.filter.narrows else (),
                 )
                 for diff in found:
                     # under a layout a user knows the source path, and needs the target's too

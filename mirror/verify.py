@@ -35,6 +35,7 @@ def compare(
     unreadable: Collection[str] = (),
     left_out: Collection[Skip] = (),
     stable_inodes: bool = True,
+    excluded: Collection[str] = (),
 ) -> list[Difference]:
     """Every way the target differs from what the source says it should hold.
     ``unreadable``: source files and folders the scan could not read; what the index
@@ -42,7 +43,8 @@ def compare(
     ``left_out``: source files the scan found and no target can take as they are
     (:attr:`Skip.fix`): not on this target either, as a name it refuses is not. A file
     mirrored before and renamed to one of those, or to a path this target refuses, is
-    named with the copy of its old name, which stays (as the planner keeps it)."""
+    named with the copy of its old name, which stays (as the planner keeps it).
+    ``excluded``: source files this target's patterns leave out (not in ``local``)."""
     key = path_key(caps.case_sensitive)
     there = {key(p): r for p, r in remote.items()}
     first = _first_dates(index, there, layout, caps, key)
@@ -92,7 +94,7 @@ def compare(
             found.append(Difference(src, dst, "modification time differs"))
     found.sort(key=lambda diff: diff.src)
     renamed = renamed_away((row for src, row in index.items() if src not in local), refused, stable_inodes)
-    return found + _not_in_source(local, index, there, key, delete, unreadable, renamed)
+    return found + _not_in_source(local, index, there, key, delete, unreadable, renamed, excluded)
 
 
 def _not_in_source(
@@ -103,6 +105,7 @@ def _not_in_source(
     delete: DeletePolicy,
     unreadable: Collection[str],
     renamed: Mapping[str, tuple[str, str]],
+    excluded: Collection[str],
 ) -> list[Difference]:
     """What the scan did not find: files removed but still on the target, files renamed
     to a path that is not mirrored (``renamed``: old path -> (path now, why)), whose copy
@@ -128,7 +131,9 @@ def _not_in_source(
         elif delete is not DeletePolicy.KEEP and key(known.dst) in there:
             # under trash too: a removed file's copy goes into the trash, and one still at
             # its path (a deletion withheld, a move into the trash that failed) differs
-            found.append(Difference(src, known.dst, "removed from the source but still on the target"))
+            # told apart: 'removed' made a user look for a file that is there
+            gone = "left out by this target's patterns" if src in excluded else "removed from the source"
+            found.append(Difference(src, known.dst, f"{gone} but still on the target"))
     for path in sorted(unreadable):
         if not any(src == path or src.startswith(f"{path}/") or not path for src in index):
             found.append(Difference(path or ".", None, "cannot be read in the source, so it is not mirrored"))

@@ -122,6 +122,20 @@ def test_a_copy_kept_for_a_file_renamed_to_a_name_that_is_not_mirrored_names_bot
     ]
 
 
+def test_a_copy_of_a_file_the_patterns_leave_out_is_not_called_removed() -> None:
+    """Patterns changed, deletions withheld by the guard: verify called the copies of files
+    still in the source 'removed from the source', and the user went looking for them."""
+    index = {"inv/a1.pdf": IndexEntry("inv/a1.pdf", "inv/a1.pdf", 3, MTIME, 1, dt.date(2026, 3, 1), None)}
+    remote = {"inv/a1.pdf": RemoteEntry("inv/a1.pdf", 3)}
+    tree = Layout.parse("tree")
+    found = compare(
+        {}, index, remote, tree, DeletePolicy.MIRROR, Capabilities(), lambda _: None, excluded={"inv/a1.pdf"}
+    )
+    assert [(d.src, d.problem) for d in found] == [
+        ("inv/a1.pdf", "left out by this target's patterns but still on the target")
+    ]
+
+
 def test_without_an_index_a_dated_copy_is_found_under_the_date_it_was_given() -> None:
     """A state folder lost (a check from a new machine): a 2024 invoice corrected in 2026
     was called missing in 2026/, and its current copy in 2024/ someone else's file, while
