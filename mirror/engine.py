@@ -230,10 +230,11 @@ class Mirror:
         # the watcher another filesystem than the one looked at, and the watcher rescans
         away = self._look_at_inner_mounts()
         snap = scan(self.config.source, self.filter)
-        # a file every target's patterns leave out is none of theirs, whatever its name: told
-        # to rename it (exit 1, for ever) over logs a program owns and nobody wants mirrored
+        # a file every target's patterns leave out is none of theirs, whatever its name or
+        # kind: told to rename it (exit 1, for ever) over logs a program owns and nobody
+        # wants mirrored, and a FIFO or a link in an excluded folder told at every run
         wanted = [r.filter.wants_file for r in self.runners]
-        snap.skipped = [s for s in snap.skipped if not s.fix or any(wants(s.path) for wants in wanted)]
+        snap.skipped = [s for s in snap.skipped if s.unreadable or any(wants(s.path) for wants in wanted)]
         # and a folder they all leave out as a whole, read or not: lost+found at a disk's
         # root, excluded, kept every run, status and verify at exit 1 for good
         ignored = {u for u in snap.unreadable if u and not any(r.filter.wants_dir(u) for r in self.runners)}

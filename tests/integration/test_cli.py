@@ -1978,6 +1978,24 @@ def test_a_flat_copy_renamed_in_the_source_keeps_its_name_from_the_file_refused_
     assert files(target) == {"x.pdf": b"invoice A"}
 
 
+def test_a_fifo_or_link_in_a_folder_the_patterns_leave_out_is_not_told(tmp_path: Path, state: Path) -> None:
+    """Each run told 'skipped cache/fifo: a FIFO' and 'skipped cache/link: a symbolic
+    link' of an excluded folder, as of a folder mirrored."""
+    src = tmp_path / "export"
+    (src / "cache").mkdir(parents=True)
+    (src / "inv.pdf").write_bytes(b"invoice")
+    os.mkfifo(src / "cache" / "fifo")
+    (src / "cache" / "link").symlink_to(src / "inv.pdf")
+    os.mkfifo(src / "pipe")
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{tmp_path / "usb"}"\nexclude = ["cache/"]\n')
+    result = run("run", "-c", str(cfg), "--once", "-v", state=state)
+    assert result.returncode == 0, result.stderr
+    told = result.stdout + result.stderr
+    assert "cache/fifo" not in told and "cache/link" not in told, told
+    assert "skipped pipe: a FIFO" in told, told
+
+
 def test_someone_s_newer_file_of_the_same_size_where_a_new_invoice_goes_is_kept_in_the_trash(
     tmp_path: Path, state: Path
 ) -> None:
