@@ -865,7 +865,8 @@ class _Planner:
             if known is None or known.dst != put.dst:
                 return None
             if entry.mtime_ns < known.mtime_ns - OLDER_SLACK_NS:
-                return f"the source's file is older than the copy mirror sent ({_ages(entry, known.mtime_ns)})"
+                ages = _ages(entry, known.mtime_ns, "copy")
+                return f"the source's file is older than the copy mirror sent ({ages})"
             if restoring and entry.size < known.size:
                 return "deletions are withheld (the source looked lost); a smaller file may be a restore cut short"
             return None
@@ -1378,17 +1379,18 @@ def newer_there(entry: LocalEntry, there: RemoteEntry, caps: Capabilities) -> st
     if not caps.mtime_settable or there.size != entry.size or there.mtime_ns is None:
         return None
     if there.mtime_ns > caps.kept_mtime(entry.mtime_ns) + OLDER_SLACK_NS:
-        return f"the target's file is newer than the source's ({_ages(entry, there.mtime_ns)})"
+        return f"the target's file is newer than the source's ({_ages(entry, there.mtime_ns, 'target')})"
     return None
 
 
-def _ages(entry: LocalEntry, other_ns: int) -> str:
-    """The source file's modification time against another, to the minute, for a message."""
+def _ages(entry: LocalEntry, other_ns: int, other: str) -> str:
+    """The source file's modification time and ``other``'s, to the minute, each named (two
+    bare times read as swapped after 'the target's file is newer')."""
 
     def day(ns: int) -> str:
         return dt.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M")
 
-    return f"{day(entry.mtime_ns)} against {day(other_ns)}"
+    return f"source {day(entry.mtime_ns)}, {other} {day(other_ns)}"
 
 
 def _replaced(
