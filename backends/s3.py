@@ -194,6 +194,17 @@ class S3Driver(Driver):
         return f"{endpoint.netloc.lower()}{endpoint.path.rstrip('/')}", url.split("://", 1)[1], ""
 
     @classmethod
+    def same_server(cls, server: str) -> str:
+        # a bucket's name is unique on all of AWS (within its partition), so every endpoint
+        # there reaches the same one: the default and a regional one were two places, and
+        # one target's deletions took the other's kept files
+        host = server.split("/", 1)[0].rsplit(":", 1)[0]
+        for partition in ("amazonaws.com.cn", "amazonaws.com"):
+            if host == partition or host.endswith(f".{partition}"):
+                return f"s3.{partition}"
+        return server
+
+    @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         cls.check_target(url, options)
         root = url.split("://", 1)[1].strip("/")

@@ -691,6 +691,14 @@ class Driver:
         host, _, path = url.partition("://")[2].partition("/")
         return host, path, repr(sorted(options.items()))
 
+    @classmethod
+    def same_server(cls, server: str) -> str:
+        """``server``, as :meth:`place` gives it, named as two targets' places are compared:
+        one name for all the spellings of one server the backend knows of. Only compared,
+        never recorded: an index records its place as :meth:`place` gives it. This version
+        takes the server as written."""
+        return server
+
     # -- errors -----------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:
         """Turn a library exception into one of mirror's errors (see mirror.errors). A

@@ -558,12 +558,17 @@ class TargetRunner:
         server and folder with what picks the account, as its driver tells them
         (:meth:`Driver.place`): two targets that differ only in a timeout write to one
         place, the same URL with another account to another."""
+        return self._located_place(compared=False)
+
+    def _located_place(self, compared: bool) -> tuple[str, ...]:
+        """:meth:`place`; ``compared``: its server named as the driver compares servers
+        (:meth:`Driver.same_server`), which the place recorded in the index is not."""
         if self.local_folder is not None:
             return _folder_place(self.local_folder)
         driver = registry.load_driver_class(self.resolved.backend)
         with _located(self.config, self.target, self.resolved.preset):
             server, path, account = driver.place(self.resolved.url, self.resolved.options)
-        return ("url", self._where(server, path), account)
+        return ("url", self._where(driver.same_server(server) if compared else server, path), account)
 
     def compared_place(self) -> tuple[str, ...]:
         """:meth:`place` as the target tells folders apart: where names ignore case
@@ -571,7 +576,7 @@ class TargetRunner:
         folder and one inside it, and their targets overwrote each other's files. This
         machine's names for itself are one server (two targets on one bucket, through
         localhost and 127.0.0.1, deleted each other's kept files)."""
-        place = self.place()
+        place = self._located_place(compared=True)
         if self.local_folder is not None:
             return place
         kind, where, *account = place

@@ -1499,6 +1499,13 @@ def test_two_targets_on_one_server_folder_that_differ_in_an_option_are_refused(
         'delete = "keep"\n'
     )
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'current' and 'archive'")
+    # a bucket on AWS through the default endpoint and through a regional one
+    cfg.write_text(
+        f'source = "{src}"\n[targets.current]\nurl = "s3://bk/b"\n'
+        f'[targets.archive]\nurl = "s3://bk/b/2026"\n'
+        'options = { endpoint_url = "https://s3.eu-central-1.amazonaws.com" }\n'
+    )
+    assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'archive' writes to", "'current'")
     cfg.write_text(
         f'source = "{src}"\n[targets.nas]\nurl = "sftp://me@[::1]:9/srv/invoices"\n'
         f'[targets.nas2]\nurl = "sftp://localhost:9/srv/invoices"\n'
