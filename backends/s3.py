@@ -202,7 +202,7 @@ class S3Driver(Driver):
         for partition in ("amazonaws.com.cn", "amazonaws.com"):
             if host == partition or host.endswith(f".{partition}"):
                 return f"s3.{partition}"
-        return server
+        return super().same_server(server)
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:

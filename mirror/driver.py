@@ -696,8 +696,9 @@ class Driver:
         """``server``, as :meth:`place` gives it, named as two targets' places are compared:
         one name for all the spellings of one server the backend knows of. Only compared,
         never recorded: an index records its place as :meth:`place` gives it. This version
-        takes the server as written."""
-        return server
+        takes this machine's names for itself for one (two targets on one bucket, through
+        localhost and 127.0.0.1, deleted each other's kept files)."""
+        return _LOOPBACK.sub(r"\1localhost", server, count=1)
 
     # -- errors -----------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:
@@ -803,6 +804,13 @@ def _fs_class(url: str) -> type[AbstractFileSystem] | None:
         return get_filesystem_class(url.split("://", 1)[0])  # type: ignore[no-any-return]
     except (ImportError, ValueError):
         return None
+
+
+#: this machine's names for itself as a place's server (after any scheme and user@)
+_LOOPBACK = re.compile(
+    r"^((?:[a-z0-9+.-]+://)?(?:[^/@]*@)?)(?:localhost|127(?:\.\d{1,3}){3}|\[?(?:::1|0:0:0:0:0:0:0:1)\]?)(?=[:/]|$)",
+    re.IGNORECASE,
+)
 
 
 def _credentials_apart(url: str) -> tuple[str, dict[str, str]]:

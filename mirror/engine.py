@@ -237,7 +237,7 @@ class Mirror:
         snap.skipped = [s for s in snap.skipped if s.unreadable or any(wants(s.path) for wants in wanted)]
         # and a folder they all leave out as a whole, read or not: lost+found at a disk's
         # root, excluded, kept every run, status and verify at exit 1 for good
-        ignored = {u for u in snap.unreadable if u and not any(r.filter.wants_dir(u) for r in self.runners)}
+        ignored = {u for u in snap.unreadable if not any(r.wants_below(u) for r in self.runners)}
         if ignored:
             snap.unreadable -= ignored
             snap.skipped = [s for s in snap.skipped if not (s.unreadable and s.path in ignored)]

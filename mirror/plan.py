@@ -492,7 +492,7 @@ def plan(
     if source_empty is None:
         source_empty = scope is None and not local
     planner = _Planner(local, index, settings, remote, rows_checked)
-    desired = planner.place(candidates, _match_renames(gone, candidates, local, index))
+    desired = planner.place(candidates, _by_identity(gone, index))
     # before their paths count as vacated: a file renamed to a name refused by the rules
     gone = planner.keep_renamed(gone, left_out or {})
     moves, transfers = planner.assign(desired, gone)
@@ -584,16 +584,19 @@ class _Planner:
         if isinstance(index, KnownFiles) and index.answers_by_path and self.caps.case_sensitive:
             self._asks = index
 
-    def place(self, paths: Iterable[str], renamed: Mapping[str, IndexEntry]) -> dict[str, tuple[str, dt.date]]:
+    def place(
+        self, paths: Iterable[str], gone: Mapping[tuple[int, int, int], IndexEntry]
+    ) -> dict[str, tuple[str, dt.date]]:
         """Target path and date of every source path that may need an action, in path
-        order (the order decides who gets a contested target path). A file ``renamed``
-        (new path -> the row of its old one) keeps its row's date: dated anew, a 2024
-        invoice corrected in 2026 and then filed into paid/ moved to 2026/paid/."""
+        order (the order decides who gets a contested target path). A file with no row
+        that is one of the ``gone`` rows renamed (:func:`_by_identity`) keeps its row's
+        date: dated anew, a 2024 invoice corrected in 2026 and then filed into paid/
+        moved to 2026/paid/."""
         desired: dict[str, tuple[str, dt.date]] = {}
         for src in paths:
             entry = self.local[src]
             known = self.index.get(src)
-            dated = known or renamed.get(src)
+            dated = known or (gone.get((entry.ino, entry.size, entry.mtime_ns)) if gone and entry.ino else None)
             date = dated.date if dated else self._first_date(src, entry)
             try:
                 dst = self.settings.layout.target_path(src, date)
@@ -1422,18 +1425,20 @@ def _same(entry: LocalEntry, there: RemoteEntry, caps: Capabilities, known_hash:
     return True
 
 
+def _by_identity(gone: Iterable[str], index: Mapping[str, IndexEntry]) -> dict[tuple[int, int, int], IndexEntry]:
+    """The rows of the ``gone`` paths by (inode, size, mtime), by which a file renamed
+    is known at its new path; rows without an inode are left out."""
+    return {(row.ino, row.size, row.mtime_ns): row for row in map(index.__getitem__, gone) if row.ino}
+
+
 def _match_renames(
     gone: list[str],
-    desired: Iterable[str],
+    desired: Mapping[str, tuple[str, dt.date]],
     local: Mapping[str, LocalEntry],
     index: Mapping[str, IndexEntry],
 ) -> dict[str, IndexEntry]:
     """New paths that are a gone path renamed: same inode, size and mtime."""
-    by_identity: dict[tuple[int, int, int], IndexEntry] = {}
-    for src in gone:
-        old = index[src]
-        if old.ino:
-            by_identity[(old.ino, old.size, old.mtime_ns)] = old
+    by_identity = _by_identity(gone, index)
     if not by_identity:
         return {}
     result: dict[str, IndexEntry] = {}

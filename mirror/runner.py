@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import posixpath
-import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -573,15 +572,13 @@ class TargetRunner:
     def compared_place(self) -> tuple[str, ...]:
         """:meth:`place` as the target tells folders apart: where names ignore case
         (Dropbox, OneDrive), dropbox://Invoices and dropbox://invoices/2024 are one
-        folder and one inside it, and their targets overwrote each other's files. This
-        machine's names for itself are one server (two targets on one bucket, through
-        localhost and 127.0.0.1, deleted each other's kept files)."""
+        folder and one inside it, and their targets overwrote each other's files. Servers
+        are named as the driver compares them (:meth:`Driver.same_server`)."""
         place = self._located_place(compared=True)
-        if self.local_folder is not None:
+        if self.local_folder is not None or self.caps.case_sensitive:
             return place
         kind, where, *account = place
-        where = _LOOPBACK.sub(r"\1localhost", where, count=1)
-        return (kind, where if self.caps.case_sensitive else path_key(False)(where), *account)
+        return (kind, path_key(False)(where), *account)
 
     def recorded_place(self) -> tuple[str, ...]:
         """The place as indexes record it (meta ``place``, hashed), with every option in
@@ -1771,13 +1768,6 @@ class TargetRunner:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
             self.log.warning("deletions withheld: %s", report.guard)
-
-
-#: this machine's names for itself as the server of a place's URL (after any user@)
-_LOOPBACK = re.compile(
-    r"^([a-z0-9+.-]+://(?:[^/@]*@)?)(?:localhost|127(?:\.\d{1,3}){3}|\[?(?:::1|0:0:0:0:0:0:0:1)\]?)(?=[:/]|$)",
-    re.IGNORECASE,
-)
 
 
 def _folder_place(folder: str) -> tuple[str, ...]:
