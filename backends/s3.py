@@ -49,7 +49,15 @@ from botocore.exceptions import (
 )
 from fsspec.asyn import sync
 
-from mirror.driver import IN_A_CONFIG, Capabilities, Driver, RemoteEntry, classify_os_error, quiet_loop
+from mirror.driver import (
+    IN_A_CONFIG,
+    Capabilities,
+    Driver,
+    RemoteEntry,
+    check_verify,
+    classify_os_error,
+    quiet_loop,
+)
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.hashing import HashKind
 
@@ -172,11 +180,7 @@ class S3Driver(Driver):
             kinds, words = OPTION_KINDS.get(name, ((str,), "text"))
             if not isinstance(value, kinds):
                 raise ConfigError(f"s3 option {name} must be {words}, not {value!r}")
-        verify = options.get("verify")
-        if isinstance(verify, str) and not os.path.isfile(verify):
-            raise ConfigError(
-                f"s3 option verify = {verify!r} names no CA bundle file; give true, false or the path of one"
-            )
+        check_verify("s3", options)
         if not url.split("://", 1)[1].strip("/"):
             raise ConfigError("s3 URL needs a bucket: s3://bucket/prefix")
         # no bucket name holds ':' or '@'; a secret may hold '/', so it can end up in the

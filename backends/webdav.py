@@ -38,7 +38,15 @@ from webdav4.client import (
 from webdav4.fsspec import WebdavFileSystem
 
 from mirror.config import parse_duration
-from mirror.driver import IN_A_CONFIG, Capabilities, Driver, RemoteEntry, check_url_path, classify_os_error
+from mirror.driver import (
+    IN_A_CONFIG,
+    Capabilities,
+    Driver,
+    RemoteEntry,
+    check_url_path,
+    check_verify,
+    classify_os_error,
+)
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Refused, TargetFull, TransientError
 from mirror.paths import parent
 from mirror.redact import has_password
@@ -101,6 +109,7 @@ class WebdavDriver(Driver):
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         parse(url, options)
         _timeout(options)
+        check_verify("webdav", options)
 
     @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -126,6 +135,10 @@ class WebdavDriver(Driver):
         try:
             fs.client.propfind("/", headers={"Depth": "0"})
         except HTTPError as exc:
+            if exc.status_code == HTTPStatus.UNAUTHORIZED and auth is None:
+                raise ConfigError(
+                    f"webdav: {base_url} asks for a login (401); set username and password in the target's options"
+                ) from None
             if exc.status_code == HTTPStatus.UNAUTHORIZED:
                 raise ConfigError(
                     f"webdav: {base_url} refused the credentials of user {options.get('username')!r} (401); "

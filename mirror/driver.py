@@ -336,14 +336,27 @@ class Driver:
         options = {**credentials, **options, "skip_instance_cache": True}
         try:
             fs, root = url_to_fs(address, **options)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
             if isinstance(exc.__cause__, OSError):
                 raise classify_os_error(exc) from exc  # a failed connection (see there)
-            # options of the wrong type or name, as the fsspec class takes them
+            # options of the wrong type or name, as the fsspec class takes them, or some it
+            # needs (dir:// without its path: "'NoneType' object has no attribute ...")
             name = url.split("://", 1)[0]
             raise ConfigError(
-                f"target URL {redact_url(url)}: the {name} backend cannot take these options: {exc}"
+                f"target URL {redact_url(url)}: the {name} backend cannot take these options "
+                f"({type(exc).__name__}: {exc}); see its fsspec documentation for the options it needs"
             ) from None
+        except (OSError, MirrorError, ImportError):  # ImportError: the registry names the package
+            raise
+        except Exception as exc:
+            if isinstance(exc.__cause__, OSError):
+                raise
+            # refused as the filesystem logged in (FTP's "error_perm: 530 Authentication
+            # failed."), which named neither the server nor what to check
+            raise ItemError(
+                f"target URL {redact_url(url)} refused the connection ({type(exc).__name__}: {exc}); "
+                "check the login (username, password) and the other options"
+            ) from exc
         # fsspec's filesystems do not connect again by themselves (FTP's, SMB's): after a
         # lost connection every later call failed, for as long as mirror ran
         return cls(fs, root, caps, remake=lambda: url_to_fs(address, **options)[0])
@@ -653,13 +666,22 @@ class Driver:
             )
         if cls.checks_fs_options:
             _check_options(url, protocol, fs_class, options)
-        given = {**fs_class._get_kwargs_from_urls(url), **options}
+        from_url = fs_class._get_kwargs_from_urls(url)
+        if "url_query" in from_url:
+            # fsspec takes it for a query: ftp://host/inv?2024 wrote into inv, and so did
+            # another target's ftp://host/inv?archive, each deleting the other's files
+            raise ConfigError(
+                f"target URL {url}: fsspec's {protocol} filesystem reads a '?' in its URL as the end of "
+                "the folder's path; choose a folder whose name has no '?'"
+            )
+        given = {**from_url, **options}
         required = [
             p.name
             for p in list(inspect.signature(fs_class.__init__).parameters.values())[1:]
             if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
-        missing = [name for name in required if name not in given]
+        # ftp://me@/x gives its host as ''
+        missing = [name for name in required if given.get(name) in (None, "")]
         if missing:
             # github:// takes org and repo, not a host: its URL form is its own
             form = f" ({protocol}://HOST/path)" if missing == ["host"] else ""
@@ -687,9 +709,22 @@ class Driver:
         there; what else picks the account, never shown). Only what picks the folder
         counts: two targets that differ in a timeout or a key file write to one folder,
         and one's deletions defeat the other's ``keep``. The generic driver cannot tell
-        which of an fsspec filesystem's options pick it, so every one of them does."""
+        which of an fsspec filesystem's options pick it, so every one of them does, with
+        the server, port and login however the URL and the options share them out (two
+        FTP targets, one with the port in its URL and one in its options, wrote to one
+        folder and deleted each other's kept files)."""
         host, _, path = url.partition("://")[2].partition("/")
-        return host, path, repr(sorted(options.items()))
+        fs_class = _fs_class(url)
+        if fs_class is None:
+            return host, path, repr(sorted(options.items()))
+        address, login = _credentials_apart(url)
+        given = {**fs_class._get_kwargs_from_urls(address), **login, **options}
+        if not given.get("host"):
+            return host, path, repr(sorted(options.items()))  # a filesystem with no server of its own
+        server = str(given.pop("host"))
+        server = f"[{server}]" if ":" in server and not server.startswith("[") else server
+        port = given.pop("port", None)
+        return f"{server}:{port}" if port not in (None, "") else server, path, repr(sorted(given.items()))
 
     @classmethod
     def same_server(cls, server: str) -> str:
@@ -796,6 +831,17 @@ def check_url_path(url: str) -> None:
         )
 
 
+def check_verify(protocol: str, options: Mapping[str, Any]) -> None:
+    """Refuse a ``verify`` option (TLS certificates) that is neither true, false nor the
+    path of a CA bundle file: taken as a path, verify = "no" failed every request with
+    'No such file or directory', naming neither the option nor the file."""
+    verify = options.get("verify", True)
+    if not isinstance(verify, bool) and not (isinstance(verify, str) and os.path.isfile(verify)):
+        raise ConfigError(
+            f"{protocol} option verify = {verify!r} names no CA bundle file; give true, false or the path of one"
+        )
+
+
 def _fs_class(url: str) -> type[AbstractFileSystem] | None:
     """The fsspec class of ``url``'s protocol, if it can be imported."""
     from fsspec.registry import get_filesystem_class
@@ -835,9 +881,10 @@ def _credentials_apart(url: str) -> tuple[str, dict[str, str]]:
 def _check_options(
     url: str, protocol: str, fs_class: type[AbstractFileSystem], options: Mapping[str, Any]
 ) -> None:
-    """Refuse options the fsspec class takes no argument for, and numbers written as
-    anything else: FTP's class swallows any name, so 'passwd' for 'password' surfaced as
-    '530 Authentication failed', and port = "2121" as a Python comparison error."""
+    """Refuse options the fsspec class takes no argument for, and numbers, true or false,
+    and text written as anything else: FTP's class swallows any name, so 'passwd' for
+    'password' surfaced as '530 Authentication failed', port = "2121" as a Python
+    comparison error, and tls = "yes" and password = 12345 as errors at every connection."""
     params = _init_parameters(fs_class)
     if params is not None:
         unknown = sorted(set(options) - params.keys())
@@ -852,12 +899,21 @@ def _check_options(
             )
     for name, value in options.items():
         default = params.get(name) if params is not None else None
-        wants_number = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if wants_number and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(
-                f"target URL {url}: {protocol} option {name} must be a number, like its default {default}, "
-                f"not {value!r}"
-            )
+        if isinstance(default, bool):
+            wanted, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)):
+            wanted, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str) or name in _TEXT_OPTIONS:
+            wanted, kind = isinstance(value, str), "text (in quotes)"
+        else:
+            continue
+        if not wanted:
+            like = f", like its default {default!r}" if default not in (None, "") else ""
+            raise ConfigError(f"target URL {url}: {protocol} option {name} must be {kind}{like}, not {value!r}")
+
+
+#: what fsspec's filesystems take only as text, whatever their defaults say (None)
+_TEXT_OPTIONS = frozenset({"host", "username", "user", "password"})
 
 
 def _init_parameters(fs_class: type[AbstractFileSystem]) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from mirror.driver import Capabilities, Driver
 from mirror.errors import ConfigError, FatalError
@@ -270,6 +271,14 @@ def resolve(url: str, options: Mapping[str, Any], presets: Mapping[str, Preset])
         if preset.protocol.lower() in presets:
             where += " (a preset is built on a protocol, not on another preset)"
         protocol = preset.protocol
+    if "::" in protocol:
+        # fsspec's chained URLs: 'dir::file' read as one protocol was "unknown", with
+        # "did you mean 'file'?", which drops the wrapper
+        raise ConfigError(
+            f"target URL {redact_url(url)} chains filesystems ({protocol.split('::', 1)[0]}::...), which a target "
+            'URL cannot; give the outer one\'s URL and the inner one in its options, e.g. url = "dir://FOLDER" '
+            'with options = { path = "/mnt", target_protocol = "file" }'
+        )
     info = _lookup(protocol)
     if info is None:
         names = sorted({b.protocol for b in BUILTINS})
@@ -288,7 +297,9 @@ def resolve(url: str, options: Mapping[str, Any], presets: Mapping[str, Preset])
                 f"target URL {url!r} names a host ({host!r}); "
                 "a local folder is file:///absolute/path or a plain path"
             )
-        fsspec_url = slash + path if slash else "/"
+        # percent-encoded, as RFC 8089 has it and file managers copy it: file:///x/My%20Backup
+        # filled a new folder literally named 'My%20Backup'
+        fsspec_url = unquote(slash + path) if slash else "/"
     else:
         fsspec_url = f"{protocol}://{rest}"
     return Resolved(info, fsspec_url, merged, overrides, preset_name)

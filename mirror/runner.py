@@ -169,6 +169,9 @@ class Work:
 class TargetRunner:
     """Everything about one target: connection, index, executor, its work queue."""
 
+    #: the lock of the local folder a wrapper (fsspec's dir) writes into, once connected
+    _folder_fd: int | None = None
+
     def __init__(
         self,
         config: Config,
@@ -529,12 +532,12 @@ class TargetRunner:
         """The local folder this target writes into, if it is one (Driver.local_folder)."""
         return registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
 
-    def _lock_place(self) -> int:
-        """Take the lock of the place this target writes to: another index (another
-        target name, ``file://`` for a plain path, another source spelling, another
-        timeout) can name the same folder, and two processes there remove each other's
-        uploads as leftovers."""
-        path = self.index_file.parent / f"place-{_place_key(self.compared_place())}.lock"
+    def _lock_place(self, place: tuple[str, ...] | None = None) -> int:
+        """Take the lock of the place this target writes to (``place``, or its own):
+        another index (another target name, ``file://`` for a plain path, another source
+        spelling, another timeout) can name the same folder, and two processes there
+        remove each other's uploads as leftovers."""
+        path = self.index_file.parent / f"place-{_place_key(place or self.compared_place())}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -542,6 +545,11 @@ class TargetRunner:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
             os.close(fd)
             mine = f"pid {os.getpid()}, "
+            if place is not None and holder.startswith(mine):
+                raise ConfigError(
+                    f"target {self.name!r} writes into {place[-1]}, as {holder.removeprefix(mine)} does; "
+                    "give each target a folder of its own"
+                ) from None
             by = _held_by(holder.startswith(mine), holder.removeprefix(mine))
             raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}") from None
         try:
@@ -612,15 +620,24 @@ class TargetRunner:
 
     def _check_written_folder(self, driver: Driver) -> None:
         """A backend that writes into a folder on this machine under another name (a
-        preset on fsspec's dir or simplecache) must not write into the source either."""
+        preset on fsspec's dir or simplecache) must not write into the source, nor into
+        a folder another target writes to."""
         folder = driver.local_root()
-        if folder is not None and _overlaps(Path(folder).resolve(), self.config.source.resolve()):
+        if folder is None or self.local_folder is not None or self._folder_fd is not None:
+            return
+        try:
+            if _overlaps(Path(folder).resolve(), self.config.source.resolve()):
+                raise ConfigError(
+                    f"target {self.name!r} writes into {folder}, which overlaps the source folder "
+                    f"{self.config.source}; choose a target outside the source"
+                )
+            # the folder's own lock, as a target naming it takes: a dir:// target on the
+            # folder of a plain one deleted what the other kept (delete = keep)
+            self._folder_fd = self._lock_place(_folder_place(folder))
+        except MirrorError:
             self.driver = None
             driver.close()
-            raise ConfigError(
-                f"target {self.name!r} writes into {folder}, which overlaps the source folder "
-                f"{self.config.source}; choose a target outside the source"
-            )
+            raise
 
     def close(self, clean: bool = True) -> None:
         """``clean``: the runner's thread stopped in time. Else an action is stuck (a large
@@ -675,10 +692,10 @@ class TargetRunner:
     def _unlock(self) -> None:
         if self._lock_fd is not None:
             _LOCKED_HERE.discard(str(self.index_file))
-        for fd in (self._place_fd, self._lock_fd):
+        for fd in (self._folder_fd, self._place_fd, self._lock_fd):
             if fd is not None:
                 os.close(fd)
-        self._lock_fd = self._place_fd = None
+        self._lock_fd = self._place_fd = self._folder_fd = None
 
     # -- one pass -------------------------------------------------------------------
     def needs_listing(self) -> bool:

@@ -803,6 +803,14 @@ def test_a_copy_gone_from_the_target_when_the_layout_changes_is_sent_and_no_fold
             ["unknown ftp option(s) passwd (did you mean password?)"],
         ),
         (["run", "-c", "{tmp}/ftp_port.toml", "--once"], ["ftp option port must be a number", "not '2121'"]),
+        # each a traceback of fsspec's half-built FTPFileSystem, exit 1, at every connection
+        (["run", "{src}", "ftp://bookkeeper@/backup", "--once"], ["ftp://bookkeeper@/backup", "needs host"]),
+        (["run", "-c", "{tmp}/ftp_tls.toml", "--once"], ["ftp option tls must be true or false", "not 'yes'"]),
+        (["run", "-c", "{tmp}/ftp_password.toml", "--once"], ["ftp option password must be text", "not 12345"]),
+        # fsspec cut the path at the '?': ftp://host/inv?2024 and ftp://host/inv?old both wrote into inv
+        (["run", "{src}", "ftp://127.0.0.1/inv?2024", "--once"], ["inv?2024", "folder whose name has no '?'"]),
+        (["run", "{src}", "dir::file://{tmp}/t", "--once"], ["chains filesystems (dir::...)", "target_protocol"]),
+        (["run", "-c", "{tmp}/webdav_verify.toml", "--once"], ["webdav option verify", "names no CA bundle file"]),
     ],
 )
 def test_usage_and_config_errors_exit_2_with_one_line(
@@ -822,6 +830,12 @@ def test_usage_and_config_errors_exit_2_with_one_line(
     ftp = f'source = "{src}"\n[targets.ftp]\nurl = "ftp://127.0.0.1/backup"\noptions = '
     (tmp_path / "ftp_passwd.toml").write_text(ftp + '{ port = 1, username = "bookkeeper", passwd = "pw" }\n')
     (tmp_path / "ftp_port.toml").write_text(ftp + '{ port = "2121", username = "bookkeeper" }\n')
+    (tmp_path / "ftp_tls.toml").write_text(ftp + '{ tls = "yes" }\n')
+    (tmp_path / "ftp_password.toml").write_text(ftp + '{ username = "bookkeeper", password = 12345 }\n')
+    (tmp_path / "webdav_verify.toml").write_text(
+        f'source = "{src}"\n[targets.dav]\nurl = "webdav://127.0.0.1:1/srv"\n'
+        f'options = {{ verify = "{tmp_path}/ca.pem" }}\n'
+    )
     (tmp_path / "secret.toml").write_text(
         f'source = "{src}"\n[targets.m]\nurl = "memory://x"\noptions = {{ token = "${{MIRROR_TEST_TOKEN}}" }}\n'
     )
@@ -1111,6 +1125,35 @@ def test_a_preset_that_writes_into_the_source_under_another_name_is_refused(
     refused = run("run", "-c", str(cfg), "--once", state=state)
     assert refused.returncode == 1 and f"writes into {src}/copy, which overlaps the source" in refused.stderr
     assert files(src) == before
+
+
+def test_a_dir_target_on_the_folder_of_another_target_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
+    """fsspec's dir protocol onto the folder a plain target writes to: both ran, and the
+    plain one deleted what the other kept (delete = keep)."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.live]\nurl = "{tmp_path}/backup/invoices"\n'
+        f'[targets.archive]\nurl = "dir://invoices"\ndelete = "keep"\n'
+        f'options = {{ path = "{tmp_path}/backup", target_protocol = "file" }}\n'
+    )
+    done = run("run", "-c", str(cfg), "--once", state=state)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        f"archive: target failed: target 'archive' writes into {tmp_path}/backup/invoices, as target 'live' does; "
+        "give each target a folder of its own"
+    ) in done.stderr, done.stderr
+    sent = {k: v for k, v in files(src).items() if k != "Thumbs.db"}
+    assert files(tmp_path / "backup" / "invoices") == sent  # what live sent, and no more
+
+
+def test_a_dir_target_without_its_path_says_what_it_needs(src: Path, state: Path) -> None:
+    """It failed with "AttributeError: 'NoneType' object has no attribute 'startswith'",
+    again and again in watch mode."""
+    done = run("run", str(src), "dir://backup/invoices", state=state, timeout=30)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the dir backend cannot take these options (AttributeError: " in done.stderr, done.stderr
+    assert "see its fsspec documentation for the options it needs" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def stick_config(tmp_path: Path, contents: dict[str, bytes], capabilities: str) -> Path:
@@ -1414,6 +1457,15 @@ def test_a_file_url_with_a_host_is_refused(src: Path, tmp_path: Path, state: Pat
     assert not Path("/backup").exists()
     here = run("run", str(src), f"file://localhost{tmp_path}/t", "--once", state=state)
     assert here.returncode == 0 and (tmp_path / "t" / "2026").is_dir(), here.stdout + here.stderr
+
+
+def test_a_percent_encoded_file_url_names_the_folder_it_encodes(src: Path, tmp_path: Path, state: Path) -> None:
+    """file:///.../My%20Backup, as file managers copy it, filled a new folder literally
+    named 'My%20Backup', exit 0, and the folder meant got nothing."""
+    done = run("run", str(src), f"file://{tmp_path}/My%20Backup", "--once", state=state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert files(tmp_path / "My Backup") == {k: v for k, v in files(src).items() if k != "Thumbs.db"}
+    assert not (tmp_path / "My%20Backup").exists()
 
 
 def test_a_url_with_a_slash_missing_is_refused_not_mirrored_into_a_local_folder(

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from tests.cli import files, run
 from tests.reliability.common import write_config
-from tests.servers.ftp import ENV, USER, FtpServer, serve
+from tests.servers.ftp import ENV, PASSWORD, USER, FtpServer, serve
 
 
 def test_an_edit_and_a_deletion_reach_a_server_that_renames_onto_no_name(
@@ -73,3 +73,44 @@ def test_a_password_with_url_characters_percent_encoded_in_the_url_logs_in(tmp_p
         assert password not in done.stdout + done.stderr
     finally:
         server.stop()
+
+
+def test_two_targets_on_one_ftp_folder_are_refused_however_the_port_and_login_are_written(
+    ftp_server: FtpServer, tmp_path: Path
+) -> None:
+    """One target with the port in its URL, one with it in its options (the login in the
+    URL for a third): both ran, and once a file left the source the live one deleted the
+    copy the other kept (delete = keep)."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "inv-001.pdf").write_bytes(b"invoice")
+    port, login = ftp_server.port, {"username": USER, "password": "${MIRROR_TEST_FTP_PASSWORD}"}
+    spellings = {
+        "live": (f"ftp://127.0.0.1:{port}/invoices", login),
+        "archive": ("ftp://localhost/invoices/", {"port": port, **login}),
+        "copy": (f"ftp://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/invoices", {}),
+    }
+    for other in ("archive", "copy"):
+        targets = {"live": spellings["live"], other: spellings[other]}
+        config = write_config(tmp_path / f"{other}.toml", source, targets)
+        done = run("run", "-c", str(config), "--once", state=tmp_path / "state", env=ENV)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"targets 'live' and '{other}' both write to ftp://" in done.stderr, done.stderr
+        assert f":{port}/invoices; give each target a folder of its own" in done.stderr, done.stderr
+        assert PASSWORD not in done.stdout + done.stderr
+    assert not (ftp_server.folder / "invoices").exists()
+
+
+def test_a_refused_login_names_the_server_and_what_to_check(ftp_server: FtpServer, tmp_path: Path) -> None:
+    """It said 'ftp: target failed: error_perm: 530 Authentication failed.' alone."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "inv-001.pdf").write_bytes(b"invoice")
+    options = {"port": ftp_server.port, "username": USER, "password": "not-the-password"}
+    config = write_config(tmp_path / "m.toml", source, {"ftp": ("ftp://127.0.0.1/invoices", options)})
+    done = run("run", "-c", str(config), "--once", state=tmp_path / "state")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        "ftp: target failed: target URL ftp://127.0.0.1/invoices refused the connection (error_perm: 530 "
+        "Authentication failed.); check the login (username, password) and the other options"
+    ) in done.stderr, done.stderr

@@ -87,6 +87,17 @@ def test_wrong_password_is_a_config_error_without_the_password(webdav_server: We
     assert "wrong-pw-4242" not in str(info.value)
 
 
+def test_a_server_asking_for_a_login_none_was_given_for_says_to_set_one(webdav_server: WebdavServer) -> None:
+    """It said 'refused the credentials of user None'."""
+    with pytest.raises(ConfigError) as info:
+        WebdavDriver.connect(webdav_server.url("x"), {})
+    server = f"http://127.0.0.1:{webdav_server.port}"
+    assert (
+        str(info.value)
+        == f"webdav: {server} asks for a login (401); set username and password in the target's options"
+    )
+
+
 def test_unreachable_server_is_transient() -> None:
     from tests.servers.sshd import free_port
 
