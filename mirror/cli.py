@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mirror")
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+#: ctx.meta key: how to reload the service `mirror service status` looks at
+RELOAD = "mirror.reload"
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -901,12 +903,12 @@ def _tell_unread_config(statuses: list[TargetStatus], config_path: Path) -> None
     added showed as never run, and one removed, still mirrored, not at all."""
     from mirror.status import read_before
 
+    reload = click.get_current_context().meta.get(RELOAD, "systemctl --user reload mirror")
     with suppress(OSError):  # build_config read it: gone since, nothing to tell
         if read_before(statuses, config_path.stat().st_mtime):
             click.echo(
                 f"note: the running mirror has not read {config_path} since it changed, and mirrors the "
-                "targets it named before: reload it (systemctl --user reload mirror for the service, or "
-                "send the process SIGHUP)"
+                f"targets it named before: reload it ({reload} for the service, or send the process SIGHUP)"
             )
 
 

@@ -28,6 +28,7 @@ from mirror.scan import check_source
 EXAMPLE_EXEC = "%h/.local/bin/mirror"
 EXAMPLE_CONFIG = "%h/.config/mirror/mirror.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]+$")
+STATE_VARIABLE = "MIRROR_STATE_DIR"
 
 UNIT = """\
 # Written by `mirror service install` (by hand: copy it into {unit_dir}/, then
@@ -52,7 +53,7 @@ KillSignal=SIGTERM
 ExecReload=/bin/kill -HUP $MAINPID
 TimeoutStopSec=30
 Environment=PYTHONUNBUFFERED=1
-# Secrets such as NEXTCLOUD_PASSWORD (config: "${{NEXTCLOUD_PASSWORD}}") from a private file:
+{state_line}# Secrets such as NEXTCLOUD_PASSWORD (config: "${{NEXTCLOUD_PASSWORD}}") from a private file:
 # EnvironmentFile={env_file}
 {user_line}
 [Install]
@@ -99,9 +100,15 @@ def _quote(arg: str, specifiers: bool) -> str:
 
 
 def unit_text(
-    executable: list[str], config: str, user: bool, specifiers: bool = False, name: str = "mirror"
+    executable: list[str],
+    config: str,
+    user: bool,
+    specifiers: bool = False,
+    name: str = "mirror",
+    state_dir: str | None = None,
 ) -> str:
-    """The unit that runs ``EXECUTABLE run -c CONFIG --log-format json``.
+    """The unit that runs ``EXECUTABLE run -c CONFIG --log-format json``, with
+    ``MIRROR_STATE_DIR`` set to ``state_dir`` where one is given.
 
     ``specifiers``: the paths contain systemd specifiers such as ``%h`` (the example);
     otherwise every ``%`` is literal and escaped.
@@ -119,8 +126,29 @@ def unit_text(
         exec_start=" ".join(_quote(a, specifiers) for a in args),
         env_file="%h/.config/mirror/secrets.env" if user else "/etc/mirror/secrets.env",
         user_line="" if user else "# run as an unprivileged user that can read the source:\n# User=mirror\n",
+        state_line="" if state_dir is None else _state_line(state_dir),
         wanted_by="default.target" if user else "multi-user.target",
     )
+
+
+def _state_line(state_dir: str) -> str:
+    """``Environment=MIRROR_STATE_DIR=...``, quoted as systemd reads it, ``%`` literal,
+    with a line that says why."""
+    value = f"{STATE_VARIABLE}={state_dir.replace('%', '%%')}"
+    if re.search(r"[\s\"'\\$]", value):
+        value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    why = "# the state folder `mirror service install` ran with, where `mirror status` looks too"
+    return f"{why}:\nEnvironment={value}\n"
+
+
+def state_of(unit: str) -> str | None:
+    """The state folder a unit written by install sets (its MIRROR_STATE_DIR), if any."""
+    import shlex
+
+    for line in unit.splitlines():
+        if line.startswith(f"Environment={STATE_VARIABLE}=") or line.startswith(f'Environment="{STATE_VARIABLE}='):
+            return shlex.split(line.removeprefix("Environment="))[0].split("=", 1)[1].replace("%%", "%")
+    return None
 
 
 def example() -> str:
@@ -180,10 +208,16 @@ def _planned(config_path: Path, user: bool, name: str) -> tuple[str, Path, str, 
     config = config_path.expanduser().resolve()
     try:
         # its secrets are the unit's (its EnvironmentFile), not the installing shell's
-        source = config_mod.load(config, config_mod.Unresolved(os.environ)).source
+        loaded = config_mod.load(config, config_mod.Unresolved(os.environ))
     except ConfigError as exc:
         _usage_error(str(exc))
-    return unit, config, unit_text(mirror_executable(), str(config), user, name=name), source
+    # the state folder this shell uses, where the config names none: without it the
+    # service kept a second index elsewhere, `mirror status` said 'not running', and a
+    # second mirror on the same targets was not refused
+    state = os.environ.get(STATE_VARIABLE) if loaded.state_dir is None else None
+    state_dir = str(Path(state).expanduser().resolve()) if state else None
+    text = unit_text(mirror_executable(), str(config), user, name=name, state_dir=state_dir)
+    return unit, config, text, loaded.source
 
 
 # -- the commands ---------------------------------------------------------------------------
@@ -336,7 +370,8 @@ def status(ctx: click.Context, user: bool, name: str, unit_dir: Path | None) -> 
     if config is None:
         click.echo(f"cannot find `-c CONFIG` in the ExecStart line of {path}")
         sys.exit(1)
-    if installed != unit_text(mirror_executable(), config, user, name=name):
+    state_dir = state_of(installed)
+    if installed != unit_text(mirror_executable(), config, user, name=name, state_dir=state_dir):
         import shlex
 
         # a unit an older mirror wrote lacks what the README now relies on (ExecReload)
@@ -344,9 +379,11 @@ def status(ctx: click.Context, user: bool, name: str, unit_dir: Path | None) -> 
             f"{path} is not the unit this mirror writes (an older mirror wrote it, or it was edited); "
             f"to write it anew: mirror service install -c {shlex.quote(config)}{unit_flags(name, user, unit_dir)}"
         )
+    from mirror.cli import RELOAD
     from mirror.cli import status as status_command
 
-    ctx.invoke(status_command, config_path=Path(config))
+    ctx.meta[RELOAD] = f"systemctl {'--user ' if user else ''}reload {name}"
+    ctx.invoke(status_command, config_path=Path(config), state_dir=Path(state_dir) if state_dir else None)
 
 
 def config_of(unit: str) -> str | None:

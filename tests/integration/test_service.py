@@ -14,12 +14,13 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from mirror import service
-from tests.cli import files, run, wait_for
+from tests.cli import files, run, start, wait_for
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "systemd" / "mirror.service"
 
@@ -88,13 +89,22 @@ def test_install_status_uninstall_with_systemd(tmp_path: Path) -> None:
     text = unit.read_text()
     assert "Restart=on-failure" in text and "WantedBy=default.target" in text
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text  # systemctl reload: the config read anew
+    # the state folder install ran with (MIRROR_STATE_DIR): without it the service kept its
+    # indexes elsewhere, status said 'not running', and a second mirror was not refused
+    assert f"\nEnvironment=MIRROR_STATE_DIR={state}\n" in text
 
-    # the ExecStart line runs this mirror on this config: the unit really works
+    # the ExecStart line, in the unit's environment, runs this mirror on this config: the
+    # unit really works
     exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
     args = [a.replace("%%", "%") for a in shlex.split(exec_start.removeprefix("ExecStart="))]
+    unit_env = dict(
+        shlex.split(line.removeprefix("Environment="))[0].split("=", 1)
+        for line in text.splitlines()
+        if line.startswith("Environment=")
+    )
     proc = subprocess.Popen(
         args,
-        env={**os.environ, "MIRROR_STATE_DIR": str(state)},
+        env={**{k: v for k, v in os.environ.items() if k != "MIRROR_STATE_DIR"}, **unit_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -108,7 +118,8 @@ def test_install_status_uninstall_with_systemd(tmp_path: Path) -> None:
     assert '"level": "info"' in err  # --log-format json, as journald collectors want
 
     calls.unlink()
-    shown = run("service", "status", "--unit-dir", str(units), state=state, env=env)
+    # from a shell with another state folder: the unit's is the one looked at
+    shown = run("service", "status", "--unit-dir", str(units), state=tmp_path / "elsewhere", env=env)
     assert shown.returncode == 0, shown.stderr
     assert "mirror.service: active (enabled)" in shown.stdout
     assert "disk:" in shown.stdout and "files:   1" in shown.stdout
@@ -132,7 +143,7 @@ def test_install_status_uninstall_with_systemd(tmp_path: Path) -> None:
 
 def test_a_system_unit_with_its_own_name(tmp_path: Path) -> None:
     env, calls = fake_systemctl(tmp_path, running=True)
-    cfg, _, _ = write_config(tmp_path, "office.toml")
+    cfg, src, dst = write_config(tmp_path, "office.toml")
     units = tmp_path / "units"
     done = run(
         "service",
@@ -152,6 +163,29 @@ def test_a_system_unit_with_its_own_name(tmp_path: Path) -> None:
     assert "WantedBy=multi-user.target" in text and "journalctl -u mirror-office -f" in text
     assert "enable --now mirror-office.service" in calls.read_text()
     assert "--user" not in calls.read_text()
+
+    # running, then its config changed: the note names this unit's reload, not the user one's
+    service_run = start("run", "-c", str(cfg), state=tmp_path / "state")
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        time.sleep(0.05)
+        cfg.write_text(cfg.read_text() + "# edited\n")
+        shown = run(
+            "service",
+            "status",
+            "--system",
+            "--name",
+            "mirror-office",
+            "--unit-dir",
+            str(units),
+            state=tmp_path,
+            env=env,
+        )
+    finally:
+        service_run.send_signal(signal.SIGTERM)
+        service_run.wait(timeout=15)
+    assert f"has not read {cfg} since it changed" in shown.stdout, shown.stdout
+    assert "reload it (systemctl reload mirror-office for the service, or send the process SIGHUP)" in shown.stdout
 
 
 @pytest.mark.parametrize("options", [[], ["--name", "invoices", "--system"]])
