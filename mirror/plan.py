@@ -69,6 +69,10 @@ class PlanSettings:
 # fields compare equal: tell kinds apart with isinstance.
 
 
+#: a put's reason where the source file is unchanged and its listed copy is not what it sent
+DIFFERS_THERE = "differs on the target"
+
+
 class Put(NamedTuple):
     src: str
     dst: str
@@ -863,6 +867,13 @@ class _Planner:
     def _newer_there(self, put: Put, restoring: bool) -> str | None:
         """Why the copy ``put`` replaces is worth keeping, if it is."""
         entry = put.entry
+        if put.reason == DIFFERS_THERE:
+            # an edit on the target, which a listing pass replaced without a word
+            known = self.index.get(put.src)
+            there = self.remote.get(self.key(put.dst)) if self.remote is not None else None
+            if known is None or there is None or (changed := _changed_there(known, there)) is None:
+                return None
+            return f"the copy on the target changed since mirror put it there: {changed}"
         if put.reason == "changed":
             known = self.index.get(put.src)
             if known is None or known.dst != put.dst:
@@ -1248,7 +1259,7 @@ def _decide(
             return _move_or_put(Move(src, known.dst, dst, entry, date, "layout changed"), known, remote, key, caps)
         if remote is None or (there is not None and _same(entry, there, caps, known.remote_hash)):
             return None
-        return Put(src, dst, entry, date, "missing on the target" if there is None else "differs on the target")
+        return Put(src, dst, entry, date, "missing on the target" if there is None else DIFFERS_THERE)
     if renamed_from is not None:
         why = f"renamed from {renamed_from.src!r}"
         return _move_or_put(

@@ -433,6 +433,31 @@ def test_a_new_source_disk_keeps_the_history_on_the_target_until_it_is_restored(
     assert run("status", str(src), str(target), state=state).returncode == 0
 
 
+def test_a_copy_edited_on_the_target_goes_to_the_trash_before_a_listing_pass_sends_the_file_again(
+    tmp_path: Path, state: Path
+) -> None:
+    """Someone corrected the copy on the target; the next --rescan (or hourly listing
+    pass) sent the source's file over it without a word, exit 0, and the edit was lost."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "inv-07.pdf").write_bytes(b"invoice 07")
+    (src / "inv-08.pdf").write_bytes(b"invoice 08")
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    (target / "inv-07.pdf").write_bytes(b"edited on the backup")
+    os.utime(target / "inv-08.pdf", (0, 0))  # its time alone: the same copy, sent again
+    done = run("run", str(src), str(target), "--once", "--rescan", state=state)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 sent" in done.stdout, done.stdout
+    assert (
+        "inv-07.pdf: the copy on the target changed since mirror put it there: its size changed (10 to 20 bytes); "
+        "the copy on the target is kept in .mirror-trash/"
+    ) in done.stderr, done.stderr
+    assert "inv-08.pdf" not in done.stderr
+    mirrored = {k: v for k, v in files(target).items() if not k.startswith(".mirror-trash/")}
+    assert mirrored == {"inv-07.pdf": b"invoice 07", "inv-08.pdf": b"invoice 08"}
+    assert [k.read_bytes() for k in target.glob(".mirror-trash/*/*")] == [b"edited on the backup"]
+
+
 def test_a_source_restored_from_an_older_backup_keeps_the_newer_copies(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
