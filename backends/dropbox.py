@@ -54,7 +54,7 @@ from dropbox.exceptions import (
 from dropboxdrivefs import DropboxDriveFileSystem
 from fsspec.spec import AbstractFileSystem
 
-from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error, info_mtime_ns
+from mirror.driver import Capabilities, Driver, ReadToCommit, RemoteEntry, classify_os_error, info_mtime_ns
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import DROPBOX_BLOCK, HashKind, dropbox_content_hash
 from mirror.private_files import read_private_json
@@ -707,7 +707,7 @@ class DropboxDriver(Driver):
         key = STATE_PREFIX + commit.path.lower()
         session_id, offset = self._saved_session(key, size, mtime_ns)
         restarted = False
-        with open(local_path, "rb") as f:
+        with ReadToCommit(local_path, size) as f:
             while session_id is None or offset < size:
                 f.seek(offset)
                 data = f.read(self.chunk_size)

@@ -38,7 +38,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseUpload
 
-from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.driver import Capabilities, Driver, ReadToCommit, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import parent
@@ -537,7 +537,7 @@ class GDriveDriver(Driver):
             # still made the file, and a second create would duplicate it
             existing = self._file(rel)
             try:
-                with open(local_path, "rb") as stream:
+                with ReadToCommit(local_path, size) as stream:
                     resumable = size > SIMPLE_UPLOAD_MAX or ends_with_cr(stream)
                     media = MediaIoBaseUpload(
                         stream, mimetype=mimetype, chunksize=self.chunk_size, resumable=resumable

@@ -36,7 +36,7 @@ import httpx
 import msal
 import requests
 
-from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.driver import Capabilities, Driver, ReadToCommit, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import HashKind
 from mirror.private_files import read_private_json, write_private
@@ -525,7 +525,7 @@ class OneDriveDriver(Driver):
             )
             self.state.set(key, json.dumps({"url": upload_url, "size": size, "mtime_ns": mtime_ns}))
         attempt = 0
-        with open(local_path, "rb") as f:
+        with ReadToCommit(local_path, size) as f:
             while True:
                 f.seek(offset)
                 chunk = f.read(self.chunk_size)

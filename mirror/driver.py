@@ -21,6 +21,7 @@ import difflib
 import errno
 import functools
 import inspect
+import io
 import logging
 import os
 import re
@@ -829,6 +830,29 @@ def check_url_path(url: str) -> None:
             f"target URL {url}: a {mark!r} ends the path in a URL; write it as {'%3F' if mark == '?' else '%23'} "
             "if the folder's name holds it"
         )
+
+
+class ReadToCommit(io.BufferedReader):
+    """A source file opened for an upload that the target commits as its last part
+    arrives (a Dropbox, OneDrive or Google Drive upload session): the read that reaches
+    the end first checks that the file is still as it was when opened. A file rewritten
+    while its parts went out was committed as bytes of two versions, in place of the good
+    copy, until a later pass sent it again; refused, nothing is committed, and the
+    executor sends it again once it settles."""
+
+    def __init__(self, path: str, size: int) -> None:
+        """``size``: the bytes the upload sends, as the driver found them before."""
+        super().__init__(io.FileIO(path, "rb"))
+        self._size = size
+        self._opened = os.fstat(self.fileno())
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if self.tell() >= self._size:
+            now, opened = os.fstat(self.fileno()), self._opened
+            if not now.st_size == opened.st_size == self._size or now.st_mtime_ns != opened.st_mtime_ns:
+                raise ItemError("the source file changed while it was read; the upload was not committed")
+        return data
 
 
 def check_verify(protocol: str, options: Mapping[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mirror.errors import TransientError
+from mirror.errors import ItemError, TransientError
 from mirror.hashing import dropbox_content_hash
 from tests.fakes.dropbox_api import Fault, FileState
 from tests.servers.dropbox import DropboxServer
@@ -182,3 +182,33 @@ def test_an_expired_session_starts_over(dropbox_server: DropboxServer, tmp_path:
     driver.put(local, "big.bin", MTIME_NS)
     assert fake.file_bytes("/Mirror/big.bin") == data
     assert driver.state.get("dropbox.upload:/mirror/big.bin") is None
+
+
+def test_a_file_rewritten_during_its_upload_session_is_not_committed(
+    dropbox_server: DropboxServer, tmp_path: Path
+) -> None:
+    """Rewritten in place after the first piece: the session was committed as bytes of
+    two versions, in place of the good copy, until a later pass sent the file again."""
+    fake = dropbox_server.fake
+    driver = dropbox_server.driver(chunk_size=4 * MiB)
+    first = os.urandom(9 * MiB)
+    scan = tmp_path / "scan.tif"
+    driver.put(write(scan, first), "scan.tif", MTIME_NS)
+    scan.write_bytes(os.urandom(len(first)))  # the next version, as the pass finds it
+    dbx = driver.fs.dbx
+    append, pieces = dbx.files_upload_session_append_v2, []
+
+    def append_then_rewrite(*args: Any, **kwargs: Any) -> Any:
+        pieces.append(args)
+        answer = append(*args, **kwargs)
+        if len(pieces) == 1:
+            st = scan.stat()
+            with open(scan, "r+b") as f:
+                f.write(os.urandom(st.st_size))
+            os.utime(scan, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        return answer
+
+    dbx.files_upload_session_append_v2 = append_then_rewrite
+    with pytest.raises(ItemError, match="changed while it was read; the upload was not committed"):
+        driver.put(str(scan), "scan.tif", MTIME_NS)
+    assert fake.file_bytes("/Mirror/scan.tif") == first

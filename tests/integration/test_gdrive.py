@@ -11,6 +11,7 @@ import threading
 import time
 import webbrowser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mirror.backends.gdrive import GDriveDriver, load_credentials
@@ -516,3 +517,32 @@ def test_auth_command_mistakes_are_one_line_saying_what_to_do(
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("mirror: error: ") and said in lines[0], result.stderr
     assert not token_file.exists()
+
+
+def test_a_file_rewritten_during_its_resumable_upload_is_not_committed(
+    drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    """Rewritten in place after the first chunk: the upload was committed as bytes of two
+    versions, in place of the good copy, until a later pass sent the file again."""
+    driver = GDriveDriver.connect(gdrive_target.url, {**gdrive_target.options, "chunk_size": 1024 * 1024})
+    driver.makedirs("")
+    first = os.urandom(6 * 1024 * 1024)
+    scan = Path(local(tmp_path, "scan.tif", first))
+    driver.put(str(scan), "scan.tif", MTIME)
+    scan.write_bytes(os.urandom(len(first)))  # the next version, as the pass finds it
+    upload = driver._upload
+
+    def rewrite_after_a_chunk(request: Any) -> dict[str, Any]:
+        request.next_chunk()
+        st = scan.stat()
+        with open(scan, "r+b") as f:
+            f.write(os.urandom(st.st_size))
+        os.utime(scan, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        return upload(request)
+
+    driver._upload = rewrite_after_a_chunk  # type: ignore[method-assign]
+    with pytest.raises(ItemError, match="changed while it was read; the upload was not committed"):
+        driver.put(str(scan), "scan.tif", MTIME)
+    (on_drive,) = drive_fake.state.children(root_folder(drive_fake, gdrive_target).id, "scan.tif")
+    assert on_drive.content == first
+    driver.close()

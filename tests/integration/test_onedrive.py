@@ -530,3 +530,40 @@ def test_a_file_renamed_to_a_name_onedrive_refuses_keeps_its_copy(
         report = mirror(url, source, preset)
         assert report.ok and (report.uploaded, report.moved) == (0, 1), report
         assert there(url) == ["a-b.pdf", "keep.pdf"]
+
+
+def test_a_file_rewritten_during_its_upload_session_is_not_committed(
+    onedrive_target: TargetSpec, graph_fake: GraphFake, tmp_path: Path
+) -> None:
+    """Rewritten in place after the first fragment: the session was committed as bytes of
+    two versions, in place of the good copy, until a later pass sent the file again."""
+    driver = OneDriveDriver.connect(onedrive_target.url, {**onedrive_target.options, "chunk_size": CHUNK_UNIT * 4})
+    driver.state = MemoryState()
+    driver.makedirs("")
+    first = os.urandom(CHUNK_UNIT * 4 * 4 + 5)  # over the simple upload's 4 MiB: five fragments
+    scan = Path(local(tmp_path, "scan.tif", first))
+    driver.put(str(scan), "scan.tif", MTIME)
+    scan.write_bytes(os.urandom(len(first)))  # the next version, as the pass finds it
+    put, fragments = driver.http.put, []
+
+    def put_then_rewrite(*args: Any, **kwargs: Any) -> Any:
+        fragments.append(kwargs.get("headers"))
+        answer = put(*args, **kwargs)
+        if len(fragments) == 1:
+            rewrite_in_place(scan)
+        return answer
+
+    driver.http.put = put_then_rewrite  # type: ignore[method-assign]
+    with pytest.raises(ItemError, match="changed while it was read; the upload was not committed"):
+        driver.put(str(scan), "scan.tif", MTIME)
+    assert len(fragments) == 4  # the last one, which commits, never went out
+    assert [e.hash for e in driver.list().values()] == [quickxor_hash(local(tmp_path, "again", first))]
+
+
+def rewrite_in_place(path: Path) -> None:
+    """Rewrite ``path`` in place, as a program saving it again does (same size, new bytes,
+    a later time)."""
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.write(os.urandom(st.st_size))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
