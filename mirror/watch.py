@@ -116,6 +116,8 @@ class SourceWatcher:
         self._new_folders: set[str] = set()
         self._rewatching: str | None = None
         self._check_watches = True
+        #: the watcher told that the source folder itself was deleted
+        self._root_deleted = False
         self.stop = stop
         #: the source as last handed on; kept current so folder deletes can be expanded
         self.known = known
@@ -264,6 +266,7 @@ class SourceWatcher:
         )
         watching = False
         swept = time.monotonic()
+        self._root_deleted = False
         self._inotify_fd = None
         self._burst = self._burst_changes = 0
         self._held_up = 0.0
@@ -291,39 +294,51 @@ class SourceWatcher:
             yield Batch(self._settled())
             if self._switching():
                 return
-            now_id = folder_identity(self.root)
-            if now_id != root_id:
-                # unmounted or mounted again: the watches died with the old folder, and
-                # a folder that is still there (a mount point) sends no event to say so
-                if now_id is not None:
-                    log.warning("source folder %s was replaced (unmounted or remounted); rescanning", self.root)
+            if (rescan := self._ending(root_id, link_id)) is not None:
+                if rescan:
                     yield Batch({}, rescan=True)
                 return
-            if self.link is not None and folder_identity(self.link) != link_id:
-                yield Batch({}, rescan=True)  # the link leads elsewhere: the engine tells
-                return
-            if (real := os.path.realpath(self.root)) != str(self._real_root):
-                # the same folder, moved, with a link left in its place (or in place of a
-                # folder above it): the watches follow it, but name its changes by a path
-                # that is not the source's. A new watcher watches it where it is, and
-                # rescans as it starts
-                log.warning(
-                    "source folder %s now leads to %s (moved, and a link left?); watching it there",
-                    self.root,
-                    real,
-                )
-                return
-            if (moved := self._inner_moved()) is not None:
-                log.warning("%s in the source was mounted or unmounted; rescanning", moved)
-                yield Batch({}, rescan=True)
-                return
-            if self._readable_again is not None:
-                # a new watcher watches it; its first tick asks for the rescan that
-                # clears the folder from status's "left out"
-                log.info("%s can be read now; watching it", self._readable_again)
-                self._readable_again = None
-                return
             ticked = (time.monotonic(), time.process_time())
+
+    def _ending(self, root_id: Identity | None, link_id: Identity | None) -> bool | None:
+        """Why this watcher must end, after a batch: None while it may go on, else
+        whether a rescan must follow. ``root_id``, ``link_id``: the source folder and
+        the link to it as the watcher began."""
+        now_id = folder_identity(self.root)
+        if now_id != root_id:
+            # unmounted or mounted again, or swapped for another: the watches died with the
+            # old folder, and a folder that is still there (a mount point) sends no event
+            # to say so
+            if now_id is not None:
+                why = "swapped for another, or mounted anew"
+                log.warning("source folder %s was replaced (%s); rescanning", self.root, why)
+            return now_id is not None
+        if self.link is not None and folder_identity(self.link) != link_id:
+            return True  # the link leads elsewhere: the engine tells
+        if (real := os.path.realpath(self.root)) != str(self._real_root):
+            # the same folder, moved, with a link left in its place (or in place of a
+            # folder above it): the watches follow it, but name its changes by a path
+            # that is not the source's. A new watcher watches it where it is, and
+            # rescans as it starts
+            log.warning(
+                "source folder %s now leads to %s (moved, and a link left?); watching it there", self.root, real
+            )
+            return False
+        if self._root_deleted:
+            # deleted and made again (rm -rf export && mkdir export), where ext4 often
+            # gives the new folder the old one's inode number: the watches died with it
+            log.warning("source folder %s was deleted and made again; rescanning", self.root)
+            return True
+        if (moved := self._inner_moved()) is not None:
+            log.warning("%s in the source was mounted or unmounted; rescanning", moved)
+            return True
+        if self._readable_again is not None:
+            # a new watcher watches it; its first tick asks for the rescan that clears
+            # the folder from status's "left out"
+            log.info("%s can be read now; watching it", self._readable_again)
+            self._readable_again = None
+            return False
+        return None
 
     def _inotify_started(self, started: set[int]) -> None:
         """An inotify watcher has its watches in place: find its instance (the one the
@@ -478,6 +493,9 @@ class SourceWatcher:
         except ValueError:
             return
         if rel in ("", "."):
+            # the source folder itself is gone: its watch with it, whether or not a folder
+            # of its name (on ext4 often with its inode number) is made again
+            self._root_deleted = self._root_deleted or deleted
             return
         now = time.monotonic()
         try:

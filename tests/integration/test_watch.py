@@ -445,6 +445,25 @@ def test_status_works_while_running(live: tuple[Path, Path, Path]) -> None:
     assert data[0]["running"] is True and data[0]["files"] == 2
 
 
+def test_a_source_folder_deleted_and_made_again_is_watched_again(live: tuple[Path, Path, Path]) -> None:
+    """An export that wipes its folder (rm -rf export && mkdir export): ext4 gives the new
+    folder the old one's inode number, the watcher took it for the same folder, and no
+    change in it was seen again until the hourly rescan, while status said in sync."""
+    src, dst, _ = live
+    for _ in range(5):
+        before = src.stat().st_ino
+        shutil.rmtree(src)
+        src.mkdir()
+        if src.stat().st_ino == before:
+            break
+        mirrored(src, dst, {"a.pdf": b"A" * 100, "keep.pdf": b"K"}, "the folder made again, with another inode")
+    else:
+        pytest.skip("this filesystem never gave the folder made again its old inode number")
+    mirrored(src, dst, {"new.pdf": b"new"}, "a file in the folder made again")
+    time.sleep(1)
+    mirrored(src, dst, {"later.pdf": b"later"}, "a file written later")
+
+
 def test_changes_made_while_stopped_are_picked_up_on_restart(tmp_path: Path) -> None:
     """And Ctrl-C is answered: stopping in silence looked like a hang from a shell."""
     src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
