@@ -322,6 +322,9 @@ def run(
                 _check_ad_hoc_target(cfg, layout_given=layout is not None)
             for t in cfg.targets:
                 scrubber.add(t.secrets)
+            if not (once or dry_run):
+                edited = partial(build_config, source, target, config_path, target_names, state_dir, placement)
+                signals.refuse_reload = partial(_reload_refused, edited)
             alerts = _alerts_for(cfg, dry_run, alerts)
             metrics: Metrics | None = None
             addr = None
@@ -364,6 +367,18 @@ def _alerts_for(cfg: Config, dry_run: bool, kept: Alerts | None) -> Alerts | Non
     from mirror.alerts import Alerts  # only configs with alerts pay for its imports
 
     return Alerts(cfg)
+
+
+def _reload_refused(edited: Callable[[], Config]) -> str | None:
+    """Why the config as it is now cannot be started, if it cannot: a reload then keeps
+    mirroring with the config read before. A typo stopped every target of the service,
+    and the restarts systemd then made failed the same way, with no alert, since the
+    alerts' settings were in the config that could not be read."""
+    try:
+        Mirror(edited()).check()
+    except MirrorError as exc:
+        return str(exc)
+    return None
 
 
 def _stopped(signals: Signals, watching: bool) -> bool:
@@ -455,6 +470,9 @@ class Signals:
         #: a SIGTERM or SIGINT came: never start again, whatever SIGHUP follows
         self._quit = False
         self._stop: threading.Event | None = None
+        #: why the config as it is now cannot be started (None: it can): a SIGHUP then
+        #: leaves the mirror running as it is
+        self.refuse_reload: Callable[[], str | None] = lambda: None
         #: run from a terminal, SIGHUP is the terminal closing: a mirror started there
         #: would otherwise go on unseen, logging to nowhere, after its user logged out
         self._hangup_quits = sys.stdin.isatty() or sys.stderr.isatty()
@@ -469,6 +487,10 @@ class Signals:
             stop.set()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        reload = signum == signal.SIGHUP and not self._hangup_quits
+        if reload and not self._quit and (why := self.refuse_reload()) is not None:
+            log.error("not reloaded: %s; mirroring on with the config read before; fix it and reload again", why)
+            return
         self.received = signum
         self._quit = self._quit or signum != signal.SIGHUP or self._hangup_quits
         if self._stop is not None:

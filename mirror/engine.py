@@ -100,6 +100,14 @@ class Mirror:
                 runner.close()
             raise
 
+    def check(self) -> None:
+        """Raise ConfigError for what :meth:`open` would refuse in the config itself,
+        touching nothing: a target the backend can never use, two targets in one place.
+        A reload checks the edited config with it before it stops the running mirror."""
+        for runner in self.runners:
+            runner.check()
+        self._check_distinct()
+
     def _tell_unusable(self, runners: Sequence[TargetRunner], why: str) -> None:
         """Record ``why`` for status and alerts in each runner's index, opened for it if
         need be (a run that stops before it opens them)."""

@@ -265,12 +265,17 @@ class TargetRunner:
         self._source_away: Callable[[], str | None] = lambda: None
 
     # -- lifecycle ------------------------------------------------------------------
-    def open(self) -> None:
-        """Open the index (taking the per-target lock) and check the backend is installed."""
+    def check(self) -> None:
+        """Raise ConfigError where the backend can never use this target's URL and
+        options (not installed, a host missing, an option misspelled), touching nothing."""
         with _located(self.config, self.target, self.resolved.preset):
             registry.load_driver_class(self.resolved.backend).check_target(
                 self.resolved.url, self.resolved.options
             )
+
+    def open(self) -> None:
+        """Open the index (taking the per-target lock) and check the backend is installed."""
+        self.check()
         self._check_overlap()
         try:
             self._open_index()
