@@ -119,6 +119,8 @@ class Alerts(Observer):
         self._last_ping: dict[str, float] = {}
         self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self._closing = False
+        #: the on_failure commands running now, by target name: their process ids
+        self._running: dict[str, int] = {}
         self._worker: threading.Thread | None = None
         if self.targets:
             self._worker = threading.Thread(target=self._work, name="mirror-alerts", daemon=True)
@@ -180,7 +182,22 @@ class Alerts(Observer):
         self._closing = True
         self._jobs.put(None)
         self._worker.join(timeout)
-        if self._worker.is_alive():
+        if not self._worker.is_alive():
+            return
+        with self._lock:
+            # a command still running is left to finish (it has a session of its own) and
+            # owed no more: it delivered its alert after this process ended, and the next
+            # run, finding it owed, ran it again (a slow mail relay: one failure, a mail a run)
+            for name, pid in self._running.items():
+                incident = self.incidents.get(name)
+                if incident is not None and COMMAND in incident.owed:
+                    incident.owed.remove(COMMAND)
+                    self._save(name, incident)
+                    self.logs[name].info(
+                        "on_failure command still running after %.0f s (pid %d): left to finish", timeout, pid
+                    )
+            owed = any(i.owed for i in self.incidents.values())
+        if owed:
             log.warning(
                 "stopped waiting for alerts after %.0f s: a failure alert not yet delivered"
                 " is tried again by the next run",
@@ -325,7 +342,8 @@ class Alerts(Observer):
                 if how is not None:
                     failed[channel] = how
                     return
-                incident.owed.remove(channel)
+                if channel in incident.owed:  # not handed off by close() meanwhile
+                    incident.owed.remove(channel)
                 # at once: a cron run cut off before the other channel is done must not
                 # send this one again
                 if self.incidents.get(name) is incident:
@@ -398,6 +416,9 @@ class Alerts(Observer):
                 )
             except OSError as exc:
                 return f"{program} could not run ({exc.strerror or exc})"
+            if event == "failure":
+                with self._lock:
+                    self._running[target.name] = proc.pid
             try:
                 code = proc.wait(timeout=COMMAND_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -405,6 +426,9 @@ class Alerts(Observer):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return f"{program} timed out after {COMMAND_TIMEOUT:.0f} s"
+            finally:
+                with self._lock:
+                    self._running.pop(target.name, None)
             if code == 0:
                 return None
             said = _one_line(_said(err) or _said(out))

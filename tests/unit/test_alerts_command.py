@@ -188,3 +188,39 @@ def test_a_command_that_leaves_a_child_in_the_background_succeeds_when_it_exits(
             os.kill(pid, signal.SIGKILL)
     assert "on_failure command failed" not in caplog.text
     assert calls_of(calls) == ["failure"]
+
+
+def test_a_command_still_running_when_the_run_ends_is_not_run_again_by_the_next(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow mail relay (20 s): the run stopped waiting after 15 s, the command went on
+    and delivered its mail, and the next cron run, finding the alert owed, ran it again:
+    one failure, one mail a run."""
+    caplog.set_level(logging.INFO, logger="mirror")
+    calls, gate = tmp_path / "calls.txt", tmp_path / "relay-busy"
+    gate.touch()
+    script = tmp_path / "notify.sh"
+    script.write_text(
+        f'#!/bin/sh\nwhile [ -e "{gate}" ]; do sleep 0.05; done\necho "$MIRROR_EVENT" >> "{calls}"\n'
+    )
+    script.chmod(0o755)
+    settings = TargetSettings(on_failure=(str(script),), alert_after=0.0)
+    config = Config(
+        source=tmp_path,
+        targets=(TargetConfig(name="nas", url="memory://backup", settings=settings),),
+        state_dir=tmp_path / "state",
+    )
+    clock = Clock()
+    alerts = Alerts(config, clock=clock)
+    alerts.on_state("nas", "failing", "cannot connect")
+    wait_for(lambda: "failing since" in caplog.text, what="the alert")
+    alerts.close(timeout=0.5)
+    assert "on_failure command still running after 0 s (pid " in caplog.text
+    assert "tried again by the next run" not in caplog.text
+    gate.unlink()  # the relay answers, after the run ended
+    wait_for(lambda: calls_of(calls) == ["failure"], what="the mail")
+    clock.now += 3600  # past any backoff
+    alerts = Alerts(config, clock=clock)
+    alerts.on_state("nas", "failing", "cannot connect")
+    alerts.close()
+    assert calls_of(calls) == ["failure"]
