@@ -577,11 +577,19 @@ class SourceWatcher:
 
     def _hold_renames(self, ready: dict[str, LocalEntry | None], fresh: dict[str, LocalEntry | None]) -> None:
         """Keep a vanished path back while its inode still settles under a new name, so
-        both halves of a rename travel in one batch and become a move on the target."""
+        both halves of a rename travel in one batch and become a move on the target; and
+        while files below it (a folder that took the file's name) still settle, so that
+        the pass that plans its removal sees that a new file needs its name: under
+        ``delete = keep`` the copy, kept in a pass of its own, stood where the folder had
+        to be made, and the folder's files failed until a run with --rescan."""
+        gone = [r for r, e in ready.items() if e is None]
+        if not gone:
+            return
         waiting = {e.ino for rel, e in fresh.items() if e is not None and rel in self._pending}
-        for rel in [r for r, e in ready.items() if e is None]:
+        below = {a for rel in self._pending for a in ancestors(rel)}
+        for rel in gone:
             old = self.known.get(rel)
-            if old is not None and old.ino in waiting:
+            if (old is not None and old.ino in waiting) or rel in below:
                 del ready[rel]
                 now = time.monotonic()
                 self._pending[rel] = (None, now)

@@ -191,6 +191,29 @@ def test_a_file_replaced_by_a_folder_of_its_name_waits_for_no_other_deletion(
     wait_for(lambda: same(src, dst), what="the deletions")
 
 
+def test_a_file_turned_into_a_folder_of_its_name_under_keep_moves_the_kept_copy_into_the_trash(
+    tmp_path: Path,
+) -> None:
+    """delete = keep: the file's removal went in a pass of its own, before the folder's
+    file had settled; that pass kept the copy, which then stood where the folder had to
+    be made, and the folder's file failed, also in later runs, until one with --rescan."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
+    src.mkdir()
+    (src / "x").write_bytes(b"a file")
+    proc = start("run", str(src), str(dst), "--delete", "keep", state=state, log=log)
+    try:
+        wait_for(lambda: files(dst) == {"x": b"a file"}, what="the first copy")
+        (src / "x").unlink()
+        (src / "x").mkdir()
+        (src / "x" / "z.pdf").write_bytes(b"in the folder")
+        wait_for(lambda: files(dst).get("x/z.pdf") == b"in the folder", what="the folder's file", log=log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert [p.read_bytes() for p in dst.glob(".mirror-trash/*/x")] == [b"a file"]
+    assert "failed: x/z.pdf" not in log.read_text(), log.read_text()
+
+
 def test_two_files_of_one_size_and_time_swapped_by_renames(live: tuple[Path, Path, Path]) -> None:
     src, dst, _ = live
     (src / "001.pdf").write_bytes(b"invoice A")
