@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, through_link
+from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, file_in_the_way, through_link
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError
 from mirror.mounts import Mount, mount_of
 from mirror.progress import human_bytes
@@ -265,10 +265,7 @@ class LocalDriver(Driver):
             if stat.S_ISLNK(mode):
                 raise ItemError(through_link(path))
             if not stat.S_ISDIR(mode):
-                raise ItemError(
-                    f"{path} on the target is a file where a folder is needed; if mirror did not put it "
-                    "there (or delete = keep kept it), a run with --rescan moves it into .mirror-trash/"
-                )
+                raise ItemError(file_in_the_way(path))
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         top = self.full(rel_dir)

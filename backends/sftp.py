@@ -86,6 +86,7 @@ from mirror.driver import (
     RemoteEntry,
     check_url_path,
     classify_os_error,
+    file_in_the_way,
 )
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
 from mirror.private_files import read_private
@@ -1323,7 +1324,7 @@ def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
             if stat.S_ISDIR(mode):
                 return  # already there (SFTP reports "exists" as a bare failure)
             # the same bare failure, which told of 'a full disk or quota?'
-            raise NotADirectoryError(errno.ENOTDIR, "a file on the server stands where a folder is needed", path)
+            raise ItemError(file_in_the_way(path))
     parent = posixpath.dirname(path.rstrip("/"))
     if parent in (path, "", "/"):
         raise FileNotFoundError(errno.ENOENT, "cannot create folder", path)

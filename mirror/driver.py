@@ -199,6 +199,14 @@ class MemoryState:
         self._values.pop(key, None)
 
 
+def file_in_the_way(path: str) -> str:
+    """What to say of a file on a target that stands where a folder must be made."""
+    return (
+        f"{path} on the target is a file where a folder is needed; if mirror did not put it there "
+        "(or delete = keep kept it), a run with --rescan moves it into .mirror-trash/"
+    )
+
+
 def through_link(path: str) -> str:
     """Why a write may not go through the symbolic link at ``path``."""
     return f"{path} on the target is a symbolic link; mirror does not write through it"

@@ -320,5 +320,9 @@ def test_a_target_folder_below_a_file_on_the_server_says_so(sshd: SshServer, tmp
     (source / "2026" / "invoice.pdf").write_bytes(b"%PDF")
     (tmp_path / "b.pdf").write_bytes(b"%PDF")
     done = mirror("run", "-c", str(_config(sshd, source, tmp_path / "b.pdf" / "sub", tmp_path)), "--once")
-    told = f"a file on the server stands where a folder is needed: '{tmp_path / 'b.pdf'}'"
+    # one line naming the fix, as for a local target: it was a NotADirectoryError's text
+    told = (
+        f"{tmp_path / 'b.pdf'} on the target is a file where a folder is needed; if mirror did not put it there "
+        "(or delete = keep kept it), a run with --rescan moves it into .mirror-trash/"
+    )
     assert done.returncode == 1 and told in done.stdout + done.stderr, done.stdout + done.stderr
