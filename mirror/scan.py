@@ -182,7 +182,8 @@ class Snapshot:
         return {s.path: (s.entry, s.reason) for s in self.skipped if s.fix and s.entry is not None}
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
+    """What a source entry that is not mirrored is, said as a skip says it."""
     if stat.S_ISLNK(mode):
         return "a symbolic link (links are not followed)"
     if stat.S_ISFIFO(mode):
@@ -265,7 +266,7 @@ def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[st
                 except struct.error:  # kept off the path every file takes
                     records[rel] = pack(st.st_size, mtime_ns(st), st.st_ino)
             else:
-                skipped.append(Skip(rel, _kind(mode)))
+                skipped.append(Skip(rel, kind_of(mode)))
     return folders
 
 

@@ -26,7 +26,7 @@ from watchfiles._rust_notify import WatchfilesRustInternalError
 from mirror.filters import Filter
 from mirror.mounts import Identity, folder_identity
 from mirror.paths import ancestors
-from mirror.scan import LocalEntry, racy, scan, stat_paths
+from mirror.scan import LocalEntry, kind_of, racy, scan, stat_paths
 
 log = logging.getLogger("mirror")
 
@@ -628,10 +628,22 @@ class SourceWatcher:
         self._hold_renames(ready, fresh)
         for rel, entry in ready.items():
             if entry is None:
+                self._tell_skipped(rel)
                 self.known.pop(rel, None)
             else:
                 self.known[rel] = entry
         return ready
+
+    def _tell_skipped(self, rel: str) -> None:
+        """Say why a path handed on as gone is not mirrored where something stands there
+        that is not a file (a link, a FIFO), as a full scan says it: the invoice's copy
+        left the target, and the log said only '1 deleted'."""
+        try:
+            mode = os.lstat(self.root / rel).st_mode
+        except OSError:
+            return
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode) and self.filt.wants_file(rel):
+            log.info("skipped %s: %s", rel, kind_of(mode))
 
 
 def _stalled_since(since: tuple[float, float]) -> float:

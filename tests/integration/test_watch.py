@@ -214,6 +214,21 @@ def test_a_file_turned_into_a_folder_of_its_name_under_keep_moves_the_kept_copy_
     assert "failed: x/z.pdf" not in log.read_text(), log.read_text()
 
 
+def test_a_file_replaced_by_a_link_or_a_fifo_while_watching_is_told_as_a_skip(
+    live: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Its copy left the target and the log said only '1 deleted'; a full scan tells each
+    skip with its reason."""
+    src, dst, _ = live
+    (src / "a.pdf").unlink()
+    (src / "a.pdf").symlink_to("keep.pdf")
+    os.mkfifo(src / "pipe.pdf")
+    wait_for(lambda: "a.pdf" not in files(dst), what="the copy of the file now a link")
+    log = tmp_path / "mirror.log"
+    wait_for(lambda: "skipped pipe.pdf: a FIFO" in log.read_text(), what="the FIFO told", log=log)
+    assert "skipped a.pdf: a symbolic link (links are not followed)" in log.read_text()
+
+
 def test_two_files_of_one_size_and_time_swapped_by_renames(live: tuple[Path, Path, Path]) -> None:
     src, dst, _ = live
     (src / "001.pdf").write_bytes(b"invoice A")
