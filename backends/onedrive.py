@@ -690,7 +690,11 @@ class OneDriveDriver(Driver):
             if status in (429, 503, 509) or (status >= 500 and status != 507):
                 return TransientError(text, retry_after=_retry_after(exc.response))
             if status == 507 or code == "quotaLimitReached":
-                return TargetFull(text)
+                # its recycle bin counts against the quota, and mirror's deletions go there
+                return TargetFull(
+                    f"the OneDrive is full ({text}): free some space (empty its recycle bin too: mirror's "
+                    "deletions go there) or buy more, then run again"
+                )
             if status == 401:
                 return FatalError(text + "; run `mirror auth onedrive` again")
             return ItemError(text)

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msal
 import pytest
 from click.testing import CliRunner
@@ -24,7 +25,7 @@ from mirror.backends.onedrive_auth import login
 
 from mirror import api
 from mirror.driver import MemoryState
-from mirror.errors import ConfigError, FatalError, ItemError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, TargetFull, TransientError
 from mirror.events import Report
 from mirror.registry import Preset
 from tests.cli import run
@@ -202,6 +203,19 @@ def test_server_refusal_is_classified_as_item_error(driver: OneDriveDriver, tmp_
     with pytest.raises(Exception) as info:
         driver.makedirs("bad|name")
     assert isinstance(driver.classify(info.value), ItemError)
+
+
+def test_a_full_drive_says_what_to_free(driver: OneDriveDriver) -> None:
+    """It said only 'OneDrive answered 507 (quotaLimitReached: ...)'; the recycle bin,
+    where mirror's deletions go, counts against the quota."""
+    body = {"error": {"code": "quotaLimitReached", "message": "Insufficient Space Available"}}
+    answer = httpx.Response(507, json=body, request=httpx.Request("PUT", "https://graph.example/x"))
+    error = driver.classify(httpx.HTTPStatusError("full", request=answer.request, response=answer))
+    assert isinstance(error, TargetFull)
+    assert str(error) == (
+        "the OneDrive is full (OneDrive answered 507 (quotaLimitReached: Insufficient Space Available)): free "
+        "some space (empty its recycle bin too: mirror's deletions go there) or buy more, then run again"
+    )
 
 
 def test_special_characters_are_encoded(driver: OneDriveDriver, tmp_path: Path) -> None:
