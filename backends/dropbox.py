@@ -54,7 +54,15 @@ from dropbox.exceptions import (
 from dropboxdrivefs import DropboxDriveFileSystem
 from fsspec.spec import AbstractFileSystem
 
-from mirror.driver import Capabilities, Driver, ReadToCommit, RemoteEntry, classify_os_error, info_mtime_ns
+from mirror.driver import (
+    QUIET_WAIT,
+    Capabilities,
+    Driver,
+    ReadToCommit,
+    RemoteEntry,
+    classify_os_error,
+    info_mtime_ns,
+)
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import DROPBOX_BLOCK, HashKind, dropbox_content_hash
 from mirror.private_files import read_private_json
@@ -255,7 +263,7 @@ class Caller:
             try:
                 return fn(*args, **kwargs)
             except RateLimitError as exc:
-                if attempt + 1 >= self.attempts:
+                if attempt + 1 >= self.attempts or (exc.backoff or 0) > QUIET_WAIT:
                     raise
                 wait = exc.backoff if exc.backoff is not None else 5.0
             except (

@@ -38,7 +38,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaIoBaseUpload
 
-from mirror.driver import Capabilities, Driver, ReadToCommit, RemoteEntry, classify_os_error
+from mirror.driver import QUIET_WAIT, Capabilities, Driver, ReadToCommit, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import HashKind, file_hash
 from mirror.paths import parent
@@ -268,7 +268,11 @@ class GDriveDriver(Driver):
 
     def _wait_or_raise(self, exc: Exception, attempt: int) -> int:
         err = self.classify(exc)
-        if not isinstance(err, TransientError) or attempt >= self.max_retries:
+        if (
+            not isinstance(err, TransientError)
+            or attempt >= self.max_retries
+            or (err.retry_after or 0) > QUIET_WAIT
+        ):
             raise exc
         delay = err.retry_after if err.retry_after is not None else min(MAX_WAIT, 2**attempt * 0.5)
         time.sleep(min(MAX_WAIT, delay) + random.uniform(0, 0.1))  # noqa: S311

@@ -199,6 +199,12 @@ class MemoryState:
         self._values.pop(key, None)
 
 
+#: the longest a driver waits by itself where a service asks it to (Retry-After): a longer
+#: wait is the engine's, which tells it in the log and in status, and ends it at once when
+#: mirror stops (a Retry-After of an hour kept a target silent, 'starting', for hours)
+QUIET_WAIT = 10.0
+
+
 def file_in_the_way(path: str) -> str:
     """What to say of a file on a target that stands where a folder must be made."""
     return (

@@ -405,10 +405,10 @@ class Executor:
             # the retry machinery is only built once a call has failed: most calls succeed
             if self.retry.attempts <= 1 or self._stopping() or self._probe_failed(first):
                 raise
-            delay = first.retry_after if first.retry_after is not None else self.retry.initial
+            delay = self.retry.initial if first.retry_after is None else min(max(first.retry_after, 0.0), 300.0)
             self.log.info("retrying in %.1f s (attempt 2): %s", delay, first)
             self.on_retry(str(first))
-            self._sleep(min(max(delay, 0.0), 300.0))
+            self._sleep(delay)
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set
 
         retrying = Retrying(

@@ -212,3 +212,17 @@ def test_a_file_rewritten_during_its_upload_session_is_not_committed(
     with pytest.raises(ItemError, match="changed while it was read; the upload was not committed"):
         driver.put(str(scan), "scan.tif", MTIME_NS)
     assert fake.file_bytes("/Mirror/scan.tif") == first
+
+
+def test_a_long_retry_after_is_left_to_the_engine(dropbox_server: DropboxServer, tmp_path: Path) -> None:
+    """Retry-After: 3600 was slept out in the driver, up to six times, in silence: the
+    target showed 'starting' for hours, and a stop blamed an upload. The engine waits
+    for it instead, says so in the log, and ends the wait at once when mirror stops."""
+    dropbox_server.fake.inject(Fault("429", count=1, retry_after=3600))
+    driver = dropbox_server.driver()
+    started = time.monotonic()
+    with pytest.raises(Exception) as caught:
+        driver.put(write(tmp_path / "a", b"a"), "a.pdf", MTIME_NS)
+    assert time.monotonic() - started < 5
+    error = driver.classify(caught.value)
+    assert isinstance(error, TransientError) and error.retry_after == 3600

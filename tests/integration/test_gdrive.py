@@ -236,6 +236,22 @@ def test_throttling_beyond_the_retry_budget_is_transient_with_retry_after(
     driver.close()
 
 
+def test_a_long_retry_after_is_left_to_the_engine(
+    driver: GDriveDriver, drive_fake: DriveFake, tmp_path: Path
+) -> None:
+    """Retry-After: 3600 was slept out in the driver, two minutes at a time, in silence;
+    the engine waits for it instead, says so, and ends the wait when mirror stops."""
+    driver.makedirs("")
+    with drive_fake.state.lock:
+        drive_fake.state.throttle.append((429, "rateLimitExceeded", 3600))
+    started = time.monotonic()
+    with pytest.raises(Exception) as info:
+        driver.put(local(tmp_path, "a", b"x"), "t.txt", MTIME)
+    assert time.monotonic() - started < 5
+    err = driver.classify(info.value)
+    assert isinstance(err, TransientError) and err.retry_after == 3600
+
+
 def test_a_full_drive_says_what_to_do_as_a_full_dropbox_does(
     drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
 ) -> None:

@@ -157,6 +157,19 @@ def test_throttling_beyond_the_budget_is_transient_with_retry_after(
     driver.close()
 
 
+def test_a_long_retry_after_is_left_to_the_engine(driver: OneDriveDriver, graph_fake: GraphFake) -> None:
+    """Retry-After: 3600 was slept out in the driver, two minutes at a time, in silence;
+    the engine waits for it instead, says so, and ends the wait when mirror stops."""
+    with graph_fake.state.lock:
+        graph_fake.state.throttle.append((429, 3600))
+    started = time.monotonic()
+    with pytest.raises(Exception) as info:
+        driver.list()
+    assert time.monotonic() - started < 5
+    err = driver.classify(info.value)
+    assert isinstance(err, TransientError) and err.retry_after == 3600
+
+
 def test_case_insensitive_replace_keeps_one_item(
     driver: OneDriveDriver, graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
 ) -> None:
