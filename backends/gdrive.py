@@ -471,10 +471,13 @@ class GDriveDriver(Driver):
             return self._remade
 
     def begin_pass(self) -> None:
-        # the folder cache would send a watch pass's uploads into a target folder trashed in
-        # the web app since: the first folder a pass uses asks Drive for the root again
+        # the folder cache would send a watch pass's uploads into a folder trashed in the
+        # web app since, out of sight while mirror said sent: each folder a pass uses is
+        # asked for again, the root first
         with self._resolve_lock:
             self._root_asked = False
+            with self._lock:
+                self._folders = {}
 
     def _file(self, rel: str) -> dict[str, Any] | None:
         """The Drive file at ``rel`` (the oldest of duplicates), or None."""

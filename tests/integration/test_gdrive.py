@@ -374,6 +374,22 @@ def test_names_that_differ_only_in_case_are_mirrored_as_different_files(
     assert verify.returncode == 0 and "identical (4 files;" in verify.stdout, verify.stdout + verify.stderr
 
 
+def test_a_subfolder_trashed_in_drive_between_passes_is_made_again(
+    driver: GDriveDriver, drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    """Someone moved 2024/ to Drive's trash; watch mode's next upload went into it, out of
+    sight, for as long as the folder id stayed cached, while mirror said sent."""
+    driver.put(local(tmp_path, "a", b"a"), "2024/inv-1.pdf", MTIME)
+    root = root_folder(drive_fake, gdrive_target)
+    (folder,) = drive_fake.state.children(root.id, "2024")
+    drive_fake.state.trash(folder.id)
+    driver.begin_pass()
+    driver.put(local(tmp_path, "b", b"b"), "2024/inv-2.pdf", MTIME)
+    (made_again,) = drive_fake.state.children(root.id, "2024")
+    assert made_again.id != folder.id
+    assert [f.name for f in drive_fake.state.children(made_again.id)] == ["inv-2.pdf"]
+
+
 @pytest.mark.parametrize("root", ["Invoices", ""], ids=["folder-below", "that-folder"])
 def test_a_root_folder_id_folder_in_the_trash_fails_the_target(
     drive_fake: DriveFake, gdrive_target: TargetSpec, tmp_path: Path, root: str
