@@ -101,14 +101,20 @@ def test_two_targets_on_one_ftp_folder_are_refused_however_the_port_and_login_ar
     assert not (ftp_server.folder / "invoices").exists()
 
 
-def test_a_refused_login_names_the_server_and_what_to_check(ftp_server: FtpServer, tmp_path: Path) -> None:
+def test_a_refused_login_names_the_server_and_what_to_check(tmp_path: Path) -> None:
     """It said 'ftp: target failed: error_perm: 530 Authentication failed.' alone."""
     source = tmp_path / "export"
     source.mkdir()
     (source / "inv-001.pdf").write_bytes(b"invoice")
-    options = {"port": ftp_server.port, "username": USER, "password": "not-the-password"}
-    config = write_config(tmp_path / "m.toml", source, {"ftp": ("ftp://127.0.0.1/invoices", options)})
-    done = run("run", "-c", str(config), "--once", state=tmp_path / "state")
+    # a server of its own: one that saw failed logins may drop the next connection
+    (tmp_path / "served").mkdir()
+    server = serve(tmp_path / "served")
+    try:
+        options = {"port": server.port, "username": USER, "password": "not-the-password"}
+        config = write_config(tmp_path / "m.toml", source, {"ftp": ("ftp://127.0.0.1/invoices", options)})
+        done = run("run", "-c", str(config), "--once", state=tmp_path / "state")
+    finally:
+        server.stop()
     assert done.returncode == 1, done.stdout + done.stderr
     assert (
         "ftp: target failed: target URL ftp://127.0.0.1/invoices refused the connection (error_perm: 530 "
