@@ -91,7 +91,8 @@ def unit_flags(name: str, user: bool, unit_dir: Path | None = None) -> str:
 
 
 def _quote(arg: str, specifiers: bool) -> str:
-    """One ExecStart argument: ``%`` escaped unless it is a specifier, quoted when needed."""
+    """One ExecStart argument (or Environment assignment): ``%`` escaped unless it is a
+    specifier, quoted when needed."""
     if not specifiers:
         arg = arg.replace("%", "%%")
     if re.search(r"[\s\"'\\;$]", arg):
@@ -134,11 +135,8 @@ def unit_text(
 def _state_line(state_dir: str) -> str:
     """``Environment=MIRROR_STATE_DIR=...``, quoted as systemd reads it, ``%`` literal,
     with a line that says why."""
-    value = f"{STATE_VARIABLE}={state_dir.replace('%', '%%')}"
-    if re.search(r"[\s\"'\\$]", value):
-        value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     why = "# the state folder `mirror service install` ran with, where `mirror status` looks too"
-    return f"{why}:\nEnvironment={value}\n"
+    return f"{why}:\nEnvironment={_quote(f'{STATE_VARIABLE}={state_dir}', specifiers=False)}\n"
 
 
 def state_of(unit: str) -> str | None:
@@ -146,8 +144,10 @@ def state_of(unit: str) -> str | None:
     import shlex
 
     for line in unit.splitlines():
-        if line.startswith(f"Environment={STATE_VARIABLE}=") or line.startswith(f'Environment="{STATE_VARIABLE}='):
-            return shlex.split(line.removeprefix("Environment="))[0].split("=", 1)[1].replace("%%", "%")
+        if line.startswith("Environment="):
+            name, _, value = shlex.split(line.removeprefix("Environment="))[0].partition("=")
+            if name == STATE_VARIABLE:
+                return value.replace("%%", "%")
     return None
 
 

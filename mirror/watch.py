@@ -639,7 +639,7 @@ class SourceWatcher:
         that is not a file (a link, a FIFO), as a full scan says it: the invoice's copy
         left the target, and the log said only '1 deleted'."""
         try:
-            mode = os.lstat(self.root / rel).st_mode
+            mode = os.lstat(os.path.join(self.root, rel)).st_mode
         except OSError:
             return
         if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode) and self.filt.wants_file(rel):

@@ -1,12 +1,14 @@
-"""Shared test vocabulary: how a server fixture describes the target it provides, and
-watch mode run in the test's own process."""
+"""Shared test vocabulary: how a server fixture describes the target it provides, watch
+mode run in the test's own process, and a source file saved again in place."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mirror import api
@@ -40,3 +42,12 @@ def watching(cfg: api.Config, observers: Iterable[api.Observer] = ()) -> Iterato
         finally:
             m.shutdown()
             thread.join(15)
+
+
+def rewrite_in_place(path: Path) -> None:
+    """Rewrite ``path`` in place, as a program saving it again does (same size, new bytes,
+    a later time)."""
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.write(os.urandom(st.st_size))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))

@@ -19,6 +19,7 @@ from mirror.errors import ItemError, TransientError
 from mirror.hashing import dropbox_content_hash
 from tests.fakes.dropbox_api import Fault, FileState
 from tests.servers.dropbox import DropboxServer
+from tests.support import rewrite_in_place
 
 MiB = 1024 * 1024
 MTIME_NS = 1_700_000_000_000_000_000
@@ -202,10 +203,7 @@ def test_a_file_rewritten_during_its_upload_session_is_not_committed(
         pieces.append(args)
         answer = append(*args, **kwargs)
         if len(pieces) == 1:
-            st = scan.stat()
-            with open(scan, "r+b") as f:
-                f.write(os.urandom(st.st_size))
-            os.utime(scan, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+            rewrite_in_place(scan)
         return answer
 
     dbx.files_upload_session_append_v2 = append_then_rewrite

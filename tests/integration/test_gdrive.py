@@ -21,7 +21,7 @@ from tests.cli import run
 from tests.fakes.drive_api import FOLDER, DriveFile
 from tests.reliability.common import write_config
 from tests.servers.gdrive import DriveFake, write_token_file
-from tests.support import TargetSpec
+from tests.support import TargetSpec, rewrite_in_place
 
 MTIME = 1_700_000_000_123_000_000
 
@@ -566,10 +566,7 @@ def test_a_file_rewritten_during_its_resumable_upload_is_not_committed(
 
     def rewrite_after_a_chunk(request: Any) -> dict[str, Any]:
         request.next_chunk()
-        st = scan.stat()
-        with open(scan, "r+b") as f:
-            f.write(os.urandom(st.st_size))
-        os.utime(scan, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        rewrite_in_place(scan)
         return upload(request)
 
     driver._upload = rewrite_after_a_chunk  # type: ignore[method-assign]

@@ -32,7 +32,7 @@ from tests.cli import run
 from tests.fakes.graph_api import quickxor_reference
 from tests.reliability.common import write_config
 from tests.servers.onedrive import GraphFake
-from tests.support import TargetSpec
+from tests.support import TargetSpec, rewrite_in_place
 
 MTIME = 1_700_000_000_000_000_000
 # (size, base64 data, quickXorHash) published with Microsoft's reference implementation
@@ -585,12 +585,3 @@ def test_a_file_rewritten_during_its_upload_session_is_not_committed(
         driver.put(str(scan), "scan.tif", MTIME)
     assert len(fragments) == 4  # the last one, which commits, never went out
     assert [e.hash for e in driver.list().values()] == [quickxor_hash(local(tmp_path, "again", first))]
-
-
-def rewrite_in_place(path: Path) -> None:
-    """Rewrite ``path`` in place, as a program saving it again does (same size, new bytes,
-    a later time)."""
-    st = path.stat()
-    with open(path, "r+b") as f:
-        f.write(os.urandom(st.st_size))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
