@@ -171,6 +171,9 @@ class TargetRunner:
 
     #: the lock of the local folder a wrapper (fsspec's dir) writes into, once connected
     _folder_fd: int | None = None
+    #: another index wrote to this target's place since this one last did (its source
+    #: switched to another folder and back): its rows may not hold, so the target is listed
+    written_elsewhere = False
 
     def __init__(
         self,
@@ -318,8 +321,11 @@ class TargetRunner:
         _LOCKED_HERE.add(str(self.index_file))
         try:
             self._place_fd = self._lock_place()
+            last_writer = _last_writer(self._place_fd)
             self._take_over_index_of_real_path()
-            self._take_over_index_of_same_place()
+            taken = self._take_over_index_of_same_place()
+            self.written_elsewhere = last_writer not in (None, self.index_file.name, taken)
+            _note_writer(self._place_fd, self.index_file.name)
             self.index = Index(self.index_file)
             if self._filled_elsewhere(self.index):
                 self.index.close()
@@ -381,22 +387,24 @@ class TargetRunner:
         if old.exists():
             self._take_over(old, f"named after {self.config.source}, where the source link leads")
 
-    def _take_over_index_of_same_place(self) -> None:
+    def _take_over_index_of_same_place(self) -> str | None:
         """The index another name gave this source and place is this target's: the
         target renamed in the config, its URL spelled anew (a trailing slash, file://),
         or a config naming what ``mirror run SOURCE TARGET`` mirrored. A new index took
         every file there for someone else's: files gone from the source were never
         deleted, and status said never run. Not one of two that could be it; one a
-        running mirror holds is refused (:meth:`_take_over`)."""
+        running mirror holds is refused (:meth:`_take_over`). The name of the index taken
+        over, if one is."""
         if self.index_file.exists():
-            return
+            return None
         mine = _place_key(self.recorded_place())
         sources = {str(self.config.named_source), str(self.config.source)}
         found = [f for f in self.index_file.parent.glob("*.sqlite") if self._same_place(f, mine, sources)]
         if len(found) != 1:
-            return
+            return None
         self._take_over(found[0], "which mirrored this source to the same place")
         self.log.info("taking over the index of %s, which mirrored this source to the same place", found[0].stem)
+        return found[0].name
 
     def _writes_to(self) -> str | None:
         """The place (:meth:`place`) a remote target's rows describe, as its index records it
@@ -547,7 +555,7 @@ class TargetRunner:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            holder = os.pread(fd, 200, 0).decode(errors="replace").partition("\n")[0].strip()
             os.close(fd)
             mine = f"pid {os.getpid()}, "
             if place is not None and holder.startswith(mine):
@@ -558,8 +566,10 @@ class TargetRunner:
             by = _held_by(holder.startswith(mine), holder.removeprefix(mine))
             raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}") from None
         try:
+            # the holder on the first line; the index that wrote there last (_note_writer) stays
+            _, _, writer = os.pread(fd, 4096, 0).partition(b"\n")
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}, target {self.name!r}".encode(), 0)
+            os.pwrite(fd, f"pid {os.getpid()}, target {self.name!r}\n".encode() + writer, 0)
         except OSError:
             os.close(fd)  # a full disk: kept, the lock made the next try 'already being mirrored'
             raise
@@ -709,7 +719,9 @@ class TargetRunner:
         if self.index is None:
             return True
         last = self.index.get_meta("last_listing")
-        if last is None or self.crashed or self.index.has_in_flight() or self._has_stranded():
+        if last is None or self.crashed or self.written_elsewhere:
+            return True
+        if self.index.has_in_flight() or self._has_stranded():
             return True
         if self.folder_replaced():
             return True
@@ -1371,7 +1383,7 @@ class TargetRunner:
         if listing and not report.error:
             values["last_listing"] = now
             values["stranded_temps"] = None
-            self.crashed = False
+            self.crashed = self.written_elsewhere = False
             self._root_asked = True
         if not (report.cut_short or report.error or sending):
             values["incomplete"] = None
@@ -1808,6 +1820,25 @@ def _place_key(place: tuple[str, ...]) -> str:
     """A place (:meth:`TargetRunner.place`) as a name to store: the options in it may
     hold secrets."""
     return hashlib.sha256(repr(place).encode()).hexdigest()[:16]
+
+
+#: how the place lock names the index that last wrote to its place
+_WRITER = "index "
+
+
+def _last_writer(fd: int) -> str | None:
+    """The file name of the index that last wrote to the place whose lock is ``fd``;
+    None where no mirror that records it has (the lock is new, or an older mirror's)."""
+    _, _, rest = os.pread(fd, 4096, 0).decode(errors="replace").partition("\n")
+    line = rest.partition("\n")[0]
+    return line.removeprefix(_WRITER) if line.startswith(_WRITER) else None
+
+
+def _note_writer(fd: int, index_name: str) -> None:
+    """Record in the place lock ``fd`` (held) that the index ``index_name`` writes there now."""
+    holder = os.pread(fd, 4096, 0).partition(b"\n")[0]
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder + f"\n{_WRITER}{index_name}\n".encode(), 0)
 
 
 def _held_by(here: bool, detail: str) -> str:

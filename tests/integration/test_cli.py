@@ -2004,6 +2004,28 @@ def test_an_index_an_older_running_mirror_holds_is_not_taken_over(tmp_path: Path
     assert not old.exists() and not Path(f"{old}.lock").exists()
 
 
+def test_a_source_switched_elsewhere_and_back_has_its_target_listed_again(tmp_path: Path, state: Path) -> None:
+    """The config's source pointed at another folder for one run, then back: that run's
+    index replaced inv.pdf on the target, and the first index, unchanged, took its row for
+    the truth: 0 sent, exit 0, status in sync, and the other folder's invoice stayed
+    under this one's name. A target another index wrote to since is listed, and the copy
+    it finds changed is kept in the trash and sent again."""
+    first, other, target = tmp_path / "a", tmp_path / "b", tmp_path / "dst"
+    first.mkdir()
+    other.mkdir()
+    (first / "inv.pdf").write_bytes(b"invoice A")
+    (other / "inv.pdf").write_bytes(b"another invoice")
+    cfg = tmp_path / "mirror.toml"
+    for source in (first, other, first):
+        cfg.write_text(f'source = "{source}"\n[targets.usb]\nurl = "{target}"\n')
+        result = run("run", "-c", str(cfg), "--once", state=state)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert (target / "inv.pdf").read_bytes() == b"invoice A"
+    assert "kept in .mirror-trash/" in result.stderr, result.stderr
+    again = run("run", "-c", str(cfg), "--once", state=state)
+    assert "0 sent" in again.stdout and "trash" not in again.stderr, again.stdout + again.stderr
+
+
 def test_a_failed_file_that_left_the_source_leaves_no_failure_behind(tmp_path: Path, state: Path) -> None:
     """x.pdf failed (a folder of its name on the target), then was deleted from the source:
     every later run said 0 failed, yet status showed its failure and exit 1 for good, and
