@@ -154,6 +154,8 @@ class Index:
         #: journal entries whose files are recorded: dropped in the same transaction
         self._sent: list[int] = []
         if readonly:
+            if _emptied(path):
+                raise _damaged(path, "the file is empty")
             try:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
                 _refuse_newer(self._db, path)
@@ -194,6 +196,9 @@ class Index:
 
     def _open_or_rebuild(self, path: Path) -> sqlite3.Connection:
         try:
+            if _emptied(path):
+                # sqlite would take it for a new index, and its files for someone else's
+                raise sqlite3.DatabaseError("the file is empty")
             return self._connect(path)
         except sqlite3.Error as exc:
             if not damaged(exc):
@@ -638,10 +643,30 @@ def state_error(path: Path, exc: sqlite3.Error) -> StateError:
             "permissions, or set state_dir"
         )
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return DamagedIndex(
-            f"the index {path} is damaged ({exc}); a start of mirror run moves it aside and rebuilds it"
-        )
+        return _damaged(path, str(exc))
     return StateError(f"cannot use the index {path} ({exc})")
+
+
+def _damaged(path: Path, why: str) -> DamagedIndex:
+    return DamagedIndex(
+        f"the index {path} is damaged ({why}); a start of mirror run moves it aside and rebuilds it"
+    )
+
+
+def _emptied(path: Path) -> bool:
+    """Whether the index file is there but empty, with no write-ahead log to fill it: cut
+    to nothing (a crash of a disk that does not order writes, a backup restored badly).
+    An index mirror makes holds a page from its first moments on (WAL mode is written
+    into its header), and its first rows may be in the log alone."""
+    try:
+        if os.stat(path).st_size:
+            return False
+    except FileNotFoundError:
+        return False
+    try:
+        return os.stat(f"{path}-wal").st_size == 0
+    except FileNotFoundError:
+        return True
 
 
 def state_denied(folder: Path, exc: OSError) -> ConfigError:

@@ -33,6 +33,14 @@ def _truncate(db: Path) -> None:
     db.write_bytes(data[: len(data) // 2])
 
 
+def _emptied(db: Path) -> None:
+    """Cut to nothing, its log gone too (a disk that does not order writes, after a crash):
+    sqlite takes such a file for a new index, and it was used as one, without a word."""
+    db.write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
 def _zero_pages(db: Path) -> None:
     """Keep the header (so sqlite opens it) but wipe pages in the middle: quick_check fails."""
     data = bytearray(db.read_bytes())
@@ -51,6 +59,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], bool]] = {
     "deleted": (_delete, True),
     "garbage": (_garbage, True),
     "truncated": (_truncate, True),
+    "emptied": (_emptied, True),
     "pages wiped": (_zero_pages, True),
     # a WAL with a bad header is ignored by sqlite: the checkpointed rows are still there
     "wal mangled": (_bad_wal, False),
@@ -85,7 +94,7 @@ def test_a_damaged_index_is_rebuilt_without_sending_again(damage: str, tmp_path:
     with sqlite3.connect(db) as check:
         assert check.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 81
         assert check.execute("SELECT value FROM meta WHERE key = 'clean_shutdown'").fetchone()[0] == "1"
-    if damage in ("garbage", "pages wiped"):
+    if damage in ("garbage", "pages wiped", "emptied"):
         assert "damaged" in again.stderr, again.stderr
         assert list((state / "targets").glob("*.corrupt-*")), "the damaged index was not kept for inspection"
 
@@ -256,7 +265,7 @@ def test_readers_refuse_an_index_a_newer_mirror_wrote(tmp_path: Path) -> None:
     assert db.read_bytes() == written and (tmp_path / "usb" / "b.pdf").exists()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "pages wiped"])
+@pytest.mark.parametrize("damage", ["garbage", "pages wiped", "emptied"])
 def test_status_shows_a_damaged_index_on_its_target_s_line_beside_the_others(damage: str, tmp_path: Path) -> None:
     """One damaged index made `mirror status` (and --json) print only 'mirror: error:
     cannot use the index ... (database disk image is malformed)': no other target, no
