@@ -1106,11 +1106,16 @@ class TargetRunner:
         journal = self.index.in_flight()
         landed = [(src, dst, date, there) for src, dst, date in journal if (there := remote.get(dst)) is not None]
         known = self.index.lookup_many([src for src, _, _, _ in landed])
+        # a copy's time is its file's only where the target keeps the time it is given;
+        # elsewhere (WebDAV) it is when it landed, after the file's, and the file, taken for
+        # older than its copy, had the copy kept in the trash and was sent again, warned of
+        kept_times = self.caps.mtime_settable
         found = []
         for src, dst, date, there in landed:
             row = known.get(src)
             if row is None or (row.dst == dst and (row.size, row.mtime_ns) != (there.size, there.mtime_ns)):
-                found.append(IndexEntry(src, dst, there.size, there.mtime_ns or 0, 0, date, there.hash))
+                mtime = (there.mtime_ns or 0) if kept_times else 0
+                found.append(IndexEntry(src, dst, there.size, mtime, 0, date, there.hash))
             elif row.dst != dst and row.dst not in remote and row.size == there.size:
                 found.append(row._replace(dst=dst))  # moved there: its old path is empty
         if found:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mirror.backends.webdav import WebdavDriver
 from mirror import api
 from mirror.driver import Driver
 from mirror.errors import ConfigError, FatalError, TransientError
+from mirror.index import Index
 from mirror.registry import Preset
 from tests.cli import files, run
 from tests.servers.webdav import PASSWORD, USER, WebdavServer, start_webdav
@@ -360,3 +362,38 @@ def test_a_read_only_share_fails_the_target(tmp_path: Path) -> None:
         server.server.stop()
     assert report.fatal is not None and "refuses writes (webdav: server answered 403" in report.fatal, report
     assert not os.listdir(share / "invoices")
+
+
+def test_copies_a_pass_cut_short_sent_are_not_taken_for_newer_than_their_files(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    """The server stopped during a first copy of invoices written days before: the files
+    that had landed were journaled, not recorded, and the next run recorded each with its
+    copy's time, which WebDAV sets to when it landed. The file, taken for older than its
+    copy, had the copy moved into .mirror-trash/ with a warning ("the source's file is
+    older than the copy mirror sent"), and was sent again."""
+    source = tmp_path / "export"
+    source.mkdir()
+    days_ago = time.time() - 3 * 86400
+    for name in ("a.pdf", "b.pdf"):
+        (source / name).write_bytes(f"%PDF {name}".encode())
+        os.utime(source / name, (days_ago, days_ago))
+    target = api.TargetConfig("dav", webdav_server.url(sub), webdav_server.options())
+    cfg = api.Config(source=source, targets=(target,), state_dir=tmp_path / "state")
+    with api.running(cfg) as m:
+        (report,) = m.run_once()
+    assert report.ok and report.uploaded == 2, report
+    # what the stop left: the copies there, journaled as being sent, without their rows
+    (db,) = (tmp_path / "state" / "targets").glob("*.sqlite")
+    index = Index(db)
+    rows = index.entries()
+    index.forget_many(rows)
+    index.sending([(row.src, row.dst, row.date) for row in rows.values()])
+    index.set_meta(clean_shutdown=0)
+    index.close()
+    with api.running(cfg) as m:
+        (report,) = m.run_once()
+    assert report.ok, report
+    on_server = webdav_server.folder / sub
+    assert not (on_server / ".mirror-trash").exists()
+    assert files(on_server) == files(source)
