@@ -17,6 +17,7 @@ class MemoryDriver(Driver):
     #: secret, to see that none reaches the output or the state folder
     checks_fs_options = False
     root_lost_free = True
+    in_process = True
 
     def root_lost(self, known: str) -> bool:
         # the files live in this process: a new one starts with none, whatever its index says

@@ -322,6 +322,9 @@ class Driver:
     #: :meth:`root_lost` costs no request (the files live in this process): asked at every
     #: run's first pass, however lately mirror reached the target
     root_lost_free: ClassVar[bool] = False
+    #: the files live in this process: no other process can write to its places, so
+    #: none is claimed for the whole machine (mirror.place_claim)
+    in_process: ClassVar[bool] = False
 
     def __init__(
         self,

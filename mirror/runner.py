@@ -38,6 +38,7 @@ from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, s
 from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
+from mirror.place_claim import PlaceClaim
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, pending_count, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
@@ -171,6 +172,8 @@ class TargetRunner:
 
     #: the lock of the local folder a wrapper (fsspec's dir) writes into, once connected
     _folder_fd: int | None = None
+    #: the claim on its place that mirrors with other state folders see too
+    _claim: PlaceClaim | None = None
     #: another index wrote to this target's place since this one last did (its source
     #: switched to another folder and back): its rows may not hold, so the target is listed
     written_elsewhere = False
@@ -321,6 +324,7 @@ class TargetRunner:
         _LOCKED_HERE.add(str(self.index_file))
         try:
             self._place_fd = self._lock_place()
+            self._claim = self._claim_place()
             last_writer = _last_writer(self._place_fd)
             self._take_over_index_of_real_path()
             taken = self._take_over_index_of_same_place()
@@ -545,6 +549,18 @@ class TargetRunner:
         """The local folder this target writes into, if it is one (Driver.local_folder)."""
         return registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
 
+    def _claim_place(self) -> PlaceClaim | None:
+        """Claim this target's place for this process on the whole machine
+        (mirror.place_claim): the place lock only meets mirrors with this state folder."""
+        if registry.load_driver_class(self.resolved.backend).in_process:
+            return None
+        claim = PlaceClaim(_place_key(self.compared_place()))
+        if claim.taken_by is not None:
+            state = self.index_file.parent.parent
+            by = _held_by(claim.taken_by == "here", f"one with another state folder than {state}")
+            raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}")
+        return claim
+
     def _lock_place(self, place: tuple[str, ...] | None = None) -> int:
         """Take the lock of the place this target writes to (``place``, or its own):
         another index (another target name, ``file://`` for a plain path, another source
@@ -711,6 +727,9 @@ class TargetRunner:
             if fd is not None:
                 os.close(fd)
         self._lock_fd = self._place_fd = self._folder_fd = None
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     # -- one pass -------------------------------------------------------------------
     def needs_listing(self) -> bool:

@@ -1441,6 +1441,27 @@ def test_two_processes_cannot_mirror_the_same_target(src: Path, tmp_path: Path, 
         assert proc.wait(10) == 0
 
 
+def test_two_processes_with_two_state_folders_cannot_mirror_the_same_target(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """A service with MIRROR_STATE_DIR set and a run by hand without it (or a service whose
+    state folder was deleted under it) met no lock: they mirrored one target side by side,
+    each removing the other's uploads as leftovers."""
+    target, elsewhere = tmp_path / "t", tmp_path / "other-state"
+    proc = start("run", str(src), str(target), state=state)
+    try:
+        wait_for(lambda: len(files(target)) == 12, what="first copy")
+        second = run("run", str(src), str(target), "--once", state=elsewhere)
+        assert_one_line_error(second, 2, "is already being mirrored by another mirror process", str(elsewhere))
+        shutil.rmtree(state)
+        third = run("run", str(src), str(target), "--once", state=state)
+        assert_one_line_error(third, 2, "is already being mirrored by another mirror process")
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    assert run("run", str(src), str(target), "--once", state=elsewhere).returncode == 0
+
+
 def test_database_reading_does_not_need_a_lock(src: Path, tmp_path: Path, state: Path) -> None:
     assert run("run", str(src), str(tmp_path / "t"), "--once", state=state).returncode == 0
     db = next((state / "targets").glob("*.sqlite"))

@@ -1,0 +1,46 @@
+"""The machine-wide claim on a target's place: who holds it is told, and it ends with its holder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from mirror.place_claim import PlaceClaim
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="an abstract socket name is Linux's")
+
+HOLD = """
+import sys, time
+from mirror.place_claim import PlaceClaim
+claim = PlaceClaim(sys.argv[1])
+print(claim.taken_by, flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_second_claim_is_told_who_holds_the_place_and_gets_it_once_released() -> None:
+    key = uuid.uuid4().hex
+    first = PlaceClaim(key)
+    assert first.taken_by is None
+    assert PlaceClaim(key).taken_by == "here"
+    first.release()
+    again = PlaceClaim(key)
+    assert again.taken_by is None
+    again.release()
+
+
+def test_a_claim_held_by_another_process_ends_with_it_even_when_killed() -> None:
+    key = uuid.uuid4().hex
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, key], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "None"
+        assert PlaceClaim(key).taken_by == "elsewhere"
+    finally:
+        holder.kill()
+        holder.wait(10)
+    after = PlaceClaim(key)
+    assert after.taken_by is None
+    after.release()
