@@ -1127,12 +1127,13 @@ class TargetRunner:
         known = self.index.lookup_many([src for src, _, _, _ in landed])
         # a copy's time is its file's only where the target keeps the time it is given;
         # elsewhere (WebDAV) it is when it landed, after the file's, and the file, taken for
-        # older than its copy, had the copy kept in the trash and was sent again, warned of
+        # older than its copy, had the copy kept in the trash and was sent again, warned of.
+        # There a copy is told by its size alone, and recorded with no time (sent again)
         kept_times = self.caps.mtime_settable
         found = []
         for src, dst, date, there in landed:
             row = known.get(src)
-            if row is None or (row.dst == dst and (row.size, row.mtime_ns) != (there.size, there.mtime_ns)):
+            if row is None or (row.dst == dst and not _records(row, there, kept_times)):
                 mtime = (there.mtime_ns or 0) if kept_times else 0
                 found.append(IndexEntry(src, dst, there.size, mtime, 0, date, there.hash))
             elif row.dst != dst and row.dst not in remote and row.size == there.size:
@@ -1844,6 +1845,12 @@ def _place_key(place: tuple[str, ...]) -> str:
     """A place (:meth:`TargetRunner.place`) as a name to store: the options in it may
     hold secrets."""
     return hashlib.sha256(repr(place).encode()).hexdigest()[:16]
+
+
+def _records(row: IndexEntry, there: RemoteEntry, kept_times: bool) -> bool:
+    """Whether ``row`` records the copy ``there``: its size, and its time where the
+    target keeps the time it is given."""
+    return row.size == there.size and (not kept_times or row.mtime_ns == there.mtime_ns)
 
 
 #: how the place lock names the index that last wrote to its place
