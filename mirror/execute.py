@@ -57,7 +57,8 @@ class RetryPolicy:
     attempts: int = 5
     initial: float = 0.5
     maximum: float = 30.0
-    #: consecutive items that exhaust their retries before the target counts as down
+    #: consecutive items that fail (the first after all its retries, the others after
+    #: one try each) before the target counts as down
     down_after: int = 8
 
 
@@ -318,9 +319,7 @@ class Executor:
         """Delete the temp files this executor knows of: those of uploads still running
         (at a clean shutdown), and those a lost connection kept it from removing. Stops at
         the first the target cannot be reached for: the rest would only wait for it too."""
-        for tmp in list(self.temps):
-            if not self._drop_temp(tmp):
-                return
+        self._drop_temps(list(self.temps))
 
     def _leftover_temps(self, reachable: bool) -> None:
         """After a pass, nothing is being uploaded: temp files still listed are ones a lost
@@ -403,7 +402,7 @@ class Executor:
             return self._classified(fn)
         except TransientError as first:
             # the retry machinery is only built once a call has failed: most calls succeed
-            if self.retry.attempts <= 1 or self._stopping() or self._probe_failed(first):
+            if self.retry.attempts <= 1 or self._stopping() or self._probe_failed(first) or self._gave_up():
                 raise
             delay = self.retry.initial if first.retry_after is None else min(max(first.retry_after, 0.0), 300.0)
             self.log.info("retrying in %.1f s (attempt 2): %s", delay, first)
@@ -423,6 +422,14 @@ class Executor:
             with attempt:
                 return self._classified(fn)
         raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _gave_up(self) -> bool:
+        """An item gave up since the last one got through: the target is likely down, so
+        each further item gets one try until one gets through. With every item retried, a
+        server that stopped answering held a pass for down_after items of ``attempts``
+        timeouts each (10 minutes at the default 30 s), in silence but for the retries."""
+        with self._lock:
+            return self._streak > 0
 
     def _probe_failed(self, exc: TransientError) -> bool:
         """The target is still down (see :attr:`probing`); a server that says when to come
@@ -449,7 +456,9 @@ class Executor:
             if self._probe_failed(exc):
                 # the target's failure, not the item's: the item waits for the next pass
                 raise TargetDown(f"target unreachable: {exc}") from exc
-            self._failed(src, dst, f"gave up after {self.retry.attempts} attempts: {exc}")
+            with self._lock:
+                tries = 1 if self._streak else self.retry.attempts  # see _gave_up
+            self._failed(src, dst, f"gave up after {tries} attempt{'s' if tries > 1 else ''}: {exc}")
             with self._lock:
                 self._streak += 1
                 self._unanswered = str(exc)
@@ -736,15 +745,10 @@ class Executor:
             except (TransientError, ItemError) as exc:
                 outcomes = [exc] * len(items)
         except BaseException:
-            for item in items:
-                self._drop_temp(item.tmp)
+            self._drop_temps(item.tmp for item in items)
             raise
-        landed = []
-        for item, outcome in zip(items, outcomes, strict=True):
-            if outcome is None:
-                landed.append(item.tmp)
-            else:
-                self._drop_temp(item.tmp)
+        landed = [item.tmp for item, outcome in zip(items, outcomes, strict=True) if outcome is None]
+        self._drop_temps(item.tmp for item, outcome in zip(items, outcomes, strict=True) if outcome is not None)
         with self._lock:
             self.temps.difference_update(landed)
         return list(outcomes)
@@ -779,9 +783,21 @@ class Executor:
             self.log.info("%s changed while it was sent; sending it again", action.src)
             self._item(action.src, action.dst, partial(self._put, action))
 
+    def _drop_temps(self, tmps: Iterable[str]) -> None:
+        """:meth:`_drop_temp` each, until the target cannot be reached: the rest stay in
+        :attr:`temps` for the end of the pass. Tried one by one, each of a batch's 64 cost a
+        server that stopped answering a whole timeout, in silence, before the pass could
+        tell the target down."""
+        for tmp in tmps:
+            if not self._drop_temp(tmp):
+                return
+
     def _drop_temp(self, tmp: str) -> bool:
         """Remove a temp file that did not become its final file; False when the target
-        cannot be reached (the name stays in :attr:`temps`, for the end of the pass)."""
+        cannot be reached, or looks down (:meth:`_gave_up`): the name stays in
+        :attr:`temps`, for the end of the pass."""
+        if self._gave_up():
+            return False
         try:
             self._classified(lambda: self.driver.delete(tmp))
         except (TransientError, FatalError):

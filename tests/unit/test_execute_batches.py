@@ -237,7 +237,8 @@ def test_temp_files_a_lost_connection_kept_are_removed_by_the_end_of_the_pass(ri
     def drop_after_writing(items: Sequence[BatchPut]) -> Sequence[MirrorError | None] | None:
         for item in items:
             rig.driver.put(item.local_path, item.tmp, item.mtime_ns)
-        rig.driver.deletes_refused = len(items)  # the connection is down for the cleanup too
+        # the connection is down for the cleanup too, which stops at its first refusal
+        rig.driver.deletes_refused = 1
         rig.driver.hook = lambda items: None
         raise TransientError("connection lost")
 
@@ -456,3 +457,46 @@ def test_a_batch_tries_no_further_file_once_the_target_seems_down(rig: Rig) -> N
     assert len(outcomes) == len(TREE) and all(isinstance(o, TransientError) for o in outcomes)
     # on a target that is gone, each file would wait out a timeout of its own
     assert rig.driver.delete_attempts == 1
+
+
+class Frozen(Rigged):
+    """A server that stops answering once its first batch is in: every later call fails
+    as a timeout would (each waits out the connection's timeout in real life), counted."""
+
+    frozen = False
+    calls_frozen = 0
+
+    def _answer(self) -> None:
+        if self.frozen:
+            self.calls_frozen += 1
+            raise TimeoutError("timed out")
+
+    def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
+        self._answer()
+        self.frozen = True
+        return super().send_batch(items)
+
+    def put(self, local_path: str, rel: str, mtime_ns: int) -> None:
+        self._answer()
+        super().put(local_path, rel, mtime_ns)
+
+    def delete(self, rel: str) -> None:
+        self._answer()
+        super().delete(rel)
+
+
+def test_a_server_that_stops_answering_ends_the_pass_after_few_timeouts(rig: Rig) -> None:
+    """An SFTP server frozen mid first copy (a hung NAS): each failed batch removed its
+    temp files one by one, and each file was then tried five times, every try waiting
+    out the timeout: 8 files of 5 tries, and 64 removals a batch, held `mirror run --once`
+    for over 10 minutes without a word. Once a file has given up, the others get one try
+    each, and no removal is tried while the target looks down."""
+    rig.write({f"scans/{i:03}.pdf": b"scan %d" % i for i in range(60)})
+    rig.driver = Frozen(rig.driver.fs, rig.root, rig.driver.caps)
+    rig.executor.driver = rig.driver
+    rig.executor.retry = RetryPolicy(attempts=5, initial=0.001, maximum=0.002)
+    stats = first_copy(rig)
+    assert stats.down is not None and "target unreachable" in stats.down, stats
+    # the first files alone (a worker each) with all their tries, then a try for each of
+    # the files down_after asks for and for each batch that workers took meanwhile (76 before)
+    assert rig.driver.calls_frozen <= 40, rig.driver.calls_frozen
