@@ -88,7 +88,7 @@ from mirror.driver import (
     classify_os_error,
     file_in_the_way,
 )
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Refused, TransientError
 from mirror.private_files import read_private
 from mirror.redact import has_password
 
@@ -1397,6 +1397,10 @@ def _classify(exc: BaseException, params: Params) -> MirrorError:  # noqa: PLR09
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
         return TransientError(f"sftp: cannot reach {params.label} ({exc.strerror})")
     if isinstance(exc, OSError) and exc.errno is None and str(exc) == "Failure":
-        # SSH_FX_FAILURE, all an OpenSSH server says of a write it could not make
-        return ItemError(f"sftp: {params.label} refused the write without a reason (a full disk or quota?)")
+        # SSH_FX_FAILURE, all an OpenSSH server says of a write it could not make: refused,
+        # so that when every upload of a pass is, the executor asks whether the folder is
+        # (a read-only filesystem), and the target fails
+        return Refused(
+            f"sftp: {params.label} refused the write without a reason (a full disk, a quota, or a read-only disk?)"
+        )
     return classify_os_error(exc)

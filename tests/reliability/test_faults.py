@@ -260,7 +260,28 @@ def test_a_full_disk_on_an_sftp_server_is_named_as_a_likely_cause(sshd: SshServe
         full = run("run", "-c", str(config), "--once", state=state)
     assert full.returncode == 1
     assert "nas: failed: scan.tif: sftp:" in full.stderr
-    assert "refused the write without a reason (a full disk or quota?)" in full.stderr, full.stderr
+    assert "refused the write without a reason (a full disk, a quota, or a read-only disk?)" in full.stderr
+    assert "target failed" not in full.stderr, full.stderr  # an empty file still fits: the file's own failure
+
+
+def test_a_read_only_disk_on_an_sftp_server_fails_the_target(sshd: SshServer, tmp_path: Path) -> None:
+    """The server's disk remounted read-only (errors on it, a full check pending): OpenSSH
+    says SSH_FX_FAILURE of each write, no reason given, so each file failed on its own, and
+    the target never did: no on_failure alert, pass after pass. A read-only WebDAV share
+    failed its target."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    source.mkdir()
+    for i in (1, 2):
+        (source / f"invoice {i}.pdf").write_bytes(f"%PDF {i}".encode())
+    with tmpfs(tmp_path / "server disk", "1m") as disk:
+        (disk / "backup").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=30)
+        target = {"nas": (sshd.url(disk / "backup"), sftp_options(sshd))}
+        config = write_config(tmp_path / "m.toml", source, target)
+        refused = run("run", "-c", str(config), "--once", state=state)
+    assert refused.returncode == 1, refused.stderr
+    assert "nas: target failed: the target folder" in refused.stderr, refused.stderr
+    assert "refuses writes" in refused.stderr and "a read-only disk?" in refused.stderr, refused.stderr
 
 
 def test_a_full_dropbox_quota_is_fatal_and_resumes_when_space_returns(
