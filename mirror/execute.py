@@ -230,11 +230,18 @@ class Executor:
             self._move_all(self._cleared(plan.moves))
             self._send_all(self._cleared(plan.transfers))
             self.index.sent(journal)
-            transfer_failed = len(stats.failed) > len(plan.refusals)
+            transfers_failed = len(stats.failed) - len(plan.refusals)
             removed: tuple[Removal, ...] = ()
             if plan.removals and self._going_on():
-                if transfer_failed:
-                    self.log.warning("deletions postponed: some transfers failed in this run")
+                if transfers_failed:
+                    # a full target stays full: the user's deletions in the source wait too
+                    self.log.warning(
+                        "deletions postponed: %d transfer(s) failed in this run, and the %d deletion(s) wait for "
+                        "a pass in which every transfer gets through (on a full target, make room on the target "
+                        "itself, or leave the failing files out with exclude)",
+                        transfers_failed,
+                        len(plan.removals),
+                    )
                     stats.postponed = [r.src for r in plan.removals]
                 else:
                     self._remove_all(plan.removals)

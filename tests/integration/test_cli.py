@@ -732,7 +732,10 @@ def test_an_old_copy_left_by_a_pass_whose_deletions_waited_goes_with_a_later_one
     (target / "2024" / "n.txt").mkdir(parents=True)
     (target / "2024" / "n.txt" / "theirs").write_text("not mirror's")
     waited = run("run", str(source), str(target), "--once", "--layout", "by-year", state=state)
-    assert waited.returncode == 1 and "deletions postponed" in waited.stderr, waited.stdout + waited.stderr
+    assert waited.returncode == 1 and "deletions postponed: 1 transfer(s) failed" in waited.stderr, waited.stderr
+    # a full target: deleting files in the source to make room never would
+    assert "the 1 deletion(s) wait for a pass in which every transfer gets through" in waited.stderr
+    assert "make room on the target itself" in waited.stderr
     assert (target / "a" / "x.txt").read_text() == "first"
     shutil.rmtree(target / "2024" / "n.txt")
     later = run("run", str(source), str(target), "--once", "--layout", "by-year", state=state)
