@@ -1673,7 +1673,11 @@ class TargetRunner:
                 # rescan, where it stayed stopped until mirror was restarted; a full one sooner
                 self.dead = str(exc)
                 again = self._retry_in(exc)
-                self.log.error("target stopped: %s; trying it again in %s", exc, human_duration(again))
+                self.log.error(
+                    "target stopped: %s; trying it again in %s, or at once on a reload (systemctl reload)",
+                    exc,
+                    human_duration(again),
+                )
                 self.failing(str(exc), "failed")
                 if self.stop.wait(again):
                     return
