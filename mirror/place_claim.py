@@ -33,14 +33,17 @@ class PlaceClaim:
         if self._name in _HERE:
             self.taken_by = "here"
             return
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            return  # no socket to be had (a unit's RestrictAddressFamilies): the state folder's locks still hold
         try:
             sock.bind(self._name)
         except OSError as exc:
             sock.close()
             if exc.errno == errno.EADDRINUSE:
                 self.taken_by = "elsewhere"
-            return  # else no socket to be had (a sandbox): the state folder's locks still hold
+            return
         self._socket = sock
         _HERE.add(self._name)
 

@@ -44,3 +44,16 @@ def test_a_claim_held_by_another_process_ends_with_it_even_when_killed() -> None
     after = PlaceClaim(key)
     assert after.taken_by is None
     after.release()
+
+
+def test_a_process_that_may_not_make_sockets_still_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit restricting address families (RestrictAddressFamilies=AF_INET) refuses the
+    socket itself: mirror must start, not end in a traceback."""
+
+    def refused(*args: object) -> None:
+        raise OSError(97, "Address family not supported by protocol")
+
+    monkeypatch.setattr("mirror.place_claim.socket.socket", refused)
+    claim = PlaceClaim(uuid.uuid4().hex)
+    assert claim.taken_by is None
+    claim.release()
