@@ -79,9 +79,22 @@ def mirror_all(cfgs: list[api.Config], once: bool, metrics_addr: str | None) -> 
     """Each config with its own Mirror, once or until a signal; whether every target is in sync."""
     metrics = api.Metrics()
     ok = True
+    mirrors: list[api.Mirror] = []
+    stopping = threading.Event()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        for m in mirrors:
+            m.stop.set()
+
+    if not once:
+        # before the mirrors open: a SIGTERM while they did ended the process at once
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
     with ExitStack() as stack:
-        # each Mirror: its own source, targets, indexes and threads
-        mirrors = [stack.enter_context(api.running(c, observers=[metrics, PrintReports()])) for c in cfgs]
+        for c in cfgs:
+            # each Mirror: its own source, targets, indexes and threads
+            mirrors.append(stack.enter_context(api.running(c, observers=[metrics, PrintReports()])))
         for m in mirrors:
             metrics.attach(m)
         if metrics_addr:
@@ -91,13 +104,9 @@ def mirror_all(cfgs: list[api.Config], once: bool, metrics_addr: str | None) -> 
             # every mirror runs, whatever the ones before it met: its folder is no less wanted
             ok = all([once_ok(m) for m in mirrors])
         else:
-
-            def stop(_signum: int, _frame: FrameType | None) -> None:
+            if stopping.is_set():  # asked to stop while the last ones opened
                 for m in mirrors:
                     m.stop.set()
-
-            signal.signal(signal.SIGINT, stop)
-            signal.signal(signal.SIGTERM, stop)
             threads = [threading.Thread(target=m.run_forever, name=f"mirror {m.config.source}") for m in mirrors]
             for t in threads:
                 t.start()

@@ -391,6 +391,18 @@ def embed_once(base: Path, state: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
+def stopped(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM to a watching ``examples/embed.py``, and its output once it has ended;
+    killed if it has not within 15 s, so that a failing test leaves no mirror running."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
 def test_the_embedding_example_mirrors_two_folders_in_one_process(tmp_path: Path) -> None:
     for folder in ("invoices", "scans"):
         (tmp_path / folder).mkdir()
@@ -413,8 +425,7 @@ def test_the_embedding_example_mirrors_two_folders_in_one_process(tmp_path: Path
         (tmp_path / "scans" / "scans-2.pdf").write_bytes(b"two")
         wait_for(lambda: files(tmp_path / "backup" / "scans").get("scans-2.pdf") == b"two", what="a live change")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+        out, err = stopped(proc)
     assert proc.returncode == 0, err
     assert "status scans-disk: 2 files" in out
 
@@ -442,8 +453,7 @@ def test_the_embedding_example_mirrors_every_folder_when_a_target_fails_and_says
     try:
         wait_for(lambda: api.status(invoices)[0].last_error is not None, what="the target's failure")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+        out, err = stopped(proc)
     assert proc.returncode == 1, err
     assert "status invoices-disk: 0 files, 0 bytes, 0 failed, not in sync: the target " in out
 
