@@ -174,9 +174,6 @@ class TargetRunner:
     _folder_fd: int | None = None
     #: the claim on its place that mirrors with other state folders see too
     _claim: PlaceClaim | None = None
-    #: another index wrote to this target's place since this one last did (its source
-    #: switched to another folder and back): its rows may not hold, so the target is listed
-    written_elsewhere = False
 
     def __init__(
         self,
@@ -328,9 +325,13 @@ class TargetRunner:
             last_writer = _last_writer(self._place_fd)
             self._take_over_index_of_real_path()
             taken = self._take_over_index_of_same_place()
-            self.written_elsewhere = last_writer not in (None, self.index_file.name, taken)
             _note_writer(self._place_fd, self.index_file.name)
             self.index = Index(self.index_file)
+            if last_writer not in (None, self.index_file.name, taken):
+                # another index wrote there since this one last did (its source switched to
+                # another folder and back): the rows may not hold until a pass lists the
+                # target, this run's or, should it not get that far, a later one's
+                self.index.set_meta(last_listing=None)
             if self._filled_elsewhere(self.index):
                 self.index.close()
                 self._set_aside_index_of_other_place()
@@ -738,9 +739,7 @@ class TargetRunner:
         if self.index is None:
             return True
         last = self.index.get_meta("last_listing")
-        if last is None or self.crashed or self.written_elsewhere:
-            return True
-        if self.index.has_in_flight() or self._has_stranded():
+        if last is None or self.crashed or self.index.has_in_flight() or self._has_stranded():
             return True
         if self.folder_replaced():
             return True
@@ -1408,7 +1407,7 @@ class TargetRunner:
         if listing and not report.error:
             values["last_listing"] = now
             values["stranded_temps"] = None
-            self.crashed = self.written_elsewhere = False
+            self.crashed = False
             self._root_asked = True
         if not (report.cut_short or report.error or sending):
             values["incomplete"] = None

@@ -2033,17 +2033,25 @@ def test_a_source_switched_elsewhere_and_back_has_its_target_listed_again(tmp_pa
     index replaced inv.pdf on the target, and the first index, unchanged, took its row for
     the truth: 0 sent, exit 0, status in sync, and the other folder's invoice stayed
     under this one's name. A target another index wrote to since is listed, and the copy
-    it finds changed is kept in the trash and sent again."""
+    it finds changed is kept in the trash and sent again; also after a run that ended
+    before its pass (the source not there), which must not take the word with it."""
     first, other, target = tmp_path / "a", tmp_path / "b", tmp_path / "dst"
     first.mkdir()
     other.mkdir()
     (first / "inv.pdf").write_bytes(b"invoice A")
     (other / "inv.pdf").write_bytes(b"another invoice")
     cfg = tmp_path / "mirror.toml"
-    for source in (first, other, first):
+    for source in (first, other):
         cfg.write_text(f'source = "{source}"\n[targets.usb]\nurl = "{target}"\n')
         result = run("run", "-c", str(cfg), "--once", state=state)
         assert result.returncode == 0, result.stdout + result.stderr
+    cfg.write_text(f'source = "{first}"\n[targets.usb]\nurl = "{target}"\n')
+    first.rename(tmp_path / "away")
+    missing = run("run", "-c", str(cfg), "--once", state=state)
+    assert missing.returncode == 1 and "is missing" in missing.stderr, missing.stdout + missing.stderr
+    (tmp_path / "away").rename(first)
+    result = run("run", "-c", str(cfg), "--once", state=state)
+    assert result.returncode == 0, result.stdout + result.stderr
     assert (target / "inv.pdf").read_bytes() == b"invoice A"
     assert "kept in .mirror-trash/" in result.stderr, result.stderr
     again = run("run", "-c", str(cfg), "--once", state=state)
