@@ -452,6 +452,10 @@ def test_the_embedding_example_mirrors_every_folder_when_a_target_fails_and_says
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         wait_for(lambda: api.status(invoices)[0].last_error is not None, what="the target's failure")
+        # stopped while its mirrors open, it ends before any pass, and says "never run":
+        # a live change going through tells that watch mode is under way
+        (tmp_path / "scans" / "scan-2.pdf").write_bytes(b"two")
+        wait_for(lambda: files(tmp_path / "backup" / "scans").get("scan-2.pdf") == b"two", what="a live change")
     finally:
         out, err = stopped(proc)
     assert proc.returncode == 1, err
