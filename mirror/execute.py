@@ -754,8 +754,11 @@ class Executor:
         except BaseException:
             self._drop_temps(item.tmp for item in items)
             raise
-        landed = [item.tmp for item, outcome in zip(items, outcomes, strict=True) if outcome is None]
-        self._drop_temps(item.tmp for item, outcome in zip(items, outcomes, strict=True) if outcome is not None)
+        landed: list[str] = []
+        failed: list[str] = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            (landed if outcome is None else failed).append(item.tmp)
+        self._drop_temps(failed)
         with self._lock:
             self.temps.difference_update(landed)
         return list(outcomes)

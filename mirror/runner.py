@@ -322,10 +322,9 @@ class TargetRunner:
         try:
             self._place_fd = self._lock_place()
             self._claim = self._claim_place()
-            last_writer = _last_writer(self._place_fd)
+            last_writer = _note_writer(self._place_fd, self.index_file.name)
             self._take_over_index_of_real_path()
             taken = self._take_over_index_of_same_place()
-            _note_writer(self._place_fd, self.index_file.name)
             self.index = Index(self.index_file)
             if last_writer not in (None, self.index_file.name, taken):
                 # another index wrote there since this one last did (its source switched to
@@ -1860,19 +1859,15 @@ def _records(row: IndexEntry, there: RemoteEntry, kept_times: bool) -> bool:
 _WRITER = "index "
 
 
-def _last_writer(fd: int) -> str | None:
-    """The file name of the index that last wrote to the place whose lock is ``fd``;
-    None where no mirror that records it has (the lock is new, or an older mirror's)."""
-    _, _, rest = os.pread(fd, 4096, 0).decode(errors="replace").partition("\n")
-    line = rest.partition("\n")[0]
-    return line.removeprefix(_WRITER) if line.startswith(_WRITER) else None
-
-
-def _note_writer(fd: int, index_name: str) -> None:
-    """Record in the place lock ``fd`` (held) that the index ``index_name`` writes there now."""
-    holder = os.pread(fd, 4096, 0).partition(b"\n")[0]
+def _note_writer(fd: int, index_name: str) -> str | None:
+    """Record in the place lock ``fd`` (held) that the index ``index_name`` writes there
+    now; the file name of the index that did before, None where no mirror that records it
+    has (the lock is new, or an older mirror's)."""
+    holder, _, rest = os.pread(fd, 4096, 0).partition(b"\n")
+    before = rest.partition(b"\n")[0].decode(errors="replace")
     os.ftruncate(fd, 0)
     os.pwrite(fd, holder + f"\n{_WRITER}{index_name}\n".encode(), 0)
+    return before.removeprefix(_WRITER) if before.startswith(_WRITER) else None
 
 
 def _held_by(here: bool, detail: str) -> str:
