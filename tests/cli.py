@@ -10,6 +10,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 MIRROR = [sys.executable, "-m", "mirror"]
+#: what a test that reads the trash's folder of the day may take: it starts this far from
+#: local midnight at least, or the day's trash would be two folders
+ONE_DAY_TEST = 120.0
 
 
 def run(
@@ -76,3 +79,13 @@ def files(root: Path) -> dict[str, bytes]:
             except FileNotFoundError:
                 continue
     return found
+
+
+def same_day() -> None:
+    """Wait for local midnight to pass if it comes within :data:`ONE_DAY_TEST` seconds:
+    mirror names the trash's folders by the local date, and a test across midnight
+    found two."""
+    now = time.localtime()
+    left = 86400 - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
+    if left < ONE_DAY_TEST:
+        time.sleep(left + 1)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import MIRROR, files, run, start, wait_for
+from tests.cli import MIRROR, files, run, same_day, start, wait_for
 
 
 @pytest.fixture
@@ -556,6 +556,7 @@ def test_delete_keep_and_trash(src: Path, tmp_path: Path, state: Path) -> None:
 
 def test_a_long_name_trashed_twice_in_a_day_goes_to_the_trash_with_the_rest(tmp_path: Path, state: Path) -> None:
     """' (2)' made a 251-byte name too long for the target: the whole target failed all day."""
+    same_day()
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
     long = "x" * 251 + ".pdf"
@@ -576,6 +577,7 @@ def test_a_long_name_trashed_twice_in_a_day_goes_to_the_trash_with_the_rest(tmp_
 
 
 def test_a_file_trashed_again_on_the_same_day_keeps_its_earlier_copies(tmp_path: Path, state: Path) -> None:
+    same_day()
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
     (src / "other.pdf").write_bytes(b"stays")
@@ -614,6 +616,7 @@ def test_a_name_trashed_as_a_folder_and_as_a_file_on_one_day_keeps_both(
 ) -> None:
     """The second of the two once failed every run of that day: a file where the trash
     has a folder of its name, or a folder's file below a trashed file."""
+    same_day()
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
     (src / "k.txt").write_text("stays")
@@ -633,6 +636,7 @@ def test_a_name_trashed_as_a_folder_and_as_a_file_on_one_day_keeps_both(
 def test_a_numbered_trash_name_that_a_folder_blocks_takes_the_next_number(tmp_path: Path, state: Path) -> None:
     """x.pdf is in the trash, and a folder named like its next number: the third copy
     once went to 'x (2x (2).pdf', the number cut into the name."""
+    same_day()
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
     (src / "k.pdf").write_text("stays")
