@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mirror.config import Config
+from mirror.config import Config, TargetSettings
 from mirror.config import check as check_config
 from mirror.errors import ConfigError, GuardRefused, MirrorError
 from mirror.events import Observer, Observers, Report
@@ -302,6 +302,12 @@ class Mirror:
                 runner.remember_inner_mounts(frozenset(self.inner_mounts))
         return away
 
+    def _settle(self) -> float:
+        """How long a file must stay unchanged before it is sent: the longest ``settle`` of
+        the targets, in full passes and watch mode alike. With the shortest, a target given
+        5 s for a scanner's pauses between pages got a scan of one page under its final name."""
+        return max((r.settings.settle for r in self.runners), default=TargetSettings.settle)
+
     def settle(self, snap: Snapshot) -> set[str]:
         """Wait until recently modified files settle; return those that never did.
 
@@ -309,7 +315,7 @@ class Mirror:
         whatever its mtime says: a date in the future (a camera's wrong clock, an archive
         with odd dates) stays "recent" for years.
         """
-        limit = max((r.settings.settle for r in self.runners), default=0.5)
+        limit = self._settle()
         deadline = time.monotonic() + 30.0
         young = _young(snap.entries, limit)
         while young and time.monotonic() < deadline and not self.stop.is_set():
@@ -416,9 +422,7 @@ class Mirror:
             self.config.source,
             self.config.source_link,
             self.filter,
-            # the longest, as a full pass waits: with the shortest, a target given 5 s for
-            # a scanner's pauses between pages got a scan of one page under its final name
-            max(r.settings.settle for r in self.runners),
+            self._settle(),
             any(r.settings.poll for r in self.runners),
             self.stop,
             known,
@@ -438,7 +442,7 @@ class Mirror:
 
     def _follow(self, watcher: SourceWatcher, known: Entries, lock: threading.Lock, rescan_every: float) -> None:
         """:meth:`run_forever`'s loop: the watcher's batches, and the full passes when due."""
-        settle = max(r.settings.settle for r in self.runners)
+        settle = self._settle()
         next_rescan = time.monotonic() + rescan_every
         # the monotonic clock stands still while the machine sleeps: after a night suspended
         # the pass is due by the wall clock, which "last complete sync" is stamped with
