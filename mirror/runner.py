@@ -1493,12 +1493,14 @@ class TargetRunner:
                 self._work.changes.update(changes)
             self._cv.notify()
 
-    def stopped_with(self, unsettled: int) -> None:
-        """Watch mode ends with ``unsettled`` changes still settling in the watcher, and
+    def stopped_with(self, unsettled: Collection[str]) -> None:
+        """Watch mode ends with the paths ``unsettled`` still settling in the watcher, and
         perhaps some queued here: never sent, so status must not call the target in sync
-        (the next run's first pass sends them, and clears it)."""
+        (the next run's first pass sends them, and clears it). Only those this target's
+        patterns take count: a notes file settling left a PDF-only target 'incomplete'."""
+        mine = sum(1 for rel in unsettled if self.filter.wants_file(rel))
         with self._cv:
-            left = unsettled + len(self._work.changes)
+            left = mine + len(self._work.changes)
         if self.lane is not None:
             left += self.lane.files() + self.lane.waiting()
         if left and self.index is not None and not self.dry_run:

@@ -161,14 +161,14 @@ class SourceWatcher:
         """How many changed paths wait to settle before they are handed on."""
         return len(self._pending)
 
-    def unsent(self) -> int:
-        """How many of the changes waiting to settle would change a target, at a stop: a
-        path whose file is as it was handed on is none (an event that came after its change
+    def unsent(self) -> list[str]:
+        """The changes waiting to settle that would change a target, at a stop: a path
+        whose file is as it was handed on is none (an event that came after its change
         went out, which settle held back a moment)."""
         if not self._pending:
-            return 0
+            return []
         fresh = stat_paths(self.root, list(self._pending), self.filt)
-        return sum(1 for rel in self._pending if rel in fresh and fresh[rel] != self.known.get(rel))
+        return [rel for rel in self._pending if rel in fresh and fresh[rel] != self.known.get(rel)]
 
     def expect(self, paths: Iterable[str]) -> None:
         """Treat ``paths`` as changed: they are handed on once they settle."""

@@ -693,6 +693,36 @@ def test_a_folder_replaced_by_a_file_just_before_the_start_is_mirrored(tmp_path:
     assert "clashes" not in (tmp_path / "mirror.log").read_text()
 
 
+def test_a_stop_leaves_incomplete_only_the_targets_whose_patterns_take_the_unsent_changes(tmp_path: Path) -> None:
+    """A notes file still settling at the stop was counted against a target that takes
+    only PDFs: 'stopped with 1 change(s) not yet sent', and status said it incomplete
+    (exit 1) with every PDF on it."""
+    src, state, log = tmp_path / "src", tmp_path / "state", tmp_path / "mirror.log"
+    pdfs, everything = tmp_path / "pdfs", tmp_path / "all"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    os.utime(src / "a.pdf", (1_700_000_000, 1_700_000_000))  # settled long ago
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[defaults]\nsettle = "10s"\n'
+        f'[targets.pdfs]\nurl = "{pdfs}"\ninclude = ["*.pdf"]\n'
+        f'[targets.all]\nurl = "{everything}"\n'
+    )
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: same(src, pdfs) and same(src, everything), what="the first copies", log=log)
+        (src / "notes.txt").write_bytes(b"still being written")
+        time.sleep(1)  # seen by the watcher, far from settled
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    told = log.read_text()
+    assert "[all] stopped with 1 change(s) not yet sent" in told, told
+    assert "[pdfs] stopped with" not in told, told
+    shown = json.loads(run("status", "-c", str(cfg), "--json", state=state).stdout)
+    assert {t["name"]: t["incomplete"] for t in shown} == {"pdfs": False, "all": True}, shown
+
+
 def test_a_stop_with_changes_still_settling_leaves_the_target_incomplete(tmp_path: Path) -> None:
     """SIGTERM 0.2 s after 1,000 files were written: exit 0 and nothing said, and status
     called the target in sync (exit 0) with a quarter of them missing."""

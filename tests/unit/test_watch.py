@@ -125,10 +125,10 @@ def test_a_stop_counts_only_changes_that_were_not_handed_on(tmp_path: Path) -> N
         time.sleep(0.05)
     assert "sent.pdf" in watcher.known
     watcher.expect(["sent.pdf"])  # a late event of the same file
-    assert watcher.unsent() == 0
+    assert watcher.unsent() == []
     new.write_bytes(b"new")
     watcher.expect(["new.pdf"])
-    assert watcher.unsent() == 1
+    assert watcher.unsent() == ["new.pdf"]
 
 
 def test_a_share_mounted_before_the_watcher_s_first_look_is_rescanned(
