@@ -146,6 +146,10 @@ class SourceWatcher:
         #: readable, so an event on one that can be read now restarts the watcher
         self.unreadable: set[str] = set()
         self._readable_again: str | None = None
+        #: a folder this watcher found it cannot read (chmod 000 while watched): only a
+        #: full scan tells the log and status (left out, exit 1), which said in sync while
+        #: files changed in it unseen
+        self._unreadable_now: str | None = None
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
@@ -292,6 +296,10 @@ class SourceWatcher:
             self._expand_links()
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
+            if self._unreadable_now is not None:
+                log.debug("%s cannot be read now; rescanning the source", self._unreadable_now)
+                self._unreadable_now = None
+                yield Batch({}, rescan=True)
             if self._switching():
                 return
             if (rescan := self._ending(root_id, link_id)) is not None:
@@ -506,6 +514,8 @@ class SourceWatcher:
             snap = scan(self.root, self.filt, start=rel)
             if rel in self.unreadable and rel not in snap.unreadable:
                 self._readable_again = rel
+            if lost := snap.unreadable - self.unreadable:
+                self._unreadable_now = min(lost)
             self.unreadable.update(snap.unreadable)
             if self._inotify_fd is not None:
                 self._new_folders.add(rel)

@@ -99,9 +99,11 @@ def test_an_unlisted_but_searchable_folder_keeps_its_copies(mirrored: tuple[Path
     assert landed(target) == TREE, result.stdout + result.stderr
 
 
-def test_a_folder_turning_unreadable_in_watch_mode_keeps_its_copies(
+def test_a_folder_turning_unreadable_in_watch_mode_keeps_its_copies_and_is_told(
     mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path
 ) -> None:
+    """Its copies stay; and the log and status say it cannot be read: status said in
+    sync (exit 0) while files written into it by another user never arrived."""
     source, target, env = mirrored
     log = tmp_path / "watch.log"
     with watching(source, target, env, log):
@@ -112,6 +114,12 @@ def test_a_folder_turning_unreadable_in_watch_mode_keeps_its_copies(
         wait_for(lambda: files(target).get("later.pdf") == b"later", what="a change after the chmod")
         # the chmod's event was handled in the same or an earlier batch than the new file
         assert landed(target) == {**TREE, "late.pdf": b"late", "later.pdf": b"later"}, log.read_text()
+        wait_for(lambda: "skipped 2025: folder cannot be read" in log.read_text(), what="the warning", log=log)
+        status = subprocess.run(
+            [*MIRROR, "status", str(source), str(target)],
+            capture_output=True, text=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+        assert status.returncode == 1 and "left out: 1" in status.stdout, status.stdout
 
 
 def test_verify_does_not_call_files_in_an_unreadable_folder_removed(
