@@ -547,19 +547,33 @@ def _run(
             problem(f"{report.target}: deletions withheld: {report.guard}")
         if report.error:
             problem(f"{report.target}: target failed: {report.error}")
+    left_off = _left_off(mirror)
+    for text in left_off:
+        problem(text)
+    if signals.received is not None:
+        return EXIT_PROBLEM
+    return EXIT_OK if all(r.ok for r in reports) and not left_off else EXIT_PROBLEM
+
+
+def _left_off(mirror: Mirror) -> list[str]:
+    """What a run left off every target beyond its failed items, a line for each kind:
+    any of them makes it exit 1, as the target does not hold the whole source."""
+    lines = []
     if mirror.unreadable:
-        problem(
+        lines.append(
             f"{len(mirror.unreadable)} source folder(s) or file(s) could not be read; "
             "their copies stay on the targets until they can (see the warnings above)"
         )
     if mirror.unmirrorable:
-        problem(
+        lines.append(
             f"{len(mirror.unmirrorable)} source file(s) cannot be mirrored as they are (see the warnings above)"
         )
-    if signals.received is not None:
-        return EXIT_PROBLEM
-    problems = mirror.unreadable or mirror.unmirrorable
-    return EXIT_OK if all(r.ok for r in reports) and not problems else EXIT_PROBLEM
+    if mirror.unsettled:
+        lines.append(
+            f"{len(mirror.unsettled)} source file(s) kept changing and were left for the next run "
+            "(see the warnings above)"
+        )
+    return lines
 
 
 @contextmanager

@@ -38,6 +38,9 @@ log = logging.getLogger("mirror")
 #: how long a stop waits for what each target is doing (an upload of a large file is
 #: then abandoned, and sent again by the next run)
 STOP_WAIT = 5.0
+#: how long a full pass waits at most for files still being written to settle; those
+#: that have not are left for the next pass
+SETTLE_WAIT = 30.0
 
 
 class Mirror:
@@ -64,6 +67,9 @@ class Mirror:
         self.unreadable: frozenset[str] = frozenset()
         #: source files the last full scan found but no target can take (see Skip.fix)
         self.unmirrorable: frozenset[str] = frozenset()
+        #: source files a run_once left for the next run as they kept changing: not on
+        #: the targets, so that run is not "in sync" (exit 0 said it was)
+        self.unsettled: frozenset[str] = frozenset()
         #: what scans skipped and said so (each is told once a run)
         self._told: set[Skip] = set()
         #: shares and disks mounted inside the source, or expected there, each with the
@@ -316,7 +322,7 @@ class Mirror:
         with odd dates) stays "recent" for years.
         """
         limit = self._settle()
-        deadline = time.monotonic() + 30.0
+        deadline = time.monotonic() + SETTLE_WAIT
         young = _young(snap.entries, limit)
         while young and time.monotonic() < deadline and not self.stop.is_set():
             self.stop.wait(limit)
@@ -361,6 +367,7 @@ class Mirror:
         self.unreadable = frozenset(snap.unreadable)
         self.unmirrorable = frozenset(skip.path for skip in snap.skipped if skip.fix)
         unsettled = self.settle(snap)
+        self.unsettled = frozenset(unsettled)
         for rel in sorted(unsettled):
             log.warning("%s keeps changing; left for the next run", rel)
         local = snap.entries

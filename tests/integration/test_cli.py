@@ -14,12 +14,16 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from mirror import engine
+from mirror.cli import main
 from tests.cli import MIRROR, files, run, same_day, start, wait_for
 
 
@@ -2432,3 +2436,36 @@ def test_a_layout_left_out_is_not_taken_for_a_layout_change(tmp_path: Path, stat
     moved = run("run", str(source), str(target), "--once", "--layout", "tree", state=state)
     assert moved.returncode == 0, moved.stdout + moved.stderr
     assert files(target) == {"inv1.pdf": b"one"}
+
+
+def test_a_file_that_keeps_changing_through_a_once_run_makes_it_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal written all through the run was 'left for the next run', and the run
+    still exited 0, which says the target holds the source."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    (src / "invoice.pdf").write_bytes(b"invoice")
+    os.utime(src / "invoice.pdf", (1_700_000_000, 1_700_000_000))  # settled long ago
+    monkeypatch.setattr(engine, "SETTLE_WAIT", 1.5)
+    done = threading.Event()
+
+    def write() -> None:
+        with open(src / "journal.csv", "a") as journal:
+            while not done.wait(0.1):
+                journal.write("a line\n")
+                journal.flush()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        time.sleep(0.3)
+        result = CliRunner().invoke(
+            main, ["run", str(src), str(target), "--once"], env={"MIRROR_STATE_DIR": str(tmp_path / "state")}
+        )
+    finally:
+        done.set()
+        writer.join(5)
+    assert result.exit_code == 1, result.output
+    assert "1 source file(s) kept changing and were left for the next run" in result.stderr, result.stderr
+    assert files(target) == {"invoice.pdf": b"invoice"}
