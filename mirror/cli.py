@@ -319,7 +319,7 @@ def run(
             placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
             cfg = build_config(source, target, config_path, target_names, state_dir, placement)
             if config_path is None and source and target:
-                _check_ad_hoc_target(cfg, layout_given=layout is not None)
+                _check_ad_hoc_target(cfg, layout_given=layout is not None, delete_given=delete is not None)
             for t in cfg.targets:
                 scrubber.add(t.secrets)
             if not (once or dry_run):
@@ -595,14 +595,13 @@ def progress(mirror: Mirror, quiet: bool) -> Iterator[None]:
         yield
 
 
-def _check_ad_hoc_target(cfg: Config, layout_given: bool) -> None:
+def _check_ad_hoc_target(cfg: Config, layout_given: bool, delete_given: bool) -> None:
     """``mirror run SOURCE TARGET`` where a config's target mirrors the same place: its own
     index would know none of that target's files, and its layout and delete policy may
     differ (a by-year target got a second, tree-shaped copy of every file). Without
-    --layout, also one it last mirrored with another layout (_refuse_a_forgotten_layout)."""
+    --layout or --delete, also one it last mirrored with another (_refuse_forgotten_flags)."""
     root = resolve_state_dir(cfg)
-    if not layout_given:
-        _refuse_a_forgotten_layout(cfg, root)
+    _refuse_forgotten_flags(cfg, root, layout_given, delete_given)
     for t in cfg.targets:
         known = mirrored_as(root, cfg.named_source, t)
         if known.name != t.name:
@@ -612,10 +611,13 @@ def _check_ad_hoc_target(cfg: Config, layout_given: bool) -> None:
             )
 
 
-def _refuse_a_forgotten_layout(cfg: Config, root: Path) -> None:
-    """``mirror run SOURCE TARGET`` without --layout for a target it last mirrored with
-    another: the default (tree) would move every file on the target, as a layout change
-    does, where the flag was only left out (a cron line typed anew)."""
+def _refuse_forgotten_flags(cfg: Config, root: Path, layout_given: bool, delete_given: bool) -> None:
+    """``mirror run SOURCE TARGET`` without --layout or --delete for a target it last
+    mirrored with another, where the flag was only left out (a cron line typed anew): the
+    default layout (tree) would move every file on the target, and the default policy
+    (mirror) deleted for good the next file removed from a target kept with --delete trash."""
+    if layout_given and delete_given:
+        return
     from mirror.index import Index
 
     for t in cfg.targets:
@@ -625,16 +627,21 @@ def _refuse_a_forgotten_layout(cfg: Config, root: Path) -> None:
                 continue
             index = Index(path, readonly=True)
             try:
-                recorded = index.get_meta("layout")
+                layout, delete = index.get_meta("layout"), index.get_meta("delete")
             finally:
                 index.close()
         except (MirrorError, OSError, sqlite3.Error):
             continue  # damaged, locked away or full: the run's own open says what and why
-        if recorded is not None and recorded != t.settings.layout.template:
-            name = Layout.parse(recorded).name
+        if not layout_given and layout is not None and layout != t.settings.layout.template:
+            name = Layout.parse(layout).name
             raise ConfigError(
                 f"{t.url} was last mirrored with --layout {name}; give --layout {name} to go on, "
                 f"or --layout {t.settings.layout.name} to move every file there to that layout"
+            )
+        if not delete_given and delete is not None and delete != t.settings.delete.value:
+            raise ConfigError(
+                f"{t.url} was last mirrored with --delete {delete}; give --delete {delete} to go on, "
+                f"or --delete {t.settings.delete.value} to change what happens to files removed from the source"
             )
 
 

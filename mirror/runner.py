@@ -353,6 +353,7 @@ class TargetRunner:
             state="starting",
             rescan_interval=self.settings.rescan_interval,
             layout=self.settings.layout.template,
+            delete=self.settings.delete.value,
             # for a verify of SOURCE TARGET, which has no config to take them from
             patterns=json.dumps([self.settings.include, self.settings.exclude]) if self.filter.narrows else None,
             settling=None,  # what a killed run's watcher held

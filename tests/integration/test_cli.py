@@ -2438,6 +2438,29 @@ def test_a_layout_left_out_is_not_taken_for_a_layout_change(tmp_path: Path, stat
     assert files(target) == {"inv1.pdf": b"one"}
 
 
+def test_a_delete_policy_left_out_is_not_taken_for_a_change(tmp_path: Path, state: Path) -> None:
+    """`mirror run SOURCE TARGET` without the --delete trash it had been run with deleted
+    the next file removed from the source for good, as --delete mirror does."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    source.mkdir()
+    for name in ("inv1.pdf", "inv2.pdf", "stays.pdf"):
+        (source / name).write_bytes(name.encode())
+    assert run("run", str(source), str(target), "--once", "--delete", "trash", state=state).returncode == 0
+    (source / "inv1.pdf").unlink()
+    refused = run("run", str(source), str(target), "--once", state=state)
+    assert_one_line_error(
+        refused, 2, f"{target} was last mirrored with --delete trash; give --delete trash to go on"
+    )
+    assert files(target) == {"inv1.pdf": b"inv1.pdf", "inv2.pdf": b"inv2.pdf", "stays.pdf": b"stays.pdf"}
+    kept = run("run", str(source), str(target), "--once", "--delete", "trash", state=state)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert [p.name for p in target.glob(".mirror-trash/*/*")] == ["inv1.pdf"]
+    (source / "inv2.pdf").unlink()
+    changed = run("run", str(source), str(target), "--once", "--delete", "mirror", state=state)
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+    assert not (target / "inv2.pdf").exists()
+
+
 def test_a_file_that_keeps_changing_through_a_once_run_makes_it_exit_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
