@@ -98,11 +98,15 @@ class Config:
         return replace(self, targets=tuple(t for t in self.targets if t.name in names))
 
 
-SETTING_KEYS = {f.name for f in fields(TargetSettings)}
+#: what a config may set: every setting but what mirror derives itself (whether a layout
+#: was given, which a "layout" key says)
+SETTING_KEYS = {f.name for f in fields(TargetSettings)} - {"layout_chosen"}
 TOP_KEYS = {"source", "state_dir", "metrics_addr", "defaults", "targets", "backends"}
 TARGET_KEYS = {"url", "options"} | SETTING_KEYS
 PRESET_KEYS = {"protocol", "options", "capabilities"}
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: the longest duration a setting takes, in seconds
+LONGEST = 366 * 86400.0
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "": 1.0}
 #: the units written out, as people write them: "1 hour", "30 seconds", "2 days"
@@ -114,15 +118,21 @@ def parse_duration(value: object, where: str) -> float:
     """Seconds from a number or a string like ``500ms``, ``30s``, ``5m``, ``1h``."""
     if isinstance(value, bool):
         raise ConfigError(f"{where}: expected a duration such as 30, '30s', '5m' or '1h', got {value!r}")
+    seconds = None
     if isinstance(value, (int, float)) and value >= 0:
-        return float(value)
-    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
         unit = (m.group(2) or "").lower()
         if len(unit) > 2:
             unit = _UNIT_WORDS.get(unit.removesuffix("s"), unit)
         if unit in _UNITS:
-            return float(m.group(1)) * _UNITS[unit]
-    raise ConfigError(f"{where}: expected a duration such as 30, '30s', '5m' or '1h', got {value!r}")
+            seconds = float(m.group(1)) * _UNITS[unit]
+    if seconds is None:
+        raise ConfigError(f"{where}: expected a duration such as 30, '30s', '5m' or '1h', got {value!r}")
+    if seconds > LONGEST:
+        # inf or 1e300 passed, and every wait on it failed as an internal error
+        raise ConfigError(f"{where}: {value!r} is longer than a year; give a duration such as '30s', '5m' or '1h'")
+    return seconds
 
 
 def _rescan_interval(value: object, where: str) -> float:
@@ -505,6 +515,9 @@ def _check_capabilities(table: Mapping[str, Any], where: str) -> None:
         expected = _CAPABILITY_TYPES[key]
         if (isinstance(value, bool) and expected is int) or not isinstance(value, expected):
             raise ConfigError(f"{where}.{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
+        if isinstance(value, int) and expected is int and value < 1:
+            # a limit of -5 bytes passed, and every file then failed as too long for the target
+            raise ConfigError(f"{where}.{key}: expected a positive number, got {value!r}")
     if "hash_kind" in table:
         kinds = [k.value for k in HashKind]
         if table["hash_kind"] not in kinds:

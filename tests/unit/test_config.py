@@ -100,6 +100,17 @@ BAD = [
         "folder; write /private/ for a path at its top",
     ),
     ('source = "x"\n[targets.a]\nurl = "/t"\ninclude = ["!./.hidden/"]\n', "write !/.hidden/ for a path"),
+    # an internal error at the first wait on it
+    ('source = "x"\n[targets.a]\nurl = "/t"\nsettle = inf\n', "targets.a.settle: inf is longer than a year"),
+    ('source = "x"\n[defaults]\nrescan_interval = 1e300\n[targets.a]\nurl = "/t"\n', "longer than a year"),
+    # what mirror derives from a layout key is none to set
+    ('source = "x"\n[targets.a]\nurl = "/t"\nlayout_chosen = "banana"\n', "unknown key 'layout_chosen'"),
+    # every file failed as longer than -5 bytes
+    (
+        'source = "x"\n[backends.n]\nprotocol = "file"\ncapabilities = { max_name_bytes = -5 }\n'
+        '[targets.a]\nurl = "n:///t"\n',
+        "backends.n.capabilities.max_name_bytes: expected a positive number, got -5",
+    ),
 ]
 
 
