@@ -20,12 +20,16 @@ from tests.cli import run, start, wait_for
 CORPUS = Path(__file__).parent.parent / "corpus" / "configs"
 CASES = sorted(CORPUS.glob("*.toml"))
 
-#: a target whose filesystem fails as it is built, with an error nothing expects: a zip
-#: archive that is a folder (read-only zip:// itself is refused before that, as a target)
-BROKEN = (
-    'source = "export"\n[targets.z]\nurl = "dir://inner"\n'
-    'options = { target_protocol = "zip", target_options = { fo = "." } }\n'
-)
+
+def broken(folder: Path) -> str:
+    """A target whose filesystem fails as it is built, with an error nothing expects: a zip
+    archive that is a folder (read-only zip:// itself is refused before that, as a target).
+    The folder is each test's own: with one for all, the tests running at once (xdist) were
+    one place, which the second was refused as already being mirrored."""
+    return (
+        'source = "export"\n[targets.z]\nurl = "dir://inner"\n'
+        f'options = {{ target_protocol = "zip", target_options = {{ fo = "{folder}" }} }}\n'
+    )
 
 
 def expectations(path: Path) -> list[str]:
@@ -66,7 +70,7 @@ def test_a_target_that_cannot_be_opened_fails_the_run(tmp_path: Path) -> None:
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "a.pdf").write_bytes(b"a")
     config = tmp_path / "m.toml"
-    config.write_text(BROKEN)
+    config.write_text(broken(tmp_path))
     result = run("run", "-c", str(config), "--once", state=tmp_path / "state", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -80,11 +84,11 @@ def test_watch_mode_names_an_unexpected_error_in_its_log(tmp_path: Path, flags: 
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "a.pdf").write_bytes(b"a")
     config = tmp_path / "m.toml"
-    config.write_text(BROKEN)
+    config.write_text(broken(tmp_path))
     log = tmp_path / "log"
     proc = start("run", "-c", str(config), *flags, state=tmp_path / "state", log=log)
     try:
-        wait_for(lambda: "will rescan" in log.read_text(), what="the error in the log")
+        wait_for(lambda: "will rescan" in log.read_text(), what="the error in the log", log=log)
     finally:
         proc.terminate()
         proc.wait(15)
