@@ -1378,8 +1378,8 @@ def _taken(dst: str, holder: str) -> str:
     a name that looked the same, the user could not tell which to rename."""
     why = f"{dst!r} on the target is already taken by {holder!r}"
     composed = unicodedata.normalize("NFC", holder)
-    if unicodedata.normalize("NFC", dst) != composed:
-        return why
+    if dst == holder or unicodedata.normalize("NFC", dst) != composed:
+        return why  # the very same name (a flat layout's a/x.pdf and x.pdf), or another
     spelling = (
         "composed, as Windows and Linux write accents" if holder == composed else "decomposed, as a Mac does"
     )

@@ -822,6 +822,14 @@ def test_unicode_spellings_of_one_name_conflict_on_a_target_that_ignores_case() 
     assert len(plan(local, {}, SETTINGS).transfers) == 2, "a Linux disk or SFTP server keeps both"
 
 
+def test_a_flat_layout_s_clash_of_one_plain_name_is_not_blamed_on_unicode() -> None:
+    """old/invoice.pdf and invoice.pdf, both to invoice.pdf: the refusal said 'the same name
+    in another Unicode spelling' of two names spelled alike."""
+    local = {"old/invoice.pdf": entry("old/invoice.pdf"), "invoice.pdf": entry("invoice.pdf")}
+    result = plan(local, {}, PlanSettings(Layout.parse("flat"), DeletePolicy.MIRROR, Capabilities()))
+    assert [r.reason for r in result.refusals] == ["'invoice.pdf' on the target is already taken by 'invoice.pdf'"]
+
+
 def test_names_that_differ_in_more_than_case_are_two_files_on_a_target_that_ignores_case() -> None:
     """Dropbox and OneDrive fold case, not spellings: 'Straße' and 'Strasse' are two
     files there. Taken for one, the second invoice was refused, and once the first was
