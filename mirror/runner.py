@@ -649,6 +649,14 @@ class TargetRunner:
                 f"the state folder {self.index_file.parent.parent} lies inside the source folder {source}; "
                 "use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
             )
+        target = Path(folder).resolve() if folder is not None else None
+        if target is not None and (state == target or target in state.parents):
+            # the index would go with the disk: one not mounted would look like a new
+            # target, and be filled anew in the empty folder where it is mounted
+            raise ConfigError(
+                f"the state folder {self.index_file.parent.parent} lies inside the folder of target "
+                f"{self.name!r} ({folder}); use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
+            )
 
     def _check_written_folder(self, driver: Driver) -> None:
         """A backend that writes into a folder on this machine under another name (a

@@ -2438,6 +2438,18 @@ def test_a_layout_left_out_is_not_taken_for_a_layout_change(tmp_path: Path, stat
     assert files(target) == {"inv1.pdf": b"one"}
 
 
+def test_a_state_folder_inside_the_target_is_refused(tmp_path: Path) -> None:
+    """Accepted, the index lay on the backup disk: with the disk not mounted, the target
+    looked new and was filled anew in the empty folder below the mount point."""
+    source, target = tmp_path / "export", tmp_path / "disk" / "backup"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    state = target / ".mirror-state"
+    refused = run("run", str(source), str(target), "--once", state=state)
+    assert_one_line_error(refused, 2, f"the state folder {state} lies inside the folder of target 'default'")
+    assert not (target / "a.pdf").exists()
+
+
 def test_a_delete_policy_left_out_is_not_taken_for_a_change(tmp_path: Path, state: Path) -> None:
     """`mirror run SOURCE TARGET` without the --delete trash it had been run with deleted
     the next file removed from the source for good, as --delete mirror does."""
