@@ -240,6 +240,12 @@ def check_plain_path(path: str, what: str) -> None:
         return
     name, rest = typo[1], path[typo.end() :]
     info = _lookup(name.lower())
+    if info is None and len(name) == 1:
+        # a Windows drive (C:/backup): 'write c://backup' named an unknown protocol in turn
+        raise ConfigError(
+            f"{what} {path!r} is no folder path nor URL mirror knows ({name + ':'!r} is no protocol); give a "
+            f"folder's path such as /srv/backup (a local folder named {name + ':'!r} is written ./{name}:/...)"
+        )
     meant = f"file:///{rest}" if info is not None and info.protocol == "file" else f"{name.lower()}://{rest}"
     raise ConfigError(
         f"{what} starts with {name + ':/'!r}, a URL with a slash missing: write {redact_url(meant)} "

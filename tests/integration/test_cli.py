@@ -1533,6 +1533,9 @@ def test_a_url_with_a_slash_missing_is_refused_not_mirrored_into_a_local_folder(
         refused = run("run", str(src), typo, "--once", state=state, cwd=tmp_path)
         assert_one_line_error(refused, 2, f"a URL with a slash missing: write {meant} ")
     assert not (tmp_path / "sftp:").exists() and not (tmp_path / "file:").exists()
+    # a Windows path: the advice was 'write c://backup', an unknown protocol in turn
+    windows = run("run", str(src), "C:/backup", "--once", state=state, cwd=tmp_path)
+    assert_one_line_error(windows, 2, "target 'C:/backup' is no folder path nor URL mirror knows ('C:' is no")
     on_purpose = run("run", str(src), "./sftp:/x", "--once", state=state, cwd=tmp_path)
     assert on_purpose.returncode == 0 and (tmp_path / "sftp:" / "x" / "2026").is_dir(), on_purpose.stderr
 
