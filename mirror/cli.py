@@ -568,6 +568,10 @@ def _left_off(mirror: Mirror) -> list[str]:
         lines.append(
             f"{len(mirror.unmirrorable)} source file(s) cannot be mirrored as they are (see the warnings above)"
         )
+    lines += [
+        f"{name}: its include/exclude patterns take in none of the source's files (see the warning above)"
+        for name in mirror.unmatched
+    ]
     if mirror.unsettled:
         lines.append(
             f"{len(mirror.unsettled)} source file(s) kept changing and were left for the next run "

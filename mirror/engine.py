@@ -70,6 +70,9 @@ class Mirror:
         #: source files a run_once left for the next run as they kept changing: not on
         #: the targets, so that run is not "in sync" (exit 0 said it was)
         self.unsettled: frozenset[str] = frozenset()
+        #: targets whose include/exclude patterns take in none of the files the last full
+        #: scan found ("*.pdf" where the scanner writes .PDF): nothing of the source on them
+        self.unmatched: tuple[str, ...] = ()
         #: what scans skipped and said so (each is told once a run)
         self._told: set[Skip] = set()
         #: shares and disks mounted inside the source, or expected there, each with the
@@ -290,6 +293,15 @@ class Mirror:
             index = runner.index
             if index is not None and not runner.dry_run and index.get_meta("left_out") != left_out:
                 runner.note(left_out=left_out)  # written when it changes: a commit costs
+        unmatched = tuple(r.name for r in self.runners if snap.entries and not _takes_any(r, snap.entries))
+        for name in unmatched if unmatched != self.unmatched else ():
+            log.warning(
+                "[%s] its include/exclude patterns take in none of the %d files in the source; check the patterns "
+                "in the config (they tell upper and lower case apart)",
+                name,
+                len(snap.entries),
+            )
+        self.unmatched = unmatched
         return snap
 
     def _look_at_inner_mounts(self) -> frozenset[str]:
@@ -570,6 +582,11 @@ def _holds_files(index_file: Path) -> bool:
         return index.totals()[0] > 0
     finally:
         index.close()
+
+
+def _takes_any(runner: TargetRunner, files: Iterable[str]) -> bool:
+    """Whether the target's include/exclude patterns take in any of ``files``."""
+    return not runner.filter.narrows or any(map(runner.filter.wants_file, files))
 
 
 def _young(entries: Entries, settle: float) -> set[str]:

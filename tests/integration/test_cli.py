@@ -2441,6 +2441,25 @@ def test_a_layout_left_out_is_not_taken_for_a_layout_change(tmp_path: Path, stat
     assert files(target) == {"inv1.pdf": b"one"}
 
 
+def test_patterns_that_take_in_no_file_of_the_source_make_the_run_exit_1(tmp_path: Path, state: Path) -> None:
+    """include = ["*.pdf"] where the scanner writes .PDF: a new target got nothing, and
+    run, status and verify all said in sync (exit 0)."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    source.mkdir()
+    for name in ("SCAN1.PDF", "SCAN2.PDF"):
+        (source / name).write_bytes(name.encode())
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{source}"\n[targets.usb]\nurl = "{target}"\ninclude = ["*.pdf"]\n')
+    done = run("run", "-c", str(cfg), "--once", state=state)
+    assert done.returncode == 1, done.stdout + done.stderr
+    told = "[usb] its include/exclude patterns take in none of the 2 files in the source"
+    assert told in done.stderr, done.stderr
+    assert "usb: its include/exclude patterns take in none of the source's files" in done.stderr, done.stderr
+    cfg.write_text(f'source = "{source}"\n[targets.usb]\nurl = "{target}"\ninclude = ["*.pdf", "*.PDF"]\n')
+    fixed = run("run", "-c", str(cfg), "--once", state=state)
+    assert fixed.returncode == 0 and "take in none" not in fixed.stderr, fixed.stdout + fixed.stderr
+
+
 def test_a_state_folder_inside_the_target_is_refused(tmp_path: Path) -> None:
     """Accepted, the index lay on the backup disk: with the disk not mounted, the target
     looked new and was filled anew in the empty folder below the mount point."""
