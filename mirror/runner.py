@@ -1818,8 +1818,13 @@ class TargetRunner:
     def _in_source(self, src: str) -> bool:
         """Whether ``src`` is in the source, where a pass's files do not say: a watch pass
         has only the changed ones, and a file its patterns leave out was told as removed
-        from the source, the guard's 'patterns take in no file' as 'the source is empty'."""
-        return os.path.lexists(os.path.join(self.config.source, src))
+        from the source, the guard's 'patterns take in no file' as 'the source is empty'.
+        A path reached through a link to a folder is not (links are not followed): a folder
+        swapped for a link had its copies deleted as 'excluded by the config'."""
+        root = self.config.source
+        if not os.path.lexists(os.path.join(root, src)):
+            return False
+        return not any(os.path.islink(os.path.join(root, folder)) for folder in ancestors(src))
 
     def _source_here(self, work: Work) -> bool:
         """Wait while the source folder is away (unmounted, renamed away: Mirror.source_moved),

@@ -2460,6 +2460,23 @@ def test_patterns_that_take_in_no_file_of_the_source_make_the_run_exit_1(tmp_pat
     assert fixed.returncode == 0 and "take in none" not in fixed.stderr, fixed.stdout + fixed.stderr
 
 
+def test_a_folder_swapped_for_a_link_has_its_copies_deleted_as_removed_not_excluded(
+    tmp_path: Path, state: Path
+) -> None:
+    """The log said 'deleted d/a.pdf (excluded by the config)' with no config at all:
+    the file was still reached through the link, which mirror does not follow."""
+    source, target = tmp_path / "export", tmp_path / "backup"
+    (source / "d").mkdir(parents=True)
+    (source / "d" / "a.pdf").write_bytes(b"a")
+    (source / "keep.pdf").write_bytes(b"keep")
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    (source / "d").rename(tmp_path / "elsewhere")
+    (source / "d").symlink_to(tmp_path / "elsewhere")
+    done = run("run", "-v", str(source), str(target), "--once", state=state)
+    assert "deleted d/a.pdf (removed from the source)" in done.stderr, done.stderr
+    assert files(target) == {"keep.pdf": b"keep"}
+
+
 def test_a_state_folder_inside_the_target_is_refused(tmp_path: Path) -> None:
     """Accepted, the index lay on the backup disk: with the disk not mounted, the target
     looked new and was filled anew in the empty folder below the mount point."""
