@@ -38,6 +38,9 @@ TICK_MS = 100
 #: up to this many folders to look below at once, one prefix test per known file is
 #: quickest; beyond it, one look-up per parent folder of each known file
 FEW_FOLDERS = 16
+#: seconds until inotify is tried again after a folder name it cannot decode made the
+#: watcher poll (each try that fails again costs a watcher set up over the whole source)
+NAME_RETRY = 60.0
 #: a file still changing after this many seconds is named in a warning, once
 RESTLESS_AFTER = 60.0
 #: in poll mode, a whole scan this often: watchfiles' poller compares modification times
@@ -212,6 +215,9 @@ class SourceWatcher:
                             "rename it to a UTF-8 name (convmv -f latin1 -t utf8 -r --notest FOLDER)",
                             "rename the folder that is not valid UTF-8",
                         ),
+                        # a rename is the fix, often made at once: polled for an hour after
+                        # it, status went on asking for it
+                        retry=NAME_RETRY,
                     )
                     continue
                 # watchfiles gives up on a name it cannot decode (one not valid UTF-8),
@@ -234,13 +240,13 @@ class SourceWatcher:
                     log.warning("watcher error (%s); rescanning the source", exc)
                     self.stop.wait(1.0)
 
-    def _fall_back(self, why: str, detail: str, fix: tuple[str, str]) -> None:
+    def _fall_back(self, why: str, detail: str, fix: tuple[str, str], retry: float | None = None) -> None:
         """Watch by polling from now on, as inotify cannot watch the source: told once
         per cause, with its fix (in full, and short for status); inotify is tried again
-        every ``retry_every`` seconds."""
+        every ``retry_every`` seconds, or ``retry`` where sooner."""
         self.poll = True
         self.fallback = f"{why}; {fix[1]}"
-        self._retry_at = time.monotonic() + self.retry_every
+        self._retry_at = time.monotonic() + min(self.retry_every, retry or self.retry_every)
         if why in self._warned:
             log.info("%s%s; polling on", why, detail)
             return

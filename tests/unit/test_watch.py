@@ -157,3 +157,27 @@ def test_a_share_mounted_before_the_watcher_s_first_look_is_rescanned(
     assert told == 2  # the watcher's first tick, then the share
     # told once, with the rescan of the watcher it starts in its place
     assert caplog.text.count("was mounted or unmounted") == 1 and rescans == 3, caplog.text
+
+
+def test_inotify_comes_back_soon_after_a_name_it_cannot_decode_is_renamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder with a Latin-1 name made the watcher poll; renamed to UTF-8, it was still
+    polled for an hour (inotify tried again at the rescan interval), and status went on
+    asking for the rename."""
+    monkeypatch.setattr(watch, "NAME_RETRY", 1.0, raising=False)
+    latin1 = os.path.join(os.fsencode(tmp_path), b"Kunde M\xfcller")
+    os.mkdir(latin1)
+    stop = threading.Event()
+    watcher = SourceWatcher(tmp_path, None, Filter(), 0.5, False, stop, {}, retry_every=3600.0)
+    told: str | None = None
+    deadline = time.monotonic() + 10.0
+    for _ in watcher.batches():
+        if told is None and watcher.fallback is not None:
+            told = watcher.fallback
+            os.rename(latin1, tmp_path / "Kunde Mueller")  # the fix the warning asks for
+        elif (told is not None and watcher.fallback is None) or time.monotonic() > deadline:
+            break
+    stop.set()
+    assert told is not None and told.startswith("a folder in the source has a name that is not valid UTF-8")
+    assert watcher.fallback is None and not watcher.poll, "still polling after the rename"
