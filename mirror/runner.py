@@ -638,7 +638,8 @@ class TargetRunner:
         """A local target or the state inside the source (or around it) would mirror itself."""
         source = self.config.source.resolve()
         folder = self.local_folder
-        if folder is not None and _overlaps(Path(folder).resolve(), source):
+        target = Path(folder).resolve() if folder is not None else None
+        if target is not None and _overlaps(target, source):
             raise ConfigError(
                 f"target {self.name!r} ({folder}) overlaps the source folder {source}; "
                 "choose a target outside the source"
@@ -649,7 +650,6 @@ class TargetRunner:
                 f"the state folder {self.index_file.parent.parent} lies inside the source folder {source}; "
                 "use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
             )
-        target = Path(folder).resolve() if folder is not None else None
         if target is not None and (state == target or target in state.parents):
             # the index would go with the disk: one not mounted would look like a new
             # target, and be filled anew in the empty folder where it is mounted
