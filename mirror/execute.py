@@ -197,6 +197,8 @@ class Executor:
         self.probing = False
         self._stats = RunStats()
         self._retell = True
+        #: the inode generation of each source file read for sending, until it is recorded
+        self._generations: dict[str, int] = {}
         #: this pass may make the target folder, once (see :meth:`_check_root`)
         self._refill = False
         self.temps: set[str] = set()
@@ -573,6 +575,7 @@ class Executor:
             local = self._open(files, action.src)
             if local is None:
                 return  # gone: the watcher or the next pass plans its removal
+            self._generations.update(files.generations)
             if action.unless_hash and self._source_hash(local) == action.unless_hash:
                 self._record(action.src, action.dst, entry, action, action.unless_hash)
                 with self._lock:
@@ -610,8 +613,7 @@ class Executor:
         on the target for good; recorded, the pass that finds it gone removes it, or finds
         it changed and sends it again."""
         self.index.record_many(
-            IndexEntry(action.src, action.dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash)
-            for action, entry, remote_hash in landed
+            self._row(action.src, action.dst, entry, action, remote_hash) for action, entry, remote_hash in landed
         )
 
     def _uploaded(self, done: Sequence[tuple[Put, LocalEntry, str | None]]) -> None:
@@ -737,6 +739,7 @@ class Executor:
                 tmp = self._temp_for(action.dst)
                 unchanged = partial(self._unchanged, action.src, action.entry)
                 opened.append((at, BatchPut(local, tmp, action.dst, action.entry.mtime_ns, fd, mode, unchanged)))
+            self._generations.update(files.generations)
             for (at, _), outcome in zip(opened, self._send_opened([item for _, item in opened]), strict=True):
                 outcomes[at] = outcome
         return outcomes
@@ -919,7 +922,15 @@ class Executor:
     def _record(
         self, src: str, dst: str, entry: LocalEntry, action: Put | Adopt | Move, remote_hash: str | None
     ) -> None:
-        self.index.record(IndexEntry(src, dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash))
+        self.index.record(self._row(src, dst, entry, action, remote_hash))
+
+    def _row(
+        self, src: str, dst: str, entry: LocalEntry, action: Put | Adopt | Move, remote_hash: str | None
+    ) -> IndexEntry:
+        """The index row of a file on the target, with the generation of the inode it was
+        read from where this pass read it (a move's is its row's)."""
+        gen = action.gen if isinstance(action, Move) else self._generations.pop(src, 0)
+        return IndexEntry(src, dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash, gen)
 
     def _key(self, path: str) -> str:
         """``path`` as the target compares paths: as it is, or ignoring case."""
@@ -990,10 +1001,7 @@ class Executor:
         if not actions:
             return
         self.index.forget_many(a.old_src for a in actions if a.old_src)
-        self.index.record_many(
-            IndexEntry(a.src, a.dst, a.entry.size, a.entry.mtime_ns, a.entry.ino, a.date, a.remote_hash)
-            for a in actions
-        )
+        self.index.record_many(self._row(a.src, a.dst, a.entry, a, a.remote_hash) for a in actions)
         with self._lock:
             self._stats.moved += len(actions)
             self._streak = 0

@@ -30,8 +30,9 @@ from mirror.errors import ConfigError, MirrorError, StateError
 log = logging.getLogger(__name__)
 
 #: the index format this mirror writes (sqlite's user_version): raised when a later
-#: mirror changes what the tables mean, so that an older one refuses its index
-FORMAT = 1
+#: mirror changes what the tables mean, so that an older one refuses its index. 2: files
+#: has a ``gen`` column (an older mirror's rows could no longer be written)
+FORMAT = 2
 
 
 class NewerIndex(ConfigError):
@@ -52,7 +53,8 @@ CREATE TABLE IF NOT EXISTS files (
     mtime_ns INTEGER NOT NULL,
     ino INTEGER NOT NULL,
     date TEXT NOT NULL,
-    remote_hash TEXT
+    remote_hash TEXT,
+    gen INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS failures (
     src TEXT PRIMARY KEY,
@@ -89,7 +91,9 @@ _JOURNAL_CHUNK = 5000
 _BATCH = 2000
 #: paths per ``IN (...)`` query (SQLite allows at least 999 parameters)
 _IN_BATCH = 500
-_SELECT = "SELECT src, dst, size, mtime_ns, ino, date, remote_hash FROM files"
+_SELECT = "SELECT src, dst, size, mtime_ns, ino, date, remote_hash, gen FROM files"
+#: the same from the files of an index written before ``gen`` (format 1)
+_SELECT_NO_GEN = _SELECT.replace(", gen ", ", 0 ")
 _SELECT_STAMPS = "SELECT src, size, mtime_ns, ino, NULLIF(dst, src), date FROM files"
 _SELECT_TARGETS = "SELECT src, dst FROM files"
 _SELECT_HOLDERS = "SELECT dst, src FROM files"
@@ -111,6 +115,10 @@ class IndexEntry(NamedTuple):
     ino: int
     date: dt.date
     remote_hash: str | None = None
+    #: the inode's generation (mirror.source_files.generation) when the file was read for
+    #: sending; 0 where not known. An inode number a deleted file freed can go to a new
+    #: file, of the same size and time: only the generation tells it from the file renamed
+    gen: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,7 @@ class Index:
         self._dirty = 0
         #: sources with a failure row, so recording a success costs no DELETE when there is none
         self._failed: set[str] = set()
-        self._rows: list[tuple[str, str, int, int, int, str, str | None]] = []
+        self._rows: list[tuple[str, str, int, int, int, str, str | None, int]] = []
         #: journal entries whose files are recorded: dropped in the same transaction
         self._sent: list[int] = []
         if readonly:
@@ -160,11 +168,13 @@ class Index:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
                 _refuse_newer(self._db, path)
                 _stand_in_for_missing_tables(self._db)
+                self._select = _select_of(self._db)
             except sqlite3.Error as exc:
                 raise state_error(path, exc) from exc
             return
         private_dir(path.parent)
         self._db = self._open_or_rebuild(path)
+        self._select = _SELECT
         with self._using():
             self._failed = {row[0] for row in self._db.execute("SELECT src FROM failures")}
 
@@ -187,6 +197,8 @@ class Index:
         db.execute("PRAGMA synchronous=NORMAL")
         written = _refuse_newer(db, path)
         db.executescript(SCHEMA)
+        if _select_of(db) == _SELECT_NO_GEN:
+            db.execute("ALTER TABLE files ADD COLUMN gen INTEGER NOT NULL DEFAULT 0")
         if written < FORMAT:
             db.execute(f"PRAGMA user_version = {FORMAT}")
         if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -226,7 +238,7 @@ class Index:
         """Every row in path order, read in batches, so the whole index never has to sit in
         memory."""
         dates: dict[str, dt.date] = {}
-        for row in self._paged(_SELECT):
+        for row in self._paged(self._select):
             yield _entry(row, dates)
 
     def stamps(self) -> Iterator[Stamp]:
@@ -260,7 +272,7 @@ class Index:
             chunk = wanted[at : at + _IN_BATCH]
             with self._using():
                 self._drain()
-                query = f"{_SELECT} WHERE src IN ({','.join('?' * len(chunk))})"
+                query = f"{self._select} WHERE src IN ({','.join('?' * len(chunk))})"
                 rows = self._db.execute(query, chunk).fetchall()
             found.update((row[0], _entry(row, dates)) for row in rows)
         return found
@@ -268,7 +280,7 @@ class Index:
     def lookup(self, src: str) -> IndexEntry | None:
         with self._using():
             self._drain()
-            row = self._db.execute(f"{_SELECT} WHERE src = ?", (src,)).fetchone()
+            row = self._db.execute(f"{self._select} WHERE src = ?", (src,)).fetchone()
         return None if row is None else _entry(row, {})
 
     def holders(self, dsts: Collection[str]) -> dict[str, str]:
@@ -318,7 +330,9 @@ class Index:
 
     def record_many(self, entries: Iterable[IndexEntry]) -> None:
         """Record files mirror put on the target; a failure recorded for one is cleared."""
-        rows = [(e.src, e.dst, e.size, e.mtime_ns, e.ino, e.date.isoformat(), e.remote_hash) for e in entries]
+        rows = [
+            (e.src, e.dst, e.size, e.mtime_ns, e.ino, e.date.isoformat(), e.remote_hash, e.gen) for e in entries
+        ]
         with self._using():
             # rows are written in batches (one executemany) before anything else touches the db
             self._rows.extend(rows)
@@ -551,7 +565,7 @@ class Index:
     def _drain(self) -> None:
         """Write buffered file rows (caller holds the lock)."""
         if self._rows:
-            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self._rows)
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._rows)
             self._rows.clear()
         if self._sent:
             self._db.executemany("DELETE FROM sending WHERE id = ?", [(token,) for token in self._sent])
@@ -587,11 +601,12 @@ def _salvage(damaged_file: Path, db: sqlite3.Connection) -> int:
         return 0
     try:
         # a damaged page ends a scan where it lies: read from both ends
-        rows = _readable(old, f"{_SELECT} ORDER BY rowid") | _readable(old, f"{_SELECT} ORDER BY rowid DESC")
+        select = _select_of(old)
+        rows = _readable(old, f"{select} ORDER BY rowid") | _readable(old, f"{select} ORDER BY rowid DESC")
         meta = _readable(old, "SELECT key, value FROM meta")
     finally:
         old.close()
-    db.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", [r for r in rows if _sane(r)])
+    db.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [r for r in rows if _sane(r)])
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [kv for kv in meta if kv[0] in _SALVAGED_META])
     db.commit()
     return int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
@@ -599,13 +614,13 @@ def _salvage(damaged_file: Path, db: sqlite3.Connection) -> int:
 
 def _sane(row: tuple[Any, ...]) -> bool:
     """Whether a salvaged row has the types a row has (src, dst, size, mtime_ns, ino,
-    date, remote_hash); a damaged page can read as anything."""
-    src, dst, size, mtime_ns, ino, date, remote_hash = row
+    date, remote_hash, gen); a damaged page can read as anything."""
+    src, dst, size, mtime_ns, ino, date, remote_hash, gen = row
     try:
         dt.date.fromisoformat(date)
     except (TypeError, ValueError):
         return False
-    ints = all(isinstance(n, int) for n in (size, mtime_ns, ino))
+    ints = all(isinstance(n, int) for n in (size, mtime_ns, ino, gen))
     return isinstance(src, str) and isinstance(dst, str) and ints and isinstance(remote_hash, (str, type(None)))
 
 
@@ -723,6 +738,16 @@ def _refuse_newer(db: sqlite3.Connection, path: Path) -> int:
     return written
 
 
+def _select_of(db: sqlite3.Connection) -> str:
+    """What reads rows from ``db``'s files, which has no ``gen`` where an older mirror
+    wrote it (opened read-only, or damaged, it is not upgraded: see below)."""
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    except sqlite3.Error:
+        return _SELECT
+    return _SELECT if "gen" in columns or not columns else _SELECT_NO_GEN
+
+
 def _stand_in_for_missing_tables(db: sqlite3.Connection) -> None:
     """An older mirror's index lacks the tables added since (a dry-run failed on "no such
     table: leftovers"). Opened read-only (dry-run, verify, status) it is not upgraded:
@@ -752,11 +777,11 @@ def _one_row_per_target_path(db: sqlite3.Connection) -> None:
     db.commit()
 
 
-def _entry(row: tuple[str, str, int, int, int, str, str | None], dates: dict[str, dt.date]) -> IndexEntry:
-    src, dst, size, mtime_ns, ino, day, remote_hash = row
+def _entry(row: tuple[str, str, int, int, int, str, str | None, int], dates: dict[str, dt.date]) -> IndexEntry:
+    src, dst, size, mtime_ns, ino, day, remote_hash, gen = row
     # most rows share a handful of dates, and (layout tree) have dst == src: share them
     date = dates.get(day) or dates.setdefault(day, dt.date.fromisoformat(day))
-    return IndexEntry(src, src if dst == src else dst, size, mtime_ns, ino, date, remote_hash)
+    return IndexEntry(src, src if dst == src else dst, size, mtime_ns, ino, date, remote_hash, gen)
 
 
 def iter_index_files(state_dir: Path) -> Iterator[Path]:

@@ -118,6 +118,8 @@ class Move(NamedTuple):
     #: another file of the plan needs ``old_dst`` gone first (as a folder, or from a
     #: folder it takes the name of): the executor moves it aside before any other move
     park: bool = False
+    #: the inode generation of the row moved (:attr:`IndexEntry.gen`), which stays the file's
+    gen: int = 0
     #: as :attr:`Put.aside` and :attr:`Put.ask`: someone else's file at ``dst``
     aside: str | None = None
     ask: bool = False
@@ -456,6 +458,7 @@ def plan(
     rows_checked: bool = False,
     unsendable: int = 0,
     left_out: Mapping[str, tuple[LocalEntry, str]] | None = None,
+    generation: Callable[[str], int] | None = None,
 ) -> Plan:
     """Decide what to do for the source paths in ``scope`` (all known paths when None).
 
@@ -485,6 +488,12 @@ def plan(
     UTF-8), path -> (entry, why). A file gone from its path that is one of those, or one
     this plan refuses, by inode, size and time, was renamed to a path that is not
     mirrored: it is still in the source, so its copy is not removed (:attr:`Plan.renamed`).
+
+    ``generation``: the inode generation of a source file (0 where not known), asked of
+    the few files that are, by inode, size and time, a file gone from its path renamed:
+    one whose generation is not its row's is a new file given the inode the gone one
+    freed (ext4 does that at once), with the same size and time (``touch -d``, ``cp -p``,
+    an unzip). Taken for a rename, it got the other file's copy under its name.
     """
     if scope is None:
         candidates: Iterable[str] = local
@@ -495,7 +504,7 @@ def plan(
         gone = sorted(src for src in wanted if src not in local and src in index)
     if source_empty is None:
         source_empty = scope is None and not local
-    planner = _Planner(local, index, settings, remote, rows_checked)
+    planner = _Planner(local, index, settings, remote, rows_checked, generation)
     desired = planner.place(candidates, _by_identity(gone, index))
     # before their paths count as vacated: a file renamed to a name refused by the rules
     gone = planner.keep_renamed(gone, left_out or {})
@@ -555,9 +564,13 @@ class _Planner:
         settings: PlanSettings,
         remote: Mapping[str, RemoteEntry] | None,
         rows_checked: bool = False,
+        generation: Callable[[str], int] | None = None,
     ) -> None:
         self.local = local
         self.rows_checked = rows_checked
+        self._generation = generation
+        #: the generations asked of ``generation``, by source path
+        self._generations: dict[str, int] = {}
         #: source path -> why its row is forgotten: today's rules refuse the path it holds
         self.unfit: dict[str, str] = {}
         self.index = index
@@ -600,7 +613,7 @@ class _Planner:
         for src in paths:
             entry = self.local[src]
             known = self.index.get(src)
-            dated = known or (gone.get((entry.ino, entry.size, entry.mtime_ns)) if gone and entry.ino else None)
+            dated = known or (self.renamed_from(src, entry, gone) if gone else None)
             date = dated.date if dated else self._first_date(src, entry)
             try:
                 dst = self.settings.layout.target_path(src, date)
@@ -626,6 +639,19 @@ class _Planner:
             desired[src] = (dst, date)
         # sorting the keys alone: a list of (key, value) pairs costs a million tuples more
         return {src: desired[src] for src in sorted(desired)}
+
+    def renamed_from(
+        self, src: str, entry: LocalEntry, gone: Mapping[tuple[int, int, int], IndexEntry]
+    ) -> IndexEntry | None:
+        """The row of ``gone`` (:func:`_by_identity`) whose file the new path ``src`` is:
+        same inode, size and time, and the same inode generation where both are known."""
+        row = gone.get((entry.ino, entry.size, entry.mtime_ns)) if entry.ino else None
+        if row is None or not row.gen or self._generation is None:
+            return row
+        gen = self._generations.get(src)
+        if gen is None:
+            gen = self._generations[src] = self._generation(src)
+        return row if gen in (0, row.gen) else None
 
     def _first_date(self, src: str, entry: LocalEntry) -> dt.date:
         if self._first_dates is None:
@@ -707,7 +733,7 @@ class _Planner:
     ) -> tuple[list[Move], list[Put | Adopt]]:
         """Give each target path to one source file (others are refused), and decide."""
         key, index = self.key, self.index
-        matched = _match_renames(gone, desired, self.local, index)
+        matched = self._match_renames(gone, desired)
         for src, old in matched.items():
             if key(desired[src][0]) == key(old.dst):
                 # renamed, its copy staying where it is (flat: a/x.pdf -> c/x.pdf): the path
@@ -772,6 +798,22 @@ class _Planner:
         # a file refused its new path keeps its old copy, and with it the copy's folders
         self.vacated -= {key(index[r.src].dst) for r in self.refusals if r.src in index}
         return moves, transfers
+
+    def _match_renames(self, gone: list[str], desired: Mapping[str, tuple[str, dt.date]]) -> dict[str, IndexEntry]:
+        """New paths that are a gone path renamed (:meth:`renamed_from`), each taking one."""
+        by_identity = _by_identity(gone, self.index)
+        if not by_identity:
+            return {}
+        result: dict[str, IndexEntry] = {}
+        for src in desired:
+            if src in self.index:
+                continue
+            e = self.local[src]
+            match = self.renamed_from(src, e, by_identity)
+            if match is not None:
+                del by_identity[(e.ino, e.size, e.mtime_ns)]
+                result[src] = match
+        return result
 
     def _send_again(
         self,
@@ -1309,10 +1351,10 @@ def _move_or_put(
     if refused_name(move.old_dst, caps) is not None:
         return Put(move.src, move.dst, move.entry, move.date, f"{move.reason}, from a path the target refuses now")
     if remote is None:
-        return move._replace(remote_hash=known.remote_hash)
+        return move._replace(remote_hash=known.remote_hash, gen=known.gen)
     there = remote.get(key(move.old_dst))
     if there is not None and _same(move.entry, there, caps, known.remote_hash):
-        return move._replace(remote_hash=known.remote_hash)
+        return move._replace(remote_hash=known.remote_hash, gen=known.gen)
     landed = remote.get(key(move.dst))
     if landed is not None and _same(move.entry, landed, caps, known.remote_hash):
         return Adopt(move.src, move.dst, move.entry, move.date, "already at its new path", landed.hash)
@@ -1440,27 +1482,6 @@ def _by_identity(gone: Iterable[str], index: Mapping[str, IndexEntry]) -> dict[t
     """The rows of the ``gone`` paths by (inode, size, mtime), by which a file renamed
     is known at its new path; rows without an inode are left out."""
     return {(row.ino, row.size, row.mtime_ns): row for row in map(index.__getitem__, gone) if row.ino}
-
-
-def _match_renames(
-    gone: list[str],
-    desired: Mapping[str, tuple[str, dt.date]],
-    local: Mapping[str, LocalEntry],
-    index: Mapping[str, IndexEntry],
-) -> dict[str, IndexEntry]:
-    """New paths that are a gone path renamed: same inode, size and mtime."""
-    by_identity = _by_identity(gone, index)
-    if not by_identity:
-        return {}
-    result: dict[str, IndexEntry] = {}
-    for src in desired:
-        if src in index:
-            continue
-        e = local[src]
-        match = by_identity.pop((e.ino, e.size, e.mtime_ns), None) if e.ino else None
-        if match is not None:
-            result[src] = match
-    return result
 
 
 def pending_count(changes: Mapping[str, LocalEntry | None], rows: Mapping[str, IndexEntry]) -> int:

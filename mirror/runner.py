@@ -44,6 +44,7 @@ from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
 from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, stat_paths
+from mirror.source_files import generation_of
 from mirror.status import note_attempt
 
 log = logging.getLogger("mirror")
@@ -813,6 +814,7 @@ class TargetRunner:
             rows_checked=self.names_checked,
             unsendable=self.unsendable,
             left_out=self.not_sent,
+            generation=functools.partial(generation_of, str(self.config.source)),
         )
         self._rows_all_checked(actions, every_row=full and not skip)
         if kind == "update" and given_scope is not None and (clash := self._clashing(actions)):

@@ -10,8 +10,10 @@ by name, are handed ``/proc/self/fd/N``: a name for exactly the file that was op
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
+import struct
 from types import TracebackType
 
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -21,6 +23,11 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 FD_DIR = "/proc/self/fd"
 #: what a symlink on the way looks like: ELOOP, or ENOTDIR for a folder opened as such
 _LINK_ON_THE_WAY = (errno.ELOOP, errno.ENOTDIR)
+#: Linux's FS_IOC_GETVERSION: the generation of a file's inode. ext4, XFS and btrfs give
+#: a new one to an inode number a deleted file freed, when a new file takes it
+_GET_VERSION = 0x80087601
+#: devices whose filesystem keeps no generation (tmpfs): not asked again
+_NO_GENERATION: set[int] = set()
 
 
 class SourceFiles:
@@ -35,6 +42,8 @@ class SourceFiles:
         self._folders: dict[str, int] = {}
         self._files: list[int] = []
         self._by_fd = os.path.isdir(FD_DIR)
+        #: the inode generation (:func:`generation`) of each file opened, by path
+        self.generations: dict[str, int] = {}
 
     def __enter__(self) -> SourceFiles:
         return self
@@ -68,10 +77,11 @@ class SourceFiles:
         except OSError as exc:
             raise _gone_if_linked(exc, rel) from None
         self._files.append(fd)
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise FileNotFoundError(errno.ENOENT, "not a regular file any more", rel)
-        return f"{FD_DIR}/{fd}", fd, stat.S_IMODE(mode) & 0o777
+        self.generations[rel] = generation(fd, st.st_dev)
+        return f"{FD_DIR}/{fd}", fd, stat.S_IMODE(st.st_mode) & 0o777
 
     def _folder(self, rel: str) -> int:
         fd = self._folders.get(rel)
@@ -87,6 +97,29 @@ class SourceFiles:
                 raise _gone_if_linked(exc, rel) from None
         self._folders[rel] = fd
         return fd
+
+
+def generation(fd: int, device: int) -> int:
+    """The generation of the inode of ``fd`` (a file on ``device``); 0 where its
+    filesystem keeps none."""
+    if device in _NO_GENERATION:
+        return 0
+    try:
+        return int(struct.unpack("I", fcntl.ioctl(fd, _GET_VERSION, bytes(4)))[0])
+    except OSError as exc:
+        if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            _NO_GENERATION.add(device)
+        return 0
+
+
+def generation_of(root: str, rel: str) -> int:
+    """:func:`generation` of the source file ``rel``; 0 where it cannot be opened."""
+    with SourceFiles(root) as files:
+        try:
+            files.opened(rel)
+        except OSError:
+            return 0
+        return files.generations.get(rel, 0)
 
 
 def _gone_if_linked(exc: OSError, rel: str) -> OSError:

@@ -320,6 +320,41 @@ def test_two_files_of_one_size_and_time_swapped_by_renames_swap_on_the_target(tm
     assert "0 sent" in again.stdout, again.stdout
 
 
+def test_a_new_file_given_a_deleted_file_s_inode_size_and_time_is_sent_not_taken_for_a_rename(
+    tmp_path: Path, state: Path
+) -> None:
+    """ext4 hands the inode a deleted file freed to the next file made: with the same
+    size and time (``touch -d``, ``cp -p``, an unzip) it looked like the old file renamed,
+    and the target got the old invoice under the new name, for good."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    old = src / "RE-1001.pdf"
+    old.write_bytes(b"invoice 1001")
+    os.utime(old, ns=(1_709_294_400 * 10**9,) * 2)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    # a real rename stays a move, and the file's row keeps telling its inode's generation
+    old = old.rename(src / "RE-1001 paid.pdf")
+    renamed = run("run", str(src), str(target), "--once", state=state)
+    assert "1 moved" in renamed.stdout, renamed.stdout + renamed.stderr
+    inode = old.stat().st_ino
+    old.unlink()
+    # files are made until one gets the freed inode (the run freed others, which may come first)
+    spares = [src / f"spare-{n}" for n in range(200)]
+    for spare in spares:
+        spare.write_bytes(b"invoice 1002")
+        if spare.stat().st_ino == inode:
+            break
+    else:
+        pytest.skip("this filesystem did not hand the freed inode to a new file")
+    new = spare.rename(src / "RE-1002.pdf")
+    for spare in spares:
+        spare.unlink(missing_ok=True)
+    os.utime(new, ns=(1_709_294_400 * 10**9,) * 2)
+    result = run("run", str(src), str(target), "--once", state=state)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert files(target) == {"RE-1002.pdf": b"invoice 1002"}
+
+
 def test_a_run_cut_short_after_a_folder_became_a_file_leaves_nothing_failing(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     (src / "scans").mkdir(parents=True)
@@ -1293,7 +1328,7 @@ def test_a_name_an_older_mirror_sent_after_this_one_refused_it_is_refused_again(
     with sqlite3.connect(db) as old:
         day = old.execute("SELECT date FROM files").fetchone()[0]
         old.execute(
-            "INSERT INTO files VALUES ('offer;v1.pdf', 'offer;v1.pdf', ?, ?, ?, ?, NULL)",
+            "INSERT INTO files VALUES ('offer;v1.pdf', 'offer;v1.pdf', ?, ?, ?, ?, NULL, 0)",
             (st.st_size, st.st_mtime_ns, st.st_ino, day),
         )
         old.execute("DELETE FROM failures")
@@ -2278,8 +2313,10 @@ def test_a_file_kept_by_delete_keep_and_turned_into_a_folder_does_not_block_the_
 
 def left_by_an_older_mirror(db: Path, meta: dict[str, str], keep_files: bool = True) -> None:
     """``db`` made an index as a mirror from before the incomplete mark (5da931e) left it:
-    its meta just ``meta``, its format unmarked."""
+    its meta just ``meta``, its format unmarked, its files without the inode generation."""
     with sqlite3.connect(db) as index:
+        if "gen" in {column[1] for column in index.execute("PRAGMA table_info(files)")}:
+            index.execute("ALTER TABLE files DROP COLUMN gen")
         index.execute("DELETE FROM meta")
         index.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         if not keep_files:

@@ -142,6 +142,8 @@ def test_an_index_with_two_rows_for_one_target_path_keeps_the_file_that_is_there
     st = new.stat()
     os.utime(target / "x.pdf", ns=(st.st_atime_ns, st.st_mtime_ns))
     with sqlite3.connect(db) as old:
+        old.execute("ALTER TABLE files DROP COLUMN gen")  # format 1's table
+        old.execute("PRAGMA user_version = 1")
         old.execute("DROP INDEX IF EXISTS files_dst_one")
         old.execute("CREATE INDEX IF NOT EXISTS files_dst ON files(dst)")
         day = old.execute("SELECT date FROM files").fetchone()[0]
@@ -159,10 +161,12 @@ def test_an_index_with_two_rows_for_one_target_path_keeps_the_file_that_is_there
     check.close()
 
 
-def test_rows_that_still_read_outlive_a_damaged_page(tmp_path: Path) -> None:
+@pytest.mark.parametrize("older", [False, True], ids=["", "written-by-an-older-mirror"])
+def test_rows_that_still_read_outlive_a_damaged_page(tmp_path: Path, older: bool) -> None:
     """Rebuilt from a listing alone, the index forgot which files were mirror's: a file
     removed from the source stayed on the target for good, and a by-year copy of a file
-    edited since got a second one under this year (the listing's copy differs)."""
+    edited since got a second one under this year (the listing's copy differs). So too
+    from an older mirror's index, whose files table lacks columns added since."""
     source, target, state = tmp_path / "export", tmp_path / "backup", tmp_path / "state"
     source.mkdir()
     for i in range(40):
@@ -174,6 +178,11 @@ def test_rows_that_still_read_outlive_a_damaged_page(tmp_path: Path) -> None:
     assert run(*by_year, state=state).returncode == 0
     (source / "invoice 02.pdf").unlink()
     (db,) = (state / "targets").glob("*.sqlite")
+    if older:
+        with sqlite3.connect(db) as old:
+            old.execute("ALTER TABLE files DROP COLUMN gen")
+            old.execute("PRAGMA user_version = 1")
+        old.close()
     with db.open("r+b") as f:  # one page of the files table, not the schema
         f.seek(3 * 4096)
         f.write(os.urandom(4096))
@@ -210,7 +219,8 @@ def test_a_dry_run_on_an_older_mirror_s_index_plans_and_leaves_it_as_it_was(tmp_
     (src / "b.pdf").write_bytes(b"b")
     assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
     (db,) = (state / "targets").glob("*.sqlite")
-    with sqlite3.connect(db) as old:  # as mirror wrote it before these tables and the format number
+    with sqlite3.connect(db) as old:  # as mirror wrote it before these tables, columns and the format number
+        old.execute("ALTER TABLE files DROP COLUMN gen")
         old.execute("DROP TABLE leftovers")
         old.execute("DROP TABLE sending")
         old.execute("PRAGMA user_version = 0")
@@ -246,7 +256,7 @@ def test_readers_refuse_an_index_a_newer_mirror_wrote(tmp_path: Path) -> None:
     newer.close()
     written = db.read_bytes()
     (src / "b.pdf").unlink()
-    said = "was written by a newer mirror (index format 99; this one reads 1); run the newer mirror"
+    said = "was written by a newer mirror (index format 99; this one reads 2); run the newer mirror"
     for command in (("run", "-c", str(cfg), "--dry-run"), ("verify", "-c", str(cfg))):
         refused = run(*command, state=state)
         assert refused.returncode == 2 and said in refused.stderr, refused.stdout + refused.stderr

@@ -54,6 +54,7 @@ from mirror.plan import (
 )
 from mirror.policy import DeletePolicy
 from mirror.scan import Entries, LocalEntry, scan
+from mirror.source_files import generation_of
 
 NAME_CHARS = st.sampled_from([*list("abcXYZ019 _-.#%[]*?é中"), "́"])
 names = st.text(NAME_CHARS, min_size=1, max_size=8).filter(lambda n: n not in (".", "..") and n.strip("."))
@@ -124,6 +125,10 @@ class Rig:
 
     def local(self) -> dict[str, LocalEntry]:
         return scan(self.source, Filter()).entries
+
+    def generation(self, rel: str) -> int:
+        """A source file's inode generation, as the runner asks it of a plan."""
+        return generation_of(str(self.source), rel)
 
     def settings(self, layout: str, delete: DeletePolicy = DeletePolicy.MIRROR, max_delete: int | None = None):
         return PlanSettings(Layout.parse(layout), delete, self.driver.caps, max_delete, dt.date(2026, 1, 2))
@@ -232,7 +237,8 @@ def test_someone_else_s_files_on_the_target_are_never_lost(
 
 
 edits = st.lists(
-    st.tuples(st.sampled_from(["delete", "edit", "rename", "add"]), st.integers(0, 50), paths), max_size=6
+    st.tuples(st.sampled_from(["delete", "edit", "rename", "add", "replace"]), st.integers(0, 50), paths),
+    max_size=6,
 )
 
 
@@ -339,7 +345,16 @@ def test_after_edits_the_target_follows_the_source(
             elif kind == "edit":
                 current[rel] = current[rel] + b"+edit"
                 rig.write({rel: current[rel]})
-            elif free(new):
+            elif kind == "replace" and free(new):
+                # another file made in a deleted one's place: ext4 hands it the inode
+                # freed, and it gets the same size and time (cp -p, an unzip)
+                was = (rig.source / rel).stat()
+                current[new] = bytes(b ^ 1 for b in current.pop(rel))
+                os.unlink(rig.source / rel)
+                rig.write({new: current[new]})
+                os.utime(rig.source / new, ns=(was.st_mtime_ns, was.st_mtime_ns))
+                touched.add(new)
+            elif kind == "rename" and free(new):
                 (rig.source / new).parent.mkdir(parents=True, exist_ok=True)
                 os.rename(rig.source / rel, rig.source / new)
                 current[new] = current.pop(rel)
@@ -354,18 +369,26 @@ def test_after_edits_the_target_follows_the_source(
             # as the engine does: the changed paths plus the items that failed before
             touched |= {f.src for f in rig.index.failures()}
             mine = {p: e for p, e in local.items() if p in touched}
-            step = plan(mine, rig.index.entries(), settings_, scope=touched, hold_gone=hold)
+            step = plan(
+                mine, rig.index.entries(), settings_, scope=touched, hold_gone=hold, generation=rig.generation
+            )
             asked = known_files(rig, touched, touched, rig.index.count())
-            assert same_plan(plan(mine, asked, settings_, scope=touched, hold_gone=hold), step)
+            assert same_plan(
+                plan(mine, asked, settings_, scope=touched, hold_gone=hold, generation=rig.generation), step
+            )
         else:
-            step = plan(local, rig.index.entries(), settings_)
+            step = plan(local, rig.index.entries(), settings_, generation=rig.generation)
             assert same_plan(narrowed_plan(rig, local, settings_), step)
         stats = rig.executor.run(step)
         if step.held:
             # as the engine does once the source stops losing files: the held paths again
             released = set(step.held)
             later = plan(
-                {p: e for p, e in local.items() if p in released}, rig.index.entries(), settings_, scope=released
+                {p: e for p, e in local.items() if p in released},
+                rig.index.entries(),
+                settings_,
+                scope=released,
+                generation=rig.generation,
             )
             stats.failed += rig.executor.run(later).failed
             step = dataclasses.replace(
@@ -399,7 +422,8 @@ def test_after_edits_the_target_follows_the_source(
 def narrowed_plan(rig: Rig, local: dict[str, LocalEntry], settings_: PlanSettings) -> Plan:
     """The plan as the engine makes it for a full pass: unchanged rows only counted."""
     kept, scope, total = narrow(Entries(local.items()), rig.index.stamps(), settings_.layout)
-    return plan(local, known_files(rig, kept, scope, total), settings_, scope=scope, source_empty=not local)
+    known = known_files(rig, kept, scope, total)
+    return plan(local, known, settings_, scope=scope, source_empty=not local, generation=rig.generation)
 
 
 def known_files(rig: Rig, kept: Collection[str], scope: Collection[str], total: int) -> KnownFiles:
@@ -994,6 +1018,41 @@ def test_a_rename_becomes_a_move_when_the_target_can_move() -> None:
         ),
     )
     assert result.transfers == () and result.removals == ()
+
+
+@pytest.mark.parametrize(
+    ("recorded", "now", "moved"),
+    [(5, 5, True), (5, 6, False), (0, 6, True), (5, 0, True)],
+    ids=["same-generation", "inode-reused", "row-without-generation", "file-without-generation"],
+)
+def test_a_new_file_with_a_gone_file_s_inode_is_a_rename_only_of_the_same_generation(
+    recorded: int, now: int, moved: bool
+) -> None:
+    """A new file given the inode a deleted one freed, with its size and time, was taken
+    for it renamed: its copy moved to the new name, the new file never sent. Where either
+    generation is not known (an older mirror's row, tmpfs), inode, size and time decide."""
+    caps = Capabilities(server_side_move=True)
+    index = {"RE-1001.pdf": known("RE-1001.pdf", "2023/RE-1001.pdf", ino=7)._replace(gen=recorded)}
+    local = {"RE-1002.pdf": entry("RE-1002.pdf", ino=7)}
+    asked: list[str] = []
+
+    def generation(src: str) -> int:
+        asked.append(src)
+        return now
+
+    by_year = PlanSettings(Layout.parse("by-year"), DeletePolicy.MIRROR, caps, today=dt.date(2026, 12, 2))
+    result = plan(local, index, by_year, generation=generation)
+    assert asked == ([] if not recorded else ["RE-1002.pdf"])  # asked once, and only where it tells
+    if moved:
+        assert [(m.old_dst, m.dst, m.gen) for m in result.moves] == [
+            ("2023/RE-1001.pdf", "2023/RE-1002.pdf", recorded)
+        ]
+        assert result.transfers == () and result.removals == ()
+    else:
+        assert result.moves == ()
+        # dated as a new file: by its own time, not by the gone file's row
+        assert [(t.dst, t.reason) for t in result.transfers] == [("2023/RE-1002.pdf", "new")]
+        assert [r.dst for r in result.removals] == ["2023/RE-1001.pdf"]
 
 
 def test_a_file_renamed_to_a_name_that_is_not_mirrored_keeps_its_copy_until_it_can_be() -> None:
