@@ -1405,11 +1405,17 @@ class TargetRunner:
         self._record_run(report)
         # a large file still on its way in the bulk lane: in progress, not in sync
         sending = self.lane.files() if self.lane is not None else 0
-        values: dict[str, str | float | int | None] = {"heartbeat": now, "state": "syncing" if sending else "idle"}
+        # deletions waiting until the source stops losing files (mirror.held): the
+        # target still holds those copies
+        held = len(self.held.paths)
+        values: dict[str, str | float | int | None] = {
+            "heartbeat": now,
+            "state": "syncing" if sending or held else "idle",
+        }
         if self._vouch:
             values["names_checked"], self._vouch = self._names_checked_mark(), False
         if not report.down:
-            values["pending"] = sending  # a target down keeps the count of what is still to send
+            values["pending"] = sending + held  # a target down keeps the count of what is still to send
         if report.down:
             values["target_seen"] = None  # it may come back empty: the next run asks
         elif not report.error and (listing or report.uploaded or report.moved or report.deleted):
@@ -1437,6 +1443,7 @@ class TargetRunner:
             and not self.index.failures()
             and not remade
             and not sending
+            and not held
             and not first_waits
             and away is None
         ):
@@ -1511,7 +1518,7 @@ class TargetRunner:
         patterns take count: a notes file settling left a PDF-only target 'incomplete'."""
         mine = sum(1 for rel in unsettled if self.filter.wants_file(rel))
         with self._cv:
-            left = mine + len(self._work.changes)
+            left = mine + len(self._work.changes) + len(self.held.paths)
         if self.lane is not None:
             left += self.lane.files() + self.lane.waiting()
         if left and self.index is not None and not self.dry_run:

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1039,3 +1040,38 @@ def test_sighup_from_a_closed_terminal_stops_mirror(tmp_path: Path) -> None:
     assert code == 0, text
     assert "starting again" not in text, text
     assert "stopped" in text, text
+
+
+def test_deletions_waiting_for_the_source_to_stop_losing_files_are_pending_not_in_sync(tmp_path: Path) -> None:
+    """An export folder emptied a file at a time: the deletions wait until no more files
+    go (mirror.held), the copies still on the target. Status said 'pending 0', and each
+    batch recorded a new 'last complete sync'; a stop then left it in sync."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
+    src.mkdir()
+    for n in range(8):
+        (src / f"{n}.pdf").write_bytes(b"invoice %d" % n)
+    proc = start("run", str(src), str(dst), state=state, log=log)
+    try:
+        wait_for(lambda: same(src, dst), what="the first copy", log=log)
+
+        def status() -> dict[str, Any]:
+            return dict(json.loads(run("status", "--json", state=state).stdout)[0])
+
+        wait_for(lambda: status()["state"] == "idle", what="idle")
+        synced = status()["last_complete_sync"]
+        seen: list[tuple[int, str, float]] = []
+        for n in range(6):  # one a second: under the 2 s that let the held deletions go
+            (src / f"{n}.pdf").unlink()
+            time.sleep(1)
+            shown = status()
+            seen.append((shown["pending"], shown["state"], shown["last_complete_sync"]))
+        assert all(last == synced for _, _, last in seen), seen
+        assert any(pending > 0 and state_ == "syncing" for pending, state_, _ in seen[2:]), seen
+        assert "0.pdf" in files(dst)  # still held: not deleted piece by piece
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    told = log.read_text()
+    assert "stopped with 6 change(s) not yet sent" in told, told
+    shown = json.loads(run("status", "--json", state=state).stdout)[0]
+    assert shown["incomplete"] is True and shown["last_complete_sync"] == synced, shown
