@@ -328,31 +328,36 @@ def test_a_new_file_given_a_deleted_file_s_inode_size_and_time_is_sent_not_taken
     and the target got the old invoice under the new name, for good."""
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
-    old = src / "RE-1001.pdf"
-    old.write_bytes(b"invoice 1001")
-    os.utime(old, ns=(1_709_294_400 * 10**9,) * 2)
+    march = (1_709_294_400 * 10**9,) * 2
+    for n in range(1001, 1021):
+        (src / f"RE-{n}.pdf").write_bytes(b"invoice %d" % n)
+        os.utime(src / f"RE-{n}.pdf", ns=march)
     assert run("run", str(src), str(target), "--once", state=state).returncode == 0
     # a real rename stays a move, and the file's row keeps telling its inode's generation
-    old = old.rename(src / "RE-1001 paid.pdf")
+    (src / "RE-1001.pdf").rename(src / "RE-1001 paid.pdf")
     renamed = run("run", str(src), str(target), "--once", state=state)
     assert "1 moved" in renamed.stdout, renamed.stdout + renamed.stderr
-    inode = old.stat().st_ino
-    old.unlink()
-    # files are made until one gets the freed inode (the run freed others, which may come first)
-    spares = [src / f"spare-{n}" for n in range(200)]
-    for spare in spares:
-        spare.write_bytes(b"invoice 1002")
-        if spare.stat().st_ino == inode:
-            break
-    else:
-        pytest.skip("this filesystem did not hand the freed inode to a new file")
-    new = spare.rename(src / "RE-1002.pdf")
+    freed = set()
+    for old in src.iterdir():
+        freed.add(old.stat().st_ino)
+        old.unlink()
+    # files are made until some get the freed inodes: other processes (and this one's
+    # runs) free and take inodes too
+    spares = [src / f"spare-{n}" for n in range(400)]
+    reused = 0
+    for n, spare in enumerate(spares):
+        spare.write_bytes(b"invoice %d" % (2001 + n % 20))
+        if spare.stat().st_ino in freed:
+            os.utime(spare.rename(src / f"RE-{2001 + reused}.pdf"), ns=march)
+            reused += 1
     for spare in spares:
         spare.unlink(missing_ok=True)
-    os.utime(new, ns=(1_709_294_400 * 10**9,) * 2)
-    result = run("run", str(src), str(target), "--once", state=state)
+    if not reused:
+        pytest.skip("this filesystem did not hand the freed inodes to new files")
+    # every file replaced: the delete guard would hold back every deletion
+    result = run("run", str(src), str(target), "--once", "--max-delete", "20", state=state)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert files(target) == {"RE-1002.pdf": b"invoice 1002"}
+    assert files(target) == files(src) and len(files(target)) == reused
 
 
 def test_a_run_cut_short_after_a_folder_became_a_file_leaves_nothing_failing(tmp_path: Path, state: Path) -> None:
