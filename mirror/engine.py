@@ -495,6 +495,7 @@ class Mirror:
                 watcher.expect(young)
                 watcher.inner_mounts = dict(self.inner_mounts)
                 watcher.unreadable = set(fresh.unreadable)
+                watcher.linked = set(fresh.linked)
                 for runner in self.runners:
                     runner.submit(full=True, listing=due, skip=young | fresh.unreadable)
             elif batch.changes:

@@ -169,6 +169,8 @@ class Snapshot:
     #: folders and files that are there but could not be read ("" for the root): what
     #: the targets hold of them is neither gone nor changed, and stays
     unreadable: set[str] = field(default_factory=set)
+    #: the files with more than one name (hard links), which watch mode polls
+    linked: set[str] = field(default_factory=set)
 
     def hold(self, rel: str, reason: str) -> None:
         """``rel`` is there but cannot be read (``""``: the root): skipped, and held back."""
@@ -233,7 +235,7 @@ def scan(root: Path, filt: Filter, start: str = "") -> Snapshot:
 
 def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[str]:
     """Record the files of one open folder in ``snap``; return its subfolders to walk."""
-    records, skipped, pack = snap.entries._records, snap.skipped, _RECORD.pack
+    records, skipped, linked, pack = snap.entries._records, snap.skipped, snap.linked, _RECORD.pack
     narrows = filt.narrows
     prefix = f"{rel_dir}/" if rel_dir else ""
     valid_dir = _valid_name(rel_dir)
@@ -265,6 +267,8 @@ def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[st
                     records[rel] = pack(st.st_size, st.st_mtime_ns, st.st_ino)
                 except struct.error:  # kept off the path every file takes
                     records[rel] = pack(st.st_size, mtime_ns(st), st.st_ino)
+                if st.st_nlink > 1:
+                    linked.add(rel)
             else:
                 skipped.append(Skip(rel, kind_of(mode)))
     return folders

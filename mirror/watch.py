@@ -26,7 +26,7 @@ from watchfiles._rust_notify import WatchfilesRustInternalError
 from mirror.filters import Filter
 from mirror.mounts import Identity, folder_identity
 from mirror.paths import ancestors
-from mirror.scan import LocalEntry, kind_of, racy, scan, stat_paths
+from mirror.scan import LocalEntry, kind_of, mtime_ns, racy, scan, stat_paths
 
 log = logging.getLogger("mirror")
 
@@ -43,6 +43,11 @@ FEW_FOLDERS = 16
 NAME_RETRY = 60.0
 #: a file still changing after this many seconds is named in a warning, once
 RESTLESS_AFTER = 60.0
+#: files with more than one name (hard links) are stat'ed this often, at most: inotify
+#: tells a change by the name it was written through only, and none at all for a name
+#: outside the source. Where there are many, at most LINK_STATS_PER_S a second
+LINK_POLL = 1.0
+LINK_STATS_PER_S = 5_000
 #: in poll mode, a whole scan this often: watchfiles' poller compares modification times
 #: in whole seconds, and missed a file rewritten, or two swapped by renames, within one
 POLL_SWEEP = 10.0
@@ -133,9 +138,13 @@ class SourceWatcher:
         #: batch's scans found (see :meth:`_expand_gone`)
         self._look_below: set[str] = set()
         self._found: set[str] = set()
-        #: inodes of this event batch's changed files that have more than one name:
-        #: inotify tells a change by the name it was written through only
-        self._linked: set[int] = set()
+        #: inodes of this event batch's files that have more than one name, with their
+        #: size and time now: inotify tells a change by the name it was written through only
+        self._linked: dict[int, tuple[int, int]] = {}
+        #: the source's files with more than one name, as the engine's last full scan and
+        #: the events since found them, polled (LINK_POLL); and when they last were
+        self.linked: set[str] = set()
+        self._links_polled = 0.0
         #: shares and disks mounted inside the source (or expected there), each with the
         #: filesystem the engine's last full scan saw there: inotify says nothing when one
         #: is mounted or unmounted, and the watches below it die with it
@@ -300,6 +309,7 @@ class SourceWatcher:
                 self._note(self._real(path), deleted=change == watchfiles.Change.deleted)
             self._expand_gone()
             self._expand_links()
+            self._poll_links()
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
             if self._unreadable_now is not None:
@@ -528,6 +538,10 @@ class SourceWatcher:
                 self._new_folders.update(os.path.dirname(sub) for sub in snap.entries)
             for sub in snap.entries:
                 self._pending.setdefault(sub, (None, now))
+            for sub in snap.linked:
+                entry = snap.entries[sub]
+                self._linked[entry.ino] = (entry.size, entry.mtime_ns)
+            self.linked.update(snap.linked)
             self._found.update(snap.entries)
             self._look_below.add(rel)
             if rel in self.known:
@@ -535,16 +549,9 @@ class SourceWatcher:
                 self._pending.setdefault(rel, (None, now))
             return
         self._pending.setdefault(rel, (None, now))
-        old = self.known.get(rel)
-        if (
-            st is not None
-            and st.st_nlink > 1
-            and old is not None
-            and (old.size, old.mtime_ns) != (st.st_size, st.st_mtime_ns)
-        ):
-            # only a change of content: making a link (cp -al of a tree) changes none,
-            # and would put every other name of each file in waiting
-            self._linked.add(st.st_ino)
+        if st is not None and st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            self._linked[st.st_ino] = (st.st_size, mtime_ns(st))
+            self.linked.add(rel)
         if (st is None or deleted) and rel not in self.known:
             # a folder that vanished, or was renamed away with a file made in its place
             # within one debounce. A known file has nothing below it: with thousands
@@ -570,14 +577,35 @@ class SourceWatcher:
             self._pending.setdefault(rel, (None, now))
 
     def _expand_links(self) -> None:
-        """The other names of this event batch's files with hard links are pending too:
-        a file rewritten through one name left the copy of the other old."""
-        linked, self._linked = self._linked, set()
+        """The other names of this event batch's files with hard links are polled from
+        now on, and pending where their content changed: a file rewritten through one
+        name (or through a link made to it and written at once) left the copy of the
+        other old. Only a change of content: making a link (cp -al of a tree) changes
+        none, and would put every other name of each file in waiting."""
+        linked, self._linked = self._linked, {}
         if not linked:
             return
         now = time.monotonic()
-        for rel in [k for k, e in self.known.items() if e.ino in linked]:
-            self._pending.setdefault(rel, (None, now))
+        for rel, entry in self.known.items():
+            stamp = linked.get(entry.ino)
+            if stamp is not None:
+                self.linked.add(rel)
+                if stamp != (entry.size, entry.mtime_ns):
+                    self._pending.setdefault(rel, (None, now))
+
+    def _poll_links(self) -> None:
+        """Pending: the files with more than one name whose size, time or inode is not
+        what was handed on (changed through a name outside the source, which inotify
+        does not watch), or that are gone."""
+        now = time.monotonic()
+        if not self.linked or now - self._links_polled < max(LINK_POLL, len(self.linked) / LINK_STATS_PER_S):
+            return
+        self._links_polled = now
+        for rel, entry in stat_paths(self.root, list(self.linked), self.filt).items():
+            if entry is None:
+                self.linked.discard(rel)
+            if entry != self.known.get(rel):
+                self._pending.setdefault(rel, (None, now))
 
     def _tell_if_restless(self, rel: str, now: float) -> None:
         since = self._changing_since.setdefault(rel, now)

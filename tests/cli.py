@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 MIRROR = [sys.executable, "-m", "mirror"]
@@ -48,6 +50,18 @@ def start(
     return subprocess.Popen(
         [*MIRROR, *args], stdout=out, stderr=subprocess.STDOUT, text=True, env=full_env, stdin=subprocess.DEVNULL
     )
+
+
+@contextlib.contextmanager
+def watching(*args: str, state: Path, log: Path) -> Iterator[subprocess.Popen[str]]:
+    """:func:`start` for the ``with`` block; a SIGTERM then stops it, which must end it
+    cleanly (exit 0)."""
+    proc = start(*args, state=state, log=log)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text(errors="replace")[-4000:]
 
 
 def wait_for(

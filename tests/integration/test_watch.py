@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli import MIRROR, files, run, start, wait_for
+from tests.cli import MIRROR, files, run, start, wait_for, watching
 
 
 @pytest.fixture
@@ -1075,3 +1075,42 @@ def test_deletions_waiting_for_the_source_to_stop_losing_files_are_pending_not_i
     assert "stopped with 6 change(s) not yet sent" in told, told
     shown = json.loads(run("status", "--json", state=state).stdout)[0]
     assert shown["incomplete"] is True and shown["last_complete_sync"] == synced, shown
+
+
+@pytest.mark.parametrize("when", ["before-the-start", "while-watching"])
+def test_a_file_changed_through_a_hard_link_outside_the_source_is_sent(tmp_path: Path, when: str) -> None:
+    """The ERP keeps its file in its own folder and links it into the export (ln): a
+    change written through its own name sends inotify no event in the source, and the
+    copy stayed old, with status in sync, until the hourly rescan."""
+    src, dst, state, erp = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "erp"
+    src.mkdir()
+    erp.mkdir()
+    (src / "old.pdf").write_bytes(b"older invoice")
+    (erp / "current.pdf").write_bytes(b"draft")
+    if when == "before-the-start":
+        os.link(erp / "current.pdf", src / "invoice.pdf")
+    log = tmp_path / "mirror.log"
+    with watching("run", str(src), str(dst), state=state, log=log):
+        wait_for(lambda: same(src, dst), what="the first copy", log=log)
+        if when == "while-watching":
+            os.link(erp / "current.pdf", src / "invoice.pdf")
+            wait_for(lambda: same(src, dst), what="the link's copy", log=log)
+        with open(erp / "current.pdf", "r+b") as out:
+            out.write(b"final, signed")
+        wanted = {"old.pdf": b"older invoice", "invoice.pdf": b"final, signed"}
+        wait_for(lambda: files(dst) == wanted, what="the change", log=log)
+
+
+def test_a_hard_link_made_and_written_through_at_once_updates_the_other_name(tmp_path: Path) -> None:
+    """ln a.pdf b.pdf, then b.pdf rewritten in place straight away: inotify tells of b.pdf
+    only, which is new, and a.pdf's copy stayed old until the hourly rescan."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"draft")
+    with watching("run", str(src), str(dst), state=state, log=log):
+        wait_for(lambda: same(src, dst), what="the first copy", log=log)
+        os.link(src / "a.pdf", src / "b.pdf")
+        with open(src / "b.pdf", "r+b") as out:
+            out.write(b"final, signed")
+        wanted = {"a.pdf": b"final, signed", "b.pdf": b"final, signed"}
+        wait_for(lambda: files(dst) == wanted, what="both names' copies", log=log)
