@@ -9,11 +9,12 @@ by name, are handed ``/proc/self/fd/N``: a name for exactly the file that was op
 
 from __future__ import annotations
 
+import array
 import errno
 import fcntl
 import os
 import stat
-import struct
+import threading
 from types import TracebackType
 
 _FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -28,6 +29,9 @@ _LINK_ON_THE_WAY = (errno.ELOOP, errno.ENOTDIR)
 _GET_VERSION = 0x80087601
 #: devices whose filesystem keeps no generation (tmpfs): not asked again
 _NO_GENERATION: set[int] = set()
+#: each thread's buffer for the ioctl's answer: filled in place, the call costs half of
+#: one that builds its answer anew (a first copy asks it of every file it sends)
+_ANSWER = threading.local()
 
 
 class SourceFiles:
@@ -104,8 +108,12 @@ def generation(fd: int, device: int) -> int:
     filesystem keeps none."""
     if device in _NO_GENERATION:
         return 0
+    answer: array.array[int] | None = getattr(_ANSWER, "buffer", None)
+    if answer is None:
+        answer = _ANSWER.buffer = array.array("I", [0])
     try:
-        return int(struct.unpack("I", fcntl.ioctl(fd, _GET_VERSION, bytes(4)))[0])
+        fcntl.ioctl(fd, _GET_VERSION, answer)
+        return answer[0]
     except OSError as exc:
         if exc.errno in (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
             _NO_GENERATION.add(device)
