@@ -30,7 +30,7 @@ from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, numbered, numbered_top, parent, path_key, temp_name
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, newer_there
 from mirror.scan import LocalEntry, mtime_ns
-from mirror.source_files import SourceFiles
+from mirror.source_files import SourceFiles, generation_of
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -541,6 +541,9 @@ class Executor:
 
     def _transfer(self, action: Put | Adopt) -> None:
         if isinstance(action, Adopt):
+            # the file is not read, but its row must tell its inode's generation as a sent
+            # file's does (a first run onto a copy another tool made adopts every file)
+            self._generations[action.src] = generation_of(self._root, action.src)
             self._record(action.src, action.dst, action.entry, action, action.remote_hash)
             with self._lock:
                 self._stats.adopted += 1

@@ -121,13 +121,17 @@ def generation(fd: int, device: int) -> int:
 
 
 def generation_of(root: str, rel: str) -> int:
-    """:func:`generation` of the source file ``rel``; 0 where it cannot be opened."""
-    with SourceFiles(root) as files:
-        try:
-            files.opened(rel)
-        except OSError:
-            return 0
-        return files.generations.get(rel, 0)
+    """:func:`generation` of the source file ``rel``; 0 where it cannot be opened. Opened
+    by its path, not a name at a time: nothing is read from it, and a link swapped in on
+    the way can only make it tell another file's generation, which no row matches."""
+    try:
+        fd = os.open(os.path.join(root, rel), _FILE)
+    except OSError:
+        return 0
+    try:
+        return generation(fd, os.fstat(fd).st_dev)
+    finally:
+        os.close(fd)
 
 
 def _gone_if_linked(exc: OSError, rel: str) -> OSError:
