@@ -931,8 +931,12 @@ class Executor:
         self, src: str, dst: str, entry: LocalEntry, action: Put | Adopt | Move, remote_hash: str | None
     ) -> IndexEntry:
         """The index row of a file on the target, with the generation of the inode it was
-        read from where this pass read it (a move's is its row's)."""
-        gen = action.gen if isinstance(action, Move) else self._generations.pop(src, 0)
+        read from where this pass read it. A move's is its row's, or, where the row told
+        none (an older mirror's), the file's now: the plan took it for the same file."""
+        if isinstance(action, Move):
+            gen = action.gen or generation_of(self._root, src)
+        else:
+            gen = self._generations.pop(src, 0)
         return IndexEntry(src, dst, entry.size, entry.mtime_ns, entry.ino, action.date, remote_hash, gen)
 
     def _key(self, path: str) -> str:

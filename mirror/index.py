@@ -395,6 +395,15 @@ class Index:
     def forget(self, src: str, keep_failure: bool = False) -> None:
         self.forget_many([src], keep_failure)
 
+    def set_generations(self, generations: Iterable[tuple[str, int]]) -> None:
+        """Record the inode generation (:attr:`IndexEntry.gen`) of rows that had none:
+        (source path, generation) pairs."""
+        with self._using():
+            self._drain()
+            self._db.executemany("UPDATE files SET gen = ? WHERE src = ?", [(g, src) for src, g in generations])
+            self._db.commit()
+            self._dirty = 0
+
     def forget_many(self, srcs: Iterable[str], keep_failure: bool = False) -> None:
         """Drop the rows of files no longer on the target (or no longer mirror's), and
         the failures recorded for them, unless ``keep_failure`` (the file still fails)."""

@@ -60,6 +60,9 @@ GUARD_RECHECK = 10.0
 #: new target paths a pass without a listing may ask the target about, one request each
 #: (:attr:`Put.ask`); more, and one listing answers for all of them
 ASKS_AT_MOST = 100
+#: inode generations recorded per write when an older mirror's index gets them: its rows
+#: are read one page at a time, and a million would not all wait in memory
+GENERATIONS_AT_ONCE = 10_000
 #: seconds before a runner's thread that broke down runs again, doubled while it keeps
 #: breaking, up to the second figure (see TargetRunner._keep_running)
 RESTART_FIRST, RESTART_MOST = 1.0, 60.0
@@ -1049,6 +1052,30 @@ class TargetRunner:
         if paths:
             self.submit(stat_paths(self.config.source, list(paths), self.filter))
 
+    def _fill_generations(self, local: Mapping[str, LocalEntry]) -> None:
+        """Once for an index that an older mirror wrote: the inode generation of each
+        file its rows record, where the file is still the one recorded. Without it, each
+        file mirrored before the upgrade stayed open to a new file taking its inode, size
+        and time being taken for it renamed (mirror.plan: _Planner.renamed_from)."""
+        assert self.index is not None
+        if self.index.get_meta("generations") is not None:
+            return
+        root = str(self.config.source)
+        found: list[tuple[str, int]] = []
+        filled = 0
+        if generation_of(root, ""):  # the source's filesystem keeps generations
+            for row in self.index.rows():
+                entry = local.get(row.src) if not row.gen else None
+                if entry is not None and entry[1:] == (row.size, row.mtime_ns, row.ino):
+                    found.append((row.src, generation_of(root, row.src)))
+                if len(found) >= GENERATIONS_AT_ONCE:
+                    self.index.set_generations(found)
+                    filled, found = filled + len(found), []
+        self.index.set_generations(found)
+        if filled + len(found):
+            self.log.info("recorded the inode generation of %d file(s) an older mirror sent", filled + len(found))
+        self.index.set_meta(generations=1)
+
     def _clear_failures_of_gone(
         self, mine: Mapping[str, LocalEntry], scope: Collection[str] | None, skip: Collection[str]
     ) -> None:
@@ -1345,6 +1372,8 @@ class TargetRunner:
         """
         if self.index is None:
             return {}, scope
+        if scope is None and not self.dry_run:
+            self._fill_generations(local)
         if listing or (scope is None and not self.names_checked):
             # a full pass that checks every row against the target's rules reads them all
             return self.index.entries(), scope
