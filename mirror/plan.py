@@ -770,8 +770,18 @@ class _Planner:
                     )
                 continue
             self.claimed[k] = src
+            theirs = owner.get(k) not in (None, src)
             action = _decide(
-                src, dst, date, self.local[src], index.get(src), renames.get(src), self.remote, key, self.settings
+                src,
+                dst,
+                date,
+                self.local[src],
+                index.get(src),
+                renames.get(src),
+                self.remote,
+                key,
+                self.settings,
+                theirs,
             )
             if (
                 isinstance(action, (Put, Move))
@@ -1291,7 +1301,11 @@ def _decide(
     remote: Mapping[str, RemoteEntry] | None,
     key: Callable[[str], str],
     settings: PlanSettings,
+    theirs: bool = False,
 ) -> Transfer | None:
+    """What to do for one source file; ``theirs``: the index records the copy at ``dst``
+    as another file's (one gone, whose path this file takes): its size and time tell
+    nothing of this file, only its hash does."""
     caps = settings.caps
     there = None if remote is None else remote.get(key(dst))
     if known is not None and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
@@ -1311,6 +1325,7 @@ def _decide(
     if there is not None and there.size == entry.size:
         if (
             caps.mtime_settable
+            and not theirs
             and there.mtime_ns is not None
             and caps.mtime_matches(there.mtime_ns, entry.mtime_ns)
         ):

@@ -373,6 +373,30 @@ def test_a_new_file_given_a_deleted_file_s_inode_size_and_time_is_sent_not_taken
     assert files(target) == files(src) and len(files(target)) == reused
 
 
+def test_a_file_taking_the_path_of_another_of_one_size_and_time_is_sent_not_taken_for_its_copy(
+    tmp_path: Path, state: Path
+) -> None:
+    """Flat layout: folder A renamed to C, then C/f0.pdf and B/f2.pdf swapped by renames,
+    all invoices of one size and time. A pass that lists the target (--rescan, every
+    rescan_interval, a restart after a crash) found f0.pdf there with C/f0.pdf's size and
+    time and took it for its copy: it was A/f0.pdf's, the other invoice."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "A").mkdir(parents=True)
+    (src / "B").mkdir()
+    for rel, text in (("A/f0.pdf", b"invoice 0000"), ("B/f2.pdf", b"invoice 0002")):
+        (src / rel).write_bytes(text)
+        os.utime(src / rel, ns=(1_700_000_000 * 10**9,) * 2)
+    flat = ("run", str(src), str(target), "--layout", "flat", "--once")
+    assert run(*flat, state=state).returncode == 0
+    (src / "A").rename(src / "C")
+    (src / "C" / "f0.pdf").rename(src / "swap")
+    (src / "B" / "f2.pdf").rename(src / "C" / "f0.pdf")
+    (src / "swap").rename(src / "B" / "f2.pdf")
+    listed = run(*flat, "--rescan", state=state)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert files(target) == {"f0.pdf": b"invoice 0002", "f2.pdf": b"invoice 0000"}
+
+
 def test_a_run_cut_short_after_a_folder_became_a_file_leaves_nothing_failing(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     (src / "scans").mkdir(parents=True)

@@ -254,6 +254,7 @@ edits = st.lists(
     batched=False,
     folded=False,
     disk=False,
+    listed=False,
 )
 # a new layout that puts a file below its own old path (2026/0 -> 2026/0/0/0) once failed every pass
 @example(
@@ -266,6 +267,7 @@ edits = st.lists(
     batched=False,
     folded=False,
     disk=True,
+    listed=False,
 )
 # a file renamed to a path another file holds (flat: c/y -> b/x, where a/x holds x) is
 # refused there, and its copy y stays: it is still in the source
@@ -279,6 +281,7 @@ edits = st.lists(
     batched=False,
     folded=False,
     disk=False,
+    listed=False,
 )
 # a new layout where one file's old path is another's new folder once failed a pass
 # (2026/1%0X%X?0 leaves for 2026/a?9%[/X*́/1%0X%X?0 while 2026/1%0X%X?0/?/... arrives)
@@ -292,6 +295,21 @@ edits = st.lists(
     batched=False,
     folded=False,
     disk=True,
+    listed=False,
+)
+# a new file taking a gone file's target path, of its size and time (flat: a/x gone, b/x
+# made with cp -p): a listing pass took the gone file's copy there for the new file's
+@example(
+    tree={"a/x": b"a"},
+    layout="flat",
+    changes=[("replace", 0, "b/x")],
+    incremental=False,
+    hold=False,
+    relayout=False,
+    batched=False,
+    folded=False,
+    disk=True,
+    listed=True,
 )
 @given(
     tree=trees,
@@ -303,6 +321,7 @@ edits = st.lists(
     batched=st.booleans(),
     folded=st.booleans(),
     disk=st.booleans(),
+    listed=st.booleans(),
 )
 def test_after_edits_the_target_follows_the_source(
     tree: dict[str, bytes],
@@ -314,6 +333,7 @@ def test_after_edits_the_target_follows_the_source(
     batched: bool,
     folded: bool,
     disk: bool,
+    listed: bool,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         caps = Capabilities(server_side_move=True, case_sensitive=not folded)
@@ -376,6 +396,9 @@ def test_after_edits_the_target_follows_the_source(
             assert same_plan(
                 plan(mine, asked, settings_, scope=touched, hold_gone=hold, generation=rig.generation), step
             )
+        elif listed:
+            # a pass that lists the target (--rescan, each rescan_interval, after a crash)
+            step = plan(local, rig.index.entries(), settings_, remote=rig.driver.list(), generation=rig.generation)
         else:
             step = plan(local, rig.index.entries(), settings_, generation=rig.generation)
             assert same_plan(narrowed_plan(rig, local, settings_), step)
