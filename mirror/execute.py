@@ -227,8 +227,11 @@ class Executor:
             self._prune_dirs(r.dst for r in plan.early if isinstance(r, (Delete, Trash)))
             # journaled (Index.sending): after an error the entries stay, and the next
             # listing pass looks for the files on the target
-            sending = [(t.src, t.dst, t.date) for t in plan.transfers if isinstance(t, Put)]
-            journal = self.index.sending([*sending, *((m.src, m.dst, m.date) for m in plan.moves)])
+            journaled: list[Put | Move] = [t for t in plan.transfers if isinstance(t, Put)]
+            journaled += plan.moves
+            journal = self.index.sending(
+                IndexEntry(a.src, a.dst, a.entry.size, a.entry.mtime_ns, a.entry.ino, a.date) for a in journaled
+            )
             self._move_all(self._cleared(plan.moves))
             self._send_all(self._cleared(plan.transfers))
             self.index.sent(journal)

@@ -31,8 +31,11 @@ log = logging.getLogger(__name__)
 
 #: the index format this mirror writes (sqlite's user_version): raised when a later
 #: mirror changes what the tables mean, so that an older one refuses its index. 2: files
-#: has a ``gen`` column (an older mirror's rows could no longer be written)
+#: has a ``gen`` column (an older mirror's rows could no longer be written), and the
+#: journal (sending) holds each file's size, time and inode (``fields``: 6, not 3)
 FORMAT = 2
+#: fields per file in a journal entry (Index.sending): src, dst, date, size, mtime, inode
+_JOURNALED = 6
 
 
 class NewerIndex(ConfigError):
@@ -64,7 +67,11 @@ CREATE TABLE IF NOT EXISTS failures (
     first_at REAL NOT NULL,
     last_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sending (id INTEGER PRIMARY KEY, items TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sending (
+    id INTEGER PRIMARY KEY,
+    items TEXT NOT NULL,
+    fields INTEGER NOT NULL DEFAULT 3
+);
 CREATE TABLE IF NOT EXISTS leftovers (dst TEXT PRIMARY KEY, src TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS driver_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -199,6 +206,8 @@ class Index:
         db.executescript(SCHEMA)
         if _select_of(db) == _SELECT_NO_GEN:
             db.execute("ALTER TABLE files ADD COLUMN gen INTEGER NOT NULL DEFAULT 0")
+        if "fields" not in _columns(db, "sending"):
+            db.execute("ALTER TABLE sending ADD COLUMN fields INTEGER NOT NULL DEFAULT 3")
         if written < FORMAT:
             db.execute(f"PRAGMA user_version = {FORMAT}")
         if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -346,16 +355,24 @@ class Index:
     # power cut ends. Unrecorded, it would stay on the target for good once its source
     # goes: mirror only removes files it knows it put there. So the files a pass is about
     # to send are written down (and committed) first, and dropped together with the rows
-    # once the pass has sent them all.
-    def sending(self, items: Iterable[tuple[str, str, dt.date]]) -> list[int]:
-        """Journal (src, dst, date) of files about to be sent; the ids of the entries."""
+    # once the pass has sent them all. Each with the size, time and inode it is sent as:
+    # what a copy found after a crash is told by, and what its row then records.
+    def sending(self, rows: Iterable[IndexEntry]) -> list[int]:
+        """Journal the rows of files about to be sent or moved (src, dst, date, size,
+        mtime, inode); the ids of the entries."""
         tokens = []
         with self._using():
-            pending = iter(items)
+            pending = iter(rows)
             while chunk := list(itertools.islice(pending, _JOURNAL_CHUNK)):
                 # NUL-separated: no path holds one, and it is half the time of JSON
-                fields = (f"{src}\0{'' if dst == src else dst}\0{date.isoformat()}" for src, dst, date in chunk)
-                cursor = self._db.execute("INSERT INTO sending (items) VALUES (?)", ("\0".join(fields),))
+                fields = (
+                    f"{r.src}\0{'' if r.dst == r.src else r.dst}\0{r.date.isoformat()}\0"
+                    f"{r.size}\0{r.mtime_ns}\0{r.ino}"
+                    for r in chunk
+                )
+                cursor = self._db.execute(
+                    "INSERT INTO sending (items, fields) VALUES (?, ?)", ("\0".join(fields), _JOURNALED)
+                )
                 tokens.append(cursor.lastrowid or 0)
             # buffered rows stay buffered: committing them here would rewrite the pages
             # of the files table far more often
@@ -372,17 +389,19 @@ class Index:
         with self._using():
             return self._db.execute("SELECT 1 FROM sending LIMIT 1").fetchone() is not None
 
-    def in_flight(self) -> list[tuple[str, str, dt.date]]:
-        """Files journaled by a pass that never finished sending them: it was cut short."""
+    def in_flight(self) -> list[IndexEntry]:
+        """The rows journaled by a pass that never finished sending them: it was cut
+        short. An older mirror's journal tells no size, time or inode: -1, -1 and 0."""
         with self._using():
             self._drain()
-            entries = self._db.execute("SELECT items FROM sending").fetchall()
+            entries = self._db.execute("SELECT items, fields FROM sending").fetchall()
         found = []
-        for (text,) in entries:
+        for text, width in entries:
             fields = text.split("\0")
-            for at in range(0, len(fields), 3):
-                src, dst, day = fields[at : at + 3]
-                found.append((src, dst or src, dt.date.fromisoformat(day)))
+            for at in range(0, len(fields), width):
+                src, dst, day, *stamp = fields[at : at + width]
+                size, mtime_ns, ino = map(int, stamp) if stamp else (-1, -1, 0)
+                found.append(IndexEntry(src, dst or src, size, mtime_ns, ino, dt.date.fromisoformat(day)))
         return found
 
     def clear_in_flight(self) -> None:
@@ -747,11 +766,15 @@ def _refuse_newer(db: sqlite3.Connection, path: Path) -> int:
     return written
 
 
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
 def _select_of(db: sqlite3.Connection) -> str:
     """What reads rows from ``db``'s files, which has no ``gen`` where an older mirror
     wrote it (opened read-only, or damaged, it is not upgraded: see below)."""
     try:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+        columns = _columns(db, "files")
     except sqlite3.Error:
         return _SELECT
     return _SELECT if "gen" in columns or not columns else _SELECT_NO_GEN

@@ -459,6 +459,7 @@ def plan(
     unsendable: int = 0,
     left_out: Mapping[str, tuple[LocalEntry, str]] | None = None,
     generation: Callable[[str], int] | None = None,
+    doubted: Collection[str] = (),
 ) -> Plan:
     """Decide what to do for the source paths in ``scope`` (all known paths when None).
 
@@ -494,6 +495,10 @@ def plan(
     one whose generation is not its row's is a new file given the inode the gone one
     freed (ext4 does that at once), with the same size and time (``touch -d``, ``cp -p``,
     an unzip). Taken for a rename, it got the other file's copy under its name.
+
+    ``doubted``: target paths whose copy may be one of two files of one size and time
+    (a pass cut short while it moved or sent them): no copy there is taken for a file's,
+    or moved to another path, on the strength of its size and time.
     """
     if scope is None:
         candidates: Iterable[str] = local
@@ -504,7 +509,7 @@ def plan(
         gone = sorted(src for src in wanted if src not in local and src in index)
     if source_empty is None:
         source_empty = scope is None and not local
-    planner = _Planner(local, index, settings, remote, rows_checked, generation)
+    planner = _Planner(local, index, settings, remote, rows_checked, generation, doubted)
     desired = planner.place(candidates, _by_identity(gone, index))
     # before their paths count as vacated: a file renamed to a name refused by the rules
     gone = planner.keep_renamed(gone, left_out or {})
@@ -565,8 +570,10 @@ class _Planner:
         remote: Mapping[str, RemoteEntry] | None,
         rows_checked: bool = False,
         generation: Callable[[str], int] | None = None,
+        doubted: Collection[str] = (),
     ) -> None:
         self.local = local
+        self.doubted = doubted
         self.rows_checked = rows_checked
         self._generation = generation
         #: the generations asked of ``generation``, by source path
@@ -740,7 +747,9 @@ class _Planner:
                 # is still its own, before a file refused it can take it (b/x.pdf, sorting
                 # first, overwrote invoice A's only copy)
                 self.claimed.setdefault(key(old.dst), src)
-        renames = matched if self.caps.server_side_move else {}
+        # a copy in doubt is sent again, not moved: it may be another file's
+        renames = {s: row for s, row in matched.items() if row.dst not in self.doubted}
+        renames = renames if self.caps.server_side_move else {}
         # paths whose current occupant leaves in this plan (deleted, renamed, re-laid-out)
         vacated = {key(index[src].dst) for src in gone}
         vacated |= {key(index[s].dst) for s in desired if s in index and index[s].dst != desired[s][0]}
@@ -770,7 +779,7 @@ class _Planner:
                     )
                 continue
             self.claimed[k] = src
-            theirs = owner.get(k) not in (None, src)
+            theirs = owner.get(k) not in (None, src) or dst in self.doubted
             action = _decide(
                 src,
                 dst,
@@ -1304,23 +1313,23 @@ def _decide(
     theirs: bool = False,
 ) -> Transfer | None:
     """What to do for one source file; ``theirs``: the index records the copy at ``dst``
-    as another file's (one gone, whose path this file takes): its size and time tell
-    nothing of this file, only its hash does."""
+    as another file's (one gone, whose path this file takes), or it is in doubt: its size
+    and time tell nothing of this file, only its hash does."""
     caps = settings.caps
     there = None if remote is None else remote.get(key(dst))
     if known is not None and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
         if not _unchanged(known, entry, settings.stable_inodes):
             return _replaced(src, dst, date, entry, known, remote, there, caps)
         if known.dst != dst:
-            return _move_or_put(Move(src, known.dst, dst, entry, date, "layout changed"), known, remote, key, caps)
+            move = Move(src, known.dst, dst, entry, date, "layout changed")
+            return _move_or_put(move, known, remote, key, caps, theirs)
         if remote is None or (there is not None and _same(entry, there, caps, known.remote_hash)):
             return None
         return Put(src, dst, entry, date, "missing on the target" if there is None else DIFFERS_THERE)
     if renamed_from is not None:
         why = f"renamed from {renamed_from.src!r}"
-        return _move_or_put(
-            Move(src, renamed_from.dst, dst, entry, date, why, renamed_from.src), renamed_from, remote, key, caps
-        )
+        move = Move(src, renamed_from.dst, dst, entry, date, why, renamed_from.src)
+        return _move_or_put(move, renamed_from, remote, key, caps, theirs)
     reason = "changed" if known is not None else "new"
     if there is not None and there.size == entry.size:
         if (
@@ -1357,12 +1366,14 @@ def _move_or_put(
     remote: Mapping[str, RemoteEntry] | None,
     key: Callable[[str], str],
     caps: Capabilities,
+    theirs: bool = False,
 ) -> Move | Put | Adopt:
     """``move``, of the copy the row ``known`` records, if that copy is still the file:
     without a listing the index is trusted; a listed target must hold it unchanged. Else
     the file is sent, unless it is at its new path already (a pass cut short after the
-    move, before recording it). A copy at a path the target refuses now is not moved:
-    what a move of that name would reach is not known."""
+    move, before recording it), unless the copy there is another file's or in doubt
+    (``theirs``, as for :func:`_decide`). A copy at a path the target refuses now is not
+    moved: what a move of that name would reach is not known."""
     if refused_name(move.old_dst, caps) is not None:
         return Put(move.src, move.dst, move.entry, move.date, f"{move.reason}, from a path the target refuses now")
     if remote is None:
@@ -1371,7 +1382,7 @@ def _move_or_put(
     if there is not None and _same(move.entry, there, caps, known.remote_hash):
         return move._replace(remote_hash=known.remote_hash, gen=known.gen)
     landed = remote.get(key(move.dst))
-    if landed is not None and _same(move.entry, landed, caps, known.remote_hash):
+    if landed is not None and not theirs and _same(move.entry, landed, caps, known.remote_hash):
         return Adopt(move.src, move.dst, move.entry, move.date, "already at its new path", landed.hash)
     return Put(move.src, move.dst, move.entry, move.date, f"{move.reason}, and the old copy is missing or differs")
 

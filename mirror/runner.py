@@ -217,8 +217,7 @@ class TargetRunner:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         #: when the watchdog (check_thread) may start a thread that ended again, and the wait after that
-        self._restart_at = 0.0
-        self._restart_wait = RESTART_FIRST
+        self._restart_at, self._restart_wait = 0.0, RESTART_FIRST
         #: how long a full target waits before it is tried again (_retry_in)
         self._full_wait = FULL_FIRST
         self.dead: str | None = None
@@ -233,6 +232,10 @@ class TargetRunner:
         self.postponed: set[str] = set()
         #: deletions a watch pass left for later (see mirror.held)
         self.held = HeldDeletions()
+        #: target paths whose copy a pass cut short may or may not have replaced, where size
+        #: and time cannot tell which file it is (:meth:`_recover_in_flight`): no copy there
+        #: is taken for a file's, nor moved, by them, until a pass has sent what goes there
+        self.doubted: set[str] = set()
         #: the last run did not stop cleanly: list the target to find its leftovers
         self.crashed = False
         #: a local target folder now on another mount is taken as moved on purpose (asked
@@ -818,6 +821,7 @@ class TargetRunner:
             unsendable=self.unsendable,
             left_out=self.not_sent,
             generation=functools.partial(generation_of, str(self.config.source)),
+            doubted=self.doubted,
         )
         self._rows_all_checked(actions, every_row=full and not skip)
         if kind == "update" and given_scope is not None and (clash := self._clashing(actions)):
@@ -1155,25 +1159,45 @@ class TargetRunner:
         (Index.sending), as the listing shows them: the plan then treats them as mirror's
         own, to replace, move, keep or delete like any other. A file whose row names
         another target path, still there, is left to the plan, which finds it at its new
-        path and adopts it."""
+        path and adopts it.
+
+        A copy is the file journaled where its size (and time, where the target keeps
+        the time it is given) are the journal's: it is recorded as the journal has it,
+        inode and all, so the plan sends the file again if it was replaced meanwhile. Any
+        other copy there, and any on a target that does not keep times, is recorded with
+        no time, and sent again. Where the row that held the path before records a copy
+        of that size and time too (invoices of one size and time swapped, or filed from
+        open/ to paid/ in the flat layout), the copy there may be either file: nothing is
+        recorded, and the path is in doubt for this run's passes (:attr:`doubted`)."""
         if self.index is None or self.dry_run:
             return
         journal = self.index.in_flight()
-        landed = [(src, dst, date, there) for src, dst, date in journal if (there := remote.get(dst)) is not None]
-        known = self.index.lookup_many([src for src, _, _, _ in landed])
+        landed = [(sent, there) for sent in journal if (there := remote.get(sent.dst)) is not None]
+        known = self.index.lookup_many([sent.src for sent, _ in landed])
+        holders = self.index.holders([sent.dst for sent, _ in landed])
+        holding = self.index.lookup_many(set(holders.values()))
         # a copy's time is its file's only where the target keeps the time it is given;
         # elsewhere (WebDAV) it is when it landed, after the file's, and the file, taken for
         # older than its copy, had the copy kept in the trash and was sent again, warned of.
-        # There a copy is told by its size alone, and recorded with no time (sent again)
+        # There a copy is told by its size alone, which does not tell it is the file sent
         kept_times = self.caps.mtime_settable
         found = []
-        for src, dst, date, there in landed:
-            row = known.get(src)
-            if row is None or (row.dst == dst and not _records(row, there, kept_times)):
-                mtime = (there.mtime_ns or 0) if kept_times else 0
-                found.append(IndexEntry(src, dst, there.size, mtime, 0, date, there.hash))
-            elif row.dst != dst and row.dst not in remote and row.size == there.size:
-                found.append(row._replace(dst=dst))  # moved there: its old path is empty
+        for sent, there in landed:
+            row = known.get(sent.src)
+            if row is not None and row.dst != sent.dst:
+                if row.dst not in remote and row.size == there.size:
+                    found.append(row._replace(dst=sent.dst))  # moved there: its old path is empty
+                continue
+            if row is not None and _records(row, there, kept_times):
+                continue
+            other = holding.get(holders.get(sent.dst, sent.src))
+            if other is not None and other.src != sent.src and _records(other, there, kept_times):
+                self.doubted.add(sent.dst)
+            elif kept_times and _records(sent, there, kept_times):
+                gen = generation_of(str(self.config.source), sent.src)
+                found.append(sent._replace(remote_hash=there.hash, gen=gen))
+            else:
+                found.append(IndexEntry(sent.src, sent.dst, there.size, 0, 0, sent.date, there.hash))
         if found:
             self.log.info("%d file(s) sent or moved by a pass that was cut short are recorded now", len(found))
         self.index.record_many(found)
@@ -1477,6 +1501,7 @@ class TargetRunner:
             and away is None
         ):
             values["last_complete_sync"] = now
+            self.doubted.clear()  # every file has its copy, sent where one was in doubt
         elif report.error or away:
             values["last_error"] = report.error or away
             values["state"] = "failing"

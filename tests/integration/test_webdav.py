@@ -390,7 +390,7 @@ def test_copies_a_pass_cut_short_sent_are_not_taken_for_newer_than_their_files(
     recorded = index.entries()
     if rows == "lost":
         index.forget_many(recorded)
-    index.sending([(row.src, row.dst, row.date) for row in recorded.values()])
+    index.sending(recorded.values())
     index.set_meta(clean_shutdown=0)
     index.close()
     with api.running(cfg) as m:

@@ -327,7 +327,7 @@ def test_a_full_state_disk_is_named_and_watch_mode_carries_on_once_space_returns
         (folder / f"invoice with a long descriptive name, number {i:05}.pdf").write_bytes(b"%PDF" * 25)
     target = tmp_path / "backup"
     full_disk = "the disk holding mirror's state"
-    with tmpfs(tmp_path / "state", "384k") as state:
+    with tmpfs(tmp_path / "state", "512k") as state:
         once = run("run", str(source), str(target), "--once", state=state)
         assert once.returncode == 1, once.stdout + once.stderr
         assert full_disk in once.stderr and "is full; free space there" in once.stderr
@@ -356,7 +356,7 @@ def test_files_sent_but_never_recorded_are_still_mirrors_own(tmp_path: Path) -> 
         folder = source / f"{i % 30:02}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"invoice with a long descriptive name, number {i:05}.pdf").write_bytes(b"%PDF" * 25)
-    with tmpfs(tmp_path / "state", "384k") as state:
+    with tmpfs(tmp_path / "state", "512k") as state:
         cut_short = run("run", str(source), str(target), "--once", state=state)
         assert cut_short.returncode == 1, cut_short.stdout + cut_short.stderr
         landed = files(target)
