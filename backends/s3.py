@@ -58,7 +58,7 @@ from mirror.driver import (
     classify_os_error,
     quiet_loop,
 )
-from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TransientError
+from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, RootGone, TransientError
 from mirror.hashing import HashKind
 
 OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify"})
@@ -507,6 +507,13 @@ def classify_s3_error(exc: BaseException) -> MirrorError:
     code = _code(exc)
     if code in CREDENTIALS_REFUSED:
         return FatalError(f"s3 refused the credentials ({code}): {CREDENTIALS_REFUSED[code]}")
+    if code == "NoSuchBucket":
+        # the target's folder gone, not one file's trouble: taken for a file's, the
+        # bucket made again got only the files written since, and status said in sync
+        return RootGone(
+            "target unreachable: the bucket does not exist (deleted?); mirror does not make it, and carries "
+            "on once it is back, filling it again if it comes back empty"
+        )
     if isinstance(exc, botocore.exceptions.ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if status in (429, 500, 502, 503, 504) or code in ("SlowDown", "RequestTimeout", "Throttling"):

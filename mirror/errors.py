@@ -24,6 +24,16 @@ class TransientError(MirrorError):
         self.retry_after = retry_after
 
 
+class TargetDown(TransientError):
+    """Too many items in a row failed with transient errors: the target is unreachable."""
+
+
+class RootGone(TargetDown):
+    """The folder the target writes into went while mirror was filling it (deleted, or its
+    disk or share unmounted; a bucket deleted): the target is unreachable, whatever item
+    found it out. Once it is back, the runner asks whether it came back empty."""
+
+
 class ItemError(MirrorError):
     """One file cannot be mirrored (refused name, unreadable file): record it, go on."""
 

@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from mirror.driver import BatchPut, Driver, RemoteEntry
-from mirror.errors import FatalError, ItemError, MirrorError, Refused, StateError, TargetFull, TransientError
+from mirror.errors import (
+    FatalError,
+    ItemError,
+    MirrorError,
+    Refused,
+    RootGone,
+    StateError,
+    TargetDown,
+    TargetFull,
+    TransientError,
+)
 from mirror.index import Index, IndexEntry
 from mirror.paths import ancestors, numbered, numbered_top, parent, path_key, temp_name
 from mirror.plan import Adopt, Cleanup, Delete, Forget, Move, Plan, Put, Removal, Trash, newer_there
@@ -87,10 +97,6 @@ class RunStats:
     cut_short: bool = False
 
 
-class TargetDown(TransientError):
-    """Too many items in a row failed with transient errors: the target is unreachable."""
-
-
 class SourceError(ItemError):
     """An item failed for its source file's sake: nothing is the matter with the target."""
 
@@ -137,11 +143,6 @@ def _below(action: Put | Move) -> bool:
     """Whether ``action`` sets aside a file where it needs a folder (:attr:`Put.in_the_way`):
     its failure before was that file's doing, not a copy of its own cut short."""
     return isinstance(action, Put) and action.in_the_way is not None
-
-
-class RootGone(TargetDown):
-    """The folder the target writes into went while mirror was filling it (deleted, or its
-    disk or share unmounted): the target is unreachable, whatever item found it out."""
 
 
 class Executor:
@@ -412,6 +413,8 @@ class Executor:
         """Run one driver call, classifying its errors and retrying transient ones."""
         try:
             return self._classified(fn)
+        except RootGone:
+            raise  # the target's folder is gone: its runner waits for it, and asks how it came back
         except TransientError as first:
             # the retry machinery is only built once a call has failed: most calls succeed
             if self.retry.attempts <= 1 or self._stopping() or self._probe_failed(first) or self._gave_up():
@@ -420,12 +423,18 @@ class Executor:
             self.log.info("retrying in %.1f s (attempt 2): %s", delay, first)
             self.on_retry(str(first))
             self._sleep(delay)
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_when_event_set
+        from tenacity import (
+            Retrying,
+            retry_if_exception_type,
+            retry_if_not_exception_type,
+            stop_after_attempt,
+            stop_when_event_set,
+        )
 
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.attempts - 1) | stop_when_event_set(self.stop),
             wait=self._wait,
-            retry=retry_if_exception_type(TransientError),
+            retry=retry_if_exception_type(TransientError) & retry_if_not_exception_type(RootGone),
             sleep=self._sleep,
             before_sleep=self._log_retry,
             reraise=True,

@@ -325,6 +325,48 @@ class Proxy:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+def test_a_bucket_deleted_and_made_again_while_watching_is_filled_again(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """An admin's cleanup deletes the bucket, and it is made again, empty: 'The specified
+    bucket does not exist' failed one file, the bucket made again got only the files
+    written since, and status said in sync with every earlier file missing."""
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "mirror.log"
+    source.mkdir()
+    for i in range(5):
+        (source / f"old-{i}.pdf").write_bytes(b"invoice %d" % i)
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{source}"\n[defaults]\nsettle = "0.2s"\n'
+        f'[targets.s3]\nurl = "{s3_target.url}"\n'
+        "options = { " + ", ".join(f'{k} = "{v}"' for k, v in s3_target.options.items()) + " }\n"
+    )
+    bucket = s3_target.url.removeprefix("s3://").split("/")[0]
+    client = s3_server.client()
+
+    def keys() -> set[str]:
+        try:
+            listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+        except client.exceptions.NoSuchBucket:
+            return set()
+        return {o["Key"].removeprefix("mirror/") for o in listed}
+
+    proc = start("run", "-c", str(config), state=state, env=s3_target.env, log=log)
+    try:
+        wait_for(lambda: len(keys()) == 5, timeout=30, what="the first copy", log=log)
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": f"mirror/{k}"} for k in keys()]})
+        client.delete_bucket(Bucket=bucket)
+        (source / "new-1.pdf").write_bytes(b"written while the bucket was gone")
+        wait_for(lambda: "bucket does not exist" in log.read_text(), timeout=30, what="the bucket missed", log=log)
+        client.create_bucket(Bucket=bucket)
+        (source / "new-2.pdf").write_bytes(b"written once it was back")
+        everything = {p.name for p in source.iterdir()}
+        wait_for(lambda: keys() == everything, timeout=60, what="the bucket filled again", log=log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
     s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
 ) -> None:
