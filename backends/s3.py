@@ -325,7 +325,7 @@ class S3Driver(Driver):
         aborted by the next listing pass (drop_abandoned)."""
         upload = str(self.fs.call_s3("create_multipart_upload", **where, Metadata=metadata)["UploadId"])
         self._open[upload] = where
-        self.state.set(UPLOAD_STATE + where["Key"], upload)
+        self._note_upload(where["Key"], upload, open_=True)
         try:
             reply = sync(self.fs.loop, self._parts, where, upload, part)
         except BaseException:
@@ -333,8 +333,22 @@ class S3Driver(Driver):
             raise
         finally:
             self._open.pop(upload, None)
-        self.state.delete(UPLOAD_STATE + where["Key"])
+        self._note_upload(where["Key"], upload, open_=False)
         return reply
+
+    def _uploads_of(self, key: str) -> list[str]:
+        """The ids of the uploads to ``key`` this module started and has not seen end."""
+        return (self.state.get(UPLOAD_STATE + key) or "").split()
+
+    def _note_upload(self, key: str, upload: str, open_: bool) -> None:
+        """Record ``upload`` to ``key`` as open, or as ended. A key holds several: an upload
+        whose abort failed (the link down) stays recorded while the retry's runs, and
+        recorded alone, the retry's took its place, and its parts stayed billed for good."""
+        uploads = [u for u in self._uploads_of(key) if u != upload] + ([upload] if open_ else [])
+        if uploads:
+            self.state.set(UPLOAD_STATE + key, " ".join(uploads))
+        else:
+            self.state.delete(UPLOAD_STATE + key)
 
     async def _parts(
         self,
@@ -380,7 +394,7 @@ class S3Driver(Driver):
             pass  # aborted already (NoSuchUpload)
         except Exception:
             return
-        self.state.delete(UPLOAD_STATE + where["Key"])
+        self._note_upload(where["Key"], upload, open_=False)
 
     def drop_abandoned(self) -> list[str]:
         bucket, _, prefix = self.root.partition("/")
@@ -400,7 +414,7 @@ class S3Driver(Driver):
                 return found
             for upload in page.get("Uploads", []):
                 key, upload_id = upload["Key"], upload["UploadId"]
-                mine = self.state.get(UPLOAD_STATE + key) == upload_id
+                mine = upload_id in self._uploads_of(key)
                 if mine and upload_id not in self._open:
                     self._abort({"Bucket": bucket, "Key": key}, upload_id)
                     found.append(key[len(prefix) + 1 :] if prefix else key)

@@ -400,6 +400,40 @@ def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
     assert "Task exception" not in text and "future:" not in text, text
 
 
+def test_an_upload_whose_abort_failed_as_the_link_dropped_is_aborted_after_the_retry_s(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The link dropped during a large upload, and the abort of its parts failed with it;
+    the retry's upload took its place in the record, so no listing pass ever aborted the
+    first, whose parts stayed stored and billed for good."""
+    proxy = Proxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    proxy.holding_parts.set()
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(os.urandom(40 * 1024 * 1024))  # sent in parts
+    endpoint = f"http://127.0.0.1:{proxy.listener.getsockname()[1]}"
+    driver = S3Driver.connect(f"s3://{bucket}/backup", s3_server.options(endpoint_url=endpoint))
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            driver.put(str(scan), "scan.tif", MTIME_NS)
+        except Exception as exc:
+            failed.append(exc)
+
+    sending = threading.Thread(target=send, daemon=True)
+    sending.start()
+    wait_for(proxy.held.is_set, timeout=30, what="the upload under way")
+    proxy.lose_server()  # the upload and its abort fail
+    sending.join(timeout=60)
+    assert failed and not sending.is_alive()
+    proxy.lost.clear()
+    proxy.holding_parts.clear()
+    driver.put(str(scan), "scan.tif", MTIME_NS)  # the retry
+    assert driver.drop_abandoned() == ["scan.tif"]
+    driver.close()
+    assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 def upload_held_back(
     s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path, *args: str, scans: int = 1
 ) -> tuple[subprocess.Popen[str], Path, Path, Proxy, Callable[[], list[str]], str, bytes]:
