@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror import api
+from mirror.driver import Driver
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,19 @@ def rewrite_in_place(path: Path) -> None:
     with open(path, "r+b") as f:
         f.write(os.urandom(st.st_size))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def putting(driver: Driver, local: Path, rel: str, mtime_ns: int) -> tuple[threading.Thread, list[BaseException]]:
+    """``driver.put`` started in a thread of its own: the thread, and what the put raised
+    once it has ended (nothing if it went through)."""
+    raised: list[BaseException] = []
+
+    def put() -> None:
+        try:
+            driver.put(str(local), rel, mtime_ns)
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=put, daemon=True)
+    worker.start()
+    return worker, raised

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import stat
-import threading
 import time
 import unicodedata
 import uuid
@@ -32,7 +31,7 @@ from tests.cli import run
 from tests.fakes.graph_api import quickxor_reference
 from tests.reliability.common import write_config
 from tests.servers.onedrive import GraphFake
-from tests.support import TargetSpec, rewrite_in_place
+from tests.support import TargetSpec, putting, rewrite_in_place
 
 MTIME = 1_700_000_000_000_000_000
 # (size, base64 data, quickXorHash) published with Microsoft's reference implementation
@@ -496,16 +495,7 @@ def test_a_file_cut_shorter_during_its_upload_session_fails_at_once(
         return answer
 
     driver.http.put = put_then_cut  # type: ignore[method-assign]
-    outcome: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            driver.put(str(scan), "scan.tif", MTIME)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    worker = threading.Thread(target=send, daemon=True)
-    worker.start()
+    worker, outcome = putting(driver, scan, "scan.tif", MTIME)
     worker.join(30)
     assert not worker.is_alive(), f"the upload never ends ({len(fragments)} fragments)"
     assert len(outcome) == 1 and "got shorter while it was sent" in str(driver.classify(outcome[0]))

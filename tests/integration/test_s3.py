@@ -23,7 +23,7 @@ from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Trans
 from tests.cli import MIRROR, run, start, wait_for
 from tests.contract.test_cli_contract import config_file
 from tests.servers.s3 import S3Server
-from tests.support import TargetSpec
+from tests.support import TargetSpec, putting
 
 MTIME_NS = 1_600_000_000_123_456_789
 
@@ -412,16 +412,7 @@ def test_an_upload_whose_abort_failed_as_the_link_dropped_is_aborted_after_the_r
     scan.write_bytes(os.urandom(40 * 1024 * 1024))  # sent in parts
     endpoint = f"http://127.0.0.1:{proxy.listener.getsockname()[1]}"
     driver = S3Driver.connect(f"s3://{bucket}/backup", s3_server.options(endpoint_url=endpoint))
-    failed: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            driver.put(str(scan), "scan.tif", MTIME_NS)
-        except Exception as exc:
-            failed.append(exc)
-
-    sending = threading.Thread(target=send, daemon=True)
-    sending.start()
+    sending, failed = putting(driver, scan, "scan.tif", MTIME_NS)
     wait_for(proxy.held.is_set, timeout=30, what="the upload under way")
     proxy.lose_server()  # the upload and its abort fail
     sending.join(timeout=60)
