@@ -332,7 +332,7 @@ def test_a_new_file_given_a_deleted_file_s_inode_size_and_time_is_sent_not_taken
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
     march = (1_709_294_400 * 10**9,) * 2
-    for n in range(1001, 1021):
+    for n in range(1001, 1061):
         (src / f"RE-{n}.pdf").write_bytes(b"invoice %d" % n)
         os.utime(src / f"RE-{n}.pdf", ns=march)
     if first == "found-on-the-target":
@@ -356,10 +356,10 @@ def test_a_new_file_given_a_deleted_file_s_inode_size_and_time_is_sent_not_taken
         old.unlink()
     # files are made until some get the freed inodes: other processes (and this one's
     # runs) free and take inodes too
-    spares = [src / f"spare-{n}" for n in range(400)]
+    spares = [src / f"spare-{n}" for n in range(2000)]
     reused = 0
     for n, spare in enumerate(spares):
-        spare.write_bytes(b"invoice %d" % (2001 + n % 20))
+        spare.write_bytes(b"invoice %d" % (2001 + n % 60))
         if spare.stat().st_ino in freed:
             os.utime(spare.rename(src / f"RE-{2001 + reused}.pdf"), ns=march)
             reused += 1
@@ -368,7 +368,7 @@ def test_a_new_file_given_a_deleted_file_s_inode_size_and_time_is_sent_not_taken
     if not reused:
         pytest.skip("this filesystem did not hand the freed inodes to new files")
     # every file replaced: the delete guard would hold back every deletion
-    result = run("run", str(src), str(target), "--once", "--max-delete", "20", state=state)
+    result = run("run", str(src), str(target), "--once", "--max-delete", "60", state=state)
     assert result.returncode == 0, result.stdout + result.stderr
     assert files(target) == files(src) and len(files(target)) == reused
 
