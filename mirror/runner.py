@@ -565,7 +565,10 @@ class TargetRunner:
         claim = PlaceClaim(_place_key(self.compared_place()))
         if claim.taken_by is not None:
             state = self.index_file.parent.parent
-            by = _held_by(claim.taken_by == "here", f"one with another state folder than {state}")
+            # the lock in this state folder was free: the other mirror's is elsewhere, or
+            # was this one, deleted under it while it ran (its index open, unlinked)
+            detail = f"one with another state folder than {state}, or whose state folder was deleted while it ran"
+            by = _held_by(claim.taken_by == "here", detail)
             raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}")
         return claim
 

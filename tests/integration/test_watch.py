@@ -1114,3 +1114,17 @@ def test_a_hard_link_made_and_written_through_at_once_updates_the_other_name(tmp
             out.write(b"final, signed")
         wanted = {"a.pdf": b"final, signed", "b.pdf": b"final, signed"}
         wait_for(lambda: files(dst) == wanted, what="both names' copies", log=log)
+
+
+def test_a_second_mirror_after_the_state_folder_was_deleted_under_the_first_says_so(tmp_path: Path) -> None:
+    """The state folder deleted while mirror watched: a second mirror was refused, rightly,
+    as held by a mirror 'with another state folder' than the one both were given."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    with watching("run", str(src), str(dst), state=state, log=log):
+        wait_for(lambda: same(src, dst), what="the first copy", log=log)
+        shutil.rmtree(state)
+        second = run("run", str(src), str(dst), "--once", state=state)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "or whose state folder was deleted while it ran); stop that one first" in second.stderr, second.stderr
