@@ -650,14 +650,20 @@ def test_a_near_server_gets_two_connections_at_once_a_distant_one_four(
     """Against a near server (the same machine, a LAN) more threads only fight over the
     client's CPU; a distant one needs four connections to hide its round trips
     (figures at backends.sftp.connections_for)."""
-    near = open_driver(sshd.url(root), sshd.options())
+    near: list[int] = []
+    # a loopback round trip is under 0.3 ms, but on a machine busy with the suite's other
+    # workers one connect's three may all take over 2 ms: the near server gets 2 at one
+    # of five connects at least
+    while len(near) < 5 and 2 not in near:
+        driver = open_driver(sshd.url(root), sshd.options())
+        near.append(driver.default_concurrency)
+        driver.close()
     relay = Distant(sshd.port, 0.01)
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{relay.own_port} {sshd.host_key_line.rsplit(' ', 1)[0]}\n")
     far = open_driver(f"sftp://{sshd.user}@127.0.0.1:{relay.own_port}{root}", sshd.options(known_hosts=str(known)))
     try:
-        assert (near.default_concurrency, far.default_concurrency) == (2, 4)
+        assert (near[-1], far.default_concurrency) == (2, 4), near
     finally:
-        near.close()
         far.close()
         relay.listener.close()
