@@ -748,8 +748,8 @@ class _Planner:
                 # first, overwrote invoice A's only copy)
                 self.claimed.setdefault(key(old.dst), src)
         # a copy in doubt is sent again, not moved: it may be another file's
-        renames = {s: row for s, row in matched.items() if row.dst not in self.doubted}
-        renames = renames if self.caps.server_side_move else {}
+        movable = self.caps.server_side_move
+        renames = {s: row for s, row in matched.items() if movable and row.dst not in self.doubted}
         # paths whose current occupant leaves in this plan (deleted, renamed, re-laid-out)
         vacated = {key(index[src].dst) for src in gone}
         vacated |= {key(index[s].dst) for s in desired if s in index and index[s].dst != desired[s][0]}

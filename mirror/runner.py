@@ -1078,7 +1078,8 @@ class TargetRunner:
                 if len(found) >= GENERATIONS_AT_ONCE:
                     self.index.set_generations(found)
                     filled, found = filled + len(found), []
-        self.index.set_generations(found)
+        if found:
+            self.index.set_generations(found)
         if filled + len(found):
             self.log.info("recorded the inode generation of %d file(s) an older mirror sent", filled + len(found))
         self.index.set_meta(generations=1)
