@@ -860,14 +860,8 @@ class DropboxDriver(Driver):
 
     def root_lost(self, known: str) -> bool:
         # uploads make missing folders out of sight, so no answer tells of a folder made
-        # again (root_remade stays False): a run's first pass asks, the rescan lists
-        try:
-            page = self.fs.call(self.fs.dbx.files_list_folder, api_path(self.root), limit=1)
-        except ApiError as exc:
-            if "not_found" in error_tags(exc.error):
-                return True
-            raise api_error(exc, self.root) from None
-        return not any(not isinstance(m, dbf.DeletedMetadata) for m in page.entries)
+        # again (root_remade stays False): asked of a file mirror put there long ago
+        return self.stat(known) is None
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         # Dropbox deletes folders recursively: check first, and accept the small race

@@ -459,12 +459,10 @@ class GDriveDriver(Driver):
                 del self._folders[key]
 
     def root_lost(self, known: str) -> bool:
-        with self._resolve_lock:
-            root_id = self._resolve_folder("", create=False)
-        if root_id is None:
-            return True
-        # one file or folder is enough to tell the folder is not empty
-        return next(self._query(f"{quote_q(root_id)} in parents and trashed = false", page_size=1), None) is None
+        # each folder on the way asked afresh: an id resolved within FOLDER_TTL would
+        # answer for a folder in the trash since, and uploads into it succeed out of sight
+        self.forget_folder("")
+        return self.stat(known) is None
 
     def root_remade(self) -> bool:
         with self._lock:

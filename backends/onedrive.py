@@ -440,9 +440,7 @@ class OneDriveDriver(Driver):
         return result
 
     def root_lost(self, known: str) -> bool:
-        root = self._item("")
-        # the answer counts the folder's children: an emptied folder costs no more request
-        return root is None or "folder" not in root or not (root["folder"] or {}).get("childCount", 1)
+        return self.stat(known) is None
 
     def root_remade(self) -> bool:
         with self._lock:

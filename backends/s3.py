@@ -453,10 +453,12 @@ class S3Driver(Driver):
         """S3 has no folders; a key's prefix needs nothing made."""
 
     def root_lost(self, known: str) -> bool:
-        # no folders: an emptied prefix is the folder deleted; one key tells it is not
-        bucket, _, prefix = self.root.partition("/")
-        found = self.fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
-        return not found.get("KeyCount", len(found.get("Contents", [])))
+        # a HEAD of the key: a bucket gone answers 404 too, and the listing then tells it
+        try:
+            self.fs.call_s3("head_object", **self._where(known))
+        except FileNotFoundError:
+            return True
+        return False
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         try:

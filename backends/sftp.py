@@ -743,34 +743,12 @@ class SFTPDriver(Driver):
         return result
 
     def root_lost(self, known: str) -> bool:
-        # the known file first: one round trip. Then OPENDIR, and the first READDIR with
-        # the CLOSE in one round trip: two more (READDIR needs OPENDIR's handle), and one
-        # batch of names (OpenSSH sends up to 100) however large the folder; OPENDIR's
-        # "no such file" is the stat
-        from paramiko.sftp import CMD_CLOSE, CMD_NAME, CMD_OPENDIR, CMD_READDIR
-
-        payload = b""
-        with self._session() as link:
-            with suppress(FileNotFoundError):
-                if stat.S_ISREG(link.sftp.lstat(self.full(known)).st_mode or 0):
-                    return False
-            replies = _Replies(link)
-            (opened,) = replies.ask([(CMD_OPENDIR, (_string(self.root),))])
-            handle = replies.handle(opened)
-            refused = handle if isinstance(handle, BaseException) else None
-            if isinstance(handle, bytes):
-                read, _closed = replies.ask([(CMD_READDIR, (handle,)), (CMD_CLOSE, (handle,))])
-                kind, payload = replies.got[read]
-                if kind != CMD_NAME:
-                    refused = replies.failure(read)
-        # judged outside the session, which would take EOFError for a dropped connection
-        if isinstance(refused, (FileNotFoundError, EOFError)):
-            return True  # no folder, or not even "." and ".." in it
-        if refused is not None:
-            raise refused
-        # a batch of only "." and ".." from a server that sends few names at a time counts
-        # as empty: a listing too many, never a folder left unfilled
-        return not any(name not in (".", "..") for name in _names(payload))
+        try:
+            with self._session() as link:
+                attr = link.sftp.lstat(self.full(known))
+        except FileNotFoundError:
+            return True
+        return not stat.S_ISREG(attr.st_mode or 0)
 
     def stat(self, rel: str) -> RemoteEntry | None:
         self._guard.check(rel)  # below a link: no answer, or a delete that failed there counts as done
@@ -1334,20 +1312,6 @@ def _mkdirs(sftp: paramiko.SFTPClient, path: str) -> None:
     except OSError:
         if not stat.S_ISDIR(sftp.stat(path).st_mode or 0):
             raise
-
-
-def _names(payload: bytes) -> list[str]:
-    """The names in the payload of a NAME reply (after its request number)."""
-    from paramiko import Message
-    from paramiko.sftp_attr import SFTPAttributes
-
-    msg = Message(payload)
-    names = []
-    for _ in range(msg.get_int()):
-        names.append(_text(msg.get_string()))
-        msg.get_string()  # the long name, as ls -l prints it
-        SFTPAttributes._from_msg(msg)
-    return names
 
 
 def _entry(rel: str, attr: paramiko.SFTPAttributes) -> RemoteEntry:

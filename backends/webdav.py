@@ -20,11 +20,9 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
-from contextlib import suppress
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
-from xml.etree import ElementTree
 
 import httpx
 from webdav4.client import (
@@ -53,10 +51,6 @@ from mirror.redact import has_password
 
 OPTIONS = frozenset({"base_url", "username", "password", "verify", "timeout"})
 SCHEMES = {"webdav": "http", "dav": "http", "webdavs": "https", "davs": "https"}
-#: a PROPFIND body asking for the one property every member has
-_RESOURCETYPE = (
-    b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
-)
 
 
 def parse(url: str, options: Mapping[str, Any]) -> tuple[str, str]:
@@ -178,35 +172,7 @@ class WebdavDriver(Driver):
         return result
 
     def root_lost(self, known: str) -> bool:
-        # one PROPFIND of one file; not found, or not answered, the folder's answer decides
-        with suppress(ClientError):
-            if self.stat(known) is not None:
-                return False
-        # Depth 1 is the only portable way to learn of a member (a child count is a
-        # server's extension). It names every member of the folder, and the server
-        # builds the whole answer: under the flat layout, every file. Only the start of
-        # the answer is read, up to the first member, for the resource type alone.
-        with self.client.http.stream(
-            "PROPFIND",
-            self.client.join_url(self._dav("")),
-            content=_RESOURCETYPE,
-            headers={"Depth": "1", "Content-Type": "application/xml"},
-        ) as response:
-            if response.status_code == HTTPStatus.NOT_FOUND:
-                return True
-            if response.is_error:
-                response.read()
-                raise HTTPError(response)
-            parser: ElementTree.XMLPullParser[ElementTree.Element] = ElementTree.XMLPullParser(events=("end",))
-            answered = 0
-            for chunk in response.iter_bytes():
-                parser.feed(chunk)
-                # the folder itself answers first, a member second
-                ended = [event[-1] for event in parser.read_events()]
-                answered += sum(isinstance(e, ElementTree.Element) and e.tag == "{DAV:}response" for e in ended)
-                if answered > 1:
-                    return False
-        return True
+        return self.stat(known) is None
 
     def stat(self, rel: str) -> RemoteEntry | None:
         try:

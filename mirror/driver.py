@@ -613,17 +613,16 @@ class Driver:
         may no longer hold (see :class:`LinkGuard`)."""
 
     def root_lost(self, known: str) -> bool | None:
-        """Whether the folder the target writes into is gone or holds nothing, as one cheap
-        request tells (someone deleted, emptied or made anew the folder in a web app, a
-        NAS share or bucket came back empty): the index then says nothing of what it
-        holds, and only a listing does. None where the backend cannot tell without
-        listing the folder. The first pass of a run asks it, with or without work, and
-        so does the first pass after the target was found down.
-
-        ``known``: a file the index says mirror put there. Where asking for one file
-        costs less than asking for the folder's members (WebDAV names every member in
-        its answer, SFTP takes two round trips), a backend asks for it first: found,
-        the folder is neither gone nor empty."""
+        """Whether ``known``, the file the index says mirror put there longest ago, is
+        gone, as one cheap request tells: someone deleted, emptied or made anew the
+        folder in a web app, or deleted the part of it holding that file, or a NAS share
+        or bucket came back empty. The index then says nothing of what the target holds,
+        and only a listing does. Asked of that file, not of the folder: the uploads since
+        make a folder deleted anew (S3 has none), and fill one emptied. None where the
+        backend cannot tell without listing the folder (FTP's answer for a file is its
+        folder's listing). The first pass of a run asks it, with or without work, so does
+        the first pass after the target was found down, and a watching mirror's first
+        pass SEEN_FOR after it last asked."""
         return None
 
     def root_remade(self) -> bool:

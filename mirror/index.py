@@ -457,10 +457,12 @@ class Index:
         return self.a_file() is not None
 
     def a_file(self) -> str | None:
-        """The target path of one file the rows say is on the target (any), or None."""
+        """The target path of the file the rows say is on the target and was recorded
+        longest ago, or None: not one a pass just sent, whose copy tells nothing of the
+        files sent before it (a row recorded again gets a new rowid)."""
         with self._using():
             self._drain()
-            row = self._db.execute("SELECT dst FROM files LIMIT 1").fetchone()
+            row = self._db.execute("SELECT dst FROM files ORDER BY rowid LIMIT 1").fetchone()
             return None if row is None else str(row[0])
 
     def totals(self) -> tuple[int, int]:

@@ -246,10 +246,11 @@ class TargetRunner:
         #: source files the last full scan found, this target's patterns take in, and no
         #: target can take as they are (Skip.fix): a source holding only those is not empty
         self.unsendable = 0
-        #: whether the target was asked if its folder is lost (Driver.root_lost), or
-        #: listed: once a run, as a cloud target pays a request for it, and again after an
-        #: outage, as a NAS share or bucket can come back empty
-        self._root_asked = False
+        #: when (time.monotonic) the target was last asked if its folder is lost
+        #: (Driver.root_lost), or listed; None: not in this run, or not since an outage,
+        #: as a NAS share or bucket can come back empty. A cloud target pays a request
+        #: for the question: asked again SEEN_FOR after, by a watching mirror's next pass
+        self._root_asked: float | None = None
         #: that question, asked while the run scans the source (see ask_early)
         self._asking: Future[bool | None] | None = None
         #: held while connecting: the early question connects in a thread of its own
@@ -1221,7 +1222,8 @@ class TargetRunner:
     def folder_replaced(self, ask: bool = False) -> bool:
         """Whether the target folder is not the one the last pass left, or was emptied:
         the index then says nothing of what it holds, and only a listing does. A local
-        folder is looked at each time; for another target the driver tells what it made
+        folder is looked at each time, and for the file mirror put there longest ago once
+        a SEEN_FOR; for another target the driver tells what it made
         again, and ``ask`` asks the target once a run and once after it was found down
         (see Driver.root_lost)."""
         if self.index is None:
@@ -1238,7 +1240,18 @@ class TargetRunner:
         )
         if replaced:
             self.log.info("target folder %s is not the one mirror filled; listing it", self.local_folder)
-        return replaced
+            return True
+        if self._asked_lately():
+            return False
+        # as a remote target is asked (Driver.root_lost): the file mirror put there longest
+        # ago gone says the folder was emptied, or the part of it holding that file
+        # deleted, though files were put there since
+        self._root_asked = time.monotonic()
+        known = self.index.a_file()
+        if known is not None and not os.path.lexists(os.path.join(self.local_folder, known)):
+            self.log.info("target folder %s lacks %s, put there by mirror; listing it", self.local_folder, known)
+            return True
+        return False
 
     def _root_lost(self, ask: bool, writes: bool = False) -> bool:
         """``writes``: the pass has work, so it connects anyway, and asks even where mirror
@@ -1250,7 +1263,7 @@ class TargetRunner:
         trusted = self._seen_lately() and not writes
         ask = ask and (registry.load_driver_class(self.resolved.backend).root_lost_free or not trusted)
         # with nothing mirror put there, there is nothing to fill again, nor to ask about
-        if ask and not self._root_asked and not lost and self._tells_lost and (known := self.index.a_file()):
+        if ask and not self._asked_lately() and not lost and self._tells_lost and (known := self.index.a_file()):
             asking, self._asking = self._asking, None
             try:
                 lost = bool(asking.result() if asking is not None else self.connect().root_lost(known))
@@ -1262,12 +1275,15 @@ class TargetRunner:
                     exc if isinstance(exc, MirrorError) or self.driver is None else self.driver.classify(exc)
                 ) from exc
             else:
-                self._root_asked = True
+                self._root_asked = time.monotonic()
                 self._down = False
                 if not lost:
                     self.index.set_meta(target_seen=time.time())
         if lost and self.index.holds_files():
-            self.log.info("target folder %s was deleted, emptied or made anew; listing it", self.resolved.url)
+            self.log.info(
+                "target folder %s was deleted, emptied or made anew, or lost files mirror put there; listing it",
+                self.resolved.url,
+            )
             return True
         return False
 
@@ -1276,7 +1292,7 @@ class TargetRunner:
         now, in a thread of its own, for the pass to take its answer: a login to an SFTP
         server (0.1-0.2 s to a loopback OpenSSH, more across a network) overlaps the scan
         of the source and the plan. Not where that pass lists the target anyway."""
-        asked = self._root_asked or self.dry_run or self.local_folder is not None or not self._tells_lost
+        asked = self._asked_lately() or self.dry_run or self.local_folder is not None or not self._tells_lost
         if asked or self._seen_lately() or self.needs_listing():
             return
         assert self.index is not None
@@ -1292,6 +1308,13 @@ class TargetRunner:
 
         threading.Thread(target=ask, name=f"ask-{self.name}", daemon=True).start()
         self._asking = asking
+
+    def _asked_lately(self) -> bool:
+        """Whether this run asked the target if its folder is lost, or listed it, within
+        SEEN_FOR and since it was last found down: a watching mirror asks again on its
+        next pass after that, as someone may have emptied the folder, or deleted the part
+        holding the file it asks for, and the uploads since made neither known."""
+        return self._root_asked is not None and time.monotonic() - self._root_asked < SEEN_FOR
 
     def _seen_lately(self) -> bool:
         """Whether mirror reached the target and found its folder there within SEEN_FOR:
@@ -1475,13 +1498,15 @@ class TargetRunner:
             values["pending"] = sending + held  # a target down keeps the count of what is still to send
         if report.down:
             values["target_seen"] = None  # it may come back empty: the next run asks
-        elif not report.error and (listing or report.uploaded or report.moved or report.deleted):
-            values["target_seen"] = now  # its folder was there (see _seen_lately)
+        elif not report.error and listing:
+            # its folder was there (see _seen_lately). Not from an upload: S3 has no
+            # folders, and an upload makes a folder someone deleted anew, out of sight
+            values["target_seen"] = now
         if listing and not report.error:
             values["last_listing"] = now
             values["stranded_temps"] = None
             self.crashed = False
-            self._root_asked = True
+            self._root_asked = time.monotonic()
         if not (report.cut_short or report.error or sending):
             values["incomplete"] = None
             # the pass itself ran: what stopped an earlier one (a source not mounted) is over;
@@ -1728,7 +1753,7 @@ class TargetRunner:
                     told = None
             except TransientError as exc:
                 # what comes back may be an empty folder: the next pass asks (see _root_lost)
-                self._root_asked = False
+                self._root_asked = None
                 self._down = True
                 # a target counted as down says so already (TargetDown)
                 reason = str(exc).removeprefix("target unreachable: ")

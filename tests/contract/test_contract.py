@@ -8,6 +8,7 @@ verify clean.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -15,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -27,6 +29,7 @@ from moto.server import ThreadedMotoServer
 
 from mirror import api, registry
 from mirror import config as config_mod
+from mirror import runner as runner_mod
 from mirror.driver import BatchPut, Driver
 from mirror.engine import Mirror
 from mirror.errors import ItemError
@@ -364,11 +367,7 @@ def test_a_folder_swapped_for_a_link_while_mirror_watches_is_not_written_through
     (source / "top.pdf").write_bytes(b"top")
     cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
     reports = Reports()
-    mirror = Mirror(cfg, observers=[reports])
-    mirror.open()
-    thread = threading.Thread(target=mirror.run_forever)
-    thread.start()
-    try:
+    with watching(cfg, observers=[reports]):
         wait_for(lambda: (root / "sub" / "x.pdf").exists(), 30, "the first copy")
         outside = outside_with_files(tmp_path)
         swap_for_a_link(root / "sub", outside)
@@ -379,12 +378,32 @@ def test_a_folder_swapped_for_a_link_while_mirror_watches_is_not_written_through
             30,
             "the file failed, naming the link",
         )
+    assert tree(outside) == before
+    assert files(root) == {"top.pdf": b"top"}
+
+
+@contextlib.contextmanager
+def watching(cfg: config_mod.Config, **options: Any) -> Iterator[Mirror]:
+    """``cfg``'s mirror running on in a thread of its own (watch mode) for the block."""
+    mirror = Mirror(cfg, **options)
+    mirror.open()
+    thread = threading.Thread(target=mirror.run_forever)
+    thread.start()
+    try:
+        yield mirror
     finally:
         mirror.shutdown()
         thread.join(15)
         mirror.close()
-    assert tree(outside) == before
-    assert files(root) == {"top.pdf": b"top"}
+
+
+def three_invoices(tmp_path: Path) -> Path:
+    """A source folder holding 2024/inv-0.pdf to 2024/inv-2.pdf."""
+    source = tmp_path / "src"
+    (source / "2024").mkdir(parents=True)
+    for i in range(3):
+        (source / "2024" / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+    return source
 
 
 def files_on(driver: Driver) -> int:
@@ -585,10 +604,7 @@ def three_invoices_mirrored(
     ``lately``: the next run comes within five minutes of that one."""
     if spec.backend not in (TELLS_EMPTIED if how == "emptied" else DELETABLE):
         pytest.skip(f"{how} is left to the rescan listing on {spec.backend}")
-    source = tmp_path / "src"
-    (source / "2024").mkdir(parents=True)
-    for i in range(3):
-        (source / "2024" / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+    source = three_invoices(tmp_path)
     cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
     (first,) = run_once(cfg)
     assert first.ok and first.uploaded == 3, first
@@ -621,6 +637,37 @@ def test_a_target_folder_deleted_or_emptied_between_runs_is_filled_again(
     assert differences(cfg) == []
 
 
+def test_a_folder_deleted_on_the_target_between_runs_is_filled_again_when_it_held_the_oldest_file(
+    spec: TargetSpec, driver: Driver, tmp_path: Path
+) -> None:
+    """Someone deleted last year's folder on the target between two runs (tidying up
+    the NAS): the next run found the target's folder neither gone nor empty, sent
+    nothing, and those invoices stayed missing until the hourly rescan. A run asks for
+    the file mirror put there longest ago, which was in that folder. (A folder without
+    it is left to the rescan listing.)"""
+    if spec.backend not in TELLS_EMPTIED:
+        pytest.skip(f"a folder deleted is left to the rescan listing on {spec.backend}")
+    source = tmp_path / "src"
+    (source / "2024").mkdir(parents=True)
+    (source / "2024" / "inv-0.pdf").write_bytes(b"invoice 0")
+    cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
+    (first,) = run_once(cfg)
+    assert first.ok and first.uploaded == 1, first
+    (source / "2025").mkdir()
+    (source / "2025" / "inv-1.pdf").write_bytes(b"invoice 1")
+    (second,) = run_once(cfg)
+    assert second.ok and second.uploaded == 1, second
+    assert driver.delete_batch(["2024/inv-0.pdf"]) == [None]
+    driver.remove_dir_if_empty("2024")
+    with api.running(cfg) as mirror:
+        for runner in mirror.runners:
+            assert runner.index is not None
+            runner.index.set_meta(target_seen=time.time() - 600)
+    (third,) = run_once(cfg)
+    assert third.ok and third.uploaded == 1, third
+    assert differences(cfg) == []
+
+
 @pytest.mark.parametrize("how", ["emptied", "deleted"])
 def test_a_run_right_after_another_with_a_new_file_fills_a_target_folder_deleted_meanwhile(
     spec: TargetSpec, driver: Driver, tmp_path: Path, how: str
@@ -644,17 +691,9 @@ def test_a_target_folder_deleted_or_emptied_while_mirror_was_stopped_is_filled_b
     with nothing new in the source: watch mode's first pass fills the folder again, where
     it sent nothing and the invoices stayed missing until the hourly rescan."""
     cfg = three_invoices_mirrored(spec, driver, tmp_path, how)
-    mirror = Mirror(cfg)
-    mirror.open()
-    thread = threading.Thread(target=mirror.run_forever)
-    thread.start()
-    try:
+    with watching(cfg):
         # asked afresh: Drive's driver would trust the folder ids it resolved for a minute
         wait_for(lambda: driver.forget_folder("") or files_on(driver) == 3, 30, "every file back on the target")
-    finally:
-        mirror.shutdown()
-        thread.join(15)
-        mirror.close()
     assert differences(cfg) == []
 
 
@@ -680,26 +719,38 @@ def test_a_target_folder_deleted_while_watching_is_filled_again(
         pytest.skip(f"a folder deleted in watch mode is left to the rescan listing on {spec.backend}")
     if how == "trashed" and spec.backend != "gdrive":
         pytest.skip(f"a folder deleted on {spec.backend} is gone from its path")
-    source = tmp_path / "src"
-    (source / "2024").mkdir(parents=True)
-    for i in range(3):
-        (source / "2024" / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+    source = three_invoices(tmp_path)
     cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
-    mirror = Mirror(cfg)
-    mirror.open()
-    thread = threading.Thread(target=mirror.run_forever)
-    thread.start()
-    try:
+    with watching(cfg):
         wait_for(lambda: files_on(driver) == 3, 30, "the first copy")
         trash_root(driver) if how == "trashed" else delete_root(driver)
         (source / "2024" / "inv-9.pdf").write_bytes(b"invoice 9")
         (source / "inv-root.pdf").write_bytes(b"invoice root")
         # asked afresh: this driver would trust the folder ids it resolved for a minute
         wait_for(lambda: driver.forget_folder("") or files_on(driver) == 5, 30, "every file back on the target")
-    finally:
-        mirror.shutdown()
-        thread.join(15)
-        mirror.close()
+    assert differences(cfg) == []
+
+
+def test_a_target_folder_emptied_while_watching_is_filled_again_by_a_pass_a_while_later(
+    spec: TargetSpec, driver: Driver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone emptied the mirror's folder while mirror watched (a cleanup script, a
+    bucket's prefix cleared), and invoices kept coming: each went up alone, so the folder
+    was neither gone nor empty when mirror asked, and status said in sync with every
+    older invoice missing until the hourly rescan. A pass SEEN_FOR after mirror last
+    asked asks again, for the file it put there longest ago, and fills the folder."""
+    if spec.backend not in TELLS_EMPTIED:
+        pytest.skip(f"emptied is left to the rescan listing on {spec.backend}")
+    source = three_invoices(tmp_path)
+    cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
+    with watching(cfg):
+        wait_for(lambda: files_on(driver) == 3, 30, "the first copy")
+        empty_target(driver)
+        (source / "2024" / "inv-8.pdf").write_bytes(b"invoice 8")
+        wait_for(lambda: driver.stat("2024/inv-8.pdf") is not None, 30, "the new invoice sent")
+        monkeypatch.setattr(runner_mod, "SEEN_FOR", 0.0)
+        (source / "inv-9.pdf").write_bytes(b"invoice 9")
+        wait_for(lambda: driver.forget_folder("") or files_on(driver) == 5, 30, "every file back on the target")
     assert differences(cfg) == []
 
 
@@ -776,18 +827,11 @@ def test_a_target_folder_emptied_while_the_target_was_down_is_filled_again(
     written meanwhile, status said in sync, and the others waited for the hourly rescan
     (a restart did not help: the folder was no longer empty)."""
     outage = Outage(spec, request)
-    source = tmp_path / "src"
-    (source / "2024").mkdir(parents=True)
-    for i in range(3):
-        (source / "2024" / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+    source = three_invoices(tmp_path)
     cfg = make_config(spec, source, tmp_path / "state", settle=0.1)
     states = States()
     # s3fs retries a refused connection itself, for seconds: few tries of mirror's own
-    mirror = Mirror(cfg, observers=[states], retry=RetryPolicy(attempts=2, initial=0.1))
-    mirror.open()
-    thread = threading.Thread(target=mirror.run_forever)
-    thread.start()
-    try:
+    with watching(cfg, observers=[states], retry=RetryPolicy(attempts=2, initial=0.1)):
         wait_for(lambda: files_on(driver) == 3, 30, "the first copy")
         outage.down()
         try:
@@ -800,10 +844,6 @@ def test_a_target_folder_emptied_while_the_target_was_down_is_filled_again(
         finally:
             outage.up()
         wait_for(lambda: files_on(driver) == 4, 60, "every file back on the target")
-    finally:
-        mirror.shutdown()
-        thread.join(15)
-        mirror.close()
     assert differences(cfg) == []
 
 
