@@ -49,6 +49,7 @@ from botocore.exceptions import (
 )
 from fsspec.asyn import sync
 
+from mirror.config import parse_duration
 from mirror.driver import (
     IN_A_CONFIG,
     Capabilities,
@@ -61,20 +62,24 @@ from mirror.driver import (
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, RootGone, TransientError
 from mirror.hashing import HashKind
 
-OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify"})
+OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify", "timeout"})
 #: what the options that are not text take: botocore took verify = "no" for the path of
 #: a CA bundle, and failed each request on it ('No such file or directory')
 OPTION_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "anon": ((bool,), "true or false"),
     "verify": ((bool, str), "true, false or the path of a CA bundle file"),
+    "timeout": ((int, float, str), 'seconds, or a duration such as "20s"'),
 }
+#: seconds a request waits to connect, and for each answer (botocore's own default): an
+#: endpoint that stopped answering costs that much a try
+TIMEOUT = 60.0
 MIN_PART = 16 * 1024 * 1024
 MAX_PARTS = 10_000
 #: parts of one file sent at once: so many parts (of 16 MiB and up) are held in memory
 #: for each large file in flight, and those go bulk_concurrency at a time
 PARTS_AT_ONCE = 4
-#: tries s3fs gives a request that fails on the way (a reset, a timeout of 15 s): the
-#: executor's retries, which back off and tell a target down, come on top
+#: tries s3fs gives a request that fails on the way (a reset): the executor's retries,
+#: which back off and tell a target down, come on top
 S3FS_TRIES = 2
 #: one request carries at most 5 GiB
 MAX_SINGLE = 5 * 1024**3
@@ -102,6 +107,14 @@ CREDENTIALS_REFUSED = {
 MAYBE_ONE_OBJECT = frozenset({"AccessDenied", "403"})
 #: no credentials to be had at all, mid-run too: a profile's file gone, a token service down
 NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, TokenRetrievalError)
+
+
+def _timeout(options: Mapping[str, Any]) -> float:
+    """The ``timeout`` option in seconds (see TIMEOUT)."""
+    seconds = parse_duration(options.get("timeout", TIMEOUT), "s3 option timeout")
+    if seconds <= 0:
+        raise ConfigError(f's3 option timeout must be more than 0, not {options["timeout"]!r}; for example "30s"')
+    return seconds
 
 
 def part_size(size: int) -> int:
@@ -181,6 +194,7 @@ class S3Driver(Driver):
             if not isinstance(value, kinds):
                 raise ConfigError(f"s3 option {name} must be {words}, not {value!r}")
         check_verify("s3", options)
+        _timeout(options)
         if not url.split("://", 1)[1].strip("/"):
             raise ConfigError("s3 URL needs a bucket: s3://bucket/prefix")
         # no bucket name holds ':' or '@'; a secret may hold '/', so it can end up in the
@@ -228,7 +242,11 @@ class S3Driver(Driver):
             client_kwargs=client_kwargs,
             # botocore's own retries (5 attempts) under s3fs's (5) waited out a hung endpoint
             # for 7 minutes, with status idle and nothing pending; mirror retries by itself
-            config_kwargs={"retries": {"max_attempts": 1}},
+            config_kwargs={
+                "retries": {"max_attempts": 1},
+                "connect_timeout": _timeout(options),
+                "read_timeout": _timeout(options),
+            },
             use_listings_cache=False,
             skip_instance_cache=True,
         )

@@ -935,6 +935,9 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
             )
         if unfinished := _unfinished(s):
             click.echo(unfinished)
+        if s.retrying:
+            since = f" since {_when(s.retrying_since)}" if s.retrying_since else ""
+            click.echo(f"  retrying{since}: {printable(s.retrying)}")
         if s.last_error:
             click.echo(f"  last error: {s.last_error}")
         if s.withheld:

@@ -159,8 +159,11 @@ class Executor:
         logger: logging.LoggerAdapter[logging.Logger] | None = None,
         on_transfer: Callable[[int, float], None] | None = None,
         bulk_concurrency: int | None = None,
+        on_answered: Callable[[], None] | None = None,
     ) -> None:
         """``on_done(files, bytes)``: files sent, adopted or moved, as they complete.
+        ``on_retry(error)``: a call failed and is tried again; ``on_answered()``: one
+        tried again got through.
         ``bulk_concurrency``: how many large files (BULK_FILE_BYTES and up) at once at
         most; None: ``concurrency``."""
         self.driver = driver
@@ -175,6 +178,7 @@ class Executor:
         self.retry = retry or RetryPolicy()
         self.on_done = on_done or (lambda files, size: None)
         self.on_retry = on_retry or (lambda error: None)
+        self.on_answered = on_answered or (lambda: None)
         self.on_transfer = on_transfer or (lambda size, seconds: None)
         self.log = logger or logging.LoggerAdapter(log, {})
         self._lock = threading.Lock()
@@ -441,7 +445,11 @@ class Executor:
         )
         for attempt in retrying:
             with attempt:
-                return self._classified(fn)
+                result = self._classified(fn)
+            outcome = attempt.retry_state.outcome  # the block's, set as it ended
+            if outcome is not None and not outcome.failed:
+                self.on_answered()
+                return result
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _gave_up(self) -> bool:

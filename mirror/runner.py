@@ -178,6 +178,9 @@ class TargetRunner:
     _folder_fd: int | None = None
     #: the claim on its place that mirrors with other state folders see too
     _claim: PlaceClaim | None = None
+    #: since when requests are being tried again (see _retrying); None: they are not.
+    #: Workers set it unlocked: two retrying at once take about the same time
+    _retry_since: float | None = None
 
     def __init__(
         self,
@@ -546,7 +549,8 @@ class TargetRunner:
             self.stop,
             self.retry,
             on_done=on_done,
-            on_retry=lambda error: self.observer.on_retry(self.name, error),
+            on_retry=self._retrying,
+            on_answered=self._answered,
             logger=self.log,
             on_transfer=lambda size, seconds: self.observer.on_transfer(self.name, size, seconds),
             # a concurrency the user chose holds for large files too
@@ -1358,13 +1362,30 @@ class TargetRunner:
         """The mount the source folder was on when this target last got a pass."""
         return self.index.get_meta("source_place") if self.index is not None else None
 
+    def _retrying(self, error: str) -> None:
+        """A request failed and is tried again: status says so while it lasts. A server
+        that stopped answering costs a timeout a try, minutes in all before the target
+        counts as down, and status said syncing, in sync, meanwhile."""
+        self.observer.on_retry(self.name, error)
+        since = self._retry_since = self._retry_since or time.time()
+        self.note(retrying=error, retrying_since=since)
+
+    def _answered(self) -> None:
+        """A request tried again got through: the target answers."""
+        since, self._retry_since = self._retry_since, None
+        if since is not None:
+            self.note(retrying=None, retrying_since=None)
+
     def failing(self, why: str, state: str = "failing") -> None:
         """Say this target cannot be mirrored now, and why, where status, metrics and
         alerts look (a pass that ends records its own outcome)."""
         if self.index is not None and not self.dry_run:
             try:
-                # what comes back may be an empty folder: the next run asks (_seen_lately)
-                self.index.set_meta(state=state, last_error=why, target_seen=None)
+                # what comes back may be an empty folder: the next run asks (_seen_lately);
+                # the retries, if any, ended in this
+                self.index.set_meta(
+                    state=state, last_error=why, target_seen=None, retrying=None, retrying_since=None
+                )
             except StateError:
                 self.log.debug("cannot record the state", exc_info=True)
         self.observer.on_state(self.name, state, why)
@@ -1488,8 +1509,11 @@ class TargetRunner:
         # deletions waiting until the source stops losing files (mirror.held): the
         # target still holds those copies
         held = len(self.held.paths)
+        self._retry_since = None  # the pass's retries ended, in an answer or its failure
         values: dict[str, str | float | int | None] = {
             "heartbeat": now,
+            "retrying": None,
+            "retrying_since": None,
             "state": "syncing" if sending or held else "idle",
         }
         if self._vouch:

@@ -29,6 +29,9 @@ UNREAD = (NEWER, DAMAGED)
 #: how far in the future a recorded time may lie before it counts as recorded with the
 #: clock ahead: a clock set right by NTP steps back by a second or so
 CLOCK_SLACK = 60.0
+#: seconds requests may be tried again before status counts the target as not in sync:
+#: a server that stopped answering takes a timeout a try, minutes before it counts as down
+RETRYING_LONG = 60.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class TargetStatus:
     watching: str | None = None
     #: when the run that mirrors it (or did last) started it, with the config it read then
     started: float | None = None
+    #: why the running mirror is trying requests again, and since when
+    retrying: str | None = None
+    retrying_since: float | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -80,7 +86,13 @@ class TargetStatus:
         problem = problem or (self.incomplete and not self.running) or self.left_out > 0
         # a process killed or crashed mirrors nothing until it is started again
         problem = problem or (self.state == INTERRUPTED and not self.running)
+        problem = problem or self.retrying_long
         return not problem and self.state not in ("failed", NEVER_RUN, *UNREAD)
+
+    @property
+    def retrying_long(self) -> bool:
+        """Requests to the target have been tried again for over RETRYING_LONG."""
+        return self.retrying_since is not None and time.time() - self.retrying_since > RETRYING_LONG
 
     @property
     def never_synced(self) -> bool:
@@ -175,6 +187,8 @@ def of_index(index: Index, index_file: Path, running: bool) -> TargetStatus:
         clock_ahead=ahead,
         watching=index.get_meta("watching") if running else None,
         started=float(index.get_meta("started") or 0) or None,
+        retrying=index.get_meta("retrying") if running else None,
+        retrying_since=float(index.get_meta("retrying_since") or 0) or None if running else None,
     )
 
 

@@ -150,6 +150,11 @@ def test_missing_bucket_and_bad_credentials_are_config_errors(s3_server: S3Serve
         ({"verify": "no"}, "s3 option verify = 'no' names no CA bundle file; give true, false or the path of one"),
         ({"anon": "yes"}, "s3 option anon must be true or false, not 'yes'"),
         ({"region": 1}, "s3 option region must be text, not 1"),
+        (
+            {"timeout": "soon"},
+            "s3 option timeout: expected a duration such as 30, '30s', '5m' or '1h', got 'soon'",
+        ),
+        ({"timeout": 0}, 's3 option timeout must be more than 0, not 0; for example "30s"'),
     ],
 )
 def test_an_option_of_the_wrong_type_is_a_config_error(
@@ -295,6 +300,8 @@ class Proxy:
         self.holding_parts = threading.Event()
         #: set once a part was held back
         self.held = threading.Event()
+        #: set: nothing the client sends reaches the server, which so never answers
+        self.hanging = threading.Event()
         self.sockets: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=self._accept, daemon=True).start()
@@ -316,7 +323,8 @@ class Proxy:
                 if outgoing and self.holding_parts.is_set() and b"partNumber=" in data:
                     self.held.set()
                     return
-                sink.sendall(data)
+                if not (outgoing and self.hanging.is_set()):
+                    sink.sendall(data)
 
     def lose_server(self) -> None:
         self.lost.set()
@@ -367,6 +375,60 @@ def test_a_bucket_deleted_and_made_again_while_watching_is_filled_again(
         proc.wait(timeout=30)
 
 
+def through(proxy: Proxy, source: Path, s3_target: TargetSpec, tmp_path: Path, **options: str) -> Path:
+    """A config mirroring ``source`` to the S3 target through ``proxy``, with ``options``."""
+    options = {
+        **s3_target.options,
+        "endpoint_url": f"http://127.0.0.1:{proxy.listener.getsockname()[1]}",
+        **options,
+    }
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{source}"\n[defaults]\nsettle = "0.2s"\n'
+        f'[targets.s3]\nurl = "{s3_target.url}"\n'
+        "options = { " + ", ".join(f'{k} = "{v}"' for k, v in options.items()) + " }\n"
+    )
+    return config
+
+
+def test_an_endpoint_that_stops_answering_shows_as_retrying_in_status(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """The S3 endpoint stopped answering (a load balancer that hangs): each request waited
+    out botocore's 60 s, tried again for minutes before the target counted as down, and
+    status said syncing, in sync (exit 0), all along. Status now tells what is tried again
+    and since when, until an answer comes; the timeout option shortens each wait."""
+    proxy = Proxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "mirror.log"
+    source.mkdir()
+    (source / "first.pdf").write_bytes(b"first")
+    config = through(proxy, source, s3_target, tmp_path, timeout="1s")
+    env = {**s3_target.env, "AWS_MAX_ATTEMPTS": "1"}
+
+    def status() -> subprocess.CompletedProcess[str]:
+        return run("status", "-c", str(config), state=state, env=env)
+
+    proc = start("run", "-c", str(config), state=state, env=env, log=log)
+    try:
+        wait_for(lambda: "1 sent" in log.read_text(), timeout=30, what="the first copy", log=log)
+        proxy.hanging.set()
+        (source / "second.pdf").write_bytes(b"second")
+        wait_for(
+            lambda: "retrying since" in status().stdout, timeout=30, what="status telling of retries", log=log
+        )
+        assert "timeout" in status().stdout.lower()
+        proxy.hanging.clear()
+        bucket, _, prefix = s3_target.url.removeprefix("s3://").partition("/")
+        key = f"{prefix.strip('/')}/second.pdf"
+        client = s3_server.client()
+        wait_for(lambda: client.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1, 60, "the send", log)
+        wait_for(lambda: status().returncode == 0, timeout=30, what="status in sync again", log=log)
+        assert "retrying" not in status().stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
     s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
 ) -> None:
@@ -377,13 +439,7 @@ def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
     source, state, log = tmp_path / "export", tmp_path / "state", tmp_path / "mirror.log"
     source.mkdir()
     (source / "first.pdf").write_bytes(b"first")
-    options = {**s3_target.options, "endpoint_url": f"http://127.0.0.1:{proxy.listener.getsockname()[1]}"}
-    config = tmp_path / "mirror.toml"
-    config.write_text(
-        f'source = "{source}"\n[defaults]\nsettle = "0.2s"\n'
-        f'[targets.s3]\nurl = "{s3_target.url}"\n'
-        "options = { " + ", ".join(f'{k} = "{v}"' for k, v in options.items()) + " }\n"
-    )
+    config = through(proxy, source, s3_target, tmp_path)
     # botocore's own retries (5 attempts, backing off) would hold mirror's back for long
     env = {**s3_target.env, "AWS_MAX_ATTEMPTS": "1"}
     proc = start("run", "-c", str(config), state=state, env=env, log=log)

@@ -162,6 +162,23 @@ def test_a_first_copy_under_way_is_not_in_sync(tmp_path: Path) -> None:
     assert [(t["in_sync"], t["never_synced"]) for t in shown] == [(True, False)]
 
 
+def test_requests_tried_again_for_over_a_minute_are_not_in_sync(tmp_path: Path) -> None:
+    """A server that stops answering costs a timeout a try, minutes before the target
+    counts as down: a cron check meanwhile got exit 0. A retry that gets through within
+    a minute is no news."""
+    cfg, src, _ = setup(tmp_path)
+    (src / "invoice.pdf").write_bytes(b"%PDF")
+    with api.running(cfg) as m:
+        m.run_once()
+        (runner,) = m.runners
+        runner.note(retrying="s3: connection problem (ReadTimeoutError)", retrying_since=time.time() - 5)
+        (brief,) = api.status(cfg)
+        runner.note(retrying_since=time.time() - 90)
+        (long,) = api.status(cfg)
+    assert brief.in_sync and brief.retrying == "s3: connection problem (ReadTimeoutError)"
+    assert not long.in_sync
+
+
 def test_a_listing_recorded_while_the_clock_was_ahead_does_not_put_off_the_next(tmp_path: Path) -> None:
     """A clock a year ahead for one run (fixed later by NTP) must not stop the safety-net
     listing that finds copies gone from the target, for a year."""
