@@ -31,7 +31,7 @@ from mirror.config import load as load_config
 from mirror.engine import Mirror
 from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
-from mirror.runner import index_of, state_dir
+from mirror.runner import claimed_by_a_process, index_of, state_dir
 
 if TYPE_CHECKING:
     from mirror.alerts import Alerts
@@ -96,7 +96,7 @@ def __getattr__(name: str) -> Any:
 def status(config: Config) -> list[TargetStatus]:
     """What ``mirror status -c`` shows for each target of ``config``, also those never run."""
     from mirror.redact import redact_url
-    from mirror.status import UNREAD, never_run
+    from mirror.status import RUNNING_ELSEWHERE, UNREAD, never_run, running_elsewhere
     from mirror.status import read as _read_status
 
     check_config(config)
@@ -115,5 +115,8 @@ def status(config: Config) -> list[TargetStatus]:
                 found = replace(found, name=target.name, url=redact_url(target.url), source=str(config.source))
             result.append(found)
         else:
-            result.append(never_run(target.name, redact_url(target.url), str(config.source), index))
+            found = never_run(target.name, redact_url(target.url), str(config.source), index)
+            if claimed_by_a_process(config, target):
+                found = replace(found, running=True, state=RUNNING_ELSEWHERE, last_error=running_elsewhere(root))
+            result.append(found)
     return result

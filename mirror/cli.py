@@ -896,7 +896,7 @@ def status(
 
 
 def print_status(statuses: list[TargetStatus], root: Path) -> None:
-    from mirror.status import UNREAD
+    from mirror.status import RUNNING_ELSEWHERE, UNREAD
 
     if not statuses:
         click.echo(
@@ -908,7 +908,7 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
         last = _when(s.last_complete_sync) if s.last_complete_sync else "never"
         tried = f"; last attempt {_when(s.last_attempt)} failed" if s.last_attempt else ""
         click.echo(f"{s.name}: {s.url}  ({'running' if s.running else 'not running'}, {s.state}{tried})")
-        if s.state in UNREAD:
+        if s.state in (*UNREAD, RUNNING_ELSEWHERE):
             click.echo(f"  {s.last_error}")  # what else it holds, this mirror cannot tell
             continue
         click.echo(f"  source:  {s.source}")

@@ -19,13 +19,33 @@ import sys
 _HERE: set[str] = set()
 
 
+#: where Linux lists every socket, the abstract names with "@" for their leading NUL
+_SOCKETS = "/proc/net/unix"
+
+
+def _name(key: str) -> str:
+    return f"\0fsspec-mirror/place/{key}"
+
+
+def claimed(key: str) -> bool:
+    """Whether a process on this machine holds the claim on ``key``. Read from the list
+    of sockets, so looking takes nothing: a claim tried, to see whether it is taken,
+    would refuse a mirror that starts at that moment."""
+    listed = " @" + _name(key)[1:] + "\n"
+    try:
+        with open(_SOCKETS, encoding="utf-8", errors="replace") as sockets:
+            return any(line.endswith(listed) for line in sockets)
+    except OSError:
+        return False
+
+
 class PlaceClaim:
     """The claim on one place (by its key, a hash that holds no secret) until :meth:`release`.
     :attr:`taken_by` says who holds it instead, if someone does: ``"here"`` (another Mirror
     of this process) or ``"elsewhere"`` (another process)."""
 
     def __init__(self, key: str) -> None:
-        self._name = f"\0fsspec-mirror/place/{key}"
+        self._name = _name(key)
         self._socket: socket.socket | None = None
         self.taken_by: str | None = None
         if not sys.platform.startswith("linux"):

@@ -38,7 +38,7 @@ from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, s
 from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
-from mirror.place_claim import PlaceClaim
+from mirror.place_claim import PlaceClaim, claimed
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, pending_count, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_bytes, human_duration
@@ -1973,6 +1973,19 @@ def _move_index(old: Path, new: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         with suppress(FileNotFoundError):
             os.rename(f"{old}{suffix}", f"{new}{suffix}")
+
+
+def claimed_by_a_process(config: Config, target: TargetConfig) -> bool:
+    """Whether a mirror process on this machine mirrors ``target``'s place, whatever its
+    state folder (mirror.place_claim): one whose state folder was deleted under it goes
+    on, its index open, and status found no index and said never run."""
+    runner = TargetRunner(config, target, threading.Event())
+    if registry.load_driver_class(runner.resolved.backend).in_process:
+        return False
+    try:
+        return claimed(_place_key(runner.compared_place()))
+    except (MirrorError, OSError):  # a local folder that cannot be resolved is claimed by no one
+        return False
 
 
 def _place_key(place: tuple[str, ...]) -> str:

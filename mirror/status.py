@@ -21,6 +21,8 @@ NEVER_RUN = "never run"
 #: the state of a target whose mirror process ended without stopping cleanly
 INTERRUPTED = "ended without stopping cleanly"
 #: the state of a target whose index a newer mirror wrote (after a downgrade)
+#: a mirror process mirrors the target, and this state folder holds no index of it
+RUNNING_ELSEWHERE = "running without an index here"
 NEWER = "written by a newer mirror"
 #: the state of a target whose index reads as damaged
 DAMAGED = "index damaged"
@@ -219,6 +221,15 @@ def never_run(name: str, url: str, source: str, index_file: Path) -> TargetStatu
         attempt = {}
     status = TargetStatus(name, url, source, False, NEVER_RUN, 0, 0, 0, None, None, (), str(index_file))
     return replace(status, last_error=attempt.get("error"), last_attempt=attempt.get("at"))
+
+
+def running_elsewhere(state: Path) -> str:
+    """What status says of a target a mirror process mirrors without an index in ``state``."""
+    return (
+        f"a mirror process mirrors this target, but {state} holds no index of it: the state folder was "
+        "deleted while it ran, or it runs with another one (MIRROR_STATE_DIR, state_dir); restart it "
+        "(systemctl restart, for the service) so that its state is written here"
+    )
 
 
 def note_attempt(index_file: Path, error: str | None) -> None:

@@ -1116,9 +1116,12 @@ def test_a_hard_link_made_and_written_through_at_once_updates_the_other_name(tmp
         wait_for(lambda: files(dst) == wanted, what="both names' copies", log=log)
 
 
-def test_a_second_mirror_after_the_state_folder_was_deleted_under_the_first_says_so(tmp_path: Path) -> None:
+def test_status_and_a_second_mirror_after_the_state_folder_was_deleted_under_the_first_say_so(
+    tmp_path: Path,
+) -> None:
     """The state folder deleted while mirror watched: a second mirror was refused, rightly,
-    as held by a mirror 'with another state folder' than the one both were given."""
+    as held by a mirror 'with another state folder' than the one both were given; status
+    said 'not running, never run', though a mirror ran on with its index deleted."""
     src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
     src.mkdir()
     (src / "a.pdf").write_bytes(b"a")
@@ -1126,5 +1129,9 @@ def test_a_second_mirror_after_the_state_folder_was_deleted_under_the_first_says
         wait_for(lambda: same(src, dst), what="the first copy", log=log)
         shutil.rmtree(state)
         second = run("run", str(src), str(dst), "--once", state=state)
+        status = run("status", str(src), str(dst), state=state)
     assert second.returncode == 2, second.stdout + second.stderr
     assert "or whose state folder was deleted while it ran); stop that one first" in second.stderr, second.stderr
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert "(running, running without an index here)" in status.stdout, status.stdout
+    assert "the state folder was deleted while it ran" in status.stdout, status.stdout
