@@ -912,7 +912,10 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
             click.echo(f"  {s.last_error}")  # what else it holds, this mirror cannot tell
             continue
         click.echo(f"  source:  {s.source}")
-        click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}), pending {s.pending}")
+        # what is left is known to a running mirror alone: stopped, 'pending 0' read as
+        # nothing left after a first copy cut short
+        pending = f", pending {s.pending}" if s.running else ""
+        click.echo(f"  files:   {s.files} ({human_bytes(s.bytes)}){pending}")
         click.echo(f"  last complete sync: {last}{_late(s)}")
         if s.stale and not (s.running or s.clock_ahead or s.last_complete_sync is None):
             # the never-synced case says so below (_unfinished); a target moved elsewhere
