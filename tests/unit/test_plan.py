@@ -1488,7 +1488,10 @@ def test_rows_sent_under_other_rules_never_lead_to_a_refused_name_or_two_files_o
         # the target folds case all along; the first copy's rules did not know it
         driver_class = MemoryDriver if rules.case_sensitive else FoldingMemoryDriver
         rig.driver = driver_class(rig.driver.fs, rig.root, rig.driver.caps)
-        rig.executor = Executor(rig.driver, rig.index, rig.source, 3, threading.Event())
+        # one at a time: of two files that fold to one name, sent at once under rules that
+        # did not know, which one the target kept changed from run to run, and hypothesis
+        # found a failure it could not reproduce
+        rig.executor = Executor(rig.driver, rig.index, rig.source, 1, threading.Event())
         rig.write(tree)
         rig.executor.run(plan(rig.local(), {}, rig.settings(layout), remote={}))
         touched: set[str] = set()
