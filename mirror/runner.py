@@ -52,8 +52,9 @@ log = logging.getLogger("mirror")
 #: the indexes whose lock a Mirror of this process holds (see _held_by)
 _LOCKED_HERE: set[str] = set()
 
-#: seconds for which a target found with its folder there is trusted to still have it:
-#: a run within them does not log in only to ask (TargetRunner._seen_lately)
+#: seconds for which a target asked or listed is trusted to still hold what mirror put
+#: there: a run within them does not log in only to ask (TargetRunner._seen_lately), and
+#: a watching mirror asks again after them (TargetRunner._asked_lately)
 SEEN_FOR = 300.0
 #: seconds before deletions the guard withheld in watch mode are first planned again
 GUARD_RECHECK = 10.0
@@ -1321,8 +1322,9 @@ class TargetRunner:
         return self._root_asked is not None and time.monotonic() - self._root_asked < SEEN_FOR
 
     def _seen_lately(self) -> bool:
-        """Whether mirror reached the target and found its folder there within SEEN_FOR:
-        a run then trusts that, as rclone trusts its listings for five minutes, and does
+        """Whether mirror asked the target (Driver.root_lost) or listed it within
+        SEEN_FOR, and found its files there, in this run or an earlier one: a run then
+        trusts that, as rclone trusts its listings for five minutes, and does
         not log in just to ask again (a run right after another, from cron or by hand)."""
         seen = self.index.get_meta("target_seen") if self.index is not None else None
         return seen is not None and 0 <= time.time() - float(seen) < SEEN_FOR
