@@ -4,7 +4,7 @@ An :class:`Alerts` observer turns target states into *incidents*. An incident op
 target starts failing (unreachable, fatal error) and closes with the next pass that reaches
 it; or when the delete guard withholds deletions (an emptied or unmounted source), which
 needs a person as much, and closes with the first pass that plans every deletion again
-(a full one) or deletes, without the guard: when ``mirror status`` stops naming them.
+(a full one) without the guard: when ``mirror status`` stops naming them.
 Once an incident has lasted ``alert_after``, it is announced exactly once: the target's
 ``on_failure`` command runs (``MIRROR_EVENT=failure``) and its ``healthcheck_url`` gets a
 ``/fail`` ping; a command that fails (the mail relay down in the same outage) runs again
@@ -136,9 +136,9 @@ class Alerts(Observer):
         if name not in self.targets:
             return
         # as status has it: a pass that withholds deletions says so, and one that plans every
-        # deletion (a full one) or deletes says it withholds none; a watch pass with no
-        # deletion to plan says nothing of the guard's
-        withheld = True if report.guard else False if report.kind == "full" or report.deleted else None
+        # deletion (a full one) says it withholds none; a watch pass says nothing of the
+        # guard's (one that deletes another file leaves the withheld ones standing)
+        withheld = True if report.guard else False if report.kind == "full" else None
         if report.error or report.guard:
             self._open(name, report.error or f"deletions withheld: {report.guard}", withheld)
             return

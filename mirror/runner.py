@@ -1543,6 +1543,10 @@ class TargetRunner:
         # a first copy is not complete while files written just before the start wait to
         # settle: status said so with nothing on the target yet
         first_waits = settling and self.index.get_meta("last_complete_sync") is None
+        # what the guard withheld stands until a pass plans every deletion again (a full
+        # one): a watch pass deleting another file cleared it, status exited 0 and a
+        # complete sync was recorded, the withheld copies still on the target
+        withheld = report.guard if report.guard or report.kind == "full" else self.index.get_meta("withheld")
         # the source went away while the pass ran: what the engine told of it then stays told
         away = self._source_away()
         if (
@@ -1553,6 +1557,7 @@ class TargetRunner:
             and not sending
             and not held
             and not first_waits
+            and not withheld
             and away is None
         ):
             values["last_complete_sync"] = now
@@ -1576,8 +1581,7 @@ class TargetRunner:
             and (source_place := place_of(str(self.config.source)))
         ):
             values["source_place"] = source_place
-        if report.guard or report.kind == "full" or report.deleted:
-            values["withheld"] = report.guard
+        values["withheld"] = withheld
         self.index.set_meta(**values)
         self.observer.on_report(report)
         self.observer.on_state(self.name, str(values["state"]), report.error or away)

@@ -1043,6 +1043,39 @@ def test_sighup_from_a_closed_terminal_stops_mirror(tmp_path: Path) -> None:
     assert "stopped" in text, text
 
 
+def test_deletions_withheld_stay_told_after_a_watch_pass_deletes_another_file(tmp_path: Path) -> None:
+    """The guard withheld a folder's deletions; then one other file went, and its watch
+    pass deleted that copy: status dropped 'deletions withheld', exited 0 and recorded a
+    complete sync, the withheld copies still on the target, until the guard's re-check
+    (backing off up to rescan_interval)."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "mirror.log"
+    (src / "mid").mkdir(parents=True)
+    for n in range(3):
+        (src / "mid" / f"{n}.pdf").write_bytes(b"invoice %d" % n)
+    (src / "other.pdf").write_bytes(b"other")
+    (src / "keep.pdf").write_bytes(b"keep")
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{src}"\nstate_dir = "{state}"\n[defaults]\nsettle = "0.2s"\nmax_delete = 2\n'
+        f'[targets.disk]\nurl = "{dst}"\n'
+    )
+    with watching("run", "-c", str(config), state=state, log=log):
+        wait_for(lambda: same(src, dst), what="the first copy", log=log)
+        shutil.rmtree(src / "mid")
+        wait_for(lambda: "deletions withheld" in log.read_text(), what="the deletions withheld", log=log)
+
+        def told() -> dict[str, Any]:
+            return dict(json.loads(run("status", "-c", str(config), "--json", state=state).stdout)[0])
+
+        synced = told()["last_complete_sync"]
+        (src / "other.pdf").unlink()
+        wait_for(lambda: not (dst / "other.pdf").exists(), what="the other file's copy deleted", log=log)
+        shown, after = run("status", "-c", str(config), state=state), told()
+    assert sorted(p.name for p in (dst / "mid").iterdir()) == ["0.pdf", "1.pdf", "2.pdf"]
+    assert shown.returncode == 1 and "deletions withheld" in shown.stdout, shown.stdout
+    assert after["last_complete_sync"] == synced
+
+
 def test_deletions_waiting_for_the_source_to_stop_losing_files_are_pending_not_in_sync(tmp_path: Path) -> None:
     """An export folder emptied a file at a time: the deletions wait until no more files
     go (mirror.held), the copies still on the target. Status said 'pending 0', and each
