@@ -509,7 +509,8 @@ def plan(
         gone = sorted(src for src in wanted if src not in local and src in index)
     if source_empty is None:
         source_empty = scope is None and not local
-    planner = _Planner(local, index, settings, remote, rows_checked, generation, doubted)
+    looks_closer = scope is not None or remote is not None
+    planner = _Planner(local, index, settings, remote, rows_checked, generation, doubted, looks_closer)
     desired = planner.place(candidates, _by_identity(gone, index))
     # before their paths count as vacated: a file renamed to a name refused by the rules
     gone = planner.keep_renamed(gone, left_out or {})
@@ -571,13 +572,21 @@ class _Planner:
         rows_checked: bool = False,
         generation: Callable[[str], int] | None = None,
         doubted: Collection[str] = (),
+        looks_closer: bool = False,
     ) -> None:
+        """``looks_closer``: the plan looks at its files one by one anyway (a watch pass's
+        changed paths, a pass that lists the target), so it asks each file that its row
+        records by inode, size and time for its generation too (:meth:`_new_file_at`)."""
         self.local = local
         self.doubted = doubted
         self.rows_checked = rows_checked
         self._generation = generation
         #: the generations asked of ``generation``, by source path
         self._generations: dict[str, int] = {}
+        self._looks_closer = looks_closer
+        #: source paths where a new file stands with the inode, size and time of the file
+        #: its row records (:meth:`_new_file_at`)
+        self.new_files: set[str] = set()
         #: source path -> why its row is forgotten: today's rules refuse the path it holds
         self.unfit: dict[str, str] = {}
         self.index = index
@@ -630,6 +639,7 @@ class _Planner:
             unchanged = False
             if known is not None and known.dst == dst and known.size == entry.size:
                 unchanged = _unchanged(known, entry, self.settings.stable_inodes)
+                unchanged = unchanged and not self._new_file_at(src, known)
                 if self.rows_checked:
                     if self.remote is None and unchanged:
                         continue  # unchanged (as narrow() tells), and no listing to check it against
@@ -655,10 +665,25 @@ class _Planner:
         row = gone.get((entry.ino, entry.size, entry.mtime_ns)) if entry.ino else None
         if row is None or not row.gen or self._generation is None:
             return row
+        return row if self._generation_of(src) in (0, row.gen) else None
+
+    def _new_file_at(self, src: str, known: IndexEntry) -> bool:
+        """Whether a new file stands at ``src`` that has the inode, size and time its row
+        records: ext4 hands a deleted file's inode to the next file made, at once, and a
+        program that dates each document it writes gives the time. The generation tells
+        (a new file's is not the row's), where the plan looks at files one by one."""
+        if not (self._looks_closer and known.gen and self._generation is not None):
+            return False
+        if self._generation_of(src) in (0, known.gen):
+            return False
+        self.new_files.add(src)
+        return True
+
+    def _generation_of(self, src: str) -> int:
         gen = self._generations.get(src)
         if gen is None:
-            gen = self._generations[src] = self._generation(src)
-        return row if gen in (0, row.gen) else None
+            gen = self._generations[src] = self._generation(src) if self._generation is not None else 0
+        return gen
 
     def _first_date(self, src: str, entry: LocalEntry) -> dt.date:
         if self._first_dates is None:
@@ -791,6 +816,7 @@ class _Planner:
                 key,
                 self.settings,
                 theirs,
+                src in self.new_files,
             )
             if (
                 isinstance(action, (Put, Move))
@@ -1311,14 +1337,16 @@ def _decide(
     key: Callable[[str], str],
     settings: PlanSettings,
     theirs: bool = False,
+    new_file: bool = False,
 ) -> Transfer | None:
     """What to do for one source file; ``theirs``: the index records the copy at ``dst``
     as another file's (one gone, whose path this file takes), or it is in doubt: its size
-    and time tell nothing of this file, only its hash does."""
+    and time tell nothing of this file, only its hash does. ``new_file``: a new file has
+    the inode, size and time its row records (_Planner._new_file_at)."""
     caps = settings.caps
     there = None if remote is None else remote.get(key(dst))
     if known is not None and known.size == entry.size and known.mtime_ns == entry.mtime_ns:
-        if not _unchanged(known, entry, settings.stable_inodes):
+        if new_file or not _unchanged(known, entry, settings.stable_inodes):
             return _replaced(src, dst, date, entry, known, remote, there, caps)
         if known.dst != dst:
             move = Move(src, known.dst, dst, entry, date, "layout changed")

@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from mirror import engine
 from mirror.cli import main
-from tests.cli import MIRROR, files, run, same_day, start, wait_for
+from tests.cli import MIRROR, files, run, same_day, start, wait_for, watching
 
 
 @pytest.fixture
@@ -318,6 +318,68 @@ def test_two_files_of_one_size_and_time_swapped_by_renames_swap_on_the_target(tm
     assert files(target) == {"001.pdf": b"invoice B", "002.pdf": b"invoice A"}
     again = run("run", str(src), str(target), "--once", state=state)
     assert "0 sent" in again.stdout, again.stdout
+
+
+def _reuse_inodes(src: Path, text: Callable[[str], bytes], when: tuple[int, int]) -> int:
+    """Delete every file of ``src`` and make new ones until some get the freed inodes;
+    each such file takes the path whose file had its inode, with ``text(path name)`` of
+    that file's size and the time ``when``. How many did."""
+    freed = {}
+    for old in src.iterdir():
+        freed[old.stat().st_ino] = old.name
+        old.unlink()
+    # other processes (and mirror's runs) free and take inodes too: files are made until
+    # some get the freed ones
+    spares = [src.parent / f"spare-{n}" for n in range(2000)]
+    reused = 0
+    for spare in spares:
+        spare.write_bytes(b"")
+        if (name := freed.pop(spare.stat().st_ino, None)) is not None:
+            spare.write_bytes(text(name))
+            os.utime(spare.rename(src / name), ns=when)
+            reused += 1
+    for spare in spares:
+        spare.unlink(missing_ok=True)
+    return reused
+
+
+def _status(src: Path, target: Path, state: Path) -> str:
+    return run("status", str(src), str(target), state=state).stdout
+
+
+@pytest.mark.parametrize("how", ["watching", "rescan"])
+def test_a_new_file_given_the_inode_size_and_time_of_the_file_at_its_path_is_sent(
+    tmp_path: Path, state: Path, how: str
+) -> None:
+    """A program deleted each invoice and wrote it again, corrected, dating it with the
+    invoice's date: ext4 gave each new file its old inode, and with the same size and
+    time the target kept the old invoice for good, while status and verify said in sync.
+    A watch pass, which looks at the changed files one by one, and a pass that lists the
+    target tell the new file by its inode generation."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    march = (1_709_294_400 * 10**9,) * 2
+    for n in range(1001, 1061):
+        (src / f"RE-{n}.pdf").write_bytes(b"total: 100.00 EUR")
+        os.utime(src / f"RE-{n}.pdf", ns=march)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+
+    def corrected(name: str) -> bytes:
+        return b"total: 190.00 EUR"
+
+    if how == "watching":
+        log = tmp_path / "mirror.log"
+        with watching("run", str(src), str(target), "--max-delete", "60", state=state, log=log):
+            wait_for(lambda: "(running, idle)" in _status(src, target, state), what="the start's pass", log=log)
+            if not _reuse_inodes(src, corrected, march):
+                pytest.skip("this filesystem did not hand the freed inodes to new files")
+            wait_for(lambda: files(target) == files(src), timeout=20, what="the corrected invoices", log=log)
+    else:
+        if not _reuse_inodes(src, corrected, march):
+            pytest.skip("this filesystem did not hand the freed inodes to new files")
+        result = run("run", str(src), str(target), "--once", "--rescan", "--max-delete", "60", state=state)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert files(target) == files(src) and set(files(src).values()) == {b"total: 190.00 EUR"}
 
 
 @pytest.mark.parametrize("first", ["sent", "found-on-the-target", "sent-by-an-older-mirror"])

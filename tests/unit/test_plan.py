@@ -1080,6 +1080,38 @@ def test_a_new_file_with_a_gone_file_s_inode_is_a_rename_only_of_the_same_genera
         assert [r.dst for r in result.removals] == ["2023/RE-1001.pdf"]
 
 
+@pytest.mark.parametrize(
+    ("how", "now", "sent"),
+    [("watch", 6, True), ("listing", 6, True), ("watch", 5, False), ("watch", 0, False), ("full", 6, False)],
+    ids=["watch-new-file", "listing-new-file", "watch-same-file", "watch-no-generation", "full-not-asked"],
+)
+def test_a_new_file_with_the_inode_size_and_time_of_the_file_at_its_path_is_sent_where_the_plan_looks_closer(
+    how: str, now: int, sent: bool
+) -> None:
+    """A program deleted an invoice and wrote it again, corrected, dated with the
+    invoice's date, and ext4 gave it the old inode: the plan took it for the file its row
+    records, and the target kept the old invoice. A plan that looks at its files one by
+    one anyway (a watch pass's changed paths, a listing pass) asks the generation; a full
+    pass without a listing does not (one open per file of the source)."""
+    caps = Capabilities(server_side_move=True)
+    index = {"RE-1001.pdf": known("RE-1001.pdf", "RE-1001.pdf", ino=7)._replace(gen=5)}
+    local = {"RE-1001.pdf": entry("RE-1001.pdf", ino=7)}
+    tree = PlanSettings(Layout.parse("tree"), DeletePolicy.MIRROR, caps)
+    listed = {"RE-1001.pdf": RemoteEntry("RE-1001.pdf", local["RE-1001.pdf"].size, local["RE-1001.pdf"].mtime_ns)}
+    result = plan(
+        local,
+        index,
+        tree,
+        remote=listed if how == "listing" else None,
+        scope=["RE-1001.pdf"] if how == "watch" else None,
+        generation=lambda src: now,
+    )
+    assert [(t.dst, t.reason) for t in result.transfers] == (
+        [("RE-1001.pdf", "another file took its place")] if sent else []
+    )
+    assert result.removals == ()
+
+
 def test_a_file_renamed_to_a_name_that_is_not_mirrored_keeps_its_copy_until_it_can_be() -> None:
     """'Rechnung.pdf' renamed by a Latin-1 program to 'Rechnung M\xfcller.pdf' (not valid
     UTF-8: the scan leaves it out), or 'a.pdf' to 'a?b.pdf' on a target that refuses '?':
