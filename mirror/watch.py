@@ -528,8 +528,11 @@ class SourceWatcher:
             st = None
         if st is not None and stat.S_ISDIR(st.st_mode):
             snap = scan(self.root, self.filt, start=rel)
-            if rel in self.unreadable and rel not in snap.unreadable:
-                self._readable_again = rel
+            # the folder, or files in it: one whose names could be read but not its files
+            # (chmod 444) had those left out, not itself
+            again = {u for u in self.unreadable if u == rel or u.startswith(f"{rel}/")} - snap.unreadable
+            if again:
+                self._readable_again = min(again)
             if lost := snap.unreadable - self.unreadable:
                 self._unreadable_now = min(lost)
             self.unreadable.update(snap.unreadable)

@@ -137,17 +137,19 @@ def test_verify_does_not_call_files_in_an_unreadable_folder_removed(
     assert "2025/a.pdf: cannot be read in the source, so it was not compared" in output, output
 
 
+@pytest.mark.parametrize("mode", [0o000, 0o444], ids=["unreadable", "not-searchable"])
 def test_a_folder_readable_again_in_watch_mode_is_watched_again(
-    mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path
+    mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path, mode: int
 ) -> None:
     """inotify adds no watch to a folder that becomes readable: a file written into it
     later stayed off the target, with status still naming it 'left out', until the
-    hourly rescan."""
+    hourly rescan. A folder whose names could be read, but not its files (chmod 444),
+    was left out for good too: its files, not it, were the ones that could not be read."""
     source, target, env = mirrored
-    (source / "2025").chmod(0o000)
+    (source / "2025").chmod(mode)
     log = tmp_path / "watch.log"
     with watching(source, target, env, log):
-        wait_for(lambda: "2025: folder cannot be read" in log.read_text(), what="the unreadable folder told")
+        wait_for(lambda: "cannot be read" in log.read_text(), what="the unreadable folder told")
         (source / "2025").chmod(0o755)
         (source / "seen.pdf").write_bytes(b"seen")  # lands after the chmod's event is handled
         wait_for(lambda: files(target).get("seen.pdf") == b"seen", what="a change after the chmod")
