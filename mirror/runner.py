@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import posixpath
+import stat
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -1942,9 +1943,14 @@ class TargetRunner:
         has only the changed ones, and a file its patterns leave out was told as removed
         from the source, the guard's 'patterns take in no file' as 'the source is empty'.
         A path reached through a link to a folder is not (links are not followed): a folder
-        swapped for a link had its copies deleted as 'excluded by the config'."""
+        swapped for a link had its copies deleted as 'excluded by the config'. Nor is one
+        that is no longer a regular file (a link, a folder in its place): the scan left it
+        out for that, not the patterns."""
         root = self.config.source
-        if not os.path.lexists(os.path.join(root, src)):
+        try:
+            if not stat.S_ISREG(os.lstat(os.path.join(root, src)).st_mode):
+                return False
+        except OSError:
             return False
         return not any(os.path.islink(os.path.join(root, folder)) for folder in ancestors(src))
 

@@ -2601,18 +2601,21 @@ def test_patterns_that_take_in_no_file_of_the_source_make_the_run_exit_1(tmp_pat
     assert fixed.returncode == 0 and "take in none" not in fixed.stderr, fixed.stdout + fixed.stderr
 
 
-def test_a_folder_swapped_for_a_link_has_its_copies_deleted_as_removed_not_excluded(
-    tmp_path: Path, state: Path
+@pytest.mark.parametrize("swapped", ["folder", "file"])
+def test_a_folder_or_file_swapped_for_a_link_has_its_copies_deleted_as_removed_not_excluded(
+    tmp_path: Path, state: Path, swapped: str
 ) -> None:
     """The log said 'deleted d/a.pdf (excluded by the config)' with no config at all:
-    the file was still reached through the link, which mirror does not follow."""
+    the file was still reached through the link, which mirror does not follow, or was
+    the link itself."""
     source, target = tmp_path / "export", tmp_path / "backup"
     (source / "d").mkdir(parents=True)
     (source / "d" / "a.pdf").write_bytes(b"a")
     (source / "keep.pdf").write_bytes(b"keep")
     assert run("run", str(source), str(target), "--once", state=state).returncode == 0
-    (source / "d").rename(tmp_path / "elsewhere")
-    (source / "d").symlink_to(tmp_path / "elsewhere")
+    linked = source / "d" if swapped == "folder" else source / "d" / "a.pdf"
+    linked.rename(tmp_path / "elsewhere")
+    linked.symlink_to(tmp_path / "elsewhere")
     done = run("run", "-v", str(source), str(target), "--once", state=state)
     assert "deleted d/a.pdf (removed from the source)" in done.stderr, done.stderr
     assert files(target) == {"keep.pdf": b"keep"}
