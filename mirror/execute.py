@@ -101,6 +101,10 @@ class SourceError(ItemError):
     """An item failed for its source file's sake: nothing is the matter with the target."""
 
 
+#: how the failure of a file that changed while it was sent begins (:class:`Changed`)
+CHANGED_WHILE_SENT = "it changed while it was sent"
+
+
 class Changed(SourceError):
     """The source file changed while it was sent, so what went out may be parts of two
     versions: it waits to settle before it is sent again."""
@@ -108,7 +112,7 @@ class Changed(SourceError):
     def __init__(self, dropped: bool = False) -> None:
         """``dropped``: the upload went to a temp name, and was not put in place."""
         dropped_it = ", so the upload was dropped" if dropped else ""
-        super().__init__(f"it changed while it was sent{dropped_it}; it is sent again once it settles")
+        super().__init__(f"{CHANGED_WHILE_SENT}{dropped_it}; it is sent again once it settles")
 
 
 def _bulk_apart(transfers: Sequence[Put | Adopt]) -> tuple[list[Put | Adopt], list[Put | Adopt]]:
@@ -496,7 +500,7 @@ class Executor:
                 raise TargetDown(f"target unreachable: {exc}") from exc
             return False
         except ItemError as exc:
-            self._failed(src, dst, str(exc))
+            self._failed(src, dst, str(exc), expected=isinstance(exc, Changed))
             with self._lock:
                 self._answered = True  # refused, but by a target that answered
                 self._refused = self._refused or isinstance(exc, Refused)
@@ -506,13 +510,16 @@ class Executor:
             self._answered = True
         return True
 
-    def _failed(self, src: str, dst: str | None, reason: str) -> None:
+    def _failed(self, src: str, dst: str | None, reason: str, expected: bool = False) -> None:
+        """``expected``: the way of a folder being written (a file that changed while it
+        was sent, sent again once it settles), told as news, not as a warning: a service
+        log showed a warning for each of 63 files rewritten during one pass."""
         if not self._going_on():
             return
         again = self.index.fail(src, dst, reason)
         with self._lock:
             self._stats.failed.append((src, reason))
-        level = logging.DEBUG if again and not self._retell else logging.WARNING
+        level = logging.DEBUG if again and not self._retell else logging.INFO if expected else logging.WARNING
         self.log.log(level, "failed: %s: %s", src, reason)
 
     # -- actions ----------------------------------------------------------------------

@@ -32,7 +32,7 @@ from mirror.config import COMMAND_LINE, Config, TargetConfig
 from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TargetFull, TransientError
 from mirror.events import Observers, Report
-from mirror.execute import Executor, RetryPolicy, RunStats
+from mirror.execute import CHANGED_WHILE_SENT, Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
@@ -2097,7 +2097,11 @@ def summarize(report: Report, named: bool = True) -> str:
     parts.append(f"{report.deleted - report.trashed} deleted")
     if report.trashed:
         parts.append(f"{report.trashed} moved to trash")
-    parts.append(f"{len(report.failed)} failed")
+    # the way of a folder being written, not a fault: told apart from the failures
+    changed = sum(1 for _, why in report.failed if why.startswith(CHANGED_WHILE_SENT))
+    parts.append(f"{len(report.failed) - changed} failed")
+    if changed:
+        parts.append(f"{changed} changed while sent (sent again once settled)")
     text = ", ".join(parts) + f" in {report.seconds:.1f} s"
     if report.cut_short:
         text += "; stopped before the pass finished (the next run carries on)"
