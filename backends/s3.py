@@ -227,6 +227,7 @@ class S3Driver(Driver):
         cls.check_target(url, options)
         root = url.split("://", 1)[1].strip("/")
         bucket = root.split("/", 1)[0]
+        timeout = _timeout(options)
         client_kwargs: dict[str, Any] = {}
         if options.get("region"):
             client_kwargs["region_name"] = options["region"]
@@ -244,8 +245,8 @@ class S3Driver(Driver):
             # for 7 minutes, with status idle and nothing pending; mirror retries by itself
             config_kwargs={
                 "retries": {"max_attempts": 1},
-                "connect_timeout": _timeout(options),
-                "read_timeout": _timeout(options),
+                "connect_timeout": timeout,
+                "read_timeout": timeout,
             },
             use_listings_cache=False,
             skip_instance_cache=True,

@@ -663,7 +663,7 @@ class _Planner:
         """The row of ``gone`` (:func:`_by_identity`) whose file the new path ``src`` is:
         same inode, size and time, and the same inode generation where both are known."""
         row = gone.get((entry.ino, entry.size, entry.mtime_ns)) if entry.ino else None
-        if row is None or not row.gen or self._generation is None:
+        if row is None or not row.gen:
             return row
         return row if self._generation_of(src) in (0, row.gen) else None
 
@@ -672,7 +672,7 @@ class _Planner:
         records: ext4 hands a deleted file's inode to the next file made, at once, and a
         program that dates each document it writes gives the time. The generation tells
         (a new file's is not the row's), where the plan looks at files one by one."""
-        if not (self._looks_closer and known.gen and self._generation is not None):
+        if not (self._looks_closer and known.gen):
             return False
         if self._generation_of(src) in (0, known.gen):
             return False
@@ -680,6 +680,7 @@ class _Planner:
         return True
 
     def _generation_of(self, src: str) -> int:
+        """The inode generation of ``src``, asked once a plan; 0 where not known."""
         gen = self._generations.get(src)
         if gen is None:
             gen = self._generations[src] = self._generation(src) if self._generation is not None else 0

@@ -20,9 +20,9 @@ DEFAULT_RESCAN = 3600.0
 NEVER_RUN = "never run"
 #: the state of a target whose mirror process ended without stopping cleanly
 INTERRUPTED = "ended without stopping cleanly"
-#: the state of a target whose index a newer mirror wrote (after a downgrade)
 #: a mirror process mirrors the target, and this state folder holds no index of it
 RUNNING_ELSEWHERE = "running without an index here"
+#: the state of a target whose index a newer mirror wrote (after a downgrade)
 NEWER = "written by a newer mirror"
 #: the state of a target whose index reads as damaged
 DAMAGED = "index damaged"
