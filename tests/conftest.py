@@ -6,10 +6,24 @@ alone; speed is for bench/, never a test. A failure prints the blob
 that replays it (``@reproduce_failure``), as the seed differs from run to run.
 """
 
+import compileall
+from pathlib import Path
+
+import pytest
 from hypothesis import settings
 
 settings.register_profile("mirror", deadline=None, print_blob=True)
 settings.load_profile("mirror")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile mirror once: the tests start it in a subprocess over a thousand times, and
+    where PYTHONDONTWRITEBYTECODE is set (as on the CI machine) each start would compile
+    its 14,000 lines anew (0.58 s a start there, 0.33 s compiled)."""
+    root = Path(__file__).parent.parent
+    for package in ("mirror", "backends"):
+        compileall.compile_dir(root / package, quiet=1)
+
 
 pytest_plugins = [
     "tests.servers.local",
