@@ -46,8 +46,8 @@ from typing import IO, TypeVar
 from mirror.config import Config, TargetConfig
 from mirror.events import Observer, Report
 from mirror.index import private_dir
+from mirror.index_files import index_path, state_dir
 from mirror.redact import SecretFilter
-from mirror.runner import index_path, state_dir
 
 log = logging.getLogger("mirror")
 _T = TypeVar("_T")

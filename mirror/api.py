@@ -31,7 +31,8 @@ from mirror.config import load as load_config
 from mirror.engine import Mirror
 from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
-from mirror.runner import claimed_by_a_process, index_of, state_dir
+from mirror.index_files import index_of, state_dir
+from mirror.target_place import claimed_by_a_process
 
 if TYPE_CHECKING:
     from mirror.alerts import Alerts

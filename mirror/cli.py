@@ -33,14 +33,16 @@ from mirror.driver import Driver
 from mirror.engine import Mirror
 from mirror.errors import ConfigError, GuardRefused, MirrorError, StateError
 from mirror.filters import Filter
+from mirror.index_files import index_path, mirrored_as
+from mirror.index_files import state_dir as resolve_state_dir
 from mirror.layout import Layout
 from mirror.logs import printable
 from mirror.logs import setup as setup_logging
 from mirror.policy import DeletePolicy
 from mirror.progress import counted, human_bytes, human_duration
 from mirror.redact import SecretFilter
-from mirror.runner import TargetRunner, index_path, mirrored_as, starved, summarize
-from mirror.runner import state_dir as resolve_state_dir
+from mirror.runner import TargetRunner
+from mirror.wording import starved, summarize
 
 if TYPE_CHECKING:
     # what only some commands need is imported by them: every start of `mirror run`

@@ -27,8 +27,9 @@ from mirror.index import Index
 from mirror.mounts import Identity, folder_identity, mounts_below, nearly_none, not_mounted, place_of
 from mirror.paths import ancestors
 from mirror.redact import redact_url
-from mirror.runner import TargetRunner, described
+from mirror.runner import TargetRunner
 from mirror.scan import COARSE_NS, Entries, Skip, Snapshot, check_source, racy, scan, stat_paths
+from mirror.wording import described
 
 if TYPE_CHECKING:
     from mirror.watch import SourceWatcher
@@ -218,7 +219,7 @@ class Mirror:
         (a ``flat`` target in ``backup/sub`` overwrote the tree target's ``sub/``)."""
         seen: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []
         for runner in self.runners:
-            place, key = runner.place(), runner.compared_place()
+            place, key = runner.where.place(), runner.where.compared_place()
             for other, other_key, name in seen:
                 if key == other_key:
                     raise ConfigError(
@@ -599,7 +600,7 @@ def _young(entries: Entries, settle: float) -> set[str]:
 
 
 def _inside(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...] | None:
-    """Of two targets' places (:meth:`TargetRunner.place`), the one inside the other's
+    """Of two targets' places (:meth:`TargetPlace.place`), the one inside the other's
     folder; None when neither is."""
     if a[0] != b[0] or a[2:] != b[2:]:
         return None

@@ -9,48 +9,46 @@ import dataclasses
 import datetime as dt
 import fcntl
 import functools
-import hashlib
-import inspect
 import json
 import logging
 import os
-import posixpath
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import platformdirs
-
 from mirror import registry
 from mirror.bulk import BulkLane, split
-from mirror.config import COMMAND_LINE, Config, TargetConfig
-from mirror.driver import Capabilities, Driver, RemoteEntry, classify_os_error
+from mirror.config import Config, TargetConfig
+from mirror.driver import Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TargetFull, TransientError
 from mirror.events import Observers, Report
-from mirror.execute import CHANGED_WHILE_SENT, Executor, RetryPolicy, RunStats
+from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
+from mirror.index_files import index_path, move_index, state_dir
 from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
-from mirror.place_claim import PlaceClaim, claimed
+from mirror.place_claim import PlaceClaim
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, pending_count, plan
 from mirror.policy import DeletePolicy
-from mirror.progress import PassProgress, human_bytes, human_duration
+from mirror.progress import PassProgress, human_duration
 from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, stat_paths
 from mirror.source_files import generation_of
 from mirror.status import note_attempt
+from mirror.target_place import TargetPlace, folder_place, held_by, located, note_writer, overlaps, place_key
+from mirror.wording import described, starved, summarize
 
 log = logging.getLogger("mirror")
 
-#: the indexes whose lock a Mirror of this process holds (see _held_by)
+#: the indexes whose lock a Mirror of this process holds (see mirror.target_place.held_by)
 _LOCKED_HERE: set[str] = set()
 
 #: seconds for which a target asked or listed is trusted to still hold what mirror put
@@ -77,88 +75,6 @@ SOURCE_WAIT = 2.0
 #: (an hour) kept invoices off a disk for that long after space was freed; the cap bounds
 #: what a target full for days costs: a pass with a listing, and a log line, each time
 FULL_FIRST, FULL_MOST = 30.0, 600.0
-
-
-def state_dir(config: Config) -> Path:
-    """Where indexes live: --state-dir / config, MIRROR_STATE_DIR, or the platform dir."""
-    if config.state_dir is not None:
-        return config.state_dir
-    env = os.environ.get("MIRROR_STATE_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    return Path(platformdirs.user_state_dir("mirror", appauthor=False))
-
-
-@contextmanager
-def _located(config: Config, target: TargetConfig, preset: str | None) -> Iterator[None]:
-    """A backend's refusal of a target's URL, options or a preset's capabilities, told with
-    the config and the tables they came from: of three targets, which one's URL lacks a
-    bucket. A target of SOURCE TARGET, whose URL the user just typed, is told as is."""
-    try:
-        yield
-    except ConfigError as exc:
-        if config.origin == COMMAND_LINE and not (target.options or preset):
-            raise
-        at = f"targets.{target.name}" + (f" (with backends.{preset})" if preset else "")
-        raise ConfigError(f"{config.origin}: {at}: {exc}") from exc
-
-
-def _resolved(config: Config, target: TargetConfig) -> tuple[registry.Resolved, Capabilities]:
-    with _located(config, target, None):
-        resolved = registry.resolve(target.url, target.options, config.presets)
-    try:
-        return resolved, registry.capabilities(resolved)
-    except ConfigError as exc:
-        if resolved.preset is None:
-            raise
-        # the refusal names the preset's table; the config may not be the only one
-        raise ConfigError(f"{config.origin}: {exc}") from exc
-
-
-def index_path(root: Path, source: Path, target: TargetConfig) -> Path:
-    """One index per (source, target URL) pair, named after the target for humans."""
-    return root / "targets" / f"{target.name}-{_pair_key(source, target)}.sqlite"
-
-
-def index_of(root: Path, source: Path, target: TargetConfig) -> Path:
-    """The index of ``target``. A URL with a ``${VAR}`` left unset (status from a shell
-    without the service's environment) names no pair: the index its name and source had."""
-    path = index_path(root, source, target)
-    if path.exists() or "${" not in target.url:
-        return path
-    named = sorted(
-        (f for f in (root / "targets").glob(f"{target.name}-*.sqlite") if f.stem.rsplit("-", 1)[0] == target.name),
-        key=lambda f: f.stat().st_mtime,
-    )
-    for candidate in reversed(named):
-        index = Index(candidate, readonly=True)
-        try:
-            if index.get_meta("source") in (str(source), os.path.realpath(source)):
-                return candidate
-        finally:
-            index.close()
-    return path
-
-
-def _pair_key(source: Path, target: TargetConfig) -> str:
-    return hashlib.sha256(f"{source}\0{redact_url(target.url)}".encode()).hexdigest()[:12]
-
-
-def mirrored_as(root: Path, source: Path, target: TargetConfig) -> TargetConfig:
-    """``target`` under the name its source and URL were last mirrored as, if another:
-    ``mirror status`` and ``verify`` of SOURCE TARGET then find a config's target (its
-    layout, its history) instead of a target never run."""
-    try:
-        if index_path(root, source, target).exists():
-            return target
-        found = sorted(
-            (root / "targets").glob(f"*-{_pair_key(source, target)}.sqlite"), key=lambda f: f.stat().st_mtime
-        )
-    except OSError:
-        return target  # a state folder it cannot read: opening the index says so
-    if not found:
-        return target
-    return dataclasses.replace(target, name=found[-1].name.rsplit("-", 1)[0])
 
 
 @dataclass
@@ -203,10 +119,10 @@ class TargetRunner:
         self.settings = target.settings
         self.filter = Filter(self.settings.include, self.settings.exclude)
         self.log = logging.LoggerAdapter(log, {"target": self.name})
-        self.resolved, self.caps = _resolved(config, target)
         self.index_file = index_path(state_dir(config), config.named_source, target)
-        source_mount = mount_of(str(config.source))
-        self.stable_inodes = source_mount is None or source_mount.stable_inodes
+        #: where it writes, and the locks that keep other mirrors out
+        self.where = TargetPlace(config, target, self.index_file)
+        self.resolved, self.caps = self.where.resolved, self.where.caps
         self.driver: Driver | None = None
         self.index: Index | None = None
         self.executor: Executor | None = None
@@ -284,7 +200,7 @@ class TargetRunner:
     def check(self) -> None:
         """Raise ConfigError where the backend can never use this target's URL and
         options (not installed, a host missing, an option misspelled), touching nothing."""
-        with _located(self.config, self.target, self.resolved.preset):
+        with located(self.config, self.target, self.resolved.preset):
             registry.load_driver_class(self.resolved.backend).check_target(
                 self.resolved.url, self.resolved.options
             )
@@ -292,7 +208,7 @@ class TargetRunner:
     def open(self) -> None:
         """Open the index (taking the per-target lock) and check the backend is installed."""
         self.check()
-        self._check_overlap()
+        self.where.check_overlap()
         try:
             self._open_index()
         except BaseException as exc:
@@ -328,14 +244,14 @@ class TargetRunner:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            by = _held_by(str(self.index_file) in _LOCKED_HERE, f"lock {self.index_file}.lock")
+            by = held_by(str(self.index_file) in _LOCKED_HERE, f"lock {self.index_file}.lock")
             raise ConfigError(f"target {self.name!r} is already being mirrored by {by}") from None
         self._lock_fd = fd
         _LOCKED_HERE.add(str(self.index_file))
         try:
-            self._place_fd = self._lock_place()
-            self._claim = self._claim_place()
-            last_writer = _note_writer(self._place_fd, self.index_file.name)
+            self._place_fd = self.where.lock()
+            self._claim = self.where.claim()
+            last_writer = note_writer(self._place_fd, self.index_file.name)
             self._take_over_index_of_real_path()
             taken = self._take_over_index_of_same_place()
             self.index = Index(self.index_file)
@@ -371,8 +287,8 @@ class TargetRunner:
             patterns=json.dumps([self.settings.include, self.settings.exclude]) if self.filter.narrows else None,
             settling=None,  # what a killed run's watcher held
             watching=None,
-            place=_place_key(self.recorded_place()),  # hashed: the options in it may hold secrets
-            writes_to=self._writes_to(),
+            place=place_key(self.where.recorded_place()),  # hashed: the options in it may hold secrets
+            writes_to=self.where.writes_to(),
         )
 
     def _rows_checked(self, started: str) -> bool:
@@ -415,7 +331,7 @@ class TargetRunner:
         over, if one is."""
         if self.index_file.exists():
             return None
-        mine = _place_key(self.recorded_place())
+        mine = place_key(self.where.recorded_place())
         sources = {str(self.config.named_source), str(self.config.source)}
         found = [f for f in self.index_file.parent.glob("*.sqlite") if self._same_place(f, mine, sources)]
         if len(found) != 1:
@@ -424,24 +340,13 @@ class TargetRunner:
         self.log.info("taking over the index of %s, which mirrored this source to the same place", found[0].stem)
         return found[0].name
 
-    def _writes_to(self) -> str | None:
-        """The place (:meth:`place`) a remote target's rows describe, as its index records it
-        (meta ``writes_to``, hashed). None for a local folder, whose URL names it and whose
-        moves :meth:`_check_place` and :meth:`folder_replaced` tell, and where the driver
-        does not say which options pick its place (:meth:`Driver.place` takes them all):
-        a new FTP password would have made a new target of it."""
-        driver = registry.load_driver_class(self.resolved.backend)
-        if self.local_folder is not None or inspect.getattr_static(driver, "place") is vars(Driver)["place"]:
-            return None
-        return _place_key(self.place())
-
     def _filled_elsewhere(self, index: Index) -> bool:
         """Whether ``index`` holds what mirror put in another place than the one this
         target now writes to: a preset's ``base_url`` or an S3 ``endpoint_url`` changed,
         which are options, not part of the URL that names the index. An index from a
         mirror that did not record it is trusted, as it was."""
         recorded = index.get_meta("writes_to")
-        return recorded is not None and recorded != self._writes_to()
+        return recorded is not None and recorded != self.where.writes_to()
 
     def _set_aside_index_of_other_place(self) -> None:
         """Move aside the index of a target that now writes to another place, so that a
@@ -450,7 +355,7 @@ class TargetRunner:
         and what was never sent there was taken for sent. The old index is kept beside
         it, out of the way, not deleted."""
         aside = self.index_file.with_name(f"{self.index_file.name}.other-place")
-        _move_index(self.index_file, aside)
+        move_index(self.index_file, aside)
         server, path, _ = registry.load_driver_class(self.resolved.backend).place(
             self.resolved.url, self.resolved.options
         )
@@ -479,7 +384,7 @@ class TargetRunner:
                     f"mirror still running as a service perhaps: it holds the index {old.name} ({which}); "
                     "stop that one first (restart the service, so it runs this version)"
                 ) from None
-            _move_index(old, self.index_file)
+            move_index(old, self.index_file)
             with suppress(FileNotFoundError):
                 os.unlink(f"{old}.lock")
         finally:
@@ -506,7 +411,7 @@ class TargetRunner:
             folder = registry.load_driver_class(resolved.backend).local_folder(resolved.url)
         except MirrorError:
             return False
-        return folder is not None and _place_key(_folder_place(folder)) == mine
+        return folder is not None and place_key(folder_place(folder)) == mine
 
     def connect(self) -> Driver:
         with self._connecting:
@@ -541,6 +446,18 @@ class TargetRunner:
                     )
             return self.driver
 
+    @functools.cached_property
+    def stable_inodes(self) -> bool:
+        """Whether the source's disk keeps a file's inode number (mirror.mounts): renames
+        are told by it."""
+        mount = mount_of(str(self.config.source))
+        return mount is None or mount.stable_inodes
+
+    @property
+    def local_folder(self) -> str | None:
+        """The local folder this target writes into, if it is one (Driver.local_folder)."""
+        return self.where.local_folder
+
     def _new_executor(self, driver: Driver, concurrency: int, on_done: Callable[[int, int], None]) -> Executor:
         assert self.index is not None
         return Executor(
@@ -559,122 +476,6 @@ class TargetRunner:
             bulk_concurrency=None if self.settings.concurrency else driver.bulk_concurrency,
         )
 
-    @functools.cached_property
-    def local_folder(self) -> str | None:
-        """The local folder this target writes into, if it is one (Driver.local_folder)."""
-        return registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
-
-    def _claim_place(self) -> PlaceClaim | None:
-        """Claim this target's place for this process on the whole machine
-        (mirror.place_claim): the place lock only meets mirrors with this state folder."""
-        if registry.load_driver_class(self.resolved.backend).in_process:
-            return None
-        claim = PlaceClaim(_place_key(self.compared_place()))
-        if claim.taken_by is not None:
-            state = self.index_file.parent.parent
-            # the lock in this state folder was free: the other mirror's is elsewhere, or
-            # was this one, deleted under it while it ran (its index open, unlinked)
-            detail = f"one with another state folder than {state}, or whose state folder was deleted while it ran"
-            by = _held_by(claim.taken_by == "here", detail)
-            raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}")
-        return claim
-
-    def _lock_place(self, place: tuple[str, ...] | None = None) -> int:
-        """Take the lock of the place this target writes to (``place``, or its own):
-        another index (another target name, ``file://`` for a plain path, another source
-        spelling, another timeout) can name the same folder, and two processes there
-        remove each other's uploads as leftovers."""
-        path = self.index_file.parent / f"place-{_place_key(place or self.compared_place())}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").partition("\n")[0].strip()
-            os.close(fd)
-            mine = f"pid {os.getpid()}, "
-            if place is not None and holder.startswith(mine):
-                raise ConfigError(
-                    f"target {self.name!r} writes into {place[-1]}, as {holder.removeprefix(mine)} does; "
-                    "give each target a folder of its own"
-                ) from None
-            by = _held_by(holder.startswith(mine), holder.removeprefix(mine))
-            raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}") from None
-        try:
-            # the holder on the first line; the index that wrote there last (_note_writer) stays
-            _, _, writer = os.pread(fd, 4096, 0).partition(b"\n")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}, target {self.name!r}\n".encode() + writer, 0)
-        except OSError:
-            os.close(fd)  # a full disk: kept, the lock made the next try 'already being mirrored'
-            raise
-        return fd
-
-    def place(self) -> tuple[str, ...]:
-        """Where this target writes: its folder, resolved, when it is a local one; else its
-        server and folder with what picks the account, as its driver tells them
-        (:meth:`Driver.place`): two targets that differ only in a timeout write to one
-        place, the same URL with another account to another."""
-        return self._located_place(compared=False)
-
-    def _located_place(self, compared: bool) -> tuple[str, ...]:
-        """:meth:`place`; ``compared``: its server named as the driver compares servers
-        (:meth:`Driver.same_server`), which the place recorded in the index is not."""
-        if self.local_folder is not None:
-            return _folder_place(self.local_folder)
-        driver = registry.load_driver_class(self.resolved.backend)
-        with _located(self.config, self.target, self.resolved.preset):
-            server, path, account = driver.place(self.resolved.url, self.resolved.options)
-        return ("url", self._where(driver.same_server(server) if compared else server, path), account)
-
-    def compared_place(self) -> tuple[str, ...]:
-        """:meth:`place` as the target tells folders apart: where names ignore case
-        (Dropbox, OneDrive), dropbox://Invoices and dropbox://invoices/2024 are one
-        folder and one inside it, and their targets overwrote each other's files. Servers
-        are named as the driver compares them (:meth:`Driver.same_server`)."""
-        place = self._located_place(compared=True)
-        if self.local_folder is not None or self.caps.case_sensitive:
-            return place
-        kind, where, *account = place
-        return (kind, path_key(False)(where), *account)
-
-    def recorded_place(self) -> tuple[str, ...]:
-        """The place as indexes record it (meta ``place``, hashed), with every option in
-        it: narrowed, it would name another place for every index there is."""
-        if self.local_folder is not None:
-            return _folder_place(self.local_folder)
-        host, _, path = self.resolved.url.partition("://")[2].partition("/")
-        return ("url", self._where(host, path), repr(sorted(self.resolved.options.items())))
-
-    def _where(self, server: str, path: str) -> str:
-        # one folder has many spellings: dav:// and webdav://, s3a:// and s3://, '//' and
-        # '/./' in the path; two targets there deleted each other's files
-        path = posixpath.normpath(f"/{path}").strip("/")
-        return f"{self.resolved.backend.protocol}://{server}/{path}".rstrip("/")
-
-    def _check_overlap(self) -> None:
-        """A local target or the state inside the source (or around it) would mirror itself."""
-        source = self.config.source.resolve()
-        folder = self.local_folder
-        target = Path(folder).resolve() if folder is not None else None
-        if target is not None and _overlaps(target, source):
-            raise ConfigError(
-                f"target {self.name!r} ({folder}) overlaps the source folder {source}; "
-                "choose a target outside the source"
-            )
-        state = self.index_file.parent.parent.resolve()
-        if state == source or source in state.parents:
-            raise ConfigError(
-                f"the state folder {self.index_file.parent.parent} lies inside the source folder {source}; "
-                "use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
-            )
-        if target is not None and (state == target or target in state.parents):
-            # the index would go with the disk: one not mounted would look like a new
-            # target, and be filled anew in the empty folder where it is mounted
-            raise ConfigError(
-                f"the state folder {self.index_file.parent.parent} lies inside the folder of target "
-                f"{self.name!r} ({folder}); use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
-            )
-
     def _check_written_folder(self, driver: Driver) -> None:
         """A backend that writes into a folder on this machine under another name (a
         preset on fsspec's dir or simplecache) must not write into the source, nor into
@@ -683,14 +484,14 @@ class TargetRunner:
         if folder is None or self.local_folder is not None or self._folder_fd is not None:
             return
         try:
-            if _overlaps(Path(folder).resolve(), self.config.source.resolve()):
+            if overlaps(Path(folder).resolve(), self.config.source.resolve()):
                 raise ConfigError(
                     f"target {self.name!r} writes into {folder}, which overlaps the source folder "
                     f"{self.config.source}; choose a target outside the source"
                 )
             # the folder's own lock, as a target naming it takes: a dir:// target on the
             # folder of a plain one deleted what the other kept (delete = keep)
-            self._folder_fd = self._lock_place(_folder_place(folder))
+            self._folder_fd = self.where.lock(folder_place(folder))
         except MirrorError:
             self.driver = None
             driver.close()
@@ -1975,92 +1776,16 @@ class TargetRunner:
             self.log.warning("deletions withheld: %s", report.guard)
 
 
-def _folder_place(folder: str) -> tuple[str, ...]:
-    """The place (:meth:`TargetRunner.place`) of a target that is a local folder."""
-    return ("folder", str(Path(folder).resolve()))
-
-
-def _move_index(old: Path, new: Path) -> None:
-    """Rename an index with its sqlite journal files."""
-    for suffix in ("", "-wal", "-shm"):
-        with suppress(FileNotFoundError):
-            os.rename(f"{old}{suffix}", f"{new}{suffix}")
-
-
-def claimed_by_a_process(config: Config, target: TargetConfig) -> bool:
-    """Whether a mirror process on this machine mirrors ``target``'s place, whatever its
-    state folder (mirror.place_claim): one whose state folder was deleted under it goes
-    on, its index open, and status found no index and said never run."""
-    runner = TargetRunner(config, target, threading.Event())
-    if registry.load_driver_class(runner.resolved.backend).in_process:
-        return False
-    try:
-        return claimed(_place_key(runner.compared_place()))
-    except (MirrorError, OSError):  # a local folder that cannot be resolved is claimed by no one
-        return False
-
-
-def _place_key(place: tuple[str, ...]) -> str:
-    """A place (:meth:`TargetRunner.place`) as a name to store: the options in it may
-    hold secrets."""
-    return hashlib.sha256(repr(place).encode()).hexdigest()[:16]
-
-
 def _records(row: IndexEntry, there: RemoteEntry, kept_times: bool) -> bool:
     """Whether ``row`` records the copy ``there``: its size, and its time where the
     target keeps the time it is given."""
     return row.size == there.size and (not kept_times or row.mtime_ns == there.mtime_ns)
 
 
-#: how the place lock names the index that last wrote to its place
-_WRITER = "index "
-
-
-def _note_writer(fd: int, index_name: str) -> str | None:
-    """Record in the place lock ``fd`` (held) that the index ``index_name`` writes there
-    now; the file name of the index that did before, None where no mirror that records it
-    has (the lock is new, or an older mirror's)."""
-    holder, _, rest = os.pread(fd, 4096, 0).partition(b"\n")
-    before = rest.partition(b"\n")[0].decode(errors="replace")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, holder + f"\n{_WRITER}{index_name}\n".encode(), 0)
-    return before.removeprefix(_WRITER) if before.startswith(_WRITER) else None
-
-
-def _held_by(here: bool, detail: str) -> str:
-    """Who holds a lock, and what to do about it; ``here``: a Mirror of this process (a
-    host program's), for which there is no other process to stop."""
-    if here:
-        return f"another Mirror of this process ({detail}); close that one first"
-    return f"another mirror process ({detail}); stop that one first"
-
-
 def _asks(actions: Plan) -> int:
     """How many moves and puts of ``actions`` must ask the target what stands at their path."""
     puts = sum(1 for t in actions.transfers if isinstance(t, Put) and t.ask)
     return puts + sum(1 for m in actions.moves if m.ask)
-
-
-def described(exc: BaseException) -> str:
-    """How status and reports name an error no backend classified (a bug, most likely):
-    by its message if mirror raised it on purpose, else with its type, as a bare message
-    ('HTTP Error: 503') says little."""
-    if isinstance(exc, MirrorError):
-        return str(exc)
-    return starved(exc) or f"internal error: {type(exc).__name__}: {exc}"
-
-
-def starved(exc: BaseException) -> str | None:
-    """What a lack of memory or threads means, if ``exc`` is one: no bug to report, and
-    'internal error: MemoryError: ' said nothing at all."""
-    if isinstance(exc, MemoryError):
-        return "out of memory (a memory limit such as ulimit -v, or MemoryMax= of the service?)"
-    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
-        return (
-            "cannot start a thread: out of memory, or a limit on threads "
-            "(ulimit -u, ulimit -v, or TasksMax= of the service?)"
-        )
-    return None
 
 
 def raise_failure(report: Report) -> None:
@@ -2088,33 +1813,9 @@ def renamed_reason(kept: Renamed) -> str:
     )
 
 
-def summarize(report: Report, named: bool = True) -> str:
-    parts = [f"{report.uploaded} sent ({human_bytes(report.bytes)})"]
-    if report.adopted:
-        parts.append(f"{report.adopted} already there")
-    if report.moved:
-        parts.append(f"{report.moved} moved")
-    parts.append(f"{report.deleted - report.trashed} deleted")
-    if report.trashed:
-        parts.append(f"{report.trashed} moved to trash")
-    # the way of a folder being written, not a fault: told apart from the failures
-    changed = sum(1 for _, why in report.failed if why.startswith(CHANGED_WHILE_SENT))
-    parts.append(f"{len(report.failed) - changed} failed")
-    if changed:
-        parts.append(f"{changed} changed while sent (sent again once settled)")
-    text = ", ".join(parts) + f" in {report.seconds:.1f} s"
-    if report.cut_short:
-        text += "; stopped before the pass finished (the next run carries on)"
-    return f"{report.target}: {text}" if named else text
-
-
 def _is_empty(folder: str) -> bool:
     try:
         with os.scandir(folder) as entries:
             return next(entries, None) is None
     except OSError:
         return False
-
-
-def _overlaps(a: Path, b: Path) -> bool:
-    return a == b or a in b.parents or b in a.parents

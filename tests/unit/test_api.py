@@ -21,7 +21,8 @@ import pytest
 
 from mirror import api, progress
 from mirror.errors import ConfigError
-from mirror.runner import TargetRunner, summarize
+from mirror.runner import TargetRunner
+from mirror.wording import summarize
 from tests.cli import files, run, wait_for
 from tests.support import watching
 
@@ -445,7 +446,7 @@ def test_the_embedding_example_mirrors_two_folders_in_one_process(tmp_path: Path
         wait_for(lambda: files(tmp_path / "backup" / "scans").get("scans-2.pdf") == b"two", what="a live change")
     finally:
         out, err = stopped(proc)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, out + err
     assert "status scans-disk: 2 files" in out
 
 

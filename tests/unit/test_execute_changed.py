@@ -21,7 +21,7 @@ from mirror.driver import RemoteEntry
 from mirror.events import Report
 from mirror.execute import RunStats
 from mirror.plan import TEMP_RE, plan
-from mirror.runner import summarize
+from mirror.wording import summarize
 from tests.unit.test_plan import Rig
 
 

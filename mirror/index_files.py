@@ -1,0 +1,83 @@
+"""Which file in mirror's state folder holds a target's index, and finding it again
+under another name.
+
+One index per (source, target URL) pair, named after the target for humans: a target
+renamed in the config, or run as ``mirror run SOURCE TARGET``, is found by the pair's key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from contextlib import suppress
+from pathlib import Path
+
+import platformdirs
+
+from mirror.config import Config, TargetConfig
+from mirror.index import Index
+from mirror.redact import redact_url
+
+
+def state_dir(config: Config) -> Path:
+    """Where indexes live: --state-dir / config, MIRROR_STATE_DIR, or the platform dir."""
+    if config.state_dir is not None:
+        return config.state_dir
+    env = os.environ.get("MIRROR_STATE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_state_dir("mirror", appauthor=False))
+
+
+def index_path(root: Path, source: Path, target: TargetConfig) -> Path:
+    """One index per (source, target URL) pair, named after the target for humans."""
+    return root / "targets" / f"{target.name}-{_pair_key(source, target)}.sqlite"
+
+
+def index_of(root: Path, source: Path, target: TargetConfig) -> Path:
+    """The index of ``target``. A URL with a ``${VAR}`` left unset (status from a shell
+    without the service's environment) names no pair: the index its name and source had."""
+    path = index_path(root, source, target)
+    if path.exists() or "${" not in target.url:
+        return path
+    named = sorted(
+        (f for f in (root / "targets").glob(f"{target.name}-*.sqlite") if f.stem.rsplit("-", 1)[0] == target.name),
+        key=lambda f: f.stat().st_mtime,
+    )
+    for candidate in reversed(named):
+        index = Index(candidate, readonly=True)
+        try:
+            if index.get_meta("source") in (str(source), os.path.realpath(source)):
+                return candidate
+        finally:
+            index.close()
+    return path
+
+
+def _pair_key(source: Path, target: TargetConfig) -> str:
+    return hashlib.sha256(f"{source}\0{redact_url(target.url)}".encode()).hexdigest()[:12]
+
+
+def mirrored_as(root: Path, source: Path, target: TargetConfig) -> TargetConfig:
+    """``target`` under the name its source and URL were last mirrored as, if another:
+    ``mirror status`` and ``verify`` of SOURCE TARGET then find a config's target (its
+    layout, its history) instead of a target never run."""
+    try:
+        if index_path(root, source, target).exists():
+            return target
+        found = sorted(
+            (root / "targets").glob(f"*-{_pair_key(source, target)}.sqlite"), key=lambda f: f.stat().st_mtime
+        )
+    except OSError:
+        return target  # a state folder it cannot read: opening the index says so
+    if not found:
+        return target
+    return dataclasses.replace(target, name=found[-1].name.rsplit("-", 1)[0])
+
+
+def move_index(old: Path, new: Path) -> None:
+    """Rename an index with its sqlite journal files."""
+    for suffix in ("", "-wal", "-shm"):
+        with suppress(FileNotFoundError):
+            os.rename(f"{old}{suffix}", f"{new}{suffix}")

@@ -1,0 +1,245 @@
+"""Where a target writes, told apart from every other spelling of it, and the locks that
+keep two mirrors out of one place.
+
+One folder has many names: ``file://`` and a plain path, ``dav://`` and ``webdav://``, a
+URL with another timeout, a config's target and ``mirror run SOURCE TARGET``. Two
+mirrors writing there removed each other's uploads as leftovers, and one target's
+deletions defeated another's ``keep``. :class:`TargetPlace` names the place once, as the
+driver tells it, and takes the locks in the state folder (and the machine-wide claim of
+:mod:`mirror.place_claim`) that refuse a second writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import inspect
+import os
+import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mirror import registry
+from mirror.config import COMMAND_LINE, Config, TargetConfig
+from mirror.driver import Capabilities, Driver
+from mirror.errors import ConfigError, MirrorError
+from mirror.index_files import index_path, state_dir
+from mirror.paths import path_key
+from mirror.place_claim import PlaceClaim, claimed
+
+
+@contextmanager
+def located(config: Config, target: TargetConfig, preset: str | None) -> Iterator[None]:
+    """A backend's refusal of a target's URL, options or a preset's capabilities, told with
+    the config and the tables they came from: of three targets, which one's URL lacks a
+    bucket. A target of SOURCE TARGET, whose URL the user just typed, is told as is."""
+    try:
+        yield
+    except ConfigError as exc:
+        if config.origin == COMMAND_LINE and not (target.options or preset):
+            raise
+        at = f"targets.{target.name}" + (f" (with backends.{preset})" if preset else "")
+        raise ConfigError(f"{config.origin}: {at}: {exc}") from exc
+
+
+def resolved(config: Config, target: TargetConfig) -> tuple[registry.Resolved, Capabilities]:
+    """The backend, URL and options ``target`` names, and what its driver can do."""
+    with located(config, target, None):
+        found = registry.resolve(target.url, target.options, config.presets)
+    try:
+        return found, registry.capabilities(found)
+    except ConfigError as exc:
+        if found.preset is None:
+            raise
+        # the refusal names the preset's table; the config may not be the only one
+        raise ConfigError(f"{config.origin}: {exc}") from exc
+
+
+class TargetPlace:
+    """The place of one target, and its locks in the state folder of ``index_file``."""
+
+    def __init__(self, config: Config, target: TargetConfig, index_file: Path) -> None:
+        self.config = config
+        self.target = target
+        self.index_file = index_file
+        self.resolved, self.caps = resolved(config, target)
+
+    @functools.cached_property
+    def local_folder(self) -> str | None:
+        """The local folder this target writes into, if it is one (Driver.local_folder)."""
+        return registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
+
+    def place(self) -> tuple[str, ...]:
+        """Where this target writes: its folder, resolved, when it is a local one; else its
+        server and folder with what picks the account, as its driver tells them
+        (:meth:`Driver.place`): two targets that differ only in a timeout write to one
+        place, the same URL with another account to another."""
+        return self._located_place(compared=False)
+
+    def compared_place(self) -> tuple[str, ...]:
+        """:meth:`place` as the target tells folders apart: where names ignore case
+        (Dropbox, OneDrive), dropbox://Invoices and dropbox://invoices/2024 are one
+        folder and one inside it, and their targets overwrote each other's files. Servers
+        are named as the driver compares them (:meth:`Driver.same_server`)."""
+        place = self._located_place(compared=True)
+        if self.local_folder is not None or self.caps.case_sensitive:
+            return place
+        kind, where, *account = place
+        return (kind, path_key(False)(where), *account)
+
+    def recorded_place(self) -> tuple[str, ...]:
+        """The place as indexes record it (meta ``place``, hashed), with every option in
+        it: narrowed, it would name another place for every index there is."""
+        if self.local_folder is not None:
+            return folder_place(self.local_folder)
+        host, _, path = self.resolved.url.partition("://")[2].partition("/")
+        return ("url", self._where(host, path), repr(sorted(self.resolved.options.items())))
+
+    def writes_to(self) -> str | None:
+        """The place (:meth:`place`) a remote target's rows describe, as its index records it
+        (meta ``writes_to``, hashed). None for a local folder, whose URL names it and whose
+        moves the runner tells by its mount, and where the driver does not say which
+        options pick its place (:meth:`Driver.place` takes them all): a new FTP password
+        would have made a new target of it."""
+        driver = registry.load_driver_class(self.resolved.backend)
+        if self.local_folder is not None or inspect.getattr_static(driver, "place") is vars(Driver)["place"]:
+            return None
+        return place_key(self.place())
+
+    def _located_place(self, compared: bool) -> tuple[str, ...]:
+        """:meth:`place`; ``compared``: its server named as the driver compares servers
+        (:meth:`Driver.same_server`), which the place recorded in the index is not."""
+        if self.local_folder is not None:
+            return folder_place(self.local_folder)
+        driver = registry.load_driver_class(self.resolved.backend)
+        with located(self.config, self.target, self.resolved.preset):
+            server, path, account = driver.place(self.resolved.url, self.resolved.options)
+        return ("url", self._where(driver.same_server(server) if compared else server, path), account)
+
+    def _where(self, server: str, path: str) -> str:
+        # one folder has many spellings: dav:// and webdav://, s3a:// and s3://, '//' and
+        # '/./' in the path; two targets there deleted each other's files
+        path = posixpath.normpath(f"/{path}").strip("/")
+        return f"{self.resolved.backend.protocol}://{server}/{path}".rstrip("/")
+
+    def check_overlap(self) -> None:
+        """A local target or the state inside the source (or around it) would mirror itself."""
+        name, source = self.target.name, self.config.source.resolve()
+        folder = self.local_folder
+        target = Path(folder).resolve() if folder is not None else None
+        if target is not None and overlaps(target, source):
+            raise ConfigError(
+                f"target {name!r} ({folder}) overlaps the source folder {source}; "
+                "choose a target outside the source"
+            )
+        state = self.index_file.parent.parent.resolve()
+        if state == source or source in state.parents:
+            raise ConfigError(
+                f"the state folder {self.index_file.parent.parent} lies inside the source folder {source}; "
+                "use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
+            )
+        if target is not None and (state == target or target in state.parents):
+            # the index would go with the disk: one not mounted would look like a new
+            # target, and be filled anew in the empty folder where it is mounted
+            raise ConfigError(
+                f"the state folder {self.index_file.parent.parent} lies inside the folder of target "
+                f"{name!r} ({folder}); use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
+            )
+
+    def claim(self) -> PlaceClaim | None:
+        """Claim this target's place for this process on the whole machine
+        (mirror.place_claim): the place lock only meets mirrors with this state folder."""
+        if registry.load_driver_class(self.resolved.backend).in_process:
+            return None
+        claim = PlaceClaim(place_key(self.compared_place()))
+        if claim.taken_by is not None:
+            state = self.index_file.parent.parent
+            # the lock in this state folder was free: the other mirror's is elsewhere, or
+            # was this one, deleted under it while it ran (its index open, unlinked)
+            detail = f"one with another state folder than {state}, or whose state folder was deleted while it ran"
+            by = held_by(claim.taken_by == "here", detail)
+            raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}")
+        return claim
+
+    def lock(self, place: tuple[str, ...] | None = None) -> int:
+        """Take the lock of the place this target writes to (``place``, or its own):
+        another index (another target name, ``file://`` for a plain path, another source
+        spelling, another timeout) can name the same folder, and two processes there
+        remove each other's uploads as leftovers."""
+        path = self.index_file.parent / f"place-{place_key(place or self.compared_place())}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").partition("\n")[0].strip()
+            os.close(fd)
+            mine = f"pid {os.getpid()}, "
+            if place is not None and holder.startswith(mine):
+                raise ConfigError(
+                    f"target {self.target.name!r} writes into {place[-1]}, as {holder.removeprefix(mine)} does; "
+                    "give each target a folder of its own"
+                ) from None
+            by = held_by(holder.startswith(mine), holder.removeprefix(mine))
+            raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}") from None
+        try:
+            # the holder on the first line; the index that wrote there last (note_writer) stays
+            _, _, writer = os.pread(fd, 4096, 0).partition(b"\n")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, target {self.target.name!r}\n".encode() + writer, 0)
+        except OSError:
+            os.close(fd)  # a full disk: kept, the lock made the next try 'already being mirrored'
+            raise
+        return fd
+
+
+def claimed_by_a_process(config: Config, target: TargetConfig) -> bool:
+    """Whether a mirror process on this machine mirrors ``target``'s place, whatever its
+    state folder (mirror.place_claim): one whose state folder was deleted under it goes
+    on, its index open, and status found no index and said never run."""
+    where = TargetPlace(config, target, index_path(state_dir(config), config.named_source, target))
+    if registry.load_driver_class(where.resolved.backend).in_process:
+        return False
+    try:
+        return claimed(place_key(where.compared_place()))
+    except (MirrorError, OSError):  # a local folder that cannot be resolved is claimed by no one
+        return False
+
+
+def folder_place(folder: str) -> tuple[str, ...]:
+    """The place (:meth:`TargetPlace.place`) of a target that is a local folder."""
+    return ("folder", str(Path(folder).resolve()))
+
+
+def place_key(place: tuple[str, ...]) -> str:
+    """A place (:meth:`TargetPlace.place`) as a name to store: the options in it may
+    hold secrets."""
+    return hashlib.sha256(repr(place).encode()).hexdigest()[:16]
+
+
+#: how the place lock names the index that last wrote to its place
+_WRITER = "index "
+
+
+def note_writer(fd: int, index_name: str) -> str | None:
+    """Record in the place lock ``fd`` (held) that the index ``index_name`` writes there
+    now; the file name of the index that did before, None where no mirror that records it
+    has (the lock is new, or an older mirror's)."""
+    holder, _, rest = os.pread(fd, 4096, 0).partition(b"\n")
+    before = rest.partition(b"\n")[0].decode(errors="replace")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder + f"\n{_WRITER}{index_name}\n".encode(), 0)
+    return before.removeprefix(_WRITER) if before.startswith(_WRITER) else None
+
+
+def held_by(here: bool, detail: str) -> str:
+    """Who holds a lock, and what to do about it; ``here``: a Mirror of this process (a
+    host program's), for which there is no other process to stop."""
+    if here:
+        return f"another Mirror of this process ({detail}); close that one first"
+    return f"another mirror process ({detail}); stop that one first"
+
+
+def overlaps(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
