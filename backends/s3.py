@@ -31,23 +31,12 @@ asks it, and only a bucket still open makes it the file's own failure.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import botocore.exceptions
-import s3fs
-from botocore.exceptions import (
-    CredentialRetrievalError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    TokenRetrievalError,
-)
-from fsspec.asyn import sync
 
 from mirror.config import parse_duration
 from mirror.driver import (
@@ -61,6 +50,12 @@ from mirror.driver import (
 )
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, RootGone, TransientError
 from mirror.hashing import HashKind
+
+if TYPE_CHECKING:
+    # s3fs (with aiobotocore, botocore and asyncio: 0.8 s of CPU here) is imported on
+    # the first connection, not with this module: the registry loads it for every run
+    # and status of an S3 target, and a run with nothing to send never connects
+    import s3fs
 
 OPTIONS = frozenset({"key", "secret", "token", "endpoint_url", "region", "profile", "anon", "verify", "timeout"})
 #: what the options that are not text take: botocore took verify = "no" for the path of
@@ -105,8 +100,6 @@ CREDENTIALS_REFUSED = {
 #: a refusal that may concern one object only (a bucket policy denying a prefix) or the
 #: whole bucket (the key's policy taken away); a HEAD answer carries no code, only 403
 MAYBE_ONE_OBJECT = frozenset({"AccessDenied", "403"})
-#: no credentials to be had at all, mid-run too: a profile's file gone, a token service down
-NO_CREDENTIALS = (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError, TokenRetrievalError)
 
 
 def _timeout(options: Mapping[str, Any]) -> float:
@@ -233,6 +226,9 @@ class S3Driver(Driver):
             client_kwargs["region_name"] = options["region"]
         if "verify" in options:
             client_kwargs["verify"] = options["verify"]
+        import s3fs
+        from botocore.exceptions import NoCredentialsError
+
         fs = s3fs.S3FileSystem(
             key=options.get("key"),
             secret=options.get("secret"),
@@ -342,6 +338,8 @@ class S3Driver(Driver):
         when there is none); the reply that completes it. One that fails is aborted: its
         parts would be kept (and billed) otherwise; recorded, one a kill cuts off is
         aborted by the next listing pass (drop_abandoned)."""
+        from fsspec.asyn import sync
+
         upload = str(self.fs.call_s3("create_multipart_upload", **where, Metadata=metadata)["UploadId"])
         self._open[upload] = where
         self._note_upload(where["Key"], upload, open_=True)
@@ -377,6 +375,8 @@ class S3Driver(Driver):
     ) -> Mapping[str, Any]:
         """The parts of ``upload``, PARTS_AT_ONCE at a time, the next one read as one
         ends (a part read is held in memory until sent), and the reply that completes it."""
+        import asyncio  # running in s3fs's loop: imported with it
+
         etags: dict[int, str] = {}
         running: dict[asyncio.Future[Mapping[str, Any]], int] = {}
         number, more = 0, True
@@ -513,8 +513,10 @@ def _bucket_refused(bucket: str) -> str:
 def _code(exc: BaseException) -> str:
     """The S3 error code of ``exc``: s3fs raises a PermissionError (or other OSError) made
     of botocore's ClientError, which it keeps as the cause."""
+    from botocore.exceptions import ClientError
+
     for error in (exc, exc.__cause__):
-        if isinstance(error, botocore.exceptions.ClientError):
+        if isinstance(error, ClientError):
             return str(error.response.get("Error", {}).get("Code", ""))
     return ""
 
@@ -529,15 +531,24 @@ def _refused_delete(code: str, message: str) -> MirrorError:
 def classify_s3_error(exc: BaseException) -> MirrorError:
     if isinstance(exc, MirrorError):
         return exc
+    from botocore import exceptions as botocore
+
     transient = (
-        botocore.exceptions.EndpointConnectionError,
-        botocore.exceptions.ConnectTimeoutError,
-        botocore.exceptions.ReadTimeoutError,
-        botocore.exceptions.ConnectionClosedError,
+        botocore.EndpointConnectionError,
+        botocore.ConnectTimeoutError,
+        botocore.ReadTimeoutError,
+        botocore.ConnectionClosedError,
     )
     if isinstance(exc, transient):
         return TransientError(f"s3: connection problem ({type(exc).__name__})")
-    if isinstance(exc, NO_CREDENTIALS):
+    # no credentials to be had at all, mid-run too: a profile's file gone, a token service down
+    no_credentials = (
+        botocore.NoCredentialsError,
+        botocore.PartialCredentialsError,
+        botocore.CredentialRetrievalError,
+        botocore.TokenRetrievalError,
+    )
+    if isinstance(exc, no_credentials):
         return FatalError(f"s3: no credentials to sign with ({exc}); check key, secret (or profile)")
     code = _code(exc)
     if code in CREDENTIALS_REFUSED:
@@ -549,7 +560,7 @@ def classify_s3_error(exc: BaseException) -> MirrorError:
             "target unreachable: the bucket does not exist (deleted?); mirror does not make it, and carries "
             "on once it is back, filling it again if it comes back empty"
         )
-    if isinstance(exc, botocore.exceptions.ClientError):
+    if isinstance(exc, botocore.ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if status in (429, 500, 502, 503, 504) or code in ("SlowDown", "RequestTimeout", "Throttling"):
             return TransientError(f"s3: server busy ({code or status})")
