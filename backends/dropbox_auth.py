@@ -13,15 +13,11 @@ import json
 from pathlib import Path
 
 import click
-import platformdirs
 
 from mirror.private_files import write_private
 
+from .dropbox import default_token_file
 from .login_network import NETWORK_ERRORS, unreachable
-
-
-def default_token_file() -> Path:
-    return Path(platformdirs.user_config_dir("mirror")) / "dropbox-token.json"
 
 
 @click.command("dropbox")

@@ -198,6 +198,8 @@ class S3Driver(Driver):
                 f'do not put credentials in the s3 URL; set key and secret = "${{ENV_VAR}}" {IN_A_CONFIG}'
             )
 
+    place_picks = True
+
     @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
         # a bucket's name picks it on its server (on AWS, among all), whichever key reaches it

@@ -657,6 +657,8 @@ class SFTPDriver(Driver):
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         parse(url, options)
 
+    place_picks = True
+
     @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
         params, path = parse(url, options)

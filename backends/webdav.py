@@ -105,6 +105,8 @@ class WebdavDriver(Driver):
         _timeout(options)
         check_verify("webdav", options)
 
+    place_picks = True
+
     @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
         base, root = parse(url, options)

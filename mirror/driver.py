@@ -325,6 +325,11 @@ class Driver:
     #: the files live in this process: no other process can write to its places, so
     #: none is claimed for the whole machine (mirror.place_claim)
     in_process: ClassVar[bool] = False
+    #: :meth:`place` names only what picks the folder (server, path, account), not every
+    #: option: an index records it (meta ``writes_to``), and an option that now picks
+    #: another place (an S3 ``endpoint_url``) makes a new target of it. Not where every
+    #: option counts: a new password would have
+    place_picks: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
-import inspect
 import os
 import posixpath
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from mirror import registry
 from mirror.config import COMMAND_LINE, Config, TargetConfig
-from mirror.driver import Capabilities, Driver
+from mirror.driver import Capabilities
 from mirror.errors import ConfigError, MirrorError
 from mirror.index_files import index_path, state_dir
 from mirror.paths import path_key
@@ -101,10 +100,10 @@ class TargetPlace:
         """The place (:meth:`place`) a remote target's rows describe, as its index records it
         (meta ``writes_to``, hashed). None for a local folder, whose URL names it and whose
         moves the runner tells by its mount, and where the driver does not say which
-        options pick its place (:meth:`Driver.place` takes them all): a new FTP password
-        would have made a new target of it."""
+        options pick its place (:attr:`Driver.place_picks`): a new FTP password would have
+        made a new target of it."""
         driver = registry.load_driver_class(self.resolved.backend)
-        if self.local_folder is not None or inspect.getattr_static(driver, "place") is vars(Driver)["place"]:
+        if self.local_folder is not None or not driver.place_picks:
             return None
         return place_key(self.place())
 

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from mirror.backends.dropbox_auth import default_token_file
+from mirror.backends.dropbox import default_token_file
 
 from mirror import config
 from mirror.cli import STARTER
