@@ -29,17 +29,21 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
-import msal
-import requests
 
 from mirror.driver import QUIET_WAIT, Capabilities, Driver, ReadToCommit, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, TargetFull, TransientError
 from mirror.hashing import HashKind
 from mirror.private_files import read_private_json, write_private
+
+if TYPE_CHECKING:
+    # httpx, msal and requests (0.3 s of CPU here) are imported on the first connection,
+    # not with this module: the registry loads it for every run and status of a OneDrive
+    # target, and a run with nothing to send never connects
+    import httpx
+    import msal
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +156,8 @@ def default_token_file() -> str:
 
 
 def msal_http(ca_certs: str | None) -> requests.Session:
+    import requests
+
     """A requests session for msal that honours ``ca_certs`` (msal ignores ``verify`` when
     REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE are set, unless the session ignores the environment)."""
     session = requests.Session()
@@ -161,13 +167,19 @@ def msal_http(ca_certs: str | None) -> requests.Session:
     return session
 
 
-#: how msal reports Microsoft's login service failing to answer: a 5xx (msal raises its own
-#: error for those, without the status as an attribute) or no connection at all
-LOGIN_ERRORS = (msal.exceptions.MsalServiceError, requests.RequestException)
+def login_errors() -> tuple[type[Exception], ...]:
+    """How msal reports Microsoft's login service failing to answer: a 5xx (msal raises its
+    own error for those, without the status as an attribute) or no connection at all."""
+    import msal
+    import requests
+
+    return (msal.exceptions.MsalServiceError, requests.RequestException)
 
 
 def login_unavailable(exc: BaseException) -> TransientError:
     """The login service is down for a while: the login itself still holds."""
+    import msal
+
     detail = str(exc) if isinstance(exc, msal.exceptions.MsalServiceError) else type(exc).__name__
     return TransientError(f"Microsoft's login service is unavailable for now ({detail})")
 
@@ -178,6 +190,8 @@ class TokenSource:
     def __init__(
         self, token_file: str, client_id: str | None, authority: str | None, ca_certs: str | None
     ) -> None:
+        import msal
+
         saved = read_login(token_file)
         self.token_file = token_file
         self.cache = msal.SerializableTokenCache()
@@ -195,7 +209,7 @@ class TokenSource:
                 http_client=msal_http(ca_certs),
                 instance_discovery=not ca_certs,
             )
-        except LOGIN_ERRORS as exc:
+        except login_errors() as exc:
             raise login_unavailable(exc) from exc
         self._lock = threading.Lock()
 
@@ -283,6 +297,8 @@ class OneDriveDriver(Driver):
         self.drive = f"/drives/{quote(drive_id, safe='')}" if drive_id else "/me/drive"
         self.chunk_size = max(CHUNK_UNIT, min(60 * 1024 * 1024, chunk_size) // CHUNK_UNIT * CHUNK_UNIT)
         self.max_retries = max_retries
+        import httpx
+
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_certs) if ca_certs else True
         self.http = httpx.Client(
             base_url=graph_url.rstrip("/"), verify=verify, timeout=timeout, trust_env=not ca_certs
@@ -372,6 +388,9 @@ class OneDriveDriver(Driver):
 
         Statuses in ``ok`` are returned instead of raised.
         """
+        import httpx
+
+        waited_out: tuple[type[Exception], ...] = (httpx.HTTPStatusError, httpx.TransportError, *login_errors())
         extra = dict(kwargs.pop("headers", None) or {})
         attempt = 0
         renewed = False
@@ -389,7 +408,7 @@ class OneDriveDriver(Driver):
                 if response.status_code not in ok:
                     response.raise_for_status()
                 return response
-            except (httpx.HTTPStatusError, httpx.TransportError, *LOGIN_ERRORS) as exc:
+            except waited_out as exc:
                 attempt = self._wait_or_raise(exc, attempt)
 
     def _wait_or_raise(self, exc: Exception, attempt: int) -> int:
@@ -517,6 +536,8 @@ class OneDriveDriver(Driver):
 
     def _upload_session(self, local_path: str, rel: str, size: int, mtime_ns: int) -> dict[str, Any]:
         """Upload in chunks through a session, resuming one this driver left unfinished."""
+        import httpx
+
         key = f"onedrive:upload:{self.drive_path(rel)}"
         saved = self._saved_session(key, size, mtime_ns)
         upload_url, offset = saved if saved else (None, 0)
@@ -557,6 +578,8 @@ class OneDriveDriver(Driver):
                     offset = self._server_offset(upload_url)
 
     def _saved_session(self, key: str, size: int, mtime_ns: int) -> tuple[str, int] | None:
+        import httpx
+
         raw = self.state.get(key)
         if not raw:
             return None
@@ -685,6 +708,8 @@ class OneDriveDriver(Driver):
 
     # -- errors ---------------------------------------------------------------------------
     def classify(self, exc: BaseException) -> MirrorError:
+        import httpx
+
         if isinstance(exc, httpx.HTTPStatusError):
             status = exc.response.status_code
             code, message = _graph_error(exc.response)
@@ -704,7 +729,7 @@ class OneDriveDriver(Driver):
             return TransientError(f"OneDrive connection failed: {type(exc).__name__}")
         if isinstance(exc, FileNotFoundError):
             return ItemError(str(exc))
-        if isinstance(exc, LOGIN_ERRORS):
+        if isinstance(exc, login_errors()):
             return login_unavailable(exc)
         return classify_os_error(exc)
 

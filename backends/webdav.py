@@ -21,19 +21,8 @@ import email.utils
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
-
-import httpx
-from webdav4.client import (
-    ClientError,
-    HTTPError,
-    InsufficientStorage,
-    ResourceAlreadyExists,
-    ResourceConflict,
-    ResourceNotFound,
-)
-from webdav4.fsspec import WebdavFileSystem
 
 from mirror.config import parse_duration
 from mirror.driver import (
@@ -48,6 +37,12 @@ from mirror.driver import (
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Refused, TargetFull, TransientError
 from mirror.paths import parent
 from mirror.redact import has_password
+
+if TYPE_CHECKING:
+    # webdav4 with httpx (0.2 s of CPU here) is imported on the first connection, not
+    # with this module: the registry loads it for every run and status of a WebDAV
+    # target, and a run with nothing to send never connects
+    import httpx
 
 OPTIONS = frozenset({"base_url", "username", "password", "verify", "timeout"})
 SCHEMES = {"webdav": "http", "dav": "http", "webdavs": "https", "davs": "https"}
@@ -116,6 +111,9 @@ class WebdavDriver(Driver):
 
     @classmethod
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
+        from webdav4.client import HTTPError
+        from webdav4.fsspec import WebdavFileSystem
+
         base_url, root = parse(url, options)
         auth = None
         if options.get("username") is not None:
@@ -157,6 +155,8 @@ class WebdavDriver(Driver):
     def list(self) -> dict[str, RemoteEntry]:
         # names in webdav4 listings are relative to base_url, so paths are rebuilt
         # from the folder being walked rather than matched against the root
+        from webdav4.client import ResourceNotFound
+
         result: dict[str, RemoteEntry] = {}
         try:
             pending = [("", self.client.ls(self._dav(""), detail=True, allow_listing_resource=False))]
@@ -177,6 +177,8 @@ class WebdavDriver(Driver):
         return self.stat(known) is None
 
     def stat(self, rel: str) -> RemoteEntry | None:
+        from webdav4.client import ResourceNotFound
+
         try:
             info = self.client.info(self._dav(rel))
         except ResourceNotFound:
@@ -200,12 +202,16 @@ class WebdavDriver(Driver):
         self.client.move(self._dav(src), self._dav(dst), overwrite=True)
 
     def delete(self, rel: str) -> None:
+        from webdav4.client import ResourceNotFound
+
         try:
             self.client.remove(self._dav(rel))
         except ResourceNotFound:
             raise FileNotFoundError(rel) from None
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
+        from webdav4.client import ResourceNotFound
+
         try:
             if self._holds_files(rel_dir):
                 return False
@@ -224,6 +230,8 @@ class WebdavDriver(Driver):
         return False
 
     def root_there(self) -> bool:
+        from webdav4.client import ResourceNotFound
+
         try:
             return self.client.isdir(self._dav(""))
         except ResourceNotFound:
@@ -233,6 +241,8 @@ class WebdavDriver(Driver):
         self._mkcol(self._dav(rel_dir))
 
     def _mkcol(self, path: str) -> None:
+        from webdav4.client import ResourceAlreadyExists, ResourceConflict
+
         try:
             self.client.mkdir(path)
         except ResourceAlreadyExists:
@@ -255,6 +265,9 @@ class WebdavDriver(Driver):
 def classify_webdav_error(exc: BaseException) -> MirrorError:  # noqa: PLR0911  # one exit per family
     if isinstance(exc, MirrorError):
         return exc
+    import httpx
+    from webdav4.client import ClientError, HTTPError, InsufficientStorage, ResourceNotFound
+
     if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
         return TransientError(f"webdav: connection problem ({type(exc).__name__})")
     if isinstance(exc, InsufficientStorage):

@@ -8,8 +8,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.servers.dropbox import DropboxServer
 
 MiB = 1024 * 1024
@@ -169,23 +167,3 @@ def test_a_folder_and_a_stray_file_dropbox_takes_for_one_name_send_the_folder(
     check = mirror("verify")
     assert check.returncode == 1 and "belege: missing on the target" in check.stdout, check.stdout
     assert "Belege/beleg-0.pdf" not in check.stdout, check.stdout
-
-
-def test_a_run_with_nothing_to_send_and_status_load_no_dropbox_library(
-    dropbox_server: DropboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The Dropbox SDK with requests took 0.5 s of CPU to import, on every run and status
-    of a Dropbox target: a run with nothing to send, which never connects, took 1.0 s,
-    not 0.4 s."""
-    source = tmp_path / "export"
-    source.mkdir()
-    (source / "invoice.pdf").write_bytes(b"%PDF invoice")
-    first = cli(dropbox_server, tmp_path, source)("run", "--once")
-    assert first.returncode == 0 and "1 sent" in first.stdout, first.stdout + first.stderr
-    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
-    mirror = cli(dropbox_server, tmp_path, source)
-    for args in (("run", "--once"), ("status",)):
-        again = mirror(*args)
-        assert again.returncode == 0, again.stdout + again.stderr
-        imported = {line.rpartition("|")[2].strip() for line in again.stderr.splitlines() if "|" in line}
-        assert not imported & {"dropbox", "dropboxdrivefs", "requests"}, args

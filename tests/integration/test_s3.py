@@ -718,19 +718,3 @@ def test_a_dry_run_on_a_new_machine_does_not_promise_uploads_a_hash_will_spare(
     assert line in dry.stdout, dry.stdout
     real = run("run", "-c", str(config), "--once", state=lost, env=s3_target.env)
     assert "0 sent (0 B), 9 already there" in real.stdout, real.stdout + real.stderr
-
-
-def test_a_run_with_nothing_to_send_and_status_load_no_s3_library(s3_target: TargetSpec, tmp_path: Path) -> None:
-    """s3fs with aiobotocore took 0.8 s of CPU to import, on every run and status of an
-    S3 target: a run with nothing to send, which never connects, took 1.1 s, not 0.3 s."""
-    source, state = tmp_path / "export", tmp_path / "state"
-    source.mkdir()
-    (source / "invoice.pdf").write_bytes(b"%PDF invoice")
-    config = config_file(s3_target, source, tmp_path / "mirror.toml")
-    first = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
-    assert first.returncode == 0 and "1 sent" in first.stdout, first.stdout + first.stderr
-    for args in (("run", "-c", str(config), "--once"), ("status", "-c", str(config))):
-        again = run(*args, state=state, env={**s3_target.env, "PYTHONPROFILEIMPORTTIME": "1"})
-        assert again.returncode == 0, again.stdout + again.stderr
-        imported = {line.rpartition("|")[2].strip() for line in again.stderr.splitlines() if "|" in line}
-        assert not imported & {"s3fs", "botocore", "aiobotocore"}, args
