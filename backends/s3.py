@@ -169,6 +169,7 @@ class S3Driver(Driver):
     #: deletions go up to 64 to a DeleteObjects request, where one at a time each costs a
     #: round trip (uploads are not batched: each is one atomic PUT already)
     batch_files = 64
+    place_picks = True
 
     @classmethod
     def capabilities_for(cls, url: str) -> Capabilities:
@@ -197,8 +198,6 @@ class S3Driver(Driver):
             raise ConfigError(
                 f'do not put credentials in the s3 URL; set key and secret = "${{ENV_VAR}}" {IN_A_CONFIG}'
             )
-
-    place_picks = True
 
     @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -93,14 +93,13 @@ class WebdavDriver(Driver):
     )
     default_concurrency = 4
     thread_safe = True
+    place_picks = True
 
     @classmethod
     def check_target(cls, url: str, options: Mapping[str, Any]) -> None:
         parse(url, options)
         _timeout(options)
         check_verify("webdav", options)
-
-    place_picks = True
 
     @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -320,10 +320,10 @@ def test_two_files_of_one_size_and_time_swapped_by_renames_swap_on_the_target(tm
     assert "0 sent" in again.stdout, again.stdout
 
 
-def _reuse_inodes(src: Path, text: Callable[[str], bytes], when: tuple[int, int]) -> int:
+def _reuse_inodes(src: Path, data: bytes, when: tuple[int, int]) -> int:
     """Delete every file of ``src`` and make new ones until some get the freed inodes;
-    each such file takes the path whose file had its inode, with ``text(path name)`` of
-    that file's size and the time ``when``. How many did."""
+    each such file takes the path whose file had its inode, with ``data`` (of that
+    file's size) and the time ``when``. How many did."""
     freed = {}
     for old in src.iterdir():
         freed[old.stat().st_ino] = old.name
@@ -335,7 +335,7 @@ def _reuse_inodes(src: Path, text: Callable[[str], bytes], when: tuple[int, int]
     for spare in spares:
         spare.write_bytes(b"")
         if (name := freed.pop(spare.stat().st_ino, None)) is not None:
-            spare.write_bytes(text(name))
+            spare.write_bytes(data)
             os.utime(spare.rename(src / name), ns=when)
             reused += 1
     for spare in spares:
@@ -364,9 +364,7 @@ def test_a_new_file_given_the_inode_size_and_time_of_the_file_at_its_path_is_sen
         os.utime(src / f"RE-{n}.pdf", ns=march)
     assert run("run", str(src), str(target), "--once", state=state).returncode == 0
 
-    def corrected(name: str) -> bytes:
-        return b"total: 190.00 EUR"
-
+    corrected = b"total: 190.00 EUR"
     if how == "watching":
         log = tmp_path / "mirror.log"
         with watching("run", str(src), str(target), "--max-delete", "60", state=state, log=log):
@@ -379,7 +377,7 @@ def test_a_new_file_given_the_inode_size_and_time_of_the_file_at_its_path_is_sen
             pytest.skip("this filesystem did not hand the freed inodes to new files")
         result = run("run", str(src), str(target), "--once", "--rescan", "--max-delete", "60", state=state)
         assert result.returncode == 0, result.stdout + result.stderr
-    assert files(target) == files(src) and set(files(src).values()) == {b"total: 190.00 EUR"}
+    assert files(target) == files(src) and set(files(src).values()) == {corrected}
 
 
 @pytest.mark.parametrize("first", ["sent", "found-on-the-target", "sent-by-an-older-mirror"])
