@@ -26,6 +26,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 pytest_plugins = [
+    "tests.line_numbers",
     "tests.servers.local",
     "tests.servers.dropbox",
     "tests.servers.sshd",
