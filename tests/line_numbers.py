@@ -27,14 +27,19 @@ def line_of(code: types.CodeType, lasti: int) -> int:
 
 
 def with_lines(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """``tb``, with every entry that has no line number made anew with one."""
-    if tb is None:
-        return None
-    rest = with_lines(tb.tb_next)
-    if tb.tb_lineno is not None and rest is tb.tb_next:
-        return tb
-    lineno = tb.tb_lineno if tb.tb_lineno is not None else line_of(tb.tb_frame.f_code, tb.tb_lasti)
-    return types.TracebackType(rest, tb.tb_frame, tb.tb_lasti, lineno)
+    """``tb``, made anew if any of its entries has no line number, with one for each.
+    A loop, not recursion: a RecursionError's traceback is as deep as the limit."""
+    entries = []
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    if all(entry.tb_lineno is not None for entry in entries):
+        return entries[0] if entries else None
+    rebuilt = None
+    for entry in reversed(entries):
+        lineno = entry.tb_lineno or line_of(entry.tb_frame.f_code, entry.tb_lasti)
+        rebuilt = types.TracebackType(rebuilt, entry.tb_frame, entry.tb_lasti, lineno)
+    return rebuilt
 
 
 def give_lines(error: BaseException, seen: set[int]) -> bool:
@@ -45,10 +50,11 @@ def give_lines(error: BaseException, seen: set[int]) -> bool:
     seen.add(id(error))
     fixed = with_lines(error.__traceback__)
     changed = fixed is not error.__traceback__
-    if changed:
-        error.__traceback__ = fixed
-    linked = [error.__cause__, error.__context__, *getattr(error, "exceptions", ())]
-    return any([give_lines(other, seen) for other in linked if other is not None]) or changed
+    error.__traceback__ = fixed
+    for other in (error.__cause__, error.__context__, *getattr(error, "exceptions", ())):
+        if other is not None and give_lines(other, seen):
+            changed = True
+    return changed
 
 
 @pytest.hookimpl(wrapper=True)
