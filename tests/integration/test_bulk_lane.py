@@ -354,11 +354,20 @@ class HalfWay:
         monkeypatch.setattr(cls, "move", move)
 
 
-def rewrite(path: Path, data: bytes, pieces: int = 20) -> None:
-    """Write ``path`` anew as a program does: emptied, then written a piece every 0.1 s."""
+def rewrite(path: Path, data: bytes, looked: threading.Event, pieces: int = 20) -> None:
+    """Write ``path`` anew as a program does: emptied, then written a piece every 0.1 s.
+    The last piece waits until the test has ``looked``, the program still writing meanwhile
+    (the piece before it again, every 0.1 s), so a slow machine cannot end the write early."""
+    previous = b""
     with path.open("wb") as out:
         for at in range(pieces):
-            out.write(data[at * len(data) // pieces : (at + 1) * len(data) // pieces])
+            piece = data[at * len(data) // pieces : (at + 1) * len(data) // pieces]
+            while at == pieces - 1 and not looked.wait(0.1):
+                out.seek(-len(previous), os.SEEK_CUR)
+                out.write(previous)
+                out.flush()
+            out.write(piece)
+            previous = piece
             out.flush()
             time.sleep(0.1)
 
@@ -384,7 +393,8 @@ def test_a_file_rewritten_while_it_uploads_never_replaces_the_good_copy_with_a_b
         )
         scan.write_bytes(v1)
         assert way.held.wait(WAIT_S), "the upload of the second version never started"
-        writer = threading.Thread(target=rewrite, args=(scan, v2))
+        looked = threading.Event()
+        writer = threading.Thread(target=rewrite, args=(scan, v2, looked))
         writer.start()
         try:
             wait_for(lambda: scan.stat().st_size < size, WAIT_S, "the program to empty the file")
@@ -395,10 +405,10 @@ def test_a_file_rewritten_while_it_uploads_never_replaces_the_good_copy_with_a_b
                 WAIT_S,
                 "the upload to be put in place or dropped",
             )
-            assert writer.is_alive(), "the test is too slow to look while the file is written"
             there = landed(root)["scan.pdf"]
             assert there == v0, f"the good copy was replaced by {len(there)} bytes while the file was written"
         finally:
+            looked.set()
             writer.join()
         wait_for(lambda: settled(mirror, source, root), WAIT_S, "the last version, once it settled")
         consistent(mirror, root)

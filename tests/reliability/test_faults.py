@@ -828,8 +828,10 @@ def test_a_source_share_that_is_not_mounted_changes_nothing_on_the_target(tmp_pa
     folder the invoicing program made again. Mirrored, they replaced the signed copies."""
     source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
     source.mkdir()
+    drafted = time.time() - 86400  # the drafts are a day older than the signed copies
     for i in range(30):
         (source / f"invoice {i}.pdf").write_bytes(b"old draft")  # below the mount point
+        os.utime(source / f"invoice {i}.pdf", (drafted, drafted))
     signed = {f"invoice {i}.pdf": b"signed %d" % i for i in range(40)}
     with tmpfs(source, "4m"):
         for rel, blob in signed.items():
