@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import fcntl
 import functools
 import json
 import logging
@@ -21,7 +20,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirror import registry
+from mirror import index_lock, registry
 from mirror.bulk import BulkLane, split
 from mirror.config import Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
@@ -240,12 +239,10 @@ class TargetRunner:
         except OSError as exc:
             raise state_os_error(self.index_file.parent.parent, exc) from None
         fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not index_lock.take(fd):
             os.close(fd)
             by = held_by(str(self.index_file) in _LOCKED_HERE, f"lock {self.index_file}.lock")
-            raise ConfigError(f"target {self.name!r} is already being mirrored by {by}") from None
+            raise ConfigError(f"target {self.name!r} is already being mirrored by {by}")
         self._lock_fd = fd
         _LOCKED_HERE.add(str(self.index_file))
         try:
@@ -376,14 +373,12 @@ class TargetRunner:
         renamed under it, and both mirrored the same target at once."""
         fd = os.open(f"{old}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not index_lock.take(fd):
                 raise ConfigError(
                     f"target {self.name!r} is already being mirrored by another mirror process, an older "
                     f"mirror still running as a service perhaps: it holds the index {old.name} ({which}); "
                     "stop that one first (restart the service, so it runs this version)"
-                ) from None
+                )
             move_index(old, self.index_file)
             with suppress(FileNotFoundError):
                 os.unlink(f"{old}.lock")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import time
 from contextlib import suppress
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mirror.index import DamagedIndex, Failure, Index, NewerIndex, no_room, state_denied
+from mirror import index_lock
+from mirror.index import DamagedIndex, Failure, Index, NewerIndex, no_room
 from mirror.private_files import write_private
 
 #: the rescan interval of indexes written before it was recorded
@@ -111,31 +110,13 @@ class TargetStatus:
         return data
 
 
-def is_running(index_file: Path) -> bool:
-    """True while a mirror process holds the target's lock."""
-    lock = Path(f"{index_file}.lock")
-    if not lock.exists():
-        return False
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except PermissionError as exc:
-        raise state_denied(lock.parent, exc) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
 def read(index_file: Path) -> TargetStatus:
     try:
         index = Index(index_file, readonly=True)
     except (NewerIndex, DamagedIndex) as exc:
         return _unread(index_file, exc)
     try:
-        return of_index(index, index_file, is_running(index_file))
+        return of_index(index, index_file, index_lock.held(index_file))
     except DamagedIndex as exc:  # damage in pages the open did not read
         return _unread(index_file, exc)
     finally:
@@ -144,7 +125,7 @@ def read(index_file: Path) -> TargetStatus:
 
 def _unread(index_file: Path, exc: NewerIndex | DamagedIndex) -> TargetStatus:
     """An index this mirror cannot read: the other targets are still shown."""
-    name, running = index_file.stem.rsplit("-", 1)[0], is_running(index_file)
+    name, running = index_file.stem.rsplit("-", 1)[0], index_lock.held(index_file)
     state = NEWER if isinstance(exc, NewerIndex) else DAMAGED
     return TargetStatus(name, "", "", running, state, 0, 0, 0, None, str(exc), (), str(index_file))
 

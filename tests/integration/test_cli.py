@@ -2131,6 +2131,29 @@ def test_an_index_named_by_the_folder_a_link_leads_to_is_taken_over(tmp_path: Pa
     assert files(target) == {"a.pdf": b"a"}
 
 
+def test_a_mirror_started_while_status_looks_at_the_target_starts(tmp_path: Path, state: Path) -> None:
+    """A monitor ran ``mirror status`` every few seconds. A run that started while status
+    looked at the target's lock (a shared lock, for a moment) stopped at once: "already
+    being mirrored by another mirror process", exit 2 (a --once from cron, or a service
+    start). It waits for the look to end."""
+    source, target = tmp_path / "export", tmp_path / "dst"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    (lock,) = (state / "targets").glob("*.sqlite.lock")
+    (source / "b.pdf").write_bytes(b"b")
+    looking = os.open(lock, os.O_RDONLY)
+    fcntl.flock(looking, fcntl.LOCK_SH | fcntl.LOCK_NB)  # as status looks (index_lock.held)
+    done = threading.Timer(0.5, os.close, (looking,))
+    done.start()
+    try:
+        again = run("run", str(source), str(target), "--once", state=state)
+    finally:
+        done.join()
+    assert again.returncode == 0, again.stderr
+    assert files(target) == {"a.pdf": b"a", "b.pdf": b"b"}
+
+
 @contextlib.contextmanager
 def held_as_by_an_older_mirror(index_file: Path) -> Iterator[None]:
     """The lock of ``index_file`` held, as a mirror from before place locks (an older
