@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import itertools
 import os
 import shutil
 import signal
@@ -30,10 +31,33 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 START_TIMEOUT_S = 10.0
 
 
+def _first_client_port() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux: 32768 by default)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+#: ports for servers, below the ones clients get: a port picked free (the kernel's pick
+#: among the client ports) was taken by a connection meanwhile, and a server brought back
+#: on it failed with "Address already in use". Each xdist worker has a thousand of its own.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 12
+_FIRST = max(1024, _first_client_port() - 12_000) + _WORKER * 1000
+_PORTS = itertools.cycle(range(_FIRST, _FIRST + 1000))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that is free now and that no client connection will take."""
+    for _ in range(1000):
+        port = next(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port for a server on 127.0.0.1 in {_FIRST}-{_FIRST + 999}")
 
 
 def keygen(path: Path) -> str:
