@@ -66,7 +66,7 @@ OPTION_KINDS: dict[str, tuple[tuple[type, ...], str]] = {
     "timeout": ((int, float, str), 'seconds, or a duration such as "20s"'),
 }
 #: seconds a request waits to connect, and for each answer (botocore's own default): an
-#: endpoint that stopped answering costs that much a try
+#: endpoint that stopped answering costs that much a try (S3FS_TRIES of them a request)
 TIMEOUT = 60.0
 MIN_PART = 16 * 1024 * 1024
 MAX_PARTS = 10_000
@@ -239,9 +239,10 @@ class S3Driver(Driver):
             anon=bool(options.get("anon", False)),
             client_kwargs=client_kwargs,
             # botocore's own retries (5 attempts) under s3fs's (5) waited out a hung endpoint
-            # for 7 minutes, with status idle and nothing pending; mirror retries by itself
+            # for 7 minutes, with status idle and nothing pending; mirror retries by itself.
+            # max_attempts counts retries, not tries: at 1 it still made each try two
             config_kwargs={
-                "retries": {"max_attempts": 1},
+                "retries": {"total_max_attempts": 1},
                 "connect_timeout": timeout,
                 "read_timeout": timeout,
             },
