@@ -531,7 +531,10 @@ class TargetRunner:
                 # finishes it), not 'ended without stopping cleanly' as after a kill; its
                 # temp file is left, so the next run lists the target
                 cut = {} if clean else {"incomplete": 1, "stranded_temps": 1}
-                self.index.set_meta(clean_shutdown=1, state="stopped", pid=None, watching=None, **cut)
+                # a killed run's target no pass has listed since (this run was refused at
+                # another target, or stopped first) still needs the look a crash calls for
+                shutdown = 0 if self.crashed else 1
+                self.index.set_meta(clean_shutdown=shutdown, state="stopped", pid=None, watching=None, **cut)
                 self._note_stranded()
                 note_attempt(self.index_file, error if never_reached else None)
             self.index.close()

@@ -1127,6 +1127,37 @@ def test_status_of_a_mirror_killed_while_watching_needs_a_look(tmp_path: Path, s
     assert run("status", state=state).returncode == 0
 
 
+def test_a_run_refused_after_opening_a_killed_mirror_s_target_leaves_it_needing_a_look(
+    tmp_path: Path, state: Path
+) -> None:
+    """A watcher of target a was killed with an invoice not sent. A cron run of every
+    target then opened a, was refused at c (another process had it) and, closing a,
+    recorded it as stopped cleanly: status said a was in sync, exit 0, the invoice missing."""
+    src, log, cfg = tmp_path / "export", tmp_path / "m.log", tmp_path / "m.toml"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    cfg.write_text(
+        f'source = "{src}"\n[targets.a]\nurl = "{tmp_path / "a"}"\n[targets.c]\nurl = "{tmp_path / "c"}"\n'
+    )
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    proc = start("run", "-c", str(cfg), "--target", "a", state=state, log=log)
+    try:
+        wait_for(lambda: "(running, idle)" in run("status", "-c", str(cfg), state=state).stdout, what="the watch")
+    finally:
+        proc.kill()
+        proc.wait(15)
+    (src / "late.pdf").write_bytes(b"sent by nobody")
+    (c_index,) = (p for p in (state / "targets").glob("c-*.sqlite"))
+    with held_as_by_an_older_mirror(c_index):
+        refused = run("run", "-c", str(cfg), "--once", state=state)
+    assert refused.returncode == 2 and "already being mirrored" in refused.stderr, refused.stderr
+    shown = run("status", "-c", str(cfg), "--target", "a", state=state)
+    assert shown.returncode == 1 and "ended without stopping cleanly" in shown.stdout, shown.stdout
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    assert files(tmp_path / "a") == {"a.pdf": b"a", "late.pdf": b"sent by nobody"}
+    assert run("status", "-c", str(cfg), state=state).returncode == 0
+
+
 def test_status_of_a_config_names_targets_never_run(src: Path, tmp_path: Path, state: Path) -> None:
     cfg = tmp_path / "m.toml"
     targets = f'[targets.usb]\nurl = "{tmp_path}/usb"\n[targets.nas]\nurl = "{tmp_path}/nas"\n'
