@@ -135,14 +135,18 @@ class LocalDriver(Driver):
         stack = [""]
         while stack:
             rel_dir = stack.pop()
-            with os.scandir(os.path.join(self.root, rel_dir) if rel_dir else self.root) as it:
+            # what goes while it is read (a temp file renamed into place, the trash emptied
+            # by hand) is not there: the rest is listed
+            folder = os.path.join(self.root, rel_dir) if rel_dir else self.root
+            with suppress(FileNotFoundError, NotADirectoryError), os.scandir(folder) as it:
                 for item in it:
                     rel = f"{rel_dir}/{item.name}" if rel_dir else item.name
                     if item.is_dir(follow_symlinks=False):
                         stack.append(rel)
                     elif item.is_file(follow_symlinks=False):
-                        st = item.stat(follow_symlinks=False)
-                        result[rel] = RemoteEntry(rel, st.st_size, mtime_ns(st))
+                        with suppress(FileNotFoundError):
+                            st = item.stat(follow_symlinks=False)
+                            result[rel] = RemoteEntry(rel, st.st_size, mtime_ns(st))
         return result
 
     def stat(self, rel: str) -> RemoteEntry | None:

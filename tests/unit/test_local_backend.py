@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
-from backends.local import workers_on
+from backends.local import LocalDriver, workers_on
 from mirror import registry
 from mirror.errors import ItemError
 from mirror.mounts import Expected, expected_mounts, fstab_points, mount_of, nearly_none, unmounted_above
@@ -189,3 +190,33 @@ def test_a_folder_on_a_case_folding_filesystem_is_no_case_sensitive_target(
     if refuses is not None:
         assert refused_name(refuses, caps) is not None
     assert refused_name("Invoice 2026.pdf", caps) is None
+
+
+def test_a_listing_of_a_folder_whose_files_and_folders_go_meanwhile_lists_the_rest(tmp_path: Path) -> None:
+    """A watcher renaming its temp files into place, or someone emptying .mirror-trash/ by
+    hand, while verify or a listing pass read the target: the file listed, then gone
+    before its stat, failed the whole listing (FileNotFoundError), and verify with it."""
+    target = tmp_path / "backup"
+    for n in range(100):
+        (target / f"d{n}").mkdir(parents=True)
+        for i in range(30):
+            (target / f"d{n}" / f"f{i}.pdf").write_bytes(b"x")
+    driver = LocalDriver.connect(str(target), {})
+    stop = threading.Event()
+
+    def empty() -> None:
+        for folder in sorted(target.iterdir(), reverse=True):
+            for file in folder.iterdir():
+                file.unlink()
+            folder.rmdir()
+        stop.set()
+
+    emptier = threading.Thread(target=empty)
+    emptier.start()
+    try:
+        while not stop.is_set():
+            listed = driver.list()
+            assert all(rel.endswith(".pdf") for rel in listed)
+    finally:
+        emptier.join()
+    assert driver.list() == {}
