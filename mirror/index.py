@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -197,8 +197,8 @@ class Index:
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        if not path.exists():
+            _create(path)
         db = sqlite3.connect(path, check_same_thread=False, timeout=10)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -696,6 +696,25 @@ def _damaged(path: Path, why: str) -> DamagedIndex:
     return DamagedIndex(
         f"the index {path} is damaged ({why}); a start of mirror run moves it aside and rebuilds it"
     )
+
+
+def _create(path: Path) -> None:
+    """Make a new index at ``path`` whole: written under another name and renamed into
+    place, since status or verify reading it meanwhile took the empty file sqlite starts
+    from for a damaged index ("(running, index damaged)", exit 1)."""
+    new = path.with_name(f"{path.name}.new")
+    with suppress(FileNotFoundError):
+        new.unlink()  # a run killed while it made one
+    os.close(os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    db = sqlite3.connect(new)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA user_version = {FORMAT}")
+        db.commit()
+    finally:
+        db.close()
+    os.rename(new, path)
 
 
 def _emptied(path: Path) -> bool:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from mirror.errors import MirrorError
+from mirror.index import DamagedIndex, Index
 from tests.cli import run
 from tests.reliability.common import hashes, make_source, sent
 
@@ -301,3 +304,30 @@ def test_status_shows_a_damaged_index_on_its_target_s_line_beside_the_others(dam
     }
     assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
     assert run("status", "-c", str(cfg), state=state).returncode == 0
+
+
+def test_an_index_read_while_it_is_made_is_never_taken_for_a_damaged_one(tmp_path: Path) -> None:
+    """mirror status or verify, run in the instant a first run made the index, found an
+    empty file and said "(running, index damaged)", exit 1."""
+    for n in range(40):
+        path = tmp_path / f"t{n}.sqlite"
+        told: list[Exception] = []
+        made = threading.Event()
+
+        def read(path: Path = path, made: threading.Event = made, told: list[Exception] = told) -> None:
+            while not made.is_set():
+                try:
+                    Index(path, readonly=True).close()
+                except DamagedIndex as exc:
+                    told.append(exc)
+                except MirrorError:
+                    pass  # not there yet
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            Index(path).close()
+        finally:
+            made.set()
+            reader.join()
+        assert not told, told[0]
