@@ -31,7 +31,7 @@ from mirror import config as config_mod
 from mirror.config import Config, TargetSettings
 from mirror.driver import Driver
 from mirror.engine import Mirror
-from mirror.errors import ConfigError, GuardRefused, MirrorError, StateError
+from mirror.errors import ConfigError, GuardRefused, MirrorError, StateError, TargetBusy
 from mirror.filters import Filter
 from mirror.index_files import index_path, mirrored_as
 from mirror.index_files import state_dir as resolve_state_dir
@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from mirror.status import TargetStatus
 
 log = logging.getLogger("mirror")
+#: set for the process a SIGHUP starts anew (_start_anew): it waits for a target another
+#: process took in between, where a start by hand is refused at once
+RESTARTED = "MIRROR_RESTARTED"
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 #: ctx.meta key: how to reload the service `mirror service status` looks at
 RELOAD = "mirror.reload"
@@ -311,7 +314,7 @@ def run(
     """
     scrubber = setup_logging(verbosity(verbose, quiet), log_format)
     signals = Signals()
-    state_full = StateWait(watching=not (once or dry_run))
+    state_full = StateWait(watching=not (once or dry_run), restarted=os.environ.pop(RESTARTED, None) == "1")
     # kept while a start waits for its state disk: the wait is an incident of every
     # target, announced after alert_after as any other, and its end a recovery
     alerts: Alerts | None = None
@@ -346,7 +349,7 @@ def run(
                         metrics.serve(*addr)
                     code = _run(mirror, signals, once or dry_run, dry_run, rescan, quiet, log_format == "json")
                 again = restart = _stopped(signals, watching=not (once or dry_run))
-            except StateError as exc:
+            except (StateError, TargetBusy) as exc:
                 targets = [t.name for t in cfg.targets]
                 again, code = state_full.pause(exc, signals, opened, alerts, targets), EXIT_OK
                 waiting = again
@@ -410,6 +413,7 @@ def _start_anew() -> NoReturn:
             stream.flush()
     # a second reload while the new process loads would end it: the config it reads next is the new one anyway
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    os.environ[RESTARTED] = "1"
     try:
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 - the same command
     except OSError as exc:
@@ -417,27 +421,47 @@ def _start_anew() -> NoReturn:
 
 
 class StateWait:
-    """Watch mode that starts with a state folder it cannot write (its disk full): waited
-    out with backoff and told once, as a pass that meets it mid-run is. It exited 1, and a
-    service ended until someone restarted it."""
+    """Watch mode that starts with a state folder it cannot write (its disk full), or that
+    started again on SIGHUP and finds a target taken meanwhile: waited out with backoff and
+    told once, as a pass that meets a full disk mid-run is. It exited, and a service ended
+    until someone restarted it."""
 
-    def __init__(self, watching: bool) -> None:
+    def __init__(self, watching: bool, restarted: bool) -> None:
         self.watching = watching
+        #: started again on SIGHUP: a target taken meanwhile is waited for
+        self.restarted = restarted
         self.wait = 1.0
         self.told = False
+        #: what the log says once the wait is over
+        self.back = ""
 
     def pause(
-        self, exc: StateError, signals: Signals, opened: bool, alerts: api.Observer | None, targets: Sequence[str]
+        self,
+        exc: StateError | TargetBusy,
+        signals: Signals,
+        opened: bool,
+        alerts: api.Observer | None,
+        targets: Sequence[str],
     ) -> bool:
         """Wait before the next try; False when a signal to stop came meanwhile. Raises
-        ``exc`` again for ``--once`` (cron tries again anyway), and for a mirror that had
-        opened its state (that one retries by itself). The first wait fails each of
+        ``exc`` again for ``--once`` (cron tries again anyway), for a mirror that had
+        opened its state (that one retries by itself), and for a target taken by another
+        mirror unless this one started again on SIGHUP (by hand, two are a mistake to
+        tell at once). The first wait fails each of
         ``targets`` for ``alerts``: a service waiting out a full disk was told of in its
         log alone, and mirrored nothing meanwhile."""
-        if opened or not self.watching:
+        if opened or not self.watching or (isinstance(exc, TargetBusy) and not self.restarted):
             raise exc
         if not self.told:
-            log.warning("%s; waiting for that, trying again every minute at most", exc)
+            if isinstance(exc, TargetBusy):
+                # let go of on SIGHUP, the target was taken by a one-off run (cron's) before
+                # this start took it again: ended, the service mirrored nothing after that run
+                told = "started again on SIGHUP, but %s; waiting for it, trying again every minute at most"
+                log.warning(told, exc.what)
+                self.back = "the targets are free again"
+            else:
+                log.warning("%s; waiting for that, trying again every minute at most", exc)
+                self.back = "mirror's state can be written again"
             self.told = True
             if alerts is not None:
                 for name in targets:
@@ -456,7 +480,7 @@ class StateWait:
 
     def over(self) -> None:
         if self.told:
-            log.info("mirror's state can be written again; starting")
+            log.info("%s; starting", self.back)
         self.told = False
         self.wait = 1.0
 

@@ -16,6 +16,16 @@ class ConfigError(MirrorError):
     """Bad flags, config file, URL or missing secret: nothing was started (exit 2)."""
 
 
+class TargetBusy(ConfigError):
+    """Another mirror mirrors the target now: it holds the target's lock. A watcher started
+    again on SIGHUP waits for it (a one-off run from cron took the target in between)."""
+
+    def __init__(self, what: str, advice: str) -> None:
+        super().__init__(f"{what}; {advice}")
+        #: who mirrors what, without the advice
+        self.what = what
+
+
 class TransientError(MirrorError):
     """Worth retrying: connection reset, timeout, 429/5xx. ``retry_after`` in seconds."""
 

@@ -42,7 +42,7 @@ from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, stat_paths
 from mirror.source_files import generation_of
 from mirror.status import note_attempt
-from mirror.target_place import TargetPlace, folder_place, held_by, located, note_writer, overlaps, place_key
+from mirror.target_place import TargetPlace, busy, folder_place, located, note_writer, overlaps, place_key
 from mirror.wording import described, starved, summarize
 
 log = logging.getLogger("mirror")
@@ -241,8 +241,8 @@ class TargetRunner:
         fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         if not index_lock.take(fd):
             os.close(fd)
-            by = held_by(str(self.index_file) in _LOCKED_HERE, f"lock {self.index_file}.lock")
-            raise ConfigError(f"target {self.name!r} is already being mirrored by {by}")
+            here = str(self.index_file) in _LOCKED_HERE
+            raise busy(f"target {self.name!r}", here, f"lock {self.index_file}.lock")
         self._lock_fd = fd
         _LOCKED_HERE.add(str(self.index_file))
         try:

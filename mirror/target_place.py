@@ -23,7 +23,7 @@ from pathlib import Path
 from mirror import registry
 from mirror.config import COMMAND_LINE, Config, TargetConfig
 from mirror.driver import Capabilities
-from mirror.errors import ConfigError, MirrorError
+from mirror.errors import ConfigError, MirrorError, TargetBusy
 from mirror.index_files import index_path, state_dir
 from mirror.paths import path_key
 from mirror.place_claim import PlaceClaim, claimed
@@ -158,8 +158,7 @@ class TargetPlace:
             # the lock in this state folder was free: the other mirror's is elsewhere, or
             # was this one, deleted under it while it ran (its index open, unlinked)
             detail = f"one with another state folder than {state}, or whose state folder was deleted while it ran"
-            by = held_by(claim.taken_by == "here", detail)
-            raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}")
+            raise busy(self.resolved.url, claim.taken_by == "here", detail)
         return claim
 
     def lock(self, place: tuple[str, ...] | None = None) -> int:
@@ -180,8 +179,7 @@ class TargetPlace:
                     f"target {self.target.name!r} writes into {place[-1]}, as {holder.removeprefix(mine)} does; "
                     "give each target a folder of its own"
                 ) from None
-            by = held_by(holder.startswith(mine), holder.removeprefix(mine))
-            raise ConfigError(f"{self.resolved.url} is already being mirrored by {by}") from None
+            raise busy(self.resolved.url, holder.startswith(mine), holder.removeprefix(mine)) from None
         try:
             # the holder on the first line; the index that wrote there last (note_writer) stays
             _, _, writer = os.pread(fd, 4096, 0).partition(b"\n")
@@ -232,12 +230,12 @@ def note_writer(fd: int, index_name: str) -> str | None:
     return before.removeprefix(_WRITER) if before.startswith(_WRITER) else None
 
 
-def held_by(here: bool, detail: str) -> str:
-    """Who holds a lock, and what to do about it; ``here``: a Mirror of this process (a
-    host program's), for which there is no other process to stop."""
-    if here:
-        return f"another Mirror of this process ({detail}); close that one first"
-    return f"another mirror process ({detail}); stop that one first"
+def busy(subject: str, here: bool, detail: str) -> TargetBusy:
+    """``subject`` (a target, a URL) is mirrored by another, which holds its lock: who, and
+    what to do about it; ``here``: a Mirror of this process (a host program's), for which
+    there is no other process to stop."""
+    who, advice = ("another Mirror of this process", "close") if here else ("another mirror process", "stop")
+    return TargetBusy(f"{subject} is already being mirrored by {who} ({detail})", f"{advice} that one first")
 
 
 def overlaps(a: Path, b: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pty
@@ -822,6 +823,40 @@ def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_pat
     assert "Traceback" not in text, text
     shown = run("status", state=state)
     assert shown.returncode == 0 and "ended without stopping cleanly" not in shown.stdout, shown.stdout
+
+
+def test_a_reload_while_a_one_off_run_takes_the_target_waits_for_that_run(tmp_path: Path) -> None:
+    """systemctl reload while a cron `mirror run --once` started: the watcher let go of
+    the target's lock to start again, the cron run took it, and the watcher ended with
+    'already being mirrored by another mirror process', exit 2. Nobody mirrored after the
+    cron run ended. A watcher started again on SIGHUP now waits for that run."""
+    src, dst, state, log = (tmp_path / n for n in ("src", "dst", "state", "mirror.log"))
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    proc = start("run", str(src), str(dst), state=state, log=log)
+    try:
+        wait_for(lambda: same(src, dst), what="the first copy")
+        (lock,) = (state / "targets").glob("*.sqlite.lock")
+        cron = os.open(lock, os.O_RDWR)
+        try:
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 15
+            while True:  # as a one-off run takes it, between the two processes
+                try:
+                    fcntl.flock(cron, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline, "the watcher never let go of the target"
+            wait_for(lambda: "waiting for it" in log.read_text(), what="the wait", log=log)
+            assert proc.poll() is None, log.read_text()
+        finally:
+            os.close(cron)
+        (src / "b.pdf").write_bytes(b"b")
+        wait_for(lambda: same(src, dst), what="a file written after the one-off run", log=log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(15)
+    assert code == 0, log.read_text()
 
 
 #: ``mirror`` whose first copy of a large file to a local target waits, once written,
