@@ -1047,6 +1047,31 @@ def test_sighup_as_mirror_starts_does_not_end_it(tmp_path: Path) -> None:
     assert code == 0, log.read_text()
 
 
+#: ``mirror status``, interrupted (SIGINT, as Ctrl-C) while it loads its command
+INTERRUPTED_WHILE_LOADING = """
+import builtins, os, signal, sys
+real = builtins.__import__
+def load(name, *args, **kwargs):
+    if name == "mirror.cli":
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(name, *args, **kwargs)
+builtins.__import__ = load
+sys.argv = ["mirror", "status"]
+from mirror.__main__ import entry
+entry()
+"""
+
+
+def test_ctrl_c_while_mirror_loads_says_interrupted_in_one_line(tmp_path: Path) -> None:
+    """Ctrl-C in the moment after a start printed a KeyboardInterrupt traceback."""
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_LOADING],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "MIRROR_STATE_DIR": str(tmp_path / "state")},
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (1, "mirror: error: interrupted\n")
+
+
 def test_sighup_from_a_closed_terminal_stops_mirror(tmp_path: Path) -> None:
     """Run from a terminal, SIGHUP is the terminal closing: mirror went on after its
     user logged out, unseen, writing its log to nowhere."""
