@@ -738,7 +738,9 @@ class SFTPDriver(Driver):
                     rel = f"{rel_dir}/{attr.filename}" if rel_dir else attr.filename
                     mode = attr.st_mode or 0
                     if stat.S_ISDIR(mode):
-                        pending.append((rel, _listdir(sftp, self.full(rel))))
+                        # a folder gone since its parent was read (the trash emptied by hand)
+                        with suppress(FileNotFoundError):
+                            pending.append((rel, _listdir(sftp, self.full(rel))))
                     elif stat.S_ISREG(mode):
                         result[rel] = _entry(rel, attr)
         return result
