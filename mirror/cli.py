@@ -446,10 +446,10 @@ class StateWait:
         """Wait before the next try; False when a signal to stop came meanwhile. Raises
         ``exc`` again for ``--once`` (cron tries again anyway), for a mirror that had
         opened its state (that one retries by itself), and for a target taken by another
-        mirror unless this one started again on SIGHUP (by hand, two are a mistake to
-        tell at once). The first wait fails each of
-        ``targets`` for ``alerts``: a service waiting out a full disk was told of in its
-        log alone, and mirrored nothing meanwhile."""
+        mirror unless this one started again on SIGHUP (started by hand, a second mirror
+        is a mistake to tell at once). The first wait fails each of ``targets`` for
+        ``alerts``: a service waiting out a full disk was told of in its log alone, and
+        mirrored nothing meanwhile."""
         if opened or not self.watching or (isinstance(exc, TargetBusy) and not self.restarted):
             raise exc
         if not self.told:
