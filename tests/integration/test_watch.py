@@ -32,6 +32,9 @@ def live(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
     proc = start("run", str(src), str(dst), state=state, log=tmp_path / "mirror.log")
     try:
         wait_for(lambda: files(dst) == files(src), what="the first copy")
+        # its end recorded too (the source's disk with it): a folder wiped before that looked
+        # like an older mirror's source not mounted, and nothing more was sent
+        wait_for(lambda: "(running, idle)" in run("status", state=state).stdout, what="the first pass to end")
         yield src, dst, state
     finally:
         if proc.poll() is None:
