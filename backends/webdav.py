@@ -20,6 +20,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
@@ -167,7 +168,9 @@ class WebdavDriver(Driver):
                 name = str(info["name"]).rstrip("/").rsplit("/", 1)[-1]
                 rel = f"{rel_dir}/{name}" if rel_dir else name
                 if info.get("type") == "directory":
-                    pending.append((rel, self.client.ls(self._dav(rel), detail=True)))
+                    # a folder gone since its parent was read (the trash emptied by hand)
+                    with suppress(ResourceNotFound):
+                        pending.append((rel, self.client.ls(self._dav(rel), detail=True)))
                 else:
                     result[rel] = self.entry(rel, {**info, "size": info.get("content_length")})
         return result
