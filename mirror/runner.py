@@ -744,7 +744,6 @@ class TargetRunner:
             self.index.clear_failures(back)
 
     def _plan_settings(self) -> PlanSettings:
-        base = self.index.get_meta("guard_base") if self.index is not None else None
         return PlanSettings(
             self.settings.layout,
             self.settings.delete,
@@ -752,8 +751,20 @@ class TargetRunner:
             self.settings.max_delete,
             dt.date.today(),
             self.stable_inodes,
-            int(base) if base is not None else None,
+            self._guard_base(),
         )
+
+    def _guard_base(self) -> int | None:
+        """How many files were mirrored when the guard first withheld deletions, if it did
+        since a pass last withheld none (mirror.plan._guard). An older mirror recorded only
+        that it withheld: upgraded during a restore, mirror forgot it, and deleted the
+        copies not yet restored once over half were back. Its rows stand for the count."""
+        if self.index is None:
+            return None
+        base = self.index.get_meta("guard_base")
+        if base is not None:
+            return int(base)
+        return self.index.count() if self.index.get_meta("withheld") else None
 
     def _note_guard(self, actions: Plan, settings: PlanSettings) -> None:
         """Record whether the delete guard withholds deletions since some pass (it then

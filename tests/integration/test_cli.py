@@ -574,6 +574,34 @@ def test_a_new_source_disk_keeps_the_history_on_the_target_until_it_is_restored(
     assert run("status", str(src), str(target), state=state).returncode == 0
 
 
+def test_deletions_an_older_mirror_withheld_stay_withheld_after_an_upgrade(tmp_path: Path, state: Path) -> None:
+    """The source disk was replaced, and a mirror from before the guard remembered its
+    count withheld the deletions (its index says so, with no count). Upgraded while the
+    user restored it from the target a year at a time, mirror deleted the copies not yet
+    restored, their only copies, once just over half were back (60 deleted, exit 0)."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    for year in (2023, 2024, 2025):
+        (src / str(year)).mkdir(parents=True)
+        for i in range(60):
+            (src / str(year) / f"R-{i}.pdf").write_bytes(b"invoice %d %d" % (year, i))
+    (src / "misc").mkdir()
+    for i in range(20):
+        (src / "misc" / f"note-{i}.txt").write_bytes(b"note %d" % i)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    for year in (2023, 2024, 2025):
+        shutil.rmtree(src / str(year))
+    withheld = run("run", str(src), str(target), "--once", state=state)
+    assert withheld.returncode == 1 and "deletions withheld" in withheld.stderr, withheld.stderr
+    (index,) = (state / "targets").glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(index)) as db, db:
+        db.execute("DELETE FROM meta WHERE key = 'guard_base'")  # as the older mirror left it
+    for year in (2023, 2024):
+        shutil.copytree(target / str(year), src / str(year))
+    during = run("run", str(src), str(target), "--once", state=state)
+    assert len(list((target / "2025").iterdir())) == 60, during.stdout + during.stderr
+    assert during.returncode == 1 and "deletions withheld" in during.stderr, during.stderr
+
+
 def test_a_copy_edited_on_the_target_goes_to_the_trash_before_a_listing_pass_sends_the_file_again(
     tmp_path: Path, state: Path
 ) -> None:
