@@ -260,8 +260,15 @@ def interpolate(value: Any, where: str, secrets: list[str], environ: Mapping[str
     return value
 
 
+#: keys an older mirror read, and what to write instead: the nearest spelling left part
+#: of the setting out (forbidden_edges was both ends at once)
+_REPLACED = {"forbidden_edges": "set forbidden_leading and forbidden_trailing to its value instead"}
+
+
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
+    if unknown and unknown[0] in _REPLACED:
+        raise ConfigError(f"{where}: {unknown[0]!r} is an older mirror's key; {_REPLACED[unknown[0]]}")
     if unknown:
         close = difflib.get_close_matches(unknown[0], allowed, n=1)
         if close:

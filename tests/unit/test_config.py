@@ -111,6 +111,13 @@ BAD = [
         '[targets.a]\nurl = "n:///t"\n',
         "backends.n.capabilities.max_name_bytes: expected a positive number, got -5",
     ),
+    # an older mirror's key, both ends at once: "did you mean 'forbidden_leading'?" dropped the other
+    (
+        'source = "x"\n[backends.n]\nprotocol = "file"\ncapabilities = { forbidden_edges = " ." }\n'
+        '[targets.a]\nurl = "n:///t"\n',
+        "backends.n.capabilities: 'forbidden_edges' is an older mirror's key; "
+        "set forbidden_leading and forbidden_trailing to its value instead",
+    ),
 ]
 
 
