@@ -423,6 +423,16 @@ class Index:
             self._db.commit()
             self._dirty = 0
 
+    def doubt(self, changed: Iterable[str], unknown: Iterable[str]) -> None:
+        """Make rows no longer vouch for their files: those of ``changed`` are sent again
+        (their time is none a file has), those of ``unknown`` are matched by no inode."""
+        with self._using():
+            self._drain()
+            self._db.executemany("UPDATE files SET mtime_ns = -1 WHERE src = ?", [(src,) for src in changed])
+            self._db.executemany("UPDATE files SET ino = 0 WHERE src = ?", [(src,) for src in unknown])
+            self._db.commit()
+            self._dirty = 0
+
     def forget_many(self, srcs: Iterable[str], keep_failure: bool = False) -> None:
         """Drop the rows of files no longer on the target (or no longer mirror's), and
         the failures recorded for them, unless ``keep_failure`` (the file still fails)."""

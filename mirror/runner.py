@@ -88,6 +88,14 @@ class Work:
     skip: frozenset[str] = frozenset()
 
 
+def _changed_since(path: str, since_ns: int) -> bool:
+    """Whether the file at ``path`` was written, made or changed after ``since_ns``."""
+    try:
+        return os.lstat(path).st_ctime_ns > since_ns
+    except OSError:
+        return True
+
+
 class TargetRunner:
     """Everything about one target: connection, index, executor, its work queue."""
 
@@ -887,19 +895,45 @@ class TargetRunner:
         root = str(self.config.source)
         found: list[tuple[str, int]] = []
         filled = 0
+        # the older mirror's last pass ended then: a file changed since (its ctime) may be a
+        # new one that took the old one's inode, size and time while mirror was upgraded
+        seen = self.index.get_meta("heartbeat")
+        since = int(float(seen) * 1e9) if seen else None
+        changed: list[str] = []
+        unknown: list[str] = []
+        resent = 0
         if generation_of(root, ""):  # the source's filesystem keeps generations
             for row in self.index.rows():
                 entry = local.get(row.src) if not row.gen else None
                 if entry is not None and entry[1:] == (row.size, row.mtime_ns, row.ino):
-                    found.append((row.src, generation_of(root, row.src)))
+                    if since is not None and _changed_since(os.path.join(root, row.src), since):
+                        changed.append(row.src)
+                    else:
+                        found.append((row.src, generation_of(root, row.src)))
+                elif not row.gen and row.src not in local:
+                    unknown.append(row.src)  # gone: a new file with its inode is no rename of it
                 if len(found) >= GENERATIONS_AT_ONCE:
                     self.index.set_generations(found)
                     filled, found = filled + len(found), []
+                if len(changed) + len(unknown) >= GENERATIONS_AT_ONCE:
+                    self.index.doubt(changed, unknown)
+                    resent, changed, unknown = resent + len(changed), [], []
         if found:
             self.index.set_generations(found)
-        if filled + len(found):
-            self.log.info("recorded the inode generation of %d file(s) an older mirror sent", filled + len(found))
+        if changed or unknown:
+            self.index.doubt(changed, unknown)
+        self._tell_filled(filled + len(found), resent + len(changed))
         self.index.set_meta(generations=1)
+
+    def _tell_filled(self, filled: int, resent: int) -> None:
+        if resent:
+            self.log.info(
+                "%d file(s) changed since the older mirror's last pass, keeping their inode, size and time: "
+                "sent again, as they may be new files",
+                resent,
+            )
+        if filled:
+            self.log.info("recorded the inode generation of %d file(s) an older mirror sent", filled)
 
     def _clear_failures_of_gone(
         self, mine: Mapping[str, LocalEntry], scope: Collection[str] | None, skip: Collection[str]

@@ -343,6 +343,37 @@ def _reuse_inodes(src: Path, data: bytes, when: tuple[int, int]) -> int:
     return reused
 
 
+@pytest.mark.parametrize("where", ["own path", "another name"])
+def test_files_replaced_while_an_older_mirror_was_upgraded_are_sent(
+    tmp_path: Path, state: Path, where: str
+) -> None:
+    """Upgraded from a mirror whose index told no inode generation, and meanwhile each
+    invoice deleted and written again, corrected, with its old inode, size and time (at
+    its own path, or under another name): the target kept the old invoices for good,
+    under the new names too, and verify said identical."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    march = (1_709_294_400 * 10**9,) * 2
+    for n in range(1001, 1061):
+        (src / f"RE-{n}.pdf").write_bytes(b"total: 100.00 EUR")
+        os.utime(src / f"RE-{n}.pdf", ns=march)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    (db,) = (state / "targets").glob("*.sqlite")
+    with contextlib.closing(sqlite3.connect(db)) as index, index:  # format 1's table
+        index.execute("ALTER TABLE files DROP COLUMN gen")
+        index.execute("DELETE FROM meta WHERE key = 'generations'")
+        index.execute("PRAGMA user_version = 1")
+    reused = _reuse_inodes(src, b"total: 190.00 EUR", march)
+    if where == "another name":
+        for n, old in enumerate(sorted(src.iterdir())):
+            old.rename(src / f"CN-{n}.pdf")  # a rename keeps the inode, size and time
+    if not reused:
+        pytest.skip("this filesystem did not hand the freed inodes to new files")
+    result = run("run", str(src), str(target), "--once", "--max-delete", "60", state=state)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert files(target) == files(src), result.stdout
+
+
 def _status(src: Path, target: Path, state: Path) -> str:
     return run("status", str(src), str(target), state=state).stdout
 
@@ -406,9 +437,15 @@ def test_a_new_file_given_a_deleted_file_s_inode_size_and_time_is_sent_not_taken
             index.execute("DELETE FROM meta WHERE key = 'generations'")
             index.execute("PRAGMA user_version = 1")
         index.close()
-    # a real rename stays a move, and the file's row keeps telling its inode's generation
+    # a real rename stays a move, and the file's row keeps telling its inode's generation.
+    # Not the first after an upgrade: with no generation to tell, a file of another name
+    # with a gone file's inode, size and time may be a new one, and is sent
     (src / "RE-1001.pdf").rename(src / "RE-1001 paid.pdf")
     renamed = run("run", str(src), str(target), "--once", state=state)
+    if first == "sent-by-an-older-mirror":
+        assert "1 sent" in renamed.stdout and "1 deleted" in renamed.stdout, renamed.stdout + renamed.stderr
+        (src / "RE-1001 paid.pdf").rename(src / "RE-1001 paid late.pdf")
+        renamed = run("run", str(src), str(target), "--once", state=state)
     assert "1 moved" in renamed.stdout, renamed.stdout + renamed.stderr
     freed = set()
     for old in src.iterdir():
