@@ -320,6 +320,19 @@ def test_two_files_of_one_size_and_time_swapped_by_renames_swap_on_the_target(tm
     assert "0 sent" in again.stdout, again.stdout
 
 
+def _sixty_invoices_mirrored(tmp_path: Path, state: Path) -> tuple[Path, Path, tuple[int, int]]:
+    """A source of 60 invoices of one size, dated March 2024, mirrored: (source, target,
+    their time)."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    src.mkdir()
+    march = (1_709_294_400 * 10**9,) * 2
+    for n in range(1001, 1061):
+        (src / f"RE-{n}.pdf").write_bytes(b"total: 100.00 EUR")
+        os.utime(src / f"RE-{n}.pdf", ns=march)
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    return src, target, march
+
+
 def _reuse_inodes(src: Path, data: bytes, when: tuple[int, int]) -> int:
     """Delete every file of ``src`` and make new ones until some get the freed inodes;
     each such file takes the path whose file had its inode, with ``data`` (of that
@@ -351,13 +364,7 @@ def test_files_replaced_while_an_older_mirror_was_upgraded_are_sent(
     invoice deleted and written again, corrected, with its old inode, size and time (at
     its own path, or under another name): the target kept the old invoices for good,
     under the new names too, and verify said identical."""
-    src, target = tmp_path / "export", tmp_path / "backup"
-    src.mkdir()
-    march = (1_709_294_400 * 10**9,) * 2
-    for n in range(1001, 1061):
-        (src / f"RE-{n}.pdf").write_bytes(b"total: 100.00 EUR")
-        os.utime(src / f"RE-{n}.pdf", ns=march)
-    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    src, target, march = _sixty_invoices_mirrored(tmp_path, state)
     (db,) = (state / "targets").glob("*.sqlite")
     with contextlib.closing(sqlite3.connect(db)) as index, index:  # format 1's table
         index.execute("ALTER TABLE files DROP COLUMN gen")
@@ -387,13 +394,7 @@ def test_a_new_file_given_the_inode_size_and_time_of_the_file_at_its_path_is_sen
     time the target kept the old invoice for good, while status and verify said in sync.
     A watch pass, which looks at the changed files one by one, and a pass that lists the
     target tell the new file by its inode generation."""
-    src, target = tmp_path / "export", tmp_path / "backup"
-    src.mkdir()
-    march = (1_709_294_400 * 10**9,) * 2
-    for n in range(1001, 1061):
-        (src / f"RE-{n}.pdf").write_bytes(b"total: 100.00 EUR")
-        os.utime(src / f"RE-{n}.pdf", ns=march)
-    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    src, target, march = _sixty_invoices_mirrored(tmp_path, state)
 
     corrected = b"total: 190.00 EUR"
     if how == "watching":
