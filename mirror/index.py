@@ -709,9 +709,10 @@ def _damaged(path: Path, why: str) -> DamagedIndex:
 
 
 def _create(path: Path) -> None:
-    """Make a new index at ``path`` whole: written under another name and renamed into
-    place, since status or verify reading it meanwhile took the empty file sqlite starts
-    from for a damaged index ("(running, index damaged)", exit 1)."""
+    """Make a new index file at ``path`` that is never empty (its tables come with
+    :meth:`Index._connect`): written under another name and renamed into place, since
+    status or verify reading it meanwhile took the empty file sqlite starts from for a
+    damaged index ("(running, index damaged)", exit 1). WAL mode writes its first page."""
     new = path.with_name(f"{path.name}.new")
     with suppress(FileNotFoundError):
         new.unlink()  # a run killed while it made one
@@ -719,9 +720,6 @@ def _create(path: Path) -> None:
     db = sqlite3.connect(new)
     try:
         db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(SCHEMA)
-        db.execute(f"PRAGMA user_version = {FORMAT}")
-        db.commit()
     finally:
         db.close()
     os.rename(new, path)
