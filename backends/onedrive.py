@@ -492,10 +492,15 @@ class OneDriveDriver(Driver):
         return any("folder" not in child or self._holds_files(str(child["id"])) for child in children)
 
     def _children(self, item_id: str) -> Iterator[dict[str, Any]]:
+        """The items in folder ``item_id``; none once it is deleted: one deleted since its
+        parent was listed (the trash emptied in the web app) failed the whole listing."""
         url: str | None = f"{self.drive}/items/{quote(item_id, safe='')}/children"
         params: dict[str, Any] | None = {"$select": SELECT, "$top": 1000}
         while url:
-            page = self.request("GET", url, params=params).json()
+            response = self.request("GET", url, params=params, ok=(404,))
+            if response.status_code == 404:
+                return
+            page = response.json()
             yield from page.get("value", [])
             url, params = page.get("@odata.nextLink"), None
 

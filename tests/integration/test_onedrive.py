@@ -11,6 +11,7 @@ import stat
 import time
 import unicodedata
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,24 @@ def test_listing_pages_through_nextlink(driver: OneDriveDriver, tmp_path: Path) 
     for i in range(230):
         driver.put(src, f"many/{i:03d}.txt", MTIME)
     assert len(driver.list()) == 230
+
+
+def test_a_listing_of_a_folder_deleted_since_its_parent_was_read_lists_the_rest(
+    driver: OneDriveDriver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    driver.put(local(tmp_path, "old", b"old"), ".mirror-trash/2024-01-01/old.pdf", MTIME)
+    driver.put(local(tmp_path, "kept", b"kept"), "kept.pdf", MTIME)
+    gone = driver._item(".mirror-trash/2024-01-01")
+    assert gone is not None
+    real = driver._children
+
+    def children(item_id: str) -> Iterator[dict[str, Any]]:
+        if item_id == gone["id"]:  # the trash emptied in the web app, just now
+            driver.request("DELETE", f"{driver.drive}/items/{item_id}")
+        return real(item_id)
+
+    monkeypatch.setattr(driver, "_children", children)
+    assert set(driver.list()) == {"kept.pdf"}
 
 
 def expire_access_token(spec: TargetSpec, refresh_token: str | None = None) -> None:
