@@ -575,3 +575,23 @@ def test_a_file_rewritten_during_its_resumable_upload_is_not_committed(
     (on_drive,) = drive_fake.state.children(root_folder(drive_fake, gdrive_target).id, "scan.tif")
     assert on_drive.content == first
     driver.close()
+
+
+def test_a_listing_of_a_folder_deleted_since_its_parent_was_read_lists_the_rest(
+    driver: GDriveDriver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    driver.put(local(tmp_path, "old", b"old"), ".mirror-trash/2024-01-01/old.pdf", MTIME)
+    driver.put(local(tmp_path, "kept", b"kept"), "kept.pdf", MTIME)
+    gone = driver._folder_id(".mirror-trash/2024-01-01", create=False)
+    assert gone is not None
+    real, deleted = driver._children, []
+
+    def children(folder_id: str, name: str | None = None) -> list[dict[str, Any]]:
+        if folder_id == gone:  # the trash emptied in the web app, just now
+            driver._files.delete(fileId=gone, supportsAllDrives=True).execute()
+            deleted.append(gone)
+        return real(folder_id, name)
+
+    monkeypatch.setattr(driver, "_children", children)
+    assert set(driver.list()) == {"kept.pdf"}
+    assert deleted == [gone]
