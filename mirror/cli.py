@@ -314,7 +314,7 @@ def run(
     """
     scrubber = setup_logging(verbosity(verbose, quiet), log_format)
     signals = Signals()
-    state_full = StateWait(watching=not (once or dry_run), restarted=os.environ.pop(RESTARTED, None) == "1")
+    start_wait = StartWait(watching=not (once or dry_run), restarted=os.environ.pop(RESTARTED, None) == "1")
     # kept while a start waits for its state disk: the wait is an incident of every
     # target, announced after alert_after as any other, and its end a recovery
     alerts: Alerts | None = None
@@ -323,6 +323,7 @@ def run(
         with user_errors(scrubber):
             placement = {"layout": layout, "delete": delete, "max_delete": max_delete}
             cfg = build_config(source, target, config_path, target_names, state_dir, placement)
+            cfg = dataclasses.replace(cfg, targets=tuple(t for t in cfg.targets if t.name not in start_wait.left))
             if config_path is None and source and target:
                 _check_ad_hoc_target(cfg, layout_given=layout is not None, delete_given=delete is not None)
             for t in cfg.targets:
@@ -343,7 +344,7 @@ def run(
             try:
                 with api.running(cfg, observers=observers, dry_run=dry_run) as mirror:
                     opened = True
-                    state_full.over()
+                    start_wait.over()
                     if metrics is not None and addr is not None:
                         metrics.attach(mirror)
                         metrics.serve(*addr)
@@ -351,8 +352,8 @@ def run(
                 again = restart = _stopped(signals, watching=not (once or dry_run))
             except (StateError, TargetBusy) as exc:
                 targets = [t.name for t in cfg.targets]
-                again, code = state_full.pause(exc, signals, opened, alerts, targets), EXIT_OK
-                waiting = again
+                again, code = start_wait.pause(exc, signals, opened, alerts, targets), EXIT_OK
+                waiting = again and start_wait.told
             finally:
                 if alerts is not None and not waiting:
                     alerts.close()
@@ -420,11 +421,12 @@ def _start_anew() -> NoReturn:
         fail(f"cannot start again after SIGHUP: {exc}; start mirror again", EXIT_PROBLEM)
 
 
-class StateWait:
-    """Watch mode that starts with a state folder it cannot write (its disk full), or that
-    started again on SIGHUP and finds a target taken meanwhile: waited out with backoff and
-    told once, as a pass that meets a full disk mid-run is. It exited, and a service ended
-    until someone restarted it."""
+class StartWait:
+    """A start that cannot be made now. Watch mode that starts with a state folder it
+    cannot write (its disk full), or finds a target taken by a one-off run (by any mirror,
+    started again on SIGHUP), waits it out with backoff, told once, as a pass that meets a
+    full disk mid-run does: it exited, and a service ended until someone restarted it. A
+    one-off run leaves a target taken by a one-off run to it."""
 
     def __init__(self, watching: bool, restarted: bool) -> None:
         self.watching = watching
@@ -434,6 +436,8 @@ class StateWait:
         self.told = False
         #: what the log says once the wait is over
         self.back = ""
+        #: the targets a one-off run leaves to the one-off run before it (cron runs overlapping)
+        self.left: set[str] = set()
 
     def pause(
         self,
@@ -445,19 +449,26 @@ class StateWait:
     ) -> bool:
         """Wait before the next try; False when a signal to stop came meanwhile. Raises
         ``exc`` again for ``--once`` (cron tries again anyway), for a mirror that had
-        opened its state (that one retries by itself), and for a target taken by another
-        mirror unless this one started again on SIGHUP (started by hand, a second mirror
+        opened its state (that one retries by itself), and for a target another watcher
+        holds, unless this one started again on SIGHUP (started by hand, a second watcher
         is a mistake to tell at once). The first wait fails each of ``targets`` for
         ``alerts``: a service waiting out a full disk was told of in its log alone, and
-        mirrored nothing meanwhile."""
-        if opened or not self.watching or (isinstance(exc, TargetBusy) and not self.restarted):
+        mirrored nothing meanwhile. A one-off run goes on at once without a target a one-off
+        run took (that one reports its own result; refused, cron mailed an error every few
+        minutes all through a long first copy), and ends when none is left."""
+        if isinstance(exc, TargetBusy) and exc.ends and exc.target is not None and not (opened or self.watching):
+            log.info("%s; left to it", exc.what)
+            self.left.add(exc.target)
+            return any(name not in self.left for name in targets)
+        if opened or not self.watching or (isinstance(exc, TargetBusy) and not (self.restarted or exc.ends)):
             raise exc
         if not self.told:
             if isinstance(exc, TargetBusy):
-                # let go of on SIGHUP, the target was taken by a one-off run (cron's) before
-                # this start took it again: ended, the service mirrored nothing after that run
-                told = "started again on SIGHUP, but %s; waiting for it, trying again every minute at most"
-                log.warning(told, exc.what)
+                # a one-off run (cron's) took the target before this start, or, let go of on
+                # SIGHUP, before this start took it again: ended, the service mirrored
+                # nothing after that run (systemd's restart came only after a failure)
+                hup = "started again on SIGHUP, but " if self.restarted else ""
+                log.warning("%s%s; waiting for it, trying again every minute at most", hup, exc.what)
                 self.back = "the targets are free again"
             else:
                 log.warning("%s; waiting for that, trying again every minute at most", exc)

@@ -24,6 +24,7 @@ from mirror.events import Observer, Observers, Report
 from mirror.execute import RetryPolicy
 from mirror.filters import Filter
 from mirror.index import Index
+from mirror.index_lock import Holding
 from mirror.mounts import Identity, folder_identity, mounts_below, nearly_none, not_mounted, place_of
 from mirror.paths import ancestors
 from mirror.redact import redact_url
@@ -357,6 +358,7 @@ class Mirror:
         source folder that did. Once :attr:`stop` is set, a pass gets STOP_WAIT seconds to
         end; one still running then (an upload of a large file) has no report, and
         :meth:`close` leaves it to the next run."""
+        self._holding(Holding.ONE_OFF)
         if why := self.source_not_mounted():
             self._tell_unusable(self.runners, why)
             raise GuardRefused(f"{why} Nothing was changed on the targets")
@@ -422,6 +424,11 @@ class Mirror:
                     self._stop_by = time.monotonic() + STOP_WAIT
         return [reports[r.name] for r in self.runners if r.name in reports]
 
+    def _holding(self, what: Holding) -> None:
+        """Tell mirrors refused a target what this one does with it (index_lock)."""
+        for runner in self.runners:
+            runner.holding(what)
+
     def run_forever(self) -> None:
         """Full pass, then follow changes until :attr:`stop` is set, or Ctrl-C comes in
         the main thread: then :attr:`stop` is set, and the KeyboardInterrupt goes on.
@@ -433,6 +440,7 @@ class Mirror:
         """
         from mirror.watch import SourceWatcher
 
+        self._holding(Holding.WATCHING)
         known = Entries()
         lock = threading.Lock()
         for runner in self.runners:

@@ -17,13 +17,19 @@ class ConfigError(MirrorError):
 
 
 class TargetBusy(ConfigError):
-    """Another mirror mirrors the target now: it holds the target's lock. A watcher started
-    again on SIGHUP waits for it (a one-off run from cron took the target in between)."""
+    """Another mirror mirrors the target now: it holds the target's lock. A watcher waits
+    for a one-off run there (cron's), as it waits for any holder when started again on
+    SIGHUP (a one-off run took the target in between); a one-off run leaves the target to
+    the one-off run before it."""
 
-    def __init__(self, what: str, advice: str) -> None:
+    def __init__(self, what: str, advice: str, target: str | None = None, ends: bool = False) -> None:
         super().__init__(f"{what}; {advice}")
         #: who mirrors what, without the advice
         self.what = what
+        #: the config's target taken (by a mirror with this state folder), if one is
+        self.target = target
+        #: the holder is a one-off run, or starting: it lets go by itself
+        self.ends = ends
 
 
 class TransientError(MirrorError):

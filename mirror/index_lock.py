@@ -4,13 +4,19 @@ taken and dropped at once) to tell whether one runs.
 
 A mirror starting in the instant status looks must wait for the look to end, not stop as
 if another mirror ran: a monitor running status every few seconds made a service or a
-cron run fail to start now and then."""
+cron run fail to start now and then.
+
+The holder writes in the file what it does with the target (:class:`Holding`), so that a
+mirror refused the target can tell a one-off run, which lets go by itself, from a watcher.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import time
+from contextlib import suppress
+from enum import Enum
 from pathlib import Path
 
 from mirror.index import state_denied
@@ -37,6 +43,45 @@ def take(fd: int) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
+
+
+class Holding(Enum):
+    """What the mirror holding a target's lock does with it, as its lock file tells."""
+
+    STARTING = "starting"
+    ONE_OFF = "a one-off run"
+    WATCHING = "watching"
+
+
+def tell(fd: int, holding: Holding) -> None:
+    """Write in the lock ``fd``, held, what this process does with the target."""
+    line = f"pid {os.getpid()}, {holding.value}\n".encode()
+    # written over the old line before the file is cut to it, so a reader never finds it
+    # empty; not written (a full disk), the holder reads as unknown, as an older mirror's
+    with suppress(OSError):
+        os.pwrite(fd, line, 0)
+        os.ftruncate(fd, len(line))
+
+
+def holder(fd: int) -> tuple[str, Holding | None]:
+    """Who holds the lock ``fd`` ("pid 12"), and what it does with the target; None where
+    its lock file does not say: a mirror from before it did holds it, and the line left
+    is an ended holder's."""
+    try:
+        line = os.pread(fd, 200, 0).decode(errors="replace").partition("\n")[0]
+    except OSError:
+        return "", None
+    pid, _, doing = line.partition(", ")
+    known = {h.value: h for h in Holding}
+    if not (pid.startswith("pid ") and pid[4:].isdigit() and doing in known):
+        return "", None
+    try:
+        os.kill(int(pid[4:]), 0)
+    except ProcessLookupError:
+        return "", None
+    except PermissionError:
+        pass  # another user's: alive
+    return pid, known[doing]
 
 
 def held(index_file: Path) -> bool:

@@ -31,6 +31,7 @@ from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
 from mirror.index_files import index_path, move_index, state_dir
+from mirror.index_lock import Holding
 from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
@@ -248,9 +249,14 @@ class TargetRunner:
             raise state_os_error(self.index_file.parent.parent, exc) from None
         fd = os.open(f"{self.index_file}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         if not index_lock.take(fd):
+            pid, holding = index_lock.holder(fd)
             os.close(fd)
             here = str(self.index_file) in _LOCKED_HERE
-            raise busy(f"target {self.name!r}", here, f"lock {self.index_file}.lock")
+            # the pid of this process would only puzzle the host program's user
+            doing = f"{pid}, {holding.value}; " if holding is not None and not here else ""
+            ends = not here and holding in (Holding.STARTING, Holding.ONE_OFF)
+            raise busy(f"target {self.name!r}", here, f"{doing}lock {self.index_file}.lock", self.name, ends)
+        index_lock.tell(fd, Holding.STARTING)
         self._lock_fd = fd
         _LOCKED_HERE.add(str(self.index_file))
         try:
@@ -1482,6 +1488,11 @@ class TargetRunner:
         if left and self.index is not None and not self.dry_run:
             self.note(incomplete=1)
             self.log.warning("stopped with %d change(s) not yet sent; the next run sends them", left)
+
+    def holding(self, what: Holding) -> None:
+        """Tell mirrors refused this target what this one does with it (index_lock)."""
+        if self._lock_fd is not None:
+            index_lock.tell(self._lock_fd, what)
 
     def start(self, known: Entries, lock: threading.Lock, source_away: Callable[[], str | None]) -> None:
         self._known = known

@@ -230,12 +230,13 @@ def note_writer(fd: int, index_name: str) -> str | None:
     return before.removeprefix(_WRITER) if before.startswith(_WRITER) else None
 
 
-def busy(subject: str, here: bool, detail: str) -> TargetBusy:
+def busy(subject: str, here: bool, detail: str, target: str | None = None, ends: bool = False) -> TargetBusy:
     """``subject`` (a target, a URL) is mirrored by another, which holds its lock: who, and
     what to do about it; ``here``: a Mirror of this process (a host program's), for which
-    there is no other process to stop."""
+    there is no other process to stop. ``target`` and ``ends``: see TargetBusy."""
     who, advice = ("another Mirror of this process", "close") if here else ("another mirror process", "stop")
-    return TargetBusy(f"{subject} is already being mirrored by {who} ({detail})", f"{advice} that one first")
+    advice = "wait for that one to end" if ends else f"{advice} that one"
+    return TargetBusy(f"{subject} is already being mirrored by {who} ({detail})", f"{advice} first", target, ends)
 
 
 def overlaps(a: Path, b: Path) -> bool:

@@ -1193,6 +1193,42 @@ def test_status_of_a_mirror_killed_while_watching_needs_a_look(tmp_path: Path, s
     assert run("status", state=state).returncode == 0
 
 
+def test_a_run_of_every_target_leaves_one_a_one_off_run_has_to_it_and_mirrors_the_rest(
+    tmp_path: Path, state: Path
+) -> None:
+    """Cron runs started together (`--target c`, and one of every target): the second
+    locked a, was refused at c and exited 2 having mirrored nothing, and a `--target a`
+    run started meanwhile was refused at a. Nobody mirrored a. A one-off run now leaves a
+    target a one-off run took to that run, and mirrors the others."""
+    src, log, cfg = tmp_path / "export", tmp_path / "c.log", tmp_path / "m.toml"
+    src.mkdir()
+    (src / "a.pdf").write_bytes(b"a")
+    os.utime(src / "a.pdf", (time.time() - 3600,) * 2)
+    cfg.write_text(
+        f'source = "{src}"\n[targets.a]\nurl = "{tmp_path / "a"}"\n'
+        f'[targets.c]\nurl = "{tmp_path / "c"}"\nsettle = "20s"\n'
+    )
+    assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
+    (src / "new.pdf").write_bytes(b"new")  # young: the run of c waits for it to settle
+    cron_c = start("run", "-c", str(cfg), "--target", "c", "--once", state=state, log=log)
+    try:
+
+        def running() -> bool:
+            shown = json.loads(run("status", "-c", str(cfg), "--target", "c", "--json", state=state).stdout)
+            return bool(shown[0]["running"])
+
+        wait_for(running, what="the run of c", log=log)
+        every = run("run", "-c", str(cfg), "--once", state=state)
+        assert every.returncode == 0, every.stderr
+        assert "target 'c' is already being mirrored by another mirror process (pid" in every.stderr
+        assert "left to it" in every.stderr
+        assert files(tmp_path / "a") == {"a.pdf": b"a", "new.pdf": b"new"}
+        assert "new.pdf" not in files(tmp_path / "c")
+    finally:
+        cron_c.send_signal(signal.SIGTERM)
+        cron_c.wait(15)
+
+
 def test_a_run_refused_after_opening_a_killed_mirror_s_target_leaves_it_needing_a_look(
     tmp_path: Path, state: Path
 ) -> None:

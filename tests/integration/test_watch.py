@@ -992,6 +992,39 @@ def test_a_stop_ends_a_run_once_that_uploads_a_large_file(tmp_path: Path) -> Non
     assert shown.returncode == 1 and "incomplete: the last run ended before its pass finished" in shown.stdout
 
 
+def test_runs_that_find_the_target_taken_by_a_one_off_run_leave_it_to_that_run_or_wait(tmp_path: Path) -> None:
+    """Cron runs overlapping a long first copy were each refused ("already being mirrored
+    ...; stop that one first", exit 2: an error mailed every few minutes, with advice to
+    stop the copy), and a service started meanwhile ended so too. A one-off run now leaves
+    the target to the one-off run before it, and a watcher waits for that run to end; a
+    second watcher is still refused at once."""
+    proc, dst, state, log = _gated_once(tmp_path)
+    src, watcher_log = tmp_path / "src", tmp_path / "watcher.log"
+    watcher = None
+    try:
+        (src / "invoice.pdf").write_bytes(b"written after the first run's scan")
+        overlapping = run("run", str(src), str(dst), "--once", state=state)
+        assert overlapping.returncode == 0, overlapping.stderr
+        assert "a one-off run; lock" in overlapping.stderr and "left to it" in overlapping.stderr
+        watcher = start("run", str(src), str(dst), state=state, log=watcher_log)
+        wait_for(lambda: "waiting for it" in watcher_log.read_text(), what="the watcher's wait", log=watcher_log)
+        assert watcher.poll() is None, watcher_log.read_text()
+        (tmp_path / "gate").unlink()
+        assert proc.wait(30) in (0, 1), log.read_text()
+        wait_for(lambda: same(src, dst), timeout=30, what="the invoice, sent by the watcher", log=watcher_log)
+        wait_for(
+            lambda: "watching" in next((state / "targets").glob("*.sqlite.lock")).read_text(), what="the watch"
+        )
+        second = run("run", str(src), str(dst), state=state, timeout=30)
+        assert second.returncode == 2 and "watching; lock" in second.stderr, second.stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if watcher is not None:
+            watcher.send_signal(signal.SIGTERM)
+            assert watcher.wait(15) == 0, watcher_log.read_text()
+
+
 def test_a_run_once_whose_pass_ends_after_a_stop_is_complete(tmp_path: Path) -> None:
     """A stop that came while the last upload of a --once pass went on, and that upload
     then ended: every file was on the target, yet the run said 'stopped before the pass
