@@ -24,6 +24,7 @@ from mirror.events import Observer, Observers, Report
 from mirror.execute import RetryPolicy
 from mirror.filters import Filter
 from mirror.index import Index
+from mirror.index_files import check_state_folder, state_dir
 from mirror.index_lock import Holding
 from mirror.mounts import Identity, folder_identity, mounts_below, nearly_none, not_mounted, place_of
 from mirror.paths import ancestors
@@ -113,10 +114,15 @@ class Mirror:
 
     def check(self) -> None:
         """Raise ConfigError for what :meth:`open` would refuse in the config itself,
-        touching nothing: a target the backend can never use, two targets in one place.
-        A reload checks the edited config with it before it stops the running mirror."""
+        touching nothing: a target the backend can never use, two targets in one place, a
+        source folder that is not there, a state folder that cannot be written, a target
+        or state folder inside the source. A reload checks the edited config with it
+        before it stops the running mirror: a source typo stopped the service for good."""
+        check_source(self.config.source)
+        check_state_folder(state_dir(self.config))
         for runner in self.runners:
             runner.check()
+            runner.where.check_overlap()
         self._check_distinct()
 
     def _tell_unusable(self, runners: Sequence[TargetRunner], why: str) -> None:

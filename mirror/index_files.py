@@ -16,6 +16,7 @@ from pathlib import Path
 import platformdirs
 
 from mirror.config import Config, TargetConfig
+from mirror.errors import ConfigError
 from mirror.index import Index
 from mirror.redact import redact_url
 
@@ -28,6 +29,19 @@ def state_dir(config: Config) -> Path:
     if env:
         return Path(env).expanduser().resolve()
     return Path(platformdirs.user_state_dir("mirror", appauthor=False))
+
+
+def check_state_folder(root: Path) -> None:
+    """Raise ConfigError where the state folder ``root`` cannot be made or written into:
+    a file in its place, or a folder on its way this user may not write."""
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return
+    why = f"{existing} is not a folder" if not existing.is_dir() else f"{existing} is not writable"
+    raise ConfigError(
+        f"cannot use {root} as mirror's state folder: {why}; set state_dir, --state-dir or MIRROR_STATE_DIR "
+        "to a folder mirror can write"
+    )
 
 
 def index_path(root: Path, source: Path, target: TargetConfig) -> Path:

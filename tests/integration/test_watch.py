@@ -808,6 +808,14 @@ def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_pat
             ("this is = = not toml\n", f"{cfg}: invalid TOML"),
             (f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\nlayuot = "flat"\n', "did you mean 'layout'?"),
             (f'source = "{src}"\n[targets.usb]\nurl = "ftp:///x"\n', "needs host"),
+            # refused only once the new start opened the config: the service ended (exit 2)
+            (f'source = "{src}x"\n[targets.usb]\nurl = "{dst}"\n', f"source folder {src}x does not exist"),
+            (f'source = "{src}"\nstate_dir = "{cfg}"\n[targets.usb]\nurl = "{dst}"\n', f"{cfg} is not a folder"),
+            (f'source = "{src}"\n[targets.usb]\nurl = "{src / "copy"}"\n', "overlaps the source folder"),
+            (
+                f'source = "{src}"\nstate_dir = "{src / "st"}"\n[targets.usb]\nurl = "{dst}"\n',
+                "lies inside the source",
+            ),
         ):
             cfg.write_text(broken)
             proc.send_signal(signal.SIGHUP)
@@ -821,7 +829,7 @@ def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_pat
     text = log.read_text()
     assert code == 0, text
     assert text.count("stopped on SIGHUP; starting again with the config read anew") == 1, text
-    assert text.count("not reloaded: ") == 3, text
+    assert text.count("not reloaded: ") == 7, text
     assert "mirroring on with the config read before; fix it and reload again" in text, text
     assert "Traceback" not in text, text
     shown = run("status", state=state)
