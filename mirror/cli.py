@@ -159,8 +159,9 @@ def build_config(
     (a config's), for commands that report on it."""
     environ = os.environ if secrets else config_mod.Unresolved(os.environ)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if "layout" in overrides:
-        overrides["layout_chosen"] = True
+    for key in ("layout", "delete"):
+        if key in overrides:
+            overrides[f"{key}_chosen"] = True
     if config_path is not None:
         if source or target:
             raise ConfigError("give either SOURCE TARGET or -c CONFIG, not both")

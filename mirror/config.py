@@ -31,6 +31,9 @@ class TargetSettings:
     #: target whose files lie in another layout is then filled anew in this one
     layout_chosen: bool = False
     delete: DeletePolicy = DeletePolicy.MIRROR
+    #: whether ``delete`` was given (a config key, --delete), not left to the default: an
+    #: index another name wrote with another policy is then taken over with this one
+    delete_chosen: bool = False
     max_delete: int | None = None
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -100,7 +103,7 @@ class Config:
 
 #: what a config may set: every setting but what mirror derives itself (whether a layout
 #: was given, which a "layout" key says)
-SETTING_KEYS = {f.name for f in fields(TargetSettings)} - {"layout_chosen"}
+SETTING_KEYS = {f.name for f in fields(TargetSettings)} - {"layout_chosen", "delete_chosen"}
 TOP_KEYS = {"source", "state_dir", "metrics_addr", "defaults", "targets", "backends"}
 TARGET_KEYS = {"url", "options"} | SETTING_KEYS
 PRESET_KEYS = {"protocol", "options", "capabilities"}
@@ -209,8 +212,9 @@ def settings_from(table: Mapping[str, Any], base: TargetSettings, where: str) ->
     for key, value in table.items():
         if key in _SETTINGS:
             values[key] = _SETTINGS[key](value, f"{where}.{key}")
-    if "layout" in values:
-        values["layout_chosen"] = True
+    for key in ("layout", "delete"):
+        if key in values:
+            values[f"{key}_chosen"] = True
     return replace(base, **values)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mirror import index_lock, registry
 from mirror.bulk import BulkLane, split
-from mirror.config import Config, TargetConfig
+from mirror.config import COMMAND_LINE, Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TargetFull, TransientError
 from mirror.events import Observers, Report
@@ -32,6 +32,7 @@ from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
 from mirror.index_files import index_path, move_index, state_dir
 from mirror.index_lock import Holding
+from mirror.layout import Layout
 from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
@@ -347,9 +348,37 @@ class TargetRunner:
         found = [f for f in self.index_file.parent.glob("*.sqlite") if self._same_place(f, mine, sources)]
         if len(found) != 1:
             return None
+        self._refuse_forgotten_settings(found[0])
         self._take_over(found[0], "which mirrored this source to the same place")
         self.log.info("taking over the index of %s, which mirrored this source to the same place", found[0].stem)
         return found[0].name
+
+    def _refuse_forgotten_settings(self, old: Path) -> None:
+        """A config that takes over the index ``old`` (of ``mirror run SOURCE TARGET
+        --delete keep``, or a target renamed) and leaves out the layout or delete policy
+        it was mirrored with: the default policy deleted for good the next file removed
+        from a target kept with --delete keep, and the default layout moved every file."""
+        index = Index(old, readonly=True)
+        try:
+            layout, delete = index.get_meta("layout"), index.get_meta("delete")
+        finally:
+            index.close()
+        where = f"targets.{self.name}" if self.config.origin != COMMAND_LINE else "the command line"
+        if not self.settings.delete_chosen and delete is not None and delete != self.settings.delete.value:
+            raise ConfigError(
+                f"target {self.name!r} mirrors where the index {old.stem} was mirrored with "
+                f"delete = {delete!r}, which {self.config.origin} leaves out; "
+                f"set delete = {delete!r} in {where} to go on as before "
+                "(or another policy, on purpose)"
+            )
+        if not self.settings.layout_chosen and layout is not None and layout != self.settings.layout.template:
+            name = Layout.parse(layout).name
+            raise ConfigError(
+                f"target {self.name!r} mirrors where the index {old.stem} was mirrored with "
+                f"layout = {name!r}, which {self.config.origin} leaves out; "
+                f"set layout = {name!r} in {where} to go on as before "
+                "(or another layout, on purpose)"
+            )
 
     def _filled_elsewhere(self, index: Index) -> bool:
         """Whether ``index`` holds what mirror put in another place than the one this

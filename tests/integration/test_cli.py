@@ -2694,6 +2694,37 @@ def test_a_file_a_new_exclude_leaves_out_is_removed_as_excluded(tmp_path: Path, 
     assert files(dst) == {"a.pdf": b"a.pdf"}
 
 
+@pytest.mark.parametrize(
+    ("flags", "key", "refused"),
+    [
+        (("--delete", "keep"), "delete", "delete = 'keep'"),
+        (("--layout", "by-year"), "layout", "layout = 'by-year'"),
+    ],
+)
+def test_a_config_that_takes_over_a_target_leaving_out_its_policy_or_layout_is_refused(
+    tmp_path: Path, state: Path, flags: tuple[str, ...], key: str, refused: str
+) -> None:
+    """`mirror run SRC DST --delete keep`, then a config for that place without a delete
+    key: the config took the index over with the default policy, and deleted for good the
+    next invoice removed from the source (exit 0). A --layout by-year target was moved
+    back to tree. Refused now, naming the key to set; set, it is taken over."""
+    src, dst, cfg = tmp_path / "export", tmp_path / "backup", tmp_path / "mirror.toml"
+    src.mkdir()
+    for name in ("a.pdf", "b.pdf"):
+        (src / name).write_bytes(name.encode())
+        os.utime(src / name, (time.time() - 3600,) * 2)
+    assert run("run", str(src), str(dst), *flags, "--once", state=state).returncode == 0
+    before = files(dst)
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\n')
+    (src / "a.pdf").unlink()
+    result = run("run", "-c", str(cfg), "--once", state=state)
+    assert_one_line_error(result, 2, refused, f"set {refused} in targets.usb")
+    assert files(dst) == before
+    cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\n{key} = "{flags[1]}"\n')
+    taken = run("run", "-c", str(cfg), "--once", state=state)
+    assert taken.returncode == 0 and "taking over the index of" in taken.stderr, taken.stderr
+
+
 def test_a_target_renamed_or_spelled_anew_keeps_its_index(tmp_path: Path, state: Path) -> None:
     """A new name for a target (or file://, a trailing slash, a config naming what
     'mirror run SOURCE TARGET' mirrored) started a new index: files gone from the
