@@ -57,7 +57,7 @@ def tell(fd: int, holding: Holding) -> None:
     """Write in the lock ``fd``, held, what this process does with the target."""
     line = f"pid {os.getpid()}, {holding.value}\n".encode()
     # written over the old line before the file is cut to it, so a reader never finds it
-    # empty; not written (a full disk), the holder reads as unknown, as an older mirror's
+    # empty; not written (a full disk), the ended holder's line stays, and reads as unknown
     with suppress(OSError):
         os.pwrite(fd, line, 0)
         os.ftruncate(fd, len(line))
@@ -65,8 +65,8 @@ def tell(fd: int, holding: Holding) -> None:
 
 def holder(fd: int) -> tuple[str, Holding | None]:
     """Who holds the lock ``fd`` ("pid 12"), and what it does with the target; None where
-    its lock file does not say: a mirror from before it did holds it, and the line left
-    is an ended holder's."""
+    the lock file does not say: the holder is a mirror from before holders wrote it, and
+    the line there, if any, is an ended holder's (its pid is gone)."""
     try:
         line = os.pread(fd, 200, 0).decode(errors="replace").partition("\n")[0]
     except OSError:
