@@ -14,7 +14,6 @@ import logging
 import os
 import shlex
 import signal
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,7 +32,7 @@ from mirror.driver import Driver
 from mirror.engine import Mirror
 from mirror.errors import ConfigError, GuardRefused, MirrorError, StateError, TargetBusy
 from mirror.filters import Filter
-from mirror.index_files import index_path, mirrored_as
+from mirror.index_files import forgotten_setting, index_path, mirrored_as
 from mirror.index_files import state_dir as resolve_state_dir
 from mirror.layout import Layout
 from mirror.logs import printable
@@ -326,7 +325,7 @@ def run(
             cfg = build_config(source, target, config_path, target_names, state_dir, placement)
             cfg = dataclasses.replace(cfg, targets=tuple(t for t in cfg.targets if t.name not in start_wait.left))
             if config_path is None and source and target:
-                _check_ad_hoc_target(cfg, layout_given=layout is not None, delete_given=delete is not None)
+                _check_ad_hoc_target(cfg)
             for t in cfg.targets:
                 scrubber.add(t.secrets)
             if not (once or dry_run):
@@ -637,13 +636,13 @@ def progress(mirror: Mirror, quiet: bool) -> Iterator[None]:
         yield
 
 
-def _check_ad_hoc_target(cfg: Config, layout_given: bool, delete_given: bool) -> None:
+def _check_ad_hoc_target(cfg: Config) -> None:
     """``mirror run SOURCE TARGET`` where a config's target mirrors the same place: its own
     index would know none of that target's files, and its layout and delete policy may
     differ (a by-year target got a second, tree-shaped copy of every file). Without
     --layout or --delete, also one it last mirrored with another (_refuse_forgotten_flags)."""
     root = resolve_state_dir(cfg)
-    _refuse_forgotten_flags(cfg, root, layout_given, delete_given)
+    _refuse_forgotten_flags(cfg, root)
     for t in cfg.targets:
         known = mirrored_as(root, cfg.named_source, t)
         if known.name != t.name:
@@ -653,38 +652,23 @@ def _check_ad_hoc_target(cfg: Config, layout_given: bool, delete_given: bool) ->
             )
 
 
-def _refuse_forgotten_flags(cfg: Config, root: Path, layout_given: bool, delete_given: bool) -> None:
+def _refuse_forgotten_flags(cfg: Config, root: Path) -> None:
     """``mirror run SOURCE TARGET`` without --layout or --delete for a target it last
-    mirrored with another, where the flag was only left out (a cron line typed anew): the
-    default layout (tree) would move every file on the target, and the default policy
-    (mirror) deleted for good the next file removed from a target kept with --delete trash."""
-    if layout_given and delete_given:
-        return
-    from mirror.index import Index
-
+    mirrored with another, where the flag was only left out (a cron line typed anew)
+    (index_files.forgotten_setting)."""
     for t in cfg.targets:
-        path = index_path(root, cfg.named_source, t)
-        try:
-            if not path.exists():
-                continue
-            index = Index(path, readonly=True)
-            try:
-                layout, delete = index.get_meta("layout"), index.get_meta("delete")
-            finally:
-                index.close()
-        except (MirrorError, OSError, sqlite3.Error):
-            continue  # damaged, locked away or full: the run's own open says what and why
-        if not layout_given and layout is not None and layout != t.settings.layout.template:
-            name = Layout.parse(layout).name
-            raise ConfigError(
-                f"{t.url} was last mirrored with --layout {name}; give --layout {name} to go on, "
-                f"or --layout {t.settings.layout.name} to move every file there to that layout"
-            )
-        if not delete_given and delete is not None and delete != t.settings.delete.value:
-            raise ConfigError(
-                f"{t.url} was last mirrored with --delete {delete}; give --delete {delete} to go on, "
-                f"or --delete {t.settings.delete.value} to change what happens to files removed from the source"
-            )
+        if (forgotten := forgotten_setting(index_path(root, cfg.named_source, t), t.settings)) is None:
+            continue
+        key, value = forgotten
+        now, what = (
+            (t.settings.layout.name, "move every file there to that layout")
+            if key == "layout"
+            else (t.settings.delete.value, "change what happens to files removed from the source")
+        )
+        raise ConfigError(
+            f"{t.url} was last mirrored with --{key} {value}; give --{key} {value} to go on, "
+            f"or --{key} {now} to {what}"
+        )
 
 
 def print_plan(name: str, plan: Plan) -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sqlite3
 from contextlib import suppress
 from pathlib import Path
 
 import platformdirs
 
-from mirror.config import Config, TargetConfig
-from mirror.errors import ConfigError
+from mirror.config import Config, TargetConfig, TargetSettings
+from mirror.errors import ConfigError, MirrorError
 from mirror.index import Index
+from mirror.layout import Layout
 from mirror.redact import redact_url
 
 
@@ -42,6 +44,30 @@ def check_state_folder(root: Path) -> None:
         f"cannot use {root} as mirror's state folder: {why}; set state_dir, --state-dir or MIRROR_STATE_DIR "
         "to a folder mirror can write"
     )
+
+
+def forgotten_setting(index_file: Path, settings: TargetSettings) -> tuple[str, str] | None:
+    """The setting ("layout" or "delete") the index ``index_file`` was last mirrored with
+    another value of, and that value, where ``settings`` leave it to its default: a flag or
+    key only left out, whose default would move every file on the target (tree), or delete
+    for good the next file removed from a target kept with keep or trash (mirror). None
+    where none is, there is no index, or it cannot be read (the run's own open says what
+    and why)."""
+    try:
+        if not index_file.exists():
+            return None
+        index = Index(index_file, readonly=True)
+        try:
+            layout, delete = index.get_meta("layout"), index.get_meta("delete")
+        finally:
+            index.close()
+    except (MirrorError, OSError, sqlite3.Error):
+        return None
+    if not settings.layout_chosen and layout is not None and layout != settings.layout.template:
+        return "layout", Layout.parse(layout).name
+    if not settings.delete_chosen and delete is not None and delete != settings.delete.value:
+        return "delete", delete
+    return None
 
 
 def index_path(root: Path, source: Path, target: TargetConfig) -> Path:

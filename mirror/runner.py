@@ -30,9 +30,8 @@ from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
-from mirror.index_files import index_path, move_index, state_dir
+from mirror.index_files import forgotten_setting, index_path, move_index, state_dir
 from mirror.index_lock import Holding
-from mirror.layout import Layout
 from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, place_of
 from mirror.paths import ancestors, path_key
@@ -358,27 +357,15 @@ class TargetRunner:
         --delete keep``, or a target renamed) and leaves out the layout or delete policy
         it was mirrored with: the default policy deleted for good the next file removed
         from a target kept with --delete keep, and the default layout moved every file."""
-        index = Index(old, readonly=True)
-        try:
-            layout, delete = index.get_meta("layout"), index.get_meta("delete")
-        finally:
-            index.close()
+        if (forgotten := forgotten_setting(old, self.settings)) is None:
+            return
+        key, value = forgotten
         where = f"targets.{self.name}" if self.config.origin != COMMAND_LINE else "the command line"
-        if not self.settings.delete_chosen and delete is not None and delete != self.settings.delete.value:
-            raise ConfigError(
-                f"target {self.name!r} mirrors where the index {old.stem} was mirrored with "
-                f"delete = {delete!r}, which {self.config.origin} leaves out; "
-                f"set delete = {delete!r} in {where} to go on as before "
-                "(or another policy, on purpose)"
-            )
-        if not self.settings.layout_chosen and layout is not None and layout != self.settings.layout.template:
-            name = Layout.parse(layout).name
-            raise ConfigError(
-                f"target {self.name!r} mirrors where the index {old.stem} was mirrored with "
-                f"layout = {name!r}, which {self.config.origin} leaves out; "
-                f"set layout = {name!r} in {where} to go on as before "
-                "(or another layout, on purpose)"
-            )
+        raise ConfigError(
+            f"target {self.name!r} mirrors where the index {old.stem} was mirrored with "
+            f"{key} = {value!r}, which {self.config.origin} leaves out; "
+            f"set {key} = {value!r} in {where} to go on as before (or another value, on purpose)"
+        )
 
     def _filled_elsewhere(self, index: Index) -> bool:
         """Whether ``index`` holds what mirror put in another place than the one this
