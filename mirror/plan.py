@@ -535,7 +535,7 @@ def plan(
     guard_base = settings.guard_base
     if guard is not None and guard_base is None:
         guard_base = managed
-    elif guard is None and scope is None:
+    elif guard is None and scope is None and not held:
         guard_base = None  # the whole source planned, nothing withheld: the guard is at rest
     transfers = planner.keep_newer(transfers, restoring=guard_base is not None)
     transfers = planner.keep_renamed_copies(transfers, left_out or {})

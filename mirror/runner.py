@@ -161,6 +161,12 @@ class TargetRunner:
         self.postponed: set[str] = set()
         #: deletions a watch pass left for later (see mirror.held)
         self.held = HeldDeletions()
+        #: the next full pass holds files gone from the source too: a watcher's first after
+        #: its start, which may fall in the middle of a folder being emptied (a reload, a
+        #: service restart). The burst's first steps, held by the process before, went at
+        #: once, under the guard's limit, and the rest was judged against a target that had
+        #: lost them already: every copy went
+        self._hold_full = False
         #: target paths whose copy a pass cut short may or may not have replaced, where size
         #: and time cannot tell which file it is (:meth:`_recover_in_flight`): no copy there
         #: is taken for a file's, nor moved, by them, until a pass has sent what goes there
@@ -1411,9 +1417,10 @@ class TargetRunner:
         # settle: status said so with nothing on the target yet
         first_waits = settling and self.index.get_meta("last_complete_sync") is None
         # what the guard withheld stands until a pass plans every deletion again (a full
-        # one): a watch pass deleting another file cleared it, status exited 0 and a
-        # complete sync was recorded, the withheld copies still on the target
-        withheld = report.guard if report.guard or report.kind == "full" else self.index.get_meta("withheld")
+        # one that holds none for later): a watch pass deleting another file cleared it,
+        # status exited 0 and a complete sync was recorded, the withheld copies still there
+        planned_all = report.kind == "full" and not held
+        withheld = report.guard if report.guard or planned_all else self.index.get_meta("withheld")
         # the source went away while the pass ran: what the engine told of it then stays told
         away = self._source_away()
         if (
@@ -1511,6 +1518,7 @@ class TargetRunner:
             index_lock.tell(self._lock_fd, what)
 
     def start(self, known: Entries, lock: threading.Lock, source_away: Callable[[], str | None]) -> None:
+        self._hold_full = True
         self._known = known
         self._known_lock = lock
         self._source_away = source_away
@@ -1765,7 +1773,8 @@ class TargetRunner:
             with self._known_lock:
                 local = self._known.copy()
             listing = work.listing or self.needs_listing()
-            reports.append(self.pass_(local, listing=listing, scope=None, skip=work.skip))
+            hold_gone, self._hold_full = self._hold_full, False
+            reports.append(self.pass_(local, listing=listing, scope=None, skip=work.skip, hold_gone=hold_gone))
         elif retry:
             work.changes.update(stat_paths(self.config.source, retry - work.changes.keys(), self.filter))
         if work.changes:

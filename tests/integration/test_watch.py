@@ -457,6 +457,60 @@ def test_a_folder_emptied_in_steps_meets_the_delete_guard_as_one(
     assert len(files(dst)) == 31
 
 
+def test_a_folder_emptied_in_steps_across_a_restart_meets_the_delete_guard_as_one(tmp_path: Path) -> None:
+    """mirror stopped (a reload, a service restart) between two steps of a folder being
+    emptied: the new start deleted the first step at once, under half, and the later steps
+    were judged against a target that had already lost it: every copy went."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    src.mkdir()
+    for i in range(30):
+        (src / f"invoice {i:02d}.pdf").write_bytes(b"%d" % i)
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    (src / "first.pdf").write_bytes(b"first")
+    first = start("run", str(src), str(dst), state=state, log=tmp_path / "first.log")
+    try:
+        wait_for(lambda: "first.pdf" in files(dst), what="the watcher's first pass", log=tmp_path / "first.log")
+        for i in range(7):
+            (src / f"invoice {i:02d}.pdf").unlink()
+    finally:
+        first.send_signal(signal.SIGINT)  # before the 2 s without deletions the watcher waits for
+        assert first.wait(15) == 0
+    (src / "new.pdf").write_bytes(b"new")
+    with watching("run", str(src), str(dst), state=state, log=log):
+        wait_for(lambda: "new.pdf" in files(dst), what="the restarted watcher's first pass", log=log)
+        for step in range(1, 3):
+            for i in range(step * 7, step * 7 + 7):
+                (src / f"invoice {i:02d}.pdf").unlink()
+            time.sleep(0.6)
+        wait_for(lambda: "deletions withheld: 21 of" in log.read_text(), what="the guard", log=log)
+        assert len(files(dst)) == 32, log.read_text()
+
+
+def test_a_watcher_started_during_a_restore_keeps_the_copies_not_yet_restored(tmp_path: Path) -> None:
+    """The guard withheld the deletion of 21 of 30 files (a source disk replaced); the
+    user restores them, 9 so far, and starts the service: its first pass waits 2 s before
+    deleting what is gone, which must not also forget that the guard is still withholding
+    (12 of 30 is under half, but still gone since the guard first withheld)."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    src.mkdir()
+    for i in range(30):
+        (src / f"invoice {i:02d}.pdf").write_bytes(b"%d" % i)
+    assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
+    for i in range(21):
+        (src / f"invoice {i:02d}.pdf").unlink()
+    killed = start("run", str(src), str(dst), state=state, log=tmp_path / "killed.log")
+    try:
+        wait_for(lambda: "deletions withheld" in (tmp_path / "killed.log").read_text(), what="the guard")
+    finally:
+        killed.kill()  # so that the next start lists the target: a pass that plans every file
+        killed.wait(15)
+    for i in range(9):
+        shutil.copy2(dst / f"invoice {i:02d}.pdf", src)  # as restored: settled
+    with watching("run", str(src), str(dst), state=state, log=log):
+        wait_for(lambda: "12 files are still gone" in log.read_text(), what="the guard", log=log)
+        assert len(files(dst)) == 30, log.read_text()
+
+
 def test_a_new_folder_with_hundreds_of_files(live: tuple[Path, Path, Path]) -> None:
     src, dst, _ = live
     folder = src / "batch"
