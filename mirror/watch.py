@@ -63,6 +63,9 @@ OVERFLOW_SHARE = 0.5
 #: held up, notify's reader of the queue with it; the process's own threads contending
 #: for the GIL use the CPU time they take
 HELD_UP_AFTER = 1.0
+#: looks at the files settling this far apart mean the watcher was held up (its ticks
+#: come every TICK_MS, a batch within DEBOUNCE_MS): the time between proves no quiet
+LOOK_GAP = 0.5
 #: the kernel's inotify settings, in /proc/sys/fs/inotify
 INOTIFY_SETTINGS = Path("/proc/sys/fs/inotify")
 #: the same limits set per user namespace (a container's): the lower one holds
@@ -130,6 +133,8 @@ class SourceWatcher:
         #: the source as last handed on; kept current so folder deletes can be expanded
         self.known = known
         self._pending: dict[str, tuple[Signature, float]] = {}
+        #: when :meth:`_settled` last looked at the files settling (monotonic)
+        self._looked: float | None = None
         #: when each pending file began changing, and those a warning already named: a
         #: file that never settles (a log someone left in the folder) is never sent
         self._changing_since: dict[str, float] = {}
@@ -642,9 +647,14 @@ class SourceWatcher:
                 self._pending[rel] = (None, now)
 
     def _settled(self) -> dict[str, LocalEntry | None]:
+        now = time.monotonic()
+        looked, self._looked = self._looked, now
         if not self._pending:
             return {}
-        now = time.monotonic()
+        # a machine so loaded that it ran neither mirror nor the program writing a scan for
+        # a second: the scan had not changed when mirror looked again, and went out
+        # half-written. Only time mirror spent looking counts as quiet
+        unseen = looked is not None and now - looked > LOOK_GAP
         wall = time.time_ns()
         fresh = stat_paths(self.root, list(self._pending), self.filt)
         ready: dict[str, LocalEntry | None] = {}
@@ -661,6 +671,9 @@ class SourceWatcher:
             elif sig != old_sig:
                 self._pending[rel] = (sig, now)
                 self._tell_if_restless(rel, now)
+                continue
+            elif unseen:
+                self._pending[rel] = (sig, now)
                 continue
             elif now - since >= self.settle and not racy(entry.mtime_ns, wall):
                 # counted on mirror's clock from when it saw the file: an mtime older than

@@ -354,21 +354,30 @@ class HalfWay:
         monkeypatch.setattr(cls, "move", move)
 
 
-def rewrite(path: Path, data: bytes, looked: threading.Event, pieces: int = 20) -> None:
+def rewrite(path: Path, data: bytes, looked: threading.Event, gaps: list[float], pieces: int = 20) -> None:
     """Write ``path`` anew as a program does: emptied, then written a piece every 0.1 s.
     The last piece waits until the test has ``looked``, the program still writing meanwhile
-    (the piece before it again, every 0.1 s), so a slow machine cannot end the write early."""
+    (the piece before it again, every 0.1 s), so a slow machine cannot end the write early.
+    ``gaps`` gets the times between writes: one as long as settle, on a machine that held
+    this thread up, lets the file count as settled half-written."""
     previous = b""
+    wrote = time.monotonic()
+
+    def write(piece: bytes) -> None:
+        nonlocal wrote
+        out.write(piece)
+        out.flush()
+        gaps.append(time.monotonic() - wrote)
+        wrote = time.monotonic()
+
     with path.open("wb") as out:
         for at in range(pieces):
             piece = data[at * len(data) // pieces : (at + 1) * len(data) // pieces]
             while at == pieces - 1 and not looked.wait(0.1):
                 out.seek(-len(previous), os.SEEK_CUR)
-                out.write(previous)
-                out.flush()
-            out.write(piece)
+                write(previous)
+            write(piece)
             previous = piece
-            out.flush()
             time.sleep(0.1)
 
 
@@ -394,7 +403,8 @@ def test_a_file_rewritten_while_it_uploads_never_replaces_the_good_copy_with_a_b
         scan.write_bytes(v1)
         assert way.held.wait(WAIT_S), "the upload of the second version never started"
         looked = threading.Event()
-        writer = threading.Thread(target=rewrite, args=(scan, v2, looked))
+        gaps: list[float] = []
+        writer = threading.Thread(target=rewrite, args=(scan, v2, looked, gaps))
         writer.start()
         try:
             wait_for(lambda: scan.stat().st_size < size, WAIT_S, "the program to empty the file")
@@ -412,7 +422,8 @@ def test_a_file_rewritten_while_it_uploads_never_replaces_the_good_copy_with_a_b
             assert kept, (
                 f"the good copy was replaced while the file was written: {len(there)} bytes, of them "
                 f"{there.count(1)} of the first version, {there.count(2)} of the second, {there.count(3)} "
-                f"of the third, {there.count(0)} zeros"
+                f"of the third, {there.count(0)} zeros; the program's longest pause between writes: "
+                f"{max(gaps, default=0):.2f} s (settle: 1 s)"
             )
         finally:
             looked.set()

@@ -92,6 +92,26 @@ def test_a_file_whose_time_is_behind_mirror_s_clock_waits_the_whole_settle(tmp_p
     assert list(watcher._settled()) == ["scan.pdf"]
 
 
+def test_time_the_watcher_was_held_up_does_not_count_as_quiet(tmp_path: Path) -> None:
+    """A machine so loaded that it ran neither mirror nor the program writing a scan for a
+    second: the file had not changed when mirror looked again, and a half-written scan
+    went out in place of the good copy (CI saw it). Only time mirror was looking counts."""
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"page 1")
+    watcher = SourceWatcher(tmp_path, None, Filter(), 0.6, False, threading.Event(), {})
+    watcher.expect(["scan.pdf"])
+    assert watcher._settled() == {}
+    time.sleep(0.9)  # held up: no look meanwhile
+    assert watcher._settled() == {}, "the time it was held up counted as the file at rest"
+    looking = time.monotonic()
+    ready: dict[str, LocalEntry | None] = {}
+    while not ready and time.monotonic() < looking + 5.0:
+        time.sleep(0.1)  # a look every 0.1 s, as the watcher's ticks come
+        ready = watcher._settled()
+    assert list(ready) == ["scan.pdf"]
+    assert time.monotonic() - looking >= 0.6  # settle, counted from when it looked again
+
+
 def test_a_file_on_a_disk_that_keeps_whole_seconds_waits_until_its_second_is_over(tmp_path: Path) -> None:
     """On a source disk that keeps whole seconds (ext3; FAT keeps 2 s), a same-size
     correction within the second after mirror read the first version left size and time
