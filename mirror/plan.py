@@ -1215,7 +1215,9 @@ class _Planner:
                 result.append(Forget(src, f"left on the target: {changed} since mirror put it there", warn=True))
                 continue
             taken = self.key(dst) in self.claimed or self.key(dst) in held
-            if taken or policy is DeletePolicy.KEEP:
+            # keep keeps the copies of files gone from the source, not the old copy of one
+            # sent to a new path: left, it stood out of the index for good
+            if taken or (forget and policy is DeletePolicy.KEEP):
                 if forget:
                     result += self._kept(src, dst, taken, blocks)
                 continue

@@ -677,6 +677,24 @@ def test_a_kept_copy_goes_into_the_trash_when_another_file_takes_its_path_in_the
     rig.close()
 
 
+def test_a_file_edited_before_a_layout_change_leaves_no_old_copy_under_keep(base: Path) -> None:
+    """delete = keep, an invoice corrected and the layout changed before the next run: its
+    old version stayed at the old path, out of the index for good (verify: "other file").
+    keep keeps the copies of files gone from the source; this file is still there."""
+    rig = Rig(base, Capabilities(server_side_move=True))
+    rig.write({"acme/inv1.pdf": b"invoice 1", "acme/inv2.pdf": b"invoice 2"})
+    rig.executor.run(plan(rig.local(), {}, rig.settings("tree", DeletePolicy.KEEP), remote={}))
+    rig.write({"acme/inv1.pdf": b"invoice 1, corrected"})
+    relaid = rig.settings("by-year", DeletePolicy.KEEP)
+    rig.executor.run(plan(rig.local(), rig.index.entries(), relaid, generation=rig.generation))
+    year = dt.date.fromtimestamp((rig.source / "acme/inv1.pdf").stat().st_mtime).year
+    assert rig.target() == {
+        f"{year}/acme/inv1.pdf": b"invoice 1, corrected",
+        f"{year}/acme/inv2.pdf": b"invoice 2",
+    }
+    rig.close()
+
+
 def test_a_copy_edited_on_the_target_goes_into_the_trash_when_another_file_takes_its_path(base: Path) -> None:
     """A listing shows the copy of a file gone from the source edited on the target: it is
     left there, with a warning, and was then overwritten by a file taking its path."""
