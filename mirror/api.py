@@ -32,7 +32,7 @@ from mirror.engine import Mirror
 from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
 from mirror.index_files import index_of, state_dir
-from mirror.target_place import claimed_by_a_process
+from mirror.target_place import TargetPlace, claimed_by_a_process
 
 if TYPE_CHECKING:
     from mirror.alerts import Alerts
@@ -97,7 +97,7 @@ def __getattr__(name: str) -> Any:
 def status(config: Config) -> list[TargetStatus]:
     """What ``mirror status -c`` shows for each target of ``config``, also those never run."""
     from mirror.redact import redact_url
-    from mirror.status import RUNNING_ELSEWHERE, UNREAD, never_run, running_elsewhere
+    from mirror.status import RUNNING_ELSEWHERE, UNREAD, never_run, running_before, running_elsewhere
     from mirror.status import read as _read_status
 
     check_config(config)
@@ -110,14 +110,24 @@ def status(config: Config) -> list[TargetStatus]:
             # running on it still: the first run through the link takes it over
             real = index_of(root, config.source, target)
             index = real if real.exists() else index
+        renamed = False
+        if not index.exists() and len(same := TargetPlace(config, target, index).indexes_of_same_place()) == 1:
+            # the target renamed in the config, or its URL spelled anew: the index its next
+            # run takes over, which a running mirror still writes under the old name
+            index, renamed = same[0], True
         if index.exists():
             found = _read_status(index)
-            if found.state in UNREAD:  # the config knows where it mirrors; the index is not read
+            if renamed or found.state in UNREAD:  # the config knows where it mirrors; the index is not read
                 found = replace(found, name=target.name, url=redact_url(target.url), source=str(config.source))
             result.append(found)
         else:
             found = never_run(target.name, redact_url(target.url), str(config.source), index)
             if claimed_by_a_process(config, target):
                 found = replace(found, running=True, state=RUNNING_ELSEWHERE, last_error=running_elsewhere(root))
+                if (writer := TargetPlace(config, target, index).last_writer()) is not None:
+                    # this state folder's own mirror, started with the config as it was before
+                    # (another source, another target name): the edit, not a deleted folder
+                    older = _read_status(writer)
+                    found = replace(found, last_error=running_before(older), started=older.started)
             result.append(found)
     return result

@@ -348,9 +348,7 @@ class TargetRunner:
         over, if one is."""
         if self.index_file.exists():
             return None
-        mine = place_key(self.where.recorded_place())
-        sources = {str(self.config.named_source), str(self.config.source)}
-        found = [f for f in self.index_file.parent.glob("*.sqlite") if self._same_place(f, mine, sources)]
+        found = self.where.indexes_of_same_place()
         if len(found) != 1:
             return None
         self._refuse_forgotten_settings(found[0])
@@ -421,28 +419,6 @@ class TargetRunner:
         finally:
             os.close(fd)
         self.observer.on_taken_over(self.name, old.stem)
-
-    def _same_place(self, index_file: Path, mine: str, sources: Collection[str]) -> bool:
-        """Whether ``index_file`` mirrored one of ``sources`` to the place ``mine``. An index
-        from before places were recorded tells a local folder by its URL."""
-        try:
-            index = Index(index_file, readonly=True)
-        except MirrorError:
-            return False
-        try:
-            place, url, source = (index.get_meta(k) for k in ("place", "url", "source"))
-        finally:
-            index.close()
-        if source not in sources or not url:
-            return False
-        if place is not None:
-            return place == mine
-        try:
-            resolved = registry.resolve(url, {}, self.config.presets)
-            folder = registry.load_driver_class(resolved.backend).local_folder(resolved.url)
-        except MirrorError:
-            return False
-        return folder is not None and place_key(folder_place(folder)) == mine
 
     def connect(self) -> Driver:
         with self._connecting:

@@ -213,6 +213,15 @@ def running_elsewhere(state: Path) -> str:
     )
 
 
+def running_before(older: TargetStatus) -> str:
+    """What status says of a target whose place a mirror process of this state folder
+    mirrors as ``older``, under the config as it was when that process read it."""
+    return (
+        f"a mirror process mirrors this place as target {older.name!r} of {older.source}, as the config "
+        "named it when the process read it"
+    )
+
+
 def note_attempt(index_file: Path, error: str | None) -> None:
     """Remember (or, with no error, forget) why a run did not reach a target whose index it
     then removed: kept, an index would count as a mirrored target (mirror status without a

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from mirror import registry
 from mirror.config import COMMAND_LINE, Config, TargetConfig
 from mirror.driver import Capabilities
 from mirror.errors import ConfigError, MirrorError, TargetBusy
+from mirror.index import Index
 from mirror.index_files import index_path, state_dir
 from mirror.paths import path_key
 from mirror.place_claim import PlaceClaim, claimed
@@ -95,6 +96,47 @@ class TargetPlace:
             return folder_place(self.local_folder)
         host, _, path = self.resolved.url.partition("://")[2].partition("/")
         return ("url", self._where(host, path), repr(sorted(self.resolved.options.items())))
+
+    def indexes_of_same_place(self) -> list[Path]:
+        """The indexes beside :attr:`index_file` that mirrored this source to this place:
+        this target's under another name (renamed in the config, its URL spelled anew, or
+        what ``mirror run SOURCE TARGET`` mirrored). An index from before places were
+        recorded tells a local folder by its URL."""
+        mine = place_key(self.recorded_place())
+        sources = {str(self.config.named_source), str(self.config.source)}
+        return [f for f in sorted(self.index_file.parent.glob("*.sqlite")) if self._mirrored(f, mine, sources)]
+
+    def _mirrored(self, index_file: Path, mine: str, sources: Collection[str]) -> bool:
+        """Whether ``index_file`` mirrored one of ``sources`` to the place ``mine``."""
+        try:
+            index = Index(index_file, readonly=True)
+        except MirrorError:
+            return False
+        try:
+            place, url, source = (index.get_meta(k) for k in ("place", "url", "source"))
+        finally:
+            index.close()
+        if source not in sources or not url:
+            return False
+        if place is not None:
+            return place == mine
+        try:
+            resolved = registry.resolve(url, {}, self.config.presets)
+            folder = registry.load_driver_class(resolved.backend).local_folder(resolved.url)
+        except MirrorError:
+            return False
+        return folder is not None and place_key(folder_place(folder)) == mine
+
+    def last_writer(self) -> Path | None:
+        """The index beside :attr:`index_file` that last wrote to this place, as its lock
+        records it (:func:`note_writer`); None where none does, or it is gone."""
+        path = self.index_file.parent / f"place-{place_key(self.compared_place())}.lock"
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        named = [line.removeprefix(_WRITER) for line in lines[1:2] if line.startswith(_WRITER)]
+        return next((f for f in (self.index_file.parent / n for n in named) if f.exists()), None)
 
     def writes_to(self) -> str | None:
         """The place (:meth:`place`) a remote target's rows describe, as its index records it

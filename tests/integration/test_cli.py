@@ -1305,6 +1305,41 @@ def test_status_of_a_config_edited_since_the_running_mirror_read_it_says_to_relo
         proc.wait(30)
 
 
+@pytest.mark.parametrize("edit", ["target renamed", "source changed"])
+def test_status_of_a_config_edited_under_a_running_mirror_blames_the_edit_not_the_state_folder(
+    src: Path, tmp_path: Path, state: Path, edit: str
+) -> None:
+    """A target renamed (or the source changed) in a running service's config: status said
+    the process ran "without an index here: the state folder was deleted while it ran"
+    (nothing was) and nothing of a reload. Once stopped, a renamed target showed "never
+    run" (exit 1), though the next run takes its index over."""
+    cfg, log = tmp_path / "m.toml", tmp_path / "m.log"
+    cfg.write_text(f'source = "{src}"\n[targets.t1]\nurl = "{tmp_path}/usb"\n')
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: run("status", "-c", str(cfg), state=state).returncode == 0, what="the first copy")
+        time.sleep(0.05)  # a config time after the start, on a clock of coarse steps too
+        if edit == "target renamed":
+            cfg.write_text(cfg.read_text().replace("targets.t1", "targets.usb"))
+        else:
+            (tmp_path / "scans").mkdir()
+            cfg.write_text(cfg.read_text().replace(str(src), str(tmp_path / "scans")))
+        shown = run("status", "-c", str(cfg), state=state)
+        assert "deleted while it ran" not in shown.stdout, shown.stdout
+        assert f"note: the running mirror has not read {cfg} since it changed" in shown.stdout, shown.stdout
+        if edit == "target renamed":
+            assert shown.stdout.startswith(f"usb: {tmp_path}/usb  (running, idle)"), shown.stdout
+            assert "files:   12 " in shown.stdout, shown.stdout
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    if edit == "target renamed":
+        stopped = run("status", "-c", str(cfg), state=state)
+        assert stopped.returncode == 0 and stopped.stdout.startswith(
+            f"usb: {tmp_path}/usb  (not running, stopped)"
+        )
+
+
 def test_verify_checks_every_target_when_one_cannot_be_reached(src: Path, tmp_path: Path, state: Path) -> None:
     cfg = tmp_path / "m.toml"
     down = 'url = "sftp://me@127.0.0.1:1/backup"\noptions = { timeout = 5, look_for_keys = false, password = "x" }'
