@@ -328,9 +328,6 @@ def run(
                 _check_ad_hoc_target(cfg)
             for t in cfg.targets:
                 scrubber.add(t.secrets)
-            if not (once or dry_run):
-                edited = partial(build_config, source, target, config_path, target_names, state_dir, placement)
-                signals.refuse_reload = partial(_reload_refused, edited)
             alerts = _alerts_for(cfg, dry_run, alerts)
             metrics: Metrics | None = None
             addr = None
@@ -339,6 +336,9 @@ def run(
 
                 addr = config_mod.parse_addr(metrics_addr or cfg.metrics_addr or "")
                 metrics = Metrics()
+            if not (once or dry_run):
+                edited = partial(build_config, source, target, config_path, target_names, state_dir, placement)
+                signals.refuse_reload = partial(_reload_refused, edited, addr, metrics_addr is None)
             observers = [o for o in (alerts, metrics) if o is not None]
             opened = restart = waiting = False
             try:
@@ -375,13 +375,23 @@ def _alerts_for(cfg: Config, dry_run: bool, kept: Alerts | None) -> Alerts | Non
     return Alerts(cfg)
 
 
-def _reload_refused(edited: Callable[[], Config]) -> str | None:
+def _reload_refused(
+    edited: Callable[[], Config], serving: tuple[str, int] | None, addr_from_config: bool
+) -> str | None:
     """Why the config as it is now cannot be started, if it cannot: a reload then keeps
     mirroring with the config read before. A typo stopped every target of the service,
     and the restarts systemd then made failed the same way, with no alert, since the
-    alerts' settings were in the config that could not be read."""
+    alerts' settings were in the config that could not be read. ``serving``: the metrics
+    address this process listens at itself, free again for the start after the reload;
+    ``addr_from_config``: the config gives it (not --metrics-addr, which a reload keeps)."""
     try:
-        Mirror(edited()).check()
+        cfg = edited()
+        Mirror(cfg).check()
+        wanted = config_mod.parse_addr(cfg.metrics_addr) if addr_from_config and cfg.metrics_addr else None
+        if wanted is not None and wanted != serving:
+            from mirror.metrics import check_free
+
+            check_free(*wanted)
     except MirrorError as exc:
         return str(exc)
     return None

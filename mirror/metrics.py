@@ -116,14 +116,13 @@ class Metrics(Observer):
         """Start the HTTP endpoint in a thread; the port it listens on."""
         from prometheus_client import start_http_server
 
-        shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
         try:
             server, _thread = start_http_server(port, host, registry=self.registry)
         except OSError as exc:
-            raise ConfigError(f"metrics address {shown}:{port}: {_refused(exc, host)}") from None
+            raise _refused(exc, host, port) from None
         self._server = server
         self.port = int(server.server_address[1])
-        log.info("metrics at http://%s:%d/metrics", shown, self.port)
+        log.info("metrics at http://%s:%d/metrics", _shown(host), self.port)
         return self.port
 
     def close(self) -> None:
@@ -154,16 +153,34 @@ class Metrics(Observer):
         self.transfer_seconds.labels(target).observe(seconds)
 
 
-def _refused(exc: OSError, host: str) -> str:
+def check_free(host: str, port: int) -> None:
+    """Raise ConfigError where :meth:`Metrics.serve` could not listen at ``host:port``: a
+    reload checks an edited address with it, as the start after it cannot go back."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the endpoint's server does
+            probe.bind(address)
+    except OSError as exc:
+        raise _refused(exc, host, port) from None
+
+
+def _shown(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 address, as a URL writes it
+
+
+def _refused(exc: OSError, host: str, port: int) -> ConfigError:
     """Why the endpoint cannot listen there, and what to do about it."""
     why = exc.strerror or str(exc)
     if isinstance(exc, socket.gaierror):
-        return f"cannot resolve {host} ({why}); give an address of this machine such as 127.0.0.1"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"{host} is not an address of this machine; give one of its own such as 127.0.0.1"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen ({why}); a port below 1024 needs root: choose one above"
-    return f"cannot listen ({why}); choose a free port"
+        fix = f"cannot resolve {host} ({why}); give an address of this machine such as 127.0.0.1"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        fix = f"{host} is not an address of this machine; give one of its own such as 127.0.0.1"
+    elif exc.errno == errno.EACCES:
+        fix = f"cannot listen ({why}); a port below 1024 needs root: choose one above"
+    else:
+        fix = f"cannot listen ({why}); choose a free port"
+    return ConfigError(f"metrics address {_shown(host)}:{port}: {fix}")
 
 
 class _IndexCollector:

@@ -127,6 +127,29 @@ def test_the_config_names_the_metrics_address_for_a_service(tmp_path: Path) -> N
     assert len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_a_reload_keeps_the_metrics_address_the_process_listens_at(tmp_path: Path) -> None:
+    """A reload checks the config's metrics address before it stops the running mirror:
+    the address this very process listens at is in use, by it, and must not refuse the
+    reload; another that is busy does (the start after it could not listen)."""
+    src, state, log = tmp_path / "src", tmp_path / "state", tmp_path / "mirror.log"
+    src.mkdir()
+    config = tmp_path / "mirror.toml"
+    port = free_port()
+    usb = f'[targets.usb]\nurl = "{tmp_path / "usb"}"\n'
+    config.write_text(f'source = "{src}"\nmetrics_addr = "127.0.0.1:{port}"\n{usb}')
+    proc = start("run", "-c", str(config), state=state, log=log)
+    try:
+        wait_for(lambda: reachable(port), what="the endpoint", log=log)
+        config.write_text(f'source = "{src}"\nmetrics_addr = "127.0.0.1:{port}"\n{usb}exclude = ["*.log"]\n')
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "starting again with the config read anew" in log.read_text(), what="the reload", log=log)
+        wait_for(lambda: log.read_text().count("metrics at http://") == 2 and reachable(port), what="the endpoint")
+        assert "not reloaded" not in log.read_text() and proc.poll() is None, log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text()
+
+
 def test_an_ipv6_endpoint_is_logged_as_a_url_and_an_address_not_here_gets_a_fitting_hint(tmp_path: Path) -> None:
     """``[::1]:P`` was logged as http://::1:P/metrics (no URL), and a host name that does not
     resolve, or an address of another machine, was told to "choose a free port"."""

@@ -9,6 +9,7 @@ import os
 import pty
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -848,6 +849,8 @@ def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_pat
     cfg = tmp_path / "m.toml"
     cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\n')
     proc = start("run", "-c", str(cfg), state=state, log=log)
+    taken = socket.create_server(("127.0.0.1", 0))  # another program's port
+    port = taken.getsockname()[1]
     try:
         wait_for(lambda: same(src, dst), what="the first copy")
         cfg.write_text(
@@ -870,6 +873,10 @@ def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_pat
                 f'source = "{src}"\nstate_dir = "{src / "st"}"\n[targets.usb]\nurl = "{dst}"\n',
                 "lies inside the source",
             ),
+            (
+                f'source = "{src}"\nmetrics_addr = "127.0.0.1:{port}"\n[targets.usb]\nurl = "{dst}"\n',
+                "choose a free port",
+            ),
         ):
             cfg.write_text(broken)
             proc.send_signal(signal.SIGHUP)
@@ -878,12 +885,13 @@ def test_sighup_stops_cleanly_and_starts_again_with_the_config_read_anew(tmp_pat
         wait_for(lambda: (dst / "c.pdf").exists() and (second / "c.pdf").exists(), what="a file after the typos")
         assert proc.poll() is None, log.read_text()
     finally:
+        taken.close()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(15)
     text = log.read_text()
     assert code == 0, text
     assert text.count("stopped on SIGHUP; starting again with the config read anew") == 1, text
-    assert text.count("not reloaded: ") == 7, text
+    assert text.count("not reloaded: ") == 8, text
     assert "mirroring on with the config read before; fix it and reload again" in text, text
     assert "Traceback" not in text, text
     shown = run("status", state=state)
