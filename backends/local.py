@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, file_in_the_way, through_link
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError
 from mirror.mounts import Mount, mount_of
+from mirror.paths import TEMP_NAME_BYTES
 from mirror.progress import human_bytes
 from mirror.scan import mtime_ns
 
@@ -50,6 +51,9 @@ def capabilities_on(fs_type: str | None, caps: Capabilities) -> Capabilities:
         return dataclasses.replace(caps, case_sensitive=False)
     return caps
 
+
+#: the longest path the kernel takes (PATH_MAX, less its NUL)
+PATH_MAX_BYTES = 4095
 
 #: worker threads for a folder on a network mount (NFS, SMB, sshfs): while one waits for
 #: the server, the others send
@@ -106,7 +110,12 @@ class LocalDriver(Driver):
     @classmethod
     def capabilities_for(cls, url: str) -> Capabilities:
         mount = mount_of(url)
-        return capabilities_on(mount.fs_type if mount else None, cls.capabilities)
+        caps = capabilities_on(mount.fs_type if mount else None, cls.capabilities)
+        # the kernel's limit holds the target's folder and the upload's temp name in it: a
+        # path that fit below the source failed as "File name too long", a transfer error
+        # that held back every deletion, pass after pass
+        taken = len(os.fsencode(os.path.abspath(url))) + 1 + TEMP_NAME_BYTES
+        return dataclasses.replace(caps, max_path_bytes=PATH_MAX_BYTES - taken)
 
     @classmethod
     def local_folder(cls, url: str) -> str | None:

@@ -21,6 +21,9 @@ def temp_name(dst: str, token: str) -> str:
     return f"{head}/{name}" if head else name
 
 
+#: how long a temp name is: its token is 12 hex digits (mirror.execute)
+TEMP_NAME_BYTES = len(temp_name("", "0" * 12))
+
 #: a "." or ".." part
 _DOT_PART = re.compile(r"(?:\A|/)\.{1,2}(?:/|\Z)")
 

@@ -540,6 +540,26 @@ def test_a_prefilled_target_is_adopted_not_copied_again(src: Path, tmp_path: Pat
     assert result.returncode == 0 and "0 sent" in result.stdout and "12 already there" in result.stdout
 
 
+def test_a_path_too_long_for_a_deeper_target_folder_is_refused_and_holds_back_no_deletion(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """A file whose path fits below the source, but not below a target folder deeper in
+    its disk (the kernel's 4,096 bytes): it failed as "OSError: [Errno 36] File name too
+    long", a transfer error, which held back every deletion for good."""
+    dst = tmp_path / ("x" * 200) / ("y" * 200)
+    deep = src.joinpath(*["d" * 200] * 19)
+    deep.mkdir(parents=True)
+    (deep / "deep.pdf").write_bytes(b"deep")
+    assert len(os.fsencode(dst / deep.relative_to(src) / "deep.pdf")) > 4095
+    run("run", str(src), str(dst), "--once", state=state)
+    (src / "2026" / "invoice [0] #%.pdf").unlink()
+    again = run("run", str(src), str(dst), "--once", state=state)
+    told = (again.stdout + again.stderr).replace("d" * 200, "D")
+    assert not (dst / "2026" / "invoice [0] #%.pdf").exists(), told
+    assert "Errno 36" not in told and "longer than the target allows" in told, told
+    assert again.returncode == 1  # the file is not on the target: a look is needed
+
+
 def test_emptied_source_is_refused_by_the_guard(src: Path, tmp_path: Path, state: Path) -> None:
     target = tmp_path / "backup"
     assert run("run", str(src), str(target), "--once", state=state).returncode == 0
