@@ -170,6 +170,11 @@ class SourceWatcher:
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
+        #: the error of a folder notify could not watch: its walk of the source stopped
+        #: there, and the folders it would have walked after got no watch either (a
+        #: service whose source is a disk's root, with lost+found, missed most changes).
+        #: Once set, the watcher watches each folder on its own (_watch)
+        self._denied: str | None = None
 
     @property
     def watching(self) -> str | None:
@@ -243,6 +248,7 @@ class SourceWatcher:
                 if isinstance(exc, PermissionError) and not self._skip_denied:
                     log.warning("%s; watching the rest of the source", exc)
                     self._skip_denied = True
+                    self._denied = str(exc)
                 elif not self.poll and "MaxFilesWatch" in str(exc):
                     # watchfiles: "OS file watch limit reached. about [...] (Error { kind: MaxFilesWatch ... })"
                     self._fall_back(
@@ -275,8 +281,14 @@ class SourceWatcher:
         # inotify names events by the path it was given, and _real resolves each: a root
         # that is reached through a link from now on must be watched by its real path
         self._real_root = Path(os.path.realpath(self.root))
+        paths, recursive = [self._real_root], True
+        if self._denied is not None and not self.poll:
+            # notify's walk of the source stops at the first folder it cannot watch: each
+            # folder that can be read is watched on its own
+            paths, recursive = [self._real_root / rel for rel in sorted(_folders_below(self._real_root))], False
         events = watchfiles.watch(
-            self._real_root,
+            *paths,
+            recursive=recursive,
             watch_filter=None,
             debounce=DEBOUNCE_MS,
             step=STEP_MS,
@@ -376,6 +388,8 @@ class SourceWatcher:
             return
         mine = _inotify_fds() - started
         self._inotify_fd = mine.pop() if len(mine) == 1 and self._check_watches else None
+        if self._denied is not None and self._inotify_fd is not None:
+            self._new_folders.update(_folders_below(self.root))  # checked with this batch
         if self._rewatching is not None:
             self._new_folders.add(self._rewatching)  # checked again with this batch
         if self.fallback is not None:
@@ -396,8 +410,10 @@ class SourceWatcher:
         if self._rewatching is None:
             # notify adds a new folder's watch itself, and drops the error when the watch
             # limit refuses it: the folder's changes would never be told. A new watcher
-            # watches every folder, or fails on the limit (and polls)
-            log.info("the new folder %s got no inotify watch; watching the source anew", unwatched)
+            # watches every folder, or fails on the limit (and polls). Watching folder by
+            # folder (_denied), a new folder always takes a new watcher
+            level = logging.DEBUG if self._denied is not None else logging.INFO
+            log.log(level, "the new folder %s got no inotify watch; watching the source anew", unwatched)
             self._rewatching = unwatched
             return True
         self._rewatching = None
@@ -709,6 +725,23 @@ class SourceWatcher:
 def _stalled_since(since: tuple[float, float]) -> float:
     """Seconds since ``since`` (monotonic time, process time) the process spent not running."""
     return time.monotonic() - since[0] - (time.process_time() - since[1])
+
+
+def _folders_below(root: Path) -> set[str]:
+    """Every folder below ``root`` that can be listed, relative to it ("" for itself);
+    links are not followed."""
+    found: set[str] = set()
+    todo = [""]
+    while todo:
+        rel = todo.pop()
+        try:
+            with os.scandir(root / rel) as entries:
+                subs = [f"{rel}/{e.name}" if rel else e.name for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        found.add(rel)
+        todo.extend(subs)
+    return found
 
 
 def _inotify_fds() -> set[int]:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,6 +165,37 @@ def test_a_folder_readable_again_in_watch_mode_is_watched_again(
             capture_output=True, text=True, env=env, timeout=60, check=False,
         )  # fmt: skip
         assert "left out" not in status.stdout, status.stdout
+
+
+def test_an_unreadable_folder_at_the_start_leaves_no_other_folder_unwatched(
+    mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """A service whose source is a disk's root, where lost+found cannot be read: inotify's
+    walk of the source stopped at it, the folders after it got no watch, and their new
+    files never arrived (until the hourly rescan) while status said running, idle."""
+    source, target, env = mirrored
+    for i in range(20):
+        (source / f"dir{i:02d}" / "sub").mkdir(parents=True)
+    (source / "lost+found").mkdir(mode=0o000)
+    log = tmp_path / "watch.log"
+    try:
+        with watching(source, target, env, log):
+            wait_for(lambda: "cannot be read" in log.read_text(), what="the unreadable folder told", log=log)
+            time.sleep(1.0)  # the watch is set up (or falls back) meanwhile
+            for i in range(20):
+                (source / f"dir{i:02d}" / "sub" / "new.pdf").write_bytes(b"%d" % i)
+            wait_for(
+                lambda: all(files(target).get(f"dir{i:02d}/sub/new.pdf") == b"%d" % i for i in range(20)),
+                what="a file in each folder",
+                log=log,
+            )
+            (source / "2027" / "q1").mkdir(parents=True)  # a folder made later is watched too
+            (source / "2027" / "q1" / "inv.pdf").write_bytes(b"q1")
+            wait_for(lambda: files(target).get("2027/q1/inv.pdf") == b"q1", what="a file in a new folder", log=log)
+            (source / "2027" / "q1" / "inv.pdf").write_bytes(b"q1, corrected")
+            wait_for(lambda: files(target)["2027/q1/inv.pdf"] == b"q1, corrected", what="its edit", log=log)
+    finally:
+        (source / "lost+found").chmod(0o755)
 
 
 def test_a_folder_the_patterns_leave_out_is_no_problem_unread(
