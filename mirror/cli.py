@@ -186,7 +186,7 @@ def build_config(
             ),
         )
     if state is not None:
-        cfg = dataclasses.replace(cfg, state_dir=state.resolve())
+        cfg = dataclasses.replace(cfg, state_dir=config_mod.real_path(state, "--state-dir"))
     if known and config_path is None and source:
         root = resolve_state_dir(cfg)
         cfg = dataclasses.replace(cfg, targets=tuple(mirrored_as(root, cfg.named_source, t) for t in cfg.targets))
@@ -909,7 +909,7 @@ def status(
             root = resolve_state_dir(cfg)
             statuses = api.status(cfg)
         else:
-            root = state_dir.resolve() if state_dir else state_dir_default()
+            root = config_mod.real_path(state_dir, "--state-dir") if state_dir else state_dir_default()
             statuses = [read_status(f) for f in iter_index_files(root)]
             for name in target_names:
                 if not any(s.name == name for s in statuses):

@@ -412,15 +412,16 @@ def from_dict(
         settings = settings_from(table, defaults, at)
         targets.append(TargetConfig(name, url, options, settings, tuple(s for s in secrets if s)))
     resolved_presets = {name: Preset(p.name, p.protocol, {}, p.capabilities) for name, p in presets.items()}
+    state = real_path(base_dir / os.path.expanduser(state_dir), f"{where}: state_dir") if state_dir else None
     given = base_dir / os.path.expanduser(source)
-    real = given.resolve()
+    real = real_path(given, f"{where}: source folder")
     _utf8_source(given, real, f"{where}: source folder")
     return Config(
         source=real,
         source_link=_link(given, real),
         targets=tuple(targets),
         presets=resolved_presets,
-        state_dir=(base_dir / os.path.expanduser(state_dir)).resolve() if state_dir else None,
+        state_dir=state,
         metrics_addr=metrics_addr,
         origin=where,
     )
@@ -539,7 +540,7 @@ def ad_hoc(source: str, target: str, settings: TargetSettings) -> Config:
     """The config of ``mirror run SOURCE TARGET``: one target called ``default``."""
     url = _target_url(target, Path(), "target")
     given = Path(os.path.expanduser(source))
-    real = given.resolve()
+    real = real_path(given, "source folder")
     _utf8_source(given, real, "source folder")
     return Config(
         source=real,
@@ -548,11 +549,20 @@ def ad_hoc(source: str, target: str, settings: TargetSettings) -> Config:
     )
 
 
+def real_path(path: Path, what: str) -> Path:
+    """``path`` with every link on the way resolved, or ConfigError: a loop of links
+    (a -> b -> a) was an internal error, "please report it"."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python before 3.13 says a loop so; later ones raise OSError (ELOOP) on a stat
+        raise ConfigError(f"{what} {path}: a loop of symbolic links; point the link at a folder") from None
+
+
 def _target_url(url: str, base: Path, what: str) -> str:
     """A target's URL, or the absolute path of a plain path (relative to ``base``)."""
     if "://" not in url:
         check_plain_path(url, what)
-        url = str((base / os.path.expanduser(url)).resolve())
+        url = str(real_path(base / os.path.expanduser(url), what))
     _utf8(url, what)
     return url
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import platformdirs
 
-from mirror.config import Config, TargetConfig, TargetSettings
+from mirror.config import Config, TargetConfig, TargetSettings, real_path
 from mirror.errors import ConfigError, MirrorError
 from mirror.index import Index
 from mirror.layout import Layout
@@ -29,7 +29,7 @@ def state_dir(config: Config) -> Path:
         return config.state_dir
     env = os.environ.get("MIRROR_STATE_DIR")
     if env:
-        return Path(env).expanduser().resolve()
+        return real_path(Path(env).expanduser(), "MIRROR_STATE_DIR")
     return Path(platformdirs.user_state_dir("mirror", appauthor=False))
 
 

@@ -1994,6 +1994,19 @@ def test_a_cloud_target_inside_another_spelled_in_another_case_is_refused(
         assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'one' and 'three'")
 
 
+def test_a_loop_of_links_as_a_folder_is_a_one_line_error(src: Path, tmp_path: Path, state: Path) -> None:
+    """a -> b -> a as the source, target or state folder: "internal error: RuntimeError:
+    Symlink loop ... please report it", exit 1."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    loop = str(tmp_path / "a")
+    for args in (["run", loop, str(tmp_path / "dst"), "--once"], ["verify", loop, str(tmp_path / "dst")]):
+        assert_one_line_error(run(*args, state=state), 2, f"source folder {loop}: a loop of symbolic links")
+    assert_one_line_error(run("run", str(src), loop, "--once", state=state), 2, f"target {loop}: a loop")
+    env = {"MIRROR_STATE_DIR": loop}
+    assert_one_line_error(run("status", env=env, state=state), 2, f"MIRROR_STATE_DIR {loop}: a loop")
+
+
 def test_a_state_folder_that_cannot_be_made_is_a_one_line_error(src: Path, tmp_path: Path) -> None:
     (tmp_path / "a file").write_bytes(b"")
     for state in (tmp_path / "a file", tmp_path / "a file" / "below"):
