@@ -11,6 +11,7 @@ disk.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import stat
 from collections.abc import Iterable
@@ -34,6 +35,10 @@ class Mount(NamedTuple):
     fs_type: str
     #: the filesystem's own options (mountinfo's last field), such as ``noserverino``
     options: frozenset[str]
+    #: the filesystem's device (major:minor), and the folder of it the mount shows: a
+    #: bind mount shows a folder below that filesystem's root
+    device: str = ""
+    root: str = "/"
 
     @property
     def networked(self) -> bool:
@@ -101,10 +106,35 @@ def _table(mountinfo: str) -> list[Mount] | None:
         if len(parts) < 5 or not rest:
             continue
         # mountinfo escapes space, tab, newline and backslash in octal
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), parts[4])
+        point, root = (re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), part) for part in (parts[4], parts[3]))
         options = frozenset(after[2].split(",")) if len(after) > 2 else frozenset()
-        table.append(Mount(point, after[0], options))
+        table.append(Mount(point, after[0], options, parts[2], root))
     return table
+
+
+def overlapping(a: str, b: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether folders ``a`` and ``b`` are one, or one lies inside the other, on the
+    filesystem under them, whatever mounts show them: a target bind-mounted from a folder
+    of the source passed as a folder elsewhere, and mirror copied its own copies into the
+    source, a level deeper every second."""
+    here, there = _on_filesystem(a, mountinfo), _on_filesystem(b, mountinfo)
+    if here is None or there is None or here[0] != there[0]:
+        return False
+    return overlaps(Path(here[1]), Path(there[1]))
+
+
+def _on_filesystem(folder: str, mountinfo: str) -> tuple[str, str] | None:
+    """(device, the path of ``folder`` within that filesystem); None without a table."""
+    mount = mount_of(folder, mountinfo)
+    if mount is None:
+        return None
+    inside = os.path.realpath(folder)[len(mount.point.rstrip("/")) :]
+    return mount.device, posixpath.normpath(f"{mount.root.rstrip('/')}/{inside.lstrip('/')}")
+
+
+def overlaps(a: Path, b: Path) -> bool:
+    """Whether two paths are one, or one lies inside the other."""
+    return a == b or a in b.parents or b in a.parents
 
 
 #: a folder with fewer than this share of the files mirror knows it held looks emptied

@@ -33,7 +33,7 @@ from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, s
 from mirror.index_files import forgotten_setting, index_path, move_index, state_dir
 from mirror.index_lock import Holding
 from mirror.logs import with_bytes_shown
-from mirror.mounts import mount_of, not_mounted, place_of
+from mirror.mounts import mount_of, not_mounted, overlaps, place_of
 from mirror.paths import ancestors, path_key
 from mirror.place_claim import PlaceClaim
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, pending_count, plan
@@ -43,7 +43,7 @@ from mirror.redact import redact_url
 from mirror.scan import Entries, LocalEntry, stat_paths
 from mirror.source_files import generation_of
 from mirror.status import note_attempt
-from mirror.target_place import TargetPlace, busy, folder_place, located, note_writer, overlaps, place_key
+from mirror.target_place import TargetPlace, busy, folder_place, located, note_writer, place_key
 from mirror.wording import described, starved, summarize
 
 log = logging.getLogger("mirror")

@@ -26,6 +26,7 @@ from mirror.driver import Capabilities
 from mirror.errors import ConfigError, MirrorError, TargetBusy
 from mirror.index import Index
 from mirror.index_files import index_path, state_dir
+from mirror.mounts import overlapping, overlaps
 from mirror.paths import path_key
 from mirror.place_claim import PlaceClaim, claimed
 
@@ -170,7 +171,7 @@ class TargetPlace:
         name, source = self.target.name, self.config.source.resolve()
         folder = self.local_folder
         target = Path(folder).resolve() if folder is not None else None
-        if target is not None and overlaps(target, source):
+        if target is not None and (overlaps(target, source) or overlapping(str(target), str(source))):
             raise ConfigError(
                 f"target {name!r} ({folder}) overlaps the source folder {source}; "
                 "choose a target outside the source"
@@ -279,7 +280,3 @@ def busy(subject: str, here: bool, detail: str, target: str | None = None, ends:
     who, advice = ("another Mirror of this process", "close") if here else ("another mirror process", "stop")
     advice = "wait for that one to end" if ends else f"{advice} that one"
     return TargetBusy(f"{subject} is already being mirrored by {who} ({detail})", f"{advice} first", target, ends)
-
-
-def overlaps(a: Path, b: Path) -> bool:
-    return a == b or a in b.parents or b in a.parents

@@ -1994,6 +1994,24 @@ def test_a_cloud_target_inside_another_spelled_in_another_case_is_refused(
         assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "'one' and 'three'")
 
 
+def test_a_target_bind_mounted_from_a_folder_of_the_source_is_refused(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """The overlap check compared paths: a bind mount of src/backup as the target passed,
+    and watch mode copied its own copies into the source, a level deeper every second."""
+    (src / "backup").mkdir()
+    elsewhere = tmp_path / "backup"
+    elsewhere.mkdir()
+    if subprocess.run(["mount", "--bind", str(src / "backup"), str(elsewhere)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here (needs root, and a mount namespace that allows it)")
+    try:
+        result = run("run", str(src), str(elsewhere), "--once", state=state)
+        assert_one_line_error(result, 2, f"target 'default' ({elsewhere}) overlaps the source folder {src}")
+        assert list((src / "backup").iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(elsewhere)], check=True)
+
+
 def test_a_loop_of_links_as_a_folder_is_a_one_line_error(src: Path, tmp_path: Path, state: Path) -> None:
     """a -> b -> a as the source, target or state folder: "internal error: RuntimeError:
     Symlink loop ... please report it", exit 1."""

@@ -10,7 +10,15 @@ import pytest
 from backends.local import LocalDriver, workers_on
 from mirror import registry
 from mirror.errors import ItemError
-from mirror.mounts import Expected, expected_mounts, fstab_points, mount_of, nearly_none, unmounted_above
+from mirror.mounts import (
+    Expected,
+    expected_mounts,
+    fstab_points,
+    mount_of,
+    nearly_none,
+    overlapping,
+    unmounted_above,
+)
 
 MOUNTINFO = """\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
@@ -36,6 +44,21 @@ def test_the_deepest_mount_containing_the_path_decides(tmp_path: Path) -> None:
     assert fs_type("/mnt/nas/local copy/2026") == "tmpfs"
     assert fs_type("/mnt/nasty") == "ext4"
     assert fs_type("/home/me/Dropbox/Invoices") == "fuse.rclone"
+
+
+def test_a_bind_mount_of_a_folder_of_the_source_overlaps_it(tmp_path: Path) -> None:
+    """A target bind-mounted from a folder inside the source passed as a folder elsewhere:
+    mirror copied its own copies into the source, a level deeper every second."""
+    table = tmp_path / "mountinfo"
+    bound = "40 22 8:1 /home/me/export/backup /mnt/backup rw shared:9 - ext4 /dev/sda1 rw\n"
+    other = "41 22 8:17 /home/me/export/backup /mnt/usb rw shared:10 - ext4 /dev/sdb1 rw\n"
+    table.write_text(MOUNTINFO + bound + other)
+    assert overlapping("/mnt/backup", "/home/me/export", str(table))
+    assert overlapping("/mnt/backup/2026", "/home/me/export/backup", str(table))
+    assert overlapping("/home/me/export", "/mnt/backup/x", str(table))
+    assert not overlapping("/mnt/backup", "/home/me/invoices", str(table))
+    assert not overlapping("/mnt/usb", "/home/me/export", str(table))  # another disk's folder of that name
+    assert not overlapping("/srv/backup", "/home/me/export", str(table))
 
 
 def test_no_mount_table_means_unknown(tmp_path: Path) -> None:
