@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import select
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 #: where the system says what it mounts, and where
 FSTAB = "/etc/fstab"
@@ -83,6 +84,35 @@ def folder_identity(folder: str | Path) -> Identity:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+class MountTableWatch:
+    """Tells that the mount table changed since the last look, without reading it: the
+    kernel marks /proc/self/mountinfo with POLLPRI on every mount and unmount. A share
+    mounted inside the source while watching went unseen: its files never reached the
+    target, and status said in sync."""
+
+    def __init__(self, mountinfo: str = "/proc/self/mountinfo") -> None:
+        self._file: IO[bytes] | None = None
+        self._poll = select.poll()
+        try:
+            self._file = open(mountinfo, "rb")  # noqa: SIM115 - held open to be polled, closed by close()
+        except OSError:
+            return  # no table to watch: mounts inside the source are seen by full passes alone
+        self._file.read()
+        self._poll.register(self._file, select.POLLPRI | select.POLLERR)
+
+    def changed(self) -> bool:
+        if self._file is None or not self._poll.poll(0):
+            return False
+        self._file.seek(0)
+        self._file.read()  # the mark is cleared by reading the table anew
+        return True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def mounts_below(folder: str, mountinfo: str = "/proc/self/mountinfo") -> frozenset[str]:

@@ -24,7 +24,7 @@ import watchfiles
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from mirror.filters import Filter
-from mirror.mounts import Identity, folder_identity
+from mirror.mounts import Identity, MountTableWatch, folder_identity, mounts_below
 from mirror.paths import ancestors
 from mirror.scan import LocalEntry, kind_of, mtime_ns, racy, scan, stat_paths
 
@@ -154,6 +154,8 @@ class SourceWatcher:
         #: filesystem the engine's last full scan saw there: inotify says nothing when one
         #: is mounted or unmounted, and the watches below it die with it
         self.inner_mounts: dict[str, Identity] = {}
+        #: tells of mounts made since: one inside the source is a new inner mount
+        self._mount_table = MountTableWatch()
         #: event folders without the links on their way, for the event batch at hand, and
         #: the source's own path without them, as the current watcher watches it
         self._real_folders: dict[str, str] = {}
@@ -205,6 +207,12 @@ class SourceWatcher:
     def batches(self) -> Iterator[Batch]:
         """Yield batches until ``stop`` is set; survives watcher errors by rescanning
         (every start of the watcher asks for a rescan once its watches are in place)."""
+        try:
+            yield from self._batches()
+        finally:
+            self._mount_table.close()
+
+    def _batches(self) -> Iterator[Batch]:
         while not self.stop.is_set():
             if not self.root.is_dir():
                 # the engine warns, and tells status and alerts, if the targets hold files from it
@@ -522,6 +530,13 @@ class SourceWatcher:
         full scan saw there. Compared with the scan's look, not this watcher's first: a
         share mounted between the two was taken for the one seen, and its files waited
         for the hourly rescan."""
+        # mounted since the last full scan: its files are the source's, and inotify's
+        # watches of the folder below it see none of their changes
+        made = mounts_below(str(self.root)) - self.inner_mounts.keys() if self._mount_table.changed() else set()
+        if made:
+            for rel in made:
+                self.inner_mounts[rel] = folder_identity(self.root / rel)
+            return min(made)
         for rel, seen in self.inner_mounts.items():
             if (now := folder_identity(self.root / rel)) != seen:
                 # told once: a rescan that cannot be made now (the source unreadable)

@@ -916,6 +916,27 @@ def test_a_share_mounted_inside_the_source_that_drops_off_deletes_nothing(tmp_pa
     assert gone.returncode == 0 and landed(target) == {"invoices/i.pdf": b"invoice"}, gone.stderr
 
 
+def test_a_share_mounted_inside_the_source_while_watching_is_mirrored(tmp_path: Path) -> None:
+    """A disk or share mounted on a folder of the source while mirror watched, where none
+    was mounted before: its files never reached the target, the target kept the files
+    the mount hid, and status said in sync."""
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    (source / "scans").mkdir(parents=True)
+    (source / "scans" / "under.tif").write_bytes(b"under the mount point")
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "scans/under.tif" in landed(target), what="the first pass", log=log)
+        with tmpfs(source / "scans", "4m"):
+            (source / "scans" / "new.tif").write_bytes(b"on the share")
+            wait_for(lambda: landed(target).get("scans/new.tif") == b"on the share", what="a file on it", log=log)
+            (source / "scans" / "later.tif").write_bytes(b"later")
+            wait_for(lambda: landed(target).get("scans/later.tif") == b"later", what="a later file", log=log)
+        stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_an_emptied_source_in_watch_mode_deletes_nothing(tmp_path: Path) -> None:
     source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
     contents = _invoices(source, 5)
