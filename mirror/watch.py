@@ -169,6 +169,8 @@ class SourceWatcher:
         #: full scan tells the log and status (left out, exit 1), which said in sync while
         #: files changed in it unseen
         self._unreadable_now: str | None = None
+        #: the source folder's own permissions (or owner, or times) changed
+        self._root_changed = False
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
@@ -337,9 +339,11 @@ class SourceWatcher:
             self._poll_links()
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
-            if self._unreadable_now is not None:
-                log.debug("%s cannot be read now; rescanning the source", self._unreadable_now)
-                self._unreadable_now = None
+            if self._unreadable_now is not None or self._root_changed:
+                lost = self._unreadable_now
+                why = f"{lost} cannot be read now" if lost else "the source folder changed"
+                log.debug("%s; rescanning the source", why)
+                self._unreadable_now, self._root_changed = None, False
                 yield Batch({}, rescan=True)
             if self._switching():
                 return
@@ -556,6 +560,9 @@ class SourceWatcher:
             # the source folder itself is gone: its watch with it, whether or not a folder
             # of its name (on ext4 often with its inode number) is made again
             self._root_deleted = self._root_deleted or deleted
+            # else its permissions changed (the only other event of its own): a file that
+            # failed while it could not be read is sent now, not with the next change
+            self._root_changed = self._root_changed or not deleted
             return
         now = time.monotonic()
         try:

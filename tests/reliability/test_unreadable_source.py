@@ -198,6 +198,27 @@ def test_an_unreadable_folder_at_the_start_leaves_no_other_folder_unwatched(
         (source / "lost+found").chmod(0o755)
 
 
+def test_a_file_that_failed_while_the_source_folder_was_unreadable_is_sent_once_it_is_readable(
+    mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """chmod 311 on the source folder for a moment (a umask, an admin) while a file was
+    written: it failed as "cannot read the source file", and once the folder could be
+    read again nothing sent it while nothing else changed (up to the hourly rescan)."""
+    source, target, env = mirrored
+    log = tmp_path / "watch.log"
+    try:
+        with watching(source, target, env, log):
+            (source / "late.pdf").write_bytes(b"late")
+            wait_for(lambda: files(target).get("late.pdf") == b"late", what="the watcher's first change", log=log)
+            source.chmod(0o311)
+            (source / "new.pdf").write_bytes(b"new")
+            wait_for(lambda: "new.pdf: cannot read" in log.read_text(), what="the file's failure", log=log)
+            source.chmod(0o755)
+            wait_for(lambda: files(target).get("new.pdf") == b"new", what="the file, once readable", log=log)
+    finally:
+        source.chmod(0o755)
+
+
 def test_a_folder_the_patterns_leave_out_is_no_problem_unread(
     mirrored: tuple[Path, Path, dict[str, str]], tmp_path: Path
 ) -> None:
