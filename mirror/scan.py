@@ -184,10 +184,14 @@ class Snapshot:
         return {s.path: (s.entry, s.reason) for s in self.skipped if s.fix and s.entry is not None}
 
 
+#: why a link is not mirrored (:func:`kind_of`)
+LINK = "a symbolic link (links are not followed)"
+
+
 def kind_of(mode: int) -> str:
     """What a source entry that is not mirrored is, said as a skip says it."""
     if stat.S_ISLNK(mode):
-        return "a symbolic link (links are not followed)"
+        return LINK
     if stat.S_ISFIFO(mode):
         return "a FIFO"
     if stat.S_ISSOCK(mode):

@@ -26,7 +26,7 @@ from watchfiles._rust_notify import WatchfilesRustInternalError
 from mirror.filters import Filter
 from mirror.mounts import Identity, MountTableWatch, folder_identity, mounts_below
 from mirror.paths import ancestors
-from mirror.scan import LocalEntry, kind_of, mtime_ns, racy, scan, stat_paths
+from mirror.scan import LINK, LocalEntry, kind_of, mtime_ns, racy, scan, stat_paths
 
 log = logging.getLogger("mirror")
 
@@ -174,11 +174,16 @@ class SourceWatcher:
         #: watchfiles' ignore_permission_denied also swallows the inotify watch limit
         #: (a tree watched in part, silently), so it is only turned on once a folder is unreadable
         self._skip_denied = False
-        #: the error of a folder notify could not watch: its walk of the source stopped
-        #: there, and the folders it would have walked after got no watch either (a
-        #: service whose source is a disk's root, with lost+found, missed most changes).
-        #: Once set, the watcher watches each folder on its own (_watch)
-        self._denied: str | None = None
+        #: why the watcher watches each folder on its own, if it does (_watch):
+        #: - a folder notify could not watch: its walk of the source stopped there, and
+        #:   the folders it would have walked after got no watch either (a service whose
+        #:   source is a disk's root, with lost+found, missed most changes);
+        #: - a link to a folder: notify follows it, and inotify, with one watch a folder,
+        #:   names the folder's changes by the path notify walked last, the link's. Once
+        #:   the link was switched or removed, they were lost (latest -> 2024 -> 2025).
+        self._per_folder: str | None = None
+        #: a link to a folder appeared: the watcher must start again, folder by folder
+        self._relink = False
 
     @property
     def watching(self) -> str | None:
@@ -258,7 +263,7 @@ class SourceWatcher:
                 if isinstance(exc, PermissionError) and not self._skip_denied:
                     log.warning("%s; watching the rest of the source", exc)
                     self._skip_denied = True
-                    self._denied = str(exc)
+                    self._per_folder = str(exc)
                 elif not self.poll and "MaxFilesWatch" in str(exc):
                     # watchfiles: "OS file watch limit reached. about [...] (Error { kind: MaxFilesWatch ... })"
                     self._fall_back(
@@ -292,9 +297,7 @@ class SourceWatcher:
         # that is reached through a link from now on must be watched by its real path
         self._real_root = Path(os.path.realpath(self.root))
         paths, recursive = [self._real_root], True
-        if self._denied is not None and not self.poll:
-            # notify's walk of the source stops at the first folder it cannot watch: each
-            # folder that can be read is watched on its own
+        if self._per_folder is not None and not self.poll:
             paths, recursive = [self._real_root / rel for rel in sorted(_folders_below(self._real_root))], False
         events = watchfiles.watch(
             *paths,
@@ -353,10 +356,25 @@ class SourceWatcher:
                 return
             ticked = (time.monotonic(), time.process_time())
 
+    def links_found(self, paths: Iterable[str]) -> None:
+        """The links in the source a full scan skipped: one to a folder makes the watcher
+        watch folder by folder (:attr:`_per_folder`)."""
+        for rel in paths:
+            self._link_found(rel)
+
+    def _link_found(self, rel: str) -> None:
+        if self._per_folder is None and not self.poll and os.path.isdir(self.root / rel):
+            self._per_folder = f"{rel} is a link to a folder"
+            self._relink = True
+
     def _ending(self, root_id: Identity | None, link_id: Identity | None) -> bool | None:
         """Why this watcher must end, after a batch: None while it may go on, else
         whether a rescan must follow. ``root_id``, ``link_id``: the source folder and
         the link to it as the watcher began."""
+        if self._relink:
+            self._relink = False
+            log.info("%s; watching the source folder by folder", self._per_folder)
+            return True
         now_id = folder_identity(self.root)
         if now_id != root_id:
             # unmounted or mounted again, or swapped for another: the watches died with the
@@ -400,7 +418,7 @@ class SourceWatcher:
             return
         mine = _inotify_fds() - started
         self._inotify_fd = mine.pop() if len(mine) == 1 and self._check_watches else None
-        if self._denied is not None and self._inotify_fd is not None:
+        if self._per_folder is not None and self._inotify_fd is not None:
             self._new_folders.update(_folders_below(self.root))  # checked with this batch
         if self._rewatching is not None:
             self._new_folders.add(self._rewatching)  # checked again with this batch
@@ -423,8 +441,8 @@ class SourceWatcher:
             # notify adds a new folder's watch itself, and drops the error when the watch
             # limit refuses it: the folder's changes would never be told. A new watcher
             # watches every folder, or fails on the limit (and polls). Watching folder by
-            # folder (_denied), a new folder always takes a new watcher
-            level = logging.DEBUG if self._denied is not None else logging.INFO
+            # folder (_per_folder), a new folder always takes a new watcher
+            level = logging.DEBUG if self._per_folder is not None else logging.INFO
             log.log(level, "the new folder %s got no inotify watch; watching the source anew", unwatched)
             self._rewatching = unwatched
             return True
@@ -569,30 +587,10 @@ class SourceWatcher:
             st = os.lstat(path)
         except OSError:
             st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            self._link_found(rel)
         if st is not None and stat.S_ISDIR(st.st_mode):
-            snap = scan(self.root, self.filt, start=rel)
-            # the folder, or files in it: one whose names could be read but not its files
-            # (chmod 444) had those left out, not itself
-            again = {u for u in self.unreadable if u == rel or u.startswith(f"{rel}/")} - snap.unreadable
-            if again:
-                self._readable_again = min(again)
-            if lost := snap.unreadable - self.unreadable:
-                self._unreadable_now = min(lost)
-            self.unreadable.update(snap.unreadable)
-            if self._inotify_fd is not None:
-                self._new_folders.add(rel)
-                self._new_folders.update(os.path.dirname(sub) for sub in snap.entries)
-            for sub in snap.entries:
-                self._pending.setdefault(sub, (None, now))
-            for sub in snap.linked:
-                entry = snap.entries[sub]
-                self._linked[entry.ino] = (entry.size, entry.mtime_ns)
-            self.linked.update(snap.linked)
-            self._found.update(snap.entries)
-            self._look_below.add(rel)
-            if rel in self.known:
-                # a file replaced by a folder of its name: the file is gone
-                self._pending.setdefault(rel, (None, now))
+            self._note_folder(rel, now)
             return
         self._pending.setdefault(rel, (None, now))
         if st is not None and st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
@@ -603,6 +601,33 @@ class SourceWatcher:
             # within one debounce. A known file has nothing below it: with thousands
             # deleted at once, looking below each took minutes
             self._look_below.add(rel)
+
+    def _note_folder(self, rel: str, now: float) -> None:
+        """:meth:`_note` of a folder: its files are scanned, and pending."""
+        snap = scan(self.root, self.filt, start=rel)
+        # the folder, or files in it: one whose names could be read but not its files
+        # (chmod 444) had those left out, not itself
+        again = {u for u in self.unreadable if u == rel or u.startswith(f"{rel}/")} - snap.unreadable
+        if again:
+            self._readable_again = min(again)
+        if lost := snap.unreadable - self.unreadable:
+            self._unreadable_now = min(lost)
+        self.unreadable.update(snap.unreadable)
+        if self._inotify_fd is not None:
+            self._new_folders.add(rel)
+            self._new_folders.update(os.path.dirname(sub) for sub in snap.entries)
+        for sub in snap.entries:
+            self._pending.setdefault(sub, (None, now))
+        for sub in snap.linked:
+            entry = snap.entries[sub]
+            self._linked[entry.ino] = (entry.size, entry.mtime_ns)
+        self.linked.update(snap.linked)
+        self.links_found(s.path for s in snap.skipped if s.reason == LINK)  # a folder moved in with a link
+        self._found.update(snap.entries)
+        self._look_below.add(rel)
+        if rel in self.known:
+            # a file replaced by a folder of its name: the file is gone
+            self._pending.setdefault(rel, (None, now))
 
     def _expand_gone(self) -> None:
         """Known files below the folders of this event batch that vanished, were renamed

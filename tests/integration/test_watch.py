@@ -330,6 +330,38 @@ def test_changes_in_a_folder_a_link_points_to_are_seen(tmp_path: Path, link: str
         assert proc.wait(15) == 0
 
 
+@pytest.mark.parametrize("link", ["latest", "zz-latest", "up"])
+@pytest.mark.parametrize("then", ["switched", "removed"])
+def test_changes_in_a_folder_a_link_pointed_to_are_seen_once_the_link_is_switched_or_gone(
+    tmp_path: Path, link: str, then: str
+) -> None:
+    """latest -> 2024 when mirror started, then switched to 2025 (or removed): inotify
+    still named 2024's changes by the link's path, which led elsewhere by then, and a new
+    invoice in 2024 never reached the target while status said idle (for "up -> ..", a
+    folder moved into the source, every change in the source's top folder)."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    for year in ("2024", "2025"):
+        (src / year).mkdir(parents=True)
+        (src / year / "a.pdf").write_bytes(b"v1")
+    (src / "top.pdf").write_bytes(b"v1")
+    (src / link).symlink_to("2024" if "latest" in link else "..")
+    proc = start("run", str(src), str(dst), state=state, log=log)
+    try:
+        wait_for(lambda: files(dst) == files(src), what="the first copy", log=log)
+        (src / link).unlink()
+        if then == "switched":
+            (src / link).symlink_to("2025")
+        time.sleep(0.5)
+        (src / "2024" / "a.pdf").write_bytes(b"v2")
+        (src / "2024" / "new.pdf").write_bytes(b"new")
+        (src / "top.pdf").write_bytes(b"v2")
+        expected = {"2024/a.pdf": b"v2", "2024/new.pdf": b"new", "2025/a.pdf": b"v1", "top.pdf": b"v2"}
+        wait_for(lambda: files(dst) == expected, what="the changes, under their own paths", log=log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
 @pytest.mark.parametrize("moved", ["src", "parent"])
 def test_a_source_moved_and_a_link_left_in_its_place_is_still_watched(tmp_path: Path, moved: str) -> None:
     """mv export export.real && ln -s export.real export (or the same of a folder above
