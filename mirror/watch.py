@@ -182,8 +182,9 @@ class SourceWatcher:
         #:   names the folder's changes by the path notify walked last, the link's. Once
         #:   the link was switched or removed, they were lost (latest -> 2024 -> 2025).
         self._per_folder: str | None = None
-        #: a link to a folder appeared: the watcher must start again, folder by folder
-        self._relink = False
+        #: the watcher must start again: a link to a folder appeared, or, watching folder
+        #: by folder, a folder was made, moved or renamed (the watches cannot follow it)
+        self._rewatch = False
 
     @property
     def watching(self) -> str | None:
@@ -365,15 +366,15 @@ class SourceWatcher:
     def _link_found(self, rel: str) -> None:
         if self._per_folder is None and not self.poll and os.path.isdir(self.root / rel):
             self._per_folder = f"{rel} is a link to a folder"
-            self._relink = True
+            log.info("%s; watching the source folder by folder", self._per_folder)
+            self._rewatch = True
 
     def _ending(self, root_id: Identity | None, link_id: Identity | None) -> bool | None:
         """Why this watcher must end, after a batch: None while it may go on, else
         whether a rescan must follow. ``root_id``, ``link_id``: the source folder and
         the link to it as the watcher began."""
-        if self._relink:
-            self._relink = False
-            log.info("%s; watching the source folder by folder", self._per_folder)
+        if self._rewatch:
+            self._rewatch = False
             return True
         now_id = folder_identity(self.root)
         if now_id != root_id:
@@ -604,6 +605,10 @@ class SourceWatcher:
 
     def _note_folder(self, rel: str, now: float) -> None:
         """:meth:`_note` of a folder: its files are scanned, and pending."""
+        # a watcher of each folder on its own watches none made, moved in or renamed since
+        # it started, and the look in /proc for a folder without a watch could miss it:
+        # the edit of a file in a new folder was lost (4 of 20 runs on a loaded machine)
+        self._rewatch = self._rewatch or (self._per_folder is not None and not self.poll)
         snap = scan(self.root, self.filt, start=rel)
         # the folder, or files in it: one whose names could be read but not its files
         # (chmod 444) had those left out, not itself
