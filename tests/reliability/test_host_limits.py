@@ -116,7 +116,8 @@ def fill(disk: Path) -> Path:
     """Fill ``disk`` up with one file; remove it to give the space back."""
     filler = disk / "filler"
     try:
-        f = open(filler, "wb")  # noqa: SIM115 - closed below
+        # unbuffered: a buffer left to flush as the file closes failed the test with ENOSPC
+        f = open(filler, "wb", buffering=0)  # noqa: SIM115 - closed below
     except OSError as exc:
         # full already: the index's WAL, checkpointed late on a loaded machine, took the rest
         if exc.errno != errno.ENOSPC:
