@@ -32,7 +32,7 @@ from mirror.engine import Mirror
 from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
 from mirror.index_files import index_of, state_dir
-from mirror.target_place import TargetPlace, claimed_by_a_process
+from mirror.target_place import TargetPlace
 
 if TYPE_CHECKING:
     from mirror.alerts import Alerts
@@ -110,8 +110,9 @@ def status(config: Config) -> list[TargetStatus]:
             # running on it still: the first run through the link takes it over
             real = index_of(root, config.source, target)
             index = real if real.exists() else index
+        where = TargetPlace(config, target, index)
         renamed = False
-        if not index.exists() and len(same := TargetPlace(config, target, index).indexes_of_same_place()) == 1:
+        if not index.exists() and len(same := where.indexes_of_same_place()) == 1:
             # the target renamed in the config, or its URL spelled anew: the index its next
             # run takes over, which a running mirror still writes under the old name
             index, renamed = same[0], True
@@ -122,9 +123,9 @@ def status(config: Config) -> list[TargetStatus]:
             result.append(found)
         else:
             found = never_run(target.name, redact_url(target.url), str(config.source), index)
-            if claimed_by_a_process(config, target):
+            if where.claimed_by_a_process():
                 found = replace(found, running=True, state=RUNNING_ELSEWHERE, last_error=running_elsewhere(root))
-                if (writer := TargetPlace(config, target, index).last_writer()) is not None:
+                if (writer := where.last_writer()) is not None:
                     # this state folder's own mirror, started with the config as it was before
                     # (another source, another target name): the edit, not a deleted folder
                     older = _read_status(writer)

@@ -30,7 +30,7 @@ from mirror.mounts import Identity, folder_identity, mounts_below, nearly_none, 
 from mirror.paths import ancestors
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner
-from mirror.scan import COARSE_NS, LINK, Entries, Skip, Snapshot, check_source, racy, scan, stat_paths
+from mirror.scan import COARSE_NS, Entries, Skip, Snapshot, check_source, racy, scan, stat_paths
 from mirror.wording import described
 
 if TYPE_CHECKING:
@@ -511,7 +511,7 @@ class Mirror:
                 watcher.inner_mounts = dict(self.inner_mounts)
                 watcher.unreadable = set(fresh.unreadable)
                 watcher.linked = set(fresh.linked)
-                watcher.links_found(s.path for s in fresh.skipped if s.reason == LINK)
+                watcher.links_found(fresh.links())
                 for runner in self.runners:
                     runner.submit(full=True, listing=due, skip=young | fresh.unreadable)
             elif batch.changes:

@@ -146,7 +146,9 @@ def overlapping(a: str, b: str, mountinfo: str = "/proc/self/mountinfo") -> bool
     """Whether folders ``a`` and ``b`` are one, or one lies inside the other, on the
     filesystem under them, whatever mounts show them: a target bind-mounted from a folder
     of the source passed as a folder elsewhere, and mirror copied its own copies into the
-    source, a level deeper every second."""
+    source, a level deeper every second. By their paths where there is no mount table."""
+    if overlaps(Path(a), Path(b)):
+        return True
     here, there = _on_filesystem(a, mountinfo), _on_filesystem(b, mountinfo)
     if here is None or there is None or here[0] != there[0]:
         return False

@@ -177,6 +177,11 @@ class Snapshot:
         self.skipped.append(Skip(rel or ".", reason, unreadable=True))
         self.unreadable.add(rel)
 
+    def links(self) -> list[str]:
+        """The links the walk skipped (the watcher watches folder by folder where one
+        leads to a folder)."""
+        return [s.path for s in self.skipped if s.reason == LINK]
+
     def left_out(self) -> dict[str, tuple[LocalEntry, str]]:
         """The regular files that are there but cannot be mirrored as they are (a name
         that is not valid UTF-8), path -> (entry, why): a file mirrored before and renamed

@@ -25,8 +25,7 @@ from mirror.config import COMMAND_LINE, Config, TargetConfig
 from mirror.driver import Capabilities
 from mirror.errors import ConfigError, MirrorError, TargetBusy
 from mirror.index import Index
-from mirror.index_files import index_path, state_dir
-from mirror.mounts import overlapping, overlaps
+from mirror.mounts import overlapping
 from mirror.paths import path_key
 from mirror.place_claim import PlaceClaim, claimed
 
@@ -131,13 +130,12 @@ class TargetPlace:
     def last_writer(self) -> Path | None:
         """The index beside :attr:`index_file` that last wrote to this place, as its lock
         records it (:func:`note_writer`); None where none does, or it is gone."""
-        path = self.index_file.parent / f"place-{place_key(self.compared_place())}.lock"
         try:
-            lines = path.read_text(errors="replace").splitlines()
+            name = _writer(self._lock_path().read_bytes())
         except OSError:
             return None
-        named = [line.removeprefix(_WRITER) for line in lines[1:2] if line.startswith(_WRITER)]
-        return next((f for f in (self.index_file.parent / n for n in named) if f.exists()), None)
+        found = self.index_file.parent / name if name else None
+        return found if found is not None and found.exists() else None
 
     def writes_to(self) -> str | None:
         """The place (:meth:`place`) a remote target's rows describe, as its index records it
@@ -171,7 +169,7 @@ class TargetPlace:
         name, source = self.target.name, self.config.source.resolve()
         folder = self.local_folder
         target = Path(folder).resolve() if folder is not None else None
-        if target is not None and (overlaps(target, source) or overlapping(str(target), str(source))):
+        if target is not None and overlapping(str(target), str(source)):
             raise ConfigError(
                 f"target {name!r} ({folder}) overlaps the source folder {source}; "
                 "choose a target outside the source"
@@ -204,13 +202,26 @@ class TargetPlace:
             raise busy(self.resolved.url, claim.taken_by == "here", detail)
         return claim
 
+    def claimed_by_a_process(self) -> bool:
+        """Whether a mirror process on this machine mirrors this place, whatever its state
+        folder (mirror.place_claim): one whose state folder was deleted under it goes on,
+        its index open, and status found no index and said never run."""
+        if registry.load_driver_class(self.resolved.backend).in_process:
+            return False
+        try:
+            return claimed(place_key(self.compared_place()))
+        except (MirrorError, OSError):  # a local folder that cannot be resolved is claimed by no one
+            return False
+
+    def _lock_path(self, place: tuple[str, ...] | None = None) -> Path:
+        return self.index_file.parent / f"place-{place_key(place or self.compared_place())}.lock"
+
     def lock(self, place: tuple[str, ...] | None = None) -> int:
         """Take the lock of the place this target writes to (``place``, or its own):
         another index (another target name, ``file://`` for a plain path, another source
         spelling, another timeout) can name the same folder, and two processes there
         remove each other's uploads as leftovers."""
-        path = self.index_file.parent / f"place-{place_key(place or self.compared_place())}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self._lock_path(place), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -234,19 +245,6 @@ class TargetPlace:
         return fd
 
 
-def claimed_by_a_process(config: Config, target: TargetConfig) -> bool:
-    """Whether a mirror process on this machine mirrors ``target``'s place, whatever its
-    state folder (mirror.place_claim): one whose state folder was deleted under it goes
-    on, its index open, and status found no index and said never run."""
-    where = TargetPlace(config, target, index_path(state_dir(config), config.named_source, target))
-    if registry.load_driver_class(where.resolved.backend).in_process:
-        return False
-    try:
-        return claimed(place_key(where.compared_place()))
-    except (MirrorError, OSError):  # a local folder that cannot be resolved is claimed by no one
-        return False
-
-
 def folder_place(folder: str) -> tuple[str, ...]:
     """The place (:meth:`TargetPlace.place`) of a target that is a local folder."""
     return ("folder", str(Path(folder).resolve()))
@@ -266,11 +264,16 @@ def note_writer(fd: int, index_name: str) -> str | None:
     """Record in the place lock ``fd`` (held) that the index ``index_name`` writes there
     now; the file name of the index that did before, None where no mirror that records it
     has (the lock is new, or an older mirror's)."""
-    holder, _, rest = os.pread(fd, 4096, 0).partition(b"\n")
-    before = rest.partition(b"\n")[0].decode(errors="replace")
+    text = os.pread(fd, 4096, 0)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, holder + f"\n{_WRITER}{index_name}\n".encode(), 0)
-    return before.removeprefix(_WRITER) if before.startswith(_WRITER) else None
+    os.pwrite(fd, text.partition(b"\n")[0] + f"\n{_WRITER}{index_name}\n".encode(), 0)
+    return _writer(text)
+
+
+def _writer(text: bytes) -> str | None:
+    """The file name of the index a place lock's ``text`` says last wrote there, if it does."""
+    line = text.partition(b"\n")[2].partition(b"\n")[0].decode(errors="replace")
+    return line.removeprefix(_WRITER) if line.startswith(_WRITER) else None
 
 
 def busy(subject: str, here: bool, detail: str, target: str | None = None, ends: bool = False) -> TargetBusy:

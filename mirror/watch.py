@@ -26,7 +26,7 @@ from watchfiles._rust_notify import WatchfilesRustInternalError
 from mirror.filters import Filter
 from mirror.mounts import Identity, MountTableWatch, folder_identity, mounts_below
 from mirror.paths import ancestors
-from mirror.scan import LINK, LocalEntry, kind_of, mtime_ns, racy, scan, stat_paths
+from mirror.scan import LocalEntry, kind_of, mtime_ns, racy, scan, stat_paths
 
 log = logging.getLogger("mirror")
 
@@ -627,7 +627,7 @@ class SourceWatcher:
             entry = snap.entries[sub]
             self._linked[entry.ino] = (entry.size, entry.mtime_ns)
         self.linked.update(snap.linked)
-        self.links_found(s.path for s in snap.skipped if s.reason == LINK)  # a folder moved in with a link
+        self.links_found(snap.links())  # a folder moved in with a link
         self._found.update(snap.entries)
         self._look_below.add(rel)
         if rel in self.known:
