@@ -206,7 +206,8 @@ def kind_of(mode: int) -> str:
     return "not a regular file"
 
 
-def _valid_name(rel: str) -> bool:
+def valid_name(rel: str) -> bool:
+    """Whether ``rel`` is valid UTF-8 (a name read from the disk decodes with surrogates where not)."""
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
@@ -247,7 +248,7 @@ def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[st
     records, skipped, linked, pack = snap.entries._records, snap.skipped, snap.linked, _RECORD.pack
     narrows = filt.narrows
     prefix = f"{rel_dir}/" if rel_dir else ""
-    valid_dir = _valid_name(rel_dir)
+    valid_dir = valid_name(rel_dir)
     folders = []
     # one loop body for every file: at a few microseconds per file, calls add up; the
     # entries stat through ``fd``, which stays open until they are done
@@ -268,7 +269,7 @@ def _list_folder(fd: int, rel_dir: str, filt: Filter, snap: Snapshot) -> list[st
                     folders.append(rel)
             elif is_junk(name) or (narrows and not filt.wants_by_pattern(rel)):
                 continue
-            elif not (valid_dir and (name.isascii() or _valid_name(name))):
+            elif not (valid_dir and (name.isascii() or valid_name(name))):
                 entry = LocalEntry(rel, st.st_size, mtime_ns(st), st.st_ino) if S_ISREG(mode) else None
                 skipped.append(Skip(rel, "its name is not valid UTF-8", fix="rename it", entry=entry))
             elif S_ISREG(mode):
@@ -318,7 +319,7 @@ def stat_paths(root: Path, rels: Iterable[str], filt: Filter) -> dict[str, Local
             continue
         except OSError:
             continue
-        wanted = filt.wants_file(rel) and _valid_name(rel) and _dirs_wanted(rel, filt)
+        wanted = filt.wants_file(rel) and valid_name(rel) and _dirs_wanted(rel, filt)
         if stat.S_ISREG(st.st_mode) and inside and wanted:
             result[rel] = LocalEntry(rel, st.st_size, mtime_ns(st), st.st_ino)
         else:

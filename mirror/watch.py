@@ -26,7 +26,7 @@ from watchfiles._rust_notify import WatchfilesRustInternalError
 from mirror.filters import Filter
 from mirror.mounts import Identity, MountTableWatch, folder_identity, mounts_below
 from mirror.paths import ancestors
-from mirror.scan import LocalEntry, kind_of, mtime_ns, racy, scan, stat_paths
+from mirror.scan import LocalEntry, kind_of, mtime_ns, racy, scan, stat_paths, valid_name
 
 log = logging.getLogger("mirror")
 
@@ -38,9 +38,10 @@ TICK_MS = 100
 #: up to this many folders to look below at once, one prefix test per known file is
 #: quickest; beyond it, one look-up per parent folder of each known file
 FEW_FOLDERS = 16
-#: seconds until inotify is tried again after a folder name it cannot decode made the
-#: watcher poll (each try that fails again costs a watcher set up over the whole source)
-NAME_RETRY = 60.0
+#: seconds between looks at a folder that holds a name that is not valid UTF-8: notify's
+#: watcher ends at each event that names one (and polling fails on it too), so such a
+#: folder is looked at, not watched
+ODD_LOOK = 0.3
 #: a file still changing after this many seconds is named in a warning, once
 RESTLESS_AFTER = 60.0
 #: files with more than one name (hard links) are stat'ed this often, at most: inotify
@@ -86,6 +87,9 @@ class Batch:
 
 
 Signature = tuple[int, int, int] | None
+#: one name of a folder as looked at: its type, size, time and inode (a folder's type and
+#: inode only: its time changes with every file made in it)
+Look = tuple[int, int, int, int]
 
 
 class SourceWatcher:
@@ -181,7 +185,13 @@ class SourceWatcher:
         #: - a link to a folder: notify follows it, and inotify, with one watch a folder,
         #:   names the folder's changes by the path notify walked last, the link's. Once
         #:   the link was switched or removed, they were lost (latest -> 2024 -> 2025).
+        #: - a name that is not valid UTF-8: notify's watcher ends at each event that
+        #:   names one, and a new one started with a rescan of the whole source, at each
+        #:   write of a Latin-1 program's log (5-12 s late, a CPU core busy). The folders
+        #:   that hold such names are looked at (ODD_LOOK), each name as last seen
         self._per_folder: str | None = None
+        self._odd: dict[str, dict[str, Look]] = {}
+        self._odd_looked = 0.0
         #: the watcher must start again: a link to a folder appeared, or, watching folder
         #: by folder, a folder was made, moved or renamed (the watches cannot follow it)
         self._rewatch = False
@@ -239,25 +249,14 @@ class SourceWatcher:
                     # the first copy made (it waits for the watcher's first rescan)
                     self._fall_back(*_cannot_start(exc))
                     continue
-                if not self.poll and not self._began and "Unable to decode path" in str(exc):
-                    # a folder whose name is not valid UTF-8: inotify's watcher fails as it
-                    # sets up, every time, and nothing was ever mirrored (the first pass
-                    # waits for its first tick); watchfiles' poller reads such names
-                    self._fall_back(
-                        "a folder in the source has a name that is not valid UTF-8",
-                        f" ({exc})",
-                        (
-                            "rename it to a UTF-8 name (convmv -f latin1 -t utf8 -r --notest FOLDER)",
-                            "rename the folder that is not valid UTF-8",
-                        ),
-                        # a rename is the fix, often made at once: polled for an hour after
-                        # it, status went on asking for it
-                        retry=NAME_RETRY,
-                    )
+                if not self.poll and "Unable to decode path" in str(exc):
+                    # the next watcher looks at the folders that hold such names; a folder
+                    # whose own name it is failed every watcher as it set up, and nothing
+                    # was ever mirrored (the first pass waits for its first tick)
+                    self._per_folder = self._per_folder or "a name in the source is not valid UTF-8"
                     continue
-                # watchfiles gives up on a name it cannot decode (one not valid UTF-8),
-                # and its watcher with it: a new one starts with a rescan, which finds
-                # the change (and warns about the name)
+                # polling, watchfiles gives up on such a name as well, and its watcher with
+                # it: a new one starts with a rescan, which finds the change
                 log.info("watcher error (%s); rescanning the source", exc)
                 self.stop.wait(1.0)
             except OSError as exc:
@@ -276,13 +275,13 @@ class SourceWatcher:
                     log.warning("watcher error (%s); rescanning the source", exc)
                     self.stop.wait(1.0)
 
-    def _fall_back(self, why: str, detail: str, fix: tuple[str, str], retry: float | None = None) -> None:
+    def _fall_back(self, why: str, detail: str, fix: tuple[str, str]) -> None:
         """Watch by polling from now on, as inotify cannot watch the source: told once
         per cause, with its fix (in full, and short for status); inotify is tried again
-        every ``retry_every`` seconds, or ``retry`` where sooner."""
+        every ``retry_every`` seconds."""
         self.poll = True
         self.fallback = f"{why}; {fix[1]}"
-        self._retry_at = time.monotonic() + min(self.retry_every, retry or self.retry_every)
+        self._retry_at = time.monotonic() + self.retry_every
         if why in self._warned:
             log.info("%s%s; polling on", why, detail)
             return
@@ -299,7 +298,9 @@ class SourceWatcher:
         self._real_root = Path(os.path.realpath(self.root))
         paths, recursive = [self._real_root], True
         if self._per_folder is not None and not self.poll:
-            paths, recursive = [self._real_root / rel for rel in sorted(_folders_below(self._real_root))], False
+            folders, odd = _folders_below(self._real_root)
+            self._look_anew(odd)
+            paths, recursive = [self._real_root / rel for rel in sorted(folders - odd)], False
         events = watchfiles.watch(
             *paths,
             recursive=recursive,
@@ -341,6 +342,7 @@ class SourceWatcher:
             self._expand_gone()
             self._expand_links()
             self._poll_links()
+            self._look_at_odd()
             # an empty batch on an idle tick lets the engine run its rescan schedule
             yield Batch(self._settled())
             if self._unreadable_now is not None or self._root_changed:
@@ -420,7 +422,8 @@ class SourceWatcher:
         mine = _inotify_fds() - started
         self._inotify_fd = mine.pop() if len(mine) == 1 and self._check_watches else None
         if self._per_folder is not None and self._inotify_fd is not None:
-            self._new_folders.update(_folders_below(self.root))  # checked with this batch
+            folders, odd = _folders_below(self.root)
+            self._new_folders.update(folders - odd)  # checked with this batch
         if self._rewatching is not None:
             self._new_folders.add(self._rewatching)  # checked again with this batch
         if self.fallback is not None:
@@ -526,7 +529,7 @@ class SourceWatcher:
         return missing
 
     def _watched(self, rel: str, watched: set[int]) -> bool:
-        if not rel or rel in self.unreadable:
+        if not rel or rel in self.unreadable or rel in self._odd:
             return True  # the source itself is watched from the start; no watch can read that one
         try:
             st = os.stat(self.root / rel)
@@ -683,6 +686,35 @@ class SourceWatcher:
             if entry != self.known.get(rel):
                 self._pending.setdefault(rel, (None, now))
 
+    def _look_anew(self, odd: set[str]) -> None:
+        """Look at the folders ``odd`` from now on, each holding a name that is not valid
+        UTF-8; the first look is the base that later ones are compared with."""
+        for rel in sorted(odd - self._odd.keys()):
+            log.info(
+                "%s holds a name that is not valid UTF-8, which the watcher cannot pass on; looking at it "
+                "every %.1f s instead",
+                rel or "the source folder",
+                ODD_LOOK,
+            )
+        self._odd = {rel: _look(self._real_root / rel)[0] for rel in odd}
+        self._odd_looked = time.monotonic()
+
+    def _look_at_odd(self) -> None:
+        """Pending: each name of the folders looked at (:attr:`_odd`) that came, went, or
+        changed since the last look. A folder without an odd name now, or gone, takes a
+        new watcher: inotify can watch it again."""
+        now = time.monotonic()
+        if not self._odd or now - self._odd_looked < ODD_LOOK:
+            return
+        self._odd_looked = now
+        for rel, before in self._odd.items():
+            names, odd = _look(self._real_root / rel)
+            self._rewatch = self._rewatch or not odd
+            self._odd[rel] = names
+            for name in before.keys() | names.keys():
+                if before.get(name) != names.get(name):
+                    self._note(os.path.join(self._real_root, rel, name), deleted=name not in names)
+
     def _tell_if_restless(self, rel: str, now: float) -> None:
         since = self._changing_since.setdefault(rel, now)
         if now - since >= RESTLESS_AFTER and rel not in self._told:
@@ -779,21 +811,55 @@ def _stalled_since(since: tuple[float, float]) -> float:
     return time.monotonic() - since[0] - (time.process_time() - since[1])
 
 
-def _folders_below(root: Path) -> set[str]:
-    """Every folder below ``root`` that can be listed, relative to it ("" for itself);
-    links are not followed."""
+def _folders_below(root: Path) -> tuple[set[str], set[str]]:
+    """Every folder below ``root`` that can be listed, relative to it ("" for itself),
+    and those of them that hold a name that is not valid UTF-8; links are not followed,
+    nor folders whose name is not valid UTF-8 (nothing in them is mirrored)."""
     found: set[str] = set()
+    odd: set[str] = set()
     todo = [""]
     while todo:
         rel = todo.pop()
         try:
             with os.scandir(root / rel) as entries:
-                subs = [f"{rel}/{e.name}" if rel else e.name for e in entries if e.is_dir(follow_symlinks=False)]
+                subs = []
+                for item in entries:
+                    if not (item.name.isascii() or valid_name(item.name)):
+                        odd.add(rel)
+                    elif item.is_dir(follow_symlinks=False):
+                        subs.append(f"{rel}/{item.name}" if rel else item.name)
         except OSError:
             continue
         found.add(rel)
         todo.extend(subs)
-    return found
+    return found, odd & found
+
+
+def _look(folder: Path) -> tuple[dict[str, Look], bool]:
+    """Each name in ``folder`` that is valid UTF-8, with its :data:`Look`, and whether
+    the folder holds one that is not (none, and False, where it cannot be listed: gone,
+    it takes a new watcher as well)."""
+    names: dict[str, Look] = {}
+    odd = False
+    try:
+        with os.scandir(folder) as entries:
+            for item in entries:
+                if not (item.name.isascii() or valid_name(item.name)):
+                    odd = True
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                kind = stat.S_IFMT(st.st_mode)
+                names[item.name] = (
+                    (kind, 0, 0, st.st_ino)
+                    if kind == stat.S_IFDIR
+                    else (kind, st.st_size, mtime_ns(st), st.st_ino)
+                )
+    except OSError:
+        return {}, False
+    return names, odd
 
 
 def _inotify_fds() -> set[int]:

@@ -100,22 +100,59 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_watch(live: tuple[Path, Path,
     wait_for(lambda: files(dst).get("later.pdf") == b"later", what="a file after one whose name is not UTF-8")
 
 
+def test_a_file_whose_name_is_not_utf8_written_again_and_again_leaves_the_watch_be(tmp_path: Path) -> None:
+    """A Latin-1 program's log in the export folder, written to every 0.2 s: each write
+    ended the watcher, and the next one scanned the whole source again. With 100,000
+    files a change took 5-12 s to arrive, and a CPU core stayed busy."""
+    src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    (src / "2024").mkdir(parents=True)
+    (src / "2024" / "a.pdf").write_bytes(b"a")
+    with watching("run", str(src), str(dst), "-v", state=state, log=log):
+        wait_for(lambda: files(dst) == {"2024/a.pdf": b"a"}, what="the first copy")
+        journal = os.path.join(os.fsencode(src / "2024"), b"journal-\xe9t\xe9.log")
+        for _ in range(15):
+            with open(journal, "ab") as f:
+                f.write(b"line\n")
+            time.sleep(0.2)
+        # in the folder that holds the name, and beside it
+        (src / "2024" / "b.pdf").write_bytes(b"b")
+        (src / "2024" / "a.pdf").write_bytes(b"A2")
+        (src / "other.pdf").write_bytes(b"o")
+        want = {"2024/a.pdf": b"A2", "2024/b.pdf": b"b", "other.pdf": b"o"}
+        wait_for(lambda: files(dst) == want, what="the changes beside the log", log=log)
+        (src / "2024" / "b.pdf").unlink()
+        (src / "2024" / "q4").mkdir()
+        (src / "2024" / "q4" / "c.pdf").write_bytes(b"c")
+        want = {"2024/a.pdf": b"A2", "2024/q4/c.pdf": b"c", "other.pdf": b"o"}
+        wait_for(lambda: files(dst) == want, what="a deletion and a new folder beside the log", log=log)
+        (src / "2024" / "q4" / "c.pdf").write_bytes(b"c2")
+        wait_for(lambda: files(dst)["2024/q4/c.pdf"] == b"c2", what="an edit in the new folder", log=log)
+    text = log.read_text(errors="replace")
+    assert text.count("rescanning the source") <= 1, text
+    assert "2024 holds a name that is not valid UTF-8" in text, text
+
+
 def test_a_folder_whose_name_is_not_utf8_does_not_keep_the_watch_from_starting(tmp_path: Path) -> None:
     """A folder of a Latin-1 program's in the source: watchfiles failed as it set up its
     watches, again every second, and nothing was ever mirrored, new files neither."""
     src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
     os.makedirs(os.path.join(os.fsencode(src), b"Kunde M\xfcller"))
+    with open(os.path.join(os.fsencode(src), b"Kunde M\xfcller", b"inv.pdf"), "wb") as f:
+        f.write(b"%PDF-1")
     (src / "invoice.pdf").write_bytes(b"%PDF")
+    (src / "2024").mkdir()
     proc = start("run", str(src), str(dst), state=state, log=log)
     try:
         wait_for(lambda: files(dst).get("invoice.pdf") == b"%PDF", what="the first pass", timeout=30)
         (src / "later.pdf").write_bytes(b"later")
-        wait_for(lambda: files(dst).get("later.pdf") == b"later", what="a change seen by polling", timeout=30)
+        (src / "2024" / "deeper.pdf").write_bytes(b"deeper")
+        want = {"invoice.pdf": b"%PDF", "later.pdf": b"later", "2024/deeper.pdf": b"deeper"}
+        wait_for(lambda: files(dst) == want, what="changes beside the folder", log=log)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     text = log.read_text()
-    assert "a folder in the source has a name that is not valid UTF-8" in text and "convmv" in text, text
+    assert "not mirrored: Kunde M\\xfcller/inv.pdf: its name is not valid UTF-8; rename it" in text, text
 
 
 def test_a_file_renamed_to_a_name_that_is_not_utf8_keeps_its_copy_until_renamed_again(

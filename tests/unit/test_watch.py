@@ -179,25 +179,31 @@ def test_a_share_mounted_before_the_watcher_s_first_look_is_rescanned(
     assert caplog.text.count("was mounted or unmounted") == 1 and rescans == 3, caplog.text
 
 
-def test_inotify_comes_back_soon_after_a_name_it_cannot_decode_is_renamed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A folder with a Latin-1 name made the watcher poll; renamed to UTF-8, it was still
-    polled for an hour (inotify tried again at the rescan interval), and status went on
-    asking for the rename."""
-    monkeypatch.setattr(watch, "NAME_RETRY", 1.0, raising=False)
+def test_a_folder_whose_name_is_not_utf8_leaves_the_watch_be_and_is_watched_once_renamed(tmp_path: Path) -> None:
+    """A folder with a Latin-1 name made the watcher poll the whole source, where each
+    change of a name in the folder ended the poller too; renamed to UTF-8, it was still
+    polled for an hour. Now the folder that holds the name is looked at, and the folder
+    renamed is watched."""
     latin1 = os.path.join(os.fsencode(tmp_path), b"Kunde M\xfcller")
     os.mkdir(latin1)
+    with open(os.path.join(latin1, b"inv.pdf"), "wb") as f:
+        f.write(b"%PDF")
     stop = threading.Event()
-    watcher = SourceWatcher(tmp_path, None, Filter(), 0.5, False, stop, {}, retry_every=3600.0)
-    told: str | None = None
+    watcher = SourceWatcher(tmp_path, None, Filter(), 0.3, False, stop, {}, retry_every=3600.0)
+    seen: set[str] = set()
+    renamed = polled = False
     deadline = time.monotonic() + 10.0
-    for _ in watcher.batches():
-        if told is None and watcher.fallback is not None:
-            told = watcher.fallback
-            os.rename(latin1, tmp_path / "Kunde Mueller")  # the fix the warning asks for
-        elif (told is not None and watcher.fallback is None) or time.monotonic() > deadline:
+    for batch in watcher.batches():
+        polled = polled or watcher.poll
+        seen.update(batch.changes)
+        if batch.rescan and not renamed:
+            renamed = True
+            os.rename(latin1, tmp_path / "Kunde Mueller")  # the fix the scan's warning asks for
+        elif batch.rescan and "Kunde Mueller/inv.pdf" in seen:
+            # the watcher that watches the renamed folder is in place
+            (tmp_path / "Kunde Mueller" / "later.pdf").write_bytes(b"later")
+        if "Kunde Mueller/later.pdf" in seen or time.monotonic() > deadline:
             break
     stop.set()
-    assert told is not None and told.startswith("a folder in the source has a name that is not valid UTF-8")
-    assert watcher.fallback is None and not watcher.poll, "still polling after the rename"
+    assert not polled, "the whole source polled"
+    assert {"Kunde Mueller/inv.pdf", "Kunde Mueller/later.pdf"} <= seen, seen
