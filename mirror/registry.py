@@ -317,7 +317,9 @@ def load_driver_class(info: BackendInfo) -> type[Driver]:
     hint = info.install_hint()
     if missing:
         how = hint or f"pip install {missing[0].split('.')[0]}"
-        raise ConfigError(f"backend {info.protocol!r} needs {', '.join(missing)}, which is not installed: {how}")
+        names = " and ".join(filter(None, (", ".join(missing[:-1]), missing[-1])))
+        which = "which is" if len(missing) == 1 else "which are"
+        raise ConfigError(f"backend {info.protocol!r} needs {names}, {which} not installed: {how}")
     module_name, _, class_name = info.driver.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -48,6 +48,9 @@ def resolved(config: Config, target: TargetConfig) -> tuple[registry.Resolved, C
     """The backend, URL and options ``target`` names, and what its driver can do."""
     with located(config, target, None):
         found = registry.resolve(target.url, target.options, config.presets)
+    with located(config, target, found.preset):
+        # of three targets, the one whose backend's package is missing
+        registry.load_driver_class(found.backend)
     try:
         return found, registry.capabilities(found)
     except ConfigError as exc:

@@ -16,6 +16,7 @@ from mirror import config as config_mod
 from mirror.errors import ConfigError, FatalError
 from mirror.events import Report
 from mirror.registry import BackendInfo, Preset, capabilities, connect, known_backends, load_driver_class, resolve
+from mirror.target_place import resolved
 
 #: like Google Drive's google.oauth2, a module inside a package that is not installed
 GDRIVE_LIKE = BackendInfo(
@@ -61,6 +62,32 @@ def test_an_fsspec_backend_whose_packages_are_missing_says_so_before_the_run() -
         load_driver_class(resolve("smblike://host/share", {}, {}).backend)
     with pytest.raises(FatalError, match="needs mirror_absent_pyarrow, which is not installed"):
         connect(resolve("hdfslike://host/x", {}, {}))
+
+
+@pytest.mark.usefixtures("fsspec_backends")
+def test_a_missing_backend_package_names_the_config_and_the_target_that_needs_it(tmp_path: Path) -> None:
+    """Of three targets, the error named the backend alone: not the file, nor the target."""
+    (tmp_path / "src").mkdir()
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(
+        f'source = "{tmp_path / "src"}"\n[targets.usb]\nurl = "{tmp_path / "usb"}"\n'
+        '[targets.share]\nurl = "smblike://host/share"\n'
+    )
+    config = config_mod.load(cfg)
+    usb, share = config.targets
+    resolved(config, usb)
+    with pytest.raises(
+        ConfigError, match=rf"^{cfg}: targets\.share: backend 'smblike' needs mirror_absent_smbclient, "
+    ):
+        resolved(config, share)
+
+
+def test_several_missing_modules_read_as_a_list() -> None:
+    two = BackendInfo(
+        "dropbox", "Dropbox", "mirror.backends.dropbox:DropboxDriver", ("absent_a", "absent_b"), "dropbox"
+    )
+    with pytest.raises(ConfigError, match="needs absent_a and absent_b, which are not installed: pip install"):
+        load_driver_class(two)
 
 
 def test_a_capability_the_generic_driver_cannot_honour_is_refused_before_the_run() -> None:
