@@ -25,6 +25,7 @@ import io
 import logging
 import os
 import re
+import socket
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -361,7 +362,8 @@ class Driver:
             fs, root = url_to_fs(address, **options)
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             if isinstance(exc.__cause__, OSError):
-                raise classify_os_error(exc) from exc  # a failed connection (see there)
+                # a failed connection (see classify_os_error)
+                raise _cannot_connect(exc.__cause__, url, options) or classify_os_error(exc) from exc
             # options of the wrong type or name, as the fsspec class takes them, or some it
             # needs (dir:// without its path: "'NoneType' object has no attribute ...")
             name = url.split("://", 1)[0]
@@ -369,7 +371,11 @@ class Driver:
                 f"target URL {redact_url(url)}: the {name} backend cannot take these options "
                 f"({type(exc).__name__}: {exc}); see its fsspec documentation for the options it needs"
             ) from None
-        except (OSError, MirrorError, ImportError):  # ImportError: the registry names the package
+        except OSError as exc:
+            if (error := _cannot_connect(exc, url, options)) is not None:
+                raise error from exc
+            raise
+        except (MirrorError, ImportError):  # ImportError: the registry names the package
             raise
         except Exception as exc:
             if isinstance(exc.__cause__, OSError):
@@ -769,6 +775,23 @@ class Driver:
 
     def close(self) -> None:
         """Release connections; the driver is not used afterwards."""
+
+
+def _cannot_connect(exc: OSError, url: str, options: Mapping[str, Any]) -> TransientError | None:
+    """A connection to the target's server that failed as a driver was built, told with
+    the server and what to check; None for any other error. Told as the bare exception
+    ("ConnectionRefusedError: [Errno 111] Connection refused"), it named no server."""
+    if not (
+        isinstance(exc, (ConnectionRefusedError, TimeoutError, socket.gaierror))
+        or exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+    ):
+        return None
+    why = (exc.strerror or str(exc) or "timed out").lower()
+    port = f" port {options['port']}" if "port" in options else ""
+    return TransientError(
+        f"cannot connect to {redact_url(url)}{port} ({why}): is the server running, and are the host and "
+        "port right?"
+    )
 
 
 def classify_os_error(exc: BaseException) -> MirrorError:

@@ -3,6 +3,7 @@ users configure it: the ``mirror`` command with an ``ftp://`` target."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from urllib.parse import quote
 
@@ -120,3 +121,23 @@ def test_a_refused_login_names_the_server_and_what_to_check(tmp_path: Path) -> N
         "ftp: target failed: target URL ftp://127.0.0.1/invoices refused the connection (error_perm: 530 "
         "Authentication failed.); check the login (username, password) and the other options"
     ) in done.stderr, done.stderr
+
+
+def test_a_server_that_refuses_the_connection_is_named_with_what_to_check(tmp_path: Path) -> None:
+    """It said 'nas: target failed: ConnectionRefusedError: [Errno 111] Connection
+    refused', in run, status and verify: no server, nothing to check."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "inv-001.pdf").write_bytes(b"invoice")
+    with socket.socket() as closed:  # a port nothing listens at
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = write_config(tmp_path / "m.toml", source, {"nas": ("ftp://127.0.0.1/invoices", {"port": port})})
+    done = run("run", "-c", str(config), "--once", state=tmp_path / "state")
+    checked = run("verify", "-c", str(config), state=tmp_path / "state")
+    told = (
+        f"cannot connect to ftp://127.0.0.1/invoices port {port} (connection refused): is the server running, "
+        "and are the host and port right?"
+    )
+    assert done.returncode == 1 and f"nas: target failed: {told}" in done.stderr, done.stderr
+    assert checked.returncode != 0 and f"nas: cannot verify: {told}" in checked.stdout + checked.stderr, checked

@@ -180,7 +180,8 @@ def test_an_smb_server_down_at_start_is_retried_not_taken_for_a_mistake_in_the_o
         proc.terminate()
         proc.wait(30)
     text = log.read_text()
-    assert "Failed to connect to '127.0.0.1:" in text and "cannot take these options" not in text, text
+    told = "cannot connect to smb://127.0.0.1/invoices/2026 port"
+    assert told in text and "(connection refused)" in text and "cannot take these options" not in text, text
 
 
 @pytest.mark.timeout(180)
