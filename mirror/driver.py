@@ -731,6 +731,26 @@ class Driver:
         return None
 
     @classmethod
+    def wrapped_folder(cls, url: str, options: Mapping[str, Any]) -> str | None:
+        """The local folder a wrapper writes into, as the URL and options tell before any
+        connection: fsspec's dir over the local filesystem (``dir://invoices`` with
+        ``path`` and ``target_protocol = "file"``). Checked against the source and the
+        other targets before any target is touched; a plain target on that folder, added
+        beside it, got its files sent before the run found out. :meth:`local_root` finds
+        the other wrappers once connected."""
+        from fsspec.implementations.dirfs import DirFileSystem
+        from fsspec.implementations.local import LocalFileSystem
+
+        fs_class = _fs_class(url)
+        if fs_class is None or not issubclass(fs_class, DirFileSystem) or "fs" in options:
+            return None
+        base = options.get("path") or options.get("fo")
+        if options.get("target_protocol") not in (None, "file", "local") or not isinstance(base, str) or not base:
+            return None
+        inner = url.partition("://")[2].lstrip("/")
+        return os.path.abspath(f"{LocalFileSystem._strip_protocol(base).rstrip('/')}/{inner}")
+
+    @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
         """Where a target of ``url`` (protocol already resolved) with ``options`` writes,
         to tell two targets apart: (its server, as shown in messages; the folder's path

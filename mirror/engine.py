@@ -226,7 +226,8 @@ class Mirror:
         (a ``flat`` target in ``backup/sub`` overwrote the tree target's ``sub/``)."""
         seen: list[tuple[tuple[str, ...], tuple[str, ...], str]] = []
         for runner in self.runners:
-            place, key = runner.where.place(), runner.where.compared_place()
+            key = runner.where.distinct_place()
+            place = key if key[0] == "folder" else runner.where.place()
             for other, other_key, name in seen:
                 if key == other_key:
                     raise ConfigError(

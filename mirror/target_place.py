@@ -74,6 +74,22 @@ class TargetPlace:
         """The local folder this target writes into, if it is one (Driver.local_folder)."""
         return registry.load_driver_class(self.resolved.backend).local_folder(self.resolved.url)
 
+    @functools.cached_property
+    def folder(self) -> str | None:
+        """The local folder this target writes into: its own, or one a wrapper of the local
+        filesystem (fsspec's dir) writes into (Driver.wrapped_folder)."""
+        if self.local_folder is not None:
+            return self.local_folder
+        driver = registry.load_driver_class(self.resolved.backend)
+        return driver.wrapped_folder(self.resolved.url, self.resolved.options)
+
+    def distinct_place(self) -> tuple[str, ...]:
+        """:meth:`compared_place`, where a wrapper's is its local folder's: what two
+        targets must not share, nor one hold inside the other's."""
+        if self.folder is not None:
+            return folder_place(self.folder)
+        return self.compared_place()
+
     def place(self) -> tuple[str, ...]:
         """Where this target writes: its folder, resolved, when it is a local one; else its
         server and folder with what picks the account, as its driver tells them
@@ -170,7 +186,7 @@ class TargetPlace:
     def check_overlap(self) -> None:
         """A local target or the state inside the source (or around it) would mirror itself."""
         name, source = self.target.name, self.config.source.resolve()
-        folder = self.local_folder
+        folder = self.folder
         target = Path(folder).resolve() if folder is not None else None
         if target is not None and overlapping(str(target), str(source)):
             raise ConfigError(

@@ -1484,27 +1484,32 @@ def test_a_preset_that_writes_into_the_source_under_another_name_is_refused(
         f'options = {{ path = "{src}", target_protocol = "file" }}\n[targets.t]\nurl = "disk://copy"\n'
     )
     refused = run("run", "-c", str(cfg), "--once", state=state)
-    assert refused.returncode == 1 and f"writes into {src}/copy, which overlaps the source" in refused.stderr
+    told = f"target 't' ({src}/copy) overlaps the source folder {src}; choose a target outside the source"
+    assert refused.returncode == 2 and told in refused.stderr, refused.stderr
     assert files(src) == before
 
 
 def test_a_dir_target_on_the_folder_of_another_target_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
     """fsspec's dir protocol onto the folder a plain target writes to: both ran, and the
-    plain one deleted what the other kept (delete = keep)."""
+    plain one deleted what the other kept (delete = keep). Then the run found out only
+    once the plain one had sent its files: now none is touched."""
     cfg = tmp_path / "m.toml"
-    cfg.write_text(
-        f'source = "{src}"\n[targets.live]\nurl = "{tmp_path}/backup/invoices"\n'
-        f'[targets.archive]\nurl = "dir://invoices"\ndelete = "keep"\n'
-        f'options = {{ path = "{tmp_path}/backup", target_protocol = "file" }}\n'
-    )
-    done = run("run", "-c", str(cfg), "--once", state=state)
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert (
-        f"archive: target failed: target 'archive' writes into {tmp_path}/backup/invoices, as target 'live' does; "
-        "give each target a folder of its own"
-    ) in done.stderr, done.stderr
-    sent = {k: v for k, v in files(src).items() if k != "Thumbs.db"}
-    assert files(tmp_path / "backup" / "invoices") == sent  # what live sent, and no more
+    for url, told in (
+        ("dir://invoices", "targets 'live' and 'archive' both write to {backup}/invoices; "),
+        (
+            "dir://invoices/2024",
+            "target 'archive' writes to {backup}/invoices/2024, inside the folder of target 'live'; ",
+        ),
+    ):
+        cfg.write_text(
+            f'source = "{src}"\n[targets.live]\nurl = "{tmp_path}/backup/invoices"\n'
+            f'[targets.archive]\nurl = "{url}"\ndelete = "keep"\n'
+            f'options = {{ path = "{tmp_path}/backup", target_protocol = "file" }}\n'
+        )
+        done = run("run", "-c", str(cfg), "--once", state=state)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert told.format(backup=tmp_path / "backup") + "give each target a folder of its own" in done.stderr
+        assert not (tmp_path / "backup").exists()
 
 
 def test_a_dir_target_without_its_path_says_what_it_needs(src: Path, state: Path) -> None:
