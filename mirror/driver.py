@@ -741,11 +741,11 @@ class Driver:
         from fsspec.implementations.dirfs import DirFileSystem
         from fsspec.implementations.local import LocalFileSystem
 
-        fs_class = _fs_class(url)
-        if fs_class is None or not issubclass(fs_class, DirFileSystem) or "fs" in options:
-            return None
         base = options.get("path") or options.get("fo")
         if options.get("target_protocol") not in (None, "file", "local") or not isinstance(base, str) or not base:
+            return None  # told before the class is looked up: that imports its client library
+        fs_class = _fs_class(url)
+        if fs_class is None or not issubclass(fs_class, DirFileSystem) or "fs" in options:
             return None
         inner = url.partition("://")[2].lstrip("/")
         return os.path.abspath(f"{LocalFileSystem._strip_protocol(base).rstrip('/')}/{inner}")
