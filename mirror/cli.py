@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from mirror.plan import Plan
     from mirror.scan import LocalEntry
     from mirror.status import TargetStatus
+    from mirror.verify import Difference
 
 log = logging.getLogger("mirror")
 #: set for the process a SIGHUP starts anew (_start_anew): it waits for a target another
@@ -789,12 +790,8 @@ def verify(
                     runner.stable_inodes,
                     excluded=snap.entries.keys() - local.keys() if runner.filter.narrows else (),
                 )
-                for diff in found:
-                    # under a layout a user knows the source path, and needs the target's too
-                    where = printable(diff.src)
-                    if diff.dst is not None and diff.dst != diff.src:
-                        where += f" -> {printable(diff.dst)}"
-                    click.echo(f"{runner.name}: {where}: {printable(diff.problem)}")
+                mend = _run_with_rescan(source, target, config_path, runner.name, state_dir, layout, delete)
+                _tell_differences(runner.name, found, mend)
                 accounted = accounted_for(local, index, placed, remote, driver.caps)
                 if not found:
                     how = compared(driver.caps, remote, accounted)
@@ -815,6 +812,41 @@ def verify(
         finally:
             mirror.close()
     sys.exit(EXIT_PROBLEM if differences else EXIT_OK)
+
+
+def _tell_differences(name: str, found: Sequence[Difference], mend: str) -> None:
+    """Print verify's differences on target ``name``, and ``mend``, the command that sends
+    what a run can send anew."""
+    for diff in found:
+        # under a layout a user knows the source path, and needs the target's too
+        where = printable(diff.src)
+        if diff.dst is not None and diff.dst != diff.src:
+            where += f" -> {printable(diff.dst)}"
+        click.echo(f"{name}: {where}: {printable(diff.problem)}")
+    if any(diff.resent for diff in found):
+        click.echo(f"{name}: to send what is missing or differs: {mend}")
+
+
+def _run_with_rescan(
+    source: str | None,
+    target: str | None,
+    config_path: Path | None,
+    name: str,
+    state_dir: Path | None,
+    layout: Layout | None,
+    delete: DeletePolicy | None,
+) -> str:
+    """The command that mends what verify found on target ``name``: a run that lists the
+    target (a run that trusts the index finds nothing to do)."""
+    words = ["mirror", "run"]
+    if config_path is not None:
+        words += ["-c", str(config_path), "--target", name]
+    else:
+        words += [str(source), str(target)]
+        words += ["--layout", layout.name] if layout is not None else []
+        words += ["--delete", delete.value] if delete is not None else []
+    words += ["--state-dir", str(state_dir)] if state_dir is not None else []
+    return shlex.join([*words, "--once", "--rescan"])
 
 
 def _layout_last_run(runner: TargetRunner, default: Layout, index: Mapping[str, IndexEntry]) -> Layout:

@@ -22,6 +22,9 @@ class Difference:
     src: str
     dst: str | None
     problem: str
+    #: a pass that lists the target (--rescan) sends the file anew: a run that trusts the
+    #: index has nothing to do, and said "0 sent" while verify said it was missing
+    resent: bool = False
 
 
 def compare(
@@ -82,16 +85,17 @@ def compare(
         if r is None:
             # as the planner judges it: a size the target took before is not refused now
             why = None if known is not None and known.dst == dst else refusal(dst, entry.size, caps)
-            found.append(Difference(src, dst, f"not mirrored: {why}" if why else "missing on the target"))
+            problem = f"not mirrored: {why}" if why else "missing on the target"
+            found.append(Difference(src, dst, problem, resent=not why))
             if why:
                 refused.append((src, entry, why))
         elif r.size != entry.size:
-            found.append(Difference(src, dst, f"size differs (source {entry.size}, target {r.size})"))
+            found.append(Difference(src, dst, f"size differs (source {entry.size}, target {r.size})", resent=True))
         elif caps.hash_kind is not HashKind.NONE and r.hash:
             if local_hash(src) != r.hash:
-                found.append(Difference(src, dst, "content differs (hash)"))
+                found.append(Difference(src, dst, "content differs (hash)", resent=True))
         elif caps.mtime_settable and r.mtime_ns is not None and not caps.mtime_matches(r.mtime_ns, entry.mtime_ns):
-            found.append(Difference(src, dst, "modification time differs"))
+            found.append(Difference(src, dst, "modification time differs", resent=True))
     found.sort(key=lambda diff: diff.src)
     renamed = renamed_away((row for src, row in index.items() if src not in local), refused, stable_inodes)
     return found + _not_in_source(local, index, there, key, delete, unreadable, renamed, excluded)

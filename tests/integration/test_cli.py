@@ -84,6 +84,15 @@ def test_first_copy_then_nothing_to_do_then_verify(src: Path, tmp_path: Path, st
     (target / "2026" / "invoice [3] #%.pdf").write_bytes(b"tampered")
     verify = run("verify", str(src), str(target), state=state)
     assert verify.returncode == 1 and "invoice [3] #%.pdf: size differs" in verify.stdout
+    # a run trusts the index: "0 sent", exit 0, while verify finds the copy changed or gone
+    (target / "2026" / "invoice [2] #%.pdf").unlink()
+    verify = run("verify", str(src), str(target), state=state)
+    mend = f"mirror run {src} {target} --once --rescan"
+    assert "default: 2026/invoice [2] #%.pdf: missing on the target\n" in verify.stdout, verify.stdout
+    assert f"default: to send what is missing or differs: {mend}\n" in verify.stdout, verify.stdout
+    assert run(*mend.split()[1:], state=state).returncode == 0
+    mended = run("verify", str(src), str(target), state=state)
+    assert mended.returncode == 0 and "to send" not in mended.stdout, mended.stdout
 
 
 def test_verify_checks_a_target_with_the_layout_it_was_mirrored_with(
@@ -1371,6 +1380,7 @@ def test_verify_checks_every_target_when_one_cannot_be_reached(src: Path, tmp_pa
     assert checked.stdout.splitlines() == [
         "nas: cannot verify: sftp: cannot connect to me@127.0.0.1:1 (connection refused or unreachable)",
         "usb: 2026/invoice [3] #%.pdf: missing on the target",
+        f"usb: to send what is missing or differs: mirror run -c {cfg} --target usb --once --rescan",
     ], checked.stdout + checked.stderr
 
 
