@@ -1126,11 +1126,15 @@ url = "./backup"
 def init(name: str) -> None:
     """Write a commented starter config to PATH (default: mirror.toml; a folder: PATH/mirror.toml),
     making the folders it needs."""
+    if not name.strip():
+        fail("init: PATH is empty; give a file name such as mirror.toml, or leave it out")
     path, into = Path(name), ""
     if path.is_dir() or name.endswith(os.sep):
         path, into = path / "mirror.toml", f" ({name} is a folder: the config goes inside it)"
     if path.exists():
         fail(f"{path} already exists; choose another name or edit it")
+    if file := next((above for above in path.parents if above.exists() and not above.is_dir()), None):
+        fail(f"cannot write {path}: {file} is a file, not a folder; choose another path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -1734,6 +1734,11 @@ def test_init_makes_the_folders_it_needs_and_writes_into_a_folder(tmp_path: Path
     assert (folder / "mirror.toml").is_file()
     assert into.stdout.startswith(f"wrote {folder / 'mirror.toml'} ({folder} is a folder")
     assert_one_line_error(run("init", str(folder), state=state), 2, str(folder / "mirror.toml"), "already exists")
+    # below a file: it said "cannot make the folder ...: File exists"; an empty name: "( is a folder"
+    (tmp_path / "invoices.pdf").write_bytes(b"%PDF")
+    below = run("init", str(tmp_path / "invoices.pdf" / "mirror.toml"), state=state)
+    assert_one_line_error(below, 2, f"{tmp_path / 'invoices.pdf'} is a file, not a folder; choose another path")
+    assert_one_line_error(run("init", "", state=state), 2, "PATH is empty")
 
 
 def test_backends_lists_every_builtin_with_install_hints(state: Path) -> None:
