@@ -569,11 +569,9 @@ def _run(
 
     signals.handle(mirror.stop)
     if not once:
-        log.info(
-            "mirroring %s to %s; press Ctrl-C to stop",
-            mirror.config.source,
-            ", ".join(r.name for r in mirror.runners),
-        )
+        # a service (no terminal) is stopped by its manager: no key to press there
+        stop_how = "; press Ctrl-C to stop" if sys.stdin is not None and sys.stdin.isatty() else ""
+        log.info("mirroring %s to %s%s", mirror.config.source, ", ".join(r.name for r in mirror.runners), stop_how)
         with progress(mirror, quiet or as_log):
             mirror.run_forever()
         return EXIT_PROBLEM if all(r.dead for r in mirror.runners) and signals.received is None else EXIT_OK

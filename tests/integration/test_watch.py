@@ -652,6 +652,8 @@ def test_changes_made_while_stopped_are_picked_up_on_restart(tmp_path: Path) -> 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
     assert log.read_text().rstrip().endswith("info    stopped"), log.read_text()
+    # with no terminal (a service's journal), no key to press
+    assert "press Ctrl-C" not in log.read_text(), log.read_text()
 
 
 def test_a_target_folder_emptied_or_made_anew_is_filled_again(tmp_path: Path) -> None:
@@ -1276,6 +1278,7 @@ def test_sighup_from_a_closed_terminal_stops_mirror(tmp_path: Path) -> None:
     assert code == 0, text
     assert "starting again" not in text, text
     assert "stopped" in text, text
+    assert "; press Ctrl-C to stop" in text, text  # a terminal's user is told how
 
 
 def test_deletions_withheld_stay_told_after_a_watch_pass_deletes_another_file(tmp_path: Path) -> None:
