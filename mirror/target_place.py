@@ -206,6 +206,12 @@ class TargetPlace:
                 f"the state folder {self.index_file.parent.parent} lies inside the folder of target "
                 f"{name!r} ({folder}); use --state-dir or MIRROR_STATE_DIR to put it elsewhere"
             )
+        if target is not None and state in target.parents:
+            # a state folder removed to start afresh would take the backup with it
+            raise ConfigError(
+                f"target {name!r} ({folder}) lies inside the state folder {self.index_file.parent.parent}; "
+                "choose a target outside it"
+            )
 
     def claim(self) -> PlaceClaim | None:
         """Claim this target's place for this process on the whole machine

@@ -2924,6 +2924,18 @@ def test_a_state_folder_inside_the_target_is_refused(tmp_path: Path) -> None:
     assert not (target / "a.pdf").exists()
 
 
+def test_a_target_inside_the_state_folder_is_refused(tmp_path: Path) -> None:
+    """Accepted, the backup lay among mirror's indexes: a state folder removed to start
+    afresh took it along."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    target = state / "backup"
+    refused = run("run", str(source), str(target), "--once", state=state)
+    assert_one_line_error(refused, 2, f"target 'default' ({target}) lies inside the state folder {state}")
+    assert not target.exists()
+
+
 def test_a_delete_policy_left_out_is_not_taken_for_a_change(tmp_path: Path, state: Path) -> None:
     """`mirror run SOURCE TARGET` without the --delete trash it had been run with deleted
     the next file removed from the source for good, as --delete mirror does."""
