@@ -81,6 +81,8 @@ class Mirror:
         #: shares and disks mounted inside the source, or expected there, each with the
         #: filesystem the last scan saw there (see _look_at_inner_mounts)
         self.inner_mounts: dict[str, Identity] = {}
+        #: those of them not mounted at the last scan
+        self.away_mounts: frozenset[str] = frozenset()
         #: watch mode: the source holds too few of the files mirrored from it (source_doubted)
         self._doubted = False
         #: run_once: each target's pass, by target name (one a stop gave up on may still run)
@@ -254,7 +256,7 @@ class Mirror:
         check_source(self.config.source)
         # looked at before the scan: a share mounted or unmounted while it runs then shows
         # the watcher another filesystem than the one looked at, and the watcher rescans
-        away = self._look_at_inner_mounts()
+        away = self.away_mounts = self._look_at_inner_mounts()
         snap = scan(self.config.source, self.filter)
         # a file every target's patterns leave out is none of theirs, whatever its name or
         # kind: told to rename it (exit 1, for ever) over logs a program owns and nobody
@@ -510,6 +512,7 @@ class Mirror:
                     known.update((p, e) for p, e in fresh.entries.items() if p not in young)
                 watcher.expect(young)
                 watcher.inner_mounts = dict(self.inner_mounts)
+                watcher.away_mounts = self.away_mounts
                 watcher.unreadable = set(fresh.unreadable)
                 watcher.linked = set(fresh.linked)
                 watcher.links_found(fresh.links())

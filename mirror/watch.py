@@ -158,6 +158,10 @@ class SourceWatcher:
         #: filesystem the engine's last full scan saw there: inotify says nothing when one
         #: is mounted or unmounted, and the watches below it die with it
         self.inner_mounts: dict[str, Identity] = {}
+        #: those of them not mounted at that scan: a file written into the folder below the
+        #: mount point (the scanner's, while its share was down) went over the copy of the
+        #: share's file of its name, which the scan's hold promised to keep
+        self.away_mounts: frozenset[str] = frozenset()
         #: tells of mounts made since: one inside the source is a new inner mount
         self._mount_table = MountTableWatch()
         #: event folders without the links on their way, for the event batch at hand, and
@@ -586,6 +590,8 @@ class SourceWatcher:
             # failed while it could not be read is sent now, not with the next change
             self._root_changed = self._root_changed or not deleted
             return
+        if self.away_mounts and not self.away_mounts.isdisjoint(ancestors(rel)):
+            return  # the mount's return makes a rescan (_inner_moved)
         now = time.monotonic()
         try:
             st = os.lstat(path)

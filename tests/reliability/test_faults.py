@@ -916,6 +916,37 @@ def test_a_share_mounted_inside_the_source_that_drops_off_deletes_nothing(tmp_pa
     assert gone.returncode == 0 and landed(target) == {"invoices/i.pdf": b"invoice"}, gone.stderr
 
 
+def test_files_below_a_share_s_mount_point_while_it_is_not_mounted_are_not_sent(tmp_path: Path) -> None:
+    """The scanner wrote into its folder while the share was down (or old files lay below
+    the mount point): they went over the copies of the share's files, which the log said
+    stay, and the backup of a scan was an older one."""
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    (source / "invoices").mkdir(parents=True)
+    (source / "invoices" / "i.pdf").write_bytes(b"invoice")
+    scans = {f"scans/s{i}.tif": b"scan %d" % i for i in range(3)}
+    with tmpfs(source / "scans", "4m"):
+        for rel, blob in scans.items():
+            (source / rel).write_bytes(blob)
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    everything = {"invoices/i.pdf": b"invoice", **scans}
+    (source / "scans" / "s0.tif").write_bytes(b"written below the mount point")
+    once = run("run", str(source), str(target), "--once", state=state)
+    assert once.returncode == 1 and "skipped scans: the share or disk mounted here is not mounted" in once.stderr
+    assert landed(target) == everything, once.stdout + once.stderr
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "skipped scans: the share" in log.read_text(), what="the first pass")
+        (source / "scans" / "s1.tif").write_bytes(b"written below the mount point, watched")
+        (source / "invoices" / "later.pdf").write_bytes(b"later")
+        wait_for(lambda: "invoices/later.pdf" in landed(target), what="a change beside it", log=log)
+        time.sleep(1)
+        assert landed(target) == {**everything, "invoices/later.pdf": b"later"}
+        stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_a_share_mounted_inside_the_source_while_watching_is_mirrored(tmp_path: Path) -> None:
     """A disk or share mounted on a folder of the source while mirror watched, where none
     was mounted before: its files never reached the target, the target kept the files
