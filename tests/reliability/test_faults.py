@@ -876,20 +876,28 @@ def test_a_source_share_that_is_not_mounted_changes_nothing_on_the_target(tmp_pa
     assert kept == {f"invoice {i}.pdf": signed[f"invoice {i}.pdf"] for i in range(1, 30)}
 
 
+def _share_mirrored_then_unmounted(
+    source: Path, target: Path, state: Path, count: int
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """``source`` with an invoice and ``count`` scans on a share mounted at scans/, mirrored
+    to ``target``, and the share unmounted again: the scans, and all that was mirrored."""
+    (source / "invoices").mkdir(parents=True)
+    (source / "invoices" / "i.pdf").write_bytes(b"invoice")
+    scans = {f"scans/s{i}.tif": b"scan %d" % i for i in range(count)}
+    with tmpfs(source / "scans", "4m"):
+        for rel, blob in scans.items():
+            (source / rel).write_bytes(blob)
+        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    return scans, {"invoices/i.pdf": b"invoice", **scans}
+
+
 def test_a_share_mounted_inside_the_source_that_drops_off_deletes_nothing(tmp_path: Path) -> None:
     """export/scans is the scanner's share: unmounted (the NAS rebooting, or mirror
     started at boot before the share), its folder showed empty and 10 deleted went out,
     the backup of every scan with them. Watch mode sees nothing of a mount coming and going
     but must rescan then; a folder removed is a share given up, and its files go."""
     source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
-    (source / "invoices").mkdir(parents=True)
-    (source / "invoices" / "i.pdf").write_bytes(b"invoice")
-    scans = {f"scans/s{i}.tif": b"scan %d" % i for i in range(10)}
-    with tmpfs(source / "scans", "4m"):
-        for rel, blob in scans.items():
-            (source / rel).write_bytes(blob)
-        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
-    everything = {"invoices/i.pdf": b"invoice", **scans}
+    scans, everything = _share_mirrored_then_unmounted(source, target, state, 10)
     once = run("run", str(source), str(target), "--once", state=state)
     assert once.returncode == 1 and "skipped scans: the share or disk mounted here is not mounted" in once.stderr
     assert "0 deleted" in once.stdout and landed(target) == everything
@@ -921,14 +929,7 @@ def test_files_below_a_share_s_mount_point_while_it_is_not_mounted_are_not_sent(
     the mount point): they went over the copies of the share's files, which the log said
     stay, and the backup of a scan was an older one."""
     source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
-    (source / "invoices").mkdir(parents=True)
-    (source / "invoices" / "i.pdf").write_bytes(b"invoice")
-    scans = {f"scans/s{i}.tif": b"scan %d" % i for i in range(3)}
-    with tmpfs(source / "scans", "4m"):
-        for rel, blob in scans.items():
-            (source / rel).write_bytes(blob)
-        assert run("run", str(source), str(target), "--once", state=state).returncode == 0
-    everything = {"invoices/i.pdf": b"invoice", **scans}
+    _, everything = _share_mirrored_then_unmounted(source, target, state, 3)
     (source / "scans" / "s0.tif").write_bytes(b"written below the mount point")
     once = run("run", str(source), str(target), "--once", state=state)
     assert once.returncode == 1 and "skipped scans: the share or disk mounted here is not mounted" in once.stderr
