@@ -300,14 +300,44 @@ class LocalDriver(Driver):
 
 
 def _copy(src: int, dst: int) -> None:
-    """Copy all of ``src`` into ``dst`` in the kernel (sendfile), or by reading where it can't."""
+    """Copy ``src`` from its offset on into ``dst`` at its offset. A sparse file's holes
+    stay holes: a VM image or a database file with holes took its whole size on the
+    target, and of the target's free space."""
+    st = os.fstat(src)
+    if st.st_blocks * 512 >= st.st_size:
+        _copy_bytes(src, dst, None)
+        return
+    shift = os.lseek(dst, 0, os.SEEK_CUR) - os.lseek(src, 0, os.SEEK_CUR)
+    at = os.lseek(src, 0, os.SEEK_CUR)
+    while True:
+        try:
+            data = os.lseek(src, at, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            break  # only a hole from here to the end
+        at = os.lseek(src, data, os.SEEK_HOLE)
+        os.lseek(src, data, os.SEEK_SET)
+        os.lseek(dst, data + shift, os.SEEK_SET)
+        _copy_bytes(src, dst, at - data)
+    # a hole at the end is a size only
+    end = os.fstat(src).st_size + shift
+    if os.fstat(dst).st_size < end:
+        os.ftruncate(dst, end)
+
+
+def _copy_bytes(src: int, dst: int, count: int | None) -> None:
+    """Copy ``count`` bytes (None: all up to the end) from ``src``'s offset to ``dst``'s,
+    in the kernel (sendfile), or by reading where it can't."""
+    left = (1 << 62) if count is None else count
     try:
-        while os.sendfile(dst, src, None, 1 << 30):
-            pass
+        while left > 0 and (sent := os.sendfile(dst, src, None, min(left, 1 << 30))):
+            left -= sent
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EXDEV):
             raise
-        while block := os.read(src, 1 << 20):
+        while left > 0 and (block := os.read(src, min(left, 1 << 20))):
+            left -= len(block)
             view = memoryview(block)
             while view:
                 view = view[os.write(dst, view) :]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from backends import local
 from backends.local import LocalDriver, workers_on
 from mirror import registry
 from mirror.errors import ItemError
@@ -187,6 +189,51 @@ def test_a_copy_is_compared_by_its_bytes_never_through_a_link(tmp_path: Path) ->
     assert driver.same_bytes(str(source), "other.pdf") is False
     assert driver.same_bytes(str(source), "link.pdf") is None
     assert driver.same_bytes(str(source), "gone.pdf") is None
+
+
+MIB = 1 << 20
+
+
+def sparse(path: Path, pieces: dict[int, bytes], size: int) -> bytes:
+    """A file of ``size`` bytes holding ``pieces`` (offset -> bytes) and holes between;
+    returns its bytes."""
+    with open(path, "wb") as f:
+        for at, piece in pieces.items():
+            f.seek(at)
+            f.write(piece)
+        f.truncate(size)
+    return path.read_bytes()
+
+
+def test_a_sparse_file_keeps_its_holes_on_a_local_target(tmp_path: Path) -> None:
+    """A VM image or a database file with holes took its whole size on the target."""
+    driver = registry.connect(registry.resolve(str(tmp_path / "target"), {}, {}))
+    (tmp_path / "target").mkdir()
+    image = tmp_path / "disk.img"
+    data = sparse(image, {0: b"header", 40 * MIB: b"middle" * 1000, 80 * MIB - 3: b"end"}, 80 * MIB)
+    tail = sparse(tmp_path / "tail.db", {0: b"page"}, 64 * MIB)  # a hole up to its end
+    if image.stat().st_blocks * 512 >= MIB:
+        pytest.skip("this filesystem keeps no holes")
+    driver.put(str(image), "disk.img", 0)
+    driver.put(str(tmp_path / "tail.db"), "tail.db", 0)
+    for name, want in (("disk.img", data), ("tail.db", tail)):
+        copy = tmp_path / "target" / name
+        assert copy.read_bytes() == want
+        assert copy.stat().st_blocks * 512 < MIB, f"{name}: {copy.stat().st_blocks * 512} bytes allocated"
+
+
+def test_a_sparse_copy_goes_on_from_where_the_files_stand(tmp_path: Path) -> None:
+    """The bulk lane's copy of a large file reads on from the offset it reached."""
+    data = sparse(tmp_path / "disk.img", {0: b"a" * 5000, 3 * MIB: b"b" * 5000}, 4 * MIB)
+    src = os.open(tmp_path / "disk.img", os.O_RDONLY)
+    dst = os.open(tmp_path / "copy.img", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(dst, os.read(src, 4000))
+        local._copy(src, dst)
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert (tmp_path / "copy.img").read_bytes() == data
 
 
 @pytest.mark.parametrize(
