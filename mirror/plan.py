@@ -831,6 +831,7 @@ class _Planner:
                 moves.append(action)
             elif action is not None:
                 transfers.append(action)
+        first_gone: dict[str, str] = {}
         for src in gone:
             # a file gone whose row held a path another row holds too (its name in another
             # case, to a target that does not tell the two apart): the one file there may
@@ -839,6 +840,11 @@ class _Planner:
             holder = self.claimed.get(k)
             if holder is not None and holder != src and holder in index and key(index[holder].dst) == k:
                 shared.setdefault(holder, src)
+            elif (other := first_gone.setdefault(k, src)) != src:
+                # both gone (A renamed, a deleted): the one file holds whichever went last,
+                # and a move of either row's copy took those bytes to the new name
+                shared.setdefault(other, src)
+                shared.setdefault(src, other)
         if shared:
             moves, transfers = self._send_again(shared, desired, moves, transfers)
         # a file refused its new path keeps its old copy, and with it the copy's folders

@@ -1512,6 +1512,15 @@ todays_rules = st.builds(
     listed=False,
     incremental=False,
 )
+# the same, with files deleted before and after the rename
+@example(
+    tree={";": b"", "A": b"\x00", "a": b"", "b": b"", ";;": b"", "A;": b"", ";;;": b""},
+    layout="tree",
+    rules=Capabilities(server_side_move=True, case_sensitive=False),
+    changes=[("delete", 0), ("rename", 14), ("delete", 13)],
+    listed=False,
+    incremental=False,
+)
 @given(
     tree=old_trees,
     layout=st.sampled_from(["tree", "flat", "by-year"]),
