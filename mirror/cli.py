@@ -16,7 +16,7 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -150,14 +150,15 @@ def build_config(
     target_names: tuple[str, ...],
     state: Path | None,
     overrides: dict[str, Any] | None = None,
-    secrets: bool = True,
+    environ: Mapping[str, str] | None = None,
     known: bool = False,
 ) -> Config:
     """The config from a file or from SOURCE TARGET, with command-line overrides applied.
-    ``secrets``: False for commands that use none, which then need no variable set.
+    ``environ``: where ``${VAR}`` is looked up (the process's environment); an
+    :class:`Unresolved` one for commands that use no secret, which need no variable set.
     ``known``: SOURCE TARGET stands for what was mirrored there under any target name
     (a config's), for commands that report on it."""
-    environ = os.environ if secrets else config_mod.Unresolved(os.environ)
+    environ = os.environ if environ is None else environ
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     for key in ("layout", "delete"):
         if key in overrides:
@@ -931,13 +932,17 @@ def status(
     Shows every target of the state folder; SOURCE TARGET or -c CONFIG picks theirs.
     """
     from mirror.index import iter_index_files
+    from mirror.status import NEVER_RUN
     from mirror.status import read as read_status
 
     with user_errors():
         if config_path is not None or source is not None:
-            cfg = build_config(source, target, config_path, target_names, state_dir, secrets=False, known=True)
+            environ = config_mod.Unresolved(os.environ)
+            cfg = build_config(source, target, config_path, target_names, state_dir, environ=environ, known=True)
             root = resolve_state_dir(cfg)
             statuses = api.status(cfg)
+            if any(s.state == NEVER_RUN for s in statuses):
+                _tell_unset(cfg, environ.unset)
         else:
             root = config_mod.real_path(state_dir, "--state-dir") if state_dir else state_dir_default()
             statuses = [read_status(f) for f in iter_index_files(root)]
@@ -955,6 +960,22 @@ def status(
     # nothing found is no all-clear: a check run as another user than the service reads
     # another state folder, and must not report the service's targets as fine
     sys.exit(EXIT_OK if statuses and all(s.in_sync for s in statuses) else EXIT_PROBLEM)
+
+
+def _tell_unset(cfg: Config, unset: Collection[str]) -> None:
+    """Tell the variables not set here that name where the source, a target or the state
+    lie, where a target was found never run: status showed '${NOPE}/export' and 'never
+    run', exit 1, and said nothing of why. One in a secret only (a password) is no news:
+    status uses none."""
+    places = " ".join(map(str, (cfg.source, cfg.state_dir or "", *(t.url for t in cfg.targets))))
+    named = sorted(name for name in unset if f"${{{name}}}" in places)
+    if named:
+        which = ", ".join(named)
+        click.echo(
+            f"mirror: environment variable {which} is not set here, so the paths that use it are shown as "
+            f"written; export it as mirror's service has it (EnvironmentFile=) to see those targets",
+            err=True,
+        )
 
 
 def print_status(statuses: list[TargetStatus], root: Path) -> None:

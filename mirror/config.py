@@ -293,8 +293,12 @@ class Unresolved(Mapping[str, str]):
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
+        #: the variables asked for that are not set
+        self.unset: set[str] = set()
 
     def __getitem__(self, name: str) -> str:
+        if name not in self.environ:
+            self.unset.add(name)
         return self.environ.get(name, f"${{{name}}}")
 
     def __contains__(self, name: object) -> bool:

@@ -1438,6 +1438,22 @@ def test_status_of_a_config_needs_none_of_its_secrets(src: Path, tmp_path: Path,
     assert shown.returncode == 0 and "files:   12" in shown.stdout, shown.stdout + shown.stderr
     assert "memory://usb" in shown.stdout  # the variable filled in, not a folder named '${MIRROR_TEST_DIR}'"
     assert_one_line_error(run("run", "-c", str(cfg), "--once", state=state), 2, "is not set (export MIRROR_TEST_")
+    assert "not set here" not in shown.stderr, shown.stderr  # found all the same: no news
+
+
+def test_status_tells_a_variable_not_set_here_that_names_a_place(src: Path, tmp_path: Path, state: Path) -> None:
+    """It showed '${MIRROR_TEST_BASE}/export' and 'never run', exit 1, and nothing of why."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        'source = "${MIRROR_TEST_BASE}/export"\n[targets.usb]\nurl = "${MIRROR_TEST_BASE}/usb"\n'
+        '[targets.nas]\nurl = "memory://nas"\noptions = { token = "${MIRROR_TEST_PW}" }\n'
+    )
+    env = {"MIRROR_TEST_BASE": str(tmp_path), "MIRROR_TEST_PW": "s3cret"}
+    assert run("run", "-c", str(cfg), "--once", state=state, env=env).returncode == 0
+    shown = run("status", "-c", str(cfg), state=state)
+    assert shown.returncode == 1 and "never run" in shown.stdout, shown.stdout + shown.stderr
+    told = "environment variable MIRROR_TEST_BASE is not set here, so the paths that use it are shown as written"
+    assert told in shown.stderr and "MIRROR_TEST_PW" not in shown.stderr, shown.stderr
 
 
 def test_a_run_of_one_target_needs_only_that_target_s_secrets(src: Path, tmp_path: Path, state: Path) -> None:
