@@ -172,9 +172,7 @@ class Index:
             if _emptied(path):
                 raise _damaged(path, "the file is empty")
             try:
-                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-                _refuse_newer(self._db, path)
-                _stand_in_for_missing_tables(self._db)
+                self._db = _read_only(path)
                 self._select = _select_of(self._db)
             except sqlite3.Error as exc:
                 raise state_error(path, exc) from exc
@@ -683,6 +681,27 @@ def damaged(exc: sqlite3.Error) -> bool:
     return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """The index at ``path``, opened to be read only. A user who may read the state folder
+    but not write it (a colleague checking a service's) cannot make the shared-memory
+    file a WAL database needs, and got "cannot write mirror's state" from status and
+    verify: where no mirror has it open (no such file there), it is read as a file that
+    does not change."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        _refuse_newer(db, path)
+    except sqlite3.OperationalError as exc:
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        shm = path.with_name(f"{path.name}-shm")
+        if code not in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN) or shm.exists():
+            raise
+        db.close()
+        db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        _refuse_newer(db, path)
+    _stand_in_for_missing_tables(db)
+    return db
+
+
 def state_error(path: Path, exc: sqlite3.Error) -> StateError:
     """What an index error means for the user, and where to act."""
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
@@ -695,7 +714,7 @@ def state_error(path: Path, exc: sqlite3.Error) -> StateError:
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
         return StateError(
             f"cannot write mirror's state in {path.parent} ({exc}); check the folder's owner and "
-            "permissions, or set state_dir"
+            "permissions, or choose another state folder (--state-dir, MIRROR_STATE_DIR or state_dir)"
         )
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return _damaged(path, str(exc))

@@ -1425,6 +1425,30 @@ def test_a_state_folder_of_another_user_is_named_with_its_fix(
         assert_one_line_error(denied, 2, "cannot use mirror's state in", "--state-dir")
 
 
+def test_status_and_verify_read_a_state_folder_they_may_read_but_not_write(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """A colleague checking a service's state folder, which its owner let others read:
+    both said "cannot write mirror's state" and showed nothing (a WAL index needs its
+    shared-memory file made, even to be read)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to hand the state to another user")
+    target = tmp_path / "backup"
+    assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    for path in [state / "targets", *(state / "targets").iterdir()]:
+        os.chown(path, 65534, 65534)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner,-chown"]
+    env = {**os.environ, "MIRROR_STATE_DIR": str(state)}
+    shown = subprocess.run([*drop, *MIRROR, "status"], capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0 and "files:   12" in shown.stdout, shown.stdout + shown.stderr
+    checked = subprocess.run(
+        [*drop, *MIRROR, "verify", str(src), str(target)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert checked.returncode == 0 and "identical (12 files" in checked.stdout, checked.stdout + checked.stderr
+    assert not [p.name for p in (state / "targets").iterdir() if p.name.endswith(("-shm", "-wal"))]
+
+
 def test_status_of_a_config_needs_none_of_its_secrets(src: Path, tmp_path: Path, state: Path) -> None:
     """Asked from a shell without the service's environment, status said a variable was not set."""
     cfg = tmp_path / "m.toml"
