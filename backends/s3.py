@@ -102,6 +102,48 @@ CREDENTIALS_REFUSED = {
 MAYBE_ONE_OBJECT = frozenset({"AccessDenied", "403"})
 
 
+def _session() -> Any:
+    """An aiobotocore session whose requests send their bodies at once, without asking
+    the server first (``Expect: 100-continue``): aiohttp waits for its go-ahead with no
+    timeout, and starts the read timeout only once the body is sent, so a server that
+    stopped reading amid an upload hung it for good. Sent at once, the body fills the
+    connection, and TCP_USER_TIMEOUT (:func:`_send_timeout`) ends it."""
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    session.get_component("event_emitter").register_last("before-call.s3", _no_expect)
+    return session
+
+
+def _no_expect(params: dict[str, Any], **_: Any) -> None:
+    params.get("headers", {}).pop("Expect", None)
+
+
+def _send_timeout(timeout: float) -> dict[str, Any]:
+    """aiobotocore's settings that end a connection whose data the server has not taken
+    for ``timeout`` seconds (TCP_USER_TIMEOUT, which also bounds a closed window): botocore's
+    timeouts cover connecting and waiting for an answer, not sending a request's body, and
+    an upload to a server that stopped reading it hung for good, status saying in sync.
+    None where aiobotocore takes no socket factory (before late 2025)."""
+    import socket
+
+    from aiobotocore.config import AioConfig
+    from botocore.exceptions import ParamValidationError
+
+    def new_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+        family, kind, proto, _, _ = addr_info
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, max(1, round(timeout * 1000)))
+        return sock
+
+    settings = {"socket_factory": new_socket}
+    try:
+        AioConfig(connector_args=settings)
+    except ParamValidationError:
+        return {}
+    return {"connector_args": settings}
+
+
 def _timeout(options: Mapping[str, Any]) -> float:
     """The ``timeout`` option in seconds (see TIMEOUT)."""
     seconds = parse_duration(options.get("timeout", TIMEOUT), "s3 option timeout")
@@ -231,6 +273,7 @@ class S3Driver(Driver):
         from botocore.exceptions import NoCredentialsError
 
         fs = s3fs.S3FileSystem(
+            session=_session(),
             key=options.get("key"),
             secret=options.get("secret"),
             token=options.get("token"),
@@ -245,6 +288,7 @@ class S3Driver(Driver):
                 "retries": {"total_max_attempts": 1},
                 "connect_timeout": timeout,
                 "read_timeout": timeout,
+                **_send_timeout(timeout),
             },
             use_listings_cache=False,
             skip_instance_cache=True,

@@ -303,6 +303,10 @@ class Proxy:
         self.held = threading.Event()
         #: set: nothing the client sends reaches the server, which so never answers
         self.hanging = threading.Event()
+        #: once this many bytes went to the server, what the client sends is no longer
+        #: read (a server that stopped taking an upload, its TCP window closed)
+        self.stall_after: int | None = None
+        self._forwarded = 0
         self.sockets: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=self._accept, daemon=True).start()
@@ -321,6 +325,10 @@ class Proxy:
     def _pipe(self, source: socket.socket, sink: socket.socket, outgoing: bool = False) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if outgoing and self.stall_after is not None:
+                    self._forwarded += len(data)
+                    if self._forwarded > self.stall_after:
+                        return  # the socket stays open, unread
                 if outgoing and self.holding_parts.is_set() and b"partNumber=" in data:
                     self.held.set()
                     return
@@ -457,6 +465,24 @@ def test_connections_reset_by_the_server_leave_no_asyncio_errors_in_the_log(
     assert "Task exception" not in text and "future:" not in text, text
 
 
+def test_an_upload_to_an_endpoint_that_stops_taking_it_fails_after_its_timeouts(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """An endpoint that stopped reading amid an upload (a hung server, a middlebox that
+    closed the window): aiohttp waited for the go-ahead to send a part (Expect:
+    100-continue), or for room to send it, with no timeout. mirror run --once hung for
+    good, and in watch mode status said in sync."""
+    proxy = Proxy(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    proxy.stall_after = 3_000_000
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "scan.tif").write_bytes(os.urandom(24 * 1024 * 1024))
+    config = through(proxy, source, s3_target, tmp_path, timeout="2s")
+    done = run("run", "-c", str(config), "--once", state=tmp_path / "state", env=s3_target.env, timeout=100)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "s3: failed: scan.tif: gave up after" in done.stderr, done.stderr
+
+
 def test_an_upload_whose_abort_failed_as_the_link_dropped_is_aborted_after_the_retry_s(
     s3_server: S3Server, bucket: str, tmp_path: Path
 ) -> None:
@@ -468,7 +494,9 @@ def test_an_upload_whose_abort_failed_as_the_link_dropped_is_aborted_after_the_r
     scan = tmp_path / "scan.tif"
     scan.write_bytes(os.urandom(40 * 1024 * 1024))  # sent in parts
     endpoint = f"http://127.0.0.1:{proxy.listener.getsockname()[1]}"
-    driver = S3Driver.connect(f"s3://{bucket}/backup", s3_server.options(endpoint_url=endpoint))
+    # a part whose link drops with the window closed fails after the timeout, unacknowledged
+    options = s3_server.options(endpoint_url=endpoint, timeout="5s")
+    driver = S3Driver.connect(f"s3://{bucket}/backup", options)
     sending, failed = putting(driver, scan, "scan.tif", MTIME_NS)
     wait_for(proxy.held.is_set, timeout=30, what="the upload under way")
     proxy.lose_server()  # the upload and its abort fail
