@@ -71,6 +71,8 @@ class PlanSettings:
 
 #: a put's reason where the source file is unchanged and its listed copy is not what it sent
 DIFFERS_THERE = "differs on the target"
+#: why a file is sent whose row matches it but for its inode (see _replaced)
+REPLACED = "another file took its place"
 
 
 class Put(NamedTuple):
@@ -961,13 +963,8 @@ class _Planner:
     def _newer_there(self, put: Put, restoring: bool) -> str | None:
         """Why the copy ``put`` replaces is worth keeping, if it is."""
         entry = put.entry
-        if put.reason == DIFFERS_THERE:
-            # an edit on the target, which a listing pass replaced without a word
-            known = self.index.get(put.src)
-            there = self.remote.get(self.key(put.dst)) if self.remote is not None else None
-            if known is None or there is None or (changed := _changed_there(known, there)) is None:
-                return None
-            return f"the copy on the target changed since mirror put it there: {changed}"
+        if put.reason in (DIFFERS_THERE, REPLACED):
+            return self._edited_there(put)
         if put.reason == "changed":
             known = self.index.get(put.src)
             if known is None or known.dst != put.dst:
@@ -982,6 +979,21 @@ class _Planner:
             return None
         there = self.remote.get(self.key(put.dst))
         return None if there is None else newer_there(entry, there, self.caps)
+
+    def _edited_there(self, put: Put) -> str | None:
+        """Why the copy ``put`` replaces, the index's row matching the source file, is
+        worth keeping: an edit on the target, which a listing pass replaced without a
+        word; also under a file restored with a new inode (an image of the machine a week
+        old, the state folder with it), which wrote last week's invoice over the
+        corrected one. A copy newer than the source's file, of its size, on a target that
+        keeps times, is one too (a snapshot of the machine rolled back)."""
+        known = self.index.get(put.src)
+        there = self.remote.get(self.key(put.dst)) if self.remote is not None else None
+        if known is None or there is None:
+            return None
+        if (changed := _changed_there(known, there)) is not None:
+            return f"the copy on the target changed since mirror put it there: {changed}"
+        return newer_there(put.entry, there, self.caps)
 
     def _trash_path(self, dst: str) -> str:
         return f"{TRASH_DIR}/{self.settings.today.isoformat()}/{dst}"
@@ -1527,7 +1539,7 @@ def _replaced(
     it is sent, unless the target's hash of what is there shows it equal."""
     target_hash = known.remote_hash if remote is None else there.hash if there is not None else None
     unless = target_hash if caps.hash_kind.value != "none" else None
-    return Put(src, dst, entry, date, "another file took its place", unless_hash=unless)
+    return Put(src, dst, entry, date, REPLACED, unless_hash=unless)
 
 
 def _same(entry: LocalEntry, there: RemoteEntry, caps: Capabilities, known_hash: str | None) -> bool:

@@ -651,6 +651,41 @@ def test_a_newer_file_of_the_same_size_on_the_target_is_kept_when_an_index_is_ne
     assert puts["inv.pdf"].keep is None
 
 
+def test_a_file_restored_with_a_new_inode_keeps_the_copy_edited_since_in_the_trash() -> None:
+    """The machine restored from an image a week old, its state folder with it: each file
+    has the size and time its row records, on a new inode, and the listing pass wrote
+    last week's invoice over the corrected one, with no trash and no warning."""
+    now = 1_700_000_000 * 10**9
+    index = {name: known(name, size=5, ino=7) for name in ("inv.pdf", "same.pdf")}
+    local = {name: LocalEntry(name, 5, now, 9) for name in ("inv.pdf", "same.pdf")}
+    remote = {"inv.pdf": RemoteEntry("inv.pdf", 14, now + 10**12), "same.pdf": RemoteEntry("same.pdf", 5, now)}
+    settings_ = dataclasses.replace(SETTINGS, caps=MTIME_SET, stable_inodes=True)
+    puts = {t.src: t for t in plan(local, index, settings_, remote).transfers if isinstance(t, Put)}
+    assert puts["inv.pdf"].reason == "another file took its place"
+    assert (
+        puts["inv.pdf"].keep
+        == "the copy on the target changed since mirror put it there: its size changed (5 to 14 bytes)"
+    )
+    assert puts["same.pdf"].keep is None  # the copy mirror put there: replaced as ever
+
+
+def test_a_copy_newer_than_the_source_s_file_of_its_size_is_kept_where_the_target_keeps_times() -> None:
+    """A snapshot of the machine rolled back, source and state folder with it: the invoice
+    corrected and sent since (its size kept) differed from the row only by its time, and
+    the listing pass wrote the older version over it."""
+    now = 1_700_000_000 * 10**9
+    index = {name: known(name, size=5) for name in ("inv.pdf", "touched.pdf")}
+    local = {name: LocalEntry(name, 5, now, 0) for name in ("inv.pdf", "touched.pdf")}
+    remote = {
+        "inv.pdf": RemoteEntry("inv.pdf", 5, now + 86_400 * 10**9),
+        "touched.pdf": RemoteEntry("touched.pdf", 5, now - 86_400 * 10**9),
+    }
+    settings_ = dataclasses.replace(SETTINGS, caps=MTIME_SET)
+    puts = {t.src: t for t in plan(local, index, settings_, remote).transfers if isinstance(t, Put)}
+    assert "the target's file is newer than the source's" in (puts["inv.pdf"].keep or "")
+    assert puts["touched.pdf"].keep is None  # older there: the source's replaces it
+
+
 @pytest.mark.parametrize("delete", [DeletePolicy.KEEP, DeletePolicy.TRASH])
 @pytest.mark.parametrize("listed", [False, True])
 def test_a_kept_copy_goes_into_the_trash_when_another_file_takes_its_path_in_the_same_pass(
