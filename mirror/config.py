@@ -35,6 +35,9 @@ class TargetSettings:
     #: index another name wrote with another policy is then taken over with this one
     delete_chosen: bool = False
     max_delete: int | None = None
+    #: once the guard withheld deletions, how long the same ones must stand before the
+    #: last tenth goes (mirror.plan._guard)
+    release_after: float = 1800.0
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     settle: float = 0.5
@@ -200,6 +203,7 @@ _SETTINGS: dict[str, Callable[[object, str], Any]] = {
     "include": _patterns,
     "exclude": _patterns,
     "settle": parse_duration,
+    "release_after": parse_duration,
     "rescan_interval": _rescan_interval,
     "concurrency": lambda value, where: _positive_int(value, where, 1),
     "poll": _flag,
@@ -468,7 +472,12 @@ def _check_settings(settings: object, at: str) -> None:
     if not isinstance(settings, TargetSettings):
         raise ConfigError(f"{at}: settings: expected api.TargetSettings, got {settings!r}")
     # a host may rescan more often than a config file may (its tests do), but never without pause
-    for key, zero in (("settle", True), ("rescan_interval", False), ("alert_after", True)):
+    for key, zero in (
+        ("settle", True),
+        ("rescan_interval", False),
+        ("alert_after", True),
+        ("release_after", True),
+    ):
         value = getattr(settings, key)
         if (
             isinstance(value, bool)

@@ -24,11 +24,12 @@ from mirror.layout import Layout, date_of
 from mirror.logs import with_bytes_shown
 from mirror.paths import TRASH_DIR, ancestors, in_trash, path_key
 from mirror.policy import DeletePolicy
-from mirror.progress import counted
+from mirror.progress import counted, human_duration
 from mirror.scan import Entries, LocalEntry
 
 #: once the guard has withheld deletions, it lets them go when they are at most this
-#: share (one in RELEASE_SHARE) of the files mirrored then (see _guard)
+#: share (one in RELEASE_SHARE) of the files mirrored then, and have stood unchanged for
+#: the target's release_after (see _guard)
 RELEASE_SHARE = 10
 #: a file this much older than the copy it replaces is an older version: the copy is
 #: kept (clocks stepped back by NTP, and FAT's 2 s times, stay below it)
@@ -61,6 +62,11 @@ class PlanSettings:
     #: the number of mirrored files when the delete guard first withheld deletions, while
     #: it still withholds some: see :func:`_guard`
     guard_base: int | None = None
+    #: :attr:`Plan.withheld_digest` of the deletions the guard withheld, where plans of
+    #: the whole source have withheld those same ones for the target's release_after
+    guard_steady: str | None = None
+    #: release_after, to name it in the guard's verdict
+    release_after: float = 1800.0
 
 
 # The actions are NamedTuples, as LocalEntry is: a plan holds one per file that needs
@@ -207,6 +213,9 @@ class Plan:
     guard_base: int | None = None
     #: files renamed in the source to a path that is not mirrored: their copies stay
     renamed: tuple[Renamed, ...] = ()
+    #: which deletions the guard withheld, as a digest of their paths, in a plan of the
+    #: whole source (None: none, or a plan of some paths)
+    withheld_digest: str | None = None
 
     def is_empty(self) -> bool:
         return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals or self.early)
@@ -531,8 +540,19 @@ def plan(
     managed = len(index)
     # a pattern typo (include = ["*.PDF"]) empties the source as this target sees it
     by_patterns = source_empty and excluded is not None and any(excluded(src) for src in gone)
+    digest = _digest(sorted(r.src for r in removals if not isinstance(r, Forget) and r.forget))
+    # a plan of some paths deletes what events named gone; only one of the whole source
+    # deletes what never came back (a restore's last folders), and waits to see it stand
+    unsteady = settings.release_after if scope is None and settings.guard_steady != digest else None
     guard, removals, withheld = _guard(
-        removals, managed, settings.max_delete, source_empty, settings.guard_base, unsendable, by_patterns
+        removals,
+        managed,
+        settings.max_delete,
+        source_empty,
+        settings.guard_base,
+        unsendable,
+        by_patterns,
+        unsteady,
     )
     guard_base = settings.guard_base
     if guard is not None and guard_base is None:
@@ -559,6 +579,7 @@ def plan(
         tuple(sorted(planner.unfit)),
         guard_base,
         tuple(planner.renamed[src] for src in sorted(planner.renamed)),
+        digest if withheld and scope is None else None,
     )
 
 
@@ -1604,6 +1625,13 @@ def renamed_away(
     return found
 
 
+def _digest(paths: list[str]) -> str | None:
+    """Which paths, in a short name to record (None: no path)."""
+    if not paths:
+        return None
+    return hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
 def _guard(
     removals: list[Removal],
     managed: int,
@@ -1612,6 +1640,7 @@ def _guard(
     base: int | None = None,
     unsendable: int = 0,
     by_patterns: bool = False,
+    unsteady: float | None = None,
 ) -> tuple[str | None, list[Removal], int]:
     """Withhold destructive removals when the source looks gone or too much would go.
     The old copy of a file sent to its new path is not counted: the file stays on the
@@ -1622,8 +1651,11 @@ def _guard(
     is a tenth of that count, not half of today's: a source disk replaced and restored
     from the target a folder at a time, or written anew by the program, fell under half
     long before it was whole again, and the copies not yet restored were deleted from the
-    very target they were being restored from. A folder emptied and written anew (a
-    nightly re-export) is whole again by the next check, and its few real deletions go.
+    very target they were being restored from. Nor do they go before the same ones have
+    stood for the target's release_after (``unsteady``: they have not, and that is how
+    long they must): the last tenth of such a restore was deleted before the restore got
+    to it. A folder emptied and written anew (a nightly re-export) is whole again by
+    then, and its few real deletions go.
     ``by_patterns``: the source is empty only as this target's patterns see it."""
     destructive = [r for r in removals if not isinstance(r, Forget) and r.forget]
     if not destructive:
@@ -1647,6 +1679,12 @@ def _guard(
             f"{count} files are still gone from the source since deletions were first withheld "
             f"({base} were mirrored then); they stay on the target until the source has them again, "
             f"or until a run with --max-delete {count} confirms they are meant to go"
+        )
+    elif max_delete is None and base is not None and unsteady is not None:
+        reason = (
+            f"{counted(count, 'file')} still gone from the source since deletions were first withheld; "
+            f"they go once the source has stayed so for {human_duration(unsteady)} (release_after; a restore may "
+            f"be under way), or at once with a run with --max-delete {count}"
         )
     elif max_delete is None and count > 10 and count * 2 > managed:
         reason = (

@@ -36,7 +36,17 @@ from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, overlaps, place_of
 from mirror.paths import ancestors, path_key
 from mirror.place_claim import PlaceClaim
-from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, pending_count, plan
+from mirror.plan import (
+    KnownFiles,
+    Plan,
+    PlanSettings,
+    Put,
+    Renamed,
+    naming_rules,
+    narrow,
+    pending_count,
+    plan,
+)
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_duration
 from mirror.redact import redact_url
@@ -764,6 +774,8 @@ class TargetRunner:
             dt.date.today(),
             self.stable_inodes,
             self._guard_base(),
+            self._guard_steady(),
+            self.settings.release_after,
         )
 
     def _guard_base(self) -> int | None:
@@ -778,11 +790,36 @@ class TargetRunner:
             return int(base)
         return self.index.count() if self.index.get_meta("withheld") else None
 
+    def _guard_steady(self) -> str | None:
+        """Which deletions the guard withheld (Plan.withheld_digest), where plans of the
+        whole source have withheld those same ones for release_after: only then
+        does the stricter guard let them go (mirror.plan._guard)."""
+        seen = self.index.get_meta("guard_seen") if self.index is not None else None
+        if not seen:
+            return None
+        digest, _, since = seen.partition(" ")
+        return digest if time.time() - float(since) >= self.settings.release_after else None
+
     def _note_guard(self, actions: Plan, settings: PlanSettings) -> None:
         """Record whether the delete guard withholds deletions since some pass (it then
-        stays stricter until a plan of the whole source withholds none: mirror.plan._guard)."""
-        if actions.guard_base != settings.guard_base and self.index is not None:
+        stays stricter until a plan of the whole source withholds none: mirror.plan._guard),
+        and since when a plan of the whole source withholds the ones it does now (a clock
+        set back starts the wait anew)."""
+        if self.index is None:
+            return
+        if actions.guard_base != settings.guard_base:
             self.index.set_meta(guard_base=actions.guard_base)
+        seen = self.index.get_meta("guard_seen")
+        if actions.guard_base is None:
+            if seen is not None:
+                self.index.set_meta(guard_seen=None)
+            return
+        digest = actions.withheld_digest
+        if digest is None:
+            return  # a plan of some paths, or none withheld: the whole source's stand
+        since = float(seen.partition(" ")[2]) if seen and seen.partition(" ")[0] == digest else None
+        if since is None or since > time.time():
+            self.index.set_meta(guard_seen=f"{digest} {time.time()}")
 
     def _with_rows_below(self, skip: Collection[str], files: set[str]) -> Collection[str]:
         """``skip`` and every file the index has below its paths, which a read error must

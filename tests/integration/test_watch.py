@@ -681,13 +681,19 @@ def test_a_target_folder_emptied_or_made_anew_is_filled_again(tmp_path: Path) ->
 
 
 @contextlib.contextmanager
-def watching_invoices(tmp_path: Path, count: int) -> Iterator[tuple[Path, Path, Path, Path]]:
+def watching_invoices(
+    tmp_path: Path, count: int, release_after: str = "30m"
+) -> Iterator[tuple[Path, Path, Path, Path]]:
     """``count`` invoices mirrored by a watching mirror: (source, target, state, log)."""
     src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
     src.mkdir()
     for i in range(count):
         (src / f"invoice {i:02}.pdf").write_bytes(b"%d" % i)
-    proc = start("run", str(src), str(dst), state=state, log=log)
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{src}"\n[defaults]\nrelease_after = "{release_after}"\n[targets.usb]\nurl = "{dst}"\n'
+    )
+    proc = start("run", "-c", str(config), state=state, log=log)
     try:
         wait_for(lambda: files(dst) == files(src), what="the first pass")
         yield src, dst, state, log
@@ -699,14 +705,17 @@ def watching_invoices(tmp_path: Path, count: int) -> Iterator[tuple[Path, Path, 
 def test_deletions_the_guard_withheld_are_made_once_the_source_is_whole_again(tmp_path: Path) -> None:
     """A nightly re-export empties the folder and writes it back: the guard withholds the
     deletions it sees half way, and the few real ones waited for the hourly rescan, with
-    status saying '40 of 50 would be deleted' (exit 1) all the while."""
-    with watching_invoices(tmp_path, 50) as (src, dst, state, log):
+    status saying '40 of 50 would be deleted' (exit 1) all the while. They go once they
+    have stood for release_after."""
+    with watching_invoices(tmp_path, 50, release_after="3s") as (src, dst, state, log):
         for i in range(40):
             (src / f"invoice {i:02}.pdf").unlink()
         wait_for(lambda: "deletions withheld" in log.read_text(), what="the guard")
         for i in range(5, 40):
             (src / f"invoice {i:02}.pdf").write_bytes(b"v2 %d" % i)
-        wait_for(lambda: files(dst) == files(src), timeout=60, what="the five real deletions")
+        wait_for(lambda: "they go once the source has stayed so for 3 s" in log.read_text(), what="the wait")
+        assert len(files(dst)) == 50
+        wait_for(lambda: files(dst) == files(src), timeout=60, what="the five real deletions", log=log)
         wait_for(lambda: run("status", state=state).returncode == 0, what="status to clear")
 
 

@@ -581,19 +581,39 @@ def test_once_the_guard_withheld_deletions_a_source_restored_part_way_loses_noth
 
 def test_a_folder_written_anew_after_the_guard_withheld_lets_its_few_deletions_go() -> None:
     """A nightly re-export empties the folder first: once it is written again, only its
-    real deletions remain, and they go; a watch pass of a few paths decides nothing."""
+    real deletions remain, and they go once they have stood for release_after; a watch
+    pass of a few paths decides nothing."""
     index = {f"f{i}": known(f"f{i}") for i in range(100)}
     tripped = dataclasses.replace(SETTINGS, guard_base=100)
     rewritten = {f"f{i}": entry(f"f{i}") for i in range(10, 100)}
     scoped = plan(rewritten, index, tripped, scope=["f0", "f50"])
     assert scoped.guard is None and scoped.guard_base == 100
-    whole = plan(rewritten, index, tripped)
+    first = plan(rewritten, index, tripped)
+    assert first.removals == () and first.withheld == 10 and first.guard_base == 100
+    assert "they go once the source has stayed so for 30 min (release_after" in (first.guard or "")
+    whole = plan(rewritten, index, dataclasses.replace(tripped, guard_steady=first.withheld_digest))
     assert len(whole.removals) == 10 and whole.guard is None and whole.guard_base is None
     # the limit a user set is theirs: the memory only tightens the default
     explicit = plan(
         {f"f{i}": entry(f"f{i}") for i in range(50, 100)}, index, dataclasses.replace(tripped, max_delete=60)
     )
     assert len(explicit.removals) == 50
+
+
+def test_the_last_tenth_of_a_restore_under_way_is_not_deleted() -> None:
+    """A source disk replaced and restored from the target a folder at a time, with mirror
+    watching: once 185 of 200 were back, the 15 not yet copied were deleted from the
+    target, their only copies. Each folder copied back changes which are gone, and the
+    wait starts anew."""
+    index = {f"{y}/f{i}": known(f"{y}/f{i}") for y in range(4) for i in range(50)}
+    tripped = dataclasses.replace(SETTINGS, guard_base=200)
+    back = {p: entry(p) for p in index if not p.startswith("3/")}
+    half = plan(back, index, tripped)
+    assert half.removals == () and half.withheld == 50  # over a tenth: withheld as ever
+    more = {**back, **{f"3/f{i}": entry(f"3/f{i}") for i in range(35)}}
+    steady_before = dataclasses.replace(tripped, guard_steady=half.withheld_digest)
+    nearly = plan(more, index, steady_before)
+    assert nearly.removals == () and nearly.withheld == 15 and nearly.withheld_digest != half.withheld_digest
 
 
 MTIME_SET = Capabilities(mtime_settable=True)
