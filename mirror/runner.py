@@ -676,7 +676,7 @@ class TargetRunner:
             return listed()  # one listing answers for every new file at once (and a dry run cannot ask)
         if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
-        self._note_guard(actions, settings)
+        self._note_guard(actions, settings, whole=scope is None)
         if (
             kind == "full"
             and not listing
@@ -800,11 +800,11 @@ class TargetRunner:
         digest, _, since = seen.partition(" ")
         return digest if time.time() - float(since) >= self.settings.release_after else None
 
-    def _note_guard(self, actions: Plan, settings: PlanSettings) -> None:
+    def _note_guard(self, actions: Plan, settings: PlanSettings, whole: bool) -> None:
         """Record whether the delete guard withholds deletions since some pass (it then
         stays stricter until a plan of the whole source withholds none: mirror.plan._guard),
         and since when a plan of the whole source withholds the ones it does now (a clock
-        set back starts the wait anew)."""
+        set back starts the wait anew). ``whole``: the plan was of the whole source."""
         if self.index is None:
             return
         if actions.guard_base != settings.guard_base:
@@ -815,8 +815,8 @@ class TargetRunner:
                 self.index.set_meta(guard_seen=None)
             return
         digest = actions.withheld_digest
-        if digest is None:
-            return  # a plan of some paths, or none withheld: the whole source's stand
+        if digest is None or not whole:
+            return  # none withheld, or a plan of some paths: the whole source's stand
         since = float(seen.partition(" ")[2]) if seen and seen.partition(" ")[0] == digest else None
         if since is None or since > time.time():
             self.index.set_meta(guard_seen=f"{digest} {time.time()}")
