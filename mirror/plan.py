@@ -213,8 +213,7 @@ class Plan:
     guard_base: int | None = None
     #: files renamed in the source to a path that is not mirrored: their copies stay
     renamed: tuple[Renamed, ...] = ()
-    #: which deletions the guard withheld, as a digest of their paths, in a plan of the
-    #: whole source (None: none, or a plan of some paths)
+    #: which deletions the guard withheld, as a digest of their paths (None: none)
     withheld_digest: str | None = None
 
     def is_empty(self) -> bool:
@@ -579,7 +578,7 @@ def plan(
         tuple(sorted(planner.unfit)),
         guard_base,
         tuple(planner.renamed[src] for src in sorted(planner.renamed)),
-        digest if withheld and scope is None else None,
+        digest if withheld else None,
     )
 
 
@@ -940,13 +939,15 @@ class _Planner:
         """``transfers``, the first put below each listed file that no row holds and
         that stands where the put needs a folder moving that file into the trash first
         (:attr:`Put.in_the_way`): one ``delete = keep`` kept after its source went, and
-        the source then made a folder of that name, blocked the folder's files for good."""
+        the source then made a folder of that name, blocked the folder's files for good;
+        so did someone's file put on the target in place of a mirrored folder, though the
+        failures named --rescan as the fix."""
         if not self.remote:
             return transfers
         remote = self.remote
         blocked: dict[int, str] = {}  # id of the put -> the listed file where it needs a folder
         for put in transfers:
-            if not isinstance(put, Put) or put.aside is not None or not self._relocates(put.src, put.dst):
+            if not isinstance(put, Put) or put.aside is not None:
                 continue
             if (k := next((a for a in ancestors(self.key(put.dst)) if a in remote), None)) is not None:
                 blocked[id(put)] = k

@@ -671,6 +671,17 @@ def test_a_newer_file_of_the_same_size_on_the_target_is_kept_when_an_index_is_ne
     assert puts["inv.pdf"].keep is None
 
 
+def test_someone_s_file_in_place_of_a_mirrored_folder_goes_to_the_trash_in_a_listing_pass() -> None:
+    """The folder's files failed at every run, naming a run with --rescan as the fix, and
+    that run did not move the file: only files going to a new path cleared their way."""
+    index = {"sub/a.txt": known("sub/a.txt"), "sub/b.txt": known("sub/b.txt")}
+    local = {rel: entry(rel) for rel in index}
+    remote = {"sub": RemoteEntry("sub", 9, 1_700_000_000 * 10**9)}
+    result = plan(local, index, dataclasses.replace(SETTINGS, today=dt.date(2026, 12, 3)), remote)
+    puts = sorted((t.src, t.in_the_way, t.aside) for t in result.transfers if isinstance(t, Put))
+    assert puts == [("sub/a.txt", "sub", ".mirror-trash/2026-12-03/sub"), ("sub/b.txt", None, None)]
+
+
 def test_a_file_restored_with_a_new_inode_keeps_the_copy_edited_since_in_the_trash() -> None:
     """The machine restored from an image a week old, its state folder with it: each file
     has the size and time its row records, on a new inode, and the listing pass wrote
