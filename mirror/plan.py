@@ -79,6 +79,8 @@ class PlanSettings:
 DIFFERS_THERE = "differs on the target"
 #: why a file is sent whose row matches it but for its inode (see _replaced)
 REPLACED = "another file took its place"
+#: why the copy a file replaces is kept: the file is an older version of it
+OLDER_SENT = "the source's file is older than the copy mirror sent"
 
 
 class Put(NamedTuple):
@@ -559,6 +561,7 @@ def plan(
     elif guard is None and scope is None and not held:
         guard_base = None  # the whole source planned, nothing withheld: the guard is at rest
     transfers = planner.keep_newer(transfers, restoring=guard_base is not None)
+    removals = planner.trash_if_restored(removals, transfers)
     transfers = planner.keep_renamed_copies(transfers, left_out or {})
     transfers = planner.clear_folders(transfers)
     early, removals = planner.split_early(removals, moves, transfers)
@@ -993,7 +996,7 @@ class _Planner:
                 return None
             if entry.mtime_ns < known.mtime_ns - OLDER_SLACK_NS:
                 ages = _ages(entry, known.mtime_ns, "copy")
-                return f"the source's file is older than the copy mirror sent ({ages})"
+                return f"{OLDER_SENT} ({ages})"
             if restoring and entry.size < known.size:
                 return "deletions are withheld (the source looked lost); a smaller file may be a restore cut short"
             return None
@@ -1016,6 +1019,26 @@ class _Planner:
         if (changed := _changed_there(known, there)) is not None:
             return f"the copy on the target changed since mirror put it there: {changed}"
         return newer_there(put.entry, there, self.caps)
+
+    def trash_if_restored(self, removals: list[Removal], transfers: list[Put | Adopt]) -> list[Removal]:
+        """``removals``, the deletions moving their copies into the trash instead where
+        this plan replaces copies with older versions of their files: a source restored
+        from an older backup lacks the files written since, and their copies, the only
+        ones left, were deleted in the pass that kept the corrected invoice."""
+        older = sum(1 for t in transfers if isinstance(t, Put) and (t.keep or "").startswith(OLDER_SENT))
+        if not older:
+            return removals
+        why = f"moved into the trash, not deleted: {counted(older, 'file')} of the source older than their copies"
+        result: list[Removal] = []
+        for removal in removals:
+            if isinstance(removal, Delete) and removal.forget:
+                trashed = self._removal(
+                    removal.src, removal.dst, f"{removal.reason}; {why}", True, DeletePolicy.TRASH
+                )
+                result.extend([trashed] if trashed is not None else [])
+            else:
+                result.append(removal)
+        return result
 
     def _trash_path(self, dst: str) -> str:
         return f"{TRASH_DIR}/{self.settings.today.isoformat()}/{dst}"

@@ -633,6 +633,25 @@ def test_an_older_version_restored_into_the_source_keeps_the_newer_copy_in_the_t
     assert puts["other.pdf"].aside is None and puts["other.pdf"].keep is None
 
 
+def test_a_source_restored_from_an_older_backup_moves_the_copies_of_newer_files_into_the_trash() -> None:
+    """The backup lacked the invoices written since: in the pass that kept the corrected
+    invoice's copy, their copies, the only ones left, were deleted."""
+    older = 1_700_000_000 * 10**9 - 86_400 * 10**9
+    index = {f"inv{i}.pdf": known(f"inv{i}.pdf", size=5) for i in range(20)}
+    local = {f"inv{i}.pdf": entry(f"inv{i}.pdf", size=5) for i in range(16)}
+    local["inv0.pdf"] = LocalEntry("inv0.pdf", 4, older, 0)  # last month's version
+    settings_ = dataclasses.replace(SETTINGS, today=dt.date(2026, 12, 3))
+    result = plan(local, index, settings_)
+    assert sorted((r.src, r.trash_dst) for r in result.removals if isinstance(r, Trash)) == [
+        (f"inv{i}.pdf", f".mirror-trash/2026-12-03/inv{i}.pdf") for i in range(16, 20)
+    ]
+    assert not [r for r in result.removals if isinstance(r, Delete)]
+    assert "1 file of the source older than their copies" in result.removals[0].reason
+    # without a file older than its copy, the deletions are deletions
+    local["inv0.pdf"] = entry("inv0.pdf", size=5)
+    assert {type(r) for r in plan(local, index, settings_).removals} == {Delete}
+
+
 def test_while_the_guard_withholds_a_smaller_file_keeps_the_copy_it_replaces() -> None:
     """A restore cut short (a 4 MiB scan copied back as 1 MiB) replaced the only
     complete copy on the target."""
