@@ -812,7 +812,10 @@ class SFTPDriver(Driver):
         self._guard.check(dst)
         # posix-rename@openssh.com replaces dst atomically; plain SFTP rename refuses to
         with self._session() as link:
-            link.sftp.posix_rename(self.full(src), self.full(dst))
+            try:
+                link.sftp.posix_rename(self.full(src), self.full(dst))
+            except OSError as exc:
+                raise _why_rename_failed(link.sftp, self.full(dst), exc) from exc
 
     def delete(self, rel: str) -> None:
         self._guard.check(rel)
@@ -1095,6 +1098,21 @@ def _listdir(sftp: paramiko.SFTPClient, path: str) -> list[paramiko.SFTPAttribut
     return entries
 
 
+def _why_rename_failed(sftp: paramiko.SFTPClient, dst: str, failure: BaseException) -> BaseException:
+    """``failure`` of a rename onto ``dst``, or, where OpenSSH said only "Failure" and a
+    folder stands at ``dst`` (someone's, where mirror's file was), that: the failure was
+    told as a full disk, and sent the admin looking at free space."""
+    if not (isinstance(failure, OSError) and failure.errno is None and str(failure) == "Failure"):
+        return failure
+    try:
+        mode = sftp.stat(dst).st_mode or 0
+    except OSError:
+        return failure
+    if stat.S_ISDIR(mode):
+        return ItemError(f"{dst} on the target is a folder where a file goes")
+    return failure
+
+
 def _renaming(src: str, dst: str) -> Request:
     """Move ``src`` to ``dst``, replacing it atomically (plain SFTP rename refuses to)."""
     from paramiko.sftp import CMD_EXTENDED
@@ -1178,6 +1196,7 @@ class _Batch:
 
     def __init__(self, link: _Link, jobs: Sequence[_Job]) -> None:
         self.jobs = jobs
+        self.link = link
         self.write_size = link.write_size
         self.replies = _Replies(link)
         #: per job: None while it goes well, else what failed
@@ -1240,7 +1259,8 @@ class _Batch:
         done = [i for i in self.handles if self.outcomes[i] is None]
         requests = [_renaming(self.jobs[i].tmp, self.jobs[i].dst) for i in done]
         for i, num in zip(done, self.replies.ask(requests), strict=True):
-            self.outcomes[i] = self.replies.failure(num)
+            failure = self.replies.failure(num)
+            self.outcomes[i] = failure and _why_rename_failed(self.link.sftp, self.jobs[i].dst, failure)
 
 
 def _upload(link: _Link, src: io.BufferedReader, size: int, target: str, mtime_s: int | None) -> None:

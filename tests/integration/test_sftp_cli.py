@@ -69,6 +69,31 @@ def test_a_run_with_one_change_logs_in_once(sshd: SshServer, tmp_path: Path) -> 
     assert sshd.log.read_text().count("Accepted publickey") == logins + 1
 
 
+def test_a_folder_in_place_of_a_mirrored_file_is_named_not_blamed_on_a_full_disk(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    """Someone put a folder on the server where mirror's file was: every update of the
+    file failed as 'refused the write without a reason (a full disk, a quota, or a
+    read-only disk?)', the small files' batch and a large file's upload alike."""
+    source, remote = tmp_path / "export", tmp_path / "remote"
+    source.mkdir()
+    (source / "report.pdf").write_bytes(b"one")
+    (source / "scan.tif").write_bytes(os.urandom(3 << 20))  # sent on its own, not in a batch
+    config = _config(sshd, source, remote, tmp_path)
+    assert mirror("run", "--once", "-c", str(config)).returncode == 0
+    for name in ("report.pdf", "scan.tif"):
+        (remote / name).unlink()
+        (remote / name).mkdir()
+        (remote / name / "theirs.txt").write_bytes(b"theirs")
+    (source / "report.pdf").write_bytes(b"one, edited")
+    (source / "scan.tif").write_bytes(os.urandom(3 << 20))
+    run = mirror("run", "--once", "-c", str(config))
+    assert run.returncode == 1, run.stdout + run.stderr
+    for name in ("report.pdf", "scan.tif"):
+        assert f"{name}: {remote / name} on the target is a folder where a file goes" in run.stderr, run.stderr
+    assert "full disk" not in run.stderr
+
+
 def test_a_run_with_nothing_to_send_logs_in_to_ask_about_the_folder_once_it_was_last_seen_a_while_ago(
     sshd: SshServer, tmp_path: Path
 ) -> None:
