@@ -258,6 +258,8 @@ class SourceWatcher:
                     # whose own name it is failed every watcher as it set up, and nothing
                     # was ever mirrored (the first pass waits for its first tick)
                     self._per_folder = self._per_folder or "a name in the source is not valid UTF-8"
+                    # a name the walk does not find (gone again) must not make a busy loop
+                    self.stop.wait(0.1)
                     continue
                 # polling, watchfiles gives up on such a name as well, and its watcher with
                 # it: a new one starts with a rescan, which finds the change
