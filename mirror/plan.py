@@ -67,6 +67,10 @@ class PlanSettings:
     guard_steady: str | None = None
     #: release_after, to name it in the guard's verdict
     release_after: float = 1800.0
+    #: an earlier plan, within release_after, found source files older than their copies
+    #: (:attr:`Plan.restored`): watching, a restore copied over the source and the
+    #: removal of the files it lacks come in passes of their own
+    restored_lately: bool = False
 
 
 # The actions are NamedTuples, as LocalEntry is: a plan holds one per file that needs
@@ -217,6 +221,8 @@ class Plan:
     renamed: tuple[Renamed, ...] = ()
     #: which deletions the guard withheld, as a digest of their paths (None: none)
     withheld_digest: str | None = None
+    #: how many source files this plan found older than the copies mirror sent
+    restored: int = 0
 
     def is_empty(self) -> bool:
         return not (self.cleanups or self.moves or self.transfers or self.removals or self.refusals or self.early)
@@ -561,7 +567,8 @@ def plan(
     elif guard is None and scope is None and not held:
         guard_base = None  # the whole source planned, nothing withheld: the guard is at rest
     transfers = planner.keep_newer(transfers, restoring=guard_base is not None)
-    removals = planner.trash_if_restored(removals, transfers)
+    restored = sum(1 for t in transfers if isinstance(t, Put) and (t.keep or "").startswith(OLDER_SENT))
+    removals = planner.trash_if_restored(removals, bool(restored) or settings.restored_lately)
     transfers = planner.keep_renamed_copies(transfers, left_out or {})
     transfers = planner.clear_folders(transfers)
     early, removals = planner.split_early(removals, moves, transfers)
@@ -582,6 +589,7 @@ def plan(
         guard_base,
         tuple(planner.renamed[src] for src in sorted(planner.renamed)),
         digest if withheld else None,
+        restored,
     )
 
 
@@ -1020,15 +1028,15 @@ class _Planner:
             return f"the copy on the target changed since mirror put it there: {changed}"
         return newer_there(put.entry, there, self.caps)
 
-    def trash_if_restored(self, removals: list[Removal], transfers: list[Put | Adopt]) -> list[Removal]:
+    def trash_if_restored(self, removals: list[Removal], restored: bool) -> list[Removal]:
         """``removals``, the deletions moving their copies into the trash instead where
-        this plan replaces copies with older versions of their files: a source restored
-        from an older backup lacks the files written since, and their copies, the only
-        ones left, were deleted in the pass that kept the corrected invoice."""
-        older = sum(1 for t in transfers if isinstance(t, Put) and (t.keep or "").startswith(OLDER_SENT))
-        if not older:
+        ``restored``: this plan, or one a while ago, replaces copies with older versions
+        of their files. A source restored from an older backup lacks the files written
+        since, and their copies, the only ones left, were deleted in the pass that kept
+        the corrected invoice."""
+        if not restored:
             return removals
-        why = f"moved into the trash, not deleted: {counted(older, 'file')} of the source older than their copies"
+        why = "moved into the trash, not deleted: the source holds files older than their copies (a restore?)"
         result: list[Removal] = []
         for removal in removals:
             if isinstance(removal, Delete) and removal.forget:

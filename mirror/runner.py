@@ -776,7 +776,14 @@ class TargetRunner:
             self._guard_base(),
             self._guard_steady(),
             self.settings.release_after,
+            self._restored_lately(),
         )
+
+    def _restored_lately(self) -> bool:
+        """Whether a plan found source files older than their copies within release_after
+        (mirror.plan.PlanSettings.restored_lately)."""
+        seen = self.index.get_meta("restored_at") if self.index is not None else None
+        return seen is not None and 0 <= time.time() - float(seen) < self.settings.release_after
 
     def _guard_base(self) -> int | None:
         """How many files were mirrored when the guard first withheld deletions, if it did
@@ -807,6 +814,8 @@ class TargetRunner:
         set back starts the wait anew). ``whole``: the plan was of the whole source."""
         if self.index is None:
             return
+        if actions.restored:
+            self.index.set_meta(restored_at=time.time())
         if actions.guard_base != settings.guard_base:
             self.index.set_meta(guard_base=actions.guard_base)
         seen = self.index.get_meta("guard_seen")

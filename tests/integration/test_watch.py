@@ -498,6 +498,28 @@ def test_what_a_scan_leaves_out_is_told_once_a_run_not_at_every_rescan(tmp_path:
     assert sum("warning not mirrored: bad-" in line for line in lines) == 1, lines
 
 
+def test_watching_a_restore_from_an_older_backup_moves_the_copies_of_files_it_lacks_into_the_trash(
+    live: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The backup copied over the source (cp -a), then the files written since removed:
+    watching, the two come in passes of their own, and the second deleted the only copies
+    of the newer invoices."""
+    src, dst, _ = live
+    (src / "new.pdf").write_bytes(b"written since the backup")
+    wait_for(lambda: "new.pdf" in files(dst), what="the newer invoice")
+    (src / "a.pdf").write_bytes(b"a" * 50)  # last month's version, its time kept
+    hour_ago = time.time() - 3600
+    os.utime(src / "a.pdf", (hour_ago, hour_ago))
+    log = tmp_path / "mirror.log"
+    wait_for(lambda: "older than the copy mirror sent" in log.read_text(), what="the restore", log=log)
+    (src / "new.pdf").unlink()
+    wait_for(lambda: "new.pdf" not in files(dst), what="the newer invoice's copy leaving its path", log=log)
+    trashed = {
+        rel.rpartition("/")[2]: blob for rel, blob in files(dst).items() if rel.startswith(".mirror-trash/")
+    }
+    assert trashed == {"a.pdf": b"A" * 100, "new.pdf": b"written since the backup"}, files(dst)
+
+
 def test_a_folder_renamed_away_and_a_file_made_in_its_place_at_once(live: tuple[Path, Path, Path]) -> None:
     # the watcher sees both within one debounce: the old folder's files must still leave
     # the target now, not at the next hourly rescan

@@ -646,10 +646,15 @@ def test_a_source_restored_from_an_older_backup_moves_the_copies_of_newer_files_
         (f"inv{i}.pdf", f".mirror-trash/2026-12-03/inv{i}.pdf") for i in range(16, 20)
     ]
     assert not [r for r in result.removals if isinstance(r, Delete)]
-    assert "1 file of the source older than their copies" in result.removals[0].reason
+    assert "the source holds files older than their copies (a restore?)" in result.removals[0].reason
+    assert result.restored == 1
     # without a file older than its copy, the deletions are deletions
     local["inv0.pdf"] = entry("inv0.pdf", size=5)
     assert {type(r) for r in plan(local, index, settings_).removals} == {Delete}
+    # unless an earlier pass found one: watching, a restore copied over the source and the
+    # removal of what it lacks come in passes of their own
+    lately = dataclasses.replace(settings_, restored_lately=True)
+    assert {type(r) for r in plan(local, index, lately, scope=["inv17.pdf"]).removals} == {Trash}
 
 
 def test_while_the_guard_withholds_a_smaller_file_keeps_the_copy_it_replaces() -> None:
