@@ -307,8 +307,8 @@ def _copy(src: int, dst: int) -> None:
     if st.st_blocks * 512 >= st.st_size:
         _copy_bytes(src, dst, None)
         return
-    shift = os.lseek(dst, 0, os.SEEK_CUR) - os.lseek(src, 0, os.SEEK_CUR)
     at = os.lseek(src, 0, os.SEEK_CUR)
+    shift = os.lseek(dst, 0, os.SEEK_CUR) - at
     while True:
         try:
             data = os.lseek(src, at, os.SEEK_DATA)

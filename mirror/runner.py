@@ -36,17 +36,7 @@ from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, overlaps, place_of
 from mirror.paths import ancestors, path_key
 from mirror.place_claim import PlaceClaim
-from mirror.plan import (
-    KnownFiles,
-    Plan,
-    PlanSettings,
-    Put,
-    Renamed,
-    naming_rules,
-    narrow,
-    pending_count,
-    plan,
-)
+from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, pending_count, plan
 from mirror.policy import DeletePolicy
 from mirror.progress import PassProgress, human_duration
 from mirror.redact import redact_url
@@ -766,6 +756,7 @@ class TargetRunner:
             self.index.clear_failures(back)
 
     def _plan_settings(self) -> PlanSettings:
+        base = self._guard_base()
         return PlanSettings(
             self.settings.layout,
             self.settings.delete,
@@ -773,8 +764,8 @@ class TargetRunner:
             self.settings.max_delete,
             dt.date.today(),
             self.stable_inodes,
-            self._guard_base(),
-            self._guard_steady(),
+            base,
+            self._guard_steady() if base is not None else None,  # one read fewer while at rest
             self.settings.release_after,
             self._restored_lately(),
         )
@@ -801,11 +792,17 @@ class TargetRunner:
         """Which deletions the guard withheld (Plan.withheld_digest), where plans of the
         whole source have withheld those same ones for release_after: only then
         does the stricter guard let them go (mirror.plan._guard)."""
+        seen = self._guard_seen()
+        return seen[0] if seen is not None and time.time() - seen[1] >= self.settings.release_after else None
+
+    def _guard_seen(self) -> tuple[str, float] | None:
+        """The deletions plans of the whole source withhold (Plan.withheld_digest), and
+        since when (meta ``guard_seen``)."""
         seen = self.index.get_meta("guard_seen") if self.index is not None else None
         if not seen:
             return None
         digest, _, since = seen.partition(" ")
-        return digest if time.time() - float(since) >= self.settings.release_after else None
+        return digest, float(since)
 
     def _note_guard(self, actions: Plan, settings: PlanSettings, whole: bool) -> None:
         """Record whether the delete guard withholds deletions since some pass (it then
@@ -818,16 +815,15 @@ class TargetRunner:
             self.index.set_meta(restored_at=time.time())
         if actions.guard_base != settings.guard_base:
             self.index.set_meta(guard_base=actions.guard_base)
-        seen = self.index.get_meta("guard_seen")
         if actions.guard_base is None:
-            if seen is not None:
-                self.index.set_meta(guard_seen=None)
+            if settings.guard_base is not None:
+                self.index.set_meta(guard_seen=None)  # the guard at rest again
             return
         digest = actions.withheld_digest
         if digest is None or not whole:
             return  # none withheld, or a plan of some paths: the whole source's stand
-        since = float(seen.partition(" ")[2]) if seen and seen.partition(" ")[0] == digest else None
-        if since is None or since > time.time():
+        seen = self._guard_seen()
+        if seen is None or seen[0] != digest or seen[1] > time.time():
             self.index.set_meta(guard_seen=f"{digest} {time.time()}")
 
     def _with_rows_below(self, skip: Collection[str], files: set[str]) -> Collection[str]:
