@@ -253,16 +253,15 @@ class SourceWatcher:
                     # the first copy made (it waits for the watcher's first rescan)
                     self._fall_back(*_cannot_start(exc))
                     continue
-                if not self.poll and "Unable to decode path" in str(exc):
-                    # the next watcher looks at the folders that hold such names; a folder
-                    # whose own name it is failed every watcher as it set up, and nothing
-                    # was ever mirrored (the first pass waits for its first tick)
+                if "Unable to decode path" in str(exc):
+                    # the next watcher (or poller) looks at the folders that hold such
+                    # names; a folder whose own name it is failed every watcher as it set
+                    # up, and nothing was ever mirrored (the first pass waits for its
+                    # first tick)
                     self._per_folder = self._per_folder or "a name in the source is not valid UTF-8"
                     # a name the walk does not find (gone again) must not make a busy loop
                     self.stop.wait(0.1)
                     continue
-                # polling, watchfiles gives up on such a name as well, and its watcher with
-                # it: a new one starts with a rescan, which finds the change
                 log.info("watcher error (%s); rescanning the source", exc)
                 self.stop.wait(1.0)
             except OSError as exc:
@@ -303,7 +302,7 @@ class SourceWatcher:
         # that is reached through a link from now on must be watched by its real path
         self._real_root = Path(os.path.realpath(self.root))
         paths, recursive = [self._real_root], True
-        if self._per_folder is not None and not self.poll:
+        if self._per_folder is not None:
             folders, odd = _folders_below(self._real_root)
             self._look_anew(odd)
             paths, recursive = [self._real_root / rel for rel in sorted(folders - odd)], False
@@ -619,7 +618,7 @@ class SourceWatcher:
         # a watcher of each folder on its own watches none made, moved in or renamed since
         # it started, and the look in /proc for a folder without a watch could miss it:
         # the edit of a file in a new folder was lost (4 of 20 runs on a loaded machine)
-        self._rewatch = self._rewatch or (self._per_folder is not None and not self.poll)
+        self._rewatch = self._rewatch or self._per_folder is not None
         snap = scan(self.root, self.filt, start=rel)
         # the folder, or files in it: one whose names could be read but not its files
         # (chmod 444) had those left out, not itself

@@ -100,14 +100,20 @@ def test_a_name_that_is_not_utf8_does_not_stop_the_watch(live: tuple[Path, Path,
     wait_for(lambda: files(dst).get("later.pdf") == b"later", what="a file after one whose name is not UTF-8")
 
 
-def test_a_file_whose_name_is_not_utf8_written_again_and_again_leaves_the_watch_be(tmp_path: Path) -> None:
+@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "poll"])
+def test_a_file_whose_name_is_not_utf8_written_again_and_again_leaves_the_watch_be(
+    tmp_path: Path, poll: bool
+) -> None:
     """A Latin-1 program's log in the export folder, written to every 0.2 s: each write
-    ended the watcher, and the next one scanned the whole source again. With 100,000
-    files a change took 5-12 s to arrive, and a CPU core stayed busy."""
+    ended the watcher (the poller of ``poll = true`` too), and the next one scanned the
+    whole source again. With 100,000 files a change took 5-12 s to arrive, and a CPU
+    core stayed busy."""
     src, dst, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
     (src / "2024").mkdir(parents=True)
     (src / "2024" / "a.pdf").write_bytes(b"a")
-    with watching("run", str(src), str(dst), "-v", state=state, log=log):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(f'source = "{src}"\n[targets.t]\nurl = "{dst}"\npoll = {str(poll).lower()}\n')
+    with watching("run", "-c", str(cfg), "-v", state=state, log=log):
         wait_for(lambda: files(dst) == {"2024/a.pdf": b"a"}, what="the first copy")
         journal = os.path.join(os.fsencode(src / "2024"), b"journal-\xe9t\xe9.log")
         for _ in range(15):
