@@ -57,6 +57,9 @@ _LOCKED_HERE: set[str] = set()
 SEEN_FOR = 300.0
 #: seconds before deletions the guard withheld in watch mode are first planned again
 GUARD_RECHECK = 10.0
+#: seconds within which the same deletions withheld are told once: a watcher restarted
+#: for a replaced source folder rescans, and its successor as it starts, a moment apart
+GUARD_RETELL = 5.0
 #: new target paths a pass without a listing may ask the target about, one request each
 #: (:attr:`Put.ask`); more, and one listing answers for all of them
 ASKS_AT_MOST = 100
@@ -107,6 +110,8 @@ class TargetRunner:
     #: since when requests are being tried again (see _retrying); None: they are not.
     #: Workers set it unlocked: two retrying at once take about the same time
     _retry_since: float | None = None
+    #: the deletions withheld last told, and when (_log_report)
+    _guard_told: tuple[str, float] = ("", 0.0)
 
     def __init__(
         self,
@@ -1870,7 +1875,11 @@ class TargetRunner:
         if report.uploaded or report.moved or report.deleted or report.adopted or report.cut_short:
             self.log.info("%s", summarize(report, named=False))
         if report.guard:
-            self.log.warning("deletions withheld: %s", report.guard)
+            now = time.monotonic()
+            again = self._guard_told[0] == report.guard and now - self._guard_told[1] < GUARD_RETELL
+            self.log.log(logging.DEBUG if again else logging.WARNING, "deletions withheld: %s", report.guard)
+            if not again:
+                self._guard_told = (report.guard, now)
 
 
 def _records(row: IndexEntry, there: RemoteEntry, kept_times: bool) -> bool:

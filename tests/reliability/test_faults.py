@@ -994,6 +994,27 @@ def test_an_emptied_source_in_watch_mode_deletes_nothing(tmp_path: Path) -> None
             proc.kill()
 
 
+def test_a_source_folder_swapped_for_an_empty_one_is_told_once(tmp_path: Path) -> None:
+    """The watcher rescans as the folder is replaced, and its successor as it starts:
+    two passes a moment apart, each withholding the same deletions, and the warning
+    was logged twice in the same second."""
+    source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
+    contents = _invoices(source, 5)
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: landed(target) == contents, timeout=30, what="the first copy")
+        source.rename(tmp_path / "export.old")
+        source.mkdir()
+        wait_for(lambda: "was replaced" in log.read_text(), timeout=30, what="the swap", log=log)
+        time.sleep(3)  # both passes, and well short of the guard's check 10 s on
+        assert log.read_text().count("deletions withheld: the source folder is empty") == 1, log.read_text()
+        assert landed(target) == contents
+        stop(proc, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 # -- busy files -------------------------------------------------------------------------------
 def test_a_file_that_keeps_changing_never_blocks_the_rest(tmp_path: Path) -> None:
     source, target, state, log = tmp_path / "export", tmp_path / "backup", tmp_path / "state", tmp_path / "m.log"
