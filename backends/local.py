@@ -97,6 +97,9 @@ class LocalDriver(Driver):
     def connect(cls, url: str, options: Mapping[str, Any], caps: Capabilities | None = None) -> Driver:
         if os.path.lexists(url) and not os.path.isdir(url):
             raise FatalError(f"the target {url} is a file, not a folder; choose a folder (a missing one is made)")
+        if (file := _file_above(url)) is not None:
+            # each file failed on its own, as "NotADirectoryError: [Errno 20] Not a directory"
+            raise FatalError(f"cannot make the target {url}: {file} is a file, not a folder; choose another path")
         # plain os calls do the work: fsspec (slow to import) is only loaded if asked for
         driver = cls(None, url, caps)
         driver.default_concurrency = workers_on(mount_of(url))
@@ -297,6 +300,14 @@ class LocalDriver(Driver):
         except OSError:
             return False
         return True
+
+
+def _file_above(path: str) -> str | None:
+    """The file, if any, that stands in place of a folder above ``path``."""
+    above = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(above):
+        above = os.path.dirname(above)
+    return None if os.path.isdir(above) else above
 
 
 def _copy(src: int, dst: int) -> None:

@@ -2292,11 +2292,17 @@ def test_verify_read_through_head_stops_quietly(tmp_path: Path, state: Path) -> 
     assert piped.returncode == 1 and piped.stderr == "", piped.stderr
 
 
-def test_a_target_that_is_a_file_fails_once_not_once_per_file(src: Path, tmp_path: Path, state: Path) -> None:
+@pytest.mark.parametrize("below", ["", "/2026/invoices"], ids=["the target", "a folder above it"])
+def test_a_target_that_is_a_file_fails_once_not_once_per_file(
+    src: Path, tmp_path: Path, state: Path, below: str
+) -> None:
+    """A file below which the target would be made failed each file on its own, as
+    "NotADirectoryError: [Errno 20] Not a directory"."""
     (tmp_path / "backup").write_bytes(b"not a folder")
-    result = run("run", str(src), str(tmp_path / "backup"), "--once", state=state)
+    result = run("run", str(src), f"{tmp_path / 'backup'}{below}", "--once", state=state)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "is a file, not a folder" in result.stderr and "failed: 2026/" not in result.stderr, result.stderr
+    assert f"{tmp_path / 'backup'} is a file, not a folder" in result.stderr, result.stderr
+    assert "failed: 2026/" not in result.stderr and "Errno" not in result.stderr, result.stderr
     assert (tmp_path / "backup").read_bytes() == b"not a folder"
 
 
