@@ -1520,6 +1520,10 @@ class TargetRunner:
             if changes:
                 self._work.changes.update(changes)
             self._cv.notify()
+            waiting = len(self._work.changes)
+        if changes and self.dead is not None:
+            # a stopped target waits up to rescan_interval: status said "pending 0" meanwhile
+            self.note(pending=waiting)
 
     def stopped_with(self, unsettled: Collection[str]) -> None:
         """Watch mode ends with the paths ``unsettled`` still settling in the watcher, and
@@ -1713,10 +1717,11 @@ class TargetRunner:
                     human_duration(again),
                 )
                 self.failing(str(exc), "failed")
+                self.submit(work.changes)  # counted in status while it waits (submit)
                 if self.stop.wait(again):
                     return
                 self.dead = None
-                self.submit(work.changes, full=True, listing=True, skip=work.skip)
+                self.submit(full=True, listing=True, skip=work.skip)
             except Exception as exc:
                 if isinstance(exc, StateError):
                     level = logging.DEBUG if str(exc) == told else logging.ERROR

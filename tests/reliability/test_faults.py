@@ -246,6 +246,14 @@ def test_a_service_started_on_a_target_in_sync_waits_out_a_fatal_error(tmp_path:
             subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=30)
             (source / "invoice 2.pdf").write_bytes(b"second")
             wait_for(lambda: "target stopped" in log.read_text(), timeout=30, what="the read-only disk")
+            (source / "invoice 3.pdf").write_bytes(b"third")
+
+            def both_pending() -> bool:
+                [usb] = json.loads(run("status", "-c", str(cfg), "--json", state=state).stdout)
+                return bool(usb["pending"] == 2)
+
+            # status said "pending 0" while the target waited to be tried again
+            wait_for(both_pending, timeout=10, what="status to count the files waiting", log=log)
             subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True, timeout=30)
             arrived = lambda: landed(disk / "backup") == files(source) or proc.poll() is not None  # noqa: E731
             wait_for(arrived, timeout=30, what="the copy after")
