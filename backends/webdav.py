@@ -278,6 +278,8 @@ def classify_webdav_error(exc: BaseException) -> MirrorError:  # noqa: PLR0911  
         status = exc.status_code
         if status in (HTTPStatus.UNAUTHORIZED,):
             return FatalError("webdav: the server no longer accepts the credentials (401)")
+        if status >= 500 and _out_of_space(exc.response):
+            return TargetFull(f"webdav: the server is out of space (it answered {status}: no space left)")
         if status == HTTPStatus.TOO_MANY_REQUESTS or status >= 500:
             return TransientError(f"webdav: server answered {status}", retry_after=_retry_after(exc.response))
         if status == HTTPStatus.FORBIDDEN:
@@ -288,6 +290,17 @@ def classify_webdav_error(exc: BaseException) -> MirrorError:  # noqa: PLR0911  
     if isinstance(exc, ClientError):
         return ItemError(f"webdav: {exc}")
     return classify_os_error(exc)
+
+
+def _out_of_space(response: httpx.Response) -> bool:
+    """Whether an error page tells a full disk: servers such as wsgidav answer 500, not
+    507, with the OS error in the page, and retried as a server in trouble, the target
+    counted as down."""
+    try:
+        page = response.text[:4096]
+    except Exception:  # a body not read (streamed), or not text: no page to go by
+        return False
+    return "No space left on device" in page or "Errno 28" in page or "ENOSPC" in page
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -26,6 +26,7 @@ from tests.cli import MIRROR, files, run, start, wait_for
 from tests.reliability.common import bind, hashes, landed, sftp_options, temp_files, write_config
 from tests.servers.dropbox import DropboxServer
 from tests.servers.sshd import SshServer
+from tests.servers.webdav import start_webdav
 
 
 @contextlib.contextmanager
@@ -262,6 +263,27 @@ def test_a_service_started_on_a_target_in_sync_waits_out_a_fatal_error(tmp_path:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_full_disk_on_a_webdav_server_stops_the_target_as_full_leaving_no_partial_file(tmp_path: Path) -> None:
+    """wsgidav answers a write its disk cannot take with 500 and the OS error in the page:
+    taken for a server in trouble, it was retried as if down, and the partial temp file
+    of the upload kept the disk full until the next listing pass."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    source.mkdir()
+    (source / "scan.tif").write_bytes(os.urandom(400_000))
+    with tmpfs(tmp_path / "server disk", "256k") as disk:
+        (disk / "invoices").mkdir()
+        server = start_webdav(disk)
+        try:
+            config = write_config(tmp_path / "m.toml", source, {"dav": (server.url("invoices"), server.options())})
+            full = run("run", "-c", str(config), "--once", state=state)
+        finally:
+            server.server.stop()
+        left = os.listdir(disk / "invoices")
+    assert full.returncode == 1
+    assert "dav: target failed: webdav: the server is out of space" in full.stderr, full.stderr
+    assert left == [], left
 
 
 def test_a_full_disk_on_an_sftp_server_is_named_as_a_likely_cause(sshd: SshServer, tmp_path: Path) -> None:
