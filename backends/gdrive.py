@@ -119,6 +119,15 @@ def _retry_after(exc: HttpError) -> float | None:
         return None
 
 
+def _holds(item: Mapping[str, Any], md5: str | None, mtime_ns: int) -> bool:
+    """Whether the Drive file ``item`` has the bytes and the time an upload gives it."""
+    return (
+        md5 is not None
+        and item.get("md5Checksum") == md5
+        and parse_rfc3339(item.get("modifiedTime")) == parse_rfc3339(rfc3339(mtime_ns))
+    )
+
+
 def pick(items: list[dict[str, Any]], where: str) -> dict[str, Any]:
     """The one of several same-named items mirror uses: the oldest, then the lowest id.
 
@@ -236,7 +245,7 @@ class GDriveDriver(Driver):
     def _files(self) -> Any:
         service = getattr(self._local, "service", None)
         if service is None:
-            http = httplib2.Http(timeout=self._timeout, ca_certs=self._ca_certs)
+            http = _SendsOnce(timeout=self._timeout, ca_certs=self._ca_certs)
             # 308 is Drive's "resume incomplete", not a redirect
             http.redirect_codes = http.redirect_codes - {308}
             with self._lock:
@@ -438,20 +447,7 @@ class GDriveDriver(Driver):
                 if found is not None:
                     return found
                 continue
-            return self._one_folder(parent_id, name, where, str(made["id"]))
-
-    def _one_folder(self, parent_id: str, name: str, where: str, made_id: str) -> str:
-        """The id to use for the folder just made: its own, unless another of its name now stands beside it.
-
-        httplib2 sends a request again, unasked, when the connection closes before the
-        answer, so one create can make two folders. The one whose answer came is empty and
-        nobody else knows its id: it goes, and the other one is used.
-        """
-        others = [f for f in self._named_folders(parent_id, name) if f["id"] != made_id]
-        if not others:
-            return made_id
-        self._dispose(made_id)
-        return str(pick(others, where)["id"])
+            return str(made["id"])
 
     def forget_folder(self, rel_dir: str) -> None:
         with self._lock:
@@ -541,6 +537,8 @@ class GDriveDriver(Driver):
             # looked up again on every attempt: a create whose answer was lost has
             # still made the file, and a second create would duplicate it
             existing = self._file(rel)
+            if attempt and existing is not None and _holds(existing, expected, mtime_ns):
+                return self._entry(rel, existing)  # the upload whose answer was lost landed
             try:
                 with ReadToCommit(local_path, size) as stream:
                     resumable = size > SIMPLE_UPLOAD_MAX or ends_with_cr(stream)
@@ -683,6 +681,39 @@ class GDriveDriver(Driver):
             https, self._https = self._https, []
         for conn in https:
             conn.close()
+
+
+class _SendsOnce(httplib2.Http):  # type: ignore[misc]
+    """httplib2.Http that sends a request that makes or changes something once.
+
+    httplib2 sends a request again, unasked, when the connection closes before the
+    answer: a file create whose answer was lost made a second file of its name, and the
+    last chunk of a resumable upload, sent again from a stream already read, held the
+    upload for the whole timeout. The failure comes back instead, and the driver looks
+    at what Drive holds before it tries again (put, _make_folder, _upload).
+    """
+
+    def _conn_request(self, conn: Any, request_uri: str, method: str, body: Any, headers: Any) -> Any:
+        if method in ("GET", "HEAD", "DELETE"):
+            return super()._conn_request(conn, request_uri, method, body, headers)
+        return super()._conn_request(_Once(conn), request_uri, method, body, headers)
+
+
+class _Once:
+    """A connection that takes one request: a second raises, ending httplib2's retry."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._sent = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self._sent:
+            raise ConnectionAbortedError("the connection closed before Google Drive answered")
+        self._sent = True
+        self._conn.request(*args, **kwargs)
 
 
 def classify_transport_error(exc: BaseException) -> MirrorError:

@@ -88,6 +88,8 @@ class DriveState:
         self.files[self.root_id] = DriveFile(self.root_id, "My Drive", FOLDER, [], now_rfc3339(), now_rfc3339())
         self.drives: set[str] = set()
         self.sessions: dict[str, UploadSession] = {}
+        #: the file each completed upload session made or updated
+        self.uploaded: dict[str, str] = {}
         #: the access tokens Drive takes; each token request hands out a new one
         self.tokens: set[str] = set()
         self.token_numbers = itertools.count(1)
@@ -103,6 +105,9 @@ class DriveState:
         #: faults for the next folder creates, the folder made each time: "lose_answer"
         #: (answered 503) or "hang_up" (the connection closed with no answer)
         self.folder_faults: list[str] = []
+        #: the same for the next uploads of a file's content (a create, an update, or
+        #: the last chunk of a resumable upload), the file stored each time
+        self.file_faults: list[str] = []
         #: uploads still to be stored one byte short, as behind a proxy that damages bodies
         self.damaged_uploads = 0
         self.base_url = ""
@@ -360,7 +365,12 @@ class DriveHandler(JSONHandler):
     def dispatch(self, method: str) -> None:
         st = self.state
         route = self.route
-        body = self.body()
+        try:
+            body = self.body()
+        except ClientGone:
+            with st.lock:
+                st.requests.append((f"{method}, cut short", route))
+            raise
         with st.lock:
             st.requests.append((method, route))
             throttle = st.throttle.pop(0) if st.throttle and route != "/token" else None
@@ -450,14 +460,12 @@ class DriveHandler(JSONHandler):
             content = None if content is None else st.arrived(content)
             if method == "POST":
                 item = st._create(meta, content or b"")
-                fault = st.folder_faults.pop(0) if item.mimeType == FOLDER and st.folder_faults else None
-                if fault == "hang_up":
-                    raise ClientGone
-                if fault:
-                    raise ApiError(503, "backendError", "Backend Error")
+                faults = st.folder_faults if item.mimeType == FOLDER else st.file_faults
             else:
                 assert file_id is not None
                 item = st._update(file_id, meta, q, content)
+                faults = st.file_faults if content is not None else []
+            _answer_lost(faults)
             return 200, select_fields(item.resource(), q.get("fields")), None
         raise ApiError(405, "methodNotAllowed", method)
 
@@ -496,6 +504,9 @@ class DriveHandler(JSONHandler):
     def upload_chunk(self, sid: str, body: bytes) -> tuple[int, Any, dict[str, str] | None]:
         st = self.state
         session = st.sessions.get(sid)
+        if session is None and sid in st.uploaded:
+            # Drive answers a session's status query with the file once the upload is complete
+            return 200, st.get(st.uploaded[sid]).resource(), None
         if session is None:
             raise ApiError(404, "notFound", "upload session not found")
         crange = self.headers.get("Content-Range", "")
@@ -523,9 +534,21 @@ class DriveHandler(JSONHandler):
                 item = st._create(session.metadata, content)
             else:
                 item = st._update(session.file_id, session.metadata, {}, content)
+            st.uploaded[sid] = item.id
+            _answer_lost(st.file_faults)
             return 200, item.resource(), None
         headers = {"Range": f"bytes=0-{len(session.data) - 1}"} if session.data else {}
         return 308, None, headers
+
+
+def _answer_lost(faults: list[str]) -> None:
+    """The next of ``faults``, once the work is done: the connection closed with no
+    answer ("hang_up"), or a 503 in place of the answer ("lose_answer")."""
+    fault = faults.pop(0) if faults else None
+    if fault == "hang_up":
+        raise ClientGone
+    if fault:
+        raise ApiError(503, "backendError", "Backend Error")
 
 
 def make_handler(state: DriveState) -> type[DriveHandler]:
