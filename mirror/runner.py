@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from mirror import index_lock, registry
 from mirror.bulk import BulkLane, split
@@ -47,6 +48,7 @@ from mirror.target_place import TargetPlace, busy, folder_place, located, note_w
 from mirror.wording import described, starved, summarize
 
 log = logging.getLogger("mirror")
+T = TypeVar("T")
 
 #: the indexes whose lock a Mirror of this process holds (see mirror.target_place.held_by)
 _LOCKED_HERE: set[str] = set()
@@ -1167,7 +1169,12 @@ class TargetRunner:
         if ask and not self._asked_lately() and not lost and self._tells_lost and (known := self.index.a_file()):
             asking, self._asking = self._asking, None
             try:
-                lost = bool(asking.result() if asking is not None else self.connect().root_lost(known))
+                if asking is not None and asking.exception() is None:
+                    lost = bool(asking.result())
+                else:
+                    # retried as any request: a 429 with Retry-After failed the whole run
+                    driver = self.connect()
+                    lost = bool(self.call(lambda: driver.root_lost(known)))
             except Exception as exc:
                 # out of reach, or refusing mirror: a run with nothing to send went on
                 # offline, said all was in sync (exit 0) and stamped a complete sync of a
@@ -1359,7 +1366,7 @@ class TargetRunner:
             loaded, scope, total, index.rows, index.lookup, index.targets, index.holders, index.held_below
         ), scope
 
-    def call(self, fn: Callable[[], dict[str, RemoteEntry]]) -> dict[str, RemoteEntry]:
+    def call(self, fn: Callable[[], T]) -> T:
         """``fn`` against the target, its errors as mirror's (and retried, but in a dry run)."""
         assert self.executor is not None or self.dry_run
         if self.executor is None:

@@ -170,6 +170,28 @@ def test_a_long_retry_after_is_left_to_the_engine(driver: OneDriveDriver, graph_
     assert isinstance(err, TransientError) and err.retry_after == 3600
 
 
+def test_a_run_whose_first_request_is_throttled_waits_and_sends(
+    graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
+) -> None:
+    """The first request of a pass asks whether the target folder is still the one mirror
+    filled: a 429 with Retry-After failed the whole --once run ("target failed", exit 1,
+    nothing sent), where every later request waits as Graph asks."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    # max_retries 0: the driver hands each throttled answer to the engine at once
+    options = {**onedrive_target.options, "max_retries": 0}
+    config = write_config(tmp_path / "mirror.toml", source, {"od": (onedrive_target.url, options)})
+    assert run("run", "--once", "-c", str(config), state=state).returncode == 0
+    (source / "b.pdf").write_bytes(b"b")
+    with graph_fake.state.lock:
+        graph_fake.state.throttle.append((429, 1))
+    second = run("run", "--once", "-c", str(config), state=state)
+    assert second.returncode == 0, second.stderr
+    item = graph_fake.state.find(f"{root_path(onedrive_target)}/b.pdf")
+    assert item is not None and item.content == b"b"
+
+
 def test_case_insensitive_replace_keeps_one_item(
     driver: OneDriveDriver, graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path
 ) -> None:
