@@ -83,11 +83,11 @@ def setup(verbosity: int, fmt: str = "text", secrets: Iterable[str] = ()) -> Sec
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
     root.setLevel(logging.WARNING)
     logging.getLogger("mirror").setLevel(level)
-    # paramiko logs each lost connection as an error with its traceback, and the Google
+    # paramiko logs each lost connection as an error with its traceback, the Google
     # client warns of each 403 it meets ('Encountered 403 Forbidden with reason
-    # "storageQuotaExceeded"'), with no target named; their backends tell the same failure
-    # in mirror's own words
-    for library in ("paramiko", "googleapiclient.http"):
+    # "storageQuotaExceeded"') and the Dropbox SDK of an expired token it cannot renew,
+    # with no target named; their backends tell the same failure in mirror's own words
+    for library in ("paramiko", "googleapiclient.http", "dropbox"):
         logging.getLogger(library).setLevel(logging.CRITICAL if verbosity <= 0 else logging.NOTSET)
     if verbosity > 1:
         root.setLevel(logging.DEBUG)

@@ -167,3 +167,23 @@ def test_a_folder_and_a_stray_file_dropbox_takes_for_one_name_send_the_folder(
     check = mirror("verify")
     assert check.returncode == 1 and "belege: missing on the target" in check.stdout, check.stdout
     assert "Belege/beleg-0.pdf" not in check.stdout, check.stdout
+
+
+def test_an_expired_token_is_told_in_one_line(dropbox_server: DropboxServer, tmp_path: Path) -> None:
+    """The Dropbox SDK's own warning came first, with the spaces of its source's line
+    continuation: 'Unable to refresh access token without                 refresh token
+    and app key'."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    mirror = cli(dropbox_server, tmp_path, source)
+    assert mirror("run", "--once").returncode == 0
+    (source / "b.pdf").write_bytes(b"b")
+    fake = dropbox_server.fake
+    for token in fake.access_tokens:  # hours later, a short-lived token has expired
+        fake.access_tokens[token] = 0.0
+    expired = mirror("run", "--once")
+    assert expired.returncode == 1
+    told = expired.stderr.splitlines()
+    assert len(told) == 1 and told[0].startswith("dropbox: target failed: "), expired.stderr
+    assert "mirror auth dropbox" in told[0]
