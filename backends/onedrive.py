@@ -333,6 +333,9 @@ class OneDriveDriver(Driver):
             raise ConfigError(
                 f"onedrive: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
+        if (why := refusal(_root(url))) is not None:
+            # each file failed on its own, named, and the folder in the config not at all
+            raise ConfigError(f"onedrive: the target {url}: its {why}; choose a folder name OneDrive takes")
         # a login that is missing or readable by others stops the run
         read_login(str(options.get("token_file") or default_token_file()))
 

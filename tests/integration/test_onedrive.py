@@ -396,6 +396,23 @@ def test_an_outage_of_microsofts_login_service_is_waited_out(
     driver.close()
 
 
+@pytest.mark.parametrize("folder", ["Backup/Inv|2024", "Backup/ Invoices", "Backup/CON"])
+def test_a_target_folder_whose_name_onedrive_refuses_is_a_config_error(
+    onedrive_target: TargetSpec, tmp_path: Path, folder: str
+) -> None:
+    """Each file failed on its own with "OneDrive answered 400 (invalidRequest: ...)",
+    naming the file, not the folder in the config."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "a.pdf").write_bytes(b"a")
+    target = (f"onedrive://{folder}", onedrive_target.options)
+    config = write_config(tmp_path / "mirror.toml", source, {"od": target})
+    result = run("run", "--once", "-c", str(config), state=tmp_path / "state")
+    assert result.returncode == 2, result.stderr
+    assert f"onedrive://{folder}" in result.stderr and "OneDrive" in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_a_missing_token_file_names_the_command_that_writes_it(tmp_path: Path) -> None:
     """It said to run `mirror auth onedrive --client-id ID`, which writes the default file,
     not the one the config names."""
