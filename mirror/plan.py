@@ -44,6 +44,10 @@ UNFIT_LEFT = (
 )
 
 
+#: why a new path that the target holds, or needs, as a file where the other needs a folder is refused
+CLASHES = "clashes with a file or folder of the same name on the target"
+
+
 def is_temp(path: str) -> bool:
     """Whether a target path is one of mirror's upload temp files (:func:`mirror.paths.temp_name`)."""
     return TEMP_RE.match(path.rpartition("/")[2]) is not None
@@ -535,6 +539,7 @@ def plan(
     moves, transfers = planner.assign(desired, gone)
     del desired  # a first copy's million entries: freed before the next steps build sets of paths
     moves, transfers = planner.refuse_file_folder_clashes(moves, transfers)
+    moves, transfers = planner.refuse_folders_there(moves, transfers)
     gone = planner.keep_renamed(gone)  # and to one refused since (another file's, a clash)
     moves = planner.order_moves(moves, transfers)
     removals = planner.removals(transfers, moves, gone, leftovers or {}, excluded)
@@ -1120,6 +1125,40 @@ class _Planner:
             files = self.claimed.keys() | (established - self.vacated) if established else self.claimed.keys()
         return self._refuse(new, lambda k: k in folders or any(a in files for a in ancestors(k)), moves, transfers)
 
+    def refuse_folders_there(
+        self, moves: list[Move], transfers: list[Put | Adopt]
+    ) -> tuple[list[Move], list[Put | Adopt]]:
+        """With a listing, refuse a file to a new path where the target holds a folder of
+        files no row holds (someone's, or copies mirror no longer manages): the write
+        failed there on every pass ("IsADirectoryError"), and a copy left under a name
+        the target refuses now, where a file of the name the target folds it to arrived,
+        was sent anew at each pass."""
+        if not self.remote or not (moves or transfers):
+            return moves, transfers
+        new = {self.key(a.dst) for a in [*moves, *transfers] if self._relocates(a.src, a.dst)}
+        parents = {k.rpartition("/")[0] for k in self.remote}
+        parents.discard("")
+        there = new & parents.union(*(ancestors(p) for p in parents))
+        if not there:
+            return moves, transfers  # the usual case: one pass over the listing's paths
+        below = {k: r for k, r in self.remote.items() if not is_temp(k) and not there.isdisjoint(ancestors(k))}
+        held = self._owners_of(below)
+        theirs: dict[str, str] = {}  # folder key -> a file below it no row holds
+        for k in sorted(below.keys() - held.keys()):
+            for a in ancestors(k):
+                if a in there:
+                    theirs.setdefault(a, below[k].path)
+        return self._refuse(
+            set(theirs),
+            lambda k: True,
+            moves,
+            transfers,
+            lambda dst: (
+                f"the target holds a folder {dst!r} with files mirror did not put there "
+                f"({theirs[self.key(dst)]!r}); move or rename that folder on the target"
+            ),
+        )
+
     def _give_way_to_new_folders(
         self, contested: set[str], new: set[str], moves: list[Move], transfers: list[Put | Adopt]
     ) -> tuple[list[Move], list[Put | Adopt]]:
@@ -1171,15 +1210,19 @@ class _Planner:
         return self._refuse(new, clashes, moves, transfers)
 
     def _refuse(
-        self, new: set[str], clashes: Callable[[str], bool], moves: list[Move], transfers: list[Put | Adopt]
+        self,
+        new: set[str],
+        clashes: Callable[[str], bool],
+        moves: list[Move],
+        transfers: list[Put | Adopt],
+        why: Callable[[str], str] = lambda dst: f"{dst!r} {CLASHES}",
     ) -> tuple[list[Move], list[Put | Adopt]]:
-        """Refuse the actions to a new path that ``clashes`` as file vs. folder."""
+        """Refuse the actions to a new path that ``clashes`` as file vs. folder, each for ``why``."""
         clashing = set()
         for action in [*moves, *transfers]:
             k = self.key(action.dst)
             if k in new and clashes(k):
-                why = f"{action.dst!r} clashes with a file or folder of the same name on the target"
-                self.refusals.append(Refuse(action.src, action.dst, why))
+                self.refusals.append(Refuse(action.src, action.dst, why(action.dst)))
                 clashing.add(action.src)
         if not clashing:
             return moves, transfers

@@ -2524,7 +2524,11 @@ def test_a_failed_file_that_left_the_source_leaves_no_failure_behind(tmp_path: P
     (dst / "x.pdf" / "not mine").write_bytes(b"someone else's")
     (src / "a.pdf").write_bytes(b"a")
     (src / "x.pdf").write_bytes(b"x")
-    assert run("run", str(src), str(dst), "--once", state=state).returncode == 1
+    first = run("run", str(src), str(dst), "--once", state=state)
+    assert first.returncode == 1
+    why = "the target holds a folder 'x.pdf' with files mirror did not put there ('x.pdf/not mine'); move or"
+    assert f"failed: x.pdf: {why}" in first.stderr, first.stderr
+    assert files(dst) == {"a.pdf": b"a", "x.pdf/not mine": b"someone else's"}
     (src / "x.pdf").unlink()
     assert run("run", str(src), str(dst), "--once", state=state).returncode == 0
     shown = run("status", str(src), str(dst), state=state)
