@@ -674,6 +674,7 @@ class TargetRunner:
         if self.dry_run:
             return Report(self.name, kind, planned=actions, guard=actions.guard, seconds=time.time() - started)
         self._note_guard(actions, settings, whole=scope is None)
+        self._under_way(actions)
         if (
             kind == "full"
             and not listing
@@ -706,6 +707,14 @@ class TargetRunner:
         self._after(report, listing, settling)
         self._note_stranded()  # after: the listing's all clear is for temps stranded before it
         return report
+
+    def _under_way(self, actions: Plan) -> None:
+        """Tell status and metrics that a pass with work is under way, before the target is
+        reached: a server that stopped answering held the pass for its timeout, and status
+        said "idle, pending 0" (metrics: in sync) meanwhile."""
+        if not actions.is_empty():
+            self.note(state="syncing", pending=len(actions.transfers) + len(actions.moves))
+            self.observer.on_state(self.name, "syncing", None)
 
     def _listing(self, local: Mapping[str, LocalEntry]) -> dict[str, RemoteEntry]:
         """The target's files, once uploads a killed run left under way are dealt with."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -142,7 +143,9 @@ def test_a_run_with_nothing_to_send_to_a_server_that_is_down_is_no_all_clear(tmp
     assert mirror("status", "-c", str(config)).returncode == 1
 
 
-def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path, extra: str = "") -> Path:
+def _config(
+    server: SshServer, source: Path, remote: Path, tmp_path: Path, extra: str = "", timeout: int = 5
+) -> Path:
     config = tmp_path / "restart.toml"
     config.write_text(
         f'source = "{source}"\n'
@@ -151,7 +154,7 @@ def _config(server: SshServer, source: Path, remote: Path, tmp_path: Path, extra
         "[targets.box]\n"
         f'url = "{server.url(remote)}"\n'
         f'options = {{ key_filename = "{server.client_key}", known_hosts = "{server.known_hosts}", '
-        "allow_agent = false, look_for_keys = false, timeout = 5 }\n"
+        f"allow_agent = false, look_for_keys = false, timeout = {timeout} }}\n"
     )
     return config
 
@@ -208,6 +211,32 @@ def test_a_server_that_stops_answering_gets_one_line_not_library_tracebacks(tmp_
     assert frozen.returncode == 1
     assert "Traceback" not in frozen.stderr and "box: target failed: sftp:" in frozen.stderr, frozen.stderr
     assert len(frozen.stderr.splitlines()) == 1, frozen.stderr
+
+
+def test_status_counts_new_files_while_a_hung_server_is_being_reached(tmp_path: Path) -> None:
+    """The pass that takes new files connects, and asks about the target folder, before
+    it records anything: with the server hung, status said "idle, pending 0" and exit 0
+    (metrics: in sync) for the whole timeout, none of the files on the server."""
+    server, source, remote, _ = _serving(tmp_path, {"invoice 1.pdf": b"%PDF 1"})
+    config = _config(server, source, remote, tmp_path, timeout=30)
+    assert mirror("run", "-c", str(config), "--once").returncode == 0
+    for i in (2, 3, 4):
+        (source / f"invoice {i}.pdf").write_bytes(b"%PDF")
+    frozen = server.pause()
+    proc = start("run", "-c", str(config), state=tmp_path / "state", log=tmp_path / "m.log")
+    try:
+
+        def counted() -> bool:
+            [box] = json.loads(mirror("status", "-c", str(config), "--json").stdout)
+            return bool(box["pending"] == 3 and box["state"] != "idle")
+
+        # well within the 30 s the server is waited for
+        wait_for(counted, timeout=10, what="status to count the files not on the server")
+    finally:
+        server.resume(frozen)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        server.stop()
 
 
 def test_temp_files_a_dropped_server_left_go_with_the_next_run(tmp_path: Path) -> None:
