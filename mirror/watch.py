@@ -64,6 +64,8 @@ OVERFLOW_SHARE = 0.5
 #: held up, notify's reader of the queue with it; the process's own threads contending
 #: for the GIL use the CPU time they take
 HELD_UP_AFTER = 1.0
+#: seconds between rescans for hold-ups, at least; one within them is rescanned for then
+HELD_UP_RESCANS = 10.0
 #: looks at the files settling this far apart mean the watcher was held up (its ticks
 #: come every TICK_MS, a batch within DEBOUNCE_MS): the time between proves no quiet
 LOOK_GAP = 0.5
@@ -122,8 +124,11 @@ class SourceWatcher:
         #: between them), and how many changes it brought
         self._burst = 0
         self._burst_changes = 0
-        #: how long the process was held up before or during the current burst
+        #: the paths of the burst's last batch
+        self._burst_paths: set[str] = set()
+        #: how long the process was held up since the last rescan for it, and when that was
         self._held_up = 0.0
+        self._held_up_rescan = float("-inf")
         #: the inotify instance of the watcher at hand (its file descriptor), the folders of
         #: this event batch that must have a watch in it, the folder without one that
         #: restarted the watcher, and whether /proc's list of watches can be trusted here
@@ -325,6 +330,7 @@ class SourceWatcher:
         self._root_deleted = False
         self._inotify_fd = None
         self._burst = self._burst_changes = 0
+        self._burst_paths = set()
         self._held_up = 0.0
         ticked: tuple[float, float] | None = None
         queue = None if self.poll else _limit("max_queued_events")[1]
@@ -472,40 +478,50 @@ class SourceWatcher:
         return True
 
     def _overflowed(self, changes: set[tuple[watchfiles.Change, str]], queue: int, stalled: float) -> bool:
-        """A burst of changes (event batches with no idle tick between them) has ended
-        that may have overflowed the kernel's inotify queue of ``queue`` events;
-        ``stalled``: the seconds the process did not run while watchfiles waited for
-        ``changes``. watchfiles drops the kernel's overflow notice (notify's Rescan
-        event, which names no path): a burst this large is one sign of it, changes after
-        the process was held up the other (two logs appended to, write after write, fill
-        the queue with the events of two paths)."""
+        """The kernel's inotify queue of ``queue`` events may have overflowed: the process
+        was held up (``stalled``: the seconds it did not run while watchfiles waited for
+        ``changes``), or a burst of changes (event batches with no idle tick between
+        them) has ended that was about that large. watchfiles drops the kernel's
+        overflow notice (notify's Rescan event, which names no path). Held up, two logs
+        appended to write after write fill the queue with the events of two paths, and
+        reads with events watchfiles drops."""
+        now = time.monotonic()
         if stalled >= HELD_UP_AFTER:
             self._held_up = max(self._held_up, stalled)
-        if changes:
+        # a batch of paths all changed in the one before (a log written every 20 ms) ends
+        # a burst as an idle tick does: with such a file, no idle tick came, and the
+        # files an overflow lost waited until it stopped changing
+        paths = {path for _, path in changes}
+        ended = not changes or (bool(self._burst) and paths <= self._burst_paths)
+        if not ended:
             self._burst += sum(EVENTS_PER_CHANGE.get(change, 1) for change, _ in changes)
             self._burst_changes += len(changes)
-            return False
-        events, self._burst = self._burst, 0
-        count, self._burst_changes = self._burst_changes, 0
-        if not count:
-            if stalled < HELD_UP_AFTER:
-                # kept for one idle tick: the one that ends a hold-up may come before
-                # notify's reader has caught up with the queue
-                self._held_up = 0.0
-            return False
-        held_up, self._held_up = self._held_up, 0.0
-        # info, not a warning: the rescan finds whatever was lost, and most bursts this
-        # large (an export of thousands of files) lost nothing, which cannot be told
-        if held_up and events < max(1, queue * OVERFLOW_SHARE):
+            self._burst_paths = paths
+        # at once, whatever the batch holds: reads fill the queue with events watchfiles
+        # drops (a backup tool's), and a log written every 20 ms leaves no idle tick to
+        # end a burst. At most every HELD_UP_RESCANS seconds: on a machine that keeps
+        # holding mirror up, the rescans must not add to its load
+        if self._held_up and now - self._held_up_rescan >= HELD_UP_RESCANS:
+            held_up, self._held_up, self._held_up_rescan = self._held_up, 0.0, now
+            self._burst = self._burst_changes = 0
+            self._burst_paths = set()
+            # info, not a warning: the rescan finds whatever was lost, if anything was
             log.info(
-                "mirror was held up for %.1f s (stopped, or the machine overloaded) while the source changed: "
-                "the inotify event queue (fs.inotify.max_queued_events = %d) may have overflowed, which loses "
-                "events without a word; rescanning the source",
+                "mirror was held up for %.1f s (stopped, or the machine overloaded): the inotify event queue "
+                "(fs.inotify.max_queued_events = %d) may have overflowed, which loses events without a word; "
+                "rescanning the source",
                 held_up,
                 queue,
             )
             return True
-        if events < max(1, queue * OVERFLOW_SHARE):
+        if not ended:
+            return False
+        events, self._burst = self._burst, 0
+        count, self._burst_changes = self._burst_changes, 0
+        self._burst_paths = set()
+        # most bursts this large (an export of thousands of files) lost nothing, which
+        # cannot be told
+        if not count or events < max(1, queue * OVERFLOW_SHARE):
             return False
         log.info(
             "%d changes came at once, about as many events as the inotify event queue holds "

@@ -759,7 +759,8 @@ def test_patterns_that_take_in_no_file_withhold_deletions_in_watch_mode_too(tmp_
     cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\n')
     assert run("run", "-c", str(cfg), "--once", state=state).returncode == 0
     cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\ninclude = ["*.PDF"]\n')  # a typo
-    proc = start("run", "-c", str(cfg), state=state, log=log)
+    # -v: the watch pass's withholding, the same as the first pass's, is told at debug level within 5 s
+    proc = start("run", "-c", str(cfg), "-v", state=state, log=log)
     try:
         wait_for(lambda: "patterns take in no file" in log.read_text(), what="the first pass", log=log)
         for i in range(3):

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,10 +78,13 @@ def status(state: Path) -> str:
     return run("status", state=state).stdout
 
 
-def test_an_overflowed_event_queue_is_followed_by_a_rescan(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_written", [False, True], ids=["quiet", "a log written on and on"])
+def test_an_overflowed_event_queue_is_followed_by_a_rescan(tmp_path: Path, log_written: bool) -> None:
     """mirror held up (SIGSTOP, as a host under memory pressure stalls it) while more files
     arrive than the kernel's inotify queue holds events for: watchfiles drops the kernel's
-    overflow notice, and the files beyond it waited for the hourly rescan."""
+    overflow notice, and the files beyond it waited for the hourly rescan. With a log in
+    the source written every 20 ms, each batch of events had its change, so the burst
+    never ended, and the files the overflow lost waited until the log stopped."""
     queue = int(QUEUE.read_text()) if QUEUE.exists() else 16384
     if queue > 100_000:
         pytest.skip(f"fs.inotify.max_queued_events = {queue}: too many files to make for an overflow")
@@ -88,22 +92,39 @@ def test_an_overflowed_event_queue_is_followed_by_a_rescan(tmp_path: Path) -> No
     source, target, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
     (source / "a").mkdir(parents=True)
     (source / "a" / "seed.pdf").write_bytes(b"seed")
+    done = threading.Event()
+
+    def logging_on() -> None:
+        with open(source / "app.log", "a") as out:
+            while not done.wait(0.02):
+                out.write("line\n")
+                out.flush()
+
     proc = start("run", str(source), str(target), state=state, log=log)
     try:
         wait_for(lambda: "seed.pdf" in str(landed(target)), what="the first copy")
         wait_for(lambda: "idle" in status(state), what="an idle mirror")
+        if log_written:
+            threading.Thread(target=logging_on, daemon=True).start()
         proc.send_signal(signal.SIGSTOP)
         try:
             for i in range(count):
                 (source / "a" / f"f{i:05}.pdf").write_bytes(b"x")
         finally:
             proc.send_signal(signal.SIGCONT)
-        wait_for(lambda: len(landed(target)) == count + 1, timeout=90, what="every file, the lost events' too")
+        wait_for(
+            lambda: sum(p.endswith(".pdf") for p in landed(target)) == count + 1,
+            timeout=90,
+            what="every file, the lost events' too",
+        )
     finally:
+        done.set()
         proc.terminate()
         assert proc.wait(30) == 0
     text = log.read_text()
-    assert not [line for line in text.splitlines() if " warning " in line], text  # nothing to do about it
+    # nothing to do about it (the log's last lines, never settled, are left for the next run)
+    warned = [line for line in text.splitlines() if " warning " in line]
+    assert warned == ([line for line in warned if "1 change(s) not yet sent" in line] if log_written else []), text
     told = [line for line in text.splitlines() if "may have overflowed" in line]
     assert len(told) == 1 and " info " in told[0], text
     assert "inotify event queue" in told[0] and "rescanning the source" in told[0], text
@@ -139,6 +160,34 @@ def test_an_event_queue_overflowed_by_two_busy_logs_is_followed_by_a_rescan(tmp_
         assert proc.wait(30) == 0
     told = [line for line in log.read_text().splitlines() if "may have overflowed" in line]
     assert len(told) == 1 and " info " in told[0] and "held up" in told[0], log.read_text()
+
+
+def test_an_event_queue_overflowed_by_reads_is_followed_by_a_rescan(tmp_path: Path) -> None:
+    """A backup tool or a virus scanner reading source files while mirror was held up:
+    each open is an event in the kernel's queue, which watchfiles drops, so the burst
+    showed no change at all, and the invoice whose events the overflow lost waited for
+    the hourly rescan, with status idle."""
+    queue = int(QUEUE.read_text()) if QUEUE.exists() else 16384
+    source, target, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    for name in ("a.pdf", "b.pdf"):
+        (source / name).write_bytes(name.encode())
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "idle" in status(state), what="an idle mirror")
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(queue):  # alternating, so the kernel merges no two events
+                (source / "a.pdf").read_bytes()
+                (source / "b.pdf").read_bytes()
+            (source / "invoice.pdf").write_bytes(b"invoice")
+            time.sleep(2)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: landed(target) == files(source), what="the invoice written after the overflow")
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
 
 
 @needs_userns
