@@ -363,7 +363,7 @@ def run(
                 if metrics is not None:
                     metrics.close()
             if restart:
-                _start_anew()
+                again = _start_anew_unless_stopped(signals)
     sys.exit(code)
 
 
@@ -409,6 +409,16 @@ def _stopped(signals: Signals, watching: bool) -> bool:
         log.info("stopped on SIGHUP; starting again with the config read anew")
         return True
     log.info("stopped")
+    return False
+
+
+def _start_anew_unless_stopped(signals: Signals) -> bool:
+    """Start anew after a SIGHUP, unless a stop was asked for since (False). A SIGTERM
+    that came while the alerts closed (an on_failure command running on) was lost: the
+    new start mirrored on until systemd killed it, pass and all."""
+    if not signals.quitting():
+        _start_anew()
+    log.info("stopped, as asked while reloading")
     return False
 
 
@@ -548,6 +558,10 @@ class Signals:
     def restarting(self) -> bool:
         """Whether a SIGHUP stopped this start to start again (and no stop was asked for)."""
         return self.received == signal.SIGHUP and not self._quit
+
+    def quitting(self) -> bool:
+        """Whether a stop was asked for (SIGTERM, Ctrl-C), even after a SIGHUP."""
+        return self._quit
 
     def restart(self) -> bool:
         """Whether to start again (a SIGHUP stopped it, no stop was asked for); readies the next start."""

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -326,3 +327,41 @@ def test_withheld_deletions_stay_an_incident_until_a_pass_plans_them_again(tmp_p
         alerts.close()
     assert [c.split()[0] for c in lines(calls)] == ["failure", "recovery"]
     assert pings.paths() == ["/ping/8f2c/fail", "/ping/8f2c"]
+
+
+def test_a_stop_right_after_a_reload_while_an_alert_command_runs_stops_mirror(
+    tmp_path: Path, webdav_later: tuple[int, Path, list[WebdavServer]]
+) -> None:
+    """systemctl reload, then stop, while a target's on_failure command still ran (a mail
+    relay down in the same outage): the reload waited for the alerts, the SIGTERM that
+    came meanwhile was lost, and the process started anew and mirrored on, until
+    systemd killed it, pass and all."""
+    port, _, _ = webdav_later
+    src = tmp_path / "export"
+    src.mkdir()
+    (src / "invoice 1.pdf").write_bytes(b"%PDF one")
+    began = tmp_path / "began"
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(
+        f"""
+source = "{src}"
+[defaults]
+on_failure = 'touch "{began}"; sleep 30'
+alert_after = "0s"
+[targets.dav]
+url = "webdav://127.0.0.1:{port}/backup"
+options = {{ username = "{USER}", password = "${{DAV_PASSWORD}}" }}
+"""
+    )
+    log = tmp_path / "mirror.log"
+    proc = start("run", "-c", str(cfg), state=tmp_path / "state", env={"DAV_PASSWORD": PASSWORD}, log=log)
+    try:
+        wait_for(began.exists, what="the on_failure command", log=log)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(25) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert log.read_text().count("mirroring ") == 1, log.read_text()
