@@ -121,6 +121,11 @@ class Alerts(Observer):
         self._closing = False
         #: the on_failure commands running now, by target name: their process ids
         self._running: dict[str, int] = {}
+        #: each target's announcements, in order, on a thread of its own (_Lane); the
+        #: targets whose failure alert is queued or under way there
+        self._lanes: dict[str, _Lane] = {}
+        self._lanes_lock = threading.Lock()
+        self._alerting: set[str] = set()
         self._worker: threading.Thread | None = None
         if self.targets:
             self._worker = threading.Thread(target=self._work, name="mirror-alerts", daemon=True)
@@ -153,7 +158,7 @@ class Alerts(Observer):
             url = self.targets[name].settings.healthcheck_url
             healthy = url is not None and not self._url_down(url)
             if incident is not None and incident.alerted:
-                self._jobs.put(lambda: self._recovered(name, incident, url if healthy else None))
+                self._lane(name).put(lambda: self._recovered(name, incident, url if healthy else None))
             elif report.ok and healthy and url is not None and self._ping_due(url, PING_EVERY):
                 self._jobs.put(lambda: self._ping(url, f"{name}: {_one_line(_summary(report))}"))
         self._jobs.put(None)  # let the worker reconsider its deadlines
@@ -180,9 +185,16 @@ class Alerts(Observer):
         if self._worker is None:
             return
         self._closing = True
+        deadline = time.monotonic() + timeout
         self._jobs.put(None)
         self._worker.join(timeout)
-        if not self._worker.is_alive():
+        with self._lanes_lock:
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            lane.close()
+        for lane in lanes:
+            lane.join(max(0.0, deadline - time.monotonic()))
+        if not self._worker.is_alive() and not any(lane.alive() for lane in lanes):
             return
         with self._lock:
             # a command still running is left to finish (it has a session of its own) and
@@ -293,12 +305,20 @@ class Alerts(Observer):
         ]
         return f"running, not healthy: {'; '.join(opened)}" if opened else "healthy; nothing to mirror"
 
-    # -- the worker: every side effect, in order ---------------------------------------------
+    # -- the worker: deadlines and keep-alive pings; each target's announcements in its lane --
+    def _lane(self, name: str) -> _Lane:
+        with self._lanes_lock:  # its own: on_report asks for a lane holding _lock
+            if (lane := self._lanes.get(name)) is None:
+                lane = self._lanes[name] = _Lane(name)
+            return lane
+
     def _work(self) -> None:
         while True:
             due, keepalive, wait = _contained(self._due) or ([], [], KEEPALIVE)
             for name, incident in due:
-                _contained(functools.partial(self._alert, name, incident))
+                if name not in self._alerting:
+                    self._alerting.add(name)
+                    self._lane(name).put(functools.partial(self._alert_in_lane, name, incident))
             for url, body in keepalive:
                 _contained(functools.partial(self._ping, url, body))
             if self._closing and self._jobs.empty():
@@ -309,6 +329,13 @@ class Alerts(Observer):
                 continue
             if job is not None:
                 _contained(job)
+
+    def _alert_in_lane(self, name: str, incident: Incident) -> None:
+        try:
+            _contained(functools.partial(self._alert, name, incident))
+        finally:
+            self._alerting.discard(name)
+            self._jobs.put(None)  # the worker reconsiders its deadlines: a retry's, say
 
     def _alert(self, name: str, incident: Incident) -> None:
         """Tell each channel the incident still owes, side by side; keep those that failed."""
@@ -503,6 +530,34 @@ class Alerts(Observer):
             log.log(level, "cannot keep alert state in %s: %s", path, exc)
         else:
             self._unsaved.discard(name)
+
+
+class _Lane:
+    """One target's announcements, in order, on a thread of its own: an on_failure
+    command that hangs (a mail relay down in the same outage) held back every other
+    target's alert until it was killed, a minute on."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.Queue[Callable[[], object] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"mirror-alerts-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, job: Callable[[], object]) -> None:
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            _contained(job)
+
+    def close(self) -> None:
+        """End the lane once the jobs queued before are done."""
+        self._jobs.put(None)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
 
 def _contained(work: Callable[[], _T]) -> _T | None:

@@ -96,6 +96,17 @@ options = {{ username = "{USER}", password = "${{DAV_PASSWORD}}" }}
     return cfg, src, calls
 
 
+def down_targets(tmp_path: Path, targets: str) -> Path:
+    """A config mirroring a source with one invoice to ``targets`` (TOML: no server
+    listens at their ports)."""
+    src = tmp_path / "export"
+    src.mkdir()
+    (src / "invoice 1.pdf").write_bytes(b"%PDF one")
+    cfg = tmp_path / "mirror.toml"
+    cfg.write_text(f'source = "{src}"\n{targets}')
+    return cfg
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -337,21 +348,16 @@ def test_a_stop_right_after_a_reload_while_an_alert_command_runs_stops_mirror(
     came meanwhile was lost, and the process started anew and mirrored on, until
     systemd killed it, pass and all."""
     port, _, _ = webdav_later
-    src = tmp_path / "export"
-    src.mkdir()
-    (src / "invoice 1.pdf").write_bytes(b"%PDF one")
     began = tmp_path / "began"
-    cfg = tmp_path / "mirror.toml"
-    cfg.write_text(
-        f"""
-source = "{src}"
-[defaults]
+    cfg = down_targets(
+        tmp_path,
+        f"""[defaults]
 on_failure = 'touch "{began}"; sleep 30'
 alert_after = "0s"
 [targets.dav]
 url = "webdav://127.0.0.1:{port}/backup"
 options = {{ username = "{USER}", password = "${{DAV_PASSWORD}}" }}
-"""
+""",
     )
     log = tmp_path / "mirror.log"
     proc = start("run", "-c", str(cfg), state=tmp_path / "state", env={"DAV_PASSWORD": PASSWORD}, log=log)
@@ -365,3 +371,29 @@ options = {{ username = "{USER}", password = "${{DAV_PASSWORD}}" }}
         if proc.poll() is None:
             proc.kill()
     assert log.read_text().count("mirroring ") == 1, log.read_text()
+
+
+def test_one_target_s_slow_alert_command_holds_back_no_other_target_s_alert(tmp_path: Path) -> None:
+    """Target a's on_failure command hung (a mail relay down in the same outage) and b
+    failed too: b's alert, its own command instant, came when a's was killed, a minute
+    late."""
+    told = tmp_path / "told"
+    cfg = down_targets(
+        tmp_path,
+        f"""[targets.a]
+url = "webdav://127.0.0.1:{free_port()}/backup"
+on_failure = 'sleep 30'
+alert_after = "0s"
+[targets.b]
+url = "webdav://127.0.0.1:{free_port()}/backup"
+on_failure = 'echo "$MIRROR_TARGET" >> "{told}"'
+alert_after = "2s"
+""",
+    )
+    log = tmp_path / "mirror.log"
+    proc = start("run", "-c", str(cfg), state=tmp_path / "state", log=log)
+    try:
+        wait_for(lambda: lines(told) == ["b"], timeout=15, what="b's alert", log=log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
