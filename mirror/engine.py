@@ -26,7 +26,15 @@ from mirror.filters import Filter
 from mirror.index import Index
 from mirror.index_files import check_state_folder, state_dir
 from mirror.index_lock import Holding
-from mirror.mounts import Identity, folder_identity, mounts_below, nearly_none, not_mounted, place_of
+from mirror.mounts import (
+    Identity,
+    folder_identity,
+    mounts_below,
+    nearly_none,
+    not_mounted,
+    overlapping,
+    place_of,
+)
 from mirror.paths import ancestors
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner
@@ -243,6 +251,13 @@ class Mirror:
                     raise ConfigError(
                         f"target {inner_name!r} writes to {_shown(inner_place)}, inside the folder of target "
                         f"{outer_name!r}; give each target a folder of its own, not one inside another"
+                    )
+                if key[0] == other_key[0] == "folder" and overlapping(key[1], other_key[1]):
+                    # a bind mount of usb as kept: usb's deletions took the copies kept keeps
+                    raise ConfigError(
+                        f"targets {name!r} and {runner.name!r} write to one folder, or one inside the other, "
+                        f"through a bind mount ({_shown(other)} and {_shown(place)}); give each target a "
+                        "folder of its own"
                     )
             seen.append((place, key, runner.name))
 

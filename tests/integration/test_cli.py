@@ -2072,6 +2072,32 @@ def test_a_target_bind_mounted_from_a_folder_of_the_source_is_refused(
         subprocess.run(["umount", str(elsewhere)], check=True)
 
 
+@pytest.mark.parametrize("below", ["", "/2024"], ids=["one folder", "one inside the other"])
+def test_two_targets_on_one_folder_through_a_bind_mount_are_refused(
+    src: Path, tmp_path: Path, state: Path, below: str
+) -> None:
+    """The check of two targets on one folder compared paths: usb (delete = "mirror") and
+    kept (delete = "keep"), a bind mount of usb, ran side by side, and usb's deletions
+    took the copies kept was there to keep."""
+    usb, seen = tmp_path / "usb", tmp_path / "bind"
+    (usb / "2024").mkdir(parents=True)
+    seen.mkdir()
+    if subprocess.run(["mount", "--bind", str(usb), str(seen)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here (needs root, and a mount namespace that allows it)")
+    try:
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(
+            f'source = "{src}"\n[targets.usb]\nurl = "{usb}"\n'
+            f'[targets.kept]\nurl = "{seen}{below}"\ndelete = "keep"\n'
+        )
+        result = run("run", "-c", str(cfg), "--once", state=state)
+        assert_one_line_error(result, 2, "'usb' and 'kept'")
+        assert "bind mount" in result.stderr, result.stderr
+        assert [p.name for p in usb.iterdir()] == ["2024"]
+    finally:
+        subprocess.run(["umount", str(seen)], check=True)
+
+
 def test_a_loop_of_links_as_a_folder_is_a_one_line_error(src: Path, tmp_path: Path, state: Path) -> None:
     """a -> b -> a as the source, target or state folder: "internal error: RuntimeError:
     Symlink loop ... please report it", exit 1."""
