@@ -992,6 +992,22 @@ def _tell_unset(cfg: Config, unset: Collection[str]) -> None:
         )
 
 
+def _not_sent(s: TargetStatus) -> list[str]:
+    """What of the source status knows is not on the target, nor on its way."""
+    lines = []
+    if s.left_out:
+        lines.append(
+            f"  left out: {s.left_out} source folder(s) or file(s) that cannot be read or mirrored "
+            "as they are (mirror run names them)"
+        )
+    if s.restless:
+        lines.append(
+            f"  not sent: {s.restless} file(s) that have kept changing for a minute and more "
+            "(the log names them; a log file belongs in exclude)"
+        )
+    return lines
+
+
 def print_status(statuses: list[TargetStatus], root: Path) -> None:
     from mirror.status import RUNNING_ELSEWHERE, UNREAD
 
@@ -1028,11 +1044,8 @@ def print_status(statuses: list[TargetStatus], root: Path) -> None:
                 "  clock: it was ahead when mirror recorded this, so how old the copy is cannot be told; "
                 "the next complete sync records the time anew"
             )
-        if s.left_out:
-            click.echo(
-                f"  left out: {s.left_out} source folder(s) or file(s) that cannot be read or mirrored "
-                "as they are (mirror run names them)"
-            )
+        for line in _not_sent(s):
+            click.echo(line)
         if unfinished := _unfinished(s):
             click.echo(unfinished)
         if s.retrying:

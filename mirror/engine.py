@@ -501,11 +501,13 @@ class Mirror:
         rescanned = time.time()
         away: str | None = None
         settling = 0
+        restless: frozenset[str] | None = None
         watching: str | None = None
         for batch in watcher.batches():
             for runner in self.runners:
                 runner.check_thread()
             settling = self._tell_settling(watcher.unsettled(), settling)
+            restless = self._tell_restless(watcher.restless(), restless)
             watching = self._tell_watching(watcher.watching, watching)
             back = False
             if away or batch.rescan or batch.changes or batch.missing:
@@ -570,6 +572,14 @@ class Mirror:
         if files != told:
             for runner in self.runners:
                 runner.settling(files)
+        return files
+
+    def _tell_restless(self, files: frozenset[str], told: frozenset[str] | None) -> frozenset[str]:
+        """Files that keep changing (a log written on and on) are never sent: status said
+        "in sync", exit 0, where a --once run exits 1; written when they change from ``told``."""
+        if files != told:
+            for runner in self.runners:
+                runner.restless(files)
         return files
 
     def _tell_watching(self, how: str | None, told: str | None) -> str | None:

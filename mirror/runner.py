@@ -1045,6 +1045,11 @@ class TargetRunner:
         written): pending for status, though no pass has them yet."""
         self.note(settling=files or None)
 
+    def restless(self, files: Collection[str]) -> None:
+        """``files`` have kept changing for a minute and more, and are not sent: status
+        counts those this target's patterns take in."""
+        self.note(restless=sum(1 for rel in files if self.filter.wants_file(rel)) or None)
+
     def note(self, **values: str | float | int | None) -> None:
         """Record facts for status from the main thread (the watcher's bookkeeping). A state
         disk that cannot take them is waited out by this target's passes, which say so:

@@ -74,6 +74,8 @@ class TargetStatus:
     #: why the running mirror is trying requests again, and since when
     retrying: str | None = None
     retrying_since: float | None = None
+    #: files that have kept changing for a minute and more, so not sent (a log)
+    restless: int = 0
 
     @property
     def in_sync(self) -> bool:
@@ -87,7 +89,7 @@ class TargetStatus:
         problem = problem or (self.incomplete and not self.running) or self.left_out > 0
         # a process killed or crashed mirrors nothing until it is started again
         problem = problem or (self.state == INTERRUPTED and not self.running)
-        problem = problem or self.retrying_long
+        problem = problem or self.retrying_long or self.restless > 0
         return not problem and self.state not in ("failed", NEVER_RUN, *UNREAD)
 
     @property
@@ -172,6 +174,7 @@ def of_index(index: Index, index_file: Path, running: bool) -> TargetStatus:
         started=float(index.get_meta("started") or 0) or None,
         retrying=index.get_meta("retrying") if running else None,
         retrying_since=float(index.get_meta("retrying_since") or 0) or None if running else None,
+        restless=int(index.get_meta("restless") or 0) if running else 0,
     )
 
 

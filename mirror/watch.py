@@ -216,6 +216,10 @@ class SourceWatcher:
         """How many changed paths wait to settle before they are handed on."""
         return len(self._pending)
 
+    def restless(self) -> frozenset[str]:
+        """The files that have kept changing for RESTLESS_AFTER and more, not sent since."""
+        return frozenset(self._told)
+
     def unsent(self) -> list[str]:
         """The changes waiting to settle that would change a target, at a stop: a path
         whose file is as it was handed on is none (an event that came after its change

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mirror import api, progress
+from mirror import api, progress, watch
 from mirror.errors import ConfigError
 from mirror.runner import TargetRunner
 from mirror.wording import summarize
@@ -218,6 +218,39 @@ def test_run_forever_in_a_thread_rescans_while_idle(tmp_path: Path) -> None:
             m.shutdown()
             thread.join(15)
     assert not thread.is_alive()
+
+
+def test_a_file_that_keeps_changing_is_not_in_sync_while_watching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A log in the source written every 20 ms is never sent: the log warned once, and
+    status said in sync, exit 0, where a --once run exits 1."""
+    monkeypatch.setattr(watch, "RESTLESS_AFTER", 0.5)
+    cfg, src, dst = setup(tmp_path, rescan=3600)
+    done = threading.Event()
+
+    def logging_on() -> None:
+        with open(src / "app.log", "a") as out:
+            while not done.wait(0.02):
+                out.write("line\n")
+                out.flush()
+
+    with api.running(cfg) as m:
+        thread = threading.Thread(target=m.run_forever)
+        thread.start()
+        try:
+            wait_for(lambda: files(dst) == files(src), what="the first copy")
+            writer = threading.Thread(target=logging_on, daemon=True)
+            writer.start()
+            wait_for(lambda: not api.status(cfg)[0].in_sync, what="status to tell the log not sent")
+            assert api.status(cfg)[0].restless == 1
+            done.set()
+            writer.join(5)
+            wait_for(lambda: api.status(cfg)[0].in_sync, what="the log sent once it rests")
+        finally:
+            done.set()
+            m.shutdown()
+            thread.join(15)
 
 
 HOST = """
