@@ -31,7 +31,7 @@ from mirror.config import load as load_config
 from mirror.engine import Mirror
 from mirror.events import Observer, Report
 from mirror.execute import RetryPolicy
-from mirror.index_files import index_of, state_dir
+from mirror.index_files import index_of, refused_take_over, state_dir
 from mirror.target_place import TargetPlace
 
 if TYPE_CHECKING:
@@ -120,6 +120,9 @@ def status(config: Config) -> list[TargetStatus]:
             found = _read_status(index)
             if renamed or found.state in UNREAD:  # the config knows where it mirrors; the index is not read
                 found = replace(found, name=target.name, url=redact_url(target.url), source=str(config.source))
+            if renamed and (refused := refused_take_over(config, target, index)) is not None:
+                # mirror run refuses the config, every target's with it: status said in sync
+                found = replace(found, last_error=f"mirror run refuses this config: {refused}")
             result.append(found)
         else:
             found = never_run(target.name, redact_url(target.url), str(config.source), index)

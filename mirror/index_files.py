@@ -16,7 +16,7 @@ from pathlib import Path
 
 import platformdirs
 
-from mirror.config import Config, TargetConfig, TargetSettings, real_path
+from mirror.config import COMMAND_LINE, Config, TargetConfig, TargetSettings, real_path
 from mirror.errors import ConfigError, MirrorError
 from mirror.index import Index
 from mirror.layout import Layout
@@ -68,6 +68,20 @@ def forgotten_setting(index_file: Path, settings: TargetSettings) -> tuple[str, 
     if not settings.delete_chosen and delete is not None and delete != settings.delete.value:
         return "delete", delete
     return None
+
+
+def refused_take_over(config: Config, target: TargetConfig, old: Path) -> str | None:
+    """Why a run refuses to take over the index ``old`` for ``target`` (renamed in the
+    config, or given by another URL spelling), if it does: :func:`forgotten_setting`."""
+    if (forgotten := forgotten_setting(old, target.settings)) is None:
+        return None
+    key, value = forgotten
+    where = f"targets.{target.name}" if config.origin != COMMAND_LINE else "the command line"
+    return (
+        f"target {target.name!r} mirrors where the index {old.stem} was mirrored with "
+        f"{key} = {value!r}, which {config.origin} leaves out; "
+        f"set {key} = {value!r} in {where} to go on as before (or another value, on purpose)"
+    )
 
 
 def index_path(root: Path, source: Path, target: TargetConfig) -> Path:

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from mirror import index_lock, registry
 from mirror.bulk import BulkLane, split
-from mirror.config import COMMAND_LINE, Config, TargetConfig
+from mirror.config import Config, TargetConfig
 from mirror.driver import Driver, RemoteEntry, classify_os_error
 from mirror.errors import ConfigError, FatalError, MirrorError, StateError, TargetFull, TransientError
 from mirror.events import Observers, Report
@@ -31,7 +31,7 @@ from mirror.execute import Executor, RetryPolicy, RunStats
 from mirror.filters import Filter
 from mirror.held import HeldDeletions
 from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, state_os_error
-from mirror.index_files import forgotten_setting, index_path, move_index, state_dir
+from mirror.index_files import index_path, move_index, refused_take_over, state_dir
 from mirror.index_lock import Holding
 from mirror.logs import with_bytes_shown
 from mirror.mounts import mount_of, not_mounted, overlaps, place_of
@@ -368,15 +368,8 @@ class TargetRunner:
         --delete keep``, or a target renamed) and leaves out the layout or delete policy
         it was mirrored with: the default policy deleted for good the next file removed
         from a target kept with --delete keep, and the default layout moved every file."""
-        if (forgotten := forgotten_setting(old, self.settings)) is None:
-            return
-        key, value = forgotten
-        where = f"targets.{self.name}" if self.config.origin != COMMAND_LINE else "the command line"
-        raise ConfigError(
-            f"target {self.name!r} mirrors where the index {old.stem} was mirrored with "
-            f"{key} = {value!r}, which {self.config.origin} leaves out; "
-            f"set {key} = {value!r} in {where} to go on as before (or another value, on purpose)"
-        )
+        if (why := refused_take_over(self.config, self.target, old)) is not None:
+            raise ConfigError(why)
 
     def _filled_elsewhere(self, index: Index) -> bool:
         """Whether ``index`` holds what mirror put in another place than the one this

@@ -2902,6 +2902,9 @@ def test_a_config_that_takes_over_a_target_leaving_out_its_policy_or_layout_is_r
     result = run("run", "-c", str(cfg), "--once", state=state)
     assert_one_line_error(result, 2, refused, f"set {refused} in targets.usb")
     assert files(dst) == before
+    # status said "stopped", in sync, exit 0, of a config mirror run refuses
+    shown = run("status", "-c", str(cfg), state=state)
+    assert shown.returncode == 1 and "mirror run refuses this config: target 'usb'" in shown.stdout, shown.stdout
     cfg.write_text(f'source = "{src}"\n[targets.usb]\nurl = "{dst}"\n{key} = "{flags[1]}"\n')
     taken = run("run", "-c", str(cfg), "--once", state=state)
     assert taken.returncode == 0 and "taking over the index of" in taken.stderr, taken.stderr
