@@ -1000,6 +1000,11 @@ def _not_sent(s: TargetStatus) -> list[str]:
             f"  left out: {s.left_out} source folder(s) or file(s) that cannot be read or mirrored "
             "as they are (mirror run names them)"
         )
+    if s.silent and s.alive is not None:
+        lines.append(
+            f"  not responding: the mirror process has not said it is alive since {_when(s.alive)} "
+            "(stopped, or stuck); restart it"
+        )
     if s.restless:
         lines.append(
             f"  not sent: {s.restless} file(s) that have kept changing for a minute and more "

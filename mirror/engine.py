@@ -39,6 +39,7 @@ from mirror.paths import ancestors
 from mirror.redact import redact_url
 from mirror.runner import TargetRunner
 from mirror.scan import COARSE_NS, Entries, Skip, Snapshot, check_source, racy, scan, stat_paths
+from mirror.status import ALIVE_EVERY
 from mirror.wording import described
 
 if TYPE_CHECKING:
@@ -503,9 +504,11 @@ class Mirror:
         settling = 0
         restless: frozenset[str] | None = None
         watching: str | None = None
+        alive = (float("-inf"), float("-inf"))
         for batch in watcher.batches():
             for runner in self.runners:
                 runner.check_thread()
+            alive = self._tell_alive(alive)
             settling = self._tell_settling(watcher.unsettled(), settling)
             restless = self._tell_restless(watcher.restless(), restless)
             watching = self._tell_watching(watcher.watching, watching)
@@ -573,6 +576,18 @@ class Mirror:
             for runner in self.runners:
                 runner.settling(files)
         return files
+
+    def _tell_alive(self, told: tuple[float, float]) -> tuple[float, float]:
+        """Say the watch loop turns, every ALIVE_EVERY seconds (``told``: when it last
+        said so, by the monotonic clock and the wall clock): a process stopped or stuck
+        held its lock, and status said running, idle, in sync, for as long as it lasted.
+        At once when the wall clock jumped (a resume after a night suspended)."""
+        now = (time.monotonic(), time.time())
+        if now[0] - told[0] < ALIVE_EVERY and 0 <= now[1] - told[1] < ALIVE_EVERY:
+            return told
+        for runner in self.runners:
+            runner.note(alive=now[1])
+        return now
 
     def _tell_restless(self, files: frozenset[str], told: frozenset[str] | None) -> frozenset[str]:
         """Files that keep changing (a log written on and on) are never sent: status said

@@ -33,6 +33,11 @@ CLOCK_SLACK = 60.0
 #: seconds requests may be tried again before status counts the target as not in sync:
 #: a server that stopped answering takes a timeout a try, minutes before it counts as down
 RETRYING_LONG = 60.0
+#: seconds between a watching mirror's words that it is alive (Mirror._tell_alive), and
+#: since its last after which status counts it as not responding: a scan of a very large
+#: source holds the watch loop for a while
+ALIVE_EVERY = 30.0
+SILENT_AFTER = 180.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,8 @@ class TargetStatus:
     retrying_since: float | None = None
     #: files that have kept changing for a minute and more, so not sent (a log)
     restless: int = 0
+    #: when the running mirror last said it is alive (watch mode only)
+    alive: float | None = None
 
     @property
     def in_sync(self) -> bool:
@@ -89,8 +96,13 @@ class TargetStatus:
         problem = problem or (self.incomplete and not self.running) or self.left_out > 0
         # a process killed or crashed mirrors nothing until it is started again
         problem = problem or (self.state == INTERRUPTED and not self.running)
-        problem = problem or self.retrying_long or self.restless > 0
+        problem = problem or self.retrying_long or self.restless > 0 or self.silent
         return not problem and self.state not in ("failed", NEVER_RUN, *UNREAD)
+
+    @property
+    def silent(self) -> bool:
+        """A running mirror that has not said it is alive for SILENT_AFTER: stopped, or stuck."""
+        return self.running and self.alive is not None and time.time() - self.alive > SILENT_AFTER
 
     @property
     def retrying_long(self) -> bool:
@@ -175,6 +187,7 @@ def of_index(index: Index, index_file: Path, running: bool) -> TargetStatus:
         retrying=index.get_meta("retrying") if running else None,
         retrying_since=float(index.get_meta("retrying_since") or 0) or None if running else None,
         restless=int(index.get_meta("restless") or 0) if running else 0,
+        alive=float(index.get_meta("alive") or 0) or None if running else None,
     )
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from mirror import api, progress, watch
+from mirror import api, engine, progress, watch
+from mirror import status as status_mod
 from mirror.errors import ConfigError
 from mirror.runner import TargetRunner
 from mirror.wording import summarize
@@ -235,10 +236,8 @@ def test_a_file_that_keeps_changing_is_not_in_sync_while_watching(
                 out.write("line\n")
                 out.flush()
 
-    with api.running(cfg) as m:
-        thread = threading.Thread(target=m.run_forever)
-        thread.start()
-        try:
+    try:
+        with watching(cfg):
             wait_for(lambda: files(dst) == files(src), what="the first copy")
             writer = threading.Thread(target=logging_on, daemon=True)
             writer.start()
@@ -247,10 +246,39 @@ def test_a_file_that_keeps_changing_is_not_in_sync_while_watching(
             done.set()
             writer.join(5)
             wait_for(lambda: api.status(cfg)[0].in_sync, what="the log sent once it rests")
-        finally:
-            done.set()
-            m.shutdown()
-            thread.join(15)
+    finally:
+        done.set()
+
+
+def test_a_mirror_stuck_is_not_taken_for_one_in_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process stopped, or its watch loop stuck (a hung mount, a deadlock): it held
+    its lock, and status said running, idle, in sync, exit 0, for as long as it lasted,
+    while new invoices were not sent."""
+    monkeypatch.setattr(engine, "ALIVE_EVERY", 0.2)
+    monkeypatch.setattr(status_mod, "SILENT_AFTER", 1.0)
+    stuck, freed = threading.Event(), threading.Event()
+    check_thread = TargetRunner.check_thread
+
+    def held(runner: TargetRunner) -> None:
+        if stuck.is_set():
+            freed.wait(30)
+        check_thread(runner)
+
+    monkeypatch.setattr(TargetRunner, "check_thread", held)
+    cfg, src, dst = setup(tmp_path, rescan=3600)
+    try:
+        with watching(cfg):
+            wait_for(lambda: files(dst) == files(src), what="the first copy")
+            time.sleep(1.5)
+            assert api.status(cfg)[0].in_sync  # said alive all along
+            stuck.set()
+            wait_for(lambda: not api.status(cfg)[0].in_sync, what="status to tell the mirror stuck")
+            assert api.status(cfg)[0].silent
+            stuck.clear()
+            freed.set()
+            wait_for(lambda: api.status(cfg)[0].in_sync, what="status once it goes on")
+    finally:
+        freed.set()
 
 
 HOST = """
