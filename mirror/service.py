@@ -22,6 +22,7 @@ import click
 
 from mirror import config as config_mod
 from mirror.errors import ConfigError
+from mirror.index_files import state_dir as state_dir_of
 from mirror.scan import check_source
 
 #: what examples/systemd/mirror.service is generated with
@@ -215,6 +216,10 @@ def _planned(config_path: Path, user: bool, name: str) -> tuple[str, Path, str, 
     # service kept a second index elsewhere, `mirror status` said 'not running', and a
     # second mirror on the same targets was not refused
     state = os.environ.get(STATE_VARIABLE) if loaded.state_dir is None else None
+    if loaded.state_dir is None and not state and os.environ.get("XDG_STATE_HOME"):
+        # the platform folder under this shell's XDG_STATE_HOME, which the unit does not
+        # have: the service kept its indexes elsewhere, and status advised a restart
+        state = str(state_dir_of(loaded))
     state_dir = str(Path(state).expanduser().resolve()) if state else None
     text = unit_text(mirror_executable(), str(config), user, name=name, state_dir=state_dir)
     return unit, config, text, loaded.source

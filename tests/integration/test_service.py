@@ -69,6 +69,22 @@ def test_systemd_analyze_accepts_the_unit(tmp_path: Path, user: bool) -> None:
     assert service.config_of(unit.read_text()) == str(awkward)
 
 
+def test_a_unit_installed_from_a_shell_with_xdg_state_home_keeps_its_state_folder(tmp_path: Path) -> None:
+    """XDG_STATE_HOME set in the user's shell only: the service, started without it,
+    kept its indexes in ~/.local/state/mirror, and status in that shell said 'running
+    without an index here; restart it', which could never help."""
+    env, _ = fake_systemctl(tmp_path, running=True)
+    cfg, _, _ = write_config(tmp_path)
+    units, xdg = tmp_path / "units", tmp_path / "xdg state"
+    done = run(
+        "service", "print", "-c", str(cfg), state=tmp_path / "unused",
+        env={**env, "MIRROR_STATE_DIR": "", "XDG_STATE_HOME": str(xdg)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f'\nEnvironment="MIRROR_STATE_DIR={xdg / "mirror"}"\n' in done.stdout, done.stdout
+    assert not units.exists()
+
+
 def test_install_status_uninstall_with_systemd(tmp_path: Path) -> None:
     env, calls = fake_systemctl(tmp_path, running=True)
     cfg, src, dst = write_config(tmp_path)
