@@ -1340,6 +1340,17 @@ class TargetRunner:
                 "Mount it and mirror carries on; if it was emptied or moved on purpose, run once with --rescan"
             )
         now = "missing" if place == "" else f"on {place}"
+        assert self.local_folder is not None
+        on = place or place_of(_existing_above(self.local_folder))
+        if on and _point(recorded) in _point(on).parents:
+            # a disk mounted since on the way to the folder (its first copy went to the
+            # mount point's folder before the disk was there): "is the disk mounted?" of
+            # a disk that is
+            raise TransientError(
+                f"target folder {where} is {now}, on {on} mounted since mirror filled it on {recorded}: if "
+                "the folder belongs on this disk, run once with --rescan (the copy made before stays below "
+                "the mount point); if not, unmount it and mirror carries on"
+            )
         raise TransientError(
             f"target folder {where} is {now}, but mirror filled it on {recorded}: is the disk mounted? "
             "Mount it and mirror carries on; if the folder moved on purpose, run once with --rescan"
@@ -1899,6 +1910,18 @@ class TargetRunner:
             self.log.log(logging.DEBUG if again else logging.WARNING, "deletions withheld: %s", report.guard)
             if not again:
                 self._guard_told = (report.guard, now)
+
+
+def _existing_above(folder: str) -> str:
+    """``folder``, or the nearest folder above it that exists."""
+    while not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def _point(place: str) -> Path:
+    """The mount point of a place (:func:`mirror.mounts.place_of`: ``/mnt/usb (ext4)``)."""
+    return Path(place.rsplit(" (", 1)[0])
 
 
 def _records(row: IndexEntry, there: RemoteEntry, kept_times: bool) -> bool:

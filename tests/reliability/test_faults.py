@@ -554,6 +554,25 @@ def test_an_upgrade_while_the_source_share_is_not_mounted_then_back_runs_as_usua
     assert "deletions withheld: 12 of 12" in rescan.stderr and landed(target)["invoice 0.pdf"]
 
 
+def test_a_disk_mounted_after_the_first_copy_went_below_its_mount_point_is_told_as_mounted(tmp_path: Path) -> None:
+    """A disk with no fstab line, mounted after the service's first start had filled the
+    mount point's folder on the system disk: "is the disk mounted? Mount it", of a disk
+    that was, and only --rescan got it going."""
+    source, disk, usb, state = tmp_path / "export", tmp_path / "disk", tmp_path / "usb", tmp_path / "state"
+    for folder in (source, disk, usb):
+        folder.mkdir()
+    (source / "invoice 1.pdf").write_bytes(b"one")
+    target = usb / "backup"
+    assert run("run", str(source), str(target), "--once", state=state).returncode == 0
+    with bind(disk, usb):
+        mounted = run("run", str(source), str(target), "--once", state=state)
+        assert mounted.returncode == 1, mounted.stderr
+        assert "mounted since mirror filled it on" in mounted.stderr, mounted.stderr
+        assert "is the disk mounted?" not in mounted.stderr and files(disk) == {}
+        accepted = run("run", str(source), str(target), "--once", "--rescan", state=state)
+        assert accepted.returncode == 0 and files(target) == files(source), accepted.stderr
+
+
 def test_an_upgrade_while_the_target_disk_is_not_mounted_writes_nothing_below_it(tmp_path: Path) -> None:
     """The first run after an upgrade, the USB disk not mounted: the whole copy went to the
     mount point's folder on the system disk (exit 0), hidden there once the disk was
