@@ -311,6 +311,10 @@ class TargetRunner:
             patterns=json.dumps([self.settings.include, self.settings.exclude]) if self.filter.narrows else None,
             settling=None,  # what a killed run's watcher held
             watching=None,
+            restless=None,
+            # the last run's: taken for this one's, a start that sets up its watches for
+            # minutes (a large source) showed as not responding
+            alive=None,
             place=place_key(self.where.recorded_place()),  # hashed: the options in it may hold secrets
             writes_to=self.where.writes_to(),
         )

@@ -22,6 +22,7 @@ import pytest
 from mirror import api, engine, progress, watch
 from mirror import status as status_mod
 from mirror.errors import ConfigError
+from mirror.index import Index
 from mirror.runner import TargetRunner
 from mirror.wording import summarize
 from tests.cli import files, run, wait_for
@@ -279,6 +280,22 @@ def test_a_mirror_stuck_is_not_taken_for_one_in_sync(tmp_path: Path, monkeypatch
             wait_for(lambda: api.status(cfg)[0].in_sync, what="status once it goes on")
     finally:
         freed.set()
+
+
+def test_a_start_is_not_taken_for_a_mirror_stuck_by_the_last_run_s_word(tmp_path: Path) -> None:
+    """The last run's word that it was alive, hours old, stood for the new run's until its
+    watch loop turned, minutes on where a large source's watches take long to set up."""
+    cfg, _, _ = setup(tmp_path, rescan=3600)
+    with watching(cfg):
+        wait_for(lambda: api.status(cfg)[0].alive is not None, what="the watch loop's word")
+    (found,) = api.status(cfg)
+    index = Index(Path(found.index))
+    try:
+        index.set_meta(alive=time.time() - 3600)
+    finally:
+        index.close()
+    with api.running(cfg):  # opened, its watch loop not started
+        assert not api.status(cfg)[0].silent
 
 
 HOST = """
