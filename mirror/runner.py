@@ -1752,21 +1752,31 @@ class TargetRunner:
                 self.dead = None
                 self.submit(full=True, listing=True, skip=work.skip)
             except Exception as exc:
-                if isinstance(exc, StateError):
-                    level = logging.DEBUG if str(exc) == told else logging.ERROR
-                    self.log.log(level, "%s; retrying in %.0f s, then less often up to every minute", exc, backoff)
-                    told = str(exc)
-                    self.observer.on_state(self.name, "failing", str(exc))
-                else:
-                    self.log.error("%s; will rescan", described(exc), exc_info=starved(exc) is None)
-                    # the log alone is where no one looks: status must show it (exit 1)
-                    self.failing(described(exc))
+                if self.stop.is_set():
+                    # on past a stop that gave up waiting (an upload stuck on a hung server,
+                    # a reload), its index closed under it: no failure of the target's
+                    self.log.debug("after the stop: %s", described(exc))
+                    return
+                told = self._tell_broken(exc, told, backoff)
                 # rows of the failed pass may have gone with its transaction: listed, the
                 # target gives them back
                 self.submit(full=True, listing=True)
                 if self.stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, 60.0)
+
+    def _tell_broken(self, exc: Exception, told: str | None, backoff: float) -> str | None:
+        """Tell a pass that broke down on ``exc``; the state error told now (``told``: the
+        one told before, said once for as long as it lasts)."""
+        if isinstance(exc, StateError):
+            level = logging.DEBUG if str(exc) == told else logging.ERROR
+            self.log.log(level, "%s; retrying in %.0f s, then less often up to every minute", exc, backoff)
+            self.observer.on_state(self.name, "failing", str(exc))
+            return str(exc)
+        self.log.error("%s; will rescan", described(exc), exc_info=starved(exc) is None)
+        # the log alone is where no one looks: status must show it (exit 1)
+        self.failing(described(exc))
+        return told
 
     def _passes(self, work: Work) -> list[Report]:
         """:meth:`_do`, known to be under way (see :meth:`_lane_finished`); an error that

@@ -298,6 +298,38 @@ def test_a_start_is_not_taken_for_a_mirror_stuck_by_the_last_run_s_word(tmp_path
         assert not api.status(cfg)[0].silent
 
 
+def test_a_runner_stuck_past_the_stop_says_nothing_of_failing_when_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload gave up waiting for an upload stuck on a hung server and closed the
+    index; the upload's thread went on into it: "cannot use the index (Cannot operate on
+    a closed database)", and the target told as failing, an alert due for a target that
+    was fine."""
+    from mirror.backends.local import LocalDriver
+
+    entered, freed = threading.Event(), threading.Event()
+    write = LocalDriver._write
+
+    def stuck(driver: LocalDriver, *args: Any, **kwargs: Any) -> None:
+        entered.set()
+        freed.wait(30)
+        write(driver, *args, **kwargs)
+
+    monkeypatch.setattr(LocalDriver, "_write", stuck)
+    cfg, _, _ = setup(tmp_path, rescan=3600)
+    seen = Recorder()
+    with api.running(cfg, observers=[seen]) as m:
+        thread = threading.Thread(target=m.run_forever, daemon=True)
+        thread.start()
+        entered.wait(15)
+        assert not m.shutdown(timeout=0.5)
+    failing = len([s for s in seen.states if s[1] in ("failing", "failed")])
+    freed.set()
+    thread.join(15)
+    time.sleep(1)  # the runner's thread, on after the stop
+    assert len([s for s in seen.states if s[1] in ("failing", "failed")]) == failing, seen.states
+
+
 HOST = """
 import sys
 from pathlib import Path
