@@ -114,6 +114,8 @@ class TargetRunner:
     _retry_since: float | None = None
     #: the deletions withheld last told, and when (_log_report)
     _guard_told: tuple[str, float] = ("", 0.0)
+    #: the changes a stop of watch mode left unsent, but the bulk lane's (stopped_with)
+    _unsent_at_stop: int | None = None
 
     def __init__(
         self,
@@ -518,6 +520,7 @@ class TargetRunner:
             # a question no pass took (the run was refused) may still be connecting
             with suppress(Exception):
                 self._asking.result()
+        self._tell_unsent()
         if self.executor is not None and clean:
             self.executor.remove_temps()
             if self.lane is not None:
@@ -1561,7 +1564,16 @@ class TargetRunner:
         patterns take count: a notes file settling left a PDF-only target 'incomplete'."""
         mine = sum(1 for rel in unsettled if self.filter.wants_file(rel))
         with self._cv:
-            left = mine + len(self._work.changes) + len(self.held.paths)
+            # the bulk lane's are counted as the runner closes (_tell_unsent): a large
+            # file the stop's wait lets finish was told as not sent, then as sent
+            self._unsent_at_stop = mine + len(self._work.changes) + len(self.held.paths)
+
+    def _tell_unsent(self) -> None:
+        """Say what a stop of watch mode (:meth:`stopped_with`) left unsent, once the
+        runner's threads have had their wait."""
+        left, self._unsent_at_stop = self._unsent_at_stop, None
+        if left is None:
+            return
         if self.lane is not None:
             left += self.lane.files() + self.lane.waiting()
         if left and self.index is not None and not self.dry_run:

@@ -330,6 +330,32 @@ def test_a_runner_stuck_past_the_stop_says_nothing_of_failing_when_it_ends(
     assert len([s for s in seen.states if s[1] in ("failing", "failed")]) == failing, seen.states
 
 
+def test_a_large_file_sent_within_the_stop_s_wait_is_not_told_as_not_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM while a large file went out on its own: the log said 'stopped with 1
+    change(s) not yet sent; the next run sends them', then '1 sent' as the stop's wait
+    let the upload finish."""
+    from mirror.backends.local import LocalDriver
+
+    entered = threading.Event()
+    write = LocalDriver._write
+
+    def slow(driver: LocalDriver, *args: Any, **kwargs: Any) -> None:
+        entered.set()
+        time.sleep(1)  # well within the stop's wait (STOP_WAIT, 5 s)
+        write(driver, *args, **kwargs)
+
+    cfg, src, dst = setup(tmp_path, rescan=3600)
+    with watching(cfg):
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        monkeypatch.setattr(LocalDriver, "_write", slow)
+        (src / "scan.tif").write_bytes(b"s" * (3 * 1024 * 1024))  # large: on its own (bulk lane)
+        assert entered.wait(15)
+    assert files(dst)["scan.tif"] == b"s" * (3 * 1024 * 1024)
+    assert "not yet sent" not in caplog.text, caplog.text
+
+
 HOST = """
 import sys
 from pathlib import Path
