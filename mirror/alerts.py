@@ -332,7 +332,7 @@ class Alerts(Observer):
 
     def _alert_in_lane(self, name: str, incident: Incident) -> None:
         try:
-            _contained(functools.partial(self._alert, name, incident))
+            self._alert(name, incident)  # what it raises, its lane logs (_contained)
         finally:
             self._alerting.discard(name)
             self._jobs.put(None)  # the worker reconsiders its deadlines: a retry's, say

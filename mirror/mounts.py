@@ -187,8 +187,19 @@ def place_of(folder: str) -> str | None:
     folder missing, or the mount point's own folder on the disk below."""
     if not os.path.isdir(folder):
         return ""
-    mount = mount_of(folder)
+    return mount_place(folder)
+
+
+def mount_place(path: str) -> str | None:
+    """The mount ``path`` (or its nearest existing parent) is on, as :func:`place_of`
+    names it; None without a mount table."""
+    mount = mount_of(path)
     return None if mount is None else f"{mount.point} ({mount.fs_type})"
+
+
+def place_point(place: str) -> Path:
+    """The mount point of a place (:func:`place_of`: ``/mnt/usb (ext4)``)."""
+    return Path(place.rsplit(" (", 1)[0])
 
 
 class Expected(NamedTuple):

@@ -1048,7 +1048,8 @@ class _Planner:
                 trashed = self._removal(
                     removal.src, removal.dst, f"{removal.reason}; {why}", True, DeletePolicy.TRASH
                 )
-                result.extend([trashed] if trashed is not None else [])
+                if trashed is not None:
+                    result.append(trashed)
             else:
                 result.append(removal)
         return result

@@ -34,7 +34,7 @@ from mirror.index import FULL_DISK, Index, IndexEntry, RunRecord, private_dir, s
 from mirror.index_files import index_path, move_index, refused_take_over, state_dir
 from mirror.index_lock import Holding
 from mirror.logs import with_bytes_shown
-from mirror.mounts import mount_of, not_mounted, overlaps, place_of
+from mirror.mounts import mount_of, mount_place, not_mounted, overlaps, place_of, place_point
 from mirror.paths import ancestors, path_key
 from mirror.place_claim import PlaceClaim
 from mirror.plan import KnownFiles, Plan, PlanSettings, Put, Renamed, naming_rules, narrow, pending_count, plan
@@ -1348,8 +1348,8 @@ class TargetRunner:
             )
         now = "missing" if place == "" else f"on {place}"
         assert self.local_folder is not None
-        on = place or place_of(_existing_above(self.local_folder))
-        if on and _point(recorded) in _point(on).parents:
+        on = place or mount_place(self.local_folder)
+        if on and place_point(recorded) in place_point(on).parents:
             # a disk mounted since on the way to the folder (its first copy went to the
             # mount point's folder before the disk was there): "is the disk mounted?" of
             # a disk that is
@@ -1936,18 +1936,6 @@ class TargetRunner:
             self.log.log(logging.DEBUG if again else logging.WARNING, "deletions withheld: %s", report.guard)
             if not again:
                 self._guard_told = (report.guard, now)
-
-
-def _existing_above(folder: str) -> str:
-    """``folder``, or the nearest folder above it that exists."""
-    while not os.path.isdir(folder) and folder != os.path.dirname(folder):
-        folder = os.path.dirname(folder)
-    return folder
-
-
-def _point(place: str) -> Path:
-    """The mount point of a place (:func:`mirror.mounts.place_of`: ``/mnt/usb (ext4)``)."""
-    return Path(place.rsplit(" (", 1)[0])
 
 
 def _records(row: IndexEntry, there: RemoteEntry, kept_times: bool) -> bool:

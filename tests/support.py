@@ -1,5 +1,6 @@
 """Shared test vocabulary: how a server fixture describes the target it provides, watch
-mode run in the test's own process, and a source file saved again in place."""
+mode run in the test's own process, a source file saved again in place, and a log a
+program keeps writing."""
 
 from __future__ import annotations
 
@@ -43,6 +44,27 @@ def watching(cfg: api.Config, observers: Iterable[api.Observer] = ()) -> Iterato
         finally:
             m.shutdown()
             thread.join(15)
+
+
+@contextlib.contextmanager
+def written_on(path: Path, every: float) -> Iterator[None]:
+    """A line appended to ``path`` every ``every`` seconds while inside, as a program
+    writes its log: a file that never settles."""
+    done = threading.Event()
+
+    def append() -> None:
+        with open(path, "a") as out:
+            while not done.wait(every):
+                out.write("line\n")
+                out.flush()
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        writer.join(5)
 
 
 def rewrite_in_place(path: Path) -> None:

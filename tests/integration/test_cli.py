@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from mirror import engine
 from mirror.cli import main
 from tests.cli import MIRROR, files, run, same_day, start, wait_for, watching
+from tests.support import written_on
 
 
 @pytest.fixture
@@ -3048,24 +3049,11 @@ def test_a_file_that_keeps_changing_through_a_once_run_makes_it_exit_1(
     (src / "invoice.pdf").write_bytes(b"invoice")
     os.utime(src / "invoice.pdf", (1_700_000_000, 1_700_000_000))  # settled long ago
     monkeypatch.setattr(engine, "SETTLE_WAIT", 1.5)
-    done = threading.Event()
-
-    def write() -> None:
-        with open(src / "journal.csv", "a") as journal:
-            while not done.wait(0.1):
-                journal.write("a line\n")
-                journal.flush()
-
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    try:
+    with written_on(src / "journal.csv", 0.1):
         time.sleep(0.3)
         result = CliRunner().invoke(
             main, ["run", str(src), str(target), "--once"], env={"MIRROR_STATE_DIR": str(tmp_path / "state")}
         )
-    finally:
-        done.set()
-        writer.join(5)
     assert result.exit_code == 1, result.output
     assert "1 source file(s) kept changing and were left for the next run" in result.stderr, result.stderr
     assert files(target) == {"invoice.pdf": b"invoice"}

@@ -8,12 +8,12 @@ so the machine's fs.inotify settings, shared with everything else, are never tou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +23,7 @@ import pytest
 
 from tests.cli import MIRROR, files, run, start, wait_for
 from tests.reliability.common import landed
+from tests.support import written_on
 
 QUEUE = Path("/proc/sys/fs/inotify/max_queued_events")
 
@@ -92,33 +93,23 @@ def test_an_overflowed_event_queue_is_followed_by_a_rescan(tmp_path: Path, log_w
     source, target, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
     (source / "a").mkdir(parents=True)
     (source / "a" / "seed.pdf").write_bytes(b"seed")
-    done = threading.Event()
-
-    def logging_on() -> None:
-        with open(source / "app.log", "a") as out:
-            while not done.wait(0.02):
-                out.write("line\n")
-                out.flush()
-
     proc = start("run", str(source), str(target), state=state, log=log)
     try:
         wait_for(lambda: "seed.pdf" in str(landed(target)), what="the first copy")
         wait_for(lambda: "idle" in status(state), what="an idle mirror")
-        if log_written:
-            threading.Thread(target=logging_on, daemon=True).start()
-        proc.send_signal(signal.SIGSTOP)
-        try:
-            for i in range(count):
-                (source / "a" / f"f{i:05}.pdf").write_bytes(b"x")
-        finally:
-            proc.send_signal(signal.SIGCONT)
-        wait_for(
-            lambda: sum(p.endswith(".pdf") for p in landed(target)) == count + 1,
-            timeout=90,
-            what="every file, the lost events' too",
-        )
+        with written_on(source / "app.log", 0.02) if log_written else contextlib.nullcontext():
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                for i in range(count):
+                    (source / "a" / f"f{i:05}.pdf").write_bytes(b"x")
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            wait_for(
+                lambda: sum(p.endswith(".pdf") for p in landed(target)) == count + 1,
+                timeout=90,
+                what="every file, the lost events' too",
+            )
     finally:
-        done.set()
         proc.terminate()
         assert proc.wait(30) == 0
     text = log.read_text()

@@ -26,7 +26,7 @@ from mirror.index import Index
 from mirror.runner import TargetRunner
 from mirror.wording import summarize
 from tests.cli import files, run, wait_for
-from tests.support import watching
+from tests.support import watching, written_on
 
 EMBED = Path(__file__).resolve().parents[2] / "examples" / "embed.py"
 
@@ -229,26 +229,12 @@ def test_a_file_that_keeps_changing_is_not_in_sync_while_watching(
     status said in sync, exit 0, where a --once run exits 1."""
     monkeypatch.setattr(watch, "RESTLESS_AFTER", 0.5)
     cfg, src, dst = setup(tmp_path, rescan=3600)
-    done = threading.Event()
-
-    def logging_on() -> None:
-        with open(src / "app.log", "a") as out:
-            while not done.wait(0.02):
-                out.write("line\n")
-                out.flush()
-
-    try:
-        with watching(cfg):
-            wait_for(lambda: files(dst) == files(src), what="the first copy")
-            writer = threading.Thread(target=logging_on, daemon=True)
-            writer.start()
+    with watching(cfg):
+        wait_for(lambda: files(dst) == files(src), what="the first copy")
+        with written_on(src / "app.log", 0.02):
             wait_for(lambda: not api.status(cfg)[0].in_sync, what="status to tell the log not sent")
             assert api.status(cfg)[0].restless == 1
-            done.set()
-            writer.join(5)
-            wait_for(lambda: api.status(cfg)[0].in_sync, what="the log sent once it rests")
-    finally:
-        done.set()
+        wait_for(lambda: api.status(cfg)[0].in_sync, what="the log sent once it rests")
 
 
 def test_a_mirror_stuck_is_not_taken_for_one_in_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
