@@ -39,7 +39,7 @@ import signal
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import IO, TypeVar
 
@@ -178,6 +178,27 @@ class Alerts(Observer):
             with contextlib.suppress(OSError):
                 old.unlink(missing_ok=True)
         self._jobs.put(None)
+
+    def retire(self, kept: Iterable[TargetConfig]) -> None:
+        """End the incidents of the targets a reload leaves out of the config (``kept``:
+        the config's targets after it), a recovery for one announced: no later run knows
+        such a target, and its receiver (a healthchecks check, a ticket) stayed down for
+        good. A target renamed keeps its place, and its incident goes with its index."""
+        places = {t.url for t in kept}
+        for name, target in self.targets.items():
+            if target.url in places:
+                continue
+            with self._lock:
+                incident = self.incidents.pop(name, None)
+                self._confirmed.discard(name)
+                if incident is None:
+                    continue
+                self._save(name, None)
+            if incident.alerted:
+                self.logs[name].info("left out of the config: its incident ends")
+                url = target.settings.healthcheck_url
+                healthy = url is not None and not self._url_down(url)
+                self._lane(name).put(functools.partial(self._recovered, name, incident, url if healthy else None))
 
     # -- lifecycle --------------------------------------------------------------------
     def close(self, timeout: float = 15.0) -> None:

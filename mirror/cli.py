@@ -338,8 +338,8 @@ def run(
 
                 addr = config_mod.parse_addr(metrics_addr or cfg.metrics_addr or "")
                 metrics = Metrics()
+            edited = partial(build_config, source, target, config_path, target_names, state_dir, placement)
             if not (once or dry_run):
-                edited = partial(build_config, source, target, config_path, target_names, state_dir, placement)
                 signals.refuse_reload = partial(_reload_refused, edited, addr, metrics_addr is None)
             observers = [o for o in (alerts, metrics) if o is not None]
             opened = restart = waiting = False
@@ -358,7 +358,7 @@ def run(
                 waiting = again and start_wait.told
             finally:
                 if alerts is not None and not waiting:
-                    alerts.close()
+                    _close_alerts(alerts, edited if restart else None)
                     alerts = None
                 if metrics is not None:
                     metrics.close()
@@ -397,6 +397,15 @@ def _reload_refused(
     except MirrorError as exc:
         return str(exc)
     return None
+
+
+def _close_alerts(alerts: Alerts, reloading: Callable[[], Config] | None) -> None:
+    """Finish the alerts; ``reloading``: the config a reload starts anew with, whose
+    left-out targets' incidents end first."""
+    if reloading is not None:
+        with suppress(MirrorError):  # the new start tells what is wrong with the config
+            alerts.retire(reloading().targets)
+    alerts.close()
 
 
 def _stopped(signals: Signals, watching: bool) -> bool:

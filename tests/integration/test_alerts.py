@@ -397,3 +397,29 @@ alert_after = "2s"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_a_failing_target_a_reload_leaves_out_of_the_config_gets_its_recovery(tmp_path: Path) -> None:
+    """Target dav failed and was announced; the admin took it out of the config and
+    reloaded: its incident was never closed, the receiver (a healthchecks check, a ticket)
+    left down for good, as no run knew the target any more."""
+    told = tmp_path / "told"
+    dav = f"""[targets.dav]
+url = "webdav://127.0.0.1:{free_port()}/backup"
+on_failure = 'echo "$MIRROR_EVENT $MIRROR_TARGET" >> "{told}"'
+alert_after = "0s"
+"""
+    usb = tmp_path / "usb"
+    cfg = down_targets(tmp_path, f'[targets.usb]\nurl = "{usb}"\n{dav}')
+    log, state = tmp_path / "mirror.log", tmp_path / "state"
+    proc = start("run", "-c", str(cfg), state=state, log=log)
+    try:
+        wait_for(lambda: lines(told) == ["failure dav"], what="dav's failure alert", log=log)
+        cfg.write_text(cfg.read_text().replace(dav, ""))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: log.read_text().count("mirroring ") == 2, what="the start after the reload", log=log)
+        wait_for(lambda: lines(told) == ["failure dav", "recovery dav"], what="dav's recovery", log=log)
+        assert list((state / "alerts").glob("*.json")) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
