@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import resource
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Container, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import watchfiles
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
+from mirror import inotify
 from mirror.filters import Filter
 from mirror.mounts import Identity, MountTableWatch, folder_identity, mounts_below
 from mirror.paths import ancestors
@@ -74,8 +74,6 @@ INOTIFY_SETTINGS = Path("/proc/sys/fs/inotify")
 #: the same limits set per user namespace (a container's): the lower one holds
 USER_SETTINGS = Path("/proc/sys/user")
 _IN_USER_NS = {"max_user_watches": "max_inotify_watches", "max_user_instances": "max_inotify_instances"}
-#: one watch of an inotify instance, as /proc/self/fdinfo shows it, with its folder's inode
-_WATCH_LINE = re.compile(r"^inotify wd:\S+ ino:([0-9a-f]+) ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -252,7 +250,7 @@ class SourceWatcher:
                     yield Batch({}, missing=True)
                     if self.stop.wait(2.0):
                         return
-            started = _inotify_fds()
+            started = inotify.instances()
             self._began = False
             try:
                 yield from self._watch(started)
@@ -434,11 +432,13 @@ class SourceWatcher:
         process did not hold before), and end a fallback to polling."""
         if self.poll:
             return
-        mine = _inotify_fds() - started
+        mine = inotify.instances() - started
         self._inotify_fd = mine.pop() if len(mine) == 1 and self._check_watches else None
-        if self._per_folder is not None and self._inotify_fd is not None:
-            folders, odd = _folders_below(self.root)
-            self._new_folders.update(folders - odd)  # checked with this batch
+        if self._inotify_fd is not None:
+            folders, odd = _folders_below(self._real_root)
+            inotify.ignore_opens(self._inotify_fd, (self._real_root / rel for rel in folders - odd))
+            if self._per_folder is not None:
+                self._new_folders.update(folders - odd)  # checked with this batch
         if self._rewatching is not None:
             self._new_folders.add(self._rewatching)  # checked again with this batch
         if self.fallback is not None:
@@ -488,7 +488,8 @@ class SourceWatcher:
         them) has ended that was about that large. watchfiles drops the kernel's
         overflow notice (notify's Rescan event, which names no path). Held up, two logs
         appended to write after write fill the queue with the events of two paths, and
-        reads with events watchfiles drops."""
+        reads, where their events could not be turned off (inotify.ignore_opens), with
+        events watchfiles drops."""
         now = time.monotonic()
         if stalled >= HELD_UP_AFTER:
             self._held_up = max(self._held_up, stalled)
@@ -543,17 +544,20 @@ class SourceWatcher:
             return None
         missing = None
         for look in range(2):
-            watched = _watched_folders(self._inotify_fd)
+            watched = inotify.watches(self._inotify_fd)
             if watched is None:
                 return None
             missing = next((rel for rel in sorted(folders) if not self._watched(rel, watched)), None)
-            if missing is None or look:
+            if missing is None:
+                inotify.ignore_opens(self._inotify_fd, (self.root / rel for rel in folders), watched)
+                return None
+            if look:
                 return missing
             # the watcher's thread adds a new folder's watch just after telling of it
             self.stop.wait(0.2)
         return missing
 
-    def _watched(self, rel: str, watched: set[int]) -> bool:
+    def _watched(self, rel: str, watched: Container[int]) -> bool:
         if not rel or rel in self.unreadable or rel in self._odd:
             return True  # the source itself is watched from the start; no watch can read that one
         try:
@@ -889,27 +893,6 @@ def _look(folder: Path) -> tuple[dict[str, Look], bool]:
     return names, odd
 
 
-def _inotify_fds() -> set[int]:
-    """The file descriptors of the process's inotify instances (none where /proc cannot tell)."""
-    found: set[int] = set()
-    for name in _open_fds():
-        try:
-            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:inotify":
-                found.add(int(name))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def _watched_folders(fd: int) -> set[int] | None:
-    """The inode of each folder the inotify instance ``fd`` watches; None: cannot tell."""
-    try:
-        text = Path(f"/proc/self/fdinfo/{fd}").read_text()
-    except OSError:
-        return None
-    return {int(ino, 16) for ino in _WATCH_LINE.findall(text)}
-
-
 def _limit(name: str) -> tuple[str, int | None]:
     """The sysctl that sets the inotify limit ``name`` for mirror, and its value: the
     machine's fs.inotify.NAME, or the lower one a container's user namespace sets."""
@@ -952,7 +935,7 @@ def _cannot_start(exc: Exception) -> tuple[str, str, tuple[str, str]]:
         fix = "set poll = true for this source if it keeps failing"
         return f"inotify cannot start ({exc})", "", (fix, fix)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and len(_open_fds()) >= soft - 8:
+    if soft != resource.RLIM_INFINITY and len(inotify.open_fds()) >= soft - 8:
         return (
             f"inotify cannot start: mirror has as many files open as it may (ulimit -n = {soft})",
             "",
@@ -963,11 +946,3 @@ def _cannot_start(exc: Exception) -> tuple[str, str, tuple[str, str]]:
         ": this user's programs hold every instance it allows",
         _raise_or_poll("max_user_instances"),
     )
-
-
-def _open_fds() -> list[str]:
-    """The process's open file descriptors, by number (none where /proc cannot tell)."""
-    try:
-        return os.listdir("/proc/self/fd")
-    except OSError:
-        return []

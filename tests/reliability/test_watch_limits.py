@@ -169,6 +169,35 @@ def test_an_event_queue_overflowed_while_held_up_is_followed_by_a_rescan(
     assert len(told) == 1 and " info " in told[0] and "held up" in told[0], log.read_text()
 
 
+@pytest.mark.parametrize("folder", ["", "made later"], ids=["at the start", "in a folder made since"])
+def test_files_read_while_mirror_is_held_up_for_a_moment_lose_no_invoice(tmp_path: Path, folder: str) -> None:
+    """A backup tool read source files while a CPU quota held mirror up, for less than a
+    second: each open was an event in the kernel's queue (which watchfiles drops), the
+    queue overflowed, and an invoice written then waited for the hourly rescan, with
+    status idle. Opens queue no event now, in folders made after the start too."""
+    queue = int(QUEUE.read_text()) if QUEUE.exists() else 16384
+    source, target, state, log = tmp_path / "src", tmp_path / "dst", tmp_path / "state", tmp_path / "m.log"
+    source.mkdir()
+    proc = start("run", str(source), str(target), state=state, log=log)
+    try:
+        wait_for(lambda: "idle" in status(state), what="an idle mirror", log=log)
+        read = source / folder
+        read.mkdir(exist_ok=True)
+        (read / "seed.pdf").write_bytes(b"seed")
+        (read / "other.pdf").write_bytes(b"other")
+        wait_for(lambda: landed(target) == files(source), what="the files to be read", log=log)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            _read_two_files(read, queue)
+            (source / "invoice.pdf").write_bytes(b"invoice")
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: landed(target) == files(source), what="the invoice written while reads went on", log=log)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
 @needs_userns
 def test_no_inotify_instance_to_be_had_falls_back_to_polling(tmp_path: Path) -> None:
     """fs.inotify.max_user_instances taken by other programs: not even the first copy was
