@@ -7,9 +7,16 @@ stop this target (fatal), or stop before starting (configuration).
 
 from __future__ import annotations
 
+from mirror.redact import hide_logins
+
 
 class MirrorError(Exception):
-    """Base of every error mirror raises on purpose; its message is meant for users."""
+    """Base of every error mirror raises on purpose; its message is meant for users, and
+    for the state folder, status and alerts: a login in a URL it quotes is masked (a
+    WebDAV preset's ``base_url``, as a 401 names it), as only the log scrubs the rest."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(hide_logins(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(MirrorError):

@@ -27,6 +27,14 @@ def has_password(url: str) -> bool:
     return redact_url(url) != url
 
 
+def hide_logins(text: str) -> str:
+    """``text`` with the secret of each ``user:secret@`` login in it masked."""
+    text = redact_url(text)
+    if "@" in text:  # in few messages: the search costs more than the rest of the scrub
+        text = _LOGIN.sub(lambda m: f"{m['user']}:***@", text)
+    return text
+
+
 class SecretFilter(logging.Filter):
     """Replaces known secret values in every log record (defence in depth)."""
 
@@ -38,9 +46,7 @@ class SecretFilter(logging.Filter):
         self.secrets.update(s for s in secrets if len(s) >= 4)
 
     def scrub(self, text: str) -> str:
-        text = redact_url(text)
-        if "@" in text:  # in few messages: the search costs more than the rest of the scrub
-            text = _LOGIN.sub(lambda m: f"{m['user']}:***@", text)
+        text = hide_logins(text)
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return text

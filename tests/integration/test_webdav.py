@@ -400,3 +400,28 @@ def test_copies_a_pass_cut_short_sent_are_not_taken_for_newer_than_their_files(
     on_server = webdav_server.folder / sub
     assert not (on_server / ".mirror-trash").exists()
     assert files(on_server) == files(source)
+
+
+def test_a_login_in_a_preset_s_base_url_stays_out_of_errors_status_and_state(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    """A Nextcloud preset with the login in its base_url, the password rotated on the
+    server: the 401 printed the URL, password and all, on stderr, in status (text and
+    JSON) and in the state folder."""
+    source, config, state = tmp_path / "src", tmp_path / "mirror.toml", tmp_path / "state"
+    source.mkdir()
+    (source / "invoice.pdf").write_bytes(b"invoice")
+    base = webdav_server.base.replace("://", f"://{USER}:${{NC_PASSWORD}}@", 1)
+    config.write_text(
+        f'source = "{source}"\n[backends.nc]\nprotocol = "webdav"\noptions = {{ base_url = "{base}" }}\n'
+        f'[targets.cloud]\nurl = "nc://{sub}/Invoices"\n'
+    )
+    secret = "Rotated-Secret-5f3a9"
+    env = {"NC_PASSWORD": secret}
+    done = run("run", "-c", str(config), "--once", state=state, env=env)
+    assert done.returncode != 0 and "asks for a login (401)" in done.stderr, done.stderr
+    said = [done.stdout + done.stderr]
+    said += [run("status", "-c", str(config), *how, state=state, env=env).stdout for how in ((), ("--json",))]
+    assert all(secret not in text for text in said), said
+    assert "401" in said[1] and "401" in said[2], said
+    assert [f for f in state.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()] == []
