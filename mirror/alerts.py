@@ -479,7 +479,7 @@ class Alerts(Observer):
                     self._running.pop(target.name, None)
             if code == 0:
                 return None
-            said = _one_line(_said(err) or _said(out))
+            said = _one_line(_masked(_said(err) or _said(out), command))
         return f"{program} exited with {code}" + (f" ({said})" if said else "")
 
     def _ping(self, url: str, body: str) -> str | None:
@@ -598,6 +598,28 @@ def _said(output: IO[bytes]) -> str:
     return output.read(10_000).decode(errors="replace")
 
 
+#: an address in what a command said, up to its path: a webhook's or a topic's secret
+_URL_PATH = re.compile(r"\b([a-zA-Z][\w+.-]*://[^/\s]+)/\S*")
+
+
+def _masked(said: str, command: str | tuple[str, ...]) -> str:
+    """What a command said, as the log may show it: without its arguments (which it may
+    echo: wget its URL, token and all) or the paths of the addresses in it."""
+    words = list(command) if not isinstance(command, str) else _words(command)
+    for word in sorted(words[1:], key=len, reverse=True):
+        if len(word) >= 4:  # a short word ("-q", "1") would mask the text around it
+            said = said.replace(word, "…")
+    return _URL_PATH.sub(r"\1/…", said)
+
+
+def _words(command: str) -> list[str]:
+    """A shell line's words, as near as a shell would split them."""
+    try:
+        return shlex.split(command)
+    except ValueError:  # unbalanced quotes: the shell says so when it runs
+        return command.split()
+
+
 def _backoff(tries: int) -> float:
     """How long after ``tries`` failed tries in a row the channels are tried again."""
     return min(RETRY_FIRST * 2.0 ** (tries - 1), RETRY_MAX)
@@ -618,12 +640,8 @@ def _program(command: str | tuple[str, ...]) -> str:
     """What a log line names of a command: its program, never the arguments (a token)."""
     if not isinstance(command, str):
         return command[0]
-    try:
-        words = shlex.split(command)
-    except ValueError:  # unbalanced quotes: the shell says so when it runs
-        words = command.split()
     # TOKEN=... curl ...: an assignment is no program, and its value may be the secret
-    return next((w for w in words if not re.match(r"\w+=", w)), "sh")
+    return next((w for w in _words(command) if not re.match(r"\w+=", w)), "sh")
 
 
 def _stamp(when: float) -> str:

@@ -143,6 +143,29 @@ def test_the_log_names_the_program_never_its_arguments(
     assert "s3cr3t" not in caplog.text
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        'echo "--2026-12-03-- $0 failed: refused." >&2; exit 4',  # as wget echoes its URL
+        "echo 'POST https://push.example/notify/tk-Push-s3cr3t: refused' >&2; exit 4",  # a URL made up
+    ],
+    ids=["its arguments", "an address"],
+)
+def test_what_a_failed_command_said_is_logged_without_its_arguments_or_the_paths_of_addresses(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, command: str
+) -> None:
+    """wget, its push service down in the same outage, echoed its URL: the token in it
+    went into the log, which names the command's program only for that reason."""
+    caplog.set_level(logging.INFO, logger="mirror")
+    settings = TargetSettings(on_failure=("sh", "-c", command, "--topic=tk-Push-s3cr3t"), alert_after=0.0)
+    target = TargetConfig(name="nas", url="memory://backup", settings=settings)
+    alerts = Alerts(Config(source=tmp_path, targets=(target,), state_dir=tmp_path / "state"))
+    alerts.on_state("nas", "failing", "cannot connect")
+    alerts.close()
+    assert "on_failure command failed: sh exited with 4 (" in caplog.text
+    assert "refused" in caplog.text and "s3cr3t" not in caplog.text, caplog.text
+
+
 def test_a_command_that_writes_no_utf_8_still_leaves_the_recovery_to_be_announced(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
