@@ -258,7 +258,10 @@ class TargetRunner:
                 self.names_checked = self._rows_checked(self._started)
             return
         try:
-            private_dir(self.index_file.parent.parent)
+            # made private if made here; one that exists is left as it is: a folder given
+            # (--state-dir /tmp, a group's shared folder) lost its sticky bit and others'
+            # access. Mirror's own folders and files in it are private by their own modes
+            self.index_file.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             private_dir(self.index_file.parent)
         except OSError as exc:
             raise state_os_error(self.index_file.parent.parent, exc) from None

@@ -13,6 +13,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -1181,6 +1182,17 @@ def test_state_files_are_private(src: Path, tmp_path: Path, state: Path) -> None
     assert oct(os.stat(state).st_mode & 0o777) == "0o700"
     for db in (state / "targets").glob("*.sqlite"):
         assert oct(os.stat(db).st_mode & 0o777) == "0o600"
+
+
+def test_a_state_folder_given_that_exists_keeps_its_own_permissions(src: Path, tmp_path: Path) -> None:
+    """--state-dir pointed at a shared folder (sticky, everyone's: /tmp, or a group's):
+    mirror made it 0700, locking every other user out of it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    assert run("run", str(src), str(tmp_path / "t"), "--once", state=shared).returncode == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "targets").stat().st_mode) == 0o700
 
 
 def test_status_reports_files_failures_and_last_sync(src: Path, tmp_path: Path, state: Path) -> None:
