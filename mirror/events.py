@@ -81,6 +81,11 @@ class Observer:
     def on_transfer(self, target: str, size: int, seconds: float) -> None:
         """One file of ``size`` bytes reached the target in ``seconds`` (retries included)."""
 
+    def on_sent(self, target: str, files: int, size: int) -> None:
+        """``files`` files of ``size`` bytes in all were sent and count as sent, as the
+        pass's report will (one read while it changed does not): as they land, not
+        when the pass ends, which a first copy of many files takes hours to reach."""
+
     def on_taken_over(self, target: str, index: str) -> None:
         """``target`` took over the index named ``index`` (its file's stem): the target was
         renamed in the config, or its URL or source spelled anew. What was kept under
@@ -133,6 +138,9 @@ class Observers(Observer):
 
     def on_transfer(self, target: str, size: int, seconds: float) -> None:
         self._each("on_transfer", target, size, seconds)
+
+    def on_sent(self, target: str, files: int, size: int) -> None:
+        self._each("on_sent", target, files, size)
 
     def on_taken_over(self, target: str, index: str) -> None:
         self._each("on_taken_over", target, index)

@@ -164,8 +164,10 @@ class Executor:
         on_transfer: Callable[[int, float], None] | None = None,
         bulk_concurrency: int | None = None,
         on_answered: Callable[[], None] | None = None,
+        on_sent: Callable[[int, int], None] | None = None,
     ) -> None:
-        """``on_done(files, bytes)``: files sent, adopted or moved, as they complete.
+        """``on_done(files, bytes)``: files sent, adopted or moved, as they complete;
+        ``on_sent(files, bytes)``: files sent that the report counts as sent.
         ``on_retry(error)``: a call failed and is tried again; ``on_answered()``: one
         tried again got through.
         ``bulk_concurrency``: how many large files (BULK_FILE_BYTES and up) at once at
@@ -184,6 +186,7 @@ class Executor:
         self.on_retry = on_retry or (lambda error: None)
         self.on_answered = on_answered or (lambda: None)
         self.on_transfer = on_transfer or (lambda size, seconds: None)
+        self.on_sent = on_sent or (lambda files, size: None)
         self.log = logger or logging.LoggerAdapter(log, {})
         self._lock = threading.Lock()
         self._dirs: set[str] = set()
@@ -658,6 +661,7 @@ class Executor:
             self._stats.bytes += size
             self._streak = 0
             self._answered = True
+        self.on_sent(len(done), size)
         self._landed(done)
         if self.log.isEnabledFor(logging.DEBUG):  # a first copy has tens of thousands
             for action, entry, _ in done:

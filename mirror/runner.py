@@ -488,6 +488,7 @@ class TargetRunner:
             on_answered=self._answered,
             logger=self.log,
             on_transfer=lambda size, seconds: self.observer.on_transfer(self.name, size, seconds),
+            on_sent=lambda files, size: self.observer.on_sent(self.name, files, size),
             # a concurrency the user chose holds for large files too
             bulk_concurrency=None if self.settings.concurrency else driver.bulk_concurrency,
         )

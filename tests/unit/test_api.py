@@ -721,3 +721,33 @@ def test_one_metrics_for_two_mirrors_refuses_a_target_name_both_have(tmp_path: P
     )
     with api.running(usb[1]) as again:  # the first one closed, as on a reload
         metrics.attach(again)
+
+
+def test_metrics_count_files_sent_as_they_land_not_when_the_pass_ends(tmp_path: Path) -> None:
+    """A first copy of 100,000 files showed mirror_uploads_total 0 while 94,900 were on
+    the target: the counters grew from the pass's report only, and graphed it as stalled."""
+    cfg, src, _ = setup(tmp_path)
+    (src / "a.pdf").unlink()
+    for name in ("scan 1.pdf", "scan 2.pdf"):
+        (src / name).write_bytes(os.urandom(3 << 20))  # large: each one goes alone
+    cfg = dataclasses.replace(
+        cfg,
+        targets=tuple(
+            dataclasses.replace(t, settings=dataclasses.replace(t.settings, concurrency=1)) for t in cfg.targets
+        ),
+    )
+    metrics = api.Metrics()
+    counted: list[tuple[float, float]] = []
+
+    class Sampler(api.Observer):
+        def on_transfer(self, target: str, size: int, seconds: float) -> None:
+            sample = {
+                s.name: s.value for f in metrics.registry.collect() for s in f.samples if not s.labels.get("kind")
+            }
+            counted.append((sample["mirror_uploads_total"], sample["mirror_uploaded_bytes_total"]))
+
+    with api.running(cfg, observers=[metrics, Sampler()]) as m:
+        metrics.attach(m)
+        (report,) = m.run_once()
+    assert report.uploaded == 2
+    assert counted == [(0, 0), (1, 3 << 20)]  # each seen as the next one lands
