@@ -116,6 +116,8 @@ class TargetRunner:
     _guard_told: tuple[str, float] = ("", 0.0)
     #: the changes a stop of watch mode left unsent, but the bulk lane's (stopped_with)
     _unsent_at_stop: int | None = None
+    #: told as failing (or failed), until a pass records how it went
+    _failing = False
 
     def __init__(
         self,
@@ -1302,6 +1304,7 @@ class TargetRunner:
     def failing(self, why: str, state: str = "failing") -> None:
         """Say this target cannot be mirrored now, and why, where status, metrics and
         alerts look (a pass that ends records its own outcome)."""
+        self._failing = True
         if self.index is not None and not self.dry_run:
             try:
                 # what comes back may be an empty folder: the next run asks (_seen_lately);
@@ -1443,17 +1446,20 @@ class TargetRunner:
         # deletions waiting until the source stops losing files (mirror.held): the
         # target still holds those copies
         held = len(self.held.paths)
+        with self._cv:
+            queued = len(self._work.changes)  # handed on while this pass went on (submit)
+            self._failing = False
         self._retry_since = None  # the pass's retries ended, in an answer or its failure
         values: dict[str, str | float | int | None] = {
             "heartbeat": now,
             "retrying": None,
             "retrying_since": None,
-            "state": "syncing" if sending or held else "idle",
+            "state": "syncing" if sending or held or queued else "idle",
         }
         if self._vouch:
             values["names_checked"], self._vouch = self._names_checked_mark(), False
         if not report.down:
-            values["pending"] = sending + held  # a target down keeps the count of what is still to send
+            values["pending"] = sending + held + queued  # a target down keeps the count of what is still to send
         if report.down:
             values["target_seen"] = None  # it may come back empty: the next run asks
         elif not report.error and listing:
@@ -1557,9 +1563,15 @@ class TargetRunner:
                 self._work.changes.update(changes)
             self._cv.notify()
             waiting = len(self._work.changes)
+            between = not (self._in_pass or self._failing)
         if changes and self.dead is not None:
             # a stopped target waits up to rescan_interval: status said "pending 0" meanwhile
             self.note(pending=waiting)
+        elif changes and between:
+            # until the pass that takes them has planned (seconds, on a large source),
+            # status and metrics said "idle, pending 0": in sync. One under way counts
+            # them as it ends (_after)
+            self.note(state="syncing", pending=waiting)
 
     def stopped_with(self, unsettled: Collection[str]) -> None:
         """Watch mode ends with the paths ``unsettled`` still settling in the watcher, and

@@ -24,6 +24,7 @@ from mirror import status as status_mod
 from mirror.errors import ConfigError
 from mirror.index import Index
 from mirror.runner import TargetRunner
+from mirror.scan import LocalEntry
 from mirror.wording import summarize
 from tests.cli import files, run, wait_for
 from tests.support import watching, written_on
@@ -751,3 +752,17 @@ def test_metrics_count_files_sent_as_they_land_not_when_the_pass_ends(tmp_path: 
         (report,) = m.run_once()
     assert report.uploaded == 2
     assert counted == [(0, 0), (1, 3 << 20)]  # each seen as the next one lands
+
+
+def test_changes_handed_to_a_target_count_as_pending_before_a_pass_plans_them(tmp_path: Path) -> None:
+    """4,000 new files handed on by the watcher on a large source: status and metrics said
+    "idle, pending 0" (in sync) for seconds, until the pass that took them had planned,
+    and again between two passes of one burst."""
+    cfg, _, _ = setup(tmp_path)
+    with api.running(cfg) as m:
+        m.run_once()
+        (runner,) = m.runners
+        assert runner.index is not None
+        new = {f"scan {i}.pdf": LocalEntry(f"scan {i}.pdf", 10, 1, i + 10) for i in range(3)}
+        runner.submit(new)
+        assert (runner.index.get_meta("state"), runner.index.get_meta("pending")) == ("syncing", "3")
