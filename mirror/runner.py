@@ -509,8 +509,10 @@ class TargetRunner:
                     f"{self.config.source}; choose a target outside the source"
                 )
             # the folder's own lock, as a target naming it takes: a dir:// target on the
-            # folder of a plain one deleted what the other kept (delete = keep)
-            self._folder_fd = self.where.lock(folder_place(folder))
+            # folder of a plain one deleted what the other kept (delete = keep). A dry run
+            # writes nothing, nor makes the state folder the lock is in
+            if not self.dry_run:
+                self._folder_fd = self.where.lock(folder_place(folder))
         except MirrorError:
             self.driver = None
             driver.close()

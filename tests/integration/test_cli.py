@@ -1552,6 +1552,23 @@ def test_a_preset_that_writes_into_the_source_under_another_name_is_refused(
     assert files(src) == before
 
 
+def test_a_dry_run_of_a_target_that_writes_into_a_local_folder_under_another_name_needs_no_state(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """fsspec's simplecache over the local disk, tried with --dry-run first, as the README
+    advises: 'internal error: FileNotFoundError' of a lock in a state folder a dry run
+    never makes."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.sc]\nurl = "simplecache://{tmp_path}/dst"\n'
+        'options = { target_protocol = "file" }\n'
+    )
+    done = run("run", "-c", str(cfg), "--once", "--dry-run", state=state)
+    assert done.returncode == 0, done.stderr
+    assert "sc: would do 12 actions" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert not (tmp_path / "dst").exists()
+
+
 def test_a_dir_target_on_the_folder_of_another_target_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
     """fsspec's dir protocol onto the folder a plain target writes to: both ran, and the
     plain one deleted what the other kept (delete = keep). Then the run found out only
