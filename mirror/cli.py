@@ -131,7 +131,7 @@ def verbosity_options(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
     f = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")(f)
     f = click.option(
-        "-v", "--verbose", count=True, help="Debug output (-vv: libraries too). Never shows secrets."
+        "-v", "--verbose", count=True, help="Debug output. Never shows secrets."
     )(f)
     return f
 

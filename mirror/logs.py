@@ -89,8 +89,6 @@ def setup(verbosity: int, fmt: str = "text", secrets: Iterable[str] = ()) -> Sec
     # with no target named; their backends tell the same failure in mirror's own words
     for library in ("paramiko", "googleapiclient.http", "dropbox"):
         logging.getLogger(library).setLevel(logging.CRITICAL if verbosity <= 0 else logging.NOTSET)
-    if verbosity > 1:
-        root.setLevel(logging.DEBUG)
     return scrubber
 
 
