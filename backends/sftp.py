@@ -773,7 +773,8 @@ class SFTPDriver(Driver):
         # buffered: its read(n) returns n bytes unless at the end, where a raw read may
         # return fewer (the upload takes a short read for the end of the file)
         with open(local_path, "rb") as src, self._session() as link:
-            _upload(link, src, os.fstat(src.fileno()).st_size, target, mtime_s)
+            st = os.fstat(src.fileno())
+            _upload(link, src, st.st_size, target, mtime_s, st.st_mode)
         return None
 
     def send_batch(self, items: Sequence[BatchPut]) -> Sequence[MirrorError | None]:
@@ -1120,11 +1121,16 @@ def _renaming(src: str, dst: str) -> Request:
     return CMD_EXTENDED, (_string("posix-rename@openssh.com"), _string(src), _string(dst))
 
 
-def _opening(path: str) -> Request:
-    """OPEN ``path`` for writing, created or truncated, with no attributes."""
+def _opening(path: str, mode: int) -> Request:
+    """OPEN ``path`` for writing, created or truncated; created with the permissions of
+    the source file ``mode`` (the server's umask applies): with none, the server made a
+    private invoice readable by every account there."""
     from paramiko.sftp import CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
+    from paramiko.sftp_attr import SFTPAttributes
 
-    return CMD_OPEN, (_string(path), struct.pack(">II", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, 0))
+    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+    permissions = stat.S_IMODE(mode) & 0o777  # no setuid, setgid or sticky bit on a copy
+    return CMD_OPEN, (_string(path), struct.pack(">III", flags, SFTPAttributes.FLAG_PERMISSIONS, permissions))
 
 
 def _read_writes(
@@ -1202,6 +1208,8 @@ class _Batch:
         #: per job: None while it goes well, else what failed
         self.outcomes: list[BaseException | None] = [None] * len(jobs)
         self.contents: dict[int, bytes] = {}
+        #: each file's mode, as read with its contents
+        self.modes: dict[int, int] = {}
         self.handles: dict[int, bytes] = {}
 
     def run(self) -> list[BaseException | None]:
@@ -1218,6 +1226,7 @@ class _Batch:
             try:
                 with open(job.local_path, "rb") as src:
                     data = src.read(READ_SIZE + 1)
+                    self.modes[i] = os.fstat(src.fileno()).st_mode
             except OSError as exc:
                 self.outcomes[i] = exc
                 continue
@@ -1233,7 +1242,7 @@ class _Batch:
 
     def _open(self) -> None:
         order = list(self.contents)
-        numbers = self.replies.ask([_opening(self.jobs[i].tmp) for i in order])
+        numbers = self.replies.ask([_opening(self.jobs[i].tmp, self.modes[i]) for i in order])
         for i, num in zip(order, numbers, strict=True):
             got = self.replies.handle(num)
             if isinstance(got, bytes):
@@ -1263,9 +1272,11 @@ class _Batch:
             self.outcomes[i] = failure and _why_rename_failed(self.link.sftp, self.jobs[i].dst, failure)
 
 
-def _upload(link: _Link, src: io.BufferedReader, size: int, target: str, mtime_s: int | None) -> None:
-    """Write ``src`` (``size`` bytes when opened) to ``target``, set its mtime on the open
-    handle, and close it.
+def _upload(
+    link: _Link, src: io.BufferedReader, size: int, target: str, mtime_s: int | None, mode: int
+) -> None:
+    """Write ``src`` (``size`` bytes when opened, ``mode`` its permissions) to ``target``,
+    set its mtime on the open handle, and close it.
 
     paramiko's own file object needs a round trip for each of open, the last write,
     close and setstat, and each request is an SSH packet of its own. Here the writes,
@@ -1277,7 +1288,7 @@ def _upload(link: _Link, src: io.BufferedReader, size: int, target: str, mtime_s
 
     replies = _Replies(link)
     write_size = link.write_size
-    (num,) = replies.ask([_opening(target)])
+    (num,) = replies.ask([_opening(target, mode)])
     handle = replies.handle(num)
     if isinstance(handle, BaseException):
         raise handle

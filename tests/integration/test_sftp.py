@@ -542,7 +542,7 @@ def test_put_sends_every_byte_whatever_the_size(
     assert isinstance(driver, SFTPDriver)
     data = os.urandom(length)
     with open(write(tmp_path / "f", data), "rb") as src, driver._session() as link:
-        _upload(link, src, told, driver.full("f.bin"), None)
+        _upload(link, src, told, driver.full("f.bin"), None, 0o644)
     assert (root / "f.bin").read_bytes() == data
 
 

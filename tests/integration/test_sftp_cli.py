@@ -380,3 +380,19 @@ def test_a_target_folder_below_a_file_on_the_server_says_so(sshd: SshServer, tmp
         "(or delete = keep kept it), a run with --rescan moves it into .mirror-trash/"
     )
     assert done.returncode == 1 and told in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_files_land_on_the_server_no_more_readable_than_in_the_source(sshd: SshServer, tmp_path: Path) -> None:
+    """A private invoice (0600) landed as 0644, readable by every account on the server,
+    while a local target and OpenSSH's own sftp keep a file's permissions."""
+    source = tmp_path / "export"
+    source.mkdir()
+    made = (("payroll.pdf", 2000, 0o600), ("scan.tif", 3 << 20, 0o600), ("offer.pdf", 100, 0o644))
+    for name, size, mode in made:
+        (source / name).write_bytes(os.urandom(size))  # small ones go in a batch, a large one alone
+        (source / name).chmod(mode)
+    remote = tmp_path / "remote"
+    run = mirror("run", "--once", "-c", str(_config(sshd, source, remote, tmp_path)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in remote.iterdir()}
+    assert modes == {"payroll.pdf": "0o600", "scan.tif": "0o600", "offer.pdf": "0o644"}
