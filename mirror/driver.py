@@ -456,6 +456,8 @@ class Driver:
         found = self.fs.find(self.root, detail=True, withdirs=False)
         result: dict[str, RemoteEntry] = {}
         for name, info in found.items():
+            if name.endswith("/"):
+                continue  # an object store's folder marker ('Create folder' in the S3 console)
             rel = self.relative(name)
             if rel is not None and info.get("type", "file") == "file":
                 result[rel] = self.entry(rel, info)

@@ -342,6 +342,28 @@ class Proxy:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+def test_a_folder_made_in_the_s3_console_is_no_one_s_file(
+    s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
+) -> None:
+    """"Create folder" in the console leaves a marker object, 'mirror/Scans/': it was taken
+    for someone's file 'Scans', said to be moved into the trash (nothing was), and verify
+    named it among the target's files."""
+    source, state = tmp_path / "export", tmp_path / "state"
+    (source / "Scans").mkdir(parents=True)
+    (source / "Scans" / "scan 1.pdf").write_bytes(b"scan")
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{source}"\n[targets.s3]\nurl = "{s3_target.url}"\n'
+        "options = { " + ", ".join(f'{k} = "{v}"' for k, v in s3_target.options.items()) + " }\n"
+    )
+    bucket = s3_target.url.removeprefix("s3://").split("/")[0]
+    s3_server.client().put_object(Bucket=bucket, Key="mirror/Scans/", Body=b"")
+    done = run("run", "-c", str(config), "--once", state=state, env=s3_target.env)
+    assert done.returncode == 0 and "trash" not in done.stdout + done.stderr, done.stdout + done.stderr
+    checked = run("verify", "-c", str(config), state=state, env=s3_target.env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_a_bucket_deleted_and_made_again_while_watching_is_filled_again(
     s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
 ) -> None:
