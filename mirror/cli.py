@@ -130,9 +130,7 @@ def verbosity_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="json: one JSON object per line, for services and log collectors.",
     )(f)
     f = click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")(f)
-    f = click.option(
-        "-v", "--verbose", count=True, help="Debug output. Never shows secrets."
-    )(f)
+    f = click.option("-v", "--verbose", count=True, help="Debug output. Never shows secrets.")(f)
     return f
 
 

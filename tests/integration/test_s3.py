@@ -345,7 +345,7 @@ class Proxy:
 def test_a_folder_made_in_the_s3_console_is_no_one_s_file(
     s3_server: S3Server, s3_target: TargetSpec, tmp_path: Path
 ) -> None:
-    """"Create folder" in the console leaves a marker object, 'mirror/Scans/': it was taken
+    """'Create folder' in the console leaves a marker object, 'mirror/Scans/': it was taken
     for someone's file 'Scans', said to be moved into the trash (nothing was), and verify
     named it among the target's files."""
     source, state = tmp_path / "export", tmp_path / "state"
