@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from mirror.driver import BatchPut, Capabilities, Driver, LinkGuard, RemoteEntry, file_in_the_way, through_link
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError
 from mirror.mounts import Mount, mount_of
-from mirror.paths import TEMP_NAME_BYTES
+from mirror.paths import TEMP_NAME_BYTES, TRASH_DIR
 from mirror.progress import human_bytes
 from mirror.scan import mtime_ns
 
@@ -260,20 +260,21 @@ class LocalDriver(Driver):
         return os.path.isdir(self.root)
 
     def makedirs(self, rel_dir: str) -> None:
-        os.makedirs(self.root, exist_ok=True)
+        os.makedirs(self.root, self._mode_of(""), exist_ok=True)
         if not rel_dir:
             return
         # folder by folder, never through a symbolic link: a link planted in the target
         # would otherwise carry writes outside the target root
         self.full(rel_dir)  # validates the path
         path = self.root
-        for part in rel_dir.split("/"):
+        parts = rel_dir.split("/")
+        for depth, part in enumerate(parts, 1):
             path = os.path.join(path, part)
             try:
                 mode = os.lstat(path).st_mode
             except FileNotFoundError:
                 try:
-                    os.mkdir(path)
+                    os.mkdir(path, self._mode_of("/".join(parts[:depth])))
                 except FileExistsError:
                     mode = os.lstat(path).st_mode
                 else:
@@ -282,6 +283,19 @@ class LocalDriver(Driver):
                 raise ItemError(through_link(path))
             if not stat.S_ISDIR(mode):
                 raise ItemError(file_in_the_way(path))
+
+    def _mode_of(self, rel_dir: str) -> int:
+        """The permissions of a new folder ``rel_dir``: those of the source's folder of its
+        path (in the trash, of the path it came from), where there is one. A private
+        source folder (0700) of readable files (0644) came out 0755 on the target, its
+        files readable by every user of the machine."""
+        if self.source is None:
+            return 0o777
+        try:
+            st = os.stat(self.source / _untrashed(rel_dir))
+        except OSError:
+            return 0o777
+        return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISDIR(st.st_mode) else 0o777
 
     def remove_dir_if_empty(self, rel_dir: str) -> bool:
         top = self.full(rel_dir)
@@ -363,3 +377,13 @@ def _same_bytes(mine: BinaryIO, theirs: BinaryIO) -> bool:
         if theirs.read(len(block)) != block:
             return False
     return not theirs.read(1)
+
+
+def _untrashed(rel_dir: str) -> str:
+    """The source's folder of the target folder ``rel_dir``: in the trash
+    (``.mirror-trash/DATE/a/b``), the path its files came from; the source itself for the
+    trash and its dated folders."""
+    if rel_dir != TRASH_DIR and not rel_dir.startswith(f"{TRASH_DIR}/"):
+        return rel_dir
+    parts = rel_dir.split("/", 2)
+    return parts[2] if len(parts) == 3 else ""

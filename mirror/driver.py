@@ -39,6 +39,7 @@ from mirror.redact import redact_url
 
 if TYPE_CHECKING:
     import asyncio
+    from pathlib import Path
 
     from fsspec.spec import AbstractFileSystem
 
@@ -347,6 +348,9 @@ class Driver:
         self.root = root.rstrip("/") or "/"
         self.caps = caps or self.capabilities
         self.state: StateStore = MemoryState()
+        #: the source folder, for a backend that gives a folder it makes the permissions
+        #: of the source's folder of that path (the runner sets it)
+        self.source: Path | None = None
 
     # -- construction ---------------------------------------------------------------
     @classmethod

@@ -443,6 +443,7 @@ class TargetRunner:
                 self._check_written_folder(self.driver)
                 if self.index is not None and not self.dry_run:
                     self.driver.state = self.index
+                self.driver.source = self.config.source
                 concurrency = self.settings.concurrency or self.driver.default_concurrency
                 # a driver that threads may not share gives the lane one of its own, or,
                 # where it has none to give, sends its large files in the passes

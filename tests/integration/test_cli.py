@@ -2376,6 +2376,37 @@ def test_a_private_file_stays_private_on_a_local_target(tmp_path: Path, state: P
     assert modes == {p.name: p.stat().st_mode & 0o777 for p in src.iterdir()}, modes
 
 
+def test_a_private_folder_stays_private_on_a_local_target_and_in_its_trash(tmp_path: Path, state: Path) -> None:
+    """hr/ (0700) kept other users from its files (0644); on the target it came out
+    0755, payroll and all readable by every user of the machine, and so did the copies
+    of its files moved into the trash."""
+    src, target = tmp_path / "export", tmp_path / "backup"
+    (src / "hr" / "2026").mkdir(parents=True)
+    (src / "hr" / "2026" / "payroll.pdf").write_bytes(b"salary")
+    (src / "hr" / "2026").chmod(0o750)
+    (src / "hr").chmod(0o700)
+    (target / "hr" / "2026").mkdir(parents=True, mode=0o700)
+    (target / "hr" / "2026" / "payroll.pdf").write_bytes(b"someone's")  # goes to the trash
+    (target / "hr" / "2026").chmod(0o755)
+    (target / "hr").chmod(0o755)
+    old = os.umask(0o022)
+    try:
+        assert run("run", str(src), str(target), "--once", state=state).returncode == 0
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(target)): oct(p.stat().st_mode & 0o777) for p in target.rglob("*") if p.is_dir()}
+    (day,) = (target / ".mirror-trash").iterdir()
+    assert modes["hr"] == modes["hr/2026"] == "0o755"  # there before: the user's
+    assert modes[f".mirror-trash/{day.name}/hr"] == "0o700", modes
+    assert modes[f".mirror-trash/{day.name}/hr/2026"] == "0o750", modes
+    (src / "hr" / "2027").mkdir(mode=0o700)
+    (src / "hr" / "2027" / "payroll.pdf").write_bytes(b"salary")
+    fresh = tmp_path / "fresh"
+    assert run("run", str(src), str(fresh), "--once", state=state).returncode == 0
+    made = {str(p.relative_to(fresh)): oct(p.stat().st_mode & 0o777) for p in fresh.rglob("*") if p.is_dir()}
+    assert made == {"hr": "0o700", "hr/2026": "0o750", "hr/2027": "0o700"}, made
+
+
 def test_counts_of_one_read_as_english(tmp_path: Path, state: Path) -> None:
     src, target = tmp_path / "export", tmp_path / "backup"
     src.mkdir()
