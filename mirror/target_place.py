@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
+import logging
 import os
 import posixpath
 from collections.abc import Collection, Iterator
@@ -28,6 +29,9 @@ from mirror.index import Index
 from mirror.mounts import overlapping
 from mirror.paths import path_key
 from mirror.place_claim import PlaceClaim, claimed
+from mirror.redact import redact_url
+
+log = logging.getLogger("mirror")
 
 
 @contextmanager
@@ -214,29 +218,50 @@ class TargetPlace:
             )
 
     def claim(self) -> PlaceClaim | None:
-        """Claim this target's place for this process on the whole machine
+        """Claim this target's place for this process among this user's mirror processes
         (mirror.place_claim): the place lock only meets mirrors with this state folder."""
         if registry.load_driver_class(self.resolved.backend).in_process:
             return None
-        claim = PlaceClaim(place_key(self.compared_place()))
+        key, account = self._claim_key()
+        claim = PlaceClaim(key, account)
+        state = self.index_file.parent.parent
         if claim.taken_by is not None:
-            state = self.index_file.parent.parent
             # the lock in this state folder was free: the other mirror's is elsewhere, or
             # was this one, deleted under it while it ran (its index open, unlinked)
             detail = f"one with another state folder than {state}, or whose state folder was deleted while it ran"
             raise busy(self.resolved.url, claim.taken_by == "here", detail)
+        if claim.stranger:
+            log.warning(
+                "%s: a process of another user holds the name mirror claims this place by; "
+                "ignored, but only mirrors with the state folder %s are kept out of this place now",
+                redact_url(self.resolved.url),
+                state,
+            )
         return claim
 
     def claimed_by_a_process(self) -> bool:
-        """Whether a mirror process on this machine mirrors this place, whatever its state
+        """Whether a mirror process of this user mirrors this place, whatever its state
         folder (mirror.place_claim): one whose state folder was deleted under it goes on,
         its index open, and status found no index and said never run."""
         if registry.load_driver_class(self.resolved.backend).in_process:
             return False
         try:
-            return claimed(place_key(self.compared_place()))
+            return claimed(self._claim_key()[0])
         except (MirrorError, OSError):  # a local folder that cannot be resolved is claimed by no one
             return False
+
+    def _claim_key(self) -> tuple[str, str]:
+        """The key of this place's claim, which every local user can read (/proc/net/unix),
+        and the key of its account, which tells apart the places of this process that share
+        the claim. Where the driver does not say which options pick the place
+        (:attr:`Driver.place_picks`), every one is in its account, a password too, and a
+        short hash of a password is guessed offline: such a place is claimed by its server
+        and folder alone, so two mirror processes there with two accounts (two FTP logins,
+        two Dropbox accounts) are kept apart as if they wrote to one place."""
+        place = self.compared_place()
+        driver = registry.load_driver_class(self.resolved.backend)
+        published = place if self.local_folder is not None or driver.place_picks else place[:2]
+        return place_key(published), place_key(place)
 
     def _lock_path(self, place: tuple[str, ...] | None = None) -> Path:
         return self.index_file.parent / f"place-{place_key(place or self.compared_place())}.lock"
@@ -276,8 +301,9 @@ def folder_place(folder: str) -> tuple[str, ...]:
 
 
 def place_key(place: tuple[str, ...]) -> str:
-    """A place (:meth:`TargetPlace.place`) as a name to store: the options in it may
-    hold secrets."""
+    """A place (:meth:`TargetPlace.place`) as a name to store where only this user reads
+    (an index, a lock's file name): the options in it may hold secrets, and a short hash of
+    a password is guessed offline, so it is never published (mirror.place_claim)."""
     return hashlib.sha256(repr(place).encode()).hexdigest()[:16]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import importlib.util
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -1886,6 +1888,45 @@ def test_two_processes_with_two_state_folders_cannot_mirror_the_same_target(
         proc.terminate()
         assert proc.wait(10) == 0
     assert run("run", str(src), str(target), "--once", state=elsewhere).returncode == 0
+
+
+SQUAT = """
+import socket, sys, time
+held = []
+for name in sys.argv[1:]:
+    held.append(socket.socket(socket.AF_UNIX))
+    held[-1].bind(name.replace("@", "\\0", 1))
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_user_that_takes_the_name_of_a_mirrors_claim_first_does_not_stop_it(
+    src: Path, tmp_path: Path, state: Path
+) -> None:
+    """The claim on a target's place is an abstract socket name, which any local user can
+    take and compute from the target's path: 'nobody' holding it made every run and the
+    service of root exit 2, 'already being mirrored by another mirror process', nothing
+    copied and no alert sent."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to play another user")
+    target = tmp_path / "backup"
+    key = hashlib.sha256(repr(("folder", str(target.resolve()))).encode()).hexdigest()[:16]
+    # the name as it was, and with the user's id in it: a stranger can take either
+    names = [f"@fsspec-mirror/place/{key}", f"@fsspec-mirror/place/{os.geteuid()}/{key}"]
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    squatter = subprocess.Popen(
+        [*as_nobody, sys.executable, "-c", SQUAT, *names], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "holding"
+        done = run("run", str(src), str(target), "--once", state=state)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert len(files(target)) == 12
+        assert "a process of another user holds the name mirror claims this place by" in done.stderr, done.stderr
+    finally:
+        squatter.kill()
+        squatter.wait(10)
 
 
 def test_database_reading_does_not_need_a_lock(src: Path, tmp_path: Path, state: Path) -> None:

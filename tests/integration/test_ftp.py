@@ -3,11 +3,15 @@ users configure it: the ``mirror`` command with an ``ftp://`` target."""
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.cli import files, run
+import pytest
+
+from tests.cli import files, run, start, wait_for
 from tests.reliability.common import write_config
 from tests.servers.ftp import ENV, PASSWORD, USER, FtpServer, serve
 
@@ -141,3 +145,46 @@ def test_a_server_that_refuses_the_connection_is_named_with_what_to_check(tmp_pa
     )
     assert done.returncode == 1 and f"nas: target failed: {told}" in done.stderr, done.stderr
     assert checked.returncode != 0 and f"nas: cannot verify: {told}" in checked.stdout + checked.stderr, checked
+
+
+def _published_names(pid: int) -> set[str]:
+    """The abstract socket names process ``pid`` holds, as /proc/net/unix shows them to
+    every local user."""
+    links = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            links.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    with open("/proc/net/unix") as sockets:
+        rows = [line.split() for line in sockets]
+    return {
+        row[7] for row in rows[1:] if len(row) > 7 and f"socket:[{row[6]}]" in links and row[7].startswith("@")
+    }
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract socket names are Linux's")
+def test_the_names_every_local_user_can_read_tell_nothing_of_the_password(tmp_path: Path) -> None:
+    """The claim on a target's place is a socket name any user reads in /proc/net/unix; it
+    was a short hash of every option, the password too: a user with a list of likely
+    passwords found the bookkeeper's. The names must be the same whatever the password."""
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "inv-001.pdf").write_bytes(b"invoice")
+    (tmp_path / "served").mkdir()
+    port, names = None, []
+    for password in ("Summer2024!", "Winter2023!"):
+        server = serve(tmp_path / "served", port, password=password)
+        port = server.port
+        options = {"port": port, "username": USER, "password": "${FTP_PW}"}
+        config = write_config(tmp_path / "m.toml", source, {"nas": ("ftp://127.0.0.1/invoices", options)})
+        log = tmp_path / f"{password}.log"
+        proc = start("run", "-c", str(config), state=tmp_path / "state", env={"FTP_PW": password}, log=log)
+        try:
+            wait_for(lambda: "mirroring" in log.read_text() and bool(_published_names(proc.pid)), log=log)  # noqa: B023
+            names.append(_published_names(proc.pid))
+        finally:
+            proc.terminate()
+            assert proc.wait(15) == 0, log.read_text()
+            server.stop()
+    assert names[0] and names[0] == names[1], names

@@ -57,3 +57,32 @@ def test_a_process_that_may_not_make_sockets_still_runs(monkeypatch: pytest.Monk
     claim = PlaceClaim(uuid.uuid4().hex)
     assert claim.taken_by is None
     claim.release()
+
+
+def test_places_that_share_a_claim_with_other_accounts_are_both_mirrored_in_one_process() -> None:
+    """A place whose account the driver cannot tell apart from a password is claimed by its
+    server and folder alone (two FTP logins on one folder): one config mirrors both."""
+    key = uuid.uuid4().hex
+    first, second = PlaceClaim(key, "alice"), PlaceClaim(key, "bob")
+    assert (first.taken_by, second.taken_by) == (None, None)
+    assert PlaceClaim(key, "alice").taken_by == "here"
+    first.release()
+    assert PlaceClaim(key, "bob").taken_by == "here"
+    second.release()
+    again = PlaceClaim(key, "alice")
+    assert again.taken_by is None
+    again.release()
+
+
+def test_a_claim_whose_holder_cannot_be_told_is_taken_for_a_mirrors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit that hides /proc/net (ProcSubset=pid) shows no list of sockets to tell a
+    stranger from a mirror by: two mirrors in one place remove each other's uploads."""
+    key = uuid.uuid4().hex
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, key], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "None"
+        monkeypatch.setattr("mirror.place_claim._SOCKETS", "/nonexistent/net/unix")
+        assert PlaceClaim(key).taken_by == "elsewhere"
+    finally:
+        holder.kill()
+        holder.wait(10)
