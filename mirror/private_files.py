@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import stat
 import tempfile
 from pathlib import Path
@@ -29,21 +30,38 @@ def write_private(path: str | Path, text: str) -> None:
 
 
 def read_private(path: str | Path, what: str, hint: str = "") -> str:
-    """The text of a secret file; ConfigError if it is missing, unreadable or not private.
+    """The text of a secret file; ConfigError if it is missing, unreadable or not private
+    (readable by others, or owned by another user than the one mirror runs as).
 
     ``what`` names the file for the message ("Dropbox token file"); ``hint`` says how to
     create it when it is missing.
     """
     path = Path(path).expanduser()
     try:
-        mode = os.stat(path).st_mode
-        if stat.S_IMODE(mode) & 0o077:
+        found = os.stat(path)
+        if stat.S_IMODE(found.st_mode) & 0o077:
             raise ConfigError(f"{what} {path} is readable by others; run: chmod 600 {path}")
+        if found.st_uid != os.geteuid():
+            # whoever owns a token picks the account the backup goes to (as ssh refuses a
+            # key of another user's); root reads any file, so the mode alone let one in
+            me = user_name(os.geteuid())
+            raise ConfigError(
+                f"{what} {path} is owned by another user ({user_name(found.st_uid)}), not {me} that mirror "
+                f"runs as; if it is yours, run: chown {me} {path}"
+            )
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist{'; ' + hint if hint else ''}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} {path} cannot be read ({type(exc).__name__})") from None
+
+
+def user_name(uid: int) -> str:
+    """The login name of ``uid``, or the number where it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def read_private_json(path: str | Path, what: str, hint: str = "") -> dict[str, Any]:

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -1936,15 +1937,16 @@ def test_database_reading_does_not_need_a_lock(src: Path, tmp_path: Path, state:
     assert rows == (12,)
 
 
-@pytest.mark.parametrize(
-    ("backend", "what", "login"),
-    [
-        ("dropbox", "Dropbox", ""),
-        # nothing reaches the internet, whatever mirror does with the token
-        ("gdrive", "Google Drive", ', token_uri = "http://127.0.0.1:1/token"'),
-        ("onedrive", "OneDrive", ', authority = "https://127.0.0.1:1/common"'),
-    ],
-)
+#: the backends with a token file: (URL scheme, name in messages, options that keep it off the internet)
+TOKEN_BACKENDS = [
+    ("dropbox", "Dropbox", ""),
+    # nothing reaches the internet, whatever mirror does with the token
+    ("gdrive", "Google Drive", ', token_uri = "http://127.0.0.1:1/token"'),
+    ("onedrive", "OneDrive", ', authority = "https://127.0.0.1:1/common"'),
+]
+
+
+@pytest.mark.parametrize(("backend", "what", "login"), TOKEN_BACKENDS)
 def test_a_token_file_others_can_read_is_refused_as_a_config_error(
     backend: str, what: str, login: str, src: Path, tmp_path: Path, state: Path
 ) -> None:
@@ -1963,6 +1965,32 @@ def test_a_token_file_others_can_read_is_refused_as_a_config_error(
         refused = run(*command, "-c", str(cfg), state=state, timeout=30)
         assert_one_line_error(refused, 2, why)
     assert token.stat().st_mode & 0o777 == 0o644  # the user's file, the user's fix
+
+
+@pytest.mark.parametrize(("backend", "what", "login"), TOKEN_BACKENDS)
+def test_a_token_file_another_user_owns_is_refused_as_a_config_error(
+    backend: str, what: str, login: str, src: Path, tmp_path: Path, state: Path
+) -> None:
+    """A service running as root used a 0600 token file that 'nobody' owned (planted in a
+    folder that user could write): whoever owns the token picks the account the backup
+    goes to."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the token file to another user")
+    token = tmp_path / "token.json"
+    token.write_text(json.dumps({"app_key": "k", "refresh_token": "r", "client_id": "c", "client_secret": "s"}))
+    token.chmod(0o600)
+    os.chown(token, 65534, 65534)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[targets.cloud]\nurl = "{backend}://Invoices"\n'
+        f'options = {{ token_file = "{token}"{login} }}\n'
+    )
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    why = f"{what} token file {token} is owned by another user ({pwd.getpwuid(65534).pw_name}), not {me}"
+    for command in (["run", "--once"], ["verify"]):
+        refused = run(*command, "-c", str(cfg), state=state, timeout=30)
+        assert_one_line_error(refused, 2, why, f"run: chown {me} {token}")
+    assert token.stat().st_uid == 65534  # the user's file, the user's fix
 
 
 def test_a_file_url_with_a_host_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
