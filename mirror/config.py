@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from mirror.filters import check_patterns
 from mirror.layout import Layout
 from mirror.logs import with_bytes_shown
 from mirror.policy import DeletePolicy
+from mirror.private_files import user_name
 from mirror.registry import Preset, check_plain_path
 
 
@@ -324,7 +326,9 @@ def load(path: Path, environ: Mapping[str, str] | None = None, only: Collection[
     where = str(path)
     try:
         # utf-8-sig: Windows editors save a byte-order mark that TOML calls an invalid statement
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
+        with path.open(encoding="utf-8-sig") as file:
+            _check_writers(os.fstat(file.fileno()), where)
+            data = tomllib.loads(file.read())
     except FileNotFoundError:
         raise ConfigError(f"{where}: config file not found (create one with: mirror init {where})") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -332,6 +336,25 @@ def load(path: Path, environ: Mapping[str, str] | None = None, only: Collection[
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: invalid TOML: {exc}") from None
     return from_dict(data, path, env, only)
+
+
+def _check_writers(found: os.stat_result, where: str) -> None:
+    """Refuse a config file that a user other than this one and root may write: it names
+    the shell line on_failure runs as this user (root, for the system unit) and where the
+    files go. Writable by its group is accepted: a user's private group (umask 002, as on
+    Debian and many CI machines) makes every file so, and a group is an administrator's
+    grant, where a file writable by every user or owned by another is nobody's."""
+    me = os.geteuid()
+    if found.st_uid not in (me, 0):
+        raise ConfigError(
+            f"{where}: config file is owned by another user ({user_name(found.st_uid)}), who could choose the "
+            f"commands mirror runs as {user_name(me)}; if it is yours, run: chown {user_name(me)} {where}"
+        )
+    if found.st_mode & stat.S_IWOTH:
+        raise ConfigError(
+            f"{where}: config file is writable by every user, who could choose the commands mirror runs; "
+            f"run: chmod o-w {where}"
+        )
 
 
 def _path(value: str, where: str, environ: Mapping[str, str], secrets: list[str]) -> str:

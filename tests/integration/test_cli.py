@@ -1993,6 +1993,36 @@ def test_a_token_file_another_user_owns_is_refused_as_a_config_error(
     assert token.stat().st_uid == 65534  # the user's file, the user's fix
 
 
+@pytest.mark.parametrize("others", ["write", "own"])
+def test_a_config_others_can_write_or_own_is_refused(others: str, src: Path, tmp_path: Path, state: Path) -> None:
+    """A config made world-writable (or another user's) was used without a word: whoever
+    could write it chose the shell line on_failure runs as mirror's user, root for the
+    system unit, and where the files go."""
+    if others == "own" and os.geteuid() != 0:
+        pytest.skip("needs root to hand the config to another user")
+    ran = tmp_path / "on-failure-ran"
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        f'source = "{src}"\n[defaults]\nalert_after = "0s"\non_failure = "touch {ran}"\n'
+        f'[targets.usb]\nurl = "{tmp_path}/backup"\n'
+    )
+    if others == "write":
+        cfg.chmod(0o666)
+        why = (f"{cfg}: config file is writable by every user", f"run: chmod o-w {cfg}")
+    else:
+        cfg.chmod(0o644)
+        os.chown(cfg, 65534, 65534)
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        why = (f"{cfg}: config file is owned by another user ({pwd.getpwuid(65534).pw_name})", f"chown {me} {cfg}")
+    for command in (["run", "--once"], ["verify"], ["status"]):
+        assert_one_line_error(run(*command, "-c", str(cfg), state=state), 2, *why)
+    assert not (tmp_path / "backup").exists() and not ran.exists()
+    cfg.chmod(0o664)  # group-writable: umask 002 under a user's private group makes every file so
+    os.chown(cfg, os.geteuid(), os.getegid())
+    assert run("run", "--once", "-c", str(cfg), state=state).returncode == 0
+    assert len(files(tmp_path / "backup")) == 12
+
+
 def test_a_file_url_with_a_host_is_refused(src: Path, tmp_path: Path, state: Path) -> None:
     assert_one_line_error(run("run", str(src), "file://backup/2026", "--once", state=state), 2, "names a host")
     assert not Path("/backup").exists()
