@@ -1272,9 +1272,7 @@ class _Batch:
             self.outcomes[i] = failure and _why_rename_failed(self.link.sftp, self.jobs[i].dst, failure)
 
 
-def _upload(
-    link: _Link, src: io.BufferedReader, size: int, target: str, mtime_s: int | None, mode: int
-) -> None:
+def _upload(link: _Link, src: io.BufferedReader, size: int, target: str, mtime_s: int | None, mode: int) -> None:
     """Write ``src`` (``size`` bytes when opened, ``mode`` its permissions) to ``target``,
     set its mtime on the open handle, and close it.
 
