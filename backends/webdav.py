@@ -7,8 +7,10 @@ after ``webdav://`` is a folder under that base. Basic auth from ``username`` an
 ``password`` (``${ENV}`` in the config).
 
 What this module changes from webdav4's fsspec filesystem: uploads go straight to one
-PUT (fsspec's ``put_file`` first probes every parent folder); a move replaces its
-destination (``Overwrite: T``), which is how a temp upload is committed; folders are
+PUT (fsspec's ``put_file`` first probes every parent folder); a move replaces a file at
+its destination, which is how a temp upload is committed, but never a folder (a MOVE or
+a DELETE takes a collection whole, with all in it: someone's folder where mirror's file
+was); folders are
 made with one MKCOL when the parent exists; webdav4's own retries are off, so the
 engine's backoff (which honours Retry-After) is the only one. A plain WebDAV PUT is not
 atomic on every server (some write in place), so the executor uploads to a temp name
@@ -36,7 +38,7 @@ from mirror.driver import (
     classify_os_error,
 )
 from mirror.errors import ConfigError, FatalError, ItemError, MirrorError, Refused, TargetFull, TransientError
-from mirror.paths import parent
+from mirror.paths import is_temp, parent
 from mirror.redact import has_password
 
 if TYPE_CHECKING:
@@ -179,15 +181,30 @@ class WebdavDriver(Driver):
         return self.stat(known) is None
 
     def stat(self, rel: str) -> RemoteEntry | None:
+        info = self._info(rel)
+        if info is None or info.get("type") != "file":
+            return None
+        return self.entry(rel, {**info, "size": info.get("content_length")})
+
+    def _info(self, rel: str) -> dict[str, Any] | None:
+        """What the server tells of ``rel`` itself (``type`` "file" or "directory"), None
+        where nothing is there: one PROPFIND of Depth 0, where webdav4's ``info`` asks for
+        Depth 1, which lists every file of a folder."""
         from webdav4.client import ResourceNotFound
 
         try:
-            info = self.client.info(self._dav(rel))
+            found = self.client.propfind(self._dav(rel), headers={"Depth": "0"})
         except ResourceNotFound:
             return None
-        if info.get("type") != "file":
-            return None
-        return self.entry(rel, {**info, "size": info.get("content_length")})
+        # the one answer of Depth 0, however the server spells its path (a folder's with a "/")
+        return next((r.properties.as_dict() for r in found.responses.values()), None)
+
+    def _not_a_folder(self, rel: str, what: str) -> None:
+        """ItemError when ``rel`` is a folder (someone's, where mirror's file was), which
+        a MOVE or a DELETE of ``rel`` would take whole; ``what`` the request's fate."""
+        info = self._info(rel)
+        if info is not None and info.get("type") == "directory":
+            raise ItemError(f"{self.full(rel)} on the target is a folder, not the file mirror put there; {what}")
 
     def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
         mtime = info.get("modified")
@@ -201,11 +218,25 @@ class WebdavDriver(Driver):
         return None
 
     def move(self, src: str, dst: str) -> None:
-        self.client.move(self._dav(src), self._dav(dst), overwrite=True)
+        from webdav4.client import ResourceAlreadyExists
+
+        # a temp name is mirror's own file, just sent or set aside; any other path is asked
+        # about (a rename, a move into the trash), one request more for those alone
+        if not is_temp(src):
+            self._not_a_folder(src, "it is not moved")
+        try:
+            # a new path, the most common, in one request: Overwrite: F fails where
+            # anything is there (412), rather than replacing it
+            self.client.move(self._dav(src), self._dav(dst), overwrite=False)
+        except ResourceAlreadyExists:
+            if (there := self._info(dst)) is not None and there.get("type") == "directory":
+                raise ItemError(f"{self.full(dst)} on the target is a folder where a file goes") from None
+            self.client.move(self._dav(src), self._dav(dst), overwrite=True)
 
     def delete(self, rel: str) -> None:
         from webdav4.client import ResourceNotFound
 
+        self._not_a_folder(rel, "it is not deleted")
         try:
             self.client.remove(self._dav(rel))
         except ResourceNotFound:

@@ -23,6 +23,13 @@ def temp_name(dst: str, token: str) -> str:
 
 #: how long a temp name is: its token is 12 hex digits (mirror.execute)
 TEMP_NAME_BYTES = len(temp_name("", "0" * 12))
+TEMP_RE = re.compile(r"^\.~mirror-[0-9a-f]{12}\.tmp$")
+
+
+def is_temp(path: str) -> bool:
+    """Whether a target path is one of mirror's upload temp files (:func:`temp_name`)."""
+    return TEMP_RE.match(path.rpartition("/")[2]) is not None
+
 
 #: a "." or ".." part
 _DOT_PART = re.compile(r"(?:\A|/)\.{1,2}(?:/|\Z)")

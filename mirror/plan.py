@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, ValuesView
@@ -22,7 +21,7 @@ from mirror.errors import ItemError
 from mirror.index import IndexEntry, Stamp
 from mirror.layout import Layout, date_of
 from mirror.logs import with_bytes_shown
-from mirror.paths import TRASH_DIR, ancestors, in_trash, path_key
+from mirror.paths import TRASH_DIR, ancestors, in_trash, is_temp, path_key
 from mirror.policy import DeletePolicy
 from mirror.progress import counted, human_duration
 from mirror.scan import Entries, LocalEntry
@@ -34,7 +33,6 @@ RELEASE_SHARE = 10
 #: a file this much older than the copy it replaces is an older version: the copy is
 #: kept (clocks stepped back by NTP, and FAT's 2 s times, stay below it)
 OLDER_SLACK_NS = 3_000_000_000
-TEMP_RE = re.compile(r"^\.~mirror-[0-9a-f]{12}\.tmp$")
 #: what becomes of a copy sent under a name the target refuses now (an older mirror sent
 #: it, or the target's rules changed): the target may have stored it under another name
 #: (WebDAV took 'offer;v1.pdf' for 'offer'), so no delete or move of that name is sent
@@ -46,11 +44,6 @@ UNFIT_LEFT = (
 
 #: why a new path that the target holds, or needs, as a file where the other needs a folder is refused
 CLASHES = "clashes with a file or folder of the same name on the target"
-
-
-def is_temp(path: str) -> bool:
-    """Whether a target path is one of mirror's upload temp files (:func:`mirror.paths.temp_name`)."""
-    return TEMP_RE.match(path.rpartition("/")[2]) is not None
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from mirror.errors import ItemError
 from mirror.hashing import HashKind
 from mirror.index import IndexEntry
 from mirror.layout import NAMED, Layout, date_of
-from mirror.paths import in_trash, path_key
-from mirror.plan import FirstDates, is_temp, refusal, refused_name, renamed_away
+from mirror.paths import in_trash, is_temp, path_key
+from mirror.plan import FirstDates, refusal, refused_name, renamed_away
 from mirror.policy import DeletePolicy
 from mirror.scan import LocalEntry, Skip
 

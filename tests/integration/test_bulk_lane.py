@@ -30,7 +30,7 @@ from mirror import api, bulk, registry
 from mirror import config as config_mod
 from mirror.engine import Mirror
 from mirror.execute import BATCH_FILE_BYTES, RetryPolicy
-from mirror.plan import TEMP_RE
+from mirror.paths import TEMP_RE
 from mirror.runner import TargetRunner
 from tests.cli import files, start, wait_for
 from tests.reliability.common import bind, unmount, write_config

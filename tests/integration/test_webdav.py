@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -425,3 +426,73 @@ def test_a_login_in_a_preset_s_base_url_stays_out_of_errors_status_and_state(
     assert all(secret not in text for text in said), said
     assert "401" in said[1] and "401" in said[2], said
     assert [f for f in state.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()] == []
+
+
+def _someone_s_folders(on_server: Path, *names: str) -> dict[str, bytes]:
+    """Folders a colleague made on the server at ``names`` (where mirror's files were, or
+    not), each holding a file of theirs; their files, as :func:`files` gives them."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            (on_server / name).unlink()
+        (on_server / name).mkdir()
+        (on_server / name / "keep.txt").write_bytes(f"their own {name}".encode())
+    return {f"{name}/keep.txt": f"their own {name}".encode() for name in names}
+
+
+def _mirrored_after_a_first_file(cfg: api.Config, source: Path, names: list[str]) -> None:
+    """``names`` sent by a run after the one that sent a.txt: a.txt stays the file a run
+    asks about, so the next run lists nothing and asks the server about paths."""
+    (source / "a.txt").write_bytes(b"a")
+    for new in ([], names):
+        for name in new:
+            (source / name).write_bytes(f"mine {name}".encode())
+        with api.running(cfg) as m:
+            (report,) = m.run_once()
+        assert report.ok, report
+
+
+def test_an_edit_or_a_new_file_where_someone_made_a_folder_fails_for_that_file_and_keeps_the_folder(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    """A colleague replaced Report.pdf on the server with a folder of their files, and made
+    a folder Reports: the edited Report.pdf and a new file Reports were uploaded and moved
+    into place with Overwrite: T, which replaced each folder whole, and the run said all
+    was in sync."""
+    source = tmp_path / "export"
+    source.mkdir()
+    target = api.TargetConfig("dav", webdav_server.url(sub), webdav_server.options())
+    cfg = api.Config(source=source, targets=(target,), state_dir=tmp_path / "state")
+    _mirrored_after_a_first_file(cfg, source, ["Report.pdf"])
+    on_server = webdav_server.folder / sub
+    theirs = _someone_s_folders(on_server, "Report.pdf", "Reports")
+    (source / "Report.pdf").write_bytes(b"mine, edited")
+    (source / "Reports").write_bytes(b"mine, new")
+    with api.running(cfg) as m:
+        (report,) = m.run_once()
+    assert sorted(report.failed) == [
+        (name, f"/{sub}/{name} on the target is a folder where a file goes") for name in ("Report.pdf", "Reports")
+    ], report
+    assert files(on_server) == {"a.txt": b"a", **theirs}
+
+
+def test_a_rename_or_removal_of_a_file_someone_replaced_with_a_folder_leaves_the_folder_where_it_is(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path
+) -> None:
+    """A colleague replaced Old.pdf and Gone.pdf on the server with folders of their files;
+    then Old.pdf was renamed New.pdf in the source, and Gone.pdf deleted: the rename moved
+    the colleague's folder to New.pdf (no file New.pdf was on the server, yet status said
+    in sync), and the removal's DELETE took the other folder with all in it."""
+    source = tmp_path / "export"
+    source.mkdir()
+    target = api.TargetConfig("dav", webdav_server.url(sub), webdav_server.options())
+    cfg = api.Config(source=source, targets=(target,), state_dir=tmp_path / "state")
+    _mirrored_after_a_first_file(cfg, source, ["Old.pdf", "Gone.pdf"])
+    on_server = webdav_server.folder / sub
+    theirs = _someone_s_folders(on_server, "Old.pdf", "Gone.pdf")
+    os.rename(source / "Old.pdf", source / "New.pdf")
+    (source / "Gone.pdf").unlink()
+    for _ in range(2):  # the copy the rename left is removed by the next pass
+        with api.running(cfg) as m:
+            (report,) = m.run_once()
+        assert report.ok, report
+        assert files(on_server) == {"a.txt": b"a", "New.pdf": b"mine Old.pdf", **theirs}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mirror.plan import TEMP_RE
+from mirror.paths import TEMP_RE
 from tests.cli import files
 from tests.servers.sshd import SshServer
 

@@ -20,7 +20,8 @@ from backends.memory import MemoryDriver
 from mirror.driver import RemoteEntry
 from mirror.events import Report
 from mirror.execute import RunStats
-from mirror.plan import TEMP_RE, plan
+from mirror.paths import TEMP_RE
+from mirror.plan import plan
 from mirror.wording import summarize
 from tests.unit.test_plan import Rig
 
