@@ -10,11 +10,12 @@ What this module changes from webdav4's fsspec filesystem: uploads go straight t
 PUT (fsspec's ``put_file`` first probes every parent folder); a move replaces a file at
 its destination, which is how a temp upload is committed, but never a folder (a MOVE or
 a DELETE takes a collection whole, with all in it: someone's folder where mirror's file
-was); folders are
-made with one MKCOL when the parent exists; webdav4's own retries are off, so the
-engine's backoff (which honours Retry-After) is the only one. A plain WebDAV PUT is not
+was); folders are made with one MKCOL when the parent exists; webdav4's own retries are
+off, so the engine's backoff (which honours Retry-After) is the only one. A plain WebDAV PUT is not
 atomic on every server (some write in place), so the executor uploads to a temp name
-and moves it. WebDAV cannot set a file's mtime, nor report a content hash, portably.
+and moves it. WebDAV cannot set a file's mtime, nor report a content hash, portably; a
+server may leave a file's size out of its listing (``getcontentlength`` is a SHOULD),
+and such a size is unknown (None), not 0.
 """
 
 from __future__ import annotations

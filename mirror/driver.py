@@ -139,10 +139,17 @@ class RemoteEntry:
     """One file on a target, as listed: path relative to the target root."""
 
     path: str
-    size: int
+    #: None where the target does not tell it (a WebDAV server may leave it out)
+    size: int | None
     mtime_ns: int | None = None
     hash: str | None = None
     extra: tuple[tuple[str, str], ...] = field(default=())
+
+    def size_is(self, size: int) -> bool:
+        """Whether the file may be ``size`` bytes: it is, or the target did not tell. A
+        size not told is not a difference: read as 0, every copy differed, and each
+        listing moved it into the trash and sent it again."""
+        return self.size is None or self.size == size
 
 
 def _as_read() -> bool:
@@ -488,7 +495,8 @@ class Driver:
 
     def entry(self, rel: str, info: Mapping[str, Any]) -> RemoteEntry:
         """Turn an fsspec info dict into a RemoteEntry (override to read a hash)."""
-        return RemoteEntry(path=rel, size=int(info.get("size") or 0), mtime_ns=info_mtime_ns(info))
+        size = info.get("size")
+        return RemoteEntry(path=rel, size=None if size is None else int(size), mtime_ns=info_mtime_ns(info))
 
     # -- writing --------------------------------------------------------------------
     def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:

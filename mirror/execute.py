@@ -630,7 +630,7 @@ class Executor:
             if after is None:
                 return
             raise Changed()
-        if remote is not None and remote.size != entry.size:
+        if remote is not None and not remote.size_is(entry.size):
             # recorded, it would stand as a good copy until the source changes
             raise ItemError(
                 f"the target holds {remote.size} bytes after {entry.size} were sent; "

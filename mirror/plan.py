@@ -938,6 +938,7 @@ class _Planner:
         there = self.remote.get(self.key(action.dst))
         if there is None:
             return action  # a first copy's every file: no string built for it
+        # a size not told (None) is not the same: the file may be someone's, and goes aside
         if there.size == action.entry.size and (
             isinstance(action, Put) or not newer_there(action.entry, there, self.caps)
         ):
@@ -1430,7 +1431,7 @@ class _Planner:
 
 def _changed_there(row: IndexEntry, there: RemoteEntry) -> str | None:
     """How a listed target file differs from the copy the index says mirror put there."""
-    if there.size != row.size:
+    if not there.size_is(row.size):
         return f"its size changed ({row.size} to {there.size} bytes)"
     if there.hash and row.remote_hash and there.hash != row.remote_hash:
         return "its content changed"
@@ -1597,7 +1598,7 @@ def newer_there(entry: LocalEntry, there: RemoteEntry, caps: Capabilities) -> st
     """Why a file of the source file's size at its copy's path is not taken for its copy,
     if it is not: it is newer than the source's file, on a target that keeps times
     (someone's own, which a copy written over it would have destroyed without a trace)."""
-    if not caps.mtime_settable or there.size != entry.size or there.mtime_ns is None:
+    if not caps.mtime_settable or not there.size_is(entry.size) or there.mtime_ns is None:
         return None
     if there.mtime_ns > caps.kept_mtime(entry.mtime_ns) + OLDER_SLACK_NS:
         return f"the target's file is newer than the source's ({_ages(entry, there.mtime_ns, 'target')})"
@@ -1634,7 +1635,7 @@ def _replaced(
 
 def _same(entry: LocalEntry, there: RemoteEntry, caps: Capabilities, known_hash: str | None) -> bool:
     """Whether the listed target file is still the one we put there."""
-    if there.size != entry.size:
+    if not there.size_is(entry.size):
         return False
     if known_hash and there.hash:
         return known_hash == there.hash

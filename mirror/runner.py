@@ -1116,7 +1116,7 @@ class TargetRunner:
         for sent, there in landed:
             row = known.get(sent.src)
             if row is not None and row.dst != sent.dst:
-                if row.dst not in remote and row.size == there.size:
+                if row.dst not in remote and there.size_is(row.size):
                     found.append(row._replace(dst=sent.dst))  # moved there: its old path is empty
                 continue
             if row is not None and _records(row, there, kept_times):
@@ -1128,7 +1128,8 @@ class TargetRunner:
                 gen = generation_of(str(self.config.source), sent.src)
                 found.append(sent._replace(remote_hash=there.hash, gen=gen))
             else:
-                found.append(IndexEntry(sent.src, sent.dst, there.size, 0, 0, sent.date, there.hash))
+                size = sent.size if there.size is None else there.size
+                found.append(IndexEntry(sent.src, sent.dst, size, 0, 0, sent.date, there.hash))
         if found:
             self.log.info("%d file(s) sent or moved by a pass that was cut short are recorded now", len(found))
         self.index.record_many(found)
@@ -1960,7 +1961,7 @@ class TargetRunner:
 def _records(row: IndexEntry, there: RemoteEntry, kept_times: bool) -> bool:
     """Whether ``row`` records the copy ``there``: its size, and its time where the
     target keeps the time it is given."""
-    return row.size == there.size and (not kept_times or row.mtime_ns == there.mtime_ns)
+    return there.size_is(row.size) and (not kept_times or row.mtime_ns == there.mtime_ns)
 
 
 def _asks(actions: Plan) -> int:

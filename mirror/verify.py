@@ -89,7 +89,7 @@ def compare(
             found.append(Difference(src, dst, problem, resent=not why))
             if why:
                 refused.append((src, entry, why))
-        elif r.size != entry.size:
+        elif not r.size_is(entry.size):
             found.append(Difference(src, dst, f"size differs (source {entry.size}, target {r.size})", resent=True))
         elif caps.hash_kind is not HashKind.NONE and r.hash:
             if local_hash(src) != r.hash:
@@ -180,11 +180,20 @@ def uploads(remote: Mapping[str, RemoteEntry]) -> list[str]:
 
 
 def compared(caps: Capabilities, remote: Mapping[str, RemoteEntry], accounted: set[str]) -> str:
-    """What a verify of a target with ``caps`` compared, for its verdict: hashes only as
-    far as the target reported them for the files ``accounted`` (:func:`accounted_for`)."""
+    """What a verify of a target with ``caps`` compared, for its verdict: sizes and hashes
+    only as far as the target told them for the files ``accounted`` (:func:`accounted_for`)."""
     key = path_key(caps.case_sensitive)
     wanted = {key(p) for p in accounted}
     files = [r for p, r in remote.items() if key(p) in wanted]
+    told = _compared(caps, files)
+    untold = sum(1 for r in files if r.size is None)
+    if untold:
+        return f"{told}; the target told no size for {untold} of {len(files)} files: those were only found there"
+    return told
+
+
+def _compared(caps: Capabilities, files: list[RemoteEntry]) -> str:
+    """:func:`compared`, of the target's ``files`` that verify accounted for."""
     hashed = sum(1 for r in files if r.hash) if caps.hash_kind is not HashKind.NONE else 0
     what = ["sizes"]
     if caps.mtime_settable:
@@ -238,7 +247,7 @@ def _found_in(local: Mapping[str, LocalEntry], remote: Mapping[str, RemoteEntry]
     for src, entry in local.items():
         with suppress(ItemError):
             there = remote.get(layout.target_path(src, date_of(entry.mtime_ns)))
-            found += there is not None and there.size == entry.size
+            found += there is not None and there.size_is(entry.size)
     return found
 
 

@@ -496,3 +496,31 @@ def test_a_rename_or_removal_of_a_file_someone_replaced_with_a_folder_leaves_the
             (report,) = m.run_once()
         assert report.ok, report
         assert files(on_server) == {"a.txt": b"a", "New.pdf": b"mine Old.pdf", **theirs}
+
+
+def test_a_server_that_tells_no_file_sizes_gets_each_file_once_and_verifies_clean(
+    webdav_server: WebdavServer, sub: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server may leave getcontentlength out of its PROPFIND answers (RFC 4918: a
+    SHOULD): each copy was read as 0 bytes, verify called every file different, and each
+    listing pass moved every copy into .mirror-trash/ and sent it again."""
+    from wsgidav.fs_dav_provider import FileResource
+
+    monkeypatch.setattr(FileResource, "get_content_length", lambda self: None)
+    source = tmp_path / "export"
+    source.mkdir()
+    for i in range(3):
+        (source / f"inv-{i}.pdf").write_bytes(b"invoice %d" % i)
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        f'source = "{source}"\n[targets.dav]\nurl = "{webdav_server.url(sub)}"\n'
+        f'options = {{ username = "{USER}", password = "{PASSWORD}" }}\n'
+    )
+    state = tmp_path / "state"
+    assert run("run", "--once", "-c", str(config), state=state).returncode == 0
+    for _ in range(2):
+        again = run("run", "--once", "--rescan", "-c", str(config), state=state)
+        assert again.returncode == 0 and "0 sent" in again.stdout, again.stdout + again.stderr
+    checked = run("verify", "-c", str(config), state=state)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert files(webdav_server.folder / sub) == files(source)

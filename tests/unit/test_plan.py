@@ -619,6 +619,19 @@ def test_the_last_tenth_of_a_restore_under_way_is_not_deleted() -> None:
 MTIME_SET = Capabilities(mtime_settable=True)
 
 
+def test_a_size_the_target_does_not_tell_is_no_change_to_a_copy_nor_proof_a_file_is_mirror_s() -> None:
+    """A WebDAV server may leave sizes out of its listing: read as 0 bytes, every copy
+    mirror put there was taken for changed, moved into the trash and sent again at each
+    listing. Such a copy stays as it is; a file no row holds still goes aside before a
+    source file takes its place, as no size tells it is that file's copy."""
+    index = {"inv.pdf": known("inv.pdf", size=5)}
+    local = {"inv.pdf": entry("inv.pdf", size=5), "new.pdf": entry("new.pdf", size=5)}
+    remote = {"inv.pdf": RemoteEntry("inv.pdf", None), "new.pdf": RemoteEntry("new.pdf", None)}
+    result = plan(local, index, dataclasses.replace(SETTINGS, today=dt.date(2026, 11, 30)), remote)
+    assert [(t.src, t.aside) for t in result.transfers] == [("new.pdf", ".mirror-trash/2026-11-30/new.pdf")]
+    assert result.moves == () and result.removals == ()
+
+
 def test_an_older_version_restored_into_the_source_keeps_the_newer_copy_in_the_trash() -> None:
     index = {"inv.pdf": known("inv.pdf", size=5), "other.pdf": known("other.pdf", size=5)}
     older = 1_700_000_000 * 10**9 - 86_400 * 10**9

@@ -197,3 +197,18 @@ def test_verify_claims_hashes_compared_only_for_files_the_target_reported_one_fo
         "sizes compared, and hashes of 1 of 3 files: the target reported none for the others"
     )
     assert compared(caps, {**hashed, **bare}, {"a.pdf"}) == "sizes and hashes compared"
+
+
+def test_verify_claims_sizes_compared_only_for_files_the_target_told_one_for() -> None:
+    """A WebDAV server that leaves sizes out of its listing: its files were called
+    'identical (sizes compared ...)', though only their presence was."""
+    told = {"a.pdf": RemoteEntry("a.pdf", 3)}
+    untold = {"b.pdf": RemoteEntry("b.pdf", None), "c.pdf": RemoteEntry("c.pdf", None)}
+    assert compared(Capabilities(), {**told, **untold}, {"a.pdf", "b.pdf", "c.pdf"}) == (
+        "sizes compared: this target keeps no times and offers no hashes; "
+        "the target told no size for 2 of 3 files: those were only found there"
+    )
+    assert (
+        compared(Capabilities(), told, {"a.pdf"})
+        == "sizes compared: this target keeps no times and offers no hashes"
+    )
