@@ -765,6 +765,25 @@ class Driver:
         return os.path.abspath(f"{LocalFileSystem._strip_protocol(base).rstrip('/')}/{inner}")
 
     @classmethod
+    def wrapped_target(cls, url: str, options: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+        """The URL and options of the target a wrapper of another filesystem writes into:
+        fsspec's dir over FTP (``dir://inv`` with ``path = "/"``, ``target_protocol =
+        "ftp"`` and the server in ``target_options``) is ``ftp:///inv``. A plain FTP target
+        on that folder was taken for another place, and its deletions defeated the
+        wrapper's ``keep``. None for any other target, and for dir over the local
+        filesystem (:meth:`wrapped_folder`)."""
+        from fsspec.implementations.dirfs import DirFileSystem
+
+        base, protocol = options.get("path") or options.get("fo"), options.get("target_protocol")
+        if protocol in (None, "file", "local") or not isinstance(protocol, str) or not isinstance(base, str):
+            return None
+        fs_class = _fs_class(url)
+        if fs_class is None or not issubclass(fs_class, DirFileSystem) or "fs" in options:
+            return None
+        inner = url.partition("://")[2].lstrip("/")
+        return f"{protocol}://{base.rstrip('/')}/{inner}", dict(options.get("target_options") or {})
+
+    @classmethod
     def place(cls, url: str, options: Mapping[str, Any]) -> tuple[str, str, str]:
         """Where a target of ``url`` (protocol already resolved) with ``options`` writes,
         to tell two targets apart: (its server, as shown in messages; the folder's path

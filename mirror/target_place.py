@@ -118,7 +118,8 @@ class TargetPlace:
         if self.local_folder is not None:
             return folder_place(self.local_folder)
         host, _, path = self.resolved.url.partition("://")[2].partition("/")
-        return ("url", self._where(host, path), repr(sorted(self.resolved.options.items())))
+        where = self._where(self.resolved.backend.protocol, host, path)
+        return ("url", where, repr(sorted(self.resolved.options.items())))
 
     def indexes_of_same_place(self) -> list[Path]:
         """The indexes beside :attr:`index_file` that mirrored this source to this place:
@@ -176,16 +177,22 @@ class TargetPlace:
         (:meth:`Driver.same_server`), which the place recorded in the index is not."""
         if self.local_folder is not None:
             return folder_place(self.local_folder)
-        driver = registry.load_driver_class(self.resolved.backend)
+        resolved = self.resolved
         with located(self.config, self.target, self.resolved.preset):
-            server, path, account = driver.place(self.resolved.url, self.resolved.options)
-        return ("url", self._where(driver.same_server(server) if compared else server, path), account)
+            driver = registry.load_driver_class(resolved.backend)
+            if (inner := driver.wrapped_target(resolved.url, resolved.options)) is not None:
+                # a wrapper's place is the place it writes into
+                resolved = registry.resolve(*inner, {})
+                driver = registry.load_driver_class(resolved.backend)
+            server, path, account = driver.place(resolved.url, resolved.options)
+        where = self._where(resolved.backend.protocol, driver.same_server(server) if compared else server, path)
+        return ("url", where, account)
 
-    def _where(self, server: str, path: str) -> str:
+    def _where(self, protocol: str, server: str, path: str) -> str:
         # one folder has many spellings: dav:// and webdav://, s3a:// and s3://, '//' and
         # '/./' in the path; two targets there deleted each other's files
         path = posixpath.normpath(f"/{path}").strip("/")
-        return f"{self.resolved.backend.protocol}://{server}/{path}".rstrip("/")
+        return f"{protocol}://{server}/{path}".rstrip("/")
 
     def check_overlap(self) -> None:
         """A local target or the state inside the source (or around it) would mirror itself."""

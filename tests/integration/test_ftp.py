@@ -84,8 +84,8 @@ def test_two_targets_on_one_ftp_folder_are_refused_however_the_port_and_login_ar
     ftp_server: FtpServer, tmp_path: Path
 ) -> None:
     """One target with the port in its URL, one with it in its options (the login in the
-    URL for a third): both ran, and once a file left the source the live one deleted the
-    copy the other kept (delete = keep)."""
+    URL for a third, fsspec's dir over FTP for a fourth): both ran, and once a file left
+    the source the live one deleted the copy the other kept (delete = keep)."""
     source = tmp_path / "export"
     source.mkdir()
     (source / "inv-001.pdf").write_bytes(b"invoice")
@@ -94,8 +94,12 @@ def test_two_targets_on_one_ftp_folder_are_refused_however_the_port_and_login_ar
         "live": (f"ftp://127.0.0.1:{port}/invoices", login),
         "archive": ("ftp://localhost/invoices/", {"port": port, **login}),
         "copy": (f"ftp://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{port}/invoices", {}),
+        "wrapped": (
+            "dir://invoices",
+            {"path": "/", "target_protocol": "ftp", "target_options": {"host": "localhost", "port": port} | login},
+        ),
     }
-    for other in ("archive", "copy"):
+    for other in ("archive", "copy", "wrapped"):
         targets = {"live": spellings["live"], other: spellings[other]}
         config = write_config(tmp_path / f"{other}.toml", source, targets)
         done = run("run", "-c", str(config), "--once", state=tmp_path / "state", env=ENV)
