@@ -34,7 +34,7 @@ import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import platformdirs
 
@@ -80,6 +80,8 @@ OPTIONS = frozenset(
     }
 )
 RELOGIN = "run `mirror auth dropbox --app-key KEY` to log in again"
+
+T = TypeVar("T")
 
 
 def api_path(path: str) -> str:
@@ -146,8 +148,11 @@ API_ERRORS: tuple[tuple[frozenset[str], Callable[[str, list[str]], MirrorError]]
     ),
     (
         frozenset({"conflict"}),
+        # a folder where a file goes is said as every backend says it; never replaced
         lambda path, tags: ItemError(
-            f"{path} conflicts with an existing {tags[-1].replace('_', ' ')} on Dropbox "
+            f"{path} on the target is a folder where a file goes"
+            if tags[-1] == "folder"
+            else f"{path} conflicts with an existing {tags[-1].replace('_', ' ')} on Dropbox "
             "(Dropbox compares names ignoring case)"
         ),
     ),
@@ -423,20 +428,28 @@ class DropboxDriver(Driver):
             self.fs.mv(self.full(src), self.full(dst))
 
     def delete(self, rel: str) -> None:
+        self._not_a_folder(rel)
         self.fs.rm_file(self.full(rel))
+
+    def _not_a_folder(self, rel: str) -> None:
+        """ItemError when ``rel`` is a folder (someone's, where mirror's file was): one
+        ``files/get_metadata``. Dropbox deletes a folder with all in it, and has no delete
+        of a file alone (``parent_rev`` would do, but mirror keeps no file's rev); what
+        comes between the two requests is the small race of :meth:`remove_dir_if_empty`."""
+        try:
+            there = self.fs.info(self.full(rel))
+        except FileNotFoundError:
+            return  # gone already: the delete says so, as before
+        if there.get("type") == "directory":
+            raise ItemError(
+                f"{self.full(rel)} on the target is a folder, not the file mirror put there; it is not deleted"
+            )
 
     def move_batch(self, moves: Sequence[tuple[str, str]]) -> Sequence[MirrorError | None]:
         import dropbox.files as dbf
 
-        outcomes: list[MirrorError | None] = [None] * len(moves)
-        sent: list[int] = []
-        for i, (_, dst) in enumerate(moves):
-            try:
-                check_name(dst)  # a name Dropbox would refuse is not sent
-            except ItemError as exc:
-                outcomes[i] = exc
-                continue
-            sent.append(i)
+        # a name Dropbox would refuse is not sent
+        outcomes, sent = _sendable(moves, lambda move: check_name(move[1]))
         if not sent:
             return outcomes
         entries = [
@@ -450,11 +463,17 @@ class DropboxDriver(Driver):
     def delete_batch(self, rels: Sequence[str]) -> Sequence[MirrorError | None]:
         import dropbox.files as dbf
 
+        # a folder there is not sent: the batch would take it whole
+        outcomes, sent = _sendable(rels, self._not_a_folder)
+        if not sent:
+            return outcomes
         started = self.fs.call(
-            self.fs.dbx.files_delete_batch, [dbf.DeleteArg(api_path(self.full(r))) for r in rels]
+            self.fs.dbx.files_delete_batch, [dbf.DeleteArg(api_path(self.full(rels[i]))) for i in sent]
         )
         results = self._results(started, self.fs.dbx.files_delete_batch_check)
-        return [_entry_outcome(result, rel) for result, rel in zip(results, rels, strict=True)]
+        for i, result in zip(sent, results, strict=True):
+            outcomes[i] = _entry_outcome(result, rels[i])
+        return outcomes
 
     def _results(self, started: Any, check: Callable[[str], Any]) -> Sequence[Any]:
         """The result of each entry of a batch route, at its place as Dropbox promises:
@@ -506,6 +525,21 @@ class DropboxDriver(Driver):
 
     def close(self) -> None:
         self.fs.dbx.close()
+
+
+def _sendable(items: Sequence[T], check: Callable[[T], None]) -> tuple[list[MirrorError | None], list[int]]:
+    """The outcome of each item so far (the ItemError ``check`` raised, else None) and
+    the places of the items to send in a batch route: those ``check`` let through."""
+    outcomes: list[MirrorError | None] = [None] * len(items)
+    sent: list[int] = []
+    for i, item in enumerate(items):
+        try:
+            check(item)
+        except ItemError as exc:
+            outcomes[i] = exc
+            continue
+        sent.append(i)
+    return outcomes, sent
 
 
 def _entry_outcome(result: Any, path: str) -> MirrorError | None:

@@ -247,7 +247,6 @@ def test_a_path_below_a_file_is_no_file(driver: Driver, tmp_path: Path) -> None:
 
 #: backends whose driver still takes someone's folder where mirror's file was (open faults)
 TAKES_A_FOLDER = {
-    "dropbox": "a delete of the file's path deletes the folder there, with all in it",
     "onedrive": "an upload's rename into place replaces the folder there",
 }
 

@@ -119,9 +119,24 @@ def test_a_folder_in_the_way_is_an_item_error_not_a_renamed_copy(
 ) -> None:
     driver = dropbox_server.driver()
     driver.makedirs("Report.pdf")
-    with pytest.raises(ItemError, match="conflicts with an existing folder"):
+    with pytest.raises(ItemError, match=r"^report\.pdf on the target is a folder where a file goes$"):
         driver.put(write(tmp_path / "r", b"x"), "report.pdf", MTIME_NS)
     assert dropbox_server.fake.state.files == {}
+
+
+def test_a_folder_where_mirror_s_file_was_is_not_deleted(dropbox_server: DropboxServer, tmp_path: Path) -> None:
+    """Dropbox deletes a folder with all in it: a delete of the file's path, alone (as
+    the executor does an entry a batch refused) or in a batch, leaves someone's folder."""
+    driver = dropbox_server.driver()
+    driver.put(write(tmp_path / "t", b"theirs"), "Report.pdf/theirs.txt", MTIME_NS)
+    driver.put(write(tmp_path / "m", b"mine"), "b.pdf", MTIME_NS)
+    with pytest.raises(ItemError) as caught:
+        driver.delete("Report.pdf")
+    refused = "/Mirror/Report.pdf on the target is a folder, not the file mirror put there; it is not deleted"
+    assert str(caught.value) == refused
+    outcomes = driver.delete_batch(["Report.pdf", "b.pdf"])
+    assert [str(o) if o else None for o in outcomes] == [refused, None]
+    assert sorted(driver.list()) == ["Report.pdf/theirs.txt"]
 
 
 @pytest.mark.parametrize(
