@@ -521,22 +521,31 @@ class OneDriveDriver(Driver):
 
     # -- writing --------------------------------------------------------------------------
     def put(self, local_path: str, rel: str, mtime_ns: int) -> RemoteEntry | None:
+        import httpx
+
         self.check(rel)
         self._ask_root()
         size = os.path.getsize(local_path)
-        if size <= SIMPLE_UPLOAD_MAX:
-            with open(local_path, "rb") as f:
-                data = f.read()
-            self.request(
-                "PUT",
-                f"{self.item_url(rel)}/content",
-                params={"@microsoft.graph.conflictBehavior": "replace"},
-                content=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            item = self.request("PATCH", self.item_url(rel), json=self._mtime_body(mtime_ns)).json()
-        else:
-            item = self._upload_session(local_path, rel, size, mtime_ns)
+        try:
+            if size <= SIMPLE_UPLOAD_MAX:
+                with open(local_path, "rb") as f:
+                    data = f.read()
+                self.request(
+                    "PUT",
+                    f"{self.item_url(rel)}/content",
+                    params={"@microsoft.graph.conflictBehavior": "replace"},
+                    content=data,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                item = self.request("PATCH", self.item_url(rel), json=self._mtime_body(mtime_ns)).json()
+            else:
+                item = self._upload_session(local_path, rel, size, mtime_ns)
+        except httpx.HTTPStatusError as exc:
+            # Graph's nameAlreadyExists names no kind: asked only when it comes, said as
+            # every backend says a folder where a file goes
+            if exc.response.status_code == 409 and (there := self._item(rel)) is not None and "file" not in there:
+                raise ItemError(f"{self.full(rel)} on the target is a folder where a file goes") from None
+            raise
         return self._entry(rel, item)
 
     def _mtime_body(self, mtime_ns: int) -> dict[str, Any]:
@@ -653,14 +662,28 @@ class OneDriveDriver(Driver):
         existing = self._item(dst)
         # a case-only rename finds the source itself at dst: it must not be deleted
         if existing is not None and existing["id"] != item["id"]:
-            self.request("DELETE", self.item_url(dst), ok=(404,))
-        item_url = f"{self.drive}/items/{quote(str(item['id']), safe='')}"
-        self.request("PATCH", item_url, json=_move(dst, str(target_parent["id"])))
+            if "file" not in existing:
+                # someone's folder, with all in it: Graph's DELETE would take it whole
+                raise ItemError(f"{self.full(dst)} on the target is a folder where a file goes")
+            # by id: whatever took the path since is not the file looked at
+            self.request("DELETE", self._by_id(existing), ok=(404,))
+        self.request("PATCH", self._by_id(item), json=_move(dst, str(target_parent["id"])))
+
+    def _by_id(self, item: Mapping[str, Any]) -> str:
+        """The Graph URL of ``item`` by its id, which stays with it wherever it goes."""
+        return f"{self.drive}/items/{quote(str(item['id']), safe='')}"
 
     def delete(self, rel: str) -> None:
+        # Graph's DELETE takes a folder whole and has no delete of a file alone: what is
+        # there is looked at first (one GET), and that item deleted by its id, so that a
+        # folder someone put at the path since is not it
+        item = self._item(rel)
+        if item is not None and "file" not in item:
+            raise ItemError(
+                f"{self.full(rel)} on the target is a folder, not the file mirror put there; it is not deleted"
+            )
         # Graph's DELETE moves the item to the recycle bin
-        response = self.request("DELETE", self.item_url(rel), ok=(404,))
-        if response.status_code == 404:
+        if item is None or self.request("DELETE", self._by_id(item), ok=(404,)).status_code == 404:
             raise FileNotFoundError(f"no file {rel!r} on OneDrive")
 
     def makedirs(self, rel_dir: str) -> None:

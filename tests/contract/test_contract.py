@@ -245,22 +245,14 @@ def test_a_path_below_a_file_is_no_file(driver: Driver, tmp_path: Path) -> None:
     assert driver.stat("d/x.pdf") is None
 
 
-#: backends whose driver still takes someone's folder where mirror's file was (open faults)
-TAKES_A_FOLDER = {
-    "onedrive": "an upload's rename into place replaces the folder there",
-}
-
-
 def test_a_folder_someone_put_where_mirror_s_file_was_is_never_replaced_nor_deleted(
-    spec: TargetSpec, driver: Driver, tmp_path: Path, request: pytest.FixtureRequest
+    driver: Driver, tmp_path: Path
 ) -> None:
     """Someone replaced a file mirror put on the target with a folder of their own files
     (or made one where a new file goes). On WebDAV the upload's rename into place replaced
     the whole folder (MOVE with Overwrite: T), and the file's removal (DELETE) took the
     folder and all in it. Each fails for that file (a target of keys, S3, holds both, and
     a file gone counts as deleted), and the folder stays as it was."""
-    if spec.backend in TAKES_A_FOLDER:
-        request.applymarker(pytest.mark.xfail(reason=TAKES_A_FOLDER[spec.backend], strict=True))
     put(driver, tmp_path, "Report.pdf/theirs.txt", b"their own file")
     put(driver, tmp_path, "upload.tmp", b"mirror's new copy")
 

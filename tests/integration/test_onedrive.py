@@ -282,6 +282,33 @@ def test_move_delete_and_case_only_rename(
     assert driver.remove_dir_if_empty("out") is False
 
 
+@pytest.mark.parametrize("size", [5, 5 * 1024 * 1024], ids=["one request", "upload session"])
+def test_someone_s_folder_where_mirror_s_file_was_is_never_replaced_nor_deleted(
+    driver: OneDriveDriver, graph_fake: GraphFake, onedrive_target: TargetSpec, tmp_path: Path, size: int
+) -> None:
+    """A colleague's folder Report.pdf/ where mirror's file was: an edit (sent straight to
+    its place), a move onto it and the file's removal each fail for that file, said as
+    every backend says it, and the folder stays, out of the recycle bin."""
+    binned = len(graph_fake.state.recycle_bin)
+    driver.makedirs("Report.pdf")
+    driver.put(local(tmp_path, "theirs", b"their own file"), "Report.pdf/theirs.txt", MTIME)
+    driver.put(local(tmp_path, "mine", b"mine"), "b.pdf", MTIME)
+    where = f"{root_path(onedrive_target)}/Report.pdf"
+    with pytest.raises(ItemError) as put:
+        driver.put(local(tmp_path, "edit", b"x" * size), "Report.pdf", MTIME)
+    with pytest.raises(ItemError) as moved:
+        driver.move("b.pdf", "Report.pdf")
+    with pytest.raises(ItemError) as deleted:
+        driver.delete("Report.pdf")
+    assert [str(put.value), str(moved.value)] == [f"{where} on the target is a folder where a file goes"] * 2
+    assert (
+        str(deleted.value)
+        == f"{where} on the target is a folder, not the file mirror put there; it is not deleted"
+    )
+    assert sorted(driver.list()) == ["Report.pdf/theirs.txt", "b.pdf"]
+    assert len(graph_fake.state.recycle_bin) == binned  # the fake's drive serves every test
+
+
 def test_moves_into_one_folder_take_one_request_each(
     driver: OneDriveDriver, graph_fake: GraphFake, tmp_path: Path
 ) -> None:
